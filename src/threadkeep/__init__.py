@@ -1,0 +1,78 @@
+"""threadkeep: keep the conversations of chat agents.
+
+One API over memory, SQLite, Redis and PostgreSQL stores::
+
+    import threadkeep
+    with threadkeep.open("sqlite:///threadkeep.db") as store:
+        conv = store.resume("contact-1", tenant="loc-1")
+        store.append(conv.id, "user", "Hi")
+"""
+
+from threadkeep._api import open, open_async
+from threadkeep._clock import Clock, ManualClock, SystemClock
+from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, TIERS, Limits, Retention
+from threadkeep._exceptions import (
+    BackendError,
+    BackendUnavailable,
+    ConversationClosed,
+    ConversationNotFound,
+    CursorExpired,
+    IllegalTransition,
+    InvalidInput,
+    StateConflict,
+    StoreClosed,
+    ThreadkeepError,
+    TurnInProgress,
+)
+from threadkeep._models import (
+    Conversation,
+    Counts,
+    Event,
+    Fact,
+    Message,
+    Page,
+    StateSnapshot,
+    SweepReport,
+)
+from threadkeep._rules.lifecycle import Status
+from threadkeep._store import AsyncStore, AsyncTurn, Store, Turn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_RETENTION",
+    "TIERS",
+    "AsyncStore",
+    "AsyncTurn",
+    "BackendError",
+    "BackendUnavailable",
+    "Clock",
+    "Conversation",
+    "ConversationClosed",
+    "ConversationNotFound",
+    "Counts",
+    "CursorExpired",
+    "Event",
+    "Fact",
+    "IllegalTransition",
+    "InvalidInput",
+    "Limits",
+    "ManualClock",
+    "Message",
+    "Page",
+    "Retention",
+    "StateConflict",
+    "StateSnapshot",
+    "Status",
+    "Store",
+    "StoreClosed",
+    "SweepReport",
+    "SystemClock",
+    "ThreadkeepError",
+    "Turn",
+    "TurnInProgress",
+    "__version__",
+    "open",
+    "open_async",
+]

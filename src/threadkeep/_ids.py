@@ -1,0 +1,42 @@
+"""Conversation ids: time-sortable, URL-safe, unique without coordination."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from threadkeep._exceptions import InvalidInput
+
+__all__ = ["check_id", "new_id"]
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def new_id() -> str:
+    """Return a new 26-character id: 48 bits of milliseconds, then 80 random bits (ULID layout).
+
+    Ids made later sort after ids made earlier (to the millisecond), and they are safe in URLs.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def check_id(value: object, field: str = "conversation_id") -> str:
+    """Return ``value`` if it is a well-formed id, else raise InvalidInput.
+
+    Raises:
+        InvalidInput: when the id is not 1-64 characters of letters, digits, ``_`` or ``-``.
+    """
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidInput(
+            f"{field} {value!r} is malformed: an id is 1-64 characters of letters, digits, "
+            "'_' or '-'",
+            field=field,
+        )
+    return value

@@ -1,0 +1,200 @@
+"""The values the Store returns: frozen, typed, with aware UTC datetimes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar, cast
+
+__all__ = [
+    "Conversation",
+    "Counts",
+    "Event",
+    "Fact",
+    "Message",
+    "Page",
+    "StateSnapshot",
+    "SweepReport",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One conversation with a contact.
+
+    Attributes:
+        id: time-sortable, URL-safe id.
+        tenant: namespace (CRM location, company …).
+        contact_id: the customer (phone number, CRM id …).
+        agent_id: the bot or agent persona answering, if any.
+        channel: ``web``, ``whatsapp``, ``sms`` …
+        status: ``new``, ``active``, ``idle``, ``waiting_agent`` or ``closed``.
+        stage: free domain string such as ``"Q2"``.
+        metadata: JSON object.
+        created_at: when it started.
+        last_activity_at: last message or change.
+        expires_at: when it expires unless there is activity (``None``: never).
+        message_count: messages currently kept.
+        state_version: current state version (0 when no state was saved).
+    """
+
+    id: str
+    tenant: str
+    contact_id: str
+    agent_id: str | None
+    channel: str | None
+    status: str
+    stage: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    last_activity_at: datetime
+    expires_at: datetime | None
+    message_count: int
+    state_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (datetimes as ISO 8601 strings)."""
+        return cast(dict[str, Any], _jsonable(asdict(self)))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a conversation.
+
+    Attributes:
+        conversation_id: the conversation it belongs to.
+        seq: 1, 2, 3 … per conversation, gap-free in commit order.
+        role: ``user``, ``assistant``, ``agent``, ``system`` or ``tool``.
+        content: the text.
+        created_at: when it was stored.
+        metadata: JSON object.
+        idempotency_key: the caller's key, if one was given.
+    """
+
+    conversation_id: str
+    seq: int
+    role: str
+    content: str
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (datetimes as ISO 8601 strings)."""
+        return cast(dict[str, Any], _jsonable(asdict(self)))
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot(Generic[T]):
+    """A conversation's state at one version.
+
+    Attributes:
+        value: the state (``None`` when nothing was saved yet).
+        version: its version; 0 means nothing was saved yet.
+        saved_at: when that version was saved.
+    """
+
+    value: T | None
+    version: int
+    saved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing.
+
+    Attributes:
+        items: the page's items.
+        next_cursor: pass it as ``cursor=`` for the next page; ``None`` on the last page.
+    """
+
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the change log.
+
+    Attributes:
+        id: the cursor of this event; pass it as ``after=`` to resume after it.
+        kind: ``conversation.started``, ``message.appended``, ``status.changed`` …
+        tenant: the conversation's tenant.
+        conversation_id: the conversation that changed.
+        data: details (never message content of erased conversations).
+        at: when it happened.
+    """
+
+    id: str
+    kind: str
+    tenant: str
+    conversation_id: str
+    data: dict[str, Any]
+    at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (datetimes as ISO 8601 strings)."""
+        return cast(dict[str, Any], _jsonable(asdict(self)))
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What ``sweep()`` did (or would do, with ``dry_run=True``).
+
+    Attributes:
+        idled: conversations marked idle.
+        purged: expired conversations physically removed.
+        facts_purged: expired contact-memory facts removed.
+        dry_run: whether nothing was changed.
+    """
+
+    idled: int
+    purged: int
+    facts_purged: int
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A remembered fact about a contact, outliving one conversation.
+
+    Attributes:
+        key: the fact's name.
+        value: any JSON value.
+        tier: ``critical``, ``high``, ``medium`` or ``low``.
+        updated_at: when it was last remembered.
+        expires_at: when it is forgotten.
+    """
+
+    key: str
+    value: Any
+    tier: str
+    updated_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """How many live conversations a tenant has, by status and by stage.
+
+    Attributes:
+        total: all live conversations.
+        by_status: status → count.
+        by_stage: stage → count (conversations without a stage are left out).
+    """
+
+    total: int
+    by_status: dict[str, int]
+    by_stage: dict[str, int]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,26 @@
+"""Timestamps as integer microseconds since the epoch: exact, sortable, backend-neutral."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+__all__ = ["from_us", "span_us", "to_us"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(value: datetime) -> int:
+    """Return an aware datetime as microseconds since the epoch."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not accepted; pass a timezone-aware one")
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(value: int) -> datetime:
+    """Return microseconds since the epoch as an aware UTC datetime."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def span_us(value: timedelta) -> int:
+    """Return a duration in microseconds."""
+    return value // timedelta(microseconds=1)

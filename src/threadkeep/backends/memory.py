@@ -1,0 +1,428 @@
+"""The in-memory reference backend: one process, nothing persisted.
+
+Every call runs under one lock, so each op is atomic; data lives as long as the Store object.
+It is the executable model of the rules that the real backends are tested against.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import replace
+
+from threadkeep._exceptions import InvalidInput
+from threadkeep._rules import events as ev
+from threadkeep._rules.ops import (
+    AppendOp,
+    AppendResult,
+    ConvRow,
+    CountsOp,
+    CountsRow,
+    DeleteContactOp,
+    DeleteOp,
+    EventRow,
+    EventsOp,
+    FactRow,
+    FindOpenOp,
+    GetOp,
+    LeaseOp,
+    LeaseResult,
+    ListOp,
+    LoadStateOp,
+    MsgRow,
+    Outcome,
+    ReadOp,
+    RecallOp,
+    ReleaseOp,
+    RememberOp,
+    SaveStateOp,
+    StartOp,
+    StateResult,
+    StateRow,
+    SweepOp,
+    SweepRow,
+    UpdateOp,
+    UpdateResult,
+)
+from threadkeep._rules.retention import is_expired
+from threadkeep._url import StoreURL
+
+__all__ = ["MemoryBackend"]
+
+
+def _touch(row: ConvRow, now_us: int, **changes: object) -> ConvRow:
+    """Return ``row`` with activity at ``now_us``, sliding expiry and idle time renewed."""
+    return replace(
+        row,
+        activity_us=now_us,
+        expires_us=row.retention.expires_at(now_us),
+        idle_us=row.retention.idle_at(now_us),
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def parse_event_cursor(after: str | None) -> int:
+    """Return an integer event cursor (0 for None).
+
+    Raises:
+        InvalidInput: when it is not a non-negative integer.
+    """
+    if after is None:
+        return 0
+    if not after.isdigit():
+        raise InvalidInput(f"events cursor {after!r} is malformed", field="after")
+    return int(after)
+
+
+class MemoryBackend:
+    """Reference backend holding everything in dicts under one lock."""
+
+    def __init__(self, url: StoreURL | None = None) -> None:
+        self._lock = threading.Condition(threading.RLock())
+        self._convs: dict[str, ConvRow] = {}
+        self._msgs: dict[str, list[MsgRow]] = defaultdict(list)
+        self._idem: dict[tuple[str, str], MsgRow] = {}
+        self._states: dict[str, list[StateRow]] = defaultdict(list)
+        self._leases: dict[str, tuple[int, int]] = {}
+        self._lease_tokens: dict[str, int] = defaultdict(int)
+        self._events: dict[int, EventRow] = {}
+        self._last_event = 0
+        self._trimmed = 0  # events with ids up to this fell out of the bounded log
+        self._facts: dict[tuple[str, str, str], FactRow] = {}
+
+    # ---- helpers (caller holds the lock) ------------------------------------------------
+
+    def _live(self, conversation_id: str, tenant: str | None, now_us: int) -> ConvRow | None:
+        row = self._convs.get(conversation_id)
+        if row is None or is_expired(row.expires_us, now_us):
+            return None
+        if tenant is not None and row.tenant != tenant:
+            return None
+        return row
+
+    def _emit(self, row: ConvRow, event: tuple[str, dict[str, object]], keep: int) -> None:
+        self._last_event += 1
+        kind, data = event
+        self._events[self._last_event] = EventRow(
+            id=str(self._last_event),
+            kind=kind,
+            tenant=row.tenant,
+            conversation_id=row.id,
+            data_json=json.dumps(data, separators=(",", ":")),
+            at_us=row.activity_us,
+        )
+        if self._last_event > keep:
+            self._trimmed = self._last_event - keep
+            self._events.pop(self._trimmed, None)
+        self._lock.notify_all()
+
+    def _erase(self, conversation_id: str) -> None:
+        self._convs.pop(conversation_id, None)
+        for msg in self._msgs.pop(conversation_id, []):
+            if msg.idempotency_key is not None:
+                self._idem.pop((conversation_id, msg.idempotency_key), None)
+        for key in [k for k in self._idem if k[0] == conversation_id]:
+            del self._idem[key]
+        self._states.pop(conversation_id, None)
+        self._leases.pop(conversation_id, None)
+        for event_id in [
+            i for i, e in self._events.items() if e.conversation_id == conversation_id
+        ]:
+            del self._events[event_id]
+
+    # ---- Backend ------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Always answers."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+        """See Backend.create."""
+        with self._lock:
+            if op.resume:
+                found = self._find_open(
+                    FindOpenOp(
+                        op.row.tenant, op.row.contact_id, op.open_statuses, op.row.created_us
+                    )
+                )
+                if found is not None:
+                    return Outcome.EXISTING, found
+            self._convs[op.row.id] = op.row
+            self._emit(
+                op.row, ev.started(op.row.contact_id, op.row.status, op.row.stage), op.events_kept
+            )
+            return Outcome.CREATED, op.row
+
+    def get(self, op: GetOp) -> ConvRow | None:
+        """See Backend.get."""
+        with self._lock:
+            return self._live(op.conversation_id, op.tenant, op.now_us)
+
+    def _find_open(self, op: FindOpenOp) -> ConvRow | None:
+        candidates = [
+            r
+            for r in self._convs.values()
+            if r.tenant == op.tenant
+            and r.contact_id == op.contact_id
+            and r.status in op.open_statuses
+            and not is_expired(r.expires_us, op.now_us)
+        ]
+        return max(candidates, key=lambda r: (r.activity_us, r.id), default=None)
+
+    def find_open(self, op: FindOpenOp) -> ConvRow | None:
+        """See Backend.find_open."""
+        with self._lock:
+            return self._find_open(op)
+
+    def append(self, op: AppendOp) -> AppendResult:
+        """See Backend.append."""
+        with self._lock:
+            row = self._live(op.conversation_id, op.tenant, op.now_us)
+            if row is None:
+                return AppendResult(Outcome.NOT_FOUND)
+            if op.idempotency_key is not None:
+                stored = self._idem.get((row.id, op.idempotency_key))
+                if stored is not None:
+                    return AppendResult(Outcome.DUPLICATE, stored)
+            if row.status not in op.on_message:
+                return AppendResult(Outcome.CLOSED)
+            if op.fence is not None:
+                token, until = self._leases.get(row.id, (0, 0))
+                if token != op.fence or until <= op.now_us:
+                    return AppendResult(Outcome.FENCED)
+            seq = row.last_seq + 1
+            msg = MsgRow(
+                row.id, seq, op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key
+            )
+            kept = self._msgs[row.id]
+            kept.append(msg)
+            limit = row.retention.max_messages
+            if limit is not None and len(kept) > limit:
+                del kept[: len(kept) - limit]
+            if op.idempotency_key is not None:
+                self._idem[(row.id, op.idempotency_key)] = msg
+            status = op.on_message[row.status]
+            new = _touch(row, op.now_us, status=status, last_seq=seq, message_count=len(kept))
+            self._convs[row.id] = new
+            self._emit(new, ev.message_appended(seq, op.role), op.events_kept)
+            if status != row.status:
+                self._emit(new, ev.status_changed(row.status, status), op.events_kept)
+            return AppendResult(Outcome.OK, msg)
+
+    def read_messages(self, op: ReadOp) -> list[MsgRow] | None:
+        """See Backend.read_messages."""
+        with self._lock:
+            row = self._live(op.conversation_id, op.tenant, op.now_us)
+            if row is None:
+                return None
+            kept = self._msgs.get(row.id, [])
+            last = row.retention.window if op.window else op.last
+            if last is not None:
+                return list(kept[-last:])
+            after = op.after or 0
+            return [m for m in kept if m.seq > after][: op.limit]
+
+    def update(self, op: UpdateOp) -> UpdateResult:
+        """See Backend.update."""
+        with self._lock:
+            row = self._live(op.conversation_id, op.tenant, op.now_us)
+            if row is None:
+                return UpdateResult(Outcome.NOT_FOUND)
+            if op.field == "status":
+                if row.status == op.value:
+                    return UpdateResult(Outcome.UNCHANGED, row, row.status)
+                if row.status not in op.allowed_from:
+                    return UpdateResult(Outcome.ILLEGAL, row, row.status)
+                new = _touch(row, op.now_us, status=op.value)
+                self._convs[row.id] = new
+                self._emit(new, ev.status_changed(row.status, str(op.value)), op.events_kept)
+                return UpdateResult(Outcome.OK, new, row.status)
+            if row.status not in op.allowed_from:
+                return UpdateResult(Outcome.CLOSED, row, row.status)
+            if row.stage == op.value:
+                return UpdateResult(Outcome.UNCHANGED, row, row.status)
+            new = _touch(row, op.now_us, stage=op.value)
+            self._convs[row.id] = new
+            self._emit(new, ev.stage_changed(row.stage, op.value), op.events_kept)
+            return UpdateResult(Outcome.OK, new, row.status)
+
+    def save_state(self, op: SaveStateOp) -> StateResult:
+        """See Backend.save_state."""
+        with self._lock:
+            row = self._live(op.conversation_id, op.tenant, op.now_us)
+            if row is None:
+                return StateResult(Outcome.NOT_FOUND)
+            current = row.state_version
+            if op.expected_version is not None and op.expected_version != current:
+                return StateResult(Outcome.CONFLICT, current=current)
+            versions = self._states[row.id]
+            value = op.value_json
+            if op.rollback_to is not None:
+                old = next((s for s in versions if s.version == op.rollback_to), None)
+                if old is None:
+                    return StateResult(Outcome.NO_VERSION, current=current)
+                value = old.value_json
+            version = current + 1
+            versions.append(StateRow(version, value, op.now_us))
+            del versions[: max(0, len(versions) - op.keep)]
+            new = _touch(row, op.now_us, state_version=version)
+            self._convs[row.id] = new
+            self._emit(new, ev.state_saved(version), op.events_kept)
+            return StateResult(Outcome.OK, version=version, saved_us=op.now_us, current=version)
+
+    def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+        """See Backend.load_state."""
+        with self._lock:
+            row = self._live(op.conversation_id, op.tenant, op.now_us)
+            if row is None:
+                return Outcome.NOT_FOUND, None
+            versions = self._states.get(row.id, [])
+            if op.version is None:
+                return Outcome.OK, versions[-1] if versions else None
+            found = next((s for s in versions if s.version == op.version), None)
+            return (Outcome.OK, found) if found else (Outcome.NO_VERSION, None)
+
+    def list(self, op: ListOp) -> builtins.list[ConvRow]:
+        """See Backend.list."""
+        with self._lock:
+            rows = [
+                r
+                for r in self._convs.values()
+                if r.tenant == op.tenant
+                and not is_expired(r.expires_us, op.now_us)
+                and (op.status is None or r.status == op.status)
+                and (op.stage is None or r.stage == op.stage)
+                and (op.agent_id is None or r.agent_id == op.agent_id)
+                and (op.contact_id is None or r.contact_id == op.contact_id)
+                and (op.cursor is None or (r.activity_us, r.id) < op.cursor)
+            ]
+            rows.sort(key=lambda r: (r.activity_us, r.id), reverse=True)
+            return rows[: op.limit + 1]
+
+    def counts(self, op: CountsOp) -> CountsRow:
+        """See Backend.counts."""
+        with self._lock:
+            by_status: dict[str, int] = defaultdict(int)
+            by_stage: dict[str, int] = defaultdict(int)
+            for r in self._convs.values():
+                if r.tenant == op.tenant and not is_expired(r.expires_us, op.now_us):
+                    by_status[r.status] += 1
+                    if r.stage is not None:
+                        by_stage[r.stage] += 1
+            return CountsRow(dict(by_status), dict(by_stage))
+
+    def delete(self, op: DeleteOp) -> bool:
+        """See Backend.delete."""
+        with self._lock:
+            row = self._convs.get(op.conversation_id)
+            if row is None or (op.tenant is not None and row.tenant != op.tenant):
+                return False
+            self._erase(row.id)
+            self._emit(replace(row, activity_us=op.now_us), ev.deleted(), op.events_kept)
+            return not is_expired(row.expires_us, op.now_us)
+
+    def delete_contact(self, op: DeleteContactOp) -> int:
+        """See Backend.delete_contact."""
+        with self._lock:
+            rows = [
+                r
+                for r in self._convs.values()
+                if r.tenant == op.tenant and r.contact_id == op.contact_id
+            ]
+            for row in rows:
+                self._erase(row.id)
+                self._emit(replace(row, activity_us=op.now_us), ev.deleted(), op.events_kept)
+            for key in [k for k in self._facts if k[:2] == (op.tenant, op.contact_id)]:
+                del self._facts[key]
+            return sum(not is_expired(r.expires_us, op.now_us) for r in rows)
+
+    def sweep(self, op: SweepOp) -> SweepRow:
+        """See Backend.sweep."""
+        with self._lock:
+            expired = [r for r in self._convs.values() if is_expired(r.expires_us, op.now_us)]
+            idle = [
+                r
+                for r in self._convs.values()
+                if r.status in op.idle_from
+                and r.idle_us <= op.now_us
+                and not is_expired(r.expires_us, op.now_us)
+            ]
+            facts = [k for k, f in self._facts.items() if f.expires_us <= op.now_us]
+            if not op.dry_run:
+                for row in expired:
+                    self._erase(row.id)
+                for row in idle:
+                    self._convs[row.id] = new = replace(row, status=op.idle_to)
+                    self._emit(
+                        replace(new, activity_us=op.now_us),
+                        ev.status_changed(row.status, op.idle_to),
+                        op.events_kept,
+                    )
+                for key in facts:
+                    del self._facts[key]
+            return SweepRow(idled=len(idle), purged=len(expired), facts_purged=len(facts))
+
+    def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+        """See Backend.read_events."""
+        after = parse_event_cursor(op.after)
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while True:
+                if after < self._trimmed:
+                    return None
+                rows = [
+                    e
+                    for i, e in sorted(self._events.items())
+                    if i > after and (op.tenant is None or e.tenant == op.tenant)
+                ][: op.limit]
+                remaining = deadline - time.monotonic()
+                if rows or remaining <= 0:
+                    return rows
+                self._lock.wait(remaining)
+
+    def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+        """See Backend.acquire_lease."""
+        with self._lock:
+            if self._live(op.conversation_id, op.tenant, op.now_us) is None:
+                return LeaseResult(Outcome.NOT_FOUND)
+            _, until = self._leases.get(op.conversation_id, (0, 0))
+            if until > op.now_us:
+                return LeaseResult(Outcome.BUSY)
+            self._lease_tokens[op.conversation_id] += 1
+            token = self._lease_tokens[op.conversation_id]
+            self._leases[op.conversation_id] = (token, op.until_us)
+            return LeaseResult(Outcome.OK, token)
+
+    def release_lease(self, op: ReleaseOp) -> None:
+        """See Backend.release_lease."""
+        with self._lock:
+            token, _ = self._leases.get(op.conversation_id, (0, 0))
+            if token == op.token:
+                self._leases[op.conversation_id] = (token, 0)
+
+    def remember(self, op: RememberOp) -> FactRow:
+        """See Backend.remember."""
+        row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+        with self._lock:
+            self._facts[(op.tenant, op.contact_id, op.key)] = row
+        return row
+
+    def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+        """See Backend.recall."""
+        with self._lock:
+            return sorted(
+                (
+                    f
+                    for (tenant, contact, key), f in self._facts.items()
+                    if tenant == op.tenant
+                    and contact == op.contact_id
+                    and (op.key is None or key == op.key)
+                    and f.expires_us > op.now_us
+                ),
+                key=lambda f: f.key,
+            )
