@@ -220,8 +220,12 @@ class _StoreBase:
             raise ConversationNotFound(op.conversation_id)
         return [outcomes.finish_message(r) for r in rows]
 
-    def _finish_context(self, rows: list[MsgRow] | None, op: ReadOp) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.content} for m in self._finish_messages(rows, op)]
+    def _finish_context(
+        self, rows: list[tuple[str, str]] | None, op: ReadOp
+    ) -> list[dict[str, str]]:
+        if rows is None:
+            raise ConversationNotFound(op.conversation_id)
+        return [{"role": role, "content": content} for role, content in rows]
 
     def _plan_save_state(
         self,
@@ -715,7 +719,7 @@ class Store(_StoreBase):
             ConversationNotFound: absent, expired or another tenant's.
         """
         op = self._plan_messages(conversation_id, None, None, None, tenant, window=True)
-        return self._finish_context(self._backend.read_messages(op), op)
+        return self._finish_context(self._backend.read_context(op), op)
 
     def save_state(
         self,
@@ -1114,7 +1118,7 @@ class AsyncStore(_StoreBase):
     ) -> builtins.list[dict[str, str]]:
         """See Store.context."""
         op = self._plan_messages(conversation_id, None, None, None, tenant, window=True)
-        return self._finish_context(await self._backend.read_messages(op), op)
+        return self._finish_context(await self._backend.read_context(op), op)
 
     async def save_state(
         self,

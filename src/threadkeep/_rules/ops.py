@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from threadkeep._rules.retention import RetentionUs
 
@@ -89,8 +90,7 @@ class ConvRow:
     retention: RetentionUs
 
 
-@dataclass(frozen=True, slots=True)
-class MsgRow:
+class MsgRow(NamedTuple):
     """A message as stored."""
 
     conversation_id: str
@@ -102,8 +102,7 @@ class MsgRow:
     idempotency_key: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class StateRow:
+class StateRow(NamedTuple):
     """A state version as stored."""
 
     version: int
@@ -111,8 +110,7 @@ class StateRow:
     saved_us: int
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+class EventRow(NamedTuple):
     """An event as stored; ``id`` is the backend's cursor text."""
 
     id: str
@@ -123,8 +121,7 @@ class EventRow:
     at_us: int
 
 
-@dataclass(frozen=True, slots=True)
-class FactRow:
+class FactRow(NamedTuple):
     """A contact-memory fact as stored."""
 
     key: str

@@ -81,7 +81,7 @@ def finish_message(row: MsgRow) -> Message:
         role=row.role,
         content=row.content,
         created_at=from_us(row.created_us),
-        metadata=json.loads(row.metadata_json),
+        metadata={} if row.metadata_json == "{}" else json.loads(row.metadata_json),
         idempotency_key=row.idempotency_key,
     )
 

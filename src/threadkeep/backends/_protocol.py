@@ -71,6 +71,9 @@ class Backend(Protocol):
     def read_messages(self, op: ReadOp) -> list[MsgRow] | None:
         """Return messages oldest first, or None when the conversation is not live."""
 
+    def read_context(self, op: ReadOp) -> list[tuple[str, str]] | None:
+        """Return the (role, content) pairs of the conversation's window (``op.window``)."""
+
     def update(self, op: UpdateOp) -> UpdateResult:
         """Change status or stage (see UpdateOp)."""
         ...
@@ -147,6 +150,9 @@ class AsyncBackend(Protocol):
 
     async def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
         """See Backend.read_messages."""
+
+    async def read_context(self, op: ReadOp) -> list[tuple[str, str]] | None:
+        """See Backend.read_context."""
 
     async def update(self, op: UpdateOp) -> UpdateResult:
         """See Backend.update."""

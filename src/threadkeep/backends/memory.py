@@ -227,6 +227,11 @@ class MemoryBackend:
             after = op.after or 0
             return [m for m in kept if m.seq > after][: op.limit]
 
+    def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+        """See Backend.read_context."""
+        rows = self.read_messages(op)
+        return None if rows is None else [(m.role, m.content) for m in rows]
+
     def update(self, op: UpdateOp) -> UpdateResult:
         """See Backend.update."""
         with self._lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Final
+from typing import Any, Final
 
 from threadkeep._rules.ops import ConvRow, EventRow, FactRow, MsgRow, StateRow
 from threadkeep._rules.retention import RetentionUs
@@ -141,7 +141,7 @@ def conv_values(row: ConvRow) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def conv_row(r: sqlite3.Row) -> ConvRow:
+def conv_row(r: tuple[Any, ...]) -> ConvRow:
     """Decode a conversations row selected with CONV_COLUMNS."""
     return ConvRow(
         id=r[0], tenant=r[1], contact_id=r[2], agent_id=r[3], channel=r[4], status=r[5],
@@ -151,9 +151,9 @@ def conv_row(r: sqlite3.Row) -> ConvRow:
     )  # fmt: skip
 
 
-def msg_row(r: sqlite3.Row) -> MsgRow:
+def msg_row(r: tuple[Any, ...]) -> MsgRow:
     """Decode a messages row selected with MSG_COLUMNS."""
-    return MsgRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+    return MsgRow(*r)
 
 
 def state_row(r: sqlite3.Row) -> StateRow:

@@ -75,6 +75,18 @@ from threadkeep.backends.sqlite._schema import (
 __all__ = ["SQLiteBackend"]
 
 _SELECT_CONV = f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = :id"
+_HEAD = "SELECT tenant, expires_us, window_size, state_version FROM conversations WHERE id = ?"
+_READ = (
+    "SELECT c.tenant, c.expires_us, "
+    + ", ".join(f"m.{c.strip()}" for c in MSG_COLUMNS.split(","))
+    + " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND {} "
+    "WHERE c.id = ? ORDER BY m.seq{}"
+)
+_CONTEXT = (
+    "SELECT c.tenant, c.expires_us, m.role, m.content FROM conversations c LEFT JOIN messages m "
+    "ON m.conversation_id = c.id AND m.seq > c.last_seq - c.window_size WHERE c.id = ? "
+    "ORDER BY m.seq"
+)
 _LEASE = "SELECT lease_token, lease_until_us FROM conversations WHERE id = ?"
 _POLL = (0.02, 0.2)  # first and longest pause between polls for new events, seconds
 
@@ -189,6 +201,16 @@ class SQLiteBackend:
         if is_expired(row.expires_us, now_us) or (tenant is not None and row.tenant != tenant):
             return None
         return row
+
+    @staticmethod
+    def _head(
+        db: sqlite3.Connection, conversation_id: str, tenant: str | None, now_us: int
+    ) -> tuple[int, int] | None:
+        """Return (window, state_version) of a live conversation, or None: a cheap _live."""
+        found = db.execute(_HEAD, (conversation_id,)).fetchone()
+        if found is None or is_expired(found[1], now_us) or tenant not in (None, found[0]):
+            return None
+        return found[2], found[3]
 
     @staticmethod
     def _emit(
@@ -325,25 +347,34 @@ class SQLiteBackend:
         return AppendResult(Outcome.OK, msg)
 
     def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
-        """See Backend.read_messages."""
-        with self._tx(write=False) as db:
-            row = self._live(db, op.conversation_id, op.tenant, op.now_us)
-            if row is None:
-                return None
-            last = row.retention.window if op.window else op.last
-            if last is not None:
-                found = db.execute(
-                    f"SELECT {MSG_COLUMNS} FROM messages WHERE conversation_id = ? "
-                    "ORDER BY seq DESC LIMIT ?",
-                    (row.id, last),
-                ).fetchall()
-                return [msg_row(r) for r in reversed(found)]
-            found = db.execute(
-                f"SELECT {MSG_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (row.id, op.after or 0, op.limit),
-            ).fetchall()
-            return [msg_row(r) for r in found]
+        """See Backend.read_messages: one statement, so one consistent snapshot.
+
+        seq is gap-free and trimming removes the oldest first, so the last N messages are
+        exactly those with seq > last_seq - N: an index range, whatever the history's length.
+        """
+        if op.window or op.last is not None:
+            bound, args = ("c.window_size", ()) if op.window else ("?", (op.last,))
+            sql = _READ.format(f"m.seq > c.last_seq - {bound}", "")
+            params: tuple[Any, ...] = (*args, op.conversation_id)
+        else:
+            sql = _READ.format("m.seq > ?", " LIMIT ?")
+            params = (op.after or 0, op.conversation_id, op.limit)
+        with self._errors():
+            found = self._conn().execute(sql, params).fetchall()
+        if not found:
+            return None
+        tenant, expires = found[0][0], found[0][1]
+        if is_expired(expires, op.now_us) or op.tenant not in (None, tenant):
+            return None
+        return [MsgRow(*r[2:]) for r in found if r[3] is not None]
+
+    def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+        """See Backend.read_context: read_messages' window, only (role, content)."""
+        with self._errors():
+            found = self._conn().execute(_CONTEXT, (op.conversation_id,)).fetchall()
+        if not found or is_expired(found[0][1], op.now_us) or op.tenant not in (None, found[0][0]):
+            return None
+        return [(r[2], r[3]) for r in found if r[2] is not None]
 
     def update(self, op: UpdateOp) -> UpdateResult:
         """See Backend.update."""
@@ -404,14 +435,14 @@ class SQLiteBackend:
     def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
         """See Backend.load_state."""
         with self._tx(write=False) as db:
-            row = self._live(db, op.conversation_id, op.tenant, op.now_us)
-            if row is None:
+            head = self._head(db, op.conversation_id, op.tenant, op.now_us)
+            if head is None:
                 return Outcome.NOT_FOUND, None
-            version = row.state_version if op.version is None else op.version
+            version = head[1] if op.version is None else op.version
             found = db.execute(
                 "SELECT version, value, saved_us FROM states "
                 "WHERE conversation_id = ? AND version = ?",
-                (row.id, version),
+                (op.conversation_id, version),
             ).fetchone()
         if found is None:
             return (Outcome.OK, None) if op.version is None else (Outcome.NO_VERSION, None)

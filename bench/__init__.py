@@ -1,0 +1,1 @@
+"""threadkeep benchmarks: `make bench` (python -m bench)."""
