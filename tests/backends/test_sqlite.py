@@ -1,0 +1,77 @@
+"""SQLite-only checks: migrations under concurrent open, pragmas, unreachable files."""
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+import threadkeep
+from threadkeep.backends.sqlite._schema import MIGRATIONS
+
+
+def _open_and_append(url: str, barrier, results) -> None:
+    barrier.wait()
+    with threadkeep.open(url) as store:
+        conv = store.start("racer")
+        store.append(conv.id, "user", "hello")
+        results.put(conv.id)
+
+
+@pytest.mark.slow
+def test_many_processes_opening_a_new_file_migrate_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_open_and_append, args=(url, barrier, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ids = {results.get(timeout=5) for _ in range(4)}
+    assert len(ids) == 4
+    db = sqlite3.connect(tmp_path / "fresh.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 4
+    db.close()
+
+
+def test_reopening_keeps_everything(tmp_path):
+    url = f"sqlite:///{tmp_path}/keep.db"
+    with threadkeep.open(url) as store:
+        conv = store.start("c1", stage="Q1")
+        store.append(conv.id, "user", "hello")
+        store.save_state(conv.id, {"a": 1})
+    with threadkeep.open(url) as store:
+        assert store.get(conv.id).stage == "Q1"
+        assert [m.content for m in store.messages(conv.id)] == ["hello"]
+        assert store.load_state(conv.id).value == {"a": 1}
+
+
+def test_relative_path_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with threadkeep.open("sqlite:///sub/rel.db") as store:
+        store.start("c1")
+    assert (tmp_path / "sub" / "rel.db").exists()
+
+
+def test_missing_path_is_invalid_input():
+    with pytest.raises(threadkeep.InvalidInput, match="sqlite:///relative/path.db"):
+        threadkeep.open("sqlite://")
+
+
+def test_file_replaced_by_a_directory_is_backend_unavailable(tmp_path):
+    path = tmp_path / "gone.db"
+    store = threadkeep.open(f"sqlite:///{path}")
+    conv = store.start("c1")
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        p = tmp_path / f"gone.db{suffix}"
+        if p.exists():
+            p.unlink()
+    path.mkdir()
+    with pytest.raises(threadkeep.BackendUnavailable) as info:
+        threadkeep.open(f"sqlite:///{path}").get(conv.id)
+    assert "gone.db" in str(info.value)
