@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, Final, cast
 
 from threadkeep._exceptions import InvalidInput
+from threadkeep._rules.ops import EventRow, EventsOp
 from threadkeep._url import StoreURL
 from threadkeep.backends._protocol import AsyncBackend, Backend
 
@@ -34,6 +35,8 @@ ASYNC_REGISTRY: Final = MappingProxyType(
         "postgresql": "threadkeep.backends.postgres.aio:AsyncPostgresBackend",
     }
 )
+
+_POLL = (0.02, 0.2)  # first and longest pause between polls for new events, seconds
 
 #: scheme → the pip extra that installs its driver.
 EXTRAS: Final = MappingProxyType({"redis": "redis", "rediss": "redis", "postgresql": "postgres"})
@@ -93,6 +96,23 @@ class ThreadedAsyncBackend:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+
+    async def read_events(self, op: EventsOp, wait: float) -> list[EventRow] | None:
+        """Poll without blocking a worker thread while waiting.
+
+        A waiting reader (an SSE client, say) must not hold one of the few default-executor
+        threads for seconds, or a handful of them would stall every other store call.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        pause = _POLL[0]
+        while True:
+            rows = await asyncio.to_thread(self._backend.read_events, op, 0.0)
+            remaining = deadline - loop.time()
+            if rows is None or rows or remaining <= 0:
+                return rows
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, _POLL[1])
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._backend, name)
