@@ -38,38 +38,7 @@ from threadkeep._models import (
     StateSnapshot,
     SweepReport,
 )
-from threadkeep._rules import lifecycle, outcomes, validate
-from threadkeep._rules.ops import (
-    AppendOp,
-    ConvRow,
-    CountsOp,
-    CountsRow,
-    DeleteContactOp,
-    DeleteOp,
-    EventRow,
-    EventsOp,
-    FactRow,
-    FindOpenOp,
-    GetOp,
-    LeaseOp,
-    LeaseResult,
-    ListOp,
-    LoadStateOp,
-    MsgRow,
-    Outcome,
-    ReadOp,
-    RecallOp,
-    ReleaseOp,
-    RememberOp,
-    SaveStateOp,
-    StartOp,
-    StateResult,
-    StateRow,
-    SweepOp,
-    SweepRow,
-    UpdateOp,
-    UpdateResult,
-)
+from threadkeep._rules import lifecycle, ops, outcomes, validate
 from threadkeep._rules.retention import fact_expiry, retention_us
 from threadkeep._rules.times import from_us, to_us
 from threadkeep._serde import dump_state, load_state
@@ -132,10 +101,10 @@ class _StoreBase:
         metadata: dict[str, Any] | None,
         retention: Retention | None,
         resume: bool,
-    ) -> StartOp:
+    ) -> ops.StartOp:
         now = self._now_us()
         kept = retention_us(retention or self.retention)
-        row = ConvRow(
+        row = ops.ConvRow(
             id=new_id(),
             tenant=validate.check_name(tenant, "tenant"),
             contact_id=validate.check_name(contact_id, "contact_id"),
@@ -153,16 +122,16 @@ class _StoreBase:
             state_version=0,
             retention=kept,
         )
-        return StartOp(row, resume, tuple(sorted(lifecycle.OPEN)), self.limits.events_kept)
+        return ops.StartOp(row, resume, tuple(sorted(lifecycle.OPEN)), self.limits.events_kept)
 
     def _tenant(self, tenant: str | None) -> str | None:
         return None if tenant is None else validate.check_name(tenant, "tenant")
 
-    def _plan_get(self, conversation_id: str, tenant: str | None) -> GetOp:
-        return GetOp(check_id(conversation_id), self._tenant(tenant), self._now_us())
+    def _plan_get(self, conversation_id: str, tenant: str | None) -> ops.GetOp:
+        return ops.GetOp(check_id(conversation_id), self._tenant(tenant), self._now_us())
 
-    def _plan_find_open(self, contact_id: str, tenant: str) -> FindOpenOp:
-        return FindOpenOp(
+    def _plan_find_open(self, contact_id: str, tenant: str) -> ops.FindOpenOp:
+        return ops.FindOpenOp(
             validate.check_name(tenant, "tenant"),
             validate.check_name(contact_id, "contact_id"),
             tuple(sorted(lifecycle.OPEN)),
@@ -178,8 +147,8 @@ class _StoreBase:
         idempotency_key: str | None,
         tenant: str | None,
         fence: int | None = None,
-    ) -> AppendOp:
-        return AppendOp(
+    ) -> ops.AppendOp:
+        return ops.AppendOp(
             conversation_id=check_id(conversation_id),
             tenant=self._tenant(tenant),
             now_us=self._now_us(),
@@ -200,10 +169,10 @@ class _StoreBase:
         limit: int | None,
         tenant: str | None,
         window: bool = False,
-    ) -> ReadOp:
+    ) -> ops.ReadOp:
         if last is not None and (after is not None or limit is not None):
             raise InvalidInput("pass either last=, or after= with limit=, not both", field="last")
-        return ReadOp(
+        return ops.ReadOp(
             conversation_id=check_id(conversation_id),
             tenant=self._tenant(tenant),
             now_us=self._now_us(),
@@ -215,13 +184,13 @@ class _StoreBase:
             ),
         )
 
-    def _finish_messages(self, rows: list[MsgRow] | None, op: ReadOp) -> list[Message]:
+    def _finish_messages(self, rows: list[ops.MsgRow] | None, op: ops.ReadOp) -> list[Message]:
         if rows is None:
             raise ConversationNotFound(op.conversation_id)
         return [outcomes.finish_message(r) for r in rows]
 
     def _finish_context(
-        self, rows: list[tuple[str, str]] | None, op: ReadOp
+        self, rows: list[tuple[str, str]] | None, op: ops.ReadOp
     ) -> list[dict[str, str]]:
         if rows is None:
             raise ConversationNotFound(op.conversation_id)
@@ -234,10 +203,10 @@ class _StoreBase:
         expected_version: int | None,
         tenant: str | None,
         rollback_to: int | None = None,
-    ) -> SaveStateOp:
+    ) -> ops.SaveStateOp:
         if expected_version is not None:
             validate.check_seq(expected_version, "expected_version")
-        return SaveStateOp(
+        return ops.SaveStateOp(
             conversation_id=check_id(conversation_id),
             tenant=self._tenant(tenant),
             now_us=self._now_us(),
@@ -250,14 +219,16 @@ class _StoreBase:
             events_kept=self.limits.events_kept,
         )
 
-    def _finish_save_state(self, result: StateResult, op: SaveStateOp) -> int:
-        expected = op.rollback_to if result.outcome is Outcome.NO_VERSION else op.expected_version
+    def _finish_save_state(self, result: ops.StateResult, op: ops.SaveStateOp) -> int:
+        expected = (
+            op.rollback_to if result.outcome is ops.Outcome.NO_VERSION else op.expected_version
+        )
         return outcomes.finish_state(result, op.conversation_id, expected)
 
     def _plan_load_state(
         self, conversation_id: str, version: int | None, tenant: str | None
-    ) -> LoadStateOp:
-        return LoadStateOp(
+    ) -> ops.LoadStateOp:
+        return ops.LoadStateOp(
             conversation_id=check_id(conversation_id),
             tenant=self._tenant(tenant),
             now_us=self._now_us(),
@@ -265,12 +236,15 @@ class _StoreBase:
         )
 
     def _finish_load_state(
-        self, result: tuple[Outcome, StateRow | None], op: LoadStateOp, model: type[T] | None
+        self,
+        result: tuple[ops.Outcome, ops.StateRow | None],
+        op: ops.LoadStateOp,
+        model: type[T] | None,
     ) -> StateSnapshot[T]:
         outcome, row = result
-        if outcome is Outcome.NOT_FOUND:
+        if outcome is ops.Outcome.NOT_FOUND:
             raise ConversationNotFound(op.conversation_id)
-        if outcome is Outcome.NO_VERSION:
+        if outcome is ops.Outcome.NO_VERSION:
             raise InvalidInput(
                 f"state version {op.version} of conversation {op.conversation_id!r} is not kept",
                 field="version",
@@ -279,9 +253,9 @@ class _StoreBase:
             return StateSnapshot(value=None, version=0, saved_at=None)
         return StateSnapshot(load_state(row.value_json, model), row.version, from_us(row.saved_us))
 
-    def _plan_status(self, conversation_id: str, status: str, tenant: str | None) -> UpdateOp:
+    def _plan_status(self, conversation_id: str, status: str, tenant: str | None) -> ops.UpdateOp:
         target = lifecycle.check_status(status)
-        return UpdateOp(
+        return ops.UpdateOp(
             conversation_id=check_id(conversation_id),
             tenant=self._tenant(tenant),
             now_us=self._now_us(),
@@ -291,8 +265,10 @@ class _StoreBase:
             events_kept=self.limits.events_kept,
         )
 
-    def _plan_stage(self, conversation_id: str, stage: str | None, tenant: str | None) -> UpdateOp:
-        return UpdateOp(
+    def _plan_stage(
+        self, conversation_id: str, stage: str | None, tenant: str | None
+    ) -> ops.UpdateOp:
+        return ops.UpdateOp(
             conversation_id=check_id(conversation_id),
             tenant=self._tenant(tenant),
             now_us=self._now_us(),
@@ -302,7 +278,7 @@ class _StoreBase:
             events_kept=self.limits.events_kept,
         )
 
-    def _finish_update(self, result: UpdateResult, op: UpdateOp) -> Conversation:
+    def _finish_update(self, result: ops.UpdateResult, op: ops.UpdateOp) -> Conversation:
         return outcomes.finish_update(result, op.conversation_id, op.value)
 
     def _plan_list(
@@ -314,8 +290,8 @@ class _StoreBase:
         contact_id: str | None,
         limit: int,
         cursor: str | None,
-    ) -> ListOp:
-        return ListOp(
+    ) -> ops.ListOp:
+        return ops.ListOp(
             tenant=validate.check_name(tenant, "tenant"),
             now_us=self._now_us(),
             status=None if status is None else lifecycle.check_status(status).value,
@@ -326,31 +302,31 @@ class _StoreBase:
             cursor=None if cursor is None else outcomes.decode_cursor(cursor),
         )
 
-    def _plan_counts(self, tenant: str) -> CountsOp:
-        return CountsOp(validate.check_name(tenant, "tenant"), self._now_us())
+    def _plan_counts(self, tenant: str) -> ops.CountsOp:
+        return ops.CountsOp(validate.check_name(tenant, "tenant"), self._now_us())
 
-    def _finish_counts(self, row: CountsRow) -> Counts:
+    def _finish_counts(self, row: ops.CountsRow) -> Counts:
         return Counts(sum(row.by_status.values()), row.by_status, row.by_stage)
 
-    def _plan_delete(self, conversation_id: str, tenant: str | None) -> DeleteOp:
-        return DeleteOp(
+    def _plan_delete(self, conversation_id: str, tenant: str | None) -> ops.DeleteOp:
+        return ops.DeleteOp(
             check_id(conversation_id), self._tenant(tenant), self._now_us(), self.limits.events_kept
         )
 
-    def _finish_delete(self, existed: bool, op: DeleteOp) -> None:
+    def _finish_delete(self, existed: bool, op: ops.DeleteOp) -> None:
         if not existed:
             raise ConversationNotFound(op.conversation_id)
 
-    def _plan_delete_contact(self, contact_id: str, tenant: str) -> DeleteContactOp:
-        return DeleteContactOp(
+    def _plan_delete_contact(self, contact_id: str, tenant: str) -> ops.DeleteContactOp:
+        return ops.DeleteContactOp(
             validate.check_name(tenant, "tenant"),
             validate.check_name(contact_id, "contact_id"),
             self._now_us(),
             self.limits.events_kept,
         )
 
-    def _plan_sweep(self, dry_run: bool) -> SweepOp:
-        return SweepOp(
+    def _plan_sweep(self, dry_run: bool) -> ops.SweepOp:
+        return ops.SweepOp(
             now_us=self._now_us(),
             dry_run=bool(dry_run),
             idle_to=lifecycle.Status.IDLE.value,
@@ -359,14 +335,14 @@ class _StoreBase:
             events_kept=self.limits.events_kept,
         )
 
-    def _finish_sweep(self, row: SweepRow, op: SweepOp) -> SweepReport:
+    def _finish_sweep(self, row: ops.SweepRow, op: ops.SweepOp) -> SweepReport:
         return SweepReport(row.idled, row.purged, row.facts_purged, op.dry_run)
 
     def _plan_remember(
         self, contact_id: str, key: str, value: Any, tenant: str, tier: str
-    ) -> RememberOp:
+    ) -> ops.RememberOp:
         now = self._now_us()
-        return RememberOp(
+        return ops.RememberOp(
             tenant=validate.check_name(tenant, "tenant"),
             contact_id=validate.check_name(contact_id, "contact_id"),
             key=validate.check_name(key, "key", max_len=128),
@@ -376,15 +352,15 @@ class _StoreBase:
             expires_us=fact_expiry(tier, now),
         )
 
-    def _plan_recall(self, contact_id: str, key: str | None, tenant: str) -> RecallOp:
-        return RecallOp(
+    def _plan_recall(self, contact_id: str, key: str | None, tenant: str) -> ops.RecallOp:
+        return ops.RecallOp(
             tenant=validate.check_name(tenant, "tenant"),
             contact_id=validate.check_name(contact_id, "contact_id"),
             key=validate.check_name(key, "key", optional=True, max_len=128),
             now_us=self._now_us(),
         )
 
-    def _finish_recall(self, rows: list[FactRow]) -> list[Fact]:
+    def _finish_recall(self, rows: list[ops.FactRow]) -> list[Fact]:
         return [outcomes.finish_fact(r) for r in rows]
 
     # ---- flows --------------------------------------------------------------------------
@@ -395,7 +371,7 @@ class _StoreBase:
         lease: float | timedelta,
         timeout: float | None,
         tenant: str | None,
-    ) -> Generator[LeaseOp | _Sleep, LeaseResult | None, int]:
+    ) -> Generator[ops.LeaseOp | _Sleep, ops.LeaseResult | None, int]:
         check_id(conversation_id)
         seconds = lease.total_seconds() if isinstance(lease, timedelta) else float(lease)
         if seconds <= 0:
@@ -407,11 +383,11 @@ class _StoreBase:
         pause = _LEASE_POLL[0]
         while True:
             now = self._now_us()
-            result = yield LeaseOp(conversation_id, tenant, now, now + int(seconds * 1_000_000))
+            result = yield ops.LeaseOp(conversation_id, tenant, now, now + int(seconds * 1_000_000))
             assert result is not None
-            if result.outcome is Outcome.OK:
+            if result.outcome is ops.Outcome.OK:
                 return result.token
-            if result.outcome is Outcome.NOT_FOUND:
+            if result.outcome is ops.Outcome.NOT_FOUND:
                 raise ConversationNotFound(conversation_id)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -442,14 +418,14 @@ class _EventsCursor:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.done = False
 
-    def next_request(self) -> tuple[EventsOp, float] | None:
+    def next_request(self) -> tuple[ops.EventsOp, float] | None:
         """Return the next read to make and how long it may wait, or None when done."""
         if self.done:
             return None
         wait = 5.0 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-        return EventsOp(self.tenant, self.after, _EVENT_BATCH), wait
+        return ops.EventsOp(self.tenant, self.after, _EVENT_BATCH), wait
 
-    def take(self, rows: list[EventRow] | None) -> list[Event]:
+    def take(self, rows: list[ops.EventRow] | None) -> list[Event]:
         """Return the events of a read and advance the cursor.
 
         Raises:
@@ -881,7 +857,7 @@ class Store(_StoreBase):
         try:
             yield Turn(self, conversation_id, token, tenant)
         finally:
-            self._backend.release_lease(ReleaseOp(conversation_id, token))
+            self._backend.release_lease(ops.ReleaseOp(conversation_id, token))
 
     def list(
         self,
@@ -1218,7 +1194,7 @@ class AsyncStore(_StoreBase):
         try:
             yield AsyncTurn(self, conversation_id, token, tenant)
         finally:
-            await self._backend.release_lease(ReleaseOp(conversation_id, token))
+            await self._backend.release_lease(ops.ReleaseOp(conversation_id, token))
 
     async def list(
         self,

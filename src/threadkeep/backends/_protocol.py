@@ -9,38 +9,7 @@ from __future__ import annotations
 import builtins
 from typing import Protocol
 
-from threadkeep._rules.ops import (
-    AppendOp,
-    AppendResult,
-    ConvRow,
-    CountsOp,
-    CountsRow,
-    DeleteContactOp,
-    DeleteOp,
-    EventRow,
-    EventsOp,
-    FactRow,
-    FindOpenOp,
-    GetOp,
-    LeaseOp,
-    LeaseResult,
-    ListOp,
-    LoadStateOp,
-    MsgRow,
-    Outcome,
-    ReadOp,
-    RecallOp,
-    ReleaseOp,
-    RememberOp,
-    SaveStateOp,
-    StartOp,
-    StateResult,
-    StateRow,
-    SweepOp,
-    SweepRow,
-    UpdateOp,
-    UpdateResult,
-)
+from threadkeep._rules import ops
 
 __all__ = ["AsyncBackend", "Backend"]
 
@@ -54,73 +23,73 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release connections; the backend is not used afterwards."""
 
-    def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+    def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
         """Insert ``op.row`` (CREATED), or with ``op.resume`` return the open one (EXISTING)."""
         ...
 
-    def get(self, op: GetOp) -> ConvRow | None:
+    def get(self, op: ops.GetOp) -> ops.ConvRow | None:
         """Return the live conversation, or None."""
 
-    def find_open(self, op: FindOpenOp) -> ConvRow | None:
+    def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
         """Return the contact's open live conversation with the newest activity, or None."""
 
-    def append(self, op: AppendOp) -> AppendResult:
-        """Append one message atomically (see AppendOp)."""
+    def append(self, op: ops.AppendOp) -> ops.AppendResult:
+        """Append one message atomically (see ops.AppendOp)."""
         ...
 
-    def read_messages(self, op: ReadOp) -> list[MsgRow] | None:
+    def read_messages(self, op: ops.ReadOp) -> list[ops.MsgRow] | None:
         """Return messages oldest first, or None when the conversation is not live."""
 
-    def read_context(self, op: ReadOp) -> list[tuple[str, str]] | None:
+    def read_context(self, op: ops.ReadOp) -> list[tuple[str, str]] | None:
         """Return the (role, content) pairs of the conversation's window (``op.window``)."""
 
-    def update(self, op: UpdateOp) -> UpdateResult:
-        """Change status or stage (see UpdateOp)."""
+    def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
+        """Change status or stage (see ops.UpdateOp)."""
         ...
 
-    def save_state(self, op: SaveStateOp) -> StateResult:
-        """Save a state version, compare-and-set (see SaveStateOp)."""
+    def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
+        """Save a state version, compare-and-set (see ops.SaveStateOp)."""
         ...
 
-    def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+    def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """Return (OK, row or None when nothing saved), (NO_VERSION, None) or (NOT_FOUND, None)."""
         ...
 
-    def list(self, op: ListOp) -> builtins.list[ConvRow]:
+    def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """Return up to ``op.limit + 1`` live conversations after the cursor."""
         ...
 
-    def counts(self, op: CountsOp) -> CountsRow:
+    def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """Count live conversations by status and stage."""
         ...
 
-    def delete(self, op: DeleteOp) -> bool:
+    def delete(self, op: ops.DeleteOp) -> bool:
         """Erase one conversation; return whether it existed."""
         ...
 
-    def delete_contact(self, op: DeleteContactOp) -> int:
+    def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """Erase a contact's conversations and facts; return how many conversations."""
         ...
 
-    def sweep(self, op: SweepOp) -> SweepRow:
+    def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
         """Mark idle and purge expired data in bounded batches."""
         ...
 
-    def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+    def read_events(self, op: ops.EventsOp, wait: float) -> builtins.list[ops.EventRow] | None:
         """Return events after the cursor, waiting up to ``wait`` s; None if it fell out."""
 
-    def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+    def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """Take a conversation's turn lease if it is free or ran out."""
         ...
 
-    def release_lease(self, op: ReleaseOp) -> None:
+    def release_lease(self, op: ops.ReleaseOp) -> None:
         """Give back a turn lease if its token is still current."""
 
-    def remember(self, op: RememberOp) -> FactRow:
+    def remember(self, op: ops.RememberOp) -> ops.FactRow:
         """Store or replace a fact."""
         ...
 
-    def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+    def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
         """Return live facts ordered by key."""
         ...
 
@@ -134,72 +103,74 @@ class AsyncBackend(Protocol):
     async def close(self) -> None:
         """See Backend.close."""
 
-    async def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+    async def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
         """See Backend.create."""
         ...
 
-    async def get(self, op: GetOp) -> ConvRow | None:
+    async def get(self, op: ops.GetOp) -> ops.ConvRow | None:
         """See Backend.get."""
 
-    async def find_open(self, op: FindOpenOp) -> ConvRow | None:
+    async def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
         """See Backend.find_open."""
 
-    async def append(self, op: AppendOp) -> AppendResult:
+    async def append(self, op: ops.AppendOp) -> ops.AppendResult:
         """See Backend.append."""
         ...
 
-    async def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
+    async def read_messages(self, op: ops.ReadOp) -> builtins.list[ops.MsgRow] | None:
         """See Backend.read_messages."""
 
-    async def read_context(self, op: ReadOp) -> list[tuple[str, str]] | None:
+    async def read_context(self, op: ops.ReadOp) -> list[tuple[str, str]] | None:
         """See Backend.read_context."""
 
-    async def update(self, op: UpdateOp) -> UpdateResult:
+    async def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
         """See Backend.update."""
         ...
 
-    async def save_state(self, op: SaveStateOp) -> StateResult:
+    async def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
         """See Backend.save_state."""
         ...
 
-    async def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+    async def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """See Backend.load_state."""
         ...
 
-    async def list(self, op: ListOp) -> builtins.list[ConvRow]:
+    async def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """See Backend.list."""
         ...
 
-    async def counts(self, op: CountsOp) -> CountsRow:
+    async def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """See Backend.counts."""
         ...
 
-    async def delete(self, op: DeleteOp) -> bool:
+    async def delete(self, op: ops.DeleteOp) -> bool:
         """See Backend.delete."""
         ...
 
-    async def delete_contact(self, op: DeleteContactOp) -> int:
+    async def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """See Backend.delete_contact."""
         ...
 
-    async def sweep(self, op: SweepOp) -> SweepRow:
+    async def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
         """See Backend.sweep."""
         ...
 
-    async def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+    async def read_events(
+        self, op: ops.EventsOp, wait: float
+    ) -> builtins.list[ops.EventRow] | None:
         """See Backend.read_events."""
 
-    async def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+    async def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """See Backend.acquire_lease."""
         ...
 
-    async def release_lease(self, op: ReleaseOp) -> None:
+    async def release_lease(self, op: ops.ReleaseOp) -> None:
         """See Backend.release_lease."""
 
-    async def remember(self, op: RememberOp) -> FactRow:
+    async def remember(self, op: ops.RememberOp) -> ops.FactRow:
         """See Backend.remember."""
         ...
 
-    async def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+    async def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
         """See Backend.recall."""
         ...

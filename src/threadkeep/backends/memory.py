@@ -14,46 +14,14 @@ from collections import defaultdict
 from dataclasses import replace
 
 from threadkeep._exceptions import InvalidInput
-from threadkeep._rules import events as ev
-from threadkeep._rules.ops import (
-    AppendOp,
-    AppendResult,
-    ConvRow,
-    CountsOp,
-    CountsRow,
-    DeleteContactOp,
-    DeleteOp,
-    EventRow,
-    EventsOp,
-    FactRow,
-    FindOpenOp,
-    GetOp,
-    LeaseOp,
-    LeaseResult,
-    ListOp,
-    LoadStateOp,
-    MsgRow,
-    Outcome,
-    ReadOp,
-    RecallOp,
-    ReleaseOp,
-    RememberOp,
-    SaveStateOp,
-    StartOp,
-    StateResult,
-    StateRow,
-    SweepOp,
-    SweepRow,
-    UpdateOp,
-    UpdateResult,
-)
+from threadkeep._rules import events as ev, ops
 from threadkeep._rules.retention import is_expired
 from threadkeep._url import StoreURL
 
 __all__ = ["MemoryBackend"]
 
 
-def _touch(row: ConvRow, now_us: int, **changes: object) -> ConvRow:
+def _touch(row: ops.ConvRow, now_us: int, **changes: object) -> ops.ConvRow:
     """Return ``row`` with activity at ``now_us``, sliding expiry and idle time renewed."""
     return replace(
         row,
@@ -82,20 +50,20 @@ class MemoryBackend:
 
     def __init__(self, url: StoreURL | None = None) -> None:
         self._lock = threading.Condition(threading.RLock())
-        self._convs: dict[str, ConvRow] = {}
-        self._msgs: dict[str, list[MsgRow]] = defaultdict(list)
-        self._idem: dict[tuple[str, str], MsgRow] = {}
-        self._states: dict[str, list[StateRow]] = defaultdict(list)
+        self._convs: dict[str, ops.ConvRow] = {}
+        self._msgs: dict[str, list[ops.MsgRow]] = defaultdict(list)
+        self._idem: dict[tuple[str, str], ops.MsgRow] = {}
+        self._states: dict[str, list[ops.StateRow]] = defaultdict(list)
         self._leases: dict[str, tuple[int, int]] = {}
         self._lease_tokens: dict[str, int] = defaultdict(int)
-        self._events: dict[int, EventRow] = {}
+        self._events: dict[int, ops.EventRow] = {}
         self._last_event = 0
         self._trimmed = 0  # events with ids up to this fell out of the bounded log
-        self._facts: dict[tuple[str, str, str], FactRow] = {}
+        self._facts: dict[tuple[str, str, str], ops.FactRow] = {}
 
     # ---- helpers (caller holds the lock) ------------------------------------------------
 
-    def _live(self, conversation_id: str, tenant: str | None, now_us: int) -> ConvRow | None:
+    def _live(self, conversation_id: str, tenant: str | None, now_us: int) -> ops.ConvRow | None:
         row = self._convs.get(conversation_id)
         if row is None or is_expired(row.expires_us, now_us):
             return None
@@ -103,10 +71,10 @@ class MemoryBackend:
             return None
         return row
 
-    def _emit(self, row: ConvRow, event: tuple[str, dict[str, object]], keep: int) -> None:
+    def _emit(self, row: ops.ConvRow, event: tuple[str, dict[str, object]], keep: int) -> None:
         self._last_event += 1
         kind, data = event
-        self._events[self._last_event] = EventRow(
+        self._events[self._last_event] = ops.EventRow(
             id=str(self._last_event),
             kind=kind,
             tenant=row.tenant,
@@ -141,29 +109,29 @@ class MemoryBackend:
     def close(self) -> None:
         """Nothing to release."""
 
-    def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+    def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
         """See Backend.create."""
         with self._lock:
             if op.resume:
                 found = self._find_open(
-                    FindOpenOp(
+                    ops.FindOpenOp(
                         op.row.tenant, op.row.contact_id, op.open_statuses, op.row.created_us
                     )
                 )
                 if found is not None:
-                    return Outcome.EXISTING, found
+                    return ops.Outcome.EXISTING, found
             self._convs[op.row.id] = op.row
             self._emit(
                 op.row, ev.started(op.row.contact_id, op.row.status, op.row.stage), op.events_kept
             )
-            return Outcome.CREATED, op.row
+            return ops.Outcome.CREATED, op.row
 
-    def get(self, op: GetOp) -> ConvRow | None:
+    def get(self, op: ops.GetOp) -> ops.ConvRow | None:
         """See Backend.get."""
         with self._lock:
             return self._live(op.conversation_id, op.tenant, op.now_us)
 
-    def _find_open(self, op: FindOpenOp) -> ConvRow | None:
+    def _find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
         candidates = [
             r
             for r in self._convs.values()
@@ -174,29 +142,29 @@ class MemoryBackend:
         ]
         return max(candidates, key=lambda r: (r.activity_us, r.id), default=None)
 
-    def find_open(self, op: FindOpenOp) -> ConvRow | None:
+    def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
         """See Backend.find_open."""
         with self._lock:
             return self._find_open(op)
 
-    def append(self, op: AppendOp) -> AppendResult:
+    def append(self, op: ops.AppendOp) -> ops.AppendResult:
         """See Backend.append."""
         with self._lock:
             row = self._live(op.conversation_id, op.tenant, op.now_us)
             if row is None:
-                return AppendResult(Outcome.NOT_FOUND)
+                return ops.AppendResult(ops.Outcome.NOT_FOUND)
             if op.idempotency_key is not None:
                 stored = self._idem.get((row.id, op.idempotency_key))
                 if stored is not None:
-                    return AppendResult(Outcome.DUPLICATE, stored)
+                    return ops.AppendResult(ops.Outcome.DUPLICATE, stored)
             if row.status not in op.on_message:
-                return AppendResult(Outcome.CLOSED)
+                return ops.AppendResult(ops.Outcome.CLOSED)
             if op.fence is not None:
                 token, until = self._leases.get(row.id, (0, 0))
                 if token != op.fence or until <= op.now_us:
-                    return AppendResult(Outcome.FENCED)
+                    return ops.AppendResult(ops.Outcome.FENCED)
             seq = row.last_seq + 1
-            msg = MsgRow(
+            msg = ops.MsgRow(
                 row.id, seq, op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key
             )
             kept = self._msgs[row.id]
@@ -212,9 +180,9 @@ class MemoryBackend:
             self._emit(new, ev.message_appended(seq, op.role), op.events_kept)
             if status != row.status:
                 self._emit(new, ev.status_changed(row.status, status), op.events_kept)
-            return AppendResult(Outcome.OK, msg)
+            return ops.AppendResult(ops.Outcome.OK, msg)
 
-    def read_messages(self, op: ReadOp) -> list[MsgRow] | None:
+    def read_messages(self, op: ops.ReadOp) -> list[ops.MsgRow] | None:
         """See Backend.read_messages."""
         with self._lock:
             row = self._live(op.conversation_id, op.tenant, op.now_us)
@@ -227,72 +195,74 @@ class MemoryBackend:
             after = op.after or 0
             return [m for m in kept if m.seq > after][: op.limit]
 
-    def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+    def read_context(self, op: ops.ReadOp) -> builtins.list[tuple[str, str]] | None:
         """See Backend.read_context."""
         rows = self.read_messages(op)
         return None if rows is None else [(m.role, m.content) for m in rows]
 
-    def update(self, op: UpdateOp) -> UpdateResult:
+    def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
         """See Backend.update."""
         with self._lock:
             row = self._live(op.conversation_id, op.tenant, op.now_us)
             if row is None:
-                return UpdateResult(Outcome.NOT_FOUND)
+                return ops.UpdateResult(ops.Outcome.NOT_FOUND)
             if op.field == "status":
                 if row.status == op.value:
-                    return UpdateResult(Outcome.UNCHANGED, row, row.status)
+                    return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
                 if row.status not in op.allowed_from:
-                    return UpdateResult(Outcome.ILLEGAL, row, row.status)
+                    return ops.UpdateResult(ops.Outcome.ILLEGAL, row, row.status)
                 new = _touch(row, op.now_us, status=op.value)
                 self._convs[row.id] = new
                 self._emit(new, ev.status_changed(row.status, str(op.value)), op.events_kept)
-                return UpdateResult(Outcome.OK, new, row.status)
+                return ops.UpdateResult(ops.Outcome.OK, new, row.status)
             if row.status not in op.allowed_from:
-                return UpdateResult(Outcome.CLOSED, row, row.status)
+                return ops.UpdateResult(ops.Outcome.CLOSED, row, row.status)
             if row.stage == op.value:
-                return UpdateResult(Outcome.UNCHANGED, row, row.status)
+                return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
             new = _touch(row, op.now_us, stage=op.value)
             self._convs[row.id] = new
             self._emit(new, ev.stage_changed(row.stage, op.value), op.events_kept)
-            return UpdateResult(Outcome.OK, new, row.status)
+            return ops.UpdateResult(ops.Outcome.OK, new, row.status)
 
-    def save_state(self, op: SaveStateOp) -> StateResult:
+    def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
         """See Backend.save_state."""
         with self._lock:
             row = self._live(op.conversation_id, op.tenant, op.now_us)
             if row is None:
-                return StateResult(Outcome.NOT_FOUND)
+                return ops.StateResult(ops.Outcome.NOT_FOUND)
             current = row.state_version
             if op.expected_version is not None and op.expected_version != current:
-                return StateResult(Outcome.CONFLICT, current=current)
+                return ops.StateResult(ops.Outcome.CONFLICT, current=current)
             versions = self._states[row.id]
             value = op.value_json
             if op.rollback_to is not None:
                 old = next((s for s in versions if s.version == op.rollback_to), None)
                 if old is None:
-                    return StateResult(Outcome.NO_VERSION, current=current)
+                    return ops.StateResult(ops.Outcome.NO_VERSION, current=current)
                 value = old.value_json
             version = current + 1
-            versions.append(StateRow(version, value, op.now_us))
+            versions.append(ops.StateRow(version, value, op.now_us))
             del versions[: max(0, len(versions) - op.keep)]
             new = _touch(row, op.now_us, state_version=version)
             self._convs[row.id] = new
             self._emit(new, ev.state_saved(version), op.events_kept)
-            return StateResult(Outcome.OK, version=version, saved_us=op.now_us, current=version)
+            return ops.StateResult(
+                ops.Outcome.OK, version=version, saved_us=op.now_us, current=version
+            )
 
-    def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+    def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """See Backend.load_state."""
         with self._lock:
             row = self._live(op.conversation_id, op.tenant, op.now_us)
             if row is None:
-                return Outcome.NOT_FOUND, None
+                return ops.Outcome.NOT_FOUND, None
             versions = self._states.get(row.id, [])
             if op.version is None:
-                return Outcome.OK, versions[-1] if versions else None
+                return ops.Outcome.OK, versions[-1] if versions else None
             found = next((s for s in versions if s.version == op.version), None)
-            return (Outcome.OK, found) if found else (Outcome.NO_VERSION, None)
+            return (ops.Outcome.OK, found) if found else (ops.Outcome.NO_VERSION, None)
 
-    def list(self, op: ListOp) -> builtins.list[ConvRow]:
+    def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """See Backend.list."""
         with self._lock:
             rows = [
@@ -309,7 +279,7 @@ class MemoryBackend:
             rows.sort(key=lambda r: (r.activity_us, r.id), reverse=True)
             return rows[: op.limit + 1]
 
-    def counts(self, op: CountsOp) -> CountsRow:
+    def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """See Backend.counts."""
         with self._lock:
             by_status: dict[str, int] = defaultdict(int)
@@ -319,9 +289,9 @@ class MemoryBackend:
                     by_status[r.status] += 1
                     if r.stage is not None:
                         by_stage[r.stage] += 1
-            return CountsRow(dict(by_status), dict(by_stage))
+            return ops.CountsRow(dict(by_status), dict(by_stage))
 
-    def delete(self, op: DeleteOp) -> bool:
+    def delete(self, op: ops.DeleteOp) -> bool:
         """See Backend.delete."""
         with self._lock:
             row = self._convs.get(op.conversation_id)
@@ -331,7 +301,7 @@ class MemoryBackend:
             self._emit(replace(row, activity_us=op.now_us), ev.deleted(), op.events_kept)
             return not is_expired(row.expires_us, op.now_us)
 
-    def delete_contact(self, op: DeleteContactOp) -> int:
+    def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """See Backend.delete_contact."""
         with self._lock:
             rows = [
@@ -346,7 +316,7 @@ class MemoryBackend:
                 del self._facts[key]
             return sum(not is_expired(r.expires_us, op.now_us) for r in rows)
 
-    def sweep(self, op: SweepOp) -> SweepRow:
+    def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
         """See Backend.sweep."""
         with self._lock:
             expired = [r for r in self._convs.values() if is_expired(r.expires_us, op.now_us)]
@@ -370,9 +340,9 @@ class MemoryBackend:
                     )
                 for key in facts:
                     del self._facts[key]
-            return SweepRow(idled=len(idle), purged=len(expired), facts_purged=len(facts))
+            return ops.SweepRow(idled=len(idle), purged=len(expired), facts_purged=len(facts))
 
-    def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+    def read_events(self, op: ops.EventsOp, wait: float) -> builtins.list[ops.EventRow] | None:
         """See Backend.read_events."""
         after = parse_event_cursor(op.after)
         deadline = time.monotonic() + wait
@@ -390,34 +360,34 @@ class MemoryBackend:
                     return rows
                 self._lock.wait(remaining)
 
-    def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+    def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """See Backend.acquire_lease."""
         with self._lock:
             if self._live(op.conversation_id, op.tenant, op.now_us) is None:
-                return LeaseResult(Outcome.NOT_FOUND)
+                return ops.LeaseResult(ops.Outcome.NOT_FOUND)
             _, until = self._leases.get(op.conversation_id, (0, 0))
             if until > op.now_us:
-                return LeaseResult(Outcome.BUSY)
+                return ops.LeaseResult(ops.Outcome.BUSY)
             self._lease_tokens[op.conversation_id] += 1
             token = self._lease_tokens[op.conversation_id]
             self._leases[op.conversation_id] = (token, op.until_us)
-            return LeaseResult(Outcome.OK, token)
+            return ops.LeaseResult(ops.Outcome.OK, token)
 
-    def release_lease(self, op: ReleaseOp) -> None:
+    def release_lease(self, op: ops.ReleaseOp) -> None:
         """See Backend.release_lease."""
         with self._lock:
             token, _ = self._leases.get(op.conversation_id, (0, 0))
             if token == op.token:
                 self._leases[op.conversation_id] = (token, 0)
 
-    def remember(self, op: RememberOp) -> FactRow:
+    def remember(self, op: ops.RememberOp) -> ops.FactRow:
         """See Backend.remember."""
-        row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+        row = ops.FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
         with self._lock:
             self._facts[(op.tenant, op.contact_id, op.key)] = row
         return row
 
-    def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+    def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
         """See Backend.recall."""
         with self._lock:
             return sorted(

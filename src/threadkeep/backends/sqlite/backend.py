@@ -18,39 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
-from threadkeep._rules import events as ev
-from threadkeep._rules.ops import (
-    AppendOp,
-    AppendResult,
-    ConvRow,
-    CountsOp,
-    CountsRow,
-    DeleteContactOp,
-    DeleteOp,
-    EventRow,
-    EventsOp,
-    FactRow,
-    FindOpenOp,
-    GetOp,
-    LeaseOp,
-    LeaseResult,
-    ListOp,
-    LoadStateOp,
-    MsgRow,
-    Outcome,
-    ReadOp,
-    RecallOp,
-    ReleaseOp,
-    RememberOp,
-    SaveStateOp,
-    StartOp,
-    StateResult,
-    StateRow,
-    SweepOp,
-    SweepRow,
-    UpdateOp,
-    UpdateResult,
-)
+from threadkeep._rules import events as ev, ops
 from threadkeep._rules.retention import is_expired
 from threadkeep._url import StoreURL
 from threadkeep.backends.memory import parse_event_cursor
@@ -193,7 +161,7 @@ class SQLiteBackend:
     @staticmethod
     def _live(
         db: sqlite3.Connection, conversation_id: str, tenant: str | None, now_us: int
-    ) -> ConvRow | None:
+    ) -> ops.ConvRow | None:
         found = db.execute(_SELECT_CONV, {"id": conversation_id}).fetchone()
         if found is None:
             return None
@@ -236,7 +204,7 @@ class SQLiteBackend:
 
     @staticmethod
     def _touch(
-        db: sqlite3.Connection, row: ConvRow, now_us: int, sets: str, args: tuple[Any, ...]
+        db: sqlite3.Connection, row: ops.ConvRow, now_us: int, sets: str, args: tuple[Any, ...]
     ) -> None:
         db.execute(
             f"UPDATE conversations SET {sets}activity_us = ?, expires_us = ?, idle_us = ? "
@@ -263,30 +231,30 @@ class SQLiteBackend:
 
     # ---- Backend ------------------------------------------------------------------------
 
-    def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+    def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
         """See Backend.create."""
         row = op.row
         with self._tx(write=True) as db:
             if op.resume:
                 found = self._find_open(
-                    db, FindOpenOp(row.tenant, row.contact_id, op.open_statuses, row.created_us)
+                    db, ops.FindOpenOp(row.tenant, row.contact_id, op.open_statuses, row.created_us)
                 )
                 if found is not None:
-                    return Outcome.EXISTING, found
+                    return ops.Outcome.EXISTING, found
             db.execute(INSERT_CONV, conv_values(row))
             self._emit(
                 db, row.tenant, row.id, ev.started(row.contact_id, row.status, row.stage),
                 row.created_us, op.events_kept,
             )  # fmt: skip
-        return Outcome.CREATED, row
+        return ops.Outcome.CREATED, row
 
-    def get(self, op: GetOp) -> ConvRow | None:
+    def get(self, op: ops.GetOp) -> ops.ConvRow | None:
         """See Backend.get."""
         with self._errors():
             return self._live(self._conn(), op.conversation_id, op.tenant, op.now_us)
 
     @staticmethod
-    def _find_open(db: sqlite3.Connection, op: FindOpenOp) -> ConvRow | None:
+    def _find_open(db: sqlite3.Connection, op: ops.FindOpenOp) -> ops.ConvRow | None:
         marks = ", ".join("?" * len(op.open_statuses))
         found = db.execute(
             f"SELECT {CONV_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ? "
@@ -296,17 +264,17 @@ class SQLiteBackend:
         ).fetchone()
         return None if found is None else conv_row(found)
 
-    def find_open(self, op: FindOpenOp) -> ConvRow | None:
+    def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
         """See Backend.find_open."""
         with self._errors():
             return self._find_open(self._conn(), op)
 
-    def append(self, op: AppendOp) -> AppendResult:
+    def append(self, op: ops.AppendOp) -> ops.AppendResult:
         """See Backend.append."""
         with self._tx(write=True) as db:
             row = self._live(db, op.conversation_id, op.tenant, op.now_us)
             if row is None:
-                return AppendResult(Outcome.NOT_FOUND)
+                return ops.AppendResult(ops.Outcome.NOT_FOUND)
             if op.idempotency_key is not None:
                 stored = db.execute(
                     f"SELECT {MSG_COLUMNS} FROM messages "
@@ -314,15 +282,15 @@ class SQLiteBackend:
                     (row.id, op.idempotency_key),
                 ).fetchone()
                 if stored is not None:
-                    return AppendResult(Outcome.DUPLICATE, msg_row(stored))
+                    return ops.AppendResult(ops.Outcome.DUPLICATE, msg_row(stored))
             if row.status not in op.on_message:
-                return AppendResult(Outcome.CLOSED)
+                return ops.AppendResult(ops.Outcome.CLOSED)
             if op.fence is not None:
                 token, until = db.execute(_LEASE, (row.id,)).fetchone()
                 if token != op.fence or until <= op.now_us:
-                    return AppendResult(Outcome.FENCED)
+                    return ops.AppendResult(ops.Outcome.FENCED)
             seq = row.last_seq + 1
-            msg = MsgRow(row.id, seq, op.role, op.content, op.now_us, op.metadata_json,
+            msg = ops.MsgRow(row.id, seq, op.role, op.content, op.now_us, op.metadata_json,
                          op.idempotency_key)  # fmt: skip
             db.execute(INSERT_MSG, (row.id, seq, op.role, op.content, op.now_us,
                                     op.metadata_json, op.idempotency_key))  # fmt: skip
@@ -344,9 +312,9 @@ class SQLiteBackend:
             if status != row.status:
                 self._emit(db, row.tenant, row.id, ev.status_changed(row.status, status),
                            op.now_us, op.events_kept)  # fmt: skip
-        return AppendResult(Outcome.OK, msg)
+        return ops.AppendResult(ops.Outcome.OK, msg)
 
-    def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
+    def read_messages(self, op: ops.ReadOp) -> builtins.list[ops.MsgRow] | None:
         """See Backend.read_messages: one statement, so one consistent snapshot.
 
         seq is gap-free and trimming removes the oldest first, so the last N messages are
@@ -366,9 +334,9 @@ class SQLiteBackend:
         tenant, expires = found[0][0], found[0][1]
         if is_expired(expires, op.now_us) or op.tenant not in (None, tenant):
             return None
-        return [MsgRow(*r[2:]) for r in found if r[3] is not None]
+        return [ops.MsgRow(*r[2:]) for r in found if r[3] is not None]
 
-    def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+    def read_context(self, op: ops.ReadOp) -> builtins.list[tuple[str, str]] | None:
         """See Backend.read_context: read_messages' window, only (role, content)."""
         with self._errors():
             found = self._conn().execute(_CONTEXT, (op.conversation_id,)).fetchall()
@@ -376,39 +344,39 @@ class SQLiteBackend:
             return None
         return [(r[2], r[3]) for r in found if r[2] is not None]
 
-    def update(self, op: UpdateOp) -> UpdateResult:
+    def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
         """See Backend.update."""
         with self._tx(write=True) as db:
             row = self._live(db, op.conversation_id, op.tenant, op.now_us)
             if row is None:
-                return UpdateResult(Outcome.NOT_FOUND)
+                return ops.UpdateResult(ops.Outcome.NOT_FOUND)
             if op.field == "status":
                 if row.status == op.value:
-                    return UpdateResult(Outcome.UNCHANGED, row, row.status)
+                    return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
                 if row.status not in op.allowed_from:
-                    return UpdateResult(Outcome.ILLEGAL, row, row.status)
+                    return ops.UpdateResult(ops.Outcome.ILLEGAL, row, row.status)
                 event = ev.status_changed(row.status, str(op.value))
             else:
                 if row.status not in op.allowed_from:
-                    return UpdateResult(Outcome.CLOSED, row, row.status)
+                    return ops.UpdateResult(ops.Outcome.CLOSED, row, row.status)
                 if row.stage == op.value:
-                    return UpdateResult(Outcome.UNCHANGED, row, row.status)
+                    return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
                 event = ev.stage_changed(row.stage, op.value)
             column = "status" if op.field == "status" else "stage"
             self._touch(db, row, op.now_us, f"{column} = ?, ", (op.value,))
             self._emit(db, row.tenant, row.id, event, op.now_us, op.events_kept)
             new = self._live(db, row.id, None, op.now_us)
-        return UpdateResult(Outcome.OK, new, row.status)
+        return ops.UpdateResult(ops.Outcome.OK, new, row.status)
 
-    def save_state(self, op: SaveStateOp) -> StateResult:
+    def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
         """See Backend.save_state."""
         with self._tx(write=True) as db:
             row = self._live(db, op.conversation_id, op.tenant, op.now_us)
             if row is None:
-                return StateResult(Outcome.NOT_FOUND)
+                return ops.StateResult(ops.Outcome.NOT_FOUND)
             current = row.state_version
             if op.expected_version is not None and op.expected_version != current:
-                return StateResult(Outcome.CONFLICT, current=current)
+                return ops.StateResult(ops.Outcome.CONFLICT, current=current)
             value = op.value_json
             if op.rollback_to is not None:
                 old = db.execute(
@@ -416,7 +384,7 @@ class SQLiteBackend:
                     (row.id, op.rollback_to),
                 ).fetchone()
                 if old is None:
-                    return StateResult(Outcome.NO_VERSION, current=current)
+                    return ops.StateResult(ops.Outcome.NO_VERSION, current=current)
                 value = old[0]
             version = current + 1
             db.execute(
@@ -430,14 +398,14 @@ class SQLiteBackend:
             )
             self._touch(db, row, op.now_us, "state_version = ?, ", (version,))
             self._emit(db, row.tenant, row.id, ev.state_saved(version), op.now_us, op.events_kept)
-        return StateResult(Outcome.OK, version=version, saved_us=op.now_us, current=version)
+        return ops.StateResult(ops.Outcome.OK, version=version, saved_us=op.now_us, current=version)
 
-    def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+    def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """See Backend.load_state."""
         with self._tx(write=False) as db:
             head = self._head(db, op.conversation_id, op.tenant, op.now_us)
             if head is None:
-                return Outcome.NOT_FOUND, None
+                return ops.Outcome.NOT_FOUND, None
             version = head[1] if op.version is None else op.version
             found = db.execute(
                 "SELECT version, value, saved_us FROM states "
@@ -445,10 +413,10 @@ class SQLiteBackend:
                 (op.conversation_id, version),
             ).fetchone()
         if found is None:
-            return (Outcome.OK, None) if op.version is None else (Outcome.NO_VERSION, None)
-        return Outcome.OK, state_row(found)
+            return (ops.Outcome.OK, None) if op.version is None else (ops.Outcome.NO_VERSION, None)
+        return ops.Outcome.OK, state_row(found)
 
-    def list(self, op: ListOp) -> builtins.list[ConvRow]:
+    def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """See Backend.list."""
         where = ["tenant = :tenant", LIVE]
         args: dict[str, Any] = {"tenant": op.tenant, "now": op.now_us, "limit": op.limit + 1}
@@ -467,7 +435,7 @@ class SQLiteBackend:
         with self._errors():
             return [conv_row(r) for r in self._conn().execute(sql, args).fetchall()]
 
-    def counts(self, op: CountsOp) -> CountsRow:
+    def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """See Backend.counts."""
         with self._tx(write=False) as db:
             args = {"tenant": op.tenant, "now": op.now_us}
@@ -481,9 +449,9 @@ class SQLiteBackend:
                 "AND stage IS NOT NULL GROUP BY stage",
                 args,
             ).fetchall()
-        return CountsRow(dict(by_status), dict(by_stage))
+        return ops.CountsRow(dict(by_status), dict(by_stage))
 
-    def delete(self, op: DeleteOp) -> bool:
+    def delete(self, op: ops.DeleteOp) -> bool:
         """See Backend.delete."""
         with self._tx(write=True) as db:
             found = db.execute(_SELECT_CONV, {"id": op.conversation_id}).fetchone()
@@ -497,7 +465,7 @@ class SQLiteBackend:
         self._checkpoint()
         return not is_expired(row.expires_us, op.now_us)
 
-    def delete_contact(self, op: DeleteContactOp) -> int:
+    def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """See Backend.delete_contact."""
         with self._tx(write=True) as db:
             rows = [
@@ -516,7 +484,7 @@ class SQLiteBackend:
         self._checkpoint()
         return sum(not is_expired(r.expires_us, op.now_us) for r in rows)
 
-    def sweep(self, op: SweepOp) -> SweepRow:
+    def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
         """See Backend.sweep: bounded batches, each its own short transaction."""
         purged = self._sweep_batches(
             "SELECT id FROM conversations WHERE expires_us <= ? LIMIT ?", op, self._purge
@@ -535,12 +503,12 @@ class SQLiteBackend:
             op,
             self._forget,
         )
-        return SweepRow(idled=idled, purged=purged, facts_purged=facts)
+        return ops.SweepRow(idled=idled, purged=purged, facts_purged=facts)
 
     def _sweep_batches(
         self,
         select: str,
-        op: SweepOp,
+        op: ops.SweepOp,
         apply: Any,
         prefix: tuple[Any, ...] = (),
     ) -> int:
@@ -556,10 +524,10 @@ class SQLiteBackend:
             if op.dry_run or len(keys) < op.batch:
                 return total
 
-    def _purge(self, db: sqlite3.Connection, conversation_id: str, op: SweepOp) -> None:
+    def _purge(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
         self._erase(db, conversation_id)
 
-    def _idle(self, db: sqlite3.Connection, conversation_id: str, op: SweepOp) -> None:
+    def _idle(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
         tenant, status = db.execute(
             "SELECT tenant, status FROM conversations WHERE id = ?", (conversation_id,)
         ).fetchone()
@@ -570,14 +538,14 @@ class SQLiteBackend:
                    op.events_kept)  # fmt: skip
 
     @staticmethod
-    def _forget(db: sqlite3.Connection, key: str, op: SweepOp) -> None:
+    def _forget(db: sqlite3.Connection, key: str, op: ops.SweepOp) -> None:
         tenant, contact_id, name = key.split("\0")
         db.execute(
             "DELETE FROM facts WHERE tenant = ? AND contact_id = ? AND key = ?",
             (tenant, contact_id, name),
         )
 
-    def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+    def read_events(self, op: ops.EventsOp, wait: float) -> builtins.list[ops.EventRow] | None:
         """See Backend.read_events: polls the file, so it sees other processes' writes."""
         after = parse_event_cursor(op.after)
         where = "id > ?" if op.tenant is None else "tenant = ? AND id > ?"
@@ -599,21 +567,21 @@ class SQLiteBackend:
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, _POLL[1])
 
-    def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+    def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """See Backend.acquire_lease."""
         with self._tx(write=True) as db:
             if self._live(db, op.conversation_id, op.tenant, op.now_us) is None:
-                return LeaseResult(Outcome.NOT_FOUND)
+                return ops.LeaseResult(ops.Outcome.NOT_FOUND)
             token, until = db.execute(_LEASE, (op.conversation_id,)).fetchone()
             if until > op.now_us:
-                return LeaseResult(Outcome.BUSY)
+                return ops.LeaseResult(ops.Outcome.BUSY)
             db.execute(
                 "UPDATE conversations SET lease_token = ?, lease_until_us = ? WHERE id = ?",
                 (token + 1, op.until_us, op.conversation_id),
             )
-        return LeaseResult(Outcome.OK, token + 1)
+        return ops.LeaseResult(ops.Outcome.OK, token + 1)
 
-    def release_lease(self, op: ReleaseOp) -> None:
+    def release_lease(self, op: ops.ReleaseOp) -> None:
         """See Backend.release_lease."""
         with self._tx(write=True) as db:
             db.execute(
@@ -621,7 +589,7 @@ class SQLiteBackend:
                 (op.conversation_id, op.token),
             )
 
-    def remember(self, op: RememberOp) -> FactRow:
+    def remember(self, op: ops.RememberOp) -> ops.FactRow:
         """See Backend.remember."""
         with self._tx(write=True) as db:
             db.execute(
@@ -637,9 +605,9 @@ class SQLiteBackend:
                     op.expires_us,
                 ),
             )
-        return FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+        return ops.FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
 
-    def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+    def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
         """See Backend.recall."""
         sql = (
             f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = ? AND contact_id = ? "
