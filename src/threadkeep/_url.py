@@ -45,8 +45,8 @@ QUERY_PARSERS: Final[Mapping[str, Mapping[str, Callable[[Any], Any]]]] = Mapping
     {
         "memory": {},
         "sqlite": {"timeout": _positive_float},
-        "redis": {**_NETWORK, "prefix": _name},
-        "rediss": {**_NETWORK, "prefix": _name},
+        "redis": {**_NETWORK, "prefix": _name, "idempotency_keys": _non_negative_int},
+        "rediss": {**_NETWORK, "prefix": _name, "idempotency_keys": _non_negative_int},
         "postgresql": {**_NETWORK, "schema": _name},
     }
 )

@@ -1,0 +1,248 @@
+"""PostgreSQL benchmark: the threadkeep PostgreSQL store beside raw psycopg doing the same rows
+in one transaction and beside LangChain's PostgresChatMessageHistory (``langchain-postgres``).
+
+Run: `make bench` or `python -m bench.bench_postgres [--url postgresql://...] [-n 2000]`.
+Everything lives in a fresh schema that is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import psycopg
+
+import threadkeep
+from bench._util import Result, compare, measure, say, table
+
+TEXT = "hello, I would like to sell my house on Elm street"
+WINDOW = 20
+LONG = 10_000
+CONVERSATIONS = 100_000
+PROCESSES = 4
+PER_PROCESS = 300
+
+RAW_SCHEMA = """
+CREATE TABLE raw_conv (id text PRIMARY KEY, last_seq bigint NOT NULL DEFAULT 0,
+    message_count integer NOT NULL DEFAULT 0, activity_us bigint NOT NULL DEFAULT 0,
+    expires_us bigint, idle_us bigint NOT NULL DEFAULT 0, status text NOT NULL DEFAULT 'new');
+CREATE TABLE raw_msg (conversation_id text, seq bigint, role text, content text,
+    created_us bigint, metadata_json text, PRIMARY KEY (conversation_id, seq));
+CREATE TABLE raw_event (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind text,
+    conversation_id text, data_json text, at_us bigint);
+"""
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Raw:
+    """Hand-written psycopg: the same rows as a threadkeep append, in one transaction."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.conn = psycopg.connect(url, options=f"-c search_path={schema}")
+
+    def start(self) -> str:
+        cid = uuid.uuid4().hex
+        with self.conn.transaction():
+            self.conn.execute("INSERT INTO raw_conv (id) VALUES (%s)", (cid,))
+        return cid
+
+    def append(self, cid: str, content: str) -> int:
+        now = _now_us()
+        with self.conn.transaction():
+            seq = self.conn.execute(
+                "UPDATE raw_conv SET last_seq = last_seq + 1, message_count = message_count + 1,"
+                " activity_us = %s, expires_us = %s, idle_us = %s, status = 'active' "
+                "WHERE id = %s RETURNING last_seq",
+                (now, now + 1, now + 1, cid),
+            ).fetchone()[0]  # type: ignore[index]
+            self.conn.execute(
+                "INSERT INTO raw_msg VALUES (%s, %s, 'user', %s, %s, '{}')",
+                (cid, seq, content, now),
+            )
+            self.conn.execute(
+                "INSERT INTO raw_event (kind, conversation_id, data_json, at_us) "
+                "VALUES ('message.appended', %s, '{}', %s)",
+                (cid, now),
+            )
+            self.conn.execute("SELECT pg_notify('raw', '')")
+        return int(seq)
+
+    def window(self, cid: str, n: int) -> list[Any]:
+        with self.conn.transaction():
+            return self.conn.execute(
+                "SELECT seq, role, content FROM raw_msg WHERE conversation_id = %s "
+                "ORDER BY seq DESC LIMIT %s",
+                (cid, n),
+            ).fetchall()
+
+    def page(self, tenant: str, limit: int) -> list[Any]:
+        with self.conn.transaction():
+            return self.conn.execute(
+                "SELECT * FROM conversations WHERE tenant = %s "
+                "AND (expires_us IS NULL OR expires_us > %s) "
+                "ORDER BY activity_us DESC, id DESC LIMIT %s",
+                (tenant, _now_us(), limit + 1),
+            ).fetchall()
+
+
+def _langchain(url: str, schema: str) -> Any:
+    try:
+        from langchain_core.messages import HumanMessage
+        from langchain_postgres import PostgresChatMessageHistory
+    except ImportError:
+        say("langchain-postgres missing (pip install -e '.[bench]'); skipping LangChain")
+        return None
+    conn = psycopg.connect(url, options=f"-c search_path={schema}", autocommit=True)
+    PostgresChatMessageHistory.create_tables(conn, "lc_history")
+
+    def history(session: str) -> Any:
+        return PostgresChatMessageHistory("lc_history", session, sync_connection=conn)
+
+    return history, HumanMessage
+
+
+def _seed_conversations(url: str, schema: str, n: int) -> None:
+    """Insert n conversations of tenant 'bench' straight in SQL (setup, not measured)."""
+    now = _now_us()
+    with psycopg.connect(url, options=f"-c search_path={schema}") as conn:
+        conn.execute(
+            "INSERT INTO conversations (id, tenant, contact_id, status, metadata_json, "
+            "created_us, activity_us, expires_us, idle_us, ttl_us, idle_after_us, window_n) "
+            "SELECT 'seed' || lpad(g::text, 7, '0'), 'bench', 'contact' || (g %% 5000), "
+            "(ARRAY['new','active','idle','closed'])[1 + g %% 4], '{}', %(now)s - g * 1000, "
+            "%(now)s - g * 1000, %(now)s + 604800000000, %(now)s + 1800000000, "
+            "604800000000, 1800000000, 20 FROM generate_series(1, %(n)s) g",
+            {"now": now, "n": n},
+        )
+        conn.execute("ANALYZE conversations")
+
+
+def _worker(url: str, cid: str, count: int, out: Any) -> None:
+    store = threadkeep.open(url)
+    seqs = [store.append(cid, "user", TEXT).seq for _ in range(count)]
+    store.close()
+    out.put(seqs)
+
+
+def _concurrent(url: str, schema: str) -> tuple[Result, str]:
+    store = threadkeep.open(url)
+    cid = store.start(contact_id="race").id
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(url, cid, PER_PROCESS, out)) for _ in range(4)]
+    began = time.perf_counter()
+    for p in procs:
+        p.start()
+    acked = [s for _ in procs for s in out.get(timeout=300)]
+    for p in procs:
+        p.join()
+    seconds = time.perf_counter() - began
+    store.close()
+    with psycopg.connect(url.split("?")[0], options=f"-c search_path={schema}") as conn:
+        stored = [
+            r[0]
+            for r in conn.execute(
+                "SELECT seq FROM messages WHERE conversation_id = %s", (cid,)
+            ).fetchall()
+        ]
+    dup = sum(c - 1 for c in Counter(stored).values())
+    lost = len(set(acked) - set(stored))
+    total = PROCESSES * PER_PROCESS
+    res = Result(f"append × {PROCESSES} processes", total, seconds, 0.0, 0.0)
+    return res, f"acked {len(acked)}, stored {len(stored)}, lost {lost}, duplicated {dup}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("-n", type=int, default=2000)
+    parser.add_argument("--conversations", type=int, default=CONVERSATIONS)
+    args = parser.parse_args(argv)
+    schema = f"tk_bench_{uuid.uuid4().hex[:8]}"
+    url = f"{args.url}?schema={schema}"
+    n = args.n
+    try:
+        store = threadkeep.open(url)
+        with psycopg.connect(args.url, options=f"-c search_path={schema}") as conn:
+            conn.execute(RAW_SCHEMA)
+        raw = Raw(args.url, schema)
+        lc = _langchain(args.url, schema)
+        rows: list[tuple[Result, Result | None, str]] = []
+
+        say("append …")
+        conv = store.start(contact_id="bench").id
+        rcid = raw.start()
+        tk, rw = compare(
+            ("threadkeep append", lambda i: store.append(conv, "user", TEXT)),
+            ("raw psycopg append", lambda i: raw.append(rcid, TEXT)),
+            n,
+        )
+        rows += [(tk, rw, "row lock + message + event + NOTIFY, one transaction")]
+        if lc is not None:
+            history, human = lc
+            h = history(str(uuid.uuid4()))
+            lcr = measure("langchain add_message", lambda i: h.add_message(human(TEXT)), n)
+            rows.append((tk, lcr, "vs LangChain"))
+
+        for size in (WINDOW, LONG):
+            say(f"window read at {size} messages …")
+            cid = store.start(contact_id=f"w{size}").id
+            rc = raw.start()
+            session = str(uuid.uuid4())
+            for i in range(size):
+                store.append(cid, "user", f"{TEXT} {i}")
+                raw.append(rc, f"{TEXT} {i}")
+            if lc is not None:
+                history(session).add_messages([human(f"{TEXT} {i}") for i in range(size)])
+            reads = max(200, n // (10 if size == LONG else 1))
+            tk, rw = compare(
+                (
+                    f"threadkeep window @ {size}",
+                    lambda i, cid=cid: store.messages(cid, last=WINDOW),
+                ),
+                (f"raw window @ {size}", lambda i, rc=rc: raw.window(rc, WINDOW)),
+                reads,
+            )
+            rows.append((tk, rw, f"last {WINDOW} of {size}"))
+            if lc is not None:
+                hs = history(session)
+                lcr = measure(
+                    f"langchain messages @ {size}",
+                    lambda i, hs=hs: hs.messages,
+                    max(50, reads // 20) if size == LONG else reads,
+                    warmup=5,
+                )
+                rows.append((tk, lcr, "LangChain reads the whole history"))
+
+        say(f"list page among {args.conversations} conversations …")
+        _seed_conversations(args.url, schema, args.conversations)
+        tk, rw = compare(
+            ("threadkeep list page", lambda i: store.list(tenant="bench", limit=20)),
+            ("raw list page", lambda i: raw.page("bench", 20)),
+            n,
+        )
+        rows.append((tk, rw, f"20 of {args.conversations}, newest activity first"))
+
+        say("4-process concurrent appends …")
+        res, note = _concurrent(url, schema)
+        rows.append((res, None, note))
+
+        table(f"PostgreSQL ({args.url}, schema {schema}, n={n})", rows)
+        store.close()
+        raw.conn.close()
+    finally:
+        with psycopg.connect(args.url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

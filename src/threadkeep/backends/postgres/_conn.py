@@ -1,0 +1,84 @@
+"""Connection settings and the retry policy shared by the sync and async drivers.
+
+Lost connections (``psycopg.OperationalError``, pool time-outs included) are retried with
+exponential backoff and jitter within the call's deadline, then raised as BackendUnavailable
+naming the host (never the password) and the cause; other database errors become BackendError.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import uuid
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import psycopg
+
+from threadkeep._exceptions import BackendError, BackendUnavailable
+from threadkeep._url import StoreURL
+
+__all__ = ["Attempts", "Settings"]
+
+_BASE = 0.05
+_CAP = 1.0
+
+
+class Settings:
+    """What a driver needs from a ``postgresql://`` URL."""
+
+    def __init__(self, url: StoreURL) -> None:
+        parts = urlsplit(url.raw)
+        self.conninfo = parts._replace(query="", fragment="").geturl()
+        self.host = url.host or "localhost"
+        self.schema: str = url.options.get("schema", "threadkeep")
+        self.timeout: float = url.options.get("timeout", 5.0)
+        self.retries: int = url.options.get("retries", 3)
+        self.pool_size: int = url.options.get("pool_size", 0) or 10
+        self.channel = "threadkeep_events_" + re.sub(r"[^a-z0-9_]", "_", self.schema.lower())
+        self.kwargs: dict[str, Any] = {
+            "options": f"-c search_path={self.schema}",
+            "connect_timeout": max(2, round(self.timeout)),
+        }
+
+
+def retry_key() -> str:
+    """Return a fresh internal idempotency key for one append call."""
+    return "\x1f" + uuid.uuid4().hex
+
+
+class Attempts:
+    """The attempts of one call: how long to pause before the next one, or give up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.deadline = time.monotonic() + settings.timeout
+        self.failures = 0
+
+    def remaining(self) -> float:
+        """Return the seconds left before the deadline (at least a small positive amount)."""
+        return max(0.05, self.deadline - time.monotonic())
+
+    def pause(self, exc: Exception) -> float:
+        """Return how long to sleep before trying again.
+
+        Raises:
+            BackendUnavailable: the server cannot be reached (retries or time used up).
+            BackendError: any other database failure.
+        """
+        if not isinstance(exc, psycopg.OperationalError):
+            self.fail(exc)
+        self.failures += 1
+        left = self.deadline - time.monotonic()
+        if self.failures > self.settings.retries or left <= 0:
+            self.fail(exc)
+        delay = min(_CAP, _BASE * 2 ** (self.failures - 1))
+        return min(left, random.uniform(delay / 2, delay))
+
+    def fail(self, exc: Exception) -> NoReturn:
+        """Raise the threadkeep error for ``exc``."""
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, psycopg.OperationalError):
+            raise BackendUnavailable("postgresql", self.settings.host, cause) from exc
+        raise BackendError(f"postgresql at {self.settings.host} failed: {cause}") from exc

@@ -1,0 +1,169 @@
+"""Argument encoding and reply decoding shared by the sync and async drivers.
+
+Rows live in Redis as hashes of short fields holding decimal or text values; messages as
+``"seq body"`` strings whose body is a JSON array written here; optional script arguments
+are ``""`` for None and ``"+value"`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from threadkeep._exceptions import InvalidInput
+from threadkeep._rules.ops import ConvRow, EventRow, FactRow, MsgRow
+from threadkeep._rules.retention import RetentionUs
+
+__all__ = [
+    "decode_context",
+    "decode_event",
+    "decode_fact",
+    "decode_message",
+    "decode_row",
+    "encode_fact",
+    "encode_message",
+    "encode_row",
+    "event_number",
+    "json_text",
+    "opt",
+    "pairs",
+]
+
+_CURSOR = re.compile(r"^(\d+)(?:-0)?$")
+
+
+def opt(value: object) -> str:
+    """Return an optional script argument: "" for None, else "+" and the value."""
+    return "" if value is None else f"+{value}"
+
+
+def _num(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def encode_row(row: ConvRow) -> list[str]:
+    """Return a conversation row as hash field, value pairs (None fields left out)."""
+    fields: dict[str, str | None] = {
+        "id": row.id,
+        "tn": row.tenant,
+        "ct": row.contact_id,
+        "ag": row.agent_id,
+        "ch": row.channel,
+        "st": row.status,
+        "sg": row.stage,
+        "md": row.metadata_json,
+        "cr": str(row.created_us),
+        "act": str(row.activity_us),
+        "exp": _num(row.expires_us),
+        "idl": str(row.idle_us),
+        "cnt": str(row.message_count),
+        "seq": str(row.last_seq),
+        "sv": str(row.state_version),
+        "ttl": _num(row.retention.ttl_us),
+        "ia": str(row.retention.idle_after_us),
+        "win": str(row.retention.window),
+        "max": _num(row.retention.max_messages),
+    }
+    return [text for key, value in fields.items() if value is not None for text in (key, value)]
+
+
+def pairs(flat: Sequence[Any]) -> dict[str, str]:
+    """Return a flat [field, value, …] reply as a dict."""
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _opt_int(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def decode_row(fields: Mapping[str, str] | Sequence[Any]) -> ConvRow:
+    """Return the conversation row of a hash (a mapping or a flat field, value list)."""
+    f = fields if isinstance(fields, Mapping) else pairs(fields)
+    return ConvRow(
+        id=f["id"],
+        tenant=f["tn"],
+        contact_id=f["ct"],
+        agent_id=f.get("ag"),
+        channel=f.get("ch"),
+        status=f["st"],
+        stage=f.get("sg"),
+        metadata_json=f["md"],
+        created_us=int(f["cr"]),
+        activity_us=int(f["act"]),
+        expires_us=_opt_int(f.get("exp")),
+        idle_us=int(f["idl"]),
+        message_count=int(f["cnt"]),
+        last_seq=int(f["seq"]),
+        state_version=int(f["sv"]),
+        retention=RetentionUs(
+            ttl_us=_opt_int(f.get("ttl")),
+            idle_after_us=int(f["ia"]),
+            window=int(f["win"]),
+            max_messages=_opt_int(f.get("max")),
+        ),
+    )
+
+
+def encode_message(
+    role: str, content: str, created_us: int, metadata_json: str, key: str | None
+) -> str:
+    """Return a message body; the script prefixes it with its seq and a space.
+
+    Lines: role, created_us, optional key, metadata JSON, then the content (which may hold
+    newlines of its own: it comes last). Only the content can hold a newline: roles and keys
+    are printable names and compact JSON escapes newlines.
+    """
+    return f"{role}\n{created_us}\n{opt(key)}\n{metadata_json}\n{content}"
+
+
+def decode_message(conversation_id: str, entry: str) -> MsgRow:
+    """Return the message row of a stored ``"seq body"`` entry."""
+    seq, _, body = entry.partition(" ")
+    role, created_us, key, metadata_json, content = body.split("\n", 4)
+    return MsgRow(
+        conversation_id, int(seq), role, content, int(created_us), metadata_json, key[1:] or None
+    )
+
+
+def decode_context(entry: str) -> tuple[str, str]:
+    """Return (role, content) of a stored entry, for the context window."""
+    role, _, _, _, content = entry.partition(" ")[2].split("\n", 4)
+    return role, content
+
+
+def decode_event(entry: Sequence[Any]) -> EventRow:
+    """Return the event row of an ``{id, kind, tenant, conversation, data, at}`` reply."""
+    event_id, kind, tenant, conversation_id, data_json, at_us = entry
+    return EventRow(str(event_id), kind, tenant, conversation_id, data_json, int(at_us))
+
+
+def event_number(after: str | None) -> int | None:
+    """Return the event number of a cursor, ``"12-0"`` or ``"12"`` (None stays None).
+
+    Raises:
+        InvalidInput: when it is neither.
+    """
+    if after is None:
+        return None
+    match = _CURSOR.match(after)
+    if match is None:
+        raise InvalidInput(f"events cursor {after!r} is malformed", field="after")
+    return int(match.group(1))
+
+
+def encode_fact(fact: FactRow) -> str:
+    """Return the stored form of a fact (without its key)."""
+    return f"{fact.updated_us} {fact.expires_us} {fact.tier} {fact.value_json}"
+
+
+def decode_fact(key: str, blob: str) -> FactRow:
+    """Return the fact row of a stored blob."""
+    updated, expires, tier, value_json = blob.split(" ", 3)
+    return FactRow(key, value_json, tier, int(updated), int(expires))
+
+
+def json_text(data: object) -> str:
+    """Return compact JSON, as the memory backend writes event data."""
+    return json.dumps(data, separators=(",", ":"))

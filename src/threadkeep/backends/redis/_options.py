@@ -1,0 +1,71 @@
+"""Connection options of a Redis store URL, shared by both drivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from threadkeep._url import StoreURL
+from threadkeep.backends.redis._keys import Keys
+
+__all__ = ["Options"]
+
+DEFAULT_PREFIX = "threadkeep"
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_RETRIES = 3
+DEFAULT_POOL = 50
+DEFAULT_IDEMPOTENCY_KEYS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a driver needs from the store URL.
+
+    Attributes:
+        server_url: the URL redis-py understands (our query parameters removed).
+        host: host:port for messages, without any password.
+        keys: the store's key names (``?prefix=``).
+        timeout: socket and per-call deadline in seconds (``?timeout=``).
+        retries: resends after a connection error (``?retries=``).
+        pool_size: most connections held (``?pool_size=``).
+        idempotency_keys: caller idempotency keys remembered per conversation.
+    """
+
+    server_url: str
+    host: str
+    keys: Keys
+    timeout: float
+    retries: int
+    pool_size: int
+    idempotency_keys: int
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Options:
+        """Read the options of ``url``, with defaults."""
+        parts = urlsplit(url.raw)
+        o = url.options
+        return cls(
+            server_url=parts._replace(query="", fragment="").geturl(),
+            host=url.host or "localhost:6379",
+            keys=Keys(o.get("prefix", DEFAULT_PREFIX)),
+            timeout=o.get("timeout", DEFAULT_TIMEOUT),
+            retries=o.get("retries", DEFAULT_RETRIES),
+            pool_size=o.get("pool_size") or DEFAULT_POOL,
+            idempotency_keys=max(1, o.get("idempotency_keys", DEFAULT_IDEMPOTENCY_KEYS)),
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the connection pool (redis-py's own retries switched off)."""
+        return {
+            "decode_responses": True,
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "max_connections": self.pool_size,
+            "timeout": self.timeout,
+            "health_check_interval": 0,
+        }
+
+    def block_ms(self, seconds: float) -> int:
+        """Return an XREAD BLOCK time that ends before the socket timeout (never 0: forever)."""
+        return max(1, int(min(seconds, self.timeout * 0.8) * 1000))

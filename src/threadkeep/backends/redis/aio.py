@@ -1,0 +1,190 @@
+"""Asynchronous Redis backend (redis.asyncio).
+
+Durability: an acknowledged write is as durable as the server's persistence settings make it
+(``appendonly yes`` with ``appendfsync always`` survives a server crash; the defaults may lose
+the last second or more). Atomicity: every change, with its indexes, event and TTLs, is one Lua
+script, so other clients see all of it or none of it, and nothing reads-modifies-writes a
+history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from threadkeep._rules.ops import (
+    AppendOp,
+    AppendResult,
+    ConvRow,
+    CountsOp,
+    CountsRow,
+    DeleteContactOp,
+    DeleteOp,
+    EventRow,
+    EventsOp,
+    FactRow,
+    FindOpenOp,
+    GetOp,
+    LeaseOp,
+    LeaseResult,
+    ListOp,
+    LoadStateOp,
+    MsgRow,
+    Outcome,
+    ReadOp,
+    RecallOp,
+    ReleaseOp,
+    RememberOp,
+    SaveStateOp,
+    StartOp,
+    StateResult,
+    StateRow,
+    SweepOp,
+    SweepRow,
+    UpdateOp,
+    UpdateResult,
+)
+from threadkeep._url import StoreURL
+from threadkeep.backends.redis._errors import Attempts
+from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
+from threadkeep.backends.redis._options import Options
+from threadkeep.backends.redis._scripts import SCRIPTS
+
+__all__ = ["AsyncRedisBackend"]
+
+T = TypeVar("T")
+
+
+class AsyncRedisBackend:
+    """Redis backend over an asyncio connection pool.
+
+    Args:
+        url: a ``redis://`` or ``rediss://`` store URL.
+    """
+
+    def __init__(self, url: StoreURL) -> None:
+        self._options = Options.from_url(url)
+        self._flows = Flows(self._options.keys, self._options.idempotency_keys)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+        )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
+
+    async def _execute(self, request: Request) -> Any:
+        if isinstance(request, Eval):
+            script = self._scripts[request.name]
+            return await script(keys=[self._options.keys.events], args=list(request.args))
+        if isinstance(request, Command):
+            return await self._client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+        events = self._options.keys.events
+        ms = self._options.block_ms(request.seconds)
+        return await self._client.xread({events: request.after_id}, count=1, block=ms)
+
+    async def _send(self, request: Request) -> Any:
+        attempts = Attempts(self._options.host, self._options.retries, self._options.timeout)
+        while True:
+            try:
+                return await self._execute(request)
+            except redis.RedisError as exc:
+                await asyncio.sleep(attempts.pause(exc))
+
+    async def _drive(self, flow: Generator[Request, Any, T]) -> T:
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(await self._send(request))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def ping(self) -> None:
+        """See AsyncBackend.ping."""
+        await self._drive(self._flows.ping())
+
+    async def close(self) -> None:
+        """See AsyncBackend.close."""
+        await self._client.aclose()
+        await self._client.connection_pool.disconnect()
+
+    async def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+        """See AsyncBackend.create."""
+        return await self._drive(self._flows.create(op))
+
+    async def get(self, op: GetOp) -> ConvRow | None:
+        """See AsyncBackend.get."""
+        return await self._drive(self._flows.get(op))
+
+    async def find_open(self, op: FindOpenOp) -> ConvRow | None:
+        """See AsyncBackend.find_open."""
+        return await self._drive(self._flows.find_open(op))
+
+    async def append(self, op: AppendOp) -> AppendResult:
+        """See AsyncBackend.append."""
+        return await self._drive(self._flows.append(op))
+
+    async def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
+        """See AsyncBackend.read_messages."""
+        return await self._drive(self._flows.read_messages(op))
+
+    async def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+        """See AsyncBackend.read_context."""
+        return await self._drive(self._flows.read_context(op))
+
+    async def update(self, op: UpdateOp) -> UpdateResult:
+        """See AsyncBackend.update."""
+        return await self._drive(self._flows.update(op))
+
+    async def save_state(self, op: SaveStateOp) -> StateResult:
+        """See AsyncBackend.save_state."""
+        return await self._drive(self._flows.save_state(op))
+
+    async def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+        """See AsyncBackend.load_state."""
+        return await self._drive(self._flows.load_state(op))
+
+    async def list(self, op: ListOp) -> builtins.list[ConvRow]:
+        """See AsyncBackend.list."""
+        return await self._drive(self._flows.list(op))
+
+    async def counts(self, op: CountsOp) -> CountsRow:
+        """See AsyncBackend.counts."""
+        return await self._drive(self._flows.counts(op))
+
+    async def delete(self, op: DeleteOp) -> bool:
+        """See AsyncBackend.delete."""
+        return await self._drive(self._flows.delete(op))
+
+    async def delete_contact(self, op: DeleteContactOp) -> int:
+        """See AsyncBackend.delete_contact."""
+        return await self._drive(self._flows.delete_contact(op))
+
+    async def sweep(self, op: SweepOp) -> SweepRow:
+        """See AsyncBackend.sweep."""
+        return await self._drive(self._flows.sweep(op))
+
+    async def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+        """See AsyncBackend.read_events."""
+        return await self._drive(self._flows.read_events(op, wait))
+
+    async def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+        """See AsyncBackend.acquire_lease."""
+        return await self._drive(self._flows.acquire_lease(op))
+
+    async def release_lease(self, op: ReleaseOp) -> None:
+        """See AsyncBackend.release_lease."""
+        await self._drive(self._flows.release_lease(op))
+
+    async def remember(self, op: RememberOp) -> FactRow:
+        """See AsyncBackend.remember."""
+        return await self._drive(self._flows.remember(op))
+
+    async def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+        """See AsyncBackend.recall."""
+        return await self._drive(self._flows.recall(op))

@@ -1,0 +1,187 @@
+-- Shared helpers, prepended to every script of this directory when it is loaded.
+--
+-- KEYS[1]  the store's event stream, "{prefix}:ev": it only routes the call to the right node.
+-- ARGV[1]  the key base "prefix{prefix}:". Every key of a store shares the hash tag {prefix}, so all of
+--          them live in one Redis Cluster slot and the names built below stay node-local.
+-- Times are integer microseconds since the epoch, passed and stored as decimal strings.
+-- Optional arguments are "" for nil and "+value" for a value (see _codec.opt).
+
+local B = ARGV[1]
+
+local function kc(id) return B .. 'c:' .. id end    -- conversation hash
+local function km(id) return B .. 'm:' .. id end    -- message list: "seq body"
+local function ki(id) return B .. 'i:' .. id end    -- idempotency hash: key -> "seq body"
+local function kiq(id) return B .. 'iq:' .. id end  -- caller idempotency keys, oldest first
+local function krq(id) return B .. 'rq:' .. id end  -- internal retry keys, oldest first
+local function ks(id) return B .. 's:' .. id end    -- state versions: version -> "saved value"
+local function kt(tenant) return B .. 't:' .. tenant end
+local function kts(status, tenant) return B .. 'ts:' .. status .. ':' .. tenant end
+local function kct(tenant, contact) return B .. 'k:' .. #tenant .. ':' .. tenant .. ':' .. contact end
+local function kf(tenant, contact) return B .. 'f:' .. #tenant .. ':' .. tenant .. ':' .. contact end
+local K_EXP = B .. 'exp'    -- zset "id\ntenant\ncontact" by expires_us (sweep)
+local K_IDLE = B .. 'idle'  -- zset id by idle_us (sweep)
+local K_FX = B .. 'fx'      -- zset "tenant-length:tenant:contact\nkey" by fact expires_us
+local K_EV = B .. 'ev'      -- event stream, ids "n-0"
+local K_EVN = B .. 'evn'    -- last event number
+local K_EVT = B .. 'evt'    -- events numbered up to this fell out of the bounded log
+
+local GRACE_MS = 3600000    -- native expiry runs this long after the logical one
+
+local function fmt(n) return string.format('%d', n) end
+
+local function opt(s)
+  if s == nil or s == '' then return nil end
+  return string.sub(s, 2)
+end
+
+local function csv_set(s)
+  local set = {}
+  for item in string.gmatch(s, '[^,]+') do set[item] = true end
+  return set
+end
+
+local function hgetall(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local row = {}
+  for i = 1, #flat, 2 do row[flat[i]] = flat[i + 1] end
+  return row
+end
+
+local function flatten(row)
+  local flat = {}
+  for k, v in pairs(row) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = v
+  end
+  return flat
+end
+
+local function is_expired(row, now)
+  return row.exp ~= nil and tonumber(row.exp) <= now
+end
+
+-- The conversation if it exists, is not expired and belongs to tenant (nil: any tenant).
+local function live(id, tenant, now)
+  local row = hgetall(kc(id))
+  if row == nil or is_expired(row, now) then return nil end
+  if tenant ~= nil and row.tn ~= tenant then return nil end
+  return row
+end
+
+local function exp_member(row) return row.id .. '\n' .. row.tn .. '\n' .. row.ct end
+
+-- Native TTL for memory reclamation only: never before the logical expiry, nor before
+-- "real now + ttl", plus a grace period; logical expiry is enforced on every read.
+local function native_expiry(row)
+  local keys = {kc(row.id), km(row.id), ki(row.id), kiq(row.id), krq(row.id), ks(row.id)}
+  if row.ttl == nil then
+    for _, key in ipairs(keys) do redis.call('PERSIST', key) end
+    return
+  end
+  local t = redis.call('TIME')
+  local real_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local at = math.max(math.floor(tonumber(row.exp) / 1000), real_ms + math.floor(tonumber(row.ttl) / 1000))
+  at = fmt(at + GRACE_MS)
+  for _, key in ipairs(keys) do redis.call('PEXPIREAT', key, at) end
+end
+
+-- Activity: sliding expiry and idle time renewed (fields only; save with save_touch).
+local function touch(row, now)
+  row.act = fmt(now)
+  if row.ttl ~= nil then row.exp = fmt(now + tonumber(row.ttl)) end
+  row.idl = fmt(now + tonumber(row.ia))
+end
+
+-- Write the given fields of row, refresh its index entries and native TTLs.
+local function save(row, fields, old_status)
+  local args = {}
+  for _, f in ipairs(fields) do
+    if row[f] == nil then
+      redis.call('HDEL', kc(row.id), f)
+    else
+      args[#args + 1] = f
+      args[#args + 1] = row[f]
+    end
+  end
+  if #args > 0 then redis.call('HSET', kc(row.id), unpack(args)) end
+  redis.call('ZADD', kt(row.tn), row.act, row.id)
+  if old_status ~= nil and old_status ~= row.st then
+    redis.call('ZREM', kts(old_status, row.tn), row.id)
+  end
+  redis.call('ZADD', kts(row.st, row.tn), row.act, row.id)
+  redis.call('ZADD', kct(row.tn, row.ct), row.act, row.id)
+  if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
+  redis.call('ZADD', K_IDLE, row.idl, row.id)
+  native_expiry(row)
+end
+
+local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
+
+-- Append one event; the log keeps events numbered above (last - keep).
+local function emit(kind, tenant, conv, data, at, keep)
+  local n = redis.call('INCR', K_EVN)
+  redis.call('XADD', K_EV, fmt(n) .. '-0', 'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
+  local floor = n - tonumber(keep)
+  if floor > 0 and floor > tonumber(redis.call('GET', K_EVT) or '0') then
+    redis.call('SET', K_EVT, fmt(floor))
+    redis.call('XTRIM', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0')
+  end
+end
+
+local function json_str(s)
+  if s == nil then return 'null' end
+  return cjson.encode(s)
+end
+
+local function status_data(old, new)
+  return '{"from":' .. json_str(old) .. ',"to":' .. json_str(new) .. '}'
+end
+
+-- Remove the retained events of the conversations in ids (a set), scanning the log once.
+local function erase_events(ids)
+  local floor = tonumber(redis.call('GET', K_EVT) or '0')
+  local start = fmt(floor + 1) .. '-0'
+  while true do
+    local batch = redis.call('XRANGE', K_EV, start, '+', 'COUNT', 1000)
+    if #batch == 0 then return end
+    local doomed = {}
+    for _, entry in ipairs(batch) do
+      local f = entry[2]
+      for i = 1, #f, 2 do
+        if f[i] == 'c' and ids[f[i + 1]] then doomed[#doomed + 1] = entry[1] end
+      end
+    end
+    if #doomed > 0 then redis.call('XDEL', K_EV, unpack(doomed)) end
+    if #batch < 1000 then return end
+    start = '(' .. batch[#batch][1]
+  end
+end
+
+-- Remove every key and index entry of a conversation (not its events).
+local function erase(id, tenant, contact, status, statuses)
+  redis.call('DEL', kc(id), km(id), ki(id), kiq(id), krq(id), ks(id))
+  redis.call('ZREM', kt(tenant), id)
+  if status ~= nil then redis.call('ZREM', kts(status, tenant), id) end
+  if statuses ~= nil then
+    for s in pairs(statuses) do redis.call('ZREM', kts(s, tenant), id) end
+  end
+  redis.call('ZREM', kct(tenant, contact), id)
+  redis.call('ZREM', K_EXP, id .. '\n' .. tenant .. '\n' .. contact)
+  redis.call('ZREM', K_IDLE, id)
+end
+
+-- The contact's open, live conversation with the newest activity, or nil.
+local function find_open(tenant, contact, open, now)
+  local key = kct(tenant, contact)
+  local ids = redis.call('ZREVRANGE', key, 0, -1)
+  for _, id in ipairs(ids) do
+    local row = hgetall(kc(id))
+    if row == nil then
+      redis.call('ZREM', key, id)
+    elseif not is_expired(row, now) and open[row.st] then
+      return row
+    end
+  end
+  return nil
+end

@@ -1,0 +1,51 @@
+-- Append one message: next seq, status per on-message table, sliding expiry, events.
+-- KEYS[1] event stream (routing)
+-- ARGV[1] key base; ARGV[2] conversation id; ARGV[3] tenant (opt); ARGV[4] now;
+-- ARGV[5] caller idempotency key (opt); ARGV[6] internal retry key (opt); ARGV[7] fence (opt);
+-- ARGV[8] events kept; ARGV[9] on-message table "from=to=event kind;..."; ARGV[10] message
+-- body; ARGV[11] message.appended kind; ARGV[12] role; ARGV[13] caller keys kept;
+-- ARGV[14] retry keys kept
+-- returns {"ok" | "duplicate", "seq body"} or {"not_found" | "closed" | "fenced"}
+local id, now = ARGV[2], tonumber(ARGV[4])
+local row = live(id, opt(ARGV[3]), now)
+if row == nil then return {'not_found'} end
+local ikey, rkey = opt(ARGV[5]), opt(ARGV[6])
+if ikey ~= nil then
+  local stored = redis.call('HGET', ki(id), ikey)
+  if stored then return {'duplicate', stored} end
+end
+if rkey ~= nil then
+  local stored = redis.call('HGET', ki(id), '\t' .. rkey)
+  if stored then return {'ok', stored} end  -- our own retry of an append that went through
+end
+local to, to_kind
+for from, target, kind in string.gmatch(ARGV[9], '([^=;]+)=([^=;]+)=([^=;]+)') do
+  if from == row.st then to, to_kind = target, kind end
+end
+if to == nil then return {'closed'} end
+local fence = opt(ARGV[7])
+if fence ~= nil and (row.lt ~= fence or tonumber(row.lu or '0') <= now) then
+  return {'fenced'}
+end
+local seq = tonumber(row.seq) + 1
+local entry = fmt(seq) .. ' ' .. ARGV[10]
+local count = redis.call('RPUSH', km(id), entry)
+if row.max ~= nil and count > tonumber(row.max) then
+  redis.call('LTRIM', km(id), -tonumber(row.max), -1)
+  count = tonumber(row.max)
+end
+local function remember_key(field, queue, kept)
+  redis.call('HSET', ki(id), field, entry)
+  if redis.call('RPUSH', queue, field) > kept then
+    redis.call('HDEL', ki(id), redis.call('LPOP', queue))
+  end
+end
+if ikey ~= nil then remember_key(ikey, kiq(id), tonumber(ARGV[13])) end
+if rkey ~= nil then remember_key('\t' .. rkey, krq(id), tonumber(ARGV[14])) end
+local old = row.st
+row.st, row.seq, row.cnt = to, fmt(seq), fmt(count)
+touch(row, now)
+save(row, TOUCHED, old)
+emit(ARGV[11], row.tn, id, '{"seq":' .. fmt(seq) .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
+if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[8]) end
+return {'ok', entry}

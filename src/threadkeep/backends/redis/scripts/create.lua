@@ -1,0 +1,19 @@
+-- Create a conversation, or with resume return the contact's open one.
+-- KEYS[1] event stream (routing)
+-- ARGV[1] key base; ARGV[2] "1" to resume; ARGV[3] open statuses, comma-separated;
+-- ARGV[4] events kept; ARGV[5] event kind; ARGV[6] event data (JSON);
+-- ARGV[7..] the new row as field, value pairs
+-- returns {"created" | "existing", row as field, value pairs}
+local row = {}
+for i = 7, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
+if ARGV[2] == '1' then
+  local found = find_open(row.tn, row.ct, csv_set(ARGV[3]), tonumber(row.cr))
+  if found ~= nil then return {'existing', flatten(found)} end
+end
+local stored = hgetall(kc(row.id))
+if stored ~= nil then return {'created', flatten(stored)} end  -- a retried call
+local fields = {}
+for k in pairs(row) do fields[#fields + 1] = k end
+save(row, fields, nil)
+emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4])
+return {'created', flatten(row)}

@@ -1,0 +1,37 @@
+-- Erase conversations: one by id, or all of a contact (with its facts); log one erasure event
+-- for each. Expired conversations are erased too.
+-- KEYS[1] event stream (routing)
+-- ARGV[1] key base; ARGV[2] "id" | "contact"; ARGV[3] id or contact; ARGV[4] tenant (opt);
+-- ARGV[5] now; ARGV[6] events kept; ARGV[7] event kind; ARGV[8] event data;
+-- ARGV[9] every status, comma-separated
+-- returns {erased conversations that were live}
+local now, tenant = tonumber(ARGV[5]), opt(ARGV[4])
+local rows = {}
+if ARGV[2] == 'id' then
+  local row = hgetall(kc(ARGV[3]))
+  if row ~= nil and (tenant == nil or row.tn == tenant) then rows[1] = row end
+else
+  local key = kct(tenant, ARGV[3])
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local row = hgetall(kc(id))
+    if row ~= nil and row.tn == tenant and row.ct == ARGV[3] then rows[#rows + 1] = row end
+  end
+  redis.call('DEL', key)
+  local facts = kf(tenant, ARGV[3])
+  local suffix = string.sub(facts, #B + 3)
+  for _, k in ipairs(redis.call('HKEYS', facts)) do redis.call('ZREM', K_FX, suffix .. '\n' .. k) end
+  redis.call('DEL', facts)
+end
+table.sort(rows, function(a, b)
+  if a.cr ~= b.cr then return tonumber(a.cr) < tonumber(b.cr) end
+  return a.id < b.id
+end)
+local ids, live_count = {}, 0
+for _, row in ipairs(rows) do
+  ids[row.id] = true
+  if not is_expired(row, now) then live_count = live_count + 1 end
+  erase(row.id, row.tn, row.ct, row.st, nil)
+end
+if #rows > 0 then erase_events(ids) end
+for _, row in ipairs(rows) do emit(ARGV[7], row.tn, row.id, ARGV[8], ARGV[5], ARGV[6]) end
+return {live_count, #rows}

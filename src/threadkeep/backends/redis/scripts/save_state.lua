@@ -1,0 +1,32 @@
+-- Save a new state version, compare-and-set; keep the newest versions.
+-- KEYS[1] event stream (routing)
+-- ARGV[1] key base; ARGV[2] conversation id; ARGV[3] tenant (opt); ARGV[4] now;
+-- ARGV[5] value JSON; ARGV[6] expected version (opt); ARGV[7] rollback-to version (opt);
+-- ARGV[8] versions kept; ARGV[9] events kept; ARGV[10] event kind; ARGV[11] call token
+-- returns {"ok", version} | {"conflict" | "no_version", current} | {"not_found"}
+local id, now = ARGV[2], tonumber(ARGV[4])
+local row = live(id, opt(ARGV[3]), now)
+if row == nil then return {'not_found'} end
+if row.stk == ARGV[11] then return {'ok', tonumber(row.sv)} end  -- our own retry
+local current = tonumber(row.sv)
+local expected = opt(ARGV[6])
+if expected ~= nil and tonumber(expected) ~= current then return {'conflict', current} end
+local value = ARGV[5]
+local rollback = opt(ARGV[7])
+if rollback ~= nil then
+  local old = redis.call('HGET', ks(id), rollback)
+  if not old then return {'no_version', current} end
+  value = string.sub(old, string.find(old, ' ', 1, true) + 1)
+end
+local version = current + 1
+redis.call('HSET', ks(id), fmt(version), ARGV[4] .. ' ' .. value)
+local gone = version - tonumber(ARGV[8])
+while gone > 0 and redis.call('HDEL', ks(id), fmt(gone)) == 1 do gone = gone - 1 end
+row.sv = fmt(version)
+row.stk = ARGV[11]
+touch(row, now)
+local fields = {'stk'}
+for _, f in ipairs(TOUCHED) do fields[#fields + 1] = f end
+save(row, fields, row.st)
+emit(ARGV[10], row.tn, id, '{"version":' .. fmt(version) .. '}', row.act, ARGV[9])
+return {'ok', version}

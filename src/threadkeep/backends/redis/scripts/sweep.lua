@@ -1,0 +1,72 @@
+-- Purge expired conversations and facts, mark idle ones, in bounded batches.
+-- KEYS[1] event stream (routing)
+-- ARGV[1] key base; ARGV[2] now; ARGV[3] "1" for a dry run; ARGV[4] idle status;
+-- ARGV[5] statuses that turn idle, comma-separated; ARGV[6] batch size; ARGV[7] events kept;
+-- ARGV[8] event kind of the idle change; ARGV[9] every status, comma-separated
+-- returns {idled, purged, facts purged, 1 if more work is left}
+local now, dry, batch = tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[6])
+local idle_from, statuses = csv_set(ARGV[5]), csv_set(ARGV[9])
+local limit = batch
+if dry then limit = -1 end  -- a dry run counts everything and changes nothing
+local more = 0
+local function due(key)
+  local members = redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now), 'LIMIT', 0, limit)
+  if not dry and #members >= batch then more = 1 end
+  return members
+end
+
+-- expired conversations
+local purged, doomed = 0, {}
+for _, member in ipairs(due(K_EXP)) do
+  local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
+  local row = hgetall(kc(id))
+  if row == nil or is_expired(row, now) then
+    if row ~= nil then purged = purged + 1 end
+    if not dry then
+      doomed[id] = true
+      erase(id, tenant, contact, nil, statuses)
+    end
+  end
+end
+if next(doomed) ~= nil then erase_events(doomed) end
+
+-- idle conversations
+local idle = {}
+for _, id in ipairs(due(K_IDLE)) do
+  local row = hgetall(kc(id))
+  if row ~= nil and idle_from[row.st] and tonumber(row.idl) <= now and not is_expired(row, now) then
+    idle[#idle + 1] = row
+  elseif not dry and (row == nil or not idle_from[row.st] or is_expired(row, now)) then
+    redis.call('ZREM', K_IDLE, id)  -- activity adds it back; expired ones never come back
+  end
+end
+if not dry then
+  table.sort(idle, function(a, b)
+    if a.cr ~= b.cr then return tonumber(a.cr) < tonumber(b.cr) end
+    return a.id < b.id
+  end)
+  for _, row in ipairs(idle) do
+    local old = row.st
+    row.st = ARGV[4]
+    redis.call('HSET', kc(row.id), 'st', row.st)
+    redis.call('ZREM', kts(old, row.tn), row.id)
+    redis.call('ZADD', kts(row.st, row.tn), row.act, row.id)
+    redis.call('ZREM', K_IDLE, row.id)
+    emit(ARGV[8], row.tn, row.id, status_data(old, row.st), ARGV[2], ARGV[7])
+  end
+end
+
+-- expired facts
+local facts = 0
+for _, member in ipairs(due(K_FX)) do
+  local suffix, key = string.match(member, '^(.*)\n([^\n]*)$')
+  local hash = B .. 'f:' .. suffix
+  local blob = redis.call('HGET', hash, key)
+  local expires = blob and tonumber(string.match(blob, '^%d+ (%d+) '))
+  if expires ~= nil and expires <= now then
+    facts = facts + 1
+    if not dry then redis.call('HDEL', hash, key) end
+  end
+  if not dry and (expires == nil or expires <= now) then redis.call('ZREM', K_FX, member) end
+end
+return {#idle, purged, facts, more}

@@ -1,0 +1,28 @@
+-- Set the status or the stage of a live conversation.
+-- KEYS[1] event stream (routing)
+-- ARGV[1] key base; ARGV[2] conversation id; ARGV[3] tenant (opt); ARGV[4] now;
+-- ARGV[5] "status" | "stage"; ARGV[6] value (opt); ARGV[7] allowed-from statuses, comma-separated;
+-- ARGV[8] events kept; ARGV[9] event kind
+-- returns {outcome, status found, row as field, value pairs} or {"not_found"}
+local id, now, value = ARGV[2], tonumber(ARGV[4]), opt(ARGV[6])
+local row = live(id, opt(ARGV[3]), now)
+if row == nil then return {'not_found'} end
+local allowed = csv_set(ARGV[7])
+local old = row.st
+if ARGV[5] == 'status' then
+  if row.st == value then return {'unchanged', old, flatten(row)} end
+  if not allowed[row.st] then return {'illegal', old, flatten(row)} end
+  row.st = value
+  touch(row, now)
+  save(row, TOUCHED, old)
+  emit(ARGV[9], row.tn, id, status_data(old, value), row.act, ARGV[8])
+  return {'ok', old, flatten(row)}
+end
+if not allowed[row.st] then return {'closed', old, flatten(row)} end
+if row.sg == value then return {'unchanged', old, flatten(row)} end
+local old_stage = row.sg
+row.sg = value
+touch(row, now)
+save(row, TOUCHED, old)
+emit(ARGV[9], row.tn, id, status_data(old_stage, value), row.act, ARGV[8])
+return {'ok', old, flatten(row)}

@@ -1,0 +1,189 @@
+"""Synchronous Redis backend.
+
+Durability: an acknowledged write is as durable as the server's persistence settings make it
+(``appendonly yes`` with ``appendfsync always`` survives a server crash; the defaults may lose
+the last second or more). Atomicity: every change, with its indexes, event and TTLs, is one Lua
+script, so other clients see all of it or none of it, and nothing reads-modifies-writes a
+history.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from threadkeep._rules.ops import (
+    AppendOp,
+    AppendResult,
+    ConvRow,
+    CountsOp,
+    CountsRow,
+    DeleteContactOp,
+    DeleteOp,
+    EventRow,
+    EventsOp,
+    FactRow,
+    FindOpenOp,
+    GetOp,
+    LeaseOp,
+    LeaseResult,
+    ListOp,
+    LoadStateOp,
+    MsgRow,
+    Outcome,
+    ReadOp,
+    RecallOp,
+    ReleaseOp,
+    RememberOp,
+    SaveStateOp,
+    StartOp,
+    StateResult,
+    StateRow,
+    SweepOp,
+    SweepRow,
+    UpdateOp,
+    UpdateResult,
+)
+from threadkeep._url import StoreURL
+from threadkeep.backends.redis._errors import Attempts
+from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
+from threadkeep.backends.redis._options import Options
+from threadkeep.backends.redis._scripts import SCRIPTS
+
+__all__ = ["RedisBackend"]
+
+T = TypeVar("T")
+
+
+class RedisBackend:
+    """Redis backend over a blocking connection pool (thread-safe).
+
+    Args:
+        url: a ``redis://`` or ``rediss://`` store URL.
+    """
+
+    def __init__(self, url: StoreURL) -> None:
+        self._options = Options.from_url(url)
+        self._flows = Flows(self._options.keys, self._options.idempotency_keys)
+        pool = redis.BlockingConnectionPool.from_url(
+            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+        )
+        self._client = redis.Redis(connection_pool=pool)
+        self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _execute(self, request: Request) -> Any:
+        if isinstance(request, Eval):
+            script = self._scripts[request.name]
+            return script(keys=[self._options.keys.events], args=list(request.args))
+        if isinstance(request, Command):
+            return self._client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+        events = self._options.keys.events
+        ms = self._options.block_ms(request.seconds)
+        return self._client.xread({events: request.after_id}, count=1, block=ms)
+
+    def _send(self, request: Request) -> Any:
+        attempts = Attempts(self._options.host, self._options.retries, self._options.timeout)
+        while True:
+            try:
+                return self._execute(request)
+            except redis.RedisError as exc:
+                time.sleep(attempts.pause(exc))
+
+    def _drive(self, flow: Generator[Request, Any, T]) -> T:
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(self._send(request))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def ping(self) -> None:
+        """See Backend.ping."""
+        self._drive(self._flows.ping())
+
+    def close(self) -> None:
+        """See Backend.close."""
+        self._client.close()
+        self._client.connection_pool.disconnect()
+
+    def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+        """See Backend.create."""
+        return self._drive(self._flows.create(op))
+
+    def get(self, op: GetOp) -> ConvRow | None:
+        """See Backend.get."""
+        return self._drive(self._flows.get(op))
+
+    def find_open(self, op: FindOpenOp) -> ConvRow | None:
+        """See Backend.find_open."""
+        return self._drive(self._flows.find_open(op))
+
+    def append(self, op: AppendOp) -> AppendResult:
+        """See Backend.append."""
+        return self._drive(self._flows.append(op))
+
+    def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
+        """See Backend.read_messages."""
+        return self._drive(self._flows.read_messages(op))
+
+    def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+        """See Backend.read_context."""
+        return self._drive(self._flows.read_context(op))
+
+    def update(self, op: UpdateOp) -> UpdateResult:
+        """See Backend.update."""
+        return self._drive(self._flows.update(op))
+
+    def save_state(self, op: SaveStateOp) -> StateResult:
+        """See Backend.save_state."""
+        return self._drive(self._flows.save_state(op))
+
+    def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+        """See Backend.load_state."""
+        return self._drive(self._flows.load_state(op))
+
+    def list(self, op: ListOp) -> builtins.list[ConvRow]:
+        """See Backend.list."""
+        return self._drive(self._flows.list(op))
+
+    def counts(self, op: CountsOp) -> CountsRow:
+        """See Backend.counts."""
+        return self._drive(self._flows.counts(op))
+
+    def delete(self, op: DeleteOp) -> bool:
+        """See Backend.delete."""
+        return self._drive(self._flows.delete(op))
+
+    def delete_contact(self, op: DeleteContactOp) -> int:
+        """See Backend.delete_contact."""
+        return self._drive(self._flows.delete_contact(op))
+
+    def sweep(self, op: SweepOp) -> SweepRow:
+        """See Backend.sweep."""
+        return self._drive(self._flows.sweep(op))
+
+    def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+        """See Backend.read_events."""
+        return self._drive(self._flows.read_events(op, wait))
+
+    def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+        """See Backend.acquire_lease."""
+        return self._drive(self._flows.acquire_lease(op))
+
+    def release_lease(self, op: ReleaseOp) -> None:
+        """See Backend.release_lease."""
+        self._drive(self._flows.release_lease(op))
+
+    def remember(self, op: RememberOp) -> FactRow:
+        """See Backend.remember."""
+        return self._drive(self._flows.remember(op))
+
+    def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+        """See Backend.recall."""
+        return self._drive(self._flows.recall(op))

@@ -1,0 +1,101 @@
+"""Optional LLM phrasing through the ``anthropic`` SDK (imported lazily: ``threadkeep[bot]``).
+
+The rules decide what the bot says; the LLM only rewords it. Any failure, a slow answer or a
+reply that drops the question gives None, and the bot keeps its own words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["LLMPhraser"]
+
+_MODEL = "claude-haiku-4-5"
+_TIMEOUT = 3.0
+_SYSTEM = (
+    "You reword the next message of a friendly real-estate assistant that qualifies home "
+    "sellers. Keep every question and every fact exactly; add no new questions, numbers, "
+    "promises or facts. At most two short sentences. Reply with the reworded message only."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LLMPhraser:
+    """Rewords the bot's draft replies with Claude.
+
+    Attributes:
+        api_key: the Anthropic API key.
+        base_url: the API's base URL (None: the SDK's default); tests point it at a local server.
+        model: the model to ask.
+        timeout: seconds to wait before falling back to the bot's own words.
+        max_tokens: the reply's token limit.
+    """
+
+    api_key: str
+    base_url: str | None = None
+    model: str = _MODEL
+    timeout: float = _TIMEOUT
+    max_tokens: int = 200
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMPhraser | None:
+        """Return a phraser configured from ``ANTHROPIC_*`` variables, or None without a key.
+
+        Reads ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``, ``ANTHROPIC_MODEL`` and
+        ``THREADKEEP_BOT_LLM_TIMEOUT`` (seconds).
+
+        Args:
+            environ: the variables to read (default: ``os.environ``).
+        """
+        env = os.environ if environ is None else environ
+        key = env.get("ANTHROPIC_API_KEY")
+        if not key:
+            return None
+        return cls(
+            api_key=key,
+            base_url=env.get("ANTHROPIC_BASE_URL") or None,
+            model=env.get("ANTHROPIC_MODEL") or _MODEL,
+            timeout=float(env.get("THREADKEEP_BOT_LLM_TIMEOUT") or _TIMEOUT),
+        )
+
+    async def rephrase(self, draft: str, last_user_message: str) -> str | None:
+        """Return ``draft`` reworded, or None when the LLM fails, is slow or drops the question.
+
+        Args:
+            draft: the bot's own reply.
+            last_user_message: what the seller just said (for tone only).
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                text = await self._ask(draft, last_user_message)
+        except Exception:  # any SDK, network or timeout error: keep the bot's own words
+            return None
+        text = text.strip()
+        if not text or len(text) > 4 * len(draft) + 200:
+            return None
+        if "?" in draft and "?" not in text:
+            return None
+        return text
+
+    async def _ask(self, draft: str, last_user_message: str) -> str:
+        import anthropic  # lazy: the core never needs the SDK
+
+        async with anthropic.AsyncAnthropic(
+            api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
+        ) as client:
+            reply = await client.messages.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=_SYSTEM,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": f"The seller said: {last_user_message}\n\n"
+                        f"Reword this reply: {draft}",
+                    }
+                ],
+            )
+        return "".join(block.text for block in reply.content if block.type == "text")

@@ -1,0 +1,1 @@
+"""The ``threadkeep`` command line (needs ``pip install 'threadkeep[cli]'``)."""

@@ -1,0 +1,393 @@
+"""State, turn leases, list/counts, events, erasure, contact memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pydantic
+import pytest
+
+from threadkeep import (
+    ConversationNotFound,
+    CursorExpired,
+    InvalidInput,
+    Limits,
+    StateConflict,
+    TurnInProgress,
+)
+
+
+def contact() -> str:
+    return f"c-{uuid4()}"
+
+
+class Mood(enum.Enum):
+    HAPPY = "happy"
+    SAD = "sad"
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip: str | None = None
+
+
+class Lead(pydantic.BaseModel):
+    name: str
+    seen: datetime
+    mood: Mood
+    address: Address
+    note: str | None = None
+
+
+@dataclasses.dataclass
+class Counter:
+    n: int
+    tags: list[str]
+
+
+def test_state_pydantic_round_trip(store: Any) -> None:
+    conv = store.start(contact())
+    lead = Lead(
+        name="Ana",
+        seen=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        mood=Mood.SAD,
+        address=Address(city="Lyon"),
+    )
+    assert store.save_state(conv.id, lead) == 1
+    snap = store.load_state(conv.id, Lead)
+    assert snap.version == 1
+    assert snap.value == lead
+    assert snap.value.seen.tzinfo is not None
+    assert snap.saved_at is not None
+    assert store.get(conv.id).state_version == 1
+
+
+def test_state_dataclass_and_dict(store: Any) -> None:
+    conv = store.start(contact())
+    store.save_state(conv.id, Counter(3, ["a"]))
+    assert store.load_state(conv.id, Counter).value == Counter(3, ["a"])
+    store.save_state(conv.id, {"k": [1, 2, {"z": None}]})
+    snap = store.load_state(conv.id)
+    assert snap.value == {"k": [1, 2, {"z": None}]}
+    assert snap.version == 2
+
+
+def test_state_empty(store: Any) -> None:
+    conv = store.start(contact())
+    snap = store.load_state(conv.id)
+    assert (snap.value, snap.version) == (None, 0)
+
+
+def test_state_conflict_leaves_state(store: Any) -> None:
+    conv = store.start(contact())
+    assert store.save_state(conv.id, {"v": 1}, expected_version=0) == 1
+    with pytest.raises(StateConflict):
+        store.save_state(conv.id, {"v": "bad"}, expected_version=0)
+    assert store.load_state(conv.id).value == {"v": 1}
+    assert store.save_state(conv.id, {"v": 2}, expected_version=1) == 2
+    assert store.load_state(conv.id).version == 2
+
+
+def test_state_versions_kept_and_rollback(store: Any) -> None:
+    conv = store.start(contact())
+    for i in range(1, 13):
+        store.save_state(conv.id, {"i": i})
+    assert store.load_state(conv.id, version=3).value == {"i": 3}
+    with pytest.raises(InvalidInput):
+        store.load_state(conv.id, version=2)
+    assert store.rollback_state(conv.id, 5) == 13
+    assert store.load_state(conv.id).value == {"i": 5}
+    with pytest.raises(InvalidInput):
+        store.rollback_state(conv.id, 1)
+    with pytest.raises(StateConflict):
+        store.rollback_state(conv.id, 6, expected_version=12)
+
+
+def test_state_unserializable(store: Any) -> None:
+    conv = store.start(contact())
+    with pytest.raises(InvalidInput):
+        store.save_state(conv.id, {"x": object()})
+    assert store.load_state(conv.id).version == 0
+
+
+# --- turn leases -------------------------------------------------------------------------
+
+
+def test_turn_exclusive(store: Any) -> None:
+    conv = store.start(contact())
+    with store.turn(conv.id) as turn:
+        assert turn.append("user", "hi").seq == 1
+        with pytest.raises(TurnInProgress), store.turn(conv.id):
+            pass
+    with store.turn(conv.id) as again:
+        assert again.append("assistant", "yo").seq == 2
+
+
+def test_turn_lease_runs_out_and_old_turn_is_fenced(store: Any, clock: Any) -> None:
+    conv = store.start(contact())
+    with store.turn(conv.id, lease=10) as old:
+        clock.advance(11)
+        with store.turn(conv.id, lease=10) as new:
+            assert new.append("assistant", "new holder").seq == 1
+            with pytest.raises(TurnInProgress):
+                old.append("assistant", "stale holder")
+    assert [m.content for m in store.messages(conv.id)] == ["new holder"]
+
+
+def test_turn_timeout_waits_for_release(store: Any) -> None:
+    conv = store.start(contact())
+    held = threading.Event()
+
+    def hold() -> None:
+        with store.turn(conv.id, lease=30):
+            held.set()
+            threading.Event().wait(0.3)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        with store.turn(conv.id, timeout=10) as turn:
+            assert turn.append("user", "after wait").seq == 1
+    finally:
+        holder.join()
+
+
+def test_turn_unknown_conversation(store: Any) -> None:
+    with pytest.raises(ConversationNotFound), store.turn("conv-unknown"):
+        pass
+
+
+# --- list and counts ---------------------------------------------------------------------
+
+
+def test_list_filters_and_order(store: Any, clock: Any) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    a = store.start(contact(), tenant=tenant, agent_id="x", stage="Q1")
+    clock.advance(1)
+    b = store.start(contact(), tenant=tenant, agent_id="y", stage="Q2")
+    clock.advance(1)
+    c = store.start(contact(), tenant=tenant, agent_id="x", stage="Q1")
+    clock.advance(1)
+    store.append(a.id, "user", "bump")
+    ids = [conv.id for conv in store.list(tenant=tenant).items]
+    assert ids == [a.id, c.id, b.id]
+    assert {x.id for x in store.list(tenant=tenant, agent_id="x").items} == {a.id, c.id}
+    assert [x.id for x in store.list(tenant=tenant, stage="Q2").items] == [b.id]
+    assert [x.id for x in store.list(tenant=tenant, status="active").items] == [a.id]
+    assert [x.id for x in store.list(tenant=tenant, contact_id=b.contact_id).items] == [b.id]
+    counts = store.counts(tenant=tenant)
+    assert counts.total == 3
+    assert counts.by_status.get("new") == 2
+    assert counts.by_status.get("active") == 1
+
+
+def test_list_pagination_visits_each_once(store: Any, clock: Any) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    made = set()
+    for i in range(23):
+        made.add(store.start(contact(), tenant=tenant).id)
+        if i % 3:
+            clock.advance(1)  # some share an activity time: the id breaks ties
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.list(tenant=tenant, limit=5, cursor=cursor)
+        seen.extend(c.id for c in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 23
+    assert set(seen) == made
+
+
+def test_list_pagination_under_writes(store: Any, clock: Any) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    convs = []
+    for _ in range(20):
+        convs.append(store.start(contact(), tenant=tenant))
+        clock.advance(1)
+    touched: set[str] = set()
+    seen: list[str] = []
+    page = store.list(tenant=tenant, limit=4)
+    step = 0
+    while True:
+        seen.extend(c.id for c in page.items)
+        if page.next_cursor is None:
+            break
+        clock.advance(1)
+        victim = convs[step % len(convs)]
+        store.append(victim.id, "user", "touch")
+        touched.add(victim.id)
+        store.start(contact(), tenant=tenant)
+        step += 3
+        page = store.list(tenant=tenant, limit=4, cursor=page.next_cursor)
+    assert len(seen) == len(set(seen))
+    untouched = {c.id for c in convs} - touched
+    assert untouched <= set(seen)
+
+
+def test_list_bad_cursor(store: Any) -> None:
+    with pytest.raises(InvalidInput):
+        store.list(cursor="not-a-cursor!!")
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+def test_events_kinds_and_resume(store: Any) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    conv = store.start(contact(), tenant=tenant)
+    store.append(conv.id, "user", "secret-content")
+    store.set_stage(conv.id, "Q1")
+    store.save_state(conv.id, {"a": 1})
+    store.set_status(conv.id, "waiting_agent")
+    store.close_conversation(conv.id)
+    events = list(store.events(tenant=tenant))
+    assert [e.kind for e in events] == [
+        "conversation.started",
+        "message.appended",
+        "status.changed",
+        "stage.changed",
+        "state.saved",
+        "status.changed",
+        "conversation.closed",
+    ]
+    assert all(e.conversation_id == conv.id and e.tenant == tenant for e in events)
+    assert "secret-content" not in repr([e.data for e in events])
+    assert events[1].data == {"seq": 1, "role": "user"}
+    rest = list(store.events(tenant=tenant, after=events[2].id))
+    assert [e.id for e in rest] == [e.id for e in events[3:]]
+    ids = [e.id for e in events]
+    assert ids == sorted(ids)
+
+
+def test_events_tenant_filter(store: Any) -> None:
+    t1, t2 = f"t-{uuid4().hex[:8]}", f"t-{uuid4().hex[:8]}"
+    store.start(contact(), tenant=t1)
+    store.start(contact(), tenant=t2)
+    assert {e.tenant for e in store.events(tenant=t1)} == {t1}
+    all_tenants = {e.tenant for e in store.events()}
+    assert {t1, t2} <= all_tenants
+
+
+def test_events_cursor_expired(make_store: Callable[..., Any]) -> None:
+    store = make_store(limits=Limits(events_kept=5))
+    tenant = f"t-{uuid4().hex[:8]}"
+    conv = store.start(contact(), tenant=tenant)
+    first = list(store.events(tenant=tenant))[0]
+    for i in range(10):
+        store.append(conv.id, "user", f"m{i}")
+    with pytest.raises(CursorExpired):
+        list(store.events(tenant=tenant, after=first.id))
+    assert len(list(store.events())) <= 5
+
+
+def test_events_wait_receives_from_other_thread(store: Any) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    conv = store.start(contact(), tenant=tenant)
+    last = list(store.events(tenant=tenant))[-1].id
+    timer = threading.Timer(0.3, lambda: store.append(conv.id, "user", "later"))
+    timer.start()
+    try:
+        got = []
+        for event in store.events(tenant=tenant, after=last, timeout=10):
+            got.append(event)
+            break
+    finally:
+        timer.join()
+    assert got and got[0].kind == "message.appended"
+
+
+# --- erasure -----------------------------------------------------------------------------
+
+
+def test_delete_erases(store: Any, store_url: str) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    conv = store.start(contact(), tenant=tenant)
+    secret = f"secret-{uuid4()}"
+    store.append(conv.id, "user", secret)
+    store.save_state(conv.id, {"s": secret})
+    store.delete(conv.id)
+    with pytest.raises(ConversationNotFound):
+        store.get(conv.id)
+    with pytest.raises(ConversationNotFound):
+        store.messages(conv.id)
+    with pytest.raises(ConversationNotFound):
+        store.delete(conv.id)
+    assert store.list(tenant=tenant).items == []
+    events = list(store.events(tenant=tenant))
+    assert [e.kind for e in events] == ["conversation.deleted"]
+    assert events[0].data == {}
+    assert secret not in repr(events)
+    _assert_not_on_disk(store, store_url, secret)
+
+
+def test_delete_contact_erases(store: Any, store_url: str) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    cid = contact()
+    secret = f"secret-{uuid4()}"
+    a = store.start(cid, tenant=tenant)
+    store.append(a.id, "user", secret)
+    store.close_conversation(a.id)
+    b = store.start(cid, tenant=tenant)
+    store.save_state(b.id, {"s": secret})
+    store.remember(cid, "name", secret, tenant=tenant)
+    other = store.start(contact(), tenant=tenant)
+    assert store.delete_contact(cid, tenant=tenant) == 2
+    for conv in (a, b):
+        with pytest.raises(ConversationNotFound):
+            store.get(conv.id)
+    assert store.recall(cid, tenant=tenant) == []
+    assert [c.id for c in store.list(tenant=tenant).items] == [other.id]
+    assert store.find_open(cid, tenant=tenant) is None
+    events = [e for e in store.events(tenant=tenant) if e.conversation_id in {a.id, b.id}]
+    assert {e.kind for e in events} == {"conversation.deleted"}
+    assert all(e.data == {} for e in events)
+    _assert_not_on_disk(store, store_url, secret)
+
+
+def _assert_not_on_disk(store: Any, store_url: str, secret: str) -> None:
+    if not store_url.startswith("sqlite:///"):
+        return
+    path = Path(store_url[len("sqlite:///") :])
+    store.sweep()
+    for candidate in [path, *path.parent.glob(path.name + "-*")]:
+        if candidate.exists():
+            assert secret.encode() not in candidate.read_bytes(), candidate
+
+
+# --- contact memory ----------------------------------------------------------------------
+
+
+def test_remember_recall_tiers(store: Any, clock: Any) -> None:
+    cid = contact()
+    store.remember(cid, "name", "Ana", tier="critical")
+    store.remember(cid, "mood", {"v": "ok"}, tier="low")
+    fact = store.remember(cid, "plan", [1, 2])  # medium
+    assert fact.tier == "medium"
+    assert fact.expires_at == fact.updated_at + timedelta(days=7)
+    assert {f.key for f in store.recall(cid)} == {"name", "mood", "plan"}
+    assert [f.value for f in store.recall(cid, "mood")] == [{"v": "ok"}]
+    clock.advance(timedelta(hours=25))
+    assert {f.key for f in store.recall(cid)} == {"name", "plan"}
+    clock.advance(timedelta(days=7))
+    assert {f.key for f in store.recall(cid)} == {"name"}
+    assert store.sweep().facts_purged >= 2
+    assert store.recall(cid, tenant="other") == []
+
+
+def test_remember_overwrites_and_bad_tier(store: Any) -> None:
+    cid = contact()
+    store.remember(cid, "k", 1)
+    store.remember(cid, "k", 2)
+    assert [f.value for f in store.recall(cid, "k")] == [2]
+    with pytest.raises(InvalidInput):
+        store.remember(cid, "k", 3, tier="forever")

@@ -1,0 +1,153 @@
+"""Browser tests: the real app under uvicorn over SQLite, driven by Debian's Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SERVE = Path(__file__).resolve().parent / "serve_app.py"
+
+
+def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST JSON to the app under test and return the decoded reply."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The app in a child process; restart() keeps the port and the SQLite file."""
+
+    def __init__(self, db: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = db
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, THREADKEEP_STORE=f"sqlite:///{self.db}")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(SERVE), str(self.port)], env=env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the app exited ({self.proc.returncode}):\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/dashboard", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        pytest.fail(f"the app did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install playwright)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, browser: Any) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path / "threadkeep.db", tmp_path / "server.log")
+    live.start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """POST JSON to a path of the app under test (to set up conversations quickly)."""
+    return lambda path, body: post_json(server.url + path, body)
+
+
+@pytest.fixture
+def new_page(browser: Any, server: LiveServer) -> Iterator[Callable[..., Any]]:
+    """Open a page in a fresh browser context (its own localStorage, like another device)."""
+    contexts: list[Any] = []
+
+    def open_page(
+        path: str = "/", *, width: int = 1280, height: int = 800, context: Any = None
+    ) -> Any:
+        if context is None:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            context.set_default_timeout(15_000)
+            contexts.append(context)
+        page = context.new_page()
+        page.goto(server.url + path)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def save_screenshot() -> Callable[..., None]:
+    """Save a page's screenshot under docs/screenshots/ (the README shows them)."""
+
+    def save(page: Any, name: str, *, full_page: bool = False) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
+
+    return save
