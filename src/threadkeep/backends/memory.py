@@ -348,8 +348,8 @@ class MemoryBackend:
         deadline = time.monotonic() + wait
         with self._lock:
             while True:
-                if after < self._trimmed:
-                    return None
+                if op.after is not None and after < self._trimmed:
+                    return None  # None reads from the oldest retained event
                 rows = [
                     e
                     for i, e in sorted(self._events.items())

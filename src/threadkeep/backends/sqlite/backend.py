@@ -558,8 +558,8 @@ class SQLiteBackend:
                 (floor,) = db.execute(
                     "SELECT value FROM meta WHERE key = 'events_floor'"
                 ).fetchone()
-                if after < floor:
-                    return None
+                if op.after is not None and after < floor:
+                    return None  # None reads from the oldest retained event
                 rows = [event_row(r) for r in db.execute(sql, (*args, op.limit)).fetchall()]
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
