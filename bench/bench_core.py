@@ -210,19 +210,23 @@ def run(conversations: int) -> None:
         )
         table("History growth: append at 10,000 vs 10 messages", [(long, short, "target ≤ 1.2×")])
         ops.store.close()
-        mem = StoreOps("memory://", "memory", min(conversations, 20_000))
+        mem = StoreOps("memory://", "memory", conversations)
         table(
-            "memory:// (reference backend; list is a scan, over "
-            f"{min(conversations, 20_000):,} conversations)",
+            f"memory:// (reference backend; list is a scan over {conversations:,} conversations)",
             [
                 (measure("memory append", lambda i: mem.append(mem.short), N), None, ""),
                 (measure("memory window read", lambda i: mem.window(mem.short), N), None, ""),
                 (measure("memory state save", lambda i: mem.save(), N), None, ""),
                 (measure("memory state load", lambda i: mem.load(), N), None, ""),
-                (measure("memory list page", lambda i: mem.page(None), 200), None, ""),
+                (measure("memory list page", lambda i: mem.page(None), 100), None, ""),
             ],
         )
-
+        long, short = compare(
+            ("memory append @10k", lambda i: mem.append(mem.long)),
+            ("memory append @10", lambda i: mem.append(mem.short)),
+            N,
+        )
+        table("History growth (memory)", [(long, short, "target ≤ 1.2×")])
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)

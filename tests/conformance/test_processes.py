@@ -167,3 +167,31 @@ def test_sigkilled_writer_loses_no_acknowledged_append(shared_store_url: str) ->
         assert sorted(stored) == list(range(1, len(stored) + 1))
         msg = store.append(conv_id, "user", "after the crash")
         assert msg.seq == len(stored) + 1
+
+
+def _append_one_later(url: str, conv_id: str, barrier: Any, out: Connection) -> None:
+    """Wait until the parent follows the events, then append one message from this process."""
+    with threadkeep.open(url) as store:
+        barrier.wait(timeout=60)
+        out.send(store.append(conv_id, "user", "from another process").seq)
+    out.close()
+
+
+def test_events_reach_a_follower_in_another_process(shared_store_url: str) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    with threadkeep.open(shared_store_url) as store:
+        conv_id = store.start(f"c-{uuid4()}", tenant=tenant).id
+        last = list(store.events(tenant=tenant))[-1].id
+        barrier = _SPAWN.Barrier(2)
+        recv, send = _SPAWN.Pipe(duplex=False)
+        proc = _SPAWN.Process(
+            target=_append_one_later, args=(shared_store_url, conv_id, barrier, send)
+        )
+        proc.start()
+        send.close()
+        barrier.wait(timeout=60)
+        got = next(iter(store.events(tenant=tenant, after=last, timeout=30)), None)
+        assert recv.recv() == 1
+        proc.join(30)
+    assert got is not None, "the follower saw no event within 30 s"
+    assert (got.kind, got.conversation_id) == ("message.appended", conv_id)

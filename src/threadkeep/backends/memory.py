@@ -7,6 +7,7 @@ It is the executable model of the rules that the real backends are tested agains
 from __future__ import annotations
 
 import builtins
+import heapq
 import json
 import threading
 import time
@@ -265,19 +266,22 @@ class MemoryBackend:
     def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """See Backend.list."""
         with self._lock:
-            rows = [
-                r
-                for r in self._convs.values()
-                if r.tenant == op.tenant
-                and not is_expired(r.expires_us, op.now_us)
-                and (op.status is None or r.status == op.status)
-                and (op.stage is None or r.stage == op.stage)
-                and (op.agent_id is None or r.agent_id == op.agent_id)
-                and (op.contact_id is None or r.contact_id == op.contact_id)
-                and (op.cursor is None or (r.activity_us, r.id) < op.cursor)
-            ]
-            rows.sort(key=lambda r: (r.activity_us, r.id), reverse=True)
-            return rows[: op.limit + 1]
+            # A scan (this is the reference backend), but only the page is sorted.
+            return heapq.nlargest(
+                op.limit + 1,
+                (
+                    r
+                    for r in self._convs.values()
+                    if r.tenant == op.tenant
+                    and not is_expired(r.expires_us, op.now_us)
+                    and (op.status is None or r.status == op.status)
+                    and (op.stage is None or r.stage == op.stage)
+                    and (op.agent_id is None or r.agent_id == op.agent_id)
+                    and (op.contact_id is None or r.contact_id == op.contact_id)
+                    and (op.cursor is None or (r.activity_us, r.id) < op.cursor)
+                ),
+                key=lambda r: (r.activity_us, r.id),
+            )
 
     def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """See Backend.counts."""
