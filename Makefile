@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 $(VENV): $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m threadkeep.demo
+	@echo "threadkeep: chat at http://127.0.0.1:8000/ , dashboard at http://127.0.0.1:8000/dashboard , API docs at http://127.0.0.1:8000/docs"
+	THREADKEEP_BOT=seller $(BIN)/threadkeep serve --store sqlite:///./threadkeep.db --host 127.0.0.1 --port 8000
 
 test: lint typecheck
 	$(BIN)/pytest

@@ -1,0 +1,107 @@
+"""The FastAPI application: ``create_app()`` builds it from settings (default: the environment).
+
+The lifespan opens the AsyncStore (``app.state.store``) and closes it on shutdown. The web pages
+(``threadkeep.web``) are served beside the API; their routes come first, so ``/`` is the chat.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from threadkeep import __version__
+from threadkeep.service import errors
+from threadkeep.service.middleware import BodyLimit, RequestLog
+from threadkeep.service.observe import Metrics
+from threadkeep.service.routers import chat, conversations, events, health, messages, state
+from threadkeep.service.runtime import StoreHolder, make_bot
+from threadkeep.service.settings import ServiceSettings, get_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("threadkeep.service")
+
+DESCRIPTION = """\
+The conversations of chat agents, over HTTP: history, lifecycle, versioned state and live
+events, on whichever store the service was started with.
+
+**Auth.** Send `Authorization: Bearer <key>`; each key belongs to one tenant and never sees
+another tenant's data (404). A service started without keys serves loopback clients only.
+
+**Errors** are JSON `{"error": {"type", "message"}}` with the status of the error class
+(422 bodies also name the `field` and the `rule`).
+"""
+
+
+def _configure_logging(level: str) -> None:
+    ours = logging.getLogger("threadkeep")
+    # Log to stderr unless the host program (or pytest) already configured logging.
+    if not ours.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        ours.addHandler(handler)
+    ours.setLevel(level.upper())
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: what to serve and how; default: read from ``THREADKEEP_*`` variables.
+
+    Returns:
+        The ASGI application (serve it with uvicorn, or ``threadkeep serve``).
+
+    Raises:
+        InvalidInput: malformed API keys (or keys file) or store URL.
+    """
+    settings = settings or get_settings()
+    _configure_logging(settings.log_level)
+    api_keys = settings.tenants_by_key()
+    metrics = Metrics()
+    holder = StoreHolder(settings.store, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if api_keys:
+            tenants = sorted(set(api_keys.values()))
+            log.info("API keys configured for %d tenant(s): %s", len(tenants), ", ".join(tenants))
+        else:
+            log.warning(
+                "no API keys configured: serving loopback clients only, all as tenant 'default'"
+            )
+        await holder.try_open()
+        app.state.store = holder.store
+        log.info("serving store %s with the %s bot", holder.redacted, settings.bot)
+        try:
+            yield
+        finally:
+            await holder.aclose()
+            app.state.store = None
+
+    app = FastAPI(
+        title="threadkeep",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_keys = api_keys
+    app.state.metrics = metrics
+    app.state.stores = holder
+    app.state.store = None
+    app.state.bot = make_bot(settings.bot)
+    errors.install(app)
+
+    from threadkeep.web.routes import router as web_router
+
+    app.include_router(web_router)
+    for module in (chat, conversations, messages, state, events, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestLog, metrics=metrics)
+    return app

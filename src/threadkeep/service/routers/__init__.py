@@ -1,0 +1,27 @@
+"""The /v1 routers, one module per resource, and the error responses they document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from threadkeep.service.schemas import ErrorOut
+
+__all__ = ["errors"]
+
+_WHAT = {
+    401: "no API key, or an unknown one",
+    403: "no API keys are configured and the client is not on loopback",
+    404: "absent, expired, or another tenant's",
+    409: "illegal transition, closed conversation, or a turn in progress",
+    410: "the Last-Event-ID fell out of the retained event log",
+    412: "If-Match is not the current state version",
+    413: "the request body is too large",
+    422: "invalid input; the body names the field and the rule",
+    503: "the store cannot be reached",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Return the OpenAPI ``responses`` of these error codes (401, 403, 422, 503 always)."""
+    every = sorted({401, 403, 422, 503, *codes})
+    return {code: {"model": ErrorOut, "description": _WHAT[code]} for code in every}

@@ -1,0 +1,111 @@
+"""``GET /v1/events``: the tenant's change events as Server-Sent Events.
+
+``Last-Event-ID`` (or ``?after=``) resumes after that event and replays what was missed; a cursor
+that fell out of the bounded log gets 410, before the stream starts. Without a cursor the stream
+starts at the end of the log (only new changes). Heartbeat comments keep proxies from closing an
+idle stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from threadkeep._exceptions import ThreadkeepError
+from threadkeep._models import Event
+from threadkeep._store import AsyncStore
+from threadkeep.service.deps import SettingsDep, StoreDep, TenantDep
+from threadkeep.service.routers import errors
+
+__all__ = ["router", "sse"]
+
+log = logging.getLogger("threadkeep.service")
+router = APIRouter(prefix="/v1", tags=["events"])
+
+_EXAMPLE = (
+    "id: 42\nevent: message.appended\n"
+    'data: {"id": "42", "kind": "message.appended", "tenant": "default", '
+    '"conversation_id": "01JDZ3V7K2M9X4QW8T6R5YB0NC", "data": {"seq": 3, "role": "user"}, '
+    '"at": "2026-11-30T09:15:02.123456+00:00"}\n\n'
+)
+
+
+def sse(event: Event) -> str:
+    """Return one event in the SSE wire format (its id is the resume cursor)."""
+    data = json.dumps(event.to_dict(), separators=(",", ":"))
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+async def _follow(
+    store: AsyncStore,
+    tenant: str,
+    first: list[Event],
+    after: str | None,
+    replay: bool,
+    heartbeat: float,
+    follow: bool,
+) -> AsyncIterator[str]:
+    yield "retry: 2000\n\n"
+    if replay:
+        for event in first:
+            yield sse(event)
+    elif first:
+        yield f"id: {first[-1].id}\n\n"  # moves the client's resume point to the end of the log
+    if not follow:
+        return
+    try:
+        while True:
+            async for event in store.events(tenant=tenant, after=after, timeout=heartbeat):
+                yield sse(event)
+                after = event.id
+            yield ": heartbeat\n\n"
+    except ThreadkeepError as exc:  # cursor expired under a slow reader, store gone …
+        log.warning("events stream for tenant %s ended: %s", tenant, exc)
+        body = json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}})
+        yield f"event: error\ndata: {body}\n\n"
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "an endless stream of change events (and heartbeat comments)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}},
+        },
+        **errors(410),
+    },
+    summary="Follow changes (Server-Sent Events)",
+)
+async def events(
+    tenant: TenantDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=128, description="resume after this event"),
+    ] = None,
+    after: Annotated[
+        str | None, Query(max_length=128, description="resume after this event id")
+    ] = None,
+    from_start: Annotated[
+        bool, Query(description="without a cursor: replay the whole retained log first")
+    ] = False,
+    follow: Annotated[
+        bool, Query(description="false: send what is already in the log, then end")
+    ] = True,
+) -> StreamingResponse:
+    """Stream the tenant's change events: each has ``id`` (the cursor), ``event`` and JSON data."""
+    cursor = last_event_id or after
+    # Read what is already there now, so an expired cursor is a 410 rather than a broken stream.
+    first = [e async for e in store.events(tenant=tenant, after=cursor, timeout=0)]
+    replay = cursor is not None or from_start
+    resume = first[-1].id if first else cursor
+    stream = _follow(store, tenant, first, resume, replay, settings.sse_heartbeat, follow)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

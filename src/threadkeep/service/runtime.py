@@ -1,0 +1,80 @@
+"""What the app holds while it runs: the store (opened lazily, retried) and the bot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from threadkeep._exceptions import BackendUnavailable
+from threadkeep._store import AsyncStore
+from threadkeep._url import StoreURL
+from threadkeep.backends import load_async
+from threadkeep.backends._protocol import AsyncBackend
+from threadkeep.bot import Bot, EchoBot
+from threadkeep.service.observe import Metrics, TimedBackend
+
+__all__ = ["StoreHolder", "make_bot"]
+
+log = logging.getLogger("threadkeep.service")
+
+
+class StoreHolder:
+    """Opens the AsyncStore on first use; if the store cannot be reached, tries again later.
+
+    The service starts even while its store is down (``/readyz`` says so) and recovers without
+    a restart once the store is back.
+    """
+
+    def __init__(self, url: str, metrics: Metrics) -> None:
+        self.url = url
+        self.redacted = StoreURL.parse(url).redacted()
+        self._metrics = metrics
+        self._store: AsyncStore | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def store(self) -> AsyncStore | None:
+        """The open store, or None while it has not been opened."""
+        return self._store
+
+    async def get(self) -> AsyncStore:
+        """Return the open store, opening it first if needed.
+
+        Raises:
+            BackendUnavailable: the store cannot be reached.
+            InvalidInput: the store URL is malformed.
+        """
+        if self._store is not None:
+            return self._store
+        async with self._lock:
+            if self._store is None:
+                parsed = StoreURL.parse(self.url)
+                backend = await asyncio.to_thread(load_async, parsed)
+                timed = cast(AsyncBackend, TimedBackend(backend, self._metrics))
+                self._store = AsyncStore(timed, url=parsed.redacted())
+                log.info("store %s opened", self.redacted)
+            return self._store
+
+    async def try_open(self) -> None:
+        """Open the store now if it can be reached; log a warning if not."""
+        try:
+            await self.get()
+        except BackendUnavailable as exc:
+            log.warning("store unreachable at start-up; will retry on each request: %s", exc)
+
+    async def aclose(self) -> None:
+        """Close the store, if it was opened."""
+        store, self._store = self._store, None
+        if store is not None:
+            await store.aclose()
+            log.info("store %s closed", self.redacted)
+
+
+def make_bot(name: str) -> Bot:
+    """Return the bot called ``name``: ``seller`` (the demo bot) or ``echo``."""
+    if name == "echo":
+        return EchoBot()
+    from threadkeep.bot.seller import SellerBot
+
+    return SellerBot.from_env()

@@ -1,0 +1,295 @@
+"""The JSON shapes of the /v1 API, with the examples ``/openapi.json`` shows."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from threadkeep._models import Conversation, Counts, Event, Message, StateSnapshot
+
+__all__ = [
+    "AppendIn",
+    "ChatIn",
+    "ChatOut",
+    "ConversationOut",
+    "ConversationPage",
+    "CountsOut",
+    "ErrorOut",
+    "MessageList",
+    "MessageOut",
+    "StageIn",
+    "StartIn",
+    "StateIn",
+    "StateOut",
+    "StatusIn",
+]
+
+_ID = "01JDZ3V7K2M9X4QW8T6R5YB0NC"
+_AT = "2026-11-30T09:15:02.123456+00:00"
+StatusName = Literal["new", "active", "idle", "waiting_agent", "closed"]
+RoleName = Literal["user", "assistant", "agent", "system", "tool"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    type: str = Field(description="the error class, e.g. ConversationNotFound")
+    message: str = Field(description="what was wrong and what is allowed")
+    field: str | None = Field(default=None, description="the offending field, when one is")
+    rule: str | None = Field(default=None, description="the validation rule that failed")
+    errors: list[dict[str, Any]] | None = Field(default=None, description="every failed rule")
+
+
+class ErrorOut(BaseModel):
+    """Every error response."""
+
+    error: ErrorDetail
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "type": "ConversationNotFound",
+                        "message": f"conversation '{_ID}' not found",
+                    }
+                }
+            ]
+        }
+    )
+
+
+class ConversationOut(BaseModel):
+    """One conversation."""
+
+    id: str
+    tenant: str
+    contact_id: str
+    agent_id: str | None
+    channel: str | None
+    status: StatusName
+    stage: str | None
+    metadata: dict[str, Any]
+    created_at: str
+    last_activity_at: str
+    expires_at: str | None
+    message_count: int
+    state_version: int
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": _ID,
+                    "tenant": "loc-1",
+                    "contact_id": "+15550100",
+                    "agent_id": "jorge",
+                    "channel": "sms",
+                    "status": "active",
+                    "stage": "Q2",
+                    "metadata": {"intent": "sell"},
+                    "created_at": _AT,
+                    "last_activity_at": _AT,
+                    "expires_at": "2026-12-07T09:15:02.123456+00:00",
+                    "message_count": 4,
+                    "state_version": 2,
+                }
+            ]
+        }
+    )
+
+    @classmethod
+    def of(cls, conv: Conversation) -> ConversationOut:
+        """Build it from a Conversation."""
+        return cls.model_validate(conv.to_dict())
+
+
+class ConversationPage(BaseModel):
+    """One page of the listing, newest activity first."""
+
+    items: list[ConversationOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last")
+
+
+class CountsOut(BaseModel):
+    """How many live conversations the tenant has, by status and by stage."""
+
+    total: int
+    by_status: dict[str, int]
+    by_stage: dict[str, int]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"total": 3, "by_status": {"active": 2, "waiting_agent": 1}, "by_stage": {"Q1": 3}}
+            ]
+        }
+    )
+
+    @classmethod
+    def of(cls, counts: Counts) -> CountsOut:
+        """Build it from Counts."""
+        return cls(total=counts.total, by_status=counts.by_status, by_stage=counts.by_stage)
+
+
+class MessageOut(BaseModel):
+    """One message."""
+
+    conversation_id: str
+    seq: int = Field(description="1, 2, 3 … per conversation, gap-free in commit order")
+    role: RoleName
+    content: str
+    created_at: str
+    metadata: dict[str, Any]
+    idempotency_key: str | None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "conversation_id": _ID,
+                    "seq": 3,
+                    "role": "user",
+                    "content": "About 350k, the roof needs work.",
+                    "created_at": _AT,
+                    "metadata": {},
+                    "idempotency_key": "wamid.HBgL123",
+                }
+            ]
+        }
+    )
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        """Build it from a Message."""
+        return cls.model_validate(message.to_dict())
+
+
+class MessageList(BaseModel):
+    """Messages, oldest first."""
+
+    items: list[MessageOut]
+
+
+class ChatIn(_In):
+    """One user message for the bot."""
+
+    message: str = Field(description="the user's text", examples=["Hi, I want to sell my house"])
+    conversation_id: str | None = Field(
+        default=None, description="continue this conversation", examples=[_ID]
+    )
+    contact_id: str | None = Field(
+        default=None,
+        description="without conversation_id: resume the contact's open conversation or start one",
+        examples=["+15550100"],
+    )
+    channel: str | None = Field(default=None, examples=["web"])
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"message": "Hi, I want to sell", "contact_id": "+1555"}]}
+    )
+
+
+class ChatOut(BaseModel):
+    """The bot's answer to one turn."""
+
+    conversation_id: str | None = Field(description="null only when the store was unreachable")
+    reply: str | None = Field(description="null while a human agent handles the conversation")
+    status: StatusName | None
+    stage: str | None
+    persisted: bool = Field(description="false: the store was unreachable; nothing was kept")
+    message_seq: int | None = Field(default=None, description="seq of the stored user message")
+    reply_seq: int | None = Field(default=None, description="seq of the stored reply")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "conversation_id": _ID,
+                    "reply": "Thanks! What condition is the house in?",
+                    "status": "active",
+                    "stage": "Q1",
+                    "persisted": True,
+                    "message_seq": 1,
+                    "reply_seq": 2,
+                }
+            ]
+        }
+    )
+
+
+class StartIn(_In):
+    """A new conversation."""
+
+    contact_id: str = Field(examples=["+15550100"])
+    agent_id: str | None = Field(default=None, examples=["jorge"])
+    channel: str | None = Field(default=None, examples=["sms"])
+    stage: str | None = Field(default=None, examples=["Q0"])
+    metadata: dict[str, Any] | None = Field(default=None, examples=[{"intent": "sell"}])
+
+
+class AppendIn(_In):
+    """A message to store (no bot is called)."""
+
+    role: RoleName = Field(examples=["agent"])
+    content: str = Field(examples=["Hi, this is Jorge from the office."])
+    metadata: dict[str, Any] | None = Field(default=None, examples=[{"via": "dashboard"}])
+
+
+class StatusIn(_In):
+    """A lifecycle change."""
+
+    status: StatusName = Field(examples=["waiting_agent"])
+
+
+class StageIn(_In):
+    """A stage change (null clears it)."""
+
+    stage: str | None = Field(examples=["Q3"])
+
+
+class StateIn(_In):
+    """A state document to save; send the version it is based on as ``If-Match``."""
+
+    value: Any = Field(examples=[{"stage": "Q2", "price_expectation": 350000}])
+
+
+class StateOut(BaseModel):
+    """A conversation's state; version 0 and value null when nothing was saved yet."""
+
+    value: Any
+    version: int
+    saved_at: str | None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"value": {"stage": "Q2"}, "version": 3, "saved_at": _AT}],
+        }
+    )
+
+    @classmethod
+    def of(cls, snap: StateSnapshot[Any]) -> StateOut:
+        """Build it from a StateSnapshot."""
+        saved = None if snap.saved_at is None else snap.saved_at.isoformat()
+        return cls(value=snap.value, version=snap.version, saved_at=saved)
+
+
+class EventOut(BaseModel):
+    """One change event, as the ``data:`` of an SSE message."""
+
+    id: str
+    kind: str
+    tenant: str
+    conversation_id: str
+    data: dict[str, Any]
+    at: str
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        """Build it from an Event."""
+        return cls.model_validate(event.to_dict())

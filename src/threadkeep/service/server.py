@@ -1,0 +1,83 @@
+"""``threadkeep serve``: uvicorn with N real worker processes and a graceful shutdown.
+
+Workers build the app with ``create_app()`` from ``THREADKEEP_*`` variables, which ``run`` sets
+from its arguments. On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight requests finish
+(event streams get ``GRACE`` seconds), then each worker closes its store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import uvicorn
+
+from threadkeep._exceptions import InvalidInput
+from threadkeep.service.settings import ServiceSettings, is_loopback
+
+__all__ = ["GRACE", "check_exposure", "run"]
+
+#: Seconds in-flight requests (and open event streams) get at shutdown.
+GRACE = 5
+
+log = logging.getLogger("threadkeep.service")
+
+
+def check_exposure(settings: ServiceSettings) -> None:
+    """Refuse to serve a non-loopback address without API keys.
+
+    Raises:
+        InvalidInput: ``host`` is not loopback and no API key is configured.
+    """
+    if not is_loopback(settings.host) and not settings.tenants_by_key():
+        raise InvalidInput(
+            f"refusing to serve {settings.host} without API keys: anyone who can reach it "
+            "would read every conversation. Set THREADKEEP_API_KEYS (tenant:key,…) or "
+            "THREADKEEP_API_KEYS_FILE, or bind 127.0.0.1",
+            field="host",
+        )
+
+
+def run(
+    *,
+    store_url: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+) -> None:
+    """Serve the API until interrupted.
+
+    Args:
+        store_url: the store (default: ``THREADKEEP_STORE``, else the SQLite default).
+        host: the address to bind.
+        port: the port.
+        workers: worker processes (each opens its own store connections).
+
+    Raises:
+        InvalidInput: a non-loopback host without API keys, or bad settings.
+    """
+    if store_url is not None:
+        os.environ["THREADKEEP_STORE"] = store_url
+    os.environ["THREADKEEP_HOST"] = host
+    os.environ["THREADKEEP_PORT"] = str(port)
+    os.environ["THREADKEEP_WORKERS"] = str(workers)
+    settings = ServiceSettings()
+    check_exposure(settings)
+    shown = f"[{host}]" if ":" in host else host
+    sys.stderr.write(
+        f"threadkeep serving {settings.store} at http://{shown}:{port}/ "
+        f"({workers} worker{'s' if workers != 1 else ''}; API docs at /docs)\n"
+    )
+    sys.stderr.flush()
+    uvicorn.run(
+        "threadkeep.service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACE,
+        proxy_headers=False,
+    )

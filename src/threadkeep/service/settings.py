@@ -1,0 +1,120 @@
+"""The service's settings, read from ``THREADKEEP_*`` environment variables.
+
+API keys map to tenants. They come from ``THREADKEEP_API_KEYS`` (``tenant:key`` pairs separated
+by commas or whitespace) and/or the JSON file named by ``THREADKEEP_API_KEYS_FILE`` (an object
+``{"key": "tenant"}``). With no key configured the service serves loopback clients only, all as
+tenant ``default``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from threadkeep._exceptions import InvalidInput
+from threadkeep._rules.validate import check_name
+
+__all__ = ["DEFAULT_STORE", "ServiceSettings", "get_settings", "is_loopback"]
+
+DEFAULT_STORE = "sqlite:///./threadkeep.db"
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the service can be told; each field is ``THREADKEEP_<NAME>`` in the environment.
+
+    Attributes:
+        store: the store URL.
+        host: the address the server binds (checked: non-loopback needs API keys).
+        port: the port the server listens on.
+        workers: worker processes.
+        bot: the bot of ``POST /v1/chat``: ``seller`` (the demo bot) or ``echo``.
+        api_keys: ``tenant:key`` pairs, separated by commas or whitespace.
+        api_keys_file: a JSON file ``{"key": "tenant"}``.
+        max_body_bytes: largest request body; larger ones get 413.
+        turn_lease: seconds a chat turn's lease lasts if its worker dies.
+        turn_wait: seconds a second message for a busy conversation waits before 409.
+        sse_heartbeat: seconds between SSE heartbeat comments.
+        ready_timeout: seconds ``/readyz`` waits for the store.
+        log_level: the service's log level.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="THREADKEEP_", extra="ignore")
+
+    store: str = DEFAULT_STORE
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    bot: Literal["seller", "echo"] = "seller"
+    api_keys: str = ""
+    api_keys_file: Path | None = None
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    turn_lease: float = Field(default=30.0, gt=0)
+    turn_wait: float = Field(default=5.0, ge=0)
+    sse_heartbeat: float = Field(default=15.0, gt=0)
+    ready_timeout: float = Field(default=2.0, gt=0)
+    log_level: str = "INFO"
+
+    def tenants_by_key(self) -> dict[str, str]:
+        """Return the configured API keys, each mapped to its tenant.
+
+        Raises:
+            InvalidInput: a malformed pair, an unreadable or malformed keys file, a bad tenant
+                name, or one key given for two tenants.
+        """
+        keys: dict[str, str] = {}
+
+        def add(key: str, tenant: str, where: str) -> None:
+            check_name(tenant, "tenant")
+            if not key or any(c.isspace() for c in key):
+                raise InvalidInput(f"an API key in {where} is empty or has spaces", field=where)
+            if keys.get(key, tenant) != tenant:
+                raise InvalidInput(f"one API key in {where} is given for two tenants", field=where)
+            keys[key] = tenant
+
+        for pair in self.api_keys.replace(",", " ").split():
+            tenant, sep, key = pair.partition(":")
+            if not sep:
+                raise InvalidInput(
+                    "THREADKEEP_API_KEYS takes tenant:key pairs separated by commas",
+                    field="THREADKEEP_API_KEYS",
+                )
+            add(key, tenant, "THREADKEEP_API_KEYS")
+        if self.api_keys_file is not None:
+            where = str(self.api_keys_file)
+            try:
+                data = json.loads(self.api_keys_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                message = f"cannot read API keys file {where}: {exc}"
+                raise InvalidInput(message, field=where) from exc
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                raise InvalidInput(
+                    f'API keys file {where} must hold a JSON object {{"key": "tenant"}}',
+                    field=where,
+                )
+            for key, tenant in data.items():
+                add(key, tenant, where)
+        return keys
+
+
+@lru_cache
+def get_settings() -> ServiceSettings:
+    """Return the settings read from the environment (read once per process)."""
+    return ServiceSettings()
+
+
+def is_loopback(host: str | None) -> bool:
+    """Return whether ``host`` (an address or ``localhost``) is a loopback address."""
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
