@@ -354,7 +354,7 @@ def serve_cmd(
 ) -> None:
     """Run the HTTP service."""
     try:
-        from threadkeep.service.server import run  # type: ignore[import-not-found,unused-ignore]
+        from threadkeep.service.server import run
     except ImportError as e:
         err.print(
             f"[red]error:[/red] the service is not available ({e}); "
@@ -362,7 +362,10 @@ def serve_cmd(
             highlight=False,
         )
         raise typer.Exit(2) from None
-    run(store_url=store, host=host, port=port, workers=workers)
+    try:
+        run(store_url=store, host=host, port=port, workers=workers)
+    except ThreadkeepError as e:
+        raise _fail(f"{type(e).__name__}: {e}") from None
 
 
 async def _chat(url: str, conversation_id: str | None, contact: str, tenant: str) -> None:
