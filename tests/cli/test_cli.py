@@ -153,44 +153,6 @@ def test_serve_without_service(runner, url):
         pytest.skip("the service is installed")
 
 
-def test_chat_resume(runner, url):
-    r = runner.invoke(app, ["chat", "--store", url, "--contact", "me"], input="hi\nthere\n")
-    assert r.exit_code == 0, r.output
-    assert "echo: hi" in r.stdout and "echo: there" in r.stdout
-    with threadkeep.open(url) as s:
-        (conv,) = s.list().items
-        assert [m.content for m in s.messages(conv.id)] == [
-            "hi",
-            "echo: hi",
-            "there",
-            "echo: there",
-        ]
-    r = runner.invoke(app, ["chat", "--store", url, "--conversation", conv.id], input="again\n")
-    assert r.exit_code == 0, r.output
-    assert conv.id in r.output
-    assert "echo: there" in r.stdout and "echo: again" in r.stdout
-    with threadkeep.open(url) as s:
-        assert s.get(conv.id).message_count == 6
-
-
-def test_chat_waiting_agent_is_silent(runner, url):
-    with threadkeep.open(url) as s:
-        c = s.start("me")
-        s.append(c.id, "user", "x")
-        s.set_status(c.id, "waiting_agent")
-    r = runner.invoke(app, ["chat", "--store", url, "--conversation", c.id], input="hello?\n")
-    assert r.exit_code == 0, r.output
-    assert "echo: hello?" not in r.stdout
-    with threadkeep.open(url) as s:
-        assert [m.content for m in s.messages(c.id)] == ["x", "hello?"]
-
-
-def test_chat_unknown_conversation(runner, url):
-    r = runner.invoke(app, ["chat", "--store", url, "--conversation", "nope"], input="")
-    assert r.exit_code == 1
-    assert "ConversationNotFound" in r.output
-
-
 def test_demo_runs(tmp_path, capsys):
     from threadkeep.demo import run
 

@@ -69,6 +69,11 @@ class LLMPhraser:
             last_user_message: what the seller just said (for tone only).
         """
         try:
+            # Imported before the clock starts: a first import can take seconds on a busy host.
+            import anthropic  # noqa: F401  (lazy: the core never needs the SDK)
+        except ImportError:
+            return None
+        try:
             async with asyncio.timeout(self.timeout):
                 text = await self._ask(draft, last_user_message)
         except Exception:  # any SDK, network or timeout error: keep the bot's own words
@@ -81,7 +86,7 @@ class LLMPhraser:
         return text
 
     async def _ask(self, draft: str, last_user_message: str) -> str:
-        import anthropic  # lazy: the core never needs the SDK
+        import anthropic  # already imported by rephrase(): instant
 
         async with anthropic.AsyncAnthropic(
             api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0

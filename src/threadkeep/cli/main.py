@@ -23,7 +23,16 @@ from rich.progress import Progress
 from rich.table import Column, Table
 
 import threadkeep
-from threadkeep import Conversation, IllegalTransition, Store, ThreadkeepError
+from threadkeep import (
+    AsyncStore,
+    Conversation,
+    ConversationClosed,
+    IllegalTransition,
+    Message,
+    Status,
+    Store,
+    ThreadkeepError,
+)
 from threadkeep.bot import Bot, EchoBot
 
 DEFAULT_STORE = "sqlite:///./threadkeep.db"
@@ -41,9 +50,21 @@ StoreOpt = Annotated[
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant.")]
 
 
-def get_default_bot() -> Bot:
-    """Return the bot that ``threadkeep chat`` talks to."""
-    return EchoBot()
+def make_cli_bot(name: str = "seller") -> Bot:
+    """Return the bot that ``threadkeep chat`` talks to: ``seller`` (default) or ``echo``.
+
+    The seller bot rewords its replies with Claude when ``ANTHROPIC_API_KEY`` is set.
+
+    Raises:
+        ValueError: an unknown bot name.
+    """
+    if name == "echo":
+        return EchoBot()
+    if name == "seller":
+        from threadkeep.bot.seller import SellerBot
+
+        return SellerBot.from_env()
+    raise ValueError(f"unknown bot {name!r}; use seller or echo")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -368,22 +389,55 @@ def serve_cmd(
         raise _fail(f"{type(e).__name__}: {e}") from None
 
 
-async def _chat(url: str, conversation_id: str | None, contact: str, tenant: str) -> None:
-    bot = get_default_bot()
-    s = await threadkeep.open_async(url)
-    try:
-        if conversation_id is not None:
-            conv = await s.get(conversation_id, tenant=tenant)
-        else:
-            conv = await s.resume(contact, tenant=tenant, channel="cli")
-        err.print(
-            f"conversation {conv.id} (resume with --conversation {conv.id})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        for m in await s.messages(conv.id, tenant=tenant):
-            out.print(f"{m.role}> ", end="", highlight=False)
-            out.print(m.content, markup=False, highlight=False)
+_ROLE_PROMPT = {"user": "you", "assistant": "bot", "agent": "agent", "system": "system"}
+
+
+def _show(messages: list[Message]) -> int:
+    """Print messages as ``role> text`` lines; return the last seq printed (0 for none)."""
+    last = 0
+    for m in messages:
+        out.print(f"{_ROLE_PROMPT.get(m.role, m.role)}> ", end="", highlight=False)
+        out.print(m.content, markup=False, highlight=False, soft_wrap=True)
+        last = m.seq
+    return last
+
+
+def _note(text: str) -> None:
+    err.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
+
+
+async def _open_conversation(
+    s: AsyncStore, conversation_id: str | None, contact: str, tenant: str
+) -> Conversation:
+    if conversation_id is None:
+        return await s.resume(contact, tenant=tenant, channel="cli")
+    conv = await s.get(conversation_id, tenant=tenant)
+    if conv.status == Status.CLOSED:
+        _note(f"conversation {conv.id} is closed; starting a new one for {conv.contact_id}")
+        conv = await s.resume(conv.contact_id, tenant=tenant, channel="cli")
+    return conv
+
+
+async def _chat_turn(s: AsyncStore, bot: Bot, conv: Conversation, text: str, wait: float) -> None:
+    """Store the line, let the bot answer unless a person has the conversation, store the reply."""
+    async with s.turn(conv.id, timeout=wait, tenant=conv.tenant) as turn:
+        msg = await turn.append("user", text)
+        conv = await s.get(conv.id, tenant=conv.tenant)
+        if conv.status == Status.WAITING_AGENT:
+            return
+        reply = await bot.respond(s, conv, msg)
+        if reply:
+            await turn.append("assistant", reply)
+
+
+async def _chat(
+    url: str, conversation_id: str | None, contact: str, tenant: str, bot: Bot, wait: float
+) -> None:
+    async with await threadkeep.open_async(url) as s:
+        conv = await _open_conversation(s, conversation_id, contact, tenant)
+        _note(f"conversation {conv.id} (resume with --conversation {conv.id})")
+        last = _show(await s.messages(conv.id, last=200, tenant=tenant))
+        status = conv.status
         while True:
             line = await asyncio.to_thread(sys.stdin.readline)
             if not line:
@@ -393,30 +447,53 @@ async def _chat(url: str, conversation_id: str | None, contact: str, tenant: str
                 continue
             if text in ("/quit", "/exit"):
                 break
-            async with s.turn(conv.id, timeout=5.0, tenant=tenant) as turn:
-                msg = await turn.append("user", text)
-                conv = await s.get(conv.id, tenant=tenant)
-                if conv.status == "waiting_agent":
-                    continue
-                reply = await bot.respond(s, conv, msg)
-                if reply:
-                    await turn.append("assistant", reply)
-                    out.print("assistant> ", end="", highlight=False)
-                    out.print(reply, markup=False, highlight=False)
-    finally:
-        await s.aclose()
+            try:
+                await _chat_turn(s, bot, conv, text, wait)
+            except ConversationClosed:
+                # Closed from another screen: the contact's next message starts a new one.
+                conv = await s.resume(conv.contact_id, tenant=tenant, channel="cli")
+                _note(f"that conversation was closed; continuing in {conv.id}")
+                last = 0
+                await _chat_turn(s, bot, conv, text, wait)
+            # What arrived since the last line: this turn's reply, and any agent's messages.
+            fresh = await s.messages(conv.id, after=last, tenant=tenant)
+            last = max(last, _show([m for m in fresh if m.role != "user"]))
+            last = max([last, *(m.seq for m in fresh)])
+            conv = await s.get(conv.id, tenant=tenant)
+            if conv.status != status and conv.status == Status.WAITING_AGENT:
+                _note("a person from the team has this conversation; the bot is paused")
+            elif conv.status != status and status == Status.WAITING_AGENT:
+                _note("the bot is back")
+            status = conv.status
 
 
 @app.command("chat")
 def chat_cmd(
     store: StoreOpt = DEFAULT_STORE,
-    conversation: Annotated[str | None, typer.Option(help="Resume this conversation.")] = None,
+    conversation: Annotated[
+        str | None, typer.Option(help="Resume this conversation (else the contact's open one).")
+    ] = None,
     contact: Annotated[str, typer.Option(help="Contact to chat as.")] = "cli-user",
     tenant: TenantOpt = "default",
+    bot: Annotated[
+        str, typer.Option(envvar="THREADKEEP_BOT", help="Bot: seller (the demo bot) or echo.")
+    ] = "seller",
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait while another screen holds the turn.")
+    ] = 5.0,
 ) -> None:
-    """Chat with the bot in the terminal, one line per message (/quit or EOF ends)."""
+    """Chat with the demo bot in the terminal, one line per message (/quit or EOF ends).
+
+    The conversation is kept in the store, like the web chat's: run the command again (same
+    --contact, or --conversation ID) to continue it.
+    """
     try:
-        asyncio.run(_chat(store, conversation, contact, tenant))
+        chosen = make_cli_bot(bot)
+    except ValueError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(_chat(store, conversation, contact, tenant, chosen, wait))
     except ThreadkeepError as e:
         raise _fail(f"{type(e).__name__}: {e}") from None
 
