@@ -8,6 +8,7 @@ Everything lives in a fresh schema that is dropped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import sys
 import time
@@ -244,5 +245,241 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---- EXPLAIN (ANALYZE, BUFFERS) of the hot queries on a large generated dataset ----------
+
+BASE_US = 1_790_000_000_000_000  # the dataset's "now", µs
+CONV_SQL = """
+INSERT INTO conversations (id, tenant, contact_id, agent_id, channel, status, stage,
+    metadata_json, created_us, activity_us, expires_us, idle_us, message_count, last_seq,
+    state_version, ttl_us, idle_after_us, window_n)
+SELECT 'tkx' || lpad(g::text, 23, '0'), 'loc-' || (g %% 10), 'contact-' || g,
+    'agent-' || (g %% 50), 'sms', (ARRAY['active','idle','waiting_agent','closed'])[1 + g %% 4],
+    'Q' || (g %% 5), '{}', %(now)s - g * 60000000, %(now)s - g * 6000000,
+    CASE WHEN g %% 100 = 0 THEN %(now)s - 1 ELSE %(now)s - g * 6000000 + 604800000000 END,
+    %(now)s - g * 6000000 + 1800000000,
+    CASE WHEN g = 1 THEN %(long)s ELSE %(per)s END, CASE WHEN g = 1 THEN %(long)s ELSE %(per)s END,
+    3, 604800000000, 1800000000, 20
+FROM generate_series(1, %(n)s::bigint) g
+"""
+MSG_SQL = """
+INSERT INTO messages (conversation_id, seq, role, content, created_us, metadata_json, idem_key)
+SELECT 'tkx' || lpad(g::text, 23, '0'), s, CASE WHEN s %% 2 = 1 THEN 'user' ELSE 'assistant' END,
+    'message ' || s || ' of conversation ' || g || ': I would like to sell my house on Elm street',
+    %(now)s - g * 6000000 - (%(per)s - s) * 1000000, '{}',
+    CASE WHEN s %% 2 = 1 THEN 'wamid.' || g || '.' || s END
+FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g
+    CROSS JOIN generate_series(%(s0)s::bigint, %(s1)s::bigint) s
+"""
+
+
+def _explain_setup(conn: psycopg.Connection[Any], conversations: int, per: int, long: int) -> None:
+    args = {"now": BASE_US, "n": conversations, "per": per, "long": long}
+    t0 = time.perf_counter()
+    conn.execute(CONV_SQL, args)
+    say(f"{conversations} conversations in {time.perf_counter() - t0:.0f}s")
+    chunk = max(1, 1_000_000 // per)
+    for lo in range(1, conversations + 1, chunk):
+        hi = min(conversations, lo + chunk - 1)
+        conn.execute(MSG_SQL, {**args, "lo": lo, "hi": hi, "s0": 1, "s1": per})
+        say(f"messages of conversations {lo}..{hi}: {time.perf_counter() - t0:.0f}s")
+    conn.execute(MSG_SQL, {**args, "lo": 1, "hi": 1, "s0": per + 1, "s1": long})
+    conn.execute(
+        'INSERT INTO states SELECT c.id, v, \'{"stage": "Q2"}\', %(now)s '
+        "FROM conversations c CROSS JOIN generate_series(1, 3) v",
+        args,
+    )
+    conn.execute(
+        "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
+        "SELECT 'message.appended', 'loc-' || (g %% 10), 'tkx' || lpad((g %% %(n)s + 1)::text,"
+        " 23, '0'), '{}', %(now)s FROM generate_series(1, 10000) g",
+        args,
+    )
+    for table_name in ("conversations", "messages", "states", "events", "meta"):
+        conn.execute(f"VACUUM (ANALYZE) {table_name}")
+    say(f"dataset ready in {time.perf_counter() - t0:.0f}s")
+
+
+def _explain_flow(
+    conn: psycopg.Connection[Any], title: str, flow: Any, out: list[str], steps: int = 99
+) -> None:
+    """Run a flow's statements, each under EXPLAIN (ANALYZE, BUFFERS); SELECTs run again
+    for the rows the flow needs. Everything is rolled back."""
+    from threadkeep.backends.postgres._flows import COMMIT
+
+    cur = psycopg.ClientCursor(conn)
+    rows: Any = None
+    with contextlib.suppress(StopIteration):
+        for _ in range(steps):
+            query, params = flow.send(rows)
+            if query == COMMIT[0]:
+                break
+            literal = cur.mogrify(query, params or None)
+            plan = cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + literal).fetchall()
+            out.append(f"### {title}\n\n```sql\n{query}\n```\n\n```\n")
+            out.extend(r[0] + "\n" for r in plan)
+            out.append("```\n\n")
+            rows = []
+            if query.lstrip().upper().startswith("SELECT"):
+                rows = cur.execute(literal).fetchall()
+    conn.rollback()
+
+
+def explain_main(argv: list[str] | None = None) -> int:
+    from threadkeep._rules import ops
+    from threadkeep.backends.postgres._flows import Flows
+
+    parser = argparse.ArgumentParser(description="EXPLAIN the hot queries on generated data")
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--per", type=int, default=100, help="messages per conversation")
+    parser.add_argument("--long", type=int, default=LONG, help="messages of conversation 1")
+    parser.add_argument("--schema", help="reuse this generated schema")
+    parser.add_argument("--keep", action="store_true", help="do not drop the schema")
+    parser.add_argument("--out", default="explain.md")
+    args = parser.parse_args(argv)
+    schema = args.schema or f"tk_explain_{uuid.uuid4().hex[:8]}"
+    say(f"schema {schema}")
+    try:
+        threadkeep.open(f"{args.url}?schema={schema}").close()
+        opts = f"-c search_path={schema}"
+        with psycopg.connect(args.url, options=opts, autocommit=True) as conn:
+            have = conn.execute("SELECT count(*) FROM conversations").fetchone()
+            if not have or not have[0]:
+                _explain_setup(conn, args.conversations, args.per, args.long)
+        with psycopg.connect(args.url, options=opts) as conn:
+            sizes = conn.execute(
+                "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages), "
+                "(SELECT count(*) FROM events), (SELECT count(*) FROM states), "
+                "pg_size_pretty(pg_total_relation_size('messages'))"
+            ).fetchone()
+            conn.rollback()
+            flows = Flows("threadkeep_events_" + schema)
+            now = BASE_US
+            cid = "tkx" + str(args.conversations // 2 + 1).rjust(23, "0")
+            long_id = "tkx" + "1".rjust(23, "0")
+            on_msg = {"new": "active", "active": "active", "idle": "active"}
+            out: list[str] = []
+            work: list[tuple[str, Any, int]] = [
+                (
+                    "append with an idempotency key (lock row, key look-up, write, event)",
+                    lambda: flows.append(
+                        ops.AppendOp(
+                            cid, None, now, "user", "hi", "{}", "wamid.new", on_msg, None, 10_000
+                        )
+                    ),
+                    99,
+                ),
+                (
+                    "idempotency replay (key found)",
+                    lambda: flows.append(
+                        ops.AppendOp(
+                            cid,
+                            None,
+                            now,
+                            "user",
+                            "hi",
+                            "{}",
+                            f"wamid.{args.conversations // 2 + 1}.7",
+                            on_msg,
+                            None,
+                            10_000,
+                        )
+                    ),
+                    99,
+                ),
+                (
+                    f"window read: last 20 of {args.long}",
+                    lambda: flows.read_messages(
+                        ops.ReadOp(long_id, None, now, True, None, None, 20)
+                    ),
+                    1,
+                ),
+                (
+                    f"window read: last 20 of {args.per}",
+                    lambda: flows.read_messages(ops.ReadOp(cid, None, now, False, 20, None, 20)),
+                    1,
+                ),
+                (
+                    "read after a seq (page of 50)",
+                    lambda: flows.read_messages(
+                        ops.ReadOp(long_id, None, now, False, None, 5000, 50)
+                    ),
+                    2,
+                ),
+                ("get", lambda: flows.get(ops.GetOp(cid, None, now)), 1),
+                (
+                    "list page: one tenant, newest activity first",
+                    lambda: flows.list(ops.ListOp("loc-3", now, None, None, None, None, 50, None)),
+                    1,
+                ),
+                (
+                    "list page: next page by keyset cursor",
+                    lambda: flows.list(
+                        ops.ListOp(
+                            "loc-3",
+                            now,
+                            None,
+                            None,
+                            None,
+                            None,
+                            50,
+                            (now - 5003 * 6000000, "tkx" + "5003".rjust(23, "0")),
+                        )
+                    ),
+                    1,
+                ),
+                (
+                    "list page filtered by status",
+                    lambda: flows.list(
+                        ops.ListOp("loc-3", now, "idle", None, None, None, 50, None)
+                    ),
+                    1,
+                ),
+                (
+                    "find the contact's open conversation",
+                    lambda: flows.find_open(
+                        ops.FindOpenOp("loc-3", "contact-50003", ("new", "active", "idle"), now)
+                    ),
+                    1,
+                ),
+                (
+                    "load state",
+                    lambda: flows.load_state(ops.LoadStateOp(cid, None, now, None)),
+                    2,
+                ),
+                (
+                    "events after a cursor, one tenant",
+                    lambda: flows.read_events(ops.EventsOp("loc-3", "5000", 100)),
+                    2,
+                ),
+                (
+                    "sweep: one batch of expired conversations (erase + commit)",
+                    lambda: flows.sweep(
+                        ops.SweepOp(now, False, "idle", ("new", "active"), 500, 10_000)
+                    ),
+                    6,
+                ),
+            ]
+            for title, make, steps in work:
+                _explain_flow(conn, title, make(), out, steps)  # warm the cache
+            out.clear()  # then the same statements again, and those plans are shown
+            for title, make, steps in work:
+                _explain_flow(conn, title, make(), out, steps)
+        head = (
+            f"Dataset: {sizes[0]:,} conversations, {sizes[1]:,} messages "
+            f"(messages table with indexes: {sizes[4]}), {sizes[2]:,} events, "
+            f"{sizes[3]:,} state versions.\n\n"
+        )
+        with open(args.out, "w") as fh:
+            fh.write(head + "".join(out))
+        say(f"wrote {args.out}")
+    finally:
+        if not args.keep:
+            with psycopg.connect(args.url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            say(f"dropped {schema}")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(explain_main(sys.argv[2:]) if sys.argv[1:2] == ["--explain"] else main())

@@ -69,6 +69,43 @@ def _pg(schema: str) -> Any:
     return PostgresBackend(StoreURL.parse(f"{SHARED}?schema={schema}"))
 
 
+def _url(schema: str) -> str:
+    return f"{SHARED}?schema={schema}"
+
+
+def _conn(schema: str, **kwargs: Any) -> Any:
+    """A plain psycopg connection on the test's schema (not from any store)."""
+    return psycopg.connect(SHARED, options=f"-c search_path={schema}", **kwargs)
+
+
+def _flows(schema: str) -> Any:
+    from threadkeep.backends.postgres._conn import Settings
+    from threadkeep.backends.postgres._flows import Flows
+
+    return Flows(Settings(StoreURL.parse(_url(schema))).channel)
+
+
+def _until(what: str, check: Any, limit: float = 60.0) -> None:
+    """Poll ``check()`` until true; fail after ``limit`` seconds (a hang guard, not a timing)."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def _blocked_by(pid: int) -> bool:
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (pid,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
 # ---- same answers as the reference backend ----------------------------------------------
 
 ON_MESSAGE = {"new": "active", "active": "active", "idle": "active"}
@@ -270,41 +307,72 @@ def test_same_answers_as_memory(schema: str, seed: int) -> None:
 # ---- migrations -------------------------------------------------------------------------
 
 
-def _open_and_close(url: str, barrier: Any) -> None:
-    barrier.wait()
-    threadkeep.open(url).close()
+def _open_and_report(url: str, barrier: Any, out: Any) -> None:
+    from threadkeep.backends.postgres.sync import PostgresBackend
+
+    barrier.wait(timeout=60)
+    backend = PostgresBackend(StoreURL.parse(url))
+    out.put((os.getpid(), backend.migrated))
+    backend.close()
 
 
 def test_concurrent_open_migrates_once(schema: str) -> None:
-    url = f"{SHARED}?schema={schema}"
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    procs = [ctx.Process(target=_open_and_close, args=(url, barrier)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    """Six processes open a fresh schema at once: exactly one applies each migration."""
     from threadkeep.backends.postgres._schema import MIGRATIONS
 
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(6), ctx.Queue()
+    procs = [
+        ctx.Process(target=_open_and_report, args=(_url(schema), barrier, out)) for _ in range(6)
+    ]
+    for p in procs:
+        p.start()
+    reports = [out.get(timeout=90) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    applied = sorted(n for _, n in reports)
+    assert len({pid for pid, _ in reports}) == 6  # six distinct processes
+    assert applied == [0] * 5 + [len(MIGRATIONS)]  # one migrated, five found it done
     with psycopg.connect(SHARED) as conn:
         rows = conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY 1').fetchall()
     assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    # opening again applies nothing
+    with contextlib.closing(_pg(schema)) as again:
+        assert again.migrated == 0
 
 
 # ---- events wake on NOTIFY --------------------------------------------------------------
 
 
+def _listening(schema: str) -> bool:
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'idle'",
+            (f'LISTEN "threadkeep_events_{schema}"',),
+        ).fetchone()
+    return bool(row and row[0])
+
+
 def test_events_wait_wakes_on_notify(schema: str) -> None:
-    store = threadkeep.open(f"{SHARED}?schema={schema}")
+    """A reader waits on LISTEN (an idle session, no polling) and wakes on the NOTIFY.
+
+    The wait is an hour: only the notification can end it before pytest's timeout.
+    """
+    store = threadkeep.open(_url(schema))
     try:
         conv = store.start(contact_id="c1")
         last = [e.id for e in store.events(timeout=0)][-1]
-        timer = threading.Timer(0.3, lambda: store.append(conv.id, "user", "hi"))
-        timer.start()
-        got = next(store.events(after=last, timeout=30))
-        timer.join()
-        assert got.kind == "message.appended"
+        got: list[Any] = []
+        reader = threading.Thread(
+            target=lambda: got.append(next(store.events(after=last, timeout=3600)))
+        )
+        reader.start()
+        _until("the reader to LISTEN", lambda: _listening(schema))
+        assert not got
+        store.append(conv.id, "user", "hi")
+        reader.join(100)
+        assert [e.kind for e in got] == ["message.appended"]
     finally:
         store.close()
 
@@ -325,7 +393,7 @@ def test_async_store_round_trip(schema: str) -> None:
 
             task = asyncio.create_task(later())
             kinds = []
-            async for event in store.events(after=last, timeout=30):
+            async for event in store.events(after=last, timeout=3600):  # NOTIFY ends it
                 kinds.append(event.kind)
                 break
             await task
@@ -334,6 +402,158 @@ def test_async_store_round_trip(schema: str) -> None:
             await store.aclose()
 
     asyncio.run(main())
+
+
+# ---- appends serialize per conversation only ------------------------------------------
+
+
+def test_appends_serialize_per_conversation_only(schema: str) -> None:
+    """While another session holds conversation A's row lock, an append to B completes
+    and an append to A waits for exactly that lock, then lands with the next seq."""
+    store = threadkeep.open(_url(schema))
+    try:
+        a, b = store.start(contact_id="a"), store.start(contact_id="b")
+        store.append(a.id, "user", "a1")
+        with _conn(schema) as blocker:
+            blocker.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (a.id,))
+            # would hang (and hit pytest's timeout) if appends serialized globally
+            assert store.append(b.id, "user", "b1").seq == 1
+            done: list[Any] = []
+            waiter = threading.Thread(target=lambda: done.append(store.append(a.id, "user", "a2")))
+            waiter.start()
+            _until(
+                "the append to A to wait on A's row lock",
+                lambda: _blocked_by(blocker.info.backend_pid),
+            )
+            assert not done and store.append(b.id, "user", "b2").seq == 2
+            blocker.rollback()
+        waiter.join(60)
+        assert [m.seq for m in done] == [2]
+        assert [m.content for m in store.messages(a.id)] == ["a1", "a2"]
+    finally:
+        store.close()
+
+
+def _lock_waiters(key: str) -> int:
+    """How many sessions wait for the advisory lock ``hashtextextended(key, 0)``."""
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+            (key,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_event_ids_follow_commit_order(schema: str) -> None:
+    """An event committed late never hides behind a cursor already past it.
+
+    Transaction 1 appends to A (its event drawn) and stays open; then the store appends to
+    B. A reader polling in between and resuming from its cursor must still get both.
+    """
+    from threadkeep.backends.postgres.sync import _pump
+
+    store = threadkeep.open(_url(schema))
+    flows = _flows(schema)
+    try:
+        a, b = store.start(contact_id="a"), store.start(contact_id="b")
+        cursor = [e.id for e in store.events(timeout=0)][-1]
+        with _conn(schema) as slow:
+            op = ops.AppendOp(
+                a.id, None, _now_us(), "user", "slow", "{}", None, ON_MESSAGE, None, 10_000
+            )
+            _pump(slow, flows.append(op))  # event id drawn, not committed
+            fast = threading.Thread(target=lambda: store.append(b.id, "user", "fast"))
+            fast.start()
+            _until(
+                "the append to B to finish or wait for the event log",
+                lambda: not fast.is_alive() or _lock_waiters(flows.events_lock) > 0,
+            )
+            seen = list(store.events(after=cursor, timeout=0))
+            slow.commit()
+        fast.join(60)
+        seen += list(store.events(after=seen[-1].id if seen else cursor, timeout=0))
+        appended = sorted(e.conversation_id for e in seen if e.kind == "message.appended")
+        assert appended == sorted([a.id, b.id])
+        ids = [int(e.id) for e in seen]
+        assert ids == sorted(ids)
+    finally:
+        store.close()
+
+
+# ---- retry safety: a resent write whose first try committed -------------------------------
+
+
+def test_resent_append_and_start_apply_once(schema: str) -> None:
+    from threadkeep.backends.postgres.sync import _pump
+
+    _pg(schema).close()  # migrate
+    flows, now = _flows(schema), _now_us()
+    row = _row(1, random.Random(1), now)
+    start = ops.StartOp(row, False, OPEN, 100)
+    with _conn(schema) as conn:
+        assert _pump(conn, flows.create(start))[0] is ops.Outcome.CREATED
+        conn.commit()
+        assert _pump(conn, flows.create(start)) == (ops.Outcome.CREATED, row)  # the resend
+        conn.commit()
+        op = ops.AppendOp(row.id, None, now, "user", "hi", "{}", None, ON_MESSAGE, None, 100)
+        first = _pump(conn, flows.append(op, "\x1fkey-1"))
+        conn.commit()
+        again = _pump(conn, flows.append(op, "\x1fkey-1", resent=True))
+        conn.commit()
+        assert again == first and first.message.seq == 1
+        kinds = [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id").fetchall()]
+        assert kinds == ["conversation.started", "message.appended", "status.changed"]
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+
+
+# ---- sweep: bounded transactions ----------------------------------------------------------
+
+
+def test_sweep_purges_in_bounded_transactions(schema: str) -> None:
+    """The real sweep flow on a real connection: every transaction erases at most ``batch``
+    conversations, rows locked by a writer are skipped, and nothing expired stays visible."""
+    from datetime import UTC, datetime, timedelta
+
+    from threadkeep.backends.postgres._flows import COMMIT
+
+    clock = threadkeep.ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = threadkeep.open(
+        _url(schema), clock=clock, retention=threadkeep.Retention(ttl=timedelta(minutes=5))
+    )
+    try:
+        ids = [store.start(contact_id=f"c{i}").id for i in range(7)]
+        for cid in ids:
+            store.append(cid, "user", "hello")
+        clock.advance(timedelta(minutes=10))
+        assert store.list().items == []  # expired: invisible before any purge
+        now = int(clock.now().timestamp() * 1_000_000)
+        flow = _flows(schema).sweep(ops.SweepOp(now, False, "idle", ("new", "active"), 3, 100))
+        erased: list[int] = [0]
+        with _conn(schema) as conn, _conn(schema) as writer:
+            writer.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (ids[0],))
+            rows: Any = None
+            with contextlib.suppress(StopIteration), conn.cursor() as cur:
+                while True:
+                    query, params = flow.send(rows)
+                    if query == COMMIT[0]:
+                        conn.commit()
+                        erased.append(0)
+                        rows = []
+                        continue
+                    cur.execute(query, params or None)
+                    if query.startswith("DELETE FROM conversations"):
+                        erased[-1] += cur.rowcount
+                    rows = cur.fetchall() if cur.description is not None else []
+            conn.commit()
+            writer.rollback()
+        assert max(erased) <= 3 and sum(erased) == 6  # ids[0] was locked: skipped, not waited
+        assert store.sweep().purged == 1  # the next sweep takes it
+        with _conn(schema) as conn:
+            assert conn.execute("SELECT count(*) FROM conversations").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+    finally:
+        store.close()
 
 
 # ---- outage: our own cluster, stopped and started again ---------------------------------

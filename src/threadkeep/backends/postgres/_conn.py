@@ -15,11 +15,12 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import psycopg
+import psycopg_pool
 
 from threadkeep._exceptions import BackendError, BackendUnavailable
 from threadkeep._url import StoreURL
 
-__all__ = ["Attempts", "Settings"]
+__all__ = ["Attempts", "Settings", "lost_connection", "retry_key"]
 
 _BASE = 0.05
 _CAP = 1.0
@@ -36,11 +37,24 @@ class Settings:
         self.timeout: float = url.options.get("timeout", 5.0)
         self.retries: int = url.options.get("retries", 3)
         self.pool_size: int = url.options.get("pool_size", 0) or 10
+        # How long the pool keeps retrying one lost connection (with its own backoff) before
+        # it gives up and starts afresh on the next request: this bounds how long calls keep
+        # failing after the server is back (psycopg-pool's default is 5 minutes).
+        self.reconnect_timeout = max(2.0, self.timeout)
         self.channel = "threadkeep_events_" + re.sub(r"[^a-z0-9_]", "_", self.schema.lower())
         self.kwargs: dict[str, Any] = {
             "options": f"-c search_path={self.schema}",
             "connect_timeout": max(2, round(self.timeout)),
         }
+
+
+def lost_connection(exc: Exception) -> bool:
+    """Return whether ``exc`` is a lost or refused connection (no server error code)."""
+    return (
+        isinstance(exc, psycopg.OperationalError)
+        and not isinstance(exc, psycopg_pool.PoolTimeout)
+        and exc.sqlstate is None
+    )
 
 
 def retry_key() -> str:

@@ -53,6 +53,7 @@ class Flows:
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
+        self.events_lock = "threadkeep:events:" + channel
 
     # ---- shared steps --------------------------------------------------------------------
 
@@ -84,6 +85,7 @@ class Flows:
                 "at": at_us,
                 "keep": keep,
                 "chan": self.channel,
+                "lock": self.events_lock,
             },
         )
 
@@ -110,7 +112,9 @@ class Flows:
             )
             if found is not None:
                 return ops.Outcome.EXISTING, found
-        yield S.INSERT_CONV, S.conv_params(row)
+        inserted = yield S.INSERT_CONV, S.conv_params(row)
+        if not inserted:  # a resend whose first try committed (with its event)
+            return ops.Outcome.CREATED, row
         yield from self._emit(
             row.tenant,
             row.id,
@@ -350,14 +354,14 @@ class Flows:
             {"tenant": op.tenant, "contact": op.contact_id},
         )
         ids = [r[0] for r in rows]
-        if ids:
-            yield from self._erase(ids)
-            for cid in ids:
-                yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept)
         yield (
             "DELETE FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s",
             {"tenant": op.tenant, "contact": op.contact_id},
         )
+        if ids:
+            yield from self._erase(ids)
+            for cid in ids:  # events last: nothing waits on a lock while holding the log's
+                yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept)
         return sum(not is_expired(r[1], op.now_us) for r in rows)
 
     def sweep(self, op: ops.SweepOp) -> Flow[ops.SweepRow]:

@@ -175,10 +175,11 @@ def decode_msg(row: tuple[Any, ...]) -> ops.MsgRow:
     return ops.MsgRow(row[0], row[1], row[2], row[3], row[4], row[5], key)
 
 
+#: Ids are fresh per start() call, so a conflict means our own resent insert had committed.
 INSERT_CONV: Final = (
     f"INSERT INTO conversations ({CONV_COLS}) VALUES ("
     + ", ".join(f"%({c.strip()})s" for c in CONV_COLS.split(","))
-    + ")"
+    + ") ON CONFLICT (id) DO NOTHING RETURNING 1"
 )
 #: Writes back the fields an operation may change.
 UPDATE_CONV: Final = (
@@ -235,12 +236,18 @@ AFTER: Final = (
     "ORDER BY seq LIMIT %(n)s"
 )
 #: Appends one event (waking LISTENers on commit), trims the log to ``keep`` newest ids and
-#: raises the recorded floor; one statement.
+#: raises the recorded floor; one statement, always the last of its transaction. The
+#: advisory lock (per schema, held to commit) is taken before the id is drawn, so ids are
+#: handed out in commit order: a reader that sees id n has seen every id below it, and a
+#: cursor never skips an event committed late. PostgreSQL already serializes the commits of
+#: NOTIFYing transactions, so the lock adds one statement's time to that critical section.
 EMIT: Final = (
     "WITH e AS (INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
-    "SELECT %(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s FROM pg_notify(%(chan)s, '') "
+    "SELECT %(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s "
+    "FROM pg_advisory_xact_lock(hashtextextended(%(lock)s, 0)) l, pg_notify(%(chan)s, '') "
     "RETURNING id), "
-    "d AS (DELETE FROM events WHERE id <= (SELECT id FROM e) - %(keep)s RETURNING 1) "
+    "d AS (DELETE FROM events WHERE id > (SELECT value FROM meta WHERE key = 'events_floor') "
+    "AND id <= (SELECT id FROM e) - %(keep)s RETURNING 1) "
     "UPDATE meta SET value = (SELECT id FROM e) - %(keep)s "
     "WHERE key = 'events_floor' AND value < (SELECT id FROM e) - %(keep)s"
 )

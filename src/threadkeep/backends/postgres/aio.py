@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import time
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from threadkeep._rules import ops
 from threadkeep._url import StoreURL
-from threadkeep.backends.postgres._conn import Attempts, Settings, retry_key
+from threadkeep.backends.postgres._conn import Attempts, Settings, lost_connection, retry_key
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 
 __all__ = ["AsyncPostgresBackend"]
@@ -52,7 +53,7 @@ class AsyncPostgresBackend:
         # migrate now, synchronously: the registry constructs async backends in a thread
         from threadkeep.backends.postgres.sync import migrate
 
-        migrate(self._s)
+        self.migrated = migrate(self._s)  # how many migrations this open applied
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opening: asyncio.Lock | None = None
 
@@ -69,6 +70,7 @@ class AsyncPostgresBackend:
                     max_size=self._s.pool_size,
                     kwargs=self._s.kwargs,
                     timeout=self._s.timeout,
+                    reconnect_timeout=self._s.reconnect_timeout,
                     open=False,
                     name=f"threadkeep-async-{self._s.schema}",
                 )
@@ -86,7 +88,11 @@ class AsyncPostgresBackend:
                     result = await _pump(conn, make())
                 return result
             except psycopg.Error as exc:
-                await asyncio.sleep(attempts.pause(exc))
+                delay = attempts.pause(exc)
+                if lost_connection(exc) and self._pool is not None:
+                    with contextlib.suppress(Exception):  # replace dead pooled connections
+                        await self._pool.check()
+                await asyncio.sleep(delay)
 
     async def ping(self) -> None:
         """See AsyncBackend.ping."""

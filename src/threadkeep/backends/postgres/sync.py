@@ -8,6 +8,7 @@ hold its row lock, so appends serialize per conversation and run in parallel acr
 from __future__ import annotations
 
 import builtins
+import contextlib
 import time
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from threadkeep._rules import ops
 from threadkeep._url import StoreURL
-from threadkeep.backends.postgres._conn import Attempts, Settings, retry_key
+from threadkeep.backends.postgres._conn import Attempts, Settings, lost_connection, retry_key
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 
 __all__ = ["PostgresBackend"]
@@ -71,6 +72,7 @@ class PostgresBackend:
             max_size=self._s.pool_size,
             kwargs=self._s.kwargs,
             timeout=self._s.timeout,
+            reconnect_timeout=self._s.reconnect_timeout,
             open=False,
             name=f"threadkeep-{self._s.schema}",
         )
@@ -81,7 +83,7 @@ class PostgresBackend:
                 break
             except Exception as exc:
                 time.sleep(attempts.pause(exc))
-        migrate(self._s)
+        self.migrated = migrate(self._s)  # how many migrations this open applied
 
     def _run(self, make: Any, read: bool = False) -> Any:
         attempts = Attempts(self._s)
@@ -92,7 +94,11 @@ class PostgresBackend:
                     result = _pump(conn, make())
                 return result
             except psycopg.Error as exc:
-                time.sleep(attempts.pause(exc))
+                delay = attempts.pause(exc)
+                if lost_connection(exc):  # replace the pool's other dead connections now
+                    with contextlib.suppress(Exception):
+                        self._pool.check()
+                time.sleep(delay)
 
     def ping(self) -> None:
         """See Backend.ping."""
