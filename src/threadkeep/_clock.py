@@ -43,6 +43,13 @@ class ManualClock:
         with self._lock:
             return self._now
 
+    def set(self, when: datetime) -> None:
+        """Move the clock to ``when`` (forward or back); it must be timezone-aware."""
+        if when.tzinfo is None:
+            raise ValueError("ManualClock needs timezone-aware times")
+        with self._lock:
+            self._now = when
+
     def advance(self, delta: timedelta | float) -> datetime:
         """Move the clock forward by a timedelta or a number of seconds; return the new time."""
         step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)

@@ -101,11 +101,13 @@ class _StoreBase:
         metadata: dict[str, Any] | None,
         retention: Retention | None,
         resume: bool,
+        conversation_id: str | None = None,
     ) -> ops.StartOp:
         now = self._now_us()
         kept = retention_us(retention or self.retention)
         row = ops.ConvRow(
-            id=new_id(),
+            # An id is given only by import (threadkeep._transfer), which checks it is free.
+            id=new_id() if conversation_id is None else check_id(conversation_id),
             tenant=validate.check_name(tenant, "tenant"),
             contact_id=validate.check_name(contact_id, "contact_id"),
             agent_id=validate.check_name(agent_id, "agent_id", optional=True),

@@ -7,13 +7,11 @@ bad usage exits 2.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -27,16 +25,15 @@ from threadkeep import (
     AsyncStore,
     Conversation,
     ConversationClosed,
-    IllegalTransition,
     Message,
     Status,
     Store,
     ThreadkeepError,
 )
+from threadkeep._transfer import export_records, import_record, jsonable, parse_record
 from threadkeep.bot import Bot, EchoBot
 
 DEFAULT_STORE = "sqlite:///./threadkeep.db"
-IMPORTED_FROM = "imported_from"
 
 app = typer.Typer(
     help="Keep the conversations of chat agents.", no_args_is_help=True, add_completion=False
@@ -81,18 +78,8 @@ def _opened(url: str) -> Iterator[Store]:
         raise _fail(f"{type(e).__name__}: {e}") from None
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _conv_dict(conv: Conversation) -> dict[str, Any]:
-    return dict(_jsonable(asdict(conv)))
+    return dict(jsonable(asdict(conv)))
 
 
 def _write(text: str) -> None:
@@ -153,8 +140,8 @@ def _dump(s: Store, conv: Conversation) -> dict[str, Any]:
     msgs = s.messages(conv.id, tenant=conv.tenant)
     state = s.load_state(conv.id, tenant=conv.tenant)
     return {
-        "conversation": _conv_dict(conv),
-        "messages": [_jsonable(asdict(m)) for m in msgs],
+        "conversation": jsonable(asdict(conv)),
+        "messages": [jsonable(asdict(m)) for m in msgs],
         "state": {"version": state.version, "value": state.value},
     }
 
@@ -190,143 +177,46 @@ def export_cmd(
     tenant: TenantOpt = "default",
     output: Annotated[str, typer.Option("-o", "--output", help="File, or - for stdout.")] = "-",
 ) -> None:
-    """Export a tenant's conversations as JSONL.
+    """Export a tenant's live conversations as JSONL, one conversation per line.
 
-    One line per conversation: {"conversation", "messages", "state": {"version", "value"},
-    "facts"} where facts are the contact's remembered facts.
+    Each line is {"conversation", "messages" (the whole history), "state": {"version",
+    "value"}, "facts"} where facts are the contact's remembered facts.
     """
     to_stdout = output == "-"
     with _opened(store) as s:
-        convs: list[Conversation] = []
-        cursor: str | None = None
-        while True:
-            page = s.list(tenant=tenant, limit=200, cursor=cursor)
-            convs.extend(page.items)
-            if (cursor := page.next_cursor) is None:
-                break
-        fh: IO[str] = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
-        facts_seen: dict[str, list[dict[str, Any]]] = {}
+        total, records = export_records(s, tenant)
         try:
-            with Progress(console=err, disable=to_stdout or len(convs) < 50) as progress:
-                task = progress.add_task("export", total=len(convs))
-                for conv in convs:
-                    line = _dump(s, conv)
-                    if conv.contact_id not in facts_seen:
-                        facts = s.recall(conv.contact_id, tenant=tenant)
-                        facts_seen[conv.contact_id] = [_jsonable(asdict(f)) for f in facts]
-                    line["facts"] = facts_seen[conv.contact_id]
-                    fh.write(json.dumps(line) + "\n")
+            fh: IO[str] = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise _fail(f"cannot write {output}: {e.strerror}") from None
+        try:
+            with Progress(console=err, disable=to_stdout or total < 50) as progress:
+                task = progress.add_task("export", total=total)
+                for record in records:
+                    fh.write(json.dumps(record) + "\n")
                     progress.advance(task)
+        except ThreadkeepError as e:
+            raise _fail(f"{type(e).__name__}: {e}") from None
         finally:
             if not to_stdout:
                 fh.close()
     if not to_stdout:
-        err.print(f"exported {len(convs)} conversation(s) to {output}", highlight=False)
-
-
-class _BadLine(Exception):
-    pass
-
-
-def _parse(lineno: int, raw: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise _BadLine(f"line {lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise _BadLine(f"line {lineno}: expected a JSON object")
-    conv = data.get("conversation")
-    if not isinstance(conv, dict) or not isinstance(conv.get("id"), str):
-        raise _BadLine(f"line {lineno}: missing conversation.id")
-    if not isinstance(conv.get("contact_id"), str):
-        raise _BadLine(f"line {lineno}: missing conversation.contact_id")
-    msgs = data.get("messages", [])
-    if not isinstance(msgs, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in msgs
-    ):
-        raise _BadLine(f"line {lineno}: messages must be objects with role and content")
-    return data
-
-
-def _imported_index(s: Store, tenant: str) -> dict[str, Conversation]:
-    index: dict[str, Conversation] = {}
-    cursor: str | None = None
-    while True:
-        page = s.list(tenant=tenant, limit=200, cursor=cursor)
-        for c in page.items:
-            origin = c.metadata.get(IMPORTED_FROM)
-            if isinstance(origin, str):
-                index[origin] = c
-        if (cursor := page.next_cursor) is None:
-            return index
-
-
-def _import_one(
-    s: Store, tenant: str, data: dict[str, Any], index: dict[str, Conversation]
-) -> bool:
-    src = data["conversation"]
-    origin: str = src["id"]
-    conv = index.get(origin)
-    created = conv is None
-    if conv is None:
-        metadata = dict(src.get("metadata") or {})
-        metadata[IMPORTED_FROM] = origin
-        conv = s.start(
-            src["contact_id"],
-            tenant=tenant,
-            agent_id=src.get("agent_id"),
-            channel=src.get("channel"),
-            stage=src.get("stage"),
-            metadata=metadata,
-        )
-        index[origin] = conv
-    if conv.status != "closed":
-        for m in data.get("messages", []):
-            s.append(
-                conv.id,
-                m["role"],
-                m["content"],
-                metadata=m.get("metadata") or None,
-                idempotency_key=f"import:{origin}:{m.get('seq')}",
-                tenant=tenant,
-            )
-    state = data.get("state") or {}
-    if state.get("version", 0) and state.get("value") is not None:
-        current = s.load_state(conv.id, tenant=tenant)
-        if current.version == 0 or current.value != state["value"]:
-            s.save_state(conv.id, state["value"], tenant=tenant)
-    conv = s.get(conv.id, tenant=tenant)
-    if conv.stage != src.get("stage") and conv.status != "closed":
-        conv = s.set_stage(conv.id, src.get("stage"), tenant=tenant)
-    target = src.get("status")
-    if isinstance(target, str) and conv.status != target:
-        # e.g. ``new`` cannot be restored once messages moved the conversation on.
-        with contextlib.suppress(IllegalTransition):
-            s.set_status(conv.id, target, tenant=tenant)
-    known = {f.key: (f.value, f.tier) for f in s.recall(src["contact_id"], tenant=tenant)}
-    for f in data.get("facts") or []:
-        if not isinstance(f, dict) or not isinstance(f.get("key"), str):
-            continue
-        tier = f.get("tier", "medium")
-        if known.get(f["key"]) != (f.get("value"), tier):
-            s.remember(src["contact_id"], f["key"], f.get("value"), tenant=tenant, tier=tier)
-    return created
+        err.print(f"exported {total} conversation(s) to {output}", highlight=False)
 
 
 @app.command("import")
 def import_cmd(
     file: Annotated[str, typer.Argument(help="JSONL file written by export, or - for stdin.")],
     store: StoreOpt = DEFAULT_STORE,
-    tenant: TenantOpt = "default",
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant (default: each record's own).")
+    ] = None,
 ) -> None:
     """Import conversations from an export; importing the same file twice changes nothing.
 
-    Kept: contact, agent, channel, metadata, stage, status (when the lifecycle allows it),
-    message roles/contents/metadata/order, the current state value and contact facts.
-    Not kept: ids (new ones are generated; the original id is stored in
-    metadata["imported_from"]), timestamps (those of the import run), state history (only
-    the current value is saved, as version 1) and message seqs of trimmed histories.
+    Ids, timestamps, messages, metadata, stage, status, time to live, the current state and
+    the contacts' facts are kept. Not kept: earlier state versions (the current value becomes
+    version 1) and the seq numbers of a history trimmed by max_messages (renumbered from 1).
     """
     try:
         raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
@@ -334,21 +224,26 @@ def import_cmd(
         raise _fail(f"cannot read {file}: {e.strerror}") from None
     lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     try:
-        parsed = [_parse(n, line) for n, line in lines]
-    except _BadLine as e:
+        records = [parse_record(line, f"line {n}") for n, line in lines]
+    except ThreadkeepError as e:
         raise _fail(str(e)) from None
     created = 0
-    with _opened(store) as s:
-        index = _imported_index(s, tenant)
-        with Progress(console=err, disable=len(parsed) < 50) as progress:
-            task = progress.add_task("import", total=len(parsed))
-            for (n, _), data in zip(lines, parsed, strict=True):
+    clock = threadkeep.ManualClock()
+    try:
+        with (
+            threadkeep.open(store, clock=clock) as s,
+            Progress(console=err, disable=len(records) < 50) as progress,
+        ):
+            task = progress.add_task("import", total=len(records))
+            for (n, _), record in zip(lines, records, strict=True):
                 try:
-                    created += _import_one(s, tenant, data, index)
+                    created += import_record(s, clock, record, tenant=tenant)
                 except ThreadkeepError as e:
                     raise _fail(f"line {n}: {type(e).__name__}: {e}") from None
                 progress.advance(task)
-    err.print(f"imported {len(parsed)} conversation(s), {created} new", highlight=False)
+    except ThreadkeepError as e:
+        raise _fail(f"{type(e).__name__}: {e}") from None
+    err.print(f"imported {len(records)} conversation(s), {created} new", highlight=False)
 
 
 @app.command("sweep")

@@ -1,0 +1,202 @@
+"""Export and import of whole conversations as JSON records (``threadkeep export``/``import``).
+
+A record is one JSON object: ``{"conversation": {…}, "messages": […], "state": {"version",
+"value"}, "facts": […]}``. Import replays a record through the store's own operations on a
+``ManualClock`` set to the original times, so every backend applies its own rules and the
+result keeps the conversation's id, tenant, contact, agent, channel, metadata, stage, status,
+timestamps, time to live, every message (role, content, metadata, time, idempotency key) and the
+contact's facts. Two things are not carried: the state's earlier versions (the current value is
+saved again, as version 1) and the seq numbers of a history trimmed by ``max_messages`` (the kept
+messages are numbered from 1 again).
+
+Importing a record twice changes nothing: an existing conversation only receives the messages
+it lacks, and only changed state, stage, status and facts are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, replace
+from datetime import datetime
+from typing import Any
+
+from threadkeep._clock import ManualClock
+from threadkeep._exceptions import ConversationNotFound, IllegalTransition, InvalidInput
+from threadkeep._models import Conversation
+from threadkeep._rules import outcomes
+from threadkeep._store import Store
+
+__all__ = ["export_records", "import_record", "jsonable", "parse_record"]
+
+
+def jsonable(value: Any) -> Any:
+    """Return ``value`` with datetimes as ISO 8601 strings, recursively."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _record(store: Store, conv: Conversation) -> dict[str, Any]:
+    messages: list[Any] = []
+    after = 0
+    while page := store.messages(conv.id, after=after, limit=1000, tenant=conv.tenant):
+        messages.extend(jsonable(asdict(m)) for m in page)
+        after = page[-1].seq
+    state = store.load_state(conv.id, tenant=conv.tenant)
+    return {
+        "conversation": jsonable(asdict(conv)),
+        "messages": messages,
+        "state": {"version": state.version, "value": state.value},
+        "facts": [jsonable(asdict(f)) for f in store.recall(conv.contact_id, tenant=conv.tenant)],
+    }
+
+
+def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, Any]]]:
+    """Return how many live conversations ``tenant`` has and an iterator of their records.
+
+    The conversations are listed first (keyset pages, newest activity first), then read one
+    by one, so a long export can show progress.
+
+    Raises:
+        InvalidInput: a bad tenant name.
+    """
+    convs: list[Conversation] = []
+    cursor: str | None = None
+    while True:
+        page = store.list(tenant=tenant, limit=200, cursor=cursor)
+        convs.extend(page.items)
+        if (cursor := page.next_cursor) is None:
+            break
+    return len(convs), (_record(store, c) for c in convs)
+
+
+def parse_record(raw: str, where: str) -> dict[str, Any]:
+    """Decode and check the shape of one JSONL line of an export.
+
+    Args:
+        raw: the line.
+        where: names the line in errors (such as ``"line 3"``).
+
+    Raises:
+        InvalidInput: not JSON, or not shaped like a record.
+    """
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"{where}: invalid JSON ({e.msg})", field=where) from None
+    conv = data.get("conversation") if isinstance(data, dict) else None
+    if not isinstance(conv, dict):
+        raise InvalidInput(f"{where}: expected an object with a conversation", field=where)
+    for name in ("id", "tenant", "contact_id", "status", "created_at", "last_activity_at"):
+        if not isinstance(conv.get(name), str):
+            raise InvalidInput(f"{where}: conversation.{name} must be a string", field=where)
+    msgs = data.get("messages", [])
+    if not isinstance(msgs, list) or not all(
+        isinstance(m, dict)
+        and isinstance(m.get("seq"), int)
+        and isinstance(m.get("role"), str)
+        and isinstance(m.get("content"), str)
+        for m in msgs
+    ):
+        raise InvalidInput(
+            f"{where}: messages must be objects with seq, role and content", field=where
+        )
+    facts = data.get("facts", [])
+    if not isinstance(facts, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("key"), str) for f in facts
+    ):
+        raise InvalidInput(f"{where}: facts must be objects with a key", field=where)
+    return dict(data)
+
+
+def _when(value: object, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be an ISO 8601 time, not {value!r}", field=field)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{field} must be an ISO 8601 time, not {value!r}", field=field
+        ) from None
+    if when.tzinfo is None:
+        raise InvalidInput(f"{field} must carry a time zone, not {value!r}", field=field)
+    return when
+
+
+def _start(store: Store, clock: ManualClock, src: Mapping[str, Any], tenant: str) -> Conversation:
+    clock.set(_when(src.get("created_at"), "conversation.created_at"))
+    expires = src.get("expires_at")
+    ttl = None
+    if expires is not None:
+        last = _when(src.get("last_activity_at"), "conversation.last_activity_at")
+        ttl = _when(expires, "conversation.expires_at") - last
+    op = store._plan_start(
+        src["contact_id"], tenant=tenant, agent_id=src.get("agent_id"),
+        channel=src.get("channel"), stage=src.get("stage"), metadata=src.get("metadata"),
+        retention=replace(store.retention, ttl=ttl), resume=False, conversation_id=src["id"],
+    )  # fmt: skip
+    return outcomes.finish_conversation(store._backend.create(op)[1])
+
+
+def import_record(
+    store: Store, clock: ManualClock, record: Mapping[str, Any], *, tenant: str | None = None
+) -> bool:
+    """Write one exported record into ``store``; return True when it made the conversation.
+
+    Args:
+        store: a store opened with ``clock``, which this function sets to the record's times.
+        clock: the store's clock.
+        record: one record as written by ``export_records``.
+        tenant: put the conversation in this tenant instead of the record's own.
+
+    Raises:
+        InvalidInput: a malformed record, or its id is taken by another tenant's conversation.
+        ThreadkeepError: what the store raises for the record's content.
+    """
+    src = record["conversation"]
+    tenant = tenant or src["tenant"]
+    try:
+        conv = store.get(src["id"])
+    except ConversationNotFound:
+        conv = None
+    if conv is not None and conv.tenant != tenant:
+        raise InvalidInput(
+            f"conversation {src['id']!r} already exists in tenant {conv.tenant!r}", field="id"
+        )
+    created = conv is None
+    if conv is None:
+        conv = _start(store, clock, src, tenant)
+    messages = sorted(record.get("messages") or [], key=lambda m: m["seq"])
+    have = store.messages(conv.id, last=1, tenant=tenant)
+    for m in messages[have[-1].seq if have else 0 :]:
+        clock.set(_when(m.get("created_at"), "message.created_at"))
+        store.append(
+            conv.id, m["role"], m["content"], metadata=m.get("metadata") or None,
+            idempotency_key=m.get("idempotency_key"), tenant=tenant,
+        )  # fmt: skip
+    clock.set(_when(src.get("last_activity_at"), "conversation.last_activity_at"))
+    state = record.get("state") or {}
+    if state.get("version") and store.load_state(conv.id, tenant=tenant).value != state["value"]:
+        store.save_state(conv.id, state["value"], tenant=tenant)
+    conv = store.get(conv.id, tenant=tenant)
+    if conv.stage != src.get("stage") and conv.status != "closed":
+        conv = store.set_stage(conv.id, src.get("stage"), tenant=tenant)
+    if conv.status != src.get("status"):
+        # ``new`` cannot come back once the replayed messages moved the conversation on.
+        with contextlib.suppress(IllegalTransition):
+            store.set_status(conv.id, src["status"], tenant=tenant)
+    known = {f.key: (f.value, f.tier) for f in store.recall(src["contact_id"], tenant=tenant)}
+    for fact in record.get("facts") or []:
+        if known.get(fact["key"]) != (fact.get("value"), fact.get("tier")):
+            clock.set(_when(fact.get("updated_at"), "fact.updated_at"))
+            store.remember(
+                src["contact_id"], fact["key"], fact.get("value"), tenant=tenant,
+                tier=fact.get("tier", "medium"),
+            )  # fmt: skip
+    return created
