@@ -63,7 +63,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     _configure_logging(settings.log_level)
     api_keys = settings.tenants_by_key()
     metrics = Metrics()
-    holder = StoreHolder(settings.store, metrics)
+    holder = StoreHolder(settings.store, metrics, settings.limits())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import cast
 
+from threadkeep._config import Limits
 from threadkeep._exceptions import BackendUnavailable
 from threadkeep._store import AsyncStore
 from threadkeep._url import StoreURL
@@ -26,8 +27,9 @@ class StoreHolder:
     a restart once the store is back.
     """
 
-    def __init__(self, url: str, metrics: Metrics) -> None:
+    def __init__(self, url: str, metrics: Metrics, limits: Limits | None = None) -> None:
         self.url = url
+        self.limits = limits
         self.redacted = StoreURL.parse(url).redacted()
         self._metrics = metrics
         self._store: AsyncStore | None = None
@@ -52,7 +54,7 @@ class StoreHolder:
                 parsed = StoreURL.parse(self.url)
                 backend = await asyncio.to_thread(load_async, parsed)
                 timed = cast(AsyncBackend, TimedBackend(backend, self._metrics))
-                self._store = AsyncStore(timed, url=parsed.redacted())
+                self._store = AsyncStore(timed, url=parsed.redacted(), limits=self.limits)
                 log.info("store %s opened", self.redacted)
             return self._store
 

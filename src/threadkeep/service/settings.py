@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from threadkeep._config import DEFAULT_LIMITS, Limits
 from threadkeep._exceptions import InvalidInput
 from threadkeep._rules.validate import check_name
 
@@ -41,6 +43,7 @@ class ServiceSettings(BaseSettings):
         turn_wait: seconds a second message for a busy conversation waits before 409.
         sse_heartbeat: seconds between SSE heartbeat comments.
         ready_timeout: seconds ``/readyz`` waits for the store.
+        events_kept: how many of the newest events the store's log retains.
         log_level: the service's log level.
     """
 
@@ -58,7 +61,12 @@ class ServiceSettings(BaseSettings):
     turn_wait: float = Field(default=5.0, ge=0)
     sse_heartbeat: float = Field(default=15.0, gt=0)
     ready_timeout: float = Field(default=2.0, gt=0)
+    events_kept: int = Field(default=DEFAULT_LIMITS.events_kept, ge=1)
     log_level: str = "INFO"
+
+    def limits(self) -> Limits:
+        """Return the store limits these settings ask for."""
+        return replace(DEFAULT_LIMITS, events_kept=self.events_kept)
 
     def tenants_by_key(self) -> dict[str, str]:
         """Return the configured API keys, each mapped to its tenant.
