@@ -6,10 +6,13 @@ that flush scripts or stop the server start their own ``redis-server`` on a free
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,10 +74,11 @@ def _free_port() -> int:
 class OwnServer:
     """A redis-server of this test's own, in a temporary directory."""
 
-    def __init__(self, directory: Path, *, appendonly: bool) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool, extra: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.port = _free_port()
         self.appendonly = appendonly
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -84,6 +88,7 @@ class OwnServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -94,6 +99,7 @@ class OwnServer:
                     return
             except redis.RedisError:
                 time.sleep(0.05)
+        self.kill()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def kill(self) -> None:
@@ -103,21 +109,40 @@ class OwnServer:
             self.process.wait(10)
             self.process = None
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a frozen server run again (SIGCONT)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[OwnServer]:
+def _require_binary() -> None:
     if not Path(REDIS_SERVER).exists():
         reason = f"redis-server binary not found at {REDIS_SERVER}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[OwnServer]:
+    _require_binary()
     server = OwnServer(tmp_path, appendonly=True)
     server.start()
     yield server
+    if server.process is not None:
+        server.resume()
     server.kill()
 
 
@@ -240,3 +265,299 @@ async def test_async_outage_recovers(own_server: OwnServer) -> None:
         assert after.seq == 2
     finally:
         await store.aclose()
+
+
+# ---- every change is one script, and every script stays in one Cluster slot -----------------
+
+
+def _workload(store: threadkeep.Store) -> None:
+    """Call every method of the public API at least once."""
+    conv = store.resume("c-1", tenant="t-1", channel="sms", stage="Q0", metadata={"x": 1})
+    assert store.resume("c-1", tenant="t-1").id == conv.id
+    assert store.find_open("c-1", tenant="t-1") is not None
+    store.append(conv.id, "user", "hi", idempotency_key="k-1")
+    store.append(conv.id, "user", "hi", idempotency_key="k-1")
+    store.append(conv.id, "assistant", "hello")
+    store.get(conv.id)
+    store.messages(conv.id, last=5)
+    store.messages(conv.id, after=1, limit=5)
+    store.context(conv.id)
+    version = store.save_state(conv.id, {"stage": "Q1"}, expected_version=0)
+    store.save_state(conv.id, {"stage": "Q2"}, expected_version=version)
+    store.load_state(conv.id)
+    store.rollback_state(conv.id, to_version=version)
+    store.set_stage(conv.id, "Q2")
+    store.set_status(conv.id, "waiting_agent")
+    store.set_status(conv.id, "active")
+    with store.turn(conv.id, lease=5) as turn:
+        turn.append("assistant", "fenced")
+    store.list(tenant="t-1", status="active")
+    store.list(tenant="t-1", contact_id="c-1")
+    store.counts(tenant="t-1")
+    store.remember("c-1", "prefers", "text", tenant="t-1", tier="critical")
+    store.recall("c-1", tenant="t-1")
+    last = list(store.events(tenant="t-1"))[-1].id
+    assert list(store.events(tenant="t-1", after=last, timeout=0.2)) == []  # XREAD BLOCK
+    store.sweep(dry_run=True)
+    store.sweep()
+    store.close_conversation(conv.id)
+    other = store.start("c-2", tenant="t-1")
+    store.delete(other.id)
+    store.delete_contact("c-1", tenant="t-1")
+
+
+#: Commands the store may send itself; everything else happens inside scripts.
+_DIRECT = {"EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT"}
+
+
+def _monitor(server: OwnServer, sink: list[dict[str, object]], ready: threading.Event) -> None:
+    client = server.client()
+    with client.monitor() as monitor:
+        ready.set()
+        for command in monitor.listen():
+            if command["command"] == "ECHO monitor-stop":
+                break
+            sink.append(command)
+    client.close()
+
+
+def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: OwnServer) -> None:
+    seen: list[dict[str, object]] = []
+    ready = threading.Event()
+    watcher = threading.Thread(target=_monitor, args=(own_server, seen, ready))
+    watcher.start()
+    assert ready.wait(10)
+    raw = own_server.client()
+    try:
+        with threadkeep.open(own_server.url + "?prefix=mon") as store:
+            _workload(store)
+            conv = store.start("c-3")
+            raw.echo("appends-begin")
+            for i in range(10):
+                store.append(conv.id, "user", f"m{i}")
+            raw.echo("appends-end")
+    finally:
+        raw.echo("monitor-stop")
+        watcher.join(10)
+        raw.close()
+    direct = [str(c["command"]) for c in seen if c["client_type"] != "lua"]
+    names = [c.split(" ", 1)[0].upper() for c in direct]
+    assert set(names) - {"ECHO"} <= _DIRECT, sorted(set(names))
+    assert "XREAD" in names  # events() waits with XREAD BLOCK …
+    assert any(c.upper().startswith("XREAD BLOCK") for c in direct)
+    # … and between the markers each append was exactly one EVALSHA, nothing else
+    begin, end = names.index("ECHO"), len(names) - 1 - names[::-1].index("ECHO")
+    assert direct[begin] == "ECHO appends-begin" and direct[end] == "ECHO appends-end"
+    assert names[begin + 1 : end] == ["EVALSHA"] * 10
+    # no script reads a whole history: LRANGE only over a window, never 0 .. -1 on append
+    in_scripts = [str(c["command"]) for c in seen if c["client_type"] == "lua"]
+    assert not any(c.startswith(("GET ", "SET ")) and ":m:" in c for c in in_scripts)
+
+
+def test_scripts_never_leave_the_stores_cluster_slot(tmp_path: Path) -> None:
+    _require_binary()
+    server = OwnServer(
+        tmp_path,
+        appendonly=False,
+        extra=(
+            *("--cluster-enabled", "yes", "--cluster-port", str(_free_port())),
+            *("--cluster-config-file", str(tmp_path / "nodes.conf")),
+        ),
+    )
+    server.start()
+    try:
+        raw = server.client()
+        raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 20
+        while "cluster_state:ok" not in raw.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "single-node cluster did not come up"
+            time.sleep(0.1)
+        # the server really refuses a script that strays into another slot …
+        with pytest.raises(redis.ResponseError, match="same slot"):
+            raw.eval("#!lua\nredis.call('SET', '{other}:x', 1) return 1", 1, "{mine}:ev")
+        # … and every script of the store stays in the slot of the key it routes by
+        with threadkeep.open(server.url + "?prefix=cl") as store:
+            _workload(store)
+        with threadkeep.open(server.url + "?prefix=cl2") as store:
+            _workload(store)  # a second store: its own tag, its own slot
+        assert raw.cluster("keyslot", Keys("cl").events) != raw.cluster(
+            "keyslot", Keys("cl2").events
+        )
+        raw.close()
+    finally:
+        server.kill()
+
+
+# ---- TTLs renewed on activity ---------------------------------------------------------------
+
+
+def test_activity_renews_the_ttl_of_every_key_of_the_conversation(prefix: str) -> None:
+    ttl = timedelta(hours=2)
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start("c-1", retention=Retention(ttl=ttl))
+        store.append(conv.id, "user", "hi", idempotency_key="k-1")
+        store.append(conv.id, "user", "no key")
+        store.save_state(conv.id, {"stage": "Q1"})
+        raw = _raw()
+        keys = Keys(prefix).conversation_keys(conv.id)
+        assert all(raw.exists(k) for k in keys), keys
+
+        def shorten() -> None:
+            for key in keys:
+                raw.pexpire(key, 60_000)
+
+        def renewed() -> bool:
+            return all(raw.pttl(k) >= ttl.total_seconds() * 1000 for k in keys)
+
+        for activity in (
+            lambda: store.append(conv.id, "user", "again"),
+            lambda: store.save_state(conv.id, {"stage": "Q2"}),
+            lambda: store.set_stage(conv.id, "Q3"),
+            lambda: store.set_status(conv.id, "waiting_agent"),
+        ):
+            shorten()
+            activity()
+            assert renewed(), [(k, raw.pttl(k)) for k in keys]
+        raw.close()
+
+
+# ---- a change resent after its reply was lost is applied once -------------------------------
+
+
+class LosingProxy:
+    """A TCP relay to a server; once armed, it delivers the next EVALSHA and drops its reply.
+
+    Dropping the reply closes the client's connection, as a network fault after the server
+    ran the script would: the store sees a connection error and sends the script again.
+    """
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.armed = False
+        self.dropped = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            swallow = threading.Event()
+            threading.Thread(target=self._up, args=(client, server, swallow), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, swallow), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, swallow: threading.Event) -> None:
+        try:
+            while data := client.recv(65536):
+                with self.lock:
+                    if self.armed and b"EVALSHA" in data.upper():
+                        self.armed = False
+                        swallow.set()
+                server.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _shut(server)
+
+    def _down(self, server: socket.socket, client: socket.socket, swallow: threading.Event) -> None:
+        try:
+            while data := server.recv(65536):
+                if swallow.is_set():
+                    self.dropped += 1
+                    break
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _shut(client)
+            _shut(server)
+
+    def arm(self) -> None:
+        with self.lock:
+            self.armed = True
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def test_a_change_resent_after_a_lost_reply_is_applied_once(own_server: OwnServer) -> None:
+    proxy = LosingProxy(own_server.port)
+    url = f"redis://127.0.0.1:{proxy.port}/0?prefix=lost&retries=3&timeout=5"
+    try:
+        with threadkeep.open(url) as store:
+            conv = store.start("c-1")
+            warm = store.start("c-warm")  # load every script used below before faults start
+            store.append(conv.id, "user", "first")
+            store.save_state(conv.id, {"v": 0})
+            with store.turn(warm.id):
+                pass
+            store.delete(warm.id)
+
+            proxy.arm()
+            message = store.append(conv.id, "user", "once")  # no caller key: the internal one
+            assert proxy.dropped == 1
+            assert message.seq == 2
+            assert [m.content for m in store.messages(conv.id)] == ["first", "once"]
+            appended = [e for e in store.events() if e.kind == "message.appended"]
+            assert [e.data["seq"] for e in appended if e.conversation_id == conv.id] == [1, 2]
+
+            proxy.arm()
+            assert store.save_state(conv.id, {"v": 1}, expected_version=1) == 2
+            assert proxy.dropped == 2
+            assert store.load_state(conv.id).version == 2
+
+            proxy.arm()
+            with store.turn(conv.id, lease=5) as turn:  # not TurnInProgress against itself
+                turn.append("assistant", "fenced")
+            assert proxy.dropped == 3
+
+            proxy.arm()
+            again = store.start("c-2")
+            assert proxy.dropped == 4
+            assert [c.id for c in store.list(contact_id="c-2").items] == [again.id]
+
+            proxy.arm()
+            store.delete(conv.id)  # not ConversationNotFound for its own first run
+            assert proxy.dropped == 5
+            with pytest.raises(threadkeep.ConversationNotFound):
+                store.get(conv.id)
+    finally:
+        proxy.close()
+
+
+# ---- a frozen server: the call gives up within its timeout ------------------------------------
+
+
+def test_a_frozen_server_fails_calls_within_the_timeout(own_server: OwnServer) -> None:
+    url = own_server.url + "?prefix=frozen&timeout=1&retries=3"
+    with threadkeep.open(url) as store:
+        conv = store.start("c-1")
+        store.append(conv.id, "user", "before")
+        own_server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable) as info:
+                store.append(conv.id, "user", "while frozen")
+            # one attempt times out after 1 s and the deadline stops the retries; the bound
+            # is loose because the machine is shared, but far below 4 attempts × 1 s
+            assert time.monotonic() - started < 2.5
+            assert "TimeoutError" in str(info.value)
+            assert isinstance(info.value.__cause__, redis.TimeoutError)
+        finally:
+            own_server.resume()
+        after = store.append(conv.id, "user", "after")  # same Store object
+        # the frozen append may have run once the server woke up: it is never stored twice
+        contents = [m.content for m in store.messages(conv.id)]
+        assert contents.count("while frozen") <= 1
+        assert contents[-1] == "after" and after.seq == len(contents)

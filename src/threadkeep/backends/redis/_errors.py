@@ -1,34 +1,78 @@
 """Redis exceptions mapped once, and the retry policy both drivers follow.
 
-Connection errors and timeouts are retried with exponential backoff and jitter, within the
-call's deadline; then (or at once for errors retrying cannot fix) a threadkeep error is raised
-``from`` the driver's exception, so nothing from redis-py leaks to callers.
+Connection errors and timeouts are retried by redis-py's own ``Retry`` with
+``ExponentialWithJitterBackoff``, at most ``retries`` times and never once the call's
+``timeout`` has run out; then (or at once, for errors retrying cannot fix) a threadkeep error is
+raised ``from`` the driver's exception, so nothing from redis-py leaks to callers.
+
+Resending a request is safe: an append carries an internal idempotency key, a state save, a
+lease and a delete carry a call token, a create finds its own row, and the other scripts are
+reads or leave nothing to repeat.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from typing import NoReturn
 
 from redis import exceptions as rex
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from threadkeep._exceptions import BackendError, BackendUnavailable
 
-__all__ = ["Attempts"]
+__all__ = ["Call", "Policy"]
 
-_BASE = 0.05  # first pause, seconds
-_CAP = 1.0  # longest pause, seconds
+_BASE = 0.05  # the n-th pause is uniform in [0, _BASE * 2**n) seconds …
+_CAP = 1.0  # … and never longer than this
 
-#: Errors after which the same request may be sent again. Scripts are safe to resend: an
-#: append carries an internal idempotency key and a state save a call token.
-_RETRYABLE = (rex.ConnectionError, rex.TimeoutError)
+#: Errors after which the same request may be sent again.
+_RETRYABLE: tuple[type[rex.RedisError], ...] = (rex.ConnectionError, rex.TimeoutError)
 #: Subclasses of the above that retrying does not fix.
 _FINAL = (rex.AuthenticationError, rex.AuthorizationError)
 
 
-class Attempts:
-    """The attempts of one request: how long to pause before the next one, or give up.
+class Call:
+    """One request's attempts: stops the retries once the deadline passed, then maps the error.
+
+    Args:
+        host: host:port, for messages (never the password).
+        timeout: seconds after the first attempt when no new attempt starts.
+    """
+
+    def __init__(self, host: str, timeout: float) -> None:
+        self.host = host
+        self.deadline = time.monotonic() + timeout
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        """Count a failed attempt; re-raise ``exc`` when no other attempt may follow."""
+        self.failures += 1
+        if isinstance(exc, _FINAL) or time.monotonic() >= self.deadline:
+            raise exc
+
+    async def afailed(self, exc: Exception) -> None:
+        """Do what ``failed`` does, as the coroutine redis-py's asyncio ``Retry`` awaits."""
+        self.failed(exc)
+
+    def fail(self, exc: rex.RedisError) -> NoReturn:
+        """Raise the threadkeep error for ``exc``.
+
+        Raises:
+            BackendUnavailable: connection errors, timeouts, authentication failures.
+            BackendError: any other failure of Redis.
+        """
+        cause = f"{type(exc).__name__}: {exc}"
+        if self.failures > 1:
+            cause += f" (after {self.failures} attempts)"
+        if isinstance(exc, _RETRYABLE):
+            raise BackendUnavailable("redis", self.host, cause) from exc
+        raise BackendError(f"redis at {self.host} failed: {cause}") from exc
+
+
+class Policy:
+    """The retry policy of one store.
 
     Args:
         host: host:port, for messages (never the password).
@@ -38,38 +82,11 @@ class Attempts:
 
     def __init__(self, host: str, retries: int, timeout: float) -> None:
         self.host = host
-        self.retries = retries
-        self.deadline = time.monotonic() + timeout
-        self.failures = 0
+        self.timeout = timeout
+        backoff = ExponentialWithJitterBackoff(cap=_CAP, base=_BASE)
+        self.retry = Retry(backoff, retries, _RETRYABLE)
+        self.aretry = AsyncRetry(backoff, retries, _RETRYABLE)
 
-    def pause(self, exc: Exception) -> float:
-        """Return how long to sleep before sending the request again.
-
-        Raises:
-            BackendUnavailable: the server cannot be reached (retries or time used up).
-            BackendError: any other failure of Redis.
-        """
-        if not isinstance(exc, rex.RedisError):
-            raise exc
-        if not isinstance(exc, _RETRYABLE) or isinstance(exc, _FINAL):
-            self.fail(exc)
-        self.failures += 1
-        remaining = self.deadline - time.monotonic()
-        if self.failures > self.retries or remaining <= 0:
-            self.fail(exc)
-        delay = min(_CAP, _BASE * 2 ** (self.failures - 1))
-        return float(min(remaining, delay * random.uniform(0.5, 1.0)))
-
-    def fail(self, exc: Exception) -> NoReturn:
-        """Raise the threadkeep error for ``exc``.
-
-        Raises:
-            BackendUnavailable: connection errors, timeouts, authentication failures.
-            BackendError: any other failure of Redis.
-        """
-        cause = f"{type(exc).__name__}: {exc}"
-        if self.failures:
-            cause += f" (after {self.failures} attempt{'s' if self.failures > 1 else ''})"
-        if isinstance(exc, _RETRYABLE):
-            raise BackendUnavailable("redis", self.host, cause) from exc
-        raise BackendError(f"redis at {self.host} failed: {cause}") from exc
+    def call(self) -> Call:
+        """Start the attempts of one request."""
+        return Call(self.host, self.timeout)

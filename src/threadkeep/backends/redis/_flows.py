@@ -306,6 +306,7 @@ class Flows:
             kind,
             codec.json_text(data),
             _ALL_STATUSES,
+            uuid.uuid4().hex,
         )
 
     def delete(self, op: DeleteOp) -> Flow[bool]:
@@ -359,7 +360,13 @@ class Flows:
     def acquire_lease(self, op: LeaseOp) -> Flow[LeaseResult]:
         """See Backend.acquire_lease."""
         reply = yield self._eval(
-            "lease", "acquire", op.conversation_id, codec.opt(op.tenant), op.now_us, op.until_us
+            "lease",
+            "acquire",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            op.until_us,
+            uuid.uuid4().hex,
         )
         if len(reply) < 2:
             return LeaseResult(Outcome(reply[0]))

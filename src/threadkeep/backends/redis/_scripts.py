@@ -2,6 +2,12 @@
 
 The drivers register them with redis-py's ``register_script``: it runs them with EVALSHA and
 loads them again after NOSCRIPT (a server restart or ``SCRIPT FLUSH``).
+
+Each script starts with the ``#!lua`` shebang (Redis 7): without it Redis runs a script in a
+compatibility mode that lets it touch keys of any slot; with it, Redis Cluster refuses a script
+that strays from the slot of its routing key, so the single-slot design is checked by the
+server, not just by convention. No flags are given: every script may write, and none may run
+on a stale replica or past ``maxmemory``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ def _load() -> dict[str, str]:
     folder = resources.files(__package__).joinpath("scripts")
     lib = folder.joinpath("_lib.lua").read_text(encoding="utf-8")
     return {
-        entry.name.removesuffix(".lua"): lib + "\n" + entry.read_text(encoding="utf-8")
+        entry.name.removesuffix(".lua"): "#!lua\n" + lib + "\n" + entry.read_text(encoding="utf-8")
         for entry in folder.iterdir()
         if entry.name.endswith(".lua") and not entry.name.startswith("_")
     }

@@ -10,7 +10,6 @@ history.
 from __future__ import annotations
 
 import builtins
-import time
 from collections.abc import Generator
 from typing import Any, TypeVar
 
@@ -51,7 +50,7 @@ from threadkeep._rules.ops import (
     UpdateResult,
 )
 from threadkeep._url import StoreURL
-from threadkeep.backends.redis._errors import Attempts
+from threadkeep.backends.redis._errors import Policy
 from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
 from threadkeep.backends.redis._options import Options
 from threadkeep.backends.redis._scripts import SCRIPTS
@@ -71,6 +70,7 @@ class RedisBackend:
     def __init__(self, url: StoreURL) -> None:
         self._options = Options.from_url(url)
         self._flows = Flows(self._options.keys, self._options.idempotency_keys)
+        self._policy = Policy(self._options.host, self._options.retries, self._options.timeout)
         pool = redis.BlockingConnectionPool.from_url(
             self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
         )
@@ -88,12 +88,11 @@ class RedisBackend:
         return self._client.xread({events: request.after_id}, count=1, block=ms)
 
     def _send(self, request: Request) -> Any:
-        attempts = Attempts(self._options.host, self._options.retries, self._options.timeout)
-        while True:
-            try:
-                return self._execute(request)
-            except redis.RedisError as exc:
-                time.sleep(attempts.pause(exc))
+        call = self._policy.call()
+        try:
+            return self._policy.retry.call_with_retry(lambda: self._execute(request), call.failed)
+        except redis.RedisError as exc:
+            call.fail(exc)
 
     def _drive(self, flow: Generator[Request, Any, T]) -> T:
         try:

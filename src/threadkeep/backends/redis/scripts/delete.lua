@@ -3,9 +3,13 @@
 -- KEYS[1] event stream (routing)
 -- ARGV[1] key base; ARGV[2] "id" | "contact"; ARGV[3] id or contact; ARGV[4] tenant (opt);
 -- ARGV[5] now; ARGV[6] events kept; ARGV[7] event kind; ARGV[8] event data;
--- ARGV[9] every status, comma-separated
--- returns {erased conversations that were live}
+-- ARGV[9] every status, comma-separated; ARGV[10] call token (a resent delete whose first run
+-- went through gets that run's answer, kept for a minute)
+-- returns {erased conversations that were live, erased conversations}
 local now, tenant = tonumber(ARGV[5]), opt(ARGV[4])
+local done_key = B .. 'dt:' .. ARGV[10]
+local done = redis.call('HMGET', done_key, 'live', 'all')
+if done[1] then return {tonumber(done[1]), tonumber(done[2])} end  -- our own retry
 local rows = {}
 if ARGV[2] == 'id' then
   local row = hgetall(kc(ARGV[3]))
@@ -34,4 +38,6 @@ for _, row in ipairs(rows) do
 end
 if #rows > 0 then erase_events(ids) end
 for _, row in ipairs(rows) do emit(ARGV[7], row.tn, row.id, ARGV[8], ARGV[5], ARGV[6]) end
+redis.call('HSET', done_key, 'live', live_count, 'all', #rows)
+redis.call('PEXPIRE', done_key, 60000)
 return {live_count, #rows}
