@@ -45,36 +45,59 @@ def open_row(dashboard: Page, conv_id: str) -> None:
     expect(dashboard.locator("#d-id")).to_have_text(conv_id)
 
 
+def fits_the_screen(page: Page) -> bool:
+    """Whether the page needs no sideways scrolling (a phone-sized screen shows all of it)."""
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
 def test_chat_remembers_across_reload_and_restart(new_page, server, save_screenshot):
-    page = new_page("/", width=420, height=820)
+    page = new_page("/", width=390, height=820)  # a phone
     expect(page.get_by_test_id("live")).to_have_attribute("data-state", "live")
+    expect(page.get_by_test_id("status")).to_have_text("new")
     say(page, "Hi, I want to sell my house")
+    expect(page.get_by_test_id("stage")).to_have_text("Q1")  # the seller bot asked Q1
     say(page, "It needs a new roof")
     conv = conversation_id(page)
     expect(transcript(page)).to_have_count(4)
     expect(page.get_by_test_id("status")).to_have_text("active")
+    expect(page.get_by_test_id("stage")).to_have_text("Q2")
+    expect(transcript(page).last).to_contain_text("price")
+    assert fits_the_screen(page)
+    expect(page.get_by_test_id("input")).to_be_in_viewport()
     save_screenshot(page, "chat.png")
 
     page.reload()
     expect(transcript(page)).to_have_count(4)
     assert conversation_id(page) == conv
     expect(transcript(page).first).to_contain_text("Hi, I want to sell my house")
+    expect(page.get_by_test_id("stage")).to_have_text("Q2")
 
     server.stop()
-    expect(page.get_by_test_id("live")).not_to_have_attribute("data-state", "live")
+    expect(page.get_by_test_id("live")).to_have_attribute(
+        "data-state", re.compile("^(reconnecting|offline)$")
+    )
     server.start()
     expect(page.get_by_test_id("live")).to_have_attribute("data-state", "live", timeout=30_000)
-    page.reload()
-    expect(transcript(page)).to_have_count(4)
-    assert conversation_id(page) == conv
+    # The open page carries on with the same conversation after the restart …
     say(page, "Around 450k")
     expect(transcript(page)).to_have_count(6)
+    expect(page.get_by_test_id("stage")).to_have_text("Q3")
+    assert conversation_id(page) == conv
+    # … and so does a fresh load: everything came back from the store.
+    page.reload()
+    expect(transcript(page)).to_have_count(6)
+    expect(transcript(page).nth(4)).to_contain_text("Around 450k")
     assert conversation_id(page) == conv
 
     page.get_by_test_id("new-chat").click()
     expect(transcript(page)).to_have_count(0)
+    expect(page.get_by_test_id("status")).to_have_text("new")
+    expect(page.get_by_test_id("conversation-id")).to_have_text("none yet")
     say(page, "Another house")
     assert conversation_id(page) != conv
+    expect(page.get_by_test_id("stage")).to_have_text("Q1")
+    page.reload()
+    expect(transcript(page)).to_have_count(2)  # the new chat is the one kept
 
 
 def test_second_tab_follows_live(new_page):
@@ -83,45 +106,100 @@ def test_second_tab_follows_live(new_page):
     second = first.context.new_page()
     second.goto(first.url)
     expect(transcript(second)).to_have_count(2)
+    assert conversation_id(second) == conversation_id(first)
     say(second, "hello from tab two")
     expect(transcript(first)).to_have_count(4)
     expect(transcript(first).nth(2)).to_contain_text("hello from tab two")
 
+    # The indicator follows the connection: offline, then live again (and caught up).
+    expect(first.get_by_test_id("live")).to_have_attribute("data-state", "live")
+    first.context.set_offline(True)
+    expect(first.get_by_test_id("live")).to_have_attribute("data-state", "offline")
+    expect(first.get_by_test_id("live")).to_have_text("Offline")
+    first.context.set_offline(False)
+    expect(first.get_by_test_id("live")).to_have_attribute("data-state", "live")
+    say(second, "back online")
+    expect(transcript(first)).to_have_count(6)
+
 
 def test_dashboard_shows_other_context_live(new_page, api, save_screenshot):
-    for contact, text in [("+1 555 0101", "We need to sell fast"), ("crm-4821", "Just browsing")]:
-        api("/v1/chat", {"message": text, "contact_id": contact})
-    waiting = api("/v1/chat", {"message": "Can I talk to a person?", "contact_id": "+1 555 0199"})
-    api(f"/v1/conversations/{waiting['conversation_id']}/status", {"status": "waiting_agent"})
+    qualified = api(
+        "/v1/chat",
+        {
+            "message": "Inherited house, needs major repairs, want $280k, can close in 45 days "
+            "and cash is totally fine",
+            "contact_id": "+1 555 0101",
+        },
+    )
+    assert (qualified["stage"], qualified["status"]) == ("QUALIFIED", "active")
+    api("/v1/chat", {"message": "Just curious what my house is worth", "contact_id": "crm-4821"})
+    first = api(
+        "/v1/chat",
+        {"message": "It needs a new roof, I am relocating for work", "contact_id": "+1 555 0199"},
+    )
+    waiting = api(
+        "/v1/chat",
+        {"message": "Can I talk to a person?", "conversation_id": first["conversation_id"]},
+    )
+    assert waiting["status"] == "waiting_agent"  # asking for a human hands the chat over
+
     dashboard = new_page("/dashboard")
-    expect(dashboard.locator("tr.row")).to_have_count(3)
-    expect(dashboard.get_by_test_id("live")).to_have_attribute("data-state", "live")
     expect(dashboard.locator("body")).to_have_attribute("data-ready", "1")
+    expect(dashboard.get_by_test_id("live")).to_have_attribute("data-state", "live")
+    rows = dashboard.locator("tr.row")
+    expect(rows).to_have_count(3)
+    # newest activity first, with contact, status, stage, temperature and message count
+    expect(rows.nth(0)).to_contain_text("+1 555 0199")
+    expect(rows.nth(0)).to_contain_text("waiting_agent")
+    expect(rows.nth(0)).to_contain_text("Q2")
+    expect(rows.nth(0).get_by_test_id("count")).to_have_text("4")
+    expect(rows.nth(1)).to_contain_text("crm-4821")
+    expect(rows.nth(2)).to_contain_text("+1 555 0101")
+    expect(rows.nth(2)).to_contain_text("QUALIFIED")
+    expect(rows.nth(2).locator(".tk-temp-hot")).to_have_text("hot")
+    expect(rows.nth(0).locator(".tk-temp-warm")).to_have_text("warm")
+    expect(dashboard.get_by_test_id("count-stage-QUALIFIED")).to_contain_text("1")
+
     visitor = new_page("/", width=400, height=800)
     say(visitor, "Hello, is anyone there?")
     conv = conversation_id(visitor)
     row = dashboard.locator(f"tr.row[data-id='{conv}']")
-    expect(row).to_be_visible()
+    expect(rows.nth(0)).to_have_attribute("data-id", conv)  # it jumped to the top, no reload
     expect(row.get_by_test_id("count")).to_have_text("2")
     expect(row).to_contain_text("active")
+    expect(row).to_contain_text("Q1")
     say(visitor, "I have a 3 bedroom house")
     expect(row.get_by_test_id("count")).to_have_text("4")
+    expect(dashboard.get_by_test_id("total")).to_have_text("(4)")
     expect(dashboard.get_by_test_id("count-status-active")).to_contain_text("3")
     expect(dashboard.get_by_test_id("count-status-waiting_agent")).to_contain_text("1")
+    expect(dashboard.get_by_test_id("count-stage-Q1")).to_contain_text("2")
 
     open_row(dashboard, conv)
     expect(transcript(dashboard, "detail-transcript")).to_have_count(4)
-    say(visitor, "Still there?")
+    expect(dashboard.get_by_test_id("detail-status")).to_have_text("active")
+    expect(dashboard.get_by_test_id("field-stage")).to_have_value("Q1")  # the current state
+    expect(dashboard.get_by_test_id("field-temperature")).to_have_value("cold")
+    say(visitor, "Still there? It needs some work, the roof leaks")
     expect(transcript(dashboard, "detail-transcript")).to_have_count(6)
+    expect(dashboard.get_by_test_id("detail-stage")).to_have_text("stage Q2")
+    expect(dashboard.get_by_test_id("field-condition")).to_have_value("needs_work")
 
     dashboard.get_by_test_id("filter-status").select_option("closed")
-    expect(dashboard.locator("tr.row")).to_have_count(0)
+    expect(rows).to_have_count(0)
     dashboard.get_by_test_id("filter-status").select_option("waiting_agent")
-    expect(dashboard.locator("tr.row")).to_have_count(1)
+    expect(rows).to_have_count(1)
     expect(row).to_have_count(0)
     dashboard.get_by_test_id("filter-status").select_option("active")
     expect(row).to_be_visible()
+    expect(rows).to_have_count(3)
     dashboard.get_by_test_id("filter-status").select_option("")
+    dashboard.get_by_test_id("filter-stage").select_option("QUALIFIED")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("+1 555 0101")
+    dashboard.get_by_test_id("count-stage-QUALIFIED").click()  # a count chip toggles its filter
+    expect(rows).to_have_count(4)
+    expect(rows.first).to_have_attribute("data-id", conv)
     save_screenshot(dashboard, "dashboard.png")
 
 
@@ -199,37 +277,62 @@ def test_state_edit_conflict_between_two_screens(new_page, save_screenshot):
     say(visitor, "My house needs work")
     conv = conversation_id(visitor)
 
-    first = new_page(f"/dashboard#c={conv}")
+    first = new_page(f"/dashboard#c={conv}", height=1400)
     expect(first.locator("#d-id")).to_have_text(conv)
+    expect(first.get_by_test_id("live")).to_have_attribute("data-state", "live")
+    # The stage is edited on the dashboard; the visitor's chat shows it without a reload.
+    first.get_by_test_id("stage-input").fill("Q4")
+    first.get_by_test_id("stage-save").click()
+    expect(first.get_by_test_id("detail-stage")).to_have_text("stage Q4")
+    expect(visitor.get_by_test_id("stage")).to_have_text("Q4")
+
     first.get_by_test_id("new-key").fill("note")
     first.get_by_test_id("new-value").fill("first draft")
     first.get_by_test_id("add-field").click()
     first.get_by_test_id("state-save").click()
     expect(first.get_by_test_id("state-msg")).to_have_text("Saved.")
-    expect(first.get_by_test_id("state-version")).not_to_have_attribute("data-version", "0")
+    expect(first.get_by_test_id("state-version")).not_to_have_attribute("data-version", "1")
     version = int(first.get_by_test_id("state-version").get_attribute("data-version") or "0")
-    assert version >= 1
+    assert version == 2  # 1: the bot's turn, 2: this edit
 
-    second = new_page(f"/dashboard#c={conv}")
-    expect(second.get_by_test_id("state-version")).to_have_attribute("data-version", str(version))
+    second = new_page(f"/dashboard#c={conv}", height=1400)
+    expect(second.get_by_test_id("state-version")).to_have_attribute("data-version", "2")
+    expect(second.get_by_test_id("field-note")).to_have_value("first draft")
     second.get_by_test_id("field-note").fill("edited on screen two")
 
     first.get_by_test_id("field-note").fill("edited on screen one")
     first.get_by_test_id("state-save").click()
     expect(first.get_by_test_id("state-msg")).to_have_text("Saved.")
-    expect(second.get_by_test_id("state-remote")).to_be_visible()
+    expect(second.get_by_test_id("state-remote")).to_be_visible()  # told live, edit kept
 
     second.get_by_test_id("state-save").click()
     conflict = second.get_by_test_id("conflict")
     expect(conflict).to_be_visible()
     expect(conflict.get_by_test_id("server-note")).to_have_text("edited on screen one")
     expect(conflict.locator("tr[data-field=note]")).to_contain_text("edited on screen two")
+    expect(conflict.locator("tr[data-field=note]")).to_contain_text("first draft")
+    second.evaluate("window.scrollTo(0, 0)")
     save_screenshot(second, "conflict.png", full_page=True)
 
+    # Reload: their version replaces my edit.
+    second.get_by_test_id("conflict-reload").click()
+    expect(conflict).to_be_hidden()
+    expect(second.get_by_test_id("field-note")).to_have_value("edited on screen one")
+    expect(second.get_by_test_id("state-version")).to_have_attribute("data-version", "3")
+
+    # Conflict again, and this time re-apply my edit on top of theirs.
+    second.get_by_test_id("field-note").fill("edited on screen two")
+    first.get_by_test_id("field-price_expectation").fill("450000")
+    first.get_by_test_id("state-save").click()
+    expect(first.get_by_test_id("state-version")).to_have_attribute("data-version", "4")
+    second.get_by_test_id("state-save").click()
+    expect(conflict).to_be_visible()
+    expect(conflict.locator("tr[data-field=price_expectation]")).to_contain_text("450000")
     second.get_by_test_id("conflict-reapply").click()
     expect(conflict).to_be_hidden()
     expect(second.get_by_test_id("field-note")).to_have_value("edited on screen two")
-    expect(first.get_by_test_id("field-note")).to_have_value("edited on screen two")
-    expect(first.get_by_test_id("state-version")).to_have_attribute(
-        "data-version", str(version + 2)
-    )
+    expect(second.get_by_test_id("field-price_expectation")).to_have_value("450000")
+    for screen in (first, second):  # both screens end on version 5, holding both edits
+        expect(screen.get_by_test_id("state-version")).to_have_attribute("data-version", "5")
+        expect(screen.get_by_test_id("field-note")).to_have_value("edited on screen two")
+        expect(screen.get_by_test_id("field-price_expectation")).to_have_value("450000")
