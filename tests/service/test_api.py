@@ -245,6 +245,7 @@ def test_state_etag_and_if_match(api):
     [
         ("/v1/chat", {}, "body.message", "missing"),
         ("/v1/chat", {"message": 5}, "body.message", "string_type"),
+        ("/v1/chat", {"message": ""}, "body.message", "string_too_short"),
         ("/v1/chat", {"message": "hi", "extra": 1}, "body.extra", "extra_forbidden"),
         ("/v1/conversations", {"contact_id": "c", "metadata": []}, "body.metadata", "dict_type"),
     ],

@@ -33,7 +33,11 @@ def _bearer(request: Request) -> str | None:
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    return request.headers.get("x-api-key") or request.query_params.get("api_key")
+    key = request.headers.get("x-api-key")
+    if key is None and request.url.path == "/v1/events":
+        # EventSource cannot send headers; only the events stream takes the key in its URL.
+        key = request.query_params.get("api_key")
+    return key
 
 
 def tenant_of(request: Request) -> str:

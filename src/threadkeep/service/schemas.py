@@ -179,7 +179,9 @@ class MessageList(BaseModel):
 class ChatIn(_In):
     """One user message for the bot."""
 
-    message: str = Field(description="the user's text", examples=["Hi, I want to sell my house"])
+    message: str = Field(
+        min_length=1, description="the user's text", examples=["Hi, I want to sell my house"]
+    )
     conversation_id: str | None = Field(
         default=None, description="continue this conversation", examples=[_ID]
     )
@@ -226,7 +228,7 @@ class ChatOut(BaseModel):
 class StartIn(_In):
     """A new conversation."""
 
-    contact_id: str = Field(examples=["+15550100"])
+    contact_id: str = Field(min_length=1, max_length=256, examples=["+15550100"])
     agent_id: str | None = Field(default=None, examples=["jorge"])
     channel: str | None = Field(default=None, examples=["sms"])
     stage: str | None = Field(default=None, examples=["Q0"])
@@ -237,7 +239,7 @@ class AppendIn(_In):
     """A message to store (no bot is called)."""
 
     role: RoleName = Field(examples=["agent"])
-    content: str = Field(examples=["Hi, this is Jorge from the office."])
+    content: str = Field(min_length=1, examples=["Hi, this is Jorge from the office."])
     metadata: dict[str, Any] | None = Field(default=None, examples=[{"via": "dashboard"}])
 
 
