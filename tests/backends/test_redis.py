@@ -561,3 +561,44 @@ def test_a_frozen_server_fails_calls_within_the_timeout(own_server: OwnServer) -
         contents = [m.content for m in store.messages(conv.id)]
         assert contents.count("while frozen") <= 1
         assert contents[-1] == "after" and after.seq == len(contents)
+
+
+# ---- indexes stay proportional to live data ---------------------------------------------------
+
+
+def test_tenant_and_contact_indexes_outlive_their_conversations_only(prefix: str) -> None:
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start("c-1", tenant="t-1", retention=Retention(ttl=timedelta(hours=2)))
+        store.append(conv.id, "user", "hi")
+        raw = _raw()
+        base = Keys(prefix).base
+        indexes = [base + "t:t-1", base + "ts:active:t-1", base + "k:3:t-1:c-1"]
+        conversation_at = raw.pexpiretime(Keys(prefix).conversation(conv.id))
+        assert conversation_at > 0
+        for key in indexes:
+            assert raw.pexpiretime(key) >= conversation_at, key  # gone by itself, after it
+        forever = store.start("c-1", tenant="t-1", retention=Retention(ttl=None))
+        store.append(forever.id, "user", "kept")
+        for key in indexes:
+            assert raw.pexpiretime(key) == -1, key  # holds a conversation kept forever
+        raw.close()
+
+
+def test_index_entries_of_conversations_redis_reclaimed_are_cleaned_lazily(prefix: str) -> None:
+    clock = threadkeep.ManualClock()
+    url = f"redis://{SHARED}/0?prefix={prefix}"
+    with threadkeep.open(url, clock=clock) as store:
+        gone = store.start("c-1", tenant="t-1", retention=Retention(ttl=timedelta(hours=1)))
+        store.append(gone.id, "user", "hi")
+        raw = _raw()
+        keys = Keys(prefix)
+        # what Redis does an hour after the logical expiry: the conversation's keys vanish
+        raw.delete(*keys.conversation_keys(gone.id))
+        clock.advance(timedelta(hours=3))
+        store.start("c-2", tenant="t-1")  # any new conversation reaps a few such entries
+        for key in (keys.base + "t:t-1", keys.base + "ts:active:t-1", keys.base + "idle"):
+            assert raw.zscore(key, gone.id) is None, key
+        assert raw.zscore(keys.base + "exp", f"{gone.id}\nt-1\nc-1") is None
+        assert not raw.exists(keys.base + "k:3:t-1:c-1")
+        assert store.sweep().purged == 0  # it was gone already: nothing to report
+        raw.close()

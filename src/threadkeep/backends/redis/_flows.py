@@ -127,6 +127,7 @@ class Flows:
             op.events_kept,
             kind,
             codec.json_text(data),
+            _ALL_STATUSES,
             *codec.encode_row(row),
         )
         return Outcome(outcome), codec.decode_row(flat)

@@ -71,19 +71,39 @@ end
 
 local function exp_member(row) return row.id .. '\n' .. row.tn .. '\n' .. row.ct end
 
--- Native TTL for memory reclamation only: never before the logical expiry, nor before
--- "real now + ttl", plus a grace period; logical expiry is enforced on every read.
-local function native_expiry(row)
+-- When Redis may reclaim a conversation's keys (ms since the epoch; nil: never). It is for memory
+-- only: never before the logical expiry nor before "real now + ttl", plus a grace period, as
+-- logical expiry is enforced on every read with the store's clock.
+local function native_at(row)
+  if row.ttl == nil then return nil end
+  local t = redis.call('TIME')
+  local real_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return math.max(math.floor(tonumber(row.exp) / 1000), real_ms + math.floor(tonumber(row.ttl) / 1000)) + GRACE_MS
+end
+
+-- Native TTL on every key of the conversation, renewed on each activity.
+local function native_expiry(row, at)
   local keys = {kc(row.id), km(row.id), ki(row.id), kiq(row.id), krq(row.id), ks(row.id)}
-  if row.ttl == nil then
+  if at == nil then
     for _, key in ipairs(keys) do redis.call('PERSIST', key) end
     return
   end
-  local t = redis.call('TIME')
-  local real_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local at = math.max(math.floor(tonumber(row.exp) / 1000), real_ms + math.floor(tonumber(row.ttl) / 1000))
-  at = fmt(at + GRACE_MS)
+  at = fmt(at)
   for _, key in ipairs(keys) do redis.call('PEXPIREAT', key, at) end
+end
+
+-- Add a member to a per-tenant or per-contact index, whose own TTL always outlasts every member
+-- conversation (a day of slack, so it is renewed about once a day), or is none while it holds a
+-- conversation without ttl. A dead tenant's or contact's indexes thus vanish by themselves.
+local INDEX_SLACK_MS = 86400000
+local function index(key, score, member, at)
+  local current = redis.call('PEXPIRETIME', key)  -- -2: no key, -1: no TTL
+  redis.call('ZADD', key, score, member)
+  if at == nil then
+    if current >= 0 then redis.call('PERSIST', key) end
+  elseif current == -2 or (current >= 0 and current < at) then
+    redis.call('PEXPIREAT', key, fmt(at + INDEX_SLACK_MS))
+  end
 end
 
 -- Activity: sliding expiry and idle time renewed (fields only; save with save_touch).
@@ -105,15 +125,16 @@ local function save(row, fields, old_status)
     end
   end
   if #args > 0 then redis.call('HSET', kc(row.id), unpack(args)) end
-  redis.call('ZADD', kt(row.tn), row.act, row.id)
+  local at = native_at(row)
+  index(kt(row.tn), row.act, row.id, at)
   if old_status ~= nil and old_status ~= row.st then
     redis.call('ZREM', kts(old_status, row.tn), row.id)
   end
-  redis.call('ZADD', kts(row.st, row.tn), row.act, row.id)
-  redis.call('ZADD', kct(row.tn, row.ct), row.act, row.id)
+  index(kts(row.st, row.tn), row.act, row.id, at)
+  index(kct(row.tn, row.ct), row.act, row.id, at)
   if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
   redis.call('ZADD', K_IDLE, row.idl, row.id)
-  native_expiry(row)
+  native_expiry(row, at)
 end
 
 local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
@@ -184,4 +205,16 @@ local function find_open(tenant, contact, open, now)
     end
   end
   return nil
+end
+
+-- Lazy cleaning: drop the index entries of up to n conversations whose keys Redis already
+-- reclaimed (expired longer than the grace period ago), so the store-wide indexes stay
+-- proportional to live data even where sweep() never runs. Counts nothing: the conversations
+-- were gone already.
+local function reap(now, n, statuses)
+  local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', fmt(now - GRACE_MS * 1000), 'LIMIT', 0, n)
+  for _, member in ipairs(due) do
+    local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
+    if redis.call('EXISTS', kc(id)) == 0 then erase(id, tenant, contact, nil, statuses) end
+  end
 end

@@ -2,10 +2,11 @@
 -- KEYS[1] event stream (routing)
 -- ARGV[1] key base; ARGV[2] "1" to resume; ARGV[3] open statuses, comma-separated;
 -- ARGV[4] events kept; ARGV[5] event kind; ARGV[6] event data (JSON);
--- ARGV[7..] the new row as field, value pairs
+-- ARGV[7] every status, comma-separated; ARGV[8..] the new row as field, value pairs
 -- returns {"created" | "existing", row as field, value pairs}
 local row = {}
-for i = 7, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
+for i = 8, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
+reap(tonumber(row.cr), 4, csv_set(ARGV[7]))
 if ARGV[2] == '1' then
   local found = find_open(row.tn, row.ct, csv_set(ARGV[3]), tonumber(row.cr))
   if found ~= nil then return {'existing', flatten(found)} end

@@ -50,7 +50,7 @@ if not dry then
     row.st = ARGV[4]
     redis.call('HSET', kc(row.id), 'st', row.st)
     redis.call('ZREM', kts(old, row.tn), row.id)
-    redis.call('ZADD', kts(row.st, row.tn), row.act, row.id)
+    index(kts(row.st, row.tn), row.act, row.id, native_at(row))
     redis.call('ZREM', K_IDLE, row.id)
     emit(ARGV[8], row.tn, row.id, status_data(old, row.st), ARGV[2], ARGV[7])
   end
