@@ -29,11 +29,12 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SERVE = Path(__file__).resolve().parent / "serve_app.py"
 
 
-def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST JSON to the app under test and return the decoded reply."""
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def post_json(url: str, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """POST JSON to the app under test (with an API key when given); return the decoded reply."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(request, timeout=10) as resp:
         return dict(json.loads(resp.read()))
 
@@ -53,7 +54,8 @@ def _free_port() -> int:
 class LiveServer:
     """The app in a child process; restart() keeps the port and the SQLite file."""
 
-    def __init__(self, db: Path, log: Path) -> None:
+    def __init__(self, db: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.env = env or {}
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = db
@@ -61,7 +63,8 @@ class LiveServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, THREADKEEP_STORE=f"sqlite:///{self.db}")
+        env = dict(os.environ, THREADKEEP_STORE=f"sqlite:///{self.db}", **self.env)
+        env.pop("ANTHROPIC_API_KEY", None)  # the bot's own words: never the network
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(SERVE), str(self.port)], env=env, stdout=log, stderr=log
@@ -115,6 +118,22 @@ def server(tmp_path: Path, browser: Any) -> Iterator[LiveServer]:
     live.stop()
 
 
+#: The API keys of ``keyed_server``: key -> tenant.
+KEYS = {"key-loc-1": "loc-1", "key-loc-2": "loc-2"}
+
+
+@pytest.fixture
+def keyed_server(tmp_path: Path, browser: Any) -> Iterator[LiveServer]:
+    """The app with API keys configured: each key sees its own tenant only."""
+    pairs = ",".join(f"{tenant}:{key}" for key, tenant in KEYS.items())
+    live = LiveServer(
+        tmp_path / "keyed.db", tmp_path / "keyed.log", env={"THREADKEEP_API_KEYS": pairs}
+    )
+    live.start()
+    yield live
+    live.stop()
+
+
 @pytest.fixture
 def api(server: LiveServer) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
     """POST JSON to a path of the app under test (to set up conversations quickly)."""
@@ -122,9 +141,20 @@ def api(server: LiveServer) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
 
 
 @pytest.fixture
-def new_page(browser: Any, server: LiveServer) -> Iterator[Callable[..., Any]]:
-    """Open a page in a fresh browser context (its own localStorage, like another device)."""
+def keyed_api(keyed_server: LiveServer) -> Callable[[str, dict[str, Any], str], dict[str, Any]]:
+    """POST JSON with an API key to a path of ``keyed_server``."""
+    return lambda path, body, key: post_json(keyed_server.url + path, body, key)
+
+
+@pytest.fixture
+def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Open a page in a fresh browser context (its own localStorage, like another device).
+
+    Pages go to ``server``, or to ``keyed_server`` when the test uses that one.
+    """
     contexts: list[Any] = []
+    name = "keyed_server" if "keyed_server" in request.fixturenames else "server"
+    server: LiveServer = request.getfixturevalue(name)
 
     def open_page(
         path: str = "/", *, width: int = 1280, height: int = 800, context: Any = None

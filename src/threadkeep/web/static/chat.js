@@ -28,6 +28,7 @@
     document.body.dataset.ready = "1";
   }
 
+  TK.keyFromPage();
   var session = new TK.ChatSession({ key: "threadkeep.chat", onChange: draw });
   var live = new TK.Live(
     "",

@@ -503,12 +503,13 @@
   $("conflict-reapply").addEventListener("click", conflictReapply);
   $("add-field").addEventListener("click", addField);
 
+  var hash = TK.keyFromPage();
+
   (async function main() {
     live.start();
     await discover();
     await Promise.all([loadList(), loadCounts()]);
-    var m = /#c=([^&]+)/.exec(location.hash);
-    if (m) select(decodeURIComponent(m[1]));
+    if (hash.get("c")) select(hash.get("c"));
     document.body.dataset.ready = "1";
   })();
 })();

@@ -16,9 +16,41 @@ var TK = (function () {
     return (base || "").replace(/\/+$/, "") + path;
   }
 
+  /* The API key (a service with THREADKEEP_API_KEYS maps it to a tenant). A page takes it once
+   * from its address (/dashboard#key=…) and keeps it in localStorage; the widget takes it from
+   * its script tag (data-api-key). Without one, a keyless loopback service serves tenant
+   * "default". */
+  var KEY_STORE = "threadkeep.api_key";
+  var apiKey = null;
+
+  function setApiKey(key, persist) {
+    apiKey = key || null;
+    if (!persist) return;
+    try {
+      if (apiKey) localStorage.setItem(KEY_STORE, apiKey); else localStorage.removeItem(KEY_STORE);
+    } catch (err) { /* storage disabled: the key lasts for this page only */ }
+  }
+
+  /* Read key=… from the page's #fragment (then drop it from the address bar), else the key
+   * saved by an earlier visit. Returns the fragment's other parameters. */
+  function keyFromPage() {
+    var params = new URLSearchParams(location.hash.replace(/^#/, ""));
+    var key = params.get("key");
+    if (key) {
+      setApiKey(key, true);
+      params.delete("key");
+      var rest = params.toString();
+      history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+    } else {
+      try { apiKey = localStorage.getItem(KEY_STORE) || null; } catch (err) { apiKey = null; }
+    }
+    return params;
+  }
+
   /* One HTTP call. Never throws: network failures come back with status 0. */
   async function api(base, method, path, body, headers) {
     var init = { method: method, headers: Object.assign({ Accept: "application/json" }, headers || {}) };
+    if (apiKey) init.headers.Authorization = "Bearer " + apiKey;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -40,6 +72,10 @@ var TK = (function () {
   }
 
   function errorText(status, data) {
+    if (status === 401) {
+      return "This service needs an API key: open this page as " + location.pathname +
+        "#key=YOUR_KEY (it is then remembered in this browser).";
+    }
     if (data && typeof data === "object") {
       if (data.error && data.error.message) return data.error.message;
       if (typeof data.detail === "string") return data.detail;
@@ -86,7 +122,9 @@ var TK = (function () {
     var self = this;
     if (this.source) this.source.close();
     this.setState(this.opened ? "reconnecting" : (this.state || "reconnecting"));
-    var source = new EventSource(joinUrl(this.base, "/v1/events"));
+    // EventSource cannot send headers: the events stream takes the key in its URL.
+    var url = joinUrl(this.base, "/v1/events") + (apiKey ? "?api_key=" + encodeURIComponent(apiKey) : "");
+    var source = new EventSource(url);
     this.source = source;
     source.onopen = function () {
       var again = self.opened;
@@ -373,6 +411,8 @@ var TK = (function () {
   return {
     api: api,
     etagVersion: etagVersion,
+    keyFromPage: keyFromPage,
+    setApiKey: setApiKey,
     errorText: errorText,
     Live: Live,
     ChatSession: ChatSession,

@@ -12,6 +12,8 @@
   window.__threadkeepWidget = true;
   var script = document.currentScript;
   var base = script && script.src ? new URL(script.src, location.href).origin : "";
+  // <script src="…/widget.js" data-api-key="…">: the site's key, for a service with API keys.
+  if (script && script.dataset.apiKey) TK.setApiKey(script.dataset.apiKey, false);
   var OPEN_KEY = "threadkeep.widget.open";
 
   var CSS = [
