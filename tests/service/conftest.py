@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _service_helpers import LiveServer, client_for
+from _service_helpers import REDIS_SERVER, LiveServer, PrivateRedis, client_for
 
 
 @pytest.fixture
@@ -64,3 +65,17 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A started redis-server of the test's own (fails under CI=true when there is none)."""
+    if not Path(REDIS_SERVER).exists():
+        reason = f"redis-server binary not found at {REDIS_SERVER}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
