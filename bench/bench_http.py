@@ -1,0 +1,217 @@
+"""HTTP benchmark: the service (4 uvicorn workers, echo bot) beside the same work done as
+direct AsyncStore calls in this process, in the same run.
+
+Operations: a chat turn (`POST /v1/chat`: lease, user message, bot, reply, status reads) and
+an append (`POST /v1/conversations/{id}/messages`), each at concurrency 1 and 50. Latencies
+are per call as the client sees them; throughput is calls per wall-clock second. The ratio is
+HTTP p50 over library p50. The server's peak RSS (VmHWM) is read per worker from /proc.
+
+Run: `make bench` or `python -m bench.bench_http [--store URL] [-n 400] [--workers 4]`.
+The default store is a SQLite file in a temporary directory; only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+import threadkeep
+from bench._util import Result, say, summarize, table
+from threadkeep.bot import EchoBot
+
+TEXT = "hello, I would like to sell my house on Elm street"
+CONCURRENCY = (1, 50)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+def _role(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        if "resource_tracker" in cmd:
+            return "multiprocessing resource tracker"
+        if "multiprocessing" in cmd:
+            return "worker"
+    return "child"
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextlib.contextmanager
+def serve(store: str, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run `threadkeep serve` with the echo bot; yield its base URL and process."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADKEEP_")}
+    env.update(THREADKEEP_BOT="echo", THREADKEEP_LOG_LEVEL="WARNING", THREADKEEP_TURN_WAIT="60")
+    args = [sys.executable, "-m", "threadkeep.cli.main", "serve", "--store", store]
+    args += ["--port", str(port), "--workers", str(workers)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not start:\n{log.read_text()}") from None
+                time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+async def _timed(
+    name: str, op: Callable[[int, int], Awaitable[object]], n: int, concurrency: int
+) -> Result:
+    """Run op(worker, i) n times in all from `concurrency` tasks; time every call."""
+    samples: list[float] = []
+    per = n // concurrency
+
+    async def worker(w: int) -> None:
+        for i in range(per):
+            t0 = time.perf_counter()
+            await op(w, i)
+            samples.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))  # warm-up
+    samples.clear()
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return summarize(name, samples, time.perf_counter() - start)
+
+
+async def _http(base: str, n: int) -> dict[tuple[str, int], Result]:
+    out: dict[tuple[str, int], Result] = {}
+    limits = httpx.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        for c in CONCURRENCY:
+            ids = []
+            for w in range(c):
+                resp = await client.post("/v1/conversations", json={"contact_id": f"h-{c}-{w}"})
+                ids.append(resp.json()["id"])
+
+            async def chat(w: int, i: int, ids: list[str] = ids) -> None:
+                r = await client.post("/v1/chat", json={"message": TEXT, "conversation_id": ids[w]})
+                assert r.status_code == 200, r.text
+
+            async def append(w: int, i: int, ids: list[str] = ids) -> None:
+                r = await client.post(
+                    f"/v1/conversations/{ids[w]}/messages", json={"role": "user", "content": TEXT}
+                )
+                assert r.status_code == 201, r.text
+
+            say(f"[http] chat and append at concurrency {c}")
+            out["chat", c] = await _timed(f"HTTP chat turn, c={c}", chat, n, c)
+            out["append", c] = await _timed(f"HTTP append, c={c}", append, n, c)
+    return out
+
+
+async def _library(url: str, n: int) -> dict[tuple[str, int], Result]:
+    """The same work as the service's turn, as AsyncStore calls in this process."""
+    out: dict[tuple[str, int], Result] = {}
+    bot = EchoBot()
+    async with await threadkeep.open_async(url) as store:
+        for c in CONCURRENCY:
+            ids = [(await store.start(f"l-{c}-{w}")).id for w in range(c)]
+
+            async def chat(w: int, i: int, ids: list[str] = ids) -> None:
+                async with store.turn(ids[w], lease=30, timeout=60) as turn:
+                    message = await turn.append("user", TEXT)
+                    conv = await store.get(ids[w])
+                    reply = await bot.respond(store, conv, message)
+                    assert reply is not None
+                    await turn.append("assistant", reply)
+                    await store.get(ids[w])
+
+            async def append(w: int, i: int, ids: list[str] = ids) -> None:
+                await store.append(ids[w], "user", TEXT)
+
+            say(f"[library] chat and append at concurrency {c}")
+            out["chat", c] = await _timed(f"library turn, c={c}", chat, n, c)
+            out["append", c] = await _timed(f"library append, c={c}", append, n, c)
+    return out
+
+
+def run(store: str | None, n: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="tk-bench-http-") as tmp:
+        base_store = store or f"sqlite:///{Path(tmp) / 'http.db'}"
+        lib_store = store or f"sqlite:///{Path(tmp) / 'lib.db'}"
+        if store and store.startswith("redis"):
+            sep = "&" if "?" in store else "?"
+            suffix = uuid.uuid4().hex[:8]
+            base_store = f"{store}{sep}prefix=bench-http-{suffix}"
+            lib_store = f"{store}{sep}prefix=bench-lib-{suffix}"
+        log = Path(tmp) / "server.log"
+        say(f"[http] {workers} workers on {base_store}")
+        with serve(base_store, workers, log) as (base, proc):
+            http = asyncio.run(_http(base, n))
+            rss = [("supervisor", proc.pid, _peak_rss_mib(proc.pid))]
+            rss += [(_role(pid), pid, _peak_rss_mib(pid)) for pid in _children(proc.pid)]
+        lib = asyncio.run(_library(lib_store, n))
+    rows = [(http[key], lib[key], "") for key in sorted(http, key=lambda k: (k[1], k[0]))]
+    table(f"HTTP service ({workers} workers, echo bot) vs direct AsyncStore calls", rows)
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    sys.stdout.write(
+        f"\nStore {base_store.split('?')[0]}; {n} timed calls per row; client, server and store "
+        f"share {os.cpu_count()} CPUs (load average {' '.join(load)} at the end).\n"
+    )
+    sys.stdout.write("\nServer peak RSS (VmHWM):\n\n")
+    sys.stdout.write("| server process | pid | peak RSS MiB |\n|---|---:|---:|\n")
+    for role, pid, mib in sorted(rss, key=lambda r: (r[0] != "supervisor", r[0], r[1])):
+        sys.stdout.write(f"| {role} | {pid} | {mib:.1f} |\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", default=None, help="store URL (default: a temporary SQLite)")
+    parser.add_argument("-n", type=int, default=500, help="timed calls per operation and level")
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args(argv)
+    run(args.store, args.n, args.workers)
+
+
+if __name__ == "__main__":
+    main()
