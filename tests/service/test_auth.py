@@ -151,3 +151,22 @@ def test_serve_refuses_a_public_host_without_keys(monkeypatch):
     result = CliRunner().invoke(cli, ["serve", "--store", "memory://", "--host", "0.0.0.0"])
     assert result.exit_code == 1
     assert "without API keys" in result.output
+
+
+def test_cors_only_for_configured_origins():
+    with client_for("memory://", cors_origins="https://site.example") as api:
+        allowed = api.options(
+            "/v1/chat",
+            headers={
+                "Origin": "https://site.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,authorization",
+            },
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://site.example"
+        other = api.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    with client_for("memory://") as api:
+        plain = api.get("/healthz", headers={"Origin": "https://site.example"})
+        assert "access-control-allow-origin" not in plain.headers

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from threadkeep import __version__
 from threadkeep.service import errors
@@ -102,6 +103,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(web_router)
     for module in (chat, conversations, messages, state, events, health):
         app.include_router(module.router)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            expose_headers=["ETag"],
+            max_age=600,
+        )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestLog, metrics=metrics)
     return app

@@ -45,6 +45,8 @@ class ServiceSettings(BaseSettings):
         ready_timeout: seconds ``/readyz`` waits for the store.
         events_kept: how many of the newest events the store's log retains.
         log_level: the service's log level.
+        cors_origins: origins (``https://site.example``) whose pages may call the API,
+            separated by commas; ``*`` allows any. Empty: same origin only.
     """
 
     model_config = SettingsConfigDict(env_prefix="THREADKEEP_", extra="ignore")
@@ -63,6 +65,7 @@ class ServiceSettings(BaseSettings):
     ready_timeout: float = Field(default=2.0, gt=0)
     events_kept: int = Field(default=DEFAULT_LIMITS.events_kept, ge=1)
     log_level: str = "INFO"
+    cors_origins: str = ""
 
     def limits(self) -> Limits:
         """Return the store limits these settings ask for."""
