@@ -96,8 +96,13 @@ class LiveServer:
         self.start()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Headless Chromium, one per test module (test_browser.py is the only one using it).
+
+    Not session-wide: Playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open, and every later test calling ``asyncio.run`` would fail.
+    """
     if not Path(CHROMIUM).exists():
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:

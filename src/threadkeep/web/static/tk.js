@@ -351,8 +351,11 @@ var TK = (function () {
     this.error = null;
     this.sending = true;
     this.onChange(this);
-    var res = await this.post(text);
-    if (!res.ok && (res.status === 404 || res.status === 409) && this.conversationId) {
+    var closed = this.conversation && this.conversation.status === "closed";
+    var res = closed ? { ok: false, status: 409, data: null } : await this.post(text);
+    var type = res.data && res.data.error && res.data.error.type;
+    var gone = res.status === 404 || (res.status === 409 && (closed || type === "ConversationClosed"));
+    if (!res.ok && gone && this.conversationId) {
       // The conversation was closed or erased meanwhile: the next message starts a new one.
       this.conversationId = null;
       this.contactId = randomId("web-");
