@@ -57,6 +57,21 @@ def test_chat_resumes_the_contacts_open_conversation(api):
     assert c["conversation_id"] != a["conversation_id"]
 
 
+def test_chat_retried_with_an_idempotency_key_gets_the_first_answer(api):
+    headers = {"Idempotency-Key": "wamid.1"}
+    body = {"message": "hello", "contact_id": "+1777"}
+    first = api.post("/v1/chat", json=body, headers=headers).json()
+    assert first["replayed"] is False
+    again = api.post("/v1/chat", json=body, headers=headers).json()
+    assert again["replayed"] is True
+    for name in ("conversation_id", "reply", "message_seq", "reply_seq", "persisted"):
+        assert again[name] == first[name], name
+    cid = first["conversation_id"]
+    assert [m["content"] for m in messages(api, cid)] == ["hello", "echo: hello"]
+    other = api.post("/v1/chat", json=body, headers={"Idempotency-Key": "wamid.2"}).json()
+    assert (other["replayed"], other["message_seq"]) == (False, 3)
+
+
 def test_chat_to_a_closed_conversation_is_409(api):
     cid = api.post("/v1/chat", json={"message": "hi"}).json()["conversation_id"]
     api.post(f"/v1/conversations/{cid}/status", json={"status": "closed"})

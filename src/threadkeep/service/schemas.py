@@ -207,6 +207,9 @@ class ChatOut(BaseModel):
     persisted: bool = Field(description="false: the store was unreachable; nothing was kept")
     message_seq: int | None = Field(default=None, description="seq of the stored user message")
     reply_seq: int | None = Field(default=None, description="seq of the stored reply")
+    replayed: bool = Field(
+        default=False, description="true: a retried delivery; this is the first answer again"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -219,6 +222,7 @@ class ChatOut(BaseModel):
                     "persisted": True,
                     "message_seq": 1,
                     "reply_seq": 2,
+                    "replayed": False,
                 }
             ]
         }

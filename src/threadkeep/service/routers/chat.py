@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 
 import threadkeep
 from threadkeep._exceptions import BackendUnavailable
-from threadkeep._models import Conversation
+from threadkeep._models import Conversation, Message
 from threadkeep._rules.lifecycle import Status
 from threadkeep._store import AsyncStore
 from threadkeep.bot import Bot
@@ -40,14 +41,41 @@ async def _conversation(store: AsyncStore, body: ChatIn, tenant: str) -> Convers
     return await store.resume(contact, tenant=tenant, channel=body.channel or "web")
 
 
+async def _replayed(store: AsyncStore, message: Message, tenant: str) -> ChatOut:
+    """The answer a retried delivery gets: the reply stored after the original message."""
+    following = await store.messages(
+        message.conversation_id, after=message.seq, limit=1, tenant=tenant
+    )
+    reply = following[0] if following and following[0].role == "assistant" else None
+    conv = await store.get(message.conversation_id, tenant=tenant)
+    return ChatOut(
+        conversation_id=conv.id,
+        reply=None if reply is None else reply.content,
+        status=conv.status,
+        stage=conv.stage,
+        persisted=True,
+        message_seq=message.seq,
+        reply_seq=None if reply is None else reply.seq,
+        replayed=True,
+    )
+
+
 async def _turn(
-    store: AsyncStore, bot: Bot, body: ChatIn, tenant: str, settings: ServiceSettings
+    store: AsyncStore,
+    bot: Bot,
+    body: ChatIn,
+    tenant: str,
+    settings: ServiceSettings,
+    idempotency_key: str | None,
 ) -> ChatOut:
     conv = await _conversation(store, body, tenant)
     note(conversation_id=conv.id)
     lease = settings.turn_lease
     async with store.turn(conv.id, lease=lease, timeout=settings.turn_wait, tenant=tenant) as turn:
-        message = await turn.append("user", body.message)
+        started = store.clock.now()
+        message = await turn.append("user", body.message, idempotency_key=idempotency_key)
+        if idempotency_key is not None and message.created_at < started:
+            return await _replayed(store, message, tenant)
         conv = await store.get(conv.id, tenant=tenant)
         reply = None
         if conv.status != Status.WAITING_AGENT:
@@ -91,18 +119,34 @@ async def _unpersisted(bot: Bot, body: ChatIn, tenant: str) -> ChatOut:
     summary="One bot turn",
 )
 async def chat(
-    request: Request, tenant: TenantDep, body: ChatIn, bot: BotDep, settings: SettingsDep
+    request: Request,
+    tenant: TenantDep,
+    body: ChatIn,
+    bot: BotDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=256,
+            description="a retried delivery with the same key gets the first answer again",
+            examples=["wamid.HBgL123"],
+        ),
+    ] = None,
 ) -> ChatOut:
     """Store the user's message, let the bot answer, store the reply.
 
     Without ``conversation_id`` the contact's open conversation is resumed (or one is started,
     atomically). A second message for a conversation whose turn is in progress waits up to
-    ``THREADKEEP_TURN_WAIT`` seconds, then gets 409.
+    ``THREADKEEP_TURN_WAIT`` seconds, then gets 409. A retried delivery (same
+    ``Idempotency-Key``, same conversation) stores nothing, calls no bot and gets the reply
+    stored the first time, with ``replayed`` true.
     """
     holder: StoreHolder = request.app.state.stores
     try:
         store = await holder.get()
-        return await _turn(store, bot, body, tenant, settings)
+        return await _turn(store, bot, body, tenant, settings, idempotency_key)
     except BackendUnavailable as exc:
         log.warning(
             "store unreachable; answering without keeping the turn (conversation %s): %s",
