@@ -60,6 +60,8 @@ def test_bare_price_counts_as_a_correction_only_with_a_cue():
             ("needs_work", ["roof", "foundation"]),
         ),
         ("HVAC needs replacing", False, ("needs_work", ["hvac"])),
+        ("the roof is 20 years old", False, ("needs_work", ["roof"])),
+        ("4 bed 2 bath, furnace is about 30 yrs old", False, ("needs_work", ["hvac"])),
         ("it has some mold", False, ("needs_work", ["mold"])),
         ("fixer-upper", False, ("needs_work", [])),
         ("good shape", False, ("good", [])),
@@ -156,6 +158,9 @@ def test_timeline_correction_with_a_cue():
         ("cash is totally fine", False, True),
         ("open to a cash offer", False, True),
         ("not interested in cash", False, False),
+        ("cash offers welcome", False, True),
+        ("cash offers are fine", False, True),
+        ("a cash offer works", False, True),
         ("I don't want a cash offer", False, False),
     ],
 )

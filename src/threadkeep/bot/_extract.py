@@ -43,7 +43,8 @@ _NEED: Final = (
     r"damaged|failing|issues? with(?: the)?|problems? with(?: the)?)"
 )
 _ISSUE_AFTER: Final = (
-    r"(?:is|are|'s)?\s*(?:old|bad|shot|leak\w*|failing|cracked|damaged|broken|"
+    r"(?:is|are|'s)?\s*(?:(?:about |over |almost |nearly )?(?:\d+|twenty|thirty|forty|fifty)\s*"
+    r"(?:years?|yrs?) old|old|bad|shot|leak\w*|failing|cracked|damaged|broken|"
     r"issues?|problems?|repairs?|needs? (?:work|replacing|replacement|repairs?))"
 )
 _DAMAGE_ALONE: Final = re.compile(
@@ -357,9 +358,9 @@ _CASH_NO: Final = re.compile(
     _F,
 )
 _CASH_YES: Final = re.compile(
-    r"\b(cash (?:offer )?(?:is|would be|sounds|'s)?\s*(?:totally |perfectly |completely )?"
-    r"(?:fine|good|great|ok|okay|perfect|"
-    r"acceptable|welcome|works)|cash works|(?:open to|fine with|ok with|okay with|happy with|"
+    r"\b(cash(?: offers?)? (?:is|are|would be|sounds|'s)?\s*(?:totally |perfectly |completely |"
+    r"very |more than )?(?:fine|good|great|ok|okay|perfect|acceptable|welcome|works)|"
+    r"cash (?:offers? )?works|(?:open to|fine with|ok with|okay with|happy with|"
     r"consider|take|accept|prefer|love|like) (?:a |an )?(?:all[- ])?cash)\b",
     _F,
 )

@@ -266,6 +266,20 @@ _CONDITIONS: Final = {
     "excellent": "in excellent shape",
 }
 
+_MOTIVATION_LABELS: Final = {
+    "relocation": "relocating",
+    "divorce": "divorce",
+    "inherited": "an inherited property",
+    "financial": "financial pressure",
+    "downsizing": "downsizing",
+    "upsizing": "needing a bigger place",
+    "retirement": "retirement",
+    "health": "health",
+    "landlord": "tired of being a landlord",
+    "curious": "just curious",
+    "other": "your own reasons",
+}
+
 
 def _days(days: int) -> str:
     if days % 365 == 0:
@@ -287,7 +301,7 @@ def _value(state: SellerState, name: str) -> str:
     if name == "price_expectation":
         return f"${state.price_expectation:,}"
     if name == "motivation":
-        return str(state.motivation).replace("_", " ")
+        return _MOTIVATION_LABELS.get(state.motivation or "", str(state.motivation))
     if name == "timeline_days":
         return f"within {_days(state.timeline_days or 0)}"
     return "fine" if state.cash_offer_ok else "not wanted"
