@@ -9,7 +9,6 @@
   var STAGES = ["Q0", "Q1", "Q2", "Q3", "Q4", "QUALIFIED", "STALLED"];
   var PAGE = 50;
 
-  var routes = { counts: false, stage: null, stateKey: "value" };
   var filters = { status: "", stage: "" };
   var items = [];
   var nextCursor = null;
@@ -22,41 +21,6 @@
   var serverState = null; // the latest state seen on the server for the selected conversation
 
   function conversationPath(id) { return "/v1/conversations/" + encodeURIComponent(id); }
-
-  /* ---------- capabilities: which optional routes the service has ---------- */
-
-  async function discover() {
-    var res = await api("GET", "/openapi.json");
-    if (!res.ok || !res.data || !res.data.paths) return;
-    Object.keys(res.data.paths).forEach(function (path) {
-      var methods = Object.keys(res.data.paths[path]).map(function (m) { return m.toUpperCase(); });
-      var norm = path.replace(/\{[^}]+\}/g, "{id}");
-      if (norm === "/v1/counts") routes.counts = true;
-      if (norm === "/v1/conversations/{id}/stage") {
-        routes.stage = { method: methods.indexOf("PUT") >= 0 ? "PUT" : "POST", path: "/stage" };
-      }
-      if (norm === "/v1/conversations/{id}/state" && res.data.paths[path].put) {
-        routes.stateKey = stateBodyKey(res.data, res.data.paths[path].put);
-      }
-      if (norm === "/v1/conversations/{id}" && methods.indexOf("PATCH") >= 0 && !routes.stage) {
-        routes.stage = { method: "PATCH", path: "" };
-      }
-    });
-  }
-
-  /* Whether PUT .../state takes {value: state} (or {state: state}) or the state itself. */
-  function stateBodyKey(doc, op) {
-    try {
-      var schema = op.requestBody.content["application/json"].schema;
-      if (schema.$ref) schema = doc.components.schemas[schema.$ref.split("/").pop()];
-      var props = (schema && schema.properties) || {};
-      if ("value" in props) return "value";
-      if ("state" in props) return "state";
-      return null;
-    } catch (err) {
-      return "value";
-    }
-  }
 
   /* ---------- the list ---------- */
 
@@ -90,33 +54,13 @@
   }
 
   async function loadCounts() {
-    if (routes.counts) {
-      var res = await api("GET", "/v1/counts");
-      if (res.ok) { counts = res.data; drawCounts(); return; }
-    }
-    // No counts route: count from the unfiltered listing (a few pages at most).
-    var all = { total: 0, by_status: {}, by_stage: {} };
-    var cursor = null;
-    for (var page = 0; page < 10; page++) {
-      var r = await api("GET", "/v1/conversations?limit=200" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
-      if (!r.ok) return;
-      (r.data.items || []).forEach(function (c) {
-        all.total += 1;
-        all.by_status[c.status] = (all.by_status[c.status] || 0) + 1;
-        if (c.stage) all.by_stage[c.stage] = (all.by_stage[c.stage] || 0) + 1;
-      });
-      cursor = r.data.next_cursor;
-      if (!cursor) break;
-    }
-    counts = all;
-    drawCounts();
+    var res = await api("GET", "/v1/counts");
+    if (res.ok) { counts = res.data; drawCounts(); }
   }
 
+  /* GET .../state answers {value, version, saved_at}; the version is also the ETag. */
   function stateValue(data) {
-    if (!data || typeof data !== "object") return null;
-    if ("value" in data) return data.value;
-    if ("state" in data) return data.state;
-    return null;
+    return data && typeof data === "object" ? data.value : null;
   }
 
   function stateVersion(res) {
@@ -262,8 +206,6 @@
     $("agent-input").disabled = c.status === "closed";
     $("agent-send").disabled = c.status === "closed";
     if (document.activeElement !== $("stage-input")) $("stage-input").value = c.stage || "";
-    $("stage-save").disabled = !routes.stage;
-    $("stage-save").title = routes.stage ? "" : "The service has no route to set a stage";
     TK.renderTranscript($("d-transcript"), detail.messages, [], { user: "Contact" });
   }
 
@@ -281,8 +223,7 @@
   }
 
   async function setStage(stage) {
-    if (!routes.stage) return;
-    var res = await api(routes.stage.method, conversationPath(selected) + routes.stage.path, { stage: stage || null });
+    var res = await api("PUT", conversationPath(selected) + "/stage", { stage: stage || null });
     showDetailError(res.ok ? null : res.error);
     await loadDetail(false);
   }
@@ -387,9 +328,7 @@
   /* Save `value` expecting `version`; on 412 show the conflict. */
   async function putState(value, version, etag) {
     var headers = { "If-Match": etag || ('"' + version + '"') };
-    var body = value;
-    if (routes.stateKey) { body = {}; body[routes.stateKey] = value; }
-    var res = await api("PUT", conversationPath(selected) + "/state", body, headers);
+    var res = await api("PUT", conversationPath(selected) + "/state", { value: value }, headers);
     if (res.status === 412) { await showConflict(); return false; }
     if (!res.ok) { $("s-msg").textContent = res.error; return false; }
     $("conflict").hidden = true;
@@ -507,7 +446,6 @@
 
   (async function main() {
     live.start();
-    await discover();
     await Promise.all([loadList(), loadCounts()]);
     if (hash.get("c")) select(hash.get("c"));
     document.body.dataset.ready = "1";
