@@ -1,9 +1,10 @@
 """Redis exceptions mapped once, and the retry policy both drivers follow.
 
 Connection errors and timeouts are retried by redis-py's own ``Retry`` with
-``ExponentialWithJitterBackoff``, at most ``retries`` times and never once the call's
-``timeout`` has run out; then (or at once, for errors retrying cannot fix) a threadkeep error is
-raised ``from`` the driver's exception, so nothing from redis-py leaks to callers.
+``ExponentialWithJitterBackoff``, at most ``retries`` times, never pausing past the call's
+``timeout`` and never starting an attempt after it; then (or at once, for errors retrying
+cannot fix) a threadkeep error is raised ``from`` the driver's exception, so nothing from
+redis-py leaks to callers.
 
 Resending a request is safe: an append carries an internal idempotency key, a state save, a
 lease and a delete carry a call token, a create finds its own row, and the other scripts are
@@ -33,18 +34,41 @@ _RETRYABLE: tuple[type[rex.RedisError], ...] = (rex.ConnectionError, rex.Timeout
 _FINAL = (rex.AuthenticationError, rex.AuthorizationError)
 
 
+class _UntilDeadline(ExponentialWithJitterBackoff):
+    """redis-py's exponential backoff with jitter, never pausing past the call's deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(cap=_CAP, base=_BASE)
+        self.deadline = deadline
+
+    def compute(self, failures: int) -> float:
+        """Return the pause before the next attempt, cut at the deadline."""
+        return max(0.0, min(super().compute(failures), self.deadline - time.monotonic()))
+
+
 class Call:
     """One request's attempts: stops the retries once the deadline passed, then maps the error.
 
     Args:
         host: host:port, for messages (never the password).
+        retries: how many times a failed request is sent again.
         timeout: seconds after the first attempt when no new attempt starts.
     """
 
-    def __init__(self, host: str, timeout: float) -> None:
+    def __init__(self, host: str, retries: int, timeout: float) -> None:
         self.host = host
         self.deadline = time.monotonic() + timeout
         self.failures = 0
+        self.backoff = _UntilDeadline(self.deadline)
+        self.retries = retries
+
+    def retry(self) -> Retry:
+        """Return redis-py's retry loop for this call (blocking)."""
+        return Retry(self.backoff, self.retries, _RETRYABLE)
+
+    def aretry(self) -> AsyncRetry:
+        """Return redis-py's retry loop for this call (asyncio)."""
+        return AsyncRetry(self.backoff, self.retries, _RETRYABLE)
 
     def failed(self, exc: Exception) -> None:
         """Count a failed attempt; re-raise ``exc`` when no other attempt may follow."""
@@ -82,11 +106,9 @@ class Policy:
 
     def __init__(self, host: str, retries: int, timeout: float) -> None:
         self.host = host
+        self.retries = retries
         self.timeout = timeout
-        backoff = ExponentialWithJitterBackoff(cap=_CAP, base=_BASE)
-        self.retry = Retry(backoff, retries, _RETRYABLE)
-        self.aretry = AsyncRetry(backoff, retries, _RETRYABLE)
 
     def call(self) -> Call:
         """Start the attempts of one request."""
-        return Call(self.host, self.timeout)
+        return Call(self.host, self.retries, self.timeout)

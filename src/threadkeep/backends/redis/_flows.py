@@ -204,14 +204,14 @@ class Flows:
         reply = yield self._read(op)
         if reply[0] == Outcome.NOT_FOUND.value:
             return None
-        return [codec.decode_message(op.conversation_id, entry) for entry in reply[1:]]
+        return [codec.decode_message(op.conversation_id, entry) for entry in reply[1]]
 
     def read_context(self, op: ReadOp) -> Flow[builtins.list[tuple[str, str]] | None]:
         """See Backend.read_context: the same read, decoding only role and content."""
         reply = yield self._read(op)
         if reply[0] == Outcome.NOT_FOUND.value:
             return None
-        return [codec.decode_context(entry) for entry in reply[1:]]
+        return [codec.decode_context(entry) for entry in reply[1]]
 
     def update(self, op: UpdateOp) -> Flow[UpdateResult]:
         """See Backend.update."""

@@ -1,7 +1,9 @@
 """The Lua scripts, read once from ``scripts/`` with the shared helpers prepended.
 
-The drivers register them with redis-py's ``register_script``: it runs them with EVALSHA and
-loads them again after NOSCRIPT (a server restart or ``SCRIPT FLUSH``).
+A script whose first line starts with ``-- standalone`` is sent without the helpers (the
+window read, for speed). The drivers register them with redis-py's ``register_script``: it
+runs them with EVALSHA and loads them again after NOSCRIPT (a server restart or
+``SCRIPT FLUSH``).
 
 Each script starts with the ``#!lua`` shebang (Redis 7): without it Redis runs a script in a
 compatibility mode that lets it touch keys of any slot; with it, Redis Cluster refuses a script
@@ -19,14 +21,20 @@ from typing import Final
 __all__ = ["SCRIPTS"]
 
 
+#: A script starting with this comment gets no shared helpers prepended.
+_STANDALONE = "-- standalone"
+
+
 def _load() -> dict[str, str]:
     folder = resources.files(__package__).joinpath("scripts")
     lib = folder.joinpath("_lib.lua").read_text(encoding="utf-8")
-    return {
-        entry.name.removesuffix(".lua"): "#!lua\n" + lib + "\n" + entry.read_text(encoding="utf-8")
-        for entry in folder.iterdir()
-        if entry.name.endswith(".lua") and not entry.name.startswith("_")
-    }
+    scripts = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".lua") and not entry.name.startswith("_"):
+            text = entry.read_text(encoding="utf-8")
+            helpers = "" if text.startswith(_STANDALONE) else lib + "\n"
+            scripts[entry.name.removesuffix(".lua")] = "#!lua\n" + helpers + text
+    return scripts
 
 
 #: script name (the file name without ``.lua``) → Lua source.

@@ -91,9 +91,7 @@ class AsyncRedisBackend:
     async def _send(self, request: Request) -> Any:
         call = self._policy.call()
         try:
-            return await self._policy.aretry.call_with_retry(
-                lambda: self._execute(request), call.afailed
-            )
+            return await call.aretry().call_with_retry(lambda: self._execute(request), call.afailed)
         except redis.RedisError as exc:
             call.fail(exc)
 

@@ -90,7 +90,7 @@ class RedisBackend:
     def _send(self, request: Request) -> Any:
         call = self._policy.call()
         try:
-            return self._policy.retry.call_with_retry(lambda: self._execute(request), call.failed)
+            return call.retry().call_with_retry(lambda: self._execute(request), call.failed)
         except redis.RedisError as exc:
             call.fail(exc)
 

@@ -139,14 +139,20 @@ end
 
 local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 
--- Append one event; the log keeps events numbered above (last - keep).
+-- Append one event; the log keeps events numbered above (last - keep): XADD trims it in the same
+-- command (MINID ~, i.e. whole stream nodes, like MAXLEN ~). Trimming by id rather than by
+-- length keeps the floor exact although erasures XDEL events: a cursor below the floor is
+-- CursorExpired, one above it is served in full.
 local function emit(kind, tenant, conv, data, at, keep)
   local n = redis.call('INCR', K_EVN)
-  redis.call('XADD', K_EV, fmt(n) .. '-0', 'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
+  local id = fmt(n) .. '-0'
   local floor = n - tonumber(keep)
   if floor > 0 and floor > tonumber(redis.call('GET', K_EVT) or '0') then
     redis.call('SET', K_EVT, fmt(floor))
-    redis.call('XTRIM', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0')
+    redis.call('XADD', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0', id,
+      'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
+  else
+    redis.call('XADD', K_EV, id, 'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
   end
 end
 
