@@ -272,6 +272,28 @@ def test_widget_keeps_one_conversation_across_pages(new_page, save_screenshot):
     save_screenshot(page, "widget.png")
 
 
+def test_two_screens_demo_stays_in_sync(new_page, save_screenshot):
+    page = new_page("/demo/two-screens", width=1400, height=760)
+    one = page.frame_locator("[data-testid=screen-one]").locator("#threadkeep-widget")
+    two = page.frame_locator("[data-testid=screen-two]").locator("#threadkeep-widget")
+    for widget in (one, two):
+        expect(widget).to_have_attribute("data-live", "live")
+        widget.locator(".bubble").click()
+        expect(widget.locator(".panel")).to_be_visible()
+    one.locator("input").fill("Hi, it needs a new roof")
+    one.locator("form button").click()
+    expect(two.locator(".tk-msg[data-role=assistant]")).to_have_count(1)  # live on screen two
+    expect(two.locator(".tk-msg[data-role=user]")).to_contain_text("needs a new roof")
+    two.locator("input").fill("Around 450k")
+    two.locator("form button").click()
+    expect(one.locator(".tk-msg:not(.tk-pending)")).to_have_count(4)
+    expect(one.locator(".tk-msg").nth(2)).to_contain_text("Around 450k")
+    expect(one.locator(".meta")).to_contain_text("Q3")
+    conv = one.get_attribute("data-conversation-id")
+    assert conv and two.get_attribute("data-conversation-id") == conv
+    save_screenshot(page, "two-screens.png")
+
+
 def test_state_edit_conflict_between_two_screens(new_page, save_screenshot):
     visitor = new_page("/")
     say(visitor, "My house needs work")

@@ -24,6 +24,7 @@ def client():
         ("/dashboard", 'id="conflict"'),
         ("/demo/widget", '<script src="/widget.js"></script>'),
         ("/demo/widget/page2", '<script src="/widget.js"></script>'),
+        ("/demo/two-screens", '<iframe src="/demo/widget/page2"'),
     ],
 )
 def test_pages_are_html(client, path, marker):

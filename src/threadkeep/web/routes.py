@@ -57,6 +57,12 @@ def demo_widget_page2() -> HTMLResponse:
     return _page("demo-listings.html")
 
 
+@router.get("/demo/two-screens")
+def demo_two_screens() -> HTMLResponse:
+    """Serve both screens of the widget demo side by side: one visitor, two tabs, in sync."""
+    return _page("demo-two-screens.html")
+
+
 @router.get("/widget.js")
 def widget_script() -> Response:
     """Serve the embeddable chat bubble: the shared client followed by the widget, in one file."""
