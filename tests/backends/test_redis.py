@@ -79,6 +79,9 @@ class OwnServer:
         self.port = _free_port()
         self.appendonly = appendonly
         self.extra = extra
+        self.password = (
+            extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -93,7 +96,9 @@ class OwnServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+                client = redis.Redis(
+                    host="127.0.0.1", port=self.port, socket_timeout=1, password=self.password
+                )
                 if client.ping():
                     client.close()
                     return
@@ -199,6 +204,13 @@ def test_idempotency_keys_and_event_log_are_bounded(prefix: str) -> None:
         assert raw.xlen(Keys(prefix).events) <= 20 + 100
         events = list(store.events(after=str(int(raw.get(Keys(prefix).base + "evn")) - 20)))
         assert len(events) == 20
+        # an event's id is its stream entry id, so a cursor resumes the stream itself
+        stream_ids = [entry_id for entry_id, _ in raw.xrange(Keys(prefix).events)]
+        assert [e.id for e in events] == stream_ids[-20:]
+        # state versions are bounded too
+        for i in range(15):
+            store.save_state(conv.id, {"n": i})
+        assert raw.hlen(Keys(prefix).states(conv.id)) == Limits().state_versions_kept
         raw.close()
 
 
@@ -214,7 +226,56 @@ def test_unreachable_server_names_host_not_password() -> None:
     assert f"127.0.0.1:{port}" in message
     assert "s3cret" not in message
     assert "ConnectionError" in message
+    assert "(after 3 attempts)" in message  # retries=2: sent three times
     assert isinstance(info.value.__cause__, redis.ConnectionError)
+    default = threadkeep.open(f"redis://127.0.0.1:{port}/0?timeout=5")
+    with default, pytest.raises(BackendUnavailable, match=r"\(after 4 attempts\)"):
+        default.get("c-1")  # three retries by default
+
+
+def test_password_and_db_come_from_the_url(tmp_path: Path) -> None:
+    _require_binary()
+    server = OwnServer(tmp_path, appendonly=False, extra=("--requirepass", "s3cret"))
+    server.start()
+    try:
+        with threadkeep.open(f"redis://:s3cret@127.0.0.1:{server.port}/3?prefix=auth") as store:
+            conv = store.start("c-1")
+        raw = redis.Redis(host="127.0.0.1", port=server.port, password="s3cret", db=3)
+        assert raw.exists(Keys("auth").conversation(conv.id))
+        raw.close()
+        wrong = threadkeep.open(f"redis://:wrong@127.0.0.1:{server.port}/3?retries=3")
+        with wrong, pytest.raises(BackendUnavailable) as info:
+            wrong.get(conv.id)
+        assert "wrong" not in str(info.value) and f"127.0.0.1:{server.port}" in str(info.value)
+        assert isinstance(info.value.__cause__, redis.AuthenticationError)
+        assert "attempts" not in str(info.value)  # a wrong password is not retried
+    finally:
+        server.kill()
+
+
+def test_the_pool_holds_at_most_pool_size_connections(own_server: OwnServer) -> None:
+    with threadkeep.open(own_server.url + "?prefix=pool&pool_size=2") as store:
+        conv = store.start("c-1")
+        errors: list[BaseException] = []
+
+        def work(worker: int) -> None:
+            try:
+                for i in range(20):
+                    store.append(conv.id, "user", f"w{worker}-{i}")
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert store.get(conv.id).message_count == 160
+        raw = own_server.client()
+        clients = [c for c in raw.client_list() if c["cmd"] != "client|list"]
+        assert len(clients) <= 2, clients
+        raw.close()
 
 
 class Writer(threading.Thread):
