@@ -405,3 +405,9 @@ def test_one_log_line_per_request(api, caplog, tenant):
 def test_web_pages_are_served(api):
     assert 'id="transcript"' in api.get("/").text
     assert api.get("/dashboard").status_code == 200
+
+
+def test_events_malformed_cursor_is_422(api):
+    resp = api.get("/v1/events?follow=false", headers={"Last-Event-ID": "not-a-cursor"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["type"] == "InvalidInput"

@@ -174,3 +174,21 @@ def test_graceful_shutdown_finishes_in_flight_requests(live_server, tmp_path: Pa
     assert f"store {url} closed" in log
     with threadkeep.open(url) as store:
         assert [m.content for m in store.messages(cid)][-2:] == ["late", "echo: late"]
+
+
+def test_shutdown_ends_open_event_streams(live_server, tmp_path: Path):
+    server = live_server(f"sqlite:///{tmp_path / 'tk.db'}", THREADKEEP_SSE_HEARTBEAT="0.2")
+    with httpx.Client() as client:
+        stream = SSE(client, server.url + "/v1/events")
+        assert stream.next() == {"retry": "2000"}
+        assert stream.next() == {"comment": "heartbeat"}
+        assert server.proc is not None
+        server.proc.terminate()
+        with pytest.raises(AssertionError, match="the stream ended"):
+            while True:  # heartbeats until the server ends the stream
+                stream.next()
+        stream.close()
+    assert server.stop() in (0, -15)
+    log = server.log_text()
+    assert "timeout graceful shutdown exceeded" not in log
+    assert "Application shutdown complete" in log

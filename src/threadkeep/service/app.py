@@ -7,9 +7,13 @@ The lifespan opens the AsyncStore (``app.state.store``) and closes it on shutdow
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -48,6 +52,34 @@ def _configure_logging(level: str) -> None:
     ours.setLevel(level.upper())
 
 
+def _on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` too when SIGTERM or SIGINT arrives; return a function that undoes it.
+
+    The server's own handlers (uvicorn's graceful shutdown) still run. Only the main thread
+    can install handlers; elsewhere (a test client's thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(sig)
+        if not callable(before):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, before: Any = before) -> None:
+            callback()
+            before(signum, frame)
+
+        previous[sig] = before
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+
+    return restore
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the service.
 
@@ -78,9 +110,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         await holder.try_open()
         app.state.store = holder.store
         log.info("serving store %s with the %s bot", holder.redacted, settings.bot)
+        restore = _on_stop_signal(app.state.stopping.set)
         try:
             yield
         finally:
+            app.state.stopping.set()
+            restore()
             await holder.aclose()
             app.state.store = None
 
@@ -96,6 +131,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.stores = holder
     app.state.store = None
     app.state.bot = make_bot(settings.bot)
+    app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
     errors.install(app)
 
     from threadkeep.web.routes import router as web_router

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from threadkeep._exceptions import ThreadkeepError
@@ -25,6 +27,7 @@ from threadkeep.service.routers import errors
 __all__ = ["router", "sse"]
 
 log = logging.getLogger("threadkeep.service")
+_SLICE = 1.0  # longest wait for events before checking whether the server is stopping
 router = APIRouter(prefix="/v1", tags=["events"])
 
 _EXAMPLE = (
@@ -49,6 +52,7 @@ async def _follow(
     replay: bool,
     heartbeat: float,
     follow: bool,
+    stopping: threading.Event,
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     if replay:
@@ -59,11 +63,17 @@ async def _follow(
     if not follow:
         return
     try:
-        while True:
-            async for event in store.events(tenant=tenant, after=after, timeout=heartbeat):
+        quiet_since = time.monotonic()
+        # Wait in short slices, so a shutting-down server ends the stream within a second
+        # (the browser reconnects with Last-Event-ID) instead of holding up the shutdown.
+        while not stopping.is_set():
+            async for event in store.events(tenant=tenant, after=after, timeout=_SLICE):
                 yield sse(event)
                 after = event.id
-            yield ": heartbeat\n\n"
+                quiet_since = time.monotonic()
+            if time.monotonic() - quiet_since >= heartbeat:
+                yield ": heartbeat\n\n"
+                quiet_since = time.monotonic()
     except ThreadkeepError as exc:  # cursor expired under a slow reader, store gone …
         log.warning("events stream for tenant %s ended: %s", tenant, exc)
         body = json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}})
@@ -83,6 +93,7 @@ async def _follow(
     summary="Follow changes (Server-Sent Events)",
 )
 async def events(
+    request: Request,
     tenant: TenantDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -106,6 +117,7 @@ async def events(
     first = [e async for e in store.events(tenant=tenant, after=cursor, timeout=0)]
     replay = cursor is not None or from_start
     resume = first[-1].id if first else cursor
-    stream = _follow(store, tenant, first, resume, replay, settings.sse_heartbeat, follow)
+    stopping = request.app.state.stopping
+    stream = _follow(store, tenant, first, resume, replay, settings.sse_heartbeat, follow, stopping)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
