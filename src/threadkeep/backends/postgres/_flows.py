@@ -25,6 +25,10 @@ Step = tuple[str, dict[str, Any]]
 COMMIT: Final[Step] = ("", {})
 Flow = Generator[Step, list[tuple[Any, ...]], T]
 
+#: Sweep erases at most this many messages per expired conversation of a batch in one
+#: transaction (then commits and goes on), so a long history never makes one huge delete.
+MESSAGES_PER_CONVERSATION: Final = 20
+
 
 def _touch(row: ops.ConvRow, now_us: int, **changes: Any) -> ops.ConvRow:
     return replace(
@@ -380,16 +384,23 @@ class Flows:
         batch = max(1, op.batch)
         purged = idled = facts = 0
         while True:
+            # Expired rows are invisible already; erase them a bounded bite at a time: at most
+            # ``batch`` conversations and ``batch * MESSAGES_PER_CONVERSATION`` messages per
+            # transaction. A conversation row goes last, once its messages are all gone.
             rows = yield (
                 "SELECT id FROM conversations WHERE expires_us <= %(now)s "
-                "ORDER BY expires_us LIMIT %(n)s FOR UPDATE SKIP LOCKED",
+                "ORDER BY expires_us, id LIMIT %(n)s FOR UPDATE SKIP LOCKED",
                 {**now, "n": batch},
             )
-            if rows:
-                yield from self._erase([r[0] for r in rows])
-                purged += len(rows)
+            ids = [r[0] for r in rows]
+            if ids:
+                bite = batch * MESSAGES_PER_CONVERSATION
+                gone = yield S.PURGE_MESSAGES, {"ids": ids, "n": bite}
+                if len(gone) < bite:
+                    yield from self._erase(ids)
+                    purged += len(ids)
             yield COMMIT
-            if len(rows) < batch:
+            if not ids:
                 break
         while True:
             rows = yield (

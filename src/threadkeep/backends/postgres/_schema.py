@@ -251,6 +251,11 @@ EMIT: Final = (
     "UPDATE meta SET value = (SELECT id FROM e) - %(keep)s "
     "WHERE key = 'events_floor' AND value < (SELECT id FROM e) - %(keep)s"
 )
+#: Deletes up to %(n)s messages of the given conversations (sweep's bounded bite).
+PURGE_MESSAGES: Final = (
+    "DELETE FROM messages WHERE (conversation_id, seq) IN (SELECT conversation_id, seq "
+    "FROM messages WHERE conversation_id = ANY(%(ids)s) LIMIT %(n)s) RETURNING 1"
+)
 ERASE: Final = (
     "DELETE FROM messages WHERE conversation_id = ANY(%(ids)s)",
     "DELETE FROM idem_archive WHERE conversation_id = ANY(%(ids)s)",

@@ -178,7 +178,10 @@ class AsyncPostgresBackend:
         deadline = time.monotonic() + wait
         try:
             async with await psycopg.AsyncConnection.connect(
-                self._s.conninfo, autocommit=True, **self._s.kwargs
+                self._s.conninfo,
+                autocommit=True,
+                application_name=self._s.listener_name,
+                **self._s.kwargs,
             ) as conn:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._s.channel)))
                 while True:

@@ -178,7 +178,12 @@ class PostgresBackend:
             return rows
         deadline = time.monotonic() + wait
         try:
-            with psycopg.connect(self._s.conninfo, autocommit=True, **self._s.kwargs) as conn:
+            with psycopg.connect(
+                self._s.conninfo,
+                autocommit=True,
+                application_name=self._s.listener_name,
+                **self._s.kwargs,
+            ) as conn:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._s.channel)))
                 while True:
                     rows = _pump(conn, self._flows.read_events(op))
