@@ -416,8 +416,8 @@ def _workload(store: threadkeep.Store) -> None:
     store.delete_contact("c-1", tenant="t-1")
 
 
-#: Commands the store may send itself; everything else happens inside scripts.
-_DIRECT = {"EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT"}
+#: Commands the store may send itself (INFO: once, to detect a Cluster); all else is in scripts.
+_DIRECT = {"EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT", "INFO"}
 
 
 def _monitor(server: OwnServer, sink: list[dict[str, object]], ready: threading.Event) -> None:
@@ -711,3 +711,105 @@ def test_index_entries_of_conversations_redis_reclaimed_are_cleaned_lazily(prefi
         assert not raw.exists(keys.base + "k:3:t-1:c-1")
         assert store.sweep().purged == 0  # it was gone already: nothing to report
         raw.close()
+
+
+# ---- a real multi-node Redis Cluster --------------------------------------------------------
+
+_SHARES = ((0, 5460), (5461, 10922), (10923, 16383))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[OwnServer]]:
+    """Three cluster-mode redis-servers, each owning a third of the slots."""
+    _require_binary()
+    nodes: list[OwnServer] = []
+    try:
+        for i in range(3):
+            directory = tmp_path / f"node{i}"
+            directory.mkdir()
+            bus = _free_port()
+            node = OwnServer(
+                directory,
+                appendonly=False,
+                extra=(
+                    *("--cluster-enabled", "yes", "--cluster-port", str(bus)),
+                    *("--cluster-config-file", str(directory / "nodes.conf")),
+                ),
+            )
+            node.bus = bus  # type: ignore[attr-defined]
+            node.start()
+            nodes.append(node)
+        first = nodes[0].client()
+        for node, (low, high) in zip(nodes, _SHARES, strict=True):
+            client = node.client()
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            client.close()
+            if node is not nodes[0]:
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus)  # type: ignore[attr-defined]
+        first.close()
+        deadline = time.monotonic() + 30
+        for node in nodes:
+            client = node.client()
+            while True:
+                info = client.execute_command("CLUSTER", "INFO")
+                if "cluster_state:ok" in info and "cluster_known_nodes:3" in info:
+                    break
+                assert time.monotonic() < deadline, f"cluster did not form: {info}"
+                time.sleep(0.1)
+            client.close()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def _prefix_on(nodes: list[OwnServer], index: int) -> str:
+    """A prefix whose hash tag lands in the slots of nodes[index]."""
+    client = nodes[0].client()
+    low, high = _SHARES[index]
+    for i in range(1000):
+        if low <= client.cluster("keyslot", Keys(f"cl{i}").events) <= high:
+            client.close()
+            return f"cl{i}"
+    raise AssertionError("no prefix found")
+
+
+def test_a_store_works_on_a_multi_node_cluster(cluster: list[OwnServer]) -> None:
+    prefix = _prefix_on(cluster, 2)  # the store lives on the third node …
+    with threadkeep.open(cluster[0].url + f"?prefix={prefix}") as store:  # … we dial the first
+        _workload(store)
+        conv = store.start("c-9")
+        store.append(conv.id, "user", "routed")
+        owner = cluster[2].client()
+        assert owner.exists(Keys(prefix).conversation(conv.id))
+        dialed = cluster[0].client()
+        with pytest.raises(redis.exceptions.MovedError):  # not on the node we dialed
+            dialed.exists(Keys(prefix).conversation(conv.id))
+        dialed.close()
+        owner.script_flush()  # NOSCRIPT on the owning node: loaded again there
+        assert store.append(conv.id, "user", "after flush").seq == 2
+        assert [m.content for m in store.messages(conv.id)] == ["routed", "after flush"]
+        owner.close()
+
+
+@pytest.mark.anyio
+async def test_an_async_store_works_on_a_multi_node_cluster(cluster: list[OwnServer]) -> None:
+    prefix = _prefix_on(cluster, 1)
+    store = await threadkeep.open_async(cluster[0].url + f"?prefix={prefix}")
+    try:
+        conv = await store.resume("c-1", tenant="t-1")
+        await store.append(conv.id, "user", "hi", idempotency_key="k-1")
+        await store.append(conv.id, "user", "hi", idempotency_key="k-1")
+        await store.save_state(conv.id, {"stage": "Q1"}, expected_version=0)
+        assert [m.seq for m in await store.messages(conv.id)] == [1]
+        assert (await store.list(tenant="t-1")).items[0].id == conv.id
+        events = [e async for e in store.events(tenant="t-1")]
+        assert [e.kind for e in events][:2] == ["conversation.started", "message.appended"]
+        late = [e async for e in store.events(tenant="t-1", after=events[-1].id, timeout=0.2)]
+        assert late == []  # XREAD BLOCK routed to the owning node
+        await store.delete(conv.id)
+        owner = cluster[1].client()
+        assert not owner.exists(Keys(prefix).conversation(conv.id))
+        owner.close()
+    finally:
+        await store.aclose()

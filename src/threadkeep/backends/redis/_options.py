@@ -66,6 +66,16 @@ class Options:
             "health_check_interval": 0,
         }
 
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a cluster client (its own retries switched off, ours apply)."""
+        return {
+            "decode_responses": True,
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "max_connections": self.pool_size,
+            "health_check_interval": 0,
+        }
+
     def block_ms(self, seconds: float) -> int:
         """Return an XREAD BLOCK time that ends before the socket timeout (never 0: forever)."""
         return max(1, int(min(seconds, self.timeout * 0.8) * 1000))

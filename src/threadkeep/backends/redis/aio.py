@@ -9,12 +9,14 @@ history.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Generator
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -64,6 +66,9 @@ T = TypeVar("T")
 class AsyncRedisBackend:
     """Redis backend over an asyncio connection pool.
 
+    On first use it asks the server whether it is a Redis Cluster node; if so it talks through
+    redis-py's ``RedisCluster`` instead (every key of the store is in one slot, see ``_keys``).
+
     Args:
         url: a ``redis://`` or ``rediss://`` store URL.
     """
@@ -75,15 +80,41 @@ class AsyncRedisBackend:
         pool = aioredis.BlockingConnectionPool.from_url(
             self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
         )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client: Any = aioredis.Redis(connection_pool=pool)
         self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
+        self._checked = False
+        self._check_lock: asyncio.Lock | None = None
+
+    async def _check_cluster(self) -> None:
+        """On first use, switch to a cluster client if the server is a Redis Cluster node."""
+        if self._check_lock is None:
+            self._check_lock = asyncio.Lock()
+        async with self._check_lock:
+            if not self._checked and (await self._client.info("cluster")).get("cluster_enabled"):
+                cluster = aioredis.RedisCluster.from_url(
+                    self._options.server_url,
+                    retry=Retry(NoBackoff(), 0),
+                    **self._options.cluster_kwargs(),
+                )
+                try:
+                    await cluster.initialize()
+                except rex.RedisClusterException as exc:  # not a RedisError: map it here
+                    await cluster.aclose()
+                    raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
+                old, self._client = self._client, cluster
+                self._scripts = {n: cluster.register_script(t) for n, t in SCRIPTS.items()}
+                await old.aclose()
+                await old.connection_pool.disconnect()
+            self._checked = True
 
     async def _execute(self, request: Request) -> Any:
+        if not self._checked:
+            await self._check_cluster()
         if isinstance(request, Eval):
             script = self._scripts[request.name]
             return await script(keys=[self._options.keys.events], args=list(request.args))
         if isinstance(request, Command):
-            return await self._client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+            return await self._client.execute_command(*request.args)
         events = self._options.keys.events
         ms = self._options.block_ms(request.seconds)
         return await self._client.xread({events: request.after_id}, count=1, block=ms)
@@ -110,7 +141,8 @@ class AsyncRedisBackend:
     async def close(self) -> None:
         """See AsyncBackend.close."""
         await self._client.aclose()
-        await self._client.connection_pool.disconnect()
+        if isinstance(self._client, aioredis.Redis):
+            await self._client.connection_pool.disconnect()
 
     async def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
         """See AsyncBackend.create."""

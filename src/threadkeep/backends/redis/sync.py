@@ -10,10 +10,12 @@ history.
 from __future__ import annotations
 
 import builtins
+import threading
 from collections.abc import Generator
 from typing import Any, TypeVar
 
 import redis
+from redis import exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -63,6 +65,9 @@ T = TypeVar("T")
 class RedisBackend:
     """Redis backend over a blocking connection pool (thread-safe).
 
+    On first use it asks the server whether it is a Redis Cluster node; if so it talks through
+    redis-py's ``RedisCluster`` instead (every key of the store is in one slot, see ``_keys``).
+
     Args:
         url: a ``redis://`` or ``rediss://`` store URL.
     """
@@ -74,15 +79,41 @@ class RedisBackend:
         pool = redis.BlockingConnectionPool.from_url(
             self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
         )
-        self._client = redis.Redis(connection_pool=pool)
+        self._client: Any = redis.Redis(connection_pool=pool)
         self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
+        self._lock = threading.Lock()
+        self._checked = False
+
+    def _check_cluster(self) -> None:
+        """On first use, switch to a cluster client if the server is a Redis Cluster node."""
+        with self._lock:
+            if self._checked:
+                return
+            if self._client.info("cluster").get("cluster_enabled"):
+                try:
+                    cluster = redis.RedisCluster.from_url(
+                        self._options.server_url,
+                        retry=Retry(NoBackoff(), 0),
+                        **self._options.cluster_kwargs(),
+                    )
+                except rex.RedisClusterException as exc:  # not a RedisError: map it here
+                    raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
+                self._client.close()
+                self._client.connection_pool.disconnect()
+                self._client = cluster
+                self._scripts = {
+                    name: cluster.register_script(text) for name, text in SCRIPTS.items()
+                }
+            self._checked = True
 
     def _execute(self, request: Request) -> Any:
+        if not self._checked:
+            self._check_cluster()
         if isinstance(request, Eval):
             script = self._scripts[request.name]
             return script(keys=[self._options.keys.events], args=list(request.args))
         if isinstance(request, Command):
-            return self._client.execute_command(*request.args)  # type: ignore[no-untyped-call]
+            return self._client.execute_command(*request.args)
         events = self._options.keys.events
         ms = self._options.block_ms(request.seconds)
         return self._client.xread({events: request.after_id}, count=1, block=ms)
@@ -109,7 +140,8 @@ class RedisBackend:
     def close(self) -> None:
         """See Backend.close."""
         self._client.close()
-        self._client.connection_pool.disconnect()
+        if isinstance(self._client, redis.Redis):
+            self._client.connection_pool.disconnect()
 
     def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
         """See Backend.create."""
