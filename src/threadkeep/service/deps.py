@@ -20,7 +20,7 @@ __all__ = ["BotDep", "SettingsDep", "StoreDep", "TenantDep", "tenant_of"]
 DEFAULT_TENANT = "default"
 
 
-def get_app_settings(request: Request) -> ServiceSettings:
+async def get_app_settings(request: Request) -> ServiceSettings:
     """Return the settings the app was built with."""
     settings: ServiceSettings = request.app.state.settings
     return settings
@@ -40,7 +40,7 @@ def _bearer(request: Request) -> str | None:
     return key
 
 
-def tenant_of(request: Request) -> str:
+async def tenant_of(request: Request) -> str:
     """Return the caller's tenant, from its API key (or ``default`` on a keyless loopback setup).
 
     Raises:
@@ -81,7 +81,7 @@ async def get_store(request: Request) -> AsyncStore:
     return await holder.get()
 
 
-def get_bot(request: Request) -> Bot:
+async def get_bot(request: Request) -> Bot:
     """Return the app's chat bot."""
     bot: Bot = request.app.state.bot
     return bot
