@@ -94,6 +94,8 @@ class RedisBackend:
                     cluster = redis.RedisCluster.from_url(
                         self._options.server_url,
                         retry=Retry(NoBackoff(), 0),
+                        connection_pool_class=redis.BlockingConnectionPool,
+                        timeout=self._options.timeout,  # wait this long for a free connection
                         **self._options.cluster_kwargs(),
                     )
                 except rex.RedisClusterException as exc:  # not a RedisError: map it here
