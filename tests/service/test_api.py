@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from _service_helpers import client_for
 from fastapi.testclient import TestClient
+
+import threadkeep
 
 
 def start(api: TestClient, contact: str = "c-1", **body) -> dict:
@@ -120,6 +124,23 @@ def test_chat_waits_for_a_busy_turn_then_409(make_client):
 
 
 # ---- conversations ----------------------------------------------------------------------
+
+
+def test_an_expired_conversation_is_404(shared_store_url, tenant):
+    # started 8 days ago (by a store whose clock says so): its 7-day TTL has run out
+    past = datetime.now(UTC) - timedelta(days=8)
+    with threadkeep.open(shared_store_url, clock=threadkeep.ManualClock(past)) as old:
+        cid = old.start("c-old", tenant=tenant).id
+        old.append(cid, "user", "hello from the past", tenant=tenant)
+    with client_for(shared_store_url, api_keys=f"{tenant}:k", key="k") as api:
+        _expired_is_gone(api, cid)
+
+
+def _expired_is_gone(api: TestClient, cid: str) -> None:
+    assert api.get(f"/v1/conversations/{cid}").status_code == 404
+    assert api.get(f"/v1/conversations/{cid}/messages").status_code == 404
+    assert api.post("/v1/chat", json={"message": "x", "conversation_id": cid}).status_code == 404
+    assert api.get("/v1/conversations?contact_id=c-old").json()["items"] == []
 
 
 def test_start_read_list_count_delete(api):

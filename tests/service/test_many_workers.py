@@ -26,6 +26,15 @@ async def _send_all(base: str, ids: list[str]) -> list[httpx.Response]:
         return await asyncio.gather(*calls)
 
 
+async def _first_messages(base: str, contact: str, count: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=base, timeout=90) as client:
+        calls = [
+            client.post("/v1/chat", json={"message": f"first {i}", "contact_id": contact})
+            for i in range(count)
+        ]
+        return await asyncio.gather(*calls)
+
+
 def _check_all(base: str, ids: list[str]) -> None:
     for cid in ids:
         items = httpx.get(f"{base}/v1/conversations/{cid}/messages?last=1000", timeout=30).json()
@@ -58,10 +67,15 @@ def _run(live_server, store: str) -> None:
     assert len(pids) == 1  # each worker reports its own numbers
     _check_all(server.url, ids)
 
+    # first messages of one new contact, all at once on every worker: one conversation
+    firsts = asyncio.run(_first_messages(server.url, "+1-same-contact", 20))
+    assert [r.status_code for r in firsts] == [200] * 20
+    assert len({r.json()["conversation_id"] for r in firsts}) == 1
+
     server.restart()
     _check_all(server.url, ids)
     listed = httpx.get(server.url + "/v1/counts", timeout=30).json()
-    assert listed["by_status"].get("active") == CONVERSATIONS
+    assert listed["by_status"].get("active") == CONVERSATIONS + 1
 
 
 @pytest.mark.slow
