@@ -141,16 +141,29 @@ def test_refuses_a_public_host_without_keys():
     check_exposure(ServiceSettings(host="::1"))
 
 
-def test_serve_refuses_a_public_host_without_keys(monkeypatch):
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--host", "0.0.0.0"], {}, "without API keys"),
+        (["--store", "foo://x", "--workers", "4"], {}, "unknown store scheme 'foo'"),
+        (["--store", "redis://127.0.0.1/0?bogus=1"], {}, "unknown option 'bogus'"),
+        (["--workers", "4"], {"THREADKEEP_API_KEYS": "no-colon"}, "tenant:key pairs"),
+    ],
+)
+def test_serve_refuses_bad_settings_in_one_line(monkeypatch, args, env, says):
     for name in ("STORE", "HOST", "PORT", "WORKERS", "API_KEYS", "API_KEYS_FILE"):
         monkeypatch.delenv(f"THREADKEEP_{name}", raising=False)
     # run() exports its arguments for the workers; setenv makes monkeypatch restore them
     for name in ("STORE", "HOST", "PORT", "WORKERS"):
         monkeypatch.setenv(f"THREADKEEP_{name}", "")
         monkeypatch.delenv(f"THREADKEEP_{name}")
-    result = CliRunner().invoke(cli, ["serve", "--store", "memory://", "--host", "0.0.0.0"])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    store = [] if "--store" in args else ["--store", "memory://"]
+    result = CliRunner().invoke(cli, ["serve", *store, *args])
     assert result.exit_code == 1
-    assert "without API keys" in result.output
+    assert says in result.output
+    assert "Traceback" not in result.output
 
 
 def test_cors_only_for_configured_origins():

@@ -7,7 +7,7 @@ import logging
 from typing import cast
 
 from threadkeep._config import Limits
-from threadkeep._exceptions import BackendUnavailable
+from threadkeep._exceptions import BackendError
 from threadkeep._store import AsyncStore
 from threadkeep._url import StoreURL
 from threadkeep.backends import load_async
@@ -44,7 +44,7 @@ class StoreHolder:
         """Return the open store, opening it first if needed.
 
         Raises:
-            BackendUnavailable: the store cannot be reached.
+            BackendError: the store cannot be reached (BackendUnavailable) or refuses us.
             InvalidInput: the store URL is malformed.
         """
         if self._store is not None:
@@ -62,7 +62,7 @@ class StoreHolder:
         """Open the store now if it can be reached; log a warning if not."""
         try:
             await self.get()
-        except BackendUnavailable as exc:
+        except BackendError as exc:  # BackendUnavailable, or a server refusing us
             log.warning("store unreachable at start-up; will retry on each request: %s", exc)
 
     async def aclose(self) -> None:

@@ -14,6 +14,7 @@ import sys
 import uvicorn
 
 from threadkeep._exceptions import InvalidInput
+from threadkeep._url import StoreURL
 from threadkeep.service.settings import ServiceSettings, is_loopback
 
 __all__ = ["GRACE", "check_exposure", "run"]
@@ -63,10 +64,13 @@ def run(
     os.environ["THREADKEEP_PORT"] = str(port)
     os.environ["THREADKEEP_WORKERS"] = str(workers)
     settings = ServiceSettings()
+    # Check everything here, so N workers do not each fail with a traceback.
+    store = StoreURL.parse(settings.store).redacted()
+    settings.tenants_by_key()
     check_exposure(settings)
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(
-        f"threadkeep serving {settings.store} at http://{shown}:{port}/ "
+        f"threadkeep serving {store} at http://{shown}:{port}/ "
         f"({workers} worker{'s' if workers != 1 else ''}; API docs at /docs)\n"
     )
     sys.stderr.flush()
