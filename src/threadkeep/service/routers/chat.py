@@ -41,12 +41,18 @@ async def _conversation(store: AsyncStore, body: ChatIn, tenant: str) -> Convers
     return await store.resume(contact, tenant=tenant, channel=body.channel or "web")
 
 
-async def _replayed(store: AsyncStore, message: Message, tenant: str) -> ChatOut:
-    """The answer a retried delivery gets: the reply stored after the original message."""
+async def _replayed(store: AsyncStore, message: Message, tenant: str) -> ChatOut | None:
+    """The answer a retried delivery gets: the reply stored after the original message.
+
+    None when nothing follows the message (the first delivery failed before its reply was
+    stored): then the bot answers now.
+    """
     following = await store.messages(
         message.conversation_id, after=message.seq, limit=1, tenant=tenant
     )
-    reply = following[0] if following and following[0].role == "assistant" else None
+    if not following:
+        return None
+    reply = following[0] if following[0].role == "assistant" else None
     conv = await store.get(message.conversation_id, tenant=tenant)
     return ChatOut(
         conversation_id=conv.id,
@@ -75,7 +81,9 @@ async def _turn(
         started = store.clock.now()
         message = await turn.append("user", body.message, idempotency_key=idempotency_key)
         if idempotency_key is not None and message.created_at < started:
-            return await _replayed(store, message, tenant)
+            replayed = await _replayed(store, message, tenant)
+            if replayed is not None:
+                return replayed
         conv = await store.get(conv.id, tenant=tenant)
         reply = None
         if conv.status != Status.WAITING_AGENT:
