@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import re
 import sys
 import time
 import uuid
@@ -276,7 +277,8 @@ FROM generate_series(1, %(n)s::bigint) g
 MSG_SQL = """
 INSERT INTO messages (conversation_id, seq, role, content, created_us, metadata_json, idem_key)
 SELECT 'tkx' || lpad(g::text, 23, '0'), s, CASE WHEN s %% 2 = 1 THEN 'user' ELSE 'assistant' END,
-    'message ' || s || ' of conversation ' || g || ': I would like to sell my house on Elm street',
+    convert_to('message ' || s || ' of conversation ' || g || ': I would like to sell my house',
+        'UTF8'),
     %(now)s - g * 6000000 - (%(per)s - s) * 1000000, '{}',
     CASE WHEN s %% 2 = 1 THEN 'wamid.' || g || '.' || s END
 FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g
@@ -333,6 +335,9 @@ def _explain_flow(
             rows = []
             if query.lstrip().upper().startswith("SELECT"):
                 rows = cur.execute(literal).fetchall()
+            elif "RETURNING" in query:  # the flow needs as many rows as the statement returned
+                found = re.search(r"actual time=\S+ rows=(\d+)", plan[0][0])
+                rows = [(1,)] * int(found.group(1)) if found else []
     conn.rollback()
 
 
@@ -450,7 +455,7 @@ def explain_main(argv: list[str] | None = None) -> int:
                 (
                     "find the contact's open conversation",
                     lambda: flows.find_open(
-                        ops.FindOpenOp("loc-3", "contact-50003", ("new", "active", "idle"), now)
+                        ops.FindOpenOp("loc-1", "contact-50001", ("new", "active", "idle"), now)
                     ),
                     1,
                 ),
@@ -465,9 +470,9 @@ def explain_main(argv: list[str] | None = None) -> int:
                     2,
                 ),
                 (
-                    "sweep: one batch of expired conversations (erase + commit)",
+                    "sweep: one bounded bite (20 expired conversations, at most 400 messages)",
                     lambda: flows.sweep(
-                        ops.SweepOp(now, False, "idle", ("new", "active"), 500, 10_000)
+                        ops.SweepOp(now, False, "idle", ("new", "active"), 20, 10_000)
                     ),
                     6,
                 ),

@@ -483,6 +483,54 @@ def test_event_ids_follow_commit_order(schema: str) -> None:
         store.close()
 
 
+# ---- state compare-and-set; bounded logs ------------------------------------------------
+
+
+def test_state_cas_has_one_winner_and_keeps_last_k(schema: str) -> None:
+    limits = threadkeep.Limits(state_versions_kept=3)
+    store = threadkeep.open(_url(schema), limits=limits)
+    try:
+        conv = store.start(contact_id="a")
+        results: list[Any] = []
+
+        def save(n: int) -> None:
+            try:
+                results.append(store.save_state(conv.id, {"n": n}, expected_version=0))
+            except threadkeep.StateConflict as exc:
+                results.append(exc)
+
+        racers = [threading.Thread(target=save, args=(n,)) for n in range(6)]
+        for t in racers:
+            t.start()
+        for t in racers:
+            t.join(60)
+        assert sorted(type(r).__name__ for r in results) == ["StateConflict"] * 5 + ["int"]
+        for n in range(6):
+            store.save_state(conv.id, {"n": n})
+        with _conn(schema) as conn:
+            rows = conn.execute("SELECT version FROM states ORDER BY version").fetchall()
+        assert [r[0] for r in rows] == [5, 6, 7]  # the last K = 3 versions
+        assert store.rollback_state(conv.id, to_version=5) == 8
+    finally:
+        store.close()
+
+
+def test_event_log_is_bounded(schema: str) -> None:
+    store = threadkeep.open(_url(schema), limits=threadkeep.Limits(events_kept=5))
+    try:
+        conv = store.start(contact_id="a")
+        first = next(store.events(timeout=0)).id
+        for n in range(20):
+            store.append(conv.id, "user", f"m{n}")
+        with _conn(schema) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (5,)
+        assert len(list(store.events(timeout=0))) == 5
+        with pytest.raises(threadkeep.CursorExpired):
+            list(store.events(after=first, timeout=0))
+    finally:
+        store.close()
+
+
 # ---- retry safety: a resent write whose first try committed -------------------------------
 
 

@@ -186,7 +186,7 @@ class Flows:
                 "id": row.id,
                 "seq": seq,
                 "role": op.role,
-                "content": op.content,
+                "content": S.encode_content(op.content),
                 "now": op.now_us,
                 "metadata_json": op.metadata_json,
                 "key": key,
@@ -389,7 +389,7 @@ class Flows:
             # transaction. A conversation row goes last, once its messages are all gone.
             rows = yield (
                 "SELECT id FROM conversations WHERE expires_us <= %(now)s "
-                "ORDER BY expires_us, id LIMIT %(n)s FOR UPDATE SKIP LOCKED",
+                "ORDER BY expires_us LIMIT %(n)s FOR UPDATE SKIP LOCKED",
                 {**now, "n": batch},
             )
             ids = [r[0] for r in rows]

@@ -111,6 +111,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX facts_expiry ON facts (expires_us);
     """,
+    # 2: message content as UTF-8 bytes, so any text round-trips (a text column refuses NUL).
+    """
+    ALTER TABLE messages ALTER COLUMN content TYPE bytea USING convert_to(content, 'UTF8');
+    ALTER TABLE idem_archive ALTER COLUMN content TYPE bytea USING convert_to(content, 'UTF8');
+    """,
 )
 
 VERSION_TABLE: Final = (
@@ -167,12 +172,18 @@ def conv_params(row: ops.ConvRow) -> dict[str, Any]:
     }
 
 
+def encode_content(content: str) -> bytes:
+    """Return message text as stored: UTF-8 bytes (NUL and lone surrogates included)."""
+    return content.encode("utf-8", "surrogatepass")
+
+
 def decode_msg(row: tuple[Any, ...]) -> ops.MsgRow:
     """Return the MsgRow of a row selected with ``MSG_COLS`` (internal keys hidden)."""
     key = row[6]
     if key is not None and key.startswith(INTERNAL_KEY):
         key = None
-    return ops.MsgRow(row[0], row[1], row[2], row[3], row[4], row[5], key)
+    content = bytes(row[3]).decode("utf-8", "surrogatepass")
+    return ops.MsgRow(row[0], row[1], row[2], content, row[4], row[5], key)
 
 
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.

@@ -84,7 +84,8 @@ class AsyncPostgresBackend:
             try:
                 pool = await self._get_pool(attempts)
                 async with pool.connection(timeout=attempts.remaining()) as conn:
-                    await conn.set_autocommit(read)
+                    if conn.autocommit != read:
+                        await conn.set_autocommit(read)
                     result = await _pump(conn, make())
                 return result
             except psycopg.Error as exc:

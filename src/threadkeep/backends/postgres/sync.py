@@ -90,7 +90,8 @@ class PostgresBackend:
         while True:
             try:
                 with self._pool.connection(timeout=attempts.remaining()) as conn:
-                    conn.autocommit = read
+                    if conn.autocommit != read:
+                        conn.autocommit = read
                     result = _pump(conn, make())
                 return result
             except psycopg.Error as exc:
