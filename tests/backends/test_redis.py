@@ -813,3 +813,35 @@ async def test_an_async_store_works_on_a_multi_node_cluster(cluster: list[OwnSer
         owner.close()
     finally:
         await store.aclose()
+
+
+# ---- a full server refuses whole changes and still serves reads -----------------------------
+
+
+def test_a_full_server_refuses_whole_changes_and_keeps_serving_reads(tmp_path: Path) -> None:
+    _require_binary()
+    server = OwnServer(
+        tmp_path, appendonly=False, extra=("--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    )
+    server.start()
+    try:
+        with threadkeep.open(server.url + "?prefix=full") as store:
+            conv = store.start("c-1", tenant="t-1")
+            acknowledged = 0
+            with pytest.raises(threadkeep.BackendError) as info:
+                for i in range(10_000):
+                    store.append(conv.id, "user", f"{i} " + "x" * 4000)
+                    acknowledged += 1
+            assert "OutOfMemoryError" in str(info.value)
+            assert not isinstance(info.value, BackendUnavailable)  # not retried: it would not help
+            # every read still works on the full server, and shows whole changes only
+            assert store.get(conv.id).message_count == acknowledged
+            assert len(store.messages(conv.id, after=0, limit=1000)) == min(acknowledged, 1000)
+            assert len(store.context(conv.id)) == 20
+            assert store.list(tenant="t-1").items[0].id == conv.id
+            assert store.find_open("c-1", tenant="t-1") is not None
+            assert store.load_state(conv.id).version == 0
+            assert store.counts(tenant="t-1").by_status["active"] == 1
+            assert len(list(store.events(tenant="t-1"))) == acknowledged + 2  # + started, status
+    finally:
+        server.kill()

@@ -203,10 +203,8 @@ local function find_open(tenant, contact, open, now)
   local key = kct(tenant, contact)
   local ids = redis.call('ZREVRANGE', key, 0, -1)
   for _, id in ipairs(ids) do
-    local row = hgetall(kc(id))
-    if row == nil then
-      redis.call('ZREM', key, id)
-    elseif not is_expired(row, now) and open[row.st] then
+    local row = hgetall(kc(id))  -- nil: reclaimed by Redis, skipped (reads write nothing)
+    if row ~= nil and not is_expired(row, now) and open[row.st] then
       return row
     end
   end
