@@ -845,3 +845,57 @@ def test_a_full_server_refuses_whole_changes_and_keeps_serving_reads(tmp_path: P
             assert len(list(store.events(tenant="t-1"))) == acknowledged + 2  # + started, status
     finally:
         server.kill()
+
+
+# ---- rediss:// --------------------------------------------------------------------------------
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1 signed by it."""
+    ca_key, ca, key, csr, cert, ext = (
+        directory / name for name in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt", "san.ext")
+    )
+    new_key = ("-newkey", "rsa:2048", "-nodes")
+    _openssl("req", "-x509", *new_key, "-days", "1", "-keyout", str(ca_key), "-out", str(ca),
+             "-subj", "/CN=threadkeep-test-ca")  # fmt: skip
+    _openssl("req", *new_key, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(ext))  # fmt: skip
+    return ca, cert, key
+
+
+def test_rediss_urls_talk_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _require_binary()
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found")
+    ca, cert, key = _certificates(tmp_path)
+    tls_port = _free_port()
+    server = OwnServer(
+        tmp_path,
+        appendonly=False,
+        extra=(
+            *("--tls-port", str(tls_port), "--tls-cert-file", str(cert)),
+            *("--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
+            *("--tls-auth-clients", "no"),
+        ),
+    )
+    server.start()  # the plain port too, to check where the data went
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # trust the private CA (system store stand-in)
+        with threadkeep.open(f"rediss://127.0.0.1:{tls_port}/0?prefix=tls") as store:
+            conv = store.start("c-1")
+            store.append(conv.id, "user", "over TLS")
+            assert [m.content for m in store.messages(conv.id)] == ["over TLS"]
+        raw = server.client()
+        assert raw.exists(Keys("tls").conversation(conv.id))
+        raw.close()
+        plain = threadkeep.open(f"redis://127.0.0.1:{tls_port}/0?timeout=1&retries=0")
+        with plain, pytest.raises(BackendUnavailable):
+            plain.get(conv.id)  # a TLS port does not talk plain RESP
+    finally:
+        server.kill()
