@@ -70,9 +70,12 @@ class StoreOps:
 class RawOps:
     """Raw redis-py: the store's append and window read as one MULTI/EXEC pipeline each.
 
-    The append sends the same commands the store's script runs (seq and count, conversation
-    fields, message, five index entries, six TTLs, event number, event); without a script it
-    cannot read the seq before writing, so its message does not carry one.
+    The append sends the commands the store's script runs: read the record (HGETALL) and look
+    up the internal retry key (HGET); seq and count; conversation fields; the message; the
+    retry key and its queue; five index entries; TTLs on the six conversation keys and the
+    three per-tenant/contact indexes; event number; event. Without a script it cannot use what
+    it reads before writing, so its message carries no seq and nothing is checked. The window
+    read is the script's HMGET + LRANGE.
     """
 
     label = "raw redis-py"
@@ -95,12 +98,17 @@ class RawOps:
         b, now = self.base, _now_us()
         expires = now + TTL_US
         body = f"user\n{now}\n\n{{}}\n{text}"  # the store's message encoding
+        retry_key = "\t" + uuid.uuid4().hex
         pipe = self.r.pipeline(transaction=True)
+        pipe.hgetall(b + "c:" + cid)
+        pipe.hget(b + "i:" + cid, retry_key)
         pipe.hincrby(b + "c:" + cid, "seq", 1)
         pipe.hincrby(b + "c:" + cid, "cnt", 1)
         pipe.hset(b + "c:" + cid, mapping={"st": "active", "act": now, "exp": expires,
                                            "idl": now + IDLE_US})  # fmt: skip
         pipe.rpush(b + "m:" + cid, body)
+        pipe.hset(b + "i:" + cid, retry_key, body)
+        pipe.rpush(b + "rq:" + cid, retry_key)
         pipe.zadd(b + "t:bench", {cid: now})
         pipe.zadd(b + "ts:active:bench", {cid: now})
         pipe.zadd(b + "k:5:bench:" + cid, {cid: now})
@@ -109,6 +117,8 @@ class RawOps:
         at = expires // 1000 + 3_600_000
         for part in ("c:", "m:", "i:", "iq:", "rq:", "s:"):
             pipe.pexpireat(b + part + cid, at)
+        for index in ("t:bench", "ts:active:bench", "k:5:bench:" + cid):
+            pipe.pexpireat(b + index, at + 86_400_000)
         pipe.incr(b + "evn")
         pipe.xadd(
             b + "ev",
