@@ -342,6 +342,39 @@ def test_concurrent_open_migrates_once(schema: str) -> None:
         assert again.migrated == 0
 
 
+def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
+    """A schema left at version 1 (text content) is upgraded on open and its messages read."""
+    from threadkeep.backends.postgres._schema import MIGRATIONS, VERSION_TABLE
+    from threadkeep.backends.postgres.sync import _pump
+
+    now = _now_us()
+    row = _row(1, random.Random(3), now)
+    with psycopg.connect(SHARED) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(VERSION_TABLE)
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        _pump(conn, _flows(schema).create(ops.StartOp(row, False, OPEN, 100)))
+        conn.execute(
+            "UPDATE conversations SET last_seq = 1, message_count = 1, ttl_us = NULL, "
+            "expires_us = NULL WHERE id = %s",
+            (row.id,),
+        )
+        conn.execute(
+            "INSERT INTO messages VALUES (%s, 1, 'user', 'héllo', %s, '{}', NULL)", (row.id, now)
+        )
+    with contextlib.closing(_pg(schema)) as backend:
+        assert backend.migrated == len(MIGRATIONS) - 1
+    store = threadkeep.open(_url(schema))
+    try:
+        assert [m.content for m in store.messages(row.id, tenant=row.tenant)] == ["héllo"]
+        store.append(row.id, "user", "a\x00b", tenant=row.tenant)
+        assert [m.content for m in store.messages(row.id, tenant=row.tenant)][-1] == "a\x00b"
+    finally:
+        store.close()
+
+
 # ---- events wake on NOTIFY --------------------------------------------------------------
 
 
