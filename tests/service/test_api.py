@@ -148,6 +148,9 @@ def test_start_read_list_count_delete(api):
     assert conv["status"] == "new"
     assert (conv["agent_id"], conv["channel"], conv["stage"]) == ("jorge", "sms", "Q0")
     assert conv["metadata"] == {"k": "v"}
+    location = api.post("/v1/conversations", json={"contact_id": "c-loc"}).headers["Location"]
+    assert api.get(location).json()["contact_id"] == "c-loc"
+    api.delete(location)
     got = api.get(f"/v1/conversations/{conv['id']}")
     assert got.status_code == 200 and got.json() == conv
     for i in range(4):

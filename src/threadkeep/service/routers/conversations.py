@@ -38,11 +38,23 @@ ConversationId = Annotated[
     "/conversations",
     status_code=201,
     response_model=ConversationOut,
-    responses=errors(413),
+    responses={
+        201: {
+            "headers": {
+                "Location": {
+                    "description": "the new conversation's path",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **errors(413),
+    },
     summary="Start a conversation",
 )
-async def start_conversation(tenant: TenantDep, store: StoreDep, body: StartIn) -> ConversationOut:
-    """Start a new conversation (status ``new``) for a contact."""
+async def start_conversation(
+    tenant: TenantDep, store: StoreDep, body: StartIn, response: Response
+) -> ConversationOut:
+    """Start a new conversation (status ``new``) for a contact; ``Location`` names it."""
     conv = await store.start(
         body.contact_id,
         tenant=tenant,
@@ -52,6 +64,7 @@ async def start_conversation(tenant: TenantDep, store: StoreDep, body: StartIn) 
         metadata=body.metadata,
     )
     note(conversation_id=conv.id)
+    response.headers["Location"] = f"/v1/conversations/{conv.id}"
     return ConversationOut.of(conv)
 
 
