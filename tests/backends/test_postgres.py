@@ -590,6 +590,92 @@ def test_resent_append_and_start_apply_once(schema: str) -> None:
         assert conn.execute("SELECT count(*) FROM messages").fetchone() == (1,)
 
 
+def _stall_commits(schema: str, table: str) -> None:
+    """Make every commit that inserted into ``table`` sleep while the ``gate`` row exists."""
+    with _conn(schema, autocommit=True) as conn:
+        conn.execute("CREATE TABLE gate (shut boolean)")
+        conn.execute("INSERT INTO gate VALUES (true)")
+        conn.execute(
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF EXISTS (SELECT 1 FROM gate) THEN PERFORM pg_sleep(100); END IF; "
+            "RETURN NULL; END $$"
+        )
+        conn.execute(
+            f"CREATE CONSTRAINT TRIGGER stall AFTER INSERT ON {table} DEFERRABLE "
+            "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION stall()"
+        )
+
+
+def _kill_in_commit(schema: str) -> None:
+    """Wait for a session stalled inside COMMIT, open the gate, and terminate that session:
+    its connection is lost while committing (the transaction does not commit)."""
+    found: list[int] = []
+
+    def stalled() -> bool:
+        with psycopg.connect(SHARED, autocommit=True) as conn:
+            found[:] = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' "
+                    "AND wait_event = 'PgSleep' AND datname = 'test'"
+                ).fetchall()
+            ]
+        return bool(found)
+
+    _until("a commit to stall", stalled)
+    with _conn(schema, autocommit=True) as conn:
+        conn.execute("DELETE FROM gate")
+        conn.execute("SELECT pg_terminate_backend(%s)", (found[0],))
+
+
+def _call_in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def test_connection_lost_while_committing_append_is_resent_once(schema: str) -> None:
+    store = threadkeep.open(_url(schema))
+    try:
+        conv = store.start(contact_id="a")
+        _stall_commits(schema, "messages")
+        thread, out = _call_in_thread(lambda: store.append(conv.id, "user", "hi"))
+        _kill_in_commit(schema)
+        thread.join(60)
+        assert [m.seq for m in out] == [1]  # resent (safe: it carries its internal key)
+        assert [m.content for m in store.messages(conv.id)] == ["hi"]
+    finally:
+        store.close()
+
+
+def test_connection_lost_while_committing_state_is_not_resent(schema: str) -> None:
+    """A save_state whose commit may or may not have happened is not sent again (a resend
+    could conflict with itself or save twice): the caller gets BackendUnavailable."""
+    store = threadkeep.open(_url(schema))
+    try:
+        conv = store.start(contact_id="a")
+        _stall_commits(schema, "states")
+        thread, out = _call_in_thread(
+            lambda: store.save_state(conv.id, {"n": 1}, expected_version=0)
+        )
+        _kill_in_commit(schema)
+        thread.join(60)
+        assert len(out) == 1 and isinstance(out[0], BackendUnavailable)
+        with _conn(schema) as conn:  # a resend would have committed: the gate is open now
+            assert conn.execute("SELECT count(*) FROM states").fetchone() == (0,)
+        assert store.save_state(conv.id, {"n": 1}, expected_version=0) == 1
+    finally:
+        store.close()
+
+
 # ---- sweep: bounded transactions ----------------------------------------------------------
 
 

@@ -78,17 +78,24 @@ class AsyncPostgresBackend:
                 self._pool = pool
         return self._pool
 
-    async def _run(self, make: Any, read: bool = False) -> Any:
+    async def _run(self, make: Any, read: bool = False, once: bool = False) -> Any:
+        """Run the flow ``make()`` makes in one transaction (see the sync backend's _run)."""
         attempts = Attempts(self._s)
         while True:
+            committing = False
             try:
                 pool = await self._get_pool(attempts)
                 async with pool.connection(timeout=attempts.remaining()) as conn:
                     if conn.autocommit != read:
                         await conn.set_autocommit(read)
                     result = await _pump(conn, make())
+                    committing = not read
+                    if committing:
+                        await conn.commit()
                 return result
             except psycopg.Error as exc:
+                if committing and once:
+                    attempts.fail(exc)
                 delay = attempts.pause(exc)
                 if lost_connection(exc) and self._pool is not None:
                     with contextlib.suppress(Exception):  # replace dead pooled connections
@@ -141,7 +148,7 @@ class AsyncPostgresBackend:
 
     async def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
         """See AsyncBackend.save_state."""
-        return await self._run(lambda: self._flows.save_state(op))  # type: ignore[no-any-return]
+        return await self._run(lambda: self._flows.save_state(op), once=True)  # type: ignore[no-any-return]
 
     async def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """See AsyncBackend.load_state."""
@@ -157,7 +164,7 @@ class AsyncPostgresBackend:
 
     async def delete(self, op: ops.DeleteOp) -> bool:
         """See AsyncBackend.delete."""
-        return await self._run(lambda: self._flows.delete(op))  # type: ignore[no-any-return]
+        return await self._run(lambda: self._flows.delete(op), once=True)  # type: ignore[no-any-return]
 
     async def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """See AsyncBackend.delete_contact."""
@@ -197,7 +204,7 @@ class AsyncPostgresBackend:
 
     async def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """See AsyncBackend.acquire_lease."""
-        return await self._run(lambda: self._flows.acquire_lease(op))  # type: ignore[no-any-return]
+        return await self._run(lambda: self._flows.acquire_lease(op), once=True)  # type: ignore[no-any-return]
 
     async def release_lease(self, op: ops.ReleaseOp) -> None:
         """See AsyncBackend.release_lease."""

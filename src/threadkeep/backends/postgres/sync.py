@@ -85,16 +85,28 @@ class PostgresBackend:
                 time.sleep(attempts.pause(exc))
         self.migrated = migrate(self._s)  # how many migrations this open applied
 
-    def _run(self, make: Any, read: bool = False) -> Any:
+    def _run(self, make: Any, read: bool = False, once: bool = False) -> Any:
+        """Run the flow ``make()`` makes in one transaction, retrying lost connections.
+
+        A failure before the commit is sent is always safe to retry: the server rolls the
+        transaction back when the connection goes. A failure while committing leaves the
+        outcome unknown; ``once`` flows (not safe to apply twice) then raise at once.
+        """
         attempts = Attempts(self._s)
         while True:
+            committing = False
             try:
                 with self._pool.connection(timeout=attempts.remaining()) as conn:
                     if conn.autocommit != read:
                         conn.autocommit = read
                     result = _pump(conn, make())
+                    committing = not read
+                    if committing:
+                        conn.commit()
                 return result
             except psycopg.Error as exc:
+                if committing and once:
+                    attempts.fail(exc)
                 delay = attempts.pause(exc)
                 if lost_connection(exc):  # replace the pool's other dead connections now
                     with contextlib.suppress(Exception):
@@ -146,7 +158,7 @@ class PostgresBackend:
 
     def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
         """See Backend.save_state."""
-        return self._run(lambda: self._flows.save_state(op))  # type: ignore[no-any-return]
+        return self._run(lambda: self._flows.save_state(op), once=True)  # type: ignore[no-any-return]
 
     def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """See Backend.load_state."""
@@ -162,7 +174,7 @@ class PostgresBackend:
 
     def delete(self, op: ops.DeleteOp) -> bool:
         """See Backend.delete."""
-        return self._run(lambda: self._flows.delete(op))  # type: ignore[no-any-return]
+        return self._run(lambda: self._flows.delete(op), once=True)  # type: ignore[no-any-return]
 
     def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """See Backend.delete_contact."""
@@ -198,7 +210,7 @@ class PostgresBackend:
 
     def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """See Backend.acquire_lease."""
-        return self._run(lambda: self._flows.acquire_lease(op))  # type: ignore[no-any-return]
+        return self._run(lambda: self._flows.acquire_lease(op), once=True)  # type: ignore[no-any-return]
 
     def release_lease(self, op: ops.ReleaseOp) -> None:
         """See Backend.release_lease."""
