@@ -1,4 +1,4 @@
-"""Browser tests: the real app under uvicorn over SQLite, driven by Debian's Chromium."""
+"""Browser tests: ``threadkeep serve`` over a SQLite file, driven by Debian's Chromium."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-SERVE = Path(__file__).resolve().parent / "serve_app.py"
+SERVE = [sys.executable, "-m", "threadkeep.cli.main", "serve", "--host", "127.0.0.1"]
 
 
 def post_json(url: str, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    """The app in a child process; restart() keeps the port and the SQLite file."""
+    """``threadkeep serve`` in a child process; restart() keeps the port and the SQLite file."""
 
     def __init__(self, db: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.env = env or {}
@@ -63,11 +63,17 @@ class LiveServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, THREADKEEP_STORE=f"sqlite:///{self.db}", **self.env)
-        env.pop("ANTHROPIC_API_KEY", None)  # the bot's own words: never the network
+        # Only this test's settings; no LLM key, so the bot uses its own words, never the network.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("THREADKEEP_")}
+        env.pop("ANTHROPIC_API_KEY", None)
+        env.update(self.env)
         with self.log.open("ab") as log:
+            # Exactly what `make run` does: the `threadkeep serve` command.
             self.proc = subprocess.Popen(
-                [sys.executable, str(SERVE), str(self.port)], env=env, stdout=log, stderr=log
+                [*SERVE, "--store", f"sqlite:///{self.db}", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
