@@ -192,3 +192,21 @@ def test_shutdown_ends_open_event_streams(live_server, tmp_path: Path):
     log = server.log_text()
     assert "timeout graceful shutdown exceeded" not in log
     assert "Application shutdown complete" in log
+
+
+def test_events_reach_a_stream_served_by_another_process(live_server, tmp_path: Path):
+    # two servers over one SQLite file: a change made through one streams from the other,
+    # as with the workers of one server
+    store = f"sqlite:///{tmp_path / 'tk.db'}"
+    watching, writing = live_server(store), live_server(store)
+    with httpx.Client() as client:
+        stream = SSE(client, watching.url + "/v1/events")
+        assert stream.next() == {"retry": "2000"}
+        sent = {
+            post(writing.url + "/v1/chat", {"message": f"m{i}"}).json()["conversation_id"]
+            for i in range(3)
+        }
+        seen = until_messages(stream, 6)
+        appended = [json.loads(e["data"]) for e in seen if e["event"] == "message.appended"]
+        assert {e["conversation_id"] for e in appended} == sent
+        stream.close()
