@@ -240,6 +240,16 @@ def test_handoff_silences_the_bot_until_hand_back(new_page):
     expect(transcript(visitor)).to_have_count(2)
     expect(visitor.get_by_test_id("status")).to_have_text("active")
 
+    # Asking the bot for a person hands the new conversation over by itself.
+    new_conv = conversation_id(visitor)
+    say(visitor, "Can I talk to a human please?")
+    expect(visitor.get_by_test_id("status")).to_have_text("waiting_agent")
+    expect(visitor.get_by_test_id("banner")).to_be_visible()
+    row = dashboard.locator(f"tr.row[data-id='{new_conv}']")
+    expect(row).to_contain_text("waiting_agent")  # live on the dashboard
+    say(visitor, "Hello?", replies=False)
+    expect(row.get_by_test_id("count")).to_have_text("5")
+
 
 def test_widget_keeps_one_conversation_across_pages(new_page, save_screenshot):
     page = new_page("/demo/widget", width=1100, height=760)
