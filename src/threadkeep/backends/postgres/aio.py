@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 async def _pump(conn: psycopg.AsyncConnection[Any], flow: Flow[T]) -> T:
-    """Run ``flow`` on ``conn``; the caller commits."""
+    """Run ``flow`` on ``conn`` (results in binary format: less to parse); the caller commits."""
     async with conn.cursor() as cur:
         rows: Any = None
         try:
@@ -38,7 +38,7 @@ async def _pump(conn: psycopg.AsyncConnection[Any], flow: Flow[T]) -> T:
                     await conn.commit()
                     rows = []
                     continue
-                await cur.execute(query, params or None)
+                await cur.execute(query, params or None, binary=bool(params))
                 rows = await cur.fetchall() if cur.description is not None else []
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]

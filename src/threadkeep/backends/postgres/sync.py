@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 def _pump(conn: psycopg.Connection[Any], flow: Flow[T]) -> T:
-    """Run ``flow`` on ``conn``; the caller commits."""
+    """Run ``flow`` on ``conn`` (results in binary format: less to parse); the caller commits."""
     with conn.cursor() as cur:
         rows: Any = None
         try:
@@ -37,7 +37,7 @@ def _pump(conn: psycopg.Connection[Any], flow: Flow[T]) -> T:
                     conn.commit()
                     rows = []
                     continue
-                cur.execute(query, params or None)
+                cur.execute(query, params or None, binary=bool(params))
                 rows = cur.fetchall() if cur.description is not None else []
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
