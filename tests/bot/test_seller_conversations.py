@@ -224,6 +224,51 @@ async def test_handoff_then_hand_back(store):
     assert (await store.get(conv.id)).stage == "Q2"
 
 
+async def test_what_the_seller_told_a_person_counts_after_hand_back(store):
+    bot = SellerBot()
+    conv = await store.start("seller-catch-up")
+    await _turn(store, bot, conv, "hi, it needs a new roof")
+    assert await _turn(store, bot, conv, "can I talk to a real person?") == HANDOFF_REPLY
+    # The bot is silent while the person has the chat; the seller answers the person.
+    assert await _turn(store, bot, conv, "It has 3 bedrooms") is None
+    await store.append(conv.id, "agent", "Thanks! Would you take 300k?")
+    assert await _turn(store, bot, conv, "I'd want 400k") is None
+    assert await _turn(store, bot, conv, "thanks") is None
+    assert await _turn(store, bot, conv, "ok?") is None
+    await store.set_status(conv.id, "active")
+
+    reply = await _turn(store, bot, conv, "we're relocating for work")
+    snap = await store.load_state(conv.id, SellerState)
+    state = snap.value
+    # "400k" came from the seller; the agent's "300k" is not the seller's answer.
+    assert state.price_expectation == 400_000
+    assert state.motivation == "relocation"
+    assert state.condition == "needs_work" and state.condition_issues == ["roof"]
+    assert state.stage == "Q4" and (await store.get(conv.id)).stage == "Q4"
+    assert state.turns_without_progress == 0  # "thanks", "ok?" did not stall it
+    assert state.handoff_requested is True
+    assert "$400,000" in reply and "relocating" in reply and "Sorry" not in reply
+    assert state.last_seq == (await store.messages(conv.id, last=2))[0].seq
+
+
+async def test_no_catch_up_read_for_a_plain_turn(store):
+    bot = SellerBot()
+    conv = await store.start("seller-plain")
+    await _turn(store, bot, conv, "hi")
+
+    class Counting(RacingStore):
+        reads = 0
+
+        async def messages(self, *args, **kw):
+            Counting.reads += 1
+            return await self._store.messages(*args, **kw)
+
+    msg = await store.append(conv.id, "user", "good shape")
+    assert await bot.respond(Counting(store, races=0), conv, msg)
+    assert Counting.reads == 1  # one short read: the bot's last reply and this message
+    assert (await store.load_state(conv.id, SellerState)).value.condition == "good"
+
+
 async def test_closed_conversation_gets_no_reply(store):
     bot = SellerBot()
     conv = await store.start("seller-closed")

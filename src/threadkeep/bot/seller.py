@@ -28,12 +28,14 @@ from threadkeep.bot._llm import LLMPhraser
 __all__ = [
     "FIELDS",
     "HANDOFF_REPLY",
+    "MAX_CATCH_UP",
     "STALL_AFTER",
     "LLMPhraser",
     "SellerBot",
     "SellerState",
     "TurnResult",
     "advance",
+    "catch_up",
     "compose_reply",
     "pending_question",
     "score_temperature",
@@ -43,6 +45,9 @@ Temperature = Literal["hot", "warm", "cold"]
 
 #: Seller turns in a row without a new answer before the stage becomes ``STALLED``.
 STALL_AFTER: Final = 3
+
+#: At most this many unanswered seller messages are read when the bot takes over again.
+MAX_CATCH_UP: Final = 50
 
 #: The state fields the questions fill, in question order.
 FIELDS: Final = ("condition", "price_expectation", "motivation", "timeline_days", "cash_offer_ok")
@@ -73,6 +78,7 @@ class SellerState(BaseModel):
         answered: the questions answered, in the order they were completed.
         corrections: how many times an answer was replaced by a different one.
         handoff_requested: whether the seller asked for a person.
+        last_seq: the seq of the last seller message the bot has read.
         updated_at: when the state last changed (timezone-aware).
     """
 
@@ -90,6 +96,7 @@ class SellerState(BaseModel):
     answered: list[str] = Field(default_factory=list)
     corrections: int = 0
     handoff_requested: bool = False
+    last_seq: int = 0
     updated_at: AwareDatetime | None = None
 
 
@@ -237,6 +244,47 @@ def advance(state: SellerState, text: str, now: datetime) -> TurnResult:
     after.temperature = score_temperature(after)
     after.updated_at = now
     return TurnResult(state, after, tuple(new), tuple(corrected), handoff)
+
+
+def catch_up(state: SellerState, missed: list[str], text: str, now: datetime) -> TurnResult:
+    """Apply seller messages the bot did not answer (``missed``), then ``text`` (pure).
+
+    While a person had the conversation the bot was silent; what the seller told them still
+    counts ("it's 400k"), but those messages neither stall the conversation nor hand it over
+    again. The result reports every answer they and ``text`` brought.
+
+    Args:
+        state: the state the bot saved last.
+        missed: the seller's messages since then, oldest first, before ``text``.
+        text: the message to answer.
+        now: when it arrived (timezone-aware).
+    """
+    current = state
+    new: list[str] = []
+    corrected: list[str] = []
+    for earlier in missed:
+        step = advance(current, earlier, now)
+        new += [n for n in step.new if n not in new]
+        corrected += [c for c in step.corrected if c not in corrected]
+        current = step.state
+    if missed:
+        pending = pending_question(current)
+        current = current.model_copy(
+            update={
+                "stage": "QUALIFIED" if pending is None else pending,
+                "turns_without_progress": 0 if new or corrected else state.turns_without_progress,
+                "handoff_requested": state.handoff_requested,
+            }
+        )
+    last = advance(current, text, now)
+    new += [n for n in last.new if n not in new]
+    corrected += [c for c in last.corrected if c not in corrected and c not in new]
+    if (new or corrected) and not last.progressed and last.state.stage != "QUALIFIED":
+        # the catch-up made progress even if this message alone did not
+        pending = pending_question(last.state)
+        last.state.stage = pending or "QUALIFIED"
+        last.state.turns_without_progress = 0
+    return TurnResult(state, last.state, tuple(new), tuple(corrected), last.handoff)
 
 
 def _answered(state: SellerState, stage: str) -> bool:
@@ -427,7 +475,10 @@ class SellerBot:
     async def _advance(self, store: AsyncStore, conv: Conversation, message: Message) -> TurnResult:
         for attempt in range(2):
             snap = await store.load_state(conv.id, SellerState, tenant=conv.tenant)
-            turn = advance(snap.value or SellerState(), message.content, message.created_at)
+            state = snap.value or SellerState()
+            missed = await self._missed(store, conv, state, message)
+            turn = catch_up(state, missed, message.content, message.created_at)
+            turn.state.last_seq = message.seq
             try:
                 await store.save_state(
                     conv.id, turn.state, expected_version=snap.version, tenant=conv.tenant
@@ -438,3 +489,16 @@ class SellerBot:
                 continue
             return turn
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _missed(
+        self, store: AsyncStore, conv: Conversation, state: SellerState, message: Message
+    ) -> list[str]:
+        """The seller's messages the bot has not read (sent while a person had the chat)."""
+        if not state.last_seq or message.seq <= state.last_seq + 1:
+            return []
+        # Usually just the bot's own last reply and this message: one short read.
+        since = await store.messages(
+            conv.id, after=state.last_seq, limit=MAX_CATCH_UP + 2, tenant=conv.tenant
+        )
+        missed = [m.content for m in since if m.role == "user" and m.seq < message.seq]
+        return missed[:MAX_CATCH_UP]
