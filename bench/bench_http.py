@@ -2,9 +2,11 @@
 direct AsyncStore calls in this process, in the same run.
 
 Operations: a chat turn (`POST /v1/chat`: lease, user message, bot, reply, status reads) and
-an append (`POST /v1/conversations/{id}/messages`), each at concurrency 1 and 50. Latencies
-are per call as the client sees them; throughput is calls per wall-clock second. The ratio is
-HTTP p50 over library p50. The server's peak RSS (VmHWM) is read per worker from /proc.
+an append (`POST /v1/conversations/{id}/messages`), each at concurrency 1 and 50, sent by a
+minimal keep-alive HTTP/1.1 client (one connection per concurrent caller, so the client's own
+CPU stays small). Latencies are per call as the client sees them; throughput is calls per
+wall-clock second. The ratio is HTTP p50 over library p50. The server's peak RSS (VmHWM) is
+read per worker from /proc.
 
 Run: `make bench` or `python -m bench.bench_http [--store URL] [-n 400] [--workers 4]`.
 The default store is a SQLite file in a temporary directory; only 127.0.0.1 is used.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -26,8 +29,7 @@ import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 import threadkeep
 from bench._util import Result, say, summarize, table
@@ -72,8 +74,8 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def serve(store: str, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run `threadkeep serve` with the echo bot; yield its base URL and process."""
+def serve(store: str, workers: int, log: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Run `threadkeep serve` with the echo bot; yield its port and process."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADKEEP_")}
     env.update(THREADKEEP_BOT="echo", THREADKEEP_LOG_LEVEL="WARNING", THREADKEEP_TURN_WAIT="60")
@@ -92,7 +94,7 @@ def serve(store: str, workers: int, log: Path) -> Iterator[tuple[str, subprocess
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the server did not start:\n{log.read_text()}") from None
                 time.sleep(0.1)
-        yield base, proc
+        yield port, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -122,29 +124,71 @@ async def _timed(
     return summarize(name, samples, time.perf_counter() - start)
 
 
-async def _http(base: str, n: int) -> dict[tuple[str, int], Result]:
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough HTTP for these JSON calls.
+
+    A general client (httpx) spends ~2-3 ms of CPU per request, which on a small machine would
+    measure the client rather than the service; this one spends a few microseconds.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + data)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, json.loads(await self.reader.readexactly(length))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _http(port: int, n: int) -> dict[tuple[str, int], Result]:
     out: dict[tuple[str, int], Result] = {}
-    limits = httpx.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=100)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        for c in CONCURRENCY:
-            ids = []
-            for w in range(c):
-                resp = await client.post("/v1/conversations", json={"contact_id": f"h-{c}-{w}"})
-                ids.append(resp.json()["id"])
+    for c in CONCURRENCY:
+        conns = [await Connection.open(port) for _ in range(c)]
+        ids = []
+        for w, conn in enumerate(conns):
+            status, conv = await conn.post("/v1/conversations", {"contact_id": f"h-{c}-{w}"})
+            assert status == 201, conv
+            ids.append(conv["id"])
 
-            async def chat(w: int, i: int, ids: list[str] = ids) -> None:
-                r = await client.post("/v1/chat", json={"message": TEXT, "conversation_id": ids[w]})
-                assert r.status_code == 200, r.text
+        async def chat(
+            w: int, i: int, ids: list[str] = ids, conns: list[Connection] = conns
+        ) -> None:
+            status, body = await conns[w].post(
+                "/v1/chat", {"message": TEXT, "conversation_id": ids[w]}
+            )
+            assert status == 200, body
 
-            async def append(w: int, i: int, ids: list[str] = ids) -> None:
-                r = await client.post(
-                    f"/v1/conversations/{ids[w]}/messages", json={"role": "user", "content": TEXT}
-                )
-                assert r.status_code == 201, r.text
+        async def append(
+            w: int, i: int, ids: list[str] = ids, conns: list[Connection] = conns
+        ) -> None:
+            status, body = await conns[w].post(
+                f"/v1/conversations/{ids[w]}/messages", {"role": "user", "content": TEXT}
+            )
+            assert status == 201, body
 
-            say(f"[http] chat and append at concurrency {c}")
-            out["chat", c] = await _timed(f"HTTP chat turn, c={c}", chat, n, c)
-            out["append", c] = await _timed(f"HTTP append, c={c}", append, n, c)
+        say(f"[http] chat and append at concurrency {c}")
+        out["chat", c] = await _timed(f"HTTP chat turn, c={c}", chat, n, c)
+        out["append", c] = await _timed(f"HTTP append, c={c}", append, n, c)
+        for conn in conns:
+            conn.close()
     return out
 
 
@@ -185,8 +229,8 @@ def run(store: str | None, n: int, workers: int) -> None:
             lib_store = f"{store}{sep}prefix=bench-lib-{suffix}"
         log = Path(tmp) / "server.log"
         say(f"[http] {workers} workers on {base_store}")
-        with serve(base_store, workers, log) as (base, proc):
-            http = asyncio.run(_http(base, n))
+        with serve(base_store, workers, log) as (port, proc):
+            http = asyncio.run(_http(port, n))
             rss = [("supervisor", proc.pid, _peak_rss_mib(proc.pid))]
             rss += [(_role(pid), pid, _peak_rss_mib(pid)) for pid in _children(proc.pid)]
         lib = asyncio.run(_library(lib_store, n))
