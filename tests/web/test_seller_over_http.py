@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from threadkeep.bot.seller import HANDOFF_REPLY
+from threadkeep.cli.main import app
 from threadkeep.service.app import create_app
 from threadkeep.service.settings import ServiceSettings
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
+def store_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'http.db'}"
+
+
+@pytest.fixture
+def client(store_url, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)  # the bot's own words
     monkeypatch.delenv("THREADKEEP_BOT", raising=False)
-    settings = ServiceSettings(store=f"sqlite:///{tmp_path / 'http.db'}", api_keys="loc-1:k1")
+    settings = ServiceSettings(store=store_url, api_keys="loc-1:k1")
     assert settings.bot == "seller"  # the default
     with TestClient(create_app(settings), headers={"Authorization": "Bearer k1"}) as client:
         yield client
@@ -75,3 +82,17 @@ def test_contact_resumes_its_conversation_over_http(client):
     again = chat(client, None, "good shape")  # same contact, no id: the open conversation
     assert again["conversation_id"] == first["conversation_id"]
     assert again["stage"] == "Q2"
+
+
+def test_terminal_continues_a_web_conversation(client, store_url):
+    web = chat(client, None, "Hi, it needs a new roof")
+    # The terminal opens the same SQLite file as the service.
+    result = CliRunner().invoke(
+        app,
+        ["chat", "--store", store_url, "--tenant", "loc-1", "--contact", "+15550100"],
+        input="around 450k\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"conversation {web['conversation_id']}" in result.stderr
+    assert "you> Hi, it needs a new roof" in result.stdout  # the web's history first
+    assert "Noted: price $450,000" in result.stdout
