@@ -8,8 +8,9 @@ CPU stays small). Latencies are per call as the client sees them; throughput is 
 wall-clock second. The ratio is HTTP p50 over library p50. The server's peak RSS (VmHWM) is
 read per worker from /proc.
 
-Run: `make bench` or `python -m bench.bench_http [--store URL] [-n 400] [--workers 4]`.
-The default store is a SQLite file in a temporary directory; only 127.0.0.1 is used.
+Run: `make bench` or `python -m bench.bench_http [--store URL] [-n 500] [--workers 4]`.
+The default store is a SQLite file in a temporary directory; a Redis or PostgreSQL URL gets a
+key prefix or schema of the run's own, deleted at the end. Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
@@ -218,22 +219,53 @@ async def _library(url: str, n: int) -> dict[tuple[str, int], Result]:
     return out
 
 
+def _isolated(store: str, name: str) -> str:
+    """Give a shared server's URL a key prefix (Redis) or schema (PostgreSQL) of its own."""
+    sep = "&" if "?" in store else "?"
+    suffix = uuid.uuid4().hex[:8]
+    if store.startswith("redis"):
+        return f"{store}{sep}prefix=bench-{name}-{suffix}"
+    if store.startswith("postgres"):
+        return f"{store}{sep}schema=bench_{name}_{suffix}"
+    return store
+
+
+def _cleanup(url: str) -> None:
+    """Delete what the run made on a shared server (never anything else)."""
+    base, _, query = url.partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    if url.startswith("redis") and "prefix" in params:
+        import redis
+
+        client = redis.Redis.from_url(base)
+        keys = list(client.scan_iter(match=params["prefix"] + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+        client.close()
+    elif url.startswith("postgres") and "schema" in params:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(base, autocommit=True) as conn:
+            drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+            conn.execute(drop.format(sql.Identifier(params["schema"])))
+
+
 def run(store: str | None, n: int, workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="tk-bench-http-") as tmp:
-        base_store = store or f"sqlite:///{Path(tmp) / 'http.db'}"
-        lib_store = store or f"sqlite:///{Path(tmp) / 'lib.db'}"
-        if store and store.startswith("redis"):
-            sep = "&" if "?" in store else "?"
-            suffix = uuid.uuid4().hex[:8]
-            base_store = f"{store}{sep}prefix=bench-http-{suffix}"
-            lib_store = f"{store}{sep}prefix=bench-lib-{suffix}"
+        base_store = _isolated(store, "http") if store else f"sqlite:///{Path(tmp) / 'http.db'}"
+        lib_store = _isolated(store, "lib") if store else f"sqlite:///{Path(tmp) / 'lib.db'}"
         log = Path(tmp) / "server.log"
         say(f"[http] {workers} workers on {base_store}")
-        with serve(base_store, workers, log) as (port, proc):
-            http = asyncio.run(_http(port, n))
-            rss = [("supervisor", proc.pid, _peak_rss_mib(proc.pid))]
-            rss += [(_role(pid), pid, _peak_rss_mib(pid)) for pid in _children(proc.pid)]
-        lib = asyncio.run(_library(lib_store, n))
+        try:
+            with serve(base_store, workers, log) as (port, proc):
+                http = asyncio.run(_http(port, n))
+                rss = [("supervisor", proc.pid, _peak_rss_mib(proc.pid))]
+                rss += [(_role(pid), pid, _peak_rss_mib(pid)) for pid in _children(proc.pid)]
+            lib = asyncio.run(_library(lib_store, n))
+        finally:
+            _cleanup(base_store)
+            _cleanup(lib_store)
     rows = [(http[key], lib[key], "") for key in sorted(http, key=lambda k: (k[1], k[0]))]
     table(f"HTTP service ({workers} workers, echo bot) vs direct AsyncStore calls", rows)
     load = Path("/proc/loadavg").read_text().split()[:3]
