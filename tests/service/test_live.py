@@ -55,6 +55,16 @@ def until_messages(stream: SSE, count: int) -> list[dict[str, str]]:
     return seen
 
 
+def lease_attempts(base: str) -> float:
+    """How many times the (single-worker) server tried to take a turn lease."""
+    text = httpx.get(base + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('threadkeep_store_operations_total{op="acquire_lease"')
+    )
+
+
 def post(url: str, body: dict, **kw) -> httpx.Response:
     return httpx.post(url, json=body, timeout=30, **kw)
 
@@ -159,7 +169,8 @@ def test_graceful_shutdown_finishes_in_flight_requests(live_server, tmp_path: Pa
             )
         )
         sender.start()
-        time.sleep(0.5)
+        # the request is in the app once it has tried (and failed) to take the turn
+        wait_for(lambda: lease_attempts(server.url) >= 2, 30, "the chat to wait for its turn")
         assert server.proc is not None
         server.proc.terminate()
         time.sleep(0.5)
