@@ -435,3 +435,17 @@ def test_events_malformed_cursor_is_422(api):
     resp = api.get("/v1/events?follow=false", headers={"Last-Event-ID": "not-a-cursor"})
     assert resp.status_code == 422
     assert resp.json()["error"]["type"] == "InvalidInput"
+
+
+def test_the_demo_bot_answers_while_the_store_is_unreachable(caplog):
+    # nothing listens on 127.0.0.1:1: every store call is refused by the kernel
+    with client_for("redis://127.0.0.1:1/0?timeout=0.5&retries=0", bot="seller") as api:
+        assert api.get("/readyz").status_code == 503
+        resp = api.post("/v1/chat", json={"message": "Hi, I want to sell my house"})
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["persisted"] is False and body["conversation_id"] is None
+        assert "condition" in body["reply"]  # the seller bot's first question
+        assert api.get("/healthz").status_code == 200
+        assert api.get("/v1/conversations").status_code == 503
+    assert any("answering without keeping the turn" in r.getMessage() for r in caplog.records)
