@@ -255,7 +255,7 @@ def test_widget_keeps_one_conversation_across_pages(new_page, save_screenshot):
     page = new_page("/demo/widget", width=1100, height=760)
     widget = page.locator("#threadkeep-widget")
     widget.locator(".bubble").click()
-    widget.locator("input").fill("Hello from the home page")
+    widget.locator("input").fill("Hi, I am thinking of selling my house")
     widget.locator("form button").click()
     expect(widget.locator(".tk-msg[data-role=assistant]")).to_have_count(1)
     conv = widget.get_attribute("data-conversation-id")
@@ -273,11 +273,11 @@ def test_widget_keeps_one_conversation_across_pages(new_page, save_screenshot):
     other_widget = other.locator("#threadkeep-widget")
     expect(other_widget).to_have_attribute("data-conversation-id", conv)
     expect(other_widget.locator(".panel")).to_be_visible()  # it was left open on the other page
-    other_widget.locator("input").fill("Typed in another tab")
+    other_widget.locator("input").fill("The roof leaks (typed in another tab)")
     other_widget.locator("form button").click()
     expect(other_widget.locator(".tk-msg[data-role=assistant]")).to_have_count(2)
     expect(widget.locator(".tk-msg:not(.tk-pending)")).to_have_count(4)
-    expect(widget.locator(".tk-msg").nth(2)).to_contain_text("Typed in another tab")
+    expect(widget.locator(".tk-msg").nth(2)).to_contain_text("The roof leaks (typed in another")
     assert widget.get_attribute("data-conversation-id") == conv
     save_screenshot(page, "widget.png")
 
