@@ -316,6 +316,7 @@ def _open_and_report(url: str, barrier: Any, out: Any) -> None:
     backend.close()
 
 
+@pytest.mark.slow
 def test_concurrent_open_migrates_once(schema: str) -> None:
     """Six processes open a fresh schema at once: exactly one applies each migration."""
     from threadkeep.backends.postgres._schema import MIGRATIONS
@@ -865,6 +866,7 @@ def _outage_url(cluster: _Cluster) -> str:
     )
 
 
+@pytest.mark.slow
 def test_outage_unavailable_then_recovers(cluster: _Cluster) -> None:
     store = threadkeep.open(_outage_url(cluster))
     try:
@@ -883,6 +885,7 @@ def test_outage_unavailable_then_recovers(cluster: _Cluster) -> None:
         store.close()
 
 
+@pytest.mark.slow
 def test_async_outage_unavailable_then_recovers(cluster: _Cluster) -> None:
     import anyio.from_thread
 
