@@ -176,3 +176,14 @@ def test_live_agent_replies_and_close_in_a_real_terminal_session(tmp_path):
         new = s.find_open("tty")
         assert new is not None and new.id != conv.id
         assert [m.role for m in s.messages(conv.id)] == ["user", "assistant", "agent", "user"]
+
+
+def test_a_busy_turn_is_reported_and_the_chat_goes_on(runner, url):
+    with threadkeep.open(url) as s:
+        conv = s.start("me")
+        with s.turn(conv.id, lease=60):  # another screen is in the middle of a turn
+            r = chat(runner, url, "--contact", "me", "--wait", "0", input="hi\n/quit\n")
+        assert "another screen is answering" in r.stderr
+        assert s.get(conv.id).message_count == 0  # nothing half-written
+    r = chat(runner, url, "--contact", "me", input="hi\n")  # the turn is free again
+    assert "bot> Hi! I can help you sell your home" in r.stdout

@@ -29,6 +29,7 @@ from threadkeep import (
     Status,
     Store,
     ThreadkeepError,
+    TurnInProgress,
 )
 from threadkeep._transfer import export_records, import_record, jsonable, parse_record
 from threadkeep.bot import Bot, EchoBot
@@ -344,6 +345,9 @@ async def _chat(
                 break
             try:
                 await _chat_turn(s, bot, conv, text, wait)
+            except TurnInProgress:
+                _note("another screen is answering this conversation; send that again shortly")
+                continue
             except ConversationClosed:
                 # Closed from another screen: the contact's next message starts a new one.
                 conv = await s.resume(conv.contact_id, tenant=tenant, channel="cli")
