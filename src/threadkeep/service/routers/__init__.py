@@ -14,7 +14,7 @@ _WHAT = {
     404: "absent, expired, or another tenant's",
     409: "illegal transition, closed conversation, or a turn in progress",
     410: "the Last-Event-ID fell out of the retained event log",
-    412: "If-Match is not the current state version",
+    412: "the state version is not the expected one (If-Match, or the bot's state changed)",
     413: "the request body is too large",
     422: "invalid input; the body names the field and the rule",
     503: "the store cannot be reached",

@@ -123,7 +123,7 @@ async def _unpersisted(bot: Bot, body: ChatIn, tenant: str) -> ChatOut:
 @router.post(
     "/chat",
     response_model=ChatOut,
-    responses=errors(404, 409, 413),
+    responses=errors(404, 409, 412, 413),
     summary="One bot turn",
 )
 async def chat(
