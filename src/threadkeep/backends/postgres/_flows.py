@@ -432,20 +432,16 @@ class Flows:
         return ops.SweepRow(idled=idled, purged=purged, facts_purged=facts)
 
     def read_events(self, op: ops.EventsOp) -> Flow[builtins.list[ops.EventRow] | None]:
-        """Read events after the cursor once (None: the cursor fell out of the log)."""
-        after = parse_event_cursor(op.after)
-        rows = yield "SELECT value FROM meta WHERE key = 'events_floor'", {}
-        if op.after is None:  # the oldest retained event on
-            after = rows[0][0]
-        elif after < rows[0][0]:
+        """Read events after the cursor once (None: the cursor fell out of the log).
+
+        One statement, so the floor and the events come from one snapshot: a trim committed
+        in between cannot make a stale cursor look valid.
+        """
+        after = None if op.after is None else parse_event_cursor(op.after)
+        rows = yield S.READ_EVENTS, {"after": after, "tenant": op.tenant, "n": op.limit}
+        if after is not None and after < rows[0][0]:
             return None
-        rows = yield (
-            "SELECT id, kind, tenant, conversation_id, data_json, at_us FROM events "
-            "WHERE id > %(after)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s) "
-            "ORDER BY id LIMIT %(n)s",
-            {"after": after, "tenant": op.tenant, "n": op.limit},
-        )
-        return [_event_row(r) for r in rows]
+        return [_event_row(r[1:]) for r in rows if r[1] is not None]
 
     def acquire_lease(self, op: ops.LeaseOp) -> Flow[ops.LeaseResult]:
         """See Backend.acquire_lease."""

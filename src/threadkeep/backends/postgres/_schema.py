@@ -267,6 +267,15 @@ PURGE_MESSAGES: Final = (
     "DELETE FROM messages WHERE (conversation_id, seq) IN (SELECT conversation_id, seq "
     "FROM messages WHERE conversation_id = ANY(%(ids)s) LIMIT %(n)s) RETURNING 1"
 )
+#: The log's floor, and up to %(n)s events after the cursor (after the floor when it is
+#: NULL): one row of (floor, NULLs) when there are none.
+READ_EVENTS: Final = (
+    "SELECT f.value, e.id, e.kind, e.tenant, e.conversation_id, e.data_json, e.at_us "
+    "FROM meta f LEFT JOIN LATERAL (SELECT * FROM events "
+    "WHERE id > coalesce(%(after)s::bigint, f.value) "
+    "AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s) ORDER BY id LIMIT %(n)s) e ON true "
+    "WHERE f.key = 'events_floor' ORDER BY e.id"
+)
 ERASE: Final = (
     "DELETE FROM messages WHERE conversation_id = ANY(%(ids)s)",
     "DELETE FROM idem_archive WHERE conversation_id = ANY(%(ids)s)",
