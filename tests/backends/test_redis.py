@@ -281,7 +281,8 @@ def test_the_pool_holds_at_most_pool_size_connections(own_server: OwnServer) -> 
         raw = own_server.client()
         clients = [c for c in raw.client_list() if c["cmd"] != "client|list"]
         assert len(clients) <= 2, clients
-        raw.close()
+    assert [c for c in raw.client_list() if c["cmd"] != "client|list"] == []  # closed: released
+    raw.close()
 
 
 class Writer(threading.Thread):
@@ -786,6 +787,14 @@ def _prefix_on(nodes: list[OwnServer], index: int) -> str:
 
 def test_a_store_works_on_a_multi_node_cluster(cluster: list[OwnServer]) -> None:
     prefix = _prefix_on(cluster, 2)  # the store lives on the third node …
+    _use_cluster_store(cluster, prefix)
+    for node in cluster:  # close() released the store's connections to every node
+        client = node.client()
+        assert [c for c in client.client_list() if c["cmd"] != "client|list"] == []
+        client.close()
+
+
+def _use_cluster_store(cluster: list[OwnServer], prefix: str) -> None:
     with threadkeep.open(cluster[0].url + f"?prefix={prefix}") as store:  # … we dial the first
         _workload(store)
         conv = store.start("c-9")
@@ -823,6 +832,10 @@ async def test_an_async_store_works_on_a_multi_node_cluster(cluster: list[OwnSer
         owner.close()
     finally:
         await store.aclose()
+    for node in cluster:  # aclose() released the store's connections to every node
+        client = node.client()
+        assert [c for c in client.client_list() if c["cmd"] != "client|list"] == []
+        client.close()
 
 
 # ---- a full server refuses whole changes and still serves reads -----------------------------

@@ -141,9 +141,16 @@ class RedisBackend:
 
     def close(self) -> None:
         """See Backend.close."""
-        self._client.close()
-        if isinstance(self._client, redis.Redis):
-            self._client.connection_pool.disconnect()
+        client = self._client
+        if isinstance(client, redis.RedisCluster):
+            # RedisCluster.close() leaves the nodes' pools connected (it closes clients built
+            # on explicit pools): disconnect them, or their sockets leak
+            for node in client.get_nodes():  # type: ignore[no-untyped-call]
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
+        else:
+            client.connection_pool.disconnect()
+        client.close()
 
     def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
         """See Backend.create."""
