@@ -7,10 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +124,59 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+class OtherSite:
+    """Another site, on its own origin (``http://localhost:PORT``), whose pages include the
+    service's widget with one script tag; the service allows that origin through CORS."""
+
+    def __init__(self) -> None:
+        self.service_url = ""  # set once the service runs
+        site = self
+
+        class Page(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = (
+                    f"<!doctype html><title>Harbor Homes {self.path}</title>"
+                    f"<h1>Harbor Homes {self.path}</h1>"
+                    '<a href="/listings" data-testid="next">Listings</a>'
+                    f'<script src="{site.service_url}/widget.js"></script>'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        self.httpd.daemon_threads = True
+        self.origin = f"http://localhost:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
 @pytest.fixture
-def server(tmp_path: Path, browser: Any) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path / "threadkeep.db", tmp_path / "server.log")
+def other_site() -> Iterator[OtherSite]:
+    site = OtherSite()
+    yield site
+    site.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, browser: Any, other_site: OtherSite) -> Iterator[LiveServer]:
+    """The app, keyless (loopback only), letting ``other_site``'s pages call it."""
+    live = LiveServer(
+        tmp_path / "threadkeep.db",
+        tmp_path / "server.log",
+        env={"THREADKEEP_CORS_ORIGINS": other_site.origin},
+    )
+    other_site.service_url = live.url
     live.start()
     yield live
     live.stop()
@@ -176,7 +228,7 @@ def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[
             context.set_default_timeout(15_000)
             contexts.append(context)
         page = context.new_page()
-        page.goto(server.url + path)
+        page.goto(path if path.startswith("http") else server.url + path)
         return page
 
     yield open_page

@@ -282,6 +282,36 @@ def test_widget_keeps_one_conversation_across_pages(new_page, save_screenshot):
     save_screenshot(page, "widget.png")
 
 
+def test_widget_on_pages_of_another_site(new_page, other_site):
+    """One script tag on another origin's pages: one conversation across its pages and tabs."""
+    page = new_page(f"{other_site.origin}/", width=1000, height=700)
+    widget = page.locator("#threadkeep-widget")
+    expect(widget).to_have_attribute("data-live", "live")  # the events stream, cross-origin
+    widget.locator(".bubble").click()
+    widget.locator("input").fill("Hi, the house needs a new roof")
+    widget.locator("form button").click()
+    expect(widget.locator(".tk-msg[data-role=assistant]")).to_have_count(1)
+    expect(widget.locator(".meta")).to_contain_text("Q2")
+    expect(widget.locator(".error")).to_be_hidden()
+    conv = widget.get_attribute("data-conversation-id")
+    assert conv
+
+    page.get_by_test_id("next").click()
+    expect(page).to_have_url(f"{other_site.origin}/listings")
+    widget = page.locator("#threadkeep-widget")
+    expect(widget.locator(".tk-msg:not(.tk-pending)")).to_have_count(2)
+    assert widget.get_attribute("data-conversation-id") == conv
+
+    other = page.context.new_page()
+    other.goto(f"{other_site.origin}/")
+    other_widget = other.locator("#threadkeep-widget")
+    expect(other_widget).to_have_attribute("data-conversation-id", conv)
+    other_widget.locator("input").fill("Around 450k")
+    other_widget.locator("form button").click()
+    expect(widget.locator(".tk-msg:not(.tk-pending)")).to_have_count(4)  # live, other tab
+    expect(widget.locator(".meta")).to_contain_text("Q3")
+
+
 def test_two_screens_demo_stays_in_sync(new_page, save_screenshot):
     page = new_page("/demo/two-screens", width=1400, height=760)
     one = page.frame_locator("[data-testid=screen-one]").locator("#threadkeep-widget")
