@@ -264,7 +264,9 @@
     if (id !== selected) return;
     if (s.error) { $("s-msg").textContent = s.error; return; }
     serverState = s;
-    if (!st || !edits().length) {
+    var editing = true;
+    try { editing = !!st && edits().length > 0; } catch (err) { editing = true; }  // half-typed JSON
+    if (!editing) {
       st = { base: s.value, version: s.version, etag: s.etag, fields: {} };
       drawState();
     } else if (s.version !== st.version) {
