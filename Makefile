@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast conformance lint fmt typecheck bench dups clean
+.PHONY: run test test-fast conformance lint fmt typecheck bench screenshots dups clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
+
+screenshots: $(STAMP)
+	THREADKEEP_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -m browser tests/web
 
 dups:
 	duplicates --most 40
