@@ -228,6 +228,7 @@ def run(conversations: int) -> None:
         )
         table("History growth (memory)", [(long, short, "target ≤ 1.2×")])
 
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--conversations", type=int, default=100_000)
