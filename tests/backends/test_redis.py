@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -922,3 +923,41 @@ def test_rediss_urls_talk_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             plain.get(conv.id)  # a TLS port does not talk plain RESP
     finally:
         server.kill()
+
+
+_POINT_AT_CLUSTER = """
+import os
+import _servers
+
+_servers.REDIS_BASE = os.environ["THREADKEEP_TEST_REDIS_BASE"]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_conformance_suite_passes_on_a_multi_node_cluster(
+    cluster: list[OwnServer], tmp_path: Path
+) -> None:
+    """Run tests/conformance's redis leg, unchanged, against the cluster (dialing node 0)."""
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "tk_point_at_cluster.py").write_text(_POINT_AT_CLUSTER)
+    tests = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "THREADKEEP_TEST_REDIS_BASE": cluster[0].url,
+        "PYTHONPATH": os.pathsep.join([str(plugin), str(tests)]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(tests / "conformance"), "-k", "redis", "-q",
+         "-p", "no:cacheprovider", "-p", "tk_point_at_cluster", "-x"],
+        cwd=tests.parent, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]
+    scripts_run = 0
+    for node in cluster:  # the suite really ran on the cluster, not on the shared server
+        client = node.client()
+        scripts_run += client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        client.close()
+    assert scripts_run > 1000
