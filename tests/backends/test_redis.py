@@ -961,3 +961,23 @@ def test_the_conformance_suite_passes_on_a_multi_node_cluster(
         scripts_run += client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
         client.close()
     assert scripts_run > 1000
+
+
+def test_event_followers_wait_on_their_own_pool(own_server: OwnServer) -> None:
+    with threadkeep.open(own_server.url + "?prefix=follow&pool_size=1&timeout=5") as store:
+        conv = store.start("c-1", tenant="t-1")
+        raw = own_server.client()
+        follower = threading.Thread(target=lambda: list(store.events(tenant="t-2", timeout=3)))
+        follower.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not any(c["cmd"] == "xread" for c in raw.client_list()):
+                assert time.monotonic() < deadline, "the follower never blocked"
+                time.sleep(0.01)
+            # the only command connection is free although the follower blocks: appends go on
+            store.append(conv.id, "user", "while someone follows")
+            commands = [c["cmd"] for c in raw.client_list() if c["cmd"] != "client|list"]
+            assert sorted(commands) == ["evalsha", "xread"], commands
+        finally:
+            follower.join(30)
+        raw.close()

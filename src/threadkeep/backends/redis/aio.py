@@ -77,13 +77,19 @@ class AsyncRedisBackend:
         self._options = Options.from_url(url)
         self._flows = Flows(self._options.keys, self._options.idempotency_keys)
         self._policy = Policy(self._options.host, self._options.retries, self._options.timeout)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
-        )
-        self._client: Any = aioredis.Redis(connection_pool=pool)
+        self._client: Any = self._standalone()
+        # event followers wait in XREAD BLOCK on their own pool, so however many there are,
+        # they never hold the connections appends and reads need
+        self._blocking: Any = self._standalone()
         self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
         self._checked = False
         self._check_lock: asyncio.Lock | None = None
+
+    def _standalone(self) -> aioredis.Redis:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+        )
+        return aioredis.Redis(connection_pool=pool)
 
     async def _check_cluster(self) -> None:
         """On first use, switch to a cluster client if the server is a Redis Cluster node."""
@@ -101,10 +107,12 @@ class AsyncRedisBackend:
                 except rex.RedisClusterException as exc:  # not a RedisError: map it here
                     await cluster.aclose()
                     raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
-                old, self._client = self._client, cluster
+                old = (self._client, self._blocking)
+                self._client = self._blocking = cluster  # it has a connection pool per node
                 self._scripts = {n: cluster.register_script(t) for n, t in SCRIPTS.items()}
-                await old.aclose()
-                await old.connection_pool.disconnect()
+                for standalone in old:
+                    await standalone.aclose()
+                    await standalone.connection_pool.disconnect()
             self._checked = True
 
     async def _execute(self, request: Request) -> Any:
@@ -117,7 +125,7 @@ class AsyncRedisBackend:
             return await self._client.execute_command(*request.args)
         events = self._options.keys.events
         ms = self._options.block_ms(request.seconds)
-        return await self._client.xread({events: request.after_id}, count=1, block=ms)
+        return await self._blocking.xread({events: request.after_id}, count=1, block=ms)
 
     async def _send(self, request: Request) -> Any:
         call = self._policy.call()
@@ -140,9 +148,12 @@ class AsyncRedisBackend:
 
     async def close(self) -> None:
         """See AsyncBackend.close."""
-        await self._client.aclose()
         if isinstance(self._client, aioredis.Redis):
-            await self._client.connection_pool.disconnect()
+            for standalone in (self._client, self._blocking):
+                await standalone.aclose()
+                await standalone.connection_pool.disconnect()
+        else:
+            await self._client.aclose()
 
     async def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
         """See AsyncBackend.create."""

@@ -76,13 +76,19 @@ class RedisBackend:
         self._options = Options.from_url(url)
         self._flows = Flows(self._options.keys, self._options.idempotency_keys)
         self._policy = Policy(self._options.host, self._options.retries, self._options.timeout)
-        pool = redis.BlockingConnectionPool.from_url(
-            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
-        )
-        self._client: Any = redis.Redis(connection_pool=pool)
+        self._client: Any = self._standalone()
+        # event followers wait in XREAD BLOCK on their own pool, so however many there are,
+        # they never hold the connections appends and reads need
+        self._blocking: Any = self._standalone()
         self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
         self._lock = threading.Lock()
         self._checked = False
+
+    def _standalone(self) -> redis.Redis:
+        pool = redis.BlockingConnectionPool.from_url(
+            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+        )
+        return redis.Redis(connection_pool=pool)
 
     def _check_cluster(self) -> None:
         """On first use, switch to a cluster client if the server is a Redis Cluster node."""
@@ -100,9 +106,10 @@ class RedisBackend:
                     )
                 except rex.RedisClusterException as exc:  # not a RedisError: map it here
                     raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
-                self._client.close()
-                self._client.connection_pool.disconnect()
-                self._client = cluster
+                for standalone in (self._client, self._blocking):
+                    standalone.connection_pool.disconnect()
+                    standalone.close()
+                self._client = self._blocking = cluster  # it has a pool per node
                 self._scripts = {
                     name: cluster.register_script(text) for name, text in SCRIPTS.items()
                 }
@@ -118,7 +125,7 @@ class RedisBackend:
             return self._client.execute_command(*request.args)
         events = self._options.keys.events
         ms = self._options.block_ms(request.seconds)
-        return self._client.xread({events: request.after_id}, count=1, block=ms)
+        return self._blocking.xread({events: request.after_id}, count=1, block=ms)
 
     def _send(self, request: Request) -> Any:
         call = self._policy.call()
@@ -150,6 +157,8 @@ class RedisBackend:
                     node.redis_connection.connection_pool.disconnect()
         else:
             client.connection_pool.disconnect()
+            self._blocking.connection_pool.disconnect()
+            self._blocking.close()
         client.close()
 
     def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
