@@ -91,28 +91,34 @@ class AsyncRedisBackend:
         )
         return aioredis.Redis(connection_pool=pool)
 
+    async def _cluster(self) -> aioredis.RedisCluster:
+        cluster = aioredis.RedisCluster.from_url(
+            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.cluster_kwargs()
+        )
+        try:
+            await cluster.initialize()
+        except rex.RedisClusterException as exc:  # not a RedisError: map it here
+            await cluster.aclose()
+            raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
+        return cluster
+
     async def _check_cluster(self) -> None:
-        """On first use, switch to a cluster client if the server is a Redis Cluster node."""
+        """On first use, switch to cluster clients if the server is a Redis Cluster node."""
         if self._check_lock is None:
             self._check_lock = asyncio.Lock()
         async with self._check_lock:
             if not self._checked and (await self._client.info("cluster")).get("cluster_enabled"):
-                cluster = aioredis.RedisCluster.from_url(
-                    self._options.server_url,
-                    retry=Retry(NoBackoff(), 0),
-                    **self._options.cluster_kwargs(),
-                )
+                cluster = await self._cluster()
                 try:
-                    await cluster.initialize()
-                except rex.RedisClusterException as exc:  # not a RedisError: map it here
-                    await cluster.aclose()
-                    raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
+                    blocking = await self._cluster()
+                except rex.ConnectionError:
+                    await _aclose(cluster)
+                    raise
                 old = (self._client, self._blocking)
-                self._client = self._blocking = cluster  # it has a connection pool per node
+                self._client, self._blocking = cluster, blocking
                 self._scripts = {n: cluster.register_script(t) for n, t in SCRIPTS.items()}
                 for standalone in old:
-                    await standalone.aclose()
-                    await standalone.connection_pool.disconnect()
+                    await _aclose(standalone)
             self._checked = True
 
     async def _execute(self, request: Request) -> Any:
@@ -148,12 +154,8 @@ class AsyncRedisBackend:
 
     async def close(self) -> None:
         """See AsyncBackend.close."""
-        if isinstance(self._client, aioredis.Redis):
-            for standalone in (self._client, self._blocking):
-                await standalone.aclose()
-                await standalone.connection_pool.disconnect()
-        else:
-            await self._client.aclose()
+        await _aclose(self._client)
+        await _aclose(self._blocking)
 
     async def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
         """See AsyncBackend.create."""
@@ -230,3 +232,10 @@ class AsyncRedisBackend:
     async def recall(self, op: RecallOp) -> builtins.list[FactRow]:
         """See AsyncBackend.recall."""
         return await self._drive(self._flows.recall(op))
+
+
+async def _aclose(client: aioredis.Redis | aioredis.RedisCluster) -> None:
+    """Close a client and disconnect its pool (a cluster client closes its nodes itself)."""
+    await client.aclose()
+    if isinstance(client, aioredis.Redis):
+        await client.connection_pool.disconnect()

@@ -90,26 +90,33 @@ class RedisBackend:
         )
         return redis.Redis(connection_pool=pool)
 
+    def _cluster(self) -> redis.RedisCluster:
+        try:
+            return redis.RedisCluster.from_url(
+                self._options.server_url,
+                retry=Retry(NoBackoff(), 0),
+                connection_pool_class=redis.BlockingConnectionPool,
+                timeout=self._options.timeout,  # wait this long for a free connection
+                **self._options.cluster_kwargs(),
+            )
+        except rex.RedisClusterException as exc:  # not a RedisError: map it here
+            raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
+
     def _check_cluster(self) -> None:
-        """On first use, switch to a cluster client if the server is a Redis Cluster node."""
+        """On first use, switch to cluster clients if the server is a Redis Cluster node."""
         with self._lock:
             if self._checked:
                 return
             if self._client.info("cluster").get("cluster_enabled"):
+                cluster = self._cluster()
                 try:
-                    cluster = redis.RedisCluster.from_url(
-                        self._options.server_url,
-                        retry=Retry(NoBackoff(), 0),
-                        connection_pool_class=redis.BlockingConnectionPool,
-                        timeout=self._options.timeout,  # wait this long for a free connection
-                        **self._options.cluster_kwargs(),
-                    )
-                except rex.RedisClusterException as exc:  # not a RedisError: map it here
-                    raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
+                    blocking = self._cluster()
+                except rex.ConnectionError:
+                    _close(cluster)
+                    raise
                 for standalone in (self._client, self._blocking):
-                    standalone.connection_pool.disconnect()
-                    standalone.close()
-                self._client = self._blocking = cluster  # it has a pool per node
+                    _close(standalone)
+                self._client, self._blocking = cluster, blocking
                 self._scripts = {
                     name: cluster.register_script(text) for name, text in SCRIPTS.items()
                 }
@@ -148,18 +155,8 @@ class RedisBackend:
 
     def close(self) -> None:
         """See Backend.close."""
-        client = self._client
-        if isinstance(client, redis.RedisCluster):
-            # RedisCluster.close() leaves the nodes' pools connected (it closes clients built
-            # on explicit pools): disconnect them, or their sockets leak
-            for node in client.get_nodes():  # type: ignore[no-untyped-call]
-                if node.redis_connection is not None:
-                    node.redis_connection.connection_pool.disconnect()
-        else:
-            client.connection_pool.disconnect()
-            self._blocking.connection_pool.disconnect()
-            self._blocking.close()
-        client.close()
+        _close(self._client)
+        _close(self._blocking)
 
     def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
         """See Backend.create."""
@@ -236,3 +233,16 @@ class RedisBackend:
     def recall(self, op: RecallOp) -> builtins.list[FactRow]:
         """See Backend.recall."""
         return self._drive(self._flows.recall(op))
+
+
+def _close(client: redis.Redis | redis.RedisCluster) -> None:
+    """Close a client and disconnect its pools (every node's, for a cluster client)."""
+    if isinstance(client, redis.RedisCluster):
+        # RedisCluster.close() leaves the nodes' pools connected (it closes clients built on
+        # explicit pools): disconnect them, or their sockets leak
+        for node in client.get_nodes():  # type: ignore[no-untyped-call]
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+    else:
+        client.connection_pool.disconnect()
+    client.close()
