@@ -981,3 +981,22 @@ def test_event_followers_wait_on_their_own_pool(own_server: OwnServer) -> None:
         finally:
             follower.join(30)
         raw.close()
+
+
+@pytest.mark.anyio
+async def test_an_async_append_resent_after_a_lost_reply_is_applied_once(
+    own_server: OwnServer,
+) -> None:
+    proxy = LosingProxy(own_server.port)
+    store = await threadkeep.open_async(f"redis://127.0.0.1:{proxy.port}/0?prefix=alost")
+    try:
+        conv = await store.start("c-1")
+        await store.append(conv.id, "user", "first")  # the script is loaded before the fault
+        proxy.arm()
+        message = await store.append(conv.id, "user", "once")
+        assert proxy.dropped == 1
+        assert message.seq == 2
+        assert [m.content for m in await store.messages(conv.id)] == ["first", "once"]
+    finally:
+        await store.aclose()
+        proxy.close()
