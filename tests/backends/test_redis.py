@@ -454,6 +454,9 @@ def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: OwnS
             for i in range(10):
                 store.append(conv.id, "user", f"m{i}")
             raw.echo("appends-end")
+            raw.echo("counts-begin")
+            assert store.counts(tenant="default").total == 1
+            raw.echo("counts-end")
     finally:
         raw.echo("monitor-stop")
         watcher.join(10)
@@ -464,8 +467,7 @@ def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: OwnS
     assert "XREAD" in names  # events() waits with XREAD BLOCK …
     assert any(" BLOCK " in c.upper() for c in direct if c.upper().startswith("XREAD"))
     # … and between the markers each append was exactly one EVALSHA, nothing else
-    begin, end = names.index("ECHO"), len(names) - 1 - names[::-1].index("ECHO")
-    assert direct[begin] == "ECHO appends-begin" and direct[end] == "ECHO appends-end"
+    begin, end = direct.index("ECHO appends-begin"), direct.index("ECHO appends-end")
     assert names[begin + 1 : end] == ["EVALSHA"] * 10
     # inside those scripts the history is only pushed to (and its TTL renewed), never read
     start = next(i for i, c in enumerate(seen) if c["command"] == "ECHO appends-begin")
@@ -474,6 +476,11 @@ def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: OwnS
     on_history = [c.split(" ", 1)[0].upper() for c in in_appends if f":m:{conv.id}" in c]
     assert on_history.count("RPUSH") == 10
     assert set(on_history) == {"RPUSH", "PEXPIREAT"}, on_history
+    # counts() reads counting indexes, never the conversations themselves
+    start = next(i for i, c in enumerate(seen) if c["command"] == "ECHO counts-begin")
+    stop = next(i for i, c in enumerate(seen) if c["command"] == "ECHO counts-end")
+    in_counts = {str(c["command"]).split(" ", 1)[0].upper() for c in seen[start:stop]}
+    assert in_counts == {"ECHO", "EVALSHA", "ZCOUNT", "SMEMBERS"}, in_counts
 
 
 def test_scripts_never_leave_the_stores_cluster_slot(tmp_path: Path) -> None:
@@ -689,16 +696,19 @@ def test_a_frozen_server_fails_calls_within_the_timeout(own_server: OwnServer) -
 
 def test_tenant_and_contact_indexes_outlive_their_conversations_only(prefix: str) -> None:
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
-        conv = store.start("c-1", tenant="t-1", retention=Retention(ttl=timedelta(hours=2)))
+        conv = store.start(
+            "c-1", tenant="t-1", stage="Q1", retention=Retention(ttl=timedelta(hours=2))
+        )
         store.append(conv.id, "user", "hi")
         raw = _raw()
         base = Keys(prefix).base
         indexes = [base + "t:t-1", base + "ts:active:t-1", base + "k:3:t-1:c-1"]
+        indexes += [base + "xs:active:t-1", base + "xg:3:t-1:Q1", base + "gs:t-1"]  # counting
         conversation_at = raw.pexpiretime(Keys(prefix).conversation(conv.id))
         assert conversation_at > 0
         for key in indexes:
             assert raw.pexpiretime(key) >= conversation_at, key  # gone by itself, after it
-        forever = store.start("c-1", tenant="t-1", retention=Retention(ttl=None))
+        forever = store.start("c-1", tenant="t-1", stage="Q1", retention=Retention(ttl=None))
         store.append(forever.id, "user", "kept")
         for key in indexes:
             assert raw.pexpiretime(key) == -1, key  # holds a conversation kept forever
@@ -717,7 +727,8 @@ def test_index_entries_of_conversations_redis_reclaimed_are_cleaned_lazily(prefi
         raw.delete(*keys.conversation_keys(gone.id))
         clock.advance(timedelta(hours=3))
         store.start("c-2", tenant="t-1")  # any new conversation reaps a few such entries
-        for key in (keys.base + "t:t-1", keys.base + "ts:active:t-1", keys.base + "idle"):
+        for key in (keys.base + "t:t-1", keys.base + "ts:active:t-1", keys.base + "idle",
+                    keys.base + "xs:active:t-1"):  # fmt: skip
             assert raw.zscore(key, gone.id) is None, key
         assert raw.zscore(keys.base + "exp", f"{gone.id}\nt-1\nc-1") is None
         assert not raw.exists(keys.base + "k:3:t-1:c-1")

@@ -289,7 +289,7 @@ class Flows:
 
     def counts(self, op: CountsOp) -> Flow[CountsRow]:
         """See Backend.counts."""
-        by_status, by_stage = yield self._eval("counts", op.tenant, op.now_us)
+        by_status, by_stage = yield self._eval("counts", op.tenant, op.now_us, _ALL_STATUSES)
         return CountsRow(
             {k: int(v) for k, v in codec.pairs(by_status).items()},
             {k: int(v) for k, v in codec.pairs(by_stage).items()},

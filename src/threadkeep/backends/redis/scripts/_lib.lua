@@ -18,6 +18,11 @@ local function kt(tenant) return B .. 't:' .. tenant end
 local function kts(status, tenant) return B .. 'ts:' .. status .. ':' .. tenant end
 local function kct(tenant, contact) return B .. 'k:' .. #tenant .. ':' .. tenant .. ':' .. contact end
 local function kf(tenant, contact) return B .. 'f:' .. #tenant .. ':' .. tenant .. ':' .. contact end
+-- counting indexes: conversations of a tenant by status / by stage, scored by expires_us ('+inf':
+-- never), so counts() is a ZCOUNT of the live ones; and the set of stages a tenant has used
+local function kxs(status, tenant) return B .. 'xs:' .. status .. ':' .. tenant end
+local function kxg(tenant, stage) return B .. 'xg:' .. #tenant .. ':' .. tenant .. ':' .. stage end
+local function kgs(tenant) return B .. 'gs:' .. tenant end
 local K_EXP = B .. 'exp'    -- zset "id\ntenant\ncontact" by expires_us (sweep)
 local K_IDLE = B .. 'idle'  -- zset id by idle_us (sweep)
 local K_FX = B .. 'fx'      -- zset "tenant-length:tenant:contact\nkey" by fact expires_us
@@ -98,7 +103,11 @@ end
 local INDEX_SLACK_MS = 86400000
 local function index(key, score, member, at)
   local current = redis.call('PEXPIRETIME', key)  -- -2: no key, -1: no TTL
-  redis.call('ZADD', key, score, member)
+  if score == nil then
+    redis.call('SADD', key, member)  -- a set, not a sorted set
+  else
+    redis.call('ZADD', key, score, member)
+  end
   if at == nil then
     if current >= 0 then redis.call('PERSIST', key) end
   elseif current == -2 or (current >= 0 and current < at) then
@@ -132,6 +141,15 @@ local function save(row, fields, old_status)
   end
   index(kts(row.st, row.tn), row.act, row.id, at)
   index(kct(row.tn, row.ct), row.act, row.id, at)
+  local until_us = row.exp or '+inf'
+  if old_status ~= nil and old_status ~= row.st then
+    redis.call('ZREM', kxs(old_status, row.tn), row.id)
+  end
+  index(kxs(row.st, row.tn), until_us, row.id, at)
+  if row.sg ~= nil then
+    index(kxg(row.tn, row.sg), until_us, row.id, at)
+    index(kgs(row.tn), nil, row.sg, at)
+  end
   if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
   redis.call('ZADD', K_IDLE, row.idl, row.id)
   native_expiry(row, at)
@@ -189,9 +207,18 @@ end
 local function erase(id, tenant, contact, status, statuses)
   redis.call('DEL', kc(id), km(id), ki(id), kiq(id), krq(id), ks(id))
   redis.call('ZREM', kt(tenant), id)
-  if status ~= nil then redis.call('ZREM', kts(status, tenant), id) end
+  if status ~= nil then
+    redis.call('ZREM', kts(status, tenant), id)
+    redis.call('ZREM', kxs(status, tenant), id)
+  end
   if statuses ~= nil then
-    for s in pairs(statuses) do redis.call('ZREM', kts(s, tenant), id) end
+    for s in pairs(statuses) do
+      redis.call('ZREM', kts(s, tenant), id)
+      redis.call('ZREM', kxs(s, tenant), id)
+    end
+  end
+  for _, stage in ipairs(redis.call('SMEMBERS', kgs(tenant))) do  -- a tenant uses few stages
+    redis.call('ZREM', kxg(tenant, stage), id)
   end
   redis.call('ZREM', kct(tenant, contact), id)
   redis.call('ZREM', K_EXP, id .. '\n' .. tenant .. '\n' .. contact)

@@ -1,20 +1,17 @@
--- Count a tenant's live conversations by status and by stage.
+-- Count a tenant's live conversations by status and by stage: one ZCOUNT per status and per
+-- stage the tenant has used, over indexes scored by expiry, so the cost does not grow with the
+-- number of conversations. Read-only (flags=no-writes).
 -- KEYS[1] event stream (routing)
--- ARGV[1] key base; ARGV[2] tenant; ARGV[3] now
--- returns {{status, count...}, {stage, count...}}
-local tenant, now = ARGV[2], tonumber(ARGV[3])
+-- ARGV[1] key base; ARGV[2] tenant; ARGV[3] now; ARGV[4] every status, comma-separated
+-- returns {{status, count...}, {stage, count...}} (zero counts left out)
+local tenant, live = ARGV[2], '(' .. ARGV[3]
 local by_status, by_stage = {}, {}
-local ids = redis.call('ZRANGE', kt(tenant), 0, -1)
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', kc(id), 'tn', 'st', 'sg', 'exp')
-  if f[1] == tenant and (not f[4] or tonumber(f[4]) > now) then
-    by_status[f[2]] = (by_status[f[2]] or 0) + 1
-    if f[3] then by_stage[f[3]] = (by_stage[f[3]] or 0) + 1 end
-  end
+for status in string.gmatch(ARGV[4], '[^,]+') do
+  local n = redis.call('ZCOUNT', kxs(status, tenant), live, '+inf')
+  if n > 0 then by_status[#by_status + 1] = status; by_status[#by_status + 1] = n end
 end
-local function pairs_of(t)
-  local flat = {}
-  for k, v in pairs(t) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-  return flat
+for _, stage in ipairs(redis.call('SMEMBERS', kgs(tenant))) do
+  local n = redis.call('ZCOUNT', kxg(tenant, stage), live, '+inf')
+  if n > 0 then by_stage[#by_stage + 1] = stage; by_stage[#by_stage + 1] = n end
 end
-return {pairs_of(by_status), pairs_of(by_stage)}
+return {by_status, by_stage}

@@ -49,8 +49,11 @@ if not dry then
     local old = row.st
     row.st = ARGV[4]
     redis.call('HSET', kc(row.id), 'st', row.st)
+    local at = native_at(row)
     redis.call('ZREM', kts(old, row.tn), row.id)
-    index(kts(row.st, row.tn), row.act, row.id, native_at(row))
+    index(kts(row.st, row.tn), row.act, row.id, at)
+    redis.call('ZREM', kxs(old, row.tn), row.id)
+    index(kxs(row.st, row.tn), row.exp or '+inf', row.id, at)
     redis.call('ZREM', K_IDLE, row.id)
     emit(ARGV[8], row.tn, row.id, status_data(old, row.st), ARGV[2], ARGV[7])
   end

@@ -21,6 +21,7 @@ end
 if not allowed[row.st] then return {'closed', old, flatten(row)} end
 if row.sg == value then return {'unchanged', old, flatten(row)} end
 local old_stage = row.sg
+if old_stage ~= nil then redis.call('ZREM', kxg(row.tn, old_stage), id) end
 row.sg = value
 touch(row, now)
 save(row, TOUCHED, old)
