@@ -31,6 +31,7 @@ import pytest
 import threadkeep
 from threadkeep import BackendUnavailable, Limits, Retention
 from threadkeep.backends.redis._keys import Keys
+from threadkeep.backends.redis._options import check_server
 
 redis = pytest.importorskip("redis")
 
@@ -1011,3 +1012,9 @@ async def test_an_async_append_resent_after_a_lost_reply_is_applied_once(
     finally:
         await store.aclose()
         proxy.close()
+
+
+def test_servers_older_than_redis_7_are_refused_with_a_clear_message() -> None:
+    check_server({"redis_version": "7.0.15"}, "127.0.0.1:6379")  # the scripts need 7.0
+    with pytest.raises(redis.ResponseError, match=r"needs Redis 7\.0 or newer.* runs Redis 6\.2"):
+        check_server({"redis_version": "6.2.14"}, "127.0.0.1:6379")

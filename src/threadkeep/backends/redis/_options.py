@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis import exceptions as rex
+
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._keys import Keys
 
-__all__ = ["Options"]
+__all__ = ["Options", "check_server"]
 
 DEFAULT_PREFIX = "threadkeep"
 DEFAULT_TIMEOUT = 5.0
@@ -79,3 +81,21 @@ class Options:
     def block_ms(self, seconds: float) -> int:
         """Return an XREAD BLOCK time that ends before the socket timeout (never 0: forever)."""
         return max(1, int(min(seconds, self.timeout * 0.8) * 1000))
+
+
+def check_server(server_info: dict[str, Any], host: str) -> None:
+    """Refuse a server older than Redis 7.0 (``INFO server``), which cannot run the scripts.
+
+    Raises:
+        redis.exceptions.ResponseError: mapped to BackendError, which retrying does not fix.
+    """
+    version = str(server_info.get("redis_version", "0"))
+    try:
+        major = int(version.split(".", 1)[0])
+    except ValueError:
+        major = 0
+    if major < 7:
+        raise rex.ResponseError(
+            f"threadkeep needs Redis 7.0 or newer (its scripts use #!lua flags and "
+            f"PEXPIRETIME); {host} runs Redis {version}"
+        )

@@ -55,7 +55,7 @@ from threadkeep._rules.ops import (
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Policy
 from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
-from threadkeep.backends.redis._options import Options
+from threadkeep.backends.redis._options import Options, check_server
 from threadkeep.backends.redis._scripts import SCRIPTS
 
 __all__ = ["AsyncRedisBackend"]
@@ -107,6 +107,8 @@ class AsyncRedisBackend:
         if self._check_lock is None:
             self._check_lock = asyncio.Lock()
         async with self._check_lock:
+            if not self._checked:
+                check_server(await self._client.info("server"), self._options.host)
             if not self._checked and (await self._client.info("cluster")).get("cluster_enabled"):
                 cluster = await self._cluster()
                 try:

@@ -54,7 +54,7 @@ from threadkeep._rules.ops import (
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Policy
 from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
-from threadkeep.backends.redis._options import Options
+from threadkeep.backends.redis._options import Options, check_server
 from threadkeep.backends.redis._scripts import SCRIPTS
 
 __all__ = ["RedisBackend"]
@@ -107,6 +107,7 @@ class RedisBackend:
         with self._lock:
             if self._checked:
                 return
+            check_server(self._client.info("server"), self._options.host)
             if self._client.info("cluster").get("cluster_enabled"):
                 cluster = self._cluster()
                 try:
