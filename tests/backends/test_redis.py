@@ -215,6 +215,8 @@ def test_idempotency_keys_and_event_log_are_bounded(prefix: str) -> None:
         # an event's id is its stream entry id, so a cursor resumes the stream itself
         stream_ids = [entry_id for entry_id, _ in raw.xrange(Keys(prefix).events)]
         assert [e.id for e in events] == stream_ids[-20:]
+        # so is each conversation's list of its event ids (erasure deletes them without a scan)
+        assert raw.llen(Keys(prefix).event_ids(conv.id)) <= 20
         # state versions are bounded too
         for i in range(15):
             store.save_state(conv.id, {"n": i})
@@ -458,6 +460,9 @@ def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: OwnS
             raw.echo("counts-begin")
             assert store.counts(tenant="default").total == 1
             raw.echo("counts-end")
+            raw.echo("delete-begin")
+            store.delete(conv.id)
+            raw.echo("delete-end")
     finally:
         raw.echo("monitor-stop")
         watcher.join(10)
@@ -482,6 +487,11 @@ def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: OwnS
     stop = next(i for i, c in enumerate(seen) if c["command"] == "ECHO counts-end")
     in_counts = {str(c["command"]).split(" ", 1)[0].upper() for c in seen[start:stop]}
     assert in_counts == {"ECHO", "EVALSHA", "ZCOUNT", "SMEMBERS"}, in_counts
+    # erasing a conversation deletes its own events by id, without scanning the log
+    start = next(i for i, c in enumerate(seen) if c["command"] == "ECHO delete-begin")
+    stop = next(i for i, c in enumerate(seen) if c["command"] == "ECHO delete-end")
+    in_delete = {str(c["command"]).split(" ", 1)[0].upper() for c in seen[start:stop]}
+    assert "XDEL" in in_delete and "XRANGE" not in in_delete, in_delete
 
 
 def test_scripts_never_leave_the_stores_cluster_slot(tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ class Keys:
         """The hash of a conversation's kept state versions."""
         return f"{self.base}s:{conversation_id}"
 
+    def event_ids(self, conversation_id: str) -> str:
+        """The list of the ids of a conversation's retained events (erasure needs no scan)."""
+        return f"{self.base}e:{conversation_id}"
+
     def conversation_keys(self, conversation_id: str) -> tuple[str, ...]:
         """Every key that belongs to one conversation alone."""
         return (
@@ -66,6 +70,7 @@ class Keys:
             self.idempotency_order(conversation_id),
             self.retry_order(conversation_id),
             self.states(conversation_id),
+            self.event_ids(conversation_id),
         )
 
     def facts(self, tenant: str, contact_id: str) -> str:

@@ -14,6 +14,7 @@ local function ki(id) return B .. 'i:' .. id end    -- idempotency hash: key -> 
 local function kiq(id) return B .. 'iq:' .. id end  -- caller idempotency keys, oldest first
 local function krq(id) return B .. 'rq:' .. id end  -- internal retry keys, oldest first
 local function ks(id) return B .. 's:' .. id end    -- state versions: version -> "saved value"
+local function ke(id) return B .. 'e:' .. id end    -- ids of the conversation's retained events
 local function kt(tenant) return B .. 't:' .. tenant end
 local function kts(status, tenant) return B .. 'ts:' .. status .. ':' .. tenant end
 local function kct(tenant, contact) return B .. 'k:' .. #tenant .. ':' .. tenant .. ':' .. contact end
@@ -88,7 +89,7 @@ end
 
 -- Native TTL on every key of the conversation, renewed on each activity.
 local function native_expiry(row, at)
-  local keys = {kc(row.id), km(row.id), ki(row.id), kiq(row.id), krq(row.id), ks(row.id)}
+  local keys = {kc(row.id), km(row.id), ki(row.id), kiq(row.id), krq(row.id), ks(row.id), ke(row.id)}
   if at == nil then
     for _, key in ipairs(keys) do redis.call('PERSIST', key) end
     return
@@ -160,8 +161,11 @@ local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 -- Append one event; the log keeps events numbered above (last - keep): XADD trims it in the same
 -- command (MINID ~, i.e. whole stream nodes, like MAXLEN ~). Trimming by id rather than by
 -- length keeps the floor exact although erasures XDEL events: a cursor below the floor is
--- CursorExpired, one above it is served in full.
-local function emit(kind, tenant, conv, data, at, keep)
+-- CursorExpired, one above it is served in full. Unless untracked (the erasure events of a
+-- deleted conversation), the event's id is also pushed on the conversation's own list, so
+-- erasing it deletes its events without scanning the log; that list keeps at most `keep` ids
+-- (older ones are below the floor anyway) and expires with the conversation.
+local function emit(kind, tenant, conv, data, at, keep, untracked)
   local n = redis.call('INCR', K_EVN)
   local id = fmt(n) .. '-0'
   local floor = n - tonumber(keep)
@@ -171,6 +175,14 @@ local function emit(kind, tenant, conv, data, at, keep)
       'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
   else
     redis.call('XADD', K_EV, id, 'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
+  end
+  if untracked then return end
+  local length = redis.call('RPUSH', ke(conv), id)
+  if length == 1 then  -- a new list: it expires with the conversation's record
+    local at_ms = redis.call('PEXPIRETIME', kc(conv))
+    if at_ms > 0 then redis.call('PEXPIREAT', ke(conv), at_ms) end
+  elseif length > tonumber(keep) then
+    redis.call('LTRIM', ke(conv), -tonumber(keep), -1)
   end
 end
 
@@ -183,29 +195,13 @@ local function status_data(old, new)
   return '{"from":' .. json_str(old) .. ',"to":' .. json_str(new) .. '}'
 end
 
--- Remove the retained events of the conversations in ids (a set), scanning the log once.
-local function erase_events(ids)
-  local floor = tonumber(redis.call('GET', K_EVT) or '0')
-  local start = fmt(floor + 1) .. '-0'
-  while true do
-    local batch = redis.call('XRANGE', K_EV, start, '+', 'COUNT', 1000)
-    if #batch == 0 then return end
-    local doomed = {}
-    for _, entry in ipairs(batch) do
-      local f = entry[2]
-      for i = 1, #f, 2 do
-        if f[i] == 'c' and ids[f[i + 1]] then doomed[#doomed + 1] = entry[1] end
-      end
-    end
-    if #doomed > 0 then redis.call('XDEL', K_EV, unpack(doomed)) end
-    if #batch < 1000 then return end
-    start = '(' .. batch[#batch][1]
-  end
-end
-
--- Remove every key and index entry of a conversation (not its events).
+-- Remove every key, index entry and retained event of a conversation.
 local function erase(id, tenant, contact, status, statuses)
-  redis.call('DEL', kc(id), km(id), ki(id), kiq(id), krq(id), ks(id))
+  local events = redis.call('LRANGE', ke(id), 0, -1)
+  for i = 1, #events, 1000 do
+    redis.call('XDEL', K_EV, unpack(events, i, math.min(i + 999, #events)))
+  end
+  redis.call('DEL', kc(id), km(id), ki(id), kiq(id), krq(id), ks(id), ke(id))
   redis.call('ZREM', kt(tenant), id)
   if status ~= nil then
     redis.call('ZREM', kts(status, tenant), id)

@@ -30,14 +30,12 @@ table.sort(rows, function(a, b)
   if a.cr ~= b.cr then return tonumber(a.cr) < tonumber(b.cr) end
   return a.id < b.id
 end)
-local ids, live_count = {}, 0
+local live_count = 0
 for _, row in ipairs(rows) do
-  ids[row.id] = true
   if not is_expired(row, now) then live_count = live_count + 1 end
   erase(row.id, row.tn, row.ct, row.st, nil)
 end
-if #rows > 0 then erase_events(ids) end
-for _, row in ipairs(rows) do emit(ARGV[7], row.tn, row.id, ARGV[8], ARGV[5], ARGV[6]) end
+for _, row in ipairs(rows) do emit(ARGV[7], row.tn, row.id, ARGV[8], ARGV[5], ARGV[6], true) end
 redis.call('HSET', done_key, 'live', live_count, 'all', #rows)
 redis.call('PEXPIRE', done_key, 60000)
 return {live_count, #rows}

@@ -16,19 +16,17 @@ local function due(key)
 end
 
 -- expired conversations
-local purged, doomed = 0, {}
+local purged = 0
 for _, member in ipairs(due(K_EXP)) do
   local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
   local row = hgetall(kc(id))
   if row == nil or is_expired(row, now) then
     if row ~= nil then purged = purged + 1 end
     if not dry then
-      doomed[id] = true
       erase(id, tenant, contact, nil, statuses)
     end
   end
 end
-if next(doomed) ~= nil then erase_events(doomed) end
 
 -- idle conversations
 local idle = {}
