@@ -743,7 +743,9 @@ def test_index_entries_of_conversations_redis_reclaimed_are_cleaned_lazily(prefi
             assert raw.zscore(key, gone.id) is None, key
         assert raw.zscore(keys.base + "exp", f"{gone.id}\nt-1\nc-1") is None
         assert not raw.exists(keys.base + "k:3:t-1:c-1")
-        assert store.sweep().purged == 0  # it was gone already: nothing to report
+        assert any(e.conversation_id == gone.id for e in store.events())  # the log scan …
+        assert store.sweep().purged == 0  # it was gone already: nothing to report …
+        assert not any(e.conversation_id == gone.id for e in store.events())  # … is sweep's
         raw.close()
 
 
@@ -1028,3 +1030,18 @@ def test_servers_older_than_redis_7_are_refused_with_a_clear_message() -> None:
     check_server({"redis_version": "7.0.15"}, "127.0.0.1:6379")  # the scripts need 7.0
     with pytest.raises(redis.ResponseError, match=r"needs Redis 7\.0 or newer.* runs Redis 6\.2"):
         check_server({"redis_version": "6.2.14"}, "127.0.0.1:6379")
+
+
+def test_sweep_erases_the_events_of_conversations_redis_reclaimed(prefix: str) -> None:
+    clock = threadkeep.ManualClock()
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}", clock=clock) as store:
+        gone = store.start("c-1", retention=Retention(ttl=timedelta(hours=1)))
+        store.append(gone.id, "user", "hi")
+        kept = store.start("c-2", retention=Retention(ttl=None))
+        raw = _raw()
+        raw.delete(*Keys(prefix).conversation_keys(gone.id))  # Redis reclaimed it
+        raw.close()
+        clock.advance(timedelta(hours=3))
+        store.sweep()
+        ids = {e.conversation_id for e in store.events()}
+        assert gone.id not in ids and kept.id in ids

@@ -27,6 +27,7 @@ local function kgs(tenant) return B .. 'gs:' .. tenant end
 local K_EXP = B .. 'exp'    -- zset "id\ntenant\ncontact" by expires_us (sweep)
 local K_IDLE = B .. 'idle'  -- zset id by idle_us (sweep)
 local K_FX = B .. 'fx'      -- zset "tenant-length:tenant:contact\nkey" by fact expires_us
+local K_ORPH = B .. 'orph'  -- zset of reaped conversation ids whose events sweep() erases
 local K_EV = B .. 'ev'      -- event stream, ids "n-0"
 local K_EVN = B .. 'evn'    -- last event number
 local K_EVT = B .. 'evt'    -- events numbered up to this fell out of the bounded log
@@ -195,6 +196,27 @@ local function status_data(old, new)
   return '{"from":' .. json_str(old) .. ',"to":' .. json_str(new) .. '}'
 end
 
+-- Remove the retained events of conversations whose id lists are gone with the rest of their
+-- keys (Redis reclaimed them before sweep() came): ids is a set; this scans the log once.
+local function erase_orphan_events(ids)
+  local floor = tonumber(redis.call('GET', K_EVT) or '0')
+  local start = fmt(floor + 1) .. '-0'
+  while true do
+    local batch = redis.call('XRANGE', K_EV, start, '+', 'COUNT', 1000)
+    if #batch == 0 then return end
+    local doomed = {}
+    for _, entry in ipairs(batch) do
+      local f = entry[2]
+      for i = 1, #f, 2 do
+        if f[i] == 'c' and ids[f[i + 1]] then doomed[#doomed + 1] = entry[1] end
+      end
+    end
+    if #doomed > 0 then redis.call('XDEL', K_EV, unpack(doomed)) end
+    if #batch < 1000 then return end
+    start = '(' .. batch[#batch][1]
+  end
+end
+
 -- Remove every key, index entry and retained event of a conversation.
 local function erase(id, tenant, contact, status, statuses)
   local events = redis.call('LRANGE', ke(id), 0, -1)
@@ -238,10 +260,16 @@ end
 -- reclaimed (expired longer than the grace period ago), so the store-wide indexes stay
 -- proportional to live data even where sweep() never runs. Counts nothing: the conversations
 -- were gone already.
-local function reap(now, n, statuses)
+local function reap(now, n, statuses, kept)
   local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', fmt(now - GRACE_MS * 1000), 'LIMIT', 0, n)
   for _, member in ipairs(due) do
     local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
-    if redis.call('EXISTS', kc(id)) == 0 then erase(id, tenant, contact, nil, statuses) end
+    if redis.call('EXISTS', kc(id)) == 0 then
+      erase(id, tenant, contact, nil, statuses)
+      -- its events need a scan of the log: left to sweep(), which reads this set (the newest
+      -- `kept` ids at most: older ones' events have been trimmed from the log by now)
+      redis.call('ZADD', K_ORPH, now, id)
+      redis.call('ZREMRANGEBYRANK', K_ORPH, 0, -tonumber(kept) - 1)
+    end
   end
 end

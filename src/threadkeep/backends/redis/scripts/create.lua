@@ -6,7 +6,7 @@
 -- returns {"created" | "existing", row as field, value pairs}
 local row = {}
 for i = 8, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
-reap(tonumber(row.cr), 4, csv_set(ARGV[7]))
+reap(tonumber(row.cr), 4, csv_set(ARGV[7]), ARGV[4])
 if ARGV[2] == '1' then
   local found = find_open(row.tn, row.ct, csv_set(ARGV[3]), tonumber(row.cr))
   if found ~= nil then return {'existing', flatten(found)} end

@@ -16,17 +16,26 @@ local function due(key)
 end
 
 -- expired conversations
-local purged = 0
+local purged, orphans = 0, {}
 for _, member in ipairs(due(K_EXP)) do
   local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
   local row = hgetall(kc(id))
   if row == nil or is_expired(row, now) then
     if row ~= nil then purged = purged + 1 end
     if not dry then
+      if row == nil then orphans[id] = true end
       erase(id, tenant, contact, nil, statuses)
     end
   end
 end
+-- conversations Redis reclaimed before any sweep: found above, or reaped by create
+if not dry then
+  local reaped = redis.call('ZRANGE', K_ORPH, 0, batch - 1)
+  if #reaped >= batch then more = 1 end
+  for _, id in ipairs(reaped) do orphans[id] = true end
+  if #reaped > 0 then redis.call('ZREM', K_ORPH, unpack(reaped)) end
+end
+if next(orphans) ~= nil then erase_orphan_events(orphans) end  -- rare: one scan of the log
 
 -- idle conversations
 local idle = {}
