@@ -212,7 +212,7 @@ def run(conversations: int) -> None:
         ops.store.close()
         mem = StoreOps("memory://", "memory", conversations)
         table(
-            f"memory:// (reference backend; list is a scan over {conversations:,} conversations)",
+            f"memory:// (reference backend; list page among {conversations:,} conversations)",
             [
                 (measure("memory append", lambda i: mem.append(mem.short), N), None, ""),
                 (measure("memory window read", lambda i: mem.window(mem.short), N), None, ""),

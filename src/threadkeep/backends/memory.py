@@ -6,8 +6,8 @@ It is the executable model of the rules that the real backends are tested agains
 
 from __future__ import annotations
 
+import bisect
 import builtins
-import heapq
 import json
 import threading
 import time
@@ -52,6 +52,8 @@ class MemoryBackend:
     def __init__(self, url: StoreURL | None = None) -> None:
         self._lock = threading.Condition(threading.RLock())
         self._convs: dict[str, ops.ConvRow] = {}
+        # per tenant, (activity_us, id) of its conversations in ascending order: list() walks it
+        self._order: dict[str, builtins.list[tuple[int, str]]] = defaultdict(builtins.list)
         self._msgs: dict[str, list[ops.MsgRow]] = defaultdict(list)
         self._idem: dict[tuple[str, str], ops.MsgRow] = {}
         self._states: dict[str, list[ops.StateRow]] = defaultdict(list)
@@ -88,8 +90,21 @@ class MemoryBackend:
             self._events.pop(self._trimmed, None)
         self._lock.notify_all()
 
+    def _unindex(self, row: ops.ConvRow) -> None:
+        keys = self._order[row.tenant]
+        del keys[bisect.bisect_left(keys, (row.activity_us, row.id))]
+
+    def _put(self, row: ops.ConvRow) -> None:
+        old = self._convs.get(row.id)
+        if old is not None:
+            self._unindex(old)
+        bisect.insort(self._order[row.tenant], (row.activity_us, row.id))
+        self._convs[row.id] = row
+
     def _erase(self, conversation_id: str) -> None:
-        self._convs.pop(conversation_id, None)
+        old = self._convs.pop(conversation_id, None)
+        if old is not None:
+            self._unindex(old)
         for msg in self._msgs.pop(conversation_id, []):
             if msg.idempotency_key is not None:
                 self._idem.pop((conversation_id, msg.idempotency_key), None)
@@ -121,7 +136,7 @@ class MemoryBackend:
                 )
                 if found is not None:
                     return ops.Outcome.EXISTING, found
-            self._convs[op.row.id] = op.row
+            self._put(op.row)
             self._emit(
                 op.row, ev.started(op.row.contact_id, op.row.status, op.row.stage), op.events_kept
             )
@@ -177,7 +192,7 @@ class MemoryBackend:
                 self._idem[(row.id, op.idempotency_key)] = msg
             status = op.on_message[row.status]
             new = _touch(row, op.now_us, status=status, last_seq=seq, message_count=len(kept))
-            self._convs[row.id] = new
+            self._put(new)
             self._emit(new, ev.message_appended(seq, op.role), op.events_kept)
             if status != row.status:
                 self._emit(new, ev.status_changed(row.status, status), op.events_kept)
@@ -213,7 +228,7 @@ class MemoryBackend:
                 if row.status not in op.allowed_from:
                     return ops.UpdateResult(ops.Outcome.ILLEGAL, row, row.status)
                 new = _touch(row, op.now_us, status=op.value)
-                self._convs[row.id] = new
+                self._put(new)
                 self._emit(new, ev.status_changed(row.status, str(op.value)), op.events_kept)
                 return ops.UpdateResult(ops.Outcome.OK, new, row.status)
             if row.status not in op.allowed_from:
@@ -221,7 +236,7 @@ class MemoryBackend:
             if row.stage == op.value:
                 return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
             new = _touch(row, op.now_us, stage=op.value)
-            self._convs[row.id] = new
+            self._put(new)
             self._emit(new, ev.stage_changed(row.stage, op.value), op.events_kept)
             return ops.UpdateResult(ops.Outcome.OK, new, row.status)
 
@@ -245,7 +260,7 @@ class MemoryBackend:
             versions.append(ops.StateRow(version, value, op.now_us))
             del versions[: max(0, len(versions) - op.keep)]
             new = _touch(row, op.now_us, state_version=version)
-            self._convs[row.id] = new
+            self._put(new)
             self._emit(new, ev.state_saved(version), op.events_kept)
             return ops.StateResult(
                 ops.Outcome.OK, version=version, saved_us=op.now_us, current=version
@@ -266,22 +281,22 @@ class MemoryBackend:
     def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """See Backend.list."""
         with self._lock:
-            # A scan (this is the reference backend), but only the page is sorted.
-            return heapq.nlargest(
-                op.limit + 1,
-                (
-                    r
-                    for r in self._convs.values()
-                    if r.tenant == op.tenant
-                    and not is_expired(r.expires_us, op.now_us)
+            keys = self._order.get(op.tenant, [])
+            end = len(keys) if op.cursor is None else bisect.bisect_left(keys, op.cursor)
+            rows: builtins.list[ops.ConvRow] = []
+            for i in range(end - 1, -1, -1):  # newest first, without copying the index
+                r = self._convs[keys[i][1]]
+                if (
+                    not is_expired(r.expires_us, op.now_us)
                     and (op.status is None or r.status == op.status)
                     and (op.stage is None or r.stage == op.stage)
                     and (op.agent_id is None or r.agent_id == op.agent_id)
                     and (op.contact_id is None or r.contact_id == op.contact_id)
-                    and (op.cursor is None or (r.activity_us, r.id) < op.cursor)
-                ),
-                key=lambda r: (r.activity_us, r.id),
-            )
+                ):
+                    rows.append(r)
+                    if len(rows) > op.limit:
+                        break
+            return rows
 
     def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """See Backend.counts."""
@@ -336,7 +351,7 @@ class MemoryBackend:
                 for row in expired:
                     self._erase(row.id)
                 for row in idle:
-                    self._convs[row.id] = new = replace(row, status=op.idle_to)
+                    self._put(new := replace(row, status=op.idle_to))
                     self._emit(
                         replace(new, activity_us=op.now_us),
                         ev.status_changed(row.status, op.idle_to),
