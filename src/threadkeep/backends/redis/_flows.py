@@ -14,40 +14,8 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from threadkeep._rules import events as ev
+from threadkeep._rules import events as ev, ops
 from threadkeep._rules.lifecycle import Status
-from threadkeep._rules.ops import (
-    AppendOp,
-    AppendResult,
-    ConvRow,
-    CountsOp,
-    CountsRow,
-    DeleteContactOp,
-    DeleteOp,
-    EventRow,
-    EventsOp,
-    FactRow,
-    FindOpenOp,
-    GetOp,
-    LeaseOp,
-    LeaseResult,
-    ListOp,
-    LoadStateOp,
-    MsgRow,
-    Outcome,
-    ReadOp,
-    RecallOp,
-    ReleaseOp,
-    RememberOp,
-    SaveStateOp,
-    StartOp,
-    StateResult,
-    StateRow,
-    SweepOp,
-    SweepRow,
-    UpdateOp,
-    UpdateResult,
-)
 from threadkeep._rules.retention import is_expired
 from threadkeep.backends.redis import _codec as codec
 from threadkeep.backends.redis._keys import Keys
@@ -116,7 +84,7 @@ class Flows:
         """PING."""
         yield Command(("PING",))
 
-    def create(self, op: StartOp) -> Flow[tuple[Outcome, ConvRow]]:
+    def create(self, op: ops.StartOp) -> Flow[tuple[ops.Outcome, ops.ConvRow]]:
         """See Backend.create (a retried call finds its own row and reports CREATED)."""
         row = op.row
         kind, data = ev.started(row.contact_id, row.status, row.stage)
@@ -130,9 +98,9 @@ class Flows:
             _ALL_STATUSES,
             *codec.encode_row(row),
         )
-        return Outcome(outcome), codec.decode_row(flat)
+        return ops.Outcome(outcome), codec.decode_row(flat)
 
-    def get(self, op: GetOp) -> Flow[ConvRow | None]:
+    def get(self, op: ops.GetOp) -> Flow[ops.ConvRow | None]:
         """See Backend.get: one HGETALL, expiry and tenant checked here."""
         fields = _as_dict((yield Command(("HGETALL", self.keys.conversation(op.conversation_id)))))
         if not fields:
@@ -144,14 +112,14 @@ class Flows:
             return None
         return row
 
-    def find_open(self, op: FindOpenOp) -> Flow[ConvRow | None]:
+    def find_open(self, op: ops.FindOpenOp) -> Flow[ops.ConvRow | None]:
         """See Backend.find_open."""
         flat = yield self._eval(
             "find_open", op.tenant, op.contact_id, _csv(op.open_statuses), op.now_us
         )
         return codec.decode_row(flat) if flat else None
 
-    def append(self, op: AppendOp) -> Flow[AppendResult]:
+    def append(self, op: ops.AppendOp) -> Flow[ops.AppendResult]:
         """See Backend.append; a call without a caller key gets an internal retry key."""
         retry_key = None if op.idempotency_key is not None else uuid.uuid4().hex
         on_message = ";".join(
@@ -176,12 +144,12 @@ class Flows:
             self.idempotency_kept,
             self.retry_kept,
         )
-        outcome = Outcome(reply[0])
+        outcome = ops.Outcome(reply[0])
         if len(reply) < 2:
-            return AppendResult(outcome)
-        return AppendResult(outcome, codec.decode_message(op.conversation_id, reply[1]))
+            return ops.AppendResult(outcome)
+        return ops.AppendResult(outcome, codec.decode_message(op.conversation_id, reply[1]))
 
-    def _read(self, op: ReadOp) -> Eval:
+    def _read(self, op: ops.ReadOp) -> Eval:
         if op.window:
             mode = "window"
         elif op.last is not None:
@@ -199,21 +167,21 @@ class Flows:
             op.limit,
         )
 
-    def read_messages(self, op: ReadOp) -> Flow[builtins.list[MsgRow] | None]:
+    def read_messages(self, op: ops.ReadOp) -> Flow[builtins.list[ops.MsgRow] | None]:
         """See Backend.read_messages."""
         reply = yield self._read(op)
-        if reply[0] == Outcome.NOT_FOUND.value:
+        if reply[0] == ops.Outcome.NOT_FOUND.value:
             return None
         return [codec.decode_message(op.conversation_id, entry) for entry in reply[1]]
 
-    def read_context(self, op: ReadOp) -> Flow[builtins.list[tuple[str, str]] | None]:
+    def read_context(self, op: ops.ReadOp) -> Flow[builtins.list[tuple[str, str]] | None]:
         """See Backend.read_context: the same read, decoding only role and content."""
         reply = yield self._read(op)
-        if reply[0] == Outcome.NOT_FOUND.value:
+        if reply[0] == ops.Outcome.NOT_FOUND.value:
             return None
         return [codec.decode_context(entry) for entry in reply[1]]
 
-    def update(self, op: UpdateOp) -> Flow[UpdateResult]:
+    def update(self, op: ops.UpdateOp) -> Flow[ops.UpdateResult]:
         """See Backend.update."""
         if op.field == "status":
             kind = ev.status_changed("", str(op.value))[0]
@@ -231,10 +199,10 @@ class Flows:
             kind,
         )
         if len(reply) < 3:
-            return UpdateResult(Outcome(reply[0]))
-        return UpdateResult(Outcome(reply[0]), codec.decode_row(reply[2]), reply[1])
+            return ops.UpdateResult(ops.Outcome(reply[0]))
+        return ops.UpdateResult(ops.Outcome(reply[0]), codec.decode_row(reply[2]), reply[1])
 
-    def save_state(self, op: SaveStateOp) -> Flow[StateResult]:
+    def save_state(self, op: ops.SaveStateOp) -> Flow[ops.StateResult]:
         """See Backend.save_state; a call token makes a retried save return its own version."""
         reply = yield self._eval(
             "save_state",
@@ -249,13 +217,13 @@ class Flows:
             ev.EventKind.STATE_SAVED.value,
             uuid.uuid4().hex,
         )
-        outcome = Outcome(reply[0])
-        if outcome is Outcome.OK:
+        outcome = ops.Outcome(reply[0])
+        if outcome is ops.Outcome.OK:
             version = int(reply[1])
-            return StateResult(outcome, version=version, saved_us=op.now_us, current=version)
-        return StateResult(outcome, current=int(reply[1]) if len(reply) > 1 else 0)
+            return ops.StateResult(outcome, version=version, saved_us=op.now_us, current=version)
+        return ops.StateResult(outcome, current=int(reply[1]) if len(reply) > 1 else 0)
 
-    def load_state(self, op: LoadStateOp) -> Flow[tuple[Outcome, StateRow | None]]:
+    def load_state(self, op: ops.LoadStateOp) -> Flow[tuple[ops.Outcome, ops.StateRow | None]]:
         """See Backend.load_state."""
         reply = yield self._eval(
             "load_state",
@@ -264,13 +232,13 @@ class Flows:
             op.now_us,
             codec.opt(op.version),
         )
-        outcome = Outcome(reply[0])
+        outcome = ops.Outcome(reply[0])
         if len(reply) < 3:
             return outcome, None
         saved, _, value_json = str(reply[2]).partition(" ")
-        return outcome, StateRow(int(reply[1]), value_json, int(saved))
+        return outcome, ops.StateRow(int(reply[1]), value_json, int(saved))
 
-    def list(self, op: ListOp) -> Flow[builtins.list[ConvRow]]:
+    def list(self, op: ops.ListOp) -> Flow[builtins.list[ops.ConvRow]]:
         """See Backend.list."""
         activity, after_id = op.cursor if op.cursor is not None else (None, None)
         reply = yield self._eval(
@@ -287,10 +255,10 @@ class Flows:
         )
         return [codec.decode_row(flat) for flat in reply]
 
-    def counts(self, op: CountsOp) -> Flow[CountsRow]:
+    def counts(self, op: ops.CountsOp) -> Flow[ops.CountsRow]:
         """See Backend.counts."""
         by_status, by_stage = yield self._eval("counts", op.tenant, op.now_us, _ALL_STATUSES)
-        return CountsRow(
+        return ops.CountsRow(
             {k: int(v) for k, v in codec.pairs(by_status).items()},
             {k: int(v) for k, v in codec.pairs(by_stage).items()},
         )
@@ -310,17 +278,17 @@ class Flows:
             uuid.uuid4().hex,
         )
 
-    def delete(self, op: DeleteOp) -> Flow[bool]:
+    def delete(self, op: ops.DeleteOp) -> Flow[bool]:
         """See Backend.delete."""
         live, _ = yield self._delete("id", op.conversation_id, op.tenant, op.now_us, op.events_kept)
         return bool(int(live))
 
-    def delete_contact(self, op: DeleteContactOp) -> Flow[int]:
+    def delete_contact(self, op: ops.DeleteContactOp) -> Flow[int]:
         """See Backend.delete_contact."""
         live, _ = yield self._delete("contact", op.contact_id, op.tenant, op.now_us, op.events_kept)
         return int(live)
 
-    def sweep(self, op: SweepOp) -> Flow[SweepRow]:
+    def sweep(self, op: ops.SweepOp) -> Flow[ops.SweepRow]:
         """See Backend.sweep: one script per batch until no work is left."""
         idled = purged = facts = 0
         for _ in range(_SWEEP_ROUNDS):
@@ -338,12 +306,14 @@ class Flows:
             idled, purged, facts = idled + reply[0], purged + reply[1], facts + reply[2]
             if not reply[3]:
                 break
-        return SweepRow(idled=idled, purged=purged, facts_purged=facts)
+        return ops.SweepRow(idled=idled, purged=purged, facts_purged=facts)
 
-    def read_events(self, op: EventsOp, wait: float) -> Flow[builtins.list[EventRow] | None]:
+    def read_events(
+        self, op: ops.EventsOp, wait: float
+    ) -> Flow[builtins.list[ops.EventRow] | None]:
         """See Backend.read_events: XRANGE in a script, then XREAD BLOCK while nothing is new.
 
-        ``after=None`` reads from the oldest retained event (as EventsOp says), so it never
+        ``after=None`` reads from the oldest retained event (as ops.EventsOp says), so it never
         reports an expired cursor.
         """
         after = codec.event_number(op.after)
@@ -358,7 +328,7 @@ class Flows:
                 return rows
             yield Block(reply[1], remaining)
 
-    def acquire_lease(self, op: LeaseOp) -> Flow[LeaseResult]:
+    def acquire_lease(self, op: ops.LeaseOp) -> Flow[ops.LeaseResult]:
         """See Backend.acquire_lease."""
         reply = yield self._eval(
             "lease",
@@ -370,16 +340,16 @@ class Flows:
             uuid.uuid4().hex,
         )
         if len(reply) < 2:
-            return LeaseResult(Outcome(reply[0]))
-        return LeaseResult(Outcome(reply[0]), int(reply[1]))
+            return ops.LeaseResult(ops.Outcome(reply[0]))
+        return ops.LeaseResult(ops.Outcome(reply[0]), int(reply[1]))
 
-    def release_lease(self, op: ReleaseOp) -> Flow[None]:
+    def release_lease(self, op: ops.ReleaseOp) -> Flow[None]:
         """See Backend.release_lease."""
         yield self._eval("lease", "release", op.conversation_id, op.token)
 
-    def remember(self, op: RememberOp) -> Flow[FactRow]:
+    def remember(self, op: ops.RememberOp) -> Flow[ops.FactRow]:
         """See Backend.remember."""
-        row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+        row = ops.FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
         yield self._eval(
             "remember",
             op.tenant,
@@ -391,7 +361,7 @@ class Flows:
         )
         return row
 
-    def recall(self, op: RecallOp) -> Flow[builtins.list[FactRow]]:
+    def recall(self, op: ops.RecallOp) -> Flow[builtins.list[ops.FactRow]]:
         """See Backend.recall: one HGETALL, expiry checked here."""
         hash_key = self.keys.facts(op.tenant, op.contact_id)
         stored = _as_dict((yield Command(("HGETALL", hash_key))))

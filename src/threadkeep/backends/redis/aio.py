@@ -20,38 +20,7 @@ from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from threadkeep._rules.ops import (
-    AppendOp,
-    AppendResult,
-    ConvRow,
-    CountsOp,
-    CountsRow,
-    DeleteContactOp,
-    DeleteOp,
-    EventRow,
-    EventsOp,
-    FactRow,
-    FindOpenOp,
-    GetOp,
-    LeaseOp,
-    LeaseResult,
-    ListOp,
-    LoadStateOp,
-    MsgRow,
-    Outcome,
-    ReadOp,
-    RecallOp,
-    ReleaseOp,
-    RememberOp,
-    SaveStateOp,
-    StartOp,
-    StateResult,
-    StateRow,
-    SweepOp,
-    SweepRow,
-    UpdateOp,
-    UpdateResult,
-)
+from threadkeep._rules import ops
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Policy
 from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
@@ -159,79 +128,81 @@ class AsyncRedisBackend:
         await _aclose(self._client)
         await _aclose(self._blocking)
 
-    async def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+    async def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
         """See AsyncBackend.create."""
         return await self._drive(self._flows.create(op))
 
-    async def get(self, op: GetOp) -> ConvRow | None:
+    async def get(self, op: ops.GetOp) -> ops.ConvRow | None:
         """See AsyncBackend.get."""
         return await self._drive(self._flows.get(op))
 
-    async def find_open(self, op: FindOpenOp) -> ConvRow | None:
+    async def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
         """See AsyncBackend.find_open."""
         return await self._drive(self._flows.find_open(op))
 
-    async def append(self, op: AppendOp) -> AppendResult:
+    async def append(self, op: ops.AppendOp) -> ops.AppendResult:
         """See AsyncBackend.append."""
         return await self._drive(self._flows.append(op))
 
-    async def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
+    async def read_messages(self, op: ops.ReadOp) -> builtins.list[ops.MsgRow] | None:
         """See AsyncBackend.read_messages."""
         return await self._drive(self._flows.read_messages(op))
 
-    async def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+    async def read_context(self, op: ops.ReadOp) -> builtins.list[tuple[str, str]] | None:
         """See AsyncBackend.read_context."""
         return await self._drive(self._flows.read_context(op))
 
-    async def update(self, op: UpdateOp) -> UpdateResult:
+    async def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
         """See AsyncBackend.update."""
         return await self._drive(self._flows.update(op))
 
-    async def save_state(self, op: SaveStateOp) -> StateResult:
+    async def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
         """See AsyncBackend.save_state."""
         return await self._drive(self._flows.save_state(op))
 
-    async def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+    async def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """See AsyncBackend.load_state."""
         return await self._drive(self._flows.load_state(op))
 
-    async def list(self, op: ListOp) -> builtins.list[ConvRow]:
+    async def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """See AsyncBackend.list."""
         return await self._drive(self._flows.list(op))
 
-    async def counts(self, op: CountsOp) -> CountsRow:
+    async def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """See AsyncBackend.counts."""
         return await self._drive(self._flows.counts(op))
 
-    async def delete(self, op: DeleteOp) -> bool:
+    async def delete(self, op: ops.DeleteOp) -> bool:
         """See AsyncBackend.delete."""
         return await self._drive(self._flows.delete(op))
 
-    async def delete_contact(self, op: DeleteContactOp) -> int:
+    async def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """See AsyncBackend.delete_contact."""
         return await self._drive(self._flows.delete_contact(op))
 
-    async def sweep(self, op: SweepOp) -> SweepRow:
+    async def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
         """See AsyncBackend.sweep."""
         return await self._drive(self._flows.sweep(op))
 
-    async def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+    async def read_events(
+        self, op: ops.EventsOp, wait: float
+    ) -> builtins.list[ops.EventRow] | None:
         """See AsyncBackend.read_events."""
         return await self._drive(self._flows.read_events(op, wait))
 
-    async def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+    async def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """See AsyncBackend.acquire_lease."""
         return await self._drive(self._flows.acquire_lease(op))
 
-    async def release_lease(self, op: ReleaseOp) -> None:
+    async def release_lease(self, op: ops.ReleaseOp) -> None:
         """See AsyncBackend.release_lease."""
         await self._drive(self._flows.release_lease(op))
 
-    async def remember(self, op: RememberOp) -> FactRow:
+    async def remember(self, op: ops.RememberOp) -> ops.FactRow:
         """See AsyncBackend.remember."""
         return await self._drive(self._flows.remember(op))
 
-    async def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+    async def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
         """See AsyncBackend.recall."""
         return await self._drive(self._flows.recall(op))
 

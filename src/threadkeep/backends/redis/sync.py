@@ -19,38 +19,7 @@ from redis import exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from threadkeep._rules.ops import (
-    AppendOp,
-    AppendResult,
-    ConvRow,
-    CountsOp,
-    CountsRow,
-    DeleteContactOp,
-    DeleteOp,
-    EventRow,
-    EventsOp,
-    FactRow,
-    FindOpenOp,
-    GetOp,
-    LeaseOp,
-    LeaseResult,
-    ListOp,
-    LoadStateOp,
-    MsgRow,
-    Outcome,
-    ReadOp,
-    RecallOp,
-    ReleaseOp,
-    RememberOp,
-    SaveStateOp,
-    StartOp,
-    StateResult,
-    StateRow,
-    SweepOp,
-    SweepRow,
-    UpdateOp,
-    UpdateResult,
-)
+from threadkeep._rules import ops
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Policy
 from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
@@ -159,79 +128,79 @@ class RedisBackend:
         _close(self._client)
         _close(self._blocking)
 
-    def create(self, op: StartOp) -> tuple[Outcome, ConvRow]:
+    def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
         """See Backend.create."""
         return self._drive(self._flows.create(op))
 
-    def get(self, op: GetOp) -> ConvRow | None:
+    def get(self, op: ops.GetOp) -> ops.ConvRow | None:
         """See Backend.get."""
         return self._drive(self._flows.get(op))
 
-    def find_open(self, op: FindOpenOp) -> ConvRow | None:
+    def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
         """See Backend.find_open."""
         return self._drive(self._flows.find_open(op))
 
-    def append(self, op: AppendOp) -> AppendResult:
+    def append(self, op: ops.AppendOp) -> ops.AppendResult:
         """See Backend.append."""
         return self._drive(self._flows.append(op))
 
-    def read_messages(self, op: ReadOp) -> builtins.list[MsgRow] | None:
+    def read_messages(self, op: ops.ReadOp) -> builtins.list[ops.MsgRow] | None:
         """See Backend.read_messages."""
         return self._drive(self._flows.read_messages(op))
 
-    def read_context(self, op: ReadOp) -> builtins.list[tuple[str, str]] | None:
+    def read_context(self, op: ops.ReadOp) -> builtins.list[tuple[str, str]] | None:
         """See Backend.read_context."""
         return self._drive(self._flows.read_context(op))
 
-    def update(self, op: UpdateOp) -> UpdateResult:
+    def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
         """See Backend.update."""
         return self._drive(self._flows.update(op))
 
-    def save_state(self, op: SaveStateOp) -> StateResult:
+    def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
         """See Backend.save_state."""
         return self._drive(self._flows.save_state(op))
 
-    def load_state(self, op: LoadStateOp) -> tuple[Outcome, StateRow | None]:
+    def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
         """See Backend.load_state."""
         return self._drive(self._flows.load_state(op))
 
-    def list(self, op: ListOp) -> builtins.list[ConvRow]:
+    def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
         """See Backend.list."""
         return self._drive(self._flows.list(op))
 
-    def counts(self, op: CountsOp) -> CountsRow:
+    def counts(self, op: ops.CountsOp) -> ops.CountsRow:
         """See Backend.counts."""
         return self._drive(self._flows.counts(op))
 
-    def delete(self, op: DeleteOp) -> bool:
+    def delete(self, op: ops.DeleteOp) -> bool:
         """See Backend.delete."""
         return self._drive(self._flows.delete(op))
 
-    def delete_contact(self, op: DeleteContactOp) -> int:
+    def delete_contact(self, op: ops.DeleteContactOp) -> int:
         """See Backend.delete_contact."""
         return self._drive(self._flows.delete_contact(op))
 
-    def sweep(self, op: SweepOp) -> SweepRow:
+    def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
         """See Backend.sweep."""
         return self._drive(self._flows.sweep(op))
 
-    def read_events(self, op: EventsOp, wait: float) -> builtins.list[EventRow] | None:
+    def read_events(self, op: ops.EventsOp, wait: float) -> builtins.list[ops.EventRow] | None:
         """See Backend.read_events."""
         return self._drive(self._flows.read_events(op, wait))
 
-    def acquire_lease(self, op: LeaseOp) -> LeaseResult:
+    def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
         """See Backend.acquire_lease."""
         return self._drive(self._flows.acquire_lease(op))
 
-    def release_lease(self, op: ReleaseOp) -> None:
+    def release_lease(self, op: ops.ReleaseOp) -> None:
         """See Backend.release_lease."""
         self._drive(self._flows.release_lease(op))
 
-    def remember(self, op: RememberOp) -> FactRow:
+    def remember(self, op: ops.RememberOp) -> ops.FactRow:
         """See Backend.remember."""
         return self._drive(self._flows.remember(op))
 
-    def recall(self, op: RecallOp) -> builtins.list[FactRow]:
+    def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
         """See Backend.recall."""
         return self._drive(self._flows.recall(op))
 
