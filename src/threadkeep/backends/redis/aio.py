@@ -1,11 +1,4 @@
-"""Asynchronous Redis backend (redis.asyncio).
-
-Durability: an acknowledged write is as durable as the server's persistence settings make it
-(``appendonly yes`` with ``appendfsync always`` survives a server crash; the defaults may lose
-the last second or more). Atomicity: every change, with its indexes, event and TTLs, is one Lua
-script, so other clients see all of it or none of it, and nothing reads-modifies-writes a
-history.
-"""
+"""Asynchronous Redis backend (redis.asyncio); durability and atomicity: see the package."""
 
 from __future__ import annotations
 
