@@ -8,10 +8,11 @@ never decide a rule; they apply an op atomically and return rows or an outcome c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from threadkeep._rules import events as ev
 from threadkeep._rules.retention import RetentionUs
 
 __all__ = [
@@ -396,3 +397,37 @@ class LeaseResult:
 
     outcome: Outcome
     token: int = 0
+
+
+# ---- decisions every Python backend takes the same way, on the row it holds locked ----------
+
+
+def touch(row: ConvRow, now_us: int, **changes: Any) -> ConvRow:
+    """Return ``row`` with activity at ``now_us`` and its expiry and idle time slid from it."""
+    return replace(
+        row,
+        activity_us=now_us,
+        expires_us=row.retention.expires_at(now_us),
+        idle_us=row.retention.idle_at(now_us),
+        **changes,
+    )
+
+
+def decide_update(row: ConvRow, op: UpdateOp) -> UpdateResult | tuple[str, dict[str, Any]]:
+    """Judge a status or stage update against the conversation's live row.
+
+    Returns:
+        The final result when nothing is to be written (unchanged, illegal, closed), else the
+        event to write together with the change.
+    """
+    if op.field == "status":
+        if row.status == op.value:
+            return UpdateResult(Outcome.UNCHANGED, row, row.status)
+        if row.status not in op.allowed_from:
+            return UpdateResult(Outcome.ILLEGAL, row, row.status)
+        return ev.status_changed(row.status, str(op.value))
+    if row.status not in op.allowed_from:
+        return UpdateResult(Outcome.CLOSED, row, row.status)
+    if row.stage == op.value:
+        return UpdateResult(Outcome.UNCHANGED, row, row.status)
+    return ev.stage_changed(row.stage, op.value)

@@ -22,17 +22,6 @@ from threadkeep._url import StoreURL
 __all__ = ["MemoryBackend"]
 
 
-def _touch(row: ops.ConvRow, now_us: int, **changes: object) -> ops.ConvRow:
-    """Return ``row`` with activity at ``now_us``, sliding expiry and idle time renewed."""
-    return replace(
-        row,
-        activity_us=now_us,
-        expires_us=row.retention.expires_at(now_us),
-        idle_us=row.retention.idle_at(now_us),
-        **changes,  # type: ignore[arg-type]
-    )
-
-
 def parse_event_cursor(after: str | None) -> int:
     """Return an integer event cursor (0 for None).
 
@@ -191,7 +180,7 @@ class MemoryBackend:
             if op.idempotency_key is not None:
                 self._idem[(row.id, op.idempotency_key)] = msg
             status = op.on_message[row.status]
-            new = _touch(row, op.now_us, status=status, last_seq=seq, message_count=len(kept))
+            new = ops.touch(row, op.now_us, status=status, last_seq=seq, message_count=len(kept))
             self._put(new)
             self._emit(new, ev.message_appended(seq, op.role), op.events_kept)
             if status != row.status:
@@ -222,22 +211,12 @@ class MemoryBackend:
             row = self._live(op.conversation_id, op.tenant, op.now_us)
             if row is None:
                 return ops.UpdateResult(ops.Outcome.NOT_FOUND)
-            if op.field == "status":
-                if row.status == op.value:
-                    return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
-                if row.status not in op.allowed_from:
-                    return ops.UpdateResult(ops.Outcome.ILLEGAL, row, row.status)
-                new = _touch(row, op.now_us, status=op.value)
-                self._put(new)
-                self._emit(new, ev.status_changed(row.status, str(op.value)), op.events_kept)
-                return ops.UpdateResult(ops.Outcome.OK, new, row.status)
-            if row.status not in op.allowed_from:
-                return ops.UpdateResult(ops.Outcome.CLOSED, row, row.status)
-            if row.stage == op.value:
-                return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
-            new = _touch(row, op.now_us, stage=op.value)
+            decision = ops.decide_update(row, op)
+            if isinstance(decision, ops.UpdateResult):
+                return decision
+            new = ops.touch(row, op.now_us, **{op.field: op.value})
             self._put(new)
-            self._emit(new, ev.stage_changed(row.stage, op.value), op.events_kept)
+            self._emit(new, decision, op.events_kept)
             return ops.UpdateResult(ops.Outcome.OK, new, row.status)
 
     def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
@@ -259,7 +238,7 @@ class MemoryBackend:
             version = current + 1
             versions.append(ops.StateRow(version, value, op.now_us))
             del versions[: max(0, len(versions) - op.keep)]
-            new = _touch(row, op.now_us, state_version=version)
+            new = ops.touch(row, op.now_us, state_version=version)
             self._put(new)
             self._emit(new, ev.state_saved(version), op.events_kept)
             return ops.StateResult(

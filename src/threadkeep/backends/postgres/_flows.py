@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Generator
-from dataclasses import replace
 from typing import Any, Final, TypeVar
 
 from threadkeep._rules import events as ev, ops
@@ -28,16 +27,6 @@ Flow = Generator[Step, list[tuple[Any, ...]], T]
 #: Sweep erases at most this many messages per expired conversation of a batch in one
 #: transaction (then commits and goes on), so a long history never makes one huge delete.
 MESSAGES_PER_CONVERSATION: Final = 20
-
-
-def _touch(row: ops.ConvRow, now_us: int, **changes: Any) -> ops.ConvRow:
-    return replace(
-        row,
-        activity_us=now_us,
-        expires_us=row.retention.expires_at(now_us),
-        idle_us=row.retention.idle_at(now_us),
-        **changes,
-    )
 
 
 def _live(row: ops.ConvRow | None, tenant: str | None, now_us: int) -> ops.ConvRow | None:
@@ -179,7 +168,7 @@ class Flows:
             yield S.TRIM_MSGS, {"id": row.id, "floor": seq - limit}
             count = limit
         status = op.on_message[row.status]
-        new = _touch(row, op.now_us, status=status, last_seq=seq, message_count=count)
+        new = ops.touch(row, op.now_us, status=status, last_seq=seq, message_count=count)
         yield (
             S.INSERT_MSG,
             {
@@ -239,20 +228,10 @@ class Flows:
         row = _live(locked[0] if locked else None, op.tenant, op.now_us)
         if row is None:
             return ops.UpdateResult(ops.Outcome.NOT_FOUND)
-        if op.field == "status":
-            if row.status == op.value:
-                return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
-            if row.status not in op.allowed_from:
-                return ops.UpdateResult(ops.Outcome.ILLEGAL, row, row.status)
-            new = _touch(row, op.now_us, status=op.value)
-            event = ev.status_changed(row.status, str(op.value))
-        else:
-            if row.status not in op.allowed_from:
-                return ops.UpdateResult(ops.Outcome.CLOSED, row, row.status)
-            if row.stage == op.value:
-                return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
-            new = _touch(row, op.now_us, stage=op.value)
-            event = ev.stage_changed(row.stage, op.value)
+        event = ops.decide_update(row, op)
+        if isinstance(event, ops.UpdateResult):
+            return event
+        new = ops.touch(row, op.now_us, **{op.field: op.value})
         yield from self._save(new)
         yield from self._emit(new.tenant, new.id, op.now_us, event, op.events_kept)
         return ops.UpdateResult(ops.Outcome.OK, new, row.status)
@@ -284,7 +263,7 @@ class Flows:
             "DELETE FROM states WHERE conversation_id = %(id)s AND version <= %(floor)s",
             {"id": row.id, "floor": version - op.keep},
         )
-        new = _touch(row, op.now_us, state_version=version)
+        new = ops.touch(row, op.now_us, state_version=version)
         yield from self._save(new)
         yield from self._emit(
             new.tenant, new.id, op.now_us, ev.state_saved(version), op.events_kept

@@ -350,18 +350,9 @@ class SQLiteBackend:
             row = self._live(db, op.conversation_id, op.tenant, op.now_us)
             if row is None:
                 return ops.UpdateResult(ops.Outcome.NOT_FOUND)
-            if op.field == "status":
-                if row.status == op.value:
-                    return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
-                if row.status not in op.allowed_from:
-                    return ops.UpdateResult(ops.Outcome.ILLEGAL, row, row.status)
-                event = ev.status_changed(row.status, str(op.value))
-            else:
-                if row.status not in op.allowed_from:
-                    return ops.UpdateResult(ops.Outcome.CLOSED, row, row.status)
-                if row.stage == op.value:
-                    return ops.UpdateResult(ops.Outcome.UNCHANGED, row, row.status)
-                event = ev.stage_changed(row.stage, op.value)
+            event = ops.decide_update(row, op)
+            if isinstance(event, ops.UpdateResult):
+                return event
             column = "status" if op.field == "status" else "stage"
             self._touch(db, row, op.now_us, f"{column} = ?, ", (op.value,))
             self._emit(db, row.tenant, row.id, event, op.now_us, op.events_kept)
