@@ -401,8 +401,8 @@ def test_state_edit_conflict_between_two_screens(new_page, save_screenshot):
 
 
 def test_api_keys_keep_each_dashboard_to_its_tenant(new_page, keyed_api):
-    keyed_api("/v1/chat", {"message": "Hi from loc-1", "contact_id": "a-1"}, "key-loc-1")
-    keyed_api("/v1/chat", {"message": "Hi from loc-2", "contact_id": "b-2"}, "key-loc-2")
+    keyed_api("/v1/chat", {"message": "Hi from loc-1", "contact_id": "owner-loc1"}, "key-loc-1")
+    keyed_api("/v1/chat", {"message": "Hi from loc-2", "contact_id": "owner-loc2"}, "key-loc-2")
 
     keyless = new_page("/dashboard")
     expect(keyless.locator("#list-error")).to_contain_text("/dashboard#key=")
@@ -411,7 +411,7 @@ def test_api_keys_keep_each_dashboard_to_its_tenant(new_page, keyed_api):
     dashboard = new_page("/dashboard#key=key-loc-1")
     rows = dashboard.locator("tr.row")
     expect(rows).to_have_count(1)
-    expect(rows).to_contain_text("a-1")
+    expect(rows).to_contain_text("owner-loc1")
     expect(dashboard.get_by_test_id("live")).to_have_attribute("data-state", "live")
     assert "key-loc-1" not in dashboard.url  # out of the address bar; remembered instead
 
@@ -422,4 +422,4 @@ def test_api_keys_keep_each_dashboard_to_its_tenant(new_page, keyed_api):
     expect(rows).to_have_count(2)
     dashboard.reload()
     expect(rows).to_have_count(2)
-    expect(rows.filter(has_text="b-2")).to_have_count(0)  # loc-2's never shows
+    expect(rows.filter(has_text="owner-loc2")).to_have_count(0)  # loc-2's never shows
