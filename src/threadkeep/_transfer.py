@@ -28,7 +28,7 @@ from threadkeep._models import Conversation
 from threadkeep._rules import outcomes
 from threadkeep._store import Store
 
-__all__ = ["export_records", "import_record", "jsonable", "parse_record"]
+__all__ = ["conversation_record", "export_records", "import_record", "jsonable", "parse_record"]
 
 
 def jsonable(value: Any) -> Any:
@@ -42,7 +42,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _record(store: Store, conv: Conversation) -> dict[str, Any]:
+def conversation_record(store: Store, conv: Conversation) -> dict[str, Any]:
+    """Return one conversation as an export record: fields, whole history, state, facts."""
     messages: list[Any] = []
     after = 0
     while page := store.messages(conv.id, after=after, limit=1000, tenant=conv.tenant):
@@ -73,7 +74,7 @@ def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, A
         convs.extend(page.items)
         if (cursor := page.next_cursor) is None:
             break
-    return len(convs), (_record(store, c) for c in convs)
+    return len(convs), (conversation_record(store, c) for c in convs)
 
 
 def parse_record(raw: str, where: str) -> dict[str, Any]:

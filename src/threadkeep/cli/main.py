@@ -31,7 +31,13 @@ from threadkeep import (
     ThreadkeepError,
     TurnInProgress,
 )
-from threadkeep._transfer import export_records, import_record, jsonable, parse_record
+from threadkeep._transfer import (
+    conversation_record,
+    export_records,
+    import_record,
+    jsonable,
+    parse_record,
+)
 from threadkeep.bot import Bot, EchoBot
 
 DEFAULT_STORE = "sqlite:///./threadkeep.db"
@@ -137,16 +143,6 @@ def ls_cmd(
         err.print("more: use --all", highlight=False)
 
 
-def _dump(s: Store, conv: Conversation) -> dict[str, Any]:
-    msgs = s.messages(conv.id, tenant=conv.tenant)
-    state = s.load_state(conv.id, tenant=conv.tenant)
-    return {
-        "conversation": jsonable(asdict(conv)),
-        "messages": [jsonable(asdict(m)) for m in msgs],
-        "state": {"version": state.version, "value": state.value},
-    }
-
-
 @app.command("show")
 def show_cmd(
     conversation_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -156,7 +152,7 @@ def show_cmd(
 ) -> None:
     """Show a conversation: fields, transcript and current state."""
     with _opened(store) as s:
-        data = _dump(s, s.get(conversation_id, tenant=tenant))
+        data = conversation_record(s, s.get(conversation_id, tenant=tenant))
     if as_json:
         _write(json.dumps(data, indent=2))
         return
