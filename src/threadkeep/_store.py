@@ -11,7 +11,7 @@ import asyncio
 import builtins
 import enum
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from threadkeep._clock import Clock, SystemClock
-from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, Limits, Retention
+from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, Limits, Retention, Tier
 from threadkeep._exceptions import (
     ConversationNotFound,
     CursorExpired,
@@ -39,7 +39,7 @@ from threadkeep._models import (
     SweepReport,
 )
 from threadkeep._rules import lifecycle, ops, outcomes, validate
-from threadkeep._rules.retention import fact_expiry, retention_us
+from threadkeep._rules.retention import check_tier, fact_expiry, retention_us
 from threadkeep._rules.times import from_us, to_us
 from threadkeep._serde import dump_state, load_state
 from threadkeep.backends._protocol import AsyncBackend, Backend
@@ -125,6 +125,10 @@ class _StoreBase:
             retention=kept,
         )
         return ops.StartOp(row, resume, tuple(sorted(lifecycle.OPEN)), self.limits.events_kept)
+
+    def _finish_create(self, result: tuple[ops.Outcome, ops.ConvRow]) -> Conversation:
+        outcome, row = result
+        return outcomes.finish_conversation(row, created=outcome is ops.Outcome.CREATED)
 
     def _tenant(self, tenant: str | None) -> str | None:
         return None if tenant is None else validate.check_name(tenant, "tenant")
@@ -349,9 +353,9 @@ class _StoreBase:
             contact_id=validate.check_name(contact_id, "contact_id"),
             key=validate.check_name(key, "key", max_len=128),
             value_json=validate.dump_json(value, "value", self.limits.max_metadata_bytes),
-            tier=tier,
+            tier=check_tier(tier),
             now_us=now,
-            expires_us=fact_expiry(tier, now),
+            expires_us=fact_expiry(check_tier(tier), now),
         )
 
     def _plan_recall(self, contact_id: str, key: str | None, tenant: str) -> ops.RecallOp:
@@ -505,7 +509,7 @@ class AsyncTurn(_TurnBase):
         op = store._plan_append(
             self.conversation_id, role, content, metadata, idempotency_key, self.tenant, self.token
         )
-        return outcomes.finish_append(await store._backend.append(op), op.conversation_id)
+        return outcomes.finish_append(await (await store._use()).append(op), op.conversation_id)
 
 
 class Store(_StoreBase):
@@ -583,7 +587,7 @@ class Store(_StoreBase):
             retention=retention,
             resume=False,
         )
-        return outcomes.finish_conversation(self._backend.create(op)[1])
+        return self._finish_create(self._backend.create(op))
 
     def resume(
         self,
@@ -614,7 +618,29 @@ class Store(_StoreBase):
             retention=retention,
             resume=True,
         )
-        return outcomes.finish_conversation(self._backend.create(op)[1])
+        return self._finish_create(self._backend.create(op))
+
+    def _create_with_id(
+        self,
+        conversation_id: str,
+        contact_id: str,
+        *,
+        tenant: str,
+        agent_id: str | None,
+        channel: str | None,
+        stage: str | None,
+        metadata: dict[str, Any] | None,
+        retention: Retention,
+    ) -> Conversation:
+        """Start a conversation with a given id: the path of ``threadkeep._transfer`` (import).
+
+        The caller makes sure the id is free (import looks it up first).
+        """
+        op = self._plan_start(
+            contact_id, tenant=tenant, agent_id=agent_id, channel=channel, stage=stage,
+            metadata=metadata, retention=retention, resume=False, conversation_id=conversation_id,
+        )  # fmt: skip
+        return self._finish_create(self._backend.create(op))
 
     def get(self, conversation_id: str, *, tenant: str | None = None) -> Conversation:
         """Return a live conversation.
@@ -961,7 +987,7 @@ class Store(_StoreBase):
         value: Any,
         *,
         tenant: str = "default",
-        tier: str = "medium",
+        tier: Tier = "medium",
     ) -> Fact:
         """Remember a fact about a contact, beyond one conversation.
 
@@ -992,12 +1018,51 @@ class Store(_StoreBase):
 class AsyncStore(_StoreBase):
     """The asyncio twin of Store: the same methods, as coroutines (see Store for each)."""
 
-    def __init__(self, backend: AsyncBackend, **options: Any) -> None:
+    def __init__(
+        self,
+        backend: AsyncBackend | None = None,
+        *,
+        connect: Callable[[], Awaitable[AsyncBackend]] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
+        if (backend is None) == (connect is None):
+            raise TypeError("AsyncStore needs a backend or connect=, not both")
         self._backend = backend
+        self._connect = connect
+        self._connecting: asyncio.Lock | None = None
+
+    async def _open(self) -> AsyncBackend:
+        """Connect the backend on first use (once, however many tasks ask at the same time).
+
+        Raises:
+            BackendUnavailable: the store cannot be reached; the next call tries again.
+            StoreClosed: the store was closed.
+        """
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._state is _State.CLOSED:
+                raise StoreClosed()
+            if self._backend is None:
+                assert self._connect is not None
+                self._backend = await self._connect()
+            return self._backend
+
+    async def _use(self) -> AsyncBackend:
+        return self._backend or await self._open()
+
+    def __await__(self) -> Generator[Any, None, AsyncStore]:
+        """``await open_async(url)``: connect now, so an unreachable store raises here."""
+        return self._opened().__await__()
+
+    async def _opened(self) -> AsyncStore:
+        if self._backend is None:
+            await self._open()
+        return self
 
     async def __aenter__(self) -> AsyncStore:
-        return self
+        return await self._opened()
 
     async def __aexit__(
         self,
@@ -1011,12 +1076,13 @@ class AsyncStore(_StoreBase):
         """Release the store's connections; further calls raise StoreClosed."""
         if self._state is _State.OPEN:
             self._state = _State.CLOSED
-            await self._backend.close()
+            if self._backend is not None:
+                await self._backend.close()
 
     async def ping(self) -> None:
         """See Store.ping."""
         self._now_us()
-        await self._backend.ping()
+        await (await self._use()).ping()
 
     async def start(
         self,
@@ -1034,7 +1100,7 @@ class AsyncStore(_StoreBase):
             contact_id, tenant=tenant, agent_id=agent_id, channel=channel, stage=stage,
             metadata=metadata, retention=retention, resume=False,
         )  # fmt: skip
-        return outcomes.finish_conversation((await self._backend.create(op))[1])
+        return self._finish_create(await (await self._use()).create(op))
 
     async def resume(
         self,
@@ -1052,16 +1118,16 @@ class AsyncStore(_StoreBase):
             contact_id, tenant=tenant, agent_id=agent_id, channel=channel, stage=stage,
             metadata=metadata, retention=retention, resume=True,
         )  # fmt: skip
-        return outcomes.finish_conversation((await self._backend.create(op))[1])
+        return self._finish_create(await (await self._use()).create(op))
 
     async def get(self, conversation_id: str, *, tenant: str | None = None) -> Conversation:
         """See Store.get."""
-        row = await self._backend.get(self._plan_get(conversation_id, tenant))
+        row = await (await self._use()).get(self._plan_get(conversation_id, tenant))
         return outcomes.finish_conversation(outcomes.require(row, conversation_id))
 
     async def find_open(self, contact_id: str, *, tenant: str = "default") -> Conversation | None:
         """See Store.find_open."""
-        row = await self._backend.find_open(self._plan_find_open(contact_id, tenant))
+        row = await (await self._use()).find_open(self._plan_find_open(contact_id, tenant))
         return None if row is None else outcomes.finish_conversation(row)
 
     async def append(
@@ -1076,7 +1142,7 @@ class AsyncStore(_StoreBase):
     ) -> Message:
         """See Store.append."""
         op = self._plan_append(conversation_id, role, content, metadata, idempotency_key, tenant)
-        return outcomes.finish_append(await self._backend.append(op), conversation_id)
+        return outcomes.finish_append(await (await self._use()).append(op), conversation_id)
 
     async def messages(
         self,
@@ -1089,14 +1155,14 @@ class AsyncStore(_StoreBase):
     ) -> builtins.list[Message]:
         """See Store.messages."""
         op = self._plan_messages(conversation_id, last, after, limit, tenant)
-        return self._finish_messages(await self._backend.read_messages(op), op)
+        return self._finish_messages(await (await self._use()).read_messages(op), op)
 
     async def context(
         self, conversation_id: str, *, tenant: str | None = None
     ) -> builtins.list[dict[str, str]]:
         """See Store.context."""
         op = self._plan_messages(conversation_id, None, None, None, tenant, window=True)
-        return self._finish_context(await self._backend.read_context(op), op)
+        return self._finish_context(await (await self._use()).read_context(op), op)
 
     async def save_state(
         self,
@@ -1108,7 +1174,7 @@ class AsyncStore(_StoreBase):
     ) -> int:
         """See Store.save_state."""
         op = self._plan_save_state(conversation_id, state, expected_version, tenant)
-        return self._finish_save_state(await self._backend.save_state(op), op)
+        return self._finish_save_state(await (await self._use()).save_state(op), op)
 
     @overload
     async def load_state(
@@ -1138,7 +1204,7 @@ class AsyncStore(_StoreBase):
     ) -> StateSnapshot[Any]:
         """See Store.load_state."""
         op = self._plan_load_state(conversation_id, version, tenant)
-        return self._finish_load_state(await self._backend.load_state(op), op, model)
+        return self._finish_load_state(await (await self._use()).load_state(op), op, model)
 
     async def rollback_state(
         self,
@@ -1150,21 +1216,21 @@ class AsyncStore(_StoreBase):
     ) -> int:
         """See Store.rollback_state."""
         op = self._plan_save_state(conversation_id, None, expected_version, tenant, to_version)
-        return self._finish_save_state(await self._backend.save_state(op), op)
+        return self._finish_save_state(await (await self._use()).save_state(op), op)
 
     async def set_status(
         self, conversation_id: str, status: str, *, tenant: str | None = None
     ) -> Conversation:
         """See Store.set_status."""
         op = self._plan_status(conversation_id, status, tenant)
-        return self._finish_update(await self._backend.update(op), op)
+        return self._finish_update(await (await self._use()).update(op), op)
 
     async def set_stage(
         self, conversation_id: str, stage: str | None, *, tenant: str | None = None
     ) -> Conversation:
         """See Store.set_stage."""
         op = self._plan_stage(conversation_id, stage, tenant)
-        return self._finish_update(await self._backend.update(op), op)
+        return self._finish_update(await (await self._use()).update(op), op)
 
     async def close_conversation(
         self, conversation_id: str, *, tenant: str | None = None
@@ -1190,13 +1256,13 @@ class AsyncStore(_StoreBase):
                     await asyncio.sleep(request.seconds)
                     request = flow.send(None)
                 else:
-                    request = flow.send(await self._backend.acquire_lease(request))
+                    request = flow.send(await (await self._use()).acquire_lease(request))
         except StopIteration as done:
             token: int = done.value
         try:
             yield AsyncTurn(self, conversation_id, token, tenant)
         finally:
-            await self._backend.release_lease(ops.ReleaseOp(conversation_id, token))
+            await (await self._use()).release_lease(ops.ReleaseOp(conversation_id, token))
 
     async def list(
         self,
@@ -1211,25 +1277,27 @@ class AsyncStore(_StoreBase):
     ) -> Page[Conversation]:
         """See Store.list."""
         op = self._plan_list(tenant, status, stage, agent_id, contact_id, limit, cursor)
-        return outcomes.finish_page(await self._backend.list(op), op.limit)
+        return outcomes.finish_page(await (await self._use()).list(op), op.limit)
 
     async def counts(self, *, tenant: str = "default") -> Counts:
         """See Store.counts."""
-        return self._finish_counts(await self._backend.counts(self._plan_counts(tenant)))
+        return self._finish_counts(await (await self._use()).counts(self._plan_counts(tenant)))
 
     async def delete(self, conversation_id: str, *, tenant: str | None = None) -> None:
         """See Store.delete."""
         op = self._plan_delete(conversation_id, tenant)
-        self._finish_delete(await self._backend.delete(op), op)
+        self._finish_delete(await (await self._use()).delete(op), op)
 
     async def delete_contact(self, contact_id: str, *, tenant: str = "default") -> int:
         """See Store.delete_contact."""
-        return await self._backend.delete_contact(self._plan_delete_contact(contact_id, tenant))
+        return await (await self._use()).delete_contact(
+            self._plan_delete_contact(contact_id, tenant)
+        )
 
     async def sweep(self, *, dry_run: bool = False) -> SweepReport:
         """See Store.sweep."""
         op = self._plan_sweep(dry_run)
-        return self._finish_sweep(await self._backend.sweep(op), op)
+        return self._finish_sweep(await (await self._use()).sweep(op), op)
 
     async def events(
         self,
@@ -1242,7 +1310,7 @@ class AsyncStore(_StoreBase):
         walk = self._plan_events(tenant, after, timeout)
         while (request := walk.next_request()) is not None:
             op, wait = request
-            for event in walk.take(await self._backend.read_events(op, wait)):
+            for event in walk.take(await (await self._use()).read_events(op, wait)):
                 yield event
 
     async def remember(
@@ -1252,15 +1320,15 @@ class AsyncStore(_StoreBase):
         value: Any,
         *,
         tenant: str = "default",
-        tier: str = "medium",
+        tier: Tier = "medium",
     ) -> Fact:
         """See Store.remember."""
         op = self._plan_remember(contact_id, key, value, tenant, tier)
-        return outcomes.finish_fact(await self._backend.remember(op))
+        return outcomes.finish_fact(await (await self._use()).remember(op))
 
     async def recall(
         self, contact_id: str, key: str | None = None, *, tenant: str = "default"
     ) -> builtins.list[Fact]:
         """See Store.recall."""
-        rows = await self._backend.recall(self._plan_recall(contact_id, key, tenant))
+        rows = await (await self._use()).recall(self._plan_recall(contact_id, key, tenant))
         return self._finish_recall(rows)

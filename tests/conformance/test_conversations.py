@@ -39,6 +39,7 @@ def test_start_and_get(store: Any) -> None:
         cid, tenant="t1", agent_id="bot", channel="web", stage="Q0", metadata={"a": 1}
     )
     assert conv.status == "new"
+    assert conv.status is Status.NEW
     assert (conv.contact_id, conv.tenant, conv.agent_id, conv.channel, conv.stage) == (
         cid,
         "t1",
@@ -63,13 +64,27 @@ def test_find_open_and_resume(store: Any) -> None:
     cid = contact()
     assert store.find_open(cid) is None
     first = store.resume(cid)
-    assert store.resume(cid).id == first.id
+    assert first.created
+    found = store.resume(cid)
+    assert found.id == first.id
+    assert not found.created
     assert store.find_open(cid) == first
     store.close_conversation(first.id)
     assert store.find_open(cid) is None
     second = store.resume(cid)
     assert second.id != first.id
     assert second.status == "new"
+    assert second.created
+
+
+def test_created_says_which_call_made_the_conversation(store: Any) -> None:
+    conv = store.start(contact())
+    assert conv.created
+    got = store.get(conv.id)
+    assert not got.created
+    assert got == conv  # a fact about the call, not the conversation
+    assert "created" not in conv.to_dict()
+    assert not any(c.created for c in store.list().items)
 
 
 def test_append_assigns_gap_free_seq(store: Any) -> None:
@@ -86,16 +101,23 @@ def test_append_idempotency_replay_returns_same_message(store: Any, clock: Any) 
     clock.advance(5)
     again = store.append(conv.id, "user", "hello", idempotency_key="k1", metadata={"x": 1})
     assert again == first
+    assert again.replayed
+    assert not first.replayed
+    assert "replayed" not in again.to_dict()
     assert store.get(conv.id).message_count == 1
     other = store.append(conv.id, "user", "hello", idempotency_key="k2")
     assert other.seq == 2
+    assert not other.replayed
+    assert not any(m.replayed for m in store.messages(conv.id))
 
 
 def test_idempotency_replay_after_close_returns_stored(store: Any) -> None:
     conv = store.start(contact())
     first = store.append(conv.id, "user", "hi", idempotency_key="k")
     store.close_conversation(conv.id)
-    assert store.append(conv.id, "user", "hi", idempotency_key="k") == first
+    replay = store.append(conv.id, "user", "hi", idempotency_key="k")
+    assert replay == first
+    assert replay.replayed
     with pytest.raises(ConversationClosed):
         store.append(conv.id, "user", "hi", idempotency_key="k-new")
 

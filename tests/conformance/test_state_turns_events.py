@@ -17,6 +17,7 @@ import pytest
 from threadkeep import (
     ConversationNotFound,
     CursorExpired,
+    EventKind,
     InvalidInput,
     Limits,
     StateConflict,
@@ -261,6 +262,8 @@ def test_events_kinds_and_resume(store: Any) -> None:
         "conversation.closed",
     ]
     assert all(e.conversation_id == conv.id and e.tenant == tenant for e in events)
+    assert [e.kind for e in events][:2] == [EventKind.STARTED, EventKind.MESSAGE_APPENDED]
+    assert all(type(e.kind) is EventKind for e in events)
     assert "secret-content" not in repr([e.data for e in events])
     assert events[1].data == {"seq": 1, "role": "user"}
     rest = list(store.events(tenant=tenant, after=events[2].id))

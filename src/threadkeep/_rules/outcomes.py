@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import cast
 
+from threadkeep._config import Tier
 from threadkeep._exceptions import (
     ConversationClosed,
     ConversationNotFound,
@@ -15,6 +17,7 @@ from threadkeep._exceptions import (
     TurnInProgress,
 )
 from threadkeep._models import Conversation, Event, Fact, Message, Page
+from threadkeep._rules.events import EventKind
 from threadkeep._rules.lifecycle import TRANSITIONS, Status
 from threadkeep._rules.ops import (
     AppendResult,
@@ -27,6 +30,9 @@ from threadkeep._rules.ops import (
     UpdateResult,
 )
 from threadkeep._rules.times import from_us
+
+_STATUSES = {s.value: s for s in Status}
+_KINDS = {k.value: k for k in EventKind}
 
 __all__ = [
     "decode_cursor",
@@ -54,15 +60,15 @@ def require(row: ConvRow | None, conversation_id: str) -> ConvRow:
     return row
 
 
-def finish_conversation(row: ConvRow) -> Conversation:
-    """Return the public model of a conversation row."""
+def finish_conversation(row: ConvRow, created: bool = False) -> Conversation:
+    """Return the public model of a conversation row (``created``: this call made it)."""
     return Conversation(
         id=row.id,
         tenant=row.tenant,
         contact_id=row.contact_id,
         agent_id=row.agent_id,
         channel=row.channel,
-        status=row.status,
+        status=_STATUSES[row.status],
         stage=row.stage,
         metadata=json.loads(row.metadata_json),
         created_at=from_us(row.created_us),
@@ -70,11 +76,12 @@ def finish_conversation(row: ConvRow) -> Conversation:
         expires_at=None if row.expires_us is None else from_us(row.expires_us),
         message_count=row.message_count,
         state_version=row.state_version,
+        created=created,
     )
 
 
-def finish_message(row: MsgRow) -> Message:
-    """Return the public model of a message row."""
+def finish_message(row: MsgRow, replayed: bool = False) -> Message:
+    """Return the public model of a message row (``replayed``: a stored one returned again)."""
     return Message(
         conversation_id=row.conversation_id,
         seq=row.seq,
@@ -83,6 +90,7 @@ def finish_message(row: MsgRow) -> Message:
         created_at=from_us(row.created_us),
         metadata={} if row.metadata_json == "{}" else json.loads(row.metadata_json),
         idempotency_key=row.idempotency_key,
+        replayed=replayed,
     )
 
 
@@ -90,7 +98,7 @@ def finish_event(row: EventRow) -> Event:
     """Return the public model of an event row."""
     return Event(
         id=row.id,
-        kind=row.kind,
+        kind=_KINDS[row.kind],
         tenant=row.tenant,
         conversation_id=row.conversation_id,
         data=json.loads(row.data_json),
@@ -103,7 +111,7 @@ def finish_fact(row: FactRow) -> Fact:
     return Fact(
         key=row.key,
         value=json.loads(row.value_json),
-        tier=row.tier,
+        tier=cast(Tier, row.tier),
         updated_at=from_us(row.updated_us),
         expires_at=from_us(row.expires_us),
     )
@@ -128,7 +136,7 @@ def finish_append(result: AppendResult, conversation_id: str) -> Message:
             "another worker; this reply was not stored",
         )
     assert result.message is not None, result
-    return finish_message(result.message)
+    return finish_message(result.message, replayed=result.outcome is Outcome.DUPLICATE)
 
 
 def finish_update(result: UpdateResult, conversation_id: str, target: str | None) -> Conversation:

@@ -6,11 +6,11 @@ import asyncio
 import logging
 from typing import cast
 
+import threadkeep
 from threadkeep._config import Limits
 from threadkeep._exceptions import BackendError
 from threadkeep._store import AsyncStore
 from threadkeep._url import StoreURL
-from threadkeep.backends import load_async
 from threadkeep.backends._protocol import AsyncBackend
 from threadkeep.bot import Bot, EchoBot
 from threadkeep.service.observe import Metrics, TimedBackend
@@ -51,12 +51,14 @@ class StoreHolder:
             return self._store
         async with self._lock:
             if self._store is None:
-                parsed = StoreURL.parse(self.url)
-                backend = await asyncio.to_thread(load_async, parsed)
-                timed = cast(AsyncBackend, TimedBackend(backend, self._metrics))
-                self._store = AsyncStore(timed, url=parsed.redacted(), limits=self.limits)
+                self._store = await threadkeep.open_async(
+                    self.url, limits=self.limits, instrument=self._timed
+                )
                 log.info("store %s opened", self.redacted)
             return self._store
+
+    def _timed(self, backend: AsyncBackend) -> AsyncBackend:
+        return cast(AsyncBackend, TimedBackend(backend, self._metrics))
 
     async def try_open(self) -> None:
         """Open the store now if it can be reached; log a warning if not."""
