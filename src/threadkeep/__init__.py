@@ -36,7 +36,8 @@ from threadkeep._models import (
 )
 from threadkeep._rules.events import EventKind
 from threadkeep._rules.lifecycle import Status
-from threadkeep._store import AsyncStore, AsyncTurn, Store, Turn
+from threadkeep._store import AsyncStore, Store
+from threadkeep._turn import AsyncTurn, Turn
 
 __version__ = "0.1.0"
 

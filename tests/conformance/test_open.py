@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TypeVar
 from uuid import uuid4
 
 import pytest
 
 import threadkeep
+from threadkeep.backends import AsyncBackend, Backend, Op, Result
+
+R = TypeVar("R")
 
 
 def test_async_with_open_async_needs_no_await(store_url: str) -> None:
@@ -55,30 +58,54 @@ def test_a_bad_url_is_refused_before_any_await() -> None:
 
 
 class _Counting:
-    """Wraps a backend and counts the calls made through it."""
+    """Wraps a backend and records the name of every op it carries out."""
 
-    def __init__(self, backend: Any, calls: list[str]) -> None:
-        self._backend, self._calls = backend, calls
+    def __init__(self, backend: Backend, names: list[str]) -> None:
+        self._backend, self._names = backend, names
 
-    def __getattr__(self, name: str) -> Any:
-        self._calls.append(name)
-        return getattr(self._backend, name)
+    def execute(self, op: Op[R]) -> Result[R]:
+        self._names.append(op.name)
+        return self._backend.execute(op)
+
+    def ping(self) -> None:
+        self._backend.ping()
+
+    def close(self) -> None:
+        self._backend.close()
+
+
+class _AsyncCounting:
+    """The same, around an AsyncBackend."""
+
+    def __init__(self, backend: AsyncBackend, names: list[str]) -> None:
+        self._backend, self._names = backend, names
+
+    async def execute(self, op: Op[R]) -> Result[R]:
+        self._names.append(op.name)
+        return await self._backend.execute(op)
+
+    async def ping(self) -> None:
+        await self._backend.ping()
+
+    async def close(self) -> None:
+        await self._backend.close()
 
 
 def test_instrument_wraps_the_backend(store_url: str) -> None:
-    calls: list[str] = []
-    with threadkeep.open(store_url, instrument=lambda b: _Counting(b, calls)) as store:
-        store.start(f"c-{uuid4()}")
-    assert "create" in calls
+    names: list[str] = []
+    with threadkeep.open(store_url, instrument=lambda b: _Counting(b, names)) as store:
+        conv = store.start(f"c-{uuid4()}")
+        store.append(conv.id, "user", "hi")
+    assert names == ["create", "append"]
 
     async def main() -> None:
-        wrap = lambda b: _Counting(b, calls)  # noqa: E731
+        wrap = lambda b: _AsyncCounting(b, names)  # noqa: E731
         async with threadkeep.open_async(store_url, instrument=wrap) as store:
-            await store.start(f"c-{uuid4()}")
+            await store.context((await store.start(f"c-{uuid4()}")).id)
 
-    calls.clear()
+    names.clear()
     asyncio.run(main())
-    assert "create" in calls
+    assert names == ["create", "read_context"]
 
 
 def test_default_store_url_is_a_sqlite_file_in_the_working_directory() -> None:

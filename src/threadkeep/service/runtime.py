@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
 import threadkeep
 from threadkeep._config import Limits
 from threadkeep._exceptions import BackendError
 from threadkeep._store import AsyncStore
 from threadkeep._url import StoreURL
-from threadkeep.backends._protocol import AsyncBackend
+from threadkeep.backends import AsyncBackend
 from threadkeep.bot import Bot, EchoBot
 from threadkeep.service.observe import Metrics, TimedBackend
 
@@ -58,7 +57,7 @@ class StoreHolder:
             return self._store
 
     def _timed(self, backend: AsyncBackend) -> AsyncBackend:
-        return cast(AsyncBackend, TimedBackend(backend, self._metrics))
+        return TimedBackend(backend, self._metrics)
 
     async def try_open(self) -> None:
         """Open the store now if it can be reached; log a warning if not."""

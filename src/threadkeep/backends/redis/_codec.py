@@ -8,30 +8,25 @@ are ``""`` for None and ``"+value"`` otherwise.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from threadkeep._exceptions import InvalidInput
-from threadkeep._rules.ops import ConvRow, EventRow, FactRow, MsgRow
 from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow
 
 __all__ = [
     "decode_context",
     "decode_event",
     "decode_fact",
+    "decode_conversation",
     "decode_message",
-    "decode_row",
+    "encode_conversation",
     "encode_fact",
     "encode_message",
-    "encode_row",
-    "event_number",
     "json_text",
     "opt",
     "pairs",
 ]
-
-_CURSOR = re.compile(r"^(\d+)(?:-0)?$")
 
 
 def opt(value: object) -> str:
@@ -43,7 +38,7 @@ def _num(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def encode_row(row: ConvRow) -> list[str]:
+def encode_conversation(row: ConversationRow) -> list[str]:
     """Return a conversation row as hash field, value pairs (None fields left out)."""
     fields: dict[str, str | None] = {
         "id": row.id,
@@ -78,10 +73,10 @@ def _opt_int(value: str | None) -> int | None:
     return None if value is None else int(value)
 
 
-def decode_row(fields: Mapping[str, str] | Sequence[Any]) -> ConvRow:
+def decode_conversation(fields: Mapping[str, str] | Sequence[Any]) -> ConversationRow:
     """Return the conversation row of a hash (a mapping or a flat field, value list)."""
     f = fields if isinstance(fields, Mapping) else pairs(fields)
-    return ConvRow(
+    return ConversationRow(
         id=f["id"],
         tenant=f["tn"],
         contact_id=f["ct"],
@@ -118,11 +113,11 @@ def encode_message(
     return f"{role}\n{created_us}\n{opt(key)}\n{metadata_json}\n{content}"
 
 
-def decode_message(conversation_id: str, entry: str) -> MsgRow:
+def decode_message(conversation_id: str, entry: str) -> MessageRow:
     """Return the message row of a stored ``"seq body"`` entry."""
     seq, _, body = entry.partition(" ")
     role, created_us, key, metadata_json, content = body.split("\n", 4)
-    return MsgRow(
+    return MessageRow(
         conversation_id, int(seq), role, content, int(created_us), metadata_json, key[1:] or None
     )
 
@@ -137,20 +132,6 @@ def decode_event(entry: Sequence[Any]) -> EventRow:
     """Return the event row of an ``{id, kind, tenant, conversation, data, at}`` reply."""
     event_id, kind, tenant, conversation_id, data_json, at_us = entry
     return EventRow(str(event_id), kind, tenant, conversation_id, data_json, int(at_us))
-
-
-def event_number(after: str | None) -> int | None:
-    """Return the event number of a cursor, ``"12-0"`` or ``"12"`` (None stays None).
-
-    Raises:
-        InvalidInput: when it is neither.
-    """
-    if after is None:
-        return None
-    match = _CURSOR.match(after)
-    if match is None:
-        raise InvalidInput(f"events cursor {after!r} is malformed", field="after")
-    return int(match.group(1))
 
 
 def encode_fact(fact: FactRow) -> str:
