@@ -116,7 +116,7 @@ def test_echo_bot(runner, url):
 def test_unknown_bot(runner, url):
     r = runner.invoke(app, ["chat", "--store", url, "--bot", "nope"], input="")
     assert r.exit_code == 2
-    assert "unknown bot" in r.output
+    assert "is not a bot" in r.output
 
 
 def test_unknown_conversation(runner, url):

@@ -18,10 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from threadkeep._exceptions import StateConflict
-from threadkeep._models import Conversation, Message
-from threadkeep._rules.lifecycle import Status
-from threadkeep._store import AsyncStore
+from threadkeep import AsyncStore, Conversation, Message, StateConflict, Status
 from threadkeep.bot import _extract
 from threadkeep.bot._llm import LLMPhraser
 

@@ -38,7 +38,7 @@ from threadkeep._transfer import (
     jsonable,
     parse_record,
 )
-from threadkeep.bot import Bot, EchoBot
+from threadkeep.bot import Bot, answer, make_bot
 
 DEFAULT_STORE = "sqlite:///./threadkeep.db"
 
@@ -52,23 +52,6 @@ StoreOpt = Annotated[
     str, typer.Option("--store", envvar="THREADKEEP_STORE", help="Store URL.", show_default=True)
 ]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant.")]
-
-
-def make_cli_bot(name: str = "seller") -> Bot:
-    """Return the bot that ``threadkeep chat`` talks to: ``seller`` (default) or ``echo``.
-
-    The seller bot rewords its replies with Claude when ``ANTHROPIC_API_KEY`` is set.
-
-    Raises:
-        ValueError: an unknown bot name.
-    """
-    if name == "echo":
-        return EchoBot()
-    if name == "seller":
-        from threadkeep.bot.seller import SellerBot
-
-        return SellerBot.from_env()
-    raise ValueError(f"unknown bot {name!r}; use seller or echo")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -310,18 +293,6 @@ async def _open_conversation(
     return conv
 
 
-async def _chat_turn(s: AsyncStore, bot: Bot, conv: Conversation, text: str, wait: float) -> None:
-    """Store the line, let the bot answer unless a person has the conversation, store the reply."""
-    async with s.turn(conv.id, timeout=wait, tenant=conv.tenant) as turn:
-        msg = await turn.append("user", text)
-        conv = await s.get(conv.id, tenant=conv.tenant)
-        if conv.status == Status.WAITING_AGENT:
-            return
-        reply = await bot.respond(s, conv, msg)
-        if reply:
-            await turn.append("assistant", reply)
-
-
 async def _chat(
     url: str, conversation_id: str | None, contact: str, tenant: str, bot: Bot, wait: float
 ) -> None:
@@ -340,7 +311,7 @@ async def _chat(
             if text in ("/quit", "/exit"):
                 break
             try:
-                await _chat_turn(s, bot, conv, text, wait)
+                await answer(s, bot, text, tenant=tenant, conversation_id=conv.id, wait=wait)
             except TurnInProgress:
                 _note("another screen is answering this conversation; send that again shortly")
                 continue
@@ -349,7 +320,7 @@ async def _chat(
                 conv = await s.resume(conv.contact_id, tenant=tenant, channel="cli")
                 _note(f"that conversation was closed; continuing in {conv.id}")
                 last = 0
-                await _chat_turn(s, bot, conv, text, wait)
+                await answer(s, bot, text, tenant=tenant, conversation_id=conv.id, wait=wait)
             # What arrived since the last line: this turn's reply, and any agent's messages.
             fresh = await s.messages(conv.id, after=last, tenant=tenant)
             last = max(last, _show([m for m in fresh if m.role != "user"]))
@@ -371,7 +342,11 @@ def chat_cmd(
     contact: Annotated[str, typer.Option(help="Contact to chat as.")] = "cli-user",
     tenant: TenantOpt = "default",
     bot: Annotated[
-        str, typer.Option(envvar="THREADKEEP_BOT", help="Bot: seller (the demo bot) or echo.")
+        str,
+        typer.Option(
+            envvar="THREADKEEP_BOT",
+            help="Bot: seller (the demo bot), echo, or package.module:attribute.",
+        ),
     ] = "seller",
     wait: Annotated[
         float, typer.Option(help="Seconds to wait while another screen holds the turn.")
@@ -383,9 +358,9 @@ def chat_cmd(
     --contact, or --conversation ID) to continue it.
     """
     try:
-        chosen = make_cli_bot(bot)
-    except ValueError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        chosen = make_bot(bot)
+    except ThreadkeepError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         asyncio.run(_chat(store, conversation, contact, tenant, chosen, wait))

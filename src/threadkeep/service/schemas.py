@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from threadkeep._models import Conversation, Counts, Event, Message, StateSnapshot
+from threadkeep import Conversation, Counts, Event, Message, StateSnapshot
 
 __all__ = [
     "AppendIn",
@@ -43,6 +43,10 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(default=None, description="the offending field, when one is")
     rule: str | None = Field(default=None, description="the validation rule that failed")
     errors: list[dict[str, Any]] | None = Field(default=None, description="every failed rule")
+    conversation_id: str | None = Field(default=None, description="the conversation concerned")
+    message_seq: int | None = Field(
+        default=None, description="503 of a chat turn: the user's message was stored at this seq"
+    )
 
 
 class ErrorOut(BaseModel):

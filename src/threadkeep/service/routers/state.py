@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
 
-from threadkeep._exceptions import InvalidInput
+from threadkeep import InvalidInput
 from threadkeep.service.deps import StoreDep, TenantDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
