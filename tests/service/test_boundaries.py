@@ -30,6 +30,8 @@ ALLOWED = {
     ("service/server.py", "threadkeep._url"),
     # export/import records: the core's sanctioned create-with-id path is on its way.
     ("cli/main.py", "threadkeep._transfer"),
+    # allowed_statuses comes from the lifecycle table until the core exports it.
+    ("service/schemas.py", "threadkeep._rules.lifecycle"),
 }
 
 
