@@ -360,7 +360,7 @@
     await putState(TKState.apply(view.editor.base, changes), view.editor.etag);
   }
 
-  function cell(value) { return TKState.toText(value, "json") || "–"; }
+  function cell(value) { return TKState.toText(value, typeof value === "string" ? "text" : "json") || "–"; }
 
   async function showConflict() {
     const id = view.selected;

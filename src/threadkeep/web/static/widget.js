@@ -101,7 +101,8 @@
     q(".error").hidden = !s.error;
     q(".error").textContent = s.error || "";
     host.dataset.conversationId = s.conversationId || "";
-    host.dataset.status = conv.status || "new";
+    host.dataset.status = conv.status || "new";  // for tests and site styles; never shown
+    host.dataset.stage = conv.stage || "";
     host.dataset.messages = String(s.messages.length);
     if (isOpen()) seen = s.messages.length;
     else if (s.messages.length > seen) bubble.classList.add("unread");
