@@ -8,7 +8,7 @@ One API over memory, SQLite, Redis and PostgreSQL stores::
         store.append(conv.id, "user", "Hi")
 """
 
-from threadkeep._api import DEFAULT_STORE_URL, open, open_async
+from threadkeep._api import DEFAULT_STORE_URL, open, open_async, redact_url
 from threadkeep._clock import Clock, ManualClock, SystemClock
 from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, TIERS, Limits, Retention, Tier
 from threadkeep._exceptions import (
@@ -35,7 +35,8 @@ from threadkeep._models import (
     SweepReport,
 )
 from threadkeep._rules.events import EventKind
-from threadkeep._rules.lifecycle import Status
+from threadkeep._rules.lifecycle import TRANSITIONS, Status
+from threadkeep._rules.validate import ROLES
 from threadkeep._store import AsyncStore, Store
 from threadkeep._turn import AsyncTurn, Turn
 
@@ -45,7 +46,9 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_RETENTION",
     "DEFAULT_STORE_URL",
+    "ROLES",
     "TIERS",
+    "TRANSITIONS",
     "AsyncStore",
     "AsyncTurn",
     "BackendError",
@@ -80,4 +83,5 @@ __all__ = [
     "__version__",
     "open",
     "open_async",
+    "redact_url",
 ]

@@ -13,7 +13,7 @@ from threadkeep._url import StoreURL
 from threadkeep.backends import load_async, load_sync
 from threadkeep.backends._protocol import AsyncBackend, Backend
 
-__all__ = ["DEFAULT_STORE_URL", "open", "open_async"]
+__all__ = ["DEFAULT_STORE_URL", "open", "open_async", "redact_url"]
 
 #: The store the command line, the service and the demo use when given none: a SQLite file
 #: in the working directory.
@@ -82,3 +82,12 @@ def open_async(
     return AsyncStore(
         connect=connect, url=parsed.redacted(), clock=clock, retention=retention, limits=limits
     )
+
+
+def redact_url(url: str) -> str:
+    """Return the store URL with its password hidden, for logs and messages.
+
+    Raises:
+        InvalidInput: a malformed URL or option (the check ``open`` makes first).
+    """
+    return StoreURL.parse(url).redacted()

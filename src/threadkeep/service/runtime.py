@@ -6,15 +6,11 @@ import asyncio
 import logging
 
 import threadkeep
-from threadkeep._config import Limits
-from threadkeep._exceptions import BackendError
-from threadkeep._store import AsyncStore
-from threadkeep._url import StoreURL
+from threadkeep import AsyncStore, BackendError, Limits, Retention
 from threadkeep.backends import AsyncBackend
-from threadkeep.bot import Bot, EchoBot
 from threadkeep.service.observe import Metrics, TimedBackend
 
-__all__ = ["StoreHolder", "make_bot"]
+__all__ = ["StoreHolder"]
 
 log = logging.getLogger("threadkeep.service")
 
@@ -26,10 +22,17 @@ class StoreHolder:
     a restart once the store is back.
     """
 
-    def __init__(self, url: str, metrics: Metrics, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        limits: Limits | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.url = url
         self.limits = limits
-        self.redacted = StoreURL.parse(url).redacted()
+        self.retention = retention
+        self.redacted = threadkeep.redact_url(url)
         self._metrics = metrics
         self._store: AsyncStore | None = None
         self._lock = asyncio.Lock()
@@ -51,7 +54,7 @@ class StoreHolder:
         async with self._lock:
             if self._store is None:
                 self._store = await threadkeep.open_async(
-                    self.url, limits=self.limits, instrument=self._timed
+                    self.url, limits=self.limits, retention=self.retention, instrument=self._timed
                 )
                 log.info("store %s opened", self.redacted)
             return self._store
@@ -72,12 +75,3 @@ class StoreHolder:
         if store is not None:
             await store.aclose()
             log.info("store %s closed", self.redacted)
-
-
-def make_bot(name: str) -> Bot:
-    """Return the bot called ``name``: ``seller`` (the demo bot) or ``echo``."""
-    if name == "echo":
-        return EchoBot()
-    from threadkeep.bot.seller import SellerBot
-
-    return SellerBot.from_env()
