@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -12,11 +11,8 @@ from typing import Any
 import pytest
 
 import threadkeep
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _servers import cleanup_url, isolated_url, require_reachable
-from _stores import store_factory
+from tests._servers import cleanup_url, isolated_url, require_reachable
+from tests._stores import store_factory
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -71,6 +67,22 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> st
 def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> str:
     """Return an isolated URL of each backend usable from several processes."""
     return _url_for(str(request.param), tmp_path, run_id)
+
+
+@pytest.fixture(params=BACKENDS)
+def lone_store_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> str:
+    """Return a URL of each backend that no other test uses (its own file, prefix or schema)."""
+    return _url_for(str(request.param), tmp_path, f"{run_id}_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def lone_store(api: str, lone_store_url: str, clock: threadkeep.ManualClock) -> Iterator[Any]:
+    """Return an open store of each backend × API that no other test shares.
+
+    For assertions over the whole store, such as sweep() counts, which other tests would skew.
+    """
+    with store_factory(api, lone_store_url, clock) as make:
+        yield make()
 
 
 @pytest.fixture(params=SHARED_BACKENDS)

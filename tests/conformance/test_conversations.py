@@ -10,6 +10,7 @@ from uuid import uuid4
 import pytest
 
 import threadkeep
+from tests.core.test_lifecycle import EXPECTED_TRANSITIONS
 from threadkeep import (
     ConversationClosed,
     ConversationNotFound,
@@ -19,14 +20,6 @@ from threadkeep import (
     Retention,
     Status,
 )
-
-TRANSITIONS = {
-    "new": {"active", "waiting_agent", "closed"},
-    "active": {"idle", "waiting_agent", "closed"},
-    "idle": {"active", "waiting_agent", "closed"},
-    "waiting_agent": {"active", "closed"},
-    "closed": set(),
-}
 
 
 def contact() -> str:
@@ -252,14 +245,14 @@ def _conversation_in(store: Any, status: str) -> Any:
 def test_set_status_every_pair(store: Any, source: str, target: str) -> None:
     conv = _conversation_in(store, source)
     before = store.get(conv.id)
-    if target == source or target in TRANSITIONS[source]:
+    if target == source or target in EXPECTED_TRANSITIONS[source]:
         after = store.set_status(conv.id, target)
         assert after.status == target
         assert store.get(conv.id).status == target
     else:
         with pytest.raises(IllegalTransition) as info:
             store.set_status(conv.id, target)
-        assert set(info.value.allowed) == TRANSITIONS[source]
+        assert set(info.value.allowed) == EXPECTED_TRANSITIONS[source]
         assert store.get(conv.id) == before
 
 
@@ -346,22 +339,23 @@ def test_ttl_none_never_expires(store: Any, clock: Any) -> None:
     assert store.get(conv.id).id == conv.id
 
 
-def test_sweep_idles_after_30_minutes(store: Any, clock: Any) -> None:
+def test_sweep_idles_after_30_minutes(lone_store: Any, clock: Any) -> None:
+    store = lone_store
     conv = store.start(contact())
     store.append(conv.id, "user", "hi")
     clock.advance(timedelta(minutes=29))
-    store.sweep()
+    assert store.sweep().idled == 0
     assert store.get(conv.id).status == "active"
     clock.advance(timedelta(minutes=1))
     dry = store.sweep(dry_run=True)
-    assert dry.dry_run is True
-    assert dry.idled >= 1
+    assert (dry.dry_run, dry.idled, dry.purged) == (True, 1, 0)
     assert store.get(conv.id).status == "active"
     report = store.sweep()
-    assert report.idled >= 1
+    assert (report.dry_run, report.idled, report.purged) == (False, 1, 0)
     idle = store.get(conv.id)
     assert idle.status == "idle"
-    assert idle.last_activity_at == conv.last_activity_at + timedelta(0) or True
+    assert idle.last_activity_at == store.messages(conv.id)[-1].created_at  # not activity
+    assert store.sweep().idled == 0
     store.append(conv.id, "user", "back")
     assert store.get(conv.id).status == "active"
 
@@ -385,15 +379,16 @@ def test_new_conversation_is_not_idled(store: Any, clock: Any) -> None:
     assert store.get(conv.id).status == "new"
 
 
-def test_sweep_purges_expired(store: Any, clock: Any) -> None:
+def test_sweep_purges_expired(lone_store: Any, clock: Any) -> None:
+    store = lone_store
     conv = store.start(contact())
     store.append(conv.id, "user", "hi")
+    store.start(contact(), retention=Retention(ttl=None))
     clock.advance(timedelta(days=8))
     dry = store.sweep(dry_run=True)
-    assert dry.purged >= 1
+    assert (dry.dry_run, dry.purged, dry.idled) == (True, 1, 0)
     report = store.sweep()
-    assert report.purged >= 1
-    assert report.dry_run is False
+    assert (report.dry_run, report.purged, report.idled) == (False, 1, 0)
     with pytest.raises(ConversationNotFound):
         store.get(conv.id)
     assert store.sweep().purged == 0

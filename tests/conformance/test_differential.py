@@ -24,15 +24,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 import threadkeep
-from _servers import cleanup_url
-from _stores import store_factory
+from tests._servers import cleanup_url
+from tests._stores import store_factory
 
 BIG = (2**63 - 1, 2**63, 10**30)
 INTS = st.sampled_from((0, 1, 2, 3, 2**63 - 1, 1000, 1001, -1, True, 2**63, 10**30))
@@ -416,7 +416,7 @@ SHRINK = os.environ.get("THREADKEEP_SHRINK") == "1"
 def test_same_answers_as_memory(open_pair: Callable[[], Any]) -> None:
     """Programs of calls per backend × API, compared call by call with memory://."""
     run_state_machine_as_test(
-        lambda: Program(open_pair),
+        cast(type[Program], lambda: Program(open_pair)),
         settings=settings(
             max_examples=12,
             stateful_step_count=40,

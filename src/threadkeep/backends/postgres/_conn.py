@@ -1,4 +1,4 @@
-"""Connection settings, the retry policy and migrations, shared by the sync and async drivers.
+"""Connection options, the retry policy and migrations, shared by the sync and async drivers.
 
 Lost connections (``psycopg.OperationalError``, pool time-outs included) are retried with
 exponential backoff and jitter within the call's deadline, then raised as BackendUnavailable
@@ -20,7 +20,7 @@ from threadkeep._exceptions import BackendError, BackendUnavailable
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 
-__all__ = ["Attempts", "Settings", "lost_connection", "migrate", "pump"]
+__all__ = ["Attempts", "ConnectionOptions", "lost_connection", "migrate", "pump"]
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ _BASE = 0.05
 _CAP = 1.0
 
 
-class Settings:
+class ConnectionOptions:
     """What a driver needs from a ``postgresql://`` URL."""
 
     def __init__(self, url: StoreURL) -> None:
@@ -76,9 +76,9 @@ def lost_connection(exc: Exception) -> bool:
 class Attempts:
     """The attempts of one call: how long to pause before the next one, or give up."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.deadline = time.monotonic() + settings.timeout
+    def __init__(self, options: ConnectionOptions) -> None:
+        self.options = options
+        self.deadline = time.monotonic() + options.timeout
         self.failures = 0
 
     def remaining(self) -> float:
@@ -96,7 +96,7 @@ class Attempts:
             self.fail(exc)
         self.failures += 1
         left = self.deadline - time.monotonic()
-        if self.failures > self.settings.retries or left <= 0:
+        if self.failures > self.options.retries or left <= 0:
             self.fail(exc)
         delay = min(_CAP, _BASE * 2 ** (self.failures - 1))
         return min(left, random.uniform(delay / 2, delay))
@@ -105,8 +105,8 @@ class Attempts:
         """Raise the threadkeep error for ``exc``."""
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, psycopg.OperationalError):
-            raise BackendUnavailable("postgresql", self.settings.host, cause) from exc
-        raise BackendError(f"postgresql at {self.settings.host} failed: {cause}") from exc
+            raise BackendUnavailable("postgresql", self.options.host, cause) from exc
+        raise BackendError(f"postgresql at {self.options.host} failed: {cause}") from exc
 
 
 def pump(conn: psycopg.Connection[Any], flow: Flow[T]) -> T:
@@ -127,7 +127,7 @@ def pump(conn: psycopg.Connection[Any], flow: Flow[T]) -> T:
             return result
 
 
-def migrate(settings: Settings) -> int:
+def migrate(options: ConnectionOptions) -> int:
     """Create the schema if absent and apply missing migrations; return how many ran.
 
     Both drivers migrate this way, on a connection of its own, when a store is opened.
@@ -135,12 +135,12 @@ def migrate(settings: Settings) -> int:
     Raises:
         BackendUnavailable: the server cannot be reached within the timeout.
     """
-    attempts = Attempts(settings)
+    attempts = Attempts(options)
     while True:
         try:
             with psycopg.connect(
-                settings.conninfo, connect_timeout=settings.kwargs["connect_timeout"]
+                options.conninfo, connect_timeout=options.kwargs["connect_timeout"]
             ) as conn:
-                return pump(conn, Flows.migrate(settings.schema))
+                return pump(conn, Flows.migrate(options.schema))
         except psycopg.Error as exc:
             time.sleep(attempts.pause(exc))

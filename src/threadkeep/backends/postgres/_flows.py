@@ -32,7 +32,7 @@ from threadkeep._rules.rows import (
 from threadkeep.backends import _common
 from threadkeep.backends.postgres import _schema as schema
 
-__all__ = ["COMMIT", "Call", "Flow", "Flows"]
+__all__ = ["COMMIT", "Run", "Flow", "Flows"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,7 +70,7 @@ def _route(op_type: type[ops.Op[R]], flow: Callable[[Any], Flow[Result[R]]]) -> 
 
 
 @dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
+class Run(Generic[T]):
     """How to run one op: ``attempt(n)`` makes the flow of the n-th attempt (1, 2 …)."""
 
     attempt: Callable[[int], Flow[T]]
@@ -107,7 +107,7 @@ class Flows:
             )
         )
 
-    def call(self, op: ops.Op[R]) -> Call[Result[R]]:
+    def call(self, op: ops.Op[R]) -> Run[Result[R]]:
         """Return how to run ``op``.
 
         An append carries an internal idempotency key (stored with the message when the
@@ -124,7 +124,7 @@ class Flows:
         else:
             make = cast(Callable[[ops.Op[R]], Flow[Result[R]]], self._routes[kind])
             attempt = lambda n: make(op)  # noqa: E731
-        return Call(attempt, read=kind in _READS, once=kind in _ONCE)
+        return Run(attempt, read=kind in _READS, once=kind in _ONCE)
 
     # ---- shared steps --------------------------------------------------------------------
 

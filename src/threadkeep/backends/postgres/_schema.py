@@ -2,7 +2,8 @@
 
 ``MIGRATIONS`` is append-only: its index + 1 is the schema version it brings, and every
 version is applied once, under an advisory transaction lock, when a store is opened. The
-names match the SQLite backend's ``_schema``.
+Python names match the SQLite backend's ``_schema`` (whose docstring lists the five columns
+named otherwise there).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
 from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
-from threadkeep.backends.postgres._conn import Attempts, Settings, lost_connection, migrate
-from threadkeep.backends.postgres._flows import COMMIT, Call, Flow, Flows
+from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions, lost_connection, migrate
+from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows, Run
 
 __all__ = ["AsyncPostgresBackend"]
 
@@ -50,10 +50,10 @@ class AsyncPostgresBackend:
     """Async backend on PostgreSQL; migrates when opened, opens its pool on first use."""
 
     def __init__(self, url: StoreURL) -> None:
-        self._settings = Settings(url)
-        self._flows = Flows(self._settings.channel)
+        self._options = ConnectionOptions(url)
+        self._flows = Flows(self._options.channel)
         # migrate now, synchronously: the registry constructs async backends in a thread
-        self.migrated = migrate(self._settings)  # how many migrations this open applied
+        self.migrated = migrate(self._options)  # how many migrations this open applied
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opening: asyncio.Lock | None = None
 
@@ -65,15 +65,15 @@ class AsyncPostgresBackend:
         async with self._opening:
             if self._pool is None:
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    self._settings.conninfo, **self._settings.pool_kwargs("threadkeep-async")
+                    self._options.conninfo, **self._options.pool_kwargs("threadkeep-async")
                 )
                 await pool.open(wait=False)
                 self._pool = pool
         return self._pool
 
-    async def _run(self, call: Call[T]) -> T:
+    async def _run(self, call: Run[T]) -> T:
         """Run ``call`` in one transaction (see the sync backend's _run)."""
-        attempts = Attempts(self._settings)
+        attempts = Attempts(self._options)
         while True:
             committing = False
             try:
@@ -107,15 +107,15 @@ class AsyncPostgresBackend:
         if result.value or result.outcome is not Outcome.OK:
             return result
         deadline = time.monotonic() + op.wait
-        settings = self._settings
+        options = self._options
         try:
             async with await psycopg.AsyncConnection.connect(
-                settings.conninfo,
+                options.conninfo,
                 autocommit=True,
-                application_name=settings.listener_name,
-                **settings.kwargs,
+                application_name=options.listener_name,
+                **options.kwargs,
             ) as conn:
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(settings.channel)))
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(options.channel)))
                 while True:
                     result = await _pump(conn, self._flows.read_events(op))
                     remaining = deadline - time.monotonic()
@@ -124,11 +124,11 @@ class AsyncPostgresBackend:
                     async for _ in conn.notifies(timeout=remaining, stop_after=1):
                         pass
         except psycopg.Error as exc:
-            Attempts(settings).fail(exc)
+            Attempts(options).fail(exc)
 
     async def ping(self) -> None:
         """See AsyncBackend.ping."""
-        await self._run(Call(lambda n: self._flows.ping(), read=True, once=False))
+        await self._run(Run(lambda n: self._flows.ping(), read=True, once=False))
 
     async def close(self) -> None:
         """Close the pool."""

@@ -20,12 +20,12 @@ from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._conn import (
     Attempts,
-    Settings,
+    ConnectionOptions,
     lost_connection,
     migrate,
     pump,
 )
-from threadkeep.backends.postgres._flows import Call, Flows
+from threadkeep.backends.postgres._flows import Flows, Run
 
 __all__ = ["PostgresBackend"]
 
@@ -37,28 +37,28 @@ class PostgresBackend:
     """Backend on PostgreSQL with a connection pool; migrates the schema when opened."""
 
     def __init__(self, url: StoreURL) -> None:
-        self._settings = Settings(url)
-        self._flows = Flows(self._settings.channel)
+        self._options = ConnectionOptions(url)
+        self._flows = Flows(self._options.channel)
         self._pool: ConnectionPool[Any] = ConnectionPool(
-            self._settings.conninfo, **self._settings.pool_kwargs("threadkeep")
+            self._options.conninfo, **self._options.pool_kwargs("threadkeep")
         )
-        attempts = Attempts(self._settings)
+        attempts = Attempts(self._options)
         while True:
             try:
                 self._pool.open(wait=True, timeout=attempts.remaining())
                 break
             except Exception as exc:
                 time.sleep(attempts.pause(exc))
-        self.migrated = migrate(self._settings)  # how many migrations this open applied
+        self.migrated = migrate(self._options)  # how many migrations this open applied
 
-    def _run(self, call: Call[T]) -> T:
+    def _run(self, call: Run[T]) -> T:
         """Run ``call`` in one transaction, retrying lost connections.
 
         A failure before the commit is sent is always safe to retry: the server rolls the
         transaction back when the connection goes. A failure while committing leaves the
         outcome unknown; ``once`` calls (not safe to apply twice) then raise at once.
         """
-        attempts = Attempts(self._settings)
+        attempts = Attempts(self._options)
         while True:
             committing = False
             try:
@@ -91,15 +91,15 @@ class PostgresBackend:
         if result.value or result.outcome is not Outcome.OK:
             return result
         deadline = time.monotonic() + op.wait
-        settings = self._settings
+        options = self._options
         try:
             with psycopg.connect(
-                settings.conninfo,
+                options.conninfo,
                 autocommit=True,
-                application_name=settings.listener_name,
-                **settings.kwargs,
+                application_name=options.listener_name,
+                **options.kwargs,
             ) as conn:
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(settings.channel)))
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(options.channel)))
                 while True:
                     result = pump(conn, self._flows.read_events(op))
                     remaining = deadline - time.monotonic()
@@ -108,11 +108,11 @@ class PostgresBackend:
                     for _ in conn.notifies(timeout=remaining, stop_after=1):
                         pass
         except psycopg.Error as exc:
-            Attempts(settings).fail(exc)
+            Attempts(options).fail(exc)
 
     def ping(self) -> None:
         """See Backend.ping."""
-        self._run(Call(lambda n: self._flows.ping(), read=True, once=False))
+        self._run(Run(lambda n: self._flows.ping(), read=True, once=False))
 
     def close(self) -> None:
         """Close the pool."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from threadkeep._url import StoreURL
-from threadkeep.backends.redis._errors import Call
+from threadkeep.backends.redis._errors import Attempts
 from threadkeep.backends.redis._flows import Flows
-from threadkeep.backends.redis._options import Options
+from threadkeep.backends.redis._options import ConnectionOptions
 from threadkeep.backends.redis._scripts import SCRIPTS
 
 __all__ = ["RedisBase"]
@@ -26,7 +26,7 @@ class RedisBase:
     """
 
     def __init__(self, url: StoreURL) -> None:
-        self._options = Options.from_url(url)
+        self._options = ConnectionOptions.from_url(url)
         self._flows = Flows(self._options.keys, self._options.idempotency_keys)
         self._client: Any = self._standalone()
         self._blocking: Any = self._standalone()
@@ -41,7 +41,7 @@ class RedisBase:
     def _register(client: Any) -> dict[str, Any]:
         return {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
-    def _call(self) -> Call:
+    def _call(self) -> Attempts:
         """Start the attempts of one request (retries, deadline, error mapping)."""
         options = self._options
-        return Call(options.host, options.retries, options.timeout)
+        return Attempts(options.host, options.retries, options.timeout)

@@ -1,20 +1,23 @@
 """Argument encoding and reply decoding shared by the sync and async drivers.
 
-Rows live in Redis as hashes of short fields holding decimal or text values; messages as
-``"seq body"`` strings whose body is a JSON array written here; optional script arguments
-are ``""`` for None and ``"+value"`` otherwise.
+Rows live in Redis as hashes of short fields (``FIELDS`` is their legend) holding decimal or
+text values; messages as ``"seq body"`` strings whose body holds role, time, key, metadata and
+content on lines (``encode_message``); optional script arguments are ``""`` for None and
+``"+value"`` otherwise.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow
 
 __all__ = [
+    "FIELDS",
     "decode_context",
     "decode_event",
     "decode_fact",
@@ -36,6 +39,38 @@ def opt(value: object) -> str:
 
 def _num(value: int | None) -> str | None:
     return None if value is None else str(value)
+
+
+#: The legend of the conversation hash (``Keys.conversation``): field → what it holds. Short
+#: names, as there is one hash per conversation. Times are µs since the epoch, in decimal; a
+#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk`` and ``stk``.
+FIELDS: Final = MappingProxyType(
+    {
+        "id": "conversation id",
+        "tn": "tenant",
+        "ct": "contact id",
+        "ag": "agent id",
+        "ch": "channel",
+        "st": "status",
+        "sg": "stage",
+        "md": "metadata JSON",
+        "cr": "created at",
+        "act": "last activity at",
+        "exp": "expires at (absent: never)",
+        "idl": "idle at",
+        "cnt": "messages kept",
+        "seq": "last seq",
+        "sv": "state version",
+        "ttl": "retention: time to live (absent: none)",
+        "ia": "retention: idle after",
+        "win": "retention: window",
+        "max": "retention: max messages (absent: no bound)",
+        "lt": "turn lease token (fencing)",
+        "lu": "turn lease until",
+        "lk": "call token of the last lease taken (a resent acquire gets its own lease)",
+        "stk": "call token of the last state save (a resent save gets its own version)",
+    }
+)
 
 
 def encode_conversation(row: ConversationRow) -> list[str]:

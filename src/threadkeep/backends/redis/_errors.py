@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from threadkeep._exceptions import BackendError, BackendUnavailable
 
-__all__ = ["Call"]
+__all__ = ["Attempts"]
 
 _BASE = 0.05  # the n-th pause is uniform in [0, _BASE * 2**n) seconds …
 _CAP = 1.0  # … and never longer than this
@@ -46,7 +46,7 @@ class _UntilDeadline(ExponentialWithJitterBackoff):
         return max(0.0, min(super().compute(failures), self.deadline - time.monotonic()))
 
 
-class Call:
+class Attempts:
     """One request's attempts: stops the retries once the deadline passed, then maps the error.
 
     Args:

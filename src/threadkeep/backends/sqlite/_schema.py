@@ -1,7 +1,16 @@
 """SQLite schema: append-only migrations, every SQL statement of the backend, row codecs.
 
-``MIGRATIONS[i]`` brings the schema to version i + 1 (``PRAGMA user_version``). The names
-match the PostgreSQL backend's ``_schema``.
+``MIGRATIONS[i]`` brings the schema to version i + 1 (``PRAGMA user_version``). The Python
+names match the PostgreSQL backend's ``_schema``; five columns are named otherwise there (no
+migration renames them: the documented query plans quote those names):
+
+| row field | SQLite | PostgreSQL |
+|---|---|---|
+| ``metadata_json`` (conversations, messages) | ``metadata`` | ``metadata_json`` |
+| ``retention.window`` | ``window_size`` | ``window_n`` |
+| ``idempotency_key`` (messages, idem_archive) | ``idempotency_key`` | ``idem_key`` |
+| ``value_json`` (states, facts) | ``value`` | ``value_json`` |
+| ``data_json`` (events) | ``data`` | ``data_json`` |
 """
 
 from __future__ import annotations
