@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar, Generic, Literal, NamedTuple, TypeVar
+from typing import ClassVar, Final, Generic, Literal, NamedTuple, TypeVar
 
 from threadkeep._rules.rows import (
     ConversationRow,
@@ -25,6 +25,7 @@ from threadkeep._rules.rows import (
 )
 
 __all__ = [
+    "ALL_OPS",
     "AppendOp",
     "CountsOp",
     "DeleteContactOp",
@@ -377,3 +378,27 @@ class RecallOp(Op[list[FactRow]]):
     contact_id: str
     key: str | None
     now_us: int
+
+
+#: Every kind of op: a backend carries out each of them.
+ALL_OPS: Final = (
+    StartOp,
+    GetOp,
+    FindOpenOp,
+    UpdateOp,
+    ListOp,
+    CountsOp,
+    DeleteOp,
+    DeleteContactOp,
+    SweepOp,
+    AppendOp,
+    ReadOp,
+    WindowOp,
+    SaveStateOp,
+    LoadStateOp,
+    EventsOp,
+    LeaseOp,
+    ReleaseOp,
+    RememberOp,
+    RecallOp,
+)

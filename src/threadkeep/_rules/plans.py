@@ -194,15 +194,8 @@ def save_state(
     tenant: str | None,
 ) -> SaveStateOp:
     """The op of ``Store.save_state``."""
-    return SaveStateOp(
-        conversation_id=check_id(conversation_id),
-        tenant=_tenant(tenant),
-        now_us=now_us,
-        value_json=dump_state(state, limits),
-        expected_version=_version(expected_version, "expected_version"),
-        rollback_to=None,
-        versions_kept=limits.state_versions_kept,
-        events_kept=limits.events_kept,
+    return _save(
+        now_us, limits, conversation_id, dump_state(state, limits), expected_version, tenant
     )
 
 
@@ -216,13 +209,27 @@ def rollback_state(
     tenant: str | None,
 ) -> SaveStateOp:
     """The op of ``Store.rollback_state``: a save of kept version ``to_version``'s value."""
+    version = validate.check_non_negative(to_version, "to_version")
+    # "null" is never written: the backend copies the kept version's value
+    return _save(now_us, limits, conversation_id, "null", expected_version, tenant, version)
+
+
+def _save(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    value_json: str,
+    expected_version: int | None,
+    tenant: str | None,
+    rollback_to: int | None = None,
+) -> SaveStateOp:
     return SaveStateOp(
         conversation_id=check_id(conversation_id),
         tenant=_tenant(tenant),
         now_us=now_us,
-        value_json="null",  # unused: the backend copies the kept version's value
+        value_json=value_json,
         expected_version=_version(expected_version, "expected_version"),
-        rollback_to=validate.check_non_negative(to_version, "to_version"),
+        rollback_to=rollback_to,
         versions_kept=limits.state_versions_kept,
         events_kept=limits.events_kept,
     )

@@ -1,15 +1,34 @@
-"""What several backends share: op routing, the keyset filter of list(), polling pauses."""
+"""What several backends share: the method of each op, filters, pauses, SQL row codecs.
+
+The SQL backends select the same columns in the same order, so their rows decode alike.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, TypeAlias, TypeVar, overload
 
-from threadkeep._rules.ops import ListOp, Op, Result
+from threadkeep._rules.ops import ALL_OPS, ListOp, Op, Result
+from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, StateRow
 
-__all__ = ["POLL", "Handler", "list_filters", "route"]
+__all__ = [
+    "POLL",
+    "Handler",
+    "decode_conversation",
+    "decode_event",
+    "decode_fact",
+    "decode_state",
+    "handlers",
+    "handles",
+    "list_filters",
+]
 
 R = TypeVar("R")
+S = TypeVar("S")
+T = TypeVar("T")
+Y = TypeVar("Y")
+N = TypeVar("N")
 
 #: A backend's function for one kind of op.
 Handler: TypeAlias = Callable[[Any], Any]
@@ -18,12 +37,54 @@ Handler: TypeAlias = Callable[[Any], Any]
 POLL = (0.02, 0.2)
 
 
-def route(op_type: type[Op[R]], handler: Callable[[Any], Result[R]]) -> tuple[type[Any], Handler]:
-    """Pair an op type with the backend function that carries it out.
+_HANDLED: dict[Callable[..., Any], type[Any]] = {}
 
-    mypy checks that the function returns the op's result type.
+
+class _Marker(Generic[R]):
+    """Marks a method as the one carrying out an op type; see ``handles``."""
+
+    def __init__(self, op_type: type[Op[R]]) -> None:
+        self.op_type = op_type
+
+    @overload
+    def __call__(self, method: Callable[[S, T], Result[R]]) -> Callable[[S, T], Result[R]]: ...
+    @overload
+    def __call__(
+        self, method: Callable[[S, T], Generator[Y, N, Result[R]]]
+    ) -> Callable[[S, T], Generator[Y, N, Result[R]]]: ...
+    def __call__(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        _HANDLED[method] = self.op_type
+        return method
+
+
+def handles(op_type: type[Op[R]]) -> _Marker[R]:
+    """Mark a backend method, or a flow (a generator of requests), as carrying out ``op_type``.
+
+    mypy checks that it returns (a flow: ends with) the op's result type, ``Result[R]``.
     """
-    return op_type, handler
+    return _Marker(op_type)
+
+
+def handlers(instance: object, besides: tuple[type[Any], ...] = ()) -> dict[type[Any], Handler]:
+    """Return the bound methods of ``instance`` marked with ``handles``, by op type.
+
+    Args:
+        instance: the backend (or its flows).
+        besides: op types it carries out otherwise.
+
+    Raises:
+        TypeError: when an op type has no method (a backend must carry out every op).
+    """
+    found: dict[type[Any], Handler] = {}
+    for cls in reversed(type(instance).__mro__):
+        for name, attribute in vars(cls).items():
+            op_type = _HANDLED.get(attribute) if callable(attribute) else None
+            if op_type is not None:
+                found[op_type] = getattr(instance, name)
+    missing = sorted(t.__name__ for t in ALL_OPS if t not in (*found, *besides))
+    if missing:
+        raise TypeError(f"{type(instance).__name__} carries out no {', '.join(missing)}")
+    return found
 
 
 def list_filters(op: ListOp, mark: Callable[[str], str]) -> tuple[list[str], dict[str, Any]]:
@@ -43,3 +104,31 @@ def list_filters(op: ListOp, mark: Callable[[str], str]) -> tuple[list[str], dic
         where.append(f"(activity_us, id) < ({mark('c_activity')}, {mark('c_id')})")
         params["c_activity"], params["c_id"] = op.cursor
     return where, params
+
+
+# ---- row codecs of the SQL backends (both select the same columns, in the same order) ----
+
+
+def decode_conversation(r: Sequence[Any]) -> ConversationRow:
+    """Decode a row selected with ``CONVERSATION_COLUMNS`` (extra columns ignored)."""
+    return ConversationRow(
+        id=r[0], tenant=r[1], contact_id=r[2], agent_id=r[3], channel=r[4], status=r[5],
+        stage=r[6], metadata_json=r[7], created_us=r[8], activity_us=r[9], expires_us=r[10],
+        idle_us=r[11], message_count=r[12], last_seq=r[13], state_version=r[14],
+        retention=RetentionUs(ttl_us=r[15], idle_after_us=r[16], window=r[17], max_messages=r[18]),
+    )  # fmt: skip
+
+
+def decode_state(r: Sequence[Any]) -> StateRow:
+    """Decode a row selected with ``STATE_COLUMNS``: (version, value, saved_us)."""
+    return StateRow(r[0], r[1], r[2])
+
+
+def decode_event(r: Sequence[Any]) -> EventRow:
+    """Decode a row selected with ``EVENT_COLUMNS`` (the id becomes the cursor text)."""
+    return EventRow(str(r[0]), r[1], r[2], r[3], r[4], r[5])
+
+
+def decode_fact(r: Sequence[Any]) -> FactRow:
+    """Decode a row selected with ``FACT_COLUMNS``."""
+    return FactRow(r[0], r[1], r[2], r[3], r[4])

@@ -29,7 +29,7 @@ from threadkeep._rules.rows import (
     TenantCounts,
 )
 from threadkeep._url import StoreURL
-from threadkeep.backends._common import route
+from threadkeep.backends._common import handlers, handles
 
 __all__ = ["MemoryBackend"]
 
@@ -54,29 +54,7 @@ class MemoryBackend:
         self._last_event = 0
         self._trimmed = 0  # events with numbers up to this fell out of the bounded log
         self._facts: dict[tuple[str, str, str], FactRow] = {}
-        self._routes = dict(
-            (
-                route(ops.StartOp, self._create),
-                route(ops.GetOp, self._get),
-                route(ops.FindOpenOp, self._find_open),
-                route(ops.AppendOp, self._append),
-                route(ops.ReadOp, self._read),
-                route(ops.WindowOp, self._window),
-                route(ops.UpdateOp, self._update),
-                route(ops.SaveStateOp, self._save_state),
-                route(ops.LoadStateOp, self._load_state),
-                route(ops.ListOp, self._list),
-                route(ops.CountsOp, self._counts),
-                route(ops.DeleteOp, self._delete),
-                route(ops.DeleteContactOp, self._delete_contact),
-                route(ops.SweepOp, self._sweep),
-                route(ops.EventsOp, self._read_events),
-                route(ops.LeaseOp, self._lease),
-                route(ops.ReleaseOp, self._release),
-                route(ops.RememberOp, self._remember),
-                route(ops.RecallOp, self._recall),
-            )
-        )
+        self._routes = handlers(self)
 
     # ---- Backend ------------------------------------------------------------------------
 
@@ -119,6 +97,12 @@ class MemoryBackend:
         bisect.insort(self._order[row.tenant], (row.activity_us, row.id))
         self._convs[row.id] = row
 
+    def _write(self, verdict: decide.Created | decide.Updated, at_us: int, keep: int) -> None:
+        """Store the row a verdict made and log its event."""
+        row = verdict.row
+        self._put(row)
+        self._emit(row.tenant, row.id, verdict.event, at_us, keep)
+
     def _erase(self, row: ConversationRow) -> None:
         keys = self._order[row.tenant]
         del keys[bisect.bisect_left(keys, (row.activity_us, row.id))]
@@ -130,6 +114,7 @@ class MemoryBackend:
 
     # ---- conversations ------------------------------------------------------------------
 
+    @handles(ops.StartOp)
     def _create(self, op: ops.StartOp) -> Result[ConversationRow]:
         open_one = self._open_one(
             op.row.tenant, op.row.contact_id, op.open_statuses, op.row.created_us
@@ -137,11 +122,10 @@ class MemoryBackend:
         verdict = decide.create(op, open_one if op.resume else None)
         if isinstance(verdict, Result):
             return verdict
-        row = verdict.row
-        self._put(row)
-        self._emit(row.tenant, row.id, verdict.event, row.created_us, op.events_kept)
+        self._write(verdict, op.row.created_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Result[ConversationRow | None]:
         row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)
         return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
@@ -159,18 +143,19 @@ class MemoryBackend:
         ]
         return max(candidates, key=lambda r: (r.activity_us, r.id), default=None)
 
+    @handles(ops.FindOpenOp)
     def _find_open(self, op: ops.FindOpenOp) -> Result[ConversationRow | None]:
         return Result(_OK, self._open_one(op.tenant, op.contact_id, op.open_statuses, op.now_us))
 
+    @handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Result[ConversationRow | None]:
         verdict = decide.update(self._convs.get(op.conversation_id), op)
         if isinstance(verdict, Result):
             return verdict
-        row = verdict.row
-        self._put(row)
-        self._emit(row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
+        self._write(verdict, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Result[list[ConversationRow]]:
         keys = self._order.get(op.tenant, [])
         end = len(keys) if op.cursor is None else bisect.bisect_left(keys, op.cursor)
@@ -189,6 +174,7 @@ class MemoryBackend:
                     break
         return Result(_OK, rows)
 
+    @handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Result[TenantCounts]:
         by_status: dict[str, int] = defaultdict(int)
         by_stage: dict[str, int] = defaultdict(int)
@@ -199,6 +185,7 @@ class MemoryBackend:
                     by_stage[r.stage] += 1
         return Result(_OK, TenantCounts(dict(by_status), dict(by_stage)))
 
+    @handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Result[None]:
         row = self._convs.get(op.conversation_id)
         if row is None or not decide.erasable(row, op.tenant):
@@ -207,6 +194,7 @@ class MemoryBackend:
         self._emit(row.tenant, row.id, ev.deleted(), op.now_us, op.events_kept)
         return decide.erased(row, op.now_us)
 
+    @handles(ops.DeleteContactOp)
     def _delete_contact(self, op: ops.DeleteContactOp) -> Result[int]:
         rows = sorted(
             (
@@ -223,6 +211,7 @@ class MemoryBackend:
             del self._facts[key]
         return Result(_OK, sum(not is_expired(r.expires_us, op.now_us) for r in rows))
 
+    @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
         expired = [r for r in self._convs.values() if is_expired(r.expires_us, op.now_us)]
         idle = sorted(
@@ -248,6 +237,7 @@ class MemoryBackend:
 
     # ---- messages -----------------------------------------------------------------------
 
+    @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
         row = self._convs.get(op.conversation_id)
         key = op.idempotency_key
@@ -268,6 +258,7 @@ class MemoryBackend:
             self._emit(row.tenant, row.id, event, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
         row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)
         if row is None:
@@ -277,6 +268,7 @@ class MemoryBackend:
             return Result(_OK, kept[-op.last :])
         return Result(_OK, [m for m in kept if m.seq > op.after][: op.limit])
 
+    @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[list[tuple[str, str]]]:
         row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)
         if row is None:
@@ -286,6 +278,7 @@ class MemoryBackend:
 
     # ---- state --------------------------------------------------------------------------
 
+    @handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Result[int]:
         row = self._convs.get(op.conversation_id)
         versions = self._states.get(op.conversation_id, [])
@@ -301,6 +294,7 @@ class MemoryBackend:
         self._emit(row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
         row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)
         if row is None:
@@ -313,6 +307,7 @@ class MemoryBackend:
 
     # ---- events, leases, facts ----------------------------------------------------------
 
+    @handles(ops.EventsOp)
     def _read_events(self, op: ops.EventsOp) -> Result[list[EventRow]]:
         after = op.after
         deadline = time.monotonic() + op.wait
@@ -330,6 +325,7 @@ class MemoryBackend:
                 return Result(_OK, rows)
             self._lock.wait(remaining)
 
+    @handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Result[int]:
         held = self._leases.get(op.conversation_id, (0, 0))
         verdict = decide.lease(self._convs.get(op.conversation_id), op, held)
@@ -337,17 +333,20 @@ class MemoryBackend:
             self._leases[op.conversation_id] = (verdict.value, op.until_us)
         return verdict
 
+    @handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Result[None]:
         token, _ = self._leases.get(op.conversation_id, (0, 0))
         if token == op.token:
             self._leases[op.conversation_id] = (token, 0)
         return Result(_OK, None)
 
+    @handles(ops.RememberOp)
     def _remember(self, op: ops.RememberOp) -> Result[FactRow]:
         row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
         self._facts[(op.tenant, op.contact_id, op.key)] = row
         return Result(_OK, row)
 
+    @handles(ops.RecallOp)
     def _recall(self, op: ops.RecallOp) -> Result[list[FactRow]]:
         rows = [
             f

@@ -59,7 +59,7 @@ def test_the_conformance_suite_passes_on_a_multi_node_cluster(
     cluster: list[RedisServer], tmp_path: Path
 ) -> None:
     """Run tests/conformance's redis leg, unchanged, against the cluster (dialing node 0)."""
-    tests = Path(__file__).resolve().parents[1]
+    tests = Path(__file__).resolve().parents[2]
     env = {**os.environ, "THREADKEEP_TEST_REDIS_BASE": cluster[0].url}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", str(tests / "conformance"), "-k", "redis", "-q",

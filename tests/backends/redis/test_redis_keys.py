@@ -15,21 +15,28 @@ from threadkeep.backends.redis._keys import Keys
 
 pytestmark = pytest.mark.redis
 
+TTL = timedelta(hours=2)
+
+
+def _with_every_key(store: threadkeep.Store) -> threadkeep.Conversation:
+    """A conversation with a record, messages, both kinds of keys and a state version."""
+    conv = store.start("c-1", retention=Retention(ttl=TTL))
+    store.append(conv.id, "user", "hi", idempotency_key="k-1")
+    store.append(conv.id, "user", "no key")
+    store.save_state(conv.id, {"stage": "Q1"})
+    return conv
+
 
 def test_every_key_of_a_conversation_carries_the_sliding_ttl(prefix: str) -> None:
-    ttl = timedelta(hours=2)
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
-        conv = store.start("c-1", retention=Retention(ttl=ttl))
-        store.append(conv.id, "user", "hi", idempotency_key="k-1")
-        store.append(conv.id, "user", "no key")
-        store.save_state(conv.id, {"stage": "Q1"})
+        conv = _with_every_key(store)
         raw = raw_client()
         keys = [k for k in raw.scan_iter(match=Keys(prefix).pattern) if conv.id in k]
         assert len(keys) >= 5, keys
         for key in keys:
             pttl = raw.pttl(key)
             # never shorter than the logical ttl; reclaimed at most an hour after it
-            assert ttl.total_seconds() * 1000 <= pttl <= (ttl.total_seconds() + 3601) * 1000, key
+            assert TTL.total_seconds() * 1000 <= pttl <= (TTL.total_seconds() + 3601) * 1000, key
         forever = store.start("c-2", retention=Retention(ttl=None))
         store.append(forever.id, "user", "kept until deleted")
         for key in [k for k in raw.scan_iter(match=Keys(prefix).pattern) if forever.id in k]:
@@ -38,12 +45,8 @@ def test_every_key_of_a_conversation_carries_the_sliding_ttl(prefix: str) -> Non
 
 
 def test_activity_renews_the_ttl_of_every_key_of_the_conversation(prefix: str) -> None:
-    ttl = timedelta(hours=2)
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
-        conv = store.start("c-1", retention=Retention(ttl=ttl))
-        store.append(conv.id, "user", "hi", idempotency_key="k-1")
-        store.append(conv.id, "user", "no key")
-        store.save_state(conv.id, {"stage": "Q1"})
+        conv = _with_every_key(store)
         raw = raw_client()
         keys = Keys(prefix).conversation_keys(conv.id)
         assert all(raw.exists(k) for k in keys), keys
@@ -53,7 +56,7 @@ def test_activity_renews_the_ttl_of_every_key_of_the_conversation(prefix: str) -
                 raw.pexpire(key, 60_000)
 
         def renewed() -> bool:
-            return all(raw.pttl(k) >= ttl.total_seconds() * 1000 for k in keys)
+            return all(raw.pttl(k) >= TTL.total_seconds() * 1000 for k in keys)
 
         for activity in (
             lambda: store.append(conv.id, "user", "again"),

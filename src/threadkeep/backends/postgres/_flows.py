@@ -64,11 +64,6 @@ _READS: Final = frozenset(
 _ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp})
 
 
-def _route(op_type: type[ops.Op[R]], flow: Callable[[Any], Flow[Result[R]]]) -> tuple[Any, Any]:
-    """Pair an op type with its flow (mypy checks the flow's result type)."""
-    return op_type, flow
-
-
 @dataclass(frozen=True, slots=True)
 class Run(Generic[T]):
     """How to run one op: ``attempt(n)`` makes the flow of the n-th attempt (1, 2 …)."""
@@ -84,28 +79,7 @@ class Flows:
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self.events_lock = "threadkeep:events:" + channel
-        self._routes: dict[type[Any], _common.Handler] = dict(
-            (
-                _route(ops.StartOp, self._create),
-                _route(ops.GetOp, self._get),
-                _route(ops.FindOpenOp, self._find_open),
-                _route(ops.ReadOp, self._read),
-                _route(ops.WindowOp, self._window),
-                _route(ops.UpdateOp, self._update),
-                _route(ops.SaveStateOp, self._save_state),
-                _route(ops.LoadStateOp, self._load_state),
-                _route(ops.ListOp, self._list),
-                _route(ops.CountsOp, self._counts),
-                _route(ops.DeleteOp, self._delete),
-                _route(ops.DeleteContactOp, self._delete_contact),
-                _route(ops.SweepOp, self._sweep),
-                _route(ops.EventsOp, self.read_events),
-                _route(ops.LeaseOp, self._lease),
-                _route(ops.ReleaseOp, self._release),
-                _route(ops.RememberOp, self._remember),
-                _route(ops.RecallOp, self._recall),
-            )
-        )
+        self._routes = _common.handlers(self, besides=(ops.AppendOp,))
 
     def call(self, op: ops.Op[R]) -> Run[Result[R]]:
         """Return how to run ``op``.
@@ -133,7 +107,7 @@ class Flows:
         rows = yield schema.LOCK_CONVERSATION, {"id": conversation_id}
         if not rows:
             return None, (0, 0)
-        return schema.decode_conversation(rows[0]), (rows[0][19], rows[0][20])
+        return _common.decode_conversation(rows[0]), (rows[0][19], rows[0][20])
 
     def _emit(
         self, tenant: str, conversation_id: str, at_us: int, event: NewEvent, keep: int
@@ -164,7 +138,7 @@ class Flows:
             schema.FIND_OPEN,
             {"tenant": tenant, "contact_id": contact_id, "statuses": list(statuses), "now": now_us},
         )
-        return schema.decode_conversation(rows[0]) if rows else None
+        return _common.decode_conversation(rows[0]) if rows else None
 
     # ---- operations ----------------------------------------------------------------------
 
@@ -172,6 +146,7 @@ class Flows:
         """Check the server answers."""
         yield "SELECT 1", {}
 
+    @_common.handles(ops.StartOp)
     def _create(self, op: ops.StartOp) -> Flow[Result[ConversationRow]]:
         row = op.row
         open_one = None
@@ -191,12 +166,14 @@ class Flows:
             )
         return verdict.result()
 
+    @_common.handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:
         rows = yield schema.GET_CONVERSATION, {"id": op.conversation_id, "now": op.now_us}
-        found = schema.decode_conversation(rows[0]) if rows else None
+        found = _common.decode_conversation(rows[0]) if rows else None
         row = decide.visible(found, op.tenant, op.now_us)
         return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
 
+    @_common.handles(ops.FindOpenOp)
     def _find_open(self, op: ops.FindOpenOp) -> Flow[Result[ConversationRow | None]]:
         found = yield from self._open_one(op.tenant, op.contact_id, op.open_statuses, op.now_us)
         return Result(_OK, found)
@@ -241,6 +218,7 @@ class Flows:
             yield from self._emit(tenant, m.conversation_id, op.now_us, event, op.events_kept)
         return verdict.result()
 
+    @_common.handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
         if op.last is not None:
             rows = yield (
@@ -258,6 +236,7 @@ class Flows:
         rows = yield schema.AFTER, {"id": op.conversation_id, "after": op.after, "n": op.limit}
         return Result(_OK, [schema.decode_message(r) for r in rows])
 
+    @_common.handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Flow[Result[list[tuple[str, str]]]]:
         rows = yield (
             schema.WINDOW,
@@ -268,6 +247,7 @@ class Flows:
         messages = [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
         return Result(_OK, [(m.role, m.content) for m in messages])
 
+    @_common.handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:
         locked, _ = yield from self._lock(op.conversation_id)
         verdict = decide.update(locked, op)
@@ -278,6 +258,7 @@ class Flows:
         yield from self._emit(row.tenant, row.id, op.now_us, verdict.event, op.events_kept)
         return verdict.result()
 
+    @_common.handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
         row, _ = yield from self._lock(op.conversation_id)
         old = None
@@ -306,23 +287,26 @@ class Flows:
         yield from self._emit(tenant, cid, op.now_us, verdict.event, op.events_kept)
         return verdict.result()
 
+    @_common.handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Flow[Result[StateRow | None]]:
         found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
         if found.value is None:
             return Result(Outcome.NOT_FOUND, None)
         rows = yield schema.LOAD_STATE, {"id": op.conversation_id, "v": op.version}
-        state = schema.decode_state(rows[0]) if rows else None
+        state = _common.decode_state(rows[0]) if rows else None
         if op.version is not None and state is None:
             return Result(Outcome.NO_VERSION, None)
         return Result(_OK, state)
 
+    @_common.handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Flow[Result[list[ConversationRow]]]:
         where, params = _common.list_filters(op, lambda name: f"%({name})s")
         where = ["tenant = %(tenant)s", schema.LIVE, *where]
         params.update(tenant=op.tenant, now=op.now_us, n=op.limit + 1)
         rows = yield schema.LIST.format(where=" AND ".join(where)), params
-        return Result(_OK, [schema.decode_conversation(r) for r in rows])
+        return Result(_OK, [_common.decode_conversation(r) for r in rows])
 
+    @_common.handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
         rows = yield schema.COUNTS, {"tenant": op.tenant, "now": op.now_us}
         by_status: dict[str, int] = {}
@@ -333,6 +317,7 @@ class Flows:
                 by_stage[stage] = by_stage.get(stage, 0) + n
         return Result(_OK, TenantCounts(by_status, by_stage))
 
+    @_common.handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:
         row, _ = yield from self._lock(op.conversation_id)
         if row is None or not decide.erasable(row, op.tenant):
@@ -341,6 +326,7 @@ class Flows:
         yield from self._emit(row.tenant, row.id, op.now_us, ev.deleted(), op.events_kept)
         return decide.erased(row, op.now_us)
 
+    @_common.handles(ops.DeleteContactOp)
     def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[int]]:
         contact = {"tenant": op.tenant, "contact": op.contact_id}
         rows = yield schema.LOCK_CONTACT_CONVERSATIONS, contact
@@ -352,6 +338,7 @@ class Flows:
                 yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept)
         return Result(_OK, sum(not is_expired(r[1], op.now_us) for r in rows))
 
+    @_common.handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
         """Bounded transactions of at most ``op.batch`` rows each."""
         now = {"now": op.now_us}
@@ -394,6 +381,7 @@ class Flows:
                 break
         return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
 
+    @_common.handles(ops.EventsOp)
     def read_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
         """Read events after the cursor once, without waiting (the drivers wait on NOTIFY).
 
@@ -403,8 +391,9 @@ class Flows:
         rows = yield schema.READ_EVENTS, {"after": op.after, "tenant": op.tenant, "n": op.limit}
         if decide.cursor_expired(op.after, rows[0][0]):
             return Result(Outcome.EXPIRED, [])
-        return Result(_OK, [schema.decode_event(r[1:]) for r in rows if r[1] is not None])
+        return Result(_OK, [_common.decode_event(r[1:]) for r in rows if r[1] is not None])
 
+    @_common.handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
         row, held = yield from self._lock(op.conversation_id)
         verdict = decide.lease(row, op, held)
@@ -415,10 +404,12 @@ class Flows:
             )
         return verdict
 
+    @_common.handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:
         yield schema.RELEASE_LEASE, {"id": op.conversation_id, "t": op.token}
         return Result(_OK, None)
 
+    @_common.handles(ops.RememberOp)
     def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
         yield (
             schema.REMEMBER,
@@ -434,12 +425,13 @@ class Flows:
         )
         return Result(_OK, FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us))
 
+    @_common.handles(ops.RecallOp)
     def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
         rows = yield (
             schema.RECALL,
             {"tenant": op.tenant, "contact": op.contact_id, "key": op.key, "now": op.now_us},
         )
-        return Result(_OK, [schema.decode_fact(r) for r in rows])
+        return Result(_OK, [_common.decode_fact(r) for r in rows])
 
     @staticmethod
     def migrate(name: str) -> Flow[int]:

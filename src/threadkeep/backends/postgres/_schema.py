@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from threadkeep._rules.retention import RetentionUs
-from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, StateRow
+from threadkeep._rules.rows import ConversationRow, MessageRow
 
 __all__ = [
     "CONVERSATION_COLUMNS",
     "MESSAGE_COLUMNS",
     "MIGRATIONS",
-    "decode_conversation",
-    "decode_event",
-    "decode_fact",
     "decode_message",
-    "decode_state",
     "encode_content",
     "encode_conversation",
 ]
@@ -152,16 +147,6 @@ INTERNAL_KEY: Final = "\x1f"
 LIVE: Final = "(expires_us IS NULL OR expires_us > %(now)s)"
 
 
-def decode_conversation(r: tuple[Any, ...]) -> ConversationRow:
-    """Return the row selected with ``CONVERSATION_COLUMNS`` (extra columns ignored)."""
-    return ConversationRow(
-        id=r[0], tenant=r[1], contact_id=r[2], agent_id=r[3], channel=r[4], status=r[5],
-        stage=r[6], metadata_json=r[7], created_us=r[8], activity_us=r[9], expires_us=r[10],
-        idle_us=r[11], message_count=r[12], last_seq=r[13], state_version=r[14],
-        retention=RetentionUs(ttl_us=r[15], idle_after_us=r[16], window=r[17], max_messages=r[18]),
-    )  # fmt: skip
-
-
 def encode_conversation(row: ConversationRow) -> dict[str, Any]:
     """Return the named parameters of every ``CONVERSATION_COLUMNS`` column of ``row``."""
     r = row.retention
@@ -200,21 +185,6 @@ def decode_message(row: tuple[Any, ...]) -> MessageRow:
         key = None
     content = bytes(row[3]).decode("utf-8", "surrogatepass")
     return MessageRow(row[0], row[1], row[2], content, row[4], row[5], key)
-
-
-def decode_state(row: tuple[Any, ...]) -> StateRow:
-    """Return the row selected with ``STATE_COLUMNS``."""
-    return StateRow(row[0], row[1], row[2])
-
-
-def decode_event(row: tuple[Any, ...]) -> EventRow:
-    """Return the row selected with ``EVENT_COLUMNS``."""
-    return EventRow(str(row[0]), row[1], row[2], row[3], row[4], row[5])
-
-
-def decode_fact(row: tuple[Any, ...]) -> FactRow:
-    """Return the row selected with ``FACT_COLUMNS``."""
-    return FactRow(row[0], row[1], row[2], row[3], row[4])
 
 
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.

@@ -27,7 +27,7 @@ from threadkeep._rules.rows import (
     SweepCounts,
     TenantCounts,
 )
-from threadkeep.backends._common import Handler
+from threadkeep.backends._common import handlers, handles
 from threadkeep.backends.redis import _codec as codec
 from threadkeep.backends.redis._keys import Keys
 
@@ -68,11 +68,6 @@ _ALL_STATUSES = ",".join(s.value for s in Status)
 _SWEEP_ROUNDS = 100_000  # a sweep stops after this many batches even if work is left
 
 
-def _route(op_type: type[ops.Op[R]], flow: Callable[[Any], Flow[Result[R]]]) -> tuple[Any, Handler]:
-    """Pair an op type with its flow (mypy checks the flow's result type)."""
-    return op_type, flow
-
-
 def _csv(values: tuple[str, ...]) -> str:
     return ",".join(values)
 
@@ -94,29 +89,7 @@ class Flows:
         self.keys = keys
         self.idempotency_kept = idempotency_kept
         self.retry_kept = retry_kept
-        self._routes: dict[type[Any], Handler] = dict(
-            (
-                _route(ops.StartOp, self._create),
-                _route(ops.GetOp, self._get),
-                _route(ops.FindOpenOp, self._find_open),
-                _route(ops.AppendOp, self._append),
-                _route(ops.ReadOp, self._read),
-                _route(ops.WindowOp, self._window),
-                _route(ops.UpdateOp, self._update),
-                _route(ops.SaveStateOp, self._save_state),
-                _route(ops.LoadStateOp, self._load_state),
-                _route(ops.ListOp, self._list),
-                _route(ops.CountsOp, self._counts),
-                _route(ops.DeleteOp, self._delete),
-                _route(ops.DeleteContactOp, self._delete_contact),
-                _route(ops.SweepOp, self._sweep),
-                _route(ops.EventsOp, self._read_events),
-                _route(ops.LeaseOp, self._lease),
-                _route(ops.ReleaseOp, self._release),
-                _route(ops.RememberOp, self._remember),
-                _route(ops.RecallOp, self._recall),
-            )
-        )
+        self._routes = handlers(self)
 
     def flow(self, op: ops.Op[R]) -> Flow[Result[R]]:
         """Return the flow that carries out ``op``."""
@@ -132,6 +105,7 @@ class Flows:
 
     # ---- conversations ------------------------------------------------------------------
 
+    @handles(ops.StartOp)
     def _create(self, op: ops.StartOp) -> Flow[Result[ConversationRow]]:
         """A retried call finds its own row and reports CREATED."""
         row = op.row
@@ -148,6 +122,7 @@ class Flows:
         )
         return Result(Outcome(outcome), codec.decode_conversation(flat))
 
+    @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:
         """One HGETALL; the visibility verdict taken here."""
         reply = yield Command(("HGETALL", self.keys.conversation(op.conversation_id)))
@@ -156,12 +131,14 @@ class Flows:
         row = decide.visible(found, op.tenant, op.now_us)
         return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
 
+    @handles(ops.FindOpenOp)
     def _find_open(self, op: ops.FindOpenOp) -> Flow[Result[ConversationRow | None]]:
         flat = yield self._eval(
             "find_open", op.tenant, op.contact_id, _csv(op.open_statuses), op.now_us
         )
         return Result(_OK, codec.decode_conversation(flat) if flat else None)
 
+    @handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:
         if op.field == "status":
             kind = lifecycle.change_kind(str(op.value)).value
@@ -181,6 +158,7 @@ class Flows:
         row = codec.decode_conversation(reply[2]) if len(reply) > 2 else None
         return Result(Outcome(reply[0]), row)
 
+    @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Flow[Result[list[ConversationRow]]]:
         activity, after_id = op.cursor if op.cursor is not None else (None, None)
         reply = yield self._eval(
@@ -197,6 +175,7 @@ class Flows:
         )
         return Result(_OK, [codec.decode_conversation(flat) for flat in reply])
 
+    @handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
         by_status, by_stage = yield self._eval("counts", op.tenant, op.now_us, _ALL_STATUSES)
         return Result(
@@ -222,14 +201,17 @@ class Flows:
             uuid.uuid4().hex,
         )
 
+    @handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:
         live, _ = yield self._erase("id", op.conversation_id, op.tenant, op.now_us, op.events_kept)
         return Result(_OK if int(live) else Outcome.NOT_FOUND, None)
 
+    @handles(ops.DeleteContactOp)
     def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[int]]:
         live, _ = yield self._erase("contact", op.contact_id, op.tenant, op.now_us, op.events_kept)
         return Result(_OK, int(live))
 
+    @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
         """One script per batch until no work is left."""
         idled = purged = facts = 0
@@ -252,6 +234,7 @@ class Flows:
 
     # ---- messages -----------------------------------------------------------------------
 
+    @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Flow[Result[MessageRow | None]]:
         """A call without a caller key gets an internal retry key."""
         retry_key = None if op.idempotency_key is not None else uuid.uuid4().hex
@@ -276,6 +259,7 @@ class Flows:
         message = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
         return Result(Outcome(reply[0]), message)
 
+    @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
         mode = "last" if op.last is not None else "after"
         reply = yield self._eval(
@@ -292,6 +276,7 @@ class Flows:
             return Result(Outcome.NOT_FOUND, [])
         return Result(_OK, [codec.decode_message(op.conversation_id, e) for e in reply[1]])
 
+    @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Flow[Result[list[tuple[str, str]]]]:
         """The same read script, decoding only role and content."""
         reply = yield self._eval(
@@ -303,6 +288,7 @@ class Flows:
 
     # ---- state --------------------------------------------------------------------------
 
+    @handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
         """A call token makes a retried save return its own version."""
         reply = yield self._eval(
@@ -320,6 +306,7 @@ class Flows:
         )
         return Result(Outcome(reply[0]), int(reply[1]) if len(reply) > 1 else 0)
 
+    @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Flow[Result[StateRow | None]]:
         reply = yield self._eval(
             "load_state",
@@ -335,6 +322,7 @@ class Flows:
 
     # ---- events, leases, facts ----------------------------------------------------------
 
+    @handles(ops.EventsOp)
     def _read_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
         """XRANGE in a script, then XREAD BLOCK while nothing is new."""
         deadline = time.monotonic() + op.wait
@@ -348,6 +336,7 @@ class Flows:
                 return Result(_OK, rows)
             yield Block(reply[1], remaining)
 
+    @handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
         reply = yield self._eval(
             "lease",
@@ -360,10 +349,12 @@ class Flows:
         )
         return Result(Outcome(reply[0]), int(reply[1]) if len(reply) > 1 else 0)
 
+    @handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:
         yield self._eval("lease", "release", op.conversation_id, op.token)
         return Result(_OK, None)
 
+    @handles(ops.RememberOp)
     def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
         row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
         yield self._eval(
@@ -377,6 +368,7 @@ class Flows:
         )
         return Result(_OK, row)
 
+    @handles(ops.RecallOp)
     def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
         """One HGETALL, expiry checked here."""
         stored = _as_dict((yield Command(("HGETALL", self.keys.facts(op.tenant, op.contact_id)))))

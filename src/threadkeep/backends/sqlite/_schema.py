@@ -17,18 +17,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from threadkeep._rules.retention import RetentionUs
-from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, StateRow
+from threadkeep._rules.rows import ConversationRow, MessageRow
 
 __all__ = [
     "CONVERSATION_COLUMNS",
     "MESSAGE_COLUMNS",
     "MIGRATIONS",
-    "decode_conversation",
-    "decode_event",
-    "decode_fact",
     "decode_message",
-    "decode_state",
     "encode_conversation",
 ]
 
@@ -318,31 +313,6 @@ def encode_changes(row: ConversationRow) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def decode_conversation(r: tuple[Any, ...]) -> ConversationRow:
-    """Decode a conversations row selected with CONVERSATION_COLUMNS (extra columns ignored)."""
-    return ConversationRow(
-        id=r[0], tenant=r[1], contact_id=r[2], agent_id=r[3], channel=r[4], status=r[5],
-        stage=r[6], metadata_json=r[7], created_us=r[8], activity_us=r[9], expires_us=r[10],
-        idle_us=r[11], message_count=r[12], last_seq=r[13], state_version=r[14],
-        retention=RetentionUs(ttl_us=r[15], idle_after_us=r[16], window=r[17], max_messages=r[18]),
-    )  # fmt: skip
-
-
 def decode_message(r: tuple[Any, ...]) -> MessageRow:
     """Decode a messages row selected with MESSAGE_COLUMNS."""
     return MessageRow(*r)
-
-
-def decode_state(r: tuple[Any, ...]) -> StateRow:
-    """Decode (version, value, saved_us)."""
-    return StateRow(r[0], r[1], r[2])
-
-
-def decode_event(r: tuple[Any, ...]) -> EventRow:
-    """Decode an events row selected with EVENT_COLUMNS."""
-    return EventRow(str(r[0]), r[1], r[2], r[3], r[4], r[5])
-
-
-def decode_fact(r: tuple[Any, ...]) -> FactRow:
-    """Decode a facts row selected with FACT_COLUMNS."""
-    return FactRow(r[0], r[1], r[2], r[3], r[4])

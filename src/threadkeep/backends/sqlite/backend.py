@@ -33,7 +33,7 @@ from threadkeep._rules.rows import (
 )
 from threadkeep._url import StoreURL
 from threadkeep.backends import _common
-from threadkeep.backends._common import route
+from threadkeep.backends._common import handlers, handles
 from threadkeep.backends.sqlite import _schema as schema
 
 __all__ = ["SQLiteBackend"]
@@ -63,29 +63,7 @@ class SQLiteBackend:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._routes = dict(
-            (
-                route(ops.StartOp, self._create),
-                route(ops.GetOp, self._get),
-                route(ops.FindOpenOp, self._find_open),
-                route(ops.AppendOp, self._append),
-                route(ops.ReadOp, self._read),
-                route(ops.WindowOp, self._window),
-                route(ops.UpdateOp, self._update),
-                route(ops.SaveStateOp, self._save_state),
-                route(ops.LoadStateOp, self._load_state),
-                route(ops.ListOp, self._list),
-                route(ops.CountsOp, self._counts),
-                route(ops.DeleteOp, self._delete),
-                route(ops.DeleteContactOp, self._delete_contact),
-                route(ops.SweepOp, self._sweep),
-                route(ops.EventsOp, self._read_events),
-                route(ops.LeaseOp, self._lease),
-                route(ops.ReleaseOp, self._release),
-                route(ops.RememberOp, self._remember),
-                route(ops.RecallOp, self._recall),
-            )
-        )
+        self._routes = handlers(self)
         with self._errors():
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             self._migrate(self._conn())
@@ -174,7 +152,7 @@ class SQLiteBackend:
     @staticmethod
     def _row(db: sqlite3.Connection, conversation_id: str) -> ConversationRow | None:
         found = db.execute(schema.SELECT_CONVERSATION, (conversation_id,)).fetchone()
-        return None if found is None else schema.decode_conversation(found)
+        return None if found is None else _common.decode_conversation(found)
 
     @staticmethod
     def _locked(
@@ -184,7 +162,7 @@ class SQLiteBackend:
         found = db.execute(schema.LOCK_CONVERSATION, (conversation_id,)).fetchone()
         if found is None:
             return None, _NO_LEASE
-        return schema.decode_conversation(found), (found[19], found[20])
+        return _common.decode_conversation(found), (found[19], found[20])
 
     @staticmethod
     def _emit(
@@ -226,10 +204,11 @@ class SQLiteBackend:
             schema.FIND_OPEN.format(marks=", ".join("?" * len(statuses))),
             (tenant, contact_id, *statuses, now),
         ).fetchone()
-        return None if found is None else schema.decode_conversation(found)
+        return None if found is None else _common.decode_conversation(found)
 
     # ---- conversations ------------------------------------------------------------------
 
+    @handles(ops.StartOp)
     def _create(self, op: ops.StartOp) -> Result[ConversationRow]:
         row = op.row
         with self._tx(write=True) as db:
@@ -245,11 +224,13 @@ class SQLiteBackend:
             self._emit(db, row.tenant, row.id, verdict.event, row.created_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Result[ConversationRow | None]:
         with self._errors():
             row = decide.visible(self._row(self._conn(), op.conversation_id), op.tenant, op.now_us)
         return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
 
+    @handles(ops.FindOpenOp)
     def _find_open(self, op: ops.FindOpenOp) -> Result[ConversationRow | None]:
         with self._errors():
             found = self._open_one(
@@ -257,6 +238,7 @@ class SQLiteBackend:
             )
         return Result(_OK, found)
 
+    @handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Result[ConversationRow | None]:
         with self._tx(write=True) as db:
             verdict = decide.update(self._row(db, op.conversation_id), op)
@@ -267,6 +249,7 @@ class SQLiteBackend:
             self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Result[list[ConversationRow]]:
         where, params = _common.list_filters(op, lambda name: f":{name}")
         where = ["tenant = :tenant", schema.LIVE, *where]
@@ -274,8 +257,9 @@ class SQLiteBackend:
         sql = schema.LIST.format(where=" AND ".join(where))
         with self._errors():
             rows = self._conn().execute(sql, params).fetchall()
-        return Result(_OK, [schema.decode_conversation(r) for r in rows])
+        return Result(_OK, [_common.decode_conversation(r) for r in rows])
 
+    @handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Result[TenantCounts]:
         with self._tx(write=False) as db:
             params = {"tenant": op.tenant, "now": op.now_us}
@@ -283,6 +267,7 @@ class SQLiteBackend:
             by_stage = db.execute(schema.COUNT_BY_STAGE, params).fetchall()
         return Result(_OK, TenantCounts(dict(by_status), dict(by_stage)))
 
+    @handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Result[None]:
         with self._tx(write=True) as db:
             row = self._row(db, op.conversation_id)
@@ -293,10 +278,11 @@ class SQLiteBackend:
         self._checkpoint()
         return decide.erased(row, op.now_us)
 
+    @handles(ops.DeleteContactOp)
     def _delete_contact(self, op: ops.DeleteContactOp) -> Result[int]:
         with self._tx(write=True) as db:
             found = db.execute(schema.OF_CONTACT, (op.tenant, op.contact_id)).fetchall()
-            rows = [schema.decode_conversation(r) for r in found]
+            rows = [_common.decode_conversation(r) for r in found]
             for row in rows:
                 self._erase(db, row.id)
                 self._emit(db, row.tenant, row.id, ev.deleted(), op.now_us, op.events_kept)
@@ -306,6 +292,7 @@ class SQLiteBackend:
 
     # ---- sweep --------------------------------------------------------------------------
 
+    @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
         """Sweep in bounded batches, each its own short transaction."""
         purged = self._batches(schema.DUE_PURGE, op, self._purge)
@@ -350,6 +337,7 @@ class SQLiteBackend:
 
     # ---- messages -----------------------------------------------------------------------
 
+    @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
         key = op.idempotency_key
         with self._tx(write=True) as db:
@@ -383,6 +371,7 @@ class SQLiteBackend:
                 self._emit(db, tenant, m.conversation_id, event, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
         """Read in one statement, so from one consistent snapshot."""
         params: tuple[object, ...]
@@ -396,6 +385,7 @@ class SQLiteBackend:
             return Result(Outcome.NOT_FOUND, [])
         return Result(_OK, [MessageRow(*r[2:]) for r in found if r[3] is not None])
 
+    @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[list[tuple[str, str]]]:
         with self._errors():
             found = self._conn().execute(schema.WINDOW, (op.conversation_id,)).fetchall()
@@ -405,6 +395,7 @@ class SQLiteBackend:
 
     # ---- state --------------------------------------------------------------------------
 
+    @handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Result[int]:
         with self._tx(write=True) as db:
             row = self._row(db, op.conversation_id)
@@ -427,6 +418,7 @@ class SQLiteBackend:
             self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
         with self._tx(write=False) as db:
             head = db.execute(schema.HEAD, (op.conversation_id,)).fetchone()
@@ -436,10 +428,11 @@ class SQLiteBackend:
             found = db.execute(schema.SELECT_STATE, (op.conversation_id, version)).fetchone()
         if found is None:
             return Result(_OK if op.version is None else Outcome.NO_VERSION, None)
-        return Result(_OK, schema.decode_state(found))
+        return Result(_OK, _common.decode_state(found))
 
     # ---- events, leases, facts ----------------------------------------------------------
 
+    @handles(ops.EventsOp)
     def _read_events(self, op: ops.EventsOp) -> Result[list[EventRow]]:
         """Poll the file, so it sees other processes' writes."""
         deadline = time.monotonic() + op.wait
@@ -453,13 +446,14 @@ class SQLiteBackend:
                     found = db.execute(schema.READ_EVENTS, (after, op.limit))
                 else:
                     found = db.execute(schema.READ_TENANT_EVENTS, (op.tenant, after, op.limit))
-                rows = [schema.decode_event(r) for r in found.fetchall()]
+                rows = [_common.decode_event(r) for r in found.fetchall()]
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 return Result(_OK, rows)
             time.sleep(min(pause, remaining))
         raise AssertionError("unreachable: pauses() never ends")
 
+    @handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Result[int]:
         with self._tx(write=True) as db:
             row, held = self._locked(db, op.conversation_id)
@@ -468,17 +462,20 @@ class SQLiteBackend:
                 db.execute(schema.TAKE_LEASE, (verdict.value, op.until_us, op.conversation_id))
         return verdict
 
+    @handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Result[None]:
         with self._tx(write=True) as db:
             db.execute(schema.RELEASE_LEASE, (op.conversation_id, op.token))
         return Result(_OK, None)
 
+    @handles(ops.RememberOp)
     def _remember(self, op: ops.RememberOp) -> Result[FactRow]:
         fact = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
         with self._tx(write=True) as db:
             db.execute(schema.REMEMBER, (op.tenant, op.contact_id, *fact))
         return Result(_OK, fact)
 
+    @handles(ops.RecallOp)
     def _recall(self, op: ops.RecallOp) -> Result[list[FactRow]]:
         params: tuple[object, ...]
         if op.key is None:
@@ -486,4 +483,4 @@ class SQLiteBackend:
         else:
             sql, params = schema.RECALL_KEY, (op.tenant, op.contact_id, op.now_us, op.key)
         with self._errors():
-            return Result(_OK, [schema.decode_fact(r) for r in self._conn().execute(sql, params)])
+            return Result(_OK, [_common.decode_fact(r) for r in self._conn().execute(sql, params)])
