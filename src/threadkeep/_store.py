@@ -74,7 +74,8 @@ class _StoreBase:
 
     def _now_us(self) -> int:
         """The store's clock, in µs; raises StoreClosed once the store was closed."""
-        self._check_open()
+        if self._state is _State.CLOSED:
+            raise StoreClosed()
         return to_us(self.clock.now())
 
 
@@ -106,9 +107,6 @@ class Store(_StoreBase):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _execute(self, op: Op[R]) -> Result[R]:
-        return self._backend.execute(op)
 
     def close(self) -> None:
         """Release the store's connections; further calls raise StoreClosed."""
@@ -158,7 +156,7 @@ class Store(_StoreBase):
             self._now_us(), self.limits, retention or self.retention, contact_id, tenant=tenant,
             agent_id=agent_id, channel=channel, stage=stage, metadata=metadata, resume=False,
         )  # fmt: skip
-        return outcomes.finish_create(self._execute(op))
+        return outcomes.finish_create(self._backend.execute(op))
 
     def resume(
         self,
@@ -187,7 +185,7 @@ class Store(_StoreBase):
             self._now_us(), self.limits, retention or self.retention, contact_id, tenant=tenant,
             agent_id=agent_id, channel=channel, stage=stage, metadata=metadata, resume=True,
         )  # fmt: skip
-        return outcomes.finish_create(self._execute(op))
+        return outcomes.finish_create(self._backend.execute(op))
 
     def _create_with_id(
         self,
@@ -210,7 +208,7 @@ class Store(_StoreBase):
             channel=channel, stage=stage, metadata=metadata, resume=False,
             conversation_id=conversation_id,
         )  # fmt: skip
-        return outcomes.finish_create(self._execute(op))
+        return outcomes.finish_create(self._backend.execute(op))
 
     def get(self, conversation_id: str, *, tenant: str | None = None) -> Conversation:
         """Return a live conversation.
@@ -224,7 +222,7 @@ class Store(_StoreBase):
             InvalidInput: a malformed id.
         """
         op = plans.get(self._now_us(), conversation_id, tenant)
-        return outcomes.finish_get(self._execute(op), op.conversation_id)
+        return outcomes.finish_get(self._backend.execute(op), op.conversation_id)
 
     def find_open(self, contact_id: str, *, tenant: str = "default") -> Conversation | None:
         """Return the contact's open (not closed, not expired) conversation, or None.
@@ -235,7 +233,7 @@ class Store(_StoreBase):
             InvalidInput: a bad contact or tenant name.
         """
         op = plans.find_open(self._now_us(), contact_id, tenant)
-        return outcomes.finish_find_open(self._execute(op))
+        return outcomes.finish_find_open(self._backend.execute(op))
 
     def append(
         self,
@@ -267,7 +265,11 @@ class Store(_StoreBase):
             ConversationClosed: the conversation is closed.
             InvalidInput: bad role, content, metadata or key; nothing was written.
         """
-        return self._append(conversation_id, role, content, metadata, idempotency_key, tenant)
+        op = plans.append(
+            self._now_us(), self.limits, conversation_id, role, content, metadata=metadata,
+            idempotency_key=idempotency_key, tenant=tenant,
+        )  # fmt: skip
+        return outcomes.finish_append(self._backend.execute(op), op)
 
     def _append(
         self,
@@ -283,7 +285,7 @@ class Store(_StoreBase):
             self._now_us(), self.limits, conversation_id, role, content, metadata=metadata,
             idempotency_key=idempotency_key, tenant=tenant, fence=fence,
         )  # fmt: skip
-        return outcomes.finish_append(self._execute(op), op)
+        return outcomes.finish_append(self._backend.execute(op), op)
 
     def messages(
         self,
@@ -305,7 +307,7 @@ class Store(_StoreBase):
             self._now_us(), self.limits, conversation_id, last=last, after=after, limit=limit,
             tenant=tenant,
         )  # fmt: skip
-        return outcomes.finish_messages(self._execute(op), op)
+        return outcomes.finish_messages(self._backend.execute(op), op)
 
     def context(self, conversation_id: str, *, tenant: str | None = None) -> list[dict[str, str]]:
         """Return the conversation's window as ``[{"role": …, "content": …}]``, oldest first.
@@ -314,7 +316,7 @@ class Store(_StoreBase):
             ConversationNotFound: absent, expired or another tenant's.
         """
         op = plans.window(self._now_us(), conversation_id, tenant)
-        return outcomes.finish_context(self._execute(op), op)
+        return outcomes.finish_context(self._backend.execute(op), op)
 
     def save_state(
         self,
@@ -346,7 +348,7 @@ class Store(_StoreBase):
             self._now_us(), self.limits, conversation_id, state,
             expected_version=expected_version, tenant=tenant,
         )  # fmt: skip
-        return outcomes.finish_save_state(self._execute(op), op)
+        return outcomes.finish_save_state(self._backend.execute(op), op)
 
     @overload
     def load_state(
@@ -384,7 +386,7 @@ class Store(_StoreBase):
             InvalidInput: that version is not kept, or the state does not fit ``model``.
         """
         op = plans.load_state(self._now_us(), conversation_id, version, tenant)
-        return outcomes.finish_load_state(self._execute(op), op, model)
+        return outcomes.finish_load_state(self._backend.execute(op), op, model)
 
     def rollback_state(
         self,
@@ -408,7 +410,7 @@ class Store(_StoreBase):
             self._now_us(), self.limits, conversation_id, to_version,
             expected_version=expected_version, tenant=tenant,
         )  # fmt: skip
-        return outcomes.finish_save_state(self._execute(op), op)
+        return outcomes.finish_save_state(self._backend.execute(op), op)
 
     def set_status(
         self, conversation_id: str, status: str, *, tenant: str | None = None
@@ -421,7 +423,7 @@ class Store(_StoreBase):
             InvalidInput: an unknown status.
         """
         op = plans.status(self._now_us(), self.limits, conversation_id, status, tenant)
-        return outcomes.finish_update(self._execute(op), op)
+        return outcomes.finish_update(self._backend.execute(op), op)
 
     def set_stage(
         self, conversation_id: str, stage: str | None, *, tenant: str | None = None
@@ -434,7 +436,7 @@ class Store(_StoreBase):
             InvalidInput: a bad stage name.
         """
         op = plans.stage(self._now_us(), self.limits, conversation_id, stage, tenant)
-        return outcomes.finish_update(self._execute(op), op)
+        return outcomes.finish_update(self._backend.execute(op), op)
 
     def close_conversation(
         self, conversation_id: str, *, tenant: str | None = None
@@ -482,13 +484,13 @@ class Store(_StoreBase):
                     time.sleep(step.seconds)
                     step = flow.send(None)
                 else:
-                    step = flow.send(self._execute(step))
+                    step = flow.send(self._backend.execute(step))
         except StopIteration as done:
             token: int = done.value
         try:
             yield Turn(self, conversation_id, token, tenant)
         finally:
-            self._execute(ReleaseOp(conversation_id, token))
+            self._backend.execute(ReleaseOp(conversation_id, token))
 
     def list(
         self,
@@ -522,7 +524,7 @@ class Store(_StoreBase):
             self._now_us(), self.limits, tenant=tenant, status=status, stage=stage,
             agent_id=agent_id, contact_id=contact_id, limit=limit, cursor=cursor,
         )  # fmt: skip
-        return outcomes.finish_list(self._execute(op), op)
+        return outcomes.finish_list(self._backend.execute(op), op)
 
     def counts(self, *, tenant: str = "default") -> Counts:
         """Return how many live conversations the tenant has, by status and by stage.
@@ -530,7 +532,7 @@ class Store(_StoreBase):
         Raises:
             InvalidInput: a bad tenant name.
         """
-        return outcomes.finish_counts(self._execute(plans.counts(self._now_us(), tenant)))
+        return outcomes.finish_counts(self._backend.execute(plans.counts(self._now_us(), tenant)))
 
     def delete(self, conversation_id: str, *, tenant: str | None = None) -> None:
         """Erase a conversation: messages, state, leases and its events.
@@ -541,7 +543,7 @@ class Store(_StoreBase):
             ConversationNotFound: there was no live conversation with that id.
         """
         op = plans.delete(self._now_us(), self.limits, conversation_id, tenant)
-        outcomes.finish_delete(self._execute(op), op)
+        outcomes.finish_delete(self._backend.execute(op), op)
 
     def delete_contact(self, contact_id: str, *, tenant: str = "default") -> int:
         """Erase every conversation (expired ones too) and remembered fact of a contact.
@@ -553,7 +555,7 @@ class Store(_StoreBase):
             InvalidInput: a bad contact or tenant name.
         """
         op = plans.delete_contact(self._now_us(), self.limits, contact_id, tenant)
-        return self._execute(op).value
+        return self._backend.execute(op).value
 
     def sweep(self, *, dry_run: bool = False) -> SweepReport:
         """Mark conversations idle after ``idle_after`` and purge expired ones.
@@ -565,7 +567,7 @@ class Store(_StoreBase):
             What was (or would be) changed.
         """
         op = plans.sweep(self._now_us(), self.limits, dry_run)
-        return outcomes.finish_sweep(self._execute(op), op)
+        return outcomes.finish_sweep(self._backend.execute(op), op)
 
     def events(
         self, *, tenant: str | None = None, after: str | None = None, timeout: float | None = 0.0
@@ -588,7 +590,7 @@ class Store(_StoreBase):
         self._check_open()
         walk = flows.EventsCursor(tenant, after, timeout, time.monotonic)
         while (op := walk.next_op()) is not None:
-            yield from walk.take(self._execute(op))
+            yield from walk.take(self._backend.execute(op))
 
     def remember(
         self,
@@ -614,7 +616,7 @@ class Store(_StoreBase):
         op = plans.remember(
             self._now_us(), self.limits, contact_id, key, value, tenant=tenant, tier=tier
         )
-        return outcomes.finish_remember(self._execute(op))
+        return outcomes.finish_remember(self._backend.execute(op))
 
     def recall(
         self, contact_id: str, key: str | None = None, *, tenant: str = "default"
@@ -625,7 +627,7 @@ class Store(_StoreBase):
             InvalidInput: a bad name.
         """
         op = plans.recall(self._now_us(), contact_id, key, tenant)
-        return outcomes.finish_recall(self._execute(op))
+        return outcomes.finish_recall(self._backend.execute(op))
 
 
 class AsyncStore(_StoreBase):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ RETENTION = RetentionUs(ttl_us=500, idle_after_us=100, window=3, max_messages=No
 STATUSES = list(EXPECTED_TRANSITIONS)
 
 
-def row(**changes: object) -> ConversationRow:
+def row(**changes: Any) -> ConversationRow:
     base = ConversationRow(
         id="c1",
         tenant="t",
@@ -50,7 +51,7 @@ def row(**changes: object) -> ConversationRow:
         state_version=3,
         retention=RETENTION,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 #: What a backend may hold for the conversation an op names, and whether the caller sees it.
@@ -97,11 +98,11 @@ STORED = MessageRow("c1", 2, "user", "before", NOW - 20, "{}", "k")
 LEASES = {"none": (0, 0), "held": (7, NOW + 1), "ran out": (7, NOW), "taken over": (8, NOW + 1)}
 
 
-def append_op(key: str | None = None, fence: int | None = None, **changes: object) -> AppendOp:
+def append_op(key: str | None = None, fence: int | None = None, **changes: Any) -> AppendOp:
     op = AppendOp(
         "c1", "t", NOW, "user", "hi", '{"a":1}', key, lifecycle.ON_MESSAGE_VALUES, fence, 100
     )
-    return replace(op, **changes)  # type: ignore[arg-type]
+    return replace(op, **changes)
 
 
 def test_append_precedence() -> None:

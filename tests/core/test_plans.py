@@ -213,7 +213,8 @@ def test_the_other_plans() -> None:
     assert plans.delete(NOW, LIMITS, "c", None) == DeleteOp("c", None, NOW, 7)
     contact = plans.delete_contact(NOW, LIMITS, "p", "t")
     assert (contact.tenant, contact.contact_id, contact.events_kept) == ("t", "p", 7)
-    sweep = plans.sweep(NOW, LIMITS, 1)  # type: ignore[arg-type]
+    truthy: Any = 1
+    sweep = plans.sweep(NOW, LIMITS, truthy)
     assert (sweep.dry_run, sweep.idle_to, sweep.idle_from, sweep.batch) == (
         True, "idle", ("active",), plans.SWEEP_BATCH
     )  # fmt: skip

@@ -61,8 +61,13 @@ def is_visible(row_tenant: str, expires_us: int | None, tenant: str | None, now_
 
 
 def visible(row: ConversationRow | None, tenant: str | None, now_us: int) -> ConversationRow | None:
-    """Return ``row`` if the caller sees it (see ``is_visible``), else None."""
-    if row is None or not is_visible(row.tenant, row.expires_us, tenant, now_us):
+    """Return ``row`` if the caller sees it (``is_visible``, inlined: every op asks), else None."""
+    if row is None:
+        return None
+    expires_us = row.expires_us
+    if (expires_us is not None and expires_us <= now_us) or (
+        tenant is not None and row.tenant != tenant
+    ):
         return None
     return row
 

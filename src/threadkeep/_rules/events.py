@@ -41,9 +41,12 @@ def started(contact_id: str, status: str, stage: str | None) -> NewEvent:
     return EventKind.STARTED.value, {"contact_id": contact_id, "status": status, "stage": stage}
 
 
+_APPENDED = EventKind.MESSAGE_APPENDED.value  # read once: an enum's .value is a slow property
+
+
 def message_appended(seq: int, role: str) -> NewEvent:
     """Return the event of an appended message (no content)."""
-    return EventKind.MESSAGE_APPENDED.value, {"seq": seq, "role": role}
+    return _APPENDED, {"seq": seq, "role": role}
 
 
 def stage_changed(old: str | None, new: str | None) -> NewEvent:

@@ -214,12 +214,14 @@ def finish_append(result: Result[MessageRow | None], op: AppendOp) -> Message:
         ConversationClosed: the conversation is closed.
         TurnInProgress: the append was fenced by a turn lease that is no longer current.
     """
-    outcome = result.outcome
+    outcome, message = result
+    if message is not None:
+        return to_message(message, outcome is Outcome.DUPLICATE)
     if outcome is Outcome.CLOSED:
         raise ConversationClosed(op.conversation_id)
     if outcome is Outcome.FENCED:
         raise turn_taken(op.conversation_id)
-    return to_message(_found(result, op.conversation_id), outcome is Outcome.DUPLICATE)
+    _not_found(op.conversation_id)
 
 
 def finish_messages(result: Result[list[MessageRow]], op: ReadOp) -> list[Message]:

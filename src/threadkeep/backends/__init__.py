@@ -141,7 +141,7 @@ class ThreadedAsyncBackend:
             result = await asyncio.to_thread(self._backend.execute, now)
             remaining = deadline - loop.time()
             if result.value or result.outcome is not Outcome.OK or remaining <= 0:
-                return cast(Result[R], result)
+                return cast("Result[R]", result)
             await asyncio.sleep(min(pause, remaining))
         raise AssertionError("unreachable: pauses() never ends")
 

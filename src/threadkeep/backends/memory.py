@@ -61,7 +61,7 @@ class MemoryBackend:
     def execute(self, op: ops.Op[R]) -> Result[R]:
         """Carry out ``op`` under the store's lock."""
         with self._lock:
-            return cast(Result[R], self._routes[type(op)](op))
+            return cast("Result[R]", self._routes[type(op)](op))
 
     def ping(self) -> None:
         """Always answers."""

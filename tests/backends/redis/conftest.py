@@ -46,6 +46,7 @@ def anyio_backend() -> str:
 def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
     """Three cluster-mode redis-servers, each owning a third of the slots."""
     nodes: list[RedisServer] = []
+    buses: list[int] = []  # each node's cluster bus port
     try:
         for i in range(3):
             directory = tmp_path / f"node{i}"
@@ -59,16 +60,16 @@ def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
                     *("--cluster-config-file", str(directory / "nodes.conf")),
                 ),
             )
-            node.bus = bus  # type: ignore[attr-defined]
+            buses.append(bus)
             node.start()
             nodes.append(node)
         first = nodes[0].client()
-        for node, (low, high) in zip(nodes, SHARES, strict=True):
+        for node, bus, (low, high) in zip(nodes, buses, SHARES, strict=True):
             client = node.client()
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
             client.close()
             if node is not nodes[0]:
-                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus)  # type: ignore[attr-defined]
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
         first.close()
         deadline = time.monotonic() + 30
         for node in nodes:

@@ -92,11 +92,11 @@ class Flows:
         if isinstance(op, ops.AppendOp):
             key = schema.INTERNAL_KEY + uuid.uuid4().hex
             attempt = cast(
-                Callable[[int], Flow[Result[R]]],
+                "Callable[[int], Flow[Result[R]]]",
                 lambda n: self._append(op, key, resent=n > 1),
             )
         else:
-            make = cast(Callable[[ops.Op[R]], Flow[Result[R]]], self._routes[kind])
+            make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[kind])
             attempt = lambda n: make(op)  # noqa: E731
         return Run(attempt, read=kind in _READS, once=kind in _ONCE)
 

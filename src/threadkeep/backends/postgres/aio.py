@@ -98,7 +98,7 @@ class AsyncPostgresBackend:
     async def execute(self, op: Op[R]) -> Result[R]:
         """See PostgresBackend.execute."""
         if isinstance(op, EventsOp) and op.wait > 0:
-            return cast(Result[R], await self._wait_events(op))
+            return cast("Result[R]", await self._wait_events(op))
         return await self._run(self._flows.call(op))
 
     async def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:

@@ -82,7 +82,7 @@ class PostgresBackend:
     def execute(self, op: Op[R]) -> Result[R]:
         """Carry out ``op``; a wait for events listens on a connection of its own."""
         if isinstance(op, EventsOp) and op.wait > 0:
-            return cast(Result[R], self._wait_events(op))
+            return cast("Result[R]", self._wait_events(op))
         return self._run(self._flows.call(op))
 
     def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:

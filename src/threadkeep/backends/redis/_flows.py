@@ -93,7 +93,7 @@ class Flows:
 
     def flow(self, op: ops.Op[R]) -> Flow[Result[R]]:
         """Return the flow that carries out ``op``."""
-        make = cast(Callable[[ops.Op[R]], Flow[Result[R]]], self._routes[type(op)])
+        make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[type(op)])
         return make(op)
 
     def _eval(self, name: str, *args: str | int) -> Eval:

@@ -130,7 +130,7 @@ class SQLiteBackend:
 
     def execute(self, op: ops.Op[R]) -> Result[R]:
         """Carry out ``op`` in one transaction (sweep: a series of bounded ones)."""
-        return cast(Result[R], self._routes[type(op)](op))
+        return cast("Result[R]", self._routes[type(op)](op))
 
     def ping(self) -> None:
         """Raise BackendUnavailable unless the file can be read."""
