@@ -36,7 +36,9 @@ __all__ = [
 CONVERSATION_FIELDS: Final = ("status", "channel", "stage", "agent_id", "message_count")
 
 _OPS: Final = ("==", "!=", ">=", "<=", ">", "<", "not in", "in")
-_IS: Final = re.compile(r"^(?P<field>[A-Za-z_][\w.]*)\s+is\s+(?P<neg>not\s+)?(?P<what>set|true|false)$")
+_IS: Final = re.compile(
+    r"^(?P<field>[A-Za-z_][\w.]*)\s+is\s+(?P<neg>not\s+)?(?P<what>set|true|false)$"
+)
 _CMP: Final = re.compile(
     r"^(?P<field>[A-Za-z_][\w.]*)\s*(?P<op>==|!=|>=|<=|>|<|\bnot\s+in\b|\bin\b)\s*(?P<value>.+)$"
 )
@@ -140,10 +142,10 @@ def _parse_expression(text: str) -> dict[str, Any]:
         value = json.loads(match["value"])
     except ValueError:
         raise ValueError(
-            f"{text!r}: the value {match['value']!r} is not JSON (quote text: \"buy\")"
+            f'{text!r}: the value {match["value"]!r} is not JSON (quote text: "buy")'
         ) from None
     if op in ("in", "not in") and not isinstance(value, list):
-        raise ValueError(f"{text!r}: '{op}' needs a JSON list, such as [\"buy\", \"both\"]")
+        raise ValueError(f'{text!r}: \'{op}\' needs a JSON list, such as ["buy", "both"]')
     if op in (">=", "<=", ">", "<") and (
         isinstance(value, bool) or not isinstance(value, int | float)
     ):
@@ -309,7 +311,10 @@ class Playbook(BaseModel):
                 )
             if not known_fields:
                 continue
-            named = [(f"criteria[{j}]", c.field) for j, c in enumerate(stage.transition.criteria)]
+            named = [
+                (f"transition.criteria[{j}]", c.field)
+                for j, c in enumerate(stage.transition.criteria)
+            ]
             named += [
                 (f"key_questions[{j}]", q.field)
                 for j, q in enumerate(stage.key_questions)
@@ -319,9 +324,10 @@ class Playbook(BaseModel):
                 head = name.split(".")[0]
                 if head == "conversation":
                     if name.split(".", 1)[-1] not in CONVERSATION_FIELDS:
+                        allowed = ", ".join(f"conversation.{f}" for f in CONVERSATION_FIELDS)
                         raise ValueError(
                             f"{where}.{part}: {name!r} is not a conversation field; "
-                            f"allowed: {', '.join('conversation.' + f for f in CONVERSATION_FIELDS)}"
+                            f"allowed: {allowed}"
                         )
                 elif head not in known_fields:
                     raise ValueError(
@@ -367,9 +373,10 @@ def parse_playbook(data: Any, *, source: str = "playbook") -> Playbook:
         return Playbook.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = _location(tuple(p for p in first["loc"] if p not in ("function-after",)))
         message = str(first["msg"]).removeprefix("Value error, ")
-        field = where or "playbook"
+        field = _location(tuple(first["loc"]))
+        if not field:  # a whole-playbook check: its message starts with the field
+            field, _, message = message.partition(": ")
         raise InvalidInput(f"{source}: {field}: {message}", field=field) from None
 
 

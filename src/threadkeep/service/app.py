@@ -19,10 +19,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from threadkeep import __version__
+from threadkeep.playbooks import PlaybookSet
+from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
-from threadkeep.service.routers import chat, conversations, events, health, messages, state
+from threadkeep.service.routers import (
+    chat,
+    conversations,
+    events,
+    guidance,
+    health,
+    messages,
+    playbooks,
+    state,
+)
 from threadkeep.service.runtime import StoreHolder, make_bot
 from threadkeep.service.settings import ServiceSettings, get_settings
 
@@ -90,7 +101,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         The ASGI application (serve it with uvicorn, or ``threadkeep serve``).
 
     Raises:
-        InvalidInput: malformed API keys (or keys file) or store URL.
+        InvalidInput: malformed API keys (or keys file), store URL or playbook.
     """
     settings = settings or get_settings()
     _configure_logging(settings.log_level)
@@ -131,13 +142,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.stores = holder
     app.state.store = None
     app.state.bot = make_bot(settings.bot)
+    app.state.playbooks = PlaybookSet.parse(settings.playbook, settings.playbooks)
+    app.state.guidance_phraser = guidance_phraser()
     app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
     errors.install(app)
 
     from threadkeep.web.routes import router as web_router
 
     app.include_router(web_router)
-    for module in (chat, conversations, messages, state, events, health):
+    for module in (chat, conversations, messages, state, events, health, playbooks, guidance):
         app.include_router(module.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -47,6 +47,8 @@ class ServiceSettings(BaseSettings):
         log_level: the service's log level.
         cors_origins: origins (``https://site.example``) whose pages may call the API,
             separated by commas; ``*`` allows any. Empty: same origin only.
+        playbook: the default playbook: a shipped name (``seller``, ``realtor``) or a file.
+        playbooks: tenants with their own playbook, ``tenant:name-or-path`` pairs.
     """
 
     model_config = SettingsConfigDict(env_prefix="THREADKEEP_", extra="ignore")
@@ -66,6 +68,8 @@ class ServiceSettings(BaseSettings):
     events_kept: int = Field(default=DEFAULT_LIMITS.events_kept, ge=1)
     log_level: str = "INFO"
     cors_origins: str = ""
+    playbook: str = "seller"
+    playbooks: str = ""
 
     def limits(self) -> Limits:
         """Return the store limits these settings ask for."""
