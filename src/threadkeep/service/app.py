@@ -27,6 +27,7 @@ from threadkeep.service.observe import Metrics
 from threadkeep.service.routers import (
     chat,
     conversations,
+    crm,
     events,
     guidance,
     health,
@@ -120,6 +121,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             )
         await holder.try_open()
         app.state.store = holder.store
+        outbox = crm.start_outbox(app)
         log.info("serving store %s with the %s bot", holder.redacted, settings.bot)
         restore = _on_stop_signal(app.state.stopping.set)
         try:
@@ -127,6 +129,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             app.state.stopping.set()
             restore()
+            await crm.stop_outbox(app, outbox)
             await holder.aclose()
             app.state.store = None
 
@@ -144,13 +147,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.bot = make_bot(settings.bot)
     app.state.playbooks = PlaybookSet.parse(settings.playbook, settings.playbooks)
     app.state.guidance_phraser = guidance_phraser()
+    app.state.ghl = crm.setup(app, settings, holder)
     app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
     errors.install(app)
 
     from threadkeep.web.routes import router as web_router
 
     app.include_router(web_router)
-    for module in (chat, conversations, messages, state, events, health, playbooks, guidance):
+    for module in (chat, conversations, messages, state, events, health, playbooks, guidance, crm):
         app.include_router(module.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
