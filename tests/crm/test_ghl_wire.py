@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import MAP, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, sign
+from _ghl_helpers import MAP, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, sign
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from _ghl_helpers import LOCATION, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, event, sign, signed
 from _service_helpers import client_for, free_port
-from conftest import LOCATION, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, event, sign, signed
 
 import threadkeep
 

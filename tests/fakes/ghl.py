@@ -116,8 +116,9 @@ class Handler(BaseHTTPRequestHandler):
                 and form.get("client_id") == "client-1"
                 and form.get("client_secret") == "secret-1"
             )
+            status = 200 if ok else 401
             STATE["requests"].append(
-                {"method": "POST", "path": "/oauth/token", "form": form, "status": 200 if ok else 401}
+                {"method": "POST", "path": "/oauth/token", "form": form, "status": status}
             )
             if not ok:
                 _json(self, 401, {"error": "invalid_grant"})
@@ -182,7 +183,8 @@ class Handler(BaseHTTPRequestHandler):
             return 503, {"message": "Service Unavailable"}, {}
         if STATE["fail"]:
             status = int(STATE["fail"].pop(0))
-            return status, {"statusCode": status, "message": "failing on demand"}, {"Retry-After": "0"}
+            failing = {"statusCode": status, "message": "failing on demand"}
+            return status, failing, {"Retry-After": "0"}
         return self._route(method, path, location, record, body)
 
     def _route(
