@@ -40,3 +40,18 @@ def fake_ghl() -> Iterator[FakeProcess]:
     ).start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def fake_ghl_small_window() -> Iterator[FakeProcess]:
+    """The fake GoHighLevel API enforcing 5 requests per second."""
+    fake = FakeProcess(
+        "ghl.py", "--token", f"tok-1:{LOCATION}", "--limit", "5", "--window", "1"
+    ).start()
+    yield fake
+    fake.stop()

@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +26,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from threadkeep._exceptions import ThreadkeepError
@@ -85,24 +86,36 @@ class OAuthTokens:
 
 
 class _Window:
-    """A sliding-window limiter: at most ``limit`` starts in any ``window`` seconds."""
+    """A sliding-window limiter: at most ``limit`` requests in any ``window`` seconds.
+
+    A request occupies its slot from when it starts until ``window`` seconds after it ended:
+    GoHighLevel counts arrivals, and a request's arrival lies somewhere between the two.
+    """
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self.starts: collections.deque[float] = collections.deque()
+        self.ends: list[float] = []  # when each counted request ended (inf: in flight)
         self.lock = asyncio.Lock()
 
     async def acquire(self) -> None:
+        """Wait for a free slot and take it."""
         async with self.lock:
             while True:
                 now = time.monotonic()
-                while self.starts and now - self.starts[0] >= self.window:
-                    self.starts.popleft()
-                if len(self.starts) < self.limit:
-                    self.starts.append(now)
+                self.ends = [e for e in self.ends if now - e < self.window]
+                if len(self.ends) < self.limit:
+                    self.ends.append(math.inf)
                     return
-                await asyncio.sleep(self.window - (now - self.starts[0]) + 0.001)
+                soonest = min(self.ends)
+                await asyncio.sleep(0.01 if soonest == math.inf else soonest + self.window - now)
+
+    def release(self) -> None:
+        """Mark the oldest request still in flight as ended now."""
+        for i, end in enumerate(self.ends):
+            if end == math.inf:
+                self.ends[i] = time.monotonic()
+                return
 
 
 class GhlClient:
@@ -205,7 +218,9 @@ class GhlClient:
                 return True
             return deadline is not None and time.monotonic() + _wait(state) >= deadline
 
-        fallback = wait_exponential_jitter(initial=self.backoff, max=30.0)
+        fallback = wait_exponential(multiplier=self.backoff, max=30.0) + wait_random(
+            0, self.backoff
+        )
 
         def _wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -234,6 +249,12 @@ class GhlClient:
     ) -> Any:
         window = self._windows.setdefault(location, _Window(self.limit, self.window))
         await window.acquire()
+        try:
+            return await self._send(method, path, body, params)
+        finally:
+            window.release()
+
+    async def _send(self, method: str, path: str, body: Any, params: dict[str, str] | None) -> Any:
         token = self.token
         headers = {
             "Authorization": f"Bearer {token}",

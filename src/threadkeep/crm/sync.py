@@ -343,32 +343,34 @@ class Outbox:
             BackendError: the store failed (the cursor stays where it was).
         """
         work = _Pass(time.monotonic() + 0.6 * self.lease)
-        cursor = await ledger.get("cursor")
-        if cursor is None:
+        saved = await ledger.get("cursor")
+        if not isinstance(saved, dict):
             return await self._rescan(store, ledger, work)
-        done: set[str] = set()
+        cursor: str | None = saved.get("after")
         try:
             async for event in store.events(after=cursor, timeout=self.idle):
                 if time.monotonic() > work.deadline:
                     break
-                if event.tenant in self.tenants and event.kind in TRIGGERS:
-                    if event.conversation_id not in done and not await self._sync_id(
-                        store, ledger, event, work
-                    ):
-                        await ledger.put("cursor", cursor)
-                        return False
-                    done.add(event.conversation_id)
+                # Level-triggered: each change re-reads the conversation as it is now, so a
+                # conversation changed twice is simply synced twice (the second sends nothing).
+                if (
+                    event.tenant in self.tenants
+                    and event.kind in TRIGGERS
+                    and not await self._sync_id(store, ledger, event, work)
+                ):
+                    await ledger.put("cursor", {"after": cursor})
+                    return False
                 cursor = event.id
         except CursorExpired:
             log.warning("GoHighLevel outbox: the cursor fell out of the event log; rescanning")
             await ledger.put("cursor", None)
             return await self._rescan(store, ledger, work)
-        await ledger.put("cursor", cursor)
+        await ledger.put("cursor", {"after": cursor})
         return True
 
-    async def _head(self, store: AsyncStore) -> str:
-        """Return the newest event id now (a cursor that skips everything before it)."""
-        head = ""
+    async def _head(self, store: AsyncStore) -> str | None:
+        """Return the newest event id now (None: the log is empty)."""
+        head = None
         async for event in store.events(timeout=0):
             head = event.id
         return head
@@ -376,18 +378,18 @@ class Outbox:
     async def _rescan(self, store: AsyncStore, ledger: Ledger, work: _Pass) -> bool:
         head = await self._head(store)
         for tenant in sorted(self.tenants):
-            cursor: str | None = None
+            page_cursor: str | None = None
             while True:
-                page = await store.list(tenant=tenant, limit=200, cursor=cursor)
+                page = await store.list(tenant=tenant, limit=200, cursor=page_cursor)
                 for conv in page.items:
                     if time.monotonic() > work.deadline:
                         return False
                     if not await self._sync(store, ledger, conv, work):
                         return False
-                cursor = page.next_cursor
-                if cursor is None:
+                page_cursor = page.next_cursor
+                if page_cursor is None:
                     break
-        await ledger.put("cursor", head)
+        await ledger.put("cursor", {"after": head})
         log.info("GoHighLevel outbox: rescan done")
         return True
 
