@@ -3,7 +3,9 @@ token refresh, echoes ignored, nothing lost while GoHighLevel is down."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 
 import pytest
 from _ghl_helpers import LOCATION, MAP, PIPELINE, STAGE_IDS
@@ -98,7 +100,7 @@ async def test_stage_and_fields_are_sent_once_and_only_what_changed(store, fake_
             {"pipelineId": PIPELINE, "pipelineStageId": STAGE_IDS["QUALIFIED"]},
         ),
     ]
-    state = await _state(fake_ghl)
+    state = _state(fake_ghl)
     assert state["contacts"][CONTACT] == {
         "customFields": {"6dvNaf7VhkQ9snc5vnjJ": 500000, "motivation": "relocation"},
         "tags": ["seller-qualified"],
@@ -115,10 +117,7 @@ async def test_stage_and_fields_are_sent_once_and_only_what_changed(store, fake_
     )
 
 
-async def _state(fake):
-    import json
-    import urllib.request
-
+def _state(fake):
     with urllib.request.urlopen(f"{fake.url}/_state", timeout=5) as response:
         return json.loads(response.read())
 
@@ -204,7 +203,7 @@ async def test_down_holds_the_cursor_and_delivers_when_back(store, fake_ghl, mak
     fake_ghl.control(down=False)
     assert await outbox.run_pass(store, ledger)
     assert await ledger.get("cursor") != cursor
-    [opportunity] = (await _state(fake_ghl))["opportunities"].values()
+    [opportunity] = _state(fake_ghl)["opportunities"].values()
     assert opportunity["contactId"] == CONTACT and opportunity["pipelineStageId"] == STAGE_IDS["Q2"]
     assert conv.id
 
