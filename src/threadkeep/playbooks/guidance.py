@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -27,7 +28,14 @@ from pydantic import BaseModel, ConfigDict
 
 from threadkeep._models import Conversation, Fact, Message
 from threadkeep.bot._llm import LLMPhraser
-from threadkeep.playbooks.model import CONVERSATION_FIELDS, Playbook, Stage, is_set, resolve
+from threadkeep.playbooks.model import (
+    CONVERSATION_FIELDS,
+    Criterion,
+    Playbook,
+    Stage,
+    is_set,
+    resolve,
+)
 
 __all__ = [
     "RECENT",
@@ -131,6 +139,7 @@ class Guidance(_Frozen):
         criteria_met: transition criteria already met.
         criteria_missing: transition criteria still missing.
         next_stage: the stage that follows (None after a final stage).
+        next_stage_name: its display name.
         ready: whether every criterion is met and there is a next stage.
         suggestions: three replies the agent may send.
         facts: the contact's facts.
@@ -153,6 +162,7 @@ class Guidance(_Frozen):
     criteria_met: list[CriterionStatus]
     criteria_missing: list[CriterionStatus]
     next_stage: str | None
+    next_stage_name: str | None
     ready: bool
     suggestions: list[Suggestion]
     facts: list[FactView]
@@ -177,6 +187,21 @@ def _values(
     values["conversation"] = {name: getattr(conversation, name) for name in CONVERSATION_FIELDS}
     sources["conversation"] = "conversation"
     return values, sources
+
+
+def _label(playbook: Playbook, criterion: Criterion) -> str:
+    """Return a criterion's label, or say it with the field's label when it has none."""
+    if criterion.label != criterion.when:
+        return criterion.label
+    name = next((f.label for f in playbook.fields if f.name == criterion.field and f.label), None)
+    if name is None:
+        return criterion.label
+    if criterion.op in _SAID:
+        return f"{name}{_SAID[criterion.op]}"
+    return f"{name} {criterion.op} {json.dumps(criterion.value)}"
+
+
+_SAID: Final = {"set": " known", "unset": " not known", "true": ": yes", "false": ": no"}
 
 
 def _excerpt(text: str, start: int, end: int, width: int = 40) -> str:
@@ -260,7 +285,7 @@ def compute(
         statuses.append(
             CriterionStatus(
                 when=criterion.when,
-                label=criterion.label,
+                label=_label(playbook, criterion),
                 field=criterion.field,
                 met=criterion.met(values),
                 value=value if is_set(value) or value is False or value == 0 else None,
@@ -286,6 +311,7 @@ def compute(
         criteria_met=[c for c in statuses if c.met],
         criteria_missing=missing,
         next_stage=next_stage.id if next_stage else None,
+        next_stage_name=next_stage.name if next_stage else None,
         ready=next_stage is not None and not missing,
         suggestions=_suggestions(stage, objections, unanswered),
         facts=[
