@@ -38,7 +38,14 @@ __all__ = ["chat"]
 
 Responder = Callable[[Store, Conversation, Message], "str | None"]
 
-_AVATARS = {"user": "user", "assistant": "assistant", "agent": "🧑‍💼", "system": "⚙️", "tool": "🛠️"}
+# Material icons ship with Streamlit (no emoji font needed on the machine showing the page).
+_AVATARS = {
+    "user": ":material/person:",
+    "assistant": ":material/smart_toy:",
+    "agent": ":material/support_agent:",
+    "system": ":material/settings:",
+    "tool": ":material/build:",
+}
 
 
 def chat(
@@ -79,11 +86,12 @@ def chat(
         InvalidInput: a bad name or playbook.
     """
     book = get_playbook(playbook)
+    first = book.stages[0].id
     prefix = f"tk-{key or contact_id}"
 
     def conversation() -> Conversation:
         return store.find_open(contact_id, tenant=tenant) or store.resume(
-            contact_id, tenant=tenant, agent_id=agent_id, channel=channel
+            contact_id, tenant=tenant, agent_id=agent_id, channel=channel, stage=first
         )
 
     def send(text: str) -> None:
@@ -91,7 +99,9 @@ def chat(
         try:
             message = store.append(conv.id, role, text, tenant=tenant)
         except ConversationClosed:  # closed on another screen: the lead's next conversation
-            conv = store.resume(contact_id, tenant=tenant, agent_id=agent_id, channel=channel)
+            conv = store.resume(
+                contact_id, tenant=tenant, agent_id=agent_id, channel=channel, stage=first
+            )
             message = store.append(conv.id, role, text, tenant=tenant)
         if respond is not None:
             reply = respond(store, store.get(conv.id, tenant=tenant), message)
@@ -119,7 +129,7 @@ def chat(
             st.caption(f"{contact_id} · {conv.status} · stage {conv.stage or '—'}")
             box = st.container(height=420, border=True)
             for message in store.messages(conv.id, last=history, tenant=tenant):
-                with box.chat_message(_AVATARS.get(message.role, "user")):
+                with box.chat_message(message.role, avatar=_AVATARS.get(message.role)):
                     st.markdown(message.content)
                     st.caption(f"{message.role} · {message.created_at:%b %d %H:%M}")
             st.text_area("Reply", key=f"{prefix}-draft", height=90)
@@ -140,13 +150,15 @@ def _guidance(
         st.warning(f"This conversation's stage is not in the {g.playbook} playbook.")
     st.markdown("**Suggested replies**")
     for i, suggestion in enumerate(g.suggestions):
-        st.button(
-            suggestion.text,
-            key=f"{prefix}-suggest-{i}",
-            on_click=fill,
-            args=(suggestion.text,),
-            use_container_width=True,
-        )
+        with st.container(border=True):
+            st.markdown(suggestion.text)
+            st.button(
+                "Use this reply",
+                key=f"{prefix}-suggest-{i}",
+                on_click=fill,
+                args=(suggestion.text,),
+                help=f"from the {suggestion.kind} rules",
+            )
     for objection in g.objections:
         st.warning(f"**Objection: {objection.id.replace('_', ' ')}** — {objection.handling}")
     if g.unanswered:
@@ -154,8 +166,8 @@ def _guidance(
         st.markdown("\n".join(f"- {q.ask}" for q in g.unanswered))
     if g.criteria_met or g.criteria_missing:
         st.markdown("**Before moving on**")
-        lines = [f"- ✅ {c.label}" for c in g.criteria_met]
-        lines += [f"- ⬜ {c.label}" for c in g.criteria_missing]
+        lines = [f"- :material/check_circle: {c.label}" for c in g.criteria_met]
+        lines += [f"- :material/radio_button_unchecked: {c.label}" for c in g.criteria_missing]
         st.markdown("\n".join(lines))
     if g.next_stage is not None:
         _move_button(g, prefix, move)

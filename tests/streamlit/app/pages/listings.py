@@ -7,6 +7,7 @@ import streamlit as st
 import threadkeep
 from threadkeep.streamlit import chat
 
+st.set_page_config(page_title="Listings", layout="wide")
 store = st.cache_resource(threadkeep.open)(os.environ["TK_STREAMLIT_STORE"])
 st.title("Listings for Dana")
 conv = chat(
