@@ -28,9 +28,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from process import serve  # this folder is on sys.path when run as a script
 
 VERSION = "2021-07-28"
 LOCK = threading.Lock()
@@ -243,10 +245,7 @@ def main() -> None:
     for contact in args.contact:
         STATE["contacts"][contact] = {"customFields": {}, "tags": []}
     STATE["limit"], STATE["window"] = args.limit, args.window
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    print(f"PORT {server.server_address[1]}", flush=True)
-    server.serve_forever()
+    serve(Handler, args.port)
 
 
 if __name__ == "__main__":

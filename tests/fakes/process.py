@@ -11,10 +11,22 @@ import json
 import subprocess
 import sys
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
+
+
+def serve(handler: type[BaseHTTPRequestHandler], port: int) -> None:
+    """Serve ``handler`` on 127.0.0.1:``port`` (0: a free one); say ``PORT <n>`` once listening.
+
+    Called by each fake's ``main()`` when it runs as a script.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    print(f"PORT {server.server_address[1]}", flush=True)
+    server.serve_forever()
 
 
 class FakeProcess:

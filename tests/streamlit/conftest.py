@@ -9,8 +9,6 @@ import pytest
 
 import threadkeep
 
-APP = Path(__file__).parent / "app"
-
 
 @pytest.fixture
 def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP
-
+APP = Path(__file__).parent / "app"
 CONTACT = "+15550100"
 DRAFT = f"tk-{CONTACT}-draft"
 SEND = f"tk-{CONTACT}-send"

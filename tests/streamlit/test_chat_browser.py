@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import threadkeep
-from conftest import APP
 
+APP = Path(__file__).parent / "app"
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"

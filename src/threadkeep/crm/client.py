@@ -69,6 +69,15 @@ class GhlRejected(GhlError):
         self.status = status
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    path: str
+    location: str
+    body: Any
+    params: dict[str, str] | None
+
+
 class _Retry(Exception):
     def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message)
@@ -194,67 +203,50 @@ class GhlClient:
                 refused (and cannot be refreshed, or was refreshed already).
             GhlRejected: a 4xx other than 401 and 429.
         """
+        call = _Call(method, path, location, json, params)
         refreshed = False
         while True:
             try:
-                return await self._with_retries(method, path, location, json, params, deadline)
+                return await self._with_retries(call, deadline)
             except _Unauthorized as exc:
                 if self.oauth is None or refreshed:
                     raise GhlUnavailable(f"GoHighLevel refused the token: {exc}") from None
                 await self._refresh(exc.token)
                 refreshed = True
 
-    async def _with_retries(
-        self,
-        method: str,
-        path: str,
-        location: str,
-        body: Any,
-        params: dict[str, str] | None,
-        deadline: float | None,
-    ) -> Any:
-        def stop(state: RetryCallState) -> bool:
-            if stop_after_attempt(self.attempts)(state):
-                return True
-            return deadline is not None and time.monotonic() + _wait(state) >= deadline
-
+    async def _with_retries(self, call: _Call, deadline: float | None) -> Any:
         fallback = wait_exponential(multiplier=self.backoff, max=30.0) + wait_random(
             0, self.backoff
         )
 
-        def _wait(state: RetryCallState) -> float:
+        def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retry) and exc.retry_after is not None:
                 return min(exc.retry_after, 60.0)
             return float(fallback(state))
 
+        def stop(state: RetryCallState) -> bool:
+            if stop_after_attempt(self.attempts)(state):
+                return True
+            return deadline is not None and time.monotonic() + wait(state) >= deadline
+
         retrying = AsyncRetrying(
-            stop=stop, wait=_wait, retry=retry_if_exception_type(_Retry), reraise=True
+            stop=stop, wait=wait, retry=retry_if_exception_type(_Retry), reraise=True
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._once(method, path, location, body, params)
+                    return await self._once(call)
         except _Retry as exc:
-            raise GhlUnavailable(f"GoHighLevel {method} {path} kept failing: {exc}") from None
+            raise GhlUnavailable(
+                f"GoHighLevel {call.method} {call.path} kept failing: {exc}"
+            ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _once(
-        self,
-        method: str,
-        path: str,
-        location: str,
-        body: Any,
-        params: dict[str, str] | None,
-    ) -> Any:
-        window = self._windows.setdefault(location, _Window(self.limit, self.window))
+    async def _once(self, call: _Call) -> Any:
+        """One HTTP request within the location's rate limit; errors sorted for the retries."""
+        window = self._windows.setdefault(call.location, _Window(self.limit, self.window))
         await window.acquire()
-        try:
-            return await self._send(method, path, body, params)
-        finally:
-            window.release()
-
-    async def _send(self, method: str, path: str, body: Any, params: dict[str, str] | None) -> Any:
         token = self.token
         headers = {
             "Authorization": f"Bearer {token}",
@@ -263,17 +255,23 @@ class GhlClient:
         }
         try:
             response = await self._http.request(
-                method, self.base_url + path, json=body, params=params, headers=headers
+                call.method,
+                self.base_url + call.path,
+                json=call.body,
+                params=call.params,
+                headers=headers,
             )
         except httpx.HTTPError as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}", None) from None
+        finally:
+            window.release()
         if response.status_code == 401:
             raise _Unauthorized(response.text[:200], token)
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retry(f"HTTP {response.status_code}", _retry_after(response))
         if response.status_code >= 400:
             raise GhlRejected(
-                f"GoHighLevel refused {method} {path}: HTTP {response.status_code} "
+                f"GoHighLevel refused {call.method} {call.path}: HTTP {response.status_code} "
                 f"{response.text[:300]}",
                 response.status_code,
             )

@@ -142,14 +142,25 @@ async def apply_event(
         InvalidInput: the event lacks a field it needs.
     """
     kind = event["type"]
-    location = str(event.get("locationId") or "")
+    inbound = _Inbound(store, ledger, gmap, tenant, str(event.get("locationId") or ""))
     if kind in MESSAGE_EVENTS:
         return await _message(store, event, tenant)
     if kind in CONTACT_EVENTS:
-        return await _contact(store, ledger, gmap, event, tenant, location)
+        return await _contact(inbound, event)
     if kind in OPPORTUNITY_EVENTS:
-        return await _opportunity(store, ledger, gmap, event, tenant, location)
+        return await _opportunity(inbound, event)
     return "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    """Where an inbound event is applied."""
+
+    store: AsyncStore
+    ledger: Ledger
+    gmap: GhlMap
+    tenant: str
+    location: str
 
 
 def _require(event: dict[str, Any], name: str) -> str:
@@ -194,16 +205,10 @@ async def _message(store: AsyncStore, event: dict[str, Any], tenant: str) -> str
     raise BackendError("the contact's conversation closed twice while storing a message")
 
 
-async def _contact(
-    store: AsyncStore,
-    ledger: Ledger,
-    gmap: GhlMap,
-    event: dict[str, Any],
-    tenant: str,
-    location: str,
-) -> str:
+async def _contact(inbound: _Inbound, event: dict[str, Any]) -> str:
+    store, gmap, tenant = inbound.store, inbound.gmap, inbound.tenant
     contact = str(event.get("id") or _require(event, "contactId"))
-    snapshot = await ledger.snapshot(location, contact)
+    snapshot = await inbound.ledger.snapshot(inbound.location, contact)
     kept: list[str] = []
     for name in gmap.contact_facts:
         if name in event and event[name] is not None:
@@ -222,17 +227,16 @@ async def _contact(
     return f"facts {', '.join(kept) or 'none'}"
 
 
-async def _opportunity(
-    store: AsyncStore,
-    ledger: Ledger,
-    gmap: GhlMap,
-    event: dict[str, Any],
-    tenant: str,
-    location: str,
-) -> str:
+async def _opportunity(inbound: _Inbound, event: dict[str, Any]) -> str:
+    store, ledger, tenant, location = (
+        inbound.store,
+        inbound.ledger,
+        inbound.tenant,
+        inbound.location,
+    )
     contact = _require(event, "contactId")
     stage_id = str(event.get("pipelineStageId") or "")
-    pipeline = gmap.pipeline
+    pipeline = inbound.gmap.pipeline
     if pipeline is None or event.get("pipelineId") != pipeline.id:
         return "ignored: not the mapped pipeline"
     stage = pipeline.playbook_stage(stage_id)
