@@ -145,3 +145,23 @@ def _bot_page() -> None:
         key="lead",
         refresh=None,
     )
+
+
+def test_the_readme_app_runs(tmp_path, monkeypatch):
+    import re
+
+    import streamlit as st
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [source] = re.findall(r"```py\n(# app\.py.*?)```", readme, flags=re.S)
+    monkeypatch.chdir(tmp_path)  # its store is ./threadkeep.db
+    st.cache_resource.clear()
+    at = AppTest.from_string(source, default_timeout=30)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Lead: Dana"
+    assert at.subheader[0].value == "Lead Capture"
+    at.text_area(key=DRAFT).input("Hello from the README").run()
+    at.button(key=SEND).click().run()
+    assert transcript(at) == ["Hello from the README"]
+    st.cache_resource.clear()
