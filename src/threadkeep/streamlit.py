@@ -26,10 +26,13 @@ from typing import Any
 
 import streamlit as st
 
-from threadkeep._exceptions import ConversationClosed
-from threadkeep._guidance import guidance as compute_guidance
-from threadkeep._models import Conversation, Message
-from threadkeep._store import Store
+from threadkeep import (
+    Conversation,
+    ConversationClosed,
+    Message,
+    Store,
+    guidance as compute_guidance,
+)
 from threadkeep.playbooks import get_playbook
 from threadkeep.playbooks.guidance import Guidance
 from threadkeep.playbooks.model import Playbook

@@ -88,6 +88,7 @@ def test_the_chat_in_a_real_browser(streamlit_app, store_url, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(streamlit_app)
         expect(page.get_by_text("Lead: Dana")).to_be_visible()
+        expect(page.get_by_text("Suggested replies")).to_be_visible()  # chat() has run
         conv = store.find_open("+15550100", tenant="loc-1")
         assert conv is not None and conv.agent_id == "jorge"
         store.save_state(conv.id, {"contact_name": "Dana", "lead_source": "Zillow"})

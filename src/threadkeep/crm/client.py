@@ -30,7 +30,7 @@ from tenacity import (
     wait_random,
 )
 
-from threadkeep._exceptions import ThreadkeepError
+from threadkeep import ThreadkeepError
 
 __all__ = [
     "DEFAULT_API_URL",

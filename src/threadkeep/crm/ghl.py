@@ -31,7 +31,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from threadkeep._exceptions import InvalidInput, ThreadkeepError
+from threadkeep import InvalidInput, ThreadkeepError
 
 __all__ = [
     "CONTACT_EVENTS",

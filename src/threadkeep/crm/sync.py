@@ -30,16 +30,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from threadkeep._config import Retention
-from threadkeep._exceptions import (
+from threadkeep import (
+    AsyncStore,
     BackendError,
+    Conversation,
     ConversationClosed,
     ConversationNotFound,
     CursorExpired,
+    Event,
+    InvalidInput,
+    Retention,
     TurnInProgress,
 )
-from threadkeep._models import Conversation, Event
-from threadkeep._store import AsyncStore
 from threadkeep.crm.client import GhlClient, GhlRejected, GhlUnavailable, OAuthTokens
 from threadkeep.crm.ghl import (
     CONTACT_EVENTS,
@@ -164,7 +166,6 @@ class _Inbound:
 
 
 def _require(event: dict[str, Any], name: str) -> str:
-    from threadkeep._exceptions import InvalidInput
 
     value = event.get(name)
     if not isinstance(value, str) or not value:

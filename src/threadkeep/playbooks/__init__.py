@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from threadkeep._exceptions import InvalidInput, ThreadkeepError
+from threadkeep import InvalidInput, ThreadkeepError
 from threadkeep.playbooks.model import (
     Criterion,
     KeyQuestion,

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from threadkeep._models import Conversation, Fact, Message
+from threadkeep import Conversation, Fact, Message
 from threadkeep.bot._llm import LLMPhraser
 from threadkeep.playbooks.model import (
     CONVERSATION_FIELDS,

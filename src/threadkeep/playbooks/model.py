@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from threadkeep._exceptions import InvalidInput
+from threadkeep import InvalidInput
 
 __all__ = [
     "CONVERSATION_FIELDS",

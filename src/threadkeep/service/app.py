@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from threadkeep import __version__
+from threadkeep.bot import make_bot
 from threadkeep.playbooks import PlaybookSet
 from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
@@ -35,8 +36,8 @@ from threadkeep.service.routers import (
     playbooks,
     state,
 )
-from threadkeep.service.runtime import StoreHolder, make_bot
-from threadkeep.service.settings import ServiceSettings, get_settings
+from threadkeep.service.runtime import StoreHolder
+from threadkeep.service.settings import ServiceSettings, get_settings, unknown_variables
 
 __all__ = ["create_app"]
 
@@ -102,13 +103,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         The ASGI application (serve it with uvicorn, or ``threadkeep serve``).
 
     Raises:
-        InvalidInput: malformed API keys (or keys file), store URL or playbook.
+        InvalidInput: a bad setting, malformed API keys (or keys file), store URL, bot or
+            playbook.
     """
     settings = settings or get_settings()
     _configure_logging(settings.log_level)
+    for name in unknown_variables():
+        log.warning("%s is not a threadkeep setting (a typo?); it is ignored", name)
     api_keys = settings.tenants_by_key()
     metrics = Metrics()
-    holder = StoreHolder(settings.store, metrics, settings.limits())
+    holder = StoreHolder(settings.store, metrics, settings.limits(), settings.retention())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

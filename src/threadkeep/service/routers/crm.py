@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from threadkeep._exceptions import BackendError, InvalidInput, StoreClosed
+from threadkeep import BackendError, InvalidInput, StoreClosed
 from threadkeep.service.errors import error_body
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.settings import ServiceSettings
