@@ -73,6 +73,7 @@ def test_a_change_made_while_ghl_is_down_survives_a_restart(tmp_path, map_file):
             "PUT",
             f"/v1/conversations/{conv['id']}/state",
             {"value": {"price_expectation": 450000}},
+            headers={"If-Match": '"0"'},
         )
         wait_for(
             lambda: "GoHighLevel unavailable" in server.log_text(),

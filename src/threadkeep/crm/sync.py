@@ -104,10 +104,6 @@ class Ledger:
             tier="critical",
         )
 
-    async def forget(self, location: str, contact: str) -> None:
-        """Erase a contact's snapshot (the contact was erased)."""
-        await self.store.delete_contact(f"contact:{location}:{contact}", tenant=self.tenant)
-
     async def get(self, key: str) -> Any:
         """Return one of the outbox's own records (``cursor``, ``oauth``), or None."""
         facts = await self.store.recall("outbox", key, tenant=self.tenant)
