@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,9 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _service_helpers import REDIS_SERVER, LiveServer, PrivateRedis, client_for
+from tests.service._service_helpers import REDIS_SERVER, LiveServer, PrivateRedis, client_for
 
 
 @pytest.fixture
