@@ -111,7 +111,7 @@ def unavailable(reason: str) -> NoReturn:
     """Skip the test, naming what is missing in one line; under ``CI=true`` fail it instead."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def free_port() -> int:

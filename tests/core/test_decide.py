@@ -104,36 +104,31 @@ def append_op(key: str | None = None, fence: int | None = None, **changes: objec
     return replace(op, **changes)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    "name, stored, status, fence, lease",
-    list(
-        itertools.product(
-            ROWS, [None, STORED], STATUSES, [None, 7], [LEASES[k] for k in sorted(LEASES)]
-        )
-    ),
-)
-def test_append_precedence(
-    name: str,
-    stored: MessageRow | None,
-    status: str,
-    fence: int | None,
-    lease: tuple[int, int],
-) -> None:
-    """Not found, then duplicate key, then closed, then fenced; else the write."""
-    found, seen = ROWS[name]
-    if found is not None:
-        found = replace(found, status=status)
-    verdict = decide.append(found, append_op("k" if stored else None, fence), stored, lease)
-    if not seen:
-        assert verdict == Result(Outcome.NOT_FOUND, None)
-    elif stored is not None:
-        assert verdict == Result(Outcome.DUPLICATE, stored)
-    elif status not in EXPECTED_ON_MESSAGE:
-        assert verdict == Result(Outcome.CLOSED, None)
-    elif fence is not None and lease != LEASES["held"]:
-        assert verdict == Result(Outcome.FENCED, None)
-    else:
-        assert isinstance(verdict, decide.Appended)
+def test_append_precedence() -> None:
+    """Not found, then duplicate key, then closed, then fenced; else the write.
+
+    Every combination of the row (absent, live, expired, another tenant's, never expiring), a
+    stored key or none, each status, a fence or none, and each state of the lease.
+    """
+    leases = [LEASES[k] for k in sorted(LEASES)]
+    cases = itertools.product(ROWS, [None, STORED], STATUSES, [None, 7], leases)
+    for name, stored, status, fence, lease in cases:
+        found, seen = ROWS[name]
+        if found is not None:
+            found = replace(found, status=status)
+        op = append_op("k" if stored else None, fence)
+        verdict = decide.append(found, op, stored, lease)
+        case = (name, stored is not None, status, fence, lease)
+        if not seen:
+            assert verdict == Result(Outcome.NOT_FOUND, None), case
+        elif stored is not None:
+            assert verdict == Result(Outcome.DUPLICATE, stored), case
+        elif status not in EXPECTED_ON_MESSAGE:
+            assert verdict == Result(Outcome.CLOSED, None), case
+        elif fence is not None and lease != LEASES["held"]:
+            assert verdict == Result(Outcome.FENCED, None), case
+        else:
+            assert isinstance(verdict, decide.Appended), case
 
 
 @pytest.mark.parametrize("status", list(EXPECTED_ON_MESSAGE))
@@ -231,35 +226,28 @@ def save_op(expected: int | None, rollback_to: int | None) -> SaveStateOp:
     return SaveStateOp("c1", "t", NOW, '{"v":1}', expected, rollback_to, 2, 100)
 
 
-@pytest.mark.parametrize(
-    "name, expected, rollback_to, kept, status",
-    list(itertools.product(ROWS, [None, 3, 2], [None, 3], [None, '{"old":1}'], STATUSES)),
-)
-def test_save_state_precedence(
-    name: str,
-    expected: int | None,
-    rollback_to: int | None,
-    kept: str | None,
-    status: str,
-) -> None:
+def test_save_state_precedence() -> None:
     """Not found, then conflict, then a version not kept; else the write, closed or not."""
-    found, seen = ROWS[name]
-    if found is not None:
-        found = replace(found, status=status)
-    verdict = decide.save_state(found, save_op(expected, rollback_to), kept)
-    if not seen:
-        assert verdict == Result(Outcome.NOT_FOUND, 0)
-    elif expected is not None and expected != 3:
-        assert verdict == Result(Outcome.CONFLICT, 3)
-    elif rollback_to is not None and kept is None:
-        assert verdict == Result(Outcome.NO_VERSION, 3)
-    else:
-        assert isinstance(verdict, decide.Saved)
-        value = kept if rollback_to is not None else '{"v":1}'
-        assert (verdict.version, verdict.value_json, verdict.trim_to) == (4, value, 2)
-        assert verdict.event == ("state.saved", {"version": 4})
-        assert found is not None and verdict.row_after(found).state_version == 4
-        assert verdict.result() == Result(Outcome.OK, 4)
+    cases = itertools.product(ROWS, [None, 3, 2], [None, 3], [None, '{"old":1}'], STATUSES)
+    for name, expected, rollback_to, kept, status in cases:
+        found, seen = ROWS[name]
+        if found is not None:
+            found = replace(found, status=status)
+        verdict = decide.save_state(found, save_op(expected, rollback_to), kept)
+        case = (name, expected, rollback_to, kept, status)
+        if not seen:
+            assert verdict == Result(Outcome.NOT_FOUND, 0), case
+        elif expected is not None and expected != 3:
+            assert verdict == Result(Outcome.CONFLICT, 3), case
+        elif rollback_to is not None and kept is None:
+            assert verdict == Result(Outcome.NO_VERSION, 3), case
+        else:
+            assert isinstance(verdict, decide.Saved), case
+            value = kept if rollback_to is not None else '{"v":1}'
+            assert (verdict.version, verdict.value_json, verdict.trim_to) == (4, value, 2)
+            assert verdict.event == ("state.saved", {"version": 4})
+            assert found is not None and verdict.row_after(found).state_version == 4
+            assert verdict.result() == Result(Outcome.OK, 4)
 
 
 # ---- create, lease, sweep, events -------------------------------------------------------
@@ -293,13 +281,14 @@ def test_lease(name: str, lease: str) -> None:
         assert verdict == Result(Outcome.OK, held[0] + 1)
 
 
-@pytest.mark.parametrize("status", STATUSES)
-@pytest.mark.parametrize("idle_us", [NOW - 1, NOW, NOW + 1])
-@pytest.mark.parametrize("expires_us", [NOW, NOW + 1, None])
-def test_idle_due(status: str, idle_us: int, expires_us: int | None) -> None:
+def test_idle_due() -> None:
     op = SweepOp(NOW, False, "idle", ("active",), 10, 100)
-    due = decide.idle_due(row(status=status, idle_us=idle_us, expires_us=expires_us), op)
-    assert due == (status == "active" and idle_us <= NOW and expires_us != NOW)
+    for status, idle_us, expires_us in itertools.product(
+        STATUSES, [NOW - 1, NOW, NOW + 1], [NOW, NOW + 1, None]
+    ):
+        due = decide.idle_due(row(status=status, idle_us=idle_us, expires_us=expires_us), op)
+        case = (status, idle_us, expires_us)
+        assert due == (status == "active" and idle_us <= NOW and expires_us != NOW), case
 
 
 @pytest.mark.parametrize(
