@@ -5,10 +5,18 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from _ghl_helpers import LOCATION, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, event, sign, signed
-from _service_helpers import client_for, free_port
 
 import threadkeep
+from tests.crm._ghl_helpers import (
+    LOCATION,
+    PIPELINE,
+    STAGE_IDS,
+    TEST_PUBLIC_PEM,
+    event,
+    sign,
+    signed,
+)
+from tests.service._service_helpers import client_for, free_port
 
 URL = "/v1/crm/ghl/webhook"
 
