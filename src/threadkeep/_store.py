@@ -618,14 +618,7 @@ class Store(_StoreBase):
             InvalidInput: a bad name, tier, value or source.
         """
         op = plans.remember(
-            self._now_us(),
-            self.limits,
-            contact_id,
-            key,
-            value,
-            tenant=tenant,
-            tier=tier,
-            source=source,
+            self._now_us(), self.limits, contact_id, key, value, tenant, tier, source
         )
         return outcomes.finish_remember(self._execute(op))
 
@@ -985,14 +978,7 @@ class AsyncStore(_StoreBase):
     ) -> Fact:
         """See Store.remember."""
         op = plans.remember(
-            self._now_us(),
-            self.limits,
-            contact_id,
-            key,
-            value,
-            tenant=tenant,
-            tier=tier,
-            source=source,
+            self._now_us(), self.limits, contact_id, key, value, tenant, tier, source
         )
         return outcomes.finish_remember(await self._execute(op))
 

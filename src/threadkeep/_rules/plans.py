@@ -339,7 +339,6 @@ def remember(
     contact_id: str,
     key: str,
     value: Any,
-    *,
     tenant: str,
     tier: str,
     source: Mapping[str, Any] | None = None,
