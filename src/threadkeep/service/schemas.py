@@ -26,6 +26,7 @@ __all__ = [
     "StateOut",
     "StateProblem",
     "StatusIn",
+    "VisitorConversationOut",
 ]
 
 _ID = "01JDZ3V7K2M9X4QW8T6R5YB0NC"
@@ -121,6 +122,23 @@ class ConversationOut(BaseModel):
         return cls.model_validate({**conv.to_dict(), "allowed_statuses": allowed})
 
 
+class VisitorConversationOut(BaseModel):
+    """One conversation as its visitor sees it: no stage, metadata, tenant or agent."""
+
+    id: str
+    status: StatusName
+    created_at: str
+    last_activity_at: str
+    expires_at: str | None
+
+    @classmethod
+    def of(cls, conv: Conversation) -> VisitorConversationOut:
+        """Build it from a Conversation."""
+        return cls.model_validate(
+            {k: v for k, v in conv.to_dict().items() if k in cls.model_fields}
+        )
+
+
 class ConversationPage(BaseModel):
     """One page of the listing, newest activity first."""
 
@@ -177,9 +195,12 @@ class MessageOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, message: Message) -> MessageOut:
-        """Build it from a Message."""
-        return cls.model_validate(message.to_dict())
+    def of(cls, message: Message, *, visitor: bool = False) -> MessageOut:
+        """Build it from a Message (for a visitor: without its metadata)."""
+        data = message.to_dict()
+        if visitor:
+            data["metadata"] = {}
+        return cls.model_validate(data)
 
 
 class MessageList(BaseModel):
@@ -199,7 +220,10 @@ class ChatIn(_In):
     )
     contact_id: str | None = Field(
         default=None,
-        description="without conversation_id: resume the contact's open conversation or start one",
+        max_length=256,
+        description="without conversation_id: resume the contact's open conversation or start "
+        "one. From a visitor (no API key): the browser's own random id (16+ characters), "
+        "turned into a contact of its own, on a first message only (a token names its contact)",
         examples=["+15550100"],
     )
     channel: str | None = Field(default=None, examples=["web"])
@@ -221,6 +245,11 @@ class ChatOut(BaseModel):
     reply_seq: int | None = Field(default=None, description="seq of the stored reply")
     replayed: bool = Field(
         default=False, description="true: a retried delivery; this is the first answer again"
+    )
+    visitor_token: str | None = Field(
+        default=None,
+        description="with public chat: the bearer token of this conversation and its contact "
+        "only (read it, post to it, follow its events); null when public chat is off",
     )
 
     model_config = ConfigDict(

@@ -74,6 +74,7 @@ def run(
     # Check everything here, so N workers do not each fail with a traceback.
     store = StoreURL.parse(settings.store).redacted()
     settings.tenants_by_key()
+    settings.visitor_secrets()
     check_exposure(settings)
     make_bot(settings.bot)
     for name in unknown_variables():

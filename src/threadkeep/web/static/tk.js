@@ -257,6 +257,11 @@ const TK = (() => {
     container.scrollTop = container.scrollHeight;
   }
 
+  /* A visitor sees people's words: never system or tool messages (the service leaves them out
+   * for visitor tokens; a keyless local service sends everything, so the page filters too). */
+  const VISITOR_ROLES = new Set(["user", "assistant", "agent"]);
+  const shown = (m) => VISITOR_ROLES.has(m.role);
+
   function randomId(prefix) {
     const bytes = new Uint8Array(8);
     crypto.getRandomValues(bytes);
@@ -323,12 +328,13 @@ const TK = (() => {
       const path = "/v1/conversations/" + encodeURIComponent(id);
       const conv = await this.call("GET", path);
       if (id !== this.conversationId) return;
+      if (conv.status === 401 && this.token) this.token = null;  // expired or from an old secret
       if (conv.status === 404 || conv.status === 401) { this.forget(); return; }
       if (!conv.ok) { this.error = conv.error; this.onChange(this); return; }
       this.conversation = conv.data;
       const msgs = await this.call("GET", path + "/messages?last=200");
       if (id !== this.conversationId) return;
-      if (msgs.ok) { this.messages = msgs.data.items; this.error = null; } else this.error = msgs.error;
+      if (msgs.ok) { this.messages = msgs.data.items.filter(shown); this.error = null; } else this.error = msgs.error;
       this.dropDelivered();
       this.onChange(this);
     }
@@ -352,7 +358,7 @@ const TK = (() => {
 
     merge(items) {
       let last = this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
-      items.forEach((m) => {
+      items.filter(shown).forEach((m) => {
         if (m.seq <= last) return;
         last = m.seq;
         this.messages.push(m);
@@ -430,6 +436,15 @@ const TK = (() => {
       if (this.conversationId) body.conversation_id = this.conversationId;
       const headers = { "Idempotency-Key": entry.key };
       let res = await this.call("POST", "/v1/chat", body, headers);
+      if (res.status === 401 && this.token) {
+        // The visitor token expired (or its secret was retired): the browser's own id still
+        // names the same contact, so the visitor continues as itself without it.
+        this.token = null;
+        this.conversationId = null;
+        this.messages = [];
+        delete body.conversation_id;
+        res = await this.call("POST", "/v1/chat", body, headers);
+      }
       const type = res.data && res.data.error && res.data.error.type;
       if (this.conversationId && (res.status === 404 || type === "ConversationClosed")) {
         // The conversation was closed or erased meanwhile: the same visitor starts a new one.
