@@ -154,6 +154,10 @@ def test_a_visitor_token_reaches_nothing_else(site, tenant):
     assert site.agent("GET", f"/v1/conversations/{cid}").json()["message_count"] == 2
     stream = site.visitor("GET", f"/v1/events?from_start=true&follow=false&visitor_token={token}")
     assert oid not in stream.text and cid in stream.text
+    # before its first message a visitor may open the stream: it carries nothing
+    tokenless = site.visitor("GET", "/v1/events?from_start=true&follow=false")
+    assert tokenless.status_code == 200
+    assert "data:" not in tokenless.text
 
 
 def test_a_visitor_cannot_pick_a_contact_or_a_key_of_someone_else(site):

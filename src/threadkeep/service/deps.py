@@ -24,12 +24,12 @@ __all__ = [
     "BotDep",
     "Caller",
     "CallerDep",
-    "ChatCallerDep",
+    "PublicCallerDep",
     "SettingsDep",
     "StoreDep",
     "TenantDep",
     "caller_of",
-    "chat_caller_of",
+    "public_caller_of",
     "tenant_of",
 ]
 
@@ -88,8 +88,8 @@ def _key_tenant(request: Request, given: str) -> str | None:
     return found
 
 
-def _resolve(request: Request, *, first_message: bool) -> Caller:
-    """Return the caller of ``request``; ``first_message``: a tokenless visitor may chat.
+def _resolve(request: Request, *, anonymous: bool) -> Caller:
+    """Return the caller of ``request``; ``anonymous``: a visitor without a token is let in.
 
     Raises:
         Unauthorized: keys are configured and the request has none, or an unknown one.
@@ -108,7 +108,7 @@ def _resolve(request: Request, *, first_message: bool) -> Caller:
             raise Unauthorized("the API key or visitor token is not valid (or it expired)")
     elif not keys and is_loopback(request.client.host if request.client else None):
         return Caller(DEFAULT_TENANT)  # the keyless local mode: loopback clients are agents
-    elif tokens is not None and first_message:
+    elif tokens is not None and anonymous:
         visitor = Visitor(request.app.state.settings.public_tenant)
     elif not keys:
         raise Forbidden(
@@ -123,14 +123,18 @@ def _resolve(request: Request, *, first_message: bool) -> Caller:
 
 async def caller_of(request: Request) -> Caller:
     """Return the caller: an agent, or a visitor holding a token (see ``Caller``)."""
-    caller = _resolve(request, first_message=False)
+    caller = _resolve(request, anonymous=False)
     note(tenant=caller.tenant, visitor=caller.visitor is not None)
     return caller
 
 
-async def chat_caller_of(request: Request) -> Caller:
-    """Return the caller of a chat turn: also a visitor's first message, with public chat."""
-    caller = _resolve(request, first_message=True)
+async def public_caller_of(request: Request) -> Caller:
+    """Return the caller; with public chat also a visitor without a token yet.
+
+    Such a visitor may send a first message (``POST /v1/chat``) and open the events stream,
+    where it sees nothing until its token names a conversation.
+    """
+    caller = _resolve(request, anonymous=True)
     note(tenant=caller.tenant, visitor=caller.visitor is not None)
     return caller
 
@@ -143,7 +147,7 @@ async def tenant_of(request: Request) -> str:
         Forbidden: no keys are configured and the client is not on a loopback address.
         NotFound: the caller holds a visitor token (404: nothing here is a visitor's).
     """
-    caller = _resolve(request, first_message=False)
+    caller = _resolve(request, anonymous=False)
     if caller.visitor is not None:
         raise NotFound("not found")
     note(tenant=caller.tenant)
@@ -169,6 +173,6 @@ async def get_bot(request: Request) -> Bot:
 SettingsDep = Annotated[ServiceSettings, Depends(get_app_settings)]
 TenantDep = Annotated[str, Depends(tenant_of)]
 CallerDep = Annotated[Caller, Depends(caller_of)]
-ChatCallerDep = Annotated[Caller, Depends(chat_caller_of)]
+PublicCallerDep = Annotated[Caller, Depends(public_caller_of)]
 StoreDep = Annotated[AsyncStore, Depends(get_store)]
 BotDep = Annotated[Bot, Depends(get_bot)]

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Header, Request
 import threadkeep
 from threadkeep import BackendUnavailable
 from threadkeep.bot import Bot, answer
-from threadkeep.service.deps import BotDep, Caller, ChatCallerDep, SettingsDep
+from threadkeep.service.deps import BotDep, Caller, PublicCallerDep, SettingsDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.runtime import StoreHolder
@@ -81,7 +81,7 @@ def _visitor_turn(caller: Caller, body: ChatIn, tokens: VisitorTokens) -> tuple[
 )
 async def chat(
     request: Request,
-    caller: ChatCallerDep,
+    caller: PublicCallerDep,
     body: ChatIn,
     bot: BotDep,
     settings: SettingsDep,

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from threadkeep import AsyncStore, Event, ThreadkeepError
-from threadkeep.service.deps import CallerDep, SettingsDep, StoreDep
+from threadkeep.service.deps import PublicCallerDep, SettingsDep, StoreDep
 from threadkeep.service.routers import errors
 
 __all__ = ["router", "sse"]
@@ -99,7 +99,7 @@ async def _follow(
 )
 async def events(
     request: Request,
-    caller: CallerDep,
+    caller: PublicCallerDep,
     store: StoreDep,
     settings: SettingsDep,
     last_event_id: Annotated[
@@ -120,7 +120,7 @@ async def events(
 
     A visitor token (``?visitor_token=``: EventSource cannot send headers) follows its own
     conversation only: its messages (not ``system`` or ``tool`` ones), status changes, closing
-    and erasure.
+    and erasure. With public chat, a visitor without a token yet gets a stream with no events.
     """
     tenant = caller.tenant
     keep = caller.visitor.sees if caller.visitor else _everything
