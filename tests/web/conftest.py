@@ -226,6 +226,14 @@ def public_server(tmp_path: Path, browser: Any, other_site: OtherSite) -> Iterat
     live.stop()
 
 
+def _server_of(request: pytest.FixtureRequest) -> str:
+    """The server fixture a test uses: ``public_server``, ``keyed_server`` or ``server``."""
+    names = request.fixturenames
+    if "public_server" in names:
+        return "public_server"
+    return "keyed_server" if "keyed_server" in names or "keyed_api" in names else "server"
+
+
 @pytest.fixture
 def api(server: LiveServer) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
     """POST JSON to a path of the app under test (to set up conversations quickly)."""
@@ -237,8 +245,7 @@ def keyed_api(
     request: pytest.FixtureRequest,
 ) -> Callable[[str, dict[str, Any], str], dict[str, Any]]:
     """POST JSON with an API key to a path of ``public_server``, else of ``keyed_server``."""
-    name = "public_server" if "public_server" in request.fixturenames else "keyed_server"
-    server: LiveServer = request.getfixturevalue(name)
+    server: LiveServer = request.getfixturevalue(_server_of(request))
     return lambda path, body, key: post_json(server.url + path, body, key)
 
 
@@ -249,8 +256,7 @@ def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[
     Pages go to ``server``, or to ``keyed_server`` or ``public_server`` when the test uses one.
     """
     contexts: list[Any] = []
-    names = [n for n in ("keyed_server", "public_server") if n in request.fixturenames]
-    server: LiveServer = request.getfixturevalue(names[0] if names else "server")
+    server: LiveServer = request.getfixturevalue(_server_of(request))
 
     def open_page(
         path: str = "/", *, width: int = 1280, height: int = 800, context: Any = None
