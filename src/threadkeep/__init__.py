@@ -24,6 +24,7 @@ from threadkeep._exceptions import (
     ThreadkeepError,
     TurnInProgress,
 )
+from threadkeep._guidance import guidance
 from threadkeep._models import (
     Conversation,
     Counts,
@@ -73,6 +74,7 @@ __all__ = [
     "Turn",
     "TurnInProgress",
     "__version__",
+    "guidance",
     "open",
     "open_async",
 ]

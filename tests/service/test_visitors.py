@@ -141,6 +141,8 @@ def test_a_visitor_token_reaches_nothing_else(site, tenant):
         ("POST", f"{own}/messages", {"json": {"role": "agent", "content": "x"}}),
         ("POST", f"{own}/status", {"json": {"status": "closed"}}),
         ("PUT", f"{own}/stage", {"json": {"stage": "Q9"}}),
+        ("GET", f"{own}/guidance", {}),
+        ("GET", "/v1/playbooks/seller", {}),
         ("DELETE", own, {}),
         ("DELETE", base, {}),
     ]
