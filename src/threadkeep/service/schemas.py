@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 import threadkeep
-from threadkeep import Conversation, Counts, Event, Message, StateSnapshot
+from threadkeep import Conversation, Counts, Event, Message, Retention, StateSnapshot
 from threadkeep._rules.lifecycle import TRANSITIONS  # public once the core exports the table
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ErrorOut",
     "MessageList",
     "MessageOut",
+    "RetentionIn",
     "StageIn",
     "StartIn",
     "StateIn",
@@ -270,6 +273,43 @@ class ChatOut(BaseModel):
     )
 
 
+class RetentionIn(_In):
+    """How long one conversation lives; a field left out keeps the service's setting."""
+
+    ttl: float | None = Field(
+        default=None,
+        gt=0,
+        le=10 * 365 * 24 * 3600,
+        description="seconds it lives after its last activity (sliding); null: until deleted",
+        examples=[2592000],
+    )
+    idle_after: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds without activity before it is marked idle",
+        examples=[1800],
+    )
+    window: int | None = Field(
+        default=None, ge=1, le=1000, description="how many recent messages the bot reads"
+    )
+    max_messages: int | None = Field(
+        default=None, ge=1, description="keep only the newest N messages; null: keep all"
+    )
+
+    def over(self, base: Retention) -> Retention:
+        """Return ``base`` with the fields given here (an explicit null ttl: never expires)."""
+        given = {name: getattr(self, name) for name in self.model_fields_set}
+        if given.get("idle_after") is None:
+            given.pop("idle_after", None)
+        if given.get("window") is None:
+            given.pop("window", None)
+        if "idle_after" in given:
+            given["idle_after"] = timedelta(seconds=given["idle_after"])
+        if given.get("ttl") is not None:
+            given["ttl"] = timedelta(seconds=given["ttl"])
+        return replace(base, **given)
+
+
 class StartIn(_In):
     """A new conversation."""
 
@@ -278,6 +318,12 @@ class StartIn(_In):
     channel: str | None = Field(default=None, examples=["sms"])
     stage: str | None = Field(default=None, examples=["Q0"])
     metadata: dict[str, Any] | None = Field(default=None, examples=[{"intent": "sell"}])
+    retention: RetentionIn | None = Field(
+        default=None,
+        description="this conversation's retention instead of the service's "
+        "(THREADKEEP_TTL, THREADKEEP_IDLE_AFTER, THREADKEEP_WINDOW)",
+        examples=[{"ttl": None}, {"ttl": 2592000, "max_messages": 500}],
+    )
 
 
 class AppendIn(_In):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from threadkeep.service.deps import CallerDep, StoreDep, TenantDep
+from threadkeep.service.deps import CallerDep, SettingsDep, StoreDep, TenantDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.schemas import (
@@ -53,9 +53,14 @@ ConversationId = Annotated[
     summary="Start a conversation",
 )
 async def start_conversation(
-    tenant: TenantDep, store: StoreDep, body: StartIn, response: Response
+    tenant: TenantDep, store: StoreDep, settings: SettingsDep, body: StartIn, response: Response
 ) -> ConversationOut:
-    """Start a new conversation (status ``new``) for a contact; ``Location`` names it."""
+    """Start a new conversation (status ``new``) for a contact; ``Location`` names it.
+
+    ``retention`` overrides the service's retention for this conversation: ``{"ttl": null}``
+    keeps it until it is deleted, ``{"ttl": 2592000}`` 30 days after its last activity.
+    """
+    retention = None if body.retention is None else body.retention.over(settings.retention())
     conv = await store.start(
         body.contact_id,
         tenant=tenant,
@@ -63,6 +68,7 @@ async def start_conversation(
         channel=body.channel,
         stage=body.stage,
         metadata=body.metadata,
+        retention=retention,
     )
     note(conversation_id=conv.id)
     response.headers["Location"] = f"/v1/conversations/{conv.id}"
