@@ -220,3 +220,22 @@ def test_the_dashboard_on_a_phone(new_page, api, save_screenshot):
     assert badge and stage and badge["x"] + badge["width"] <= stage["x"]  # no overlap
     assert fits_the_screen(dashboard)
     save_screenshot(dashboard, "dashboard-phone-detail.png")
+
+
+def test_the_api_docs_work_without_internet(new_page, server):
+    """/docs renders from the package's own files: every request off this machine is refused."""
+    page = new_page("/healthz")
+    outside: list[str] = []
+
+    def only_loopback(route):
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_loopback)
+    page.goto(server.url + "/docs")
+    expect(page.locator(".opblock-summary-path").filter(has_text="/v1/chat")).to_be_visible()
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("threadkeep")
+    assert outside == []

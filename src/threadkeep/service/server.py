@@ -71,14 +71,14 @@ def run(
     os.environ["THREADKEEP_PORT"] = str(port)
     os.environ["THREADKEEP_WORKERS"] = str(workers)
     settings = load_settings()
+    for name in unknown_variables():
+        sys.stderr.write(f"warning: {name} is not a threadkeep setting (a typo?); ignored\n")
     # Check everything here, so N workers do not each fail with a traceback.
     store = StoreURL.parse(settings.store).redacted()
     settings.tenants_by_key()
     settings.visitor_secrets()
     check_exposure(settings)
     make_bot(settings.bot)
-    for name in unknown_variables():
-        sys.stderr.write(f"warning: {name} is not a threadkeep setting (a typo?); ignored\n")
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(
         f"threadkeep serving {store} at http://{shown}:{port}/ "
