@@ -49,7 +49,9 @@ def test_max_messages_keeps_the_newest(make_client):
     # the service's default (no retention given) keeps everything
     whole = api.post("/v1/conversations", json={"contact_id": "c-whole"}).json()
     for text in ("one", "two", "three"):
-        api.post(f"/v1/conversations/{whole['id']}/messages", json={"role": "user", "content": text})
+        api.post(
+            f"/v1/conversations/{whole['id']}/messages", json={"role": "user", "content": text}
+        )
     assert len(api.get(f"/v1/conversations/{whole['id']}/messages").json()["items"]) == 3
 
 
