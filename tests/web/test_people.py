@@ -239,3 +239,34 @@ def test_the_api_docs_work_without_internet(new_page, server):
     expect(page.locator(".opblock-summary-path").filter(has_text="/v1/chat")).to_be_visible()
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("threadkeep")
     assert outside == []
+
+
+def test_a_returning_visitor_is_recognised(new_page, save_screenshot):
+    page = new_page("/", width=390, height=820)
+    say(page, "Hi, the house needs a new roof")
+    say(page, "Around 450k")
+    first = conversation_id(page)
+    dashboard = new_page(f"/dashboard#c={first}")
+    expect(dashboard.locator("#d-id")).to_have_text(first)
+    dashboard.once("dialog", lambda dialog: dialog.accept())
+    dashboard.get_by_test_id("close").click()
+    expect(page.locator("body")).to_have_attribute("data-status", "closed")
+
+    page.reload()  # later, the same browser: the contact was kept across Close
+    page.get_by_test_id("input").fill("Hi again, still thinking about selling")
+    page.get_by_test_id("send").click()
+    expect(page.locator("body")).not_to_have_attribute("data-conversation-id", first)
+    second = conversation_id(page)
+    expect(transcript(page)).to_have_count(2)  # a new conversation: the message and a reply
+    reply = transcript(page).last
+    expect(reply).to_contain_text("Welcome back")
+    expect(reply).to_contain_text("$450,000")
+    expect(reply).to_contain_text("What's making you think about selling?")  # not Q1 again
+    expect(page.locator("body")).to_have_attribute("data-stage", "Q3")
+
+    open_row(dashboard, second)
+    related = dashboard.get_by_test_id("related")
+    expect(related).to_have_count(1)  # the contact's earlier conversation, one tap away
+    related.click()
+    expect(dashboard.locator("#d-id")).to_have_text(first)
+    save_screenshot(page, "chat-returning.png")
