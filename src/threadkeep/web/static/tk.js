@@ -288,7 +288,7 @@ const TK = (() => {
       this.error = null;
       this.flushing = false;
       this.syncSoon = debounce(() => this.sync(), 120);
-      window.addEventListener("storage", (e) => { if (e.key === this.key) this.adopt(); });
+      window.addEventListener("storage", (e) => { if (e.key === this.key) this.adopt(false); });
       window.addEventListener("online", () => this.flush());
     }
 
@@ -301,8 +301,10 @@ const TK = (() => {
       });
     }
 
-    /* Take the conversation from storage (at start, or when another tab changed it). */
-    adopt() {
+    /* Take the conversation from storage: at start (`initial`, which also takes over messages
+     * an earlier page left unsent), or when another tab changed it (that tab still sends its
+     * own outbox, so this one neither shows nor sends it, nor writes storage back). */
+    adopt(initial = true) {
       const saved = storage.get(this.key, {}) || {};
       this.contactId = saved.contact_id || randomId("web-");
       this.token = saved.visitor_token || null;
@@ -311,11 +313,13 @@ const TK = (() => {
         this.conversation = null;
         this.messages = [];
       }
-      const mine = new Set(this.pending.map((p) => p.key));
-      (saved.outbox || []).forEach((p) => { if (!mine.has(p.key)) this.pending.push({ key: p.key, text: p.text, waiting: true }); });
-      this.save();
+      if (initial) {
+        const mine = new Set(this.pending.map((p) => p.key));
+        (saved.outbox || []).forEach((p) => { if (!mine.has(p.key)) this.pending.push({ key: p.key, text: p.text, waiting: true }); });
+        this.save();
+      }
       this.onChange(this);
-      return this.reload().then(() => this.flush());
+      return this.reload().then(() => (initial ? this.flush() : undefined));
     }
 
     call(method, path, body, headers) {
