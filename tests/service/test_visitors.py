@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 import pytest
-from _service_helpers import client_for
 from fastapi.testclient import TestClient
 
+from tests.service._service_helpers import client_for
 from threadkeep import InvalidInput
 from threadkeep.service.app import create_app
 from threadkeep.service.settings import ServiceSettings, load_settings

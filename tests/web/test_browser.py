@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 pytestmark = pytest.mark.browser
 
-from _pages import conversation_id, fits_the_screen, open_row, say, transcript  # noqa: E402
+from tests.web._pages import conversation_id, fits_the_screen, open_row, say, transcript  # noqa: E402
 
 
 def test_chat_remembers_across_reload_and_restart(new_page, server, save_screenshot):

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 pytestmark = pytest.mark.browser
 
-from _pages import conversation_id, fits_the_screen, open_row, say, transcript  # noqa: E402
+from tests.web._pages import conversation_id, fits_the_screen, open_row, say, transcript  # noqa: E402
 
 
 def get_json(url: str, key: str | None = None) -> dict:

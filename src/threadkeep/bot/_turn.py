@@ -163,11 +163,10 @@ async def answer(
     message: Message | None = None
     try:
         async with store.turn(conv.id, lease=lease, timeout=wait, tenant=tenant) as turn:
-            started = store.clock.now()
             message = await turn.append("user", text, idempotency_key=idempotency_key)
             if idempotency_key is not None:
                 await _note(store, contact, idempotency_key, message, tenant)
-            replayed = idempotency_key is not None and message.created_at < started
+            replayed = message.replayed  # this key was stored before: a retried delivery
             if replayed:
                 _check_same(message, text)
                 reply = await _stored_reply(store, message, tenant)

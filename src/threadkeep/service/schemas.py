@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import threadkeep
 from threadkeep import Conversation, Counts, Event, Message, Retention, StateSnapshot
-from threadkeep._rules.lifecycle import TRANSITIONS  # public once the core exports the table
 
 __all__ = [
     "AppendIn",
@@ -121,7 +120,7 @@ class ConversationOut(BaseModel):
     @classmethod
     def of(cls, conv: Conversation) -> ConversationOut:
         """Build it from a Conversation."""
-        allowed = sorted(s.value for s in TRANSITIONS[threadkeep.Status(conv.status)])
+        allowed = sorted(s.value for s in threadkeep.TRANSITIONS[threadkeep.Status(conv.status)])
         return cls.model_validate({**conv.to_dict(), "allowed_statuses": allowed})
 
 

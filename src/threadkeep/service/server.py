@@ -13,8 +13,7 @@ import sys
 
 import uvicorn
 
-from threadkeep import InvalidInput
-from threadkeep._url import StoreURL
+from threadkeep import InvalidInput, redact_url
 from threadkeep.bot import make_bot
 from threadkeep.service.settings import (
     ServiceSettings,
@@ -74,7 +73,7 @@ def run(
     for name in unknown_variables():
         sys.stderr.write(f"warning: {name} is not a threadkeep setting (a typo?); ignored\n")
     # Check everything here, so N workers do not each fail with a traceback.
-    store = StoreURL.parse(settings.store).redacted()
+    store = redact_url(settings.store)  # also checks the URL
     settings.tenants_by_key()
     settings.visitor_secrets()
     check_exposure(settings)

@@ -25,10 +25,16 @@ from typing import Final
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from threadkeep import DEFAULT_LIMITS, DEFAULT_RETENTION, InvalidInput, Limits, Retention
+from threadkeep import (
+    DEFAULT_LIMITS,
+    DEFAULT_RETENTION,
+    DEFAULT_STORE_URL,
+    InvalidInput,
+    Limits,
+    Retention,
+)
 
 __all__ = [
-    "DEFAULT_STORE",
     "PREFIX",
     "ServiceSettings",
     "get_settings",
@@ -43,7 +49,6 @@ PREFIX: Final = "THREADKEEP_"
 _OTHER_VARIABLES: Final = frozenset({"THREADKEEP_SCREENSHOTS"})
 _DEFAULT_TTL: Final = DEFAULT_RETENTION.ttl.total_seconds() if DEFAULT_RETENTION.ttl else None
 
-DEFAULT_STORE = "sqlite:///./threadkeep.db"
 #: The shortest visitor secret accepted.
 MIN_SECRET: Final = 32
 
@@ -103,7 +108,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
-    store: str = DEFAULT_STORE
+    store: str = DEFAULT_STORE_URL
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

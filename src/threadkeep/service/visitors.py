@@ -26,7 +26,7 @@ from typing import Final
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from threadkeep import Conversation, Event, InvalidInput, Message
+from threadkeep import Conversation, Event, EventKind, InvalidInput, Message
 
 __all__ = [
     "MIN_BROWSER_ID",
@@ -42,7 +42,7 @@ VISIBLE_ROLES: Final = frozenset({"user", "assistant", "agent"})
 #: The kinds of event a visitor follows (a message, a person joining, closing, erasure): no
 #: stage or state events. A message's event only for the roles a visitor sees.
 VISITOR_EVENTS: Final = frozenset(
-    {"message.appended", "status.changed", "conversation.closed", "conversation.deleted"}
+    {EventKind.MESSAGE_APPENDED, EventKind.STATUS_CHANGED, EventKind.CLOSED, EventKind.DELETED}
 )
 #: The shortest browser id a visitor may send as ``contact_id`` (it must be hard to guess).
 MIN_BROWSER_ID: Final = 16
@@ -74,7 +74,7 @@ class Visitor:
         """Return whether this visitor's event stream carries ``event``."""
         if event.kind not in VISITOR_EVENTS or not self.allows(event.conversation_id):
             return False
-        return event.kind != "message.appended" or event.data.get("role") in VISIBLE_ROLES
+        return event.kind != EventKind.MESSAGE_APPENDED or event.data.get("role") in VISIBLE_ROLES
 
 
 def visible(message: Message) -> bool:
