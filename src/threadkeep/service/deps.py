@@ -10,7 +10,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from threadkeep import AsyncStore, ConversationNotFound
 from threadkeep.bot import Bot
@@ -24,6 +24,7 @@ __all__ = [
     "BotDep",
     "Caller",
     "CallerDep",
+    "IdempotencyKey",
     "PublicCallerDep",
     "SettingsDep",
     "StoreDep",
@@ -173,6 +174,17 @@ async def get_bot(request: Request) -> Bot:
 SettingsDep = Annotated[ServiceSettings, Depends(get_app_settings)]
 TenantDep = Annotated[str, Depends(tenant_of)]
 CallerDep = Annotated[Caller, Depends(caller_of)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=256,
+        description="a retried delivery with the same key is stored once and gets the first "
+        "answer (the first message) again",
+        examples=["wamid.HBgL123"],
+    ),
+]
 PublicCallerDep = Annotated[Caller, Depends(public_caller_of)]
 StoreDep = Annotated[AsyncStore, Depends(get_store)]
 BotDep = Annotated[Bot, Depends(get_bot)]

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 
 import threadkeep
 from threadkeep import BackendUnavailable
 from threadkeep.bot import Bot, answer
-from threadkeep.service.deps import BotDep, Caller, PublicCallerDep, SettingsDep
+from threadkeep.service.deps import BotDep, Caller, IdempotencyKey, PublicCallerDep, SettingsDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.runtime import StoreHolder
@@ -85,16 +84,7 @@ async def chat(
     body: ChatIn,
     bot: BotDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=256,
-            description="a retried delivery with the same key gets the first answer again",
-            examples=["wamid.HBgL123"],
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ChatOut:
     """Store the user's message, let the bot answer, store the reply.
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 
-from threadkeep.service.deps import CallerDep, StoreDep, TenantDep
+from threadkeep.service.deps import CallerDep, IdempotencyKey, StoreDep, TenantDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.routers.conversations import ConversationId
@@ -30,16 +30,7 @@ async def append_message(
     store: StoreDep,
     conversation_id: ConversationId,
     body: AppendIn,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=256,
-            description="a retried delivery with the same key returns the first message",
-            examples=["wamid.HBgL123"],
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> MessageOut:
     """Store a message without calling the bot (an agent's reply, a webhook's message …).
 
