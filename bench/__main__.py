@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SECTIONS = ("bench_core", "bench_redis", "bench_postgres", "bench_http")
+SECTIONS = ("bench_core", "bench_redis", "bench_postgres", "bench_http", "bench_crm")
 
 
 def main() -> None:

@@ -24,11 +24,13 @@ from threadkeep._exceptions import (
     ThreadkeepError,
     TurnInProgress,
 )
+from threadkeep._guidance import guidance
 from threadkeep._models import (
     Conversation,
     Counts,
     Event,
     Fact,
+    FactVersion,
     Message,
     Page,
     StateSnapshot,
@@ -62,6 +64,7 @@ __all__ = [
     "Event",
     "EventKind",
     "Fact",
+    "FactVersion",
     "IllegalTransition",
     "InvalidInput",
     "Limits",
@@ -81,6 +84,7 @@ __all__ = [
     "Turn",
     "TurnInProgress",
     "__version__",
+    "guidance",
     "open",
     "open_async",
     "redact_url",

@@ -131,4 +131,4 @@ def decode_event(r: Sequence[Any]) -> EventRow:
 
 def decode_fact(r: Sequence[Any]) -> FactRow:
     """Decode a row selected with ``FACT_COLUMNS``."""
-    return FactRow(r[0], r[1], r[2], r[3], r[4])
+    return FactRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6])

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from threadkeep import AsyncStore, Conversation, Message
 from threadkeep.bot._factory import BOT_NAMES, make_bot
-from threadkeep.bot._turn import Answer, Bot, TurnIncomplete, answer, fact_is_internal
+from threadkeep.bot._turn import (
+    Answer,
+    Bot,
+    TurnIncomplete,
+    answer,
+    fact_is_internal,
+    opted_out,
+)
 
 __all__ = [
     "BOT_NAMES",
@@ -22,6 +29,7 @@ __all__ = [
     "answer",
     "fact_is_internal",
     "make_bot",
+    "opted_out",
 ]
 
 

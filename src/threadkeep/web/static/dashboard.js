@@ -1,8 +1,9 @@
 /* The dashboard at "/dashboard": conversations newest activity first, live over /v1/events;
  * a click opens the transcript, the lead summary and the state; an agent can take over, reply,
  * hand back, close, and edit the stage and state (If-Match; a 412 shows what changed and offers
- * reload/re-apply). It knows no bot: stages come from /v1/counts, the buttons from each
- * conversation's allowed_statuses, the state's fields from the bot's schema (TKState). */
+ * reload/re-apply). It knows no bot: stages come from the tenant's playbook and /v1/counts
+ * (TKPlaybook), the buttons from each conversation's allowed_statuses, the state's fields from
+ * the bot's schema (TKState); the playbook's guidance shows beside the transcript. */
 "use strict";
 
 (() => {
@@ -60,6 +61,16 @@
     if (res.ok) { view.counts = res.data; drawCounts(); }
   }
 
+  /* A label that may wrap after its underscores on a narrow screen ("waiting_" / "agent"). */
+  function breakable(text) {
+    const parts = [];
+    text.split("_").forEach((part, i, all) => {
+      parts.push(i < all.length - 1 ? part + "_" : part);
+      if (i < all.length - 1) parts.push(document.createElement("wbr"));
+    });
+    return parts;
+  }
+
   function drawList() {
     const body = $("rows");
     body.textContent = "";
@@ -69,7 +80,7 @@
           TK.el("div", { className: "tk-contact", dir: "auto", text: c.contact_id }),
           TK.el("div", { className: "tk-small", text: [c.channel, c.agent_id && "agent " + c.agent_id].filter(Boolean).join(" · ") }),
         ]),
-        TK.el("td", {}, [TK.el("span", { className: "tk-badge", "data-status": c.status, text: c.status })]),
+        TK.el("td", {}, [TK.el("span", { className: "tk-badge", "data-status": c.status }, breakable(c.status))]),
         TK.el("td", { text: c.stage || "–" }),
         TK.el("td", { className: "tk-hide-narrow", "data-testid": "count", text: String(c.message_count) }),
         TK.el("td", { className: "tk-small", text: TK.timeText(c.last_activity_at) }),
@@ -104,9 +115,9 @@
         { "data-status": s, "data-testid": "count-status-" + s },
         () => setFilter("status", view.filters.status === s ? "" : s)));
     });
-    const stages = Object.keys(counts.by_stage).sort();
+    const stages = TKPlaybook.order(Object.keys(counts.by_stage));
     stages.forEach((s) => {
-      box.appendChild(chip("stage " + s + " " + counts.by_stage[s], view.filters.stage === s,
+      box.appendChild(chip("stage " + TKPlaybook.label(s) + " " + counts.by_stage[s], view.filters.stage === s,
         { className: "tk-badge tk-stage" + (view.filters.stage === s ? " on" : ""), "data-testid": "count-stage-" + s },
         () => setFilter("stage", view.filters.stage === s ? "" : s)));
     });
@@ -114,8 +125,8 @@
     const current = stageSelect.value;
     stageSelect.textContent = "";
     stageSelect.appendChild(TK.el("option", { value: "", text: "all" }));
-    stages.concat(current && stages.indexOf(current) < 0 ? [current] : [])
-      .forEach((s) => stageSelect.appendChild(TK.el("option", { value: s, text: s })));
+    TKPlaybook.filterStages(stages.concat(current ? [current] : []))
+      .forEach((s) => stageSelect.appendChild(TK.el("option", { value: s, text: TKPlaybook.label(s) })));
     stageSelect.value = current;
   }
 
@@ -166,6 +177,7 @@
     };
     showDetailError(null);
     drawDetail();
+    TKPlaybook.showGuidance(id);
     if (withState) await loadState();
   }
 
@@ -416,7 +428,9 @@
     view.changed.add(event.conversation_id);
     refreshList();
     if (view.selected && event.conversation_id === view.selected) {
-      if (event.kind === "conversation.deleted") { view.selected = null; view.detail = null; drawDetail(); return; }
+      if (event.kind === "conversation.deleted") {
+        view.selected = null; view.detail = null; drawDetail(); TKPlaybook.showGuidance(null); return;
+      }
       refreshDetail();
       if (event.kind === "state.saved") refreshState();
     }
@@ -456,6 +470,10 @@
 
   (async () => {
     live.start();
+    await TKPlaybook.start({
+      onSuggest: (text) => { $("agent-input").value = text; $("agent-input").focus(); },
+      onMove: (stage) => setStage(stage),
+    });
     await Promise.all([loadList(), loadCounts()]);
     if (hash.get("c")) select(hash.get("c"), false);
     document.body.dataset.ready = "1";
