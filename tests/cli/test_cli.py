@@ -1,4 +1,6 @@
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +19,7 @@ def url(tmp_path):
     return f"sqlite:///{tmp_path / 'a.db'}"
 
 
-def _seed(url):
+def _seed(url: str) -> str:
     with threadkeep.open(url) as s:
         c = s.start("c1", stage="Q0", agent_id="bot", metadata={"x": 1})
         s.append(c.id, "user", "hi", metadata={"m": 1})
@@ -34,9 +36,9 @@ def _seed(url):
         return c.id
 
 
-def _snapshot(url):
+def _snapshot(url: str) -> dict[str, Any]:
     with threadkeep.open(url) as s:
-        out = {}
+        out: dict[str, Any] = {}
         for c in s.list(limit=100).items:
             msgs = [(m.role, m.content, m.metadata) for m in s.messages(c.id)]
             out[c.contact_id] = (
@@ -95,7 +97,7 @@ def test_bad_store_url(runner):
     assert "error" in r.output
 
 
-def _export(runner, url, path, *args):
+def _export(runner: CliRunner, url: str, path: Path, *args: str) -> list[Any]:
     r = runner.invoke(app, ["export", "--store", url, "-o", str(path), *args])
     assert r.exit_code == 0, r.output
     return [json.loads(line) for line in path.read_text().splitlines()]

@@ -364,6 +364,7 @@ class _Screen:
         self.last = 0
         self.status = conv.status
         self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
 
     def switch(self, conv: Conversation) -> None:
         self.conv, self.last, self.status = conv, 0, conv.status
@@ -388,9 +389,11 @@ class _Screen:
         cursor = None
         async for event in self.store.events(tenant=tenant, timeout=0):
             cursor = event.id  # start at the end of the log: only what comes next
-        while True:
+        # Stopped by `stopping`, never cancelled: a cancelled read would go on in its thread
+        # while the store closes under it.
+        while not self.stopping.is_set():
             try:
-                async for event in self.store.events(tenant=tenant, after=cursor, timeout=1.0):
+                async for event in self.store.events(tenant=tenant, after=cursor, timeout=0.5):
                     cursor = event.id
                     if event.conversation_id == self.conv.id:
                         await self.refresh()
@@ -438,7 +441,8 @@ async def _chat(
                     await answer(s, bot, text, tenant=tenant, conversation_id=fresh.id, wait=wait)
                 await screen.refresh()
         finally:
-            follower.cancel()
+            screen.stopping.set()
+            await follower  # within half a second: its current wait for events ends first
 
 
 @app.command("chat")
