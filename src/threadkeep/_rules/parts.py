@@ -521,7 +521,8 @@ def _read(payload: Any, side: Side) -> tuple[Dialect, list[Piece]] | None:
     if kind in _ANTHROPIC_BLOCKS and kind != "text":
         return "anthropic", _anthropic([payload], side)
     if kind in ("user", "assistant") and isinstance(payload.get("message"), Mapping):
-        return _read(payload["message"], side)  # a Claude Agent SDK transcript entry
+        inner = _read(payload["message"], side)  # a Claude Agent SDK transcript entry
+        return None if inner is None else ("anthropic", inner[1])
     if payload.get("kind") in ("request", "response") and isinstance(payload.get("parts"), list):
         return "pydantic-ai", _pydantic_ai(payload)
     if "role" not in payload:

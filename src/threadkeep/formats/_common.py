@@ -6,6 +6,7 @@ Pure functions over parsed messages (``threadkeep._rules.parts.Item``).
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,20 +56,53 @@ def _repair(units: list[Unit]) -> list[Unit]:
     ]
 
 
-def _results_first(units: list[Unit]) -> list[Unit]:
-    """Within each stretch between model turns, put tool results before anything else."""
+_LEADS = frozenset({"reasoning", "thinking", "redacted_thinking"})
+
+
+def _leads(piece: Piece) -> bool:
+    """Return whether the model's next piece must follow this one (reasoning, thinking)."""
+    return piece.raw is not None and piece.raw.get("type") in _LEADS
+
+
+def _in_order(units: list[Unit]) -> list[Unit]:
+    """Hold back what interrupts an exchange, and let it follow the exchange.
+
+    Input (a person's message, a note) stored between a call and its result, or between a
+    reasoning step and what it leads to, and anything stored between two results of one
+    batch of calls, moves to just after the exchange: every API wants all the results right
+    after their calls, and a reasoning step right before its item.
+    """
     out: list[Unit] = []
-    run: list[Unit] = []
-    for unit in [*units, None]:
-        if unit is None or unit.piece.side == "assistant":
-            out.extend(u for u in run if u.piece.side == "tool")
-            out.extend(u for u in run if u.piece.side != "tool")
-            run = []
-            if unit is not None:
-                out.append(unit)
-        else:
-            run.append(unit)
-    return out
+    held: list[Unit] = []
+    open_calls: set[str] = set()
+    answering = mid_step = False
+    queue = deque(units)
+    while queue:
+        unit = queue.popleft()
+        piece = unit.piece
+        answers_open = piece.answers in open_calls
+        speaks = piece.side in ("user", "system")
+        if (open_calls and not answers_open and (answering or speaks)) or (mid_step and speaks):
+            held.append(unit)
+            continue
+        out.append(unit)
+        if piece.calls is not None:
+            open_calls.add(piece.calls)
+        if answers_open:
+            open_calls.discard(str(piece.answers))
+            answering = bool(open_calls)
+        if piece.side == "assistant":
+            mid_step = _leads(piece)
+        if held and not open_calls and not mid_step:
+            queue.extendleft(reversed(held))
+            held = []
+    out += held
+    # a reasoning step that nothing of the model's follows cannot be sent back alone
+    return [
+        u
+        for k, u in enumerate(out)
+        if not _leads(u.piece) or (k + 1 < len(out) and out[k + 1].piece.side == "assistant")
+    ]
 
 
 def prepare(items: Sequence[Item], target: Dialect, *, user_first: bool = False) -> list[Unit]:
@@ -77,8 +111,8 @@ def prepare(items: Sequence[Item], target: Dialect, *, user_first: bool = False)
     Pieces the target cannot read are left out (another provider's thinking or reasoning,
     empty text, images on the model's side); results whose call is not in the window and
     calls that are answered nowhere (unless nothing but the model speaks after them) are
-    dropped, so every pair is whole; tool results move to the front of the input that
-    follows the call. With ``user_first``, everything before the first person's message is
+    dropped, so every pair is whole; input stored in the middle of an exchange follows it
+    (``_in_order``). With ``user_first``, everything before the first person's message is
     left out (system pieces excepted).
     """
     units = [
@@ -90,7 +124,7 @@ def prepare(items: Sequence[Item], target: Dialect, *, user_first: bool = False)
     if user_first:
         first = next((k for k, u in enumerate(units) if u.piece.side == "user"), len(units))
         units = [u for k, u in enumerate(units) if k >= first or u.piece.side == "system"]
-    return _results_first(_repair(units))
+    return _in_order(_repair(units))
 
 
 def intact(items: Sequence[Item], group: Sequence[Unit], target: Dialect) -> dict[str, Any] | None:
