@@ -9,7 +9,7 @@ the rest forward.
 import pytest
 
 from threadkeep import StateConflict
-from threadkeep.bot.seller import HANDOFF_REPLY, SellerBot, SellerState
+from threadkeep.bot.seller import HANDOFF_REPLY, SellerBot, SellerState, salvage
 
 pytestmark = pytest.mark.anyio
 
@@ -302,7 +302,7 @@ class RacingStore:
         snap = await self._store.load_state(conversation_id, model, **kw)
         if self.races:
             self.races -= 1
-            edited = (snap.value or SellerState()).model_copy(update={"motivation": "divorce"})
+            edited = salvage(snap.value).model_copy(update={"motivation": "divorce"})
             await self._store.save_state(
                 conversation_id, edited, expected_version=snap.version, tenant=kw.get("tenant")
             )

@@ -248,7 +248,7 @@ def test_state_etag_and_if_match(api):
     url = f"/v1/conversations/{cid}/state"
     empty = api.get(url)
     assert empty.status_code == 200
-    assert empty.json() == {"value": None, "version": 0, "saved_at": None}
+    assert empty.json() == {"value": None, "version": 0, "saved_at": None, "problems": []}
     assert empty.headers["ETag"] == '"0"'
 
     saved = api.put(url, json={"value": {"stage": "Q1"}}, headers={"If-Match": '"0"'})
@@ -263,12 +263,13 @@ def test_state_etag_and_if_match(api):
 
     weak = api.put(url, json={"value": {"stage": "Q2"}}, headers={"If-Match": 'W/"1"'})
     assert weak.status_code == 200 and weak.json()["version"] == 2
-    blind = api.put(url, json={"value": [1, 2]})  # no If-Match: last write wins
-    assert blind.status_code == 200 and blind.json()["version"] == 3
-    star = api.put(url, json={"value": "x"}, headers={"If-Match": "*"})
-    assert star.json()["version"] == 4
+    blind = api.put(url, json={"value": [1, 2]})  # no If-Match: refused, nothing written
+    assert blind.status_code == 428
+    assert blind.json()["error"]["type"] == "PreconditionRequired"
+    star = api.put(url, json={"value": "x"}, headers={"If-Match": "*"})  # explicit overwrite
+    assert star.json()["version"] == 3
     current = api.get(url)
-    assert current.headers["ETag"] == '"4"' and current.json()["value"] == "x"
+    assert current.headers["ETag"] == '"3"' and current.json()["value"] == "x"
 
     bad = api.put(url, json={"value": 1}, headers={"If-Match": "yesterday"})
     assert bad.status_code == 422

@@ -46,7 +46,7 @@ def test_widget_script_is_one_self_contained_file(client):
     resp = client.get("/widget.js")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/javascript")
-    assert "var TK" in resp.text and "attachShadow" in resp.text
+    assert "const TK" in resp.text and "attachShadow" in resp.text
     assert resp.text.startswith("(function () {")
 
 

@@ -1,29 +1,28 @@
-"""Bots that answer a conversation's turn; the service and ``threadkeep chat`` call them.
+"""Bots that answer a conversation's turn, and the one turn the service and the CLI share.
 
-A bot uses the public Store API only. It is called while the caller holds the conversation's
-turn lease, after the user's message was appended; it may read the context, load and save
-state (with ``expected_version``), set the stage or status, and returns the reply text, or None
-to stay silent.
+A bot uses the public Store API only. ``answer()`` calls it while holding the conversation's
+turn lease, after the user's message was stored; it may read the context, load and save state
+(with ``expected_version``), set the stage or status, and returns the reply text, or None to
+stay silent. ``make_bot()`` builds the bot a setting names: ``seller`` (the demo bot), ``echo``,
+or an import string ``package.module:attribute`` naming a bot or a function that returns one.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from threadkeep import AsyncStore, Conversation, Message
+from threadkeep.bot._factory import BOT_NAMES, make_bot
+from threadkeep.bot._turn import Answer, Bot, TurnIncomplete, answer, fact_is_internal
 
-from threadkeep._models import Conversation, Message
-from threadkeep._store import AsyncStore
-
-__all__ = ["Bot", "EchoBot"]
-
-
-class Bot(Protocol):
-    """Anything that can answer one turn of a conversation."""
-
-    async def respond(
-        self, store: AsyncStore, conversation: Conversation, message: Message
-    ) -> str | None:
-        """Return the reply to ``message`` (already stored), or None to stay silent."""
-        ...
+__all__ = [
+    "BOT_NAMES",
+    "Answer",
+    "Bot",
+    "EchoBot",
+    "TurnIncomplete",
+    "answer",
+    "fact_is_internal",
+    "make_bot",
+]
 
 
 class EchoBot:

@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from threadkeep._exceptions import StateConflict
-from threadkeep._models import Conversation, Message
-from threadkeep._rules.lifecycle import Status
-from threadkeep._store import AsyncStore
+from threadkeep import AsyncStore, Conversation, Message, StateConflict, Status
 from threadkeep.bot import _extract
 from threadkeep.bot._llm import LLMPhraser
 
@@ -38,10 +35,27 @@ __all__ = [
     "catch_up",
     "compose_reply",
     "pending_question",
+    "salvage",
     "score_temperature",
 ]
 
 Temperature = Literal["hot", "warm", "cold"]
+Condition = Literal["poor", "needs_work", "fair", "good", "excellent"]
+Motivation = Literal[
+    "relocation",
+    "divorce",
+    "inherited",
+    "financial",
+    "downsizing",
+    "upsizing",
+    "retirement",
+    "health",
+    "landlord",
+    "curious",
+    "other",
+]
+#: Marks the fields the bot keeps for itself: the dashboard shows them locked.
+_BOT: Final[dict[str, Any]] = {"readOnly": True}
 
 #: Seller turns in a row without a new answer before the stage becomes ``STALLED``.
 STALL_AFTER: Final = 3
@@ -82,22 +96,25 @@ class SellerState(BaseModel):
         updated_at: when the state last changed (timezone-aware).
     """
 
-    model_config = ConfigDict(extra="ignore")
+    # Fields a person adds from the dashboard ("agent_notes") are kept, never dropped.
+    model_config = ConfigDict(extra="allow")
 
-    stage: str = "Q0"
-    condition: str | None = None
-    condition_issues: list[str] = Field(default_factory=list)
-    price_expectation: int | None = None
-    motivation: str | None = None
-    timeline_days: int | None = None
-    cash_offer_ok: bool | None = None
-    temperature: Temperature = "cold"
-    turns_without_progress: int = 0
-    answered: list[str] = Field(default_factory=list)
-    corrections: int = 0
-    handoff_requested: bool = False
-    last_seq: int = 0
-    updated_at: AwareDatetime | None = None
+    stage: str = Field(default="Q0", title="Bot stage", json_schema_extra=_BOT)
+    condition: Condition | None = Field(default=None, title="Condition")
+    condition_issues: list[str] = Field(default_factory=list, title="Repairs")
+    price_expectation: int | None = Field(
+        default=None, ge=0, title="Asking price", json_schema_extra={"format": "money"}
+    )
+    motivation: Motivation | None = Field(default=None, title="Reason for selling")
+    timeline_days: int | None = Field(default=None, ge=0, title="Timeline (days)")
+    cash_offer_ok: bool | None = Field(default=None, title="Cash offer OK")
+    temperature: Temperature = Field(default="cold", title="Temperature")
+    turns_without_progress: int = Field(default=0, json_schema_extra=_BOT)
+    answered: list[str] = Field(default_factory=list, json_schema_extra=_BOT)
+    corrections: int = Field(default=0, json_schema_extra=_BOT)
+    handoff_requested: bool = Field(default=False, json_schema_extra=_BOT)
+    last_seq: int = Field(default=0, json_schema_extra=_BOT)
+    updated_at: AwareDatetime | None = Field(default=None, json_schema_extra=_BOT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +304,25 @@ def catch_up(state: SellerState, missed: list[str], text: str, now: datetime) ->
     return TurnResult(state, last.state, tuple(new), tuple(corrected), last.handoff)
 
 
+def salvage(value: Any) -> SellerState:
+    """Return the state in ``value``, dropping the fields that do not parse (never failing).
+
+    A state edited by hand may hold ``"about 450k"`` as the price: the bot still answers (and
+    asks again), and the dashboard shows the problem until the field is fixed or re-asked.
+    """
+    data = dict(value) if isinstance(value, dict) else {}
+    for _ in range(len(data) + 1):
+        try:
+            return SellerState.model_validate(data)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            if not bad & data.keys():
+                break
+            for key in bad:
+                data.pop(key, None)
+    return SellerState()
+
+
 def _answered(state: SellerState, stage: str) -> bool:
     if stage == "Q1":
         return state.condition is not None
@@ -423,6 +459,9 @@ class SellerBot:
     request for a person moves the conversation to ``waiting_agent``, where the bot is silent.
     """
 
+    #: The state this bot keeps; the service validates dashboard edits against it.
+    state_model = SellerState
+
     def __init__(self, *, phraser: LLMPhraser | None = None) -> None:
         """Create the bot.
 
@@ -462,7 +501,8 @@ class SellerBot:
         if conv.status in (Status.WAITING_AGENT, Status.CLOSED) or message.role != "user":
             return None
         turn = await self._advance(store, conv, message)
-        if conv.stage != turn.state.stage:
+        # The bot moves the stage only from a stage it set: a person's stage stays.
+        if conv.stage in (None, turn.before.stage) and conv.stage != turn.state.stage:
             await store.set_stage(conv.id, turn.state.stage, tenant=tenant)
         if turn.handoff:
             await store.set_status(conv.id, Status.WAITING_AGENT, tenant=tenant)
@@ -474,8 +514,8 @@ class SellerBot:
 
     async def _advance(self, store: AsyncStore, conv: Conversation, message: Message) -> TurnResult:
         for attempt in range(2):
-            snap = await store.load_state(conv.id, SellerState, tenant=conv.tenant)
-            state = snap.value or SellerState()
+            snap = await store.load_state(conv.id, tenant=conv.tenant)
+            state = salvage(snap.value)
             missed = await self._missed(store, conv, state, message)
             turn = catch_up(state, missed, message.content, message.created_at)
             turn.state.last_seq = message.seq

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 import typer
 from rich.console import Console
@@ -25,7 +28,9 @@ from threadkeep import (
     AsyncStore,
     Conversation,
     ConversationClosed,
+    InvalidInput,
     Message,
+    Retention,
     Status,
     Store,
     ThreadkeepError,
@@ -38,7 +43,7 @@ from threadkeep._transfer import (
     jsonable,
     parse_record,
 )
-from threadkeep.bot import Bot, EchoBot
+from threadkeep.bot import Bot, answer, make_bot
 
 DEFAULT_STORE = "sqlite:///./threadkeep.db"
 
@@ -52,23 +57,47 @@ StoreOpt = Annotated[
     str, typer.Option("--store", envvar="THREADKEEP_STORE", help="Store URL.", show_default=True)
 ]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant.")]
+TtlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ttl",
+        envvar="THREADKEEP_TTL",
+        help="Seconds a conversation lives after its last activity, or 'none' (default 7 days).",
+    ),
+]
+IdleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--idle-after",
+        envvar="THREADKEEP_IDLE_AFTER",
+        help="Seconds without activity before a conversation is idle (default 1800).",
+    ),
+]
+WindowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--window", envvar="THREADKEEP_WINDOW", help="Messages the bot reads as context (20)."
+    ),
+]
 
 
-def make_cli_bot(name: str = "seller") -> Bot:
-    """Return the bot that ``threadkeep chat`` talks to: ``seller`` (default) or ``echo``.
-
-    The seller bot rewords its replies with Claude when ``ANTHROPIC_API_KEY`` is set.
-
-    Raises:
-        ValueError: an unknown bot name.
-    """
-    if name == "echo":
-        return EchoBot()
-    if name == "seller":
-        from threadkeep.bot.seller import SellerBot
-
-        return SellerBot.from_env()
-    raise ValueError(f"unknown bot {name!r}; use seller or echo")
+def _retention(ttl: str | None, idle_after: float | None, window: int | None) -> Retention:
+    """The retention these options ask for (the defaults where not given)."""
+    base = threadkeep.DEFAULT_RETENTION
+    if ttl is None:
+        life = base.ttl
+    elif ttl.strip().lower() in ("none", "never"):
+        life = None
+    else:
+        try:
+            life = timedelta(seconds=float(ttl))
+        except ValueError:
+            raise InvalidInput(f"--ttl {ttl!r} is not a number of seconds or 'none'") from None
+    return Retention(
+        ttl=life,
+        idle_after=base.idle_after if idle_after is None else timedelta(seconds=idle_after),
+        window=base.window if window is None else window,
+    )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -76,8 +105,20 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (relative) or ``sqlite:////`` URL (absolute), else None."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.path in ("", "/", "/:memory:"):
+        return None
+    return Path(unquote(parts.path[1:]))
+
+
 @contextmanager
-def _opened(url: str) -> Iterator[Store]:
+def _opened(url: str, *, existing: bool = True) -> Iterator[Store]:
+    """Open the store; with ``existing``, refuse a SQLite file that is not there (a typo)."""
+    path = _sqlite_path(url)
+    if existing and path is not None and not path.exists():
+        raise _fail(f"no store at {path} (check --store or THREADKEEP_STORE); nothing was created")
     try:
         with threadkeep.open(url) as store:
             yield store
@@ -264,8 +305,14 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    ttl: TtlOpt = None,
+    idle_after: IdleOpt = None,
+    window: WindowOpt = None,
 ) -> None:
-    """Run the HTTP service."""
+    """Run the HTTP service (every THREADKEEP_* setting is read from the environment)."""
+    for name, value in (("TTL", ttl), ("IDLE_AFTER", idle_after), ("WINDOW", window)):
+        if value is not None:
+            os.environ[f"THREADKEEP_{name}"] = str(value)
     try:
         from threadkeep.service.server import run
     except ImportError as e:
@@ -310,56 +357,90 @@ async def _open_conversation(
     return conv
 
 
-async def _chat_turn(s: AsyncStore, bot: Bot, conv: Conversation, text: str, wait: float) -> None:
-    """Store the line, let the bot answer unless a person has the conversation, store the reply."""
-    async with s.turn(conv.id, timeout=wait, tenant=conv.tenant) as turn:
-        msg = await turn.append("user", text)
-        conv = await s.get(conv.id, tenant=conv.tenant)
-        if conv.status == Status.WAITING_AGENT:
-            return
-        reply = await bot.respond(s, conv, msg)
-        if reply:
-            await turn.append("assistant", reply)
+class _Screen:
+    """The terminal's view of one conversation: prints what arrives, once, as it arrives."""
+
+    def __init__(self, store: AsyncStore, conv: Conversation) -> None:
+        self.store = store
+        self.conv = conv
+        self.last = 0
+        self.status = conv.status
+        self.lock = asyncio.Lock()
+
+    def switch(self, conv: Conversation) -> None:
+        self.conv, self.last, self.status = conv, 0, conv.status
+
+    async def refresh(self) -> None:
+        """Print the messages stored since the last one shown (not the user's own lines)."""
+        async with self.lock:
+            conv = self.conv
+            fresh = await self.store.messages(conv.id, after=self.last, tenant=conv.tenant)
+            _show([m for m in fresh if m.role != "user"])
+            self.last = max([self.last, *(m.seq for m in fresh)])
+            conv = await self.store.get(conv.id, tenant=conv.tenant)
+            if conv.status != self.status and conv.status == Status.WAITING_AGENT:
+                _note("a person from the team has this conversation; the bot is paused")
+            elif conv.status != self.status and self.status == Status.WAITING_AGENT:
+                _note("the bot is back")
+            self.status = conv.status
+
+    async def follow(self) -> None:
+        """Print an agent's messages (or another screen's) as they arrive, from the events."""
+        tenant = self.conv.tenant
+        cursor = None
+        async for event in self.store.events(tenant=tenant, timeout=0):
+            cursor = event.id  # start at the end of the log: only what comes next
+        while True:
+            try:
+                async for event in self.store.events(tenant=tenant, after=cursor, timeout=1.0):
+                    cursor = event.id
+                    if event.conversation_id == self.conv.id:
+                        await self.refresh()
+            except ThreadkeepError as e:  # the store is down or the cursor fell out of the log
+                _note(f"not following changes for a moment: {e}")
+                cursor = None
+                await asyncio.sleep(1.0)
 
 
 async def _chat(
-    url: str, conversation_id: str | None, contact: str, tenant: str, bot: Bot, wait: float
+    url: str,
+    conversation_id: str | None,
+    contact: str,
+    tenant: str,
+    bot: Bot,
+    wait: float,
+    retention: Retention,
 ) -> None:
-    async with await threadkeep.open_async(url) as s:
+    async with await threadkeep.open_async(url, retention=retention) as s:
         conv = await _open_conversation(s, conversation_id, contact, tenant)
         _note(f"conversation {conv.id} (resume with --conversation {conv.id})")
-        last = _show(await s.messages(conv.id, last=200, tenant=tenant))
-        status = conv.status
-        while True:
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                break
-            text = line.strip()
-            if not text:
-                continue
-            if text in ("/quit", "/exit"):
-                break
-            try:
-                await _chat_turn(s, bot, conv, text, wait)
-            except TurnInProgress:
-                _note("another screen is answering this conversation; send that again shortly")
-                continue
-            except ConversationClosed:
-                # Closed from another screen: the contact's next message starts a new one.
-                conv = await s.resume(conv.contact_id, tenant=tenant, channel="cli")
-                _note(f"that conversation was closed; continuing in {conv.id}")
-                last = 0
-                await _chat_turn(s, bot, conv, text, wait)
-            # What arrived since the last line: this turn's reply, and any agent's messages.
-            fresh = await s.messages(conv.id, after=last, tenant=tenant)
-            last = max(last, _show([m for m in fresh if m.role != "user"]))
-            last = max([last, *(m.seq for m in fresh)])
-            conv = await s.get(conv.id, tenant=tenant)
-            if conv.status != status and conv.status == Status.WAITING_AGENT:
-                _note("a person from the team has this conversation; the bot is paused")
-            elif conv.status != status and status == Status.WAITING_AGENT:
-                _note("the bot is back")
-            status = conv.status
+        screen = _Screen(s, conv)
+        screen.last = _show(await s.messages(conv.id, last=200, tenant=tenant))
+        follower = asyncio.create_task(screen.follow())
+        try:
+            while True:
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line or line.strip() in ("/quit", "/exit"):
+                    break
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    await answer(
+                        s, bot, text, tenant=tenant, conversation_id=screen.conv.id, wait=wait
+                    )
+                except TurnInProgress:
+                    _note("another screen is answering this conversation; send that again shortly")
+                    continue
+                except ConversationClosed:
+                    # Closed from another screen: the contact's next message starts a new one.
+                    fresh = await s.resume(screen.conv.contact_id, tenant=tenant, channel="cli")
+                    _note(f"that conversation was closed; continuing in {fresh.id}")
+                    screen.switch(fresh)
+                    await answer(s, bot, text, tenant=tenant, conversation_id=fresh.id, wait=wait)
+                await screen.refresh()
+        finally:
+            follower.cancel()
 
 
 @app.command("chat")
@@ -371,11 +452,18 @@ def chat_cmd(
     contact: Annotated[str, typer.Option(help="Contact to chat as.")] = "cli-user",
     tenant: TenantOpt = "default",
     bot: Annotated[
-        str, typer.Option(envvar="THREADKEEP_BOT", help="Bot: seller (the demo bot) or echo.")
+        str,
+        typer.Option(
+            envvar="THREADKEEP_BOT",
+            help="Bot: seller (the demo bot), echo, or package.module:attribute.",
+        ),
     ] = "seller",
     wait: Annotated[
         float, typer.Option(help="Seconds to wait while another screen holds the turn.")
     ] = 5.0,
+    ttl: TtlOpt = None,
+    idle_after: IdleOpt = None,
+    window: WindowOpt = None,
 ) -> None:
     """Chat with the demo bot in the terminal, one line per message (/quit or EOF ends).
 
@@ -383,12 +471,13 @@ def chat_cmd(
     --contact, or --conversation ID) to continue it.
     """
     try:
-        chosen = make_cli_bot(bot)
-    except ValueError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        chosen = make_bot(bot)
+        retention = _retention(ttl, idle_after, window)
+    except ThreadkeepError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
-        asyncio.run(_chat(store, conversation, contact, tenant, chosen, wait))
+        asyncio.run(_chat(store, conversation, contact, tenant, chosen, wait, retention))
     except ThreadkeepError as e:
         raise _fail(f"{type(e).__name__}: {e}") from None
 

@@ -19,12 +19,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from threadkeep import __version__
+from threadkeep.bot import make_bot
 from threadkeep.service import errors
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
 from threadkeep.service.routers import chat, conversations, events, health, messages, state
-from threadkeep.service.runtime import StoreHolder, make_bot
-from threadkeep.service.settings import ServiceSettings, get_settings
+from threadkeep.service.runtime import StoreHolder
+from threadkeep.service.settings import ServiceSettings, get_settings, unknown_variables
 
 __all__ = ["create_app"]
 
@@ -90,13 +91,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         The ASGI application (serve it with uvicorn, or ``threadkeep serve``).
 
     Raises:
-        InvalidInput: malformed API keys (or keys file) or store URL.
+        InvalidInput: a bad setting, malformed API keys (or keys file), store URL or bot.
     """
     settings = settings or get_settings()
     _configure_logging(settings.log_level)
+    for name in unknown_variables():
+        log.warning("%s is not a threadkeep setting (a typo?); it is ignored", name)
     api_keys = settings.tenants_by_key()
     metrics = Metrics()
-    holder = StoreHolder(settings.store, metrics, settings.limits())
+    holder = StoreHolder(settings.store, metrics, settings.limits(), settings.retention())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

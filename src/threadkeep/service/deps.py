@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from threadkeep._store import AsyncStore
+from threadkeep import AsyncStore
 from threadkeep.bot import Bot
 from threadkeep.service.errors import Forbidden, Unauthorized
 from threadkeep.service.observe import note

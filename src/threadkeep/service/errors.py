@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from threadkeep._exceptions import BackendUnavailable, ThreadkeepError
+from threadkeep import BackendUnavailable, ThreadkeepError
 
 __all__ = [
     "Forbidden",
@@ -55,6 +55,10 @@ def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, **extra}}
 
 
+#: Attributes of an error that its JSON body carries (TurnIncomplete names the stored message).
+_DETAILS = ("field", "rule", "conversation_id", "message_seq")
+
+
 def _headers(status: int) -> dict[str, str] | None:
     return {"WWW-Authenticate": "Bearer"} if status == 401 else None
 
@@ -63,9 +67,10 @@ async def _threadkeep_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ThreadkeepError)
     status = exc.http_status
     extra: dict[str, Any] = {}
-    field = getattr(exc, "field", None)
-    if isinstance(field, str):
-        extra["field"] = field
+    for name in _DETAILS:
+        value = getattr(exc, name, None)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            extra[name] = value
     if status >= 500:
         level = logging.WARNING if isinstance(exc, BackendUnavailable) else logging.ERROR
         log.log(level, "%s %s failed: %s", request.method, request.url.path, exc)

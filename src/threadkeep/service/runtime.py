@@ -6,16 +6,15 @@ import asyncio
 import logging
 from typing import cast
 
-from threadkeep._config import Limits
+from threadkeep._config import Limits, Retention
 from threadkeep._exceptions import BackendError
 from threadkeep._store import AsyncStore
 from threadkeep._url import StoreURL
 from threadkeep.backends import load_async
 from threadkeep.backends._protocol import AsyncBackend
-from threadkeep.bot import Bot, EchoBot
 from threadkeep.service.observe import Metrics, TimedBackend
 
-__all__ = ["StoreHolder", "make_bot"]
+__all__ = ["StoreHolder"]
 
 log = logging.getLogger("threadkeep.service")
 
@@ -27,9 +26,16 @@ class StoreHolder:
     a restart once the store is back.
     """
 
-    def __init__(self, url: str, metrics: Metrics, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        limits: Limits | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.url = url
         self.limits = limits
+        self.retention = retention
         self.redacted = StoreURL.parse(url).redacted()
         self._metrics = metrics
         self._store: AsyncStore | None = None
@@ -54,7 +60,9 @@ class StoreHolder:
                 parsed = StoreURL.parse(self.url)
                 backend = await asyncio.to_thread(load_async, parsed)
                 timed = cast(AsyncBackend, TimedBackend(backend, self._metrics))
-                self._store = AsyncStore(timed, url=parsed.redacted(), limits=self.limits)
+                self._store = AsyncStore(
+                    timed, url=parsed.redacted(), limits=self.limits, retention=self.retention
+                )
                 log.info("store %s opened", self.redacted)
             return self._store
 
@@ -71,12 +79,3 @@ class StoreHolder:
         if store is not None:
             await store.aclose()
             log.info("store %s closed", self.redacted)
-
-
-def make_bot(name: str) -> Bot:
-    """Return the bot called ``name``: ``seller`` (the demo bot) or ``echo``."""
-    if name == "echo":
-        return EchoBot()
-    from threadkeep.bot.seller import SellerBot
-
-    return SellerBot.from_env()

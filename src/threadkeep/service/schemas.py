@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from threadkeep._models import Conversation, Counts, Event, Message, StateSnapshot
+import threadkeep
+from threadkeep import Conversation, Counts, Event, Message, StateSnapshot
+from threadkeep._rules.lifecycle import TRANSITIONS  # public once the core exports the table
 
 __all__ = [
     "AppendIn",
@@ -22,6 +24,7 @@ __all__ = [
     "StartIn",
     "StateIn",
     "StateOut",
+    "StateProblem",
     "StatusIn",
 ]
 
@@ -43,6 +46,10 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(default=None, description="the offending field, when one is")
     rule: str | None = Field(default=None, description="the validation rule that failed")
     errors: list[dict[str, Any]] | None = Field(default=None, description="every failed rule")
+    conversation_id: str | None = Field(default=None, description="the conversation concerned")
+    message_seq: int | None = Field(
+        default=None, description="503 of a chat turn: the user's message was stored at this seq"
+    )
 
 
 class ErrorOut(BaseModel):
@@ -80,6 +87,9 @@ class ConversationOut(BaseModel):
     expires_at: str | None
     message_count: int
     state_version: int
+    allowed_statuses: list[StatusName] = Field(
+        description="the statuses it may move to now (the lifecycle's rule, for buttons)"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -98,6 +108,7 @@ class ConversationOut(BaseModel):
                     "expires_at": "2026-12-07T09:15:02.123456+00:00",
                     "message_count": 4,
                     "state_version": 2,
+                    "allowed_statuses": ["closed", "idle", "waiting_agent"],
                 }
             ]
         }
@@ -106,7 +117,8 @@ class ConversationOut(BaseModel):
     @classmethod
     def of(cls, conv: Conversation) -> ConversationOut:
         """Build it from a Conversation."""
-        return cls.model_validate(conv.to_dict())
+        allowed = sorted(s.value for s in TRANSITIONS[threadkeep.Status(conv.status)])
+        return cls.model_validate({**conv.to_dict(), "allowed_statuses": allowed})
 
 
 class ConversationPage(BaseModel):
@@ -265,12 +277,24 @@ class StateIn(_In):
     value: Any = Field(examples=[{"stage": "Q2", "price_expectation": 350000}])
 
 
+class StateProblem(BaseModel):
+    """One way a stored state does not fit the bot's state schema."""
+
+    field: str
+    rule: str
+    message: str
+
+
 class StateOut(BaseModel):
     """A conversation's state; version 0 and value null when nothing was saved yet."""
 
     value: Any
     version: int
     saved_at: str | None
+    problems: list[StateProblem] = Field(
+        default_factory=list,
+        description="where the stored value does not fit the bot's state schema (if it has one)",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -279,10 +303,10 @@ class StateOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, snap: StateSnapshot[Any]) -> StateOut:
+    def of(cls, snap: StateSnapshot[Any], problems: list[StateProblem] | None = None) -> StateOut:
         """Build it from a StateSnapshot."""
         saved = None if snap.saved_at is None else snap.saved_at.isoformat()
-        return cls(value=snap.value, version=snap.version, saved_at=saved)
+        return cls(value=snap.value, version=snap.version, saved_at=saved, problems=problems or [])
 
 
 class EventOut(BaseModel):

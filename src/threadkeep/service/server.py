@@ -13,9 +13,15 @@ import sys
 
 import uvicorn
 
-from threadkeep._exceptions import InvalidInput
+from threadkeep import InvalidInput
 from threadkeep._url import StoreURL
-from threadkeep.service.settings import ServiceSettings, is_loopback
+from threadkeep.bot import make_bot
+from threadkeep.service.settings import (
+    ServiceSettings,
+    is_loopback,
+    load_settings,
+    unknown_variables,
+)
 
 __all__ = ["GRACE", "check_exposure", "run"]
 
@@ -56,18 +62,22 @@ def run(
         workers: worker processes (each opens its own store connections).
 
     Raises:
-        InvalidInput: a non-loopback host without API keys, or bad settings.
+        InvalidInput: a non-loopback host without API keys, a bad setting or bot (one line
+            naming the variable and the rule).
     """
     if store_url is not None:
         os.environ["THREADKEEP_STORE"] = store_url
     os.environ["THREADKEEP_HOST"] = host
     os.environ["THREADKEEP_PORT"] = str(port)
     os.environ["THREADKEEP_WORKERS"] = str(workers)
-    settings = ServiceSettings()
+    settings = load_settings()
     # Check everything here, so N workers do not each fail with a traceback.
     store = StoreURL.parse(settings.store).redacted()
     settings.tenants_by_key()
     check_exposure(settings)
+    make_bot(settings.bot)
+    for name in unknown_variables():
+        sys.stderr.write(f"warning: {name} is not a threadkeep setting (a typo?); ignored\n")
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(
         f"threadkeep serving {store} at http://{shown}:{port}/ "

@@ -4,25 +4,44 @@ API keys map to tenants. They come from ``THREADKEEP_API_KEYS`` (``tenant:key`` 
 by commas or whitespace) and/or the JSON file named by ``THREADKEEP_API_KEYS_FILE`` (an object
 ``{"key": "tenant"}``). With no key configured the service serves loopback clients only, all as
 tenant ``default``.
+
+``load_settings()`` turns a bad value into one line naming the variable and the rule, and
+``unknown_variables()`` names ``THREADKEEP_*`` variables that are no field of the class (a typo):
+both are driven by the class's fields, so a new setting is one new field.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import replace
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Final
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from threadkeep._config import DEFAULT_LIMITS, Limits
-from threadkeep._exceptions import InvalidInput
-from threadkeep._rules.validate import check_name
+from threadkeep import DEFAULT_LIMITS, DEFAULT_RETENTION, InvalidInput, Limits, Retention
 
-__all__ = ["DEFAULT_STORE", "ServiceSettings", "get_settings", "is_loopback"]
+__all__ = [
+    "DEFAULT_STORE",
+    "PREFIX",
+    "ServiceSettings",
+    "get_settings",
+    "is_loopback",
+    "load_settings",
+    "unknown_variables",
+]
+
+#: Every setting is this prefix followed by the field's name in capitals.
+PREFIX: Final = "THREADKEEP_"
+#: Variables of that prefix read by other parts of threadkeep (not service settings).
+_OTHER_VARIABLES: Final = frozenset({"THREADKEEP_SCREENSHOTS"})
+_DEFAULT_TTL: Final = DEFAULT_RETENTION.ttl.total_seconds() if DEFAULT_RETENTION.ttl else None
 
 DEFAULT_STORE = "sqlite:///./threadkeep.db"
 
@@ -35,7 +54,8 @@ class ServiceSettings(BaseSettings):
         host: the address the server binds (checked: non-loopback needs API keys).
         port: the port the server listens on.
         workers: worker processes.
-        bot: the bot of ``POST /v1/chat``: ``seller`` (the demo bot) or ``echo``.
+        bot: the bot of ``POST /v1/chat``: ``seller`` (the demo bot), ``echo``, or an import
+            string ``package.module:attribute`` (a bot, or a function returning one).
         api_keys: ``tenant:key`` pairs, separated by commas or whitespace.
         api_keys_file: a JSON file ``{"key": "tenant"}``.
         max_body_bytes: largest request body; larger ones get 413.
@@ -47,15 +67,22 @@ class ServiceSettings(BaseSettings):
         log_level: the service's log level.
         cors_origins: origins (``https://site.example``) whose pages may call the API,
             separated by commas; ``*`` allows any. Empty: same origin only.
+        ttl: seconds a conversation lives after its last activity (``none``: until deleted).
+        idle_after: seconds without activity before an active conversation becomes idle.
+        window: how many recent messages the bot reads as context.
+        public_chat: whether ``POST /v1/chat`` without an API key is allowed; it answers with
+            a visitor token scoped to that one conversation.
+        visitor_secret: signs visitor tokens; unset, one is kept in the store (so every
+            worker and every restart accepts the same tokens).
     """
 
-    model_config = SettingsConfigDict(env_prefix="THREADKEEP_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
     store: str = DEFAULT_STORE
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    bot: Literal["seller", "echo"] = "seller"
+    bot: str = Field(default="seller", min_length=1)
     api_keys: str = ""
     api_keys_file: Path | None = None
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -66,10 +93,30 @@ class ServiceSettings(BaseSettings):
     events_kept: int = Field(default=DEFAULT_LIMITS.events_kept, ge=1)
     log_level: str = "INFO"
     cors_origins: str = ""
+    ttl: float | None = Field(default=_DEFAULT_TTL, gt=0)
+    idle_after: float = Field(default=DEFAULT_RETENTION.idle_after.total_seconds(), gt=0)
+    window: int = Field(default=DEFAULT_RETENTION.window, ge=1, le=1000)
+    public_chat: bool = False
+    visitor_secret: str = Field(default="", repr=False)
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("none", "never", ""):
+            return None
+        return value
 
     def limits(self) -> Limits:
         """Return the store limits these settings ask for."""
         return replace(DEFAULT_LIMITS, events_kept=self.events_kept)
+
+    def retention(self) -> Retention:
+        """Return the retention of new conversations these settings ask for."""
+        return Retention(
+            ttl=None if self.ttl is None else timedelta(seconds=self.ttl),
+            idle_after=timedelta(seconds=self.idle_after),
+            window=self.window,
+        )
 
     def tenants_by_key(self) -> dict[str, str]:
         """Return the configured API keys, each mapped to its tenant.
@@ -81,7 +128,8 @@ class ServiceSettings(BaseSettings):
         keys: dict[str, str] = {}
 
         def add(key: str, tenant: str, where: str) -> None:
-            check_name(tenant, "tenant")
+            if not tenant or len(tenant) > 256 or not tenant.isprintable():
+                raise InvalidInput(f"a tenant name in {where} is empty or unprintable", field=where)
             if not key or any(c.isspace() for c in key):
                 raise InvalidInput(f"an API key in {where} is empty or has spaces", field=where)
             if keys.get(key, tenant) != tenant:
@@ -113,10 +161,43 @@ class ServiceSettings(BaseSettings):
         return keys
 
 
+def load_settings(environ: Mapping[str, str] | None = None) -> ServiceSettings:
+    """Read the settings from ``THREADKEEP_*`` variables (default: the environment).
+
+    Raises:
+        InvalidInput: a bad value; the message is one line naming the variable and the rule.
+    """
+    source = os.environ if environ is None else environ
+    values = {
+        name: source[PREFIX + name.upper()]
+        for name in ServiceSettings.model_fields
+        if PREFIX + name.upper() in source
+    }
+    try:
+        # Values given by name, read as the environment would be (strings, parsed by field).
+        return ServiceSettings.model_validate(values) if environ is not None else ServiceSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = PREFIX + str(first["loc"][0]).upper() if first["loc"] else PREFIX
+        shown = values.get(str(first["loc"][0])) if first["loc"] else None
+        raise InvalidInput(f"{name}={shown!r} is not valid: {first['msg']}", field=name) from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return the ``THREADKEEP_*`` variables that name no setting (most likely typos)."""
+    source = os.environ if environ is None else environ
+    known = {PREFIX + name.upper() for name in ServiceSettings.model_fields} | _OTHER_VARIABLES
+    return sorted(k for k in source if k.startswith(PREFIX) and k not in known)
+
+
 @lru_cache
 def get_settings() -> ServiceSettings:
-    """Return the settings read from the environment (read once per process)."""
-    return ServiceSettings()
+    """Return the settings read from the environment (read once per process).
+
+    Raises:
+        InvalidInput: a bad value (one line naming the variable and the rule).
+    """
+    return load_settings()
 
 
 def is_loopback(host: str | None) -> bool:

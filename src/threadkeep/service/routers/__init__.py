@@ -17,6 +17,7 @@ _WHAT = {
     412: "the state version is not the expected one (If-Match, or the bot's state changed)",
     413: "the request body is too large",
     422: "invalid input; the body names the field and the rule",
+    428: "If-Match is required (the version the change is based on)",
     503: "the store cannot be reached",
 }
 

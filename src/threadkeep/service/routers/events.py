@@ -18,9 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from threadkeep._exceptions import ThreadkeepError
-from threadkeep._models import Event
-from threadkeep._store import AsyncStore
+from threadkeep import AsyncStore, Event, ThreadkeepError
 from threadkeep.service.deps import SettingsDep, StoreDep, TenantDep
 from threadkeep.service.routers import errors
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from threadkeep._exceptions import ThreadkeepError
+from threadkeep import ThreadkeepError
 from threadkeep.service.errors import error_body
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.schemas import ErrorOut

@@ -1,54 +1,64 @@
-/* The web chat at "/": one conversation kept in localStorage, live over /v1/events. */
+/* The web chat at "/": one visitor conversation kept in the browser, live over /v1/events.
+ * A visitor sees people's words only: no internal labels (status names, stages, ids). They are
+ * kept as data attributes of <body> for tests and styling. */
 "use strict";
 
-(function () {
-  var $ = function (id) { return document.getElementById(id); };
-  var transcript = $("transcript");
-  var input = $("input");
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const transcript = $("transcript");
+  const input = $("input");
 
-  var BANNERS = {
-    waiting_agent: "A person from our team has joined; the bot is paused until they hand back.",
+  const BANNERS = {
+    waiting_agent: "A person from our team has joined; they will answer you here.",
     closed: "This conversation is closed. Your next message starts a new one.",
   };
 
+  let live = null;
+  let token = null;
+
   function draw(session) {
-    var conv = session.conversation || {};
+    const conv = session.conversation || {};
+    if (live && session.token !== token) live.restart();  // follow with the new visitor token
+    token = session.token;
     TK.renderTranscript(transcript, session.messages, session.unsaved.concat(session.pending));
     $("empty").hidden = session.messages.length + session.pending.length > 0;
-    $("status").textContent = conv.status || "new";
-    $("status").dataset.status = conv.status || "new";
-    $("stage").textContent = conv.stage || "–";
-    $("conv-id").textContent = session.conversationId || "none yet";
-    var banner = BANNERS[conv.status];
+    Object.assign(document.body.dataset, {
+      status: conv.status || "new",
+      stage: conv.stage || "",
+      conversationId: session.conversationId || "",
+    });
+    const banner = BANNERS[conv.status];
     $("banner").hidden = !banner;
     $("banner").textContent = banner || "";
     $("error").hidden = !session.error;
     $("error").textContent = session.error || "";
-    $("send").disabled = session.sending;
     document.body.dataset.ready = "1";
   }
 
   TK.keyFromPage();
-  var session = new TK.ChatSession({ key: "threadkeep.chat", onChange: draw });
-  var live = new TK.Live(
+  const session = new TK.ChatSession({ key: "threadkeep.chat", onChange: draw });
+  live = new TK.Live(
     "",
-    function (event) { session.onEvent(event); },
-    function (state) { TK.setIndicator($("live"), state); },
-    function () { session.reload(); }
+    (event) => session.onEvent(event),
+    (state) => TK.setIndicator($("live"), state),
+    () => session.reload(),
+    () => session.token,
   );
 
-  $("composer").addEventListener("submit", function (e) {
+  $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
-    var text = input.value;
-    if (!text.trim() || session.sending) return;
+    const text = input.value;
+    if (!text.trim()) return;
     input.value = "";
-    session.send(text).then(function () { input.focus(); });
+    const sent = session.send(text);
+    TK.stick(transcript);  // one's own message is always shown
+    sent.then(() => input.focus());
   });
-  $("new-chat").addEventListener("click", function () {
+  $("new-chat").addEventListener("click", () => {
     session.newChat();
+    live.restart();
     input.focus();
   });
 
-  live.start();
-  session.adopt();
+  session.adopt().then(() => live.start());
 })();

@@ -1,147 +1,126 @@
 /* The dashboard at "/dashboard": conversations newest activity first, live over /v1/events;
- * a click opens the transcript and the state; an agent can take over, reply, hand back, close,
- * and edit the stage and state (If-Match; a 412 shows what changed and offers reload/re-apply). */
+ * a click opens the transcript, the lead summary and the state; an agent can take over, reply,
+ * hand back, close, and edit the stage and state (If-Match; a 412 shows what changed and offers
+ * reload/re-apply). It knows no bot: stages come from /v1/counts, the buttons from each
+ * conversation's allowed_statuses, the state's fields from the bot's schema (TKState). */
 "use strict";
 
-(function () {
-  var $ = function (id) { return document.getElementById(id); };
-  var api = function (method, path, body, headers) { return TK.api("", method, path, body, headers); };
-  var STAGES = ["Q0", "Q1", "Q2", "Q3", "Q4", "QUALIFIED", "STALLED"];
-  var PAGE = 50;
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const api = (method, path, body, headers) => TK.api("", method, path, body, headers);
+  const conversationPath = (id) => "/v1/conversations/" + encodeURIComponent(id);
+  const PAGE = 50;
 
-  var filters = { status: "", stage: "" };
-  var items = [];
-  var nextCursor = null;
-  var counts = null;
-  var temps = {};        // conversation id -> {version, temperature}
-  var changed = {};      // conversation ids touched by events since the last draw (flash)
-  var selected = null;   // the open conversation id
-  var detail = null;     // {conversation, messages}
-  var st = null;         // the state editor: {base, version, etag, fields: {key: text}, extra: []}
-  var serverState = null; // the latest state seen on the server for the selected conversation
-
-  function conversationPath(id) { return "/v1/conversations/" + encodeURIComponent(id); }
+  /* Everything the page knows; drawn by the draw* functions. */
+  const view = {
+    filters: { status: "", stage: "" },
+    items: [],
+    nextCursor: null,
+    counts: null,
+    changed: new Set(),   // conversation ids touched by events since the last draw (flash)
+    selected: null,       // the open conversation id
+    detail: null,         // {conversation, messages, related}
+    schema: undefined,    // the bot's state schema (null: free-form state; undefined: not asked)
+    editor: null,         // {base, version, etag, inputs: {key: text}, fields}
+    server: null,         // the latest state seen on the server: {value, version, etag, problems}
+    msgTimer: null,
+  };
 
   /* ---------- the list ---------- */
 
   function query(cursor) {
-    var params = new URLSearchParams();
-    if (filters.status) params.set("status", filters.status);
-    if (filters.stage) params.set("stage", filters.stage);
+    const params = new URLSearchParams();
+    if (view.filters.status) params.set("status", view.filters.status);
+    if (view.filters.stage) params.set("stage", view.filters.stage);
     params.set("limit", String(PAGE));
     if (cursor) params.set("cursor", cursor);
     return "/v1/conversations?" + params.toString();
   }
 
   async function loadList() {
-    var res = await api("GET", query(null));
+    const res = await api("GET", query(null));
     $("list-error").hidden = res.ok;
     if (!res.ok) { $("list-error").textContent = res.error; return; }
-    items = res.data.items || [];
-    nextCursor = res.data.next_cursor || null;
+    view.items = res.data.items;
+    view.nextCursor = res.data.next_cursor;
     drawList();
-    loadTemperatures();
   }
 
   async function loadMore() {
-    if (!nextCursor) return;
-    var res = await api("GET", query(nextCursor));
+    if (!view.nextCursor) return;
+    const res = await api("GET", query(view.nextCursor));
     if (!res.ok) return;
-    items = items.concat(res.data.items || []);
-    nextCursor = res.data.next_cursor || null;
+    view.items = view.items.concat(res.data.items);
+    view.nextCursor = res.data.next_cursor;
     drawList();
-    loadTemperatures();
   }
 
   async function loadCounts() {
-    var res = await api("GET", "/v1/counts");
-    if (res.ok) { counts = res.data; drawCounts(); }
-  }
-
-  /* GET .../state answers {value, version, saved_at}; the version is also the ETag. */
-  function stateValue(data) {
-    return data && typeof data === "object" ? data.value : null;
-  }
-
-  function stateVersion(res) {
-    var v = res.data && typeof res.data.version === "number" ? res.data.version : TK.etagVersion(res.etag);
-    return v || 0;
-  }
-
-  /* Temperatures come from each conversation's state; fetched only when its version moved. */
-  function loadTemperatures() {
-    items.forEach(function (c) {
-      var version = c.state_version || 0;
-      var known = temps[c.id];
-      if (!version || (known && known.version === version)) return;
-      temps[c.id] = { version: version, temperature: known ? known.temperature : null };
-      api("GET", conversationPath(c.id) + "/state").then(function (res) {
-        if (!res.ok) return;
-        var value = stateValue(res.data) || {};
-        temps[c.id] = { version: stateVersion(res), temperature: value.temperature || null };
-        drawList();
-      });
-    });
-  }
-
-  function tempBadge(t) {
-    return t ? TK.el("span", { className: "tk-badge tk-temp-" + t, text: t }) : TK.el("span", { className: "tk-small", text: "–" });
+    const res = await api("GET", "/v1/counts");
+    if (res.ok) { view.counts = res.data; drawCounts(); }
   }
 
   function drawList() {
-    var body = $("rows");
+    const body = $("rows");
     body.textContent = "";
-    items.forEach(function (c) {
-      var temp = temps[c.id] && temps[c.id].temperature;
-      var row = TK.el("tr", { className: "row", "data-id": c.id, "data-testid": "row" }, [
+    view.items.forEach((c) => {
+      const row = TK.el("tr", { className: "row", "data-id": c.id, "data-testid": "row" }, [
         TK.el("td", {}, [
-          TK.el("div", { className: "tk-contact", text: c.contact_id }),
-          TK.el("div", { className: "tk-small", text: c.channel || "" }),
+          TK.el("div", { className: "tk-contact", dir: "auto", text: c.contact_id }),
+          TK.el("div", { className: "tk-small", text: [c.channel, c.agent_id && "agent " + c.agent_id].filter(Boolean).join(" · ") }),
         ]),
         TK.el("td", {}, [TK.el("span", { className: "tk-badge", "data-status": c.status, text: c.status })]),
         TK.el("td", { text: c.stage || "–" }),
-        TK.el("td", {}, [tempBadge(temp)]),
         TK.el("td", { className: "tk-hide-narrow", "data-testid": "count", text: String(c.message_count) }),
         TK.el("td", { className: "tk-small", text: TK.timeText(c.last_activity_at) }),
       ]);
-      if (c.id === selected) row.classList.add("selected");
-      if (changed[c.id]) row.classList.add("flash");
-      row.addEventListener("click", function () { select(c.id); });
+      if (c.id === view.selected) row.classList.add("selected");
+      if (view.changed.has(c.id)) row.classList.add("flash");
+      row.addEventListener("click", () => select(c.id, true));
       body.appendChild(row);
     });
-    changed = {};
-    $("list-empty").hidden = items.length > 0;
-    $("more").hidden = !nextCursor;
+    view.changed.clear();
+    $("list-empty").hidden = view.items.length > 0;
+    $("more").hidden = !view.nextCursor;
+  }
+
+  function chip(text, on, attrs, onClick) {
+    const node = TK.el("span", Object.assign({ className: "tk-badge" + (on ? " on" : ""), text }, attrs));
+    node.addEventListener("click", onClick);
+    return node;
   }
 
   function drawCounts() {
-    var box = $("counts");
+    const counts = view.counts;
+    const box = $("counts");
     box.textContent = "";
     if (!counts) return;
     $("total").textContent = "(" + counts.total + ")";
-    Object.keys(counts.by_status || {}).sort().forEach(function (s) {
-      var chip = TK.el("span", { className: "tk-badge" + (filters.status === s ? " on" : ""), "data-status": s,
-        "data-testid": "count-status-" + s, text: s + " " + counts.by_status[s] });
-      chip.addEventListener("click", function () { setFilter("status", filters.status === s ? "" : s); });
-      box.appendChild(chip);
+    const waiting = counts.by_status.waiting_agent || 0;
+    $("waiting").hidden = !waiting;
+    $("waiting").textContent = waiting + " waiting for an agent";
+    Object.keys(counts.by_status).sort().forEach((s) => {
+      box.appendChild(chip(s + " " + counts.by_status[s], view.filters.status === s,
+        { "data-status": s, "data-testid": "count-status-" + s },
+        () => setFilter("status", view.filters.status === s ? "" : s)));
     });
-    Object.keys(counts.by_stage || {}).sort().forEach(function (s) {
-      var chip = TK.el("span", { className: "tk-badge tk-stage" + (filters.stage === s ? " on" : ""),
-        "data-testid": "count-stage-" + s, text: "stage " + s + " " + counts.by_stage[s] });
-      chip.addEventListener("click", function () { setFilter("stage", filters.stage === s ? "" : s); });
-      box.appendChild(chip);
+    const stages = Object.keys(counts.by_stage).sort();
+    stages.forEach((s) => {
+      box.appendChild(chip("stage " + s + " " + counts.by_stage[s], view.filters.stage === s,
+        { className: "tk-badge tk-stage" + (view.filters.stage === s ? " on" : ""), "data-testid": "count-stage-" + s },
+        () => setFilter("stage", view.filters.stage === s ? "" : s)));
     });
-    var select = $("f-stage");
-    var known = STAGES.concat(Object.keys(counts.by_stage || {})).filter(function (s, i, all) { return all.indexOf(s) === i; });
-    var current = select.value;
-    select.textContent = "";
-    select.appendChild(TK.el("option", { value: "", text: "all" }));
-    known.forEach(function (s) { select.appendChild(TK.el("option", { value: s, text: s })); });
-    select.value = current;
+    const stageSelect = $("f-stage");
+    const current = stageSelect.value;
+    stageSelect.textContent = "";
+    stageSelect.appendChild(TK.el("option", { value: "", text: "all" }));
+    stages.concat(current && stages.indexOf(current) < 0 ? [current] : [])
+      .forEach((s) => stageSelect.appendChild(TK.el("option", { value: s, text: s })));
+    stageSelect.value = current;
   }
 
   function setFilter(name, value) {
-    filters[name] = value;
+    view.filters[name] = value;
     $("f-" + name).value = value;
     loadList();
     drawCounts();
@@ -149,33 +128,42 @@
 
   /* ---------- the selected conversation ---------- */
 
-  function select(id) {
-    if (selected !== id) {
-      selected = id;
-      detail = null;
-      st = null;
-      serverState = null;
+  function select(id, tapped) {
+    if (view.selected !== id) {
+      view.selected = id;
+      view.detail = null;
+      view.editor = null;
+      view.server = null;
       $("conflict").hidden = true;
-      $("d-transcript").dataset.drawn = "";
       history.replaceState(null, "", "#c=" + encodeURIComponent(id));
     }
     drawList();
-    loadDetail(true);
+    loadDetail(true).then(() => {
+      // On a phone the detail is below the list: bring it into view.
+      if (tapped && window.innerWidth < 900) $("detail").scrollIntoView({ block: "start" });
+    });
   }
 
   async function loadDetail(withState) {
-    if (!selected) return;
-    var id = selected;
-    var path = conversationPath(id);
-    var conv = await api("GET", path);
-    if (id !== selected) return;
+    if (!view.selected) return;
+    const id = view.selected;
+    const path = conversationPath(id);
+    const conv = await api("GET", path);
+    if (id !== view.selected) return;
     if (!conv.ok) {
       showDetailError(conv.status === 404 ? "This conversation no longer exists." : conv.error);
       return;
     }
-    var msgs = await api("GET", path + "/messages?last=200");
-    if (id !== selected) return;
-    detail = { conversation: conv.data, messages: (msgs.ok && msgs.data.items) || [] };
+    const [msgs, related] = await Promise.all([
+      api("GET", path + "/messages?last=200"),
+      api("GET", "/v1/conversations?limit=20&contact_id=" + encodeURIComponent(conv.data.contact_id)),
+    ]);
+    if (id !== view.selected) return;
+    view.detail = {
+      conversation: conv.data,
+      messages: msgs.ok ? msgs.data.items : [],
+      related: related.ok ? related.data.items.filter((c) => c.id !== id) : [],
+    };
     showDetailError(null);
     drawDetail();
     if (withState) await loadState();
@@ -187,214 +175,232 @@
   }
 
   function drawDetail() {
-    $("detail-empty").hidden = !!detail;
-    $("detail-body").hidden = !detail;
-    if (!detail) return;
-    var c = detail.conversation;
+    $("detail-empty").hidden = !!view.detail;
+    $("detail-body").hidden = !view.detail;
+    if (!view.detail) return;
+    const c = view.detail.conversation;
+    const allowed = c.allowed_statuses;
     $("d-contact").textContent = c.contact_id;
     $("d-status").textContent = c.status;
     $("d-status").dataset.status = c.status;
     $("d-stage").textContent = "stage " + (c.stage || "–");
+    $("d-agent").hidden = !c.agent_id;
+    $("d-agent").textContent = c.agent_id ? "with " + c.agent_id : "";
     $("d-id").textContent = c.id;
-    var temp = serverState && serverState.value && serverState.value.temperature;
-    $("d-temp").hidden = !temp;
-    $("d-temp").className = "tk-badge tk-temp-" + temp;
-    $("d-temp").textContent = temp || "";
-    $("take-over").disabled = c.status === "waiting_agent" || c.status === "closed";
-    $("hand-back").disabled = c.status !== "waiting_agent";
-    $("close-conv").disabled = c.status === "closed";
+    $("take-over").disabled = allowed.indexOf("waiting_agent") < 0;
+    $("hand-back").disabled = c.status !== "waiting_agent" || allowed.indexOf("active") < 0;
+    $("close-conv").disabled = allowed.indexOf("closed") < 0;
     $("agent-input").disabled = c.status === "closed";
     $("agent-send").disabled = c.status === "closed";
     if (document.activeElement !== $("stage-input")) $("stage-input").value = c.stage || "";
-    TK.renderTranscript($("d-transcript"), detail.messages, [], { user: "Contact" });
+    TK.renderTranscript($("d-transcript"), view.detail.messages, [], { user: "Contact" });
+    drawRelated();
+    drawSummary();
+  }
+
+  function drawRelated() {
+    const box = $("d-related");
+    box.textContent = "";
+    const others = view.detail.related;
+    box.hidden = !others.length;
+    if (!others.length) return;
+    box.appendChild(TK.el("span", { className: "tk-small", text: "Also from this contact: " }));
+    others.forEach((c) => {
+      const link = TK.el("a", { href: "#c=" + encodeURIComponent(c.id), "data-testid": "related", text: TK.timeText(c.created_at) + " (" + c.status + ")" });
+      link.addEventListener("click", (e) => { e.preventDefault(); select(c.id, true); });
+      box.appendChild(link);
+      box.appendChild(document.createTextNode(" "));
+    });
+  }
+
+  function drawSummary() {
+    const box = $("d-summary");
+    box.textContent = "";
+    const value = view.server && view.server.value;
+    const rows = value && typeof value === "object" ? TKState.summary(view.schema, value) : [];
+    box.hidden = !rows.length;
+    rows.forEach((r) => box.appendChild(TK.el("div", { className: "tk-fact", "data-testid": "summary-" + r.key }, [
+      TK.el("span", { className: "tk-small", text: r.title }),
+      TK.el("strong", { dir: "auto", text: r.text }),
+    ])));
   }
 
   async function setStatus(status) {
-    var res = await api("POST", conversationPath(selected) + "/status", { status: status });
+    const res = await api("POST", conversationPath(view.selected) + "/status", { status });
     showDetailError(res.ok ? null : res.error);
     await loadDetail(false);
   }
 
   async function agentReply(text) {
-    var res = await api("POST", conversationPath(selected) + "/messages", { role: "agent", content: text },
+    const res = await api("POST", conversationPath(view.selected) + "/messages", { role: "agent", content: text },
       { "Idempotency-Key": TK.randomId("agent-") });
     showDetailError(res.ok ? null : res.error);
+    TK.stick($("d-transcript"));
     await loadDetail(false);
   }
 
   async function setStage(stage) {
-    var res = await api("PUT", conversationPath(selected) + "/stage", { stage: stage || null });
+    const res = await api("PUT", conversationPath(view.selected) + "/stage", { stage: stage || null });
     showDetailError(res.ok ? null : res.error);
     await loadDetail(false);
   }
 
   /* ---------- the state editor ---------- */
 
-  function fieldText(value) {
-    if (value === null || value === undefined) return "";
-    if (typeof value === "string") return value;
-    return JSON.stringify(value);
+  function say(text, isError) {
+    $("s-msg").textContent = text;
+    $("s-msg").className = isError ? "tk-error-text" : "tk-ok";
+    clearTimeout(view.msgTimer);
+    if (!isError && text) view.msgTimer = setTimeout(() => { $("s-msg").textContent = ""; }, 2500);
   }
-
-  /* Turn the text of a field back into a value, keeping the type the field had. */
-  function parseField(text, original) {
-    if (typeof original === "string") return text;
-    if (text.trim() === "") return null;
-    try { return JSON.parse(text); } catch (err) {
-      if (typeof original === "number" || typeof original === "boolean" || (original && typeof original === "object")) {
-        throw new Error("not valid JSON: " + text);
-      }
-      return text;
-    }
-  }
-
-  function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
 
   async function fetchState() {
-    var res = await api("GET", conversationPath(selected) + "/state");
-    if (!res.ok && res.status !== 404) return { error: res.error };
-    if (!res.ok) return { value: {}, version: 0, etag: null };
-    var value = stateValue(res.data);
-    return { value: value && typeof value === "object" ? value : {}, version: stateVersion(res), etag: res.etag };
+    const path = conversationPath(view.selected) + "/state";
+    const res = await api("GET", path);
+    if (!res.ok) return { error: res.error };
+    const value = res.data.value;
+    return {
+      value: value && typeof value === "object" && !Array.isArray(value) ? value : {},
+      version: res.data.version,
+      etag: res.etag,
+      problems: res.data.problems || [],
+    };
+  }
+
+  async function loadSchema() {
+    const res = await api("GET", conversationPath(view.selected) + "/state/schema");
+    view.schema = res.ok ? res.data : null;
+  }
+
+  function currentEdits() {
+    return TKState.edits(view.editor.base, view.editor.inputs, view.editor.fields);
   }
 
   async function loadState() {
-    var id = selected;
-    var s = await fetchState();
-    if (id !== selected) return;
-    if (s.error) { $("s-msg").textContent = s.error; return; }
-    serverState = s;
-    var editing = true;
-    try { editing = !!st && edits().length > 0; } catch (err) { editing = true; }  // half-typed JSON
+    const id = view.selected;
+    const [s] = await Promise.all([fetchState(), view.schema === undefined ? loadSchema() : null]);
+    if (id !== view.selected) return;
+    if (s.error) { say(s.error, true); return; }
+    view.server = s;
+    let editing = false;
+    try { editing = !!view.editor && currentEdits().length > 0; } catch (err) { editing = true; }  // half-typed
     if (!editing) {
-      st = { base: s.value, version: s.version, etag: s.etag, fields: {} };
+      view.editor = { base: s.value, version: s.version, etag: s.etag, inputs: {}, fields: TKState.fields(view.schema, s.value) };
       drawState();
-    } else if (s.version !== st.version) {
+    } else if (s.version !== view.editor.version) {
       $("s-remote").hidden = false;
       $("s-remote").textContent = "Saved on another screen: version " + s.version +
-        " (your edit is based on version " + st.version + "). Saving now will show what changed.";
+        " (your edit is based on version " + view.editor.version + "). Saving now will show what changed.";
     }
+    $("s-problems").hidden = !s.problems.length;
+    $("s-problems").textContent = s.problems.length ? "The saved state does not fit the bot's schema: " +
+      s.problems.map((p) => p.field + ": " + p.message).join("; ") : "";
     drawDetail();
   }
 
-  /* The keys whose input differs from the version the edit started from: [[key, value]]. */
-  function edits() {
-    if (!st) return [];
-    var out = [];
-    Object.keys(st.fields).forEach(function (key) {
-      var value = parseField(st.fields[key], st.base[key]);
-      if (!(key in st.base) || !same(value, st.base[key])) out.push([key, value]);
-    });
-    return out;
+  function control(field, text) {
+    let input;
+    if (field.kind === "boolean" || field.kind === "enum") {
+      const options = field.kind === "boolean" ? ["true", "false"] : field.options.map(String);
+      input = TK.el("select", {}, [TK.el("option", { value: "", text: "(none)" })]
+        .concat(options.map((o) => TK.el("option", { value: o, text: field.kind === "boolean" ? (o === "true" ? "yes" : "no") : o.replace(/_/g, " ") }))));
+    } else {
+      const type = { integer: "number", number: "number", date: "date" }[field.kind] || "text";
+      input = TK.el("input", { type, inputmode: field.kind === "money" ? "numeric" : "text" });
+      if (field.kind === "integer") input.step = "1";
+      if (field.kind === "number") input.step = "any";
+    }
+    input.value = text;
+    if (field.locked) input.disabled = true;
+    return input;
   }
 
   function drawState() {
-    var body = $("s-fields");
+    const ed = view.editor;
+    const body = $("s-fields");
     body.textContent = "";
     $("s-remote").hidden = true;
-    $("s-version").textContent = st.version ? "version " + st.version : "nothing saved yet";
-    $("s-version").dataset.version = String(st.version);
-    var keys = Object.keys(st.base).concat(Object.keys(st.fields).filter(function (k) { return !(k in st.base); }));
-    keys.forEach(function (key) {
-      var original = st.base[key];
-      var text = key in st.fields ? st.fields[key] : fieldText(original);
-      var input;
-      if (typeof original === "boolean" || (original === null && typeof parseSafe(text) === "boolean")) {
-        input = TK.el("select", {}, [
-          TK.el("option", { value: "", text: "(none)" }),
-          TK.el("option", { value: "true", text: "true" }),
-          TK.el("option", { value: "false", text: "false" }),
-        ]);
-        input.value = text;
-      } else {
-        input = TK.el("input", { type: "text" });
-        input.value = text;
-      }
-      input.dataset.field = key;
-      input.setAttribute("data-testid", "field-" + key);
-      var mark = function () {
-        st.fields[key] = input.value;
-        var value;
-        try { value = parseField(input.value, original); } catch (err) { value = undefined; }
-        input.classList.toggle("changed", !(key in st.base) || !same(value, original));
+    $("s-version").textContent = ed.version ? "version " + ed.version : "nothing saved yet";
+    $("s-version").dataset.version = String(ed.version);
+    ed.fields.forEach((field) => {
+      const original = ed.base[field.key];
+      const text = field.key in ed.inputs ? ed.inputs[field.key] : TKState.toText(original, field.kind);
+      const input = control(field, text);
+      input.dataset.field = field.key;
+      input.setAttribute("data-testid", "field-" + field.key);
+      const mark = () => {
+        ed.inputs[field.key] = input.value;
+        let changed = true;
+        try { changed = !TKState.same(TKState.parse(input.value, field), original); } catch (err) { changed = true; }
+        input.classList.toggle("changed", changed);
       };
       input.addEventListener("input", mark);
       input.addEventListener("change", mark);
-      if (key in st.fields) mark();
-      body.appendChild(TK.el("tr", {}, [TK.el("td", { text: key }), TK.el("td", {}, [input])]));
+      if (field.key in ed.inputs) mark();
+      const label = TK.el("td", { title: field.description || field.key, text: field.title + (field.locked ? " (bot)" : "") });
+      body.appendChild(TK.el("tr", { className: field.locked ? "locked" : "" }, [label, TK.el("td", {}, [input])]));
     });
   }
 
-  function parseSafe(text) { try { return JSON.parse(text); } catch (err) { return text; } }
-
-  /* Save `value` expecting `version`; on 412 show the conflict. */
-  async function putState(value, version, etag) {
-    var headers = { "If-Match": etag || ('"' + version + '"') };
-    var res = await api("PUT", conversationPath(selected) + "/state", { value: value }, headers);
-    if (res.status === 412) { await showConflict(); return false; }
-    if (!res.ok) { $("s-msg").textContent = res.error; return false; }
+  /* Save `value` expecting `etag`; on 412 show the conflict. */
+  async function putState(value, etag) {
+    const res = await api("PUT", conversationPath(view.selected) + "/state", { value }, { "If-Match": etag || '"0"' });
+    if (res.status === 412) { await showConflict(); return; }
+    if (!res.ok) { say(res.error, true); return; }
     $("conflict").hidden = true;
-    st = null;
+    view.editor = null;
     await loadState();
-    $("s-msg").textContent = "Saved.";
-    clearTimeout(putState.timer);
-    putState.timer = setTimeout(function () { $("s-msg").textContent = ""; }, 2500);
-    return true;
+    say("Saved.", false);
   }
 
   async function saveState() {
-    var changes;
-    try { changes = edits(); } catch (err) { $("s-msg").textContent = err.message; return; }
-    if (!changes.length) { $("s-msg").textContent = "Nothing changed."; return; }
-    var value = Object.assign({}, st.base);
-    changes.forEach(function (kv) { value[kv[0]] = kv[1]; });
-    await putState(value, st.version, st.etag);
+    let changes;
+    try { changes = currentEdits(); } catch (err) { say(err.message, true); return; }
+    if (!changes.length) { say("Nothing changed.", false); return; }
+    await putState(TKState.apply(view.editor.base, changes), view.editor.etag);
   }
 
+  function cell(value) { return TKState.toText(value, typeof value === "string" ? "text" : "json") || "–"; }
+
   async function showConflict() {
-    var id = selected;
-    var server = await fetchState();
-    if (id !== selected || server.error) return;
-    serverState = server;
-    var mine = {};
-    edits().forEach(function (kv) { mine[kv[0]] = kv[1]; });
-    var keys = Object.keys(Object.assign({}, st.base, server.value, mine)).filter(function (k) {
-      return k in mine || !same(st.base[k], server.value[k]);
-    });
-    var rows = $("conflict-rows");
+    const id = view.selected;
+    const server = await fetchState();
+    if (id !== view.selected || server.error) return;
+    view.server = server;
+    const rows = $("conflict-rows");
     rows.textContent = "";
-    keys.forEach(function (k) {
-      var clash = k in mine && !same(st.base[k], server.value[k]) && !same(mine[k], server.value[k]);
-      rows.appendChild(TK.el("tr", { "data-field": k, className: clash ? "clash" : "" }, [
-        TK.el("td", {}, [TK.el("strong", { text: k })]),
-        TK.el("td", { text: fieldText(st.base[k]) || "–" }),
-        TK.el("td", { text: k in mine ? fieldText(mine[k]) || "(empty)" : "(unchanged)" }),
-        TK.el("td", { "data-testid": "server-" + k, text: fieldText(server.value[k]) || "–" }),
+    TKState.conflict(view.editor.base, currentEdits(), server.value).forEach((r) => {
+      rows.appendChild(TK.el("tr", { "data-field": r.key, className: r.clash ? "clash" : "" }, [
+        TK.el("td", {}, [TK.el("strong", { text: r.key })]),
+        TK.el("td", { text: cell(r.base) }),
+        TK.el("td", { text: r.mine === undefined ? "(unchanged)" : cell(r.mine) }),
+        TK.el("td", { "data-testid": "server-" + r.key, text: cell(r.server) }),
       ]));
     });
-    $("conflict-text").textContent = "You edited version " + st.version + "; the server is now at version " +
+    $("conflict-text").textContent = "You edited version " + view.editor.version + "; the server is now at version " +
       server.version + ". Reload to take theirs, or re-apply your changed fields on top of version " + server.version + ".";
     $("conflict").hidden = false;
   }
 
   async function conflictReload() {
     $("conflict").hidden = true;
-    st = null;
+    view.editor = null;
     await loadState();
   }
 
   async function conflictReapply() {
-    var server = await fetchState();
+    const server = await fetchState();
     if (server.error) return;
-    var value = Object.assign({}, server.value);
-    edits().forEach(function (kv) { value[kv[0]] = kv[1]; });
-    await putState(value, server.version, server.etag);
+    await putState(TKState.apply(server.value, currentEdits()), server.etag);
   }
 
   function addField() {
-    var key = $("new-key").value.trim();
-    if (!key || !st) return;
-    st.fields[key] = $("new-value").value;
+    const key = $("new-key").value.trim();
+    if (!key || !view.editor) return;
+    view.editor.inputs[key] = $("new-value").value;
+    if (!view.editor.fields.some((f) => f.key === key)) {
+      view.editor.fields.push({ key, title: key, kind: "text", options: null, locked: false, nullable: true });
+    }
     $("new-key").value = "";
     $("new-value").value = "";
     drawState();
@@ -402,54 +408,56 @@
 
   /* ---------- live ---------- */
 
-  var refreshList = TK.debounce(function () { loadList(); loadCounts(); }, 250);
-  var refreshDetail = TK.debounce(function () { loadDetail(false); }, 150);
-  var refreshState = TK.debounce(function () { loadState(); }, 150);
+  const refreshList = TK.debounce(() => { loadList(); loadCounts(); }, 250);
+  const refreshDetail = TK.debounce(() => loadDetail(false), 150);
+  const refreshState = TK.debounce(() => loadState(), 150);
 
   function onEvent(event) {
-    if (event.conversation_id) changed[event.conversation_id] = true;
+    view.changed.add(event.conversation_id);
     refreshList();
-    if (selected && event.conversation_id === selected) {
-      if (event.kind === "conversation.deleted") { selected = null; detail = null; drawDetail(); return; }
+    if (view.selected && event.conversation_id === view.selected) {
+      if (event.kind === "conversation.deleted") { view.selected = null; view.detail = null; drawDetail(); return; }
       refreshDetail();
-      if (event.kind === "state.saved" || !event.kind) refreshState();
+      if (event.kind === "state.saved") refreshState();
     }
   }
 
-  var live = new TK.Live("", onEvent, function (state) { TK.setIndicator($("live"), state); }, function () {
+  const live = new TK.Live("", onEvent, (state) => TK.setIndicator($("live"), state), () => {
     refreshList();
-    if (selected) loadDetail(true);
+    if (view.selected) loadDetail(true);
   });
 
   /* ---------- wiring ---------- */
 
-  $("f-status").addEventListener("change", function () { setFilter("status", this.value); });
-  $("f-stage").addEventListener("change", function () { setFilter("stage", this.value); });
-  $("refresh").addEventListener("click", function () { loadList(); loadCounts(); });
+  $("f-status").addEventListener("change", (e) => setFilter("status", e.target.value));
+  $("f-stage").addEventListener("change", (e) => setFilter("stage", e.target.value));
+  $("refresh").addEventListener("click", () => { loadList(); loadCounts(); });
   $("more").addEventListener("click", loadMore);
-  $("take-over").addEventListener("click", function () { setStatus("waiting_agent"); });
-  $("hand-back").addEventListener("click", function () { setStatus("active"); });
-  $("close-conv").addEventListener("click", function () { setStatus("closed"); });
-  $("agent-form").addEventListener("submit", function (e) {
+  $("take-over").addEventListener("click", () => setStatus("waiting_agent"));
+  $("hand-back").addEventListener("click", () => setStatus("active"));
+  $("close-conv").addEventListener("click", () => {
+    if (window.confirm("Close this conversation? The contact's next message starts a new one.")) setStatus("closed");
+  });
+  $("agent-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    var text = $("agent-input").value.trim();
+    const text = $("agent-input").value.trim();
     if (!text) return;
     $("agent-input").value = "";
     agentReply(text);
   });
-  $("stage-save").addEventListener("click", function () { setStage($("stage-input").value.trim()); });
+  $("stage-save").addEventListener("click", () => setStage($("stage-input").value.trim()));
   $("state-save").addEventListener("click", saveState);
   $("state-discard").addEventListener("click", conflictReload);
   $("conflict-reload").addEventListener("click", conflictReload);
   $("conflict-reapply").addEventListener("click", conflictReapply);
   $("add-field").addEventListener("click", addField);
 
-  var hash = TK.keyFromPage();
+  const hash = TK.keyFromPage();
 
-  (async function main() {
+  (async () => {
     live.start();
     await Promise.all([loadList(), loadCounts()]);
-    if (hash.get("c")) select(hash.get("c"));
+    if (hash.get("c")) select(hash.get("c"), false);
     document.body.dataset.ready = "1";
   })();
 })();

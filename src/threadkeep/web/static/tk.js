@@ -1,195 +1,203 @@
 /* threadkeep browser client, shared by the chat page, the dashboard and /widget.js.
  *
  * Plain ES2017, no dependencies: TK.api (fetch wrapper), TK.Live (EventSource on /v1/events
- * with a live / reconnecting / offline state), TK.ChatSession (one conversation kept in
- * localStorage, synced over SSE) and small DOM helpers.
+ * with a live / reconnecting / offline state), TK.ChatSession (one visitor conversation kept in
+ * the browser, synced over SSE, with an outbox that survives going offline), TK.storage (the one
+ * guarded localStorage helper) and small DOM helpers.
  */
 "use strict";
 
-var TK = (function () {
-  var EVENT_KINDS = [
+const TK = (() => {
+  /* Every kind of /v1/events event (the service's EventKind; a test keeps the two equal). */
+  const EVENT_KINDS = [
     "conversation.started", "message.appended", "status.changed", "stage.changed",
     "state.saved", "conversation.closed", "conversation.deleted",
   ];
 
-  function joinUrl(base, path) {
-    return (base || "").replace(/\/+$/, "") + path;
-  }
+  /* localStorage, guarded: storage may be disabled (a widget in a strict iframe, private
+   * modes); then values last for this page only. Values are JSON. */
+  const memory = new Map();
+  const storage = {
+    get(key, fallback = null) {
+      let text = null;
+      try { text = localStorage.getItem(key); } catch (err) { text = memory.has(key) ? memory.get(key) : null; }
+      if (text === null) return fallback;
+      try { return JSON.parse(text); } catch (err) { return fallback; }
+    },
+    set(key, value) {
+      const text = JSON.stringify(value);
+      memory.set(key, text);
+      try { localStorage.setItem(key, text); } catch (err) { /* this page only */ }
+    },
+    remove(key) {
+      memory.delete(key);
+      try { localStorage.removeItem(key); } catch (err) { /* this page only */ }
+    },
+  };
+
+  const joinUrl = (base, path) => (base || "").replace(/\/+$/, "") + path;
 
   /* The API key (a service with THREADKEEP_API_KEYS maps it to a tenant). A page takes it once
-   * from its address (/dashboard#key=…) and keeps it in localStorage; the widget takes it from
-   * its script tag (data-api-key). Without one, a keyless loopback service serves tenant
-   * "default". */
-  var KEY_STORE = "threadkeep.api_key";
-  var apiKey = null;
+   * from its address (/dashboard#key=…) and keeps it; the widget needs none (a public chat gives
+   * each visitor a token of its own). */
+  const KEY_STORE = "threadkeep.api_key";
+  let apiKey = null;
 
   function setApiKey(key, persist) {
     apiKey = key || null;
     if (!persist) return;
-    try {
-      if (apiKey) localStorage.setItem(KEY_STORE, apiKey); else localStorage.removeItem(KEY_STORE);
-    } catch (err) { /* storage disabled: the key lasts for this page only */ }
+    if (apiKey) storage.set(KEY_STORE, apiKey); else storage.remove(KEY_STORE);
   }
 
   /* Read key=… from the page's #fragment (then drop it from the address bar), else the key
    * saved by an earlier visit. Returns the fragment's other parameters. */
   function keyFromPage() {
-    var params = new URLSearchParams(location.hash.replace(/^#/, ""));
-    var key = params.get("key");
+    const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const key = params.get("key");
     if (key) {
       setApiKey(key, true);
       params.delete("key");
-      var rest = params.toString();
+      const rest = params.toString();
       history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
     } else {
-      try { apiKey = localStorage.getItem(KEY_STORE) || null; } catch (err) { apiKey = null; }
+      apiKey = storage.get(KEY_STORE);
     }
     return params;
   }
 
-  /* One HTTP call. Never throws: network failures come back with status 0. */
-  async function api(base, method, path, body, headers) {
-    var init = { method: method, headers: Object.assign({ Accept: "application/json" }, headers || {}) };
-    if (apiKey) init.headers.Authorization = "Bearer " + apiKey;
+  /* One HTTP call. Never throws: network failures come back with status 0. `token` (a visitor
+   * token) replaces the API key. */
+  async function api(base, method, path, body, headers, token) {
+    const init = { method, headers: Object.assign({ Accept: "application/json" }, headers || {}) };
+    const bearer = token || apiKey;
+    if (bearer) init.headers.Authorization = "Bearer " + bearer;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    var res;
+    let res;
     try {
       res = await fetch(joinUrl(base, path), init);
     } catch (err) {
       return { ok: false, status: 0, data: null, etag: null, error: "The server cannot be reached." };
     }
-    var data = null;
-    var text = await res.text();
+    let data = null;
+    const text = await res.text();
     if (text) {
       try { data = JSON.parse(text); } catch (err) { data = text; }
     }
-    var out = { ok: res.ok, status: res.status, data: data, etag: res.headers.get("ETag"), error: null };
+    const out = { ok: res.ok, status: res.status, data, etag: res.headers.get("ETag"), error: null };
     if (!res.ok) out.error = errorText(res.status, data);
     return out;
   }
 
+  /* The service answers every error as {"error": {"type", "message", "field"?, "rule"?}}. */
   function errorText(status, data) {
     if (status === 401) {
       return "This service needs an API key: open this page as " + location.pathname +
         "#key=YOUR_KEY (it is then remembered in this browser).";
     }
-    if (data && typeof data === "object") {
-      if (data.error && data.error.message) return data.error.message;
-      if (typeof data.detail === "string") return data.detail;
-      if (Array.isArray(data.detail) && data.detail.length && data.detail[0].msg) return data.detail[0].msg;
-    }
+    if (data && data.error && data.error.message) return data.error.message;
     if (typeof data === "string" && data) return data.slice(0, 200);
     return "HTTP " + status;
   }
 
-  /* The version number inside an ETag such as "3", W/"3" or 3. */
-  function etagVersion(etag) {
-    if (!etag) return null;
-    var m = /(\d+)/.exec(etag);
-    return m ? parseInt(m[1], 10) : null;
-  }
-
   /* Follows /v1/events. onEvent(event) gets {id, kind, conversation_id, data}; onState(state)
    * gets "live", "reconnecting" or "offline"; onResync() is called after every reconnection,
-   * since events may have been missed while the stream was down. */
-  function Live(base, onEvent, onState, onResync) {
-    this.base = base;
-    this.onEvent = onEvent;
-    this.onState = onState || function () {};
-    this.onResync = onResync || function () {};
-    this.source = null;
-    this.failures = 0;
-    this.opened = false;
-    this.timer = null;
-    this.seen = {};
-    this.seenCount = 0;
-    this.state = null;
-    var self = this;
-    window.addEventListener("offline", function () { self.setState("offline"); });
-    window.addEventListener("online", function () { self.restart(); });
+   * since events may have been missed while the stream was down. token() returns the visitor
+   * token to follow with (EventSource cannot send headers: it goes in the URL). */
+  class Live {
+    constructor(base, onEvent, onState, onResync, token) {
+      this.base = base;
+      this.onEvent = onEvent;
+      this.onState = onState || (() => {});
+      this.onResync = onResync || (() => {});
+      this.token = token || (() => null);
+      this.source = null;
+      this.failures = 0;
+      this.opened = false;
+      this.timer = null;
+      this.seen = new Set();
+      this.state = null;
+      window.addEventListener("offline", () => this.setState("offline"));
+      window.addEventListener("online", () => this.restart());
+    }
+
+    setState(state) {
+      if (state === this.state) return;
+      this.state = state;
+      this.onState(state);
+    }
+
+    url() {
+      const visitor = this.token();
+      const query = visitor ? "?visitor_token=" + encodeURIComponent(visitor)
+        : apiKey ? "?api_key=" + encodeURIComponent(apiKey) : "";
+      return joinUrl(this.base, "/v1/events") + query;
+    }
+
+    start() {
+      if (this.source) this.source.close();
+      this.setState(this.opened ? "reconnecting" : (this.state || "reconnecting"));
+      const source = new EventSource(this.url());
+      this.source = source;
+      source.onopen = () => {
+        const again = this.opened;
+        this.opened = true;
+        this.failures = 0;
+        this.setState("live");
+        if (again) this.onResync();
+      };
+      source.onerror = () => {
+        if (source !== this.source) return;
+        this.failures += 1;
+        this.setState(!navigator.onLine || this.failures >= 3 ? "offline" : "reconnecting");
+        if (source.readyState === EventSource.CLOSED) {
+          // The server refused the stream (a 410 for an expired cursor, a 5xx …): start afresh.
+          const delay = Math.min(10000, 500 * Math.pow(2, Math.min(this.failures, 5)));
+          clearTimeout(this.timer);
+          this.timer = setTimeout(() => { this.opened = true; this.start(); }, delay);
+        }
+      };
+      const handler = (msg) => this.dispatch(msg);
+      EVENT_KINDS.forEach((kind) => source.addEventListener(kind, handler));
+    }
+
+    restart() {
+      clearTimeout(this.timer);
+      this.failures = 0;
+      this.start();
+    }
+
+    dispatch(msg) {
+      if (msg.lastEventId) {
+        if (this.seen.has(msg.lastEventId)) return;
+        if (this.seen.size > 5000) this.seen.clear();
+        this.seen.add(msg.lastEventId);
+      }
+      let event;
+      try { event = JSON.parse(msg.data); } catch (err) { return; }
+      this.onEvent({ id: event.id, kind: event.kind, conversation_id: event.conversation_id, data: event.data });
+    }
   }
 
-  Live.prototype.setState = function (state) {
-    if (state === this.state) return;
-    this.state = state;
-    this.onState(state);
-  };
-
-  Live.prototype.start = function () {
-    var self = this;
-    if (this.source) this.source.close();
-    this.setState(this.opened ? "reconnecting" : (this.state || "reconnecting"));
-    // EventSource cannot send headers: the events stream takes the key in its URL.
-    var url = joinUrl(this.base, "/v1/events") + (apiKey ? "?api_key=" + encodeURIComponent(apiKey) : "");
-    var source = new EventSource(url);
-    this.source = source;
-    source.onopen = function () {
-      var again = self.opened;
-      self.opened = true;
-      self.failures = 0;
-      self.setState("live");
-      if (again) self.onResync();
-    };
-    source.onerror = function () {
-      if (source !== self.source) return;
-      self.failures += 1;
-      var down = !navigator.onLine || self.failures >= 3;
-      self.setState(down ? "offline" : "reconnecting");
-      if (source.readyState === EventSource.CLOSED) {
-        // The server refused the stream (a 410 for an expired cursor, a 5xx …): start afresh.
-        var delay = Math.min(10000, 500 * Math.pow(2, Math.min(self.failures, 5)));
-        clearTimeout(self.timer);
-        self.timer = setTimeout(function () { self.opened = true; self.start(); }, delay);
-      }
-    };
-    var handler = function (msg) { self.dispatch(msg); };
-    source.onmessage = handler;
-    EVENT_KINDS.forEach(function (kind) { source.addEventListener(kind, handler); });
-  };
-
-  Live.prototype.restart = function () {
-    clearTimeout(this.timer);
-    this.failures = 0;
-    this.start();
-  };
-
-  Live.prototype.dispatch = function (msg) {
-    if (msg.lastEventId) {
-      if (this.seen[msg.lastEventId]) return;
-      if (++this.seenCount > 5000) { this.seen = {}; this.seenCount = 0; }
-      this.seen[msg.lastEventId] = true;
-    }
-    var data = {};
-    try { data = JSON.parse(msg.data || "{}"); } catch (err) { data = {}; }
-    var event = {
-      id: data.id || msg.lastEventId || null,
-      kind: data.kind || (msg.type !== "message" ? msg.type : null),
-      conversation_id: data.conversation_id || (data.data && data.data.conversation_id) || null,
-      data: data.data || data,
-    };
-    this.onEvent(event);
-  };
-
-  /* A function that runs fn at most once per `ms`, the last call winning. */
+  /* A function that runs fn once `ms` after its last call. */
   function debounce(fn, ms) {
-    var timer = null;
-    return function () {
+    let timer = null;
+    return () => {
       clearTimeout(timer);
       timer = setTimeout(fn, ms);
     };
   }
 
   function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "className") node.className = attrs[key];
-      else node.setAttribute(key, attrs[key]);
+    const node = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([key, value]) => {
+      if (key === "text") node.textContent = value;
+      else if (key === "className") node.className = value;
+      else node.setAttribute(key, value);
     });
-    (children || []).forEach(function (child) {
+    (children || []).forEach((child) => {
       if (child) node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
     });
     return node;
@@ -197,214 +205,274 @@ var TK = (function () {
 
   function timeText(iso) {
     if (!iso) return "";
-    var date = new Date(iso);
+    const date = new Date(iso);
     if (isNaN(date.getTime())) return String(iso);
-    var now = new Date();
-    var sameDay = date.toDateString() === now.toDateString();
+    const sameDay = date.toDateString() === new Date().toDateString();
     return sameDay ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })
       : date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   }
 
-  var ROLE_LABEL = { user: "You", assistant: "Bot", agent: "Agent", system: "System", tool: "Tool" };
+  const ROLE_LABEL = { user: "You", assistant: "Bot", agent: "Agent", system: "System", tool: "Tool" };
 
-  /* Draws messages (oldest first) and pending sends into container; keeps the scroll at the
-   * bottom when it was there. labels overrides ROLE_LABEL (the dashboard calls users "Contact"). */
+  /* Keep a scrolling container "stuck" to its bottom: stuck while the reader is at (or near)
+   * the bottom, and still stuck when a layout change (a banner, a taller message) carried the
+   * view off the bottom without the reader scrolling. */
+  function follow(container) {
+    if (container.tkFollow) return container.tkFollow;
+    const state = { stuck: true };
+    container.addEventListener("scroll", () => {
+      state.stuck = container.scrollHeight - container.scrollTop - container.clientHeight < 40;
+    }, { passive: true });
+    container.tkFollow = state;
+    return state;
+  }
+
+  /* Draws messages (oldest first) and pending sends into container, following new messages when
+   * the reader was at the bottom (always after stick(container)). labels overrides ROLE_LABEL. */
   function renderTranscript(container, messages, pending, labels) {
-    var atBottom = container.scrollHeight - container.scrollTop - container.clientHeight < 40;
-    var names = Object.assign({}, ROLE_LABEL, labels || {});
+    const state = follow(container);
+    const names = Object.assign({}, ROLE_LABEL, labels || {});
     container.textContent = "";
-    messages.forEach(function (m) {
+    messages.forEach((m) => {
       container.appendChild(el("div", { className: "tk-msg tk-" + m.role, "data-role": m.role, "data-seq": String(m.seq) }, [
         el("div", { className: "tk-who", text: (names[m.role] || m.role) + " · " + timeText(m.created_at) }),
-        el("div", { className: "tk-text", text: m.content }),
+        el("div", { className: "tk-text", dir: "auto", text: m.content }),
       ]));
     });
-    (pending || []).forEach(function (p) {
-      var role = p.role || "user";
-      var cls = p.role ? "tk-msg tk-" + role + " tk-unsaved" : "tk-msg tk-user tk-pending";
+    (pending || []).forEach((p) => {
+      const role = p.role || "user";
+      const cls = p.unsaved ? "tk-msg tk-" + role + " tk-unsaved" : "tk-msg tk-user tk-pending";
+      const note = p.unsaved ? " · not saved" : p.waiting ? " · will send when back online" : " · sending…";
       container.appendChild(el("div", { className: cls, "data-role": role }, [
-        el("div", { className: "tk-who", text: (names[role] || role) + (p.role ? " · not saved" : " · sending…") }),
-        el("div", { className: "tk-text", text: p.role ? p.content : p.text }),
+        el("div", { className: "tk-who", text: (names[role] || role) + note }),
+        el("div", { className: "tk-text", dir: "auto", text: p.text }),
       ]));
     });
-    if (atBottom || !container.dataset.drawn) container.scrollTop = container.scrollHeight;
-    container.dataset.drawn = "1";
+    if (state.stuck) container.scrollTop = container.scrollHeight;
+  }
+
+  /* Follow the container's bottom again (one's own message is always shown). */
+  function stick(container) {
+    follow(container).stuck = true;
+    container.scrollTop = container.scrollHeight;
   }
 
   function randomId(prefix) {
-    var bytes = new Uint8Array(6);
-    (window.crypto || window.msCrypto).getRandomValues(bytes);
-    return prefix + Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+    const bytes = new Uint8Array(8);
+    crypto.getRandomValues(bytes);
+    return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  /* One visitor conversation kept in localStorage under `key`, so reloads, other tabs and other
-   * pages of the site continue it. onChange(session) is called whenever anything changed. */
-  function ChatSession(options) {
-    this.base = options.base || "";
-    this.key = options.key;
-    this.onChange = options.onChange || function () {};
-    this.conversationId = null;
-    this.contactId = null;
-    this.conversation = null;
-    this.messages = [];
-    this.pending = [];
-    this.unsaved = [];
-    this.error = null;
-    this.sending = false;
-    var self = this;
-    this.syncSoon = debounce(function () { self.sync(); }, 120);
-    window.addEventListener("storage", function (e) {
-      if (e.key === self.key) self.adopt();
-    });
-  }
-
-  ChatSession.prototype.saved = function () {
-    try { return JSON.parse(localStorage.getItem(this.key) || "null") || {}; } catch (err) { return {}; }
-  };
-
-  ChatSession.prototype.save = function () {
-    localStorage.setItem(this.key, JSON.stringify({ conversation_id: this.conversationId, contact_id: this.contactId }));
-  };
-
-  /* Take the conversation from localStorage (at start, or when another tab changed it). */
-  ChatSession.prototype.adopt = function () {
-    var saved = this.saved();
-    this.contactId = saved.contact_id || randomId("web-");
-    if (saved.conversation_id !== this.conversationId) {
-      this.conversationId = saved.conversation_id || null;
+  /* One visitor conversation kept in the browser under `key`, so reloads, other tabs and other
+   * pages of the site continue it. The contact id outlives a closed conversation (the next one
+   * belongs to the same visitor). Messages typed while the server cannot be reached wait in an
+   * outbox (kept across reloads) and are sent once, each with its own Idempotency-Key.
+   * onChange(session) is called whenever anything changed. */
+  class ChatSession {
+    constructor(options) {
+      this.base = options.base || "";
+      this.key = options.key;
+      this.onChange = options.onChange || (() => {});
+      this.conversationId = null;
+      this.contactId = null;
+      this.token = null;
       this.conversation = null;
       this.messages = [];
-      this.pending = [];
+      this.pending = [];    // [{key, text, waiting}] in the order typed: the outbox
+      this.unsaved = [];    // [{role, text, unsaved: true}] answered while the store was down
+      this.error = null;
+      this.flushing = false;
+      this.syncSoon = debounce(() => this.sync(), 120);
+      window.addEventListener("storage", (e) => { if (e.key === this.key) this.adopt(); });
+      window.addEventListener("online", () => this.flush());
     }
-    if (!saved.contact_id) this.save();
-    this.onChange(this);
-    return this.reload();
-  };
 
-  ChatSession.prototype.reload = async function () {
-    if (!this.conversationId) return;
-    var id = this.conversationId;
-    var conv = await api(this.base, "GET", "/v1/conversations/" + encodeURIComponent(id));
-    if (id !== this.conversationId) return;
-    if (conv.status === 404) { this.forget(); return; }
-    if (!conv.ok) { this.error = conv.error; this.onChange(this); return; }
-    this.conversation = conv.data;
-    var msgs = await api(this.base, "GET", "/v1/conversations/" + encodeURIComponent(id) + "/messages?last=200");
-    if (id !== this.conversationId) return;
-    if (msgs.ok) { this.messages = (msgs.data && msgs.data.items) || []; this.error = null; }
-    else this.error = msgs.error;
-    this.onChange(this);
-  };
+    save() {
+      storage.set(this.key, {
+        conversation_id: this.conversationId,
+        contact_id: this.contactId,
+        visitor_token: this.token,
+        outbox: this.pending.map((p) => ({ key: p.key, text: p.text })),
+      });
+    }
 
-  /* Fetch what is new since the last message shown, and the conversation's status and stage. */
-  ChatSession.prototype.sync = async function () {
-    if (!this.conversationId) return;
-    var id = this.conversationId;
-    var last = this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
-    var path = "/v1/conversations/" + encodeURIComponent(id);
-    var results = await Promise.all([
-      api(this.base, "GET", path),
-      api(this.base, "GET", path + "/messages?after=" + last + "&limit=200"),
-    ]);
-    if (id !== this.conversationId) return;
-    if (results[0].status === 404) { this.forget(); return; }
-    if (results[0].ok) this.conversation = results[0].data;
-    if (results[1].ok) this.merge((results[1].data && results[1].data.items) || []);
-    this.onChange(this);
-  };
-
-  ChatSession.prototype.merge = function (items) {
-    var self = this;
-    var last = this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
-    items.forEach(function (m) {
-      if (m.seq <= last) return;
-      last = m.seq;
-      self.messages.push(m);
-      if (m.role === "user") {
-        var i = self.pending.findIndex(function (p) { return p.text === m.content; });
-        if (i >= 0) self.pending.splice(i, 1);
+    /* Take the conversation from storage (at start, or when another tab changed it). */
+    adopt() {
+      const saved = storage.get(this.key, {}) || {};
+      this.contactId = saved.contact_id || randomId("web-");
+      this.token = saved.visitor_token || null;
+      if (saved.conversation_id !== this.conversationId) {
+        this.conversationId = saved.conversation_id || null;
+        this.conversation = null;
+        this.messages = [];
       }
-    });
-  };
-
-  ChatSession.prototype.forget = function () {
-    this.conversationId = null;
-    this.conversation = null;
-    this.messages = [];
-    this.save();
-    this.onChange(this);
-  };
-
-  ChatSession.prototype.newChat = function () {
-    this.contactId = randomId("web-");
-    this.pending = [];
-    this.unsaved = [];
-    this.error = null;
-    this.forget();
-  };
-
-  ChatSession.prototype.send = async function (text) {
-    text = (text || "").trim();
-    if (!text) return;
-    var entry = { text: text };
-    this.pending.push(entry);
-    this.error = null;
-    this.sending = true;
-    this.onChange(this);
-    var closed = this.conversation && this.conversation.status === "closed";
-    var res = closed ? { ok: false, status: 409, data: null } : await this.post(text);
-    var type = res.data && res.data.error && res.data.error.type;
-    var gone = res.status === 404 || (res.status === 409 && (closed || type === "ConversationClosed"));
-    if (!res.ok && gone && this.conversationId) {
-      // The conversation was closed or erased meanwhile: the next message starts a new one.
-      this.conversationId = null;
-      this.contactId = randomId("web-");
-      this.messages = [];
-      res = await this.post(text);
-    }
-    this.sending = false;
-    if (!res.ok) {
-      this.pending.splice(this.pending.indexOf(entry), 1);
-      this.error = res.error;
+      const mine = new Set(this.pending.map((p) => p.key));
+      (saved.outbox || []).forEach((p) => { if (!mine.has(p.key)) this.pending.push({ key: p.key, text: p.text, waiting: true }); });
+      this.save();
       this.onChange(this);
+      return this.reload().then(() => this.flush());
+    }
+
+    call(method, path, body, headers) {
+      return api(this.base, method, path, body, headers, this.token);
+    }
+
+    async reload() {
+      if (!this.conversationId) return;
+      const id = this.conversationId;
+      const path = "/v1/conversations/" + encodeURIComponent(id);
+      const conv = await this.call("GET", path);
+      if (id !== this.conversationId) return;
+      if (conv.status === 404 || conv.status === 401) { this.forget(); return; }
+      if (!conv.ok) { this.error = conv.error; this.onChange(this); return; }
+      this.conversation = conv.data;
+      const msgs = await this.call("GET", path + "/messages?last=200");
+      if (id !== this.conversationId) return;
+      if (msgs.ok) { this.messages = msgs.data.items; this.error = null; } else this.error = msgs.error;
+      this.dropDelivered();
+      this.onChange(this);
+    }
+
+    /* Fetch what is new since the last message shown, and the conversation's status and stage. */
+    async sync() {
+      if (!this.conversationId) return;
+      const id = this.conversationId;
+      const last = this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
+      const path = "/v1/conversations/" + encodeURIComponent(id);
+      const [conv, msgs] = await Promise.all([
+        this.call("GET", path),
+        this.call("GET", path + "/messages?after=" + last + "&limit=200"),
+      ]);
+      if (id !== this.conversationId) return;
+      if (conv.status === 404) { this.forget(); return; }
+      if (conv.ok) this.conversation = conv.data;
+      if (msgs.ok) this.merge(msgs.data.items);
+      this.onChange(this);
+    }
+
+    merge(items) {
+      let last = this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
+      items.forEach((m) => {
+        if (m.seq <= last) return;
+        last = m.seq;
+        this.messages.push(m);
+      });
+      this.dropDelivered();
+    }
+
+    /* A pending message whose Idempotency-Key is in the transcript was delivered. */
+    dropDelivered() {
+      const delivered = new Set(this.messages.map((m) => m.idempotency_key).filter(Boolean));
+      const before = this.pending.length;
+      this.pending = this.pending.filter((p) => !delivered.has(p.key));
+      if (this.pending.length !== before) this.save();
+    }
+
+    forget() {
+      this.conversationId = null;
+      this.conversation = null;
+      this.messages = [];
+      this.save();
+      this.onChange(this);
+    }
+
+    /* Start over as a new visitor (a new contact). */
+    newChat() {
+      this.contactId = randomId("web-");
+      this.token = null;
+      this.pending = [];
+      this.unsaved = [];
+      this.error = null;
+      this.forget();
+    }
+
+    /* Queue `text` and send the outbox. */
+    send(text) {
+      text = (text || "").trim();
+      if (!text) return Promise.resolve();
+      this.pending.push({ key: randomId("msg-"), text, waiting: false });
+      this.error = null;
+      this.save();
+      this.onChange(this);
+      return this.flush();
+    }
+
+    get sending() { return this.flushing; }
+
+    /* Send the queued messages in order, each once: a message whose send failed on the network
+     * stays queued with its key and goes again when the browser is back online. */
+    async flush() {
+      if (this.flushing) return;
+      this.flushing = true;
+      try {
+        while (this.pending.length) {
+          const entry = this.pending[0];
+          const res = await this.post(entry);
+          if (res.status === 0) {
+            this.pending.forEach((p) => { p.waiting = true; });
+            this.error = "You are offline; your message will be sent when the connection is back.";
+            this.onChange(this);
+            return;
+          }
+          this.pending.shift();
+          this.save();
+          if (!res.ok) { this.error = res.error; this.onChange(this); continue; }
+          await this.accept(res.data, entry);
+        }
+      } finally {
+        this.flushing = false;
+        this.onChange(this);
+      }
+    }
+
+    async post(entry) {
+      const body = { message: entry.text, contact_id: this.contactId };
+      if (this.conversationId) body.conversation_id = this.conversationId;
+      const headers = { "Idempotency-Key": entry.key };
+      let res = await this.call("POST", "/v1/chat", body, headers);
+      const type = res.data && res.data.error && res.data.error.type;
+      if (this.conversationId && (res.status === 404 || type === "ConversationClosed")) {
+        // The conversation was closed or erased meanwhile: the same visitor starts a new one.
+        this.conversationId = null;
+        this.messages = [];
+        delete body.conversation_id;
+        res = await this.call("POST", "/v1/chat", body, headers);
+      }
       return res;
     }
-    var data = res.data || {};
-    if (data.conversation_id && data.conversation_id !== this.conversationId) {
-      this.conversationId = data.conversation_id;
+
+    async accept(data, entry) {
+      this.error = null;
+      if (data.visitor_token) this.token = data.visitor_token;
+      if (data.persisted === false) {
+        // The store was unreachable: the bot answered, but this exchange is not kept.
+        this.unsaved.push({ role: "user", text: entry.text, unsaved: true });
+        if (data.reply) this.unsaved.push({ role: "assistant", text: data.reply, unsaved: true });
+        this.error = "The server could not save this exchange; it will not be in the history.";
+        return;
+      }
+      if (data.conversation_id !== this.conversationId) {
+        this.conversationId = data.conversation_id;
+        this.messages = [];
+      }
       this.save();
+      this.conversation = Object.assign({}, this.conversation || {}, {
+        id: data.conversation_id, status: data.status, stage: data.stage,
+      });
+      await this.sync();
     }
-    this.conversation = Object.assign({}, this.conversation || {}, {
-      id: data.conversation_id, status: data.status, stage: data.stage,
-    });
-    await this.sync();
-    var i = this.pending.indexOf(entry);
-    if (i >= 0) this.pending.splice(i, 1);
-    if (data.persisted === false) {
-      // The store was unreachable: the bot answered, but this turn is not kept.
-      this.unsaved.push({ role: "user", content: text }, { role: "assistant", content: data.reply || "" });
-      this.error = "The server could not save this exchange; it will not be in the history.";
+
+    /* React to one /v1/events event. */
+    onEvent(event) {
+      if (!this.conversationId || event.conversation_id !== this.conversationId) return;
+      if (event.kind === "conversation.deleted") { this.forget(); return; }
+      this.syncSoon();
     }
-    this.onChange(this);
-    return res;
-  };
-
-  ChatSession.prototype.post = function (text) {
-    var body = { message: text, contact_id: this.contactId };
-    if (this.conversationId) body.conversation_id = this.conversationId;
-    return api(this.base, "POST", "/v1/chat", body);
-  };
-
-  /* React to one /v1/events event. */
-  ChatSession.prototype.onEvent = function (event) {
-    if (!this.conversationId || event.conversation_id !== this.conversationId) return;
-    if (event.kind === "conversation.deleted") { this.forget(); return; }
-    this.syncSoon();
-  };
+  }
 
   function setIndicator(node, state) {
     if (!node) return;
-    var labels = { live: "Live", reconnecting: "Reconnecting…", offline: "Offline" };
+    const labels = { live: "Live", reconnecting: "Reconnecting…", offline: "Offline" };
     node.dataset.state = state;
     node.className = "tk-live tk-live-" + state;
     node.textContent = labels[state] || state;
@@ -412,18 +480,7 @@ var TK = (function () {
   }
 
   return {
-    api: api,
-    etagVersion: etagVersion,
-    keyFromPage: keyFromPage,
-    setApiKey: setApiKey,
-    errorText: errorText,
-    Live: Live,
-    ChatSession: ChatSession,
-    debounce: debounce,
-    el: el,
-    timeText: timeText,
-    renderTranscript: renderTranscript,
-    setIndicator: setIndicator,
-    randomId: randomId,
+    api, keyFromPage, setApiKey, errorText, storage, Live, ChatSession, debounce, el, timeText,
+    renderTranscript, stick, setIndicator, randomId,
   };
 })();

@@ -1,22 +1,23 @@
 /* The chat bubble of /widget.js (served after tk.js, both inside one function).
  *
- * Any page includes it with <script src="https://host/widget.js"></script>. The conversation id
- * lives in localStorage, so the visitor keeps one conversation across the site's pages and tabs;
- * /v1/events brings messages sent from another tab (or by an agent) in live. The markup lives in
- * a shadow root so the site's styles and the widget's do not mix.
+ * Any page includes it with <script src="https://host/widget.js"></script>, with no key: on a
+ * service with THREADKEEP_PUBLIC_CHAT=true each visitor gets a token for its own conversation
+ * only. The conversation lives in localStorage, so the visitor keeps one conversation across the
+ * site's pages and tabs; /v1/events brings messages sent from another tab (or by an agent) in
+ * live. The markup lives in a shadow root so the site's styles and the widget's do not mix.
  */
 "use strict";
 
-(function () {
+(() => {
   if (window.__threadkeepWidget) return;
   window.__threadkeepWidget = true;
-  var script = document.currentScript;
-  var base = script && script.src ? new URL(script.src, location.href).origin : "";
-  // <script src="…/widget.js" data-api-key="…">: the site's key, for a service with API keys.
-  if (script && script.dataset.apiKey) TK.setApiKey(script.dataset.apiKey, false);
-  var OPEN_KEY = "threadkeep.widget.open";
+  const script = document.currentScript;
+  const base = script && script.src ? new URL(script.src, location.href).origin : "";
+  const OPEN_KEY = "threadkeep.widget.open";
 
-  var CSS = [
+  /* The widget's own styles: a shadow root does not see style.css, so the message look of the
+   * chat page is restated here, smaller (one file to include is worth the copy). */
+  const CSS = [
     ":host { all: initial; font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; font-size: 14px; }",
     ".bubble { position: fixed; right: 18px; bottom: 18px; width: 56px; height: 56px; border-radius: 50%;",
     "  background: #2f6fed; color: #fff; border: 0; cursor: pointer; display: flex; align-items: center; justify-content: center; z-index: 2147483000;",
@@ -29,7 +30,6 @@
     ".panel[hidden] { display: none; }",
     ".head { background: #183153; color: #fff; padding: 10px 12px; display: flex; align-items: center; gap: 8px; }",
     ".head .title { font-weight: 700; flex: 1; }",
-    ".head .meta { font-size: 11px; opacity: .85; }",
     ".head button { background: transparent; color: #fff; border: 1px solid rgba(255,255,255,.4); border-radius: 6px; cursor: pointer; font-size: 12px; padding: 3px 6px; }",
     ".live { width: 9px; height: 9px; border-radius: 50%; background: #999; display: inline-block; }",
     ".live[data-state=live] { background: #3c3; } .live[data-state=reconnecting] { background: #fb0; } .live[data-state=offline] { background: #e33; }",
@@ -48,18 +48,18 @@
     "form button { background: #2f6fed; color: #fff; border: 0; border-radius: 10px; padding: 0 12px; font: inherit; cursor: pointer; }",
   ].join("\n");
 
-  var ICON = '<svg width="26" height="26" viewBox="0 0 24 24" aria-hidden="true"><path fill="currentColor" ' +
+  const ICON = '<svg width="26" height="26" viewBox="0 0 24 24" aria-hidden="true"><path fill="currentColor" ' +
     'd="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 3 ' +
     '1.5 1.5 0 0 0 0-3zm5 0a1.5 1.5 0 1 0 0 3 1.5 1.5 0 0 0 0-3zm5 0a1.5 1.5 0 1 0 0 3 1.5 1.5 0 0 0 0-3z"/></svg>';
 
-  var host = document.createElement("div");
+  const host = document.createElement("div");
   host.id = "threadkeep-widget";
-  var root = host.attachShadow({ mode: "open" });
+  const root = host.attachShadow({ mode: "open" });
   root.innerHTML =
     "<style>" + CSS + "</style>" +
     '<div class="panel" hidden part="panel">' +
     '  <div class="head"><span class="live" title="connection"></span><span class="title">Chat with us</span>' +
-    '    <span class="meta"></span><button type="button" class="new">New</button><button type="button" class="min" aria-label="Minimise">–</button></div>' +
+    '    <button type="button" class="new">New</button><button type="button" class="min" aria-label="Minimise">–</button></div>' +
     '  <div class="banner" hidden></div>' +
     '  <div class="log" aria-live="polite"></div>' +
     '  <div class="error" hidden></div>' +
@@ -67,68 +67,74 @@
     "</div>" +
     '<button type="button" class="bubble" aria-label="Open chat">' + ICON + '<span class="dot"></span></button>';
 
-  var q = function (sel) { return root.querySelector(sel); };
-  var panel = q(".panel");
-  var bubble = q(".bubble");
-  var input = q("input");
-  var seen = 0;
+  const q = (sel) => root.querySelector(sel);
+  const panel = q(".panel");
+  const bubble = q(".bubble");
+  const input = q("input");
+  let seen = 0;
+  let live = null;
+  let token = null;
 
-  function isOpen() { return !panel.hidden; }
+  const isOpen = () => !panel.hidden;
 
   function setOpen(open) {
     panel.hidden = !open;
-    localStorage.setItem(OPEN_KEY, open ? "1" : "0");
+    TK.storage.set(OPEN_KEY, open);
     if (open) {
       bubble.classList.remove("unread");
       seen = session.messages.length;
-      var log = q(".log");
-      log.scrollTop = log.scrollHeight;
+      TK.stick(q(".log"));
       input.focus();
     }
   }
 
   function draw(s) {
-    var conv = s.conversation || {};
+    const conv = s.conversation || {};
+    if (live && s.token !== token) live.restart();  // follow with the new visitor token
+    token = s.token;
     TK.renderTranscript(q(".log"), s.messages, s.unsaved.concat(s.pending));
     if (!s.messages.length && !s.pending.length) {
       q(".log").appendChild(TK.el("div", { className: "hint", text: "Hi! Ask us anything: this chat follows you across the site." }));
     }
-    q(".meta").textContent = conv.status ? conv.status + (conv.stage ? " · " + conv.stage : "") : "";
     q(".banner").hidden = conv.status !== "waiting_agent";
     q(".banner").textContent = "A person from our team is with you now.";
     q(".error").hidden = !s.error;
     q(".error").textContent = s.error || "";
     host.dataset.conversationId = s.conversationId || "";
+    host.dataset.status = conv.status || "new";  // for tests and site styles; never shown
+    host.dataset.stage = conv.stage || "";
     host.dataset.messages = String(s.messages.length);
     if (isOpen()) seen = s.messages.length;
     else if (s.messages.length > seen) bubble.classList.add("unread");
   }
 
-  var session = new TK.ChatSession({ base: base, key: "threadkeep.widget", onChange: draw });
-  var live = new TK.Live(
+  const session = new TK.ChatSession({ base, key: "threadkeep.widget", onChange: draw });
+  live = new TK.Live(
     base,
-    function (event) { session.onEvent(event); },
-    function (state) { q(".live").dataset.state = state; host.dataset.live = state; },
-    function () { session.reload(); }
+    (event) => session.onEvent(event),
+    (state) => { q(".live").dataset.state = state; host.dataset.live = state; },
+    () => session.reload(),
+    () => session.token,
   );
 
-  bubble.addEventListener("click", function () { setOpen(!isOpen()); });
-  q(".min").addEventListener("click", function () { setOpen(false); });
-  q(".new").addEventListener("click", function () { session.newChat(); input.focus(); });
-  q("form").addEventListener("submit", function (e) {
+  bubble.addEventListener("click", () => setOpen(!isOpen()));
+  q(".min").addEventListener("click", () => setOpen(false));
+  q(".new").addEventListener("click", () => { session.newChat(); live.restart(); input.focus(); });
+  q("form").addEventListener("submit", (e) => {
     e.preventDefault();
-    var text = input.value;
-    if (!text.trim() || session.sending) return;
+    const text = input.value;
+    if (!text.trim()) return;
     input.value = "";
     session.send(text);
+    TK.stick(q(".log"));
   });
 
   function mount() {
     document.body.appendChild(host);
-    live.start();
-    session.adopt().then(function () {
+    session.adopt().then(() => {
+      live.start();
       seen = session.messages.length;
-      if (localStorage.getItem(OPEN_KEY) === "1") setOpen(true);
+      if (TK.storage.get(OPEN_KEY) === true) setOpen(true);
     });
   }
 

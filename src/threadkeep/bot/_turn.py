@@ -1,0 +1,256 @@
+"""One bot turn, the same for ``POST /v1/chat`` and ``threadkeep chat``.
+
+Under the conversation's turn lease: store the user's message, let the bot answer unless a person
+has the conversation, store the reply (its metadata names the message it answers:
+``reply_to``). A retried delivery (same ``idempotency_key``) stores nothing and gets the reply
+stored the first time; when that reply was never stored, the bot answers now, once.
+
+Retries are recognised across the tenant, not only inside one conversation: each keyed turn is
+noted as a short-lived (``low`` tier, 24 h) fact of its contact, so a retry after an agent closed
+the conversation, or an anonymous retry, finds the first delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from threadkeep import (
+    AsyncStore,
+    AsyncTurn,
+    BackendUnavailable,
+    Conversation,
+    InvalidInput,
+    Message,
+    Status,
+    ThreadkeepError,
+)
+
+__all__ = ["Answer", "Bot", "TurnIncomplete", "answer", "fact_is_internal"]
+
+#: Facts whose key starts with this are threadkeep's own notes, not what a contact told us.
+INTERNAL_FACT: Final = "_"
+_KEY_FACT: Final = "_chat_turn:"
+_LOOK_AHEAD: Final = 50  # messages read after a replayed one to find its reply
+
+
+class Bot(Protocol):
+    """Anything that can answer one turn of a conversation."""
+
+    async def respond(
+        self, store: AsyncStore, conversation: Conversation, message: Message
+    ) -> str | None:
+        """Return the reply to ``message`` (already stored), or None to stay silent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one turn did.
+
+    Attributes:
+        conversation: the conversation after the turn.
+        message: the user's stored message.
+        reply: the bot's stored reply; None while a person has the conversation, or when the
+            bot chose to stay silent.
+        replayed: whether this was a retried delivery (nothing new was stored for the message).
+    """
+
+    conversation: Conversation
+    message: Message
+    reply: Message | None
+    replayed: bool = False
+
+
+class TurnIncomplete(ThreadkeepError):
+    """The store failed in the middle of a turn, after the user's message was stored.
+
+    Retry with the same idempotency key: the message is not stored twice, and the bot answers
+    it if its reply was not stored.
+
+    Attributes:
+        conversation_id: the conversation holding the message.
+        message_seq: the stored message's seq.
+    """
+
+    http_status = 503
+
+    def __init__(self, conversation_id: str, message_seq: int, cause: BaseException) -> None:
+        super().__init__(
+            f"the store failed during the turn after message {message_seq} of conversation "
+            f"{conversation_id} was stored ({cause}); retry with the same Idempotency-Key"
+        )
+        self.conversation_id = conversation_id
+        self.message_seq = message_seq
+
+
+def fact_is_internal(key: str) -> bool:
+    """Return whether a contact fact is threadkeep's own note (hidden from people and bots)."""
+    return key.startswith(INTERNAL_FACT)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def anonymous_contact(idempotency_key: str | None) -> str:
+    """Return a contact id for a visitor who gave none (the same for retries of one key)."""
+    if idempotency_key is None:
+        return f"anon-{secrets.token_hex(8)}"
+    return f"anon-{_digest(idempotency_key)}"
+
+
+async def answer(
+    store: AsyncStore,
+    bot: Bot,
+    text: str,
+    *,
+    tenant: str = "default",
+    conversation_id: str | None = None,
+    contact_id: str | None = None,
+    channel: str | None = None,
+    idempotency_key: str | None = None,
+    lease: float = 30.0,
+    wait: float = 5.0,
+) -> Answer:
+    """Store ``text`` as the user's message and let ``bot`` answer it, under the turn lease.
+
+    Args:
+        store: the store.
+        bot: the bot that answers.
+        text: the user's message.
+        tenant: the tenant.
+        conversation_id: continue this conversation; else the contact's open one (or a new one).
+        contact_id: the contact (without ``conversation_id``); None: an anonymous visitor.
+        channel: the channel of a conversation this turn starts.
+        idempotency_key: a retried delivery with the same key gets the first answer again.
+        lease: seconds the turn lease lasts if this worker dies.
+        wait: seconds to wait for another worker's turn on the conversation.
+
+    Returns:
+        The stored message, the stored reply (if any) and the conversation after the turn.
+
+    Raises:
+        InvalidInput: an empty message, or ``idempotency_key`` used for a different message.
+        ConversationNotFound: ``conversation_id`` is absent, expired or another tenant's.
+        ConversationClosed: ``conversation_id`` is closed.
+        TurnInProgress: another worker held the turn for longer than ``wait``.
+        TurnIncomplete: the store failed after the message was stored.
+        BackendUnavailable: the store failed before anything was stored.
+    """
+    if not text.strip():
+        raise InvalidInput("the message is empty", field="message")
+    limit = store.limits.max_content_bytes
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise InvalidInput(f"the message is larger than {limit} bytes", field="message")
+    conv: Conversation | None = None
+    if conversation_id is not None:
+        conv = await store.get(conversation_id, tenant=tenant)
+        contact = conv.contact_id
+    else:
+        contact = contact_id or anonymous_contact(idempotency_key)
+    if idempotency_key is not None:
+        earlier = await _noted(store, contact, idempotency_key, tenant)
+        if earlier is not None:
+            return await _replay(store, bot, earlier, text, tenant, lease, wait)
+    if conv is None:
+        conv = await store.resume(contact, tenant=tenant, channel=channel)
+    message: Message | None = None
+    try:
+        async with store.turn(conv.id, lease=lease, timeout=wait, tenant=tenant) as turn:
+            started = store.clock.now()
+            message = await turn.append("user", text, idempotency_key=idempotency_key)
+            if idempotency_key is not None:
+                await _note(store, contact, idempotency_key, message, tenant)
+            replayed = idempotency_key is not None and message.created_at < started
+            if replayed:
+                _check_same(message, text)
+                reply = await _stored_reply(store, message, tenant)
+                if reply is None:
+                    reply = await _respond(store, bot, turn, message, tenant)
+            else:
+                reply = await _respond(store, bot, turn, message, tenant)
+        conv = await store.get(conv.id, tenant=tenant)
+    except BackendUnavailable as exc:
+        if message is None:
+            raise
+        raise TurnIncomplete(conv.id, message.seq, exc) from exc
+    return Answer(conv, message, reply, replayed)
+
+
+async def _respond(
+    store: AsyncStore, bot: Bot, turn: AsyncTurn, message: Message, tenant: str
+) -> Message | None:
+    """Let the bot answer ``message`` unless a person has the conversation; store the reply."""
+    conv = await store.get(message.conversation_id, tenant=tenant)
+    if conv.status in (Status.WAITING_AGENT, Status.CLOSED):
+        return None
+    text = await bot.respond(store, conv, message)
+    if not text:
+        return None
+    return await turn.append("assistant", text, metadata={"reply_to": message.seq})
+
+
+def _check_same(message: Message, text: str) -> None:
+    if message.content != text:
+        raise InvalidInput(
+            f"this Idempotency-Key was already used for a different message (seq "
+            f"{message.seq} of conversation {message.conversation_id}); use a new key for a "
+            "new message",
+            field="Idempotency-Key",
+        )
+
+
+async def _stored_reply(store: AsyncStore, message: Message, tenant: str) -> Message | None:
+    """The reply stored for ``message`` (its ``reply_to``), or None."""
+    following = await store.messages(
+        message.conversation_id, after=message.seq, limit=_LOOK_AHEAD, tenant=tenant
+    )
+    for m in following:
+        if m.role == "assistant" and m.metadata.get("reply_to") == message.seq:
+            return m
+    return None
+
+
+async def _note(store: AsyncStore, contact: str, key: str, message: Message, tenant: str) -> None:
+    value = {"conversation_id": message.conversation_id, "seq": message.seq}
+    await store.remember(contact, _KEY_FACT + _digest(key), value, tenant=tenant, tier="low")
+
+
+async def _noted(store: AsyncStore, contact: str, key: str, tenant: str) -> dict[str, Any] | None:
+    facts = await store.recall(contact, _KEY_FACT + _digest(key), tenant=tenant)
+    if not facts or not isinstance(facts[0].value, dict):
+        return None
+    return facts[0].value
+
+
+async def _replay(
+    store: AsyncStore,
+    bot: Bot,
+    earlier: dict[str, Any],
+    text: str,
+    tenant: str,
+    lease: float,
+    wait: float,
+) -> Answer:
+    """Answer a retried delivery from what the first one stored (the bot answers if needed)."""
+    conv_id, seq = str(earlier["conversation_id"]), int(earlier["seq"])
+    found = await store.messages(conv_id, after=seq - 1, limit=1, tenant=tenant)
+    if not found:  # trimmed by max_messages: nothing left to replay
+        raise InvalidInput(
+            f"the message of this Idempotency-Key is no longer kept (conversation {conv_id})",
+            field="Idempotency-Key",
+        )
+    message = found[0]
+    _check_same(message, text)
+    reply = await _stored_reply(store, message, tenant)
+    conv = await store.get(conv_id, tenant=tenant)
+    if reply is None and conv.status not in (Status.WAITING_AGENT, Status.CLOSED):
+        async with store.turn(conv_id, lease=lease, timeout=wait, tenant=tenant) as turn:
+            reply = await _stored_reply(store, message, tenant)  # another retry may have won
+            if reply is None:
+                reply = await _respond(store, bot, turn, message, tenant)
+        conv = await store.get(conv_id, tenant=tenant)
+    return Answer(conv, message, reply, replayed=True)

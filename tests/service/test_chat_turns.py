@@ -1,0 +1,171 @@
+"""Chat turns that go wrong: a store failing mid-turn, retried deliveries, refused messages.
+
+Regression tests of the adversarial review of b07f6d3 (findings 2, 11 and 12): each failed there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from _service_helpers import client_for
+
+import threadkeep
+
+
+def history(api, cid: str) -> list[tuple[int, str, str]]:
+    items = api.get(f"/v1/conversations/{cid}/messages?last=100").json()["items"]
+    return [(m["seq"], m["role"], m["content"]) for m in items]
+
+
+class StoreDropsOutBot:
+    """While it composes its reply, the SQLite file is locked by another connection for
+    ``seconds`` (the store URL waits at most 0.3 s for a lock): the store drops out mid-turn."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        self.path = path
+        self.seconds = seconds
+        self.timers: list[threading.Timer] = []
+
+    async def respond(self, store, conversation, message):
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("BEGIN EXCLUSIVE")
+        timer = threading.Timer(self.seconds, lambda: (db.execute("ROLLBACK"), db.close()))
+        timer.start()
+        self.timers.append(timer)
+        return f"echo: {message.content}"
+
+
+def test_a_store_failing_after_the_message_was_stored_is_a_503_naming_it(tmp_path):
+    """Finding 2: not `persisted: false` ("nothing was kept") when the message was kept."""
+    path = tmp_path / "drop.db"
+    with client_for(f"sqlite:///{path}?timeout=0.3", turn_wait=0.2, turn_lease=1) as api:
+        bot = StoreDropsOutBot(path, 1.0)
+        api.app.state.bot = bot
+        key = {"Idempotency-Key": "wamid.drop-1"}
+        resp = api.post(
+            "/v1/chat", json={"message": "I want to sell", "contact_id": "+1"}, headers=key
+        )
+        for timer in bot.timers:
+            timer.join()
+        assert resp.status_code == 503, resp.text
+        error = resp.json()["error"]
+        assert error["type"] == "TurnIncomplete"
+        assert error["message_seq"] == 1
+        cid = error["conversation_id"]
+        assert history(api, cid) == [(1, "user", "I want to sell")]
+
+        # The client retries with its key: the message is not stored twice, the bot answers it.
+        api.app.state.bot = threadkeep_echo()
+        threading.Event().wait(1.1)  # the failed turn's lease (1 s) could not be released
+        again = api.post(
+            "/v1/chat", json={"message": "I want to sell", "contact_id": "+1"}, headers=key
+        )
+        assert again.status_code == 200, again.text
+        body = again.json()
+        assert (body["conversation_id"], body["replayed"], body["persisted"]) == (cid, True, True)
+        assert body["reply"] == "echo: I want to sell"
+        assert history(api, cid) == [
+            (1, "user", "I want to sell"),
+            (2, "assistant", "echo: I want to sell"),
+        ]
+
+
+def threadkeep_echo():
+    from threadkeep.bot import EchoBot
+
+    return EchoBot()
+
+
+def test_a_store_down_before_anything_was_stored_answers_unpersisted(tmp_path):
+    """`persisted: false` is kept for what it means: nothing was written."""
+    path = tmp_path / "down.db"
+    with client_for(f"sqlite:///{path}?timeout=0.2", turn_wait=0.1) as api:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        try:
+            resp = api.post("/v1/chat", json={"message": "hello", "contact_id": "+2"})
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        assert resp.status_code == 200, resp.text
+        assert (resp.json()["persisted"], resp.json()["reply"]) == (False, "echo: hello")
+        assert api.get("/v1/conversations?contact_id=%2B2").json()["items"] == []
+
+
+def test_a_retry_after_the_conversation_was_closed_is_recognised(api):
+    """Finding 11: the key is scoped to the tenant, not to the conversation it resolves to."""
+    key = {"Idempotency-Key": "wamid.RETRY-1"}
+    first = api.post(
+        "/v1/chat", json={"message": "hello", "contact_id": "+1555"}, headers=key
+    ).json()
+    cid = first["conversation_id"]
+    assert api.post(f"/v1/conversations/{cid}/status", json={"status": "closed"}).status_code == 200
+    retry = api.post("/v1/chat", json={"message": "hello", "contact_id": "+1555"}, headers=key)
+    assert retry.status_code == 200, retry.text
+    body = retry.json()
+    assert (body["replayed"], body["conversation_id"], body["reply"]) == (True, cid, "echo: hello")
+    assert body["status"] == "closed"
+    listed = api.get("/v1/conversations?contact_id=%2B1555").json()["items"]
+    assert [c["id"] for c in listed] == [cid]  # no second conversation, nothing stored twice
+    assert history(api, cid) == [(1, "user", "hello"), (2, "assistant", "echo: hello")]
+
+
+def test_an_anonymous_retry_is_recognised(api):
+    key = {"Idempotency-Key": "widget-RETRY-2"}
+    a = api.post("/v1/chat", json={"message": "anon hello"}, headers=key).json()
+    b = api.post("/v1/chat", json={"message": "anon hello"}, headers=key).json()
+    assert (b["replayed"], b["conversation_id"]) == (True, a["conversation_id"])
+    assert len(history(api, a["conversation_id"])) == 2
+
+
+def test_a_replayed_message_whose_reply_was_never_stored_is_answered(api):
+    """Finding 12: never `replayed: true, reply: null` for a message the bot never answered."""
+    cid = api.post("/v1/conversations", json={"contact_id": "+17"}).json()["id"]
+    # The first delivery of M1 stored the message, then its turn died before the reply.
+    stored = api.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"role": "user", "content": "M1"},
+        headers={"Idempotency-Key": "K1"},
+    )
+    assert stored.status_code == 201
+    m2 = api.post("/v1/chat", json={"message": "M2", "conversation_id": cid}).json()
+    assert m2["reply"] == "echo: M2"
+    retry = api.post(
+        "/v1/chat",
+        json={"message": "M1", "conversation_id": cid},
+        headers={"Idempotency-Key": "K1"},
+    )
+    body = retry.json()
+    assert (body["replayed"], body["reply"], body["message_seq"]) == (True, "echo: M1", 1)
+    again = api.post(
+        "/v1/chat",
+        json={"message": "M1", "conversation_id": cid},
+        headers={"Idempotency-Key": "K1"},
+    ).json()
+    assert (again["reply"], again["reply_seq"]) == ("echo: M1", body["reply_seq"])  # answered once
+    assert [r for _, r, _ in history(api, cid)] == ["user", "user", "assistant", "assistant"]
+
+
+def test_a_key_reused_for_a_different_message_is_422(api):
+    key = {"Idempotency-Key": "wamid.SAME"}
+    first = api.post("/v1/chat", json={"message": "yes", "contact_id": "+3"}, headers=key).json()
+    other = api.post("/v1/chat", json={"message": "no", "contact_id": "+3"}, headers=key)
+    assert other.status_code == 422
+    assert other.json()["error"]["field"] == "Idempotency-Key"
+    assert "different message" in other.json()["error"]["message"]
+    assert history(api, first["conversation_id"]) == [
+        (1, "user", "yes"),
+        (2, "assistant", "echo: yes"),
+    ]
+
+
+def test_a_refused_message_writes_nothing(api):
+    too_big = "x" * (threadkeep.DEFAULT_LIMITS.max_content_bytes + 1)
+    for message in (too_big, "   "):
+        resp = api.post("/v1/chat", json={"message": message, "contact_id": "+4"})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["field"] == "message"
+    assert api.get("/v1/conversations?contact_id=%2B4").json()["items"] == []
+    assert api.get("/v1/counts").json()["total"] == 0
