@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import threadkeep
-from _servers import cleanup_url, isolated_url, require_reachable
+from tests._servers import cleanup_url, isolated_url, require_reachable
 
 DATA = Path(__file__).parent / "data"
 IDS = json.loads((DATA / "v1_ids.json").read_text())
@@ -36,7 +36,9 @@ def restore_postgres(url: str) -> None:
     import psycopg
 
     schema = url.rsplit("schema=", 1)[1]
-    script = (DATA / "v1_postgres.sql").read_text().replace("tk_v1fixture", schema)
+    dump = (DATA / "v1_postgres.sql").read_text().replace("tk_v1fixture", schema)
+    # pg_dump writes psql meta-commands (\\restrict); a plain connection takes only SQL
+    script = "\n".join(line for line in dump.splitlines() if not line.startswith("\\"))
     with psycopg.connect(url.split("?", 1)[0], autocommit=True) as conn:
         conn.execute(script.encode())
 

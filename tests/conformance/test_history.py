@@ -23,6 +23,7 @@ from threadkeep import (
     Limits,
     Retention,
     StateConflict,
+    TurnInProgress,
 )
 
 SIGNATURE = "EqQBCkgIARABGAIiQHVb0a+/=="
@@ -179,8 +180,17 @@ def test_append_many_of_nothing_is_nothing(store: Any) -> None:
         store.append_many("conv-does-not-exist", [("user", "x")])
 
 
-def test_append_many_batches_never_interleave(make_store: Callable[..., Any]) -> None:
-    stores = [make_store() for _ in range(4)]
+def writers(make_store: Callable[..., Any], store_url: str) -> list[Any]:
+    """Four handles on one store: separate ones where the backend is shared."""
+    if store_url.startswith("memory"):
+        return [make_store()] * 4  # a memory store lives in its one Store object
+    return [make_store() for _ in range(4)]
+
+
+def test_append_many_batches_never_interleave(
+    make_store: Callable[..., Any], store_url: str
+) -> None:
+    stores = writers(make_store, store_url)
     conv = stores[0].start(contact())
     results: list[list[Any]] = []
 
@@ -197,6 +207,23 @@ def test_append_many_batches_never_interleave(make_store: Callable[..., Any]) ->
         first = batch[0].seq
         assert seqs(batch) == list(range(first, first + 4))
     assert seqs(stores[0].messages(conv.id)) == list(range(1, 81))
+
+
+def test_a_turn_appends_items_under_its_lease(store: Any, clock: Any) -> None:
+    conv = store.start(contact())
+    with store.turn(conv.id, lease=10) as turn:
+        got = turn.append_many(
+            [("assistant", "", {"payload": call("c1")}), ("tool", "", {"payload": output("c1")})]
+        )
+        assert seqs(got) == [1, 2]
+        assert turn.append("assistant", "", payload=call("c2")).payload == call("c2")
+        clock.advance(11)
+        with store.turn(conv.id, lease=10):
+            with pytest.raises(TurnInProgress):
+                turn.append_many([("assistant", "late")])
+            with pytest.raises(TurnInProgress):
+                turn.append("assistant", "", payload=call("c3"))
+    assert seqs(store.messages(conv.id)) == [1, 2, 3]
 
 
 # ---- pop_last, clear_messages, replace_messages ---------------------------------------------
@@ -218,8 +245,10 @@ def test_pop_last_removes_the_newest_message(store: Any) -> None:
     assert "message.popped" in kinds
 
 
-def test_concurrent_pops_take_each_message_once(make_store: Callable[..., Any]) -> None:
-    stores = [make_store() for _ in range(4)]
+def test_concurrent_pops_take_each_message_once(
+    make_store: Callable[..., Any], store_url: str
+) -> None:
+    stores = writers(make_store, store_url)
     conv = stores[0].start(contact())
     stores[0].append_many(conv.id, [("user", str(i)) for i in range(40)])
     popped: list[Any] = []
@@ -282,20 +311,22 @@ def test_history_changes_need_an_open_conversation(store: Any) -> None:
     conv = store.start(contact())
     store.append(conv.id, "user", "a")
     store.close_conversation(conv.id)
-    for change in (
+    on_closed: list[Callable[[], object]] = [
         lambda: store.pop_last(conv.id),
         lambda: store.clear_messages(conv.id),
         lambda: store.replace_messages(conv.id, []),
-    ):
+    ]
+    for change in on_closed:
         with pytest.raises(ConversationClosed):
             change()
     assert len(store.messages(conv.id)) == 1
-    for change in (
+    on_missing: list[Callable[[], object]] = [
         lambda: store.pop_last("conv-does-not-exist"),
         lambda: store.clear_messages("conv-does-not-exist"),
         lambda: store.replace_messages("conv-does-not-exist", []),
         lambda: store.message_by_key("conv-does-not-exist", "k"),
-    ):
+    ]
+    for change in on_missing:
         with pytest.raises(ConversationNotFound):
             change()
 
