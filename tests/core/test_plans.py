@@ -144,7 +144,12 @@ def test_messages_before() -> None:
     huge = plans.messages(NOW, LIMITS, "c", last=None, after=None, limit=2, tenant=None,
                           before=2**80)  # fmt: skip
     assert huge.before == 2**63 - 2  # past every seq: the newest
-    for bad in ({"before": -1}, {"before": 3, "after": 1}, {"before": 3, "last": 2}):
+    bads: list[dict[str, Any]] = [
+        {"before": -1},
+        {"before": 3, "after": 1},
+        {"before": 3, "last": 2},
+    ]
+    for bad in bads:
         with pytest.raises(InvalidInput):
             plans.messages(NOW, LIMITS, "c", **{"last": None, "after": None, "limit": None,
                                                 "tenant": None, **bad})  # fmt: skip
