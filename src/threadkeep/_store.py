@@ -388,6 +388,9 @@ class Store(_StoreBase):
     ) -> Message | None:
         """Return the kept message stored with idempotency key ``key``, or None.
 
+        On Redis the newest ``idempotency_keys`` keys of a conversation (a URL option, default
+        10,000) are remembered, as for replays.
+
         Raises:
             ConversationNotFound: absent, expired or another tenant's.
             InvalidInput: a bad key.

@@ -54,3 +54,15 @@ async def test_a_bad_item_stores_no_reply(store):
         await answer(store, Broken(), "hi", contact_id="c-2")
     conv = await store.find_open("c-2")
     assert [m.role for m in await store.messages(conv.id)] == ["user"]
+
+
+def test_the_llm_request_joins_the_last_user_turn():
+    from threadkeep.bot._llm import with_request
+
+    assert with_request([], "r") == [{"role": "user", "content": "r"}]
+    joined = with_request([{"role": "user", "content": "hi"}], "r")
+    assert joined == [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "r"}]}
+    ]
+    after_bot = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert with_request(after_bot, "r")[-1] == {"role": "user", "content": "r"}

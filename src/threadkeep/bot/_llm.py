@@ -120,9 +120,9 @@ def with_request(messages: list[dict[str, Any]], request: str) -> list[Any]:
     Joined to the last user turn (the seller's message) when the list ends with one, so turns
     still alternate; added as a user turn of its own otherwise.
     """
-    block = {"type": "text", "text": request}
     if not messages or messages[-1]["role"] != "user":
-        return [*messages, {"role": "user", "content": [block]}]
+        return [*messages, {"role": "user", "content": request}]
+    block = {"type": "text", "text": request}
     last = messages[-1]
     content = last["content"]
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from threadkeep._rules.retention import RetentionUs
-from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, NewMessage
 
 __all__ = [
     "FIELDS",
@@ -25,6 +25,7 @@ __all__ = [
     "encode_conversation",
     "encode_fact",
     "encode_message",
+    "encode_new",
     "json_text",
     "opt",
     "pairs",
@@ -155,6 +156,14 @@ def encode_message(
     return (
         f"{role}\n{created_us}:{link}\n{opt(key)}\n{metadata_json}\n{opt(payload_json)}\n{content}"
     )
+
+
+def encode_new(item: NewMessage, created_us: int) -> str:
+    """Return the body of a message of a batch (see ``encode_message``)."""
+    return encode_message(
+        item.role, item.content, created_us, item.metadata_json, item.idempotency_key,
+        item.payload_json, item.link,
+    )  # fmt: skip
 
 
 def decode_message(conversation_id: str, entry: str) -> MessageRow:

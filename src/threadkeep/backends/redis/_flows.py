@@ -293,11 +293,7 @@ class Flows:
         """A call token makes a resent batch answer as it did."""
         items: list[str | int] = []
         for item in op.items:
-            body = codec.encode_message(
-                item.role, item.content, op.now_us, item.metadata_json, item.idempotency_key,
-                item.payload_json, item.link,
-            )  # fmt: skip
-            items += [codec.opt(item.idempotency_key), body, item.role]
+            items += [codec.opt(item.idempotency_key), codec.encode_new(item, op.now_us), item.role]
         reply = yield self._eval(
             "append_many",
             op.conversation_id,
@@ -349,11 +345,7 @@ class Flows:
         """A call token makes a resent replace answer as it did."""
         items: list[str | int] = []
         for item in op.items:
-            body = codec.encode_message(
-                item.role, item.content, op.now_us, item.metadata_json, item.idempotency_key,
-                item.payload_json, item.link,
-            )  # fmt: skip
-            items += [codec.opt(item.idempotency_key), body]
+            items += [codec.opt(item.idempotency_key), codec.encode_new(item, op.now_us)]
         reply = yield self._eval(
             "replace",
             op.conversation_id,
