@@ -15,6 +15,7 @@ __all__ = [
     "Counts",
     "Event",
     "Fact",
+    "FactVersion",
     "Message",
     "Page",
     "StateSnapshot",
@@ -179,6 +180,25 @@ class SweepReport:
 
 
 @dataclass(frozen=True, slots=True)
+class FactVersion:
+    """A value a fact had before a newer one superseded it.
+
+    Attributes:
+        value: the value then.
+        tier: its tier.
+        source: who set it (see Fact.source).
+        updated_at: when it was remembered.
+        expires_at: when this version is forgotten (its tier's time after ``updated_at``).
+    """
+
+    value: Any
+    tier: Tier
+    source: dict[str, Any] | None
+    updated_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Fact:
     """A remembered fact about a contact, outliving one conversation.
 
@@ -188,6 +208,9 @@ class Fact:
         tier: ``critical``, ``high``, ``medium`` or ``low``.
         updated_at: when it was last remembered.
         expires_at: when it is forgotten.
+        source: who set it, as given to ``remember`` (e.g. ``{"kind": "conversation",
+            "conversation_id": …, "message_seq": 3}`` or ``{"kind": "crm", "event": …}``).
+        history: the values it replaced, newest first, each kept for its own tier's time.
     """
 
     key: str
@@ -195,6 +218,8 @@ class Fact:
     tier: Tier
     updated_at: datetime
     expires_at: datetime
+    source: dict[str, Any] | None = None
+    history: tuple[FactVersion, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

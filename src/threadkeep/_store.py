@@ -11,7 +11,15 @@ import asyncio
 import builtins
 import enum
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from types import TracebackType
@@ -765,8 +773,12 @@ class Store(_StoreBase):
         *,
         tenant: str = "default",
         tier: Tier = "medium",
+        source: Mapping[str, Any] | None = None,
     ) -> Fact:
         """Remember a fact about a contact, beyond one conversation.
+
+        A different value than the live one supersedes it; the old value stays in the fact's
+        ``history`` for its own tier's time.
 
         Args:
             contact_id: the contact.
@@ -774,12 +786,14 @@ class Store(_StoreBase):
             value: any JSON value.
             tenant: the contact's tenant.
             tier: ``critical`` (365 days), ``high`` (30), ``medium`` (7) or ``low`` (24 h).
+            source: who set it, a JSON object (``{"kind": "conversation", "conversation_id":
+                …, "message_seq": 3}``, ``{"kind": "crm", "event": "ContactUpdate", …}``).
 
         Raises:
-            InvalidInput: a bad name, tier or value.
+            InvalidInput: a bad name, tier, value or source.
         """
         op = plans.remember(
-            self._now_us(), self.limits, contact_id, key, value, tenant=tenant, tier=tier
+            self._now_us(), self.limits, contact_id, key, value, tenant, tier, source
         )
         return outcomes.finish_remember(self._execute(op))
 
@@ -788,11 +802,14 @@ class Store(_StoreBase):
     ) -> builtins.list[Fact]:
         """Return the contact's live facts (all, or the one named ``key``), ordered by key.
 
+        Each fact carries its ``source`` and the ``history`` of the values it superseded that
+        are still within their tier's time.
+
         Raises:
             InvalidInput: a bad name.
         """
         op = plans.recall(self._now_us(), contact_id, key, tenant)
-        return outcomes.finish_recall(self._execute(op))
+        return outcomes.finish_recall(self._execute(op), op.now_us)
 
 
 class AsyncStore(_StoreBase):
@@ -1202,10 +1219,11 @@ class AsyncStore(_StoreBase):
         *,
         tenant: str = "default",
         tier: Tier = "medium",
+        source: Mapping[str, Any] | None = None,
     ) -> Fact:
         """See Store.remember."""
         op = plans.remember(
-            self._now_us(), self.limits, contact_id, key, value, tenant=tenant, tier=tier
+            self._now_us(), self.limits, contact_id, key, value, tenant, tier, source
         )
         return outcomes.finish_remember(await self._execute(op))
 
@@ -1214,4 +1232,4 @@ class AsyncStore(_StoreBase):
     ) -> builtins.list[Fact]:
         """See Store.recall."""
         op = plans.recall(self._now_us(), contact_id, key, tenant)
-        return outcomes.finish_recall(await self._execute(op))
+        return outcomes.finish_recall(await self._execute(op), op.now_us)

@@ -6,9 +6,10 @@ A record is one JSON object: ``{"conversation": {…}, "messages": […], "state
 ``ManualClock`` set to the original times, so every backend applies its own rules and the
 result keeps the conversation's id, tenant, contact, agent, channel, metadata, stage, status,
 timestamps, time to live, every message (role, content, payload, metadata, time, idempotency
-key) and the contact's facts. Two things are not carried: the state's earlier versions (the
-current value is saved again, as version 1) and the seq numbers of a history trimmed by
-``max_messages`` (the kept messages are numbered from 1 again).
+key) and the contact's facts with their sources. Three things are not carried: the state's
+earlier versions (the current value is saved again, as version 1), the values a fact superseded
+(its history), and the seq numbers of a history trimmed by ``max_messages`` (the kept messages
+are numbered from 1 again).
 
 Importing a record twice changes nothing: an existing conversation only receives the messages
 it lacks, and only changed state, stage, status and facts are written.
@@ -189,6 +190,6 @@ def import_record(
             clock.set(_when(fact.get("updated_at"), "fact.updated_at"))
             store.remember(
                 src["contact_id"], fact["key"], fact.get("value"), tenant=tenant,
-                tier=fact.get("tier", "medium"),
+                tier=fact.get("tier", "medium"), source=fact.get("source"),
             )  # fmt: skip
     return created

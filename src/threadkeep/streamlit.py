@@ -20,6 +20,7 @@ Open the store once per server process, e.g. with ``st.cache_resource``::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from threadkeep import (
     guidance as compute_guidance,
 )
 from threadkeep.playbooks import get_playbook
-from threadkeep.playbooks.guidance import Guidance
+from threadkeep.playbooks.guidance import FactView, Guidance
 from threadkeep.playbooks.model import Playbook
 
 __all__ = ["chat"]
@@ -200,12 +201,18 @@ def _move_button(g: Guidance, prefix: str, move: Callable[[str], None]) -> None:
     )
 
 
-def _fact_row(fact: Any) -> dict[str, Any]:
+def _fact_row(fact: FactView) -> dict[str, Any]:
     source = fact.source or {}
+    previous = fact.history[0].value if fact.history else None
     return {
         "fact": fact.key,
-        "value": fact.value if isinstance(fact.value, str) else repr(fact.value),
+        "value": _text(fact.value),
         "tier": fact.tier,
-        "set by": source.get("kind") or "—",
+        "set by": " ".join(str(source[k]) for k in ("kind", "event") if source.get(k)) or "—",
         "updated": f"{fact.updated_at:%b %d %H:%M}",
+        "was": "—" if previous is None else _text(previous),
     }
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

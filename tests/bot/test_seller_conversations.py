@@ -20,6 +20,7 @@ FIELDS = (
     "motivation",
     "timeline_days",
     "cash_offer_ok",
+    "visit_time",
 )
 
 CONVERSATIONS = {
@@ -142,6 +143,41 @@ CONVERSATIONS = {
         ("$390,000", {"stage": "Q4", "price_expectation": 390_000}),
         ("yeah that works", {"stage": "QUALIFIED", "cash_offer_ok": True, "temperature": "hot"}),
     ],
+    "asks-after-qualifying": [
+        (
+            "Hi, inherited house, needs major repairs, want $280k, can close in 45 days and "
+            "cash is totally fine",
+            {
+                "stage": "QUALIFIED",
+                "condition": "needs_work",
+                "price_expectation": 280_000,
+                "motivation": "inherited",
+                "timeline_days": 45,
+                "cash_offer_ok": True,
+                "temperature": "hot",
+            },
+        ),
+        ("What happens next?", {"says": "Next: a specialist reviews"}),
+        ("How does the cash offer work?", {"says": "closing within 45 days"}),
+        ("When can you come by to see it?", {"says": "What day and time suit you?"}),
+        (
+            "Tuesday afternoon works",
+            {"visit_time": "Tuesday afternoon", "says": "Noted: Tuesday afternoon suits you"},
+        ),
+        ("Actually I'd want 300k", {"price_expectation": 300_000, "says": "$300,000"}),
+        ("thanks!", {"says": "You're welcome"}),
+        ("purple monkey dishwasher", {"says": "I'm not sure I understood"}),
+    ],
+    "needs-nothing": [
+        ("hi", {"stage": "Q1"}),
+        ("It needs nothing", {"stage": "Q2", "condition": "good"}),
+        ("What happens next?", {"stage": "Q2", "says": "Once you've answered"}),
+        ("$410,000", {"stage": "Q3", "price_expectation": 410_000}),
+    ],
+    "the-house-is-a-mess": [
+        ("Hello, the house is a mess and we need out", {"stage": "Q2", "condition": "poor"}),
+        ("How much would you offer?", {"stage": "Q2", "says": "after a short visit"}),
+    ],
     "stalls-then-qualifies": [
         ("hi", {"stage": "Q1"}),
         ("what company is this?", {"stage": "Q1", "turns_without_progress": 1}),
@@ -183,12 +219,13 @@ async def test_scripted_conversation(store, name):
     expected.update(status="active")
     for i, (text, changes) in enumerate(CONVERSATIONS[name], 1):
         reply = await _turn(store, bot, conv, text)
-        expected.update({k: v for k, v in changes.items() if k != "reply"})
+        expected.update({k: v for k, v in changes.items() if k not in ("reply", "says")})
         where = f"{name} turn {i}: {text!r}"
         if "reply" in changes:
             assert reply == changes["reply"], where
         else:
             assert reply, where
+            assert changes.get("says", "") in reply, (where, reply)
         current = await store.get(conv.id)
         snap = await store.load_state(conv.id, SellerState, tenant="loc-1")
         state = snap.value

@@ -9,7 +9,9 @@ from threadkeep.bot._extract import (
     extract_condition,
     extract_motivation,
     extract_price,
+    extract_question,
     extract_timeline_days,
+    extract_visit_time,
     wants_human,
 )
 from threadkeep.bot.seller import SellerState, advance, score_temperature
@@ -72,6 +74,16 @@ def test_bare_price_counts_as_a_correction_only_with_a_cue():
         ("needs some work", False, ("fair", [])),
         ("a bit dated", False, ("fair", [])),
         ("falling apart", False, ("poor", [])),
+        ("the house is a mess", False, ("poor", [])),
+        ("honestly it's a total mess inside", False, ("poor", [])),
+        ("it needs everything", False, ("poor", [])),
+        ("it's a bit of a mess", False, ("needs_work", [])),
+        ("pretty run down", False, ("needs_work", [])),
+        ("it needs nothing", False, ("good", [])),
+        ("needs nothing, the roof is new", False, ("good", [])),
+        ("doesn't need anything", False, ("good", [])),
+        ("no repairs needed, it's turnkey", False, ("good", [])),
+        ("not a mess at all", False, None),
         ("it's ok", True, ("fair", [])),
         ("fine", True, ("good", [])),
         ("fine", False, None),
@@ -220,3 +232,40 @@ def test_advance_is_pure_and_records_corrections():
 def test_state_round_trips_as_json():
     state = advance(SellerState(), "needs a new roof, want $300k", NOW).state
     assert SellerState.model_validate_json(state.model_dump_json()) == state
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("When can you come by to see it?", "schedule"),
+        ("Can we schedule a walkthrough?", "schedule"),
+        ("call me tomorrow", "schedule"),
+        ("How much would you offer?", "offer"),
+        ("how does the cash offer work?", "offer"),
+        ("What would you pay for it?", "offer"),
+        ("What happens next?", "next"),
+        ("ok, what now?", "next"),
+        ("how does this work", "next"),
+        ("Thanks!", "thanks"),
+        ("ok thank you so much", "thanks"),
+        ("It needs a new roof", None),
+        ("thanks, but the price is 500k", None),
+    ],
+)
+def test_question(text, expected):
+    assert extract_question(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Tuesday afternoon works", "Tuesday afternoon"),
+        ("tomorrow at 10am?", "tomorrow at 10am"),
+        ("how about 3pm", "3pm"),
+        ("next week", "next week"),
+        ("I want 450", None),
+        ("in 30 days", None),
+    ],
+)
+def test_visit_time(text, expected):
+    assert extract_visit_time(text) == expected

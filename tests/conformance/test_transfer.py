@@ -29,7 +29,8 @@ def test_export_then_import_into_each_backend(store_url: str) -> None:
         b = src.start("c-2", tenant=tenant, retention=threadkeep.Retention(ttl=None))
         src.append(b.id, "user", "bye")
         src.close_conversation(b.id)
-        src.remember("c-1", "prefers", "text", tenant=tenant, tier="critical")
+        src.remember("c-1", "prefers", "text", tenant=tenant, tier="critical",
+                     source={"kind": "crm", "event": "ContactUpdate"})  # fmt: skip
         original = _records(src, tenant)
 
     target_clock = threadkeep.ManualClock()

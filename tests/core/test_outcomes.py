@@ -181,5 +181,5 @@ def test_finish_the_rest() -> None:
         outcomes.finish_lease(Result(Outcome.NOT_FOUND, 0), "c1")
     fact = outcomes.finish_remember(Result(Outcome.OK, FactRow("k", "[1]", "low", NOW, NOW + 1)))
     assert (fact.key, fact.value, fact.tier) == ("k", [1], "low")
-    assert outcomes.finish_recall(Result(Outcome.OK, [])) == []
+    assert outcomes.finish_recall(Result(Outcome.OK, []), NOW) == []
     assert "another worker" in str(outcomes.turn_busy("c1"))

@@ -238,10 +238,10 @@ def test_the_other_plans() -> None:
     assert (sweep.dry_run, sweep.idle_to, sweep.idle_from, sweep.batch) == (
         True, "idle", ("active",), plans.SWEEP_BATCH
     )  # fmt: skip
-    fact = plans.remember(NOW, DEFAULT_LIMITS, "p", "k", [1], tenant="t", tier="low")
+    fact = plans.remember(NOW, DEFAULT_LIMITS, "p", "k", [1], "t", "low")
     assert (fact.value_json, fact.tier, fact.expires_us) == ("[1]", "low", NOW + 86_400_000_000)
     with pytest.raises(InvalidInput):
-        plans.remember(NOW, DEFAULT_LIMITS, "p", "k", 1, tenant="t", tier="forever")
+        plans.remember(NOW, DEFAULT_LIMITS, "p", "k", 1, "t", "forever")
     assert plans.recall(NOW, "p", None, "t").key is None
     assert plans.counts(NOW, "t").tenant == "t"
     assert plans.get(NOW, "c", "t").tenant == "t"

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-
-from _ghl_helpers import LOCATION, MAP
-from process import FakeProcess
+from tests.crm._ghl_helpers import LOCATION, MAP
+from tests.fakes.process import FakeProcess
 
 
 @pytest.fixture
@@ -37,7 +32,7 @@ def fake_ghl() -> Iterator[FakeProcess]:
         "cI08i1Bls3iTB9bKgFJh",
         "--contact",
         "cJAWDskpkJHbRbhAT7bs",
-    ).start()
+    ).started()
     yield fake
     fake.stop()
 
@@ -52,6 +47,6 @@ def fake_ghl_small_window() -> Iterator[FakeProcess]:
     """The fake GoHighLevel API enforcing 5 requests per second."""
     fake = FakeProcess(
         "ghl.py", "--token", f"tok-1:{LOCATION}", "--limit", "5", "--window", "1"
-    ).start()
+    ).started()
     yield fake
     fake.stop()

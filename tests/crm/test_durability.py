@@ -7,9 +7,10 @@ import json
 import urllib.request
 
 import pytest
-from _ghl_helpers import LOCATION, STAGE_IDS, TEST_PUBLIC_PEM, event, signed
-from _service_helpers import LiveServer, wait_for
-from process import FakeProcess
+
+from tests.crm._ghl_helpers import LOCATION, STAGE_IDS, TEST_PUBLIC_PEM, event, signed
+from tests.fakes.process import FakeProcess
+from tests.service._service_helpers import LiveServer, wait_for
 
 CONTACT = "cI08i1Bls3iTB9bKgFJh"
 
@@ -37,7 +38,7 @@ def fake_state(fake):
 
 @pytest.mark.slow
 def test_a_change_made_while_ghl_is_down_survives_a_restart(tmp_path, map_file):
-    fake = FakeProcess("ghl.py", "--token", f"tok-1:{LOCATION}", "--contact", CONTACT).start()
+    fake = FakeProcess("ghl.py", "--token", f"tok-1:{LOCATION}", "--contact", CONTACT).started()
     ghl_url = fake.url
     fake.stop()  # GoHighLevel is down: connections are refused
     server = LiveServer(
@@ -73,6 +74,7 @@ def test_a_change_made_while_ghl_is_down_survives_a_restart(tmp_path, map_file):
             "PUT",
             f"/v1/conversations/{conv['id']}/state",
             {"value": {"price_expectation": 450000}},
+            headers={"If-Match": '"0"'},
         )
         wait_for(
             lambda: "GoHighLevel unavailable" in server.log_text(),
@@ -82,7 +84,7 @@ def test_a_change_made_while_ghl_is_down_survives_a_restart(tmp_path, map_file):
         server.restart()
         fake = FakeProcess(
             "ghl.py", "--token", f"tok-1:{LOCATION}", "--contact", CONTACT, port=fake.port
-        ).start()
+        ).started()
 
         def delivered():
             state = fake_state(fake)

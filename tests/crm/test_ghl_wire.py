@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _ghl_helpers import MAP, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, sign
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import threadkeep
+from tests.crm._ghl_helpers import MAP, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, sign
 from threadkeep.crm.ghl import (
     PUBLISHED_ED25519_KEY,
     GhlMap,

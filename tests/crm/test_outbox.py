@@ -8,9 +8,9 @@ import time
 import urllib.request
 
 import pytest
-from _ghl_helpers import LOCATION, MAP, PIPELINE, STAGE_IDS
 
 import threadkeep
+from tests.crm._ghl_helpers import LOCATION, MAP, PIPELINE, STAGE_IDS
 from threadkeep.crm.client import GhlClient, OAuthTokens
 from threadkeep.crm.ghl import GhlMap
 from threadkeep.crm.sync import Ledger, Outbox, apply_event, oauth_saver

@@ -5,10 +5,18 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from _ghl_helpers import LOCATION, PIPELINE, STAGE_IDS, TEST_PUBLIC_PEM, event, sign, signed
-from _service_helpers import client_for, free_port
 
 import threadkeep
+from tests.crm._ghl_helpers import (
+    LOCATION,
+    PIPELINE,
+    STAGE_IDS,
+    TEST_PUBLIC_PEM,
+    event,
+    sign,
+    signed,
+)
+from tests.service._service_helpers import client_for, free_port
 
 URL = "/v1/crm/ghl/webhook"
 
@@ -161,6 +169,23 @@ def test_contact_events_become_facts(api):
         "tags": ["buyer"],
     }
     assert g["ready"]  # the CRM's price expectation answers Q2
+    by_key = {f["key"]: f for f in g["facts"]}
+    assert by_key["email"]["source"] == {
+        "kind": "crm",
+        "crm": "gohighlevel",
+        "event": "ContactUpdate",
+        "webhook_id": update["webhookId"],
+        "location_id": LOCATION,
+    }
+    assert by_key["price_expectation"]["source"]["custom_field"] == "6dvNaf7VhkQ9snc5vnjJ"
+    assert by_key["email"]["tier"] == "critical" and by_key["email"]["history"] == []
+    # the contact changes their email in the CRM: the newer value supersedes, the old is kept
+    post(api, event("ContactUpdate", id="nmFmQEsNgz6AVpgLVUJ0", email="john@work.example"))
+    g = api.get(f"/v1/conversations/{conv['id']}/guidance").json()
+    email = next(f for f in g["facts"] if f["key"] == "email")
+    assert email["value"] == "john@work.example"
+    assert [h["value"] for h in email["history"]] == ["JohnDeo@gmail.com"]
+    assert email["history"][0]["source"]["webhook_id"] == update["webhookId"]
 
 
 def test_opportunity_stage_updates_move_the_conversation(api):

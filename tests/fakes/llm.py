@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from process import serve  # this folder is on sys.path when run as a script
+from _serve import serve  # this folder is on sys.path: the fake runs as a script
 
 STATE: dict[str, Any] = {"mode": "ok", "requests": []}
 LOCK = threading.Lock()

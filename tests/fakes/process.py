@@ -1,70 +1,36 @@
 """Run a fake provider server (a script in this folder) as a child process on a free port.
 
-Each fake prints ``PORT <n>`` on its first stdout line once it listens, answers its provider's
-wire format, and has ``/_control`` (POST a JSON object to change its behaviour) and
-``/_requests`` (GET what it recorded) for the tests.
+Each fake answers its provider's wire format, and has ``/_control`` (POST a JSON object to
+change its behaviour) and ``/_requests`` (GET what it recorded) for the tests.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests._servers import ServerProcess, free_port, http_ready
 
 HERE = Path(__file__).parent
 
 
-def serve(handler: type[BaseHTTPRequestHandler], port: int) -> None:
-    """Serve ``handler`` on 127.0.0.1:``port`` (0: a free one); say ``PORT <n>`` once listening.
+class FakeProcess(ServerProcess):
+    """One fake server process: ``url``, ``control(**kw)``, ``requests()``; a restart
+    (``start()`` after ``stop()``, or a new one given ``port=``) keeps the port."""
 
-    Called by each fake's ``main()`` when it runs as a script.
-    """
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    print(f"PORT {server.server_address[1]}", flush=True)
-    server.serve_forever()
-
-
-class FakeProcess:
-    """One fake server process: ``url``, ``control(**kw)``, ``requests()``, ``stop()``."""
-
-    def __init__(self, script: str, *args: str, port: int = 0) -> None:
-        self.script = script
-        self.args = args
-        self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-
-    def start(self) -> FakeProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / self.script), "--port", str(self.port), *self.args],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.proc.kill()
-            raise RuntimeError(f"{self.script} did not start: {line!r}")
-        self.port = int(line.split()[1])  # a restart keeps the port
+    def __init__(self, script: str, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        return self
+        command = [sys.executable, str(HERE / script), "--port", str(self.port), *args]
+        super().__init__(command, http_ready(f"{self.url}/_requests"))
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            self.proc = None
+    def started(self) -> FakeProcess:
+        """Start it; return it."""
+        self.start()
+        return self
 
     def control(self, **settings: Any) -> None:
         request = urllib.request.Request(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from _service_helpers import client_for
 
 import threadkeep
+from tests.service._service_helpers import client_for
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -8,8 +8,7 @@ import typing
 from pathlib import Path
 
 import threadkeep
-from threadkeep._rules.events import EventKind  # public once the core exports it
-from threadkeep._rules.validate import ROLES
+from threadkeep import ROLES, EventKind
 from threadkeep.service import schemas
 from threadkeep.web.routes import STATIC_DIR
 
@@ -20,12 +19,8 @@ ALLOWED = {
     # the backend interface, for the metrics wrapper given to open_async(instrument=)
     ("service/runtime.py", "threadkeep.backends"),
     ("service/observe.py", "threadkeep.backends"),
-    # `serve` checks and redacts the store URL once, before starting N workers.
-    ("service/server.py", "threadkeep._url"),
     # export/import records: the core's sanctioned create-with-id path is on its way.
     ("cli/main.py", "threadkeep._transfer"),
-    # allowed_statuses comes from the lifecycle table until the core exports it.
-    ("service/schemas.py", "threadkeep._rules.lifecycle"),
 }
 
 
@@ -62,3 +57,20 @@ def test_the_browser_knows_every_event_kind():
     block = re.search(r"EVENT_KINDS = \[(.*?)\]", source, re.S)
     assert block is not None
     assert re.findall(r'"([a-z_.]+)"', block.group(1)) == [k.value for k in EventKind]
+
+
+def test_the_default_store_url_is_written_once():
+    """The service and the CLI use threadkeep.DEFAULT_STORE_URL; no copy of its value."""
+    copies = [
+        p.relative_to(SRC).as_posix()
+        for edge in EDGES
+        for p in (SRC / edge).rglob("*.py")
+        if threadkeep.DEFAULT_STORE_URL in p.read_text(encoding="utf-8")
+    ]
+    assert copies == []
+
+
+def test_visitors_follow_event_kinds_of_the_library():
+    from threadkeep.service.visitors import VISITOR_EVENTS
+
+    assert set(EventKind) >= VISITOR_EVENTS

@@ -168,3 +168,17 @@ def test_a_refused_message_writes_nothing(api):
         assert resp.json()["error"]["field"] == "message"
     assert api.get("/v1/conversations?contact_id=%2B4").json()["items"] == []
     assert api.get("/v1/counts").json()["total"] == 0
+
+
+def test_the_guidance_panel_shows_no_internal_notes(make_client):
+    """Keyed chat turns leave `_chat_turn:` notes; people see only what the contact said."""
+    api = make_client(bot="seller")
+    out = api.post(
+        "/v1/chat",
+        json={"message": "It needs a new roof", "contact_id": "+15550177"},
+        headers={"Idempotency-Key": "wamid.guidance-1"},
+    ).json()
+    facts = api.get(f"/v1/conversations/{out['conversation_id']}/guidance").json()["facts"]
+    keys = [f["key"] for f in facts]
+    assert "seller.condition" in keys  # the bot remembered the answer as a contact fact
+    assert not [k for k in keys if k.startswith("_")]

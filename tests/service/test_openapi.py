@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -88,3 +90,17 @@ def test_fuzz_every_operation(tmp_path):
             tried += 1
     assert tried >= len(DESIGN_ROUTES) - 1
     assert not failures, "\n\n".join(failures)
+
+
+def test_docs_need_no_internet(api):
+    """Swagger UI and ReDoc come from files the package ships, never from a CDN."""
+    for page in ("/docs", "/redoc"):
+        html = api.get(page)
+        assert html.status_code == 200
+        sources = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert sources, html.text
+        assert all(s.startswith("/") and not s.startswith("//") for s in sources), sources
+        for source in sources:
+            asset = api.get(source)
+            assert asset.status_code == 200, source
+            assert len(asset.content) > 1000, source

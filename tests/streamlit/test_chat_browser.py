@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import threadkeep
+from tests._servers import ServerProcess, free_port, http_ready, unavailable
 
 APP = Path(__file__).parent / "app"
 pytestmark = pytest.mark.browser
@@ -19,20 +18,12 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def streamlit_app(store_url, tmp_path):
+def streamlit_app(store_url: str, tmp_path: Path) -> Iterator[str]:
+    """``streamlit run`` of the two-page test app, as a process; yields its URL."""
     port = free_port()
-    log = (tmp_path / "streamlit.log").open("wb")
-    env = {**os.environ, "TK_STREAMLIT_STORE": store_url, "TK_REFRESH": "1"}
-    proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    app = ServerProcess(
         [
             sys.executable,
             "-m",
@@ -50,34 +41,19 @@ def streamlit_app(store_url, tmp_path):
             "--server.fileWatcherType",
             "none",
         ],
-        env=env,
-        stdout=log,
-        stderr=log,
+        http_ready(url + "/_stcore/health"),
+        log=tmp_path / "streamlit.log",
+        env={**os.environ, "TK_STREAMLIT_STORE": store_url, "TK_REFRESH": "1"},
+        start_timeout=60,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail((tmp_path / "streamlit.log").read_text())
+    app.start()
     yield url
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    app.stop()
 
 
 def test_the_chat_in_a_real_browser(streamlit_app, store_url, tmp_path):
     if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} is missing"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=20_000)

@@ -156,6 +156,40 @@ def keyed_server(tmp_path: Path, browser: Any) -> Iterator[LiveServer]:
     live.stop()
 
 
+#: The visitor secret of ``public_server``.
+VISITOR_SECRET = "v" * 40
+
+
+@pytest.fixture
+def public_server(tmp_path: Path, browser: Any, other_site: OtherSite) -> Iterator[LiveServer]:
+    """The app as a public site runs it: API keys for agents, public chat for visitors, and
+    ``other_site``'s origin allowed; visitors' conversations are tenant ``loc-1``'s."""
+    pairs = ",".join(f"{tenant}:{key}" for key, tenant in KEYS.items())
+    live = LiveServer(
+        tmp_path / "public.db",
+        tmp_path / "public.log",
+        env={
+            "THREADKEEP_API_KEYS": pairs,
+            "THREADKEEP_PUBLIC_CHAT": "true",
+            "THREADKEEP_PUBLIC_TENANT": "loc-1",
+            "THREADKEEP_VISITOR_SECRET": VISITOR_SECRET,
+            "THREADKEEP_CORS_ORIGINS": other_site.origin,
+        },
+    )
+    other_site.service_url = live.url
+    live.start()
+    yield live
+    live.stop()
+
+
+def _server_of(request: pytest.FixtureRequest) -> str:
+    """The server fixture a test uses: ``public_server``, ``keyed_server`` or ``server``."""
+    names = request.fixturenames
+    if "public_server" in names:
+        return "public_server"
+    return "keyed_server" if "keyed_server" in names or "keyed_api" in names else "server"
+
+
 @pytest.fixture
 def api(server: LiveServer) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
     """POST JSON to a path of the app under test (to set up conversations quickly)."""
@@ -163,20 +197,22 @@ def api(server: LiveServer) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
 
 
 @pytest.fixture
-def keyed_api(keyed_server: LiveServer) -> Callable[[str, dict[str, Any], str], dict[str, Any]]:
-    """POST JSON with an API key to a path of ``keyed_server``."""
-    return lambda path, body, key: post_json(keyed_server.url + path, body, key)
+def keyed_api(
+    request: pytest.FixtureRequest,
+) -> Callable[[str, dict[str, Any], str], dict[str, Any]]:
+    """POST JSON with an API key to a path of ``public_server``, else of ``keyed_server``."""
+    server: LiveServer = request.getfixturevalue(_server_of(request))
+    return lambda path, body, key: post_json(server.url + path, body, key)
 
 
 @pytest.fixture
 def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     """Open a page in a fresh browser context (its own localStorage, like another device).
 
-    Pages go to ``server``, or to ``keyed_server`` when the test uses that one.
+    Pages go to ``server``, or to ``keyed_server`` or ``public_server`` when the test uses one.
     """
     contexts: list[Any] = []
-    name = "keyed_server" if "keyed_server" in request.fixturenames else "server"
-    server: LiveServer = request.getfixturevalue(name)
+    server: LiveServer = request.getfixturevalue(_server_of(request))
 
     def open_page(
         path: str = "/", *, width: int = 1280, height: int = 800, context: Any = None

@@ -12,41 +12,13 @@ import pytest
 from tests._servers import unavailable
 
 try:
-    from playwright.sync_api import Page, expect
+    from playwright.sync_api import expect
 except ImportError:  # pragma: no cover - depends on the machine
     unavailable("playwright is not installed (pip install playwright)")
 
 pytestmark = pytest.mark.browser
 
-
-def transcript(page: Page, testid: str = "transcript"):
-    return page.get_by_test_id(testid).locator(".tk-msg:not(.tk-pending)")
-
-
-def say(page: Page, text: str, *, replies: bool = True) -> None:
-    """Send a message from the chat page; wait for it (and for a bot reply when expected)."""
-    bot_before = transcript(page).and_(page.locator("[data-role=assistant]")).count()
-    page.get_by_test_id("input").fill(text)
-    page.get_by_test_id("send").click()
-    expect(page.locator(".tk-pending")).to_have_count(0)
-    expect(transcript(page).filter(has_text=text).last).to_be_visible()
-    bot = transcript(page).and_(page.locator("[data-role=assistant]"))
-    expect(bot).to_have_count(bot_before + 1 if replies else bot_before)
-
-
-def conversation_id(page: Page) -> str:
-    expect(page.locator("body")).not_to_have_attribute("data-conversation-id", "")
-    return str(page.locator("body").get_attribute("data-conversation-id"))
-
-
-def open_row(dashboard: Page, conv_id: str) -> None:
-    dashboard.locator(f"tr.row[data-id='{conv_id}']").click()
-    expect(dashboard.locator("#d-id")).to_have_text(conv_id)
-
-
-def fits_the_screen(page: Page) -> bool:
-    """Whether the page needs no sideways scrolling (a phone-sized screen shows all of it)."""
-    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+from tests.web._pages import conversation_id, fits_the_screen, open_row, say, transcript  # noqa: E402
 
 
 def test_chat_remembers_across_reload_and_restart(new_page, server, save_screenshot):

@@ -47,10 +47,18 @@ def test_guidance_beside_the_transcript(new_page, api, server, save_screenshot):
 
     # what the CRM or another screen remembered about the contact, with where it came from
     with threadkeep.open(f"sqlite:///{server.db}") as store:
-        store.remember(CONTACT, "email", "dana@example.com", tenant="default", tier="critical")
+        crm = {"kind": "crm", "event": "ContactUpdate"}
+        store.remember(CONTACT, "email", "old@example.com", tenant="default", source=crm)
+        store.remember(
+            CONTACT, "email", "dana@example.com", tenant="default", tier="critical", source=crm
+        )
     dashboard.get_by_test_id("agent-send").click()  # the agent's reply refreshes the panel
-    expect(guidance.get_by_test_id("fact-email")).to_contain_text("dana@example.com")
-    expect(guidance.get_by_test_id("fact-email")).to_contain_text("critical")
+    fact = guidance.get_by_test_id("fact-email")
+    expect(fact).to_contain_text("dana@example.com")
+    expect(fact).to_contain_text("critical · CRM ContactUpdate")
+    expect(guidance.get_by_test_id("fact-was-email")).to_have_text(
+        "was old@example.com (CRM ContactUpdate)"
+    )
     save_screenshot(dashboard, "guidance.png")
 
     # moving on with a criterion missing asks first, naming what is missing

@@ -10,9 +10,10 @@ atomicity on the Redis server, and the conformance suite holds every backend to 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from threadkeep._rules import events as ev, lifecycle
 from threadkeep._rules.events import NewEvent
@@ -23,6 +24,7 @@ from threadkeep._rules.ops import (
     LeaseOp,
     Outcome,
     PopOp,
+    RememberOp,
     ReplaceOp,
     Result,
     SaveStateOp,
@@ -31,9 +33,10 @@ from threadkeep._rules.ops import (
     UpdateOp,
 )
 from threadkeep._rules.retention import is_expired
-from threadkeep._rules.rows import ConversationRow, MessageRow
+from threadkeep._rules.rows import ConversationRow, FactRow, MessageRow
 
 __all__ = [
+    "HISTORY_KEPT",
     "Appended",
     "Created",
     "Rewritten",
@@ -46,6 +49,7 @@ __all__ = [
     "cursor_expired",
     "erasable",
     "erased",
+    "supersede",
     "idle_due",
     "is_visible",
     "lease",
@@ -528,3 +532,40 @@ def cursor_expired(after: int | None, floor: int) -> bool:
     No cursor (None) reads from the oldest retained event, so it never expires.
     """
     return after is not None and after < floor
+
+
+#: At most this many superseded values are kept in a fact's history (newest first).
+HISTORY_KEPT: Final = 20
+
+
+def supersede(old: FactRow | None, op: RememberOp) -> FactRow:
+    """Return the fact ``remember`` stores, given the stored one (None: there is none).
+
+    A different value supersedes the live one: the old value, with its tier, source and times,
+    goes first into the history. The same value again only refreshes the fact (tier, source,
+    times). History entries are kept for their own tier's time (until their ``expires_us``),
+    at most ``HISTORY_KEPT``; an expired fact leaves only its live history behind.
+    """
+    history: list[dict[str, str]] = []
+    if old is not None:
+        history = [h for h in json.loads(old.history_json) if int(h["expires_us"]) > op.now_us]
+        if old.expires_us > op.now_us and old.value_json != op.value_json:
+            history.insert(
+                0,
+                {
+                    "value": old.value_json,
+                    "tier": old.tier,
+                    "source": old.source_json,
+                    "updated_us": str(old.updated_us),
+                    "expires_us": str(old.expires_us),
+                },
+            )
+    return FactRow(
+        op.key,
+        op.value_json,
+        op.tier,
+        op.now_us,
+        op.expires_us,
+        op.source_json,
+        json.dumps(history[:HISTORY_KEPT], separators=(",", ":")),
+    )

@@ -453,7 +453,11 @@ class ReleaseOp(Op[None]):
 
 @dataclass(frozen=True, slots=True)
 class RememberOp(Op[FactRow]):
-    """Store or replace a fact about a contact. Outcome: OK with the fact."""
+    """Store a fact about a contact. Outcome: OK with the fact.
+
+    A different value supersedes the live one, which joins the fact's history
+    (``decide.supersede``).
+    """
 
     name: ClassVar[str] = "remember"
     tenant: str
@@ -463,6 +467,7 @@ class RememberOp(Op[FactRow]):
     tier: str
     now_us: int
     expires_us: int
+    source_json: str = "null"
 
 
 @dataclass(frozen=True, slots=True)

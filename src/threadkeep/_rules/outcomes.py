@@ -27,6 +27,7 @@ from threadkeep._models import (
     Counts,
     Event,
     Fact,
+    FactVersion,
     Message,
     Page,
     StateSnapshot,
@@ -155,14 +156,26 @@ def to_event(row: EventRow) -> Event:
     )
 
 
-def to_fact(row: FactRow) -> Fact:
-    """Return the public model of a fact row."""
+def to_fact(row: FactRow, now_us: int | None = None) -> Fact:
+    """Return the public model of a fact row (history versions live at ``now_us`` only)."""
     return Fact(
         key=row.key,
         value=json.loads(row.value_json),
         tier=cast(Tier, row.tier),
         updated_at=from_us(row.updated_us),
         expires_at=from_us(row.expires_us),
+        source=json.loads(row.source_json),
+        history=tuple(
+            FactVersion(
+                value=json.loads(h["value"]),
+                tier=cast(Tier, h["tier"]),
+                source=json.loads(h["source"]),
+                updated_at=from_us(int(h["updated_us"])),
+                expires_at=from_us(int(h["expires_us"])),
+            )
+            for h in json.loads(row.history_json)
+            if now_us is None or int(h["expires_us"]) > now_us
+        ),
     )
 
 
@@ -494,6 +507,6 @@ def finish_remember(result: Result[FactRow]) -> Fact:
     return to_fact(result.value)
 
 
-def finish_recall(result: Result[list[FactRow]]) -> list[Fact]:
-    """recall()."""
-    return [to_fact(r) for r in result.value]
+def finish_recall(result: Result[list[FactRow]], now_us: int) -> list[Fact]:
+    """recall(): the live facts, each with the versions of its history still live."""
+    return [to_fact(r, now_us) for r in result.value]

@@ -7,6 +7,7 @@ nothing and gets the same ``InvalidInput`` on every backend.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -448,10 +449,24 @@ def sweep(now_us: int, limits: Limits, dry_run: bool) -> SweepOp:
 
 
 def remember(
-    now_us: int, limits: Limits, contact_id: str, key: str, value: Any, *, tenant: str, tier: str
+    now_us: int,
+    limits: Limits,
+    contact_id: str,
+    key: str,
+    value: Any,
+    tenant: str,
+    tier: str,
+    source: Mapping[str, Any] | None = None,
 ) -> RememberOp:
     """The op of ``Store.remember``."""
     checked = check_tier(tier)
+    if source is not None and (
+        not isinstance(source, Mapping) or not all(isinstance(k, str) for k in source)
+    ):
+        raise InvalidInput(
+            "source must be a JSON object (a dict with string keys) saying who set the fact",
+            field="source",
+        )
     return RememberOp(
         tenant=validate.check_name(tenant, "tenant"),
         contact_id=validate.check_name(contact_id, "contact_id"),
@@ -460,6 +475,9 @@ def remember(
         tier=checked,
         now_us=now_us,
         expires_us=fact_expiry(checked, now_us),
+        source_json=validate.dump_json(
+            None if source is None else dict(source), "source", limits.max_metadata_bytes
+        ),
     )
 
 

@@ -134,13 +134,20 @@ class EventRow(NamedTuple):
 
 
 class FactRow(NamedTuple):
-    """A contact-memory fact as stored."""
+    """A contact-memory fact as stored.
+
+    ``source_json`` says who set it (a JSON object, or ``null``); ``history_json`` is the list
+    of the values it replaced, newest first, each ``{"value", "tier", "source", "updated_us",
+    "expires_us"}`` with the values as JSON text (see ``decide.supersede``).
+    """
 
     key: str
     value_json: str
     tier: str
     updated_us: int
     expires_us: int
+    source_json: str = "null"
+    history_json: str = "[]"
 
 
 @dataclass(frozen=True, slots=True)

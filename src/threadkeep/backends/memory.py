@@ -433,8 +433,9 @@ class MemoryBackend:
         return Result(_OK, None)
 
     def _remember(self, op: ops.RememberOp) -> Result[FactRow]:
-        row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
-        self._facts[(op.tenant, op.contact_id, op.key)] = row
+        key = (op.tenant, op.contact_id, op.key)
+        row = decide.supersede(self._facts.get(key), op)
+        self._facts[key] = row
         return Result(_OK, row)
 
     def _recall(self, op: ops.RecallOp) -> Result[list[FactRow]]:

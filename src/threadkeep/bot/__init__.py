@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from threadkeep import AsyncStore, Conversation, Message
 from threadkeep.bot._factory import BOT_NAMES, make_bot
-from threadkeep.bot._turn import Answer, Bot, Reply, TurnIncomplete, answer, fact_is_internal
+from threadkeep.bot._turn import (
+    Answer,
+    Bot,
+    Reply,
+    TurnIncomplete,
+    answer,
+    fact_is_internal,
+    opted_out,
+)
 
 __all__ = [
     "BOT_NAMES",
@@ -24,6 +32,7 @@ __all__ = [
     "answer",
     "fact_is_internal",
     "make_bot",
+    "opted_out",
 ]
 
 

@@ -8,14 +8,17 @@ wherever they appear, so out-of-order answers are caught; weak ones (a bare "450
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, Literal
 
 __all__ = [
+    "Question",
     "extract_cash_ok",
     "extract_condition",
     "extract_motivation",
     "extract_price",
+    "extract_question",
     "extract_timeline_days",
+    "extract_visit_time",
     "wants_human",
 ]
 
@@ -53,12 +56,23 @@ _DAMAGE_ALONE: Final = re.compile(
 
 _POOR: Final = re.compile(
     r"\b(poor (?:shape|condition)|bad shape|terrible|falling apart|uninhabitable|gutted|"
-    r"tear ?down|condemned|in rough shape|rough shape|a wreck)\b",
+    r"tear ?down|condemned|in rough shape|rough shape|a wreck|a disaster|a dump|trashed|"
+    r"in shambles|needs? everything|(?<!not )(?<!bit of )a (?:total |complete |real |huge |big )?"
+    r"mess)\b",
     _F,
 )
 _NEEDS_WORK: Final = re.compile(
     r"\b(needs? (?:a lot of |lots of |major |serious |significant )?(?:work|repairs?)|"
-    r"fixer(?:[- ]upper)?|major repairs?|handyman special)\b",
+    r"fixer(?:[- ]upper)?|major repairs?|handyman special|run[- ]?down|neglected|beat[- ]up|"
+    r"worn[- ]out|(?:a )?bit of a mess|messy)\b",
+    _F,
+)
+# Nothing to repair: good, whatever repair words follow ("needs nothing, the roof is new").
+_NOTHING_NEEDED: Final = re.compile(
+    r"\b(needs? nothing|(?:doesn'?t|does not|won'?t|will not) need (?:anything|any work|"
+    r"any repairs?)|nothing (?:needs|to) (?:be )?(?:fix\w*|done|repair\w*|replac\w*)|"
+    r"no (?:repairs?|work) (?:needed|required|necessary)|needs? no (?:work|repairs?)|"
+    r"turn-?key|nothing wrong with it)\b",
     _F,
 )
 _FAIR: Final = re.compile(
@@ -123,6 +137,8 @@ def extract_condition(text: str, *, asking: bool = False) -> tuple[str, list[str
     issues = _issues(text)
     if _POOR.search(text):
         return "poor", issues
+    if _NOTHING_NEEDED.search(text):
+        return "good", []
     if issues or _NEEDS_WORK.search(text):
         return "needs_work", issues
     if _FAIR.search(text):
@@ -420,3 +436,87 @@ _HUMAN: Final = re.compile(
 def wants_human(text: str) -> bool:
     """Return whether the seller asks for a person ("talk to a human", "agent please" …)."""
     return bool(_HUMAN.search(text))
+
+
+# ---- questions the seller asks ------------------------------------------------------------
+
+#: What a seller asks about: a visit, the cash offer, the next steps, or a thank-you.
+Question = Literal["schedule", "offer", "next", "thanks"]
+
+_QUESTIONS: Final[tuple[tuple[Question, re.Pattern[str]], ...]] = (
+    (
+        "schedule",
+        re.compile(
+            r"\b(schedul\w*|appointment|come (?:by|over|out|and see|see)|visit|walk-?through|"
+            r"(?:see|look at) the (?:house|home|property|place)|when can (?:you|someone|we)|"
+            r"what time|book (?:a|an|the)|call me|meet)\b",
+            _F,
+        ),
+    ),
+    (
+        "offer",
+        re.compile(
+            r"\b(offer|how much (?:would|will|can|could|do) you|what (?:would|will|can|could) you "
+            r"(?:pay|give)|cash buyer|how does (?:the )?cash|how do you (?:pay|buy))\b",
+            _F,
+        ),
+    ),
+    (
+        "next",
+        re.compile(
+            r"\b(what(?:'s| is| happens)? next|next steps?|what now|now what|then what|"
+            r"what happens now|how (?:does|do) (?:this|it|you) work|what do (?:i|we) do now)\b",
+            _F,
+        ),
+    ),
+    (
+        "thanks",
+        re.compile(
+            r"^\W*(?:ok(?:ay)?,?\s*)?(?:thanks?(?: you)?(?: so much| a lot)?|thank you|thx|ty|"
+            r"great|cool|perfect|awesome|bye|goodbye|sounds good)\W*$",
+            _F,
+        ),
+    ),
+)
+_DAY: Final = (
+    r"(?:(?:this |next )?(?:mon|tues|wednes|thurs|fri|satur|sun)day|tomorrow|today|tonight|"
+    r"(?:this|next) (?:weekend|week))"
+)
+_TIME: Final = (
+    r"(?:(?:at |around |after |before )?\d{1,2}(?::\d{2})?\s*(?:am|pm|a\.m\.|p\.m\.)?|"
+    r"(?:in the )?(?:morning|afternoon|evening)|noon|lunch ?time)"
+)
+_VISIT_TIME: Final = re.compile(
+    rf"\b({_DAY}(?:\s+{_TIME})?|(?:at |around )\d{{1,2}}(?::\d{{2}})?\s*(?:am|pm)|"
+    rf"\d{{1,2}}(?::\d{{2}})?\s*(?:am|pm))\b",
+    _F,
+)
+
+
+def extract_question(text: str) -> Question | None:
+    """Return what the seller asks about, or None.
+
+    ``schedule`` (a visit, a call, "when can you come by"), ``offer`` (the cash offer, "how
+    much would you pay"), ``next`` ("what happens next", "how does this work") or ``thanks``
+    (a message that only thanks or agrees).
+
+    Args:
+        text: the seller's message.
+    """
+    for name, pattern in _QUESTIONS:
+        if pattern.search(text):
+            return name
+    return None
+
+
+def extract_visit_time(text: str) -> str | None:
+    """Return when the seller would like a visit ("tomorrow at 10", "Tuesday afternoon"), or None.
+
+    A bare number is not a time; a day ("Friday", "next week"), or a clock time with am/pm
+    ("3pm"), is.
+
+    Args:
+        text: the seller's message.
+    """
+    match = _VISIT_TIME.search(text)
+    return " ".join(match.group(1).split()) if match else None

@@ -2,8 +2,10 @@
 
 Under the conversation's turn lease: store the user's message, let the bot answer unless a person
 has the conversation, store the reply (its metadata names the message it answers:
-``reply_to``). A retried delivery (same ``idempotency_key``) stores nothing and gets the reply
-stored the first time; when that reply was never stored, the bot answers now, once.
+``reply_to``). "STOP", "unsubscribe" and the like close the conversation and record the opt-out
+as the contact fact ``opted_out``; no bot answers that contact again until it writes "START".
+A retried delivery (same ``idempotency_key``) stores nothing and gets the reply stored the first
+time; when that reply was never stored, the bot answers now, once.
 
 Retries are recognised across the tenant, not only inside one conversation: each keyed turn is
 noted as a short-lived (``low`` tier, 24 h) fact of its contact, so a retry after an agent closed
@@ -28,8 +30,9 @@ from threadkeep import (
     Status,
     ThreadkeepError,
 )
+from threadkeep.bot._consent import OPT_IN_REPLY, OPT_OUT_FACT, OPT_OUT_REPLY, consent
 
-__all__ = ["Answer", "Bot", "Reply", "TurnIncomplete", "answer", "fact_is_internal"]
+__all__ = ["Answer", "Bot", "Reply", "TurnIncomplete", "answer", "fact_is_internal", "opted_out"]
 
 #: Facts whose key starts with this are threadkeep's own notes, not what a contact told us.
 INTERNAL_FACT: Final = "_"
@@ -167,11 +170,10 @@ async def answer(
     message: Message | None = None
     try:
         async with store.turn(conv.id, lease=lease, timeout=wait, tenant=tenant) as turn:
-            started = store.clock.now()
             message = await turn.append("user", text, idempotency_key=idempotency_key)
             if idempotency_key is not None:
                 await _note(store, contact, idempotency_key, message, tenant)
-            replayed = idempotency_key is not None and message.created_at < started
+            replayed = message.replayed  # this key was stored before: a retried delivery
             if replayed:
                 _check_same(message, text)
                 reply = await _stored_reply(store, message, tenant)
@@ -187,19 +189,45 @@ async def answer(
     return Answer(conv, message, reply, replayed)
 
 
+async def opted_out(store: AsyncStore, contact_id: str, *, tenant: str = "default") -> bool:
+    """Return whether the contact said "STOP" (and not "START" since): no bot may message it."""
+    facts = await store.recall(contact_id, OPT_OUT_FACT, tenant=tenant)
+    return bool(facts) and facts[0].value is True
+
+
 async def _respond(
     store: AsyncStore, bot: Bot, turn: AsyncTurn, message: Message, tenant: str
 ) -> Message | None:
-    """Let the bot answer ``message`` unless a person has the conversation; store the reply."""
+    """Let the bot answer ``message``; store the reply.
+
+    The bot is silent while a person has the conversation and to a contact who opted out.
+    "STOP" (and the like) records the opt-out as a contact fact, confirms it once and closes
+    the conversation; "START" from a contact who opted out lifts it.
+    """
     conv = await store.get(message.conversation_id, tenant=tenant)
-    if conv.status in (Status.WAITING_AGENT, Status.CLOSED):
+    if conv.status == Status.CLOSED:
         return None
-    reply = await bot.respond(store, conv, message)
-    if not reply:
+    said = consent(message.content)
+    silenced = await opted_out(store, conv.contact_id, tenant=tenant)
+    if said == "stop" or (said == "start" and silenced):
+        stop = said == "stop"
+        await store.remember(conv.contact_id, OPT_OUT_FACT, stop, tenant=tenant, tier="critical")
+        reply = None
+        if not silenced or not stop:  # confirm once; nothing more to a contact who opted out
+            words = OPT_OUT_REPLY if stop else OPT_IN_REPLY
+            meta = {"reply_to": message.seq, "consent": said}
+            reply = await turn.append("assistant", words, metadata=meta)
+        if stop:
+            await store.close_conversation(conv.id, tenant=tenant)
+        return reply
+    if conv.status == Status.WAITING_AGENT or silenced:
         return None
-    if isinstance(reply, str):
-        return await turn.append("assistant", reply, metadata={"reply_to": message.seq})
-    stored = await turn.append_many([_replying(item, message.seq) for item in reply])
+    answered = await bot.respond(store, conv, message)
+    if not answered:
+        return None
+    if isinstance(answered, str):
+        return await turn.append("assistant", answered, metadata={"reply_to": message.seq})
+    stored = await turn.append_many([_replying(item, message.seq) for item in answered])
     return _the_reply(stored) if stored else None
 
 

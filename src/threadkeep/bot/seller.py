@@ -23,6 +23,7 @@ from threadkeep.bot import _extract
 from threadkeep.bot._llm import LLMPhraser
 
 __all__ = [
+    "FACT_PREFIX",
     "FIELDS",
     "HANDOFF_REPLY",
     "MAX_CATCH_UP",
@@ -35,6 +36,8 @@ __all__ = [
     "catch_up",
     "compose_reply",
     "pending_question",
+    "recall_seller",
+    "remember_seller",
     "salvage",
     "score_temperature",
 ]
@@ -90,6 +93,7 @@ class SellerState(BaseModel):
         motivation: ``relocation``, ``divorce``, ``inherited``, ``financial``, ``downsizing`` …
         timeline_days: how many days the seller gives the sale.
         cash_offer_ok: whether a cash offer in that timeline is acceptable.
+        visit_time: when the seller would like the specialist's visit, in their words.
         temperature: ``hot``, ``warm`` or ``cold``, scored from the answers.
         turns_without_progress: seller turns in a row that brought no new answer.
         answered: the questions answered, in the order they were completed.
@@ -111,6 +115,7 @@ class SellerState(BaseModel):
     motivation: Motivation | None = Field(default=None, title="Reason for selling")
     timeline_days: int | None = Field(default=None, ge=0, title="Timeline (days)")
     cash_offer_ok: bool | None = Field(default=None, title="Cash offer OK")
+    visit_time: str | None = Field(default=None, title="Best time to visit", max_length=200)
     temperature: Temperature = Field(default="cold", title="Temperature")
     turns_without_progress: int = Field(default=0, json_schema_extra=_BOT)
     answered: list[str] = Field(default_factory=list, json_schema_extra=_BOT)
@@ -130,6 +135,7 @@ class TurnResult:
         new: fields that got their first value.
         corrected: fields whose value was replaced.
         handoff: whether the seller asked for a person.
+        asked: what the seller asked about (a visit, the offer, the next steps, thanks).
     """
 
     before: SellerState
@@ -137,6 +143,7 @@ class TurnResult:
     new: tuple[str, ...] = field(default=())
     corrected: tuple[str, ...] = field(default=())
     handoff: bool = False
+    asked: _extract.Question | None = None
 
     @property
     def progressed(self) -> bool:
@@ -244,6 +251,11 @@ def advance(state: SellerState, text: str, now: datetime) -> TurnResult:
         kept = state.condition_issues
         updates["condition_issues"] = kept + [i for i in issues if i not in kept]
     handoff = _extract.wants_human(text)
+    asked = _extract.extract_question(text)
+    when = _extract.extract_visit_time(text)
+    if when is not None and (asked == "schedule" or state.stage == "QUALIFIED"):
+        asked = "schedule"
+        updates["visit_time"] = when
     after = state.model_copy(update=updates, deep=True)
     for stage in ("Q1", "Q2", "Q3", "Q4"):
         if stage not in after.answered and _answered(after, stage):
@@ -258,12 +270,14 @@ def advance(state: SellerState, text: str, now: datetime) -> TurnResult:
     elif progressed or state.stage == "Q0" or handoff:
         after.stage = pending
         after.turns_without_progress = 0
+    elif asked is not None:  # a question is not a stall: the seller is still with us
+        after.stage = pending
     else:
         after.turns_without_progress = state.turns_without_progress + 1
         after.stage = "STALLED" if after.turns_without_progress >= STALL_AFTER else pending
     after.temperature = score_temperature(after)
     after.updated_at = now
-    return TurnResult(state, after, tuple(new), tuple(corrected), handoff)
+    return TurnResult(state, after, tuple(new), tuple(corrected), handoff, asked)
 
 
 def catch_up(state: SellerState, missed: list[str], text: str, now: datetime) -> TurnResult:
@@ -304,7 +318,7 @@ def catch_up(state: SellerState, missed: list[str], text: str, now: datetime) ->
         pending = pending_question(last.state)
         last.state.stage = pending or "QUALIFIED"
         last.state.turns_without_progress = 0
-    return TurnResult(state, last.state, tuple(new), tuple(corrected), last.handoff)
+    return TurnResult(state, last.state, tuple(new), tuple(corrected), last.handoff, last.asked)
 
 
 def salvage(value: Any) -> SellerState:
@@ -411,15 +425,83 @@ def _question(state: SellerState, stage: str) -> str:
     return f"If we made you a cash offer to close within {within}, would that work?"
 
 
+def _known(state: SellerState) -> list[str]:
+    return [f"{_LABELS[n]} {_value(state, n)}" for n in FIELDS if getattr(state, n) is not None]
+
+
+def _answer_after(turn: TurnResult) -> str:
+    """What the bot says to a qualified seller: an answer to what they asked."""
+    state = turn.state
+    within = f"within {_days(state.timeline_days)}" if state.timeline_days else "on your timeline"
+    if turn.asked == "schedule":
+        if state.visit_time and state.visit_time != turn.before.visit_time:
+            return (
+                f"Noted: {state.visit_time} suits you for the visit. I've passed it on; the "
+                "specialist will confirm it here."
+            )
+        return (
+            "The specialist will arrange a short visit to see the property. What day and time "
+            "suit you?"
+        )
+    if turn.asked == "offer":
+        if state.cash_offer_ok is False:
+            return (
+                "You said a cash offer isn't for you; the specialist can also talk you through "
+                "listing at full market value. Would you like that?"
+            )
+        return (
+            f"A cash offer is a firm price with no repairs, showings or financing to wait for, "
+            f"closing {within}. The specialist makes it in writing after a short visit, and you "
+            f"can weigh it against your {_value(state, 'price_expectation')}; there's no "
+            "obligation. Shall I ask them to set up the visit?"
+        )
+    if turn.asked == "next":
+        return (
+            f"Next: a specialist reviews what you told me ({'; '.join(_known(state))}), "
+            "contacts you here within one business day to arrange a visit, and after it you "
+            "get a written offer, with no obligation. What day and time would suit you for "
+            "the visit?"
+        )
+    if turn.asked == "thanks":
+        return (
+            "You're welcome! A specialist will be in touch here. If anything changes, like "
+            "your price or timeline, just tell me."
+        )
+    if turn.progressed:
+        return "I've passed that on to the specialist."
+    return (
+        "I'm not sure I understood. I can help with arranging the visit, how the cash offer "
+        'works, or what happens next; or say "talk to a human" to reach a person.'
+    )
+
+
+_BEFORE_QUALIFIED: Final = {
+    "schedule": "A specialist will arrange a visit once I have a few details.",
+    "offer": "A specialist makes the offer after a short visit; first, a few details.",
+    "next": (
+        "Once you've answered a few quick questions, a specialist contacts you to see the "
+        "property and make an offer."
+    ),
+    "thanks": "You're welcome!",
+}
+
+
 def compose_reply(turn: TurnResult) -> str:
     """Return the bot's own reply to a turn: what it noted, then the next question.
+
+    After qualification it answers what the seller asks (a visit, the cash offer, what happens
+    next); before, it answers in a sentence and asks the pending question. A returning
+    contact is greeted with what the bot still knows.
 
     Args:
         turn: the result of ``advance``.
     """
     state = turn.state
     parts: list[str] = []
-    if turn.before.stage == "Q0":
+    known = _known(turn.before)
+    if turn.before.stage == "Q0" and known:
+        parts.append(f"Welcome back! From last time I have: {'; '.join(known)}.")
+    elif turn.before.stage == "Q0":
         parts.append("Hi! I can help you sell your home; I have four quick questions.")
     noted = [f"{_LABELS[n]} {_value(state, n)}" for n in turn.new]
     if noted:
@@ -435,20 +517,55 @@ def compose_reply(turn: TurnResult) -> str:
                 "shortly with an offer."
             )
         else:
-            parts.append(
-                "A specialist will be in touch soon. If anything changes, like your price or "
-                "timeline, just tell me here."
-            )
+            parts.append(_answer_after(turn))
     elif state.stage == "STALLED":
         parts.append(
             f"No problem, take your time. Whenever you're ready: {_question(state, pending)} "
             'You can also say "talk to a human" to reach a person.'
         )
     else:
-        if not turn.progressed and turn.before.stage != "Q0":
+        if turn.asked is not None and not turn.progressed:
+            parts.append(_BEFORE_QUALIFIED[turn.asked])
+        elif not turn.progressed and turn.before.stage != "Q0":
             parts.append("Sorry, I didn't quite catch that.")
         parts.append(_question(state, pending))
     return " ".join(parts)
+
+
+# ---- contact memory -----------------------------------------------------------------------
+
+#: The contact facts of the seller's answers are named ``seller.<field>``.
+FACT_PREFIX: Final = "seller."
+_REMEMBERED: Final = (*FIELDS, "condition_issues")
+
+
+async def recall_seller(store: AsyncStore, conv: Conversation) -> SellerState:
+    """Return a fresh state holding what the contact told the bot before (its facts)."""
+    facts = await store.recall(conv.contact_id, tenant=conv.tenant)
+    known = {
+        f.key.removeprefix(FACT_PREFIX): f.value
+        for f in facts
+        if f.key.startswith(FACT_PREFIX) and f.key.removeprefix(FACT_PREFIX) in _REMEMBERED
+    }
+    state = salvage(known)
+    state.answered = [q for q in ("Q1", "Q2", "Q3", "Q4") if _answered(state, q)]
+    state.temperature = score_temperature(state)
+    return state
+
+
+async def remember_seller(store: AsyncStore, conv: Conversation, turn: TurnResult) -> None:
+    """Keep the answers this turn brought as contact facts (``high`` tier: 30 days)."""
+    changed = {*turn.new, *turn.corrected}
+    if "condition" in changed:
+        changed.add("condition_issues")
+    for name in sorted(changed):
+        await store.remember(
+            conv.contact_id,
+            FACT_PREFIX + name,
+            getattr(turn.state, name),
+            tenant=conv.tenant,
+            tier="high",
+        )
 
 
 # ---- the bot ------------------------------------------------------------------------------
@@ -504,6 +621,7 @@ class SellerBot:
         if conv.status in (Status.WAITING_AGENT, Status.CLOSED) or message.role != "user":
             return None
         turn = await self._advance(store, conv, message)
+        await remember_seller(store, conv, turn)
         # The bot moves the stage only from a stage it set: a person's stage stays.
         if conv.stage in (None, turn.before.stage) and conv.stage != turn.state.stage:
             await store.set_stage(conv.id, turn.state.stage, tenant=tenant)
@@ -521,7 +639,8 @@ class SellerBot:
     async def _advance(self, store: AsyncStore, conv: Conversation, message: Message) -> TurnResult:
         for attempt in range(2):
             snap = await store.load_state(conv.id, tenant=conv.tenant)
-            state = salvage(snap.value)
+            # A new conversation starts from what the contact told us before (contact facts).
+            state = salvage(snap.value) if snap.version else await recall_seller(store, conv)
             missed = await self._missed(store, conv, state, message)
             turn = catch_up(state, missed, message.content, message.created_at)
             turn.state.last_seq = message.seq

@@ -45,8 +45,6 @@ from threadkeep._transfer import (
 )
 from threadkeep.bot import Bot, answer, make_bot
 
-DEFAULT_STORE = "sqlite:///./threadkeep.db"
-
 app = typer.Typer(
     help="Keep the conversations of chat agents.", no_args_is_help=True, add_completion=False
 )
@@ -136,7 +134,7 @@ def _write(text: str) -> None:
 
 @app.command("ls")
 def ls_cmd(
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
     tenant: TenantOpt = "default",
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
     stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
@@ -187,7 +185,7 @@ def ls_cmd(
 @app.command("show")
 def show_cmd(
     conversation_id: Annotated[str, typer.Argument(metavar="ID")],
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
     tenant: Annotated[str | None, typer.Option(help="Tenant.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -211,7 +209,7 @@ def show_cmd(
 
 @app.command("export")
 def export_cmd(
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
     tenant: TenantOpt = "default",
     output: Annotated[str, typer.Option("-o", "--output", help="File, or - for stdout.")] = "-",
 ) -> None:
@@ -245,7 +243,7 @@ def export_cmd(
 @app.command("import")
 def import_cmd(
     file: Annotated[str, typer.Argument(help="JSONL file written by export, or - for stdin.")],
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Tenant (default: each record's own).")
     ] = None,
@@ -286,7 +284,7 @@ def import_cmd(
 
 @app.command("sweep")
 def sweep_cmd(
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
 ) -> None:
     """Mark idle conversations and purge expired ones."""
@@ -301,7 +299,7 @@ def sweep_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
@@ -445,7 +443,7 @@ async def _chat(
 
 @app.command("chat")
 def chat_cmd(
-    store: StoreOpt = DEFAULT_STORE,
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
     conversation: Annotated[
         str | None, typer.Option(help="Resume this conversation (else the contact's open one).")
     ] = None,

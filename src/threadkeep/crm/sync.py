@@ -104,10 +104,6 @@ class Ledger:
             tier="critical",
         )
 
-    async def forget(self, location: str, contact: str) -> None:
-        """Erase a contact's snapshot (the contact was erased)."""
-        await self.store.delete_contact(f"contact:{location}:{contact}", tenant=self.tenant)
-
     async def get(self, key: str) -> Any:
         """Return one of the outbox's own records (``cursor``, ``oauth``), or None."""
         facts = await self.store.recall("outbox", key, tenant=self.tenant)
@@ -210,10 +206,19 @@ async def _contact(inbound: _Inbound, event: dict[str, Any]) -> str:
     store, gmap, tenant = inbound.store, inbound.gmap, inbound.tenant
     contact = str(event.get("id") or _require(event, "contactId"))
     snapshot = await inbound.ledger.snapshot(inbound.location, contact)
+    source = {
+        "kind": "crm",
+        "crm": "gohighlevel",
+        "event": event["type"],
+        "webhook_id": event.get("webhookId"),
+        "location_id": inbound.location,
+    }
     kept: list[str] = []
     for name in gmap.contact_facts:
         if name in event and event[name] is not None:
-            await store.remember(contact, name, event[name], tenant=tenant, tier=gmap.fact_tier)
+            await store.remember(
+                contact, name, event[name], tenant=tenant, tier=gmap.fact_tier, source=source
+            )
             kept.append(name)
     for item in event.get("customFields") or []:
         if not isinstance(item, dict):
@@ -223,7 +228,14 @@ async def _contact(inbound: _Inbound, event: dict[str, Any]) -> str:
             continue
         if snapshot.fields.get(f"id:{item['id']}") == digest(item.get("value")):
             continue  # the echo of the outbox's own write
-        await store.remember(contact, field, item.get("value"), tenant=tenant, tier=gmap.fact_tier)
+        await store.remember(
+            contact,
+            field,
+            item.get("value"),
+            tenant=tenant,
+            tier=gmap.fact_tier,
+            source={**source, "custom_field": item["id"]},
+        )
         kept.append(field)
     return f"facts {', '.join(kept) or 'none'}"
 

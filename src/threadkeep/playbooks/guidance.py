@@ -41,6 +41,7 @@ __all__ = [
     "RECENT",
     "SUGGESTIONS",
     "CriterionStatus",
+    "FactVersionView",
     "FactView",
     "Guidance",
     "ObjectionSeen",
@@ -109,8 +110,17 @@ class Suggestion(_Frozen):
     ref: str | None = None
 
 
+class FactVersionView(_Frozen):
+    """A value a fact had before a newer one superseded it."""
+
+    value: Any
+    tier: str
+    source: dict[str, Any] | None
+    updated_at: datetime
+
+
 class FactView(_Frozen):
-    """A fact about the contact, as the guidance shows it."""
+    """A fact about the contact: its source, and the values it replaced (newest first)."""
 
     key: str
     value: Any
@@ -118,6 +128,7 @@ class FactView(_Frozen):
     updated_at: datetime
     expires_at: datetime
     source: dict[str, Any] | None = None
+    history: list[FactVersionView] = []
 
 
 class Guidance(_Frozen):
@@ -321,7 +332,13 @@ def compute(
                 tier=f.tier,
                 updated_at=f.updated_at,
                 expires_at=f.expires_at,
-                source=getattr(f, "source", None),
+                source=f.source,
+                history=[
+                    FactVersionView(
+                        value=h.value, tier=h.tier, source=h.source, updated_at=h.updated_at
+                    )
+                    for h in f.history
+                ],
             )
             for f in facts
         ],

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from threadkeep import __version__
 from threadkeep.bot import make_bot
@@ -38,6 +39,7 @@ from threadkeep.service.routers import (
 )
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.settings import ServiceSettings, get_settings, unknown_variables
+from threadkeep.service.visitors import VisitorTokens
 
 __all__ = ["create_app"]
 
@@ -49,6 +51,12 @@ events, on whichever store the service was started with.
 
 **Auth.** Send `Authorization: Bearer <key>`; each key belongs to one tenant and never sees
 another tenant's data (404). A service started without keys serves loopback clients only.
+
+**Visitors.** With `THREADKEEP_PUBLIC_CHAT=true`, `POST /v1/chat` needs no key: it answers with
+a `visitor_token`. Sent as the bearer (or `?visitor_token=` on `/v1/events`), it reads that one
+conversation (`GET /v1/conversations/{id}`, `GET …/messages`), posts to it (`POST /v1/chat`) and
+follows its events; everything else is 404. Visitors never see `system` or `tool` messages,
+message metadata, the stage or the conversation's metadata.
 
 **Errors** are JSON `{"error": {"type", "message"}}` with the status of the error class
 (422 bodies also name the `field` and the `rule`).
@@ -104,13 +112,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     Raises:
         InvalidInput: a bad setting, malformed API keys (or keys file), store URL, bot or
-            playbook.
+            playbook, or public chat without a visitor secret.
     """
     settings = settings or get_settings()
     _configure_logging(settings.log_level)
     for name in unknown_variables():
         log.warning("%s is not a threadkeep setting (a typo?); it is ignored", name)
     api_keys = settings.tenants_by_key()
+    secrets = settings.visitor_secrets()
     metrics = Metrics()
     holder = StoreHolder(settings.store, metrics, settings.limits(), settings.retention())
 
@@ -137,7 +146,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await holder.aclose()
             app.state.store = None
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files shipped in a package (fastapi-offline), not a CDN:
+    # /docs works on a machine without internet access.
+    app = FastAPIOffline(
         title="threadkeep",
         version=__version__,
         description=DESCRIPTION,
@@ -145,6 +156,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = api_keys
+    app.state.visitor_tokens = (
+        VisitorTokens(secrets, settings.visitor_token_ttl) if settings.public_chat else None
+    )
     app.state.metrics = metrics
     app.state.stores = holder
     app.state.store = None

@@ -1,20 +1,38 @@
-"""Dependencies of the routes: settings, the caller's tenant, the store and the bot."""
+"""Dependencies of the routes: settings, the caller (an agent's tenant, or a visitor), store, bot.
+
+Routes that take ``TenantDep`` are for agents only: a visitor token gets 404 there, so a new
+router is closed to visitors unless it asks for ``CallerDep`` and checks the conversation.
+"""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
-from threadkeep import AsyncStore
+from threadkeep import AsyncStore, ConversationNotFound
 from threadkeep.bot import Bot
-from threadkeep.service.errors import Forbidden, Unauthorized
+from threadkeep.service.errors import Forbidden, NotFound, Unauthorized
 from threadkeep.service.observe import note
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.settings import ServiceSettings, is_loopback
+from threadkeep.service.visitors import Visitor, VisitorTokens
 
-__all__ = ["BotDep", "SettingsDep", "StoreDep", "TenantDep", "tenant_of"]
+__all__ = [
+    "BotDep",
+    "Caller",
+    "CallerDep",
+    "IdempotencyKey",
+    "PublicCallerDep",
+    "SettingsDep",
+    "StoreDep",
+    "TenantDep",
+    "caller_of",
+    "public_caller_of",
+    "tenant_of",
+]
 
 #: The tenant of every request while no API key is configured (loopback clients only).
 DEFAULT_TENANT = "default"
@@ -35,40 +53,106 @@ def _bearer(request: Request) -> str | None:
         return None
     key = request.headers.get("x-api-key")
     if key is None and request.url.path == "/v1/events":
-        # EventSource cannot send headers; only the events stream takes the key in its URL.
-        key = request.query_params.get("api_key")
+        # EventSource cannot send headers; only the events stream takes a key in its URL.
+        key = request.query_params.get("api_key") or request.query_params.get("visitor_token")
     return key
 
 
-async def tenant_of(request: Request) -> str:
-    """Return the caller's tenant, from its API key (or ``default`` on a keyless loopback setup).
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: an agent (an API key: the whole tenant) or a visitor (one conversation).
+
+    Attributes:
+        tenant: the tenant the request acts in.
+        visitor: the visitor's scope; None for an agent.
+    """
+
+    tenant: str
+    visitor: Visitor | None = None
+
+    def check(self, conversation_id: str) -> None:
+        """Refuse a visitor a conversation that is not its own.
+
+        Raises:
+            ConversationNotFound: the visitor's token is for another conversation (404).
+        """
+        if self.visitor is not None and not self.visitor.allows(conversation_id):
+            raise ConversationNotFound(conversation_id)
+
+
+def _key_tenant(request: Request, given: str) -> str | None:
+    keys: dict[str, str] = request.app.state.api_keys
+    found = None
+    for key, key_tenant in keys.items():
+        if hmac.compare_digest(key.encode(), given.encode()):
+            found = key_tenant
+    return found
+
+
+def _resolve(request: Request, *, anonymous: bool) -> Caller:
+    """Return the caller of ``request``; ``anonymous``: a visitor without a token is let in.
 
     Raises:
         Unauthorized: keys are configured and the request has none, or an unknown one.
         Forbidden: no keys are configured and the client is not on a loopback address.
     """
     keys: dict[str, str] = request.app.state.api_keys
-    if not keys:
-        client = request.client.host if request.client else None
-        if not is_loopback(client):
-            raise Forbidden(
-                "this service has no API keys configured and serves loopback clients only; "
-                "set THREADKEEP_API_KEYS to serve other clients"
-            )
-        tenant = DEFAULT_TENANT
+    tokens: VisitorTokens | None = request.app.state.visitor_tokens
+    given = _bearer(request)
+    visitor: Visitor | None = None
+    if given is not None:
+        tenant = _key_tenant(request, given) if keys else None
+        if tenant is not None:
+            return Caller(tenant)
+        visitor = tokens.read(given) if tokens is not None else None
+        if visitor is None:
+            raise Unauthorized("the API key or visitor token is not valid (or it expired)")
+    elif not keys and is_loopback(request.client.host if request.client else None):
+        return Caller(DEFAULT_TENANT)  # the keyless local mode: loopback clients are agents
+    elif tokens is not None and anonymous:
+        visitor = Visitor(request.app.state.settings.public_tenant)
+    elif not keys:
+        raise Forbidden(
+            "this service has no API keys configured and serves loopback clients only; "
+            "set THREADKEEP_API_KEYS to serve other clients"
+        )
     else:
-        given = _bearer(request)
-        if given is None:
-            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        found = None
-        for key, key_tenant in keys.items():
-            if hmac.compare_digest(key.encode(), given.encode()):
-                found = key_tenant
-        if found is None:
-            raise Unauthorized("the API key is not valid")
-        tenant = found
-    note(tenant=tenant)
-    return tenant
+        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+    request.state.visitor = visitor  # per-visitor limits key on it
+    return Caller(visitor.tenant, visitor)
+
+
+async def caller_of(request: Request) -> Caller:
+    """Return the caller: an agent, or a visitor holding a token (see ``Caller``)."""
+    caller = _resolve(request, anonymous=False)
+    note(tenant=caller.tenant, visitor=caller.visitor is not None)
+    return caller
+
+
+async def public_caller_of(request: Request) -> Caller:
+    """Return the caller; with public chat also a visitor without a token yet.
+
+    Such a visitor may send a first message (``POST /v1/chat``) and open the events stream,
+    where it sees nothing until its token names a conversation.
+    """
+    caller = _resolve(request, anonymous=True)
+    note(tenant=caller.tenant, visitor=caller.visitor is not None)
+    return caller
+
+
+async def tenant_of(request: Request) -> str:
+    """Return the tenant of an agent: routes for agents only (a visitor token gets 404).
+
+    Raises:
+        Unauthorized: keys are configured and the request has none, or an unknown one.
+        Forbidden: no keys are configured and the client is not on a loopback address.
+        NotFound: the caller holds a visitor token (404: nothing here is a visitor's).
+    """
+    caller = _resolve(request, anonymous=False)
+    if caller.visitor is not None:
+        raise NotFound("not found")
+    note(tenant=caller.tenant)
+    return caller.tenant
 
 
 async def get_store(request: Request) -> AsyncStore:
@@ -89,5 +173,18 @@ async def get_bot(request: Request) -> Bot:
 
 SettingsDep = Annotated[ServiceSettings, Depends(get_app_settings)]
 TenantDep = Annotated[str, Depends(tenant_of)]
+CallerDep = Annotated[Caller, Depends(caller_of)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=256,
+        description="a retried delivery with the same key is stored once and gets the first "
+        "answer (the first message) again",
+        examples=["wamid.HBgL123"],
+    ),
+]
+PublicCallerDep = Annotated[Caller, Depends(public_caller_of)]
 StoreDep = Annotated[AsyncStore, Depends(get_store)]
 BotDep = Annotated[Bot, Depends(get_bot)]

@@ -19,6 +19,7 @@ from threadkeep import BackendUnavailable, ThreadkeepError
 
 __all__ = [
     "Forbidden",
+    "NotFound",
     "PayloadTooLarge",
     "Unauthorized",
     "error_body",
@@ -38,6 +39,12 @@ class Forbidden(ThreadkeepError):
     """The service has no API keys and serves loopback clients only."""
 
     http_status = 403
+
+
+class NotFound(ThreadkeepError):
+    """Nothing here for this caller (a visitor token on a route for agents)."""
+
+    http_status = 404
 
 
 class PayloadTooLarge(ThreadkeepError):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 import threadkeep
-from threadkeep import Conversation, Counts, Event, Message, StateSnapshot
-from threadkeep._rules.lifecycle import TRANSITIONS  # public once the core exports the table
+from threadkeep import Conversation, Counts, Event, Message, Retention, StateSnapshot
 
 __all__ = [
     "AppendIn",
@@ -20,12 +21,14 @@ __all__ = [
     "ErrorOut",
     "MessageList",
     "MessageOut",
+    "RetentionIn",
     "StageIn",
     "StartIn",
     "StateIn",
     "StateOut",
     "StateProblem",
     "StatusIn",
+    "VisitorConversationOut",
 ]
 
 _ID = "01JDZ3V7K2M9X4QW8T6R5YB0NC"
@@ -117,8 +120,25 @@ class ConversationOut(BaseModel):
     @classmethod
     def of(cls, conv: Conversation) -> ConversationOut:
         """Build it from a Conversation."""
-        allowed = sorted(s.value for s in TRANSITIONS[threadkeep.Status(conv.status)])
+        allowed = sorted(s.value for s in threadkeep.TRANSITIONS[threadkeep.Status(conv.status)])
         return cls.model_validate({**conv.to_dict(), "allowed_statuses": allowed})
+
+
+class VisitorConversationOut(BaseModel):
+    """One conversation as its visitor sees it: no stage, metadata, tenant or agent."""
+
+    id: str
+    status: StatusName
+    created_at: str
+    last_activity_at: str
+    expires_at: str | None
+
+    @classmethod
+    def of(cls, conv: Conversation) -> VisitorConversationOut:
+        """Build it from a Conversation."""
+        return cls.model_validate(
+            {k: v for k, v in conv.to_dict().items() if k in cls.model_fields}
+        )
 
 
 class ConversationPage(BaseModel):
@@ -180,9 +200,13 @@ class MessageOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, message: Message) -> MessageOut:
-        """Build it from a Message."""
-        return cls.model_validate(message.to_dict())
+    def of(cls, message: Message, *, visitor: bool = False) -> MessageOut:
+        """Build it from a Message (for a visitor: without its metadata or payload)."""
+        data = message.to_dict()
+        if visitor:
+            data["metadata"] = {}
+            data["payload"] = None
+        return cls.model_validate(data)
 
 
 class MessageList(BaseModel):
@@ -202,7 +226,10 @@ class ChatIn(_In):
     )
     contact_id: str | None = Field(
         default=None,
-        description="without conversation_id: resume the contact's open conversation or start one",
+        max_length=256,
+        description="without conversation_id: resume the contact's open conversation or start "
+        "one. From a visitor (no API key): the browser's own random id (16+ characters), "
+        "turned into a contact of its own, on a first message only (a token names its contact)",
         examples=["+15550100"],
     )
     channel: str | None = Field(default=None, examples=["web"])
@@ -225,6 +252,11 @@ class ChatOut(BaseModel):
     replayed: bool = Field(
         default=False, description="true: a retried delivery; this is the first answer again"
     )
+    visitor_token: str | None = Field(
+        default=None,
+        description="with public chat: the bearer token of this conversation and its contact "
+        "only (read it, post to it, follow its events); null when public chat is off",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -244,6 +276,43 @@ class ChatOut(BaseModel):
     )
 
 
+class RetentionIn(_In):
+    """How long one conversation lives; a field left out keeps the service's setting."""
+
+    ttl: float | None = Field(
+        default=None,
+        gt=0,
+        le=10 * 365 * 24 * 3600,
+        description="seconds it lives after its last activity (sliding); null: until deleted",
+        examples=[2592000],
+    )
+    idle_after: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds without activity before it is marked idle",
+        examples=[1800],
+    )
+    window: int | None = Field(
+        default=None, ge=1, le=1000, description="how many recent messages the bot reads"
+    )
+    max_messages: int | None = Field(
+        default=None, ge=1, description="keep only the newest N messages; null: keep all"
+    )
+
+    def over(self, base: Retention) -> Retention:
+        """Return ``base`` with the fields given here (an explicit null ttl: never expires)."""
+        given = {name: getattr(self, name) for name in self.model_fields_set}
+        if given.get("idle_after") is None:
+            given.pop("idle_after", None)
+        if given.get("window") is None:
+            given.pop("window", None)
+        if "idle_after" in given:
+            given["idle_after"] = timedelta(seconds=given["idle_after"])
+        if given.get("ttl") is not None:
+            given["ttl"] = timedelta(seconds=given["ttl"])
+        return replace(base, **given)
+
+
 class StartIn(_In):
     """A new conversation."""
 
@@ -252,6 +321,12 @@ class StartIn(_In):
     channel: str | None = Field(default=None, examples=["sms"])
     stage: str | None = Field(default=None, examples=["Q0"])
     metadata: dict[str, Any] | None = Field(default=None, examples=[{"intent": "sell"}])
+    retention: RetentionIn | None = Field(
+        default=None,
+        description="this conversation's retention instead of the service's "
+        "(THREADKEEP_TTL, THREADKEEP_IDLE_AFTER, THREADKEEP_WINDOW)",
+        examples=[{"ttl": None}, {"ttl": 2592000, "max_messages": 500}],
+    )
 
 
 class AppendIn(_In):

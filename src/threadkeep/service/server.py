@@ -13,8 +13,7 @@ import sys
 
 import uvicorn
 
-from threadkeep import InvalidInput
-from threadkeep._url import StoreURL
+from threadkeep import InvalidInput, redact_url
 from threadkeep.bot import make_bot
 from threadkeep.service.settings import (
     ServiceSettings,
@@ -71,13 +70,14 @@ def run(
     os.environ["THREADKEEP_PORT"] = str(port)
     os.environ["THREADKEEP_WORKERS"] = str(workers)
     settings = load_settings()
-    # Check everything here, so N workers do not each fail with a traceback.
-    store = StoreURL.parse(settings.store).redacted()
-    settings.tenants_by_key()
-    check_exposure(settings)
-    make_bot(settings.bot)
     for name in unknown_variables():
         sys.stderr.write(f"warning: {name} is not a threadkeep setting (a typo?); ignored\n")
+    # Check everything here, so N workers do not each fail with a traceback.
+    store = redact_url(settings.store)  # also checks the URL
+    settings.tenants_by_key()
+    settings.visitor_secrets()
+    check_exposure(settings)
+    make_bot(settings.bot)
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(
         f"threadkeep serving {store} at http://{shown}:{port}/ "

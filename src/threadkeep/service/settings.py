@@ -25,10 +25,16 @@ from typing import Final
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from threadkeep import DEFAULT_LIMITS, DEFAULT_RETENTION, InvalidInput, Limits, Retention
+from threadkeep import (
+    DEFAULT_LIMITS,
+    DEFAULT_RETENTION,
+    DEFAULT_STORE_URL,
+    InvalidInput,
+    Limits,
+    Retention,
+)
 
 __all__ = [
-    "DEFAULT_STORE",
     "PREFIX",
     "ServiceSettings",
     "get_settings",
@@ -43,7 +49,8 @@ PREFIX: Final = "THREADKEEP_"
 _OTHER_VARIABLES: Final = frozenset({"THREADKEEP_SCREENSHOTS"})
 _DEFAULT_TTL: Final = DEFAULT_RETENTION.ttl.total_seconds() if DEFAULT_RETENTION.ttl else None
 
-DEFAULT_STORE = "sqlite:///./threadkeep.db"
+#: The shortest visitor secret accepted.
+MIN_SECRET: Final = 32
 
 
 class ServiceSettings(BaseSettings):
@@ -70,10 +77,14 @@ class ServiceSettings(BaseSettings):
         ttl: seconds a conversation lives after its last activity (``none``: until deleted).
         idle_after: seconds without activity before an active conversation becomes idle.
         window: how many recent messages the bot reads as context.
-        public_chat: whether ``POST /v1/chat`` without an API key is allowed; it answers with
-            a visitor token scoped to that one conversation.
-        visitor_secret: signs visitor tokens; unset, one is kept in the store (so every
-            worker and every restart accepts the same tokens).
+        public_chat: whether ``POST /v1/chat`` without an API key is allowed (a visitor on a
+            public site); it answers with a visitor token scoped to that one conversation.
+        public_tenant: the tenant of visitors' conversations.
+        visitor_secret: signs visitor tokens (needed with ``public_chat``): a random string of
+            32 characters or more; several, separated by commas, rotate secrets (the first
+            signs, every one is accepted). Every worker must have the same.
+        visitor_token_ttl: seconds a visitor token stays valid after it was issued (each chat
+            turn issues a fresh one).
         playbook: the default playbook: a shipped name (``seller``, ``realtor``) or a file.
         playbooks: tenants with their own playbook, ``tenant:name-or-path`` pairs.
         ghl_locations: GoHighLevel ``locationId:tenant`` pairs; none: GoHighLevel is off (404).
@@ -97,7 +108,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
-    store: str = DEFAULT_STORE
+    store: str = DEFAULT_STORE_URL
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -116,7 +127,9 @@ class ServiceSettings(BaseSettings):
     idle_after: float = Field(default=DEFAULT_RETENTION.idle_after.total_seconds(), gt=0)
     window: int = Field(default=DEFAULT_RETENTION.window, ge=1, le=1000)
     public_chat: bool = False
+    public_tenant: str = Field(default="default", min_length=1, max_length=256)
     visitor_secret: str = Field(default="", repr=False)
+    visitor_token_ttl: float = Field(default=30 * 24 * 3600.0, gt=0)
     playbook: str = "seller"
     playbooks: str = ""
     ghl_locations: str = ""
@@ -153,6 +166,30 @@ class ServiceSettings(BaseSettings):
             idle_after=timedelta(seconds=self.idle_after),
             window=self.window,
         )
+
+    def visitor_secrets(self) -> list[str]:
+        """Return the visitor token secrets, newest first (none when public chat is off).
+
+        Raises:
+            InvalidInput: public chat is on without a secret, or a secret is too short.
+        """
+        if not self.public_chat:
+            return []
+        secrets = [s.strip() for s in self.visitor_secret.split(",") if s.strip()]
+        name = "THREADKEEP_VISITOR_SECRET"
+        if not secrets:
+            raise InvalidInput(
+                f"THREADKEEP_PUBLIC_CHAT=true needs {name}: a random string of "
+                f"{MIN_SECRET}+ characters (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'), the same for every worker",
+                field=name,
+            )
+        if any(len(s) < MIN_SECRET for s in secrets):
+            raise InvalidInput(
+                f"{name} must be at least {MIN_SECRET} characters (each, when several)",
+                field=name,
+            )
+        return secrets
 
     def tenants_by_key(self) -> dict[str, str]:
         """Return the configured API keys, each mapped to its tenant.

@@ -550,19 +550,22 @@ class Flows:
         return Result(_OK, None)
 
     def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
+        where = {"tenant": op.tenant, "contact": op.contact_id, "key": op.key}
+        old = yield schema.FACT_FOR_UPDATE, where
+        fact = decide.supersede(schema.decode_fact(old[0]) if old else None, op)
         yield (
             schema.REMEMBER,
             {
-                "tenant": op.tenant,
-                "contact": op.contact_id,
-                "key": op.key,
-                "value": op.value_json,
-                "tier": op.tier,
-                "now": op.now_us,
-                "exp": op.expires_us,
+                **where,
+                "value": fact.value_json,
+                "tier": fact.tier,
+                "now": fact.updated_us,
+                "exp": fact.expires_us,
+                "source": fact.source_json,
+                "history": fact.history_json,
             },
         )
-        return Result(_OK, FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us))
+        return Result(_OK, fact)
 
     def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
         rows = yield (

@@ -129,7 +129,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE messages ALTER COLUMN content TYPE bytea USING convert_to(content, 'UTF8');
     ALTER TABLE idem_archive ALTER COLUMN content TYPE bytea USING convert_to(content, 'UTF8');
     """,
-    # 3: payloads kept verbatim with messages, and the link bits windows and trimming read
+    # 3: a fact's provenance and the values it superseded (decide.supersede)
+    """
+    ALTER TABLE facts ADD COLUMN source_json text NOT NULL DEFAULT 'null',
+        ADD COLUMN history_json text NOT NULL DEFAULT '[]';
+    """,
+    # 4: payloads kept verbatim with messages, and the link bits windows and trimming read
     """
     ALTER TABLE messages ADD COLUMN payload text, ADD COLUMN link smallint NOT NULL DEFAULT 0;
     ALTER TABLE idem_archive ADD COLUMN payload text,
@@ -152,7 +157,7 @@ MESSAGE_COLUMNS: Final = (
 )
 STATE_COLUMNS: Final = "version, value_json, saved_us"
 EVENT_COLUMNS: Final = "id, kind, tenant, conversation_id, data_json, at_us"
-FACT_COLUMNS: Final = "key, value_json, tier, updated_us, expires_us"
+FACT_COLUMNS: Final = "key, value_json, tier, updated_us, expires_us, source_json, history_json"
 
 #: Internal idempotency keys (retry safety of appends without a caller key) start with this.
 INTERNAL_KEY: Final = "\x1f"
@@ -222,7 +227,7 @@ def decode_event(row: tuple[Any, ...]) -> EventRow:
 
 def decode_fact(row: tuple[Any, ...]) -> FactRow:
     """Return the row selected with ``FACT_COLUMNS``."""
-    return FactRow(row[0], row[1], row[2], row[3], row[4])
+    return FactRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.
@@ -402,10 +407,16 @@ RELEASE_LEASE: Final = (
     "UPDATE conversations SET lease_until_us = 0 WHERE id = %(id)s AND lease_token = %(t)s"
 )
 REMEMBER: Final = (
-    "INSERT INTO facts VALUES (%(tenant)s, %(contact)s, %(key)s, %(value)s, %(tier)s, "
-    "%(now)s, %(exp)s) ON CONFLICT (tenant, contact_id, key) DO UPDATE SET "
+    f"INSERT INTO facts (tenant, contact_id, {FACT_COLUMNS}) VALUES (%(tenant)s, %(contact)s, "
+    "%(key)s, %(value)s, %(tier)s, %(now)s, %(exp)s, %(source)s, %(history)s) "
+    "ON CONFLICT (tenant, contact_id, key) DO UPDATE SET "
     "value_json = excluded.value_json, tier = excluded.tier, "
-    "updated_us = excluded.updated_us, expires_us = excluded.expires_us"
+    "updated_us = excluded.updated_us, expires_us = excluded.expires_us, "
+    "source_json = excluded.source_json, history_json = excluded.history_json"
+)
+FACT_FOR_UPDATE: Final = (
+    f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s "
+    "AND key = %(key)s FOR UPDATE"
 )
 RECALL: Final = (
     f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s "

@@ -193,10 +193,19 @@ def encode_fact(fact: FactRow) -> str:
     return f"{fact.updated_us} {fact.expires_us} {fact.tier} {fact.value_json}"
 
 
-def decode_fact(key: str, blob: str) -> FactRow:
-    """Return the fact row of a stored blob."""
+def decode_fact(key: str, blob: str, meta: str | None = None) -> FactRow:
+    """Return the fact row of a stored blob and of its sibling field (the key + a newline).
+
+    That field holds the source and the history JSON, separated by a newline.
+
+    Facts stored before sources and histories existed have no such field: no source, no
+    history.
+    """
     updated, expires, tier, value_json = blob.split(" ", 3)
-    return FactRow(key, value_json, tier, int(updated), int(expires))
+    source_json, _, history_json = (meta or "null\n[]").partition("\n")
+    return FactRow(
+        key, value_json, tier, int(updated), int(expires), source_json, history_json or "[]"
+    )
 
 
 def json_text(data: object) -> str:

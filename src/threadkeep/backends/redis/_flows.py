@@ -474,8 +474,8 @@ class Flows:
         return Result(_OK, None)
 
     def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
-        row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
-        yield self._eval(
+        row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us, op.source_json)
+        history = yield self._eval(
             "remember",
             op.tenant,
             op.contact_id,
@@ -483,13 +483,19 @@ class Flows:
             codec.encode_fact(row),
             op.expires_us,
             op.expires_us - op.now_us,
+            op.source_json,
+            decide.HISTORY_KEPT,
         )
-        return Result(_OK, row)
+        return Result(_OK, row._replace(history_json=str(history)))
 
     def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
         """One HGETALL, expiry checked here."""
         stored = _as_dict((yield Command(("HGETALL", self.keys.facts(op.tenant, op.contact_id)))))
-        rows = [codec.decode_fact(key, blob) for key, blob in stored.items()]
+        rows = [
+            codec.decode_fact(key, blob, stored.get(key + "\n"))
+            for key, blob in stored.items()
+            if not key.endswith("\n")
+        ]
         return Result(
             _OK,
             sorted(

@@ -21,7 +21,8 @@ A name inside a key that may hold ``:`` (a tenant before a contact) is preceded 
 | ``kt(tenant)`` | tenant | zset | conversation ids by activity (list) |
 | ``kts(status, tenant)`` | tenant_status | zset | ids of one status, by activity |
 | ``kct(tenant, contact)`` | contact | zset | a contact's ids, by activity (resume) |
-| ``kf(tenant, contact)`` | facts | hash | key → ``"updated expires tier value_json"`` |
+| ``kf(tenant, contact)`` | facts | hash | key → ``"updated expires tier value_json"``; |
+| | | | key + newline → source and history JSON, newline between |
 | ``kxs(status, tenant)`` | status_counts | zset | ids of one status, by expiry (counts) |
 | ``kxg(tenant, stage)`` | stage_counts | zset | ids of one stage, by expiry (counts) |
 | ``kgs(tenant)`` | stages | set | the stages a tenant has used |

@@ -126,7 +126,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (conversation_id, idempotency_key)
     ) WITHOUT ROWID;
     """,
-    # 3: payloads kept verbatim with messages, and the link bits windows and trimming read
+    # 3: a fact's provenance and the values it superseded (decide.supersede)
+    """
+    ALTER TABLE facts ADD COLUMN source_json TEXT NOT NULL DEFAULT 'null';
+    ALTER TABLE facts ADD COLUMN history_json TEXT NOT NULL DEFAULT '[]';
+    """,
+    # 4: payloads kept verbatim with messages, and the link bits windows and trimming read
     """
     ALTER TABLE messages ADD COLUMN payload TEXT;
     ALTER TABLE messages ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
@@ -144,7 +149,7 @@ MESSAGE_COLUMNS: Final = (
     "conversation_id, seq, role, content, created_us, metadata, idempotency_key, payload, link"
 )
 EVENT_COLUMNS: Final = "id, kind, tenant, conversation_id, data, at_us"
-FACT_COLUMNS: Final = "key, value, tier, updated_us, expires_us"
+FACT_COLUMNS: Final = "key, value, tier, updated_us, expires_us, source_json, history_json"
 
 LIVE: Final = "(expires_us IS NULL OR expires_us > :now)"
 
@@ -307,8 +312,9 @@ SET_STATUS: Final = "UPDATE conversations SET status = ? WHERE id = ?"
 
 REMEMBER: Final = (
     f"INSERT OR REPLACE INTO facts (tenant, contact_id, {FACT_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+FACT: Final = f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = ? AND contact_id = ? AND key = ?"
 RECALL: Final = (
     f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = ? AND contact_id = ? AND expires_us > ? "
     "ORDER BY key"
@@ -370,4 +376,4 @@ def decode_event(r: tuple[Any, ...]) -> EventRow:
 
 def decode_fact(r: tuple[Any, ...]) -> FactRow:
     """Decode a facts row selected with FACT_COLUMNS."""
-    return FactRow(r[0], r[1], r[2], r[3], r[4])
+    return FactRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6])

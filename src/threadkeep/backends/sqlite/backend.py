@@ -556,8 +556,9 @@ class SQLiteBackend:
         return Result(_OK, None)
 
     def _remember(self, op: ops.RememberOp) -> Result[FactRow]:
-        fact = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
         with self._tx(write=True) as db:
+            old = db.execute(schema.FACT, (op.tenant, op.contact_id, op.key)).fetchone()
+            fact = decide.supersede(schema.decode_fact(old) if old else None, op)
             db.execute(schema.REMEMBER, (op.tenant, op.contact_id, *fact))
         return Result(_OK, fact)
 

@@ -6,23 +6,28 @@ conversation waits for a human agent the bot is silent (``reply`` null). When th
 reached before anything was stored, the bot still answers (from a throw-away in-memory
 conversation) with ``persisted`` false; when it fails after the message was stored, the answer
 is 503 naming the stored message, and a retry with the same ``Idempotency-Key`` completes it.
+
+With public chat on, a caller without an API key is a visitor (``threadkeep.service.visitors``):
+its turn is in the public tenant, for its own contact only, and the answer carries a visitor
+token for the conversation (agents get one too: a site's backend can hand it to its browser).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import secrets
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 
 import threadkeep
 from threadkeep import BackendUnavailable
 from threadkeep.bot import Bot, answer
-from threadkeep.service.deps import BotDep, SettingsDep, TenantDep
+from threadkeep.service.deps import BotDep, Caller, IdempotencyKey, PublicCallerDep, SettingsDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.schemas import ChatIn, ChatOut
+from threadkeep.service.visitors import VisitorTokens
 
 __all__ = ["router"]
 
@@ -30,19 +35,41 @@ log = logging.getLogger("threadkeep.service")
 router = APIRouter(prefix="/v1", tags=["chat"])
 
 
-async def _unpersisted(bot: Bot, body: ChatIn, tenant: str) -> ChatOut:
+async def _unpersisted(
+    bot: Bot, message: str, caller: Caller, conversation_id: str | None, contact: str | None
+) -> ChatOut:
     """Answer from a throw-away in-memory conversation: the user gets a reply, nothing is kept."""
     async with await threadkeep.open_async("memory://") as scratch:
         done = await answer(
-            scratch, bot, body.message, tenant=tenant, contact_id=body.contact_id or "anonymous"
+            scratch, bot, message, tenant=caller.tenant, contact_id=contact or "anonymous"
         )
     return ChatOut(
-        conversation_id=body.conversation_id,
+        conversation_id=conversation_id,
         reply=None if done.reply is None else done.reply.content,
         status=done.conversation.status,
-        stage=done.conversation.stage,
+        stage=None if caller.visitor else done.conversation.stage,
         persisted=False,
     )
+
+
+def _visitor_turn(caller: Caller, body: ChatIn, tokens: VisitorTokens) -> tuple[str | None, str]:
+    """Return the conversation and the contact of a visitor's turn.
+
+    A visitor with a token continues its conversation, or (without ``conversation_id``) its
+    contact's open one; a first message gets the contact of the browser's id, or a new one.
+
+    Raises:
+        ConversationNotFound: ``conversation_id`` is not the token's (404).
+        InvalidInput: a browser id too short to be secret.
+    """
+    visitor = caller.visitor
+    assert visitor is not None
+    if body.conversation_id is not None:
+        caller.check(body.conversation_id)  # a first message (no token) has no conversation
+    if visitor.contact_id is not None:
+        return body.conversation_id, visitor.contact_id
+    browser = body.contact_id or secrets.token_hex(16)
+    return None, tokens.contact_for(browser)
 
 
 @router.post(
@@ -53,20 +80,11 @@ async def _unpersisted(bot: Bot, body: ChatIn, tenant: str) -> ChatOut:
 )
 async def chat(
     request: Request,
-    tenant: TenantDep,
+    caller: PublicCallerDep,
     body: ChatIn,
     bot: BotDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=256,
-            description="a retried delivery with the same key gets the first answer again",
-            examples=["wamid.HBgL123"],
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ChatOut:
     """Store the user's message, let the bot answer, store the reply.
 
@@ -76,18 +94,28 @@ async def chat(
     ``Idempotency-Key`` within the tenant, even after the conversation was closed) stores
     nothing and gets the reply stored the first time, with ``replayed`` true; if that reply was
     never stored, the bot answers now. The same key with a different message is a 422.
+
+    A visitor (public chat, no API key) may continue only the conversation of its
+    ``visitor_token`` (else 404), or its contact's open one; on a first message
+    ``contact_id`` is the browser's own random id (16+ characters), never a contact's id.
     """
     holder: StoreHolder = request.app.state.stores
+    tokens: VisitorTokens | None = request.app.state.visitor_tokens
+    conversation_id, contact, channel = body.conversation_id, body.contact_id, body.channel
+    if caller.visitor is not None:
+        assert tokens is not None  # visitors exist only with public chat
+        conversation_id, contact = _visitor_turn(caller, body, tokens)
+        channel = "web"
     try:
         store = await holder.get()
         done = await answer(
             store,
             bot,
             body.message,
-            tenant=tenant,
-            conversation_id=body.conversation_id,
-            contact_id=body.contact_id,
-            channel=body.channel or "web",
+            tenant=caller.tenant,
+            conversation_id=conversation_id,
+            contact_id=contact,
+            channel=channel or "web",
             idempotency_key=idempotency_key,
             lease=settings.turn_lease,
             wait=settings.turn_wait,
@@ -100,13 +128,14 @@ async def chat(
         )
         request.app.state.metrics.degraded_turns.labels(request.app.state.metrics.worker).inc()
         note(persisted=False)
-        return await _unpersisted(bot, body, tenant)
+        return await _unpersisted(bot, body.message, caller, conversation_id, contact)
     note(conversation_id=done.conversation.id)
     return ChatOut(
         conversation_id=done.conversation.id,
         reply=None if done.reply is None else done.reply.content,
         status=done.conversation.status,
-        stage=done.conversation.stage,
+        stage=None if caller.visitor else done.conversation.stage,
+        visitor_token=None if tokens is None else tokens.issue(done.conversation),
         persisted=True,
         message_seq=done.message.seq,
         reply_seq=None if done.reply is None else done.reply.seq,

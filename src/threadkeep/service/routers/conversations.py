@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from threadkeep.service.deps import StoreDep, TenantDep
+from threadkeep.service.deps import CallerDep, SettingsDep, StoreDep, TenantDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.schemas import (
@@ -17,6 +17,7 @@ from threadkeep.service.schemas import (
     StartIn,
     StatusIn,
     StatusName,
+    VisitorConversationOut,
 )
 
 __all__ = ["ConversationId", "router"]
@@ -52,9 +53,14 @@ ConversationId = Annotated[
     summary="Start a conversation",
 )
 async def start_conversation(
-    tenant: TenantDep, store: StoreDep, body: StartIn, response: Response
+    tenant: TenantDep, store: StoreDep, settings: SettingsDep, body: StartIn, response: Response
 ) -> ConversationOut:
-    """Start a new conversation (status ``new``) for a contact; ``Location`` names it."""
+    """Start a new conversation (status ``new``) for a contact; ``Location`` names it.
+
+    ``retention`` overrides the service's retention for this conversation: ``{"ttl": null}``
+    keeps it until it is deleted, ``{"ttl": 2592000}`` 30 days after its last activity.
+    """
+    retention = None if body.retention is None else body.retention.over(settings.retention())
     conv = await store.start(
         body.contact_id,
         tenant=tenant,
@@ -62,6 +68,7 @@ async def start_conversation(
         channel=body.channel,
         stage=body.stage,
         metadata=body.metadata,
+        retention=retention,
     )
     note(conversation_id=conv.id)
     response.headers["Location"] = f"/v1/conversations/{conv.id}"
@@ -112,16 +119,21 @@ async def counts(tenant: TenantDep, store: StoreDep) -> CountsOut:
 
 @router.get(
     "/conversations/{conversation_id}",
-    response_model=ConversationOut,
+    response_model=ConversationOut | VisitorConversationOut,
     responses=errors(404),
     summary="Read a conversation",
 )
 async def get_conversation(
-    tenant: TenantDep, store: StoreDep, conversation_id: ConversationId
-) -> ConversationOut:
-    """Return one conversation (404 when absent, expired or another tenant's)."""
+    caller: CallerDep, store: StoreDep, conversation_id: ConversationId
+) -> ConversationOut | VisitorConversationOut:
+    """Return one conversation (404 when absent, expired or another tenant's).
+
+    A visitor token reads its own conversation only, without stage, metadata, tenant or agent.
+    """
     note(conversation_id=conversation_id)
-    return ConversationOut.of(await store.get(conversation_id, tenant=tenant))
+    caller.check(conversation_id)
+    conv = await store.get(conversation_id, tenant=caller.tenant)
+    return VisitorConversationOut.of(conv) if caller.visitor else ConversationOut.of(conv)
 
 
 @router.delete(

@@ -9,10 +9,11 @@ the only status GoHighLevel retries (any other failure loses the event). Without
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -22,7 +23,11 @@ from threadkeep.service.errors import error_body
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.settings import ServiceSettings
 
-__all__ = ["GhlRuntime", "router", "setup", "start_outbox"]
+if TYPE_CHECKING:  # the crm modules (cryptography, httpx) load only when GoHighLevel is on
+    from threadkeep.crm.ghl import GhlMap, Verifier
+    from threadkeep.crm.sync import Outbox
+
+__all__ = ["GhlRuntime", "router", "setup", "start_outbox", "stop_outbox"]
 
 log = logging.getLogger("threadkeep.crm")
 
@@ -36,12 +41,12 @@ RETRY_AFTER = "600"
 class GhlRuntime:
     """What the GoHighLevel routes and worker need, built once from the settings."""
 
-    verifier: Any
+    verifier: Verifier
     locations: dict[str, str]
-    gmap: Any
+    gmap: GhlMap
     max_age: float
     sync_tenant: str
-    outbox: Any = None
+    outbox: Outbox | None = None
 
 
 def _pairs(text: str, what: str) -> dict[str, str]:
@@ -126,12 +131,19 @@ def start_outbox(app: FastAPI) -> asyncio.Task[None] | None:
 
 
 async def stop_outbox(app: FastAPI, task: asyncio.Task[None] | None) -> None:
-    """Stop the outbox worker and close its HTTP client."""
-    if task is None:
+    """Stop the outbox worker and close its HTTP client.
+
+    The worker is cancelled even in the middle of a pass: what it had not recorded as
+    delivered is sent again by the next worker (the outbox is level-triggered).
+    """
+    runtime: GhlRuntime | None = app.state.ghl
+    if task is None or runtime is None or runtime.outbox is None:
         return
     app.state.ghl_stop.set()
-    await asyncio.wait_for(task, 10)
-    await app.state.ghl.outbox.client.aclose()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await runtime.outbox.client.aclose()
 
 
 def _too_busy(message: str) -> JSONResponse:

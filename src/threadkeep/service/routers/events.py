@@ -12,14 +12,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from threadkeep import AsyncStore, Event, ThreadkeepError
-from threadkeep.service.deps import SettingsDep, StoreDep, TenantDep
+from threadkeep.service.deps import PublicCallerDep, SettingsDep, StoreDep
 from threadkeep.service.routers import errors
 
 __all__ = ["router", "sse"]
@@ -34,6 +34,10 @@ _EXAMPLE = (
     '"conversation_id": "01JDZ3V7K2M9X4QW8T6R5YB0NC", "data": {"seq": 3, "role": "user"}, '
     '"at": "2026-11-30T09:15:02.123456+00:00"}\n\n'
 )
+
+
+def _everything(event: Event) -> bool:
+    return True
 
 
 def sse(event: Event) -> str:
@@ -51,11 +55,13 @@ async def _follow(
     heartbeat: float,
     follow: bool,
     stopping: threading.Event,
+    keep: Callable[[Event], bool],
 ) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     if replay:
         for event in first:
-            yield sse(event)
+            if keep(event):
+                yield sse(event)
     elif first:
         yield f"id: {first[-1].id}\n\n"  # moves the client's resume point to the end of the log
     if not follow:
@@ -66,9 +72,10 @@ async def _follow(
         # (the browser reconnects with Last-Event-ID) instead of holding up the shutdown.
         while not stopping.is_set():
             async for event in store.events(tenant=tenant, after=after, timeout=_SLICE):
-                yield sse(event)
                 after = event.id
-                quiet_since = time.monotonic()
+                if keep(event):
+                    yield sse(event)
+                    quiet_since = time.monotonic()
             if time.monotonic() - quiet_since >= heartbeat:
                 yield ": heartbeat\n\n"
                 quiet_since = time.monotonic()
@@ -92,7 +99,7 @@ async def _follow(
 )
 async def events(
     request: Request,
-    tenant: TenantDep,
+    caller: PublicCallerDep,
     store: StoreDep,
     settings: SettingsDep,
     last_event_id: Annotated[
@@ -109,13 +116,22 @@ async def events(
         bool, Query(description="false: send what is already in the log, then end")
     ] = True,
 ) -> StreamingResponse:
-    """Stream the tenant's change events: each has ``id`` (the cursor), ``event`` and JSON data."""
+    """Stream the tenant's change events: each has ``id`` (the cursor), ``event`` and JSON data.
+
+    A visitor token (``?visitor_token=``: EventSource cannot send headers) follows its own
+    conversation only: its messages (not ``system`` or ``tool`` ones), status changes, closing
+    and erasure. With public chat, a visitor without a token yet gets a stream with no events.
+    """
+    tenant = caller.tenant
+    keep = caller.visitor.sees if caller.visitor else _everything
     cursor = last_event_id or after
     # Read what is already there now, so an expired cursor is a 410 rather than a broken stream.
     first = [e async for e in store.events(tenant=tenant, after=cursor, timeout=0)]
     replay = cursor is not None or from_start
     resume = first[-1].id if first else cursor
     stopping = request.app.state.stopping
-    stream = _follow(store, tenant, first, resume, replay, settings.sse_heartbeat, follow, stopping)
+    stream = _follow(
+        store, tenant, first, resume, replay, settings.sse_heartbeat, follow, stopping, keep
+    )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

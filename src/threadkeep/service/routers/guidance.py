@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 import threadkeep
+from threadkeep.bot import fact_is_internal
 from threadkeep.playbooks.guidance import Guidance
 from threadkeep.service.deps import StoreDep, TenantDep
 from threadkeep.service.observe import note
@@ -45,6 +46,9 @@ async def get_guidance(
     note(conversation_id=conversation_id)
     books = playbooks_of(request)
     book = books.named(playbook, tenant) if playbook else books.for_tenant(tenant)
-    return await threadkeep.guidance(
+    found = await threadkeep.guidance(
         store, conversation_id, book, tenant=tenant, phraser=request.app.state.guidance_phraser
     )
+    # threadkeep's own notes (chat idempotency) are not what the contact told anyone
+    facts = [f for f in found.facts if not fact_is_internal(f.key)]
+    return found.model_copy(update={"facts": facts})

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 
-from threadkeep.service.deps import StoreDep, TenantDep
+from threadkeep.service.deps import CallerDep, IdempotencyKey, StoreDep, TenantDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.routers.conversations import ConversationId
 from threadkeep.service.schemas import AppendIn, MessageList, MessageOut
+from threadkeep.service.visitors import visible
 
 __all__ = ["router"]
 
@@ -29,16 +30,7 @@ async def append_message(
     store: StoreDep,
     conversation_id: ConversationId,
     body: AppendIn,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=256,
-            description="a retried delivery with the same key returns the first message",
-            examples=["wamid.HBgL123"],
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> MessageOut:
     """Store a message without calling the bot (an agent's reply, a webhook's message …).
 
@@ -64,7 +56,7 @@ async def append_message(
     summary="Read messages",
 )
 async def read_messages(
-    tenant: TenantDep,
+    caller: CallerDep,
     store: StoreDep,
     conversation_id: ConversationId,
     last: Annotated[int | None, Query(ge=1, le=1000, description="the newest N")] = None,
@@ -74,10 +66,18 @@ async def read_messages(
 ) -> MessageList:
     """Return messages oldest first: the newest ``last``, or ``limit`` after or before a seq.
 
-    ``before`` pages backwards: the newest ``limit`` messages with a lower seq.
+    ``before`` pages backwards: the newest ``limit`` messages with a lower seq. A visitor token
+    reads its own conversation only, and only people's words (``user``, ``assistant``,
+    ``agent``; never ``system`` or ``tool`` messages, tool calls or other items), without their
+    metadata or payload: a page may then hold fewer than ``last``/``limit`` items (``seq``
+    tells where it ends).
     """
     note(conversation_id=conversation_id)
+    caller.check(conversation_id)
     items = await store.messages(
-        conversation_id, last=last, after=after, limit=limit, tenant=tenant, before=before
-    )
-    return MessageList(items=[MessageOut.of(m) for m in items])
+        conversation_id, last=last, after=after, limit=limit, tenant=caller.tenant,
+        before=before,
+    )  # fmt: skip
+    if caller.visitor is None:
+        return MessageList(items=[MessageOut.of(m) for m in items])
+    return MessageList(items=[MessageOut.of(m, visitor=True) for m in items if visible(m)])

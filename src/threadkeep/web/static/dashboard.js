@@ -61,6 +61,16 @@
     if (res.ok) { view.counts = res.data; drawCounts(); }
   }
 
+  /* A label that may wrap after its underscores on a narrow screen ("waiting_" / "agent"). */
+  function breakable(text) {
+    const parts = [];
+    text.split("_").forEach((part, i, all) => {
+      parts.push(i < all.length - 1 ? part + "_" : part);
+      if (i < all.length - 1) parts.push(document.createElement("wbr"));
+    });
+    return parts;
+  }
+
   function drawList() {
     const body = $("rows");
     body.textContent = "";
@@ -70,7 +80,7 @@
           TK.el("div", { className: "tk-contact", dir: "auto", text: c.contact_id }),
           TK.el("div", { className: "tk-small", text: [c.channel, c.agent_id && "agent " + c.agent_id].filter(Boolean).join(" · ") }),
         ]),
-        TK.el("td", {}, [TK.el("span", { className: "tk-badge", "data-status": c.status, text: c.status })]),
+        TK.el("td", {}, [TK.el("span", { className: "tk-badge", "data-status": c.status }, breakable(c.status))]),
         TK.el("td", { text: c.stage || "–" }),
         TK.el("td", { className: "tk-hide-narrow", "data-testid": "count", text: String(c.message_count) }),
         TK.el("td", { className: "tk-small", text: TK.timeText(c.last_activity_at) }),

@@ -54,10 +54,11 @@ const TKPlaybook = (() => {
     return typeof v === "string" ? v : JSON.stringify(v);
   }
 
+  /* Where a fact came from, in words: "CRM ContactUpdate", "conversation · message 3", … */
   function source(fact) {
     const s = fact.source;
     if (!s) return "";
-    const parts = [s.kind === "crm" ? "CRM " + (s.event || "") : s.kind === "conversation" ? "conversation" : s.kind];
+    const parts = [s.kind === "crm" ? "CRM " + (s.event || "") : String(s.kind || "")];
     if (s.message_seq) parts.push("message " + s.message_seq);
     return parts.filter(Boolean).join(" · ");
   }
@@ -119,7 +120,9 @@ const TKPlaybook = (() => {
       panel.appendChild(section("What we know", "guidance-facts", [TK.el("table", { className: "tk-g-facts" }, g.facts.map((f) => TK.el("tr", { "data-testid": "fact-" + f.key }, [
         TK.el("td", { text: f.key }),
         TK.el("td", { dir: "auto", text: value(f.value) }),
-        TK.el("td", { className: "tk-small", text: [f.tier, source(f), TK.timeText(f.updated_at)].filter(Boolean).join(" · ") }),
+        TK.el("td", { className: "tk-small", text: [f.tier, source(f), TK.timeText(f.updated_at)].filter(Boolean).join(" · ") }, [
+          f.history.length ? TK.el("div", { "data-testid": "fact-was-" + f.key, text: "was " + value(f.history[0].value) + (source(f.history[0]) ? " (" + source(f.history[0]) + ")" : "") }) : null,
+        ]),
       ])))]));
     }
   }

@@ -1,7 +1,7 @@
 /* The dashboard's state editor, as pure functions (no DOM, no network): which control each
  * field gets (from the bot's JSON Schema, or from the value when the state is free-form), text
  * <-> value, what an agent changed, what clashed with a newer version, and the lead summary.
- * Loaded by dashboard.html; tests run it under node. */
+ * Loaded by dashboard.html; tests/web/test_stateedit.py runs it in Chromium. */
 "use strict";
 
 const TKState = (() => {

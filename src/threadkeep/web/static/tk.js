@@ -293,6 +293,11 @@ const TK = (() => {
     container.scrollTop = container.scrollHeight;
   }
 
+  /* A visitor sees people's words: never system or tool messages (the service leaves them out
+   * for visitor tokens; a keyless local service sends everything, so the page filters too). */
+  const VISITOR_ROLES = new Set(["user", "assistant", "agent"]);
+  const shown = (m) => VISITOR_ROLES.has(m.role);
+
   function randomId(prefix) {
     const bytes = new Uint8Array(8);
     crypto.getRandomValues(bytes);
@@ -319,7 +324,7 @@ const TK = (() => {
       this.error = null;
       this.flushing = false;
       this.syncSoon = debounce(() => this.sync(), 120);
-      window.addEventListener("storage", (e) => { if (e.key === this.key) this.adopt(); });
+      window.addEventListener("storage", (e) => { if (e.key === this.key) this.adopt(false); });
       window.addEventListener("online", () => this.flush());
     }
 
@@ -332,8 +337,10 @@ const TK = (() => {
       });
     }
 
-    /* Take the conversation from storage (at start, or when another tab changed it). */
-    adopt() {
+    /* Take the conversation from storage: at start (`initial`, which also takes over messages
+     * an earlier page left unsent), or when another tab changed it (that tab still sends its
+     * own outbox, so this one neither shows nor sends it, nor writes storage back). */
+    adopt(initial = true) {
       const saved = storage.get(this.key, {}) || {};
       this.contactId = saved.contact_id || randomId("web-");
       this.token = saved.visitor_token || null;
@@ -342,11 +349,13 @@ const TK = (() => {
         this.conversation = null;
         this.messages = [];
       }
-      const mine = new Set(this.pending.map((p) => p.key));
-      (saved.outbox || []).forEach((p) => { if (!mine.has(p.key)) this.pending.push({ key: p.key, text: p.text, waiting: true }); });
-      this.save();
+      if (initial) {
+        const mine = new Set(this.pending.map((p) => p.key));
+        (saved.outbox || []).forEach((p) => { if (!mine.has(p.key)) this.pending.push({ key: p.key, text: p.text, waiting: true }); });
+        this.save();
+      }
       this.onChange(this);
-      return this.reload().then(() => this.flush());
+      return this.reload().then(() => (initial ? this.flush() : undefined));
     }
 
     call(method, path, body, headers) {
@@ -359,12 +368,13 @@ const TK = (() => {
       const path = "/v1/conversations/" + encodeURIComponent(id);
       const conv = await this.call("GET", path);
       if (id !== this.conversationId) return;
+      if (conv.status === 401 && this.token) this.token = null;  // expired or from an old secret
       if (conv.status === 404 || conv.status === 401) { this.forget(); return; }
       if (!conv.ok) { this.error = conv.error; this.onChange(this); return; }
       this.conversation = conv.data;
       const msgs = await this.call("GET", path + "/messages?last=200");
       if (id !== this.conversationId) return;
-      if (msgs.ok) { this.messages = msgs.data.items; this.error = null; } else this.error = msgs.error;
+      if (msgs.ok) { this.messages = msgs.data.items.filter(shown); this.error = null; } else this.error = msgs.error;
       this.dropDelivered();
       this.onChange(this);
     }
@@ -388,7 +398,7 @@ const TK = (() => {
 
     merge(items) {
       let last = this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
-      items.forEach((m) => {
+      items.filter(shown).forEach((m) => {
         if (m.seq <= last) return;
         last = m.seq;
         this.messages.push(m);
@@ -466,6 +476,15 @@ const TK = (() => {
       if (this.conversationId) body.conversation_id = this.conversationId;
       const headers = { "Idempotency-Key": entry.key };
       let res = await this.call("POST", "/v1/chat", body, headers);
+      if (res.status === 401 && this.token) {
+        // The visitor token expired (or its secret was retired): the browser's own id still
+        // names the same contact, so the visitor continues as itself without it.
+        this.token = null;
+        this.conversationId = null;
+        this.messages = [];
+        delete body.conversation_id;
+        res = await this.call("POST", "/v1/chat", body, headers);
+      }
       const type = res.data && res.data.error && res.data.error.type;
       if (this.conversationId && (res.status === 404 || type === "ConversationClosed")) {
         // The conversation was closed or erased meanwhile: the same visitor starts a new one.

@@ -75,7 +75,7 @@ for _, member in ipairs(due(K_FX)) do
   local expires = blob and tonumber(string.match(blob, '^%d+ (%d+) '))
   if expires ~= nil and expires <= now then
     facts = facts + 1
-    if not dry then redis.call('HDEL', hash, key) end
+    if not dry then redis.call('HDEL', hash, key, key .. '\n') end
   end
   if not dry and (expires == nil or expires <= now) then redis.call('ZREM', K_FX, member) end
 end
