@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.service.test_visitors import first_message, site  # noqa: F401 (a fixture)
+
 CALL = {"type": "function_call", "call_id": "c1", "name": "estimate", "arguments": '{"zip":"1"}'}
 BLOCKS = [
     {"type": "thinking", "thinking": "…", "signature": "EqQBCkgIARAB+/=="},
@@ -47,3 +49,17 @@ def test_pages_go_backwards(api):
     assert api.get(url + "?before=2&after=1").status_code == 422
     huge = api.get(url + "?before=" + "9" * 30 + "&limit=1")
     assert [m["seq"] for m in huge.json()["items"]] == [5]
+
+
+def test_a_visitor_sees_no_items_and_no_payloads(site):  # noqa: F811 (the fixture)
+    out = first_message(site)
+    token, cid = out["visitor_token"], out["conversation_id"]
+    url = f"/v1/conversations/{cid}/messages"
+    site.agent("POST", url, json={"role": "assistant", "payload": CALL})
+    site.agent("POST", url, json={"role": "tool", "payload": {
+        "type": "function_call_output", "call_id": "c1", "output": "450k"}})  # fmt: skip
+    site.agent("POST", url, json={"role": "assistant", "content": "Checking", "payload": BLOCKS})
+    seen = site.visitor("GET", url + "?last=50", token).json()["items"]
+    assert [m["content"] for m in seen][-1] == "Checking"
+    assert all(m["content"] and m["payload"] is None for m in seen)
+    assert len(site.agent("GET", url).json()["items"]) == len(seen) + 2
