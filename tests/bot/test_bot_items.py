@@ -14,7 +14,7 @@ OUTPUT = {"type": "function_call_output", "call_id": "c1", "output": "450k"}
 class ToolBot:
     """Calls a tool, reads its result, then replies; counts how often it is asked."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls = 0
 
     async def respond(self, store, conversation, message):
@@ -30,6 +30,7 @@ async def test_items_are_stored_and_the_words_are_the_reply(store):
     bot = ToolBot()
     done = await answer(store, bot, "what is my house worth?", contact_id="c-1",
                         idempotency_key="k1")  # fmt: skip
+    assert done.reply is not None
     assert done.reply.content == "It is worth about 450k."
     history = await store.messages(done.conversation.id)
     assert [(m.role, m.payload) for m in history] == [

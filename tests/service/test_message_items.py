@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
+
 from tests.service.test_visitors import first_message, site  # noqa: F401 (a fixture)
 
 CALL = {"type": "function_call", "call_id": "c1", "name": "estimate", "arguments": '{"zip":"1"}'}
@@ -11,7 +13,7 @@ BLOCKS = [
 ]
 
 
-def _start(api):
+def _start(api: TestClient) -> str:
     resp = api.post("/v1/conversations", json={"contact_id": "c-1"})
     assert resp.status_code == 201
     return f"/v1/conversations/{resp.json()['id']}/messages"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests._servers import unavailable
-from tests.web.test_browser import conversation_id, open_row, say, transcript
+from tests.web._pages import conversation_id, open_row, say, transcript
 
 try:
     from playwright.sync_api import expect
