@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from threadkeep._exceptions import ConversationClosed, ConversationNotFound
+from threadkeep._exceptions import ConversationClosed, ConversationNotFound, InvalidInput
 from threadkeep._models import Conversation, Message
 from threadkeep._store import AsyncStore, Store
+from threadkeep.formats import role_for
 
-__all__ = ["HASHED", "Calls", "json_copy", "millis", "name_for"]
+__all__ = ["HASHED", "Calls", "json_copy", "millis", "name_for", "payload_row"]
 
 #: Prefix of a hashed name; a name that starts with it is hashed too, so the mapping is one-to-one.
 HASHED: Final = "sha256:"
@@ -50,6 +51,28 @@ def json_copy(value: Any) -> Any:
         TypeError: a value JSON cannot hold.
     """
     return json.loads(json.dumps(value))
+
+
+def payload_row(item: Any, **options: Any) -> tuple[str, str, dict[str, Any]]:
+    """Return the ``append_many`` item that keeps a framework's item verbatim as the payload.
+
+    The role is ``threadkeep.formats.role_for(item)``; an item threadkeep cannot read (an
+    encrypted envelope, a title or progress line) is stored as ``system``. The content is empty:
+    the item's text is derived from the payload where it is shown.
+
+    Args:
+        item: a JSON object (it is stored as it reads back from JSON).
+        **options: more ``append_many`` options (``idempotency_key``, ``metadata``).
+
+    Raises:
+        TypeError: the item holds a value JSON cannot keep.
+    """
+    payload = json_copy(item)
+    try:
+        role = role_for(payload)
+    except InvalidInput:
+        role = "system"
+    return role, "", {"payload": payload, **options}
 
 
 def millis(when: datetime) -> int:

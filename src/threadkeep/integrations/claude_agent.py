@@ -44,11 +44,10 @@ from claude_agent_sdk import (
 )
 
 from threadkeep._config import Retention
-from threadkeep._exceptions import InvalidInput, StateConflict
+from threadkeep._exceptions import StateConflict
 from threadkeep._models import Conversation, Page, StateSnapshot
 from threadkeep._store import AsyncStore, Store
-from threadkeep.formats import role_for
-from threadkeep.integrations._common import Calls, json_copy, millis, name_for
+from threadkeep.integrations._common import Calls, millis, name_for, payload_row
 
 __all__ = ["CHANNEL", "SUMMARY", "ThreadkeepSessionStore"]
 
@@ -63,16 +62,10 @@ def _escape(text: str) -> str:
 
 
 def _row(entry: SessionStoreEntry) -> tuple[str, str, dict[str, Any]]:
-    payload = json_copy(entry)
-    try:
-        role = role_for(payload)
-    except InvalidInput:
-        role = "system"
-    options: dict[str, Any] = {"payload": payload}
-    uuid = payload.get("uuid")
+    uuid = entry.get("uuid")
     if isinstance(uuid, str) and uuid:
-        options["idempotency_key"] = name_for(uuid)
-    return role, "", options
+        return payload_row(entry, idempotency_key=name_for(uuid))
+    return payload_row(entry)
 
 
 class ThreadkeepSessionStore:

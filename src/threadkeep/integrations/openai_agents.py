@@ -37,35 +37,17 @@ from agents.memory.session_settings import (
 )
 
 from threadkeep._config import Retention
-from threadkeep._exceptions import ConversationClosed, ConversationNotFound, InvalidInput
+from threadkeep._exceptions import ConversationClosed, ConversationNotFound
 from threadkeep._models import Conversation, Message
 from threadkeep._store import AsyncStore, Store
-from threadkeep.formats import role_for
-from threadkeep.integrations._common import Calls, json_copy, name_for
+from threadkeep.integrations._common import Calls, name_for, payload_row
 
-__all__ = ["CHANNEL", "ThreadkeepSession", "item_row", "message_item"]
+__all__ = ["CHANNEL", "ThreadkeepSession", "message_item"]
 
-#: The channel of the conversations this adapter starts.
+#: The channel of the conversations this adapter starts (``threadkeep import --from openai-…``
+#: starts the same ones, so a session carries on after moving in).
 CHANNEL: Final = "openai-agents"
 _SPOKEN_AS: Final = {"agent": "assistant", "tool": "user"}
-
-
-def item_row(item: Any, **options: Any) -> tuple[str, str, dict[str, Any]]:
-    """Return the ``append_many`` item that stores one Agents SDK item verbatim.
-
-    Args:
-        item: a Responses input item (or any JSON object a wrapping session stores).
-        **options: more ``append_many`` options (``idempotency_key``, ``metadata``).
-
-    Raises:
-        TypeError: the item holds a value JSON cannot keep.
-    """
-    payload = json_copy(item)
-    try:
-        role = role_for(payload)
-    except InvalidInput:
-        role = "system"
-    return role, "", {"payload": payload, **options}
 
 
 def message_item(message: Message) -> TResponseInputItem:
@@ -166,7 +148,7 @@ class ThreadkeepSession:
         """
         if not items:
             return
-        rows = [item_row(item) for item in items]
+        rows = [payload_row(item) for item in items]
         await self._calls.append_for(
             self._contact, self.tenant, rows, retention=self.retention,
             agent_id=self._agent_id, channel=CHANNEL,

@@ -50,11 +50,10 @@ from pydantic_ai.conversation_store import (
 from pydantic_ai.messages import ModelMessagesTypeAdapter
 
 from threadkeep._config import Retention
-from threadkeep._exceptions import ConversationNotFound, InvalidInput, StateConflict
+from threadkeep._exceptions import ConversationNotFound, StateConflict
 from threadkeep._models import Conversation, Message, Page, StateSnapshot
 from threadkeep._store import AsyncStore, Store
-from threadkeep.formats import role_for
-from threadkeep.integrations._common import Calls, name_for
+from threadkeep.integrations._common import Calls, name_for, payload_row
 
 __all__ = ["CHANNEL", "INDEX_CONTACT", "ThreadkeepConversationStore"]
 
@@ -67,16 +66,11 @@ _KEEP: Final = Retention(ttl=None)
 
 
 def _entry_row(entry: ConversationEntry) -> tuple[str, str, dict[str, Any]]:
-    payload = ModelMessagesTypeAdapter.dump_python([entry.message], mode="json")[0]
-    try:
-        role = role_for(payload)
-    except InvalidInput:
-        role = "system"
-    return role, "", {
-        "payload": payload,
-        "idempotency_key": name_for(entry.id),
-        "metadata": {"entry_id": entry.id, "parent_id": entry.parent_id},
-    }
+    return payload_row(
+        ModelMessagesTypeAdapter.dump_python([entry.message], mode="json")[0],
+        idempotency_key=name_for(entry.id),
+        metadata={"entry_id": entry.id, "parent_id": entry.parent_id},
+    )
 
 
 def _entry(message: Message) -> ConversationEntry:
