@@ -4,12 +4,14 @@
 the peer's storage directly (no peer library is imported) and write each session as one
 conversation, in order, each message once:
 
-| KIND | SOURCE | what is read |
-|---|---|---|
-| ``langchain-redis`` | ``redis://host:port/db?key_prefix=message_store:`` | ``RedisChatMessageHistory`` lists (langchain-community; one list per session, newest first) |
-| ``langchain-postgres`` | ``postgresql://…/db?table=chat_history`` | ``PostgresChatMessageHistory`` rows (langchain-postgres: ``id, session_id, message, created_at``) |
-| ``openai-sqlite`` | a ``SQLiteSession`` database file | ``agent_sessions`` / ``agent_messages`` (``?sessions_table=&messages_table=`` to rename) |
-| ``openai-redis`` | ``redis://host:port/db?key_prefix=agents:session`` | ``RedisSession`` hashes and item lists |
+- ``langchain-redis``, SOURCE ``redis://host:port/db?key_prefix=message_store:``:
+  langchain-community's ``RedisChatMessageHistory`` lists (one per session, newest first).
+- ``langchain-postgres``, SOURCE ``postgresql://…/db?table=chat_history``: langchain-postgres'
+  ``PostgresChatMessageHistory`` rows (``id, session_id, message, created_at``).
+- ``openai-sqlite``, SOURCE a ``SQLiteSession`` database file (``?sessions_table=`` and
+  ``?messages_table=`` when they were renamed): ``agent_messages`` rows.
+- ``openai-redis``, SOURCE ``redis://host:port/db?key_prefix=agents:session``: ``RedisSession``
+  hashes and item lists.
 
 OpenAI Agents SDK items are stored exactly as ``ThreadkeepSession`` stores them (payload
 verbatim, same contact, channel ``openai-agents``), so a ``ThreadkeepSession`` with the same
@@ -107,7 +109,9 @@ def _redis_client(url: str) -> Any:
     try:
         import redis
     except ImportError:  # pragma: no cover - the extra names it
-        raise InvalidInput("reading Redis needs redis-py: pip install 'threadkeep[redis]'") from None
+        raise InvalidInput(
+            "reading Redis needs redis-py: pip install 'threadkeep[redis]'"
+        ) from None
     return redis.Redis.from_url(url)
 
 
@@ -189,13 +193,17 @@ def _openai_sqlite(source: str) -> Iterator[tuple[str, list[SourceMessage]]]:
                 "WHERE session_id = ? ORDER BY id",
                 (session_id,),
             ).fetchall()
-            yield session_id, [
-                SourceMessage(
-                    f"oai-sqlite:{i}", json.loads(data),
-                    _utc(datetime.fromisoformat(at)) if at else None,
-                )  # fmt: skip
-                for i, data, at in rows
-            ]
+            yield (
+                session_id,
+                [
+                    SourceMessage(
+                        f"oai-sqlite:{i}",
+                        json.loads(data),
+                        _utc(datetime.fromisoformat(at)) if at else None,
+                    )  # fmt: skip
+                    for i, data, at in rows
+                ],
+            )
     except sqlite3.DatabaseError as exc:
         raise InvalidInput(f"{path!r}: {exc}", field="source") from None
     finally:
@@ -244,9 +252,7 @@ def _langchain_row(message: SourceMessage) -> tuple[str, str, dict[str, Any]]:
     metadata = {"langchain_type": kind}
     if data.get("id"):
         metadata["langchain_id"] = data["id"]
-    role, content, options = payload_row(
-        chat, idempotency_key=message.key, metadata=metadata
-    )
+    role, content, options = payload_row(chat, idempotency_key=message.key, metadata=metadata)
     return role, content, options
 
 
@@ -289,7 +295,9 @@ def import_sessions(
             name_for(session_id), tenant=tenant, retention=retention, channel=_CHANNEL[family]
         )
         rows = [
-            _langchain_row(m) if family == "langchain" else payload_row(m.item, idempotency_key=m.key)
+            _langchain_row(m)
+            if family == "langchain"
+            else payload_row(m.item, idempotency_key=m.key)
             for m in messages
         ]
         start = 0

@@ -142,7 +142,9 @@ class Calls:
         for start in range(0, len(items), size):
             out.extend(
                 await self(
-                    "append_many", conversation_id, list(items[start : start + size]),
+                    "append_many",
+                    conversation_id,
+                    list(items[start : start + size]),
                     tenant=tenant,
                 )  # fmt: skip
             )

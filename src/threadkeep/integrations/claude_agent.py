@@ -13,8 +13,8 @@ How a transcript maps onto threadkeep:
   valid name). Multi-tenant apps set ``project_key`` to their tenant, as the SDK advises.
 - A main transcript is one conversation whose contact is the ``session_id``; a subagent
   transcript (``subpath``) is a conversation of its own whose contact is ``session_id|subpath``
-  (``|`` and ``\\`` escaped) and whose ``agent_id`` is the main transcript's contact, which is
-  how ``list_subkeys`` and the cascading ``delete`` find them. All are on channel
+  (with ``|`` and the backslash escaped) and whose ``agent_id`` is the main transcript's
+  contact, which is how ``list_subkeys`` and the cascading ``delete`` find them. All are on channel
   ``claude-agent``, with ``session_id`` (and ``subpath``) in their metadata.
 - Each entry is one message whose payload is the entry (it reads back deep-equal); its
   ``uuid`` is the message's idempotency key, so a batch the SDK sends again is stored once.
@@ -227,5 +227,9 @@ class ThreadkeepSessionStore:
             self._tenant(key["project_key"]), agent_id=self._main(key["session_id"])
         )
         return sorted(
-            {c.metadata["subpath"] for c in subs if c.status != "closed" and "subpath" in c.metadata}
+            {
+                c.metadata["subpath"]
+                for c in subs
+                if c.status != "closed" and "subpath" in c.metadata
+            }
         )

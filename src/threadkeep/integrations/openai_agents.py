@@ -27,7 +27,7 @@ see nothing and the next write starts a new conversation.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from agents.items import TResponseInputItem
 from agents.memory.session_settings import (
@@ -56,7 +56,7 @@ def message_item(message: Message) -> TResponseInputItem:
         item: TResponseInputItem = message.payload
         return item
     role = _SPOKEN_AS.get(message.role, message.role)
-    return {"role": role, "content": message.content}  # type: ignore[return-value,misc]
+    return cast(TResponseInputItem, {"role": role, "content": message.content})
 
 
 class ThreadkeepSession:

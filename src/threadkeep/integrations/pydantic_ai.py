@@ -1,11 +1,12 @@
-"""pydantic-ai's ``ConversationStore`` kept in threadkeep (extra ``pydantic_ai``, pydantic-ai ≥ 2.66).
+"""pydantic-ai's ``ConversationStore`` kept in threadkeep (extra ``pydantic_ai``, slim ≥ 2.66).
 
     from pydantic_ai import Agent
     from pydantic_ai.conversation import Conversation
     from threadkeep import Retention, open_async
     from threadkeep.integrations.pydantic_ai import ThreadkeepConversationStore
 
-    store = ThreadkeepConversationStore(open_async("sqlite:///chats.db"), retention=Retention(ttl=None))
+    tk = open_async("sqlite:///chats.db")
+    store = ThreadkeepConversationStore(tk, retention=Retention(ttl=None))
     conversation = await store.load("c-1") or Conversation(conversation_id="c-1")
     result = await agent.run("Hi", conversation=conversation)
     await store.save(result)
@@ -233,7 +234,7 @@ class ThreadkeepConversationStore(ConversationStore):
             snap = None if conv is None else await self._state(conv)
             if conv is None or snap is None or self._record(snap) is None:
                 raise ConversationConflict(conversation_id)
-            if await self._save(conv, {**snap.value, "forked": True}, snap.version):
+            if await self._save(conv, {**(snap.value or {}), "forked": True}, snap.version):
                 return
 
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
@@ -250,10 +251,10 @@ class ThreadkeepConversationStore(ConversationStore):
                 raise ConversationConflict(conversation_id)
             if record.revision != expected_revision:
                 raise ConversationConflict(conversation_id)
-            if await self._save(conv, {**snap.value, "record": None}, snap.version):
+            if await self._save(conv, {**(snap.value or {}), "record": None}, snap.version):
                 break
         # A fork flags its source before it writes, and cannot flag a record-less one.
-        if not (await self._state(conv)).value.get("forked"):
+        if not ((await self._state(conv)).value or {}).get("forked"):
             await self._calls("delete", conv.id, tenant=self.tenant)
 
     async def read_entry(self, entry_id: str) -> ConversationEntry:
@@ -292,8 +293,8 @@ class ThreadkeepConversationStore(ConversationStore):
             if entry_id not in known:
                 holder = await self._holder(entry_id)
                 try:
-                    messages = [] if holder is None else await self._calls.read_all(
-                        holder, self.tenant
+                    messages = (
+                        [] if holder is None else await self._calls.read_all(holder, self.tenant)
                     )
                 except ConversationNotFound:
                     messages = []

@@ -41,7 +41,9 @@ async def test_mirror_then_resume(
     cwd.mkdir()
     project_key = project_key_for_directory(cwd)
     prefix = f"{uuid.uuid4()}:"
-    writer = ThreadkeepSessionStore(open_store(), retention=Retention(ttl=None), tenant_prefix=prefix)
+    writer = ThreadkeepSessionStore(
+        open_store(), retention=Retention(ttl=None), tenant_prefix=prefix
+    )
 
     errors: list[tuple[Any, ...]] = []
 
@@ -68,7 +70,9 @@ async def test_mirror_then_resume(
     assert errors == []
 
     # Resume via a freshly opened store on the same backend.
-    reader = ThreadkeepSessionStore(open_store(), retention=Retention(ttl=None), tenant_prefix=prefix)
+    reader = ThreadkeepSessionStore(
+        open_store(), retention=Retention(ttl=None), tenant_prefix=prefix
+    )
     opts = ClaudeAgentOptions(cwd=cwd, session_store=reader, resume=SESSION_ID)
     result = await materialize_resume_session(opts)
     assert result is not None
@@ -78,7 +82,12 @@ async def test_mirror_then_resume(
         lines = [json.loads(line) for line in jsonl.splitlines()]
         assert lines == main_entries
         sub_jsonl = (
-            result.config_dir / "projects" / project_key / SESSION_ID / "subagents" / "agent-1.jsonl"
+            result.config_dir
+            / "projects"
+            / project_key
+            / SESSION_ID
+            / "subagents"
+            / "agent-1.jsonl"
         ).read_text()
         assert [json.loads(line) for line in sub_jsonl.splitlines()] == sub_entries
     finally:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _backends import BACKENDS, backend_url, cleanup  # noqa: E402
+from _backends import BACKENDS, backend_url, cleanup
 
 collect_ignore = ["threadkeep_repoint.py"]
 

@@ -24,11 +24,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import threadkeep  # noqa: E402
-from _backends import backend_from_env, backend_url, cleanup  # noqa: E402
-from threadkeep import Retention  # noqa: E402
-from threadkeep.integrations._common import name_for  # noqa: E402
-from threadkeep.integrations.openai_agents import ThreadkeepSession  # noqa: E402
+from _backends import backend_from_env, backend_url, cleanup
+
+import threadkeep
+from threadkeep import Retention
+from threadkeep.integrations._common import name_for
+from threadkeep.integrations.openai_agents import ThreadkeepSession
 
 _DESELECT = Path(__file__).with_name("deselect.txt")
 _state: dict[str, Any] = {}
@@ -77,7 +78,9 @@ def _deselected() -> list[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the tests listed in deselect.txt (a node id, or all its parametrizations)."""
     listed = set(_deselected())
-    drop = [item for item in items if item.nodeid.split("[", 1)[0] in listed or item.nodeid in listed]
+    drop = [
+        item for item in items if item.nodeid.split("[", 1)[0] in listed or item.nodeid in listed
+    ]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = [item for item in items if item not in drop]

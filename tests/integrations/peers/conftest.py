@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _backends import BACKENDS, backend_url, cleanup, servers  # noqa: E402
+from _backends import BACKENDS, backend_url, cleanup, servers
 
 REDIS = servers.REDIS_BASE
 POSTGRES = servers.POSTGRES_BASE

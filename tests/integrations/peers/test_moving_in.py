@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from agents import SQLiteSession
 from agents.extensions.memory.redis_session import RedisSession
 from langchain_community.chat_message_histories import RedisChatMessageHistory
@@ -89,7 +88,9 @@ def test_langchain_redis_through_the_cli(cli_store_url: str, redis_prefix: str) 
             "--tenant", tenant, "--ttl", "none"]  # fmt: skip
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
-    assert "imported 2 session(s) from langchain-redis: 10 message(s) new, 0 already" in first.stderr
+    assert (
+        "imported 2 session(s) from langchain-redis: 10 message(s) new, 0 already" in first.stderr
+    )
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert "0 message(s) new, 10 already there" in again.stderr
@@ -128,7 +129,9 @@ def test_langchain_postgres_keeps_times(store_url: str, pg_table: str) -> None:
             assert_langchain_history(store, tenant, sid)
             msgs = store.messages(conversation(store, tenant, sid).id)
             assert [m.created_at for m in msgs] == [t.astimezone(UTC) for t in times[sid]]
-        again = import_sessions(store, "langchain-postgres", source, retention=FOREVER, tenant=tenant)
+        again = import_sessions(
+            store, "langchain-postgres", source, retention=FOREVER, tenant=tenant
+        )
         assert (again.messages, again.replayed) == (0, 10)
 
 

@@ -11,8 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import threadkeep  # noqa: E402
-from _backends import BACKENDS, backend_url, cleanup  # noqa: E402
+from _backends import BACKENDS, backend_url, cleanup
+
+import threadkeep
 
 
 @pytest.fixture
