@@ -55,3 +55,11 @@ def backend_from_env() -> str:
     if kind not in BACKENDS:
         raise SystemExit(f"TK_BACKEND={kind!r}: expected one of {', '.join(BACKENDS)}")
     return kind
+
+
+def readme_example(name: str) -> str:
+    """The README's ```python integration=NAME block (run by that framework's suite)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    head = f"```python integration={name}\n"
+    start = readme.index(head) + len(head)
+    return readme[start : readme.index("```", start)]
