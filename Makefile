@@ -50,7 +50,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 screenshots: $(STAMP)
-	THREADKEEP_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -m browser tests/web
+	THREADKEEP_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -m browser tests/web tests/streamlit
 
 dups:
 	duplicates --most 40

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -62,7 +62,7 @@ def summarize(name: str, samples: list[float], total: float) -> Result:
     return Result(name, len(samples), total, statistics.median(ordered) * 1e6, p99 * 1e6)
 
 
-def table(title: str, rows: list[tuple[Result, Result | None, str]]) -> None:
+def table(title: str, rows: Sequence[tuple[Result, Result | None, str]]) -> None:
     """Print rows of (result, baseline or None, note) with the p50 ratio to the baseline."""
     out = sys.stdout
     out.write(f"\n## {title}\n\n")

@@ -209,29 +209,35 @@ def main(argv: list[str] | None = None) -> int:
             if lc is not None:
                 history(session).add_messages([human(f"{TEXT} {i}") for i in range(size)])
             reads = max(200, n // (10 if size == LONG else 1))
+
+            def window(i: int, cid: str = cid) -> object:
+                return store.messages(cid, last=WINDOW)
+
+            def context(i: int, cid: str = cid) -> object:
+                return store.context(cid)
+
+            def raw_window(i: int, rc: Any = rc) -> object:
+                return raw.window(rc, WINDOW)
+
             tk, rw = compare(
-                (
-                    f"threadkeep window @ {size}",
-                    lambda i, cid=cid: store.messages(cid, last=WINDOW),
-                ),
-                (f"raw window @ {size}", lambda i, rc=rc: raw.window(rc, WINDOW)),
-                reads,
+                (f"threadkeep window @ {size}", window), (f"raw window @ {size}", raw_window), reads
             )
             rows.append((tk, rw, f"last {WINDOW} of {size}"))
             tk, rw = compare(
-                (f"threadkeep context() @ {size}", lambda i, cid=cid: store.context(cid)),
-                (f"raw window @ {size}", lambda i, rc=rc: raw.window(rc, WINDOW)),
+                (f"threadkeep context() @ {size}", context),
+                (f"raw window @ {size}", raw_window),
                 reads,
             )
             rows.append((tk, rw, f"role/content dicts of the window ({WINDOW})"))
             if lc is not None:
                 hs = history(session)
+
+                def lc_window(i: int, hs: Any = hs) -> object:
+                    return hs.messages
+
                 tk, lcr = compare(
-                    (
-                        f"threadkeep window @ {size}",
-                        lambda i, cid=cid: store.messages(cid, last=WINDOW),
-                    ),
-                    (f"langchain messages @ {size}", lambda i, hs=hs: hs.messages),
+                    (f"threadkeep window @ {size}", window),
+                    (f"langchain messages @ {size}", lc_window),
                     max(50, reads // 20) if size == LONG else reads,
                 )
                 rows.append((tk, lcr, "LangChain has no window: it reads the whole history"))
@@ -369,6 +375,7 @@ def explain_main(argv: list[str] | None = None) -> int:
                 "(SELECT count(*) FROM events), (SELECT count(*) FROM states), "
                 "pg_size_pretty(pg_total_relation_size('messages'))"
             ).fetchone()
+            assert sizes is not None
             conn.rollback()
             flows = Flows("threadkeep_events_" + schema)
             now = BASE_US
@@ -376,112 +383,71 @@ def explain_main(argv: list[str] | None = None) -> int:
             long_id = "tkx" + "1".rjust(23, "0")
             on_msg = {"new": "active", "active": "active", "idle": "active"}
             out: list[str] = []
-            work: list[tuple[str, Any, int]] = [
+            key = f"wamid.{args.conversations // 2 + 1}.7"
+            plans: list[tuple[str, ops.Op[Any], int]] = [
                 (
                     "append with an idempotency key (lock row, key look-up, write, event)",
-                    lambda: flows.append(
-                        ops.AppendOp(
-                            cid, None, now, "user", "hi", "{}", "wamid.new", on_msg, None, 10_000
-                        )
+                    ops.AppendOp(
+                        cid, None, now, "user", "hi", "{}", "wamid.new", on_msg, None, 10_000
                     ),
                     99,
                 ),
                 (
                     "idempotency replay (key found)",
-                    lambda: flows.append(
-                        ops.AppendOp(
-                            cid,
-                            None,
-                            now,
-                            "user",
-                            "hi",
-                            "{}",
-                            f"wamid.{args.conversations // 2 + 1}.7",
-                            on_msg,
-                            None,
-                            10_000,
-                        )
-                    ),
+                    ops.AppendOp(cid, None, now, "user", "hi", "{}", key, on_msg, None, 10_000),
                     99,
                 ),
-                (
-                    f"window read: last 20 of {args.long}",
-                    lambda: flows.read_messages(
-                        ops.ReadOp(long_id, None, now, True, None, None, 20)
-                    ),
-                    1,
-                ),
-                (
-                    f"window read: last 20 of {args.per}",
-                    lambda: flows.read_messages(ops.ReadOp(cid, None, now, False, 20, None, 20)),
-                    1,
-                ),
+                (f"window read: last 20 of {args.long}", ops.WindowOp(long_id, None, now), 1),
+                (f"window read: last 20 of {args.per}", ops.ReadOp(cid, None, now, 20, 0, 20), 1),
                 (
                     "read after a seq (page of 50)",
-                    lambda: flows.read_messages(
-                        ops.ReadOp(long_id, None, now, False, None, 5000, 50)
-                    ),
+                    ops.ReadOp(long_id, None, now, None, 5000, 50),
                     2,
                 ),
-                ("get", lambda: flows.get(ops.GetOp(cid, None, now)), 1),
+                ("get", ops.GetOp(cid, None, now), 1),
                 (
                     "list page: one tenant, newest activity first",
-                    lambda: flows.list(ops.ListOp("loc-3", now, None, None, None, None, 50, None)),
+                    ops.ListOp("loc-3", now, None, None, None, None, 50, None),
                     1,
                 ),
                 (
                     "list page: next page by keyset cursor",
-                    lambda: flows.list(
-                        ops.ListOp(
-                            "loc-3",
-                            now,
-                            None,
-                            None,
-                            None,
-                            None,
-                            50,
-                            (now - 5003 * 6000000, "tkx" + "5003".rjust(23, "0")),
-                        )
+                    ops.ListOp(
+                        "loc-3",
+                        now,
+                        None,
+                        None,
+                        None,
+                        None,
+                        50,
+                        (now - 5003 * 6000000, "tkx" + "5003".rjust(23, "0")),
                     ),
                     1,
                 ),
                 (
                     "list page filtered by status",
-                    lambda: flows.list(
-                        ops.ListOp("loc-3", now, "idle", None, None, None, 50, None)
-                    ),
+                    ops.ListOp("loc-3", now, "idle", None, None, None, 50, None),
                     1,
                 ),
                 (
                     "find the contact's open conversation",
-                    lambda: flows.find_open(
-                        ops.FindOpenOp("loc-1", "contact-50001", ("new", "active", "idle"), now)
-                    ),
+                    ops.FindOpenOp("loc-1", "contact-50001", ("new", "active", "idle"), now),
                     1,
                 ),
-                (
-                    "load state",
-                    lambda: flows.load_state(ops.LoadStateOp(cid, None, now, None)),
-                    2,
-                ),
-                (
-                    "events after a cursor, one tenant",
-                    lambda: flows.read_events(ops.EventsOp("loc-3", "5000", 100)),
-                    2,
-                ),
+                ("load state", ops.LoadStateOp(cid, None, now, None), 2),
+                ("events after a cursor, one tenant", ops.EventsOp("loc-3", 5000, 100, 0.0), 2),
                 (
                     "sweep: one bounded bite (20 expired conversations, at most 400 messages)",
-                    lambda: flows.sweep(
-                        ops.SweepOp(now, False, "idle", ("new", "active"), 20, 10_000)
-                    ),
+                    ops.SweepOp(now, False, "idle", ("new", "active"), 20, 10_000),
                     6,
                 ),
             ]
-            for title, make, steps in work:
-                _explain_flow(conn, title, make(), out, steps)  # warm the cache
+            work = [(title, flows.call(op), steps) for title, op, steps in plans]
+            for title, call, steps in work:
+                _explain_flow(conn, title, call.attempt(1), out, steps)  # warm the cache
             out.clear()  # then the same statements again, and those plans are shown
-            for title, make, steps in work:
-                _explain_flow(conn, title, make(), out, steps)
+            for title, call, steps in work:
+                _explain_flow(conn, title, call.attempt(1), out, steps)
         head = (
             f"Dataset: {sizes[0]:,} conversations, {sizes[1]:,} messages "
             f"(messages table with indexes: {sizes[4]}), {sizes[2]:,} events, "

@@ -17,7 +17,7 @@ import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -138,7 +138,8 @@ class RawOps:
         return [{"role": p[0], "content": p[4]} for p in split]
 
     def contents(self, cid: str) -> list[str]:
-        return [e.split("\n", 4)[4] for e in self.r.lrange(self.base + "m:" + cid, 0, -1)]
+        entries = cast(list[str], self.r.lrange(self.base + "m:" + cid, 0, -1))
+        return [e.split("\n", 4)[4] for e in entries]
 
     def close(self) -> None:
         self.r.close()
@@ -259,7 +260,7 @@ def concurrent(kind: str, url: str, prefix: str) -> tuple[str, int, int, int, fl
 
 
 def _fill(ops: Any, size: int) -> str:
-    cid = ops.new()
+    cid: str = ops.new()
     for i in range(size):
         ops.append(cid, f"message number {i} with some realistic length text")
     return cid

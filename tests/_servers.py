@@ -1,18 +1,42 @@
-"""Store URLs isolated per test run, server reachability and per-run cleanup."""
+"""The servers tests use: store URLs isolated per run, reachability, cleanup, and servers a test
+starts itself (one process helper, one skip-or-fail-under-CI rule).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-__all__ = ["cleanup_url", "isolated_url", "require_reachable"]
+__all__ = [
+    "REDIS_SERVER",
+    "RedisServer",
+    "ServerProcess",
+    "cleanup_url",
+    "free_port",
+    "http_ready",
+    "isolated_url",
+    "require_reachable",
+    "unavailable",
+    "wait_until",
+]
 
-REDIS_BASE = "redis://127.0.0.1:6379/0"
-POSTGRES_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+#: The shared servers; another one (a test's own Redis Cluster, say) through the environment.
+REDIS_BASE = os.environ.get("THREADKEEP_TEST_REDIS_BASE", "redis://127.0.0.1:6379/0")
+POSTGRES_BASE = os.environ.get(
+    "THREADKEEP_TEST_POSTGRES_BASE", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def isolated_url(kind: str, tmp_path: Path, run_id: str) -> str:
@@ -41,10 +65,7 @@ def require_reachable(url: str) -> None:
         with socket.create_connection((host, port), timeout=1.0):
             return
     except OSError as exc:
-        reason = f"{name} not reachable at {host}:{port} ({type(exc).__name__})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+        unavailable(f"{name} not reachable at {host}:{port} ({type(exc).__name__})")
 
 
 def cleanup_url(url: str) -> None:
@@ -58,18 +79,17 @@ def cleanup_url(url: str) -> None:
 
 
 def _cleanup_redis(base: str, prefix: str) -> None:
+    """Delete the keys of every store whose prefix starts with ``prefix`` (one slot each)."""
     import redis
 
     client = redis.Redis.from_url(base)
     try:
-        batch: list[bytes] = []
+        pipe = client.pipeline(transaction=False)
         for key in client.scan_iter(match=f"{prefix}*", count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
+            pipe.delete(key)  # one key per command: the stores' keys hash to different slots
+            if len(pipe) >= 500:
+                pipe.execute()
+        pipe.execute()
     finally:
         client.close()
 
@@ -80,3 +100,180 @@ def _cleanup_postgres(base: str, schema: str) -> None:
 
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+# ---- servers a test starts itself -----------------------------------------------------------
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test, naming what is missing in one line; under ``CI=true`` fail it instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], bool], seconds: float = 60.0) -> None:
+    """Poll ``check()`` until it is true; fail after ``seconds`` (a hang guard, not a timing)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    """A readiness check: ``url`` answers 200."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    return check
+
+
+class ServerProcess:
+    """A server this test runs as a child process: started, checked ready, stopped.
+
+    Args:
+        args: the command line.
+        ready: answers True once the server serves.
+        log: where its output goes (None: nowhere).
+        env: its environment (None: this process's).
+        start_timeout: how long ``start`` waits for ``ready``.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        ready: Callable[[], bool],
+        *,
+        log: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.args = list(args)
+        self.ready = ready
+        self.log = log
+        self.env = None if env is None else dict(env)
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and wait until it is ready; fail with its log if it exits or hangs."""
+        if self.log is None:
+            self.process = subprocess.Popen(
+                self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        else:
+            with self.log.open("ab") as out:
+                self.process = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=out)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.args[0]} exited ({self.process.returncode}):\n{self.output()}")
+            if self.ready():
+                return
+            time.sleep(0.05)
+        self.kill()
+        pytest.fail(f"{self.args[0]} did not start:\n{self.output()}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Stop it with SIGTERM (SIGKILL if it hangs); return its exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused server cannot handle SIGTERM
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        return process.returncode
+
+    def kill(self) -> None:
+        """Stop it at once (SIGKILL)."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.wait(10)
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a frozen server run again (SIGCONT)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def output(self) -> str:
+        """What it wrote to its log so far."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return self.log.read_text(errors="replace")
+
+
+class RedisServer(ServerProcess):
+    """A redis-server of the test's own in ``directory``, on a free loopback port.
+
+    ``appendonly``: every write fsynced (``appendfsync always``), so SIGKILL loses nothing
+    acknowledged; else nothing persists and a restart comes back empty. The port stays the
+    same across restarts.
+    """
+
+    def __init__(
+        self, directory: Path, *, appendonly: bool = False, extra: Sequence[str] = ()
+    ) -> None:
+        if not Path(REDIS_SERVER).exists():
+            unavailable(f"redis-server binary not found at {REDIS_SERVER}")
+        self.port = free_port()
+        self.password = (
+            extra[list(extra).index("--requirepass") + 1] if "--requirepass" in extra else None
+        )
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(directory), "--save", "", "--daemonize", "no"]
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if appendonly
+            else ["--appendonly", "no"]
+        )
+        super().__init__([*args, *extra], self._pongs, start_timeout=10.0)
+
+    def _pongs(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                if self.password is not None:
+                    conn.sendall(f"AUTH {self.password}\r\n".encode())
+                    conn.recv(64)
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL of its database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> Any:
+        """A redis-py client (decoding replies) of this server."""
+        import redis
+
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, decode_responses=True
+        )

@@ -1,23 +1,18 @@
-"""Fixtures shared by every test: run id, clock, backends, and the sync/async store facade."""
+"""Fixtures shared by every test: run id, clock, backends × APIs (see ``_stores``)."""
 
 from __future__ import annotations
 
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import anyio.from_thread
 import pytest
 
 import threadkeep
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _servers import cleanup_url, isolated_url, require_reachable
+from tests._servers import cleanup_url, isolated_url, require_reachable
+from tests._stores import store_factory
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -74,88 +69,44 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str
     return _url_for(str(request.param), tmp_path, run_id)
 
 
-class _AsyncFacade:
-    """Expose an AsyncStore with the sync Store's call shapes, through a blocking portal."""
-
-    def __init__(self, portal: anyio.from_thread.BlockingPortal, store: threadkeep.AsyncStore):
-        self._portal = portal
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            async def run() -> Any:
-                return await attr(*args, **kwargs)
-
-            return self._portal.call(run)
-
-        return call
-
-    def __enter__(self) -> _AsyncFacade:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._portal.call(self._store.aclose)
-
-    def events(self, **kwargs: Any) -> Iterator[threadkeep.Event]:
-        async def collect() -> list[threadkeep.Event]:
-            return [event async for event in self._store.events(**kwargs)]
-
-        return iter(self._portal.call(collect))
-
-    def turn(self, conversation_id: str, **kwargs: Any) -> AbstractContextManager[Any]:
-        @asynccontextmanager
-        async def wrapped() -> AsyncIterator[_AsyncTurnFacade]:
-            async with self._store.turn(conversation_id, **kwargs) as turn:
-                yield _AsyncTurnFacade(self._portal, turn)
-
-        return self._portal.wrap_async_context_manager(wrapped())
+@pytest.fixture(params=BACKENDS)
+def lone_store_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> str:
+    """Return a URL of each backend that no other test uses (its own file, prefix or schema)."""
+    return _url_for(str(request.param), tmp_path, f"{run_id}_{uuid.uuid4().hex[:8]}")
 
 
-class _AsyncTurnFacade:
-    def __init__(self, portal: anyio.from_thread.BlockingPortal, turn: threadkeep.AsyncTurn):
-        self._portal = portal
-        self._turn = turn
-        self.conversation_id = turn.conversation_id
-        self.token = turn.token
+@pytest.fixture
+def lone_store(api: str, lone_store_url: str, clock: threadkeep.ManualClock) -> Iterator[Any]:
+    """Return an open store of each backend × API that no other test shares.
 
-    def append(self, *args: Any, **kwargs: Any) -> threadkeep.Message:
-        async def run() -> threadkeep.Message:
-            return await self._turn.append(*args, **kwargs)
+    For assertions over the whole store, such as sweep() counts, which other tests would skew.
+    """
+    with store_factory(api, lone_store_url, clock) as make:
+        yield make()
 
-        return self._portal.call(run)
+
+@pytest.fixture(params=SHARED_BACKENDS)
+def own_store_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> str:
+    """Return a URL of each backend but memory that no other test uses (own prefix/schema).
+
+    For tests that see the whole store: event numbers, sweeps.
+    """
+    return _url_for(str(request.param), tmp_path, f"{run_id}_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> str:
+    """Return each API: ``sync`` (Store) and ``async`` (AsyncStore)."""
+    return str(request.param)
+
+
+@pytest.fixture
 def make_store(
-    request: pytest.FixtureRequest, store_url: str, clock: threadkeep.ManualClock
+    api: str, store_url: str, clock: threadkeep.ManualClock
 ) -> Iterator[Callable[..., Any]]:
     """Return a factory ``make_store(**open_kwargs)``; every store it opens shares the URL."""
-    opened: list[Any] = []
-    with anyio.from_thread.start_blocking_portal() as portal:
-
-        def factory(**kwargs: Any) -> Any:
-            kwargs.setdefault("clock", clock)
-            if request.param == "sync":
-                store: Any = threadkeep.open(store_url, **kwargs)
-            else:
-
-                async def open_it() -> threadkeep.AsyncStore:
-                    return await threadkeep.open_async(store_url, **kwargs)
-
-                store = _AsyncFacade(portal, portal.call(open_it))
-            opened.append(store)
-            return store
-
+    with store_factory(api, store_url, clock) as factory:
         yield factory
-        for store in opened:
-            store.close()
 
 
 @pytest.fixture

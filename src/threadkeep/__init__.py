@@ -8,9 +8,9 @@ One API over memory, SQLite, Redis and PostgreSQL stores::
         store.append(conv.id, "user", "Hi")
 """
 
-from threadkeep._api import open, open_async
+from threadkeep._api import DEFAULT_STORE_URL, open, open_async, redact_url
 from threadkeep._clock import Clock, ManualClock, SystemClock
-from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, TIERS, Limits, Retention
+from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, TIERS, Limits, Retention, Tier
 from threadkeep._exceptions import (
     BackendError,
     BackendUnavailable,
@@ -24,6 +24,7 @@ from threadkeep._exceptions import (
     ThreadkeepError,
     TurnInProgress,
 )
+from threadkeep._guidance import guidance
 from threadkeep._models import (
     Conversation,
     Counts,
@@ -34,15 +35,21 @@ from threadkeep._models import (
     StateSnapshot,
     SweepReport,
 )
-from threadkeep._rules.lifecycle import Status
-from threadkeep._store import AsyncStore, AsyncTurn, Store, Turn
+from threadkeep._rules.events import EventKind
+from threadkeep._rules.lifecycle import TRANSITIONS, Status
+from threadkeep._rules.validate import ROLES
+from threadkeep._store import AsyncStore, Store
+from threadkeep._turn import AsyncTurn, Turn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_RETENTION",
+    "DEFAULT_STORE_URL",
+    "ROLES",
     "TIERS",
+    "TRANSITIONS",
     "AsyncStore",
     "AsyncTurn",
     "BackendError",
@@ -54,6 +61,7 @@ __all__ = [
     "Counts",
     "CursorExpired",
     "Event",
+    "EventKind",
     "Fact",
     "IllegalTransition",
     "InvalidInput",
@@ -70,9 +78,12 @@ __all__ = [
     "SweepReport",
     "SystemClock",
     "ThreadkeepError",
+    "Tier",
     "Turn",
     "TurnInProgress",
     "__version__",
+    "guidance",
     "open",
     "open_async",
+    "redact_url",
 ]

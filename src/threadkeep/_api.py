@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from threadkeep._clock import Clock
 from threadkeep._config import Limits, Retention
 from threadkeep._store import AsyncStore, Store
 from threadkeep._url import StoreURL
 from threadkeep.backends import load_async, load_sync
+from threadkeep.backends._protocol import AsyncBackend, Backend
 
-__all__ = ["open", "open_async"]
+__all__ = ["DEFAULT_STORE_URL", "open", "open_async", "redact_url"]
+
+#: The store the command line, the service and the demo use when given none: a SQLite file
+#: in the working directory.
+DEFAULT_STORE_URL: Final = "sqlite:///./threadkeep.db"
 
 
 def open(
@@ -20,6 +26,7 @@ def open(
     clock: Clock | None = None,
     retention: Retention | None = None,
     limits: Limits | None = None,
+    instrument: Callable[[Backend], Backend] | None = None,
     **options: Any,
 ) -> Store:
     """Open a store: ``memory://``, ``sqlite:///path.db``, ``redis://…``, ``postgresql://…``.
@@ -29,6 +36,8 @@ def open(
         clock: where time comes from (tests pass a ManualClock).
         retention: default retention of new conversations.
         limits: size limits and log bounds.
+        instrument: wraps the opened backend, e.g. to time or count its calls (metrics,
+            tracing); it receives the backend and returns the one the store uses.
         **options: backend options; they override the URL's query parameters.
 
     Returns:
@@ -39,27 +48,46 @@ def open(
         BackendUnavailable: the store cannot be reached.
     """
     parsed = StoreURL.parse(url, **options)
-    return Store(
-        load_sync(parsed), url=parsed.redacted(), clock=clock, retention=retention, limits=limits
-    )
+    backend = load_sync(parsed)
+    if instrument is not None:
+        backend = instrument(backend)
+    return Store(backend, url=parsed.redacted(), clock=clock, retention=retention, limits=limits)
 
 
-async def open_async(
+def open_async(
     url: str,
     *,
     clock: Clock | None = None,
     retention: Retention | None = None,
     limits: Limits | None = None,
+    instrument: Callable[[AsyncBackend], AsyncBackend] | None = None,
     **options: Any,
 ) -> AsyncStore:
     """Open an AsyncStore; the same arguments as ``open``.
 
+    Use it as ``async with threadkeep.open_async(url) as store:``, or ``store = await
+    threadkeep.open_async(url)`` (then ``await store.aclose()``). Both connect at once, so an
+    unreachable store raises there; a store used without either connects on its first call.
+
     Raises:
-        InvalidInput: a malformed URL or option, or a missing driver package.
-        BackendUnavailable: the store cannot be reached.
+        InvalidInput: a malformed URL or option (at once), or a missing driver package.
+        BackendUnavailable: the store cannot be reached (when awaited or entered).
     """
     parsed = StoreURL.parse(url, **options)
-    backend = await asyncio.to_thread(load_async, parsed)
+
+    async def connect() -> AsyncBackend:
+        backend = await asyncio.to_thread(load_async, parsed)
+        return backend if instrument is None else instrument(backend)
+
     return AsyncStore(
-        backend, url=parsed.redacted(), clock=clock, retention=retention, limits=limits
+        connect=connect, url=parsed.redacted(), clock=clock, retention=retention, limits=limits
     )
+
+
+def redact_url(url: str) -> str:
+    """Return the store URL with its password hidden, for logs and messages.
+
+    Raises:
+        InvalidInput: a malformed URL or option (the check ``open`` makes first).
+    """
+    return StoreURL.parse(url).redacted()

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
-__all__ = ["DEFAULT_LIMITS", "DEFAULT_RETENTION", "TIERS", "Limits", "Retention"]
+from threadkeep._exceptions import InvalidInput
+
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_RETENTION", "TIERS", "Limits", "Retention", "Tier"]
+
+#: The retention tiers of contact memory (``remember(..., tier=)``, ``Fact.tier``).
+Tier = Literal["critical", "high", "medium", "low"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +34,6 @@ class Retention:
     max_messages: int | None = None
 
     def __post_init__(self) -> None:
-        from threadkeep._exceptions import InvalidInput
-
         if self.ttl is not None and self.ttl <= timedelta(0):
             raise InvalidInput("retention ttl must be positive or None", field="ttl")
         if self.idle_after <= timedelta(0):
@@ -65,8 +68,8 @@ class Limits:
 DEFAULT_RETENTION: Final = Retention()
 DEFAULT_LIMITS: Final = Limits()
 
-#: Retention tiers of contact memory.
-TIERS: Final = MappingProxyType(
+#: How long a fact of each tier is remembered.
+TIERS: Final[MappingProxyType[Tier, timedelta]] = MappingProxyType(
     {
         "critical": timedelta(days=365),
         "high": timedelta(days=30),

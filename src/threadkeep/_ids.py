@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 
 from threadkeep._exceptions import InvalidInput
 
@@ -14,12 +13,13 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def new_id() -> str:
+def new_id(now_us: int) -> str:
     """Return a new 26-character id: 48 bits of milliseconds, then 80 random bits (ULID layout).
 
-    Ids made later sort after ids made earlier (to the millisecond), and they are safe in URLs.
+    ``now_us`` is the store's clock: ids made later sort after ids made earlier (to the
+    millisecond), and they are safe in URLs.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (now_us // 1000) % (1 << 48) << 80 | int.from_bytes(os.urandom(10), "big")
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)

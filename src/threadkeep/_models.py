@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
+from threadkeep._config import Tier
+from threadkeep._rules.events import EventKind
+from threadkeep._rules.lifecycle import Status
+
 __all__ = [
     "Conversation",
     "Counts",
@@ -15,6 +19,7 @@ __all__ = [
     "Page",
     "StateSnapshot",
     "SweepReport",
+    "jsonable",
 ]
 
 T = TypeVar("T")
@@ -38,6 +43,10 @@ class Conversation:
         expires_at: when it expires unless there is activity (``None``: never).
         message_count: messages currently kept.
         state_version: current state version (0 when no state was saved).
+        created: True only on the value that the ``start()`` or ``resume()`` call which
+            created this conversation returned; False when ``resume()`` found the contact's open
+            one, and on every value read later. It is about the call, not the conversation, so
+            it takes no part in ``==`` and is left out of ``to_dict()``.
     """
 
     id: str
@@ -45,7 +54,7 @@ class Conversation:
     contact_id: str
     agent_id: str | None
     channel: str | None
-    status: str
+    status: Status
     stage: str | None
     metadata: dict[str, Any]
     created_at: datetime
@@ -53,10 +62,13 @@ class Conversation:
     expires_at: datetime | None
     message_count: int
     state_version: int = 0
+    created: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (datetimes as ISO 8601 strings)."""
-        return cast(dict[str, Any], _jsonable(asdict(self)))
+        """Return a JSON-ready dict of the stored fields (datetimes as ISO 8601 strings)."""
+        data = cast(dict[str, Any], jsonable(asdict(self)))
+        del data["created"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +83,10 @@ class Message:
         created_at: when it was stored.
         metadata: JSON object.
         idempotency_key: the caller's key, if one was given.
+        replayed: True when ``append()`` was given an idempotency key it had already stored:
+            nothing was written and this is the message stored the first time. It is about the
+            call, not the message, so it takes no part in ``==`` and is left out of
+            ``to_dict()``.
     """
 
     conversation_id: str
@@ -80,10 +96,13 @@ class Message:
     created_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    replayed: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (datetimes as ISO 8601 strings)."""
-        return cast(dict[str, Any], _jsonable(asdict(self)))
+        """Return a JSON-ready dict of the stored fields (datetimes as ISO 8601 strings)."""
+        data = cast(dict[str, Any], jsonable(asdict(self)))
+        del data["replayed"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +139,7 @@ class Event:
 
     Attributes:
         id: the cursor of this event; pass it as ``after=`` to resume after it.
-        kind: ``conversation.started``, ``message.appended``, ``status.changed`` …
+        kind: what happened (an EventKind: ``conversation.started``, ``message.appended`` …).
         tenant: the conversation's tenant.
         conversation_id: the conversation that changed.
         data: details (never message content of erased conversations).
@@ -128,7 +147,7 @@ class Event:
     """
 
     id: str
-    kind: str
+    kind: EventKind
     tenant: str
     conversation_id: str
     data: dict[str, Any]
@@ -136,7 +155,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (datetimes as ISO 8601 strings)."""
-        return cast(dict[str, Any], _jsonable(asdict(self)))
+        return cast(dict[str, Any], jsonable(asdict(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +189,7 @@ class Fact:
 
     key: str
     value: Any
-    tier: str
+    tier: Tier
     updated_at: datetime
     expires_at: datetime
 
@@ -190,11 +209,12 @@ class Counts:
     by_stage: dict[str, int]
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Return ``value`` with datetimes as ISO 8601 strings, recursively (dicts, lists, tuples)."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from typing import Any, TypeVar, cast
 
@@ -25,10 +26,15 @@ def dump_state(value: object, limits: Limits) -> str:
     """Return ``value`` as JSON text (a pydantic model, dataclass, dict, list or scalar).
 
     Raises:
-        InvalidInput: when it cannot be serialized or is over ``limits.max_state_bytes``.
+        InvalidInput: when it cannot be serialized (NaN, infinity and text that is not
+            Unicode included) or is over ``limits.max_state_bytes``.
     """
+    adapter = _adapter(cast(Any, type(value)))
     try:
-        raw = _adapter(cast(Any, type(value))).dump_json(value)
+        raw = adapter.dump_json(value)
+        # pydantic writes NaN and infinity as null: look for them only when a null was written
+        if b"null" in raw and _has_inf_nan(adapter.dump_python(value)):
+            raise ValueError("NaN and infinity are not JSON")
     except Exception as exc:  # pydantic raises several types for unserializable values
         raise InvalidInput(
             f"state of type {type(value).__name__} cannot be stored as JSON: {exc}",
@@ -41,6 +47,20 @@ def dump_state(value: object, limits: Limits) -> str:
             field="state",
         )
     return raw.decode()
+
+
+def _has_inf_nan(value: object) -> bool:
+    """Whether a plain value (dicts, lists, tuples, sets, scalars) holds a NaN or infinity."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending.extend(item)
+    return False
 
 
 def load_state(text: str, model: type[T] | None) -> T | Any:

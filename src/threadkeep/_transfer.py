@@ -1,7 +1,8 @@
 """Export and import of whole conversations as JSON records (``threadkeep export``/``import``).
 
 A record is one JSON object: ``{"conversation": {…}, "messages": […], "state": {"version",
-"value"}, "facts": […]}``. Import replays a record through the store's own operations on a
+"value"}, "facts": […]}``. Import creates the conversation with its own id
+(``Store._create_with_id``), then replays the record through the store's own operations on a
 ``ManualClock`` set to the original times, so every backend applies its own rules and the
 result keeps the conversation's id, tenant, contact, agent, channel, metadata, stage, status,
 timestamps, time to live, every message (role, content, metadata, time, idempotency key) and the
@@ -24,22 +25,10 @@ from typing import Any
 
 from threadkeep._clock import ManualClock
 from threadkeep._exceptions import ConversationNotFound, IllegalTransition, InvalidInput
-from threadkeep._models import Conversation
-from threadkeep._rules import outcomes
+from threadkeep._models import Conversation, jsonable
 from threadkeep._store import Store
 
 __all__ = ["conversation_record", "export_records", "import_record", "jsonable", "parse_record"]
-
-
-def jsonable(value: Any) -> Any:
-    """Return ``value`` with datetimes as ISO 8601 strings, recursively."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def conversation_record(store: Store, conv: Conversation) -> dict[str, Any]:
@@ -47,11 +36,11 @@ def conversation_record(store: Store, conv: Conversation) -> dict[str, Any]:
     messages: list[Any] = []
     after = 0
     while page := store.messages(conv.id, after=after, limit=1000, tenant=conv.tenant):
-        messages.extend(jsonable(asdict(m)) for m in page)
+        messages.extend(m.to_dict() for m in page)
         after = page[-1].seq
     state = store.load_state(conv.id, tenant=conv.tenant)
     return {
-        "conversation": jsonable(asdict(conv)),
+        "conversation": conv.to_dict(),
         "messages": messages,
         "state": {"version": state.version, "value": state.value},
         "facts": [jsonable(asdict(f)) for f in store.recall(conv.contact_id, tenant=conv.tenant)],
@@ -137,12 +126,11 @@ def _start(store: Store, clock: ManualClock, src: Mapping[str, Any], tenant: str
     if expires is not None:
         last = _when(src.get("last_activity_at"), "conversation.last_activity_at")
         ttl = _when(expires, "conversation.expires_at") - last
-    op = store._plan_start(
-        src["contact_id"], tenant=tenant, agent_id=src.get("agent_id"),
+    return store._create_with_id(
+        src["id"], src["contact_id"], tenant=tenant, agent_id=src.get("agent_id"),
         channel=src.get("channel"), stage=src.get("stage"), metadata=src.get("metadata"),
-        retention=replace(store.retention, ttl=ttl), resume=False, conversation_id=src["id"],
+        retention=replace(store.retention, ttl=ttl),
     )  # fmt: skip
-    return outcomes.finish_conversation(store._backend.create(op)[1])
 
 
 def import_record(

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -9,7 +10,7 @@ import threadkeep
 from threadkeep.backends.sqlite._schema import MIGRATIONS
 
 
-def _open_and_append(url: str, barrier, results) -> None:
+def _open_and_append(url: str, barrier: Any, results: Any) -> None:
     barrier.wait()
     with threadkeep.open(url) as store:
         conv = store.start("racer")

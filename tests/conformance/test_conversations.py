@@ -10,6 +10,7 @@ from uuid import uuid4
 import pytest
 
 import threadkeep
+from tests.core.test_lifecycle import EXPECTED_TRANSITIONS
 from threadkeep import (
     ConversationClosed,
     ConversationNotFound,
@@ -19,14 +20,6 @@ from threadkeep import (
     Retention,
     Status,
 )
-
-TRANSITIONS = {
-    "new": {"active", "waiting_agent", "closed"},
-    "active": {"idle", "waiting_agent", "closed"},
-    "idle": {"active", "waiting_agent", "closed"},
-    "waiting_agent": {"active", "closed"},
-    "closed": set(),
-}
 
 
 def contact() -> str:
@@ -39,6 +32,7 @@ def test_start_and_get(store: Any) -> None:
         cid, tenant="t1", agent_id="bot", channel="web", stage="Q0", metadata={"a": 1}
     )
     assert conv.status == "new"
+    assert conv.status is Status.NEW
     assert (conv.contact_id, conv.tenant, conv.agent_id, conv.channel, conv.stage) == (
         cid,
         "t1",
@@ -63,13 +57,27 @@ def test_find_open_and_resume(store: Any) -> None:
     cid = contact()
     assert store.find_open(cid) is None
     first = store.resume(cid)
-    assert store.resume(cid).id == first.id
+    assert first.created
+    found = store.resume(cid)
+    assert found.id == first.id
+    assert not found.created
     assert store.find_open(cid) == first
     store.close_conversation(first.id)
     assert store.find_open(cid) is None
     second = store.resume(cid)
     assert second.id != first.id
     assert second.status == "new"
+    assert second.created
+
+
+def test_created_says_which_call_made_the_conversation(store: Any) -> None:
+    conv = store.start(contact())
+    assert conv.created
+    got = store.get(conv.id)
+    assert not got.created
+    assert got == conv  # a fact about the call, not the conversation
+    assert "created" not in conv.to_dict()
+    assert not any(c.created for c in store.list().items)
 
 
 def test_append_assigns_gap_free_seq(store: Any) -> None:
@@ -86,16 +94,23 @@ def test_append_idempotency_replay_returns_same_message(store: Any, clock: Any) 
     clock.advance(5)
     again = store.append(conv.id, "user", "hello", idempotency_key="k1", metadata={"x": 1})
     assert again == first
+    assert again.replayed
+    assert not first.replayed
+    assert "replayed" not in again.to_dict()
     assert store.get(conv.id).message_count == 1
     other = store.append(conv.id, "user", "hello", idempotency_key="k2")
     assert other.seq == 2
+    assert not other.replayed
+    assert not any(m.replayed for m in store.messages(conv.id))
 
 
 def test_idempotency_replay_after_close_returns_stored(store: Any) -> None:
     conv = store.start(contact())
     first = store.append(conv.id, "user", "hi", idempotency_key="k")
     store.close_conversation(conv.id)
-    assert store.append(conv.id, "user", "hi", idempotency_key="k") == first
+    replay = store.append(conv.id, "user", "hi", idempotency_key="k")
+    assert replay == first
+    assert replay.replayed
     with pytest.raises(ConversationClosed):
         store.append(conv.id, "user", "hi", idempotency_key="k-new")
 
@@ -230,14 +245,14 @@ def _conversation_in(store: Any, status: str) -> Any:
 def test_set_status_every_pair(store: Any, source: str, target: str) -> None:
     conv = _conversation_in(store, source)
     before = store.get(conv.id)
-    if target == source or target in TRANSITIONS[source]:
+    if target == source or target in EXPECTED_TRANSITIONS[source]:
         after = store.set_status(conv.id, target)
         assert after.status == target
         assert store.get(conv.id).status == target
     else:
         with pytest.raises(IllegalTransition) as info:
             store.set_status(conv.id, target)
-        assert set(info.value.allowed) == TRANSITIONS[source]
+        assert set(info.value.allowed) == EXPECTED_TRANSITIONS[source]
         assert store.get(conv.id) == before
 
 
@@ -324,22 +339,23 @@ def test_ttl_none_never_expires(store: Any, clock: Any) -> None:
     assert store.get(conv.id).id == conv.id
 
 
-def test_sweep_idles_after_30_minutes(store: Any, clock: Any) -> None:
+def test_sweep_idles_after_30_minutes(lone_store: Any, clock: Any) -> None:
+    store = lone_store
     conv = store.start(contact())
     store.append(conv.id, "user", "hi")
     clock.advance(timedelta(minutes=29))
-    store.sweep()
+    assert store.sweep().idled == 0
     assert store.get(conv.id).status == "active"
     clock.advance(timedelta(minutes=1))
     dry = store.sweep(dry_run=True)
-    assert dry.dry_run is True
-    assert dry.idled >= 1
+    assert (dry.dry_run, dry.idled, dry.purged) == (True, 1, 0)
     assert store.get(conv.id).status == "active"
     report = store.sweep()
-    assert report.idled >= 1
+    assert (report.dry_run, report.idled, report.purged) == (False, 1, 0)
     idle = store.get(conv.id)
     assert idle.status == "idle"
-    assert idle.last_activity_at == conv.last_activity_at + timedelta(0) or True
+    assert idle.last_activity_at == store.messages(conv.id)[-1].created_at  # not activity
+    assert store.sweep().idled == 0
     store.append(conv.id, "user", "back")
     assert store.get(conv.id).status == "active"
 
@@ -363,15 +379,16 @@ def test_new_conversation_is_not_idled(store: Any, clock: Any) -> None:
     assert store.get(conv.id).status == "new"
 
 
-def test_sweep_purges_expired(store: Any, clock: Any) -> None:
+def test_sweep_purges_expired(lone_store: Any, clock: Any) -> None:
+    store = lone_store
     conv = store.start(contact())
     store.append(conv.id, "user", "hi")
+    store.start(contact(), retention=Retention(ttl=None))
     clock.advance(timedelta(days=8))
     dry = store.sweep(dry_run=True)
-    assert dry.purged >= 1
+    assert (dry.dry_run, dry.purged, dry.idled) == (True, 1, 0)
     report = store.sweep()
-    assert report.purged >= 1
-    assert report.dry_run is False
+    assert (report.dry_run, report.purged, report.idled) == (False, 1, 0)
     with pytest.raises(ConversationNotFound):
         store.get(conv.id)
     assert store.sweep().purged == 0

@@ -1,10 +1,10 @@
 """Random operation sequences against each backend, checked against a plain model after every step.
 
-The model in this file is written from DESIGN.md ("Concepts", "Python API", "Guarantees") and
-the public docstrings of ``Store``, with dicts and lists only: it imports nothing from
-threadkeep's rules or backends, so it is an independent check of both. Where the contract leaves
-a behaviour open, the model accepts every reasonable outcome and follows what the backend did;
-each such place is marked ``UNSPECIFIED`` below.
+The model in this file is written from DESIGN.md ("Concepts", "Python API", "Guarantees"), the
+public docstrings of ``Store`` and the lifecycle table pinned in ``tests/core``, with dicts and
+lists only: it imports nothing from threadkeep's rules or backends, so it is an independent check
+of both. It leaves no outcome open: where the contract reads two ways, the model takes the one the
+rules decide (marked ``PINNED`` below), so two backends cannot differ there unnoticed.
 
 Isolation. Every Hypothesis example opens its own store on its own ``ManualClock`` and works in
 a fresh tenant, so ``list()`` and ``counts()`` see only that example's conversations. ``sweep()``
@@ -23,7 +23,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, cast
 from uuid import uuid4
 
 import pytest
@@ -37,6 +38,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from tests.core.test_lifecycle import EXPECTED_ON_MESSAGE, EXPECTED_TRANSITIONS
 from threadkeep import (
     Conversation,
     ConversationClosed,
@@ -48,6 +50,7 @@ from threadkeep import (
     Message,
     Retention,
     StateConflict,
+    Status,
     ThreadkeepError,
 )
 
@@ -80,7 +83,12 @@ CONTENTS = (
     '{"json": 1}',
     "nul \x00 byte",
 )
-CONV_METADATA = (None, {}, {"intent": "sell", "phone": "+351 900 000 000"}, {"n": 1, "x": [None]})
+CONV_METADATA: tuple[dict[str, Any] | None, ...] = (
+    None,
+    {},
+    {"intent": "sell", "phone": "+351 900 000 000"},
+    {"n": 1, "x": [None]},
+)
 MSG_METADATA = (None, {"src": "wa", "ok": True}, {"score": 0.25})
 HANDLE = st.integers(0, 63)  # picks a conversation, see StoreVersusModel.pick
 #: How far back from the next state version: 1 is the current one, K the oldest kept,
@@ -113,29 +121,16 @@ START_ARGS = st.fixed_dictionaries(
 
 OPEN = ("new", "active", "idle", "waiting_agent")
 
-#: DESIGN.md "Lifecycle": new → active, active → idle → active, active ⇄ waiting_agent,
-#: any → closed. Setting the status a conversation already has changes nothing (set_status and
-#: close_conversation docstrings).
-LEGAL = {
-    ("new", "active"),
-    ("active", "idle"),
-    ("idle", "active"),
-    ("active", "waiting_agent"),
-    ("waiting_agent", "active"),
-} | {(s, "closed") for s in OPEN}
-
-#: UNSPECIFIED: not drawn in DESIGN.md's lifecycle, yet not forbidden in words either (escalating
-#: a new or an idle conversation to a human). Either outcome is accepted; the model follows.
-EITHER = {("new", "waiting_agent"), ("idle", "waiting_agent")}
+#: DESIGN.md "Lifecycle", pinned in tests/core: the explicit status changes allowed. Setting the
+#: status a conversation already has changes nothing (set_status and close_conversation
+#: docstrings). PINNED: escalating a new or an idle conversation to a human is allowed.
+LEGAL = {(source, target) for source, targets in EXPECTED_TRANSITIONS.items() for target in targets}
 
 #: What a message does to the status (DESIGN.md "Lifecycle" and "Handoff"): the first message
 #: activates, a message wakes an idle conversation, waiting_agent stays waiting for the human.
-ON_MESSAGE = {
-    "new": "active",
-    "active": "active",
-    "idle": "active",
-    "waiting_agent": "waiting_agent",
-}
+ON_MESSAGE = EXPECTED_ON_MESSAGE
+#: How often each idempotency key is drawn: few, so keys repeat within and across conversations.
+KEYS = tuple(f"wamid.{n}" for n in range(4))
 
 
 @dataclass(frozen=True)
@@ -183,10 +178,7 @@ class Model:
     by_key: dict[str, Message] = field(default_factory=dict)  # idempotency key → stored message
     versions: list[tuple[int, Any, datetime]] = field(default_factory=list)  # the last K kept
     state_version: int = 0
-    erased: bool = False  # delete() succeeded, or a sweep purged it
-    # UNSPECIFIED: whether delete()/delete_contact() physically erase a conversation that has
-    # already expired (it is "not found" either way); a later sweep may or may not count it.
-    maybe_erased: bool = False
+    erased: bool = False  # deleted (PINNED: expired ones are erased too) or purged by a sweep
 
     def expires_at(self) -> datetime | None:
         return None if self.keep.ttl is None else self.activity + self.keep.ttl
@@ -209,7 +201,7 @@ class Model:
             contact_id=self.contact,
             agent_id=self.agent_id,
             channel=self.channel,
-            status=self.status,
+            status=Status(self.status),
             stage=self.stage,
             metadata=self.metadata,
             created_at=self.created_at,
@@ -295,8 +287,8 @@ class StoreVersusModel(RuleBasedStateMachine):
         )
         for args, messages in first:
             self.begin(**args)
-            for msg in messages:
-                self.add_message(self.convs[-1], *msg, idem=None)
+            for role, content, metadata in messages:
+                self.add_message(self.convs[-1], role, content, metadata, idem=None)
 
     def teardown(self) -> None:
         if self.store is None:
@@ -334,6 +326,10 @@ class StoreVersusModel(RuleBasedStateMachine):
             if m.contact == contact and m.live(self.now) and m.status != "closed"
         ]
 
+    def newest_open(self, contact: str) -> Model | None:
+        """PINNED: of several open conversations, the one with the newest activity, then id."""
+        return max(self.open_of(contact), key=lambda m: (m.activity, m.id), default=None)
+
     def has_conversations(self) -> bool:
         return bool(self.convs)
 
@@ -365,21 +361,17 @@ class StoreVersusModel(RuleBasedStateMachine):
             "retention": given,
         }
         if resume:
-            candidates = self.open_of(contact)
+            found = self.newest_open(contact)
             conv = self.store.resume(contact, **kwargs)
-            if candidates:
-                # UNSPECIFIED: which one when a contact has several open conversations (start()
-                # can make more than one); it must be one of them, returned unchanged.
-                found = next((m for m in candidates if m.id == conv.id), None)
-                assert found is not None, (
-                    f"resume returned {conv.id}, not one of the open {[m.id for m in candidates]}"
-                )
+            if found is not None:
                 assert conv == found.conversation(self.tenant)
+                assert not conv.created
                 event("resume: found the open one")
                 return
         else:
             conv = self.store.start(contact, **kwargs)
         event("resume: started one" if resume else "start")
+        assert conv.created
         assert conv.id not in {m.id for m in self.convs}, "a new conversation reused an id"
         model = Model(
             id=conv.id,
@@ -400,22 +392,25 @@ class StoreVersusModel(RuleBasedStateMachine):
     @precondition(has_conversations)
     @rule(i=HANDLE, msg=MESSAGE)
     def append(self, i: int, msg: tuple[str, str, dict[str, Any] | None]) -> None:
-        self.add_message(self.pick(i), *msg, idem=None)
+        role, content, metadata = msg
+        self.add_message(self.pick(i), role, content, metadata, idem=None)
 
     @precondition(has_conversations)
-    @rule(i=HANDLE, msg=MESSAGE)
-    def append_with_key(self, i: int, msg: tuple[str, str, dict[str, Any] | None]) -> None:
-        # Unique everywhere: the scope of a key (conversation, tenant, store) is UNSPECIFIED.
-        self.add_message(self.pick(i), *msg, idem=f"wamid.{uuid4().hex}")
+    @rule(i=HANDLE, msg=MESSAGE, key=st.sampled_from(KEYS))
+    def append_with_key(
+        self, i: int, msg: tuple[str, str, dict[str, Any] | None], key: str
+    ) -> None:
+        # PINNED: a key's scope is its conversation; the same key elsewhere is a new message.
+        role, content, metadata = msg
+        self.add_message(self.pick(i), role, content, metadata, idem=key)
 
     @precondition(has_conversations)
     @rule(i=HANDLE, k=st.integers(0, 7))
     def replay(self, i: int, k: int) -> None:
         """A retried webhook: the same key and message again."""
         m = self.pick(i)
-        # Only keys of messages still kept: UNSPECIFIED what replaying a message that
-        # max_messages trimmed away does.
-        keys = [key for key, msg in m.by_key.items() if msg in m.kept]
+        # PINNED: a key replays its message even after max_messages trimmed it.
+        keys = list(m.by_key)
         if keys:
             original = m.by_key[keys[k % len(keys)]]
             event("replay of a kept message")
@@ -443,11 +438,9 @@ class StoreVersusModel(RuleBasedStateMachine):
             raised(result, ConversationNotFound)
         elif original is not None:
             # DESIGN.md: a replayed message is stored once; the replay returns the stored one.
-            if m.status == "closed" and isinstance(result, ThreadkeepError):
-                # UNSPECIFIED: a replay after closing may return the stored message or refuse.
-                raised(result, ConversationClosed)
-            else:
-                assert result == original
+            # PINNED: also after the conversation was closed (the key is checked first).
+            assert result == original
+            assert result.replayed
         elif m.status == "closed":
             raised(result, ConversationClosed)
         else:
@@ -517,18 +510,11 @@ class StoreVersusModel(RuleBasedStateMachine):
             return
         if target == current:
             pass  # no change, not even activity
-        elif (current, target) in LEGAL or (
-            (current, target) in EITHER and not isinstance(result, ThreadkeepError)
-        ):
+        elif (current, target) in LEGAL:
             succeeded(result)
             m.status = target
             m.activity = now
-        elif current == "closed":
-            # UNSPECIFIED: DESIGN.md says closed conversations refuse messages and illegal
-            # transitions raise; leaving closed is both (HTTP: 409 either way).
-            raised(result, IllegalTransition, ConversationClosed)
-            return
-        else:
+        else:  # PINNED: leaving closed is an illegal transition too
             raised(result, IllegalTransition)
             return
         succeeded(result)
@@ -540,7 +526,7 @@ class StoreVersusModel(RuleBasedStateMachine):
         """set_status() to a given status, or to one the lifecycle allows next; or close."""
         m = self.pick(i)
         if status == "next":
-            after = sorted(t for s, t in LEGAL | EITHER if s == m.status) or ["closed"]
+            after = sorted(t for s, t in LEGAL if s == m.status) or ["closed"]
             status = after[i % len(after)]
         if status == "close_conversation()":
             self.change_status(
@@ -563,8 +549,7 @@ class StoreVersusModel(RuleBasedStateMachine):
             raised(result, ConversationClosed)  # Store.set_stage docstring
             return
         succeeded(result)
-        if stage != m.stage or result.last_activity_at == now:
-            # UNSPECIFIED: whether setting the stage it already has counts as activity.
+        if stage != m.stage:  # PINNED: setting the stage it already has changes nothing
             m.activity = now
         m.stage = stage
         assert result == m.conversation(self.tenant)
@@ -598,12 +583,9 @@ class StoreVersusModel(RuleBasedStateMachine):
         if not m.live(now):
             raised(result, ConversationNotFound)
             return
-        # UNSPECIFIED: whether a closed conversation's state can still be saved.
-        closed = (ConversationClosed,) if m.status == "closed" else ()
+        # PINNED: a closed conversation's state can still be saved.
         if expected is not None and expected != m.state_version:
-            raised(result, StateConflict, *closed)
-        elif isinstance(result, ThreadkeepError):
-            raised(result, *closed)
+            raised(result, StateConflict)
         else:
             assert result == m.state_version + 1
             m.save(result, value, now)
@@ -628,18 +610,12 @@ class StoreVersusModel(RuleBasedStateMachine):
         if not m.live(now):
             raised(result, ConversationNotFound)
             return
-        closed = (ConversationClosed,) if m.status == "closed" else ()
         stale = expected is not None and expected != m.state_version
         old = m.kept_version(to_version)
-        if stale and old is None:
-            # UNSPECIFIED: which of the two errors wins.
-            raised(result, StateConflict, InvalidInput, *closed)
-        elif stale:
-            raised(result, StateConflict, *closed)
+        if stale:  # PINNED: a stale expected version wins over a version not kept
+            raised(result, StateConflict)
         elif old is None:
-            raised(result, InvalidInput, *closed)  # rollback_state docstring: not kept
-        elif isinstance(result, ThreadkeepError):
-            raised(result, *closed)
+            raised(result, InvalidInput)  # rollback_state docstring: not kept
         else:
             assert result == m.state_version + 1
             m.save(result, old[1], now)
@@ -664,10 +640,7 @@ class StoreVersusModel(RuleBasedStateMachine):
             else:
                 raised(result, ConversationNotFound)  # "an expired conversation is gone"
         for x in mine:
-            if x.live(now):
-                x.erased = True
-            elif not x.erased:
-                x.maybe_erased = True
+            x.erased = True  # PINNED: an expired conversation is erased too
 
     # ---- time -----------------------------------------------------------------------------
 
@@ -709,12 +682,11 @@ class StoreVersusModel(RuleBasedStateMachine):
     def sweep(self, dry_run: bool) -> None:
         now = self.now
         expired = [m for m in self.convs if not m.erased and m.expired(now)]
-        surely = sum(not m.maybe_erased for m in expired)
         idle = [m for m in self.convs if m.live(now) and m.idle_due(now)]
         report = self.store.sweep(dry_run=dry_run)
         assert report.dry_run is dry_run
         assert report.idled == len(idle)
-        assert surely <= report.purged <= len(expired), (report, surely, len(expired))
+        assert report.purged == len(expired), (report, len(expired))
         assert report.facts_purged == 0
         event(f"sweep: idled {min(len(idle), 2)}+, purged {min(report.purged, 2)}+")
         if not dry_run:
@@ -764,12 +736,9 @@ class StoreVersusModel(RuleBasedStateMachine):
                 break
         else:
             pytest.fail(f"list() did not end after {len(expected) + 2} pages of {limit}")
-        # Newest activity first; the order among equal activity times is UNSPECIFIED.
-        assert [c.last_activity_at for c in seen] == sorted(
-            (m.activity for m in expected), reverse=True
-        )
-        assert len({c.id for c in seen}) == len(seen), "a conversation was listed twice"
-        assert {c.id: c for c in seen} == {m.id: m.conversation(self.tenant) for m in expected}
+        # PINNED: newest activity first, then the greatest id.
+        order = sorted(expected, key=lambda m: (m.activity, m.id), reverse=True)
+        assert seen == [m.conversation(self.tenant) for m in order]
 
     # ---- the invariant --------------------------------------------------------------------
 
@@ -795,20 +764,13 @@ class StoreVersusModel(RuleBasedStateMachine):
                     assert (snap.value, snap.version, snap.saved_at) == (value, version, saved_at)
                 if m.state_version > KEEP_VERSIONS:  # … and not the one before them
                     trimmed = m.state_version - KEEP_VERSIONS
-                    raised(
-                        outcome(
-                            lambda m=m, v=trimmed: store.load_state(m.id, version=v, tenant=tenant)
-                        ),
-                        InvalidInput,
-                    )
+                    load = partial(store.load_state, m.id, version=trimmed, tenant=tenant)
+                    raised(outcome(load), InvalidInput)
             else:
-                raised(outcome(lambda m=m: store.get(m.id, tenant=tenant)), ConversationNotFound)
+                raised(outcome(partial(store.get, m.id, tenant=tenant)), ConversationNotFound)
+                raised(outcome(partial(store.messages, m.id, tenant=tenant)), ConversationNotFound)
                 raised(
-                    outcome(lambda m=m: store.messages(m.id, tenant=tenant)), ConversationNotFound
-                )
-                raised(
-                    outcome(lambda m=m: store.load_state(m.id, tenant=tenant)),
-                    ConversationNotFound,
+                    outcome(partial(store.load_state, m.id, tenant=tenant)), ConversationNotFound
                 )
         live = [m for m in self.convs if m.live(now)]
         self.check_listing(live, 2, {})
@@ -823,19 +785,17 @@ class StoreVersusModel(RuleBasedStateMachine):
         assert {k: v for k, v in counts.by_status.items() if v} == by_status
         assert {k: v for k, v in counts.by_stage.items() if v} == by_stage
         for contact in CONTACTS:
-            candidates = self.open_of(contact)
+            newest = self.newest_open(contact)
             found = store.find_open(contact, tenant=tenant)
-            if not candidates:
-                assert found is None
-            else:
-                # UNSPECIFIED: which one when there are several; it must be one of them.
-                assert found in [m.conversation(tenant) for m in candidates]
+            assert found == (None if newest is None else newest.conversation(tenant))
 
 
 @pytest.mark.slow
 def test_random_operation_sequences_match_the_model(make_store: Callable[..., Any]) -> None:
     """Every backend × API, driven by the machine above."""
-    run_state_machine_as_test(lambda: StoreVersusModel(make_store), settings=SETTINGS)
+    run_state_machine_as_test(
+        cast(type[StoreVersusModel], lambda: StoreVersusModel(make_store)), settings=SETTINGS
+    )
 
 
 def test_nul_in_content_round_trips(store: Any) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 from uuid import uuid4
 
 import threadkeep
 from threadkeep._transfer import export_records, import_record
 
 
-def _records(store: threadkeep.Store, tenant: str) -> list[dict]:
+def _records(store: threadkeep.Store, tenant: str) -> list[dict[str, Any]]:
     return list(export_records(store, tenant)[1])
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,9 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _service_helpers import REDIS_SERVER, LiveServer, PrivateRedis, client_for
+from tests.service._service_helpers import LiveServer, PrivateRedis, client_for
 
 
 @pytest.fixture
@@ -70,11 +66,6 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A started redis-server of the test's own (fails under CI=true when there is none)."""
-    if not Path(REDIS_SERVER).exists():
-        reason = f"redis-server binary not found at {REDIS_SERVER}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
     server = PrivateRedis(tmp_path)
     server.start()
     yield server

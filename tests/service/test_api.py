@@ -6,10 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _service_helpers import client_for
 from fastapi.testclient import TestClient
 
 import threadkeep
+from tests.service._service_helpers import client_for
 
 
 def start(api: TestClient, contact: str = "c-1", **body) -> dict:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from _service_helpers import client_for
 from typer.testing import CliRunner
 
+from tests.service._service_helpers import client_for
 from threadkeep import InvalidInput
 from threadkeep.cli.main import app as cli
 from threadkeep.service.server import check_exposure

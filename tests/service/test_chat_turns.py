@@ -9,9 +9,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from _service_helpers import client_for
-
 import threadkeep
+from tests.service._service_helpers import client_for
 
 
 def history(api, cid: str) -> list[tuple[int, str, str]]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _service_helpers import wait_for
 
 import threadkeep
+from tests.service._service_helpers import wait_for
 
 
 class SSE:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _servers import cleanup_url, isolated_url, require_reachable
+from tests._servers import cleanup_url, isolated_url, require_reachable
 
 CONVERSATIONS = 20
 TURNS = 10  # per conversation: 200 in all, all sent at once

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import schemathesis
-from _service_helpers import client_for
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
+from tests.service._service_helpers import client_for
 from threadkeep.service.app import create_app
 from threadkeep.service.settings import ServiceSettings
 

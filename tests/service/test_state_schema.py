@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from _service_helpers import client_for
+
+from tests.service._service_helpers import client_for
 
 
 @pytest.fixture

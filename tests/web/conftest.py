@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._servers import ServerProcess, free_port, http_ready, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,66 +42,23 @@ def post_json(url: str, body: dict[str, Any], key: str | None = None) -> dict[st
         return dict(json.loads(resp.read()))
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """``threadkeep serve`` in a child process; restart() keeps the port and the SQLite file."""
+class LiveServer(ServerProcess):
+    """``threadkeep serve`` over a SQLite file in a child process; restart() keeps the port."""
 
     def __init__(self, db: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.env = env or {}
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = db
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
         # Only this test's settings; no LLM key, so the bot uses its own words, never the network.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("THREADKEEP_")}
-        env.pop("ANTHROPIC_API_KEY", None)
-        env.update(self.env)
-        with self.log.open("ab") as log:
-            # Exactly what `make run` does: the `threadkeep serve` command.
-            self.proc = subprocess.Popen(
-                [*SERVE, "--store", f"sqlite:///{self.db}", "--port", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the app exited ({self.proc.returncode}):\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/dashboard", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        pytest.fail(f"the app did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("THREADKEEP_")}
+        environ.pop("ANTHROPIC_API_KEY", None)
+        environ.update(env or {})
+        # Exactly what `make run` does: the `threadkeep serve` command.
+        args = [*SERVE, "--store", f"sqlite:///{db}", "--port", str(self.port)]
+        super().__init__(args, http_ready(self.url + "/dashboard"), log=log, env=environ)
 
     def restart(self) -> None:
-        self.stop()
+        self.stop(timeout=10)
         self.start()
 
 
@@ -114,11 +70,11 @@ def browser() -> Iterator[Any]:
     while it is open, and every later test calling ``asyncio.run`` would fail.
     """
     if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+        unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
-        _unavailable("playwright is not installed (pip install playwright)")
+        unavailable("playwright is not installed (pip install playwright)")
     expect.set_options(timeout=15_000)  # a busy machine; a pass never waits for this
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

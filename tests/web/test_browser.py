@@ -5,17 +5,16 @@ Assertions do not depend on the bot's wording: a bot turn is "one more assistant
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
+from tests._servers import unavailable
+
 try:
     from playwright.sync_api import Page, expect
 except ImportError:  # pragma: no cover - depends on the machine
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
+    unavailable("playwright is not installed (pip install playwright)")
 
 pytestmark = pytest.mark.browser
 

@@ -1,26 +1,34 @@
 """Conversation lifecycle.
 
-Law: every status rule lives in this file, as tables; backends receive preconditions (the
-statuses a change may start from, the status a message moves to), never rules.
+Law: every status rule lives in this file, as tables and the few functions that read them;
+backends receive preconditions (the statuses a change may start from, the status a message
+moves to), never rules. ``decide`` and the Lua scripts apply them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
 from threadkeep._exceptions import InvalidInput
+from threadkeep._rules.events import EventKind, NewEvent
+from threadkeep._rules.ops import Outcome
 
 __all__ = [
     "IDLE_FROM",
     "ON_MESSAGE",
     "ON_MESSAGE_VALUES",
     "OPEN",
+    "STAGE_FROM",
     "TRANSITIONS",
     "Status",
+    "change_kind",
     "check_status",
     "sources_for",
+    "status_changed",
+    "status_verdict",
 ]
 
 
@@ -65,6 +73,9 @@ OPEN: Final = frozenset(s for s in Status if s is not Status.CLOSED)
 #: Statuses that sweep() turns idle after ``idle_after`` without activity (time-driven only).
 IDLE_FROM: Final = (Status.ACTIVE,)
 
+#: Statuses in which the stage may change: a closed conversation keeps its last stage.
+STAGE_FROM: Final = tuple(sorted(s.value for s in OPEN))
+
 
 def check_status(value: object) -> Status:
     """Return ``value`` as a Status.
@@ -88,3 +99,25 @@ def sources_for(target: Status) -> tuple[str, ...]:
             {s.value for s, targets in TRANSITIONS.items() if target in targets} | {target.value}
         )
     )
+
+
+def status_verdict(current: str, target: str, allowed_from: Collection[str]) -> Outcome | None:
+    """Judge a status change: UNCHANGED, ILLEGAL, or None when it is to be made.
+
+    ``allowed_from`` is what ``sources_for(target)`` gave the op.
+    """
+    if current == target:
+        return Outcome.UNCHANGED
+    if current not in allowed_from:
+        return Outcome.ILLEGAL
+    return None
+
+
+def change_kind(target: str) -> EventKind:
+    """Return the event kind of a change to ``target``: closing is its own kind."""
+    return EventKind.CLOSED if target == Status.CLOSED else EventKind.STATUS_CHANGED
+
+
+def status_changed(old: str, new: str) -> NewEvent:
+    """Return the event of a status change."""
+    return change_kind(new).value, {"from": old, "to": new}

@@ -1,52 +1,56 @@
-"""Operations the Store plans and backends carry out, and the rows backends return.
+"""Operations the Store plans and backends carry out, and the one shape of every answer.
 
 An op holds everything a backend needs: the time (``now_us``), the preconditions (which
-statuses a change may start from), and the values to write. Backends never read the clock and
-never decide a rule; they apply an op atomically and return rows or an outcome code.
+statuses a change may start from, the status a message moves to) and the values to write.
+Each op is typed by what its answer carries: a backend's ``execute(op: Op[R])`` returns
+``Result[R]``, an outcome and a value. Backends never read the clock and never decide a rule;
+they apply an op atomically, with the verdicts of ``decide``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import ClassVar, Generic, Literal, NamedTuple, TypeVar
 
-from threadkeep._rules import events as ev
-from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import (
+    ConversationRow,
+    EventRow,
+    FactRow,
+    MessageRow,
+    StateRow,
+    SweepCounts,
+    TenantCounts,
+)
 
 __all__ = [
     "AppendOp",
-    "AppendResult",
-    "ConvRow",
     "CountsOp",
-    "CountsRow",
     "DeleteContactOp",
     "DeleteOp",
-    "EventRow",
     "EventsOp",
-    "FactRow",
     "FindOpenOp",
     "GetOp",
     "LeaseOp",
-    "LeaseResult",
     "ListOp",
     "LoadStateOp",
-    "MsgRow",
+    "Op",
     "Outcome",
     "ReadOp",
     "RecallOp",
     "ReleaseOp",
     "RememberOp",
+    "Result",
     "SaveStateOp",
     "StartOp",
-    "StateResult",
-    "StateRow",
     "SweepOp",
-    "SweepRow",
     "UpdateOp",
-    "UpdateResult",
+    "WindowOp",
 ]
+
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Outcome(Enum):
@@ -64,117 +68,62 @@ class Outcome(Enum):
     NO_VERSION = "no_version"
     BUSY = "busy"
     FENCED = "fenced"
+    EXPIRED = "expired"
 
 
-# ---- rows -------------------------------------------------------------------------------
+class Result(NamedTuple, Generic[T]):
+    """A backend's answer to one op: what happened, and the value it carries.
+
+    Each op's docstring says which outcomes it may have and what ``value`` is for each.
+    """
+
+    outcome: Outcome
+    value: T
 
 
-@dataclass(frozen=True, slots=True)
-class ConvRow:
-    """A conversation as stored. Times are microseconds since the epoch."""
+class Op(Generic[R]):
+    """An operation whose answer is ``Result[R]``."""
 
-    id: str
-    tenant: str
-    contact_id: str
-    agent_id: str | None
-    channel: str | None
-    status: str
-    stage: str | None
-    metadata_json: str
-    created_us: int
-    activity_us: int
-    expires_us: int | None
-    idle_us: int
-    message_count: int
-    last_seq: int
-    state_version: int
-    retention: RetentionUs
+    __slots__ = ()
+
+    #: names this kind of op in metrics and logs (the Store method's backend verb)
+    name: ClassVar[str]
+    #: whether carrying it out may wait on purpose (an events read): leave it out of timings
+    waits: ClassVar[bool] = False
 
 
-class MsgRow(NamedTuple):
-    """A message as stored."""
-
-    conversation_id: str
-    seq: int
-    role: str
-    content: str
-    created_us: int
-    metadata_json: str
-    idempotency_key: str | None
-
-
-class StateRow(NamedTuple):
-    """A state version as stored."""
-
-    version: int
-    value_json: str
-    saved_us: int
-
-
-class EventRow(NamedTuple):
-    """An event as stored; ``id`` is the backend's cursor text."""
-
-    id: str
-    kind: str
-    tenant: str
-    conversation_id: str
-    data_json: str
-    at_us: int
-
-
-class FactRow(NamedTuple):
-    """A contact-memory fact as stored."""
-
-    key: str
-    value_json: str
-    tier: str
-    updated_us: int
-    expires_us: int
+# ---- conversations ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class CountsRow:
-    """Live conversations of a tenant grouped by status and by stage."""
+class StartOp(Op[ConversationRow]):
+    """Create ``row`` (status new), or with ``resume`` return the contact's open one.
 
-    by_status: dict[str, int]
-    by_stage: dict[str, int]
+    Outcomes: CREATED with ``row``, EXISTING with the open conversation found.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class SweepRow:
-    """How many things a sweep changed or would change."""
-
-    idled: int
-    purged: int
-    facts_purged: int
-
-
-# ---- ops --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StartOp:
-    """Create ``row`` (status new), or with ``resume`` return the contact's open one."""
-
-    row: ConvRow
+    name: ClassVar[str] = "create"
+    row: ConversationRow
     resume: bool
     open_statuses: tuple[str, ...]
     events_kept: int
 
 
 @dataclass(frozen=True, slots=True)
-class GetOp:
-    """Read one live conversation (``tenant`` None: any tenant)."""
+class GetOp(Op[ConversationRow | None]):
+    """Read one live conversation (``tenant`` None: any tenant). OK with it, or NOT_FOUND."""
 
+    name: ClassVar[str] = "get"
     conversation_id: str
     tenant: str | None
     now_us: int
 
 
 @dataclass(frozen=True, slots=True)
-class FindOpenOp:
-    """Find a contact's open conversation with the newest activity."""
+class FindOpenOp(Op[ConversationRow | None]):
+    """Find a contact's open conversation with the newest activity: OK with it or None."""
 
+    name: ClassVar[str] = "find_open"
     tenant: str
     contact_id: str
     open_statuses: tuple[str, ...]
@@ -182,13 +131,109 @@ class FindOpenOp:
 
 
 @dataclass(frozen=True, slots=True)
-class AppendOp:
-    """Append a message: next seq, status per ``on_message``, sliding expiry, one event.
+class UpdateOp(Op[ConversationRow | None]):
+    """Set ``field`` (allowed only from ``allowed_from`` statuses) of a conversation.
 
-    ``idempotency_key`` makes a replay return the stored message; ``fence`` (a turn token)
-    makes the append fail with FENCED unless that lease is still the current, live one.
+    Outcomes: OK with the changed row; UNCHANGED (it had that value already), ILLEGAL (a
+    status change the lifecycle forbids) or CLOSED (a stage change of a closed conversation),
+    each with the row found; NOT_FOUND with None.
     """
 
+    name: ClassVar[str] = "update"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    field: Literal["status", "stage"]
+    value: str | None
+    allowed_from: tuple[str, ...]
+    events_kept: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListOp(Op[list[ConversationRow]]):
+    """Up to ``limit + 1`` live conversations, newest activity first, after keyset ``cursor``.
+
+    The one extra row tells whether another page follows. Outcome: OK.
+    """
+
+    name: ClassVar[str] = "list"
+    tenant: str
+    now_us: int
+    status: str | None
+    stage: str | None
+    agent_id: str | None
+    contact_id: str | None
+    limit: int
+    cursor: tuple[int, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CountsOp(Op[TenantCounts]):
+    """Count a tenant's live conversations by status and stage. Outcome: OK."""
+
+    name: ClassVar[str] = "counts"
+    tenant: str
+    now_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp(Op[None]):
+    """Erase one conversation: messages, state, leases, its events; log one erasure event.
+
+    A conversation of the tenant is erased even when it has expired; the outcome is OK when
+    it was live, else NOT_FOUND.
+    """
+
+    name: ClassVar[str] = "delete"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    events_kept: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteContactOp(Op[int]):
+    """Erase every conversation (expired ones too) and every fact of a contact.
+
+    Outcome: OK with how many of the erased conversations were live.
+    """
+
+    name: ClassVar[str] = "delete_contact"
+    tenant: str
+    contact_id: str
+    now_us: int
+    events_kept: int
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOp(Op[SweepCounts]):
+    """Mark idle (``idle_from`` statuses past their idle time), purge expired data.
+
+    Works in transactions of at most ``batch`` rows (memory: one). Outcome: OK.
+    """
+
+    name: ClassVar[str] = "sweep"
+    now_us: int
+    dry_run: bool
+    idle_to: str
+    idle_from: tuple[str, ...]
+    batch: int
+    events_kept: int
+
+
+# ---- messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOp(Op[MessageRow | None]):
+    """Append a message: next seq, status per ``on_message``, sliding expiry, events.
+
+    ``idempotency_key`` makes a replay return the stored message; ``fence`` (a turn token)
+    makes the append fail unless that lease is still the current, live one. Outcomes: OK or
+    DUPLICATE with the message; NOT_FOUND, CLOSED or FENCED with None (``decide.append``).
+    """
+
+    name: ClassVar[str] = "append"
     conversation_id: str
     tenant: str | None
     now_us: int
@@ -202,128 +247,98 @@ class AppendOp:
 
 
 @dataclass(frozen=True, slots=True)
-class ReadOp:
-    """Read messages: the ``last`` N, or those after seq ``after`` (``limit`` at most).
+class ReadOp(Op[list[MessageRow]]):
+    """Read messages oldest first: the ``last`` N, or up to ``limit`` with seq above ``after``.
 
-    With ``window`` set, ``last`` is the conversation's own retention window.
+    Outcomes: OK with the messages; NOT_FOUND with [].
     """
 
+    name: ClassVar[str] = "read_messages"
     conversation_id: str
     tenant: str | None
     now_us: int
-    window: bool
     last: int | None
-    after: int | None
+    after: int
     limit: int
 
 
 @dataclass(frozen=True, slots=True)
-class UpdateOp:
-    """Set ``status`` (allowed only from ``allowed_from``) or ``stage`` of a conversation."""
+class WindowOp(Op[list[tuple[str, str]]]):
+    """Read the (role, content) pairs of the conversation's window, oldest first.
 
+    The window is the last ``retention.window`` messages. Outcomes: OK; NOT_FOUND with [].
+    """
+
+    name: ClassVar[str] = "read_context"
     conversation_id: str
     tenant: str | None
     now_us: int
-    field: str  # "status" or "stage"
-    value: str | None
-    allowed_from: tuple[str, ...]
-    events_kept: int
+
+
+# ---- state ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class SaveStateOp:
+class SaveStateOp(Op[int]):
     """Save a new state version, compare-and-set on ``expected_version`` when given.
 
-    With ``rollback_to`` set, the value is that stored version's (``value_json`` ignored).
+    With ``rollback_to`` set, the value is that stored version's (``value_json`` unused).
+    Outcomes: OK with the new version; CONFLICT or NO_VERSION with the current version;
+    NOT_FOUND with 0 (``decide.save_state``).
     """
 
+    name: ClassVar[str] = "save_state"
     conversation_id: str
     tenant: str | None
     now_us: int
     value_json: str
     expected_version: int | None
     rollback_to: int | None
-    keep: int
+    versions_kept: int
     events_kept: int
 
 
 @dataclass(frozen=True, slots=True)
-class LoadStateOp:
-    """Load the current state version, or a given one."""
+class LoadStateOp(Op[StateRow | None]):
+    """Load the current state version, or ``version``.
 
+    Outcomes: OK with the row (None: nothing saved yet); NO_VERSION or NOT_FOUND with None.
+    """
+
+    name: ClassVar[str] = "load_state"
     conversation_id: str
     tenant: str | None
     now_us: int
     version: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class ListOp:
-    """A page of live conversations, newest activity first, after keyset ``cursor``."""
-
-    tenant: str
-    now_us: int
-    status: str | None
-    stage: str | None
-    agent_id: str | None
-    contact_id: str | None
-    limit: int
-    cursor: tuple[int, str] | None
+# ---- events, leases, facts --------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class CountsOp:
-    """Count a tenant's live conversations by status and stage."""
+class EventsOp(Op[list[EventRow]]):
+    """Up to ``limit`` events with numbers above ``after`` (None: from the oldest retained).
 
-    tenant: str
-    now_us: int
+    Waits up to ``wait`` seconds for one when there are none. Outcomes: OK with the events;
+    EXPIRED with [] when ``after`` fell below the retained log.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class DeleteOp:
-    """Erase one conversation: messages, state, leases, its events; log one erasure event."""
-
-    conversation_id: str
+    name: ClassVar[str] = "read_events"
+    waits: ClassVar[bool] = True
     tenant: str | None
-    now_us: int
-    events_kept: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteContactOp:
-    """Erase every conversation and every fact of a contact."""
-
-    tenant: str
-    contact_id: str
-    now_us: int
-    events_kept: int
-
-
-@dataclass(frozen=True, slots=True)
-class SweepOp:
-    """Mark idle (``idle_from`` statuses past their idle time) and purge expired data."""
-
-    now_us: int
-    dry_run: bool
-    idle_to: str
-    idle_from: tuple[str, ...]
-    batch: int
-    events_kept: int
-
-
-@dataclass(frozen=True, slots=True)
-class EventsOp:
-    """Read up to ``limit`` events after ``after`` (None: the oldest retained)."""
-
-    tenant: str | None
-    after: str | None
+    after: int | None
     limit: int
+    wait: float
 
 
 @dataclass(frozen=True, slots=True)
-class LeaseOp:
-    """Take the turn lease of a conversation until ``until_us`` if it is free or ran out."""
+class LeaseOp(Op[int]):
+    """Take a conversation's turn lease until ``until_us`` if it is free or ran out.
 
+    Outcomes: OK with the new fencing token; BUSY or NOT_FOUND with 0 (``decide.lease``).
+    """
+
+    name: ClassVar[str] = "acquire_lease"
     conversation_id: str
     tenant: str | None
     now_us: int
@@ -331,17 +346,19 @@ class LeaseOp:
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseOp:
-    """Give back a turn lease, only if ``token`` is still the current one."""
+class ReleaseOp(Op[None]):
+    """Give back a turn lease, only if ``token`` is still the current one. Outcome: OK."""
 
+    name: ClassVar[str] = "release_lease"
     conversation_id: str
     token: int
 
 
 @dataclass(frozen=True, slots=True)
-class RememberOp:
-    """Store or replace a fact about a contact."""
+class RememberOp(Op[FactRow]):
+    """Store or replace a fact about a contact. Outcome: OK with the fact."""
 
+    name: ClassVar[str] = "remember"
     tenant: str
     contact_id: str
     key: str
@@ -352,82 +369,11 @@ class RememberOp:
 
 
 @dataclass(frozen=True, slots=True)
-class RecallOp:
-    """Read a contact's live facts (one ``key`` or all)."""
+class RecallOp(Op[list[FactRow]]):
+    """Read a contact's live facts (one ``key`` or all), ordered by key. Outcome: OK."""
 
+    name: ClassVar[str] = "recall"
     tenant: str
     contact_id: str
     key: str | None
     now_us: int
-
-
-# ---- results ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """Outcome of an append; ``message`` is set for OK and DUPLICATE."""
-
-    outcome: Outcome
-    message: MsgRow | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateResult:
-    """Outcome of a status/stage update; ``current`` is the status found."""
-
-    outcome: Outcome
-    row: ConvRow | None = None
-    current: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StateResult:
-    """Outcome of a state save; ``version`` saved, or the ``current`` one on CONFLICT."""
-
-    outcome: Outcome
-    version: int = 0
-    saved_us: int = 0
-    current: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseResult:
-    """Outcome of a lease request; ``token`` is the fencing token when OK."""
-
-    outcome: Outcome
-    token: int = 0
-
-
-# ---- decisions every Python backend takes the same way, on the row it holds locked ----------
-
-
-def touch(row: ConvRow, now_us: int, **changes: Any) -> ConvRow:
-    """Return ``row`` with activity at ``now_us`` and its expiry and idle time slid from it."""
-    return replace(
-        row,
-        activity_us=now_us,
-        expires_us=row.retention.expires_at(now_us),
-        idle_us=row.retention.idle_at(now_us),
-        **changes,
-    )
-
-
-def decide_update(row: ConvRow, op: UpdateOp) -> UpdateResult | tuple[str, dict[str, Any]]:
-    """Judge a status or stage update against the conversation's live row.
-
-    Returns:
-        The final result when nothing is to be written (unchanged, illegal, closed), else the
-        event to write together with the change.
-    """
-    if op.field == "status":
-        if row.status == op.value:
-            return UpdateResult(Outcome.UNCHANGED, row, row.status)
-        if row.status not in op.allowed_from:
-            return UpdateResult(Outcome.ILLEGAL, row, row.status)
-        return ev.status_changed(row.status, str(op.value))
-    if row.status not in op.allowed_from:
-        return UpdateResult(Outcome.CLOSED, row, row.status)
-    if row.stage == op.value:
-        return UpdateResult(Outcome.UNCHANGED, row, row.status)
-    return ev.stage_changed(row.stage, op.value)

@@ -1,68 +1,106 @@
-"""Turning backend rows and outcome codes into models or exceptions, in one place."""
+"""Backend answers turned into models or exceptions, in one place, one message per condition.
+
+Each ``finish_*`` takes the ``Result`` of one op (and the op) and returns what the Store
+method of that name returns, or raises what the outcome means; ``to_*`` convert rows to the
+public models.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+from typing import Any, NoReturn, TypeVar, cast
 
+from threadkeep._config import Tier
 from threadkeep._exceptions import (
     ConversationClosed,
     ConversationNotFound,
+    CursorExpired,
     IllegalTransition,
     InvalidInput,
     StateConflict,
     TurnInProgress,
 )
-from threadkeep._models import Conversation, Event, Fact, Message, Page
+from threadkeep._models import (
+    Conversation,
+    Counts,
+    Event,
+    Fact,
+    Message,
+    Page,
+    StateSnapshot,
+    SweepReport,
+)
+from threadkeep._rules.cursors import encode_page
+from threadkeep._rules.events import EventKind
 from threadkeep._rules.lifecycle import TRANSITIONS, Status
 from threadkeep._rules.ops import (
-    AppendResult,
-    ConvRow,
+    AppendOp,
+    DeleteOp,
+    ListOp,
+    LoadStateOp,
+    Outcome,
+    ReadOp,
+    Result,
+    SaveStateOp,
+    SweepOp,
+    UpdateOp,
+    WindowOp,
+)
+from threadkeep._rules.rows import (
+    ConversationRow,
     EventRow,
     FactRow,
-    MsgRow,
-    Outcome,
-    StateResult,
-    UpdateResult,
+    MessageRow,
+    StateRow,
+    SweepCounts,
+    TenantCounts,
 )
 from threadkeep._rules.times import from_us
+from threadkeep._serde import load_state
 
 __all__ = [
-    "decode_cursor",
-    "encode_cursor",
     "finish_append",
-    "finish_conversation",
-    "finish_event",
-    "finish_fact",
-    "finish_message",
-    "finish_page",
-    "finish_state",
+    "finish_context",
+    "finish_counts",
+    "finish_create",
+    "finish_delete",
+    "finish_events",
+    "finish_find_open",
+    "finish_get",
+    "finish_lease",
+    "finish_list",
+    "finish_load_state",
+    "finish_messages",
+    "finish_recall",
+    "finish_save_state",
+    "finish_sweep",
     "finish_update",
-    "require",
+    "to_conversation",
+    "to_event",
+    "to_fact",
+    "to_message",
+    "turn_busy",
+    "turn_taken",
 ]
 
+T = TypeVar("T")
 
-def require(row: ConvRow | None, conversation_id: str) -> ConvRow:
-    """Return ``row``, or raise ConversationNotFound when the backend found none.
-
-    Raises:
-        ConversationNotFound: when ``row`` is None.
-    """
-    if row is None:
-        raise ConversationNotFound(conversation_id)
-    return row
+_STATUSES = {s.value: s for s in Status}
+_KINDS = {k.value: k for k in EventKind}
 
 
-def finish_conversation(row: ConvRow) -> Conversation:
-    """Return the public model of a conversation row."""
+# ---- rows to models ---------------------------------------------------------------------
+
+
+def to_conversation(row: ConversationRow, created: bool = False) -> Conversation:
+    """Return the public model of a conversation row (``created``: this call made it)."""
     return Conversation(
         id=row.id,
         tenant=row.tenant,
         contact_id=row.contact_id,
         agent_id=row.agent_id,
         channel=row.channel,
-        status=row.status,
+        status=_STATUSES[row.status],
         stage=row.stage,
         metadata=json.loads(row.metadata_json),
         created_at=from_us(row.created_us),
@@ -70,11 +108,12 @@ def finish_conversation(row: ConvRow) -> Conversation:
         expires_at=None if row.expires_us is None else from_us(row.expires_us),
         message_count=row.message_count,
         state_version=row.state_version,
+        created=created,
     )
 
 
-def finish_message(row: MsgRow) -> Message:
-    """Return the public model of a message row."""
+def to_message(row: MessageRow, replayed: bool = False) -> Message:
+    """Return the public model of a message row (``replayed``: a stored one returned again)."""
     return Message(
         conversation_id=row.conversation_id,
         seq=row.seq,
@@ -83,14 +122,15 @@ def finish_message(row: MsgRow) -> Message:
         created_at=from_us(row.created_us),
         metadata={} if row.metadata_json == "{}" else json.loads(row.metadata_json),
         idempotency_key=row.idempotency_key,
+        replayed=replayed,
     )
 
 
-def finish_event(row: EventRow) -> Event:
+def to_event(row: EventRow) -> Event:
     """Return the public model of an event row."""
     return Event(
         id=row.id,
-        kind=row.kind,
+        kind=_KINDS[row.kind],
         tenant=row.tenant,
         conversation_id=row.conversation_id,
         data=json.loads(row.data_json),
@@ -98,108 +138,228 @@ def finish_event(row: EventRow) -> Event:
     )
 
 
-def finish_fact(row: FactRow) -> Fact:
+def to_fact(row: FactRow) -> Fact:
     """Return the public model of a fact row."""
     return Fact(
         key=row.key,
         value=json.loads(row.value_json),
-        tier=row.tier,
+        tier=cast(Tier, row.tier),
         updated_at=from_us(row.updated_us),
         expires_at=from_us(row.expires_us),
     )
 
 
-def finish_append(result: AppendResult, conversation_id: str) -> Message:
-    """Return the appended (or replayed) message, or raise what the outcome means.
+# ---- the conditions, each raised from one place -----------------------------------------
+
+
+def _not_found(conversation_id: str) -> NoReturn:
+    raise ConversationNotFound(conversation_id)
+
+
+def _found(result: Result[T | None], conversation_id: str) -> T:
+    if result.outcome is Outcome.NOT_FOUND or result.value is None:
+        _not_found(conversation_id)
+    return result.value
+
+
+def _not_kept(conversation_id: str, version: int | None, field: str) -> NoReturn:
+    raise InvalidInput(
+        f"state version {version} of conversation {conversation_id!r} is not kept; "
+        "only the newest versions are kept (Limits.state_versions_kept)",
+        field=field,
+    )
+
+
+def turn_busy(conversation_id: str) -> TurnInProgress:
+    """The error of a turn whose lease another worker still holds at the deadline."""
+    return TurnInProgress(conversation_id)
+
+
+def turn_taken(conversation_id: str) -> TurnInProgress:
+    """The error of a turn whose lease ran out and was taken over; its reply was not stored."""
+    return TurnInProgress(
+        conversation_id,
+        f"the turn lease on conversation {conversation_id!r} ran out and was taken by "
+        "another worker; this reply was not stored",
+    )
+
+
+# ---- one finisher per Store method ------------------------------------------------------
+
+
+def finish_create(result: Result[ConversationRow]) -> Conversation:
+    """start() / resume(): the conversation, ``created`` when this call made it."""
+    return to_conversation(result.value, created=result.outcome is Outcome.CREATED)
+
+
+def finish_get(result: Result[ConversationRow | None], conversation_id: str) -> Conversation:
+    """get().
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+    """
+    return to_conversation(_found(result, conversation_id))
+
+
+def finish_find_open(result: Result[ConversationRow | None]) -> Conversation | None:
+    """find_open(): the open conversation, or None."""
+    return None if result.value is None else to_conversation(result.value)
+
+
+def finish_append(result: Result[MessageRow | None], op: AppendOp) -> Message:
+    """append(): the stored message (the first one, ``replayed``, for a known key).
 
     Raises:
         ConversationNotFound: absent, expired or another tenant's.
         ConversationClosed: the conversation is closed.
         TurnInProgress: the append was fenced by a turn lease that is no longer current.
     """
-    if result.outcome is Outcome.NOT_FOUND:
-        raise ConversationNotFound(conversation_id)
-    if result.outcome is Outcome.CLOSED:
-        raise ConversationClosed(conversation_id)
-    if result.outcome is Outcome.FENCED:
-        raise TurnInProgress(
-            conversation_id,
-            f"the turn lease on conversation {conversation_id!r} ran out and was taken by "
-            "another worker; this reply was not stored",
-        )
-    assert result.message is not None, result
-    return finish_message(result.message)
+    outcome = result.outcome
+    if outcome is Outcome.CLOSED:
+        raise ConversationClosed(op.conversation_id)
+    if outcome is Outcome.FENCED:
+        raise turn_taken(op.conversation_id)
+    return to_message(_found(result, op.conversation_id), outcome is Outcome.DUPLICATE)
 
 
-def finish_update(result: UpdateResult, conversation_id: str, target: str | None) -> Conversation:
-    """Return the updated conversation, or raise what the outcome means.
+def finish_messages(result: Result[list[MessageRow]], op: ReadOp) -> list[Message]:
+    """messages().
 
     Raises:
         ConversationNotFound: absent, expired or another tenant's.
-        ConversationClosed: a stage change on a closed conversation.
+    """
+    if result.outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+    return [to_message(r) for r in result.value]
+
+
+def finish_context(result: Result[list[tuple[str, str]]], op: WindowOp) -> list[dict[str, str]]:
+    """context(): the window as role/content dicts.
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+    """
+    if result.outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+    return [{"role": role, "content": content} for role, content in result.value]
+
+
+def finish_update(result: Result[ConversationRow | None], op: UpdateOp) -> Conversation:
+    """set_status() / set_stage() / close_conversation().
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+        ConversationClosed: a stage change of a closed conversation.
         IllegalTransition: the lifecycle forbids the status change.
     """
-    if result.outcome is Outcome.NOT_FOUND:
-        raise ConversationNotFound(conversation_id)
+    row = _found(result, op.conversation_id)
     if result.outcome is Outcome.CLOSED:
-        raise ConversationClosed(conversation_id)
+        raise ConversationClosed(op.conversation_id)
     if result.outcome is Outcome.ILLEGAL:
-        current = Status(result.current or "")
+        current = _STATUSES[row.status]
         raise IllegalTransition(
-            conversation_id, current.value, str(target), (s.value for s in TRANSITIONS[current])
+            op.conversation_id,
+            current.value,
+            str(op.value),
+            (s.value for s in TRANSITIONS[current]),
         )
-    assert result.row is not None, result
-    return finish_conversation(result.row)
+    return to_conversation(row)
 
 
-def finish_state(result: StateResult, conversation_id: str, expected: int | None) -> int:
-    """Return the saved state version, or raise what the outcome means.
+def finish_save_state(result: Result[int], op: SaveStateOp) -> int:
+    """save_state() / rollback_state(): the new version.
 
     Raises:
         ConversationNotFound: absent, expired or another tenant's.
-        StateConflict: ``expected`` was not the current version.
+        StateConflict: ``expected_version`` was not the current version.
         InvalidInput: a rollback to a version that is not kept.
     """
-    if result.outcome is Outcome.NOT_FOUND:
-        raise ConversationNotFound(conversation_id)
-    if result.outcome is Outcome.CONFLICT:
-        raise StateConflict(conversation_id, expected or 0, result.current)
-    if result.outcome is Outcome.NO_VERSION:
-        raise InvalidInput(
-            f"state version {expected} of conversation {conversation_id!r} is not kept; "
-            f"the current version is {result.current} and only the last versions are kept",
-            field="to_version",
-        )
-    return result.version
+    outcome = result.outcome
+    if outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+    if outcome is Outcome.CONFLICT:
+        raise StateConflict(op.conversation_id, op.expected_version or 0, result.value)
+    if outcome is Outcome.NO_VERSION:
+        _not_kept(op.conversation_id, op.rollback_to, "to_version")
+    return result.value
 
 
-def encode_cursor(row: ConvRow) -> str:
-    """Return the opaque keyset cursor that continues after ``row``."""
-    raw = json.dumps([row.activity_us, row.id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    """Return the (activity_us, id) keyset position of a cursor.
+def finish_load_state(
+    result: Result[StateRow | None], op: LoadStateOp, model: type[T] | None
+) -> StateSnapshot[Any]:
+    """load_state(): the snapshot, as ``model`` when given (version 0: nothing saved).
 
     Raises:
-        InvalidInput: when the cursor was not made by ``encode_cursor``.
+        ConversationNotFound: absent, expired or another tenant's.
+        InvalidInput: that version is not kept, or the state does not fit ``model``.
     """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        activity, conv_id = json.loads(raw)
-        if not isinstance(activity, int) or not isinstance(conv_id, str):
-            raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error):
-        raise InvalidInput(
-            f"cursor {cursor!r} is malformed; pass the next_cursor of a previous page",
-            field="cursor",
-        ) from None
-    return activity, conv_id
+    outcome, row = result
+    if outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+    if outcome is Outcome.NO_VERSION:
+        _not_kept(op.conversation_id, op.version, "version")
+    if row is None:
+        return StateSnapshot(value=None, version=0, saved_at=None)
+    return StateSnapshot(load_state(row.value_json, model), row.version, from_us(row.saved_us))
 
 
-def finish_page(rows: list[ConvRow], limit: int) -> Page[Conversation]:
-    """Return a page of ``limit`` conversations; the backend fetched one more to tell."""
-    items = [finish_conversation(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return Page(items=items, next_cursor=encode_cursor(rows[limit - 1]) if more else None)
+def finish_list(result: Result[list[ConversationRow]], op: ListOp) -> Page[Conversation]:
+    """list(): a page; the backend fetched one row more than ``op.limit`` to tell if one follows."""
+    rows = result.value
+    items = [to_conversation(r) for r in rows[: op.limit]]
+    more = len(rows) > op.limit
+    return Page(items=items, next_cursor=encode_page(rows[op.limit - 1]) if more else None)
+
+
+def finish_counts(result: Result[TenantCounts]) -> Counts:
+    """counts()."""
+    row = result.value
+    return Counts(sum(row.by_status.values()), row.by_status, row.by_stage)
+
+
+def finish_delete(result: Result[None], op: DeleteOp) -> None:
+    """delete().
+
+    Raises:
+        ConversationNotFound: there was no live conversation with that id.
+    """
+    if result.outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+
+
+def finish_sweep(result: Result[SweepCounts], op: SweepOp) -> SweepReport:
+    """sweep()."""
+    row = result.value
+    return SweepReport(row.idled, row.purged, row.facts_purged, op.dry_run)
+
+
+def finish_events(result: Result[list[EventRow]], after: str | None) -> list[Event]:
+    """One read of events() after cursor ``after``.
+
+    Raises:
+        CursorExpired: the cursor fell out of the bounded log.
+    """
+    if result.outcome is Outcome.EXPIRED:
+        raise CursorExpired(str(after))
+    return [to_event(r) for r in result.value]
+
+
+def finish_lease(result: Result[int], conversation_id: str) -> int | None:
+    """One attempt of turn(): the fencing token, or None while another worker holds it.
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+    """
+    if result.outcome is Outcome.NOT_FOUND:
+        _not_found(conversation_id)
+    return result.value if result.outcome is Outcome.OK else None
+
+
+def finish_remember(result: Result[FactRow]) -> Fact:
+    """remember()."""
+    return to_fact(result.value)
+
+
+def finish_recall(result: Result[list[FactRow]]) -> list[Fact]:
+    """recall()."""
+    return [to_fact(r) for r in result.value]

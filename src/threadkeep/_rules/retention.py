@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
-from threadkeep._config import TIERS, Retention
+from threadkeep._config import TIERS, Retention, Tier
 from threadkeep._exceptions import InvalidInput
 from threadkeep._rules.times import span_us
 
-__all__ = ["RetentionUs", "fact_expiry", "is_expired", "retention_us"]
+__all__ = ["RetentionUs", "check_tier", "fact_expiry", "is_expired", "retention_us"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +45,19 @@ def is_expired(expires_at_us: int | None, now_us: int) -> bool:
     return expires_at_us is not None and expires_at_us <= now_us
 
 
-def fact_expiry(tier: str, now_us: int) -> int:
-    """Return when a fact remembered now in ``tier`` is forgotten.
+def check_tier(tier: object) -> Tier:
+    """Return ``tier`` if it is a memory tier.
 
     Raises:
-        InvalidInput: for an unknown tier.
+        InvalidInput: for any other value.
     """
-    try:
-        return now_us + span_us(TIERS[tier])
-    except KeyError:
+    if not isinstance(tier, str) or tier not in TIERS:
         raise InvalidInput(
             f"unknown memory tier {tier!r}; allowed: {', '.join(TIERS)}", field="tier"
-        ) from None
+        )
+    return cast(Tier, tier)
+
+
+def fact_expiry(tier: Tier, now_us: int) -> int:
+    """Return when a fact remembered now in ``tier`` is forgotten."""
+    return now_us + span_us(TIERS[tier])

@@ -32,6 +32,8 @@ class LLMPhraser:
         model: the model to ask.
         timeout: seconds to wait before falling back to the bot's own words.
         max_tokens: the reply's token limit.
+        system: the instructions given to the model.
+        prompt: the request, with ``{said}`` (the last user message) and ``{draft}``.
     """
 
     api_key: str
@@ -39,6 +41,8 @@ class LLMPhraser:
     model: str = _MODEL
     timeout: float = _TIMEOUT
     max_tokens: int = 200
+    system: str = _SYSTEM
+    prompt: str = "The seller said: {said}\n\nReword this reply: {draft}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMPhraser | None:
@@ -94,12 +98,11 @@ class LLMPhraser:
             reply = await client.messages.create(
                 model=self.model,
                 max_tokens=self.max_tokens,
-                system=_SYSTEM,
+                system=self.system,
                 messages=[
                     {
                         "role": "user",
-                        "content": f"The seller said: {last_user_message}\n\n"
-                        f"Reword this reply: {draft}",
+                        "content": self.prompt.format(said=last_user_message, draft=draft),
                     }
                 ],
             )

@@ -20,10 +20,22 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from threadkeep import __version__
 from threadkeep.bot import make_bot
+from threadkeep.playbooks import PlaybookSet
+from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
-from threadkeep.service.routers import chat, conversations, events, health, messages, state
+from threadkeep.service.routers import (
+    chat,
+    conversations,
+    crm,
+    events,
+    guidance,
+    health,
+    messages,
+    playbooks,
+    state,
+)
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.settings import ServiceSettings, get_settings, unknown_variables
 
@@ -91,7 +103,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         The ASGI application (serve it with uvicorn, or ``threadkeep serve``).
 
     Raises:
-        InvalidInput: a bad setting, malformed API keys (or keys file), store URL or bot.
+        InvalidInput: a bad setting, malformed API keys (or keys file), store URL, bot or
+            playbook.
     """
     settings = settings or get_settings()
     _configure_logging(settings.log_level)
@@ -112,6 +125,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             )
         await holder.try_open()
         app.state.store = holder.store
+        outbox = crm.start_outbox(app)
         log.info("serving store %s with the %s bot", holder.redacted, settings.bot)
         restore = _on_stop_signal(app.state.stopping.set)
         try:
@@ -119,6 +133,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             app.state.stopping.set()
             restore()
+            await crm.stop_outbox(app, outbox)
             await holder.aclose()
             app.state.store = None
 
@@ -134,13 +149,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.stores = holder
     app.state.store = None
     app.state.bot = make_bot(settings.bot)
+    app.state.playbooks = PlaybookSet.parse(settings.playbook, settings.playbooks)
+    app.state.guidance_phraser = guidance_phraser()
+    app.state.ghl = crm.setup(app, settings, holder)
     app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
     errors.install(app)
 
     from threadkeep.web.routes import router as web_router
 
     app.include_router(web_router)
-    for module in (chat, conversations, messages, state, events, health):
+    for module in (chat, conversations, messages, state, events, health, playbooks, guidance, crm):
         app.include_router(module.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -7,17 +7,21 @@ workers each worker reports its own numbers, labelled by ``worker`` (its process
 from __future__ import annotations
 
 import contextvars
-import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from threadkeep.backends import AsyncBackend, Op, Result
+
 __all__ = ["Metrics", "TimedBackend", "access_log", "request_info"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 access_log = logging.getLogger("threadkeep.access")
 
@@ -89,31 +93,36 @@ class Metrics:
 
 
 class TimedBackend:
-    """Wraps an AsyncBackend: each call is counted and timed into ``metrics``."""
+    """Wraps an AsyncBackend: each op is counted and timed into ``metrics``, by op name.
 
-    def __init__(self, backend: Any, metrics: Metrics) -> None:
+    Event reads are counted but not timed: they wait for events by design.
+    """
+
+    def __init__(self, backend: AsyncBackend, metrics: Metrics) -> None:
         self._backend = backend
         self._metrics = metrics
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._backend, name)
-        if not callable(method):
-            return method  # type: ignore[no-any-return]
-        metrics = self._metrics
-        timed = name != "read_events"
+    async def execute(self, op: Op[R]) -> Result[R]:
+        """Carry out ``op`` on the wrapped backend, counting and timing it."""
+        return await self._observe(op.name, not op.waits, self._backend.execute(op))
 
-        @functools.wraps(method)
-        async def call(*args: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                result = await method(*args)
-            except BaseException as exc:
-                metrics.observe_store(name, type(exc).__name__, None)
-                raise
-            metrics.observe_store(name, "ok", time.perf_counter() - start if timed else None)
-            return result
+    async def ping(self) -> None:
+        """See AsyncBackend.ping."""
+        await self._observe("ping", True, self._backend.ping())
 
-        return call
+    async def close(self) -> None:
+        """See AsyncBackend.close."""
+        await self._backend.close()
+
+    async def _observe(self, name: str, timed: bool, call: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        try:
+            result = await call
+        except BaseException as exc:
+            self._metrics.observe_store(name, type(exc).__name__, None)
+            raise
+        self._metrics.observe_store(name, "ok", time.perf_counter() - start if timed else None)
+        return result
 
 
 def log_request(fields: dict[str, Any]) -> None:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
-from threadkeep._config import Limits, Retention
-from threadkeep._exceptions import BackendError
-from threadkeep._store import AsyncStore
-from threadkeep._url import StoreURL
-from threadkeep.backends import load_async
-from threadkeep.backends._protocol import AsyncBackend
+import threadkeep
+from threadkeep import AsyncStore, BackendError, Limits, Retention
+from threadkeep.backends import AsyncBackend
 from threadkeep.service.observe import Metrics, TimedBackend
 
 __all__ = ["StoreHolder"]
@@ -36,7 +32,7 @@ class StoreHolder:
         self.url = url
         self.limits = limits
         self.retention = retention
-        self.redacted = StoreURL.parse(url).redacted()
+        self.redacted = threadkeep.redact_url(url)
         self._metrics = metrics
         self._store: AsyncStore | None = None
         self._lock = asyncio.Lock()
@@ -57,14 +53,14 @@ class StoreHolder:
             return self._store
         async with self._lock:
             if self._store is None:
-                parsed = StoreURL.parse(self.url)
-                backend = await asyncio.to_thread(load_async, parsed)
-                timed = cast(AsyncBackend, TimedBackend(backend, self._metrics))
-                self._store = AsyncStore(
-                    timed, url=parsed.redacted(), limits=self.limits, retention=self.retention
+                self._store = await threadkeep.open_async(
+                    self.url, limits=self.limits, retention=self.retention, instrument=self._timed
                 )
                 log.info("store %s opened", self.redacted)
             return self._store
+
+    def _timed(self, backend: AsyncBackend) -> AsyncBackend:
+        return TimedBackend(backend, self._metrics)
 
     async def try_open(self) -> None:
         """Open the store now if it can be reached; log a warning if not."""

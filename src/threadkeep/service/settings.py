@@ -74,6 +74,25 @@ class ServiceSettings(BaseSettings):
             a visitor token scoped to that one conversation.
         visitor_secret: signs visitor tokens; unset, one is kept in the store (so every
             worker and every restart accepts the same tokens).
+        playbook: the default playbook: a shipped name (``seller``, ``realtor``) or a file.
+        playbooks: tenants with their own playbook, ``tenant:name-or-path`` pairs.
+        ghl_locations: GoHighLevel ``locationId:tenant`` pairs; none: GoHighLevel is off (404).
+        ghl_public_key: PEM text or file of the webhook Ed25519 key(s); empty: GoHighLevel's
+            published key.
+        ghl_rsa_public_key: PEM text or file of the legacy ``X-WH-Signature`` RSA key
+            (``published``: GoHighLevel's); empty: the legacy header is refused.
+        ghl_max_age: seconds a webhook's timestamp may be from now.
+        ghl_token: a Private Integration (or access) token for the outbox.
+        ghl_client_id: OAuth client id (with the secret and a refresh token instead of a token).
+        ghl_client_secret: OAuth client secret.
+        ghl_refresh_token: OAuth refresh token.
+        ghl_api_url: the REST API's base URL.
+        ghl_version: the ``Version`` header of the contacts and opportunities calls.
+        ghl_map: the map file (YAML or JSON): state fields, pipeline stages, tags, facts.
+        ghl_rate_limit: requests per ``ghl_rate_window`` seconds per location.
+        ghl_rate_window: the rate limit's window in seconds.
+        ghl_retry: seconds between outbox passes while GoHighLevel is unavailable.
+        ghl_sync_tenant: the tenant where the sync keeps its records (never give it a key).
     """
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
@@ -98,6 +117,23 @@ class ServiceSettings(BaseSettings):
     window: int = Field(default=DEFAULT_RETENTION.window, ge=1, le=1000)
     public_chat: bool = False
     visitor_secret: str = Field(default="", repr=False)
+    playbook: str = "seller"
+    playbooks: str = ""
+    ghl_locations: str = ""
+    ghl_public_key: str = ""
+    ghl_rsa_public_key: str = ""
+    ghl_max_age: float = Field(default=300.0, gt=0)
+    ghl_token: str = Field(default="", repr=False)
+    ghl_client_id: str = ""
+    ghl_client_secret: str = Field(default="", repr=False)
+    ghl_refresh_token: str = Field(default="", repr=False)
+    ghl_api_url: str = "https://services.leadconnectorhq.com"
+    ghl_version: str = "2021-07-28"
+    ghl_map: Path | None = None
+    ghl_rate_limit: int = Field(default=100, ge=1)
+    ghl_rate_window: float = Field(default=10.0, gt=0)
+    ghl_retry: float = Field(default=5.0, gt=0)
+    ghl_sync_tenant: str = "ghl-sync"
 
     @field_validator("ttl", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Connection settings and the retry policy shared by the sync and async drivers.
+"""Connection options, the retry policy and migrations, shared by the sync and async drivers.
 
 Lost connections (``psycopg.OperationalError``, pool time-outs included) are retried with
 exponential backoff and jitter within the call's deadline, then raised as BackendUnavailable
@@ -10,8 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
-import uuid
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -19,14 +18,17 @@ import psycopg_pool
 
 from threadkeep._exceptions import BackendError, BackendUnavailable
 from threadkeep._url import StoreURL
+from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 
-__all__ = ["Attempts", "Settings", "lost_connection", "retry_key"]
+__all__ = ["Attempts", "ConnectionOptions", "lost_connection", "migrate", "pump"]
+
+T = TypeVar("T")
 
 _BASE = 0.05
 _CAP = 1.0
 
 
-class Settings:
+class ConnectionOptions:
     """What a driver needs from a ``postgresql://`` URL."""
 
     def __init__(self, url: StoreURL) -> None:
@@ -49,6 +51,18 @@ class Settings:
             "connect_timeout": max(2, round(self.timeout)),
         }
 
+    def pool_kwargs(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of a connection pool (sync or async) named ``name-<schema>``."""
+        return {
+            "min_size": 1,
+            "max_size": self.pool_size,
+            "kwargs": self.kwargs,
+            "timeout": self.timeout,
+            "reconnect_timeout": self.reconnect_timeout,
+            "open": False,
+            "name": f"{name}-{self.schema}",
+        }
+
 
 def lost_connection(exc: Exception) -> bool:
     """Return whether ``exc`` is a lost or refused connection (no server error code)."""
@@ -59,17 +73,12 @@ def lost_connection(exc: Exception) -> bool:
     )
 
 
-def retry_key() -> str:
-    """Return a fresh internal idempotency key for one append call."""
-    return "\x1f" + uuid.uuid4().hex
-
-
 class Attempts:
     """The attempts of one call: how long to pause before the next one, or give up."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.deadline = time.monotonic() + settings.timeout
+    def __init__(self, options: ConnectionOptions) -> None:
+        self.options = options
+        self.deadline = time.monotonic() + options.timeout
         self.failures = 0
 
     def remaining(self) -> float:
@@ -87,7 +96,7 @@ class Attempts:
             self.fail(exc)
         self.failures += 1
         left = self.deadline - time.monotonic()
-        if self.failures > self.settings.retries or left <= 0:
+        if self.failures > self.options.retries or left <= 0:
             self.fail(exc)
         delay = min(_CAP, _BASE * 2 ** (self.failures - 1))
         return min(left, random.uniform(delay / 2, delay))
@@ -96,5 +105,42 @@ class Attempts:
         """Raise the threadkeep error for ``exc``."""
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, psycopg.OperationalError):
-            raise BackendUnavailable("postgresql", self.settings.host, cause) from exc
-        raise BackendError(f"postgresql at {self.settings.host} failed: {cause}") from exc
+            raise BackendUnavailable("postgresql", self.options.host, cause) from exc
+        raise BackendError(f"postgresql at {self.options.host} failed: {cause}") from exc
+
+
+def pump(conn: psycopg.Connection[Any], flow: Flow[T]) -> T:
+    """Run ``flow`` on ``conn`` (results in binary format: less to parse); the caller commits."""
+    with conn.cursor() as cur:
+        rows: Any = None
+        try:
+            while True:
+                query, params = flow.send(rows)
+                if query == COMMIT[0]:
+                    conn.commit()
+                    rows = []
+                    continue
+                cur.execute(query, params or None, binary=bool(params))
+                rows = cur.fetchall() if cur.description is not None else []
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+
+def migrate(options: ConnectionOptions) -> int:
+    """Create the schema if absent and apply missing migrations; return how many ran.
+
+    Both drivers migrate this way, on a connection of its own, when a store is opened.
+
+    Raises:
+        BackendUnavailable: the server cannot be reached within the timeout.
+    """
+    attempts = Attempts(options)
+    while True:
+        try:
+            with psycopg.connect(
+                options.conninfo, connect_timeout=options.kwargs["connect_timeout"]
+            ) as conn:
+                return pump(conn, Flows.migrate(options.schema))
+        except psycopg.Error as exc:
+            time.sleep(attempts.pause(exc))

@@ -1,44 +1,81 @@
 """Every operation of the PostgreSQL backend, once, as a generator of SQL steps.
 
 A flow yields ``(sql, params)`` and receives the rows the statement returned (``[]`` when it
-returns none); it yields ``COMMIT`` to end a bounded transaction (sweep). The drivers in
-``sync`` and ``aio`` run each flow inside one transaction and commit when it returns.
+returns none); it yields ``COMMIT`` to end a bounded transaction (sweep). Its return value is
+the op's ``Result``. ``Flows.call(op)`` says how to run one: the flow of each attempt, and
+whether it only reads or may not be resent after a commit of unknown outcome. The drivers in
+``sync`` and ``aio`` run each attempt in one transaction and commit when it returns. The SQL is
+in ``_schema``; the verdicts come from ``threadkeep._rules.decide``.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
-from collections.abc import Generator
-from typing import Any, Final, TypeVar
+import uuid
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar, cast
 
-from threadkeep._rules import events as ev, ops
+from threadkeep._rules import decide, events as ev, lifecycle, ops
+from threadkeep._rules.events import NewEvent
+from threadkeep._rules.ops import Outcome, Result
 from threadkeep._rules.retention import is_expired
-from threadkeep.backends.memory import parse_event_cursor
-from threadkeep.backends.postgres import _schema as S
+from threadkeep._rules.rows import (
+    ConversationRow,
+    EventRow,
+    FactRow,
+    MessageRow,
+    StateRow,
+    SweepCounts,
+    TenantCounts,
+)
+from threadkeep.backends import _common
+from threadkeep.backends.postgres import _schema as schema
 
-__all__ = ["COMMIT", "Flow", "Flows"]
+__all__ = ["COMMIT", "Run", "Flow", "Flows"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 Step = tuple[str, dict[str, Any]]
 COMMIT: Final[Step] = ("", {})
 Flow = Generator[Step, list[tuple[Any, ...]], T]
+_OK = Outcome.OK
 
 #: Sweep erases at most this many messages per expired conversation of a batch in one
 #: transaction (then commits and goes on), so a long history never makes one huge delete.
 MESSAGES_PER_CONVERSATION: Final = 20
 
+#: Ops that only read: run in autocommit, nothing to commit.
+_READS: Final = frozenset(
+    {
+        ops.GetOp,
+        ops.FindOpenOp,
+        ops.ReadOp,
+        ops.WindowOp,
+        ops.LoadStateOp,
+        ops.ListOp,
+        ops.CountsOp,
+        ops.EventsOp,
+        ops.RecallOp,
+    }
+)
+#: Ops not sent again when the connection is lost while committing (the outcome is unknown
+#: and a resend could conflict with itself, report "not found", or find its own lease busy).
+_ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp})
 
-def _live(row: ops.ConvRow | None, tenant: str | None, now_us: int) -> ops.ConvRow | None:
-    if row is None or is_expired(row.expires_us, now_us):
-        return None
-    if tenant is not None and row.tenant != tenant:
-        return None
-    return row
+
+def _route(op_type: type[ops.Op[R]], flow: Callable[[Any], Flow[Result[R]]]) -> tuple[Any, Any]:
+    """Pair an op type with its flow (mypy checks the flow's result type)."""
+    return op_type, flow
 
 
-def _event_row(row: tuple[Any, ...]) -> ops.EventRow:
-    return ops.EventRow(str(row[0]), row[1], row[2], row[3], row[4], row[5])
+@dataclass(frozen=True, slots=True)
+class Run(Generic[T]):
+    """How to run one op: ``attempt(n)`` makes the flow of the n-th attempt (1, 2 …)."""
+
+    attempt: Callable[[int], Flow[T]]
+    read: bool
+    once: bool
 
 
 class Flows:
@@ -47,29 +84,63 @@ class Flows:
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self.events_lock = "threadkeep:events:" + channel
+        self._routes: dict[type[Any], _common.Handler] = dict(
+            (
+                _route(ops.StartOp, self._create),
+                _route(ops.GetOp, self._get),
+                _route(ops.FindOpenOp, self._find_open),
+                _route(ops.ReadOp, self._read),
+                _route(ops.WindowOp, self._window),
+                _route(ops.UpdateOp, self._update),
+                _route(ops.SaveStateOp, self._save_state),
+                _route(ops.LoadStateOp, self._load_state),
+                _route(ops.ListOp, self._list),
+                _route(ops.CountsOp, self._counts),
+                _route(ops.DeleteOp, self._delete),
+                _route(ops.DeleteContactOp, self._delete_contact),
+                _route(ops.SweepOp, self._sweep),
+                _route(ops.EventsOp, self.read_events),
+                _route(ops.LeaseOp, self._lease),
+                _route(ops.ReleaseOp, self._release),
+                _route(ops.RememberOp, self._remember),
+                _route(ops.RecallOp, self._recall),
+            )
+        )
+
+    def call(self, op: ops.Op[R]) -> Run[Result[R]]:
+        """Return how to run ``op``.
+
+        An append carries an internal idempotency key (stored with the message when the
+        caller gave none) and looks it up when resent, so a resend after a lost commit
+        acknowledgement is harmless.
+        """
+        kind = type(op)
+        if isinstance(op, ops.AppendOp):
+            key = schema.INTERNAL_KEY + uuid.uuid4().hex
+            attempt = cast(
+                Callable[[int], Flow[Result[R]]],
+                lambda n: self._append(op, key, resent=n > 1),
+            )
+        else:
+            make = cast(Callable[[ops.Op[R]], Flow[Result[R]]], self._routes[kind])
+            attempt = lambda n: make(op)  # noqa: E731
+        return Run(attempt, read=kind in _READS, once=kind in _ONCE)
 
     # ---- shared steps --------------------------------------------------------------------
 
-    def _lock(self, conversation_id: str) -> Flow[tuple[ops.ConvRow, int, int] | None]:
-        rows = yield S.LOCK_CONV, {"id": conversation_id}
+    def _lock(self, conversation_id: str) -> Flow[tuple[ConversationRow | None, tuple[int, int]]]:
+        """The conversation, locked, and its lease (token, until µs)."""
+        rows = yield schema.LOCK_CONVERSATION, {"id": conversation_id}
         if not rows:
-            return None
-        return S.decode_conv(rows[0][:19]), rows[0][19], rows[0][20]
-
-    def _save(self, row: ops.ConvRow) -> Flow[None]:
-        yield S.UPDATE_CONV, S.conv_params(row)
+            return None, (0, 0)
+        return schema.decode_conversation(rows[0]), (rows[0][19], rows[0][20])
 
     def _emit(
-        self,
-        tenant: str,
-        conversation_id: str,
-        at_us: int,
-        event: tuple[str, dict[str, object]],
-        keep: int,
+        self, tenant: str, conversation_id: str, at_us: int, event: NewEvent, keep: int
     ) -> Flow[None]:
         kind, data = event
         yield (
-            S.EMIT,
+            schema.EMIT,
             {
                 "kind": kind,
                 "tenant": tenant,
@@ -82,9 +153,18 @@ class Flows:
             },
         )
 
-    def _erase(self, ids: builtins.list[str]) -> Flow[None]:
-        for sql in S.ERASE:
+    def _erase(self, ids: list[str]) -> Flow[None]:
+        for sql in schema.ERASE:
             yield sql, {"ids": ids}
+
+    def _open_one(
+        self, tenant: str, contact_id: str, statuses: tuple[str, ...], now_us: int
+    ) -> Flow[ConversationRow | None]:
+        rows = yield (
+            schema.FIND_OPEN,
+            {"tenant": tenant, "contact_id": contact_id, "statuses": list(statuses), "now": now_us},
+        )
+        return schema.decode_conversation(rows[0]) if rows else None
 
     # ---- operations ----------------------------------------------------------------------
 
@@ -92,289 +172,205 @@ class Flows:
         """Check the server answers."""
         yield "SELECT 1", {}
 
-    def create(self, op: ops.StartOp) -> Flow[tuple[ops.Outcome, ops.ConvRow]]:
-        """See Backend.create."""
+    def _create(self, op: ops.StartOp) -> Flow[Result[ConversationRow]]:
         row = op.row
+        open_one = None
         if op.resume:
-            yield (
-                "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))",
-                {"k": f"threadkeep:open:{row.tenant}\x1f{row.contact_id}"},
+            key = f"threadkeep:open:{row.tenant}\x1f{row.contact_id}"
+            yield schema.LOCK_CONTACT, {"k": key}
+            open_one = yield from self._open_one(
+                row.tenant, row.contact_id, op.open_statuses, row.created_us
             )
-            found = yield from self.find_open(
-                ops.FindOpenOp(row.tenant, row.contact_id, op.open_statuses, row.created_us)
-            )
-            if found is not None:
-                return ops.Outcome.EXISTING, found
-        inserted = yield S.INSERT_CONV, S.conv_params(row)
-        if not inserted:  # a resend whose first try committed (with its event)
-            return ops.Outcome.CREATED, row
-        yield from self._emit(
-            row.tenant,
-            row.id,
-            row.activity_us,
-            ev.started(row.contact_id, row.status, row.stage),
-            op.events_kept,
-        )
-        return ops.Outcome.CREATED, row
-
-    def get(self, op: ops.GetOp) -> Flow[ops.ConvRow | None]:
-        """See Backend.get."""
-        rows = yield S.GET_CONV, {"id": op.conversation_id, "now": op.now_us}
-        return _live(S.decode_conv(rows[0]) if rows else None, op.tenant, op.now_us)
-
-    def find_open(self, op: ops.FindOpenOp) -> Flow[ops.ConvRow | None]:
-        """See Backend.find_open."""
-        rows = yield (
-            S.FIND_OPEN,
-            {
-                "tenant": op.tenant,
-                "contact_id": op.contact_id,
-                "statuses": list(op.open_statuses),
-                "now": op.now_us,
-            },
-        )
-        return S.decode_conv(rows[0]) if rows else None
-
-    def append(
-        self, op: ops.AppendOp, retry_key: str | None = None, resent: bool = False
-    ) -> Flow[ops.AppendResult]:
-        """See Backend.append.
-
-        ``retry_key`` is stored with the message when the caller gave no key, and looked up
-        when ``resent``, so a resend after a lost commit acknowledgement is harmless.
-        """
-        locked = yield from self._lock(op.conversation_id)
-        row = _live(locked[0] if locked else None, op.tenant, op.now_us)
-        if locked is None or row is None:
-            return ops.AppendResult(ops.Outcome.NOT_FOUND)
-        key = op.idempotency_key if op.idempotency_key is not None else retry_key
-        if key is not None and (op.idempotency_key is not None or resent):
-            found = yield S.FIND_KEY, {"id": row.id, "key": key}
-            if found:
-                stored = S.decode_msg(found[0])
-                if op.idempotency_key is None:  # our own earlier attempt did commit
-                    return ops.AppendResult(ops.Outcome.OK, stored)
-                return ops.AppendResult(ops.Outcome.DUPLICATE, stored)
-        if row.status not in op.on_message:
-            return ops.AppendResult(ops.Outcome.CLOSED)
-        if op.fence is not None:
-            _, token, until = locked
-            if token != op.fence or until <= op.now_us:
-                return ops.AppendResult(ops.Outcome.FENCED)
-        seq = row.last_seq + 1
-        count = row.message_count + 1
-        limit = row.retention.max_messages
-        if limit is not None and count > limit:
-            yield S.TRIM_MSGS, {"id": row.id, "floor": seq - limit}
-            count = limit
-        status = op.on_message[row.status]
-        new = ops.touch(row, op.now_us, status=status, last_seq=seq, message_count=count)
-        yield (
-            S.INSERT_MSG,
-            {
-                "id": row.id,
-                "seq": seq,
-                "role": op.role,
-                "content": S.encode_content(op.content),
-                "now": op.now_us,
-                "metadata_json": op.metadata_json,
-                "key": key,
-                "status": status,
-                "expires_us": new.expires_us,
-                "idle_us": new.idle_us,
-                "count": count,
-            },
-        )
-        yield from self._emit(
-            new.tenant, new.id, op.now_us, ev.message_appended(seq, op.role), op.events_kept
-        )
-        if status != row.status:
+        verdict = decide.create(op, open_one)
+        if isinstance(verdict, Result):
+            return verdict
+        inserted = yield schema.INSERT_CONVERSATION, schema.encode_conversation(row)
+        if inserted:  # else a resend whose first try committed (with its event)
             yield from self._emit(
-                new.tenant,
-                new.id,
-                op.now_us,
-                ev.status_changed(row.status, status),
-                op.events_kept,
+                row.tenant, row.id, row.activity_us, verdict.event, op.events_kept
             )
-        msg = ops.MsgRow(
-            row.id, seq, op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key
-        )
-        return ops.AppendResult(ops.Outcome.OK, msg)
+        return verdict.result()
 
-    def read_messages(self, op: ops.ReadOp) -> Flow[builtins.list[ops.MsgRow] | None]:
-        """See Backend.read_messages."""
-        if op.window or op.last is not None:
+    def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:
+        rows = yield schema.GET_CONVERSATION, {"id": op.conversation_id, "now": op.now_us}
+        found = schema.decode_conversation(rows[0]) if rows else None
+        row = decide.visible(found, op.tenant, op.now_us)
+        return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
+
+    def _find_open(self, op: ops.FindOpenOp) -> Flow[Result[ConversationRow | None]]:
+        found = yield from self._open_one(op.tenant, op.contact_id, op.open_statuses, op.now_us)
+        return Result(_OK, found)
+
+    def _append(
+        self, op: ops.AppendOp, retry_key: str, resent: bool
+    ) -> Flow[Result[MessageRow | None]]:
+        row, lease = yield from self._lock(op.conversation_id)
+        visible = decide.visible(row, op.tenant, op.now_us)
+        if visible is not None and resent and op.idempotency_key is None:
+            found = yield schema.FIND_KEY, {"id": visible.id, "key": retry_key}
+            if found:  # our own earlier attempt did commit
+                return Result(_OK, schema.decode_message(found[0]))
+        stored = None
+        if visible is not None and op.idempotency_key is not None:
+            found = yield schema.FIND_KEY, {"id": visible.id, "key": op.idempotency_key}
+            stored = schema.decode_message(found[0]) if found else None
+        verdict = decide.append(row, op, stored, lease)
+        if isinstance(verdict, Result):
+            return verdict
+        m = verdict.message
+        if verdict.trim_to is not None:
+            yield schema.TRIM_MESSAGES, {"id": m.conversation_id, "floor": verdict.trim_to}
+        yield (
+            schema.INSERT_MESSAGE,
+            {
+                "id": m.conversation_id,
+                "seq": m.seq,
+                "role": m.role,
+                "content": schema.encode_content(m.content),
+                "now": m.created_us,
+                "metadata_json": m.metadata_json,
+                "key": op.idempotency_key if op.idempotency_key is not None else retry_key,
+                "status": verdict.status,
+                "expires_us": verdict.expires_us,
+                "idle_us": verdict.idle_us,
+                "count": verdict.message_count,
+            },
+        )
+        tenant = cast(ConversationRow, row).tenant
+        for event in verdict.events:
+            yield from self._emit(tenant, m.conversation_id, op.now_us, event, op.events_kept)
+        return verdict.result()
+
+    def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
+        if op.last is not None:
             rows = yield (
-                S.WINDOW,
-                {
-                    "id": op.conversation_id,
-                    "n": None if op.window else max(0, op.last or 0),
-                    "now": op.now_us,
-                    "tenant": op.tenant,
-                },
+                schema.WINDOW,
+                {"id": op.conversation_id, "n": op.last, "now": op.now_us, "tenant": op.tenant},
             )
             if not rows:
-                return None
-            return [S.decode_msg(r) for r in reversed(rows) if r[1] is not None]
-        row = yield from self.get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
-        if row is None:
-            return None
-        rows = yield S.AFTER, {"id": row.id, "after": op.after or 0, "n": op.limit}
-        return [S.decode_msg(r) for r in rows]
-
-    def update(self, op: ops.UpdateOp) -> Flow[ops.UpdateResult]:
-        """See Backend.update."""
-        locked = yield from self._lock(op.conversation_id)
-        row = _live(locked[0] if locked else None, op.tenant, op.now_us)
-        if row is None:
-            return ops.UpdateResult(ops.Outcome.NOT_FOUND)
-        event = ops.decide_update(row, op)
-        if isinstance(event, ops.UpdateResult):
-            return event
-        new = ops.touch(row, op.now_us, **{op.field: op.value})
-        yield from self._save(new)
-        yield from self._emit(new.tenant, new.id, op.now_us, event, op.events_kept)
-        return ops.UpdateResult(ops.Outcome.OK, new, row.status)
-
-    def save_state(self, op: ops.SaveStateOp) -> Flow[ops.StateResult]:
-        """See Backend.save_state."""
-        locked = yield from self._lock(op.conversation_id)
-        row = _live(locked[0] if locked else None, op.tenant, op.now_us)
-        if row is None:
-            return ops.StateResult(ops.Outcome.NOT_FOUND)
-        current = row.state_version
-        if op.expected_version is not None and op.expected_version != current:
-            return ops.StateResult(ops.Outcome.CONFLICT, current=current)
-        value = op.value_json
-        if op.rollback_to is not None:
-            old = yield (
-                "SELECT value_json FROM states WHERE conversation_id = %(id)s AND version = %(v)s",
-                {"id": row.id, "v": op.rollback_to},
+                return Result(Outcome.NOT_FOUND, [])
+            return Result(
+                _OK, [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
             )
-            if not old:
-                return ops.StateResult(ops.Outcome.NO_VERSION, current=current)
-            value = old[0][0]
-        version = current + 1
+        found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
+        if found.value is None:
+            return Result(Outcome.NOT_FOUND, [])
+        rows = yield schema.AFTER, {"id": op.conversation_id, "after": op.after, "n": op.limit}
+        return Result(_OK, [schema.decode_message(r) for r in rows])
+
+    def _window(self, op: ops.WindowOp) -> Flow[Result[list[tuple[str, str]]]]:
+        rows = yield (
+            schema.WINDOW,
+            {"id": op.conversation_id, "n": None, "now": op.now_us, "tenant": op.tenant},
+        )
+        if not rows:
+            return Result(Outcome.NOT_FOUND, [])
+        messages = [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
+        return Result(_OK, [(m.role, m.content) for m in messages])
+
+    def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:
+        locked, _ = yield from self._lock(op.conversation_id)
+        verdict = decide.update(locked, op)
+        if isinstance(verdict, Result):
+            return verdict
+        row = verdict.row
+        yield schema.UPDATE_CONVERSATION, schema.encode_conversation(row)
+        yield from self._emit(row.tenant, row.id, op.now_us, verdict.event, op.events_kept)
+        return verdict.result()
+
+    def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
+        row, _ = yield from self._lock(op.conversation_id)
+        old = None
+        if op.rollback_to is not None and row is not None:
+            found = yield schema.SELECT_STATE, {"id": row.id, "v": op.rollback_to}
+            old = str(found[0][1]) if found else None
+        verdict = decide.save_state(row, op, old)
+        if isinstance(verdict, Result):
+            return verdict
+        cid, tenant = op.conversation_id, cast(ConversationRow, row).tenant
         yield (
-            "INSERT INTO states VALUES (%(id)s, %(v)s, %(value)s, %(now)s)",
-            {"id": row.id, "v": version, "value": value, "now": op.now_us},
+            schema.INSERT_STATE,
+            {"id": cid, "v": verdict.version, "value": verdict.value_json, "now": op.now_us},
         )
+        yield schema.TRIM_STATES, {"id": cid, "floor": verdict.trim_to}
         yield (
-            "DELETE FROM states WHERE conversation_id = %(id)s AND version <= %(floor)s",
-            {"id": row.id, "floor": version - op.keep},
+            schema.UPDATE_SAVED,
+            {
+                "id": cid,
+                "v": verdict.version,
+                "now": verdict.activity_us,
+                "expires_us": verdict.expires_us,
+                "idle_us": verdict.idle_us,
+            },
         )
-        new = ops.touch(row, op.now_us, state_version=version)
-        yield from self._save(new)
-        yield from self._emit(
-            new.tenant, new.id, op.now_us, ev.state_saved(version), op.events_kept
-        )
-        return ops.StateResult(ops.Outcome.OK, version=version, saved_us=op.now_us, current=version)
+        yield from self._emit(tenant, cid, op.now_us, verdict.event, op.events_kept)
+        return verdict.result()
 
-    def load_state(self, op: ops.LoadStateOp) -> Flow[tuple[ops.Outcome, ops.StateRow | None]]:
-        """See Backend.load_state."""
-        row = yield from self.get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
-        if row is None:
-            return ops.Outcome.NOT_FOUND, None
-        rows = yield (
-            "SELECT version, value_json, saved_us FROM states WHERE conversation_id = %(id)s "
-            "AND (%(v)s::integer IS NULL OR version = %(v)s) ORDER BY version DESC LIMIT 1",
-            {"id": row.id, "v": op.version},
-        )
-        found = ops.StateRow(*rows[0]) if rows else None
-        if op.version is not None and found is None:
-            return ops.Outcome.NO_VERSION, None
-        return ops.Outcome.OK, found
+    def _load_state(self, op: ops.LoadStateOp) -> Flow[Result[StateRow | None]]:
+        found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
+        if found.value is None:
+            return Result(Outcome.NOT_FOUND, None)
+        rows = yield schema.LOAD_STATE, {"id": op.conversation_id, "v": op.version}
+        state = schema.decode_state(rows[0]) if rows else None
+        if op.version is not None and state is None:
+            return Result(Outcome.NO_VERSION, None)
+        return Result(_OK, state)
 
-    def list(self, op: ops.ListOp) -> Flow[builtins.list[ops.ConvRow]]:
-        """See Backend.list."""
-        where = ["tenant = %(tenant)s", S.LIVE]
-        params: dict[str, Any] = {"tenant": op.tenant, "now": op.now_us, "n": op.limit + 1}
-        for name in ("status", "stage", "agent_id", "contact_id"):
-            value = getattr(op, name)
-            if value is not None:
-                where.append(f"{name} = %({name})s")
-                params[name] = value
-        if op.cursor is not None:
-            where.append("(activity_us, id) < (%(c_at)s, %(c_id)s)")
-            params["c_at"], params["c_id"] = op.cursor
-        rows = yield (
-            f"SELECT {S.CONV_COLS} FROM conversations WHERE {' AND '.join(where)} "
-            "ORDER BY activity_us DESC, id DESC LIMIT %(n)s",
-            params,
-        )
-        return [S.decode_conv(r) for r in rows]
+    def _list(self, op: ops.ListOp) -> Flow[Result[list[ConversationRow]]]:
+        where, params = _common.list_filters(op, lambda name: f"%({name})s")
+        where = ["tenant = %(tenant)s", schema.LIVE, *where]
+        params.update(tenant=op.tenant, now=op.now_us, n=op.limit + 1)
+        rows = yield schema.LIST.format(where=" AND ".join(where)), params
+        return Result(_OK, [schema.decode_conversation(r) for r in rows])
 
-    def counts(self, op: ops.CountsOp) -> Flow[ops.CountsRow]:
-        """See Backend.counts."""
-        rows = yield (
-            "SELECT status, stage, count(*) FROM conversations "
-            f"WHERE tenant = %(tenant)s AND {S.LIVE} GROUP BY status, stage",
-            {"tenant": op.tenant, "now": op.now_us},
-        )
+    def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
+        rows = yield schema.COUNTS, {"tenant": op.tenant, "now": op.now_us}
         by_status: dict[str, int] = {}
         by_stage: dict[str, int] = {}
         for status, stage, n in rows:
             by_status[status] = by_status.get(status, 0) + n
             if stage is not None:
                 by_stage[stage] = by_stage.get(stage, 0) + n
-        return ops.CountsRow(by_status, by_stage)
+        return Result(_OK, TenantCounts(by_status, by_stage))
 
-    def delete(self, op: ops.DeleteOp) -> Flow[bool]:
-        """See Backend.delete."""
-        locked = yield from self._lock(op.conversation_id)
-        if locked is None or (op.tenant is not None and locked[0].tenant != op.tenant):
-            return False
-        row = locked[0]
+    def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:
+        row, _ = yield from self._lock(op.conversation_id)
+        if row is None or not decide.erasable(row, op.tenant):
+            return Result(Outcome.NOT_FOUND, None)
         yield from self._erase([row.id])
         yield from self._emit(row.tenant, row.id, op.now_us, ev.deleted(), op.events_kept)
-        return not is_expired(row.expires_us, op.now_us)
+        return decide.erased(row, op.now_us)
 
-    def delete_contact(self, op: ops.DeleteContactOp) -> Flow[int]:
-        """See Backend.delete_contact."""
-        rows = yield (
-            "SELECT id, expires_us FROM conversations WHERE tenant = %(tenant)s "
-            "AND contact_id = %(contact)s ORDER BY id FOR UPDATE",
-            {"tenant": op.tenant, "contact": op.contact_id},
-        )
+    def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[int]]:
+        contact = {"tenant": op.tenant, "contact": op.contact_id}
+        rows = yield schema.LOCK_CONTACT_CONVERSATIONS, contact
         ids = [r[0] for r in rows]
-        yield (
-            "DELETE FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s",
-            {"tenant": op.tenant, "contact": op.contact_id},
-        )
+        yield schema.FORGET_CONTACT, contact
         if ids:
             yield from self._erase(ids)
             for cid in ids:  # events last: nothing waits on a lock while holding the log's
                 yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept)
-        return sum(not is_expired(r[1], op.now_us) for r in rows)
+        return Result(_OK, sum(not is_expired(r[1], op.now_us) for r in rows))
 
-    def sweep(self, op: ops.SweepOp) -> Flow[ops.SweepRow]:
-        """See Backend.sweep: bounded transactions of at most ``op.batch`` rows each."""
+    def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
+        """Bounded transactions of at most ``op.batch`` rows each."""
         now = {"now": op.now_us}
-        idle_where = f"status = ANY(%(from)s) AND idle_us <= %(now)s AND {S.LIVE}"
-        idle_params = {**now, "from": list(op.idle_from)}
+        due = {**now, "from": list(op.idle_from)}
         if op.dry_run:
-            rows = yield (
-                "SELECT (SELECT count(*) FROM conversations WHERE expires_us <= %(now)s), "
-                f"(SELECT count(*) FROM conversations WHERE {idle_where}), "
-                "(SELECT count(*) FROM facts WHERE expires_us <= %(now)s)",
-                idle_params,
-            )
-            return ops.SweepRow(idled=rows[0][1], purged=rows[0][0], facts_purged=rows[0][2])
+            rows = yield schema.COUNT_DUE, due
+            purged, idled, facts = rows[0]
+            return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
         batch = max(1, op.batch)
         purged = idled = facts = 0
         while True:
             # Expired rows are invisible already; erase them a bounded bite at a time: at most
             # ``batch`` conversations and ``batch * MESSAGES_PER_CONVERSATION`` messages per
             # transaction. A conversation row goes last, once its messages are all gone.
-            rows = yield (
-                "SELECT id FROM conversations WHERE expires_us <= %(now)s "
-                "ORDER BY expires_us LIMIT %(n)s FOR UPDATE SKIP LOCKED",
-                {**now, "n": batch},
-            )
+            rows = yield schema.DUE_PURGE, {**now, "n": batch}
             ids = [r[0] for r in rows]
             if ids:
                 bite = batch * MESSAGES_PER_CONVERSATION
-                gone = yield S.PURGE_MESSAGES, {"ids": ids, "n": bite}
+                gone = yield schema.PURGE_MESSAGES, {"ids": ids, "n": bite}
                 if len(gone) < bite:
                     yield from self._erase(ids)
                     purged += len(ids)
@@ -382,75 +378,50 @@ class Flows:
             if not ids:
                 break
         while True:
-            rows = yield (
-                "UPDATE conversations c SET status = %(to)s FROM ("
-                f"SELECT id, status FROM conversations WHERE {idle_where} "
-                "ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED) o WHERE c.id = o.id "
-                "RETURNING c.id, c.tenant, o.status",
-                {**idle_params, "to": op.idle_to, "n": batch},
-            )
-            for cid, tenant, old in sorted(rows):  # creation order, like memory
-                yield from self._emit(
-                    tenant, cid, op.now_us, ev.status_changed(old, op.idle_to), op.events_kept
-                )
+            rows = yield schema.MARK_IDLE, {**due, "to": op.idle_to, "n": batch}
+            for _, cid, tenant, old in sorted(rows):  # creation order, like the other backends
+                event = lifecycle.status_changed(old, op.idle_to)
+                yield from self._emit(tenant, cid, op.now_us, event, op.events_kept)
             idled += len(rows)
             yield COMMIT
             if len(rows) < batch:
                 break
         while True:
-            rows = yield (
-                "DELETE FROM facts WHERE (tenant, contact_id, key) IN (SELECT tenant, "
-                "contact_id, key FROM facts WHERE expires_us <= %(now)s LIMIT %(n)s "
-                "FOR UPDATE SKIP LOCKED) RETURNING 1",
-                {**now, "n": batch},
-            )
+            rows = yield schema.PURGE_FACTS, {**now, "n": batch}
             facts += len(rows)
             yield COMMIT
             if len(rows) < batch:
                 break
-        return ops.SweepRow(idled=idled, purged=purged, facts_purged=facts)
+        return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
 
-    def read_events(self, op: ops.EventsOp) -> Flow[builtins.list[ops.EventRow] | None]:
-        """Read events after the cursor once (None: the cursor fell out of the log).
+    def read_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
+        """Read events after the cursor once, without waiting (the drivers wait on NOTIFY).
 
         One statement, so the floor and the events come from one snapshot: a trim committed
         in between cannot make a stale cursor look valid.
         """
-        after = None if op.after is None else parse_event_cursor(op.after)
-        rows = yield S.READ_EVENTS, {"after": after, "tenant": op.tenant, "n": op.limit}
-        if after is not None and after < rows[0][0]:
-            return None
-        return [_event_row(r[1:]) for r in rows if r[1] is not None]
+        rows = yield schema.READ_EVENTS, {"after": op.after, "tenant": op.tenant, "n": op.limit}
+        if decide.cursor_expired(op.after, rows[0][0]):
+            return Result(Outcome.EXPIRED, [])
+        return Result(_OK, [schema.decode_event(r[1:]) for r in rows if r[1] is not None])
 
-    def acquire_lease(self, op: ops.LeaseOp) -> Flow[ops.LeaseResult]:
-        """See Backend.acquire_lease."""
-        locked = yield from self._lock(op.conversation_id)
-        if locked is None or _live(locked[0], op.tenant, op.now_us) is None:
-            return ops.LeaseResult(ops.Outcome.NOT_FOUND)
-        _, token, until = locked
-        if until > op.now_us:
-            return ops.LeaseResult(ops.Outcome.BUSY)
-        yield (
-            "UPDATE conversations SET lease_token = %(t)s, lease_until_us = %(u)s "
-            "WHERE id = %(id)s",
-            {"t": token + 1, "u": op.until_us, "id": op.conversation_id},
-        )
-        return ops.LeaseResult(ops.Outcome.OK, token + 1)
+    def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
+        row, held = yield from self._lock(op.conversation_id)
+        verdict = decide.lease(row, op, held)
+        if verdict.outcome is _OK:
+            yield (
+                schema.TAKE_LEASE,
+                {"t": verdict.value, "u": op.until_us, "id": op.conversation_id},
+            )
+        return verdict
 
-    def release_lease(self, op: ops.ReleaseOp) -> Flow[None]:
-        """See Backend.release_lease."""
-        yield (
-            "UPDATE conversations SET lease_until_us = 0 WHERE id = %(id)s AND lease_token = %(t)s",
-            {"id": op.conversation_id, "t": op.token},
-        )
+    def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:
+        yield schema.RELEASE_LEASE, {"id": op.conversation_id, "t": op.token}
+        return Result(_OK, None)
 
-    def remember(self, op: ops.RememberOp) -> Flow[ops.FactRow]:
-        """See Backend.remember."""
+    def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
         yield (
-            "INSERT INTO facts VALUES (%(tenant)s, %(contact)s, %(key)s, %(value)s, %(tier)s, "
-            "%(now)s, %(exp)s) ON CONFLICT (tenant, contact_id, key) DO UPDATE SET "
-            "value_json = excluded.value_json, tier = excluded.tier, "
-            "updated_us = excluded.updated_us, expires_us = excluded.expires_us",
+            schema.REMEMBER,
             {
                 "tenant": op.tenant,
                 "contact": op.contact_id,
@@ -461,32 +432,25 @@ class Flows:
                 "exp": op.expires_us,
             },
         )
-        return ops.FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+        return Result(_OK, FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us))
 
-    def recall(self, op: ops.RecallOp) -> Flow[builtins.list[ops.FactRow]]:
-        """See Backend.recall."""
+    def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
         rows = yield (
-            "SELECT key, value_json, tier, updated_us, expires_us FROM facts "
-            "WHERE tenant = %(tenant)s AND contact_id = %(contact)s "
-            "AND (%(key)s::text IS NULL OR key = %(key)s) AND expires_us > %(now)s "
-            "ORDER BY key",
+            schema.RECALL,
             {"tenant": op.tenant, "contact": op.contact_id, "key": op.key, "now": op.now_us},
         )
-        return [ops.FactRow(*r) for r in rows]
+        return Result(_OK, [schema.decode_fact(r) for r in rows])
 
     @staticmethod
-    def migrate(schema: str) -> Flow[int]:
+    def migrate(name: str) -> Flow[int]:
         """Apply the missing migrations under an advisory lock; return the versions applied."""
-        yield (
-            "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))",
-            {"k": f"threadkeep:migrate:{schema}"},
-        )
-        yield f'CREATE SCHEMA IF NOT EXISTS "{schema}"', {}
-        yield f'SET LOCAL search_path TO "{schema}"', {}
-        yield S.VERSION_TABLE, {}
-        rows = yield "SELECT coalesce(max(version), 0) FROM schema_version", {}
+        yield schema.LOCK_MIGRATIONS, {"k": f"threadkeep:migrate:{name}"}
+        yield f'CREATE SCHEMA IF NOT EXISTS "{name}"', {}
+        yield f'SET LOCAL search_path TO "{name}"', {}
+        yield schema.VERSION_TABLE, {}
+        rows = yield schema.CURRENT_VERSION, {}
         current: int = rows[0][0]
-        for version, sql in enumerate(S.MIGRATIONS[current:], start=current + 1):
+        for version, sql in enumerate(schema.MIGRATIONS[current:], start=current + 1):
             yield sql, {}
-            yield "INSERT INTO schema_version (version) VALUES (%(v)s)", {"v": version}
-        return len(S.MIGRATIONS) - current
+            yield schema.RECORD_VERSION, {"v": version}
+        return len(schema.MIGRATIONS) - current

@@ -1,17 +1,30 @@
-"""Schema migrations, SQL text and row codecs of the PostgreSQL backend.
+"""Schema migrations, every SQL statement and the row codecs of the PostgreSQL backend.
 
 ``MIGRATIONS`` is append-only: its index + 1 is the schema version it brings, and every
-version is applied once, under an advisory transaction lock, when a store is opened.
+version is applied once, under an advisory transaction lock, when a store is opened. The
+Python names match the SQLite backend's ``_schema`` (whose docstring lists the five columns
+named otherwise there).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from threadkeep._rules import ops
 from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, StateRow
 
-__all__ = ["CONV_COLS", "MIGRATIONS", "MSG_COLS", "conv_params", "decode_conv", "decode_msg"]
+__all__ = [
+    "CONVERSATION_COLUMNS",
+    "MESSAGE_COLUMNS",
+    "MIGRATIONS",
+    "decode_conversation",
+    "decode_event",
+    "decode_fact",
+    "decode_message",
+    "decode_state",
+    "encode_content",
+    "encode_conversation",
+]
 
 #: Append-only; MIGRATIONS[i] brings the schema to version i + 1.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -123,12 +136,15 @@ VERSION_TABLE: Final = (
     "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
 )
 
-CONV_COLS: Final = (
+CONVERSATION_COLUMNS: Final = (
     "id, tenant, contact_id, agent_id, channel, status, stage, metadata_json, created_us, "
     "activity_us, expires_us, idle_us, message_count, last_seq, state_version, ttl_us, "
     "idle_after_us, window_n, max_messages"
 )
-MSG_COLS: Final = "conversation_id, seq, role, content, created_us, metadata_json, idem_key"
+MESSAGE_COLUMNS: Final = "conversation_id, seq, role, content, created_us, metadata_json, idem_key"
+STATE_COLUMNS: Final = "version, value_json, saved_us"
+EVENT_COLUMNS: Final = "id, kind, tenant, conversation_id, data_json, at_us"
+FACT_COLUMNS: Final = "key, value_json, tier, updated_us, expires_us"
 
 #: Internal idempotency keys (retry safety of appends without a caller key) start with this.
 INTERNAL_KEY: Final = "\x1f"
@@ -136,18 +152,18 @@ INTERNAL_KEY: Final = "\x1f"
 LIVE: Final = "(expires_us IS NULL OR expires_us > %(now)s)"
 
 
-def decode_conv(row: tuple[Any, ...]) -> ops.ConvRow:
-    """Return the ConvRow of a row selected with ``CONV_COLS``."""
-    return ops.ConvRow(  # type: ignore[misc]  # 15 positional fields, then retention
-        *row[:15],
-        retention=RetentionUs(
-            ttl_us=row[15], idle_after_us=row[16], window=row[17], max_messages=row[18]
-        ),
-    )
+def decode_conversation(r: tuple[Any, ...]) -> ConversationRow:
+    """Return the row selected with ``CONVERSATION_COLUMNS`` (extra columns ignored)."""
+    return ConversationRow(
+        id=r[0], tenant=r[1], contact_id=r[2], agent_id=r[3], channel=r[4], status=r[5],
+        stage=r[6], metadata_json=r[7], created_us=r[8], activity_us=r[9], expires_us=r[10],
+        idle_us=r[11], message_count=r[12], last_seq=r[13], state_version=r[14],
+        retention=RetentionUs(ttl_us=r[15], idle_after_us=r[16], window=r[17], max_messages=r[18]),
+    )  # fmt: skip
 
 
-def conv_params(row: ops.ConvRow) -> dict[str, Any]:
-    """Return the named parameters of every ``CONV_COLS`` column of ``row``."""
+def encode_conversation(row: ConversationRow) -> dict[str, Any]:
+    """Return the named parameters of every ``CONVERSATION_COLUMNS`` column of ``row``."""
     r = row.retention
     return {
         "id": row.id,
@@ -177,55 +193,72 @@ def encode_content(content: str) -> bytes:
     return content.encode("utf-8", "surrogatepass")
 
 
-def decode_msg(row: tuple[Any, ...]) -> ops.MsgRow:
-    """Return the MsgRow of a row selected with ``MSG_COLS`` (internal keys hidden)."""
+def decode_message(row: tuple[Any, ...]) -> MessageRow:
+    """Return the row selected with ``MESSAGE_COLUMNS`` (internal keys hidden)."""
     key = row[6]
     if key is not None and key.startswith(INTERNAL_KEY):
         key = None
     content = bytes(row[3]).decode("utf-8", "surrogatepass")
-    return ops.MsgRow(row[0], row[1], row[2], content, row[4], row[5], key)
+    return MessageRow(row[0], row[1], row[2], content, row[4], row[5], key)
+
+
+def decode_state(row: tuple[Any, ...]) -> StateRow:
+    """Return the row selected with ``STATE_COLUMNS``."""
+    return StateRow(row[0], row[1], row[2])
+
+
+def decode_event(row: tuple[Any, ...]) -> EventRow:
+    """Return the row selected with ``EVENT_COLUMNS``."""
+    return EventRow(str(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+
+def decode_fact(row: tuple[Any, ...]) -> FactRow:
+    """Return the row selected with ``FACT_COLUMNS``."""
+    return FactRow(row[0], row[1], row[2], row[3], row[4])
 
 
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.
-INSERT_CONV: Final = (
-    f"INSERT INTO conversations ({CONV_COLS}) VALUES ("
-    + ", ".join(f"%({c.strip()})s" for c in CONV_COLS.split(","))
+INSERT_CONVERSATION: Final = (
+    f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES ("
+    + ", ".join(f"%({c.strip()})s" for c in CONVERSATION_COLUMNS.split(","))
     + ") ON CONFLICT (id) DO NOTHING RETURNING 1"
 )
 #: Writes back the fields an operation may change.
-UPDATE_CONV: Final = (
+UPDATE_CONVERSATION: Final = (
     "UPDATE conversations SET status = %(status)s, stage = %(stage)s, "
     "activity_us = %(activity_us)s, expires_us = %(expires_us)s, idle_us = %(idle_us)s, "
     "message_count = %(message_count)s, last_seq = %(last_seq)s, "
     "state_version = %(state_version)s WHERE id = %(id)s"
 )
-LOCK_CONV: Final = (
-    f"SELECT {CONV_COLS}, lease_token, lease_until_us FROM conversations "
+LOCK_CONVERSATION: Final = (
+    f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations "
     "WHERE id = %(id)s FOR UPDATE"
 )
-GET_CONV: Final = f"SELECT {CONV_COLS} FROM conversations WHERE id = %(id)s AND {LIVE}"
+GET_CONVERSATION: Final = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %(id)s AND {LIVE}"
+)
 FIND_OPEN: Final = (
-    f"SELECT {CONV_COLS} FROM conversations WHERE tenant = %(tenant)s "
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = %(tenant)s "
     f"AND contact_id = %(contact_id)s AND status = ANY(%(statuses)s) AND {LIVE} "
     "ORDER BY activity_us DESC, id DESC LIMIT 1"
 )
 FIND_KEY: Final = (
-    f"SELECT {MSG_COLS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s "
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s "
     "UNION ALL SELECT conversation_id, seq, role, content, created_us, metadata_json, idem_key "
     "FROM idem_archive WHERE conversation_id = %(id)s AND idem_key = %(key)s LIMIT 1"
 )
 #: Writes the conversation row back and inserts the message; one statement.
-INSERT_MSG: Final = (
+INSERT_MESSAGE: Final = (
     "WITH c AS (UPDATE conversations SET status = %(status)s, activity_us = %(now)s, "
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s, message_count = %(count)s, "
     "last_seq = %(seq)s WHERE id = %(id)s RETURNING 1) "
-    f"INSERT INTO messages ({MSG_COLS}) VALUES (%(id)s, %(seq)s, %(role)s, %(content)s, "
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (%(id)s, %(seq)s, %(role)s, %(content)s, "
     "%(now)s, %(metadata_json)s, %(key)s)"
 )
 #: Trims the oldest messages beyond max_messages; user idempotency keys stay replayable.
-TRIM_MSGS: Final = (
+TRIM_MESSAGES: Final = (
     "WITH gone AS (DELETE FROM messages WHERE conversation_id = %(id)s AND seq <= %(floor)s "
-    f"RETURNING {MSG_COLS}) "
+    f"RETURNING {MESSAGE_COLUMNS}) "
     "INSERT INTO idem_archive SELECT conversation_id, idem_key, seq, role, content, "
     "created_us, metadata_json FROM gone WHERE idem_key IS NOT NULL "
     "AND left(idem_key, 1) <> E'\\x1f'"
@@ -243,7 +276,7 @@ WINDOW: Final = (
     "AND (%(tenant)s::text IS NULL OR c.tenant = %(tenant)s)"
 )
 AFTER: Final = (
-    f"SELECT {MSG_COLS} FROM messages WHERE conversation_id = %(id)s AND seq > %(after)s "
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND seq > %(after)s "
     "ORDER BY seq LIMIT %(n)s"
 )
 #: Appends one event (waking LISTENers on commit), trims the log to ``keep`` newest ids and
@@ -283,3 +316,84 @@ ERASE: Final = (
     "DELETE FROM events WHERE conversation_id = ANY(%(ids)s)",
     "DELETE FROM conversations WHERE id = ANY(%(ids)s)",
 )
+
+# ---- statements the flows used to hold inline --------------------------------------------
+
+#: Serializes resume() of one contact (the advisory lock is held to commit).
+LOCK_CONTACT: Final = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"
+LIST: Final = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
+    "ORDER BY activity_us DESC, id DESC LIMIT %(n)s"
+)
+COUNTS: Final = (
+    "SELECT status, stage, count(*) FROM conversations "
+    f"WHERE tenant = %(tenant)s AND {LIVE} GROUP BY status, stage"
+)
+#: The contact's conversations, locked in creation order (erasure events in that order).
+LOCK_CONTACT_CONVERSATIONS: Final = (
+    "SELECT id, expires_us FROM conversations WHERE tenant = %(tenant)s "
+    "AND contact_id = %(contact)s ORDER BY created_us, id FOR UPDATE"
+)
+FORGET_CONTACT: Final = "DELETE FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s"
+SELECT_STATE: Final = (
+    f"SELECT {STATE_COLUMNS} FROM states WHERE conversation_id = %(id)s AND version = %(v)s"
+)
+#: The current version when %(v)s is NULL, else that one.
+LOAD_STATE: Final = (
+    f"SELECT {STATE_COLUMNS} FROM states WHERE conversation_id = %(id)s "
+    "AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint) ORDER BY version DESC LIMIT 1"
+)
+INSERT_STATE: Final = "INSERT INTO states VALUES (%(id)s, %(v)s, %(value)s, %(now)s)"
+TRIM_STATES: Final = "DELETE FROM states WHERE conversation_id = %(id)s AND version <= %(floor)s"
+#: Writes back what a state save changes.
+UPDATE_SAVED: Final = (
+    "UPDATE conversations SET state_version = %(v)s, activity_us = %(now)s, "
+    "expires_us = %(expires_us)s, idle_us = %(idle_us)s WHERE id = %(id)s"
+)
+TAKE_LEASE: Final = (
+    "UPDATE conversations SET lease_token = %(t)s, lease_until_us = %(u)s WHERE id = %(id)s"
+)
+RELEASE_LEASE: Final = (
+    "UPDATE conversations SET lease_until_us = 0 WHERE id = %(id)s AND lease_token = %(t)s"
+)
+REMEMBER: Final = (
+    "INSERT INTO facts VALUES (%(tenant)s, %(contact)s, %(key)s, %(value)s, %(tier)s, "
+    "%(now)s, %(exp)s) ON CONFLICT (tenant, contact_id, key) DO UPDATE SET "
+    "value_json = excluded.value_json, tier = excluded.tier, "
+    "updated_us = excluded.updated_us, expires_us = excluded.expires_us"
+)
+RECALL: Final = (
+    f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s "
+    "AND (%(key)s::text IS NULL OR key = %(key)s) AND expires_us > %(now)s ORDER BY key"
+)
+
+# ---- sweep ------------------------------------------------------------------------------
+
+_IDLE_DUE: Final = f"status = ANY(%(from)s) AND idle_us <= %(now)s AND {LIVE}"
+COUNT_DUE: Final = (
+    "SELECT (SELECT count(*) FROM conversations WHERE expires_us <= %(now)s), "
+    f"(SELECT count(*) FROM conversations WHERE {_IDLE_DUE}), "
+    "(SELECT count(*) FROM facts WHERE expires_us <= %(now)s)"
+)
+DUE_PURGE: Final = (
+    "SELECT id FROM conversations WHERE expires_us <= %(now)s "
+    "ORDER BY expires_us LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+)
+#: Marks a batch idle; returns what each one's event needs, in creation order.
+MARK_IDLE: Final = (
+    "UPDATE conversations c SET status = %(to)s FROM ("
+    f"SELECT id, status FROM conversations WHERE {_IDLE_DUE} "
+    "ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED) o WHERE c.id = o.id "
+    "RETURNING c.created_us, c.id, c.tenant, o.status"
+)
+PURGE_FACTS: Final = (
+    "DELETE FROM facts WHERE (tenant, contact_id, key) IN (SELECT tenant, "
+    "contact_id, key FROM facts WHERE expires_us <= %(now)s LIMIT %(n)s "
+    "FOR UPDATE SKIP LOCKED) RETURNING 1"
+)
+
+# ---- migrations -------------------------------------------------------------------------
+
+LOCK_MIGRATIONS: Final = LOCK_CONTACT
+CURRENT_VERSION: Final = "SELECT coalesce(max(version), 0) FROM schema_version"
+RECORD_VERSION: Final = "INSERT INTO schema_version (version) VALUES (%(v)s)"

@@ -1,37 +1,35 @@
 """Argument encoding and reply decoding shared by the sync and async drivers.
 
-Rows live in Redis as hashes of short fields holding decimal or text values; messages as
-``"seq body"`` strings whose body is a JSON array written here; optional script arguments
-are ``""`` for None and ``"+value"`` otherwise.
+Rows live in Redis as hashes of short fields (``FIELDS`` is their legend) holding decimal or
+text values; messages as ``"seq body"`` strings whose body holds role, time, key, metadata and
+content on lines (``encode_message``); optional script arguments are ``""`` for None and
+``"+value"`` otherwise.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
-from threadkeep._exceptions import InvalidInput
-from threadkeep._rules.ops import ConvRow, EventRow, FactRow, MsgRow
 from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow
 
 __all__ = [
+    "FIELDS",
     "decode_context",
     "decode_event",
     "decode_fact",
+    "decode_conversation",
     "decode_message",
-    "decode_row",
+    "encode_conversation",
     "encode_fact",
     "encode_message",
-    "encode_row",
-    "event_number",
     "json_text",
     "opt",
     "pairs",
 ]
-
-_CURSOR = re.compile(r"^(\d+)(?:-0)?$")
 
 
 def opt(value: object) -> str:
@@ -43,7 +41,39 @@ def _num(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def encode_row(row: ConvRow) -> list[str]:
+#: The legend of the conversation hash (``Keys.conversation``): field → what it holds. Short
+#: names, as there is one hash per conversation. Times are µs since the epoch, in decimal; a
+#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk`` and ``stk``.
+FIELDS: Final = MappingProxyType(
+    {
+        "id": "conversation id",
+        "tn": "tenant",
+        "ct": "contact id",
+        "ag": "agent id",
+        "ch": "channel",
+        "st": "status",
+        "sg": "stage",
+        "md": "metadata JSON",
+        "cr": "created at",
+        "act": "last activity at",
+        "exp": "expires at (absent: never)",
+        "idl": "idle at",
+        "cnt": "messages kept",
+        "seq": "last seq",
+        "sv": "state version",
+        "ttl": "retention: time to live (absent: none)",
+        "ia": "retention: idle after",
+        "win": "retention: window",
+        "max": "retention: max messages (absent: no bound)",
+        "lt": "turn lease token (fencing)",
+        "lu": "turn lease until",
+        "lk": "call token of the last lease taken (a resent acquire gets its own lease)",
+        "stk": "call token of the last state save (a resent save gets its own version)",
+    }
+)
+
+
+def encode_conversation(row: ConversationRow) -> list[str]:
     """Return a conversation row as hash field, value pairs (None fields left out)."""
     fields: dict[str, str | None] = {
         "id": row.id,
@@ -78,10 +108,10 @@ def _opt_int(value: str | None) -> int | None:
     return None if value is None else int(value)
 
 
-def decode_row(fields: Mapping[str, str] | Sequence[Any]) -> ConvRow:
+def decode_conversation(fields: Mapping[str, str] | Sequence[Any]) -> ConversationRow:
     """Return the conversation row of a hash (a mapping or a flat field, value list)."""
     f = fields if isinstance(fields, Mapping) else pairs(fields)
-    return ConvRow(
+    return ConversationRow(
         id=f["id"],
         tenant=f["tn"],
         contact_id=f["ct"],
@@ -118,11 +148,11 @@ def encode_message(
     return f"{role}\n{created_us}\n{opt(key)}\n{metadata_json}\n{content}"
 
 
-def decode_message(conversation_id: str, entry: str) -> MsgRow:
+def decode_message(conversation_id: str, entry: str) -> MessageRow:
     """Return the message row of a stored ``"seq body"`` entry."""
     seq, _, body = entry.partition(" ")
     role, created_us, key, metadata_json, content = body.split("\n", 4)
-    return MsgRow(
+    return MessageRow(
         conversation_id, int(seq), role, content, int(created_us), metadata_json, key[1:] or None
     )
 
@@ -137,20 +167,6 @@ def decode_event(entry: Sequence[Any]) -> EventRow:
     """Return the event row of an ``{id, kind, tenant, conversation, data, at}`` reply."""
     event_id, kind, tenant, conversation_id, data_json, at_us = entry
     return EventRow(str(event_id), kind, tenant, conversation_id, data_json, int(at_us))
-
-
-def event_number(after: str | None) -> int | None:
-    """Return the event number of a cursor, ``"12-0"`` or ``"12"`` (None stays None).
-
-    Raises:
-        InvalidInput: when it is neither.
-    """
-    if after is None:
-        return None
-    match = _CURSOR.match(after)
-    if match is None:
-        raise InvalidInput(f"events cursor {after!r} is malformed", field="after")
-    return int(match.group(1))
 
 
 def encode_fact(fact: FactRow) -> str:

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from threadkeep._exceptions import BackendError, BackendUnavailable
 
-__all__ = ["Call", "Policy"]
+__all__ = ["Attempts"]
 
 _BASE = 0.05  # the n-th pause is uniform in [0, _BASE * 2**n) seconds …
 _CAP = 1.0  # … and never longer than this
@@ -46,7 +46,7 @@ class _UntilDeadline(ExponentialWithJitterBackoff):
         return max(0.0, min(super().compute(failures), self.deadline - time.monotonic()))
 
 
-class Call:
+class Attempts:
     """One request's attempts: stops the retries once the deadline passed, then maps the error.
 
     Args:
@@ -93,22 +93,3 @@ class Call:
         if isinstance(exc, _RETRYABLE):
             raise BackendUnavailable("redis", self.host, cause) from exc
         raise BackendError(f"redis at {self.host} failed: {cause}") from exc
-
-
-class Policy:
-    """The retry policy of one store.
-
-    Args:
-        host: host:port, for messages (never the password).
-        retries: how many times a failed request is sent again.
-        timeout: seconds after the first attempt when no new attempt starts.
-    """
-
-    def __init__(self, host: str, retries: int, timeout: float) -> None:
-        self.host = host
-        self.retries = retries
-        self.timeout = timeout
-
-    def call(self) -> Call:
-        """Start the attempts of one request."""
-        return Call(self.host, self.retries, self.timeout)

@@ -1,28 +1,40 @@
-"""What each backend call does, written once as a generator of Redis requests.
+"""What each op does, written once as a generator of Redis requests.
 
 A flow yields requests (a script by name, a plain command, or a blocking read of the event
-stream) and receives each reply; its return value is the call's result. ``sync.py`` and
-``aio.py`` pump the same flows, so the two drivers differ only in how they talk to Redis.
+stream) and receives each reply; its return value is the op's ``Result``. ``sync.py`` and
+``aio.py`` pump the same flows (``Flows.flow(op)``), so the two drivers differ only in how
+they talk to Redis. The verdicts of changes are in the Lua scripts, which keep their own copy
+of ``threadkeep._rules.decide`` for atomicity on the server.
 """
 
 from __future__ import annotations
 
-import builtins
 import time
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from threadkeep._rules import events as ev, ops
+from threadkeep._rules import decide, events as ev, lifecycle, ops
 from threadkeep._rules.lifecycle import Status
-from threadkeep._rules.retention import is_expired
+from threadkeep._rules.ops import Outcome, Result
+from threadkeep._rules.rows import (
+    ConversationRow,
+    EventRow,
+    FactRow,
+    MessageRow,
+    StateRow,
+    SweepCounts,
+    TenantCounts,
+)
+from threadkeep.backends._common import Handler
 from threadkeep.backends.redis import _codec as codec
 from threadkeep.backends.redis._keys import Keys
 
 __all__ = ["Block", "Command", "Eval", "Flow", "Flows", "Request"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +62,15 @@ class Block:
 
 Request = Eval | Command | Block
 Flow = Generator[Request, Any, T]
+_OK = Outcome.OK
 
 _ALL_STATUSES = ",".join(s.value for s in Status)
 _SWEEP_ROUNDS = 100_000  # a sweep stops after this many batches even if work is left
+
+
+def _route(op_type: type[ops.Op[R]], flow: Callable[[Any], Flow[Result[R]]]) -> tuple[Any, Handler]:
+    """Pair an op type with its flow (mypy checks the flow's result type)."""
+    return op_type, flow
 
 
 def _csv(values: tuple[str, ...]) -> str:
@@ -76,6 +94,34 @@ class Flows:
         self.keys = keys
         self.idempotency_kept = idempotency_kept
         self.retry_kept = retry_kept
+        self._routes: dict[type[Any], Handler] = dict(
+            (
+                _route(ops.StartOp, self._create),
+                _route(ops.GetOp, self._get),
+                _route(ops.FindOpenOp, self._find_open),
+                _route(ops.AppendOp, self._append),
+                _route(ops.ReadOp, self._read),
+                _route(ops.WindowOp, self._window),
+                _route(ops.UpdateOp, self._update),
+                _route(ops.SaveStateOp, self._save_state),
+                _route(ops.LoadStateOp, self._load_state),
+                _route(ops.ListOp, self._list),
+                _route(ops.CountsOp, self._counts),
+                _route(ops.DeleteOp, self._delete),
+                _route(ops.DeleteContactOp, self._delete_contact),
+                _route(ops.SweepOp, self._sweep),
+                _route(ops.EventsOp, self._read_events),
+                _route(ops.LeaseOp, self._lease),
+                _route(ops.ReleaseOp, self._release),
+                _route(ops.RememberOp, self._remember),
+                _route(ops.RecallOp, self._recall),
+            )
+        )
+
+    def flow(self, op: ops.Op[R]) -> Flow[Result[R]]:
+        """Return the flow that carries out ``op``."""
+        make = cast(Callable[[ops.Op[R]], Flow[Result[R]]], self._routes[type(op)])
+        return make(op)
 
     def _eval(self, name: str, *args: str | int) -> Eval:
         return Eval(name, (self.keys.base, *args))
@@ -84,8 +130,10 @@ class Flows:
         """PING."""
         yield Command(("PING",))
 
-    def create(self, op: ops.StartOp) -> Flow[tuple[ops.Outcome, ops.ConvRow]]:
-        """See Backend.create (a retried call finds its own row and reports CREATED)."""
+    # ---- conversations ------------------------------------------------------------------
+
+    def _create(self, op: ops.StartOp) -> Flow[Result[ConversationRow]]:
+        """A retried call finds its own row and reports CREATED."""
         row = op.row
         kind, data = ev.started(row.contact_id, row.status, row.stage)
         outcome, flat = yield self._eval(
@@ -96,95 +144,27 @@ class Flows:
             kind,
             codec.json_text(data),
             _ALL_STATUSES,
-            *codec.encode_row(row),
+            *codec.encode_conversation(row),
         )
-        return ops.Outcome(outcome), codec.decode_row(flat)
+        return Result(Outcome(outcome), codec.decode_conversation(flat))
 
-    def get(self, op: ops.GetOp) -> Flow[ops.ConvRow | None]:
-        """See Backend.get: one HGETALL, expiry and tenant checked here."""
-        fields = _as_dict((yield Command(("HGETALL", self.keys.conversation(op.conversation_id)))))
-        if not fields:
-            return None
-        row = codec.decode_row(fields)
-        if is_expired(row.expires_us, op.now_us):
-            return None
-        if op.tenant is not None and row.tenant != op.tenant:
-            return None
-        return row
+    def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:
+        """One HGETALL; the visibility verdict taken here."""
+        reply = yield Command(("HGETALL", self.keys.conversation(op.conversation_id)))
+        fields = _as_dict(reply)
+        found = codec.decode_conversation(fields) if fields else None
+        row = decide.visible(found, op.tenant, op.now_us)
+        return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
 
-    def find_open(self, op: ops.FindOpenOp) -> Flow[ops.ConvRow | None]:
-        """See Backend.find_open."""
+    def _find_open(self, op: ops.FindOpenOp) -> Flow[Result[ConversationRow | None]]:
         flat = yield self._eval(
             "find_open", op.tenant, op.contact_id, _csv(op.open_statuses), op.now_us
         )
-        return codec.decode_row(flat) if flat else None
+        return Result(_OK, codec.decode_conversation(flat) if flat else None)
 
-    def append(self, op: ops.AppendOp) -> Flow[ops.AppendResult]:
-        """See Backend.append; a call without a caller key gets an internal retry key."""
-        retry_key = None if op.idempotency_key is not None else uuid.uuid4().hex
-        on_message = ";".join(
-            f"{source}={target}={ev.status_changed(source, target)[0]}"
-            for source, target in op.on_message.items()
-        )
-        reply = yield self._eval(
-            "append",
-            op.conversation_id,
-            codec.opt(op.tenant),
-            op.now_us,
-            codec.opt(op.idempotency_key),
-            codec.opt(retry_key),
-            codec.opt(op.fence),
-            op.events_kept,
-            on_message,
-            codec.encode_message(
-                op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key
-            ),
-            ev.EventKind.MESSAGE_APPENDED.value,
-            op.role,
-            self.idempotency_kept,
-            self.retry_kept,
-        )
-        outcome = ops.Outcome(reply[0])
-        if len(reply) < 2:
-            return ops.AppendResult(outcome)
-        return ops.AppendResult(outcome, codec.decode_message(op.conversation_id, reply[1]))
-
-    def _read(self, op: ops.ReadOp) -> Eval:
-        if op.window:
-            mode = "window"
-        elif op.last is not None:
-            mode = "last"
-        else:
-            mode = "after"
-        return self._eval(
-            "read",
-            op.conversation_id,
-            codec.opt(op.tenant),
-            op.now_us,
-            mode,
-            op.last or 0,
-            op.after or 0,
-            op.limit,
-        )
-
-    def read_messages(self, op: ops.ReadOp) -> Flow[builtins.list[ops.MsgRow] | None]:
-        """See Backend.read_messages."""
-        reply = yield self._read(op)
-        if reply[0] == ops.Outcome.NOT_FOUND.value:
-            return None
-        return [codec.decode_message(op.conversation_id, entry) for entry in reply[1]]
-
-    def read_context(self, op: ops.ReadOp) -> Flow[builtins.list[tuple[str, str]] | None]:
-        """See Backend.read_context: the same read, decoding only role and content."""
-        reply = yield self._read(op)
-        if reply[0] == ops.Outcome.NOT_FOUND.value:
-            return None
-        return [codec.decode_context(entry) for entry in reply[1]]
-
-    def update(self, op: ops.UpdateOp) -> Flow[ops.UpdateResult]:
-        """See Backend.update."""
+    def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:
         if op.field == "status":
-            kind = ev.status_changed("", str(op.value))[0]
+            kind = lifecycle.change_kind(str(op.value)).value
         else:
             kind = ev.EventKind.STAGE_CHANGED.value
         reply = yield self._eval(
@@ -198,48 +178,10 @@ class Flows:
             op.events_kept,
             kind,
         )
-        if len(reply) < 3:
-            return ops.UpdateResult(ops.Outcome(reply[0]))
-        return ops.UpdateResult(ops.Outcome(reply[0]), codec.decode_row(reply[2]), reply[1])
+        row = codec.decode_conversation(reply[2]) if len(reply) > 2 else None
+        return Result(Outcome(reply[0]), row)
 
-    def save_state(self, op: ops.SaveStateOp) -> Flow[ops.StateResult]:
-        """See Backend.save_state; a call token makes a retried save return its own version."""
-        reply = yield self._eval(
-            "save_state",
-            op.conversation_id,
-            codec.opt(op.tenant),
-            op.now_us,
-            op.value_json,
-            codec.opt(op.expected_version),
-            codec.opt(op.rollback_to),
-            op.keep,
-            op.events_kept,
-            ev.EventKind.STATE_SAVED.value,
-            uuid.uuid4().hex,
-        )
-        outcome = ops.Outcome(reply[0])
-        if outcome is ops.Outcome.OK:
-            version = int(reply[1])
-            return ops.StateResult(outcome, version=version, saved_us=op.now_us, current=version)
-        return ops.StateResult(outcome, current=int(reply[1]) if len(reply) > 1 else 0)
-
-    def load_state(self, op: ops.LoadStateOp) -> Flow[tuple[ops.Outcome, ops.StateRow | None]]:
-        """See Backend.load_state."""
-        reply = yield self._eval(
-            "load_state",
-            op.conversation_id,
-            codec.opt(op.tenant),
-            op.now_us,
-            codec.opt(op.version),
-        )
-        outcome = ops.Outcome(reply[0])
-        if len(reply) < 3:
-            return outcome, None
-        saved, _, value_json = str(reply[2]).partition(" ")
-        return outcome, ops.StateRow(int(reply[1]), value_json, int(saved))
-
-    def list(self, op: ops.ListOp) -> Flow[builtins.list[ops.ConvRow]]:
-        """See Backend.list."""
+    def _list(self, op: ops.ListOp) -> Flow[Result[list[ConversationRow]]]:
         activity, after_id = op.cursor if op.cursor is not None else (None, None)
         reply = yield self._eval(
             "list",
@@ -253,17 +195,19 @@ class Flows:
             codec.opt(activity),
             codec.opt(after_id),
         )
-        return [codec.decode_row(flat) for flat in reply]
+        return Result(_OK, [codec.decode_conversation(flat) for flat in reply])
 
-    def counts(self, op: ops.CountsOp) -> Flow[ops.CountsRow]:
-        """See Backend.counts."""
+    def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
         by_status, by_stage = yield self._eval("counts", op.tenant, op.now_us, _ALL_STATUSES)
-        return ops.CountsRow(
-            {k: int(v) for k, v in codec.pairs(by_status).items()},
-            {k: int(v) for k, v in codec.pairs(by_stage).items()},
+        return Result(
+            _OK,
+            TenantCounts(
+                {k: int(v) for k, v in codec.pairs(by_status).items()},
+                {k: int(v) for k, v in codec.pairs(by_stage).items()},
+            ),
         )
 
-    def _delete(self, mode: str, target: str, tenant: str | None, now_us: int, kept: int) -> Eval:
+    def _erase(self, mode: str, target: str, tenant: str | None, now_us: int, kept: int) -> Eval:
         kind, data = ev.deleted()
         return self._eval(
             "delete",
@@ -278,18 +222,16 @@ class Flows:
             uuid.uuid4().hex,
         )
 
-    def delete(self, op: ops.DeleteOp) -> Flow[bool]:
-        """See Backend.delete."""
-        live, _ = yield self._delete("id", op.conversation_id, op.tenant, op.now_us, op.events_kept)
-        return bool(int(live))
+    def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:
+        live, _ = yield self._erase("id", op.conversation_id, op.tenant, op.now_us, op.events_kept)
+        return Result(_OK if int(live) else Outcome.NOT_FOUND, None)
 
-    def delete_contact(self, op: ops.DeleteContactOp) -> Flow[int]:
-        """See Backend.delete_contact."""
-        live, _ = yield self._delete("contact", op.contact_id, op.tenant, op.now_us, op.events_kept)
-        return int(live)
+    def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[int]]:
+        live, _ = yield self._erase("contact", op.contact_id, op.tenant, op.now_us, op.events_kept)
+        return Result(_OK, int(live))
 
-    def sweep(self, op: ops.SweepOp) -> Flow[ops.SweepRow]:
-        """See Backend.sweep: one script per batch until no work is left."""
+    def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
+        """One script per batch until no work is left."""
         idled = purged = facts = 0
         for _ in range(_SWEEP_ROUNDS):
             reply = yield self._eval(
@@ -300,36 +242,113 @@ class Flows:
                 _csv(op.idle_from),
                 op.batch,
                 op.events_kept,
-                ev.status_changed("", op.idle_to)[0],
+                lifecycle.change_kind(op.idle_to).value,
                 _ALL_STATUSES,
             )
             idled, purged, facts = idled + reply[0], purged + reply[1], facts + reply[2]
             if not reply[3]:
                 break
-        return ops.SweepRow(idled=idled, purged=purged, facts_purged=facts)
+        return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
 
-    def read_events(
-        self, op: ops.EventsOp, wait: float
-    ) -> Flow[builtins.list[ops.EventRow] | None]:
-        """See Backend.read_events: XRANGE in a script, then XREAD BLOCK while nothing is new.
+    # ---- messages -----------------------------------------------------------------------
 
-        ``after=None`` reads from the oldest retained event (as ops.EventsOp says), so it never
-        reports an expired cursor.
-        """
-        after = codec.event_number(op.after)
-        deadline = time.monotonic() + wait
+    def _append(self, op: ops.AppendOp) -> Flow[Result[MessageRow | None]]:
+        """A call without a caller key gets an internal retry key."""
+        retry_key = None if op.idempotency_key is not None else uuid.uuid4().hex
+        reply = yield self._eval(
+            "append",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            codec.opt(op.idempotency_key),
+            codec.opt(retry_key),
+            codec.opt(op.fence),
+            op.events_kept,
+            _ON_MESSAGE if op.on_message is _LIFECYCLE else _on_message(op.on_message),
+            codec.encode_message(
+                op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key
+            ),
+            ev.EventKind.MESSAGE_APPENDED.value,
+            op.role,
+            self.idempotency_kept,
+            self.retry_kept,
+        )
+        message = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
+        return Result(Outcome(reply[0]), message)
+
+    def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
+        mode = "last" if op.last is not None else "after"
+        reply = yield self._eval(
+            "read",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            mode,
+            op.last or 0,
+            op.after,
+            op.limit,
+        )
+        if reply[0] == Outcome.NOT_FOUND.value:
+            return Result(Outcome.NOT_FOUND, [])
+        return Result(_OK, [codec.decode_message(op.conversation_id, e) for e in reply[1]])
+
+    def _window(self, op: ops.WindowOp) -> Flow[Result[list[tuple[str, str]]]]:
+        """The same read script, decoding only role and content."""
+        reply = yield self._eval(
+            "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "window", 0, 0, 0
+        )
+        if reply[0] == Outcome.NOT_FOUND.value:
+            return Result(Outcome.NOT_FOUND, [])
+        return Result(_OK, [codec.decode_context(entry) for entry in reply[1]])
+
+    # ---- state --------------------------------------------------------------------------
+
+    def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
+        """A call token makes a retried save return its own version."""
+        reply = yield self._eval(
+            "save_state",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            op.value_json,
+            codec.opt(op.expected_version),
+            codec.opt(op.rollback_to),
+            op.versions_kept,
+            op.events_kept,
+            ev.EventKind.STATE_SAVED.value,
+            uuid.uuid4().hex,
+        )
+        return Result(Outcome(reply[0]), int(reply[1]) if len(reply) > 1 else 0)
+
+    def _load_state(self, op: ops.LoadStateOp) -> Flow[Result[StateRow | None]]:
+        reply = yield self._eval(
+            "load_state",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            codec.opt(op.version),
+        )
+        if len(reply) < 3:
+            return Result(Outcome(reply[0]), None)
+        saved, _, value_json = str(reply[2]).partition(" ")
+        return Result(Outcome(reply[0]), StateRow(int(reply[1]), value_json, int(saved)))
+
+    # ---- events, leases, facts ----------------------------------------------------------
+
+    def _read_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
+        """XRANGE in a script, then XREAD BLOCK while nothing is new."""
+        deadline = time.monotonic() + op.wait
         while True:
-            reply = yield self._eval("events", codec.opt(after), codec.opt(op.tenant), op.limit)
-            if reply[0] == "expired":
-                return None
+            reply = yield self._eval("events", codec.opt(op.after), codec.opt(op.tenant), op.limit)
+            if reply[0] == Outcome.EXPIRED.value:
+                return Result(Outcome.EXPIRED, [])
             rows = [codec.decode_event(entry) for entry in reply[2:]]
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
-                return rows
+                return Result(_OK, rows)
             yield Block(reply[1], remaining)
 
-    def acquire_lease(self, op: ops.LeaseOp) -> Flow[ops.LeaseResult]:
-        """See Backend.acquire_lease."""
+    def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
         reply = yield self._eval(
             "lease",
             "acquire",
@@ -339,17 +358,14 @@ class Flows:
             op.until_us,
             uuid.uuid4().hex,
         )
-        if len(reply) < 2:
-            return ops.LeaseResult(ops.Outcome(reply[0]))
-        return ops.LeaseResult(ops.Outcome(reply[0]), int(reply[1]))
+        return Result(Outcome(reply[0]), int(reply[1]) if len(reply) > 1 else 0)
 
-    def release_lease(self, op: ops.ReleaseOp) -> Flow[None]:
-        """See Backend.release_lease."""
+    def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:
         yield self._eval("lease", "release", op.conversation_id, op.token)
+        return Result(_OK, None)
 
-    def remember(self, op: ops.RememberOp) -> Flow[ops.FactRow]:
-        """See Backend.remember."""
-        row = ops.FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+    def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
+        row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
         yield self._eval(
             "remember",
             op.tenant,
@@ -359,14 +375,28 @@ class Flows:
             op.expires_us,
             op.expires_us - op.now_us,
         )
-        return row
+        return Result(_OK, row)
 
-    def recall(self, op: ops.RecallOp) -> Flow[builtins.list[ops.FactRow]]:
-        """See Backend.recall: one HGETALL, expiry checked here."""
-        hash_key = self.keys.facts(op.tenant, op.contact_id)
-        stored = _as_dict((yield Command(("HGETALL", hash_key))))
+    def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
+        """One HGETALL, expiry checked here."""
+        stored = _as_dict((yield Command(("HGETALL", self.keys.facts(op.tenant, op.contact_id)))))
         rows = [codec.decode_fact(key, blob) for key, blob in stored.items()]
-        return sorted(
-            (r for r in rows if (op.key is None or r.key == op.key) and r.expires_us > op.now_us),
-            key=lambda r: r.key,
+        return Result(
+            _OK,
+            sorted(
+                (r for r in rows if op.key in (None, r.key) and r.expires_us > op.now_us),
+                key=lambda r: r.key,
+            ),
         )
+
+
+def _on_message(table: Mapping[str, str]) -> str:
+    """The on-message table as the append script reads it: "from=to=event kind;…"."""
+    return ";".join(
+        f"{source}={target}={lifecycle.change_kind(target).value}"
+        for source, target in table.items()
+    )
+
+
+_LIFECYCLE = lifecycle.ON_MESSAGE_VALUES
+_ON_MESSAGE = _on_message(_LIFECYCLE)

@@ -11,7 +11,7 @@ from redis import exceptions as rex
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._keys import Keys
 
-__all__ = ["Options", "check_server"]
+__all__ = ["ConnectionOptions", "check_server"]
 
 DEFAULT_PREFIX = "threadkeep"
 DEFAULT_TIMEOUT = 5.0
@@ -21,7 +21,7 @@ DEFAULT_IDEMPOTENCY_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class Options:
+class ConnectionOptions:
     """What a driver needs from the store URL.
 
     Attributes:
@@ -43,7 +43,7 @@ class Options:
     idempotency_keys: int
 
     @classmethod
-    def from_url(cls, url: StoreURL) -> Options:
+    def from_url(cls, url: StoreURL) -> ConnectionOptions:
         """Read the options of ``url``, with defaults."""
         parts = urlsplit(url.raw)
         o = url.options

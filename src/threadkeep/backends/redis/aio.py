@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
-from collections.abc import Generator
 from typing import Any, TypeVar
 
 import redis
@@ -13,38 +11,23 @@ from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from threadkeep._rules import ops
+from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
-from threadkeep.backends.redis._errors import Policy
-from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
-from threadkeep.backends.redis._options import Options, check_server
-from threadkeep.backends.redis._scripts import SCRIPTS
+from threadkeep.backends.redis._base import RedisBase
+from threadkeep.backends.redis._flows import Command, Eval, Flow, Request
+from threadkeep.backends.redis._options import check_server
 
 __all__ = ["AsyncRedisBackend"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-class AsyncRedisBackend:
-    """Redis backend over an asyncio connection pool.
-
-    On first use it asks the server whether it is a Redis Cluster node; if so it talks through
-    redis-py's ``RedisCluster`` instead (every key of the store is in one slot, see ``_keys``).
-
-    Args:
-        url: a ``redis://`` or ``rediss://`` store URL.
-    """
+class AsyncRedisBackend(RedisBase):
+    """Redis backend over an asyncio connection pool; see RedisBase."""
 
     def __init__(self, url: StoreURL) -> None:
-        self._options = Options.from_url(url)
-        self._flows = Flows(self._options.keys, self._options.idempotency_keys)
-        self._policy = Policy(self._options.host, self._options.retries, self._options.timeout)
-        self._client: Any = self._standalone()
-        # event followers wait in XREAD BLOCK on their own pool, so however many there are,
-        # they never hold the connections appends and reads need
-        self._blocking: Any = self._standalone()
-        self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
-        self._checked = False
+        super().__init__(url)
         self._check_lock: asyncio.Lock | None = None
 
     def _standalone(self) -> aioredis.Redis:
@@ -80,12 +63,12 @@ class AsyncRedisBackend:
                     raise
                 old = (self._client, self._blocking)
                 self._client, self._blocking = cluster, blocking
-                self._scripts = {n: cluster.register_script(t) for n, t in SCRIPTS.items()}
+                self._scripts = self._register(cluster)
                 for standalone in old:
                     await _aclose(standalone)
             self._checked = True
 
-    async def _execute(self, request: Request) -> Any:
+    async def _request(self, request: Request) -> Any:
         if not self._checked:
             await self._check_cluster()
         if isinstance(request, Eval):
@@ -98,19 +81,24 @@ class AsyncRedisBackend:
         return await self._blocking.xread({events: request.after_id}, count=1, block=ms)
 
     async def _send(self, request: Request) -> Any:
-        call = self._policy.call()
+        call = self._call()
         try:
-            return await call.aretry().call_with_retry(lambda: self._execute(request), call.afailed)
+            return await call.aretry().call_with_retry(lambda: self._request(request), call.afailed)
         except redis.RedisError as exc:
             call.fail(exc)
 
-    async def _drive(self, flow: Generator[Request, Any, T]) -> T:
+    async def _drive(self, flow: Flow[T]) -> T:
         try:
             request = next(flow)
             while True:
                 request = flow.send(await self._send(request))
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            result: T = stop.value
+            return result
+
+    async def execute(self, op: Op[R]) -> Result[R]:
+        """See RedisBackend.execute."""
+        return await self._drive(self._flows.flow(op))
 
     async def ping(self) -> None:
         """See AsyncBackend.ping."""
@@ -120,84 +108,6 @@ class AsyncRedisBackend:
         """See AsyncBackend.close."""
         await _aclose(self._client)
         await _aclose(self._blocking)
-
-    async def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
-        """See AsyncBackend.create."""
-        return await self._drive(self._flows.create(op))
-
-    async def get(self, op: ops.GetOp) -> ops.ConvRow | None:
-        """See AsyncBackend.get."""
-        return await self._drive(self._flows.get(op))
-
-    async def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
-        """See AsyncBackend.find_open."""
-        return await self._drive(self._flows.find_open(op))
-
-    async def append(self, op: ops.AppendOp) -> ops.AppendResult:
-        """See AsyncBackend.append."""
-        return await self._drive(self._flows.append(op))
-
-    async def read_messages(self, op: ops.ReadOp) -> builtins.list[ops.MsgRow] | None:
-        """See AsyncBackend.read_messages."""
-        return await self._drive(self._flows.read_messages(op))
-
-    async def read_context(self, op: ops.ReadOp) -> builtins.list[tuple[str, str]] | None:
-        """See AsyncBackend.read_context."""
-        return await self._drive(self._flows.read_context(op))
-
-    async def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
-        """See AsyncBackend.update."""
-        return await self._drive(self._flows.update(op))
-
-    async def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
-        """See AsyncBackend.save_state."""
-        return await self._drive(self._flows.save_state(op))
-
-    async def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
-        """See AsyncBackend.load_state."""
-        return await self._drive(self._flows.load_state(op))
-
-    async def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
-        """See AsyncBackend.list."""
-        return await self._drive(self._flows.list(op))
-
-    async def counts(self, op: ops.CountsOp) -> ops.CountsRow:
-        """See AsyncBackend.counts."""
-        return await self._drive(self._flows.counts(op))
-
-    async def delete(self, op: ops.DeleteOp) -> bool:
-        """See AsyncBackend.delete."""
-        return await self._drive(self._flows.delete(op))
-
-    async def delete_contact(self, op: ops.DeleteContactOp) -> int:
-        """See AsyncBackend.delete_contact."""
-        return await self._drive(self._flows.delete_contact(op))
-
-    async def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
-        """See AsyncBackend.sweep."""
-        return await self._drive(self._flows.sweep(op))
-
-    async def read_events(
-        self, op: ops.EventsOp, wait: float
-    ) -> builtins.list[ops.EventRow] | None:
-        """See AsyncBackend.read_events."""
-        return await self._drive(self._flows.read_events(op, wait))
-
-    async def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
-        """See AsyncBackend.acquire_lease."""
-        return await self._drive(self._flows.acquire_lease(op))
-
-    async def release_lease(self, op: ops.ReleaseOp) -> None:
-        """See AsyncBackend.release_lease."""
-        await self._drive(self._flows.release_lease(op))
-
-    async def remember(self, op: ops.RememberOp) -> ops.FactRow:
-        """See AsyncBackend.remember."""
-        return await self._drive(self._flows.remember(op))
-
-    async def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
-        """See AsyncBackend.recall."""
-        return await self._drive(self._flows.recall(op))
 
 
 async def _aclose(client: aioredis.Redis | aioredis.RedisCluster) -> None:

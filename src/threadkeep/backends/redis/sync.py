@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
 import threading
-from collections.abc import Generator
 from typing import Any, TypeVar
 
 import redis
@@ -12,39 +10,24 @@ from redis import exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from threadkeep._rules import ops
+from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
-from threadkeep.backends.redis._errors import Policy
-from threadkeep.backends.redis._flows import Command, Eval, Flows, Request
-from threadkeep.backends.redis._options import Options, check_server
-from threadkeep.backends.redis._scripts import SCRIPTS
+from threadkeep.backends.redis._base import RedisBase
+from threadkeep.backends.redis._flows import Command, Eval, Flow, Request
+from threadkeep.backends.redis._options import check_server
 
 __all__ = ["RedisBackend"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-class RedisBackend:
-    """Redis backend over a blocking connection pool (thread-safe).
-
-    On first use it asks the server whether it is a Redis Cluster node; if so it talks through
-    redis-py's ``RedisCluster`` instead (every key of the store is in one slot, see ``_keys``).
-
-    Args:
-        url: a ``redis://`` or ``rediss://`` store URL.
-    """
+class RedisBackend(RedisBase):
+    """Redis backend over a blocking connection pool (thread-safe); see RedisBase."""
 
     def __init__(self, url: StoreURL) -> None:
-        self._options = Options.from_url(url)
-        self._flows = Flows(self._options.keys, self._options.idempotency_keys)
-        self._policy = Policy(self._options.host, self._options.retries, self._options.timeout)
-        self._client: Any = self._standalone()
-        # event followers wait in XREAD BLOCK on their own pool, so however many there are,
-        # they never hold the connections appends and reads need
-        self._blocking: Any = self._standalone()
-        self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
+        super().__init__(url)
         self._lock = threading.Lock()
-        self._checked = False
 
     def _standalone(self) -> redis.Redis:
         pool = redis.BlockingConnectionPool.from_url(
@@ -80,12 +63,10 @@ class RedisBackend:
                 for standalone in (self._client, self._blocking):
                     _close(standalone)
                 self._client, self._blocking = cluster, blocking
-                self._scripts = {
-                    name: cluster.register_script(text) for name, text in SCRIPTS.items()
-                }
+                self._scripts = self._register(cluster)
             self._checked = True
 
-    def _execute(self, request: Request) -> Any:
+    def _request(self, request: Request) -> Any:
         if not self._checked:
             self._check_cluster()
         if isinstance(request, Eval):
@@ -98,19 +79,24 @@ class RedisBackend:
         return self._blocking.xread({events: request.after_id}, count=1, block=ms)
 
     def _send(self, request: Request) -> Any:
-        call = self._policy.call()
+        call = self._call()
         try:
-            return call.retry().call_with_retry(lambda: self._execute(request), call.failed)
+            return call.retry().call_with_retry(lambda: self._request(request), call.failed)
         except redis.RedisError as exc:
             call.fail(exc)
 
-    def _drive(self, flow: Generator[Request, Any, T]) -> T:
+    def _drive(self, flow: Flow[T]) -> T:
         try:
             request = next(flow)
             while True:
                 request = flow.send(self._send(request))
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            result: T = stop.value
+            return result
+
+    def execute(self, op: Op[R]) -> Result[R]:
+        """Carry out ``op``: one script (sweep: one per batch), resent after a lost reply."""
+        return self._drive(self._flows.flow(op))
 
     def ping(self) -> None:
         """See Backend.ping."""
@@ -120,82 +106,6 @@ class RedisBackend:
         """See Backend.close."""
         _close(self._client)
         _close(self._blocking)
-
-    def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
-        """See Backend.create."""
-        return self._drive(self._flows.create(op))
-
-    def get(self, op: ops.GetOp) -> ops.ConvRow | None:
-        """See Backend.get."""
-        return self._drive(self._flows.get(op))
-
-    def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
-        """See Backend.find_open."""
-        return self._drive(self._flows.find_open(op))
-
-    def append(self, op: ops.AppendOp) -> ops.AppendResult:
-        """See Backend.append."""
-        return self._drive(self._flows.append(op))
-
-    def read_messages(self, op: ops.ReadOp) -> builtins.list[ops.MsgRow] | None:
-        """See Backend.read_messages."""
-        return self._drive(self._flows.read_messages(op))
-
-    def read_context(self, op: ops.ReadOp) -> builtins.list[tuple[str, str]] | None:
-        """See Backend.read_context."""
-        return self._drive(self._flows.read_context(op))
-
-    def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
-        """See Backend.update."""
-        return self._drive(self._flows.update(op))
-
-    def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
-        """See Backend.save_state."""
-        return self._drive(self._flows.save_state(op))
-
-    def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
-        """See Backend.load_state."""
-        return self._drive(self._flows.load_state(op))
-
-    def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
-        """See Backend.list."""
-        return self._drive(self._flows.list(op))
-
-    def counts(self, op: ops.CountsOp) -> ops.CountsRow:
-        """See Backend.counts."""
-        return self._drive(self._flows.counts(op))
-
-    def delete(self, op: ops.DeleteOp) -> bool:
-        """See Backend.delete."""
-        return self._drive(self._flows.delete(op))
-
-    def delete_contact(self, op: ops.DeleteContactOp) -> int:
-        """See Backend.delete_contact."""
-        return self._drive(self._flows.delete_contact(op))
-
-    def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
-        """See Backend.sweep."""
-        return self._drive(self._flows.sweep(op))
-
-    def read_events(self, op: ops.EventsOp, wait: float) -> builtins.list[ops.EventRow] | None:
-        """See Backend.read_events."""
-        return self._drive(self._flows.read_events(op, wait))
-
-    def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
-        """See Backend.acquire_lease."""
-        return self._drive(self._flows.acquire_lease(op))
-
-    def release_lease(self, op: ops.ReleaseOp) -> None:
-        """See Backend.release_lease."""
-        self._drive(self._flows.release_lease(op))
-
-    def remember(self, op: ops.RememberOp) -> ops.FactRow:
-        """See Backend.remember."""
-        return self._drive(self._flows.remember(op))
-
-    def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
-        """See Backend.recall."""
-        return self._drive(self._flows.recall(op))
 
 
 def _close(client: redis.Redis | redis.RedisCluster) -> None:

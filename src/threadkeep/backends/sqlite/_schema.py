@@ -1,29 +1,35 @@
-"""SQLite schema: append-only migrations (index + 1 = version), SQL text and row codecs."""
+"""SQLite schema: append-only migrations, every SQL statement of the backend, row codecs.
+
+``MIGRATIONS[i]`` brings the schema to version i + 1 (``PRAGMA user_version``). The Python
+names match the PostgreSQL backend's ``_schema``; five columns are named otherwise there (no
+migration renames them: the documented query plans quote those names):
+
+| row field | SQLite | PostgreSQL |
+|---|---|---|
+| ``metadata_json`` (conversations, messages) | ``metadata`` | ``metadata_json`` |
+| ``retention.window`` | ``window_size`` | ``window_n`` |
+| ``idempotency_key`` (messages, idem_archive) | ``idempotency_key`` | ``idem_key`` |
+| ``value_json`` (states, facts) | ``value`` | ``value_json`` |
+| ``data_json`` (events) | ``data`` | ``data_json`` |
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, Final
 
-from threadkeep._rules.ops import ConvRow, EventRow, FactRow, MsgRow, StateRow
 from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, StateRow
 
 __all__ = [
-    "CONV_COLUMNS",
+    "CONVERSATION_COLUMNS",
+    "MESSAGE_COLUMNS",
     "MIGRATIONS",
-    "EVENT_COLUMNS",
-    "FACT_COLUMNS",
-    "INSERT_CONV",
-    "INSERT_EVENT",
-    "INSERT_MSG",
-    "LIVE",
-    "MSG_COLUMNS",
-    "conv_row",
-    "conv_values",
-    "event_row",
-    "fact_row",
-    "msg_row",
-    "state_row",
+    "decode_conversation",
+    "decode_event",
+    "decode_fact",
+    "decode_message",
+    "decode_state",
+    "encode_conversation",
 ]
 
 #: Each entry upgrades the schema by one version (``PRAGMA user_version``); never edit one,
@@ -107,31 +113,194 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('events_floor', 0);
     """,
+    # 2: messages trimmed by max_messages whose caller idempotency key must still replay
+    """
+    CREATE TABLE idem_archive (
+        conversation_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        role            TEXT NOT NULL,
+        content         TEXT NOT NULL,
+        created_us      INTEGER NOT NULL,
+        metadata        TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, idempotency_key)
+    ) WITHOUT ROWID;
+    """,
 )
 
-CONV_COLUMNS: Final = (
+CONVERSATION_COLUMNS: Final = (
     "id, tenant, contact_id, agent_id, channel, status, stage, metadata, created_us, "
     "activity_us, expires_us, idle_us, message_count, last_seq, state_version, ttl_us, "
     "idle_after_us, window_size, max_messages"
 )
-MSG_COLUMNS: Final = "conversation_id, seq, role, content, created_us, metadata, idempotency_key"
+MESSAGE_COLUMNS: Final = (
+    "conversation_id, seq, role, content, created_us, metadata, idempotency_key"
+)
 EVENT_COLUMNS: Final = "id, kind, tenant, conversation_id, data, at_us"
 FACT_COLUMNS: Final = "key, value, tier, updated_us, expires_us"
 
 LIVE: Final = "(expires_us IS NULL OR expires_us > :now)"
 
-INSERT_CONV: Final = (
-    f"INSERT INTO conversations ({CONV_COLUMNS}) VALUES "
+# ---- conversations ----------------------------------------------------------------------
+
+INSERT_CONVERSATION: Final = (
+    f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES "
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-INSERT_MSG: Final = f"INSERT INTO messages ({MSG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+SELECT_CONVERSATION: Final = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+#: The conversation with its turn lease (token, until), as the verdicts of a change need it.
+LOCK_CONVERSATION: Final = (
+    f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations WHERE id = ?"
+)
+#: Writes back the fields a change may make (``encode_changes``).
+UPDATE_CONVERSATION: Final = (
+    "UPDATE conversations SET status = ?, stage = ?, activity_us = ?, expires_us = ?, "
+    "idle_us = ?, message_count = ?, last_seq = ?, state_version = ? WHERE id = ?"
+)
+#: Writes back what an append changes.
+UPDATE_APPENDED: Final = (
+    "UPDATE conversations SET status = ?, last_seq = ?, message_count = ?, activity_us = ?, "
+    "expires_us = ?, idle_us = ? WHERE id = ?"
+)
+#: Writes back what a state save changes.
+UPDATE_SAVED: Final = (
+    "UPDATE conversations SET state_version = ?, activity_us = ?, expires_us = ?, idle_us = ? "
+    "WHERE id = ?"
+)
+FIND_OPEN: Final = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ? "
+    "AND status IN ({marks}) AND (expires_us IS NULL OR expires_us > ?) "
+    "ORDER BY activity_us DESC, id DESC LIMIT 1"
+)
+LIST: Final = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
+    "ORDER BY activity_us DESC, id DESC LIMIT :limit"
+)
+COUNT_BY_STATUS: Final = (
+    f"SELECT status, count(*) FROM conversations WHERE tenant = :tenant AND {LIVE} GROUP BY status"
+)
+COUNT_BY_STAGE: Final = (
+    f"SELECT stage, count(*) FROM conversations WHERE tenant = :tenant AND {LIVE} "
+    "AND stage IS NOT NULL GROUP BY stage"
+)
+OF_CONTACT: Final = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ? "
+    "ORDER BY created_us, id"
+)
+#: Every row of a conversation, each statement taking its id.
+ERASE: Final = (
+    "DELETE FROM messages WHERE conversation_id = ?",
+    "DELETE FROM idem_archive WHERE conversation_id = ?",
+    "DELETE FROM states WHERE conversation_id = ?",
+    "DELETE FROM events WHERE conversation_id = ?",
+    "DELETE FROM conversations WHERE id = ?",
+)
+
+# ---- messages ---------------------------------------------------------------------------
+
+INSERT_MESSAGE: Final = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+#: The message stored under an idempotency key, kept or trimmed by max_messages.
+FIND_KEY: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
+    "AND idempotency_key = :key UNION ALL SELECT conversation_id, seq, role, content, "
+    "created_us, metadata, idempotency_key FROM idem_archive WHERE conversation_id = :id "
+    "AND idempotency_key = :key LIMIT 1"
+)
+#: Trimming by max_messages: keyed messages go to the archive first (``ARCHIVE``), then all go.
+ARCHIVE: Final = (
+    "INSERT INTO idem_archive (conversation_id, idempotency_key, seq, role, content, "
+    "created_us, metadata) SELECT conversation_id, idempotency_key, seq, role, content, "
+    "created_us, metadata FROM messages WHERE conversation_id = ? AND seq <= ? "
+    "AND idempotency_key IS NOT NULL"
+)
+TRIM_MESSAGES: Final = "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?"
+#: A read in one statement, so one snapshot: the conversation's tenant and expiry, then its
+#: messages (one row of NULLs when none match). seq is gap-free and trimming removes the
+#: oldest first, so the last N messages are those with seq > last_seq - N: an index range.
+_READ: Final = (
+    "SELECT c.tenant, c.expires_us, "
+    + ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
+    + " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND {} "
+    "WHERE c.id = ? ORDER BY m.seq{}"
+)
+READ_LAST: Final = _READ.format("m.seq > c.last_seq - ?", "")
+READ_AFTER: Final = _READ.format("m.seq > ?", " LIMIT ?")
+WINDOW: Final = (
+    "SELECT c.tenant, c.expires_us, m.role, m.content FROM conversations c LEFT JOIN messages m "
+    "ON m.conversation_id = c.id AND m.seq > c.last_seq - c.window_size WHERE c.id = ? "
+    "ORDER BY m.seq"
+)
+
+# ---- state ------------------------------------------------------------------------------
+
+#: Tenant, expiry and current state version: a cheap visibility check.
+HEAD: Final = "SELECT tenant, expires_us, state_version FROM conversations WHERE id = ?"
+SELECT_STATE: Final = (
+    "SELECT version, value, saved_us FROM states WHERE conversation_id = ? AND version = ?"
+)
+INSERT_STATE: Final = (
+    "INSERT INTO states (conversation_id, version, value, saved_us) VALUES (?, ?, ?, ?)"
+)
+TRIM_STATES: Final = "DELETE FROM states WHERE conversation_id = ? AND version <= ?"
+
+# ---- events -----------------------------------------------------------------------------
+
 INSERT_EVENT: Final = (
     "INSERT INTO events (tenant, conversation_id, kind, data, at_us) VALUES (?, ?, ?, ?, ?)"
 )
+TRIM_EVENTS: Final = "DELETE FROM events WHERE id <= ?"
+RAISE_FLOOR: Final = "UPDATE meta SET value = max(value, ?) WHERE key = 'events_floor'"
+FLOOR: Final = "SELECT value FROM meta WHERE key = 'events_floor'"
+READ_EVENTS: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"
+READ_TENANT_EVENTS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?"
+)
+
+# ---- leases -----------------------------------------------------------------------------
+
+TAKE_LEASE: Final = "UPDATE conversations SET lease_token = ?, lease_until_us = ? WHERE id = ?"
+RELEASE_LEASE: Final = (
+    "UPDATE conversations SET lease_until_us = 0 WHERE id = ? AND lease_token = ?"
+)
+
+# ---- sweep ------------------------------------------------------------------------------
+
+DUE_PURGE: Final = "SELECT id FROM conversations WHERE expires_us <= ? LIMIT ?"
+#: In creation order, as every backend logs the idle changes of one sweep.
+DUE_IDLE: Final = (
+    "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_us <= ? "
+    "AND (expires_us IS NULL OR expires_us > ?) ORDER BY created_us, id LIMIT ?"
+)
+DUE_FACTS: Final = (
+    "SELECT tenant || char(0) || contact_id || char(0) || key FROM facts "
+    "WHERE expires_us <= ? LIMIT ?"
+)
+STATUS_OF: Final = "SELECT tenant, status FROM conversations WHERE id = ?"
+SET_STATUS: Final = "UPDATE conversations SET status = ? WHERE id = ?"
+
+# ---- facts ------------------------------------------------------------------------------
+
+REMEMBER: Final = (
+    f"INSERT OR REPLACE INTO facts (tenant, contact_id, {FACT_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+RECALL: Final = (
+    f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = ? AND contact_id = ? AND expires_us > ? "
+    "ORDER BY key"
+)
+RECALL_KEY: Final = (
+    f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = ? AND contact_id = ? AND expires_us > ? "
+    "AND key = ?"
+)
+FORGET: Final = "DELETE FROM facts WHERE tenant = ? AND contact_id = ? AND key = ?"
+FORGET_CONTACT: Final = "DELETE FROM facts WHERE tenant = ? AND contact_id = ?"
 
 
-def conv_values(row: ConvRow) -> tuple[object, ...]:
-    """Return the INSERT_CONV parameters of a row."""
+# ---- codecs -----------------------------------------------------------------------------
+
+
+def encode_conversation(row: ConversationRow) -> tuple[object, ...]:
+    """Return the INSERT_CONVERSATION parameters of a row."""
     r = row.retention
     return (
         row.id, row.tenant, row.contact_id, row.agent_id, row.channel, row.status, row.stage,
@@ -141,9 +310,17 @@ def conv_values(row: ConvRow) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def conv_row(r: tuple[Any, ...]) -> ConvRow:
-    """Decode a conversations row selected with CONV_COLUMNS."""
-    return ConvRow(
+def encode_changes(row: ConversationRow) -> tuple[object, ...]:
+    """Return the UPDATE_CONVERSATION parameters of a changed row."""
+    return (
+        row.status, row.stage, row.activity_us, row.expires_us, row.idle_us, row.message_count,
+        row.last_seq, row.state_version, row.id,
+    )  # fmt: skip
+
+
+def decode_conversation(r: tuple[Any, ...]) -> ConversationRow:
+    """Decode a conversations row selected with CONVERSATION_COLUMNS (extra columns ignored)."""
+    return ConversationRow(
         id=r[0], tenant=r[1], contact_id=r[2], agent_id=r[3], channel=r[4], status=r[5],
         stage=r[6], metadata_json=r[7], created_us=r[8], activity_us=r[9], expires_us=r[10],
         idle_us=r[11], message_count=r[12], last_seq=r[13], state_version=r[14],
@@ -151,21 +328,21 @@ def conv_row(r: tuple[Any, ...]) -> ConvRow:
     )  # fmt: skip
 
 
-def msg_row(r: tuple[Any, ...]) -> MsgRow:
-    """Decode a messages row selected with MSG_COLUMNS."""
-    return MsgRow(*r)
+def decode_message(r: tuple[Any, ...]) -> MessageRow:
+    """Decode a messages row selected with MESSAGE_COLUMNS."""
+    return MessageRow(*r)
 
 
-def state_row(r: sqlite3.Row) -> StateRow:
+def decode_state(r: tuple[Any, ...]) -> StateRow:
     """Decode (version, value, saved_us)."""
     return StateRow(r[0], r[1], r[2])
 
 
-def event_row(r: sqlite3.Row) -> EventRow:
+def decode_event(r: tuple[Any, ...]) -> EventRow:
     """Decode an events row selected with EVENT_COLUMNS."""
     return EventRow(str(r[0]), r[1], r[2], r[3], r[4], r[5])
 
 
-def fact_row(r: sqlite3.Row) -> FactRow:
+def decode_fact(r: tuple[Any, ...]) -> FactRow:
     """Decode a facts row selected with FACT_COLUMNS."""
     return FactRow(r[0], r[1], r[2], r[3], r[4])

@@ -2,61 +2,45 @@
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so it is atomic and serialized across the
 threads and processes sharing the file; a write acknowledged to the caller has been committed
-to the WAL and survives a process crash (and, with ``synchronous=full``, a power loss).
+to the WAL and survives a process crash (``synchronous=NORMAL``: a power cut may lose the last
+writes). The SQL is in ``_schema``; the verdicts come from ``threadkeep._rules.decide``.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
-from threadkeep._rules import events as ev, ops
-from threadkeep._rules.retention import is_expired
-from threadkeep._url import StoreURL
-from threadkeep.backends.memory import parse_event_cursor
-from threadkeep.backends.sqlite._schema import (
-    CONV_COLUMNS,
-    EVENT_COLUMNS,
-    FACT_COLUMNS,
-    INSERT_CONV,
-    INSERT_EVENT,
-    INSERT_MSG,
-    LIVE,
-    MIGRATIONS,
-    MSG_COLUMNS,
-    conv_row,
-    conv_values,
-    event_row,
-    fact_row,
-    msg_row,
-    state_row,
+from threadkeep._rules import decide, events as ev, lifecycle, ops
+from threadkeep._rules.events import NewEvent
+from threadkeep._rules.flows import pauses
+from threadkeep._rules.ops import Outcome, Result
+from threadkeep._rules.rows import (
+    ConversationRow,
+    EventRow,
+    FactRow,
+    MessageRow,
+    StateRow,
+    SweepCounts,
+    TenantCounts,
 )
+from threadkeep._url import StoreURL
+from threadkeep.backends import _common
+from threadkeep.backends._common import route
+from threadkeep.backends.sqlite import _schema as schema
 
 __all__ = ["SQLiteBackend"]
 
-_SELECT_CONV = f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = :id"
-_HEAD = "SELECT tenant, expires_us, window_size, state_version FROM conversations WHERE id = ?"
-_READ = (
-    "SELECT c.tenant, c.expires_us, "
-    + ", ".join(f"m.{c.strip()}" for c in MSG_COLUMNS.split(","))
-    + " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND {} "
-    "WHERE c.id = ? ORDER BY m.seq{}"
-)
-_CONTEXT = (
-    "SELECT c.tenant, c.expires_us, m.role, m.content FROM conversations c LEFT JOIN messages m "
-    "ON m.conversation_id = c.id AND m.seq > c.last_seq - c.window_size WHERE c.id = ? "
-    "ORDER BY m.seq"
-)
-_LEASE = "SELECT lease_token, lease_until_us FROM conversations WHERE id = ?"
-_POLL = (0.02, 0.2)  # first and longest pause between polls for new events, seconds
+R = TypeVar("R")
+_OK = Outcome.OK
+_NO_LEASE = (0, 0)
 
 
 def _path(url: StoreURL) -> str:
@@ -79,6 +63,29 @@ class SQLiteBackend:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._routes = dict(
+            (
+                route(ops.StartOp, self._create),
+                route(ops.GetOp, self._get),
+                route(ops.FindOpenOp, self._find_open),
+                route(ops.AppendOp, self._append),
+                route(ops.ReadOp, self._read),
+                route(ops.WindowOp, self._window),
+                route(ops.UpdateOp, self._update),
+                route(ops.SaveStateOp, self._save_state),
+                route(ops.LoadStateOp, self._load_state),
+                route(ops.ListOp, self._list),
+                route(ops.CountsOp, self._counts),
+                route(ops.DeleteOp, self._delete),
+                route(ops.DeleteContactOp, self._delete_contact),
+                route(ops.SweepOp, self._sweep),
+                route(ops.EventsOp, self._read_events),
+                route(ops.LeaseOp, self._lease),
+                route(ops.ReleaseOp, self._release),
+                route(ops.RememberOp, self._remember),
+                route(ops.RecallOp, self._recall),
+            )
+        )
         with self._errors():
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             self._migrate(self._conn())
@@ -126,12 +133,12 @@ class SQLiteBackend:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply missing migrations; the write lock makes concurrent openers migrate once."""
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version >= len(MIGRATIONS):
+        if version >= len(schema.MIGRATIONS):
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for number, script in enumerate(schema.MIGRATIONS[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -140,6 +147,12 @@ class SQLiteBackend:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    # ---- Backend ------------------------------------------------------------------------
+
+    def execute(self, op: ops.Op[R]) -> Result[R]:
+        """Carry out ``op`` in one transaction (sweep: a series of bounded ones)."""
+        return cast(Result[R], self._routes[type(op)](op))
 
     def ping(self) -> None:
         """Raise BackendUnavailable unless the file can be read."""
@@ -159,39 +172,32 @@ class SQLiteBackend:
     # ---- helpers ------------------------------------------------------------------------
 
     @staticmethod
-    def _live(
-        db: sqlite3.Connection, conversation_id: str, tenant: str | None, now_us: int
-    ) -> ops.ConvRow | None:
-        found = db.execute(_SELECT_CONV, {"id": conversation_id}).fetchone()
-        if found is None:
-            return None
-        row = conv_row(found)
-        if is_expired(row.expires_us, now_us) or (tenant is not None and row.tenant != tenant):
-            return None
-        return row
+    def _row(db: sqlite3.Connection, conversation_id: str) -> ConversationRow | None:
+        found = db.execute(schema.SELECT_CONVERSATION, (conversation_id,)).fetchone()
+        return None if found is None else schema.decode_conversation(found)
 
     @staticmethod
-    def _head(
-        db: sqlite3.Connection, conversation_id: str, tenant: str | None, now_us: int
-    ) -> tuple[int, int] | None:
-        """Return (window, state_version) of a live conversation, or None: a cheap _live."""
-        found = db.execute(_HEAD, (conversation_id,)).fetchone()
-        if found is None or is_expired(found[1], now_us) or tenant not in (None, found[0]):
-            return None
-        return found[2], found[3]
+    def _locked(
+        db: sqlite3.Connection, conversation_id: str
+    ) -> tuple[ConversationRow | None, tuple[int, int]]:
+        """The conversation and its lease (token, until µs), in the write transaction."""
+        found = db.execute(schema.LOCK_CONVERSATION, (conversation_id,)).fetchone()
+        if found is None:
+            return None, _NO_LEASE
+        return schema.decode_conversation(found), (found[19], found[20])
 
     @staticmethod
     def _emit(
         db: sqlite3.Connection,
         tenant: str,
         conversation_id: str,
-        event: tuple[str, dict[str, Any]],
+        event: NewEvent,
         at_us: int,
         keep: int,
     ) -> None:
         kind, data = event
         cur = db.execute(
-            INSERT_EVENT,
+            schema.INSERT_EVENT,
             (tenant, conversation_id, kind, json.dumps(data, separators=(",", ":")), at_us),
         )
         last = cur.lastrowid or 0
@@ -199,308 +205,122 @@ class SQLiteBackend:
         step = max(1, keep // 10)
         if last > keep and last % step == 0:
             floor = last - keep
-            db.execute("DELETE FROM events WHERE id <= ?", (floor,))
-            db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'events_floor'", (floor,))
-
-    @staticmethod
-    def _touch(
-        db: sqlite3.Connection, row: ops.ConvRow, now_us: int, sets: str, args: tuple[Any, ...]
-    ) -> None:
-        db.execute(
-            f"UPDATE conversations SET {sets}activity_us = ?, expires_us = ?, idle_us = ? "
-            "WHERE id = ?",
-            (
-                *args,
-                now_us,
-                row.retention.expires_at(now_us),
-                row.retention.idle_at(now_us),
-                row.id,
-            ),
-        )
+            db.execute(schema.TRIM_EVENTS, (floor,))
+            db.execute(schema.RAISE_FLOOR, (floor,))
 
     @staticmethod
     def _erase(db: sqlite3.Connection, conversation_id: str) -> None:
-        for table in ("messages", "states", "events", "conversations"):
-            column = "id" if table == "conversations" else "conversation_id"
-            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (conversation_id,))
+        for statement in schema.ERASE:
+            db.execute(statement, (conversation_id,))
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it, so erased content leaves the WAL too."""
         with self._errors():
             self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    # ---- Backend ------------------------------------------------------------------------
+    @staticmethod
+    def _open_one(
+        db: sqlite3.Connection, tenant: str, contact_id: str, statuses: tuple[str, ...], now: int
+    ) -> ConversationRow | None:
+        found = db.execute(
+            schema.FIND_OPEN.format(marks=", ".join("?" * len(statuses))),
+            (tenant, contact_id, *statuses, now),
+        ).fetchone()
+        return None if found is None else schema.decode_conversation(found)
 
-    def create(self, op: ops.StartOp) -> tuple[ops.Outcome, ops.ConvRow]:
-        """See Backend.create."""
+    # ---- conversations ------------------------------------------------------------------
+
+    def _create(self, op: ops.StartOp) -> Result[ConversationRow]:
         row = op.row
         with self._tx(write=True) as db:
+            open_one = None
             if op.resume:
-                found = self._find_open(
-                    db, ops.FindOpenOp(row.tenant, row.contact_id, op.open_statuses, row.created_us)
+                open_one = self._open_one(
+                    db, row.tenant, row.contact_id, op.open_statuses, row.created_us
                 )
-                if found is not None:
-                    return ops.Outcome.EXISTING, found
-            db.execute(INSERT_CONV, conv_values(row))
-            self._emit(
-                db, row.tenant, row.id, ev.started(row.contact_id, row.status, row.stage),
-                row.created_us, op.events_kept,
-            )  # fmt: skip
-        return ops.Outcome.CREATED, row
+            verdict = decide.create(op, open_one)
+            if isinstance(verdict, Result):
+                return verdict
+            db.execute(schema.INSERT_CONVERSATION, schema.encode_conversation(row))
+            self._emit(db, row.tenant, row.id, verdict.event, row.created_us, op.events_kept)
+        return verdict.result()
 
-    def get(self, op: ops.GetOp) -> ops.ConvRow | None:
-        """See Backend.get."""
+    def _get(self, op: ops.GetOp) -> Result[ConversationRow | None]:
         with self._errors():
-            return self._live(self._conn(), op.conversation_id, op.tenant, op.now_us)
+            row = decide.visible(self._row(self._conn(), op.conversation_id), op.tenant, op.now_us)
+        return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
 
-    @staticmethod
-    def _find_open(db: sqlite3.Connection, op: ops.FindOpenOp) -> ops.ConvRow | None:
-        marks = ", ".join("?" * len(op.open_statuses))
-        found = db.execute(
-            f"SELECT {CONV_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ? "
-            f"AND status IN ({marks}) AND (expires_us IS NULL OR expires_us > ?) "
-            "ORDER BY activity_us DESC, id DESC LIMIT 1",
-            (op.tenant, op.contact_id, *op.open_statuses, op.now_us),
-        ).fetchone()
-        return None if found is None else conv_row(found)
-
-    def find_open(self, op: ops.FindOpenOp) -> ops.ConvRow | None:
-        """See Backend.find_open."""
+    def _find_open(self, op: ops.FindOpenOp) -> Result[ConversationRow | None]:
         with self._errors():
-            return self._find_open(self._conn(), op)
-
-    def append(self, op: ops.AppendOp) -> ops.AppendResult:
-        """See Backend.append."""
-        with self._tx(write=True) as db:
-            row = self._live(db, op.conversation_id, op.tenant, op.now_us)
-            if row is None:
-                return ops.AppendResult(ops.Outcome.NOT_FOUND)
-            if op.idempotency_key is not None:
-                stored = db.execute(
-                    f"SELECT {MSG_COLUMNS} FROM messages "
-                    "WHERE conversation_id = ? AND idempotency_key = ?",
-                    (row.id, op.idempotency_key),
-                ).fetchone()
-                if stored is not None:
-                    return ops.AppendResult(ops.Outcome.DUPLICATE, msg_row(stored))
-            if row.status not in op.on_message:
-                return ops.AppendResult(ops.Outcome.CLOSED)
-            if op.fence is not None:
-                token, until = db.execute(_LEASE, (row.id,)).fetchone()
-                if token != op.fence or until <= op.now_us:
-                    return ops.AppendResult(ops.Outcome.FENCED)
-            seq = row.last_seq + 1
-            msg = ops.MsgRow(row.id, seq, op.role, op.content, op.now_us, op.metadata_json,
-                         op.idempotency_key)  # fmt: skip
-            db.execute(INSERT_MSG, (row.id, seq, op.role, op.content, op.now_us,
-                                    op.metadata_json, op.idempotency_key))  # fmt: skip
-            count = row.message_count + 1
-            limit = row.retention.max_messages
-            if limit is not None and count > limit:
-                db.execute(
-                    "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?",
-                    (row.id, seq - limit),
-                )
-                count = limit
-            status = op.on_message[row.status]
-            self._touch(
-                db, row, op.now_us, "status = ?, last_seq = ?, message_count = ?, ",
-                (status, seq, count),
-            )  # fmt: skip
-            self._emit(db, row.tenant, row.id, ev.message_appended(seq, op.role), op.now_us,
-                       op.events_kept)  # fmt: skip
-            if status != row.status:
-                self._emit(db, row.tenant, row.id, ev.status_changed(row.status, status),
-                           op.now_us, op.events_kept)  # fmt: skip
-        return ops.AppendResult(ops.Outcome.OK, msg)
-
-    def read_messages(self, op: ops.ReadOp) -> builtins.list[ops.MsgRow] | None:
-        """See Backend.read_messages: one statement, so one consistent snapshot.
-
-        seq is gap-free and trimming removes the oldest first, so the last N messages are
-        exactly those with seq > last_seq - N: an index range, whatever the history's length.
-        """
-        if op.window or op.last is not None:
-            bound, args = ("c.window_size", ()) if op.window else ("?", (op.last,))
-            sql = _READ.format(f"m.seq > c.last_seq - {bound}", "")
-            params: tuple[Any, ...] = (*args, op.conversation_id)
-        else:
-            sql = _READ.format("m.seq > ?", " LIMIT ?")
-            params = (op.after or 0, op.conversation_id, op.limit)
-        with self._errors():
-            found = self._conn().execute(sql, params).fetchall()
-        if not found:
-            return None
-        tenant, expires = found[0][0], found[0][1]
-        if is_expired(expires, op.now_us) or op.tenant not in (None, tenant):
-            return None
-        return [ops.MsgRow(*r[2:]) for r in found if r[3] is not None]
-
-    def read_context(self, op: ops.ReadOp) -> builtins.list[tuple[str, str]] | None:
-        """See Backend.read_context: read_messages' window, only (role, content)."""
-        with self._errors():
-            found = self._conn().execute(_CONTEXT, (op.conversation_id,)).fetchall()
-        if not found or is_expired(found[0][1], op.now_us) or op.tenant not in (None, found[0][0]):
-            return None
-        return [(r[2], r[3]) for r in found if r[2] is not None]
-
-    def update(self, op: ops.UpdateOp) -> ops.UpdateResult:
-        """See Backend.update."""
-        with self._tx(write=True) as db:
-            row = self._live(db, op.conversation_id, op.tenant, op.now_us)
-            if row is None:
-                return ops.UpdateResult(ops.Outcome.NOT_FOUND)
-            event = ops.decide_update(row, op)
-            if isinstance(event, ops.UpdateResult):
-                return event
-            column = "status" if op.field == "status" else "stage"
-            self._touch(db, row, op.now_us, f"{column} = ?, ", (op.value,))
-            self._emit(db, row.tenant, row.id, event, op.now_us, op.events_kept)
-            new = self._live(db, row.id, None, op.now_us)
-        return ops.UpdateResult(ops.Outcome.OK, new, row.status)
-
-    def save_state(self, op: ops.SaveStateOp) -> ops.StateResult:
-        """See Backend.save_state."""
-        with self._tx(write=True) as db:
-            row = self._live(db, op.conversation_id, op.tenant, op.now_us)
-            if row is None:
-                return ops.StateResult(ops.Outcome.NOT_FOUND)
-            current = row.state_version
-            if op.expected_version is not None and op.expected_version != current:
-                return ops.StateResult(ops.Outcome.CONFLICT, current=current)
-            value = op.value_json
-            if op.rollback_to is not None:
-                old = db.execute(
-                    "SELECT value FROM states WHERE conversation_id = ? AND version = ?",
-                    (row.id, op.rollback_to),
-                ).fetchone()
-                if old is None:
-                    return ops.StateResult(ops.Outcome.NO_VERSION, current=current)
-                value = old[0]
-            version = current + 1
-            db.execute(
-                "INSERT INTO states (conversation_id, version, value, saved_us) "
-                "VALUES (?, ?, ?, ?)",
-                (row.id, version, value, op.now_us),
+            found = self._open_one(
+                self._conn(), op.tenant, op.contact_id, op.open_statuses, op.now_us
             )
-            db.execute(
-                "DELETE FROM states WHERE conversation_id = ? AND version <= ?",
-                (row.id, version - op.keep),
-            )
-            self._touch(db, row, op.now_us, "state_version = ?, ", (version,))
-            self._emit(db, row.tenant, row.id, ev.state_saved(version), op.now_us, op.events_kept)
-        return ops.StateResult(ops.Outcome.OK, version=version, saved_us=op.now_us, current=version)
+        return Result(_OK, found)
 
-    def load_state(self, op: ops.LoadStateOp) -> tuple[ops.Outcome, ops.StateRow | None]:
-        """See Backend.load_state."""
-        with self._tx(write=False) as db:
-            head = self._head(db, op.conversation_id, op.tenant, op.now_us)
-            if head is None:
-                return ops.Outcome.NOT_FOUND, None
-            version = head[1] if op.version is None else op.version
-            found = db.execute(
-                "SELECT version, value, saved_us FROM states "
-                "WHERE conversation_id = ? AND version = ?",
-                (op.conversation_id, version),
-            ).fetchone()
-        if found is None:
-            return (ops.Outcome.OK, None) if op.version is None else (ops.Outcome.NO_VERSION, None)
-        return ops.Outcome.OK, state_row(found)
-
-    def list(self, op: ops.ListOp) -> builtins.list[ops.ConvRow]:
-        """See Backend.list."""
-        where = ["tenant = :tenant", LIVE]
-        args: dict[str, Any] = {"tenant": op.tenant, "now": op.now_us, "limit": op.limit + 1}
-        for column in ("status", "stage", "agent_id", "contact_id"):
-            value = getattr(op, column)
-            if value is not None:
-                where.append(f"{column} = :{column}")
-                args[column] = value
-        if op.cursor is not None:
-            where.append("(activity_us, id) < (:c_activity, :c_id)")
-            args["c_activity"], args["c_id"] = op.cursor
-        sql = (
-            f"SELECT {CONV_COLUMNS} FROM conversations WHERE {' AND '.join(where)} "
-            "ORDER BY activity_us DESC, id DESC LIMIT :limit"
-        )
-        with self._errors():
-            return [conv_row(r) for r in self._conn().execute(sql, args).fetchall()]
-
-    def counts(self, op: ops.CountsOp) -> ops.CountsRow:
-        """See Backend.counts."""
-        with self._tx(write=False) as db:
-            args = {"tenant": op.tenant, "now": op.now_us}
-            by_status = db.execute(
-                f"SELECT status, count(*) FROM conversations WHERE tenant = :tenant AND {LIVE} "
-                "GROUP BY status",
-                args,
-            ).fetchall()
-            by_stage = db.execute(
-                f"SELECT stage, count(*) FROM conversations WHERE tenant = :tenant AND {LIVE} "
-                "AND stage IS NOT NULL GROUP BY stage",
-                args,
-            ).fetchall()
-        return ops.CountsRow(dict(by_status), dict(by_stage))
-
-    def delete(self, op: ops.DeleteOp) -> bool:
-        """See Backend.delete."""
+    def _update(self, op: ops.UpdateOp) -> Result[ConversationRow | None]:
         with self._tx(write=True) as db:
-            found = db.execute(_SELECT_CONV, {"id": op.conversation_id}).fetchone()
-            if found is None:
-                return False
-            row = conv_row(found)
-            if op.tenant is not None and row.tenant != op.tenant:
-                return False
+            verdict = decide.update(self._row(db, op.conversation_id), op)
+            if isinstance(verdict, Result):
+                return verdict
+            row = verdict.row
+            db.execute(schema.UPDATE_CONVERSATION, schema.encode_changes(row))
+            self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
+        return verdict.result()
+
+    def _list(self, op: ops.ListOp) -> Result[list[ConversationRow]]:
+        where, params = _common.list_filters(op, lambda name: f":{name}")
+        where = ["tenant = :tenant", schema.LIVE, *where]
+        params.update(tenant=op.tenant, now=op.now_us, limit=op.limit + 1)
+        sql = schema.LIST.format(where=" AND ".join(where))
+        with self._errors():
+            rows = self._conn().execute(sql, params).fetchall()
+        return Result(_OK, [schema.decode_conversation(r) for r in rows])
+
+    def _counts(self, op: ops.CountsOp) -> Result[TenantCounts]:
+        with self._tx(write=False) as db:
+            params = {"tenant": op.tenant, "now": op.now_us}
+            by_status = db.execute(schema.COUNT_BY_STATUS, params).fetchall()
+            by_stage = db.execute(schema.COUNT_BY_STAGE, params).fetchall()
+        return Result(_OK, TenantCounts(dict(by_status), dict(by_stage)))
+
+    def _delete(self, op: ops.DeleteOp) -> Result[None]:
+        with self._tx(write=True) as db:
+            row = self._row(db, op.conversation_id)
+            if row is None or not decide.erasable(row, op.tenant):
+                return Result(Outcome.NOT_FOUND, None)
             self._erase(db, row.id)
             self._emit(db, row.tenant, row.id, ev.deleted(), op.now_us, op.events_kept)
         self._checkpoint()
-        return not is_expired(row.expires_us, op.now_us)
+        return decide.erased(row, op.now_us)
 
-    def delete_contact(self, op: ops.DeleteContactOp) -> int:
-        """See Backend.delete_contact."""
+    def _delete_contact(self, op: ops.DeleteContactOp) -> Result[int]:
         with self._tx(write=True) as db:
-            rows = [
-                conv_row(r)
-                for r in db.execute(
-                    f"SELECT {CONV_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ?",
-                    (op.tenant, op.contact_id),
-                ).fetchall()
-            ]
+            found = db.execute(schema.OF_CONTACT, (op.tenant, op.contact_id)).fetchall()
+            rows = [schema.decode_conversation(r) for r in found]
             for row in rows:
                 self._erase(db, row.id)
                 self._emit(db, row.tenant, row.id, ev.deleted(), op.now_us, op.events_kept)
-            db.execute(
-                "DELETE FROM facts WHERE tenant = ? AND contact_id = ?", (op.tenant, op.contact_id)
-            )
+            db.execute(schema.FORGET_CONTACT, (op.tenant, op.contact_id))
         self._checkpoint()
-        return sum(not is_expired(r.expires_us, op.now_us) for r in rows)
+        return Result(_OK, sum(decide.erased(r, op.now_us).outcome is _OK for r in rows))
 
-    def sweep(self, op: ops.SweepOp) -> ops.SweepRow:
-        """See Backend.sweep: bounded batches, each its own short transaction."""
-        purged = self._sweep_batches(
-            "SELECT id FROM conversations WHERE expires_us <= ? LIMIT ?", op, self._purge
-        )
+    # ---- sweep --------------------------------------------------------------------------
+
+    def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
+        """Sweep in bounded batches, each its own short transaction."""
+        purged = self._batches(schema.DUE_PURGE, op, self._purge)
         marks = ", ".join("?" * len(op.idle_from))
-        idled = self._sweep_batches(
-            f"SELECT id FROM conversations WHERE status IN ({marks}) AND idle_us <= ? "
-            "AND (expires_us IS NULL OR expires_us > ?) LIMIT ?",
-            op,
-            self._idle,
-            (*op.idle_from, op.now_us),
+        idled = self._batches(
+            schema.DUE_IDLE.format(marks=marks), op, self._idle, (*op.idle_from, op.now_us)
         )
-        facts = self._sweep_batches(
-            "SELECT tenant || char(0) || contact_id || char(0) || key FROM facts "
-            "WHERE expires_us <= ? LIMIT ?",
-            op,
-            self._forget,
-        )
-        return ops.SweepRow(idled=idled, purged=purged, facts_purged=facts)
+        facts = self._batches(schema.DUE_FACTS, op, self._forget)
+        return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
 
-    def _sweep_batches(
+    def _batches(
         self,
         select: str,
         op: ops.SweepOp,
-        apply: Any,
+        apply: Callable[[sqlite3.Connection, str, ops.SweepOp], None],
         prefix: tuple[Any, ...] = (),
     ) -> int:
         total = 0
@@ -519,94 +339,151 @@ class SQLiteBackend:
         self._erase(db, conversation_id)
 
     def _idle(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
-        tenant, status = db.execute(
-            "SELECT tenant, status FROM conversations WHERE id = ?", (conversation_id,)
-        ).fetchone()
-        db.execute(
-            "UPDATE conversations SET status = ? WHERE id = ?", (op.idle_to, conversation_id)
-        )
-        self._emit(db, tenant, conversation_id, ev.status_changed(status, op.idle_to), op.now_us,
-                   op.events_kept)  # fmt: skip
+        tenant, status = db.execute(schema.STATUS_OF, (conversation_id,)).fetchone()
+        db.execute(schema.SET_STATUS, (op.idle_to, conversation_id))
+        event = lifecycle.status_changed(status, op.idle_to)
+        self._emit(db, tenant, conversation_id, event, op.now_us, op.events_kept)
 
     @staticmethod
     def _forget(db: sqlite3.Connection, key: str, op: ops.SweepOp) -> None:
-        tenant, contact_id, name = key.split("\0")
-        db.execute(
-            "DELETE FROM facts WHERE tenant = ? AND contact_id = ? AND key = ?",
-            (tenant, contact_id, name),
-        )
+        db.execute(schema.FORGET, key.split("\0"))
 
-    def read_events(self, op: ops.EventsOp, wait: float) -> builtins.list[ops.EventRow] | None:
-        """See Backend.read_events: polls the file, so it sees other processes' writes."""
-        after = parse_event_cursor(op.after)
-        where = "id > ?" if op.tenant is None else "tenant = ? AND id > ?"
-        args: tuple[Any, ...] = (after,) if op.tenant is None else (op.tenant, after)
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?"
-        deadline = time.monotonic() + wait
-        pause = _POLL[0]
-        while True:
-            with self._tx(write=False) as db:
-                (floor,) = db.execute(
-                    "SELECT value FROM meta WHERE key = 'events_floor'"
-                ).fetchone()
-                if op.after is not None and after < floor:
-                    return None  # None reads from the oldest retained event
-                rows = [event_row(r) for r in db.execute(sql, (*args, op.limit)).fetchall()]
-            remaining = deadline - time.monotonic()
-            if rows or remaining <= 0:
-                return rows
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, _POLL[1])
+    # ---- messages -----------------------------------------------------------------------
 
-    def acquire_lease(self, op: ops.LeaseOp) -> ops.LeaseResult:
-        """See Backend.acquire_lease."""
+    def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
+        key = op.idempotency_key
         with self._tx(write=True) as db:
-            if self._live(db, op.conversation_id, op.tenant, op.now_us) is None:
-                return ops.LeaseResult(ops.Outcome.NOT_FOUND)
-            token, until = db.execute(_LEASE, (op.conversation_id,)).fetchone()
-            if until > op.now_us:
-                return ops.LeaseResult(ops.Outcome.BUSY)
+            row, lease = self._locked(db, op.conversation_id)
+            stored = None
+            if key is not None and row is not None:
+                found = db.execute(schema.FIND_KEY, {"id": row.id, "key": key}).fetchone()
+                stored = None if found is None else schema.decode_message(found)
+            verdict = decide.append(row, op, stored, lease)
+            if isinstance(verdict, Result):
+                return verdict
+            m = verdict.message
+            db.execute(schema.INSERT_MESSAGE, m)
+            if verdict.trim_to is not None:
+                db.execute(schema.ARCHIVE, (m.conversation_id, verdict.trim_to))
+                db.execute(schema.TRIM_MESSAGES, (m.conversation_id, verdict.trim_to))
             db.execute(
-                "UPDATE conversations SET lease_token = ?, lease_until_us = ? WHERE id = ?",
-                (token + 1, op.until_us, op.conversation_id),
-            )
-        return ops.LeaseResult(ops.Outcome.OK, token + 1)
-
-    def release_lease(self, op: ops.ReleaseOp) -> None:
-        """See Backend.release_lease."""
-        with self._tx(write=True) as db:
-            db.execute(
-                "UPDATE conversations SET lease_until_us = 0 WHERE id = ? AND lease_token = ?",
-                (op.conversation_id, op.token),
-            )
-
-    def remember(self, op: ops.RememberOp) -> ops.FactRow:
-        """See Backend.remember."""
-        with self._tx(write=True) as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO facts (tenant, contact_id, {FACT_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                schema.UPDATE_APPENDED,
                 (
-                    op.tenant,
-                    op.contact_id,
-                    op.key,
-                    op.value_json,
-                    op.tier,
-                    op.now_us,
-                    op.expires_us,
+                    verdict.status,
+                    m.seq,
+                    verdict.message_count,
+                    verdict.activity_us,
+                    verdict.expires_us,
+                    verdict.idle_us,
+                    m.conversation_id,
                 ),
             )
-        return ops.FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+            tenant = cast(ConversationRow, row).tenant
+            for event in verdict.events:
+                self._emit(db, tenant, m.conversation_id, event, op.now_us, op.events_kept)
+        return verdict.result()
 
-    def recall(self, op: ops.RecallOp) -> builtins.list[ops.FactRow]:
-        """See Backend.recall."""
-        sql = (
-            f"SELECT {FACT_COLUMNS} FROM facts WHERE tenant = ? AND contact_id = ? "
-            "AND expires_us > ?"
-        )
-        args: tuple[Any, ...] = (op.tenant, op.contact_id, op.now_us)
-        if op.key is not None:
-            sql += " AND key = ?"
-            args += (op.key,)
+    def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
+        """Read in one statement, so from one consistent snapshot."""
+        params: tuple[object, ...]
+        if op.last is not None:
+            sql, params = schema.READ_LAST, (op.last, op.conversation_id)
+        else:
+            sql, params = schema.READ_AFTER, (op.after, op.conversation_id, op.limit)
         with self._errors():
-            return [fact_row(r) for r in self._conn().execute(sql + " ORDER BY key", args)]
+            found = self._conn().execute(sql, params).fetchall()
+        if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
+            return Result(Outcome.NOT_FOUND, [])
+        return Result(_OK, [MessageRow(*r[2:]) for r in found if r[3] is not None])
+
+    def _window(self, op: ops.WindowOp) -> Result[list[tuple[str, str]]]:
+        with self._errors():
+            found = self._conn().execute(schema.WINDOW, (op.conversation_id,)).fetchall()
+        if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
+            return Result(Outcome.NOT_FOUND, [])
+        return Result(_OK, [(r[2], r[3]) for r in found if r[2] is not None])
+
+    # ---- state --------------------------------------------------------------------------
+
+    def _save_state(self, op: ops.SaveStateOp) -> Result[int]:
+        with self._tx(write=True) as db:
+            row = self._row(db, op.conversation_id)
+            old = None
+            if op.rollback_to is not None and row is not None:
+                found = db.execute(schema.SELECT_STATE, (row.id, op.rollback_to)).fetchone()
+                old = None if found is None else str(found[1])
+            verdict = decide.save_state(row, op, old)
+            if isinstance(verdict, Result):
+                return verdict
+            assert row is not None
+            db.execute(
+                schema.INSERT_STATE, (row.id, verdict.version, verdict.value_json, op.now_us)
+            )
+            db.execute(schema.TRIM_STATES, (row.id, verdict.trim_to))
+            db.execute(
+                schema.UPDATE_SAVED,
+                (verdict.version, verdict.activity_us, verdict.expires_us, verdict.idle_us, row.id),
+            )
+            self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
+        return verdict.result()
+
+    def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
+        with self._tx(write=False) as db:
+            head = db.execute(schema.HEAD, (op.conversation_id,)).fetchone()
+            if head is None or not decide.is_visible(head[0], head[1], op.tenant, op.now_us):
+                return Result(Outcome.NOT_FOUND, None)
+            version = head[2] if op.version is None else op.version
+            found = db.execute(schema.SELECT_STATE, (op.conversation_id, version)).fetchone()
+        if found is None:
+            return Result(_OK if op.version is None else Outcome.NO_VERSION, None)
+        return Result(_OK, schema.decode_state(found))
+
+    # ---- events, leases, facts ----------------------------------------------------------
+
+    def _read_events(self, op: ops.EventsOp) -> Result[list[EventRow]]:
+        """Poll the file, so it sees other processes' writes."""
+        deadline = time.monotonic() + op.wait
+        for pause in pauses(*_common.POLL):
+            with self._tx(write=False) as db:
+                (floor,) = db.execute(schema.FLOOR).fetchone()
+                if decide.cursor_expired(op.after, floor):
+                    return Result(Outcome.EXPIRED, [])
+                after = floor if op.after is None else op.after
+                if op.tenant is None:
+                    found = db.execute(schema.READ_EVENTS, (after, op.limit))
+                else:
+                    found = db.execute(schema.READ_TENANT_EVENTS, (op.tenant, after, op.limit))
+                rows = [schema.decode_event(r) for r in found.fetchall()]
+            remaining = deadline - time.monotonic()
+            if rows or remaining <= 0:
+                return Result(_OK, rows)
+            time.sleep(min(pause, remaining))
+        raise AssertionError("unreachable: pauses() never ends")
+
+    def _lease(self, op: ops.LeaseOp) -> Result[int]:
+        with self._tx(write=True) as db:
+            row, held = self._locked(db, op.conversation_id)
+            verdict = decide.lease(row, op, held)
+            if verdict.outcome is _OK:
+                db.execute(schema.TAKE_LEASE, (verdict.value, op.until_us, op.conversation_id))
+        return verdict
+
+    def _release(self, op: ops.ReleaseOp) -> Result[None]:
+        with self._tx(write=True) as db:
+            db.execute(schema.RELEASE_LEASE, (op.conversation_id, op.token))
+        return Result(_OK, None)
+
+    def _remember(self, op: ops.RememberOp) -> Result[FactRow]:
+        fact = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us)
+        with self._tx(write=True) as db:
+            db.execute(schema.REMEMBER, (op.tenant, op.contact_id, *fact))
+        return Result(_OK, fact)
+
+    def _recall(self, op: ops.RecallOp) -> Result[list[FactRow]]:
+        params: tuple[object, ...]
+        if op.key is None:
+            sql, params = schema.RECALL, (op.tenant, op.contact_id, op.now_us)
+        else:
+            sql, params = schema.RECALL_KEY, (op.tenant, op.contact_id, op.now_us, op.key)
+        with self._errors():
+            return Result(_OK, [schema.decode_fact(r) for r in self._conn().execute(sql, params)])

@@ -1,8 +1,9 @@
 /* The dashboard at "/dashboard": conversations newest activity first, live over /v1/events;
  * a click opens the transcript, the lead summary and the state; an agent can take over, reply,
  * hand back, close, and edit the stage and state (If-Match; a 412 shows what changed and offers
- * reload/re-apply). It knows no bot: stages come from /v1/counts, the buttons from each
- * conversation's allowed_statuses, the state's fields from the bot's schema (TKState). */
+ * reload/re-apply). It knows no bot: stages come from the tenant's playbook and /v1/counts
+ * (TKPlaybook), the buttons from each conversation's allowed_statuses, the state's fields from
+ * the bot's schema (TKState); the playbook's guidance shows beside the transcript. */
 "use strict";
 
 (() => {
@@ -104,9 +105,9 @@
         { "data-status": s, "data-testid": "count-status-" + s },
         () => setFilter("status", view.filters.status === s ? "" : s)));
     });
-    const stages = Object.keys(counts.by_stage).sort();
+    const stages = TKPlaybook.order(Object.keys(counts.by_stage));
     stages.forEach((s) => {
-      box.appendChild(chip("stage " + s + " " + counts.by_stage[s], view.filters.stage === s,
+      box.appendChild(chip("stage " + TKPlaybook.label(s) + " " + counts.by_stage[s], view.filters.stage === s,
         { className: "tk-badge tk-stage" + (view.filters.stage === s ? " on" : ""), "data-testid": "count-stage-" + s },
         () => setFilter("stage", view.filters.stage === s ? "" : s)));
     });
@@ -114,8 +115,8 @@
     const current = stageSelect.value;
     stageSelect.textContent = "";
     stageSelect.appendChild(TK.el("option", { value: "", text: "all" }));
-    stages.concat(current && stages.indexOf(current) < 0 ? [current] : [])
-      .forEach((s) => stageSelect.appendChild(TK.el("option", { value: s, text: s })));
+    TKPlaybook.filterStages(stages.concat(current ? [current] : []))
+      .forEach((s) => stageSelect.appendChild(TK.el("option", { value: s, text: TKPlaybook.label(s) })));
     stageSelect.value = current;
   }
 
@@ -166,6 +167,7 @@
     };
     showDetailError(null);
     drawDetail();
+    TKPlaybook.showGuidance(id);
     if (withState) await loadState();
   }
 
@@ -416,7 +418,9 @@
     view.changed.add(event.conversation_id);
     refreshList();
     if (view.selected && event.conversation_id === view.selected) {
-      if (event.kind === "conversation.deleted") { view.selected = null; view.detail = null; drawDetail(); return; }
+      if (event.kind === "conversation.deleted") {
+        view.selected = null; view.detail = null; drawDetail(); TKPlaybook.showGuidance(null); return;
+      }
       refreshDetail();
       if (event.kind === "state.saved") refreshState();
     }
@@ -456,6 +460,10 @@
 
   (async () => {
     live.start();
+    await TKPlaybook.start({
+      onSuggest: (text) => { $("agent-input").value = text; $("agent-input").focus(); },
+      onMove: (stage) => setStage(stage),
+    });
     await Promise.all([loadList(), loadCounts()]);
     if (hash.get("c")) select(hash.get("c"), false);
     document.body.dataset.ready = "1";

@@ -5,6 +5,9 @@
 --          them live in one Redis Cluster slot and the names built below stay node-local.
 -- Times are integer microseconds since the epoch, passed and stored as decimal strings.
 -- Optional arguments are "" for nil and "+value" for a value (see _codec.opt).
+-- The legend of the keys built below is the table in _keys.py (one Python method per builder,
+-- checked against this file by a test); the legend of the conversation hash's fields is
+-- _codec.FIELDS.
 
 local B = ARGV[1]
 

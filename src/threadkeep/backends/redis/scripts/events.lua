@@ -13,7 +13,9 @@ elseif tonumber(after) < floor then
 else
   after = tonumber(after)
 end
-local out = {'ok', fmt(tonumber(redis.call('GET', K_EVN) or '0')) .. '-0'}
+local last = tonumber(redis.call('GET', K_EVN) or '0')
+local out = {'ok', fmt(last) .. '-0'}
+if after >= last then return out end  -- nothing after it yet (and no id past 2^63 to format)
 local start = fmt(after + 1) .. '-0'
 while #out - 2 < limit do
   local batch = redis.call('XRANGE', K_EV, start, '+', 'COUNT', math.max(limit, 100))

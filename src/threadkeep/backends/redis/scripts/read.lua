@@ -14,10 +14,11 @@ if expires and tonumber(expires) <= tonumber(ARGV[4]) then return {'not_found'} 
 local messages = B .. 'm:' .. id
 local mode = ARGV[5]
 if mode == 'after' then
-  local limit = tonumber(ARGV[8])
-  if limit <= 0 then return {'ok', {}} end
+  local limit, after = tonumber(ARGV[8]), tonumber(ARGV[7])
+  -- past the last message: nothing (and no huge list index, which Redis would refuse)
+  if limit <= 0 or after >= tonumber(seq) then return {'ok', {}} end
   local first = tonumber(seq) - tonumber(count) + 1
-  local start = math.max(0, tonumber(ARGV[7]) - first + 1)
+  local start = math.max(0, after - first + 1)
   return {'ok', redis.call('LRANGE', messages, start, start + limit - 1)}
 end
 local last = tonumber(ARGV[6])

@@ -1,0 +1,372 @@
+"""Plans: the Store's arguments checked and turned into ops, with the time stamped on them.
+
+Each function is pure: the same time, limits and arguments give the same op (``start`` draws
+a random id). Every check runs here, before the backend sees anything, so bad input writes
+nothing and gets the same ``InvalidInput`` on every backend.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from threadkeep._config import Limits, Retention
+from threadkeep._exceptions import InvalidInput
+from threadkeep._ids import check_id, new_id
+from threadkeep._rules import cursors, lifecycle, validate
+from threadkeep._rules.ops import (
+    AppendOp,
+    CountsOp,
+    DeleteContactOp,
+    DeleteOp,
+    EventsOp,
+    FindOpenOp,
+    GetOp,
+    LeaseOp,
+    ListOp,
+    LoadStateOp,
+    ReadOp,
+    RecallOp,
+    RememberOp,
+    SaveStateOp,
+    StartOp,
+    SweepOp,
+    UpdateOp,
+    WindowOp,
+)
+from threadkeep._rules.retention import check_tier, fact_expiry, retention_us
+from threadkeep._rules.rows import ConversationRow
+from threadkeep._serde import dump_state
+
+__all__ = [
+    "EVENT_BATCH",
+    "SWEEP_BATCH",
+    "append",
+    "counts",
+    "delete",
+    "delete_contact",
+    "events",
+    "find_open",
+    "get",
+    "lease",
+    "list_conversations",
+    "load_state",
+    "messages",
+    "recall",
+    "remember",
+    "rollback_state",
+    "save_state",
+    "stage",
+    "start",
+    "status",
+    "sweep",
+    "window",
+]
+
+#: Events read per backend call while following the log.
+EVENT_BATCH = 500
+#: Rows changed per sweep transaction.
+SWEEP_BATCH = 500
+
+_OPEN = tuple(sorted(s.value for s in lifecycle.OPEN))
+_IDLE_FROM = tuple(s.value for s in lifecycle.IDLE_FROM)
+
+
+def _tenant(tenant: object) -> str | None:
+    """A tenant filter: None (any tenant) or a tenant name."""
+    return None if tenant is None else validate.check_name(tenant, "tenant")
+
+
+def start(
+    now_us: int,
+    limits: Limits,
+    retention: Retention,
+    contact_id: str,
+    *,
+    tenant: str,
+    agent_id: str | None,
+    channel: str | None,
+    stage: str | None,
+    metadata: dict[str, Any] | None,
+    resume: bool,
+    conversation_id: str | None = None,
+) -> StartOp:
+    """The op of ``Store.start`` or ``Store.resume`` (``conversation_id``: import only)."""
+    kept = retention_us(retention)
+    row = ConversationRow(
+        id=new_id(now_us) if conversation_id is None else check_id(conversation_id),
+        tenant=validate.check_name(tenant, "tenant"),
+        contact_id=validate.check_name(contact_id, "contact_id"),
+        agent_id=validate.check_name(agent_id, "agent_id", optional=True),
+        channel=validate.check_name(channel, "channel", optional=True, max_len=64),
+        status=lifecycle.Status.NEW.value,
+        stage=validate.check_name(stage, "stage", optional=True, max_len=128),
+        metadata_json=validate.dump_metadata(metadata, limits),
+        created_us=now_us,
+        activity_us=now_us,
+        expires_us=kept.expires_at(now_us),
+        idle_us=kept.idle_at(now_us),
+        message_count=0,
+        last_seq=0,
+        state_version=0,
+        retention=kept,
+    )
+    return StartOp(row, resume, _OPEN, limits.events_kept)
+
+
+def get(now_us: int, conversation_id: str, tenant: str | None) -> GetOp:
+    """The op of ``Store.get``."""
+    return GetOp(check_id(conversation_id), _tenant(tenant), now_us)
+
+
+def find_open(now_us: int, contact_id: str, tenant: str) -> FindOpenOp:
+    """The op of ``Store.find_open``."""
+    return FindOpenOp(
+        validate.check_name(tenant, "tenant"),
+        validate.check_name(contact_id, "contact_id"),
+        _OPEN,
+        now_us,
+    )
+
+
+def append(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    role: str,
+    content: str,
+    *,
+    metadata: dict[str, Any] | None,
+    idempotency_key: str | None,
+    tenant: str | None,
+    fence: int | None = None,
+) -> AppendOp:
+    """The op of ``Store.append`` (``fence``: the token of the turn appending)."""
+    return AppendOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        role=validate.check_role(role),
+        content=validate.check_content(content, limits),
+        metadata_json=validate.dump_metadata(metadata, limits),
+        idempotency_key=validate.check_name(idempotency_key, "idempotency_key", optional=True),
+        on_message=lifecycle.ON_MESSAGE_VALUES,
+        fence=fence,
+        events_kept=limits.events_kept,
+    )
+
+
+def messages(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    *,
+    last: int | None,
+    after: int | None,
+    limit: int | None,
+    tenant: str | None,
+) -> ReadOp:
+    """The op of ``Store.messages``: ``last`` excludes ``after``/``limit``."""
+    if last is not None and (after is not None or limit is not None):
+        raise InvalidInput("pass either last=, or after= with limit=, not both", field="last")
+    return ReadOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        last=None if last is None else validate.check_limit(last, "last", limits),
+        after=0 if after is None else validate.check_non_negative(after, "after"),
+        limit=validate.check_limit(limits.max_page if limit is None else limit, "limit", limits),
+    )
+
+
+def window(now_us: int, conversation_id: str, tenant: str | None) -> WindowOp:
+    """The op of ``Store.context``."""
+    return WindowOp(check_id(conversation_id), _tenant(tenant), now_us)
+
+
+def save_state(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    state: object,
+    *,
+    expected_version: int | None,
+    tenant: str | None,
+) -> SaveStateOp:
+    """The op of ``Store.save_state``."""
+    return SaveStateOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        value_json=dump_state(state, limits),
+        expected_version=_version(expected_version, "expected_version"),
+        rollback_to=None,
+        versions_kept=limits.state_versions_kept,
+        events_kept=limits.events_kept,
+    )
+
+
+def rollback_state(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    to_version: int,
+    *,
+    expected_version: int | None,
+    tenant: str | None,
+) -> SaveStateOp:
+    """The op of ``Store.rollback_state``: a save of kept version ``to_version``'s value."""
+    return SaveStateOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        value_json="null",  # unused: the backend copies the kept version's value
+        expected_version=_version(expected_version, "expected_version"),
+        rollback_to=validate.check_non_negative(to_version, "to_version"),
+        versions_kept=limits.state_versions_kept,
+        events_kept=limits.events_kept,
+    )
+
+
+def _version(value: object, field: str) -> int | None:
+    return None if value is None else validate.check_non_negative(value, field)
+
+
+def load_state(
+    now_us: int, conversation_id: str, version: int | None, tenant: str | None
+) -> LoadStateOp:
+    """The op of ``Store.load_state``."""
+    return LoadStateOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        version=_version(version, "version"),
+    )
+
+
+def status(
+    now_us: int, limits: Limits, conversation_id: str, target: str, tenant: str | None
+) -> UpdateOp:
+    """The op of ``Store.set_status`` and ``Store.close_conversation``."""
+    checked = lifecycle.check_status(target)
+    return UpdateOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        field="status",
+        value=checked.value,
+        allowed_from=lifecycle.sources_for(checked),
+        events_kept=limits.events_kept,
+    )
+
+
+def stage(
+    now_us: int, limits: Limits, conversation_id: str, value: str | None, tenant: str | None
+) -> UpdateOp:
+    """The op of ``Store.set_stage``."""
+    return UpdateOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        field="stage",
+        value=validate.check_name(value, "stage", optional=True, max_len=128),
+        allowed_from=lifecycle.STAGE_FROM,
+        events_kept=limits.events_kept,
+    )
+
+
+def list_conversations(
+    now_us: int,
+    limits: Limits,
+    *,
+    tenant: str,
+    status: str | None,
+    stage: str | None,
+    agent_id: str | None,
+    contact_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> ListOp:
+    """The op of ``Store.list``."""
+    return ListOp(
+        tenant=validate.check_name(tenant, "tenant"),
+        now_us=now_us,
+        status=None if status is None else lifecycle.check_status(status).value,
+        stage=validate.check_name(stage, "stage", optional=True, max_len=128),
+        agent_id=validate.check_name(agent_id, "agent_id", optional=True),
+        contact_id=validate.check_name(contact_id, "contact_id", optional=True),
+        limit=validate.check_limit(limit, "limit", limits),
+        cursor=None if cursor is None else cursors.decode_page(cursor),
+    )
+
+
+def counts(now_us: int, tenant: str) -> CountsOp:
+    """The op of ``Store.counts``."""
+    return CountsOp(validate.check_name(tenant, "tenant"), now_us)
+
+
+def delete(now_us: int, limits: Limits, conversation_id: str, tenant: str | None) -> DeleteOp:
+    """The op of ``Store.delete``."""
+    return DeleteOp(check_id(conversation_id), _tenant(tenant), now_us, limits.events_kept)
+
+
+def delete_contact(now_us: int, limits: Limits, contact_id: str, tenant: str) -> DeleteContactOp:
+    """The op of ``Store.delete_contact``."""
+    return DeleteContactOp(
+        validate.check_name(tenant, "tenant"),
+        validate.check_name(contact_id, "contact_id"),
+        now_us,
+        limits.events_kept,
+    )
+
+
+def sweep(now_us: int, limits: Limits, dry_run: bool) -> SweepOp:
+    """The op of ``Store.sweep``."""
+    return SweepOp(
+        now_us=now_us,
+        dry_run=bool(dry_run),
+        idle_to=lifecycle.Status.IDLE.value,
+        idle_from=_IDLE_FROM,
+        batch=SWEEP_BATCH,
+        events_kept=limits.events_kept,
+    )
+
+
+def remember(
+    now_us: int, limits: Limits, contact_id: str, key: str, value: Any, *, tenant: str, tier: str
+) -> RememberOp:
+    """The op of ``Store.remember``."""
+    checked = check_tier(tier)
+    return RememberOp(
+        tenant=validate.check_name(tenant, "tenant"),
+        contact_id=validate.check_name(contact_id, "contact_id"),
+        key=validate.check_name(key, "key", max_len=128),
+        value_json=validate.dump_json(value, "value", limits.max_metadata_bytes),
+        tier=checked,
+        now_us=now_us,
+        expires_us=fact_expiry(checked, now_us),
+    )
+
+
+def recall(now_us: int, contact_id: str, key: str | None, tenant: str) -> RecallOp:
+    """The op of ``Store.recall``."""
+    return RecallOp(
+        tenant=validate.check_name(tenant, "tenant"),
+        contact_id=validate.check_name(contact_id, "contact_id"),
+        key=validate.check_name(key, "key", optional=True, max_len=128),
+        now_us=now_us,
+    )
+
+
+def lease(
+    now_us: int, conversation_id: str, tenant: str | None, lease: float | timedelta
+) -> LeaseOp:
+    """Plan the first attempt of turn() to take the lease for ``lease`` (seconds or timedelta)."""
+    return LeaseOp(
+        check_id(conversation_id), _tenant(tenant), now_us, now_us + validate.check_lease(lease)
+    )
+
+
+def events(tenant: str | None, after: str | None, wait: float) -> EventsOp:
+    """Plan one read of the event log after cursor ``after``, waiting up to ``wait`` seconds."""
+    return EventsOp(_tenant(tenant), cursors.parse_event(after), EVENT_BATCH, wait)

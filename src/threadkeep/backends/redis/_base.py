@@ -1,0 +1,47 @@
+"""What the sync and the async Redis drivers share, apart from talking to the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from threadkeep._url import StoreURL
+from threadkeep.backends.redis._errors import Attempts
+from threadkeep.backends.redis._flows import Flows
+from threadkeep.backends.redis._options import ConnectionOptions
+from threadkeep.backends.redis._scripts import SCRIPTS
+
+__all__ = ["RedisBase"]
+
+
+class RedisBase:
+    """A Redis driver's options, flows and clients.
+
+    On first use a driver asks the server whether it is a Redis Cluster node; if so it talks
+    through redis-py's ``RedisCluster`` instead (every key of the store is in one slot, see
+    ``_keys``). Event followers wait in XREAD BLOCK on a client of their own (``_blocking``),
+    so however many there are, they never hold the connections appends and reads need.
+
+    Args:
+        url: a ``redis://`` or ``rediss://`` store URL.
+    """
+
+    def __init__(self, url: StoreURL) -> None:
+        self._options = ConnectionOptions.from_url(url)
+        self._flows = Flows(self._options.keys, self._options.idempotency_keys)
+        self._client: Any = self._standalone()
+        self._blocking: Any = self._standalone()
+        self._scripts = self._register(self._client)
+        self._checked = False
+
+    def _standalone(self) -> Any:
+        """A client of one server over a blocking connection pool."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _register(client: Any) -> dict[str, Any]:
+        return {name: client.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _call(self) -> Attempts:
+        """Start the attempts of one request (retries, deadline, error mapping)."""
+        options = self._options
+        return Attempts(options.host, options.retries, options.timeout)

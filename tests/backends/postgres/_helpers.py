@@ -1,0 +1,301 @@
+"""Helpers of the PostgreSQL-only tests: schemas, connections, a private cluster."""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import threadkeep
+from tests._servers import POSTGRES_BASE, free_port, wait_until
+from threadkeep import BackendUnavailable
+from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow
+from threadkeep._url import StoreURL
+
+#: The shared server the tests without a cluster of their own use.
+SHARED = POSTGRES_BASE
+
+
+def drop_schema(schema: str) -> None:
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def open_backend(schema: str) -> Any:
+    from threadkeep.backends.postgres.sync import PostgresBackend
+
+    return PostgresBackend(StoreURL.parse(f"{SHARED}?schema={schema}"))
+
+
+def url_of(schema: str) -> str:
+    return f"{SHARED}?schema={schema}"
+
+
+def connect(schema: str, **kwargs: Any) -> Any:
+    """A plain psycopg connection on the test's schema (not from any store)."""
+    return psycopg.connect(SHARED, options=f"-c search_path={schema}", **kwargs)
+
+
+def flows_of(schema: str) -> Any:
+    from threadkeep.backends.postgres._conn import ConnectionOptions
+    from threadkeep.backends.postgres._flows import Flows
+
+    return Flows(ConnectionOptions(StoreURL.parse(url_of(schema))).channel)
+
+
+def blocked_by(pid: int) -> bool:
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (pid,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+ON_MESSAGE = {"new": "active", "active": "active", "idle": "active"}
+
+
+OPEN = ("new", "active", "idle")
+
+
+def make_row(i: int, rnd: random.Random, now: int) -> ConversationRow:
+    ret = RetentionUs(
+        ttl_us=rnd.choice([None, 5_000, 50_000]),
+        idle_after_us=rnd.choice([1_000, 20_000]),
+        window=rnd.choice([1, 2, 5]),
+        max_messages=rnd.choice([None, 3]),
+    )
+    return ConversationRow(
+        id=f"c{i:04d}",
+        tenant=rnd.choice(["t1", "t2"]),
+        contact_id=rnd.choice(["a", "b", "c"]),
+        agent_id=rnd.choice([None, "bot"]),
+        channel=None,
+        status="new",
+        stage=None,
+        metadata_json="{}",
+        created_us=now,
+        activity_us=now,
+        expires_us=ret.expires_at(now),
+        idle_us=ret.idle_at(now),
+        message_count=0,
+        last_seq=0,
+        state_version=0,
+        retention=ret,
+    )
+
+
+def open_and_report(url: str, barrier: Any, out: Any) -> None:
+    from threadkeep.backends.postgres.sync import PostgresBackend
+
+    barrier.wait(timeout=60)
+    backend = PostgresBackend(StoreURL.parse(url))
+    out.put((os.getpid(), backend.migrated))
+    backend.close()
+
+
+def listening(schema: str) -> bool:
+    """Whether the store's event reader sits idle on its LISTEN session (not polling)."""
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND state = 'idle' AND query LIKE %s",
+            (f"threadkeep-events:{schema}"[:63], "%FROM events%"),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def lock_waiters(key: str) -> int:
+    """How many sessions wait for the advisory lock ``hashtextextended(key, 0)``."""
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+            (key,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def stall_commits(schema: str, table: str) -> None:
+    """Make every commit that inserted into ``table`` sleep while the ``gate`` row exists."""
+    with connect(schema, autocommit=True) as conn:
+        conn.execute("CREATE TABLE gate (shut boolean)")
+        conn.execute("INSERT INTO gate VALUES (true)")
+        conn.execute(
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF EXISTS (SELECT 1 FROM gate) THEN PERFORM pg_sleep(100); END IF; "
+            "RETURN NULL; END $$"
+        )
+        conn.execute(
+            f"CREATE CONSTRAINT TRIGGER stall AFTER INSERT ON {table} DEFERRABLE "
+            "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION stall()"
+        )
+
+
+def kill_in_commit(schema: str) -> None:
+    """Wait for a session stalled inside COMMIT, open the gate, and terminate that session:
+    its connection is lost while committing (the transaction does not commit)."""
+    found: list[int] = []
+
+    def stalled() -> bool:
+        with psycopg.connect(SHARED, autocommit=True) as conn:
+            found[:] = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' "
+                    "AND wait_event = 'PgSleep' AND datname = 'test'"
+                ).fetchall()
+            ]
+        return bool(found)
+
+    wait_until("a commit to stall", stalled)
+    with connect(schema, autocommit=True) as conn:
+        conn.execute("DELETE FROM gate")
+        conn.execute("SELECT pg_terminate_backend(%s)", (found[0],))
+
+
+def call_in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.skip(f"{name} not found under /usr/lib/postgresql/*/bin")
+    return found[-1]
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster in a temp dir, run as ``postgres`` when we are root."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = root / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            runuser = shutil.which("runuser")
+            if runuser is None:
+                pytest.skip("running as root without runuser; initdb refuses root")
+            self.as_user = [runuser, "-u", "postgres", "--"]
+            shutil.chown(root, "postgres")
+        self._run(pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        self._run(
+            pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-w",
+            "start",
+            "-l",
+            str(self.data / "log"),
+        )
+
+    def stop(self) -> None:
+        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+TIMEOUT = 2.0  # the store's configured timeout in the outage tests, seconds
+
+
+SLACK = 3.0  # connect/scheduling slack on a loaded machine; a hang guard, not a benchmark
+
+
+class Traffic:
+    """Appends in a thread until stopped, recording what was acknowledged and what failed."""
+
+    def __init__(self, append: Any) -> None:
+        self.append = append
+        self.acked: list[threadkeep.Message] = []
+        self.failures: list[tuple[BaseException, float]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            began = time.monotonic()
+            try:
+                self.acked.append(self.append(f"m{n}"))
+            except Exception as exc:  # anything but BackendUnavailable fails the test below
+                self.failures.append((exc, time.monotonic() - began))
+                time.sleep(0.05)
+            n += 1
+
+    def wait_acked(self, count: int) -> None:
+        wait_until(f"{count} acknowledged appends", lambda: len(self.acked) >= count)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+def check_outage(cluster: Cluster, traffic: Traffic, probe: Any, read_all: Any) -> None:
+    traffic.wait_acked(20)
+    cluster.stop()
+    began = time.monotonic()
+    with pytest.raises(BackendUnavailable) as err:
+        probe()
+    assert time.monotonic() - began < TIMEOUT + SLACK
+    assert f"127.0.0.1:{cluster.port}" in str(err.value)
+    wait_until("the traffic to see the outage", lambda: len(traffic.failures) >= 3)
+    cluster.start()
+    recovered_from = len(traffic.acked)
+    traffic.wait_acked(recovered_from + 20)  # the same store, no reopen: the pool recovered
+    traffic.finish()
+    for exc, took in traffic.failures:
+        assert isinstance(exc, BackendUnavailable), repr(exc)
+        assert took < TIMEOUT + SLACK
+    stored = read_all()
+    seqs = [m.seq for m in stored]
+    assert seqs == list(range(1, len(stored) + 1))  # gap-free
+    contents = [m.content for m in stored]
+    assert len(set(contents)) == len(contents)  # a resend never duplicated a message
+    by_seq = {m.seq: m.content for m in stored}
+    for msg in traffic.acked:  # every acknowledged write is still there
+        assert by_seq.get(msg.seq) == msg.content
+
+
+def outage_url(cluster: Cluster) -> str:
+    return (
+        f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+        f"?schema=tk_{uuid.uuid4().hex[:8]}&timeout={TIMEOUT}&retries=2"
+    )
+
+
+def read_all(messages: Any, conv_id: str) -> list[threadkeep.Message]:
+    out: list[threadkeep.Message] = []
+    while page := messages(conv_id, after=out[-1].seq if out else 0, limit=1000):
+        out.extend(page)
+    return out

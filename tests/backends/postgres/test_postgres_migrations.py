@@ -1,0 +1,85 @@
+"""PostgreSQL migrations: applied once under concurrent opens, upgrades keep the data."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import random
+
+import psycopg
+import pytest
+
+import threadkeep
+from tests.backends.postgres._helpers import (
+    OPEN,
+    SHARED,
+    flows_of,
+    make_row,
+    now_us,
+    open_and_report,
+    open_backend,
+    url_of,
+)
+from threadkeep._rules import ops
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.slow
+def test_concurrent_open_migrates_once(schema: str) -> None:
+    """Six processes open a fresh schema at once: exactly one applies each migration."""
+    from threadkeep.backends.postgres._schema import MIGRATIONS
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(6), ctx.Queue()
+    procs = [
+        ctx.Process(target=open_and_report, args=(url_of(schema), barrier, out)) for _ in range(6)
+    ]
+    for p in procs:
+        p.start()
+    reports = [out.get(timeout=90) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    applied = sorted(n for _, n in reports)
+    assert len({pid for pid, _ in reports}) == 6  # six distinct processes
+    assert applied == [0] * 5 + [len(MIGRATIONS)]  # one migrated, five found it done
+    with psycopg.connect(SHARED) as conn:
+        rows = conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY 1').fetchall()
+    assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    # opening again applies nothing
+    with contextlib.closing(open_backend(schema)) as again:
+        assert again.migrated == 0
+
+
+def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
+    """A schema left at version 1 (text content) is upgraded on open and its messages read."""
+    from threadkeep.backends.postgres._conn import pump
+    from threadkeep.backends.postgres._schema import MIGRATIONS, VERSION_TABLE
+
+    now = now_us()
+    row = make_row(1, random.Random(3), now)
+    with psycopg.connect(SHARED) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(VERSION_TABLE)
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        pump(conn, flows_of(schema).call(ops.StartOp(row, False, OPEN, 100)).attempt(1))
+        conn.execute(
+            "UPDATE conversations SET last_seq = 1, message_count = 1, ttl_us = NULL, "
+            "expires_us = NULL WHERE id = %s",
+            (row.id,),
+        )
+        conn.execute(
+            "INSERT INTO messages VALUES (%s, 1, 'user', 'héllo', %s, '{}', NULL)", (row.id, now)
+        )
+    with contextlib.closing(open_backend(schema)) as backend:
+        assert backend.migrated == len(MIGRATIONS) - 1
+    store = threadkeep.open(url_of(schema))
+    try:
+        assert [m.content for m in store.messages(row.id, tenant=row.tenant)] == ["héllo"]
+        store.append(row.id, "user", "a\x00b", tenant=row.tenant)
+        assert [m.content for m in store.messages(row.id, tenant=row.tenant)][-1] == "a\x00b"
+    finally:
+        store.close()

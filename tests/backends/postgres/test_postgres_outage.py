@@ -1,0 +1,64 @@
+"""PostgreSQL outages: a private cluster stopped under traffic and started again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import threadkeep
+from tests.backends.postgres._helpers import Cluster, Traffic, check_outage, outage_url, read_all
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.slow
+def test_outage_unavailable_then_recovers(cluster: Cluster) -> None:
+    store = threadkeep.open(outage_url(cluster))
+    try:
+        conv = store.start(contact_id="c1")
+        traffic = Traffic(lambda text: store.append(conv.id, "user", text))
+        try:
+            check_outage(
+                cluster,
+                traffic,
+                lambda: store.get(conv.id),
+                lambda: read_all(store.messages, conv.id),
+            )
+        finally:
+            traffic.finish()
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_async_outage_unavailable_then_recovers(cluster: Cluster) -> None:
+    import anyio.from_thread
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+
+        async def open_it() -> threadkeep.AsyncStore:
+            return await threadkeep.open_async(outage_url(cluster))
+
+        store = portal.call(open_it)
+
+        def call(name: str, *args: Any, **kwargs: Any) -> Any:
+            async def run() -> Any:
+                return await getattr(store, name)(*args, **kwargs)
+
+            return portal.call(run)
+
+        try:
+            conv = call("start", "c1")
+            traffic = Traffic(lambda text: call("append", conv.id, "user", text))
+            try:
+                check_outage(
+                    cluster,
+                    traffic,
+                    lambda: call("get", conv.id),
+                    lambda: read_all(lambda *a, **k: call("messages", *a, **k), conv.id),
+                )
+            finally:
+                traffic.finish()
+        finally:
+            portal.call(store.aclose)

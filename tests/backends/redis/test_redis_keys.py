@@ -1,0 +1,157 @@
+"""Redis keys: sliding native TTLs on every key, bounded memory, indexes that outlive
+their conversations only, lazy cleaning of what Redis reclaimed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import threadkeep
+from tests.backends.redis._helpers import SHARED, raw_client
+from threadkeep import Limits, Retention
+from threadkeep.backends.redis._keys import Keys
+
+pytestmark = pytest.mark.redis
+
+
+def test_every_key_of_a_conversation_carries_the_sliding_ttl(prefix: str) -> None:
+    ttl = timedelta(hours=2)
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start("c-1", retention=Retention(ttl=ttl))
+        store.append(conv.id, "user", "hi", idempotency_key="k-1")
+        store.append(conv.id, "user", "no key")
+        store.save_state(conv.id, {"stage": "Q1"})
+        raw = raw_client()
+        keys = [k for k in raw.scan_iter(match=Keys(prefix).pattern) if conv.id in k]
+        assert len(keys) >= 5, keys
+        for key in keys:
+            pttl = raw.pttl(key)
+            # never shorter than the logical ttl; reclaimed at most an hour after it
+            assert ttl.total_seconds() * 1000 <= pttl <= (ttl.total_seconds() + 3601) * 1000, key
+        forever = store.start("c-2", retention=Retention(ttl=None))
+        store.append(forever.id, "user", "kept until deleted")
+        for key in [k for k in raw.scan_iter(match=Keys(prefix).pattern) if forever.id in k]:
+            assert raw.pttl(key) == -1, key
+        raw.close()
+
+
+def test_activity_renews_the_ttl_of_every_key_of_the_conversation(prefix: str) -> None:
+    ttl = timedelta(hours=2)
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start("c-1", retention=Retention(ttl=ttl))
+        store.append(conv.id, "user", "hi", idempotency_key="k-1")
+        store.append(conv.id, "user", "no key")
+        store.save_state(conv.id, {"stage": "Q1"})
+        raw = raw_client()
+        keys = Keys(prefix).conversation_keys(conv.id)
+        assert all(raw.exists(k) for k in keys), keys
+
+        def shorten() -> None:
+            for key in keys:
+                raw.pexpire(key, 60_000)
+
+        def renewed() -> bool:
+            return all(raw.pttl(k) >= ttl.total_seconds() * 1000 for k in keys)
+
+        for activity in (
+            lambda: store.append(conv.id, "user", "again"),
+            lambda: store.save_state(conv.id, {"stage": "Q2"}),
+            lambda: store.set_stage(conv.id, "Q3"),
+            lambda: store.set_status(conv.id, "waiting_agent"),
+        ):
+            shorten()
+            activity()
+            assert renewed(), [(k, raw.pttl(k)) for k in keys]
+        raw.close()
+
+
+def test_idempotency_keys_and_event_log_are_bounded(prefix: str) -> None:
+    url = f"redis://{SHARED}/0?prefix={prefix}&idempotency_keys=5"
+    with threadkeep.open(url, limits=Limits(events_kept=20)) as store:
+        conv = store.start("c-1")
+        for i in range(30):
+            store.append(conv.id, "user", f"m{i}", idempotency_key=f"k-{i}")
+        for i in range(150):
+            store.append(conv.id, "user", f"n{i}")
+        raw = raw_client()
+        remembered = raw.hkeys(Keys(prefix).idempotency(conv.id))
+        caller_keys = [k for k in remembered if not k.startswith("\t")]
+        assert sorted(caller_keys) == sorted(f"k-{i}" for i in range(25, 30))
+        assert len(remembered) - len(caller_keys) <= 64  # internal retry keys
+        # the newest keys still deduplicate
+        assert store.append(conv.id, "user", "again", idempotency_key="k-29").content == "m29"
+        # approximate trimming keeps whole stream nodes (100 entries) at most beyond the bound
+        assert raw.xlen(Keys(prefix).events) <= 20 + 100
+        events = list(store.events(after=str(int(raw.get(Keys(prefix).base + "evn")) - 20)))
+        assert len(events) == 20
+        # an event's id is its stream entry id, so a cursor resumes the stream itself
+        stream_ids = [entry_id for entry_id, _ in raw.xrange(Keys(prefix).events)]
+        assert [e.id for e in events] == stream_ids[-20:]
+        # so is each conversation's list of its event ids (erasure deletes them without a scan)
+        assert raw.llen(Keys(prefix).event_ids(conv.id)) <= 20
+        # state versions are bounded too
+        for i in range(15):
+            store.save_state(conv.id, {"n": i})
+        assert raw.hlen(Keys(prefix).states(conv.id)) == Limits().state_versions_kept
+        raw.close()
+
+
+def test_tenant_and_contact_indexes_outlive_their_conversations_only(prefix: str) -> None:
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start(
+            "c-1", tenant="t-1", stage="Q1", retention=Retention(ttl=timedelta(hours=2))
+        )
+        store.append(conv.id, "user", "hi")
+        raw = raw_client()
+        base = Keys(prefix).base
+        indexes = [base + "t:t-1", base + "ts:active:t-1", base + "k:3:t-1:c-1"]
+        indexes += [base + "xs:active:t-1", base + "xg:3:t-1:Q1", base + "gs:t-1"]  # counting
+        conversation_at = raw.pexpiretime(Keys(prefix).conversation(conv.id))
+        assert conversation_at > 0
+        for key in indexes:
+            assert raw.pexpiretime(key) >= conversation_at, key  # gone by itself, after it
+        forever = store.start("c-1", tenant="t-1", stage="Q1", retention=Retention(ttl=None))
+        store.append(forever.id, "user", "kept")
+        for key in indexes:
+            assert raw.pexpiretime(key) == -1, key  # holds a conversation kept forever
+        raw.close()
+
+
+def test_index_entries_of_conversations_redis_reclaimed_are_cleaned_lazily(prefix: str) -> None:
+    clock = threadkeep.ManualClock()
+    url = f"redis://{SHARED}/0?prefix={prefix}"
+    with threadkeep.open(url, clock=clock) as store:
+        gone = store.start("c-1", tenant="t-1", retention=Retention(ttl=timedelta(hours=1)))
+        store.append(gone.id, "user", "hi")
+        raw = raw_client()
+        keys = Keys(prefix)
+        # what Redis does an hour after the logical expiry: the conversation's keys vanish
+        raw.delete(*keys.conversation_keys(gone.id))
+        clock.advance(timedelta(hours=3))
+        store.start("c-2", tenant="t-1")  # any new conversation reaps a few such entries
+        for key in (keys.base + "t:t-1", keys.base + "ts:active:t-1", keys.base + "idle",
+                    keys.base + "xs:active:t-1"):  # fmt: skip
+            assert raw.zscore(key, gone.id) is None, key
+        assert raw.zscore(keys.base + "exp", f"{gone.id}\nt-1\nc-1") is None
+        assert not raw.exists(keys.base + "k:3:t-1:c-1")
+        assert any(e.conversation_id == gone.id for e in store.events())  # the log scan …
+        assert store.sweep().purged == 0  # it was gone already: nothing to report …
+        assert not any(e.conversation_id == gone.id for e in store.events())  # … is sweep's
+        raw.close()
+
+
+def test_sweep_erases_the_events_of_conversations_redis_reclaimed(prefix: str) -> None:
+    clock = threadkeep.ManualClock()
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}", clock=clock) as store:
+        gone = store.start("c-1", retention=Retention(ttl=timedelta(hours=1)))
+        store.append(gone.id, "user", "hi")
+        kept = store.start("c-2", retention=Retention(ttl=None))
+        raw = raw_client()
+        raw.delete(*Keys(prefix).conversation_keys(gone.id))  # Redis reclaimed it
+        raw.close()
+        clock.advance(timedelta(hours=3))
+        store.sweep()
+        ids = {e.conversation_id for e in store.events()}
+        assert gone.id not in ids and kept.id in ids

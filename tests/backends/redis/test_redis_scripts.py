@@ -1,0 +1,153 @@
+"""Redis scripts: one EVALSHA per change, one Cluster slot per store, reloaded after
+NOSCRIPT, refused whole by a full server, Redis 7 required.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+import threadkeep
+from tests._servers import RedisServer, free_port
+from tests.backends.redis._helpers import DIRECT, monitor, workload
+from threadkeep import BackendUnavailable
+from threadkeep.backends.redis._keys import Keys
+from threadkeep.backends.redis._options import check_server
+
+pytestmark = pytest.mark.redis
+
+
+def test_scripts_reload_after_script_flush(own_server: RedisServer) -> None:
+    with threadkeep.open(own_server.url + "?prefix=flush") as store:
+        conv = store.start("c-1")
+        store.append(conv.id, "user", "before")
+        client = redis.Redis(host="127.0.0.1", port=own_server.port)
+        client.script_flush()
+        assert client.script_exists("0" * 40) == [False]
+        message = store.append(conv.id, "user", "after")
+        assert message.seq == 2
+        assert [m.content for m in store.messages(conv.id)] == ["before", "after"]
+        client.close()
+
+
+def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: RedisServer) -> None:
+    seen: list[dict[str, object]] = []
+    ready = threading.Event()
+    watcher = threading.Thread(target=monitor, args=(own_server, seen, ready))
+    watcher.start()
+    assert ready.wait(10)
+    raw = own_server.client()
+    try:
+        with threadkeep.open(own_server.url + "?prefix=mon") as store:
+            workload(store)
+            conv = store.start("c-3")
+            raw.echo("appends-begin")
+            for i in range(10):
+                store.append(conv.id, "user", f"m{i}")
+            raw.echo("appends-end")
+            raw.echo("counts-begin")
+            assert store.counts(tenant="default").total == 1
+            raw.echo("counts-end")
+            raw.echo("delete-begin")
+            store.delete(conv.id)
+            raw.echo("delete-end")
+    finally:
+        raw.echo("monitor-stop")
+        watcher.join(10)
+        raw.close()
+    direct = [str(c["command"]) for c in seen if c["client_type"] != "lua"]
+    names = [c.split(" ", 1)[0].upper() for c in direct]
+    assert set(names) - {"ECHO"} <= DIRECT, sorted(set(names))
+    assert "XREAD" in names  # events() waits with XREAD BLOCK …
+    assert any(" BLOCK " in c.upper() for c in direct if c.upper().startswith("XREAD"))
+    # … and between the markers each append was exactly one EVALSHA, nothing else
+    begin, end = direct.index("ECHO appends-begin"), direct.index("ECHO appends-end")
+    assert names[begin + 1 : end] == ["EVALSHA"] * 10
+    # inside those scripts the history is only pushed to (and its TTL renewed), never read
+    start = next(i for i, c in enumerate(seen) if c["command"] == "ECHO appends-begin")
+    stop = next(i for i, c in enumerate(seen) if c["command"] == "ECHO appends-end")
+    in_appends = [str(c["command"]) for c in seen[start:stop] if c["client_type"] == "lua"]
+    on_history = [c.split(" ", 1)[0].upper() for c in in_appends if f":m:{conv.id}" in c]
+    assert on_history.count("RPUSH") == 10
+    assert set(on_history) == {"RPUSH", "PEXPIREAT"}, on_history
+    # counts() reads counting indexes, never the conversations themselves
+    start = next(i for i, c in enumerate(seen) if c["command"] == "ECHO counts-begin")
+    stop = next(i for i, c in enumerate(seen) if c["command"] == "ECHO counts-end")
+    in_counts = {str(c["command"]).split(" ", 1)[0].upper() for c in seen[start:stop]}
+    assert in_counts == {"ECHO", "EVALSHA", "ZCOUNT", "SMEMBERS"}, in_counts
+    # erasing a conversation deletes its own events by id, without scanning the log
+    start = next(i for i, c in enumerate(seen) if c["command"] == "ECHO delete-begin")
+    stop = next(i for i, c in enumerate(seen) if c["command"] == "ECHO delete-end")
+    in_delete = {str(c["command"]).split(" ", 1)[0].upper() for c in seen[start:stop]}
+    assert "XDEL" in in_delete and "XRANGE" not in in_delete, in_delete
+
+
+def test_scripts_never_leave_the_stores_cluster_slot(tmp_path: Path) -> None:
+    server = RedisServer(
+        tmp_path,
+        appendonly=False,
+        extra=(
+            *("--cluster-enabled", "yes", "--cluster-port", str(free_port())),
+            *("--cluster-config-file", str(tmp_path / "nodes.conf")),
+        ),
+    )
+    server.start()
+    try:
+        raw = server.client()
+        raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 20
+        while "cluster_state:ok" not in raw.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "single-node cluster did not come up"
+            time.sleep(0.1)
+        # the server really refuses a script that strays into another slot …
+        with pytest.raises(redis.ResponseError, match="same slot"):
+            raw.eval("#!lua\nredis.call('SET', '{other}:x', 1) return 1", 1, "{mine}:ev")
+        # … and every script of the store stays in the slot of the key it routes by
+        with threadkeep.open(server.url + "?prefix=cl") as store:
+            workload(store)
+        with threadkeep.open(server.url + "?prefix=cl2") as store:
+            workload(store)  # a second store: its own tag, its own slot
+        assert raw.cluster("keyslot", Keys("cl").events) != raw.cluster(
+            "keyslot", Keys("cl2").events
+        )
+        raw.close()
+    finally:
+        server.kill()
+
+
+def test_a_full_server_refuses_whole_changes_and_keeps_serving_reads(tmp_path: Path) -> None:
+    server = RedisServer(
+        tmp_path, appendonly=False, extra=("--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    )
+    server.start()
+    try:
+        with threadkeep.open(server.url + "?prefix=full") as store:
+            conv = store.start("c-1", tenant="t-1")
+            acknowledged = 0
+            with pytest.raises(threadkeep.BackendError) as info:
+                for i in range(10_000):
+                    store.append(conv.id, "user", f"{i} " + "x" * 4000)
+                    acknowledged += 1
+            assert "OutOfMemoryError" in str(info.value)
+            assert not isinstance(info.value, BackendUnavailable)  # not retried: it would not help
+            # every read still works on the full server, and shows whole changes only
+            assert store.get(conv.id).message_count == acknowledged
+            assert len(store.messages(conv.id, after=0, limit=1000)) == min(acknowledged, 1000)
+            assert len(store.context(conv.id)) == 20
+            assert store.list(tenant="t-1").items[0].id == conv.id
+            assert store.find_open("c-1", tenant="t-1") is not None
+            assert store.load_state(conv.id).version == 0
+            assert store.counts(tenant="t-1").by_status["active"] == 1
+            assert len(list(store.events(tenant="t-1"))) == acknowledged + 2  # + started, status
+    finally:
+        server.kill()
+
+
+def test_servers_older_than_redis_7_are_refused_with_a_clear_message() -> None:
+    check_server({"redis_version": "7.0.15"}, "127.0.0.1:6379")  # the scripts need 7.0
+    with pytest.raises(redis.ResponseError, match=r"needs Redis 7\.0 or newer.* runs Redis 6\.2"):
+        check_server({"redis_version": "6.2.14"}, "127.0.0.1:6379")
