@@ -41,10 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from threadkeep._clock import ManualClock
-from threadkeep._config import Retention
-from threadkeep._exceptions import ConversationNotFound, InvalidInput
-from threadkeep._store import Store
+from threadkeep import ConversationNotFound, InvalidInput, ManualClock, Retention, Store
 from threadkeep.integrations._common import name_for, payload_row
 
 __all__ = ["KINDS", "ImportReport", "SourceMessage", "import_sessions", "read_source"]

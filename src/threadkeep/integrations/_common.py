@@ -16,9 +16,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from threadkeep._exceptions import ConversationClosed, ConversationNotFound, InvalidInput
-from threadkeep._models import Conversation, Message
-from threadkeep._store import AsyncStore, Store
+from threadkeep import (
+    AsyncStore,
+    Conversation,
+    ConversationClosed,
+    ConversationNotFound,
+    InvalidInput,
+    Message,
+    Store,
+)
 from threadkeep.formats import role_for
 
 __all__ = ["HASHED", "Calls", "json_copy", "millis", "name_for", "payload_row"]

@@ -43,10 +43,15 @@ from claude_agent_sdk import (
     fold_session_summary,
 )
 
-from threadkeep._config import Retention
-from threadkeep._exceptions import StateConflict
-from threadkeep._models import Conversation, Page, StateSnapshot
-from threadkeep._store import AsyncStore, Store
+from threadkeep import (
+    AsyncStore,
+    Conversation,
+    Page,
+    Retention,
+    StateConflict,
+    StateSnapshot,
+    Store,
+)
 from threadkeep.integrations._common import Calls, millis, name_for, payload_row
 
 __all__ = ["CHANNEL", "SUMMARY", "ThreadkeepSessionStore"]

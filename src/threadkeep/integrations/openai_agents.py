@@ -36,10 +36,15 @@ from agents.memory.session_settings import (
     resolve_session_limit,
 )
 
-from threadkeep._config import Retention
-from threadkeep._exceptions import ConversationClosed, ConversationNotFound
-from threadkeep._models import Conversation, Message
-from threadkeep._store import AsyncStore, Store
+from threadkeep import (
+    AsyncStore,
+    Conversation,
+    ConversationClosed,
+    ConversationNotFound,
+    Message,
+    Retention,
+    Store,
+)
 from threadkeep.integrations._common import Calls, name_for, payload_row
 
 __all__ = ["CHANNEL", "ThreadkeepSession", "message_item"]

@@ -50,10 +50,17 @@ from pydantic_ai.conversation_store import (
 )
 from pydantic_ai.messages import ModelMessagesTypeAdapter
 
-from threadkeep._config import Retention
-from threadkeep._exceptions import ConversationNotFound, StateConflict
-from threadkeep._models import Conversation, Message, Page, StateSnapshot
-from threadkeep._store import AsyncStore, Store
+from threadkeep import (
+    AsyncStore,
+    Conversation,
+    ConversationNotFound,
+    Message,
+    Page,
+    Retention,
+    StateConflict,
+    StateSnapshot,
+    Store,
+)
 from threadkeep.integrations._common import Calls, name_for, payload_row
 
 __all__ = ["CHANNEL", "INDEX_CONTACT", "ThreadkeepConversationStore"]
