@@ -29,7 +29,7 @@ def write(url: str, tenant: str, session_id: str, n: int, start: Any) -> None:
 
 def test_one_conversation_per_session_across_processes(shared_url: str) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # the children import nothing again
     start = ctx.Event()
     procs = [
         ctx.Process(target=write, args=(shared_url, tenant, "shared session", n, start))
