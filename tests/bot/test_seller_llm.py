@@ -99,7 +99,11 @@ async def test_llm_rewords_the_reply(store, fake):
     assert path == "/v1/messages"
     # the key travels as x-api-key or, in newer SDKs, as a bearer token
     assert "test-key" in (headers.get("x-api-key", ""), headers.get("authorization", "")[7:])
-    assert "condition" in body["messages"][0]["content"]  # the rules' question is handed over
+    # the conversation as context(format="anthropic") gives it, the draft joined to its turn
+    (turn,) = body["messages"]
+    assert turn["role"] == "user"
+    assert turn["content"][0] == {"type": "text", "text": "Hi, I want to sell"}
+    assert "condition" in turn["content"][-1]["text"]  # the rules' question is handed over
     assert (await store.get(conv.id)).stage == "Q1"
 
 

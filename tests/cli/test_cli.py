@@ -22,6 +22,10 @@ def _seed(url):
         c = s.start("c1", stage="Q0", agent_id="bot", metadata={"x": 1})
         s.append(c.id, "user", "hi", metadata={"m": 1})
         s.append(c.id, "assistant", "hello")
+        call = {"type": "function_call", "call_id": "c1", "name": "estimate", "arguments": "{}"}
+        s.append(c.id, "assistant", "", payload=call)  # payloads travel too
+        s.append(c.id, "tool", "", payload={"type": "function_call_output", "call_id": "c1",
+                                             "output": "450k"})  # fmt: skip
         s.save_state(c.id, {"a": 1})
         s.save_state(c.id, {"a": 2})
         s.remember("c1", "name", "Bob", tier="high")
@@ -38,7 +42,7 @@ def _snapshot(url):
     with threadkeep.open(url) as s:
         out = {}
         for c in s.list(limit=100).items:
-            msgs = [(m.role, m.content, m.metadata) for m in s.messages(c.id)]
+            msgs = [(m.role, m.content, m.metadata, m.payload) for m in s.messages(c.id)]
             out[c.contact_id] = (
                 c.status,
                 c.stage,
@@ -75,7 +79,8 @@ def test_show(runner, url):
     r = runner.invoke(app, ["show", cid, "--store", url, "--json"])
     assert r.exit_code == 0
     data = json.loads(r.stdout)
-    assert [m["content"] for m in data["messages"]] == ["hi", "hello"]
+    assert [m["content"] for m in data["messages"]] == ["hi", "hello", "", ""]
+    assert data["messages"][2]["payload"]["name"] == "estimate"
     assert data["state"] == {"version": 2, "value": {"a": 2}}
     r = runner.invoke(app, ["show", cid, "--store", url])
     assert r.exit_code == 0 and "hello" in r.output

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -151,4 +152,8 @@ def check_responses(items: list[dict[str, Any]]) -> None:
     assert called - trailing <= answered, (called, answered)
 
 
-CHECKS = {"anthropic": check_anthropic, "openai": check_chat, "openai-responses": check_responses}
+CHECKS: dict[str, Callable[[Any], None]] = {
+    "anthropic": check_anthropic,
+    "openai": check_chat,
+    "openai-responses": check_responses,
+}

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from _provider_rules import CHECKS, VERSIONS
 from hypothesis import given, settings, strategies as st
 
+from tests.core._provider_rules import CHECKS, VERSIONS
 from threadkeep import InvalidInput, formats
 from threadkeep._rules import parts, windows
 

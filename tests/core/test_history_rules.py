@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from threadkeep import DEFAULT_LIMITS, InvalidInput
+from threadkeep import DEFAULT_LIMITS, InvalidInput, Limits
 from threadkeep._rules.history import check_items, check_message, trim_start
 from threadkeep._rules.parts import CALLS, RESULT
+from threadkeep._rules.rows import NewMessage
 
-MIB = 1024 * 1024
 
-
-def check(items, *, distinct_keys=False, max_batch=1000):
-    return check_items(
-        items, DEFAULT_LIMITS, max_payload_bytes=MIB, max_batch=max_batch,
-        distinct_keys=distinct_keys,
-    )  # fmt: skip
+def check(
+    items: object, *, distinct_keys: bool = False, max_batch: int = 1000
+) -> tuple[NewMessage, ...]:
+    return check_items(items, Limits(max_batch=max_batch), distinct_keys=distinct_keys)
 
 
 def test_a_batch_is_checked_item_by_item():
@@ -76,8 +76,7 @@ def test_keys_repeat_only_where_a_replay_makes_sense():
 
 
 def test_blank_content_needs_a_payload():
-    kwargs = {"metadata": None, "idempotency_key": None, "limits": DEFAULT_LIMITS,
-              "max_payload_bytes": MIB}  # fmt: skip
+    kwargs: dict[str, Any] = {"metadata": None, "idempotency_key": None, "limits": DEFAULT_LIMITS}
     assert check_message("assistant", "", payload=[{"type": "text", "text": "x"}], **kwargs)
     with pytest.raises(InvalidInput, match="content is empty"):
         check_message("assistant", "  ", payload=None, **kwargs)

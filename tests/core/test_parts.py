@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 from threadkeep import InvalidInput
 from threadkeep._rules import parts
 from threadkeep._rules.parts import CALLS, RESULT
+from threadkeep._rules.validate import MAX_DEPTH
 
 MIB = 1024 * 1024
 
@@ -82,7 +83,7 @@ def test_values_that_would_not_read_back_are_refused(payload, says):
 
 def test_nesting_is_bounded():
     ok: object = 1
-    for _ in range(parts.MAX_DEPTH):
+    for _ in range(MAX_DEPTH):
         ok = [ok]
     assert parts.dump_payload(ok, MIB) is not None
     with pytest.raises(InvalidInput, match="deeper than"):

@@ -130,7 +130,7 @@ def histories(draw: st.DrawFn) -> list[Link]:
     return links
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(histories(), st.integers(1, 35), st.booleans())
 def test_window_start_is_the_first_start_the_rule_allows(links, want, complete):
     s = windows.window_start(links, want, complete=complete)

@@ -9,30 +9,18 @@ backend runs and the SQL and Lua backends encode: keep whole exchanges.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from threadkeep._config import Limits
 from threadkeep._exceptions import InvalidInput
 from threadkeep._rules import validate
 from threadkeep._rules.parts import CALLS, RESULT, dump_payload, link_of
+from threadkeep._rules.rows import NewMessage
 
-__all__ = ["ITEM_OPTIONS", "NewMessage", "check_items", "check_message", "trim_start"]
+__all__ = ["ITEM_OPTIONS", "check_items", "check_message", "trim_start"]
 
 #: What the options of an ``append_many`` / ``replace_messages`` item may hold.
 ITEM_OPTIONS: Final = ("payload", "metadata", "idempotency_key")
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A message to store, checked; ``link`` holds its ``parts.link_of`` bits."""
-
-    role: str
-    content: str
-    payload_json: str | None
-    metadata_json: str
-    idempotency_key: str | None
-    link: int
 
 
 def _content(content: object, limits: Limits, *, with_payload: bool) -> str:
@@ -49,7 +37,6 @@ def check_message(
     metadata: object,
     idempotency_key: object,
     limits: Limits,
-    max_payload_bytes: int,
 ) -> NewMessage:
     """Return a message to store, checked; ``content`` may be blank when a payload is given.
 
@@ -57,7 +44,7 @@ def check_message(
         InvalidInput: a bad role, content, payload, metadata or key.
     """
     checked_role = validate.check_role(role)
-    payload_json = dump_payload(payload, max_payload_bytes)
+    payload_json = dump_payload(payload, limits.max_payload_bytes)
     text = _content(content, limits, with_payload=payload_json is not None)
     return NewMessage(
         role=checked_role,
@@ -69,7 +56,7 @@ def check_message(
     )
 
 
-def _item(item: object, limits: Limits, max_payload_bytes: int) -> NewMessage:
+def _item(item: object, limits: Limits) -> NewMessage:
     if not isinstance(item, tuple | list) or len(item) not in (2, 3):
         raise InvalidInput("must be (role, content) or (role, content, options)", field="items")
     options = item[2] if len(item) == 3 else {}
@@ -88,26 +75,16 @@ def _item(item: object, limits: Limits, max_payload_bytes: int) -> NewMessage:
         metadata=options.get("metadata"),
         idempotency_key=options.get("idempotency_key"),
         limits=limits,
-        max_payload_bytes=max_payload_bytes,
     )
 
 
-def check_items(
-    items: object,
-    limits: Limits,
-    *,
-    max_payload_bytes: int,
-    max_batch: int,
-    distinct_keys: bool,
-) -> tuple[NewMessage, ...]:
+def check_items(items: object, limits: Limits, *, distinct_keys: bool) -> tuple[NewMessage, ...]:
     """Return the messages of a batch, checked, in order.
 
     Args:
         items: ``(role, content)`` or ``(role, content, options)`` tuples; options may hold
             ``payload``, ``metadata`` and ``idempotency_key``.
-        limits: the store's limits.
-        max_payload_bytes: the largest payload.
-        max_batch: the most items one batch may hold.
+        limits: the store's limits (``max_batch`` items at most).
         distinct_keys: refuse two items with the same key (a new history); otherwise a
             repeated key replays the earlier item, as appending one by one would.
 
@@ -115,16 +92,16 @@ def check_items(
         InvalidInput: naming the first bad item (``item 3: unknown role …``).
     """
     items = _listed(items)
-    if len(items) > max_batch:
+    if len(items) > limits.max_batch:
         raise InvalidInput(
-            f"a batch holds at most {max_batch} items (Limits.max_batch), not {len(items)}",
+            f"a batch holds at most {limits.max_batch} items (Limits.max_batch), not {len(items)}",
             field="items",
         )
     checked = []
     keys: set[str] = set()
     for n, item in enumerate(items):
         try:
-            message = _item(item, limits, max_payload_bytes)
+            message = _item(item, limits)
         except InvalidInput as exc:
             raise InvalidInput(f"item {n}: {exc}", field=exc.field) from None
         key = message.idempotency_key

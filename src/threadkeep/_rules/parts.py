@@ -22,24 +22,27 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from threadkeep._exceptions import InvalidInput
+from threadkeep._rules.validate import MAX_DEPTH
 
 __all__ = [
     "CALLS",
-    "MAX_DEPTH",
+    "FORMATS",
     "RESULT",
     "Dialect",
     "Image",
     "Item",
     "Link",
+    "MessageLike",
     "Native",
     "Piece",
     "Side",
     "Text",
     "ToolCall",
     "ToolResult",
+    "check_format",
     "dump_payload",
     "link",
     "link_of",
@@ -48,14 +51,27 @@ __all__ = [
     "text_of",
 ]
 
-#: How deeply a payload may nest (objects and arrays); deeper ones are refused.
-MAX_DEPTH: Final = 64
 
 #: ``link`` bit: the message answers an earlier tool call (a window may not start at it).
 RESULT: Final = 1
 #: ``link`` bit: the message leaves a tool call open or is a reasoning/thinking step, so the
 #: message after it belongs to it (a window may not start right after it).
 CALLS: Final = 2
+
+
+class MessageLike(Protocol):
+    """What renderers and token counters read of a message (``threadkeep.Message`` has it)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def payload(self) -> Any: ...
+
+
+#: The names ``context(format=…)`` and ``formats.render`` accept.
+FORMATS: Final = ("plain", "anthropic", "openai", "openai-responses")
 
 Dialect = Literal["anthropic", "chat", "responses", "pydantic-ai"]
 Side = Literal["system", "user", "assistant", "tool"]
@@ -67,6 +83,20 @@ _ROLE_SIDE: Final[Mapping[str, Side]] = {
     "system": "system",
     "tool": "user",  # a tool message without a call id is text the model reads as input
 }
+
+
+def check_format(format: object) -> str:
+    """Return ``format`` if it is one of ``FORMATS``.
+
+    Raises:
+        InvalidInput: otherwise, naming the allowed ones.
+    """
+    if format not in FORMATS:
+        raise InvalidInput(
+            f"unknown format {format!r}; allowed: {', '.join(FORMATS)}", field="format"
+        )
+    return str(format)
+
 
 # ---- the JSON check ---------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ def starts(links: Sequence[Link], *, complete: bool) -> list[bool]:
             start itself.
     """
     n = len(links)
+    if not any(item.bits or item.answers for item in links):  # no tool exchange: any start
+        return [bool(s) or complete for s in range(n)]
     # a start s is spoiled by a pair (call at c, answer at j) with c < s <= j: mark (c, j]
     spoiled = [0] * (n + 1)
     last_call: dict[str, int] = {}
@@ -51,8 +53,10 @@ def window_start(links: Sequence[Link], want: int, *, complete: bool) -> int:
     It is the first allowed start among the last ``want`` messages; ``len(links)`` (an
     empty window) when the last ``want`` messages are all inside one unfinished exchange.
     """
-    allowed = starts(links, complete=complete)
     first = max(len(links) - want, 0)
+    if not any(item.bits or item.answers for item in links):  # no tool exchange: fast
+        return first if first or complete else min(1, len(links))
+    allowed = starts(links, complete=complete)
     return next((s for s in range(first, len(links)) if allowed[s]), len(links))
 
 

@@ -23,29 +23,14 @@ No SDK is imported.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final, Protocol
+from typing import Any
 
-from threadkeep._exceptions import InvalidInput
 from threadkeep._rules import parts
-from threadkeep._rules.parts import role_for
+from threadkeep._rules.parts import FORMATS, MessageLike, check_format, role_for
 from threadkeep.formats.anthropic import render_anthropic
 from threadkeep.formats.openai import render_chat, render_responses
 
 __all__ = ["FORMATS", "MessageLike", "check_format", "render", "role_for", "text_of"]
-
-#: The names ``context(format=…)`` and ``render`` accept.
-FORMATS: Final = ("plain", "anthropic", "openai", "openai-responses")
-
-
-class MessageLike(Protocol):
-    """What a renderer reads of a message (``threadkeep.Message`` has it)."""
-
-    @property
-    def role(self) -> str: ...  # noqa: D102
-    @property
-    def content(self) -> str: ...  # noqa: D102
-    @property
-    def payload(self) -> Any: ...  # noqa: D102
 
 
 def text_of(message: MessageLike) -> str:
@@ -55,19 +40,6 @@ def text_of(message: MessageLike) -> str:
     ``[image]``; thinking and reasoning are left out.
     """
     return parts.text_of(message.role, message.content, message.payload)
-
-
-def check_format(format: str) -> str:
-    """Return ``format`` if it is one of ``FORMATS``.
-
-    Raises:
-        InvalidInput: otherwise, naming the allowed ones.
-    """
-    if format not in FORMATS:
-        raise InvalidInput(
-            f"unknown format {format!r}; allowed: {', '.join(FORMATS)}", field="format"
-        )
-    return format
 
 
 def render(messages: Iterable[MessageLike], format: str = "plain") -> Any:
@@ -86,7 +58,10 @@ def render(messages: Iterable[MessageLike], format: str = "plain") -> Any:
     check_format(format)
     messages = list(messages)
     if format == "plain":
-        return [{"role": m.role, "content": text_of(m)} for m in messages]
+        return [
+            {"role": m.role, "content": m.content if m.content or m.payload is None else text_of(m)}
+            for m in messages
+        ]
     items = [parts.parse(m.role, m.content, m.payload) for m in messages]
     if format == "anthropic":
         return render_anthropic(items)

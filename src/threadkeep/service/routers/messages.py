@@ -52,6 +52,7 @@ async def append_message(
         metadata=body.metadata,
         idempotency_key=idempotency_key,
         tenant=tenant,
+        payload=body.payload,
     )
     return MessageOut.of(message)
 
@@ -69,10 +70,14 @@ async def read_messages(
     last: Annotated[int | None, Query(ge=1, le=1000, description="the newest N")] = None,
     after: Annotated[int | None, Query(ge=0, description="those after this seq")] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="at most N (with after)")] = None,
+    before: Annotated[int | None, Query(ge=0, description="the newest before this seq")] = None,
 ) -> MessageList:
-    """Return messages oldest first: the newest ``last``, or ``limit`` after seq ``after``."""
+    """Return messages oldest first: the newest ``last``, or ``limit`` after or before a seq.
+
+    ``before`` pages backwards: the newest ``limit`` messages with a lower seq.
+    """
     note(conversation_id=conversation_id)
     items = await store.messages(
-        conversation_id, last=last, after=after, limit=limit, tenant=tenant
+        conversation_id, last=last, after=after, limit=limit, tenant=tenant, before=before
     )
     return MessageList(items=[MessageOut.of(m) for m in items])
