@@ -60,7 +60,8 @@ dups:
 # rootdir and config (never threadkeep's filterwarnings=error / --strict-markers). The OpenAI
 # Agents SDK's tests come from its sdist, with SQLiteSession re-pointed at ThreadkeepSession;
 # OAI_FULL=1 runs its whole file list on every backend (default: all files on SQLite, the
-# four core files on memory, Redis and PostgreSQL).
+# four core files on memory, Redis and PostgreSQL). PostgreSQL runs over a sync Store unless
+# OAI_PG_API=async: the AsyncStore's per-loop pools once hung a loop's teardown there.
 CLAUDE_SDK := claude-agent-sdk==0.2.184
 OAI_VERSION := 0.24.0
 PAI_SDK := pydantic-ai-slim==2.68.0
@@ -72,8 +73,9 @@ OAI_CORE := tests/memory/test_session.py tests/memory/test_session_limit.py \
 	tests/test_agent_runner.py tests/test_agent_runner_streamed.py
 OAI_FILES := $(shell cat $(OAI_DIR)/files.txt)
 OAI_OTHERS := $(if $(OAI_FULL),$(OAI_FILES),$(OAI_CORE))
-# $(call oai_run,BACKEND,FILES): the SDK's tests from its sdist, SQLiteSession re-pointed
-oai_run = cd $(OAI_SDIST) && TK_BACKEND=$(1) PYTHONPATH=$(CURDIR)/$(OAI_DIR) \
+# $(call oai_run,BACKEND,FILES[,API]): the SDK's tests from its sdist, SQLiteSession re-pointed,
+# over an AsyncStore (default) or a Store called from worker threads (API=sync)
+oai_run = cd $(OAI_SDIST) && TK_BACKEND=$(1) TK_API=$(or $(3),async) PYTHONPATH=$(CURDIR)/$(OAI_DIR) \
 	$(CURDIR)/.venv-oai/bin/python -m pytest -q -p no:cacheprovider -p no:inline_snapshot \
 	-p threadkeep_repoint --timeout 120 $(2)
 
@@ -113,7 +115,7 @@ test-openai-agents: .venv-oai/.installed
 	$(call oai_run,sqlite,$(OAI_FILES))
 	$(call oai_run,memory,$(OAI_OTHERS))
 	$(call oai_run,redis,$(OAI_OTHERS))
-	$(call oai_run,postgres,$(OAI_OTHERS))
+	$(call oai_run,postgres,$(OAI_OTHERS),$(or $(OAI_PG_API),sync))
 
 test-pydantic-ai: .venv-pai/.installed
 	.venv-pai/bin/mypy src/threadkeep/integrations/pydantic_ai.py
