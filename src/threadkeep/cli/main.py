@@ -299,7 +299,7 @@ def import_cmd(
 
 def _import_peer(kind: str, source: str, store: str, tenant: str, ttl: str | None) -> None:
     """``import --from``: move a peer's sessions in, with a progress bar."""
-    from threadkeep.importers import import_sessions
+    from threadkeep import importers  # the public module, imported only when used
 
     if ttl is None:
         raise _fail("--from needs --ttl: seconds the conversations live, or 'none'")
@@ -308,7 +308,7 @@ def _import_peer(kind: str, source: str, store: str, tenant: str, ttl: str | Non
         retention = _retention(ttl, None, None)
         with threadkeep.open(store, clock=clock) as s, Progress(console=err) as progress:
             task = progress.add_task(f"import from {kind}", total=None)
-            report = import_sessions(
+            report = importers.import_sessions(
                 s, kind, source, retention=retention, tenant=tenant, clock=clock,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )  # fmt: skip
