@@ -3,8 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+comma := ,
 
-.PHONY: run test test-fast conformance lint fmt typecheck bench screenshots dups clean
+.PHONY: run test test-fast conformance lint fmt typecheck bench screenshots dups clean \
+	test-integrations test-claude-agent test-openai-agents test-pydantic-ai test-moving-in
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,5 +55,78 @@ screenshots: $(STAMP)
 dups:
 	duplicates --most 40
 
+# ---- framework adapters, each proven by its framework's own tests ----------------------------
+# One venv per framework (from PyPI only), one pytest run per suite with that suite's own
+# rootdir and config (never threadkeep's filterwarnings=error / --strict-markers). The OpenAI
+# Agents SDK's tests come from its sdist, with SQLiteSession re-pointed at ThreadkeepSession;
+# OAI_FULL=1 runs its whole file list on every backend (default: all files on SQLite, the
+# four core files on memory, Redis and PostgreSQL). PostgreSQL runs over a sync Store unless
+# OAI_PG_API=async: the AsyncStore's per-loop pools once hung a loop's teardown there.
+CLAUDE_SDK := claude-agent-sdk==0.2.184
+OAI_VERSION := 0.24.0
+PAI_SDK := pydantic-ai-slim==2.68.0
+PEERS := langchain-community==0.4.2 langchain-postgres==0.0.19 openai-agents[redis]==$(OAI_VERSION)
+INTEG_TOOLS := pytest pytest-timeout anyio mypy
+OAI_DIR := tests/integrations/openai_agents
+OAI_SDIST := .venv-oai/sdist/openai_agents-$(OAI_VERSION)
+OAI_CORE := tests/memory/test_session.py tests/memory/test_session_limit.py \
+	tests/test_agent_runner.py tests/test_agent_runner_streamed.py
+OAI_FILES := $(shell cat $(OAI_DIR)/files.txt)
+OAI_OTHERS := $(if $(OAI_FULL),$(OAI_FILES),$(OAI_CORE))
+# $(call oai_run,BACKEND,FILES[,API]): the SDK's tests from its sdist, SQLiteSession re-pointed,
+# over an AsyncStore (default) or a Store called from worker threads (API=sync)
+oai_run = cd $(OAI_SDIST) && TK_BACKEND=$(1) TK_API=$(or $(3),async) PYTHONPATH=$(CURDIR)/$(OAI_DIR) \
+	$(CURDIR)/.venv-oai/bin/python -m pytest -q -p no:cacheprovider -p no:inline_snapshot \
+	-p threadkeep_repoint --timeout 120 $(2)
+
+# $(call integ_venv,NAME,EXTRAS,PACKAGES)
+define integ_venv
+	@test -x .venv-$(1)/bin/python || $(PY) -m venv .venv-$(1)
+	.venv-$(1)/bin/python -m pip install --quiet --upgrade pip
+	.venv-$(1)/bin/python -m pip install --quiet -e '.[$(2)]' $(3) $(INTEG_TOOLS)
+	@touch $@
+endef
+
+.venv-claude/.installed: pyproject.toml
+	$(call integ_venv,claude,claude_agent$(comma)redis$(comma)postgres,$(CLAUDE_SDK))
+
+.venv-oai/.installed: pyproject.toml
+	$(call integ_venv,oai,openai_agents$(comma)redis$(comma)postgres,openai-agents==$(OAI_VERSION) \
+		pytest-asyncio pytest-mock inline-snapshot cryptography httpx)
+	rm -rf .venv-oai/sdist && mkdir -p .venv-oai/sdist
+	.venv-oai/bin/python -m pip download --quiet --no-deps --no-binary :all: \
+		-d .venv-oai/sdist openai-agents==$(OAI_VERSION)
+	tar xzf .venv-oai/sdist/openai_agents-$(OAI_VERSION).tar.gz -C .venv-oai/sdist
+	@touch $@
+
+.venv-pai/.installed: pyproject.toml
+	$(call integ_venv,pai,pydantic_ai$(comma)redis$(comma)postgres,$(PAI_SDK))
+
+.venv-peers/.installed: pyproject.toml
+	$(call integ_venv,peers,cli$(comma)redis$(comma)postgres,$(PEERS))
+
+test-claude-agent: .venv-claude/.installed
+	.venv-claude/bin/mypy src/threadkeep/integrations/claude_agent.py
+	cd tests/integrations/claude_agent && $(CURDIR)/.venv-claude/bin/python -m pytest
+
+test-openai-agents: .venv-oai/.installed
+	.venv-oai/bin/mypy src/threadkeep/integrations/openai_agents.py
+	cd $(OAI_DIR) && $(CURDIR)/.venv-oai/bin/python -m pytest
+	$(call oai_run,sqlite,$(OAI_FILES))
+	$(call oai_run,memory,$(OAI_OTHERS))
+	$(call oai_run,redis,$(OAI_OTHERS))
+	$(call oai_run,postgres,$(OAI_OTHERS),$(or $(OAI_PG_API),sync))
+
+test-pydantic-ai: .venv-pai/.installed
+	.venv-pai/bin/mypy src/threadkeep/integrations/pydantic_ai.py
+	cd tests/integrations/pydantic_ai && $(CURDIR)/.venv-pai/bin/python -m pytest
+
+test-moving-in: .venv-peers/.installed
+	.venv-peers/bin/mypy src/threadkeep/importers.py
+	cd tests/integrations/peers && $(CURDIR)/.venv-peers/bin/python -m pytest
+
+test-integrations: test-claude-agent test-openai-agents test-pydantic-ai test-moving-in
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
+	rm -rf $(VENV) .venv-claude .venv-oai .venv-pai .venv-peers .mypy_cache .pytest_cache \
+		.ruff_cache build dist

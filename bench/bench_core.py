@@ -51,7 +51,8 @@ class StoreOps:
         self.store.append(cid, "user", TEXT)
 
     def window(self, cid: str) -> list[dict[str, str]]:
-        return self.store.context(cid)
+        window: list[dict[str, str]] = self.store.context(cid)
+        return window
 
     def save(self) -> None:
         self.version = self.store.save_state(self.short, STATE, expected_version=self.version)

@@ -55,7 +55,8 @@ class StoreOps:
         self.store.append(cid, "user", text)
 
     def window(self, cid: str) -> list[dict[str, str]]:
-        return self.store.context(cid)
+        window: list[dict[str, str]] = self.store.context(cid)
+        return window
 
     def contents(self, cid: str) -> list[str]:
         out: list[str] = []

@@ -72,6 +72,12 @@ class _AsyncTurnFacade:
 
         return self._portal.call(run)
 
+    def append_many(self, *args: Any, **kwargs: Any) -> list[threadkeep.Message]:
+        async def run() -> list[threadkeep.Message]:
+            return await self._turn.append_many(*args, **kwargs)
+
+        return self._portal.call(run)
+
 
 @contextmanager
 def store_factory(

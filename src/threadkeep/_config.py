@@ -55,6 +55,9 @@ class Limits:
         max_page: largest ``limit`` for list and messages pages.
         events_kept: how many of the newest events the log retains.
         state_versions_kept: how many state versions are kept for rollback.
+        max_payload_bytes: largest message payload (a framework's item or a provider's
+            content blocks, kept verbatim), JSON encoded.
+        max_batch: most messages one ``append_many`` or ``replace_messages`` call takes.
     """
 
     max_content_bytes: int = 64 * 1024
@@ -63,6 +66,8 @@ class Limits:
     max_page: int = 1000
     events_kept: int = 10_000
     state_versions_kept: int = 10
+    max_payload_bytes: int = 1024 * 1024
+    max_batch: int = 1000
 
 
 DEFAULT_RETENTION: Final = Retention()

@@ -9,6 +9,7 @@ Each class carries ``http_status`` so the HTTP service maps them all in one hand
     ├── ConversationClosed                        409  closed conversations take no messages
     ├── IllegalTransition                         409  lifecycle forbids that status change
     ├── StateConflict                             412  expected_version is not the current one
+    │   └── HistoryConflict                       412  expected_last_seq is not the last seq
     ├── TurnInProgress                            409  another worker holds the turn lease
     ├── CursorExpired                             410  the events cursor fell out of the log
     ├── StoreClosed                               500  the store handle was closed
@@ -26,6 +27,7 @@ __all__ = [
     "ConversationClosed",
     "ConversationNotFound",
     "CursorExpired",
+    "HistoryConflict",
     "IllegalTransition",
     "InvalidInput",
     "StateConflict",
@@ -110,6 +112,24 @@ class StateConflict(ThreadkeepError):
         super().__init__(
             f"state of conversation {conversation_id!r} is at version {current_version}, "
             f"not {expected_version}; reload it, re-apply your change and save again"
+        )
+
+
+class HistoryConflict(StateConflict):
+    """``expected_last_seq`` is not the conversation's last seq; the history is unchanged.
+
+    Attributes:
+        expected_last_seq: the seq the caller expected last.
+        current_last_seq: the conversation's last seq (also ``current_version``).
+    """
+
+    def __init__(self, conversation_id: str, expected_last_seq: int, current_last_seq: int):
+        super().__init__(conversation_id, expected_last_seq, current_last_seq)
+        self.expected_last_seq = expected_last_seq
+        self.current_last_seq = current_last_seq
+        self.args = (
+            f"the history of conversation {conversation_id!r} ends at seq {current_last_seq}, "
+            f"not {expected_last_seq}; reread it and replace it again",
         )
 
 

@@ -80,7 +80,7 @@ class Message:
         conversation_id: the conversation it belongs to.
         seq: 1, 2, 3 … per conversation, gap-free in commit order.
         role: ``user``, ``assistant``, ``agent``, ``system`` or ``tool``.
-        content: the text.
+        content: the text people read (may be empty when ``payload`` carries the message).
         created_at: when it was stored.
         metadata: JSON object.
         idempotency_key: the caller's key, if one was given.
@@ -88,6 +88,8 @@ class Message:
             nothing was written and this is the message stored the first time. It is about the
             call, not the message, so it takes no part in ``==`` and is left out of
             ``to_dict()``.
+        payload: the JSON stored with it, verbatim (a framework's item, a provider's content
+            blocks …), or None; ``threadkeep.formats`` reads it for ``context(format=…)``.
     """
 
     conversation_id: str
@@ -98,6 +100,7 @@ class Message:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     replayed: bool = field(default=False, compare=False)
+    payload: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the stored fields (datetimes as ISO 8601 strings)."""

@@ -11,12 +11,21 @@ import asyncio
 import builtins
 import enum
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from threadkeep import formats
 from threadkeep._clock import Clock, SystemClock
 from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, Limits, Retention, Tier
 from threadkeep._exceptions import StoreClosed
@@ -33,6 +42,7 @@ from threadkeep._models import (
 from threadkeep._rules import flows, outcomes, plans
 from threadkeep._rules.lifecycle import Status
 from threadkeep._rules.ops import Op, ReleaseOp, Result
+from threadkeep._rules.parts import MessageLike
 from threadkeep._rules.times import to_us
 from threadkeep._turn import AsyncTurn, Turn
 from threadkeep.backends._protocol import AsyncBackend, Backend
@@ -244,18 +254,24 @@ class Store(_StoreBase):
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
+        payload: Any = None,
     ) -> Message:
         """Append a message; it gets the next ``seq``.
 
         Args:
             conversation_id: the conversation.
-            role: ``user``, ``assistant``, ``agent``, ``system`` or ``tool``.
-            content: non-empty text, at most ``Limits.max_content_bytes``.
+            role: ``user``, ``assistant``, ``agent``, ``system`` or ``tool`` (for a
+                framework's item, ``threadkeep.formats.role_for(item)``).
+            content: the text people read, at most ``Limits.max_content_bytes``; it may be
+                blank when ``payload`` carries the message.
             metadata: JSON object stored with the message.
             idempotency_key: a replay with the same key (in this conversation) stores nothing
                 and returns the stored message, even after a close or after ``max_messages``
                 trimmed it.
             tenant: when given, a conversation of another tenant is not found.
+            payload: a JSON object or array kept verbatim and returned deep-equal (a
+                framework's item, a provider's content blocks with thinking signatures,
+                base64 images …), at most ``Limits.max_payload_bytes``.
 
         Returns:
             The stored message (the original one, ``replayed`` True, for a known key).
@@ -263,13 +279,130 @@ class Store(_StoreBase):
         Raises:
             ConversationNotFound: absent, expired or another tenant's.
             ConversationClosed: the conversation is closed.
-            InvalidInput: bad role, content, metadata or key; nothing was written.
+            InvalidInput: bad role, content, payload, metadata or key; nothing was written.
         """
-        op = plans.append(
-            self._now_us(), self.limits, conversation_id, role, content, metadata=metadata,
-            idempotency_key=idempotency_key, tenant=tenant,
+        return self._append(
+            conversation_id, role, content, metadata, idempotency_key, tenant, payload=payload
+        )
+
+    def append_many(
+        self,
+        conversation_id: str,
+        items: Iterable[tuple[Any, ...]],
+        *,
+        tenant: str | None = None,
+    ) -> builtins.list[Message]:
+        """Append a batch in one transaction: consecutive seqs, all or nothing.
+
+        Args:
+            conversation_id: the conversation.
+            items: ``(role, content)`` or ``(role, content, options)`` tuples, where options
+                may hold ``payload``, ``metadata`` and ``idempotency_key`` (as for append).
+                An item whose key is stored already, or used by an earlier item, is a replay:
+                it returns that message and stores nothing.
+            tenant: when given, a conversation of another tenant is not found.
+
+        Returns:
+            Each item's message, in order (``replayed`` True for replays). An empty batch
+            returns [] without reading anything.
+
+        Raises:
+            ConversationNotFound: absent, expired or another tenant's.
+            ConversationClosed: the conversation is closed (and some item is new).
+            InvalidInput: a bad item (named by its index) or more than ``Limits.max_batch``
+                items; nothing was written.
+        """
+        return self._append_many(conversation_id, items, tenant)
+
+    def _append_many(
+        self,
+        conversation_id: str,
+        items: Iterable[tuple[Any, ...]],
+        tenant: str | None,
+        fence: int | None = None,
+    ) -> builtins.list[Message]:
+        op = plans.append_many(
+            self._now_us(), self.limits, conversation_id, items, tenant=tenant, fence=fence
+        )
+        if not op.items:
+            return []
+        return outcomes.finish_append_many(self._backend.execute(op), op)
+
+    def pop_last(self, conversation_id: str, *, tenant: str | None = None) -> Message | None:
+        """Remove the newest message and return it (None when there is none).
+
+        Its seq is given to the next message, so seqs stay gap-free; its idempotency key is
+        free again.
+
+        Raises:
+            ConversationNotFound: absent, expired or another tenant's.
+            ConversationClosed: the conversation is closed.
+        """
+        op = plans.pop_last(self._now_us(), self.limits, conversation_id, tenant)
+        return outcomes.finish_pop(self._backend.execute(op), op)
+
+    def clear_messages(self, conversation_id: str, *, tenant: str | None = None) -> int:
+        """Remove every message; the conversation, its state and its lifecycle stay.
+
+        The next message continues after the last seq; the removed messages' idempotency keys
+        are free again.
+
+        Returns:
+            How many messages were removed.
+
+        Raises:
+            ConversationNotFound: absent, expired or another tenant's.
+            ConversationClosed: the conversation is closed.
+        """
+        op = plans.clear_messages(self._now_us(), self.limits, conversation_id, tenant)
+        return outcomes.finish_clear(self._backend.execute(op), op)
+
+    def replace_messages(
+        self,
+        conversation_id: str,
+        items: Iterable[tuple[Any, ...]],
+        *,
+        expected_last_seq: int | None = None,
+        tenant: str | None = None,
+    ) -> builtins.list[Message]:
+        """Replace the whole history with ``items`` atomically (compaction).
+
+        Args:
+            conversation_id: the conversation.
+            items: the new history, as for ``append_many``; a key may appear once.
+            expected_last_seq: when given, replace only if it is still the last seq (what
+                the caller read and compacted).
+            tenant: when given, a conversation of another tenant is not found.
+
+        Returns:
+            The new messages; their seqs follow the old last seq.
+
+        Raises:
+            HistoryConflict: the history changed since ``expected_last_seq``; it is unchanged.
+            ConversationNotFound: absent, expired or another tenant's.
+            ConversationClosed: the conversation is closed.
+            InvalidInput: a bad item; nothing was written.
+        """
+        op = plans.replace_messages(
+            self._now_us(), self.limits, conversation_id, items,
+            expected_last_seq=expected_last_seq, tenant=tenant,
         )  # fmt: skip
-        return outcomes.finish_append(self._backend.execute(op), op)
+        return outcomes.finish_replace(self._backend.execute(op), op)
+
+    def message_by_key(
+        self, conversation_id: str, key: str, *, tenant: str | None = None
+    ) -> Message | None:
+        """Return the kept message stored with idempotency key ``key``, or None.
+
+        On Redis the newest ``idempotency_keys`` keys of a conversation (a URL option, default
+        10,000) are remembered, as for replays.
+
+        Raises:
+            ConversationNotFound: absent, expired or another tenant's.
+            InvalidInput: a bad key.
+        """
+        op = plans.message_by_key(self._now_us(), conversation_id, key, tenant)
+        return outcomes.finish_key(self._backend.execute(op), op)
 
     def _append(
         self,
@@ -280,10 +413,11 @@ class Store(_StoreBase):
         idempotency_key: str | None,
         tenant: str | None,
         fence: int | None = None,
+        payload: Any = None,
     ) -> Message:
         op = plans.append(
             self._now_us(), self.limits, conversation_id, role, content, metadata=metadata,
-            idempotency_key=idempotency_key, tenant=tenant, fence=fence,
+            idempotency_key=idempotency_key, tenant=tenant, fence=fence, payload=payload,
         )  # fmt: skip
         return outcomes.finish_append(self._backend.execute(op), op)
 
@@ -295,28 +429,65 @@ class Store(_StoreBase):
         after: int | None = None,
         limit: int | None = None,
         tenant: str | None = None,
+        before: int | None = None,
     ) -> list[Message]:
-        """Return messages oldest first: the ``last`` N, or up to ``limit`` after seq ``after``.
+        """Return messages oldest first.
+
+        Args:
+            conversation_id: the conversation.
+            last: the newest ``last`` (any number), less any at the start that would split a
+                tool call from its result (a window never starts with an orphaned result).
+            after: with ``limit``, the first ``limit`` with seq above ``after``.
+            limit: page size, at most ``Limits.max_page`` (default: that).
+            tenant: when given, a conversation of another tenant is not found.
+            before: with ``limit``, the newest ``limit`` with seq below ``before`` (pages
+                backwards).
 
         Raises:
             ConversationNotFound: absent, expired or another tenant's.
             InvalidInput: bad bounds (``after`` above 2**63 - 1 included), or ``last``
-                together with ``after``/``limit``.
+                with ``after``/``before``/``limit``, or ``after`` with ``before``.
         """
         op = plans.messages(
             self._now_us(), self.limits, conversation_id, last=last, after=after, limit=limit,
-            tenant=tenant,
+            tenant=tenant, before=before,
         )  # fmt: skip
         return outcomes.finish_messages(self._backend.execute(op), op)
 
-    def context(self, conversation_id: str, *, tenant: str | None = None) -> list[dict[str, str]]:
-        """Return the conversation's window as ``[{"role": …, "content": …}]``, oldest first.
+    def context(
+        self,
+        conversation_id: str,
+        *,
+        tenant: str | None = None,
+        format: str = "plain",
+        token_budget: int | None = None,
+        count_tokens: Callable[[MessageLike], int] | None = None,
+    ) -> Any:
+        """Return the conversation's window, oldest first, in ``format``.
+
+        The window is the last ``Retention.window`` messages, less any at its start that would
+        split a tool call from its result; ``token_budget`` then drops whole turns from the
+        oldest (the newest turn is always kept).
+
+        Args:
+            conversation_id: the conversation.
+            tenant: when given, a conversation of another tenant is not found.
+            format: ``"plain"`` (``[{"role", "content"}]``), ``"anthropic"``
+                (``{"system", "messages"}``), ``"openai"`` (Chat Completions messages) or
+                ``"openai-responses"`` (Responses input items); see ``threadkeep.formats``.
+            token_budget: the most tokens the window should hold.
+            count_tokens: a message's token count, given its ``role``, ``content`` and
+                ``payload`` (default: 4 characters a token).
 
         Raises:
             ConversationNotFound: absent, expired or another tenant's.
+            InvalidInput: an unknown format or a bad budget.
         """
-        op = plans.window(self._now_us(), conversation_id, tenant)
-        return outcomes.finish_context(self._backend.execute(op), op)
+        op = plans.window(
+            self._now_us(), conversation_id, tenant, format=format, token_budget=token_budget
+        )
+        window = outcomes.finish_context(self._backend.execute(op), op, token_budget, count_tokens)
+        return formats.render(window, format)
 
     def save_state(
         self,
@@ -766,9 +937,68 @@ class AsyncStore(_StoreBase):
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
+        payload: Any = None,
     ) -> Message:
         """See Store.append."""
-        return await self._append(conversation_id, role, content, metadata, idempotency_key, tenant)
+        return await self._append(
+            conversation_id, role, content, metadata, idempotency_key, tenant, payload=payload
+        )
+
+    async def append_many(
+        self,
+        conversation_id: str,
+        items: Iterable[tuple[Any, ...]],
+        *,
+        tenant: str | None = None,
+    ) -> builtins.list[Message]:
+        """See Store.append_many."""
+        return await self._append_many(conversation_id, items, tenant)
+
+    async def _append_many(
+        self,
+        conversation_id: str,
+        items: Iterable[tuple[Any, ...]],
+        tenant: str | None,
+        fence: int | None = None,
+    ) -> builtins.list[Message]:
+        op = plans.append_many(
+            self._now_us(), self.limits, conversation_id, items, tenant=tenant, fence=fence
+        )
+        if not op.items:
+            return []
+        return outcomes.finish_append_many(await self._execute(op), op)
+
+    async def pop_last(self, conversation_id: str, *, tenant: str | None = None) -> Message | None:
+        """See Store.pop_last."""
+        op = plans.pop_last(self._now_us(), self.limits, conversation_id, tenant)
+        return outcomes.finish_pop(await self._execute(op), op)
+
+    async def clear_messages(self, conversation_id: str, *, tenant: str | None = None) -> int:
+        """See Store.clear_messages."""
+        op = plans.clear_messages(self._now_us(), self.limits, conversation_id, tenant)
+        return outcomes.finish_clear(await self._execute(op), op)
+
+    async def replace_messages(
+        self,
+        conversation_id: str,
+        items: Iterable[tuple[Any, ...]],
+        *,
+        expected_last_seq: int | None = None,
+        tenant: str | None = None,
+    ) -> builtins.list[Message]:
+        """See Store.replace_messages."""
+        op = plans.replace_messages(
+            self._now_us(), self.limits, conversation_id, items,
+            expected_last_seq=expected_last_seq, tenant=tenant,
+        )  # fmt: skip
+        return outcomes.finish_replace(await self._execute(op), op)
+
+    async def message_by_key(
+        self, conversation_id: str, key: str, *, tenant: str | None = None
+    ) -> Message | None:
+        """See Store.message_by_key."""
+        op = plans.message_by_key(self._now_us(), conversation_id, key, tenant)
+        return outcomes.finish_key(await self._execute(op), op)
 
     async def _append(
         self,
@@ -779,10 +1009,11 @@ class AsyncStore(_StoreBase):
         idempotency_key: str | None,
         tenant: str | None,
         fence: int | None = None,
+        payload: Any = None,
     ) -> Message:
         op = plans.append(
             self._now_us(), self.limits, conversation_id, role, content, metadata=metadata,
-            idempotency_key=idempotency_key, tenant=tenant, fence=fence,
+            idempotency_key=idempotency_key, tenant=tenant, fence=fence, payload=payload,
         )  # fmt: skip
         return outcomes.finish_append(await self._execute(op), op)
 
@@ -794,20 +1025,30 @@ class AsyncStore(_StoreBase):
         after: int | None = None,
         limit: int | None = None,
         tenant: str | None = None,
+        before: int | None = None,
     ) -> list[Message]:
         """See Store.messages."""
         op = plans.messages(
             self._now_us(), self.limits, conversation_id, last=last, after=after, limit=limit,
-            tenant=tenant,
+            tenant=tenant, before=before,
         )  # fmt: skip
         return outcomes.finish_messages(await self._execute(op), op)
 
     async def context(
-        self, conversation_id: str, *, tenant: str | None = None
-    ) -> list[dict[str, str]]:
+        self,
+        conversation_id: str,
+        *,
+        tenant: str | None = None,
+        format: str = "plain",
+        token_budget: int | None = None,
+        count_tokens: Callable[[MessageLike], int] | None = None,
+    ) -> Any:
         """See Store.context."""
-        op = plans.window(self._now_us(), conversation_id, tenant)
-        return outcomes.finish_context(await self._execute(op), op)
+        op = plans.window(
+            self._now_us(), conversation_id, tenant, format=format, token_budget=token_budget
+        )
+        window = outcomes.finish_context(await self._execute(op), op, token_budget, count_tokens)
+        return formats.render(window, format)
 
     async def save_state(
         self,

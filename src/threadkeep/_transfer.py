@@ -5,11 +5,11 @@ A record is one JSON object: ``{"conversation": {…}, "messages": […], "state
 (``Store._create_with_id``), then replays the record through the store's own operations on a
 ``ManualClock`` set to the original times, so every backend applies its own rules and the
 result keeps the conversation's id, tenant, contact, agent, channel, metadata, stage, status,
-timestamps, time to live, every message (role, content, metadata, time, idempotency key) and the
-contact's facts with their sources. Three things are not carried: the state's earlier versions
-(the current value is saved again, as version 1), the values a fact superseded (its history), and
-the seq numbers of a history trimmed by ``max_messages`` (the kept messages are numbered from 1
-again).
+timestamps, time to live, every message (role, content, payload, metadata, time, idempotency
+key) and the contact's facts with their sources. Three things are not carried: the state's
+earlier versions (the current value is saved again, as version 1), the values a fact superseded
+(its history), and the seq numbers of a history trimmed by ``max_messages`` (the kept messages
+are numbered from 1 again).
 
 Importing a record twice changes nothing: an existing conversation only receives the messages
 it lacks, and only changed state, stage, status and facts are written.
@@ -30,6 +30,8 @@ from threadkeep._models import Conversation, jsonable
 from threadkeep._store import Store
 
 __all__ = ["conversation_record", "export_records", "import_record", "jsonable", "parse_record"]
+
+_NEWEST = 2**62  # a seq above every stored one: before= it reads the newest messages
 
 
 def conversation_record(store: Store, conv: Conversation) -> dict[str, Any]:
@@ -163,12 +165,13 @@ def import_record(
     if conv is None:
         conv = _start(store, clock, src, tenant)
     messages = sorted(record.get("messages") or [], key=lambda m: m["seq"])
-    have = store.messages(conv.id, last=1, tenant=tenant)
+    # the newest message, whatever it is (last= would skip a trailing tool result)
+    have = store.messages(conv.id, before=_NEWEST, limit=1, tenant=tenant)
     for m in messages[have[-1].seq if have else 0 :]:
         clock.set(_when(m.get("created_at"), "message.created_at"))
         store.append(
             conv.id, m["role"], m["content"], metadata=m.get("metadata") or None,
-            idempotency_key=m.get("idempotency_key"), tenant=tenant,
+            idempotency_key=m.get("idempotency_key"), tenant=tenant, payload=m.get("payload"),
         )  # fmt: skip
     clock.set(_when(src.get("last_activity_at"), "conversation.last_activity_at"))
     state = record.get("state") or {}

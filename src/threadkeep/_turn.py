@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from threadkeep._models import Message
@@ -36,6 +37,7 @@ class Turn(_TurnBase):
         *,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        payload: Any = None,
     ) -> Message:
         """Append to the turn's conversation, only while this lease is still current.
 
@@ -43,11 +45,23 @@ class Turn(_TurnBase):
             TurnInProgress: the lease ran out and another worker took the turn.
             ConversationNotFound: the conversation is gone.
             ConversationClosed: the conversation was closed.
-            InvalidInput: bad role, content or metadata.
+            InvalidInput: bad role, content, payload or metadata.
         """
         return self._store._append(
-            self.conversation_id, role, content, metadata, idempotency_key, self.tenant, self.token
-        )
+            self.conversation_id, role, content, metadata, idempotency_key, self.tenant,
+            self.token, payload=payload,
+        )  # fmt: skip
+
+    def append_many(self, items: Iterable[tuple[Any, ...]]) -> list[Message]:
+        """Append a batch (see Store.append_many), only while this lease is still current.
+
+        Raises:
+            TurnInProgress: the lease ran out and another worker took the turn.
+            ConversationNotFound: the conversation is gone.
+            ConversationClosed: the conversation was closed.
+            InvalidInput: a bad item; nothing was written.
+        """
+        return self._store._append_many(self.conversation_id, items, self.tenant, self.token)
 
 
 class AsyncTurn(_TurnBase):
@@ -64,8 +78,14 @@ class AsyncTurn(_TurnBase):
         *,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        payload: Any = None,
     ) -> Message:
         """Append to the turn's conversation, fenced by the lease (see Turn.append)."""
         return await self._store._append(
-            self.conversation_id, role, content, metadata, idempotency_key, self.tenant, self.token
-        )
+            self.conversation_id, role, content, metadata, idempotency_key, self.tenant,
+            self.token, payload=payload,
+        )  # fmt: skip
+
+    async def append_many(self, items: Iterable[tuple[Any, ...]]) -> list[Message]:
+        """Append a batch, fenced by the lease (see Turn.append_many)."""
+        return await self._store._append_many(self.conversation_id, items, self.tenant, self.token)

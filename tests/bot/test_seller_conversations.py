@@ -6,9 +6,11 @@ fields and the temperature are checked. A turn's dict lists only what changes; t
 the rest forward.
 """
 
+from typing import Any, cast
+
 import pytest
 
-from threadkeep import StateConflict
+from threadkeep import AsyncStore, Conversation, StateConflict
 from threadkeep.bot.seller import HANDOFF_REPLY, SellerBot, SellerState, salvage
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +25,7 @@ FIELDS = (
     "visit_time",
 )
 
-CONVERSATIONS = {
+CONVERSATIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "textbook-hot": [
         ("Hi, I'm thinking about selling my house", {"stage": "Q1", "temperature": "cold"}),
         (
@@ -202,11 +204,18 @@ CONVERSATIONS = {
 }
 
 
-async def _turn(store, bot, conv, text):
+async def _turn(store: Any, bot: SellerBot, conv: Conversation, text: str) -> str | None:
     msg = await store.append(conv.id, "user", text, tenant=conv.tenant)
     reply = await bot.respond(store, conv, msg)
     if reply is not None:
         await store.append(conv.id, "assistant", reply, tenant=conv.tenant)
+    return reply
+
+
+async def _said(store: Any, bot: SellerBot, conv: Conversation, text: str) -> str:
+    """A turn the bot must answer: its reply."""
+    reply = await _turn(store, bot, conv, text)
+    assert reply is not None, text
     return reply
 
 
@@ -274,7 +283,7 @@ async def test_what_the_seller_told_a_person_counts_after_hand_back(store):
     assert await _turn(store, bot, conv, "ok?") is None
     await store.set_status(conv.id, "active")
 
-    reply = await _turn(store, bot, conv, "we're relocating for work")
+    reply = await _said(store, bot, conv, "we're relocating for work")
     snap = await store.load_state(conv.id, SellerState)
     state = snap.value
     # "400k" came from the seller; the agent's "300k" is not the seller's answer.
@@ -301,7 +310,7 @@ async def test_no_catch_up_read_for_a_plain_turn(store):
             return await self._store.messages(*args, **kw)
 
     msg = await store.append(conv.id, "user", "good shape")
-    assert await bot.respond(Counting(store, races=0), conv, msg)
+    assert await bot.respond(cast(AsyncStore, Counting(store, races=0)), conv, msg)
     assert Counting.reads == 1  # one short read: the bot's last reply and this message
     assert (await store.load_state(conv.id, SellerState)).value.condition == "good"
 
@@ -317,25 +326,25 @@ async def test_closed_conversation_gets_no_reply(store):
 async def test_replies_ask_the_pending_question(store):
     bot = SellerBot()
     conv = await store.start("seller-replies")
-    first = await _turn(store, bot, conv, "hello")
+    first = await _said(store, bot, conv, "hello")
     assert "condition" in first
-    assert "price" in await _turn(store, bot, conv, "needs a new roof")
-    assert "Sorry" in await _turn(store, bot, conv, "hmm")
-    last = await _turn(store, bot, conv, "350k, divorce, asap, cash ok")
+    assert "price" in await _said(store, bot, conv, "needs a new roof")
+    assert "Sorry" in await _said(store, bot, conv, "hmm")
+    last = await _said(store, bot, conv, "350k, divorce, asap, cash ok")
     assert "$350,000" in last and "specialist" in last
 
 
 class RacingStore:
     """Wraps a real store: a second screen saves the state right after the bot loads it."""
 
-    def __init__(self, store, races):
+    def __init__(self, store: AsyncStore, races: int) -> None:
         self._store = store
         self.races = races
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def load_state(self, conversation_id, model=None, **kw):
+    async def load_state(self, conversation_id: str, model: Any = None, **kw: Any) -> Any:
         snap = await self._store.load_state(conversation_id, model, **kw)
         if self.races:
             self.races -= 1
@@ -352,7 +361,7 @@ async def test_state_conflict_reapplies_the_message_once(store):
     await _turn(store, bot, conv, "hi")
     racing = RacingStore(store, races=1)
     msg = await store.append(conv.id, "user", "needs a new roof")
-    assert await bot.respond(racing, conv, msg)
+    assert await bot.respond(cast(AsyncStore, racing), conv, msg)
     snap = await store.load_state(conv.id, SellerState)
     # the other screen's edit is kept and the message applied on top of it
     assert snap.value.motivation == "divorce"
@@ -365,4 +374,4 @@ async def test_state_conflict_twice_raises(store):
     conv = await store.start("seller-race-2")
     msg = await store.append(conv.id, "user", "needs a new roof")
     with pytest.raises(StateConflict):
-        await bot.respond(RacingStore(store, races=2), conv, msg)
+        await bot.respond(cast(AsyncStore, RacingStore(store, races=2)), conv, msg)

@@ -2,10 +2,13 @@
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
+from threadkeep import AsyncStore, Conversation
 from threadkeep.bot.seller import LLMPhraser, SellerBot
 
 pytestmark = pytest.mark.anyio
@@ -14,10 +17,10 @@ pytestmark = pytest.mark.anyio
 class FakeAnthropic:
     """A tiny HTTP server on 127.0.0.1 answering POST /v1/messages like the Messages API."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.mode = "ok"
         self.text = "Lovely! What shape is the home in, any repairs needed?"
-        self.requests = []
+        self.requests: list[tuple[str, Any, Any]] = []
         self.release = threading.Event()
         fake = self
 
@@ -51,7 +54,7 @@ class FakeAnthropic:
                     },
                 )
 
-            def _send(self, status, payload):
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -68,7 +71,7 @@ class FakeAnthropic:
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
-    def close(self):
+    def close(self) -> None:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
@@ -76,20 +79,22 @@ class FakeAnthropic:
 
 
 @pytest.fixture
-def fake():
+def fake() -> Iterator[FakeAnthropic]:
     server = FakeAnthropic()
     yield server
     server.close()
 
 
-def _bot(fake, timeout=3.0):
+def _bot(fake: FakeAnthropic, timeout: float = 3.0) -> SellerBot:
     return SellerBot(phraser=LLMPhraser(api_key="test-key", base_url=fake.url, timeout=timeout))
 
 
-async def _first_reply(store, bot):
+async def _first_reply(store: AsyncStore, bot: SellerBot) -> tuple[str, Conversation]:
     conv = await store.start("seller-llm")
     msg = await store.append(conv.id, "user", "Hi, I want to sell")
-    return await bot.respond(store, conv, msg), conv
+    reply = await bot.respond(store, conv, msg)
+    assert reply is not None
+    return reply, conv
 
 
 async def test_llm_rewords_the_reply(store, fake):
@@ -99,7 +104,11 @@ async def test_llm_rewords_the_reply(store, fake):
     assert path == "/v1/messages"
     # the key travels as x-api-key or, in newer SDKs, as a bearer token
     assert "test-key" in (headers.get("x-api-key", ""), headers.get("authorization", "")[7:])
-    assert "condition" in body["messages"][0]["content"]  # the rules' question is handed over
+    # the conversation as context(format="anthropic") gives it, the draft joined to its turn
+    (turn,) = body["messages"]
+    assert turn["role"] == "user"
+    assert turn["content"][0] == {"type": "text", "text": "Hi, I want to sell"}
+    assert "condition" in turn["content"][-1]["text"]  # the rules' question is handed over
     assert (await store.get(conv.id)).stage == "Q1"
 
 

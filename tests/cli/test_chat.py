@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import threadkeep
 from threadkeep.bot.seller import HANDOFF_REPLY, SellerState
@@ -30,7 +30,7 @@ def _no_llm(monkeypatch):
     monkeypatch.delenv("THREADKEEP_BOT", raising=False)
 
 
-def chat(runner, url, *args, input):
+def chat(runner: CliRunner, url: str, *args: str, input: str) -> Result:
     r = runner.invoke(app, ["chat", "--store", url, *args], input=input)
     assert r.exit_code == 0, r.output
     return r
@@ -54,6 +54,7 @@ def test_seller_bot_resumes_by_contact(runner, url):
         assert s.get(conv.id).stage == "Q2"
         assert s.get(conv.id).message_count == 4
         state = s.load_state(conv.id, SellerState).value
+        assert state is not None
         assert state.condition == "needs_work" and state.condition_issues == ["roof"]
 
 
@@ -140,14 +141,15 @@ def test_live_agent_replies_and_close_in_a_real_terminal_session(tmp_path):
         env=env,
     )
     assert proc.stdin and proc.stdout
+    stdin, stdout = proc.stdin, proc.stdout
 
-    def say(text):
-        proc.stdin.write(text + "\n")
-        proc.stdin.flush()
+    def say(text: str) -> None:
+        stdin.write(text + "\n")
+        stdin.flush()
 
-    def next_line(prefix):
+    def next_line(prefix: str) -> str:
         while True:
-            line = proc.stdout.readline()
+            line = stdout.readline()
             assert line, f"the chat ended before a line starting {prefix!r}"
             if line.startswith(prefix):
                 return line.rstrip("\n")

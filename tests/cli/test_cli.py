@@ -1,4 +1,6 @@
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -17,11 +19,15 @@ def url(tmp_path):
     return f"sqlite:///{tmp_path / 'a.db'}"
 
 
-def _seed(url):
+def _seed(url: str) -> str:
     with threadkeep.open(url) as s:
         c = s.start("c1", stage="Q0", agent_id="bot", metadata={"x": 1})
         s.append(c.id, "user", "hi", metadata={"m": 1})
         s.append(c.id, "assistant", "hello")
+        call = {"type": "function_call", "call_id": "c1", "name": "estimate", "arguments": "{}"}
+        s.append(c.id, "assistant", "", payload=call)  # payloads travel too
+        s.append(c.id, "tool", "", payload={"type": "function_call_output", "call_id": "c1",
+                                             "output": "450k"})  # fmt: skip
         s.save_state(c.id, {"a": 1})
         s.save_state(c.id, {"a": 2})
         s.remember("c1", "name", "Bob", tier="high")
@@ -34,11 +40,11 @@ def _seed(url):
         return c.id
 
 
-def _snapshot(url):
+def _snapshot(url: str) -> dict[str, Any]:
     with threadkeep.open(url) as s:
-        out = {}
+        out: dict[str, Any] = {}
         for c in s.list(limit=100).items:
-            msgs = [(m.role, m.content, m.metadata) for m in s.messages(c.id)]
+            msgs = [(m.role, m.content, m.metadata, m.payload) for m in s.messages(c.id)]
             out[c.contact_id] = (
                 c.status,
                 c.stage,
@@ -75,7 +81,8 @@ def test_show(runner, url):
     r = runner.invoke(app, ["show", cid, "--store", url, "--json"])
     assert r.exit_code == 0
     data = json.loads(r.stdout)
-    assert [m["content"] for m in data["messages"]] == ["hi", "hello"]
+    assert [m["content"] for m in data["messages"]] == ["hi", "hello", "", ""]
+    assert data["messages"][2]["payload"]["name"] == "estimate"
     assert data["state"] == {"version": 2, "value": {"a": 2}}
     r = runner.invoke(app, ["show", cid, "--store", url])
     assert r.exit_code == 0 and "hello" in r.output
@@ -95,7 +102,7 @@ def test_bad_store_url(runner):
     assert "error" in r.output
 
 
-def _export(runner, url, path, *args):
+def _export(runner: CliRunner, url: str, path: Path, *args: str) -> list[Any]:
     r = runner.invoke(app, ["export", "--store", url, "-o", str(path), *args])
     assert r.exit_code == 0, r.output
     return [json.loads(line) for line in path.read_text().splitlines()]

@@ -7,6 +7,7 @@ import selectors
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -53,7 +54,7 @@ def test_chat_takes_retention_options(runner, tmp_path, monkeypatch):
     assert "--ttl 'soon'" in r.output
 
 
-def _read_until(proc, text: str, seconds: float = 20) -> str:
+def _read_until(proc: Any, text: str, seconds: float = 20) -> str:
     seen = ""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)

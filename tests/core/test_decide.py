@@ -139,7 +139,7 @@ def test_append_writes_the_next_seq_and_moves_the_status(status: str) -> None:
     assert isinstance(verdict, decide.Appended)
     assert verdict.message == MessageRow("c1", 5, "user", "hi", NOW, '{"a":1}', "k9")
     assert verdict.status == EXPECTED_ON_MESSAGE[status]
-    assert (verdict.message_count, verdict.trim_to) == (3, None)
+    assert (verdict.message_count, verdict.trim_from) == (3, None)
     assert (verdict.activity_us, verdict.expires_us, verdict.idle_us) == (NOW, NOW + 500, NOW + 100)
     appended = ("message.appended", {"seq": 5, "role": "user"})
     if verdict.status == status:
@@ -153,16 +153,20 @@ def test_append_writes_the_next_seq_and_moves_the_status(status: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "count, limit, trim_to, kept",
-    [(2, None, None, 3), (1, 2, None, 2), (2, 2, 3, 2), (2, 1, 4, 1), (5, 3, 2, 3)],
+    "count, limit, trim_from",
+    [(2, None, None), (1, 2, None), (2, 2, 4), (2, 1, 5), (5, 3, 3)],
 )
-def test_append_trims_to_max_messages(
-    count: int, limit: int | None, trim_to: int | None, kept: int
-) -> None:
+def test_append_trims_to_max_messages(count: int, limit: int | None, trim_from: int | None) -> None:
+    # the new message is seq 5; trimming keeps from trim_from, or from the first message after
+    # it that may start a window (history.trim_start); kept(cut) counts what stays
     capped = row(message_count=count, retention=replace(RETENTION, max_messages=limit))
     verdict = decide.append(capped, append_op(), None, (0, 0))
     assert isinstance(verdict, decide.Appended)
-    assert (verdict.trim_to, verdict.message_count) == (trim_to, kept)
+    assert (verdict.trim_from, verdict.message_count) == (trim_from, count + 1)
+    if trim_from is not None:
+        assert verdict.kept(trim_from) == 5 - trim_from + 1
+        assert verdict.row_after(capped, trim_from).message_count == 5 - trim_from + 1
+    assert verdict.kept(None) == count + 1
 
 
 def test_a_fenced_append_needs_the_current_live_lease() -> None:

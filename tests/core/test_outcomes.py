@@ -41,6 +41,7 @@ from threadkeep._rules.rows import (
     StateRow,
     SweepCounts,
     TenantCounts,
+    WindowRow,
 )
 
 MESSAGE = MessageRow("c1", 3, "user", "hi", NOW, '{"a":1}', "k")
@@ -90,14 +91,13 @@ def test_finish_reads() -> None:
     read = ReadOp("c1", None, NOW, None, 0, 10)
     assert outcomes.finish_messages(Result(Outcome.OK, [MESSAGE]), read)[0].seq == 3
     window = WindowOp("c1", None, NOW)
-    assert outcomes.finish_context(Result(Outcome.OK, [("user", "hi")]), window) == [
-        {"role": "user", "content": "hi"}
-    ]
+    hi = WindowRow("user", "hi", None, 0)
+    assert outcomes.finish_context(Result(Outcome.OK, ([hi], 20)), window, None, None) == [hi]
     assert outcomes.finish_get(Result(Outcome.OK, row()), "c1").id == "c1"
     assert outcomes.finish_find_open(Result(Outcome.OK, None)) is None
     for finish in (
         lambda: outcomes.finish_messages(Result(Outcome.NOT_FOUND, []), read),
-        lambda: outcomes.finish_context(Result(Outcome.NOT_FOUND, []), window),
+        lambda: outcomes.finish_context(Result(Outcome.NOT_FOUND, ([], 0)), window, None, None),
         lambda: outcomes.finish_get(Result(Outcome.NOT_FOUND, None), "c1"),
     ):
         with pytest.raises(ConversationNotFound):

@@ -126,7 +126,10 @@ def test_append_refuses(args: tuple[str, str, str], field: str) -> None:
     "last, after, limit, op",
     [
         (None, None, None, ReadOp("c", None, NOW, None, 0, 5)),
-        (3, None, None, ReadOp("c", None, NOW, 3, 0, 5)),
+        # last reads one more: it tells whether the window may start at the first of the others
+        (3, None, None, ReadOp("c", None, NOW, 4, 0, 5)),
+        (6, None, None, ReadOp("c", None, NOW, 7, 0, 5)),  # any length, past max_page too
+        (2**80, None, None, ReadOp("c", None, NOW, 2**63 - 1, 0, 5)),
         (None, 2**63 - 1, 1, ReadOp("c", None, NOW, None, 2**63 - 1, 1)),
     ],
 )
@@ -135,13 +138,31 @@ def test_messages(last: Any, after: Any, limit: Any, op: ReadOp) -> None:
     assert got == op
 
 
+def test_messages_before() -> None:
+    got = plans.messages(NOW, LIMITS, "c", last=None, after=None, limit=2, tenant=None, before=9)
+    assert got == ReadOp("c", None, NOW, None, 0, 2, before=9)
+    huge = plans.messages(NOW, LIMITS, "c", last=None, after=None, limit=2, tenant=None,
+                          before=2**80)  # fmt: skip
+    assert huge.before == 2**63 - 2  # past every seq: the newest
+    bads: list[dict[str, Any]] = [
+        {"before": -1},
+        {"before": 3, "after": 1},
+        {"before": 3, "last": 2},
+    ]
+    for bad in bads:
+        with pytest.raises(InvalidInput):
+            plans.messages(NOW, LIMITS, "c", **{"last": None, "after": None, "limit": None,
+                                                "tenant": None, **bad})  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "last, after, limit, field",
     [
         (1, 0, None, "last"),
         (1, None, 2, "last"),
         (0, None, None, "last"),
-        (6, None, None, "last"),
+        (True, None, None, "last"),
+        (1.5, None, None, "last"),
         (None, -1, None, "after"),
         (None, 2**63, None, "after"),
         (None, True, None, "after"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,16 +14,16 @@ import threadkeep
 from tests.service._service_helpers import client_for
 
 
-def start(api: TestClient, contact: str = "c-1", **body) -> dict:
+def start(api: TestClient, contact: str = "c-1", **body: Any) -> dict[str, Any]:
     resp = api.post("/v1/conversations", json={"contact_id": contact, **body})
     assert resp.status_code == 201, resp.text
-    return resp.json()
+    return dict(resp.json())
 
 
-def messages(api: TestClient, cid: str, query: str = "last=1000") -> list[dict]:
+def messages(api: TestClient, cid: str, query: str = "last=1000") -> list[dict[str, Any]]:
     resp = api.get(f"/v1/conversations/{cid}/messages?{query}")
     assert resp.status_code == 200, resp.text
-    return resp.json()["items"]
+    return list(resp.json()["items"])
 
 
 # ---- chat ---------------------------------------------------------------------------------
@@ -325,7 +327,7 @@ def test_413_for_a_body_over_the_limit(make_client):
     assert resp.status_code == 413
     assert resp.json()["error"]["type"] == "PayloadTooLarge"
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         yield b'{"message": "'
         for _ in range(10):
             yield b"y" * 512
@@ -352,7 +354,7 @@ def test_unknown_routes_answer_json_404_and_405(api):
 # ---- events (the backlog; the live stream is tested against a real server) --------------------
 
 
-def parse_sse(text: str) -> list[dict]:
+def parse_sse(text: str) -> list[dict[str, Any]]:
     out = []
     for block in text.split("\n\n"):
         fields: dict[str, str] = {}

@@ -8,12 +8,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any, cast
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 import threadkeep
 from tests.service._service_helpers import client_for
 
 
-def history(api, cid: str) -> list[tuple[int, str, str]]:
+def history(api: TestClient, cid: str) -> list[tuple[int, str, str]]:
     items = api.get(f"/v1/conversations/{cid}/messages?last=100").json()["items"]
     return [(m["seq"], m["role"], m["content"]) for m in items]
 
@@ -27,10 +31,15 @@ class StoreDropsOutBot:
         self.seconds = seconds
         self.timers: list[threading.Timer] = []
 
-    async def respond(self, store, conversation, message):
+    async def respond(self, store: Any, conversation: Any, message: Any) -> str:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("BEGIN EXCLUSIVE")
-        timer = threading.Timer(self.seconds, lambda: (db.execute("ROLLBACK"), db.close()))
+
+        def unlock() -> None:
+            db.execute("ROLLBACK")
+            db.close()
+
+        timer = threading.Timer(self.seconds, unlock)
         timer.start()
         self.timers.append(timer)
         return f"echo: {message.content}"
@@ -41,7 +50,7 @@ def test_a_store_failing_after_the_message_was_stored_is_a_503_naming_it(tmp_pat
     path = tmp_path / "drop.db"
     with client_for(f"sqlite:///{path}?timeout=0.3", turn_wait=0.2, turn_lease=1) as api:
         bot = StoreDropsOutBot(path, 1.0)
-        api.app.state.bot = bot
+        state_of(api).bot = bot
         key = {"Idempotency-Key": "wamid.drop-1"}
         resp = api.post(
             "/v1/chat", json={"message": "I want to sell", "contact_id": "+1"}, headers=key
@@ -56,7 +65,7 @@ def test_a_store_failing_after_the_message_was_stored_is_a_503_naming_it(tmp_pat
         assert history(api, cid) == [(1, "user", "I want to sell")]
 
         # The client retries with its key: the message is not stored twice, the bot answers it.
-        api.app.state.bot = threadkeep_echo()
+        state_of(api).bot = threadkeep_echo()
         threading.Event().wait(1.1)  # the failed turn's lease (1 s) could not be released
         again = api.post(
             "/v1/chat", json={"message": "I want to sell", "contact_id": "+1"}, headers=key
@@ -71,7 +80,12 @@ def test_a_store_failing_after_the_message_was_stored_is_a_503_naming_it(tmp_pat
         ]
 
 
-def threadkeep_echo():
+def state_of(api: TestClient) -> Any:
+    """The running app's state (TestClient types its app as any ASGI app)."""
+    return cast(FastAPI, api.app).state
+
+
+def threadkeep_echo() -> Any:
     from threadkeep.bot import EchoBot
 
     return EchoBot()

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -65,7 +66,7 @@ def lease_attempts(base: str) -> float:
     )
 
 
-def post(url: str, body: dict, **kw) -> httpx.Response:
+def post(url: str, body: dict[str, Any], **kw: Any) -> httpx.Response:
     return httpx.post(url, json=body, timeout=30, **kw)
 
 
@@ -156,7 +157,7 @@ def test_starts_while_the_store_is_down(live_server, private_redis):
     assert post(server.url + "/v1/chat", {"message": "hi"}).json()["persisted"] is True
 
 
-def test_graceful_shutdown_finishes_in_flight_requests(live_server, tmp_path: Path):
+def test_graceful_shutdown_finishes_in_flight_requests(live_server: Any, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'tk.db'}"
     server = live_server(url, THREADKEEP_TURN_WAIT="20")
     cid = post(server.url + "/v1/chat", {"message": "hi"}).json()["conversation_id"]
@@ -187,7 +188,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(live_server, tmp_path: Pa
         assert [m.content for m in store.messages(cid)][-2:] == ["late", "echo: late"]
 
 
-def test_shutdown_ends_open_event_streams(live_server, tmp_path: Path):
+def test_shutdown_ends_open_event_streams(live_server: Any, tmp_path: Path) -> None:
     server = live_server(f"sqlite:///{tmp_path / 'tk.db'}", THREADKEEP_SSE_HEARTBEAT="0.2")
     with httpx.Client() as client:
         stream = SSE(client, server.url + "/v1/events")
@@ -205,7 +206,7 @@ def test_shutdown_ends_open_event_streams(live_server, tmp_path: Path):
     assert "Application shutdown complete" in log
 
 
-def test_events_reach_a_stream_served_by_another_process(live_server, tmp_path: Path):
+def test_events_reach_a_stream_served_by_another_process(live_server: Any, tmp_path: Path) -> None:
     # two servers over one SQLite file: a change made through one streams from the other,
     # as with the workers of one server
     store = f"sqlite:///{tmp_path / 'tk.db'}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,7 +49,7 @@ def _check_all(base: str, ids: list[str]) -> None:
             assert reply["content"] == "echo: " + user["content"]
 
 
-def _run(live_server, store: str) -> None:
+def _run(live_server: Any, store: str) -> None:
     server = live_server(store, workers=4, THREADKEEP_TURN_WAIT="60")
     ids = [
         httpx.post(
@@ -79,23 +80,25 @@ def _run(live_server, store: str) -> None:
 
 
 @pytest.mark.slow
-def test_four_workers_on_sqlite_lose_nothing(live_server, tmp_path: Path):
+def test_four_workers_on_sqlite_lose_nothing(live_server: Any, tmp_path: Path) -> None:
     _run(live_server, f"sqlite:///{tmp_path / 'tk.db'}")
 
 
 @pytest.mark.slow
 @pytest.mark.redis
-def test_four_workers_on_redis_lose_nothing(live_server, tmp_path: Path, run_id: str):
+def test_four_workers_on_redis_lose_nothing(live_server: Any, tmp_path: Path, run_id: str) -> None:
     _on_server(live_server, isolated_url("redis", tmp_path, f"{run_id}-workers"))
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_four_workers_on_postgres_lose_nothing(live_server, tmp_path: Path, run_id: str):
+def test_four_workers_on_postgres_lose_nothing(
+    live_server: Any, tmp_path: Path, run_id: str
+) -> None:
     _on_server(live_server, isolated_url("postgres", tmp_path, f"{run_id}_workers"))
 
 
-def _on_server(live_server, url: str) -> None:
+def _on_server(live_server: Any, url: str) -> None:
     require_reachable(url)
     try:
         _run(live_server, url)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 
-def _lives(conv: dict) -> timedelta | None:
+def _lives(conv: dict[str, Any]) -> timedelta | None:
     if conv["expires_at"] is None:
         return None
     return datetime.fromisoformat(conv["expires_at"]) - datetime.fromisoformat(

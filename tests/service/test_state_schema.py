@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.service._service_helpers import client_for
 
@@ -14,11 +17,11 @@ def seller(store_url, monkeypatch):
         yield client
 
 
-def chat(client, message, cid=None):
+def chat(client: TestClient, message: str, cid: str | None = None) -> dict[str, Any]:
     body = {"message": message, **({"conversation_id": cid} if cid else {"contact_id": "+1"})}
     resp = client.post("/v1/chat", json=body)
     assert resp.status_code == 200, resp.text
-    return resp.json()
+    return dict(resp.json())
 
 
 def test_the_schema_is_the_bots_state_model(seller):

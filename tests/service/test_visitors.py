@@ -51,7 +51,7 @@ def site(tmp_path, tenant):
 def first_message(site: Site, text: str = "hello", **body: Any) -> dict[str, Any]:
     resp = site.visitor("POST", "/v1/chat", json={"message": text, **body})
     assert resp.status_code == 200, resp.text
-    return resp.json()
+    return dict(resp.json())
 
 
 def test_a_visitor_without_a_key_gets_a_token_for_its_conversation(site, tenant):
@@ -126,7 +126,7 @@ def test_a_visitor_token_reaches_nothing_else(site, tenant):
     before = site.agent("GET", f"/v1/conversations/{oid}").json()
 
     base, own = f"/v1/conversations/{oid}", f"/v1/conversations/{cid}"
-    refused = [
+    refused: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/v1/conversations", {}),
         ("GET", "/v1/counts", {}),
         ("POST", "/v1/conversations", {"json": {"contact_id": "+15550100"}}),

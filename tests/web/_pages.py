@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 
-def transcript(page: Page, testid: str = "transcript"):
+def transcript(page: Page, testid: str = "transcript") -> Locator:
     return page.get_by_test_id(testid).locator(".tk-msg:not(.tk-pending)")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.browser
 from tests.web._pages import conversation_id, fits_the_screen, open_row, say, transcript  # noqa: E402
 
 
-def get_json(url: str, key: str | None = None) -> dict:
+def get_json(url: str, key: str | None = None) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
         return dict(json.loads(r.read()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -27,13 +29,13 @@ def client(store_url, monkeypatch):
         yield client
 
 
-def chat(client, conv, message):
+def chat(client: TestClient, conv: str | None, message: str) -> dict[str, Any]:
     body = {"message": message, "contact_id": "+15550100"}
     if conv:
         body["conversation_id"] = conv
     resp = client.post("/v1/chat", json=body)
     assert resp.status_code == 200, resp.text
-    return resp.json()
+    return dict(resp.json())
 
 
 def test_seller_bot_over_http(client):

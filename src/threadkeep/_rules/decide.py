@@ -11,16 +11,21 @@ atomicity on the Redis server, and the conformance suite holds every backend to 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final, NamedTuple
 
 from threadkeep._rules import events as ev, lifecycle
 from threadkeep._rules.events import NewEvent
 from threadkeep._rules.ops import (
+    AppendManyOp,
     AppendOp,
+    ClearOp,
     LeaseOp,
     Outcome,
+    PopOp,
     RememberOp,
+    ReplaceOp,
     Result,
     SaveStateOp,
     StartOp,
@@ -34,9 +39,12 @@ __all__ = [
     "HISTORY_KEPT",
     "Appended",
     "Created",
+    "Rewritten",
     "Saved",
     "Updated",
     "append",
+    "append_many",
+    "clear",
     "create",
     "cursor_expired",
     "erasable",
@@ -45,6 +53,8 @@ __all__ = [
     "idle_due",
     "is_visible",
     "lease",
+    "pop",
+    "replace_history",
     "save_state",
     "touch",
     "update",
@@ -135,43 +145,96 @@ def create(op: StartOp, open_one: ConversationRow | None) -> Result[Conversation
 
 
 class Appended(NamedTuple):
-    """What an append writes: the message, the conversation's new fields, trimming, events.
+    """What an append writes: the new messages, the conversation's new fields, events.
+
+    ``max_messages`` trimming: when ``trim_from`` is set, the backend keeps the messages from
+    the first one at or after seq ``trim_from`` that may start a window
+    (``history.trim_start`` over their ``link`` bits) and deletes those before it; it keeps
+    all when there is none. ``row_after(row, cut)`` then counts what is kept.
 
     Attributes:
-        message: the new message.
+        messages: the new messages, in seq order.
+        answers: each item's (message, replayed) in the caller's order (append_many).
         status: the conversation's status after it.
-        message_count: messages kept after it.
-        trim_to: delete the messages with seq up to this (None: keep all).
-        activity_us: the new activity time (the message's).
+        message_count: messages kept after it, before trimming.
+        trim_from: the oldest seq ``max_messages`` keeps by count (None: keep all).
+        activity_us: the new activity time (the messages').
         expires_us: the new expiry.
         idle_us: the new idle time.
         events: to log, in order.
     """
 
-    message: MessageRow
+    messages: tuple[MessageRow, ...]
+    answers: tuple[tuple[MessageRow, bool], ...]
     status: str
     message_count: int
-    trim_to: int | None
+    trim_from: int | None
     activity_us: int
     expires_us: int | None
     idle_us: int
     events: tuple[NewEvent, ...]
 
-    def row_after(self, row: ConversationRow) -> ConversationRow:
-        """Return the conversation row as this append leaves it."""
+    @property
+    def message(self) -> MessageRow:
+        """The newest message written."""
+        return self.messages[-1]
+
+    def kept(self, cut: int | None) -> int:
+        """How many messages are kept once the ones before seq ``cut`` are deleted."""
+        return self.message_count if cut is None else self.message.seq - cut + 1
+
+    def row_after(self, row: ConversationRow, cut: int | None = None) -> ConversationRow:
+        """Return the conversation row as this append leaves it (``cut``: see the class)."""
         return replace(
             row,
             status=self.status,
             last_seq=self.message.seq,
-            message_count=self.message_count,
+            message_count=self.kept(cut),
             activity_us=self.activity_us,
             expires_us=self.expires_us,
             idle_us=self.idle_us,
         )
 
     def result(self) -> Result[MessageRow | None]:
-        """The answer once written."""
+        """The answer of append() once written."""
         return Result(Outcome.OK, self.message)
+
+    def batch_result(self) -> Result[list[tuple[MessageRow, bool]]]:
+        """The answer of append_many() once written."""
+        return Result(Outcome.OK, list(self.answers))
+
+
+def _trim_from(row: ConversationRow, last_seq: int, count: int) -> int | None:
+    limit = row.retention.max_messages
+    return last_seq - limit + 1 if limit is not None and count > limit else None
+
+
+def _appended(
+    row: ConversationRow,
+    now_us: int,
+    status: str,
+    messages: tuple[MessageRow, ...],
+    answers: tuple[tuple[MessageRow, bool], ...],
+) -> Appended:
+    events = [ev.message_appended(m.seq, m.role) for m in messages]
+    if status != row.status:
+        events.append(lifecycle.status_changed(row.status, status))
+    count = row.message_count + len(messages)
+    return Appended(
+        messages,
+        answers,
+        status,
+        count,
+        _trim_from(row, messages[-1].seq, count),
+        now_us,
+        row.retention.expires_at(now_us),
+        row.retention.idle_at(now_us),
+        tuple(events),
+    )
+
+
+def _fenced(fence: int | None, lease: tuple[int, int], now_us: int) -> bool:
+    return fence is not None and (lease[0] != fence or lease[1] <= now_us)
 
 
 def append(
@@ -196,33 +259,147 @@ def append(
     status = op.on_message.get(row.status)
     if status is None:
         return Result(Outcome.CLOSED, None)
-    if op.fence is not None and (lease[0] != op.fence or lease[1] <= op.now_us):
+    if _fenced(op.fence, lease, op.now_us):
         return Result(Outcome.FENCED, None)
-    seq = row.last_seq + 1
-    count = row.message_count + 1
-    limit = row.retention.max_messages
-    trim_to = None
-    if limit is not None and count > limit:
-        trim_to, count = seq - limit, limit
     message = MessageRow(
-        row.id, seq, op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key
-    )
-    appended = ev.message_appended(seq, op.role)
-    events = (
-        (appended,)
-        if status == row.status
-        else (appended, lifecycle.status_changed(row.status, status))
-    )
-    return Appended(
-        message,
-        status,
-        count,
-        trim_to,
-        op.now_us,
-        row.retention.expires_at(op.now_us),
-        row.retention.idle_at(op.now_us),
-        events,
-    )
+        row.id, row.last_seq + 1, op.role, op.content, op.now_us, op.metadata_json,
+        op.idempotency_key, op.payload_json, op.link,
+    )  # fmt: skip
+    return _appended(row, op.now_us, status, (message,), ((message, False),))
+
+
+def append_many(
+    row: ConversationRow | None,
+    op: AppendManyOp,
+    stored: Mapping[str, MessageRow],
+    lease: tuple[int, int],
+) -> Result[list[tuple[MessageRow, bool]]] | Appended:
+    """Judge a batch: not found; every item a replay (OK); closed; fenced; else write.
+
+    An item whose key is in ``stored``, or was used by an earlier item of the batch, is a
+    replay of that message; the others get consecutive seqs after the last.
+
+    Args:
+        row: the conversation as stored (None: there is none).
+        op: the batch.
+        stored: the stored message of each item key that has one.
+        lease: the conversation's (lease token, lease until µs), for a fenced batch.
+    """
+    row = visible(row, op.tenant, op.now_us)
+    if row is None:
+        return Result(Outcome.NOT_FOUND, [])
+    known = dict(stored)
+    answers: list[tuple[MessageRow, bool]] = []
+    messages: list[MessageRow] = []
+    for item in op.items:
+        key = item.idempotency_key
+        if key is not None and key in known:
+            answers.append((known[key], True))
+            continue
+        message = item.row(row.id, row.last_seq + len(messages) + 1, op.now_us)
+        messages.append(message)
+        answers.append((message, False))
+        if key is not None:
+            known[key] = message
+    if not messages:
+        return Result(Outcome.OK, answers)
+    status = op.on_message.get(row.status)
+    if status is None:
+        return Result(Outcome.CLOSED, [])
+    if _fenced(op.fence, lease, op.now_us):
+        return Result(Outcome.FENCED, [])
+    return _appended(row, op.now_us, status, tuple(messages), tuple(answers))
+
+
+# ---- rewriting history ------------------------------------------------------------------
+
+
+def _changeable(
+    row: ConversationRow | None, tenant: str | None, now_us: int
+) -> ConversationRow | Outcome:
+    """The row if visible and open to changes; else the outcome that says why not."""
+    row = visible(row, tenant, now_us)
+    if row is None:
+        return Outcome.NOT_FOUND
+    if row.status == lifecycle.Status.CLOSED.value:
+        return Outcome.CLOSED
+    return row
+
+
+class Rewritten(NamedTuple):
+    """What pop_last, clear_messages or replace_messages writes.
+
+    The backend deletes the kept messages with seq at or above ``delete_from`` (all of them
+    for a clear or a replace), inserts ``messages`` (a replace), trims from ``trim_from`` as
+    for an append, writes ``row_after`` and logs ``event``.
+    """
+
+    delete_from: int
+    messages: tuple[MessageRow, ...]
+    trim_from: int | None
+    row: ConversationRow
+    event: NewEvent
+
+    def row_after(self, cut: int | None = None) -> ConversationRow:
+        """Return the conversation row as this change leaves it (``cut``: see Appended)."""
+        if cut is None:
+            return self.row
+        return replace(self.row, message_count=self.row.last_seq - cut + 1)
+
+
+def pop(
+    row: ConversationRow | None, op: PopOp, newest: MessageRow | None
+) -> Result[MessageRow | None] | Rewritten:
+    """Judge a pop: not found; closed; nothing to pop (OK, None); else remove ``newest``.
+
+    The newest message's seq becomes the last seq's again, so seqs stay gap-free.
+    """
+    checked = _changeable(row, op.tenant, op.now_us)
+    if isinstance(checked, Outcome):
+        return Result(checked, None)
+    if newest is None or checked.message_count == 0:
+        return Result(Outcome.OK, None)
+    after = touch(checked, op.now_us, last_seq=newest.seq - 1,
+                  message_count=checked.message_count - 1)  # fmt: skip
+    return Rewritten(newest.seq, (), None, after, ev.message_popped(newest.seq, newest.role))
+
+
+def clear(row: ConversationRow | None, op: ClearOp) -> Result[int] | Rewritten:
+    """Judge a clear: not found; closed; nothing kept (OK, 0); else remove every message.
+
+    The seq counter stays: the next message continues after the last one.
+    """
+    checked = _changeable(row, op.tenant, op.now_us)
+    if isinstance(checked, Outcome):
+        return Result(checked, 0)
+    if checked.message_count == 0:
+        return Result(Outcome.OK, 0)
+    after = touch(checked, op.now_us, message_count=0)
+    event = ev.messages_cleared(checked.message_count, checked.last_seq)
+    return Rewritten(0, (), None, after, event)
+
+
+def replace_history(
+    row: ConversationRow | None, op: ReplaceOp
+) -> Result[tuple[list[MessageRow], int]] | Rewritten:
+    """Judge a replace: not found; closed; stale ``expected_last_seq`` (CONFLICT); else write.
+
+    The new messages take the seqs after the last one; answers carry the last seq (the
+    current one for a conflict).
+    """
+    checked = _changeable(row, op.tenant, op.now_us)
+    if isinstance(checked, Outcome):
+        return Result(checked, ([], 0))
+    if op.expected_last_seq is not None and op.expected_last_seq != checked.last_seq:
+        return Result(Outcome.CONFLICT, ([], checked.last_seq))
+    if not op.items and checked.message_count == 0:
+        return Result(Outcome.OK, ([], checked.last_seq))
+    first = checked.last_seq + 1
+    messages = tuple(item.row(checked.id, first + i, op.now_us) for i, item in enumerate(op.items))
+    last = first + len(messages) - 1 if messages else checked.last_seq
+    after = touch(checked, op.now_us, last_seq=last, message_count=len(messages))
+    event = ev.messages_replaced(checked.message_count, first if messages else 0, last)
+    return Rewritten(0, messages, _trim_from(checked, last, len(messages)), after, event)
 
 
 # ---- status and stage -------------------------------------------------------------------

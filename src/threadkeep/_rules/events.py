@@ -14,6 +14,9 @@ __all__ = [
     "NewEvent",
     "deleted",
     "message_appended",
+    "message_popped",
+    "messages_cleared",
+    "messages_replaced",
     "stage_changed",
     "started",
     "state_saved",
@@ -30,6 +33,9 @@ class EventKind(StrEnum):
     STATE_SAVED = "state.saved"
     CLOSED = "conversation.closed"
     DELETED = "conversation.deleted"
+    MESSAGE_POPPED = "message.popped"
+    MESSAGES_CLEARED = "messages.cleared"
+    MESSAGES_REPLACED = "messages.replaced"
 
 
 #: An event to append to the log: its kind and its data (the backend adds id, tenant, time).
@@ -47,6 +53,22 @@ _APPENDED = EventKind.MESSAGE_APPENDED.value  # read once: an enum's .value is a
 def message_appended(seq: int, role: str) -> NewEvent:
     """Return the event of an appended message (no content)."""
     return _APPENDED, {"seq": seq, "role": role}
+
+
+def message_popped(seq: int, role: str) -> NewEvent:
+    """Return the event of the newest message removed by ``pop_last`` (no content)."""
+    return EventKind.MESSAGE_POPPED.value, {"seq": seq, "role": role}
+
+
+def messages_cleared(removed: int, last_seq: int) -> NewEvent:
+    """Return the event of ``clear_messages``: how many went, up to which seq."""
+    return EventKind.MESSAGES_CLEARED.value, {"removed": removed, "last_seq": last_seq}
+
+
+def messages_replaced(removed: int, first_seq: int, last_seq: int) -> NewEvent:
+    """Return the event of ``replace_messages``: how many went, and the new seq range."""
+    data = {"removed": removed, "first_seq": first_seq, "last_seq": last_seq}
+    return EventKind.MESSAGES_REPLACED.value, data
 
 
 def stage_changed(old: str | None, new: str | None) -> NewEvent:

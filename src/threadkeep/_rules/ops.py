@@ -9,7 +9,7 @@ they apply an op atomically, with the verdicts of ``decide``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar, Final, Generic, Literal, NamedTuple, TypeVar
@@ -19,29 +19,36 @@ from threadkeep._rules.rows import (
     EventRow,
     FactRow,
     MessageRow,
+    NewMessage,
     StateRow,
     SweepCounts,
     TenantCounts,
+    WindowLike,
 )
 
 __all__ = [
     "ALL_OPS",
+    "AppendManyOp",
     "AppendOp",
+    "ClearOp",
     "CountsOp",
     "DeleteContactOp",
     "DeleteOp",
     "EventsOp",
     "FindOpenOp",
     "GetOp",
+    "KeyOp",
     "LeaseOp",
     "ListOp",
     "LoadStateOp",
     "Op",
     "Outcome",
+    "PopOp",
     "ReadOp",
     "RecallOp",
     "ReleaseOp",
     "RememberOp",
+    "ReplaceOp",
     "Result",
     "SaveStateOp",
     "StartOp",
@@ -245,11 +252,82 @@ class AppendOp(Op[MessageRow | None]):
     on_message: Mapping[str, str]
     fence: int | None
     events_kept: int
+    payload_json: str | None = None
+    link: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendManyOp(Op[list[tuple[MessageRow, bool]]]):
+    """Append a batch in one transaction: one seq range, one event per new message.
+
+    An item whose key is stored already (or came earlier in the batch) is replayed, not
+    stored. Outcomes: OK with each item's (message, replayed) in order; NOT_FOUND, CLOSED
+    (unless every item is a replay) or FENCED with [] (``decide.append_many``).
+    """
+
+    name: ClassVar[str] = "append_many"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    items: tuple[NewMessage, ...]
+    on_message: Mapping[str, str]
+    fence: int | None
+    events_kept: int
+
+
+@dataclass(frozen=True, slots=True)
+class PopOp(Op[MessageRow | None]):
+    """Remove the newest message; its seq is the next one's again.
+
+    Outcomes: OK with the message removed (None: there was none); NOT_FOUND or CLOSED with
+    None (``decide.pop``).
+    """
+
+    name: ClassVar[str] = "pop_last"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    events_kept: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearOp(Op[int]):
+    """Remove every message; the conversation, its state, status and seq counter stay.
+
+    Outcomes: OK with how many were removed; NOT_FOUND or CLOSED with 0 (``decide.clear``).
+    """
+
+    name: ClassVar[str] = "clear_messages"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    events_kept: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceOp(Op[tuple[list[MessageRow], int]]):
+    """Replace every message with ``items`` (new seqs after the last), if unchanged.
+
+    ``expected_last_seq`` (when given) must be the conversation's last seq. Outcomes: OK
+    with (the new messages, the last seq); CONFLICT with ([], the current last seq);
+    NOT_FOUND or CLOSED with ([], 0) (``decide.replace_history``).
+    """
+
+    name: ClassVar[str] = "replace_messages"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    items: tuple[NewMessage, ...]
+    expected_last_seq: int | None
+    events_kept: int
 
 
 @dataclass(frozen=True, slots=True)
 class ReadOp(Op[list[MessageRow]]):
-    """Read messages oldest first: the ``last`` N, or up to ``limit`` with seq above ``after``.
+    """Read messages oldest first: the last N, or a page after or before a seq.
+
+    The ``last`` N, or up to ``limit`` with seq above ``after``, or the newest ``limit`` with
+    seq below ``before`` (when given).
 
     Outcomes: OK with the messages; NOT_FOUND with [].
     """
@@ -261,19 +339,38 @@ class ReadOp(Op[list[MessageRow]]):
     last: int | None
     after: int
     limit: int
+    before: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class WindowOp(Op[list[tuple[str, str]]]):
-    """Read the (role, content) pairs of the conversation's window, oldest first.
+class KeyOp(Op[MessageRow | None]):
+    """Read the kept message stored under idempotency key ``key``.
 
-    The window is the last ``retention.window`` messages. Outcomes: OK; NOT_FOUND with [].
+    Outcomes: OK with it (None: no kept message has that key); NOT_FOUND with None.
+    """
+
+    name: ClassVar[str] = "message_by_key"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOp(Op[tuple[Sequence[WindowLike], int]]):
+    """Read the conversation's window and the messages just before it, oldest first.
+
+    The last ``retention.window`` messages and ``extra`` more before them (a window's start
+    depends on the message before it).
+
+    Outcomes: OK with (the messages, ``retention.window``); NOT_FOUND with ([], 0).
     """
 
     name: ClassVar[str] = "read_context"
     conversation_id: str
     tenant: str | None
     now_us: int
+    extra: int = 1
 
 
 # ---- state ------------------------------------------------------------------------------
@@ -397,6 +494,11 @@ ALL_OPS: Final = (
     DeleteContactOp,
     SweepOp,
     AppendOp,
+    AppendManyOp,
+    PopOp,
+    ClearOp,
+    ReplaceOp,
+    KeyOp,
     ReadOp,
     WindowOp,
     SaveStateOp,

@@ -8,13 +8,15 @@ public models.
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 from threadkeep._config import Tier
 from threadkeep._exceptions import (
     ConversationClosed,
     ConversationNotFound,
     CursorExpired,
+    HistoryConflict,
     IllegalTransition,
     InvalidInput,
     StateConflict,
@@ -31,22 +33,29 @@ from threadkeep._models import (
     StateSnapshot,
     SweepReport,
 )
+from threadkeep._rules import windows
 from threadkeep._rules.cursors import encode_page
 from threadkeep._rules.events import EventKind
 from threadkeep._rules.lifecycle import TRANSITIONS, Status
 from threadkeep._rules.ops import (
+    AppendManyOp,
     AppendOp,
+    ClearOp,
     DeleteOp,
+    KeyOp,
     ListOp,
     LoadStateOp,
     Outcome,
+    PopOp,
     ReadOp,
+    ReplaceOp,
     Result,
     SaveStateOp,
     SweepOp,
     UpdateOp,
     WindowOp,
 )
+from threadkeep._rules.parts import Link, MessageLike, link
 from threadkeep._rules.rows import (
     ConversationRow,
     EventRow,
@@ -55,12 +64,16 @@ from threadkeep._rules.rows import (
     StateRow,
     SweepCounts,
     TenantCounts,
+    WindowLike,
 )
 from threadkeep._rules.times import from_us
 from threadkeep._serde import load_state
 
 __all__ = [
+    "estimate_tokens",
     "finish_append",
+    "finish_append_many",
+    "finish_clear",
     "finish_context",
     "finish_counts",
     "finish_create",
@@ -68,11 +81,14 @@ __all__ = [
     "finish_events",
     "finish_find_open",
     "finish_get",
+    "finish_key",
     "finish_lease",
     "finish_list",
     "finish_load_state",
     "finish_messages",
+    "finish_pop",
     "finish_recall",
+    "finish_replace",
     "finish_save_state",
     "finish_sweep",
     "finish_update",
@@ -124,6 +140,7 @@ def to_message(row: MessageRow, replayed: bool = False) -> Message:
         metadata={} if row.metadata_json == "{}" else json.loads(row.metadata_json),
         idempotency_key=row.idempotency_key,
         replayed=replayed,
+        payload=None if row.payload_json is None else json.loads(row.payload_json),
     )
 
 
@@ -237,26 +254,143 @@ def finish_append(result: Result[MessageRow | None], op: AppendOp) -> Message:
     _not_found(op.conversation_id)
 
 
+def finish_append_many(
+    result: Result[list[tuple[MessageRow, bool]]], op: AppendManyOp
+) -> list[Message]:
+    """append_many(): each item's message, in order (``replayed`` for a known key).
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+        ConversationClosed: the conversation is closed (and some item is new).
+        TurnInProgress: the batch was fenced by a turn lease that is no longer current.
+    """
+    outcome = result.outcome
+    if outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+    if outcome is Outcome.CLOSED:
+        raise ConversationClosed(op.conversation_id)
+    if outcome is Outcome.FENCED:
+        raise turn_taken(op.conversation_id)
+    return [to_message(row, replayed) for row, replayed in result.value]
+
+
+def _changed(outcome: Outcome, conversation_id: str) -> None:
+    if outcome is Outcome.NOT_FOUND:
+        _not_found(conversation_id)
+    if outcome is Outcome.CLOSED:
+        raise ConversationClosed(conversation_id)
+
+
+def finish_pop(result: Result[MessageRow | None], op: PopOp) -> Message | None:
+    """pop_last(): the removed message, or None when there was none.
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+        ConversationClosed: the conversation is closed.
+    """
+    _changed(result.outcome, op.conversation_id)
+    return None if result.value is None else to_message(result.value)
+
+
+def finish_clear(result: Result[int], op: ClearOp) -> int:
+    """clear_messages(): how many messages were removed.
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+        ConversationClosed: the conversation is closed.
+    """
+    _changed(result.outcome, op.conversation_id)
+    return result.value
+
+
+def finish_replace(result: Result[tuple[list[MessageRow], int]], op: ReplaceOp) -> list[Message]:
+    """replace_messages(): the new history.
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+        ConversationClosed: the conversation is closed.
+        HistoryConflict: ``expected_last_seq`` was not the last seq.
+    """
+    _changed(result.outcome, op.conversation_id)
+    rows, last_seq = result.value
+    if result.outcome is Outcome.CONFLICT:
+        raise HistoryConflict(op.conversation_id, op.expected_last_seq or 0, last_seq)
+    return [to_message(r) for r in rows]
+
+
+def finish_key(result: Result[MessageRow | None], op: KeyOp) -> Message | None:
+    """message_by_key(): the kept message with that key, or None.
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+    """
+    if result.outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+    return None if result.value is None else to_message(result.value)
+
+
+_USER_LINK: Final = Link(user=True)
+_PLAIN_LINK: Final = Link()
+
+
+def _links(rows: Sequence[WindowLike]) -> list[Link]:
+    """Each row's Link (its payload is parsed only where there is one: rarely)."""
+    return [
+        (_USER_LINK if row.role == "user" else _PLAIN_LINK)
+        if row.payload_json is None  # no payload: no call, no result
+        else link(row.role, row.content, row.payload)
+        for row in rows
+    ]
+
+
 def finish_messages(result: Result[list[MessageRow]], op: ReadOp) -> list[Message]:
-    """messages().
+    """messages(): for ``last``, the tail that splits no tool call from its result.
 
     Raises:
         ConversationNotFound: absent, expired or another tenant's.
     """
     if result.outcome is Outcome.NOT_FOUND:
         _not_found(op.conversation_id)
-    return [to_message(r) for r in result.value]
+    rows = result.value
+    if op.last is not None:
+        want = op.last - 1  # the one more row only tells where the window may start
+        start = windows.window_start(_links(rows), want, complete=len(rows) <= want)
+        rows = rows[start:]
+    return [to_message(r) for r in rows]
 
 
-def finish_context(result: Result[list[tuple[str, str]]], op: WindowOp) -> list[dict[str, str]]:
-    """context(): the window as role/content dicts.
+def estimate_tokens(message: MessageLike) -> int:
+    """A message's rough token count: its text and payload, 4 characters a token."""
+    payload = "" if message.payload is None else json.dumps(message.payload)
+    return windows.estimate_tokens(len(message.content) + len(payload))
+
+
+def finish_context(
+    result: Result[tuple[Sequence[WindowLike], int]],
+    op: WindowOp,
+    token_budget: int | None,
+    count_tokens: Callable[[MessageLike], int] | None,
+) -> Sequence[WindowLike]:
+    """context(): the window's messages, whole exchanges only, within ``token_budget``.
 
     Raises:
         ConversationNotFound: absent, expired or another tenant's.
     """
     if result.outcome is Outcome.NOT_FOUND:
         _not_found(op.conversation_id)
-    return [{"role": role, "content": content} for role, content in result.value]
+    rows, want = result.value
+    links = _links(rows)
+    start = windows.window_start(links, want, complete=len(rows) <= want)
+    window = rows[start:]
+    if token_budget is None:
+        return window
+    if count_tokens is None:
+        tokens = [windows.estimate_tokens(len(r.content) + len(r.payload_json or ""))
+                  for r in window]  # fmt: skip
+    else:
+        tokens = [count_tokens(r) for r in window]
+    begin = windows.budget_start(links[start:], tokens, token_budget, start=0, complete=True)
+    return window[begin:]
 
 
 def finish_update(result: Result[ConversationRow | None], op: UpdateOp) -> Conversation:

@@ -14,21 +14,26 @@ from typing import Any
 from threadkeep._config import Limits, Retention
 from threadkeep._exceptions import InvalidInput
 from threadkeep._ids import check_id, new_id
-from threadkeep._rules import cursors, lifecycle, validate
+from threadkeep._rules import cursors, history, lifecycle, parts, validate
 from threadkeep._rules.ops import (
+    AppendManyOp,
     AppendOp,
+    ClearOp,
     CountsOp,
     DeleteContactOp,
     DeleteOp,
     EventsOp,
     FindOpenOp,
     GetOp,
+    KeyOp,
     LeaseOp,
     ListOp,
     LoadStateOp,
+    PopOp,
     ReadOp,
     RecallOp,
     RememberOp,
+    ReplaceOp,
     SaveStateOp,
     StartOp,
     SweepOp,
@@ -43,6 +48,8 @@ __all__ = [
     "EVENT_BATCH",
     "SWEEP_BATCH",
     "append",
+    "append_many",
+    "clear_messages",
     "counts",
     "delete",
     "delete_contact",
@@ -52,9 +59,12 @@ __all__ = [
     "lease",
     "list_conversations",
     "load_state",
+    "message_by_key",
     "messages",
+    "pop_last",
     "recall",
     "remember",
+    "replace_messages",
     "rollback_state",
     "save_state",
     "stage",
@@ -141,20 +151,105 @@ def append(
     idempotency_key: str | None,
     tenant: str | None,
     fence: int | None = None,
+    payload: Any = None,
 ) -> AppendOp:
     """The op of ``Store.append`` (``fence``: the token of the turn appending)."""
+    conversation_id = check_id(conversation_id)
+    message = history.check_message(
+        role, content, payload=payload, metadata=metadata, idempotency_key=idempotency_key,
+        limits=limits,
+    )  # fmt: skip
     return AppendOp(
+        conversation_id=conversation_id,
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        role=message.role,
+        content=message.content,
+        metadata_json=message.metadata_json,
+        idempotency_key=message.idempotency_key,
+        on_message=lifecycle.ON_MESSAGE_VALUES,
+        fence=fence,
+        events_kept=limits.events_kept,
+        payload_json=message.payload_json,
+        link=message.link,
+    )
+
+
+def append_many(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    items: object,
+    *,
+    tenant: str | None,
+    fence: int | None = None,
+) -> AppendManyOp:
+    """The op of ``Store.append_many``: every item checked before anything is written."""
+    return AppendManyOp(
         conversation_id=check_id(conversation_id),
         tenant=_tenant(tenant),
         now_us=now_us,
-        role=validate.check_role(role),
-        content=validate.check_content(content, limits),
-        metadata_json=validate.dump_metadata(metadata, limits),
-        idempotency_key=validate.check_name(idempotency_key, "idempotency_key", optional=True),
+        items=history.check_items(items, limits, distinct_keys=False),
         on_message=lifecycle.ON_MESSAGE_VALUES,
         fence=fence,
         events_kept=limits.events_kept,
     )
+
+
+def pop_last(now_us: int, limits: Limits, conversation_id: str, tenant: str | None) -> PopOp:
+    """The op of ``Store.pop_last``."""
+    return PopOp(check_id(conversation_id), _tenant(tenant), now_us, limits.events_kept)
+
+
+def clear_messages(
+    now_us: int, limits: Limits, conversation_id: str, tenant: str | None
+) -> ClearOp:
+    """The op of ``Store.clear_messages``."""
+    return ClearOp(check_id(conversation_id), _tenant(tenant), now_us, limits.events_kept)
+
+
+def replace_messages(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    items: object,
+    *,
+    expected_last_seq: int | None,
+    tenant: str | None,
+) -> ReplaceOp:
+    """The op of ``Store.replace_messages``: a key may appear once in the new history."""
+    return ReplaceOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        items=history.check_items(items, limits, distinct_keys=True),
+        expected_last_seq=None
+        if expected_last_seq is None
+        else validate.check_non_negative(expected_last_seq, "expected_last_seq"),
+        events_kept=limits.events_kept,
+    )
+
+
+def message_by_key(now_us: int, conversation_id: str, key: str, tenant: str | None) -> KeyOp:
+    """The op of ``Store.message_by_key``."""
+    return KeyOp(
+        check_id(conversation_id),
+        _tenant(tenant),
+        now_us,
+        validate.check_name(key, "idempotency_key"),
+    )
+
+
+def _at_least(value: object, field: str, minimum: int) -> int:
+    """Any int from ``minimum``, held to what every backend can count.
+
+    That is one less than ``MAX_INT``: a read may ask for one more.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(
+            f"{field} must be an integer of {minimum} or more, not {value!r}", field=field
+        )
+    return min(value, validate.MAX_INT - 1)
 
 
 def messages(
@@ -166,22 +261,42 @@ def messages(
     after: int | None,
     limit: int | None,
     tenant: str | None,
+    before: int | None = None,
 ) -> ReadOp:
-    """The op of ``Store.messages``: ``last`` excludes ``after``/``limit``."""
-    if last is not None and (after is not None or limit is not None):
-        raise InvalidInput("pass either last=, or after= with limit=, not both", field="last")
+    """The op of ``Store.messages``: ``last``, or ``after`` or ``before`` with ``limit``.
+
+    ``last`` reads one message more, which only tells whether the window may start at the
+    first of the others (``windows.window_start``).
+    """
+    if last is not None and (after is not None or limit is not None or before is not None):
+        raise InvalidInput(
+            "pass either last=, or after=/before= with limit=, not both", field="last"
+        )
+    if after is not None and before is not None:
+        raise InvalidInput("pass after= or before=, not both", field="before")
     return ReadOp(
         conversation_id=check_id(conversation_id),
         tenant=_tenant(tenant),
         now_us=now_us,
-        last=None if last is None else validate.check_limit(last, "last", limits),
+        last=None if last is None else _at_least(last, "last", 1) + 1,
         after=0 if after is None else validate.check_non_negative(after, "after"),
         limit=validate.check_limit(limits.max_page if limit is None else limit, "limit", limits),
+        before=None if before is None else _at_least(before, "before", 0),
     )
 
 
-def window(now_us: int, conversation_id: str, tenant: str | None) -> WindowOp:
-    """The op of ``Store.context``."""
+def window(
+    now_us: int,
+    conversation_id: str,
+    tenant: str | None,
+    *,
+    format: str = "plain",
+    token_budget: int | None = None,
+) -> WindowOp:
+    """The op of ``Store.context`` (the format and budget apply to what it reads)."""
+    parts.check_format(format)
+    if token_budget is not None:
+        _at_least(token_budget, "token_budget", 1)
     return WindowOp(check_id(conversation_id), _tenant(tenant), now_us)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from threadkeep._rules.retention import RetentionUs
 
@@ -12,9 +13,12 @@ __all__ = [
     "EventRow",
     "FactRow",
     "MessageRow",
+    "NewMessage",
     "StateRow",
     "SweepCounts",
     "TenantCounts",
+    "WindowLike",
+    "WindowRow",
 ]
 
 
@@ -41,7 +45,7 @@ class ConversationRow:
 
 
 class MessageRow(NamedTuple):
-    """A message as stored."""
+    """A message as stored; ``link`` holds its ``parts.link_of`` bits (windows read them)."""
 
     conversation_id: str
     seq: int
@@ -50,6 +54,64 @@ class MessageRow(NamedTuple):
     created_us: int
     metadata_json: str
     idempotency_key: str | None
+    payload_json: str | None = None
+    link: int = 0
+
+    @property
+    def payload(self) -> Any:
+        """The payload, parsed (None when there is none)."""
+        return _parsed(self.payload_json)
+
+
+class WindowRow(NamedTuple):
+    """A message as a context window reads it: who, what, and its ``link`` bits."""
+
+    role: str
+    content: str
+    payload_json: str | None
+    link: int
+
+    @property
+    def payload(self) -> Any:
+        """The payload, parsed (None when there is none)."""
+        return _parsed(self.payload_json)
+
+
+def _parsed(payload_json: str | None) -> Any:
+    return None if payload_json is None else json.loads(payload_json)
+
+
+class WindowLike(Protocol):
+    """What a context window reads of a row (a ``WindowRow``; a ``MessageRow`` has it too)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def payload_json(self) -> str | None: ...
+    @property
+    def link(self) -> int: ...
+    @property
+    def payload(self) -> Any: ...
+
+
+class NewMessage(NamedTuple):
+    """A message to store, checked (``_rules.history``); the backend gives it a seq."""
+
+    role: str
+    content: str
+    payload_json: str | None
+    metadata_json: str
+    idempotency_key: str | None
+    link: int
+
+    def row(self, conversation_id: str, seq: int, created_us: int) -> MessageRow:
+        """Return the stored row of this message at ``seq``."""
+        return MessageRow(
+            conversation_id, seq, self.role, self.content, created_us, self.metadata_json,
+            self.idempotency_key, self.payload_json, self.link,
+        )  # fmt: skip
 
 
 class StateRow(NamedTuple):

@@ -12,10 +12,11 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TypeVar, cast
 
-from threadkeep._rules import decide, events as ev, lifecycle, ops
+from threadkeep._rules import decide, events as ev, history, lifecycle, ops
 from threadkeep._rules.events import NewEvent
 from threadkeep._rules.ops import Outcome, Result
 from threadkeep._rules.retention import is_expired
@@ -27,6 +28,7 @@ from threadkeep._rules.rows import (
     StateRow,
     SweepCounts,
     TenantCounts,
+    WindowLike,
 )
 from threadkeep._url import StoreURL
 from threadkeep.backends._common import handlers, handles
@@ -97,12 +99,6 @@ class MemoryBackend:
         bisect.insort(self._order[row.tenant], (row.activity_us, row.id))
         self._convs[row.id] = row
 
-    def _write(self, verdict: decide.Created | decide.Updated, at_us: int, keep: int) -> None:
-        """Store the row a verdict made and log its event."""
-        row = verdict.row
-        self._put(row)
-        self._emit(row.tenant, row.id, verdict.event, at_us, keep)
-
     def _erase(self, row: ConversationRow) -> None:
         keys = self._order[row.tenant]
         del keys[bisect.bisect_left(keys, (row.activity_us, row.id))]
@@ -122,7 +118,9 @@ class MemoryBackend:
         verdict = decide.create(op, open_one if op.resume else None)
         if isinstance(verdict, Result):
             return verdict
-        self._write(verdict, op.row.created_us, op.events_kept)
+        row = verdict.row
+        self._put(row)
+        self._emit(row.tenant, row.id, verdict.event, row.created_us, op.events_kept)
         return verdict.result()
 
     @handles(ops.GetOp)
@@ -152,7 +150,9 @@ class MemoryBackend:
         verdict = decide.update(self._convs.get(op.conversation_id), op)
         if isinstance(verdict, Result):
             return verdict
-        self._write(verdict, op.now_us, op.events_kept)
+        row = verdict.row
+        self._put(row)
+        self._emit(row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
         return verdict.result()
 
     @handles(ops.ListOp)
@@ -237,6 +237,35 @@ class MemoryBackend:
 
     # ---- messages -----------------------------------------------------------------------
 
+    def _trim(self, kept: list[MessageRow], trim_from: int | None) -> int | None:
+        """Trim ``kept`` to whole exchanges from seq ``trim_from``; return the cut seq."""
+        if trim_from is None:
+            return None
+        start = history.trim_start([m.link for m in kept], trim_from - kept[0].seq)
+        if start is None:
+            return None
+        cut = kept[start].seq
+        del kept[:start]
+        return cut
+
+    def _forget(self, conversation_id: str, gone: list[MessageRow]) -> None:
+        """Free the idempotency keys of removed messages (trimmed ones keep replaying)."""
+        keys = self._idem.get(conversation_id, {})
+        for message in gone:
+            if message.idempotency_key is not None and keys.get(message.idempotency_key) == message:
+                del keys[message.idempotency_key]
+
+    def _write(self, row: ConversationRow, verdict: decide.Appended, events_kept: int) -> None:
+        kept = self._msgs[row.id]
+        kept.extend(verdict.messages)
+        for message in verdict.messages:
+            if message.idempotency_key is not None:
+                self._idem[row.id][message.idempotency_key] = message
+        cut = self._trim(kept, verdict.trim_from)
+        self._put(verdict.row_after(row, cut))
+        for event in verdict.events:
+            self._emit(row.tenant, row.id, event, verdict.activity_us, events_kept)
+
     @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
         row = self._convs.get(op.conversation_id)
@@ -246,17 +275,72 @@ class MemoryBackend:
         if isinstance(verdict, Result):
             return verdict
         assert row is not None
-        message = verdict.message
-        kept = self._msgs[row.id]
-        kept.append(message)
-        if verdict.trim_to is not None:
-            del kept[: len(kept) - verdict.message_count]
-        if key is not None:
-            self._idem[row.id][key] = message
-        self._put(verdict.row_after(row))
-        for event in verdict.events:
-            self._emit(row.tenant, row.id, event, op.now_us, op.events_kept)
+        self._write(row, verdict, op.events_kept)
         return verdict.result()
+
+    @handles(ops.AppendManyOp)
+    def _append_many(self, op: ops.AppendManyOp) -> Result[list[tuple[MessageRow, bool]]]:
+        row = self._convs.get(op.conversation_id)
+        keys = self._idem.get(op.conversation_id, {})
+        stored = {i.idempotency_key: keys[i.idempotency_key] for i in op.items
+                  if i.idempotency_key in keys}  # fmt: skip
+        lease = self._leases.get(op.conversation_id, (0, 0))
+        verdict = decide.append_many(row, op, stored, lease)
+        if isinstance(verdict, Result):
+            return verdict
+        assert row is not None
+        self._write(row, verdict, op.events_kept)
+        return verdict.batch_result()
+
+    def _rewrite(self, verdict: decide.Rewritten, events_kept: int) -> None:
+        row = verdict.row
+        kept = self._msgs[row.id]
+        gone = [m for m in kept if m.seq >= verdict.delete_from]
+        kept[:] = [m for m in kept if m.seq < verdict.delete_from]
+        self._forget(row.id, gone)
+        kept.extend(verdict.messages)
+        for message in verdict.messages:
+            if message.idempotency_key is not None:
+                self._idem[row.id][message.idempotency_key] = message
+        cut = self._trim(kept, verdict.trim_from)
+        self._put(verdict.row_after(cut))
+        self._emit(row.tenant, row.id, verdict.event, row.activity_us, events_kept)
+
+    @handles(ops.PopOp)
+    def _pop(self, op: ops.PopOp) -> Result[MessageRow | None]:
+        kept = self._msgs.get(op.conversation_id)
+        verdict = decide.pop(self._convs.get(op.conversation_id), op, kept[-1] if kept else None)
+        if isinstance(verdict, Result):
+            return verdict
+        newest = self._msgs[op.conversation_id][-1]
+        self._rewrite(verdict, op.events_kept)
+        return Result(_OK, newest)
+
+    @handles(ops.ClearOp)
+    def _clear(self, op: ops.ClearOp) -> Result[int]:
+        verdict = decide.clear(self._convs.get(op.conversation_id), op)
+        if isinstance(verdict, Result):
+            return verdict
+        removed = len(self._msgs[op.conversation_id])
+        self._rewrite(verdict, op.events_kept)
+        return Result(_OK, removed)
+
+    @handles(ops.ReplaceOp)
+    def _replace(self, op: ops.ReplaceOp) -> Result[tuple[list[MessageRow], int]]:
+        verdict = decide.replace_history(self._convs.get(op.conversation_id), op)
+        if isinstance(verdict, Result):
+            return verdict
+        self._rewrite(verdict, op.events_kept)
+        return Result(_OK, (list(self._msgs[op.conversation_id]), verdict.row.last_seq))
+
+    @handles(ops.KeyOp)
+    def _key(self, op: ops.KeyOp) -> Result[MessageRow | None]:
+        row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)
+        if row is None:
+            return Result(Outcome.NOT_FOUND, None)
+        found = self._idem.get(row.id, {}).get(op.key)
+        kept = found is not None and found.seq > row.last_seq - row.message_count
+        return Result(_OK, found if kept else None)
 
     @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
@@ -266,15 +350,18 @@ class MemoryBackend:
         kept = self._msgs.get(row.id, [])
         if op.last is not None:
             return Result(_OK, kept[-op.last :])
+        if op.before is not None:
+            below = [m for m in kept if m.seq < op.before]
+            return Result(_OK, below[max(len(below) - op.limit, 0) :])
         return Result(_OK, [m for m in kept if m.seq > op.after][: op.limit])
 
     @handles(ops.WindowOp)
-    def _window(self, op: ops.WindowOp) -> Result[list[tuple[str, str]]]:
+    def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
         row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)
         if row is None:
-            return Result(Outcome.NOT_FOUND, [])
-        kept = self._msgs.get(row.id, [])
-        return Result(_OK, [(m.role, m.content) for m in kept[-row.retention.window :]])
+            return Result(Outcome.NOT_FOUND, ([], 0))
+        window = row.retention.window
+        return Result(_OK, (self._msgs.get(row.id, [])[-(window + op.extra) :], window))
 
     # ---- state --------------------------------------------------------------------------
 

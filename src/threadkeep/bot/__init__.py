@@ -2,7 +2,8 @@
 
 A bot uses the public Store API only. ``answer()`` calls it while holding the conversation's
 turn lease, after the user's message was stored; it may read the context, load and save state
-(with ``expected_version``), set the stage or status, and returns the reply text, or None to
+(with ``expected_version``), set the stage or status, and returns the reply text, items (tool
+calls and results stored as their own messages, then the reply: see ``Reply``), or None to
 stay silent. ``make_bot()`` builds the bot a setting names: ``seller`` (the demo bot), ``echo``,
 or an import string ``package.module:attribute`` naming a bot or a function that returns one.
 """
@@ -14,6 +15,7 @@ from threadkeep.bot._factory import BOT_NAMES, make_bot
 from threadkeep.bot._turn import (
     Answer,
     Bot,
+    Reply,
     TurnIncomplete,
     answer,
     fact_is_internal,
@@ -25,6 +27,7 @@ __all__ = [
     "Answer",
     "Bot",
     "EchoBot",
+    "Reply",
     "TurnIncomplete",
     "answer",
     "fact_is_internal",

@@ -1,7 +1,8 @@
 """Optional LLM phrasing through the ``anthropic`` SDK (imported lazily: ``threadkeep[bot]``).
 
-The rules decide what the bot says; the LLM only rewords it. Any failure, a slow answer or a
-reply that drops the question gives None, and the bot keeps its own words.
+The rules decide what the bot says; the LLM only rewords it, reading the conversation as
+``Store.context(id, format="anthropic")`` gives it. Any failure, a slow answer or a reply that
+drops the question gives None, and the bot keeps its own words.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["LLMPhraser"]
 
@@ -65,12 +67,16 @@ class LLMPhraser:
             timeout=float(env.get("THREADKEEP_BOT_LLM_TIMEOUT") or _TIMEOUT),
         )
 
-    async def rephrase(self, draft: str, last_user_message: str) -> str | None:
+    async def rephrase(
+        self, draft: str, last_user_message: str, *, context: Mapping[str, Any] | None = None
+    ) -> str | None:
         """Return ``draft`` reworded, or None when the LLM fails, is slow or drops the question.
 
         Args:
             draft: the bot's own reply.
-            last_user_message: what the seller just said (for tone only).
+            last_user_message: what the user just said (for tone only).
+            context: the conversation so far, as ``store.context(id, format="anthropic")``
+                returns it; the request joins its last turn.
         """
         try:
             # Imported before the clock starts: a first import can take seconds on a busy host.
@@ -79,7 +85,7 @@ class LLMPhraser:
             return None
         try:
             async with asyncio.timeout(self.timeout):
-                text = await self._ask(draft, last_user_message)
+                text = await self._ask(draft, last_user_message, context or {})
         except Exception:  # any SDK, network or timeout error: keep the bot's own words
             return None
         text = text.strip()
@@ -89,21 +95,35 @@ class LLMPhraser:
             return None
         return text
 
-    async def _ask(self, draft: str, last_user_message: str) -> str:
+    async def _ask(self, draft: str, said: str, context: Mapping[str, Any]) -> str:
         import anthropic  # already imported by rephrase(): instant
 
+        request = self.prompt.format(said=said, draft=draft)
+        system = (
+            self.system if not context.get("system") else f"{self.system}\n\n{context['system']}"
+        )
         async with anthropic.AsyncAnthropic(
             api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
         ) as client:
             reply = await client.messages.create(
                 model=self.model,
                 max_tokens=self.max_tokens,
-                system=self.system,
-                messages=[
-                    {
-                        "role": "user",
-                        "content": self.prompt.format(said=last_user_message, draft=draft),
-                    }
-                ],
+                system=system,
+                messages=with_request(context.get("messages") or [], request),
             )
         return "".join(block.text for block in reply.content if block.type == "text")
+
+
+def with_request(messages: list[dict[str, Any]], request: str) -> list[Any]:
+    """Return Anthropic ``messages`` ending with a user turn that carries ``request``.
+
+    Joined to the last user turn (the seller's message) when the list ends with one, so turns
+    still alternate; added as a user turn of its own otherwise.
+    """
+    if not messages or messages[-1]["role"] != "user":
+        return [*messages, {"role": "user", "content": request}]
+    block = {"type": "text", "text": request}
+    last = messages[-1]
+    content = last["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    return [*messages[:-1], {**last, "content": [*blocks, block]}]

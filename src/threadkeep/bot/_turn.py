@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeAlias
 
 from threadkeep import (
     AsyncStore,
@@ -31,7 +32,7 @@ from threadkeep import (
 )
 from threadkeep.bot._consent import OPT_IN_REPLY, OPT_OUT_FACT, OPT_OUT_REPLY, consent
 
-__all__ = ["Answer", "Bot", "TurnIncomplete", "answer", "fact_is_internal", "opted_out"]
+__all__ = ["Answer", "Bot", "Reply", "TurnIncomplete", "answer", "fact_is_internal", "opted_out"]
 
 #: Facts whose key starts with this are threadkeep's own notes, not what a contact told us.
 INTERNAL_FACT: Final = "_"
@@ -39,13 +40,19 @@ _KEY_FACT: Final = "_chat_turn:"
 _LOOK_AHEAD: Final = 50  # messages read after a replayed one to find its reply
 
 
+#: What a bot's ``respond`` returns: the reply text; or items, each ``(role, content)`` or
+#: ``(role, content, options)`` as for ``Store.append_many`` (the tool calls and tool results of
+#: the turn, each stored as its own message, then the reply); or None to stay silent.
+Reply: TypeAlias = str | Sequence[tuple[Any, ...]] | None
+
+
 class Bot(Protocol):
     """Anything that can answer one turn of a conversation."""
 
     async def respond(
         self, store: AsyncStore, conversation: Conversation, message: Message
-    ) -> str | None:
-        """Return the reply to ``message`` (already stored), or None to stay silent."""
+    ) -> Reply:
+        """Return the reply to ``message`` (already stored): text, items, or None (silent)."""
         ...
 
 
@@ -215,10 +222,28 @@ async def _respond(
         return reply
     if conv.status == Status.WAITING_AGENT or silenced:
         return None
-    text = await bot.respond(store, conv, message)
-    if not text:
+    answered = await bot.respond(store, conv, message)
+    if not answered:
         return None
-    return await turn.append("assistant", text, metadata={"reply_to": message.seq})
+    if isinstance(answered, str):
+        return await turn.append("assistant", answered, metadata={"reply_to": message.seq})
+    stored = await turn.append_many([_replying(item, message.seq) for item in answered])
+    return _the_reply(stored) if stored else None
+
+
+def _replying(item: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+    """An item with ``reply_to`` added to its metadata (each message of a turn names it)."""
+    if not isinstance(item, tuple | list) or len(item) not in (2, 3):
+        return tuple(item)  # append_many names what is wrong with it
+    options = dict(item[2]) if len(item) == 3 and isinstance(item[2], Mapping) else {}
+    options["metadata"] = {**(options.get("metadata") or {}), "reply_to": seq}
+    return (item[0], item[1], options)
+
+
+def _the_reply(messages: Sequence[Message]) -> Message:
+    """Of one turn's messages, the reply: the last the assistant said in words."""
+    said = [m for m in messages if m.role == "assistant" and m.content]
+    return said[-1] if said else messages[-1]
 
 
 def _check_same(message: Message, text: str) -> None:
@@ -232,14 +257,12 @@ def _check_same(message: Message, text: str) -> None:
 
 
 async def _stored_reply(store: AsyncStore, message: Message, tenant: str) -> Message | None:
-    """The reply stored for ``message`` (its ``reply_to``), or None."""
+    """The reply stored for ``message`` (see ``_the_reply``, among its ``reply_to``), or None."""
     following = await store.messages(
         message.conversation_id, after=message.seq, limit=_LOOK_AHEAD, tenant=tenant
     )
-    for m in following:
-        if m.role == "assistant" and m.metadata.get("reply_to") == message.seq:
-            return m
-    return None
+    replies = [m for m in following if m.metadata.get("reply_to") == message.seq]
+    return _the_reply(replies) if replies else None
 
 
 async def _note(store: AsyncStore, contact: str, key: str, message: Message, tenant: str) -> None:

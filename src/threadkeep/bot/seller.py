@@ -42,6 +42,9 @@ __all__ = [
     "score_temperature",
 ]
 
+#: The conversation the LLM reads to match the seller's tone, in tokens (whole turns).
+_LLM_BUDGET = 2000
+
 Temperature = Literal["hot", "warm", "cold"]
 Condition = Literal["poor", "needs_work", "fair", "good", "excellent"]
 Motivation = Literal[
@@ -628,7 +631,10 @@ class SellerBot:
         draft = compose_reply(turn)
         if self.phraser is None:
             return draft
-        return await self.phraser.rephrase(draft, message.content) or draft
+        context = await store.context(
+            conv.id, format="anthropic", token_budget=_LLM_BUDGET, tenant=tenant
+        )
+        return await self.phraser.rephrase(draft, message.content, context=context) or draft
 
     async def _advance(self, store: AsyncStore, conv: Conversation, message: Message) -> TurnResult:
         for attempt in range(2):

@@ -247,13 +247,26 @@ def import_cmd(
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Tenant (default: each record's own).")
     ] = None,
+    source_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Move in from a peer's store instead: langchain-redis, langchain-postgres, "
+            "openai-sqlite or openai-redis; FILE is then its URL or file (see README).",
+        ),
+    ] = None,
+    ttl: TtlOpt = None,
 ) -> None:
     """Import conversations from an export; importing the same file twice changes nothing.
 
     Ids, timestamps, messages, metadata, stage, status, time to live, the current state and
     the contacts' facts are kept. Not kept: earlier state versions (the current value becomes
     version 1) and the seq numbers of a history trimmed by max_messages (renumbered from 1).
+    With --from, each session of the peer's store becomes a conversation (--ttl required).
     """
+    if source_kind is not None:
+        _import_peer(source_kind, file, store, tenant or "default", ttl)
+        return
     try:
         raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except OSError as e:
@@ -280,6 +293,30 @@ def import_cmd(
     except ThreadkeepError as e:
         raise _fail(f"{type(e).__name__}: {e}") from None
     err.print(f"imported {len(records)} conversation(s), {created} new", highlight=False)
+
+
+def _import_peer(kind: str, source: str, store: str, tenant: str, ttl: str | None) -> None:
+    """``import --from``: move a peer's sessions in, with a progress bar."""
+    from threadkeep import importers  # the public module, imported only when used
+
+    if ttl is None:
+        raise _fail("--from needs --ttl: seconds the conversations live, or 'none'")
+    clock = threadkeep.ManualClock()
+    try:
+        retention = _retention(ttl, None, None)
+        with threadkeep.open(store, clock=clock) as s, Progress(console=err) as progress:
+            task = progress.add_task(f"import from {kind}", total=None)
+            report = importers.import_sessions(
+                s, kind, source, retention=retention, tenant=tenant, clock=clock,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )  # fmt: skip
+    except ThreadkeepError as e:
+        raise _fail(f"{type(e).__name__}: {e}") from None
+    err.print(
+        f"imported {report.sessions} session(s) from {kind}: {report.messages} message(s) new, "
+        f"{report.replayed} already there, {report.expired} expired at once (idle over --ttl)",
+        highlight=False,
+    )
 
 
 @app.command("sweep")
@@ -364,6 +401,7 @@ class _Screen:
         self.last = 0
         self.status = conv.status
         self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
 
     def switch(self, conv: Conversation) -> None:
         self.conv, self.last, self.status = conv, 0, conv.status
@@ -388,9 +426,11 @@ class _Screen:
         cursor = None
         async for event in self.store.events(tenant=tenant, timeout=0):
             cursor = event.id  # start at the end of the log: only what comes next
-        while True:
+        # Stopped by `stopping`, never cancelled: a cancelled read would go on in its thread
+        # while the store closes under it.
+        while not self.stopping.is_set():
             try:
-                async for event in self.store.events(tenant=tenant, after=cursor, timeout=1.0):
+                async for event in self.store.events(tenant=tenant, after=cursor, timeout=0.5):
                     cursor = event.id
                     if event.conversation_id == self.conv.id:
                         await self.refresh()
@@ -438,7 +478,8 @@ async def _chat(
                     await answer(s, bot, text, tenant=tenant, conversation_id=fresh.id, wait=wait)
                 await screen.refresh()
         finally:
-            follower.cancel()
+            screen.stopping.set()
+            await follower  # within half a second: its current wait for events ends first
 
 
 @app.command("chat")

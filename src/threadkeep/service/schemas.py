@@ -179,6 +179,9 @@ class MessageOut(BaseModel):
     created_at: str
     metadata: dict[str, Any]
     idempotency_key: str | None
+    payload: dict[str, Any] | list[Any] | None = Field(
+        default=None, description="the item or content blocks stored verbatim with it, if any"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -198,10 +201,11 @@ class MessageOut(BaseModel):
 
     @classmethod
     def of(cls, message: Message, *, visitor: bool = False) -> MessageOut:
-        """Build it from a Message (for a visitor: without its metadata)."""
+        """Build it from a Message (for a visitor: without its metadata or payload)."""
         data = message.to_dict()
         if visitor:
             data["metadata"] = {}
+            data["payload"] = None
         return cls.model_validate(data)
 
 
@@ -329,8 +333,19 @@ class AppendIn(_In):
     """A message to store (no bot is called)."""
 
     role: RoleName = Field(examples=["agent"])
-    content: str = Field(min_length=1, examples=["Hi, this is Jorge from the office."])
+    content: str = Field(
+        default="",
+        description="the text people read; may be empty when a payload carries the message",
+        examples=["Hi, this is Jorge from the office."],
+    )
     metadata: dict[str, Any] | None = Field(default=None, examples=[{"via": "dashboard"}])
+    payload: dict[str, Any] | list[Any] | None = Field(
+        default=None,
+        description="a framework's item or a provider's content blocks, kept verbatim "
+        "(Limits.max_payload_bytes)",
+        examples=[{"type": "function_call", "call_id": "c1", "name": "estimate",
+                   "arguments": "{}"}],
+    )  # fmt: skip
 
 
 class StatusIn(_In):

@@ -42,8 +42,12 @@ VISIBLE_ROLES: Final = frozenset({"user", "assistant", "agent"})
 #: The kinds of event a visitor follows (a message, a person joining, closing, erasure): no
 #: stage or state events. A message's event only for the roles a visitor sees.
 VISITOR_EVENTS: Final = frozenset(
-    {EventKind.MESSAGE_APPENDED, EventKind.STATUS_CHANGED, EventKind.CLOSED, EventKind.DELETED}
-)
+    {
+        EventKind.MESSAGE_APPENDED, EventKind.STATUS_CHANGED, EventKind.CLOSED,
+        EventKind.DELETED, EventKind.MESSAGE_POPPED, EventKind.MESSAGES_CLEARED,
+        EventKind.MESSAGES_REPLACED,
+    }
+)  # fmt: skip
 #: The shortest browser id a visitor may send as ``contact_id`` (it must be hard to guess).
 MIN_BROWSER_ID: Final = 16
 _SALT: Final = "threadkeep.visitor-token"
@@ -74,12 +78,16 @@ class Visitor:
         """Return whether this visitor's event stream carries ``event``."""
         if event.kind not in VISITOR_EVENTS or not self.allows(event.conversation_id):
             return False
-        return event.kind != EventKind.MESSAGE_APPENDED or event.data.get("role") in VISIBLE_ROLES
+        about_one = event.kind in (EventKind.MESSAGE_APPENDED, EventKind.MESSAGE_POPPED)
+        return not about_one or event.data.get("role") in VISIBLE_ROLES
 
 
 def visible(message: Message) -> bool:
-    """Return whether a visitor sees ``message`` (people's words, not system or tool output)."""
-    return message.role in VISIBLE_ROLES
+    """Return whether a visitor sees ``message`` (people's words, not system or tool output).
+
+    An item without words (a tool call, a reasoning step: only a payload) is not shown either.
+    """
+    return message.role in VISIBLE_ROLES and bool(message.content.strip())
 
 
 class VisitorTokens:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final, Generic, TypeVar, cast
 
 from threadkeep._rules import decide, events as ev, lifecycle, ops
@@ -28,6 +28,8 @@ from threadkeep._rules.rows import (
     StateRow,
     SweepCounts,
     TenantCounts,
+    WindowLike,
+    WindowRow,
 )
 from threadkeep.backends import _common
 from threadkeep.backends.postgres import _schema as schema
@@ -51,6 +53,7 @@ _READS: Final = frozenset(
         ops.GetOp,
         ops.FindOpenOp,
         ops.ReadOp,
+        ops.KeyOp,
         ops.WindowOp,
         ops.LoadStateOp,
         ops.ListOp,
@@ -61,7 +64,11 @@ _READS: Final = frozenset(
 )
 #: Ops not sent again when the connection is lost while committing (the outcome is unknown
 #: and a resend could conflict with itself, report "not found", or find its own lease busy).
-_ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp})
+_ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp, ops.PopOp, ops.ReplaceOp})
+
+
+#: Ops ``call`` runs itself: their flows take an internal key for safe resends.
+_CALLED: Final = (ops.AppendOp, ops.AppendManyOp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +80,28 @@ class Run(Generic[T]):
     once: bool
 
 
+def _internal(key: str | None) -> bool:
+    return key is not None and key.startswith(schema.INTERNAL_KEY)
+
+
+def _hide_keys(
+    result: Result[list[tuple[MessageRow, bool]]],
+) -> Result[list[tuple[MessageRow, bool]]]:
+    """A batch's answer with its internal keys (retry safety) turned back into None."""
+    answers = [
+        (m._replace(idempotency_key=None) if _internal(m.idempotency_key) else m, replayed)
+        for m, replayed in result.value
+    ]
+    return Result(result.outcome, answers)
+
+
 class Flows:
     """The flows of one store (its NOTIFY channel)."""
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self.events_lock = "threadkeep:events:" + channel
-        self._routes = _common.handlers(self, besides=(ops.AppendOp,))
+        self._routes = _common.handlers(self, besides=_CALLED)
 
     def call(self, op: ops.Op[R]) -> Run[Result[R]]:
         """Return how to run ``op``.
@@ -94,6 +116,12 @@ class Flows:
             attempt = cast(
                 "Callable[[int], Flow[Result[R]]]",
                 lambda n: self._append(op, key, resent=n > 1),
+            )
+        elif isinstance(op, ops.AppendManyOp):
+            batch = schema.INTERNAL_KEY + uuid.uuid4().hex
+            attempt = cast(
+                "Callable[[int], Flow[Result[R]]]",
+                lambda n: self._append_many(op, batch, resent=n > 1),
             )
         else:
             make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[kind])
@@ -195,8 +223,6 @@ class Flows:
         if isinstance(verdict, Result):
             return verdict
         m = verdict.message
-        if verdict.trim_to is not None:
-            yield schema.TRIM_MESSAGES, {"id": m.conversation_id, "floor": verdict.trim_to}
         yield (
             schema.INSERT_MESSAGE,
             {
@@ -211,20 +237,114 @@ class Flows:
                 "expires_us": verdict.expires_us,
                 "idle_us": verdict.idle_us,
                 "count": verdict.message_count,
+                "payload": m.payload_json,
+                "link": m.link,
             },
         )
+        yield from self._trim(m.conversation_id, verdict.trim_from)
         tenant = cast(ConversationRow, row).tenant
         for event in verdict.events:
             yield from self._emit(tenant, m.conversation_id, op.now_us, event, op.events_kept)
         return verdict.result()
+
+    def _trim(self, conversation_id: str, trim_from: int | None) -> Flow[int | None]:
+        """Trim to whole exchanges from ``trim_from`` (see decide.Appended); the cut seq."""
+        if trim_from is None:
+            return None
+        rows = yield schema.TRIM_MESSAGES, {"id": conversation_id, "from": trim_from}
+        return cast(int | None, rows[0][0])
+
+    def _insert(self, conversation_id: str, messages: tuple[MessageRow, ...]) -> Flow[None]:
+        if messages:
+            yield (
+                schema.INSERT_MESSAGES,
+                {
+                    "id": conversation_id,
+                    "seqs": [m.seq for m in messages],
+                    "roles": [m.role for m in messages],
+                    "contents": [schema.encode_content(m.content) for m in messages],
+                    "times": [m.created_us for m in messages],
+                    "metadata": [m.metadata_json for m in messages],
+                    "keys": [m.idempotency_key for m in messages],
+                    "payloads": [m.payload_json for m in messages],
+                    "links": [m.link for m in messages],
+                },
+            )
+
+    def _append_many(
+        self, op: ops.AppendManyOp, batch_key: str, resent: bool
+    ) -> Flow[Result[list[tuple[MessageRow, bool]]]]:
+        """A batch; keyless items carry internal keys, so a resent batch replays itself."""
+        items = tuple(
+            item if item.idempotency_key is not None
+            else item._replace(idempotency_key=f"{batch_key}:{n}")
+            for n, item in enumerate(op.items)
+        )  # fmt: skip
+        row, lease = yield from self._lock(op.conversation_id)
+        keys = [i.idempotency_key for i in items if resent or not _internal(i.idempotency_key)]
+        stored: dict[str, MessageRow] = {}
+        if keys and decide.visible(row, op.tenant, op.now_us) is not None:
+            found = yield schema.FIND_KEYS, {"id": op.conversation_id, "keys": keys}
+            for r in found:  # decode_message hides internal keys: key the raw column
+                stored.setdefault(r[6], schema.decode_message(r))
+        verdict = decide.append_many(row, replace(op, items=items), stored, lease)
+        if isinstance(verdict, Result):
+            return _hide_keys(verdict)
+        assert row is not None
+        yield from self._insert(row.id, verdict.messages)
+        yield schema.UPDATE_CONVERSATION, schema.encode_conversation(verdict.row_after(row))
+        yield from self._trim(row.id, verdict.trim_from)
+        for event in verdict.events:
+            yield from self._emit(row.tenant, row.id, op.now_us, event, op.events_kept)
+        return _hide_keys(verdict.batch_result())
+
+    def _rewrite(self, verdict: decide.Rewritten, keep: int) -> Flow[int | None]:
+        row = verdict.row
+        yield schema.DELETE_FROM, {"id": row.id, "from": verdict.delete_from}
+        yield from self._insert(row.id, verdict.messages)
+        yield schema.UPDATE_CONVERSATION, schema.encode_conversation(row)
+        cut = yield from self._trim(row.id, verdict.trim_from)
+        yield from self._emit(row.tenant, row.id, row.activity_us, verdict.event, keep)
+        return cut
+
+    @_common.handles(ops.PopOp)
+    def _pop(self, op: ops.PopOp) -> Flow[Result[MessageRow | None]]:
+        row, _ = yield from self._lock(op.conversation_id)
+        found = yield schema.NEWEST, {"id": op.conversation_id}
+        newest = schema.decode_message(found[0]) if found else None
+        verdict = decide.pop(row, op, newest)
+        if isinstance(verdict, Result):
+            return verdict
+        yield from self._rewrite(verdict, op.events_kept)
+        return Result(_OK, newest)
+
+    @_common.handles(ops.ClearOp)
+    def _clear(self, op: ops.ClearOp) -> Flow[Result[int]]:
+        row, _ = yield from self._lock(op.conversation_id)
+        verdict = decide.clear(row, op)
+        if isinstance(verdict, Result):
+            return verdict
+        yield from self._rewrite(verdict, op.events_kept)
+        return Result(_OK, cast(ConversationRow, row).message_count)
+
+    @_common.handles(ops.ReplaceOp)
+    def _replace(self, op: ops.ReplaceOp) -> Flow[Result[tuple[list[MessageRow], int]]]:
+        row, _ = yield from self._lock(op.conversation_id)
+        verdict = decide.replace_history(row, op)
+        if isinstance(verdict, Result):
+            return verdict
+        cut = yield from self._rewrite(verdict, op.events_kept)
+        kept = [m for m in verdict.messages if cut is None or m.seq >= cut]
+        return Result(_OK, (kept, verdict.row.last_seq))
 
     @_common.handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
         if op.last is not None:
             rows = yield (
                 schema.WINDOW,
-                {"id": op.conversation_id, "n": op.last, "now": op.now_us, "tenant": op.tenant},
-            )
+                {"id": op.conversation_id, "n": op.last, "extra": 0, "now": op.now_us,
+                 "tenant": op.tenant},
+            )  # fmt: skip
             if not rows:
                 return Result(Outcome.NOT_FOUND, [])
             return Result(
@@ -233,19 +353,33 @@ class Flows:
         found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
         if found.value is None:
             return Result(Outcome.NOT_FOUND, [])
+        if op.before is not None:
+            rows = yield schema.BEFORE, {"id": op.conversation_id, "before": op.before,
+                                         "n": op.limit}  # fmt: skip
+            return Result(_OK, [schema.decode_message(r) for r in reversed(rows)])
         rows = yield schema.AFTER, {"id": op.conversation_id, "after": op.after, "n": op.limit}
         return Result(_OK, [schema.decode_message(r) for r in rows])
 
+    @_common.handles(ops.KeyOp)
+    def _key(self, op: ops.KeyOp) -> Flow[Result[MessageRow | None]]:
+        found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
+        if found.value is None:
+            return Result(Outcome.NOT_FOUND, None)
+        rows = yield schema.KEPT_KEY, {"id": op.conversation_id, "key": op.key}
+        return Result(_OK, schema.decode_message(rows[0]) if rows else None)
+
     @_common.handles(ops.WindowOp)
-    def _window(self, op: ops.WindowOp) -> Flow[Result[list[tuple[str, str]]]]:
+    def _window(self, op: ops.WindowOp) -> Flow[Result[tuple[Sequence[WindowLike], int]]]:
         rows = yield (
             schema.WINDOW,
-            {"id": op.conversation_id, "n": None, "now": op.now_us, "tenant": op.tenant},
-        )
+            {"id": op.conversation_id, "n": None, "extra": op.extra, "now": op.now_us,
+             "tenant": op.tenant},
+        )  # fmt: skip
         if not rows:
-            return Result(Outcome.NOT_FOUND, [])
+            return Result(Outcome.NOT_FOUND, ([], 0))
         messages = [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
-        return Result(_OK, [(m.role, m.content) for m in messages])
+        window = [WindowRow(m.role, m.content, m.payload_json, m.link) for m in messages]
+        return Result(_OK, (window, rows[0][9]))
 
     @_common.handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:

@@ -129,6 +129,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE facts ADD COLUMN source_json text NOT NULL DEFAULT 'null',
         ADD COLUMN history_json text NOT NULL DEFAULT '[]';
     """,
+    # 4: payloads kept verbatim with messages, and the link bits windows and trimming read
+    """
+    ALTER TABLE messages ADD COLUMN payload text, ADD COLUMN link smallint NOT NULL DEFAULT 0;
+    ALTER TABLE idem_archive ADD COLUMN payload text,
+        ADD COLUMN link smallint NOT NULL DEFAULT 0;
+    """,
 )
 
 VERSION_TABLE: Final = (
@@ -141,7 +147,9 @@ CONVERSATION_COLUMNS: Final = (
     "activity_us, expires_us, idle_us, message_count, last_seq, state_version, ttl_us, "
     "idle_after_us, window_n, max_messages"
 )
-MESSAGE_COLUMNS: Final = "conversation_id, seq, role, content, created_us, metadata_json, idem_key"
+MESSAGE_COLUMNS: Final = (
+    "conversation_id, seq, role, content, created_us, metadata_json, idem_key, payload, link"
+)
 STATE_COLUMNS: Final = "version, value_json, saved_us"
 EVENT_COLUMNS: Final = "id, kind, tenant, conversation_id, data_json, at_us"
 FACT_COLUMNS: Final = "key, value_json, tier, updated_us, expires_us, source_json, history_json"
@@ -189,7 +197,7 @@ def decode_message(row: tuple[Any, ...]) -> MessageRow:
     if key is not None and key.startswith(INTERNAL_KEY):
         key = None
     content = bytes(row[3]).decode("utf-8", "surrogatepass")
-    return MessageRow(row[0], row[1], row[2], content, row[4], row[5], key)
+    return MessageRow(row[0], row[1], row[2], content, row[4], row[5], key, row[7], row[8])
 
 
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.
@@ -219,8 +227,18 @@ FIND_OPEN: Final = (
 )
 FIND_KEY: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s "
-    "UNION ALL SELECT conversation_id, seq, role, content, created_us, metadata_json, idem_key "
-    "FROM idem_archive WHERE conversation_id = %(id)s AND idem_key = %(key)s LIMIT 1"
+    f"UNION ALL SELECT {MESSAGE_COLUMNS} FROM idem_archive WHERE conversation_id = %(id)s "
+    "AND idem_key = %(key)s LIMIT 1"
+)
+#: The stored messages of several idempotency keys, kept or trimmed (a batch's replays).
+FIND_KEYS: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s "
+    f"AND idem_key = ANY(%(keys)s) UNION ALL SELECT {MESSAGE_COLUMNS} FROM idem_archive "
+    "WHERE conversation_id = %(id)s AND idem_key = ANY(%(keys)s)"
+)
+#: The kept message of one caller key (message_by_key).
+KEPT_KEY: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s"
 )
 #: Writes the conversation row back and inserts the message; one statement.
 INSERT_MESSAGE: Final = (
@@ -228,31 +246,58 @@ INSERT_MESSAGE: Final = (
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s, message_count = %(count)s, "
     "last_seq = %(seq)s WHERE id = %(id)s RETURNING 1) "
     f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (%(id)s, %(seq)s, %(role)s, %(content)s, "
-    "%(now)s, %(metadata_json)s, %(key)s)"
+    "%(now)s, %(metadata_json)s, %(key)s, %(payload)s, %(link)s)"
 )
-#: Trims the oldest messages beyond max_messages; user idempotency keys stay replayable.
+#: Inserts a batch of messages (one array per column); one statement.
+INSERT_MESSAGES: Final = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT %(id)s, * FROM unnest("
+    "%(seqs)s::bigint[], %(roles)s::text[], %(contents)s::bytea[], %(times)s::bigint[], "
+    "%(metadata)s::text[], %(keys)s::text[], %(payloads)s::text[], %(links)s::smallint[])"
+)
+#: Trims to whole exchanges from seq %(from)s (``history.trim_start``: the first message at
+#: or after it that answers no earlier call and follows none leaving a call open), counts
+#: what is kept, and keeps user idempotency keys replayable; answers the cut seq (NULL:
+#: nothing trimmed). One statement.
 TRIM_MESSAGES: Final = (
-    "WITH gone AS (DELETE FROM messages WHERE conversation_id = %(id)s AND seq <= %(floor)s "
-    f"RETURNING {MESSAGE_COLUMNS}) "
-    "INSERT INTO idem_archive SELECT conversation_id, idem_key, seq, role, content, "
-    "created_us, metadata_json FROM gone WHERE idem_key IS NOT NULL "
-    "AND left(idem_key, 1) <> E'\\x1f'"
+    "WITH cut AS (SELECT min(m.seq) AS s FROM messages m LEFT JOIN messages p "
+    "ON p.conversation_id = m.conversation_id AND p.seq = m.seq - 1 "
+    "WHERE m.conversation_id = %(id)s AND m.seq >= %(from)s AND (m.link & 1) = 0 "
+    "AND (coalesce(p.link, 0) & 2) = 0), "
+    "gone AS (DELETE FROM messages WHERE conversation_id = %(id)s "
+    f"AND seq < (SELECT s FROM cut) RETURNING {MESSAGE_COLUMNS}), "
+    "kept AS (INSERT INTO idem_archive SELECT conversation_id, idem_key, seq, role, content, "
+    "created_us, metadata_json, payload, link FROM gone WHERE idem_key IS NOT NULL "
+    "AND left(idem_key, 1) <> E'\\x1f'), "
+    "c AS (UPDATE conversations SET message_count = last_seq - (SELECT s FROM cut) + 1 "
+    "WHERE id = %(id)s AND (SELECT s FROM cut) IS NOT NULL) "
+    "SELECT s FROM cut"
 )
+NEWEST: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s "
+    "ORDER BY seq DESC LIMIT 1"
+)
+#: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
+DELETE_FROM: Final = "DELETE FROM messages WHERE conversation_id = %(id)s AND seq >= %(from)s"
 #: The live conversation's last N messages in one statement: no row at all when it is not
 #: found, one row of NULLs when it has no messages. N is its window when %(n)s is NULL.
 #: Seqs are contiguous (trimming removes the oldest), so the last N are a bounded range.
 WINDOW: Final = (
     "SELECT m.conversation_id, m.seq, m.role, m.content, m.created_us, m.metadata_json, "
-    "m.idem_key FROM conversations c LEFT JOIN LATERAL (SELECT * FROM messages "
-    "WHERE conversation_id = c.id AND seq > c.last_seq - coalesce(%(n)s::integer, c.window_n) "
-    "ORDER BY seq DESC "
-    "LIMIT coalesce(%(n)s::integer, c.window_n)) m ON true "
+    "m.idem_key, m.payload, m.link, c.window_n FROM conversations c LEFT JOIN LATERAL "
+    "(SELECT * FROM messages WHERE conversation_id = c.id "
+    "AND seq > c.last_seq - coalesce(%(n)s::bigint, c.window_n + %(extra)s) "
+    "ORDER BY seq DESC LIMIT coalesce(%(n)s::bigint, c.window_n + %(extra)s)) m ON true "
     "WHERE c.id = %(id)s AND (c.expires_us IS NULL OR c.expires_us > %(now)s) "
     "AND (%(tenant)s::text IS NULL OR c.tenant = %(tenant)s)"
 )
 AFTER: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND seq > %(after)s "
     "ORDER BY seq LIMIT %(n)s"
+)
+#: The newest %(n)s messages below a seq, newest first.
+BEFORE: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s "
+    "AND seq < %(before)s ORDER BY seq DESC LIMIT %(n)s"
 )
 #: Appends one event (waking LISTENers on commit), trims the log to ``keep`` newest ids and
 #: raises the recorded floor; one statement, always the last of its transaction. The

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
 from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
+from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions, lost_connection, migrate
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows, Run
 
@@ -47,29 +48,25 @@ async def _pump(conn: psycopg.AsyncConnection[Any], flow: Flow[T]) -> T:
 
 
 class AsyncPostgresBackend:
-    """Async backend on PostgreSQL; migrates when opened, opens its pool on first use."""
+    """Async backend on PostgreSQL; migrates when opened, opens a pool per event loop.
+
+    A pool's workers belong to the loop that opened it, so each loop gets one on first use
+    there, closed before that loop ends (``_loops.PerLoop``).
+    """
 
     def __init__(self, url: StoreURL) -> None:
         self._options = ConnectionOptions(url)
         self._flows = Flows(self._options.channel)
         # migrate now, synchronously: the registry constructs async backends in a thread
         self.migrated = migrate(self._options)  # how many migrations this open applied
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._opening: asyncio.Lock | None = None
+        self._pools: PerLoop[AsyncConnectionPool[Any]] = PerLoop(self._open_pool, _close_pool)
 
-    async def _get_pool(self) -> AsyncConnectionPool[Any]:
-        if self._pool is not None:
-            return self._pool
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._pool is None:
-                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    self._options.conninfo, **self._options.pool_kwargs("threadkeep-async")
-                )
-                await pool.open(wait=False)
-                self._pool = pool
-        return self._pool
+    async def _open_pool(self) -> AsyncConnectionPool[Any]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self._options.conninfo, **self._options.pool_kwargs("threadkeep-async")
+        )
+        await pool.open(wait=False)
+        return pool
 
     async def _run(self, call: Run[T]) -> T:
         """Run ``call`` in one transaction (see the sync backend's _run)."""
@@ -77,7 +74,7 @@ class AsyncPostgresBackend:
         while True:
             committing = False
             try:
-                pool = await self._get_pool()
+                pool = await self._pools.get()
                 async with pool.connection(timeout=attempts.remaining()) as conn:
                     if conn.autocommit != call.read:
                         await conn.set_autocommit(call.read)
@@ -90,9 +87,10 @@ class AsyncPostgresBackend:
                 if committing and call.once:
                     attempts.fail(exc)
                 delay = attempts.pause(exc)
-                if lost_connection(exc) and self._pool is not None:
+                pool_now = self._pools.current()
+                if lost_connection(exc) and pool_now is not None:
                     with contextlib.suppress(Exception):  # replace dead pooled connections
-                        await self._pool.check()
+                        await pool_now.check()
                 await asyncio.sleep(delay)
 
     async def execute(self, op: Op[R]) -> Result[R]:
@@ -131,6 +129,9 @@ class AsyncPostgresBackend:
         await self._run(Run(lambda n: self._flows.ping(), read=True, once=False))
 
     async def close(self) -> None:
-        """Close the pool."""
-        if self._pool is not None:
-            await self._pool.close()
+        """Close every loop's pool."""
+        await self._pools.aclose()
+
+
+async def _close_pool(pool: AsyncConnectionPool[Any]) -> None:
+    await pool.close()

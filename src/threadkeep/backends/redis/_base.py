@@ -28,14 +28,7 @@ class RedisBase:
     def __init__(self, url: StoreURL) -> None:
         self._options = ConnectionOptions.from_url(url)
         self._flows = Flows(self._options.keys, self._options.idempotency_keys)
-        self._client: Any = self._standalone()
-        self._blocking: Any = self._standalone()
-        self._scripts = self._register(self._client)
         self._checked = False
-
-    def _standalone(self) -> Any:
-        """A client of one server over a blocking connection pool."""
-        raise NotImplementedError
 
     @staticmethod
     def _register(client: Any) -> dict[str, Any]:

@@ -14,11 +14,10 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from threadkeep._rules.retention import RetentionUs
-from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, NewMessage
 
 __all__ = [
     "FIELDS",
-    "decode_context",
     "decode_event",
     "decode_fact",
     "decode_conversation",
@@ -26,6 +25,7 @@ __all__ = [
     "encode_conversation",
     "encode_fact",
     "encode_message",
+    "encode_new",
     "json_text",
     "opt",
     "pairs",
@@ -137,30 +137,49 @@ def decode_conversation(fields: Mapping[str, str] | Sequence[Any]) -> Conversati
 
 
 def encode_message(
-    role: str, content: str, created_us: int, metadata_json: str, key: str | None
+    role: str,
+    content: str,
+    created_us: int,
+    metadata_json: str,
+    key: str | None,
+    payload_json: str | None = None,
+    link: int = 0,
 ) -> str:
     """Return a message body; the script prefixes it with its seq and a space.
 
-    Lines: role, created_us, optional key, metadata JSON, then the content (which may hold
-    newlines of its own: it comes last). Only the content can hold a newline: roles and keys
-    are printable names and compact JSON escapes newlines.
+    Lines: role, ``created_us:link``, optional key, metadata JSON, optional payload JSON, then
+    the content (which may hold newlines of its own: it comes last). Only the content can
+    hold a newline: roles and keys are printable names and compact JSON escapes newlines.
+    Bodies written before payloads existed have ``created_us`` alone on the second line and
+    no payload line; ``decode_message`` reads both, and the scripts read ``link`` as 0 there.
     """
-    return f"{role}\n{created_us}\n{opt(key)}\n{metadata_json}\n{content}"
-
-
-def decode_message(conversation_id: str, entry: str) -> MessageRow:
-    """Return the message row of a stored ``"seq body"`` entry."""
-    seq, _, body = entry.partition(" ")
-    role, created_us, key, metadata_json, content = body.split("\n", 4)
-    return MessageRow(
-        conversation_id, int(seq), role, content, int(created_us), metadata_json, key[1:] or None
+    return (
+        f"{role}\n{created_us}:{link}\n{opt(key)}\n{metadata_json}\n{opt(payload_json)}\n{content}"
     )
 
 
-def decode_context(entry: str) -> tuple[str, str]:
-    """Return (role, content) of a stored entry, for the context window."""
-    role, _, _, _, content = entry.partition(" ")[2].split("\n", 4)
-    return role, content
+def encode_new(item: NewMessage, created_us: int) -> str:
+    """Return the body of a message of a batch (see ``encode_message``)."""
+    return encode_message(
+        item.role, item.content, created_us, item.metadata_json, item.idempotency_key,
+        item.payload_json, item.link,
+    )  # fmt: skip
+
+
+def decode_message(conversation_id: str, entry: str) -> MessageRow:
+    """Return the message row of a stored ``"seq body"`` entry (either encoding)."""
+    seq, _, body = entry.partition(" ")
+    role, stamp, rest = body.split("\n", 2)
+    created_us, marked, link = stamp.partition(":")
+    if marked:
+        key, metadata_json, payload, content = rest.split("\n", 3)
+    else:  # written before payloads
+        key, metadata_json, content = rest.split("\n", 2)
+        payload, link = "", "0"
+    return MessageRow(
+        conversation_id, int(seq), role, content, int(created_us), metadata_json,
+        key[1:] or None, payload[1:] or None, int(link),
+    )  # fmt: skip
 
 
 def decode_event(entry: Sequence[Any]) -> EventRow:

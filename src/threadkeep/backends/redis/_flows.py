@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -26,6 +26,8 @@ from threadkeep._rules.rows import (
     StateRow,
     SweepCounts,
     TenantCounts,
+    WindowLike,
+    WindowRow,
 )
 from threadkeep.backends._common import handlers, handles
 from threadkeep.backends.redis import _codec as codec
@@ -249,8 +251,14 @@ class Flows:
             op.events_kept,
             _ON_MESSAGE if op.on_message is _LIFECYCLE else _on_message(op.on_message),
             codec.encode_message(
-                op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key
-            ),
+                op.role,
+                op.content,
+                op.now_us,
+                op.metadata_json,
+                op.idempotency_key,
+                op.payload_json,
+                op.link,
+            ),  # fmt: skip
             ev.EventKind.MESSAGE_APPENDED.value,
             op.role,
             self.idempotency_kept,
@@ -259,9 +267,97 @@ class Flows:
         message = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
         return Result(Outcome(reply[0]), message)
 
+    @handles(ops.AppendManyOp)
+    def _append_many(self, op: ops.AppendManyOp) -> Flow[Result[list[tuple[MessageRow, bool]]]]:
+        """A call token makes a resent batch answer as it did."""
+        items: list[str | int] = []
+        for item in op.items:
+            items += [codec.opt(item.idempotency_key), codec.encode_new(item, op.now_us), item.role]
+        reply = yield self._eval(
+            "append_many",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            uuid.uuid4().hex,
+            codec.opt(op.fence),
+            op.events_kept,
+            _ON_MESSAGE if op.on_message is _LIFECYCLE else _on_message(op.on_message),
+            ev.EventKind.MESSAGE_APPENDED.value,
+            self.idempotency_kept,
+            self.retry_kept,
+            *items,
+        )
+        if reply[0] != _OK.value:
+            return Result(Outcome(reply[0]), [])
+        flat = reply[1]
+        answers = [
+            (codec.decode_message(op.conversation_id, flat[i]), flat[i + 1] == "1")
+            for i in range(0, len(flat), 2)
+        ]
+        return Result(_OK, answers)
+
+    def _rewrite(self, name: str, op: ops.PopOp | ops.ClearOp, kind: ev.EventKind) -> Eval:
+        return self._eval(
+            name,
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            uuid.uuid4().hex,
+            op.events_kept,
+            kind.value,
+            self.retry_kept,
+            Status.CLOSED.value,
+        )
+
+    @handles(ops.PopOp)
+    def _pop(self, op: ops.PopOp) -> Flow[Result[MessageRow | None]]:
+        """A call token makes a resent pop answer as it did (and pop nothing more)."""
+        reply = yield self._rewrite("pop", op, ev.EventKind.MESSAGE_POPPED)
+        popped = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
+        return Result(Outcome(reply[0]), popped)
+
+    @handles(ops.ClearOp)
+    def _clear(self, op: ops.ClearOp) -> Flow[Result[int]]:
+        """A call token makes a resent clear answer as it did."""
+        reply = yield self._rewrite("clear", op, ev.EventKind.MESSAGES_CLEARED)
+        return Result(Outcome(reply[0]), int(reply[1]) if len(reply) > 1 else 0)
+
+    @handles(ops.ReplaceOp)
+    def _replace(self, op: ops.ReplaceOp) -> Flow[Result[tuple[list[MessageRow], int]]]:
+        """A call token makes a resent replace answer as it did."""
+        items: list[str | int] = []
+        for item in op.items:
+            items += [codec.opt(item.idempotency_key), codec.encode_new(item, op.now_us)]
+        reply = yield self._eval(
+            "replace",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            uuid.uuid4().hex,
+            codec.opt(op.expected_last_seq),
+            op.events_kept,
+            ev.EventKind.MESSAGES_REPLACED.value,
+            self.idempotency_kept,
+            self.retry_kept,
+            Status.CLOSED.value,
+            *items,
+        )
+        outcome = Outcome(reply[0])
+        if outcome is Outcome.CONFLICT:
+            return Result(outcome, ([], int(reply[1])))
+        if outcome is not _OK:
+            return Result(outcome, ([], 0))
+        kept = [codec.decode_message(op.conversation_id, e) for e in reply[1]]
+        return Result(_OK, (kept, int(reply[2])))
+
     @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
-        mode = "last" if op.last is not None else "after"
+        if op.last is not None:
+            mode, point = "last", 0
+        elif op.before is not None:
+            mode, point = "before", op.before
+        else:
+            mode, point = "after", op.after
         reply = yield self._eval(
             "read",
             op.conversation_id,
@@ -269,22 +365,35 @@ class Flows:
             op.now_us,
             mode,
             op.last or 0,
-            op.after,
+            point,
             op.limit,
         )
         if reply[0] == Outcome.NOT_FOUND.value:
             return Result(Outcome.NOT_FOUND, [])
         return Result(_OK, [codec.decode_message(op.conversation_id, e) for e in reply[1]])
 
-    @handles(ops.WindowOp)
-    def _window(self, op: ops.WindowOp) -> Flow[Result[list[tuple[str, str]]]]:
-        """The same read script, decoding only role and content."""
+    @handles(ops.KeyOp)
+    def _key(self, op: ops.KeyOp) -> Flow[Result[MessageRow | None]]:
+        """The read script, by idempotency key (the newest ``idempotency_keys`` are kept)."""
         reply = yield self._eval(
-            "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "window", 0, 0, 0
+            "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "key", 0, op.key, 0
         )
         if reply[0] == Outcome.NOT_FOUND.value:
-            return Result(Outcome.NOT_FOUND, [])
-        return Result(_OK, [codec.decode_context(entry) for entry in reply[1]])
+            return Result(Outcome.NOT_FOUND, None)
+        found = [codec.decode_message(op.conversation_id, e) for e in reply[1]]
+        return Result(_OK, found[0] if found else None)
+
+    @handles(ops.WindowOp)
+    def _window(self, op: ops.WindowOp) -> Flow[Result[tuple[Sequence[WindowLike], int]]]:
+        """The same read script: the window and ``extra`` messages before it."""
+        reply = yield self._eval(
+            "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "window", op.extra, 0, 0
+        )
+        if reply[0] == Outcome.NOT_FOUND.value:
+            return Result(Outcome.NOT_FOUND, ([], 0))
+        messages = [codec.decode_message(op.conversation_id, e) for e in reply[1]]
+        window = [WindowRow(m.role, m.content, m.payload_json, m.link) for m in messages]
+        return Result(_OK, (window, int(reply[2])))
 
     # ---- state --------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
+from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.redis._base import RedisBase
 from threadkeep.backends.redis._flows import Command, Eval, Flow, Request
 from threadkeep.backends.redis._options import check_server
@@ -23,12 +24,27 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class _Clients(NamedTuple):
+    """One event loop's clients (see RedisBase), scripts and cluster-check lock."""
+
+    client: Any
+    blocking: Any
+    scripts: dict[str, Any]
+    cluster: bool
+    lock: asyncio.Lock
+
+
 class AsyncRedisBackend(RedisBase):
-    """Redis backend over an asyncio connection pool; see RedisBase."""
+    """Redis backend over asyncio connection pools, one per event loop; see RedisBase.
+
+    redis.asyncio connections belong to the loop that opened them, so each loop that uses the
+    store gets clients of its own, closed before that loop ends (``_loops.PerLoop``).
+    """
 
     def __init__(self, url: StoreURL) -> None:
         super().__init__(url)
-        self._check_lock: asyncio.Lock | None = None
+        self._cluster_mode = False
+        self._loops: PerLoop[_Clients] = PerLoop(self._connect, _aclose_clients)
 
     def _standalone(self) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -47,38 +63,51 @@ class AsyncRedisBackend(RedisBase):
             raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
         return cluster
 
-    async def _check_cluster(self) -> None:
-        """On first use, switch to cluster clients if the server is a Redis Cluster node."""
-        if self._check_lock is None:
-            self._check_lock = asyncio.Lock()
-        async with self._check_lock:
+    async def _connect(self) -> _Clients:
+        """This loop's clients: of the cluster once one was found, else of the server."""
+        if not self._cluster_mode:
+            server = self._standalone()
+            return _Clients(server, self._standalone(), self._register(server), False,
+                            asyncio.Lock())  # fmt: skip
+        cluster = await self._cluster()
+        try:
+            blocking = await self._cluster()
+        except rex.ConnectionError:
+            await _aclose(cluster)
+            raise
+        return _Clients(cluster, blocking, self._register(cluster), True, asyncio.Lock())
+
+    async def _clients(self) -> _Clients:
+        """This loop's clients; on first use, switch to cluster clients on a cluster node."""
+        clients = await self._loops.get()
+        if self._checked and clients.cluster == self._cluster_mode:
+            return clients
+        async with clients.lock:
+            current = self._loops.current()
+            if current is not clients:  # another task of this loop switched them
+                return await self._clients()
             if not self._checked:
-                check_server(await self._client.info("server"), self._options.host)
-            if not self._checked and (await self._client.info("cluster")).get("cluster_enabled"):
-                cluster = await self._cluster()
-                try:
-                    blocking = await self._cluster()
-                except rex.ConnectionError:
-                    await _aclose(cluster)
-                    raise
-                old = (self._client, self._blocking)
-                self._client, self._blocking = cluster, blocking
-                self._scripts = self._register(cluster)
-                for standalone in old:
-                    await _aclose(standalone)
-            self._checked = True
+                check_server(await clients.client.info("server"), self._options.host)
+                info = await clients.client.info("cluster")
+                self._cluster_mode = bool(info.get("cluster_enabled"))
+                self._checked = True
+            if clients.cluster != self._cluster_mode:
+                switched = await self._connect()
+                self._loops.replace(switched)
+                await _aclose_clients(clients)
+                clients = switched
+        return clients
 
     async def _request(self, request: Request) -> Any:
-        if not self._checked:
-            await self._check_cluster()
+        clients = await self._clients()
         if isinstance(request, Eval):
-            script = self._scripts[request.name]
+            script = clients.scripts[request.name]
             return await script(keys=[self._options.keys.events], args=list(request.args))
         if isinstance(request, Command):
-            return await self._client.execute_command(*request.args)
+            return await clients.client.execute_command(*request.args)
         events = self._options.keys.events
         ms = self._options.block_ms(request.seconds)
-        return await self._blocking.xread({events: request.after_id}, count=1, block=ms)
+        return await clients.blocking.xread({events: request.after_id}, count=1, block=ms)
 
     async def _send(self, request: Request) -> Any:
         call = self._call()
@@ -105,9 +134,13 @@ class AsyncRedisBackend(RedisBase):
         await self._drive(self._flows.ping())
 
     async def close(self) -> None:
-        """See AsyncBackend.close."""
-        await _aclose(self._client)
-        await _aclose(self._blocking)
+        """See AsyncBackend.close: every loop's clients."""
+        await self._loops.aclose()
+
+
+async def _aclose_clients(clients: _Clients) -> None:
+    await _aclose(clients.client)
+    await _aclose(clients.blocking)
 
 
 async def _aclose(client: aioredis.Redis | aioredis.RedisCluster) -> None:

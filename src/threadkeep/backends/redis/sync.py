@@ -28,6 +28,9 @@ class RedisBackend(RedisBase):
     def __init__(self, url: StoreURL) -> None:
         super().__init__(url)
         self._lock = threading.Lock()
+        self._client: Any = self._standalone()
+        self._blocking: Any = self._standalone()
+        self._scripts = self._register(self._client)
 
     def _standalone(self) -> redis.Redis:
         pool = redis.BlockingConnectionPool.from_url(

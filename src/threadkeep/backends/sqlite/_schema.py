@@ -126,6 +126,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE facts ADD COLUMN source_json TEXT NOT NULL DEFAULT 'null';
     ALTER TABLE facts ADD COLUMN history_json TEXT NOT NULL DEFAULT '[]';
     """,
+    # 4: payloads kept verbatim with messages, and the link bits windows and trimming read
+    """
+    ALTER TABLE messages ADD COLUMN payload TEXT;
+    ALTER TABLE messages ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE idem_archive ADD COLUMN payload TEXT;
+    ALTER TABLE idem_archive ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 CONVERSATION_COLUMNS: Final = (
@@ -134,7 +141,7 @@ CONVERSATION_COLUMNS: Final = (
     "idle_after_us, window_size, max_messages"
 )
 MESSAGE_COLUMNS: Final = (
-    "conversation_id, seq, role, content, created_us, metadata, idempotency_key"
+    "conversation_id, seq, role, content, created_us, metadata, idempotency_key, payload, link"
 )
 EVENT_COLUMNS: Final = "id, kind, tenant, conversation_id, data, at_us"
 FACT_COLUMNS: Final = "key, value, tier, updated_us, expires_us, source_json, history_json"
@@ -198,37 +205,55 @@ ERASE: Final = (
 
 # ---- messages ---------------------------------------------------------------------------
 
-INSERT_MESSAGE: Final = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_MESSAGE: Final = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 #: The message stored under an idempotency key, kept or trimmed by max_messages.
 FIND_KEY: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "
     "AND idempotency_key = :key UNION ALL SELECT conversation_id, seq, role, content, "
-    "created_us, metadata, idempotency_key FROM idem_archive WHERE conversation_id = :id "
-    "AND idempotency_key = :key LIMIT 1"
+    "created_us, metadata, idempotency_key, payload, link FROM idem_archive "
+    "WHERE conversation_id = :id AND idempotency_key = :key LIMIT 1"
+)
+#: Where max_messages trimming may cut: the first message at or after a seq that answers no
+#: earlier call and does not follow one leaving a call open (``history.trim_start``).
+CUT: Final = (
+    "SELECT min(m.seq) FROM messages m LEFT JOIN messages p "
+    "ON p.conversation_id = m.conversation_id AND p.seq = m.seq - 1 "
+    "WHERE m.conversation_id = ? AND m.seq >= ? AND (m.link & 1) = 0 "
+    "AND (coalesce(p.link, 0) & 2) = 0"
 )
 #: Trimming by max_messages: keyed messages go to the archive first (``ARCHIVE``), then all go.
 ARCHIVE: Final = (
     "INSERT INTO idem_archive (conversation_id, idempotency_key, seq, role, content, "
-    "created_us, metadata) SELECT conversation_id, idempotency_key, seq, role, content, "
-    "created_us, metadata FROM messages WHERE conversation_id = ? AND seq <= ? "
-    "AND idempotency_key IS NOT NULL"
+    "created_us, metadata, payload, link) SELECT conversation_id, idempotency_key, seq, role, "
+    "content, created_us, metadata, payload, link FROM messages WHERE conversation_id = ? "
+    "AND seq <= ? AND idempotency_key IS NOT NULL"
 )
 TRIM_MESSAGES: Final = "DELETE FROM messages WHERE conversation_id = ? AND seq <= ?"
+NEWEST: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT 1"
+)
+#: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
+DELETE_FROM: Final = "DELETE FROM messages WHERE conversation_id = ? AND seq >= ?"
 #: A read in one statement, so one snapshot: the conversation's tenant and expiry, then its
 #: messages (one row of NULLs when none match). seq is gap-free and trimming removes the
 #: oldest first, so the last N messages are those with seq > last_seq - N: an index range.
+_M: Final = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
 _READ: Final = (
-    "SELECT c.tenant, c.expires_us, "
-    + ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
-    + " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND {} "
-    "WHERE c.id = ? ORDER BY m.seq{}"
+    f"SELECT c.tenant, c.expires_us, {_M} FROM conversations c LEFT JOIN messages m "
+    "ON m.conversation_id = c.id AND {} WHERE c.id = ? ORDER BY m.seq{}"
 )
 READ_LAST: Final = _READ.format("m.seq > c.last_seq - ?", "")
 READ_AFTER: Final = _READ.format("m.seq > ?", " LIMIT ?")
+#: The newest ``limit`` below a seq, newest first (the backend turns them around).
+READ_BEFORE: Final = _READ.format("m.seq < ?", " DESC LIMIT ?")
+READ_KEY: Final = _READ.format("m.idempotency_key = ?", "")
+#: The window and ``extra`` messages before it (as ``WindowRow``), then the window size.
 WINDOW: Final = (
-    "SELECT c.tenant, c.expires_us, m.role, m.content FROM conversations c LEFT JOIN messages m "
-    "ON m.conversation_id = c.id AND m.seq > c.last_seq - c.window_size WHERE c.id = ? "
-    "ORDER BY m.seq"
+    "SELECT c.tenant, c.expires_us, m.role, m.content, m.payload, m.link, c.window_size "
+    "FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id "
+    "AND m.seq > c.last_seq - c.window_size - ? WHERE c.id = ? ORDER BY m.seq"
 )
 
 # ---- state ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -30,6 +30,8 @@ from threadkeep._rules.rows import (
     StateRow,
     SweepCounts,
     TenantCounts,
+    WindowLike,
+    WindowRow,
 )
 from threadkeep._url import StoreURL
 from threadkeep.backends import _common
@@ -337,61 +339,141 @@ class SQLiteBackend:
 
     # ---- messages -----------------------------------------------------------------------
 
+    @staticmethod
+    def _stored(db: sqlite3.Connection, conversation_id: str, key: str) -> MessageRow | None:
+        found = db.execute(schema.FIND_KEY, {"id": conversation_id, "key": key}).fetchone()
+        return None if found is None else schema.decode_message(found)
+
+    @staticmethod
+    def _trim(db: sqlite3.Connection, conversation_id: str, trim_from: int | None) -> int | None:
+        """Trim to whole exchanges from seq ``trim_from`` (see decide.Appended); the cut seq."""
+        if trim_from is None:
+            return None
+        (cut,) = db.execute(schema.CUT, (conversation_id, trim_from)).fetchone()
+        if cut is not None:
+            db.execute(schema.ARCHIVE, (conversation_id, cut - 1))
+            db.execute(schema.TRIM_MESSAGES, (conversation_id, cut - 1))
+        return cast(int | None, cut)
+
+    def _write(
+        self, db: sqlite3.Connection, row: ConversationRow, verdict: decide.Appended, keep: int
+    ) -> None:
+        db.executemany(schema.INSERT_MESSAGE, verdict.messages)
+        cut = self._trim(db, row.id, verdict.trim_from)
+        db.execute(
+            schema.UPDATE_APPENDED,
+            (
+                verdict.status, verdict.message.seq, verdict.kept(cut), verdict.activity_us,
+                verdict.expires_us, verdict.idle_us, row.id,
+            ),
+        )  # fmt: skip
+        for event in verdict.events:
+            self._emit(db, row.tenant, row.id, event, verdict.activity_us, keep)
+
     @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
         key = op.idempotency_key
         with self._tx(write=True) as db:
             row, lease = self._locked(db, op.conversation_id)
-            stored = None
-            if key is not None and row is not None:
-                found = db.execute(schema.FIND_KEY, {"id": row.id, "key": key}).fetchone()
-                stored = None if found is None else schema.decode_message(found)
+            stored = None if key is None or row is None else self._stored(db, row.id, key)
             verdict = decide.append(row, op, stored, lease)
             if isinstance(verdict, Result):
                 return verdict
-            m = verdict.message
-            db.execute(schema.INSERT_MESSAGE, m)
-            if verdict.trim_to is not None:
-                db.execute(schema.ARCHIVE, (m.conversation_id, verdict.trim_to))
-                db.execute(schema.TRIM_MESSAGES, (m.conversation_id, verdict.trim_to))
-            db.execute(
-                schema.UPDATE_APPENDED,
-                (
-                    verdict.status,
-                    m.seq,
-                    verdict.message_count,
-                    verdict.activity_us,
-                    verdict.expires_us,
-                    verdict.idle_us,
-                    m.conversation_id,
-                ),
-            )
-            tenant = cast(ConversationRow, row).tenant
-            for event in verdict.events:
-                self._emit(db, tenant, m.conversation_id, event, op.now_us, op.events_kept)
+            self._write(db, cast(ConversationRow, row), verdict, op.events_kept)
         return verdict.result()
 
-    @handles(ops.ReadOp)
-    def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
-        """Read in one statement, so from one consistent snapshot."""
-        params: tuple[object, ...]
-        if op.last is not None:
-            sql, params = schema.READ_LAST, (op.last, op.conversation_id)
-        else:
-            sql, params = schema.READ_AFTER, (op.after, op.conversation_id, op.limit)
+    @handles(ops.AppendManyOp)
+    def _append_many(self, op: ops.AppendManyOp) -> Result[list[tuple[MessageRow, bool]]]:
+        with self._tx(write=True) as db:
+            row, lease = self._locked(db, op.conversation_id)
+            stored: dict[str, MessageRow] = {}
+            for key in {i.idempotency_key for i in op.items} - {None}:
+                found = None if row is None else self._stored(db, row.id, cast(str, key))
+                if found is not None:
+                    stored[found.idempotency_key or ""] = found
+            verdict = decide.append_many(row, op, stored, lease)
+            if isinstance(verdict, Result):
+                return verdict
+            self._write(db, cast(ConversationRow, row), verdict, op.events_kept)
+        return verdict.batch_result()
+
+    def _rewrite(self, db: sqlite3.Connection, verdict: decide.Rewritten, keep: int) -> None:
+        row = verdict.row
+        db.execute(schema.DELETE_FROM, (row.id, verdict.delete_from))
+        db.executemany(schema.INSERT_MESSAGE, verdict.messages)
+        cut = self._trim(db, row.id, verdict.trim_from)
+        db.execute(schema.UPDATE_CONVERSATION, schema.encode_changes(verdict.row_after(cut)))
+        self._emit(db, row.tenant, row.id, verdict.event, row.activity_us, keep)
+
+    @handles(ops.PopOp)
+    def _pop(self, op: ops.PopOp) -> Result[MessageRow | None]:
+        with self._tx(write=True) as db:
+            found = db.execute(schema.NEWEST, (op.conversation_id,)).fetchone()
+            newest = None if found is None else schema.decode_message(found)
+            verdict = decide.pop(self._row(db, op.conversation_id), op, newest)
+            if isinstance(verdict, Result):
+                return verdict
+            self._rewrite(db, verdict, op.events_kept)
+        return Result(_OK, newest)
+
+    @handles(ops.ClearOp)
+    def _clear(self, op: ops.ClearOp) -> Result[int]:
+        with self._tx(write=True) as db:
+            row = self._row(db, op.conversation_id)
+            verdict = decide.clear(row, op)
+            if isinstance(verdict, Result):
+                return verdict
+            self._rewrite(db, verdict, op.events_kept)
+        return Result(_OK, cast(ConversationRow, row).message_count)
+
+    @handles(ops.ReplaceOp)
+    def _replace(self, op: ops.ReplaceOp) -> Result[tuple[list[MessageRow], int]]:
+        with self._tx(write=True) as db:
+            verdict = decide.replace_history(self._row(db, op.conversation_id), op)
+            if isinstance(verdict, Result):
+                return verdict
+            self._rewrite(db, verdict, op.events_kept)
+            kept = db.execute(schema.READ_LAST, (verdict.row.last_seq, op.conversation_id))
+            messages = [MessageRow(*r[2:]) for r in kept.fetchall() if r[3] is not None]
+        return Result(_OK, (messages, verdict.row.last_seq))
+
+    def _select(self, op: ops.ReadOp | ops.KeyOp, sql: str, params: tuple[object, ...]) -> Any:
+        """Read in one statement, so from one consistent snapshot; None when not visible."""
         with self._errors():
             found = self._conn().execute(sql, params).fetchall()
         if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
+            return None
+        return [MessageRow(*r[2:11]) for r in found if r[3] is not None]
+
+    @handles(ops.ReadOp)
+    def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
+        params: tuple[object, ...]
+        if op.last is not None:
+            sql, params = schema.READ_LAST, (op.last, op.conversation_id)
+        elif op.before is not None:
+            sql, params = schema.READ_BEFORE, (op.before, op.conversation_id, op.limit)
+        else:
+            sql, params = schema.READ_AFTER, (op.after, op.conversation_id, op.limit)
+        rows = self._select(op, sql, params)
+        if rows is None:
             return Result(Outcome.NOT_FOUND, [])
-        return Result(_OK, [MessageRow(*r[2:]) for r in found if r[3] is not None])
+        return Result(_OK, rows[::-1] if op.before is not None else rows)
+
+    @handles(ops.KeyOp)
+    def _key(self, op: ops.KeyOp) -> Result[MessageRow | None]:
+        rows = self._select(op, schema.READ_KEY, (op.key, op.conversation_id))
+        if rows is None:
+            return Result(Outcome.NOT_FOUND, None)
+        return Result(_OK, rows[0] if rows else None)
 
     @handles(ops.WindowOp)
-    def _window(self, op: ops.WindowOp) -> Result[list[tuple[str, str]]]:
+    def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
         with self._errors():
-            found = self._conn().execute(schema.WINDOW, (op.conversation_id,)).fetchall()
+            found = self._conn().execute(schema.WINDOW, (op.extra, op.conversation_id)).fetchall()
         if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
-            return Result(Outcome.NOT_FOUND, [])
-        return Result(_OK, [(r[2], r[3]) for r in found if r[2] is not None])
+            return Result(Outcome.NOT_FOUND, ([], 0))
+        rows = [WindowRow(r[2], r[3], r[4], r[5]) for r in found if r[2] is not None]
+        return Result(_OK, (rows, found[0][6]))
 
     # ---- state --------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ async def append_message(
         metadata=body.metadata,
         idempotency_key=idempotency_key,
         tenant=tenant,
+        payload=body.payload,
     )
     return MessageOut.of(message)
 
@@ -61,18 +62,22 @@ async def read_messages(
     last: Annotated[int | None, Query(ge=1, le=1000, description="the newest N")] = None,
     after: Annotated[int | None, Query(ge=0, description="those after this seq")] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="at most N (with after)")] = None,
+    before: Annotated[int | None, Query(ge=0, description="the newest before this seq")] = None,
 ) -> MessageList:
-    """Return messages oldest first: the newest ``last``, or ``limit`` after seq ``after``.
+    """Return messages oldest first: the newest ``last``, or ``limit`` after or before a seq.
 
-    A visitor token reads its own conversation only, and only people's messages (``user``,
-    ``assistant``, ``agent``; never ``system`` or ``tool``), without their metadata: a page
-    may then hold fewer than ``last``/``limit`` items (``seq`` tells where it ends).
+    ``before`` pages backwards: the newest ``limit`` messages with a lower seq. A visitor token
+    reads its own conversation only, and only people's words (``user``, ``assistant``,
+    ``agent``; never ``system`` or ``tool`` messages, tool calls or other items), without their
+    metadata or payload: a page may then hold fewer than ``last``/``limit`` items (``seq``
+    tells where it ends).
     """
     note(conversation_id=conversation_id)
     caller.check(conversation_id)
     items = await store.messages(
-        conversation_id, last=last, after=after, limit=limit, tenant=caller.tenant
-    )
+        conversation_id, last=last, after=after, limit=limit, tenant=caller.tenant,
+        before=before,
+    )  # fmt: skip
     if caller.visitor is None:
         return MessageList(items=[MessageOut.of(m) for m in items])
     return MessageList(items=[MessageOut.of(m, visitor=True) for m in items if visible(m)])

@@ -205,7 +205,7 @@
     $("agent-input").disabled = c.status === "closed";
     $("agent-send").disabled = c.status === "closed";
     if (document.activeElement !== $("stage-input")) $("stage-input").value = c.stage || "";
-    TK.renderTranscript($("d-transcript"), view.detail.messages, [], { user: "Contact" });
+    TK.renderTranscript($("d-transcript"), view.detail.messages, [], { user: "Contact" }, { agent: true });
     drawRelated();
     drawSummary();
   }

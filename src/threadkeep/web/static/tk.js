@@ -12,6 +12,7 @@ const TK = (() => {
   const EVENT_KINDS = [
     "conversation.started", "message.appended", "status.changed", "stage.changed",
     "state.saved", "conversation.closed", "conversation.deleted",
+    "message.popped", "messages.cleared", "messages.replaced",
   ];
 
   /* localStorage, guarded: storage may be disabled (a widget in a strict iframe, private
@@ -227,16 +228,51 @@ const TK = (() => {
     return state;
   }
 
+  /* One line for a stored item (a message's payload: a tool call, a tool result, content
+   * blocks, a reasoning step …), for agents' screens. */
+  function clip(text) {
+    const s = typeof text === "string" ? text : JSON.stringify(text);
+    return s.length > 160 ? s.slice(0, 159) + "…" : s;
+  }
+
+  function partText(p) {
+    if (!p || typeof p !== "object") return "";
+    if (p.type === "function_call" || p.type === "custom_tool_call") return "→ " + p.name + "(" + clip(p.arguments || p.input || "") + ")";
+    if (p.type === "tool_use" || p.type === "server_tool_use") return "→ " + p.name + "(" + clip(p.input || {}) + ")";
+    if (p.function) return "→ " + p.function.name + "(" + clip(p.function.arguments || "") + ")";
+    if (p.type === "function_call_output" || p.type === "custom_tool_call_output") return "← " + clip(p.output);
+    if (p.type === "tool_result") return "← " + clip(p.content === undefined ? "" : p.content);
+    if (p.role === "tool") return "← " + clip(p.content);
+    if (p.type === "reasoning" || p.type === "thinking" || p.type === "redacted_thinking") return "(thinking)";
+    if (typeof p.text === "string") return p.text;
+    if (Array.isArray(p.content)) return p.content.map(partText).filter(Boolean).join(" ");
+    if (typeof p.content === "string") return p.content;
+    if (Array.isArray(p.tool_calls)) return p.tool_calls.map(partText).join(" ");
+    if (p.message) return partText(p.message);
+    return p.type ? "[" + p.type + "]" : "";
+  }
+
+  function itemText(m) {
+    if (m.content || !m.payload) return m.content;
+    return (Array.isArray(m.payload) ? m.payload.map(partText) : [partText(m.payload)])
+      .filter(Boolean).join(" ");
+  }
+
   /* Draws messages (oldest first) and pending sends into container, following new messages when
-   * the reader was at the bottom (always after stick(container)). labels overrides ROLE_LABEL. */
-  function renderTranscript(container, messages, pending, labels) {
+   * the reader was at the bottom (always after stick(container)). labels overrides ROLE_LABEL.
+   * A visitor's view shows what people said, never tool calls, tool results or system notes;
+   * with opts.agent, those show too, items (payloads) as one compact line each. */
+  function renderTranscript(container, messages, pending, labels, opts) {
     const state = follow(container);
     const names = Object.assign({}, ROLE_LABEL, labels || {});
+    const agent = Boolean(opts && opts.agent);
     container.textContent = "";
     messages.forEach((m) => {
-      container.appendChild(el("div", { className: "tk-msg tk-" + m.role, "data-role": m.role, "data-seq": String(m.seq) }, [
+      const item = !m.content && m.payload;
+      if (!agent && (m.role === "tool" || m.role === "system" || item || !m.content)) return;
+      container.appendChild(el("div", { className: "tk-msg tk-" + m.role + (item ? " tk-item" : ""), "data-role": m.role, "data-seq": String(m.seq) }, [
         el("div", { className: "tk-who", text: (names[m.role] || m.role) + " · " + timeText(m.created_at) }),
-        el("div", { className: "tk-text", dir: "auto", text: m.content }),
+        el("div", { className: "tk-text", dir: "auto", text: itemText(m) }),
       ]));
     });
     (pending || []).forEach((p) => {
@@ -500,6 +536,6 @@ const TK = (() => {
 
   return {
     api, keyFromPage, setApiKey, errorText, storage, Live, ChatSession, debounce, el, timeText,
-    renderTranscript, stick, setIndicator, randomId,
+    renderTranscript, itemText, stick, setIndicator, randomId,
   };
 })();

@@ -190,6 +190,55 @@ local function emit(kind, tenant, conv, data, at, keep, untracked)
   end
 end
 
+-- A stored message entry is "seq role\ncreated[:link]\n[+key]\nmetadata[\n[+payload]]\ncontent"
+-- (see _codec.encode_message); entries written before payloads carry no link (read as 0).
+local function entry_link(entry)
+  return tonumber(string.match(entry, '^%d+ [^\n]*\n%d+:(%d+)\n') or '0')
+end
+
+local function entry_key(entry)
+  return string.match(entry, '^%d+ [^\n]*\n[^\n]*\n%+([^\n]*)\n')
+end
+
+local function entry_role(entry)
+  return string.match(entry, '^%d+ ([^\n]*)\n')
+end
+
+-- max_messages trimming of a list of `count` entries to whole exchanges: keep from the first
+-- entry at or after index `first` that answers no earlier call (link bit 1) and does not follow
+-- one leaving a call open (bit 2), as _rules.history.trim_start; keep all when none may start.
+-- Returns how many are kept.
+local function trim_whole(id, count, first)
+  local offset = first - 1
+  local entries = redis.call('LRANGE', km(id), offset, -1)
+  for i = first, count - 1 do
+    local entry, prev = entries[i - offset + 1], entries[i - offset]
+    if bit.band(entry_link(entry), 1) == 0 and bit.band(entry_link(prev), 2) == 0 then
+      redis.call('LTRIM', km(id), i, -1)
+      return count - i
+    end
+  end
+  return count
+end
+
+-- Remember field -> value in the idempotency hash, bounded by a queue of its newest fields.
+local function remember_key(id, field, value, queue, kept)
+  redis.call('HSET', ki(id), field, value)
+  if redis.call('RPUSH', queue, field) > tonumber(kept) then
+    redis.call('HDEL', ki(id), redis.call('LPOP', queue))
+  end
+end
+
+-- Forget the caller keys of removed entries (trimmed ones, still in the hash, keep replaying).
+local function forget_keys(id, entries)
+  for _, entry in ipairs(entries) do
+    local key = entry_key(entry)
+    if key ~= nil and redis.call('HGET', ki(id), key) == entry then
+      redis.call('HDEL', ki(id), key)
+    end
+  end
+end
+
 local function json_str(s)
   if s == nil then return 'null' end
   return cjson.encode(s)

@@ -31,17 +31,10 @@ local seq = tonumber(row.seq) + 1
 local entry = fmt(seq) .. ' ' .. ARGV[10]
 local count = redis.call('RPUSH', km(id), entry)
 if row.max ~= nil and count > tonumber(row.max) then
-  redis.call('LTRIM', km(id), -tonumber(row.max), -1)
-  count = tonumber(row.max)
+  count = trim_whole(id, count, count - tonumber(row.max))
 end
-local function remember_key(field, queue, kept)
-  redis.call('HSET', ki(id), field, entry)
-  if redis.call('RPUSH', queue, field) > kept then
-    redis.call('HDEL', ki(id), redis.call('LPOP', queue))
-  end
-end
-if ikey ~= nil then remember_key(ikey, kiq(id), tonumber(ARGV[13])) end
-if rkey ~= nil then remember_key('\t' .. rkey, krq(id), tonumber(ARGV[14])) end
+if ikey ~= nil then remember_key(id, ikey, entry, kiq(id), ARGV[13]) end
+if rkey ~= nil then remember_key(id, '\t' .. rkey, entry, krq(id), ARGV[14]) end
 local old = row.st
 row.st, row.seq, row.cnt = to, fmt(seq), fmt(count)
 touch(row, now)
