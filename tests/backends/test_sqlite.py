@@ -2,6 +2,7 @@
 
 import multiprocessing
 import sqlite3
+import threading
 from typing import Any
 
 import pytest
@@ -37,6 +38,37 @@ def test_many_processes_opening_a_new_file_migrate_once(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 4
     db.close()
+
+
+def test_opening_while_another_connection_creates_the_file_waits_for_it(tmp_path):
+    # A new file is in rollback mode until its first opener switches it to WAL; while that
+    # opener holds the write lock, SQLite refuses a second switch at once (no busy handler):
+    # the race of several worker processes opening a new file together.
+    path = tmp_path / "racing.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE elsewhere (x)")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    try:
+        with threadkeep.open(f"sqlite:///{path}") as store:
+            conv = store.start("c1")
+            assert store.get(conv.id).contact_id == "c1"
+    finally:
+        release.join()
+        other.close()
+
+
+def test_a_file_locked_past_the_timeout_is_backend_unavailable(tmp_path):
+    path = tmp_path / "held.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE elsewhere (x)")
+    try:
+        with pytest.raises(threadkeep.BackendUnavailable, match="locked"):
+            threadkeep.open(f"sqlite:///{path}?timeout=0.2")
+    finally:
+        other.close()
 
 
 def test_reopening_keeps_everything(tmp_path):

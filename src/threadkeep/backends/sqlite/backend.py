@@ -88,14 +88,31 @@ class SQLiteBackend:
             conn = sqlite3.connect(
                 self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA secure_delete=ON")
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, waiting out other openers for up to the timeout.
+
+        SQLite answers a journal-mode switch with "database is locked" at once, without its
+        busy handler, while another connection of a new (rollback-mode) file holds its write
+        lock: the moment several processes open a new file together.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     @contextmanager
     def _tx(self, write: bool) -> Iterator[sqlite3.Connection]:
