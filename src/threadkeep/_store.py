@@ -609,6 +609,19 @@ class Store(_StoreBase):
         op = plans.stage(self._now_us(), self.limits, conversation_id, stage, tenant)
         return outcomes.finish_update(self._backend.execute(op), op)
 
+    def assign(
+        self, conversation_id: str, agent_id: str | None, *, tenant: str | None = None
+    ) -> Conversation:
+        """Set the agent who has the conversation (a take-over; ``None``: nobody).
+
+        Raises:
+            ConversationClosed: the conversation is closed.
+            ConversationNotFound: absent, expired or another tenant's.
+            InvalidInput: a bad agent id.
+        """
+        op = plans.agent(self._now_us(), self.limits, conversation_id, agent_id, tenant)
+        return outcomes.finish_update(self._backend.execute(op), op)
+
     def close_conversation(
         self, conversation_id: str, *, tenant: str | None = None
     ) -> Conversation:
@@ -1122,6 +1135,13 @@ class AsyncStore(_StoreBase):
     ) -> Conversation:
         """See Store.set_stage."""
         op = plans.stage(self._now_us(), self.limits, conversation_id, stage, tenant)
+        return outcomes.finish_update(await self._execute(op), op)
+
+    async def assign(
+        self, conversation_id: str, agent_id: str | None, *, tenant: str | None = None
+    ) -> Conversation:
+        """See Store.assign."""
+        op = plans.agent(self._now_us(), self.limits, conversation_id, agent_id, tenant)
         return outcomes.finish_update(await self._execute(op), op)
 
     async def close_conversation(

@@ -290,6 +290,35 @@ def test_set_stage(store: Any) -> None:
         store.set_stage(conv.id, "Q2")
 
 
+def test_assign_sets_the_agent_once_and_logs_it(store: Any, clock: Any) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    conv = store.start(contact(), tenant=tenant)
+    clock.advance(30)
+    taken = store.assign(conv.id, "dana")
+    assert taken.agent_id == "dana"
+    assert taken.last_activity_at == conv.last_activity_at + timedelta(seconds=30)
+    assert store.get(conv.id).agent_id == "dana"
+    assert [c.id for c in store.list(tenant=tenant, agent_id="dana").items] == [conv.id]
+    assert store.assign(conv.id, "dana").last_activity_at == taken.last_activity_at  # unchanged
+    assert store.assign(conv.id, None).agent_id is None
+    kinds = [e.kind for e in store.events(tenant=tenant)]
+    assert kinds == ["conversation.started", "agent.assigned", "agent.assigned"]
+    assert [e.data for e in store.events(tenant=tenant)][1:] == [
+        {"from": None, "to": "dana"},
+        {"from": "dana", "to": None},
+    ]
+    for bad in ("", "  ", "a\x00b", "x" * 257, 7):
+        with pytest.raises(InvalidInput):
+            store.assign(conv.id, bad)
+    assert store.get(conv.id).agent_id is None
+    with pytest.raises(ConversationNotFound):
+        store.assign(conv.id, "dana", tenant="someone-else")
+    store.close_conversation(conv.id)
+    with pytest.raises(ConversationClosed):
+        store.assign(conv.id, "dana")
+    assert store.get(conv.id).agent_id is None
+
+
 def test_activity_advances_last_activity(store: Any, clock: Any) -> None:
     conv = store.start(contact())
     clock.advance(60)

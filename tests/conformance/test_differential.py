@@ -293,6 +293,12 @@ class Program(RuleBasedStateMachine):
         self.step(how)
         self.d.both(lambda s, side: s.set_stage(ids[side], stage))
 
+    @rule(how=STEPS, i=HANDLE, agent=st.sampled_from((None, "dana", "", "x" * 257)))
+    def assign(self, how: timedelta, i: int, agent: str | None) -> None:
+        self.step(how)
+        ids = self.d.ids_of(i)
+        self.d.both(lambda s, side: s.assign(ids[side], agent))
+
     @rule(how=STEPS, i=HANDLE, state=STATES, expected=OPTIONAL_INTS, version=OPTIONAL_INTS)
     def state(self, how: timedelta, i: int, state: Any, expected: Any, version: Any) -> None:
         self.step(how)

@@ -224,6 +224,22 @@ def test_stage_change(current: str, stage: str | None) -> None:
         assert verdict.event == ("stage.changed", {"from": "Q1", "to": stage})
 
 
+@pytest.mark.parametrize("agent", [None, "dana", "lee"])
+@pytest.mark.parametrize("current", STATUSES)
+def test_agent_change(current: str, agent: str | None) -> None:
+    before = row(status=current, agent_id="dana")
+    op = UpdateOp("c1", None, NOW, "agent_id", agent, lifecycle.STAGE_FROM, 100)
+    verdict = decide.update(before, op)
+    if current == "closed":
+        assert verdict == Result(Outcome.CLOSED, before)
+    elif agent == "dana":
+        assert verdict == Result(Outcome.UNCHANGED, before)
+    else:
+        assert isinstance(verdict, decide.Updated)
+        assert verdict.row == decide.touch(before, NOW, agent_id=agent)
+        assert verdict.event == ("agent.assigned", {"from": "dana", "to": agent})
+
+
 # ---- state ------------------------------------------------------------------------------
 
 

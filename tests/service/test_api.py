@@ -110,6 +110,24 @@ def test_the_bot_is_silent_while_waiting_for_an_agent(api):
     assert api.post("/v1/chat", json={"message": "ok", "conversation_id": cid}).json()["reply"]
 
 
+def test_a_take_over_records_who_took_the_conversation(api):
+    cid = api.post("/v1/chat", json={"message": "hi"}).json()["conversation_id"]
+    path = f"/v1/conversations/{cid}/status"
+    refused = api.post(path, json={"status": "waiting_agent", "agent_id": "bad\x00name"})
+    assert refused.status_code == 422
+    assert "agent" in refused.text
+    assert api.get(f"/v1/conversations/{cid}").json()["status"] == "active"  # nothing changed
+    taken = api.post(path, json={"status": "waiting_agent", "agent_id": "dana"})
+    assert taken.status_code == 200
+    assert (taken.json()["status"], taken.json()["agent_id"]) == ("waiting_agent", "dana")
+    listed = api.get("/v1/conversations", params={"agent_id": "dana"}).json()["items"]
+    assert [c["id"] for c in listed] == [cid]
+    back = api.post(path, json={"status": "active"})  # handing back keeps who had it
+    assert (back.json()["status"], back.json()["agent_id"]) == ("active", "dana")
+    again = api.post(path, json={"status": "waiting_agent", "agent_id": "lee"})
+    assert again.json()["agent_id"] == "lee"
+
+
 def test_chat_waits_for_a_busy_turn_then_409(make_client):
     api = make_client(turn_wait=0.2)
     cid = api.post("/v1/chat", json={"message": "hi"}).json()["conversation_id"]

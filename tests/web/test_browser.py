@@ -180,8 +180,10 @@ def test_handoff_silences_the_bot_until_hand_back(new_page):
     dashboard = new_page("/dashboard")
     open_row(dashboard, conv)
 
+    dashboard.get_by_test_id("agent-name").fill("Dana")
     dashboard.get_by_test_id("take-over").click()
     expect(dashboard.get_by_test_id("detail-status")).to_have_text("waiting_agent")
+    expect(dashboard.get_by_test_id("detail-agent")).to_have_text("with Dana")
     expect(visitor.locator("body")).to_have_attribute("data-status", "waiting_agent")
     expect(visitor.get_by_test_id("banner")).to_be_visible()
 

@@ -417,7 +417,7 @@ class Updated(NamedTuple):
 
 
 def update(row: ConversationRow | None, op: UpdateOp) -> Result[ConversationRow | None] | Updated:
-    """Judge a status or stage change: not found; then unchanged, illegal or closed; else write.
+    """Judge a status, stage or agent change: not found; unchanged, illegal or closed; else write.
 
     Setting the value a conversation already has changes nothing, not even its activity.
     """
@@ -434,6 +434,11 @@ def update(row: ConversationRow | None, op: UpdateOp) -> Result[ConversationRow 
         )
     if row.status not in op.allowed_from:
         return Result(Outcome.CLOSED, row)
+    if op.field == "agent_id":
+        if row.agent_id == op.value:
+            return Result(Outcome.UNCHANGED, row)
+        event = ev.agent_assigned(row.agent_id, op.value)
+        return Updated(touch(row, op.now_us, agent_id=op.value), event)
     if row.stage == op.value:
         return Result(Outcome.UNCHANGED, row)
     return Updated(touch(row, op.now_us, stage=op.value), ev.stage_changed(row.stage, op.value))

@@ -36,6 +36,7 @@ class EventKind(StrEnum):
     MESSAGE_POPPED = "message.popped"
     MESSAGES_CLEARED = "messages.cleared"
     MESSAGES_REPLACED = "messages.replaced"
+    AGENT_ASSIGNED = "agent.assigned"
 
 
 #: An event to append to the log: its kind and its data (the backend adds id, tenant, time).
@@ -74,6 +75,11 @@ def messages_replaced(removed: int, first_seq: int, last_seq: int) -> NewEvent:
 def stage_changed(old: str | None, new: str | None) -> NewEvent:
     """Return the event of a stage change."""
     return EventKind.STAGE_CHANGED.value, {"from": old, "to": new}
+
+
+def agent_assigned(old: str | None, new: str | None) -> NewEvent:
+    """Return the event of a change of the conversation's agent."""
+    return EventKind.AGENT_ASSIGNED.value, {"from": old, "to": new}
 
 
 def state_saved(version: int) -> NewEvent:

@@ -143,7 +143,7 @@ class UpdateOp(Op[ConversationRow | None]):
     """Set ``field`` (allowed only from ``allowed_from`` statuses) of a conversation.
 
     Outcomes: OK with the changed row; UNCHANGED (it had that value already), ILLEGAL (a
-    status change the lifecycle forbids) or CLOSED (a stage change of a closed conversation),
+    status change the lifecycle forbids) or CLOSED (a stage or agent change of a closed one),
     each with the row found; NOT_FOUND with None.
     """
 
@@ -151,7 +151,7 @@ class UpdateOp(Op[ConversationRow | None]):
     conversation_id: str
     tenant: str | None
     now_us: int
-    field: Literal["status", "stage"]
+    field: Literal["status", "stage", "agent_id"]
     value: str | None
     allowed_from: tuple[str, ...]
     events_kept: int

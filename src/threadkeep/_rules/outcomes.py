@@ -394,11 +394,11 @@ def finish_context(
 
 
 def finish_update(result: Result[ConversationRow | None], op: UpdateOp) -> Conversation:
-    """set_status() / set_stage() / close_conversation().
+    """set_status() / set_stage() / assign() / close_conversation().
 
     Raises:
         ConversationNotFound: absent, expired or another tenant's.
-        ConversationClosed: a stage change of a closed conversation.
+        ConversationClosed: a stage or agent change of a closed conversation.
         IllegalTransition: the lifecycle forbids the status change.
     """
     row = _found(result, op.conversation_id)

@@ -383,6 +383,21 @@ def status(
     )
 
 
+def agent(
+    now_us: int, limits: Limits, conversation_id: str, value: str | None, tenant: str | None
+) -> UpdateOp:
+    """The op of ``Store.assign``: the agent who has the conversation (None: nobody)."""
+    return UpdateOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        field="agent_id",
+        value=validate.check_name(value, "agent_id", optional=True),
+        allowed_from=lifecycle.STAGE_FROM,
+        events_kept=limits.events_kept,
+    )
+
+
 def stage(
     now_us: int, limits: Limits, conversation_id: str, value: str | None, tenant: str | None
 ) -> UpdateOp:

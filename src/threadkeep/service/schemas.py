@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import threadkeep
 from threadkeep import Conversation, Counts, Event, Message, Retention, StateSnapshot
@@ -352,6 +352,21 @@ class StatusIn(_In):
     """A lifecycle change."""
 
     status: StatusName = Field(examples=["waiting_agent"])
+    agent_id: str | None = Field(
+        default=None,
+        max_length=256,
+        examples=["jorge"],
+        description="who takes the conversation: set as its agent_id along with the status "
+        "(absent or null: the agent stays as it is)",
+    )
+
+    @field_validator("agent_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        """Refuse what the store would refuse, before the status changes."""
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("an agent id is 1-256 printable characters")
+        return value
 
 
 class StageIn(_In):

@@ -208,7 +208,7 @@ INSERT_CONVERSATION: Final = (
 )
 #: Writes back the fields an operation may change.
 UPDATE_CONVERSATION: Final = (
-    "UPDATE conversations SET status = %(status)s, stage = %(stage)s, "
+    "UPDATE conversations SET status = %(status)s, stage = %(stage)s, agent_id = %(agent_id)s, "
     "activity_us = %(activity_us)s, expires_us = %(expires_us)s, idle_us = %(idle_us)s, "
     "message_count = %(message_count)s, last_seq = %(last_seq)s, "
     "state_version = %(state_version)s WHERE id = %(id)s"

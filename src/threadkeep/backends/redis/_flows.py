@@ -144,6 +144,8 @@ class Flows:
     def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:
         if op.field == "status":
             kind = lifecycle.change_kind(str(op.value)).value
+        elif op.field == "agent_id":
+            kind = ev.EventKind.AGENT_ASSIGNED.value
         else:
             kind = ev.EventKind.STAGE_CHANGED.value
         reply = yield self._eval(

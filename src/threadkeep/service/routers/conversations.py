@@ -161,9 +161,16 @@ async def delete_conversation(
 async def set_status(
     tenant: TenantDep, store: StoreDep, conversation_id: ConversationId, body: StatusIn
 ) -> ConversationOut:
-    """Move the conversation to ``status`` (409 when the lifecycle forbids it)."""
+    """Move the conversation to ``status`` (409 when the lifecycle forbids it).
+
+    With ``agent_id`` (a take-over) that agent is also set on the conversation; the id is checked
+    before anything changes.
+    """
     note(conversation_id=conversation_id)
-    return ConversationOut.of(await store.set_status(conversation_id, body.status, tenant=tenant))
+    changed = await store.set_status(conversation_id, body.status, tenant=tenant)
+    if body.agent_id is not None and changed.agent_id != body.agent_id:
+        changed = await store.assign(conversation_id, body.agent_id, tenant=tenant)
+    return ConversationOut.of(changed)
 
 
 @router.put(

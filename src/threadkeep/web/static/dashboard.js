@@ -237,8 +237,18 @@
     ])));
   }
 
+  /* Taking a conversation over records who took it: the name this browser keeps. */
+  const AGENT_KEY = "threadkeep.agent";
+  function agentName() {
+    const name = $("agent-name").value.trim() || "agent";
+    TK.storage.set(AGENT_KEY, name);
+    return name;
+  }
+
   async function setStatus(status) {
-    const res = await api("POST", conversationPath(view.selected) + "/status", { status });
+    const body = { status };
+    if (status === "waiting_agent") body.agent_id = agentName();
+    const res = await api("POST", conversationPath(view.selected) + "/status", body);
     showDetailError(res.ok ? null : res.error);
     await loadDetail(false);
   }
@@ -447,6 +457,7 @@
   $("f-stage").addEventListener("change", (e) => setFilter("stage", e.target.value));
   $("refresh").addEventListener("click", () => { loadList(); loadCounts(); });
   $("more").addEventListener("click", loadMore);
+  $("agent-name").value = TK.storage.get(AGENT_KEY, "") || "";
   $("take-over").addEventListener("click", () => setStatus("waiting_agent"));
   $("hand-back").addEventListener("click", () => setStatus("active"));
   $("close-conv").addEventListener("click", () => {
