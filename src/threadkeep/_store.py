@@ -622,6 +622,22 @@ class Store(_StoreBase):
         op = plans.agent(self._now_us(), self.limits, conversation_id, agent_id, tenant)
         return outcomes.finish_update(self._backend.execute(op), op)
 
+    def set_retention(
+        self, conversation_id: str, retention: Retention, *, tenant: str | None = None
+    ) -> Conversation:
+        """Give the conversation its own retention from now on.
+
+        Its expiry and idle time are counted from its last activity under the new retention
+        (changing it is not activity: a ttl shorter than the time since then expires it);
+        ``window`` applies to the next ``context()``, ``max_messages`` from the next append.
+
+        Raises:
+            ConversationNotFound: absent, expired or another tenant's.
+            InvalidInput: ``retention`` is not a Retention.
+        """
+        op = plans.retain(self._now_us(), self.limits, conversation_id, retention, tenant)
+        return outcomes.finish_retain(self._backend.execute(op), op)
+
     def close_conversation(
         self, conversation_id: str, *, tenant: str | None = None
     ) -> Conversation:
@@ -1143,6 +1159,13 @@ class AsyncStore(_StoreBase):
         """See Store.assign."""
         op = plans.agent(self._now_us(), self.limits, conversation_id, agent_id, tenant)
         return outcomes.finish_update(await self._execute(op), op)
+
+    async def set_retention(
+        self, conversation_id: str, retention: Retention, *, tenant: str | None = None
+    ) -> Conversation:
+        """See Store.set_retention."""
+        op = plans.retain(self._now_us(), self.limits, conversation_id, retention, tenant)
+        return outcomes.finish_retain(await self._execute(op), op)
 
     async def close_conversation(
         self, conversation_id: str, *, tenant: str | None = None

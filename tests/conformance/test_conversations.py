@@ -319,6 +319,39 @@ def test_assign_sets_the_agent_once_and_logs_it(store: Any, clock: Any) -> None:
     assert store.get(conv.id).agent_id is None
 
 
+def test_set_retention_counts_from_the_last_activity(store: Any, clock: Any) -> None:
+    tenant = f"t-{uuid4().hex[:8]}"
+    conv = store.start(contact(), tenant=tenant)
+    clock.advance(timedelta(days=6))
+    kept = store.set_retention(conv.id, Retention(ttl=timedelta(days=30)))
+    assert kept.expires_at == conv.last_activity_at + timedelta(days=30)
+    assert kept.last_activity_at == conv.last_activity_at  # not activity
+    clock.advance(timedelta(days=2))  # past the default 7 days: still there, swept or not
+    store.sweep()
+    assert store.get(conv.id).expires_at == kept.expires_at
+    forever = store.set_retention(conv.id, Retention(ttl=None, window=2))
+    assert forever.expires_at is None
+    clock.advance(timedelta(days=400))
+    store.sweep()
+    assert store.get(conv.id).expires_at is None
+    for text in ("a", "b", "c"):
+        store.append(conv.id, "user", text)
+    assert [m["content"] for m in store.context(conv.id)] == ["b", "c"]  # the new window
+    unchanged = store.set_retention(conv.id, Retention(ttl=None, window=2))
+    assert unchanged.last_activity_at == store.get(conv.id).last_activity_at
+    kinds = [e.kind for e in store.events(tenant=tenant)]
+    assert kinds.count("retention.changed") == 2
+    short = store.set_retention(conv.id, Retention(ttl=timedelta(hours=1)))
+    assert short.expires_at == short.last_activity_at + timedelta(hours=1)
+    clock.advance(timedelta(hours=2))
+    with pytest.raises(ConversationNotFound):
+        store.get(conv.id)
+    with pytest.raises(ConversationNotFound):
+        store.set_retention(conv.id, Retention())
+    with pytest.raises(InvalidInput):
+        store.set_retention(store.start(contact()).id, {"ttl": None})
+
+
 def test_activity_advances_last_activity(store: Any, clock: Any) -> None:
     conv = store.start(contact())
     clock.advance(60)

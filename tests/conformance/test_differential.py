@@ -293,6 +293,22 @@ class Program(RuleBasedStateMachine):
         self.step(how)
         self.d.both(lambda s, side: s.set_stage(ids[side], stage))
 
+    @rule(
+        how=STEPS,
+        i=HANDLE,
+        retention=st.sampled_from(
+            (
+                threadkeep.Retention(),
+                threadkeep.Retention(ttl=None),
+                threadkeep.Retention(ttl=timedelta(hours=1), window=2),
+            )
+        ),
+    )
+    def retain(self, how: timedelta, i: int, retention: threadkeep.Retention) -> None:
+        self.step(how)
+        ids = self.d.ids_of(i)
+        self.d.both(lambda s, side: s.set_retention(ids[side], retention))
+
     @rule(how=STEPS, i=HANDLE, agent=st.sampled_from((None, "dana", "", "x" * 257)))
     def assign(self, how: timedelta, i: int, agent: str | None) -> None:
         self.step(how)

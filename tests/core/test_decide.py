@@ -19,6 +19,7 @@ from threadkeep._rules.ops import (
     LeaseOp,
     Outcome,
     Result,
+    RetainOp,
     SaveStateOp,
     StartOp,
     SweepOp,
@@ -238,6 +239,23 @@ def test_agent_change(current: str, agent: str | None) -> None:
         assert isinstance(verdict, decide.Updated)
         assert verdict.row == decide.touch(before, NOW, agent_id=agent)
         assert verdict.event == ("agent.assigned", {"from": "dana", "to": agent})
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize("ttl_us", [None, 500, 5_000])
+def test_retention_change(name: str, ttl_us: int | None) -> None:
+    found, seen = ROWS[name]
+    wanted = replace(RETENTION, ttl_us=ttl_us, window=5)
+    verdict = decide.retain(found, RetainOp("c1", "t", NOW, wanted, 100))
+    if not seen:
+        assert verdict == Result(Outcome.NOT_FOUND, None)
+        return
+    assert found is not None and isinstance(verdict, decide.Updated)
+    expires = None if ttl_us is None else found.activity_us + ttl_us  # not activity: no slide
+    assert verdict.row == replace(found, retention=wanted, expires_us=expires)
+    assert verdict.event == ("retention.changed", {"expires_us": expires})
+    same = decide.retain(verdict.row, RetainOp("c1", "t", NOW, wanted, 100))
+    assert same == Result(Outcome.UNCHANGED, verdict.row)
 
 
 # ---- state ------------------------------------------------------------------------------

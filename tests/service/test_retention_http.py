@@ -72,3 +72,21 @@ def test_bad_retention_is_422_and_starts_nothing(make_client, retention, field):
     assert resp.status_code == 422
     assert resp.json()["error"]["field"] == field
     assert api.get("/v1/conversations?contact_id=c-bad").json()["items"] == []
+
+
+def test_an_existing_conversation_gets_a_new_retention(make_client):
+    api = make_client(ttl=3600)
+    conv = api.post("/v1/conversations", json={"contact_id": "c-quiet"}).json()
+    path = f"/v1/conversations/{conv['id']}/retention"
+    for bad, field in (({"ttl": -5}, "body.ttl"), ({"forever": True}, "body.forever")):
+        refused = api.put(path, json=bad)
+        assert refused.status_code == 422
+        assert refused.json()["error"]["field"] == field
+    assert _lives(api.get(f"/v1/conversations/{conv['id']}").json()) == timedelta(hours=1)
+    forever = api.put(path, json={"ttl": None})
+    assert forever.status_code == 200
+    assert forever.json()["expires_at"] is None
+    assert forever.json()["last_activity_at"] == conv["last_activity_at"]  # not activity
+    month = api.put(path, json={"ttl": 30 * 86400}).json()
+    assert _lives(month) == timedelta(days=30)
+    assert api.put("/v1/conversations/" + "0" * 26 + "/retention", json={}).status_code == 404

@@ -27,6 +27,7 @@ from threadkeep._rules.ops import (
     RememberOp,
     ReplaceOp,
     Result,
+    RetainOp,
     SaveStateOp,
     StartOp,
     SweepOp,
@@ -442,6 +443,22 @@ def update(row: ConversationRow | None, op: UpdateOp) -> Result[ConversationRow 
     if row.stage == op.value:
         return Result(Outcome.UNCHANGED, row)
     return Updated(touch(row, op.now_us, stage=op.value), ev.stage_changed(row.stage, op.value))
+
+
+def retain(row: ConversationRow | None, op: RetainOp) -> Result[ConversationRow | None] | Updated:
+    """Judge a retention change: not found; unchanged; else write, expiry from last activity."""
+    row = visible(row, op.tenant, op.now_us)
+    if row is None:
+        return Result(Outcome.NOT_FOUND, None)
+    if row.retention == op.retention:
+        return Result(Outcome.UNCHANGED, row)
+    changed = replace(
+        row,
+        retention=op.retention,
+        expires_us=op.retention.expires_at(row.activity_us),
+        idle_us=op.retention.idle_at(row.activity_us),
+    )
+    return Updated(changed, ev.retention_changed(changed.expires_us))
 
 
 # ---- state ------------------------------------------------------------------------------

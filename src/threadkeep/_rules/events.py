@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     MESSAGES_CLEARED = "messages.cleared"
     MESSAGES_REPLACED = "messages.replaced"
     AGENT_ASSIGNED = "agent.assigned"
+    RETENTION_CHANGED = "retention.changed"
 
 
 #: An event to append to the log: its kind and its data (the backend adds id, tenant, time).
@@ -80,6 +81,11 @@ def stage_changed(old: str | None, new: str | None) -> NewEvent:
 def agent_assigned(old: str | None, new: str | None) -> NewEvent:
     """Return the event of a change of the conversation's agent."""
     return EventKind.AGENT_ASSIGNED.value, {"from": old, "to": new}
+
+
+def retention_changed(expires_us: int | None) -> NewEvent:
+    """Return the event of a new retention: when the conversation now expires (µs; None)."""
+    return EventKind.RETENTION_CHANGED.value, {"expires_us": expires_us}
 
 
 def state_saved(version: int) -> NewEvent:

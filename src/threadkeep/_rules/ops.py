@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar, Final, Generic, Literal, NamedTuple, TypeVar
 
+from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import (
     ConversationRow,
     EventRow,
@@ -50,6 +51,7 @@ __all__ = [
     "RememberOp",
     "ReplaceOp",
     "Result",
+    "RetainOp",
     "SaveStateOp",
     "StartOp",
     "SweepOp",
@@ -182,6 +184,24 @@ class CountsOp(Op[TenantCounts]):
     name: ClassVar[str] = "counts"
     tenant: str
     now_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetainOp(Op[ConversationRow | None]):
+    """Give a conversation another retention.
+
+    Its expiry and idle time follow from its last activity (the change is not activity).
+
+    Outcomes: OK with the changed row; UNCHANGED (it had that retention) with the row;
+    NOT_FOUND with None.
+    """
+
+    name: ClassVar[str] = "retain"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    retention: RetentionUs
+    events_kept: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +508,7 @@ ALL_OPS: Final = (
     GetOp,
     FindOpenOp,
     UpdateOp,
+    RetainOp,
     ListOp,
     CountsOp,
     DeleteOp,

@@ -50,6 +50,7 @@ from threadkeep._rules.ops import (
     ReadOp,
     ReplaceOp,
     Result,
+    RetainOp,
     SaveStateOp,
     SweepOp,
     UpdateOp,
@@ -91,6 +92,7 @@ __all__ = [
     "finish_replace",
     "finish_save_state",
     "finish_sweep",
+    "finish_retain",
     "finish_update",
     "to_conversation",
     "to_event",
@@ -413,6 +415,15 @@ def finish_update(result: Result[ConversationRow | None], op: UpdateOp) -> Conve
             (s.value for s in TRANSITIONS[current]),
         )
     return to_conversation(row)
+
+
+def finish_retain(result: Result[ConversationRow | None], op: RetainOp) -> Conversation:
+    """set_retention().
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+    """
+    return to_conversation(_found(result, op.conversation_id))
 
 
 def finish_save_state(result: Result[int], op: SaveStateOp) -> int:

@@ -34,6 +34,7 @@ from threadkeep._rules.ops import (
     RecallOp,
     RememberOp,
     ReplaceOp,
+    RetainOp,
     SaveStateOp,
     StartOp,
     SweepOp,
@@ -394,6 +395,24 @@ def agent(
         field="agent_id",
         value=validate.check_name(value, "agent_id", optional=True),
         allowed_from=lifecycle.STAGE_FROM,
+        events_kept=limits.events_kept,
+    )
+
+
+def retain(
+    now_us: int, limits: Limits, conversation_id: str, retention: object, tenant: str | None
+) -> RetainOp:
+    """The op of ``Store.set_retention``."""
+    if not isinstance(retention, Retention):
+        raise InvalidInput(
+            f"retention must be a threadkeep.Retention, not {type(retention).__name__}",
+            field="retention",
+        )
+    return RetainOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        retention=retention_us(retention),
         events_kept=limits.events_kept,
     )
 

@@ -155,6 +155,15 @@ class MemoryBackend:
         self._emit(row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.RetainOp)
+    def _retain(self, op: ops.RetainOp) -> Result[ConversationRow | None]:
+        verdict = decide.retain(self._convs.get(op.conversation_id), op)
+        if isinstance(verdict, Result):
+            return verdict
+        self._put(verdict.row)
+        self._emit(verdict.row.tenant, verdict.row.id, verdict.event, op.now_us, op.events_kept)
+        return verdict.result()
+
     @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Result[list[ConversationRow]]:
         keys = self._order.get(op.tenant, [])

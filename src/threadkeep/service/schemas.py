@@ -289,6 +289,7 @@ class RetentionIn(_In):
     idle_after: float | None = Field(
         default=None,
         gt=0,
+        le=10 * 365 * 24 * 3600,
         description="seconds without activity before it is marked idle",
         examples=[1800],
     )
@@ -296,7 +297,10 @@ class RetentionIn(_In):
         default=None, ge=1, le=1000, description="how many recent messages the bot reads"
     )
     max_messages: int | None = Field(
-        default=None, ge=1, description="keep only the newest N messages; null: keep all"
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="keep only the newest N messages; null: keep all",
     )
 
     def over(self, base: Retention) -> Retention:

@@ -392,6 +392,17 @@ class Flows:
         yield from self._emit(row.tenant, row.id, op.now_us, verdict.event, op.events_kept)
         return verdict.result()
 
+    @_common.handles(ops.RetainOp)
+    def _retain(self, op: ops.RetainOp) -> Flow[Result[ConversationRow | None]]:
+        locked, _ = yield from self._lock(op.conversation_id)
+        verdict = decide.retain(locked, op)
+        if isinstance(verdict, Result):
+            return verdict
+        row = verdict.row
+        yield schema.UPDATE_CONVERSATION, schema.encode_conversation(row)
+        yield from self._emit(row.tenant, row.id, op.now_us, verdict.event, op.events_kept)
+        return verdict.result()
+
     @_common.handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
         row, _ = yield from self._lock(op.conversation_id)

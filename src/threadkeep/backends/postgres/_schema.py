@@ -211,7 +211,8 @@ UPDATE_CONVERSATION: Final = (
     "UPDATE conversations SET status = %(status)s, stage = %(stage)s, agent_id = %(agent_id)s, "
     "activity_us = %(activity_us)s, expires_us = %(expires_us)s, idle_us = %(idle_us)s, "
     "message_count = %(message_count)s, last_seq = %(last_seq)s, "
-    "state_version = %(state_version)s WHERE id = %(id)s"
+    "state_version = %(state_version)s, ttl_us = %(ttl_us)s, idle_after_us = %(idle_after_us)s, "
+    "window_n = %(window_n)s, max_messages = %(max_messages)s WHERE id = %(id)s"
 )
 LOCK_CONVERSATION: Final = (
     f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations "

@@ -162,6 +162,24 @@ class Flows:
         row = codec.decode_conversation(reply[2]) if len(reply) > 2 else None
         return Result(Outcome(reply[0]), row)
 
+    @handles(ops.RetainOp)
+    def _retain(self, op: ops.RetainOp) -> Flow[Result[ConversationRow | None]]:
+        r = op.retention
+        reply = yield self._eval(
+            "retain",
+            op.conversation_id,
+            codec.opt(op.tenant),
+            op.now_us,
+            codec.opt(r.ttl_us),
+            r.idle_after_us,
+            r.window,
+            codec.opt(r.max_messages),
+            op.events_kept,
+            ev.EventKind.RETENTION_CHANGED.value,
+        )
+        row = codec.decode_conversation(reply[1]) if len(reply) > 1 else None
+        return Result(Outcome(reply[0]), row)
+
     @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Flow[Result[list[ConversationRow]]]:
         activity, after_id = op.cursor if op.cursor is not None else (None, None)

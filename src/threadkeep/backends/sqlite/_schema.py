@@ -162,7 +162,8 @@ LOCK_CONVERSATION: Final = (
 #: Writes back the fields a change may make (``encode_changes``).
 UPDATE_CONVERSATION: Final = (
     "UPDATE conversations SET status = ?, stage = ?, agent_id = ?, activity_us = ?, "
-    "expires_us = ?, idle_us = ?, message_count = ?, last_seq = ?, state_version = ? WHERE id = ?"
+    "expires_us = ?, idle_us = ?, message_count = ?, last_seq = ?, state_version = ?, ttl_us = ?, "
+    "idle_after_us = ?, window_size = ?, max_messages = ? WHERE id = ?"
 )
 #: Writes back what an append changes.
 UPDATE_APPENDED: Final = (
@@ -340,7 +341,8 @@ def encode_changes(row: ConversationRow) -> tuple[object, ...]:
     """Return the UPDATE_CONVERSATION parameters of a changed row."""
     return (
         row.status, row.stage, row.agent_id, row.activity_us, row.expires_us, row.idle_us,
-        row.message_count, row.last_seq, row.state_version, row.id,
+        row.message_count, row.last_seq, row.state_version, row.retention.ttl_us,
+        row.retention.idle_after_us, row.retention.window, row.retention.max_messages, row.id,
     )  # fmt: skip
 
 

@@ -268,6 +268,17 @@ class SQLiteBackend:
             self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
         return verdict.result()
 
+    @handles(ops.RetainOp)
+    def _retain(self, op: ops.RetainOp) -> Result[ConversationRow | None]:
+        with self._tx(write=True) as db:
+            verdict = decide.retain(self._row(db, op.conversation_id), op)
+            if isinstance(verdict, Result):
+                return verdict
+            row = verdict.row
+            db.execute(schema.UPDATE_CONVERSATION, schema.encode_changes(row))
+            self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
+        return verdict.result()
+
     @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Result[list[ConversationRow]]:
         where, params = _common.list_filters(op, lambda name: f":{name}")

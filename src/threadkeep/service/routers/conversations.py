@@ -13,6 +13,7 @@ from threadkeep.service.schemas import (
     ConversationOut,
     ConversationPage,
     CountsOut,
+    RetentionIn,
     StageIn,
     StartIn,
     StatusIn,
@@ -185,3 +186,27 @@ async def set_stage(
     """Set the conversation's stage (null clears it)."""
     note(conversation_id=conversation_id)
     return ConversationOut.of(await store.set_stage(conversation_id, body.stage, tenant=tenant))
+
+
+@router.put(
+    "/conversations/{conversation_id}/retention",
+    response_model=ConversationOut,
+    responses=errors(404),
+    summary="Change the retention",
+)
+async def set_retention(
+    tenant: TenantDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    conversation_id: ConversationId,
+    body: RetentionIn,
+) -> ConversationOut:
+    """Give the conversation its own retention (fields left out take the service's).
+
+    Expiry is counted from the conversation's last activity under the new retention:
+    ``{"ttl": null}`` keeps a quiet seller's transcript until it is deleted, ``{"ttl": 2592000}``
+    keeps it 30 days after its last message. The change is not activity.
+    """
+    note(conversation_id=conversation_id)
+    retention = body.over(settings.retention())
+    return ConversationOut.of(await store.set_retention(conversation_id, retention, tenant=tenant))

@@ -13,6 +13,7 @@ const TK = (() => {
     "conversation.started", "message.appended", "status.changed", "stage.changed",
     "state.saved", "conversation.closed", "conversation.deleted",
     "message.popped", "messages.cleared", "messages.replaced", "agent.assigned",
+    "retention.changed",
   ];
 
   /* localStorage, guarded: storage may be disabled (a widget in a strict iframe, private
