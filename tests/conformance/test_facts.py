@@ -64,6 +64,23 @@ def test_history_is_kept_for_each_versions_tier(store: Any, clock: Any) -> None:
     assert [h.value for h in store.recall(cid, "mood")[0].history] == ["busy"]
 
 
+def test_a_short_lived_value_does_not_take_a_long_lived_history_with_it(
+    store: Any, clock: Any
+) -> None:
+    cid = contact()
+    store.remember(cid, "price", 400_000, tier="critical")  # kept a year
+    store.remember(cid, "price", 450_000, tier="low")  # kept a day
+    clock.advance(timedelta(days=2))
+    assert store.recall(cid, "price") == []  # the newest value ran out
+    store.sweep()  # the history it superseded is kept for its own tier's time
+    again = store.remember(cid, "price", 420_000, tier="high")
+    assert [(h.value, h.tier) for h in again.history] == [(400_000, "critical")]
+    clock.advance(timedelta(days=366))
+    store.sweep()  # now everything of it has expired: the row goes
+    assert store.recall(cid, "price") == []
+    assert store.remember(cid, "price", 1, tier="low").history == ()
+
+
 def test_a_forgotten_fact_leaves_no_current_value_in_its_history(store: Any, clock: Any) -> None:
     cid = contact()
     store.remember(cid, "plan", "a", tier="low")

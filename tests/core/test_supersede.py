@@ -74,3 +74,13 @@ def test_a_bad_source_is_refused(source):
             NOW, DEFAULT_LIMITS.__class__(max_metadata_bytes=64), "p", "k", 1, "t", "low", source
         )
     assert info.value.field == "source"
+
+
+def test_a_fact_is_due_for_sweeping_once_its_value_and_history_expired():
+    long = decide.supersede(None, op(1, tier="critical"))
+    short = decide.supersede(long, op(2, tier="low", at=NOW + HOUR))
+    year = 365 * 24 * HOUR
+    assert not decide.fact_due(short, NOW + 2 * HOUR)  # the value is live
+    assert not decide.fact_due(short, NOW + 30 * HOUR)  # its value ran out, not its history
+    assert decide.fact_due(short, NOW + year)  # both ran out
+    assert decide.fact_due(decide.supersede(None, op(3, tier="low")), NOW + 25 * HOUR)

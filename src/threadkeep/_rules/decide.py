@@ -37,9 +37,9 @@ from threadkeep._rules.retention import is_expired
 from threadkeep._rules.rows import ConversationRow, FactRow, MessageRow
 
 __all__ = [
-    "HISTORY_KEPT",
     "Appended",
     "Created",
+    "HISTORY_KEPT",
     "Rewritten",
     "Saved",
     "Updated",
@@ -50,13 +50,14 @@ __all__ = [
     "cursor_expired",
     "erasable",
     "erased",
-    "supersede",
+    "fact_due",
     "idle_due",
     "is_visible",
     "lease",
     "pop",
     "replace_history",
     "save_state",
+    "supersede",
     "touch",
     "update",
     "visible",
@@ -563,6 +564,17 @@ def cursor_expired(after: int | None, floor: int) -> bool:
 
 #: At most this many superseded values are kept in a fact's history (newest first).
 HISTORY_KEPT: Final = 20
+
+
+def fact_due(row: FactRow, now_us: int) -> bool:
+    """Whether sweep() removes a fact: its value and every value in its history have expired.
+
+    A short-lived value that superseded a long-lived one leaves the older value's history to
+    its own tier's time; the SQL and Lua sweeps say the same in their own words.
+    """
+    return row.expires_us <= now_us and all(
+        int(h["expires_us"]) <= now_us for h in json.loads(row.history_json)
+    )
 
 
 def supersede(old: FactRow | None, op: RememberOp) -> FactRow:

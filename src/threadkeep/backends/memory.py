@@ -227,7 +227,7 @@ class MemoryBackend:
             (r for r in self._convs.values() if decide.idle_due(r, op)),
             key=lambda r: (r.created_us, r.id),
         )
-        facts = [k for k, f in self._facts.items() if f.expires_us <= op.now_us]
+        facts = [k for k, f in self._facts.items() if decide.fact_due(f, op.now_us)]
         if not op.dry_run:
             for row in expired:
                 self._erase(row)

@@ -396,11 +396,16 @@ RECALL: Final = (
 
 # ---- sweep ------------------------------------------------------------------------------
 
+#: decide.fact_due: the value and every value in its history have expired.
+_FACT_DUE: Final = (
+    "expires_us <= %(now)s AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements("
+    "history_json::jsonb) h WHERE (h->>'expires_us')::bigint > %(now)s)"
+)
 _IDLE_DUE: Final = f"status = ANY(%(from)s) AND idle_us <= %(now)s AND {LIVE}"
 COUNT_DUE: Final = (
     "SELECT (SELECT count(*) FROM conversations WHERE expires_us <= %(now)s), "
     f"(SELECT count(*) FROM conversations WHERE {_IDLE_DUE}), "
-    "(SELECT count(*) FROM facts WHERE expires_us <= %(now)s)"
+    f"(SELECT count(*) FROM facts WHERE {_FACT_DUE})"
 )
 DUE_PURGE: Final = (
     "SELECT id FROM conversations WHERE expires_us <= %(now)s "
@@ -415,7 +420,7 @@ MARK_IDLE: Final = (
 )
 PURGE_FACTS: Final = (
     "DELETE FROM facts WHERE (tenant, contact_id, key) IN (SELECT tenant, "
-    "contact_id, key FROM facts WHERE expires_us <= %(now)s LIMIT %(n)s "
+    f"contact_id, key FROM facts WHERE {_FACT_DUE} LIMIT %(n)s "
     "FOR UPDATE SKIP LOCKED) RETURNING 1"
 )
 

@@ -299,7 +299,8 @@ DUE_IDLE: Final = (
 )
 DUE_FACTS: Final = (
     "SELECT tenant || char(0) || contact_id || char(0) || key FROM facts "
-    "WHERE expires_us <= ? LIMIT ?"
+    "WHERE expires_us <= ?1 AND NOT EXISTS (SELECT 1 FROM json_each(facts.history_json) h "
+    "WHERE CAST(json_extract(h.value, '$.expires_us') AS INTEGER) > ?1) LIMIT ?2"
 )
 STATUS_OF: Final = "SELECT tenant, status FROM conversations WHERE id = ?"
 SET_STATUS: Final = "UPDATE conversations SET status = ? WHERE id = ?"

@@ -66,6 +66,17 @@ if not dry then
   end
 end
 
+-- when the newest value in a fact's history expires (0: none), from its "source\nhistory" field
+local function history_until(meta)
+  if not meta then return 0 end
+  local _, history = string.match(meta, '^([^\n]*)\n(.*)$')
+  local kept = 0
+  for _, h in ipairs(cjson.decode(history or '[]')) do
+    kept = math.max(kept, tonumber(h.expires_us))
+  end
+  return kept
+end
+
 -- expired facts
 local facts = 0
 for _, member in ipairs(due(K_FX)) do
@@ -74,9 +85,18 @@ for _, member in ipairs(due(K_FX)) do
   local blob = redis.call('HGET', hash, key)
   local expires = blob and tonumber(string.match(blob, '^%d+ (%d+) '))
   if expires ~= nil and expires <= now then
+    -- decide.fact_due: a superseded value's history stays for its own tier's time
+    local kept = history_until(redis.call('HGET', hash, key .. '\n'))
+    if kept > now then
+      if not dry then redis.call('ZADD', K_FX, kept, member) end
+      expires = nil
+    end
+  end
+  if expires ~= nil and expires <= now then
     facts = facts + 1
     if not dry then redis.call('HDEL', hash, key, key .. '\n') end
   end
-  if not dry and (expires == nil or expires <= now) then redis.call('ZREM', K_FX, member) end
+  if not dry and blob == nil then redis.call('ZREM', K_FX, member) end
+  if not dry and expires ~= nil and expires <= now then redis.call('ZREM', K_FX, member) end
 end
 return {#idle, purged, facts, more}
