@@ -72,7 +72,10 @@ def chat(
         store: an open Store (share one per process with ``st.cache_resource``).
         contact_id: the lead.
         tenant: the lead's tenant.
-        agent_id: the logged-in agent; a conversation started here records it.
+        agent_id: the logged-in agent: a conversation started here records it, and an agent's
+            reply sent here makes them the conversation's agent (``Store.assign``). The lead
+            has one conversation whoever works it; the page's own keys are the agent's and
+            the lead's, so two agents (or two leads) never share a draft.
         playbook: the playbook whose guidance is shown (a shipped name, a path, or a Playbook).
         role: the role of what is typed in the reply box (``agent``: the person replying to
             the lead; ``user`` to play the lead).
@@ -91,7 +94,7 @@ def chat(
     """
     book = get_playbook(playbook)
     first = book.stages[0].id
-    prefix = f"tk-{key or contact_id}"
+    prefix = "tk-" + (key or (contact_id if agent_id is None else f"{agent_id}-{contact_id}"))
 
     def conversation() -> Conversation:
         return store.find_open(contact_id, tenant=tenant) or store.resume(
@@ -107,6 +110,8 @@ def chat(
                 contact_id, tenant=tenant, agent_id=agent_id, channel=channel, stage=first
             )
             message = store.append(conv.id, role, text, tenant=tenant)
+        if agent_id is not None and role == "agent" and conv.agent_id != agent_id:
+            conv = store.assign(conv.id, agent_id, tenant=tenant)
         if respond is not None:
             reply = respond(store, store.get(conv.id, tenant=tenant), message)
             if reply:

@@ -8,8 +8,9 @@ from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).parent / "app"
 CONTACT = "+15550100"
-DRAFT = f"tk-{CONTACT}-draft"
-SEND = f"tk-{CONTACT}-send"
+PREFIX = f"tk-jorge-{CONTACT}"  # the page's keys: the logged-in agent's and the lead's
+DRAFT = f"{PREFIX}-draft"
+SEND = f"{PREFIX}-send"
 
 
 def app(page: str = "home.py") -> AppTest:
@@ -57,6 +58,22 @@ def test_one_conversation_across_pages_reruns_and_restarts(store):
     assert transcript(again) == ["Hi Dana, thanks for your message!", "Sending listings now."]
 
 
+def test_another_agent_works_the_same_lead_with_a_draft_of_their_own(store, monkeypatch):
+    jorge = app()
+    conv_id = jorge.session_state["conversation_id"]
+    jorge.text_area(key=DRAFT).input("half a thought")
+    monkeypatch.setenv("TK_AGENT", "lee")
+    lee = app()
+    assert lee.session_state["conversation_id"] == conv_id  # the lead has one conversation
+    lee_draft = f"tk-lee-{CONTACT}-draft"
+    assert lee.text_area(key=lee_draft).value == ""  # not jorge's draft
+    lee.text_area(key=lee_draft).input("Lee here, covering for Jorge today.")
+    lee.button(key=f"tk-lee-{CONTACT}-send").click().run()
+    assert not lee.exception, lee.exception
+    assert store.get(conv_id).agent_id == "lee"  # who works the lead now
+    assert transcript(lee) == ["Lee here, covering for Jorge today."]
+
+
 def test_what_another_screen_writes_shows_with_its_guidance(store):
     at = app()
     conv_id = at.session_state["conversation_id"]
@@ -75,7 +92,7 @@ def test_a_click_on_a_suggestion_fills_the_reply_box(store):
     at = app()
     text = "Thanks for reaching out! Who do I have the pleasure of speaking with?"
     assert at.markdown[1].value == text  # the first suggestion, under its heading
-    at.button(key=f"tk-{CONTACT}-suggest-0").click().run()
+    at.button(key=f"{PREFIX}-suggest-0").click().run()
     assert at.text_area(key=DRAFT).value == text
     at.button(key=SEND).click().run()
     assert store.messages(at.session_state["conversation_id"])[-1].content == text
@@ -84,16 +101,16 @@ def test_a_click_on_a_suggestion_fills_the_reply_box(store):
 def test_moving_on_with_missing_criteria_asks_for_confirmation(store):
     at = app()
     conv_id = at.session_state["conversation_id"]
-    move = at.button(key=f"tk-{CONTACT}-move")
+    move = at.button(key=f"{PREFIX}-move")
     assert move.label == "Move to Initial Contact" and move.disabled
-    at.checkbox(key=f"tk-{CONTACT}-confirm").check().run()
-    at.button(key=f"tk-{CONTACT}-move").click().run()
+    at.checkbox(key=f"{PREFIX}-confirm").check().run()
+    at.button(key=f"{PREFIX}-move").click().run()
     assert store.get(conv_id).stage == "initial_contact"
     assert at.session_state["conversation_id"] == conv_id
     assert at.markdown[0].value.startswith("**Suggested replies**")
     store.save_state(conv_id, {"responded": True, "intent": "buy"})
     at.run()
-    move = at.button(key=f"tk-{CONTACT}-move")
+    move = at.button(key=f"{PREFIX}-move")
     assert move.label == "Move to Qualification" and not move.disabled  # all criteria met
     move.click().run()
     assert store.get(conv_id).stage == "qualification"

@@ -17,7 +17,7 @@ def lead_page(title: str, refresh: float | None) -> str:
         store,
         contact_id=os.environ.get("TK_CONTACT", "+15550100"),
         tenant="loc-1",
-        agent_id="jorge",
+        agent_id=os.environ.get("TK_AGENT", "jorge"),
         playbook=os.environ.get("TK_PLAYBOOK", "realtor"),
         refresh=refresh,
     )
