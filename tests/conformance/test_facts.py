@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -115,3 +117,29 @@ def test_erasure_takes_the_history_too(store: Any) -> None:
     assert store.recall(cid) == []
     fact = store.remember(cid, "k", "new")
     assert fact.history == ()
+
+
+def test_concurrent_first_remembers_lose_no_value(
+    make_store: Callable[..., Any], store_url: str
+) -> None:
+    # four processes' worth of stores write a key no one has written yet, at once: whichever
+    # value is last, every other one is in its history (nothing overwritten unseen)
+    stores = (
+        [make_store()] * 4 if store_url.startswith("memory") else [make_store() for _ in range(4)]
+    )
+
+    def write(s: Any, cid: str, n: int, start: threading.Barrier) -> None:
+        start.wait(10)
+        s.remember(cid, "budget", n, tier="high")
+
+    for round_ in range(5):
+        cid, start = contact(), threading.Barrier(4)
+        threads = [
+            threading.Thread(target=write, args=(s, cid, n, start)) for n, s in enumerate(stores)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        [fact] = stores[0].recall(cid, "budget")
+        assert sorted([fact.value, *(h.value for h in fact.history)]) == [0, 1, 2, 3], round_

@@ -557,6 +557,10 @@ class Flows:
     @_common.handles(ops.RememberOp)
     def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
         where = {"tenant": op.tenant, "contact": op.contact_id, "key": op.key}
+        yield (
+            schema.LOCK_CONTACT,
+            {"k": f"threadkeep:fact:{op.tenant}\x1f{op.contact_id}\x1f{op.key}"},
+        )
         old = yield schema.FACT_FOR_UPDATE, where
         fact = decide.supersede(_common.decode_fact(old[0]) if old else None, op)
         yield (

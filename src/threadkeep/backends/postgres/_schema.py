@@ -340,7 +340,8 @@ ERASE: Final = (
 
 # ---- statements the flows used to hold inline --------------------------------------------
 
-#: Serializes resume() of one contact (the advisory lock is held to commit).
+#: Serializes resume() of one contact, or remember() of one fact: FOR UPDATE cannot lock a row
+#: that does not exist yet (the advisory lock is held to commit).
 LOCK_CONTACT: Final = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"
 LIST: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
