@@ -7,10 +7,12 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
+from tests._servers import wait_until
+from tests.service._service_helpers import LiveServer
 from threadkeep import InvalidInput
 from threadkeep.cli.main import app as cli
 from threadkeep.service.app import create_app
-from threadkeep.service.settings import load_settings, unknown_variables
+from threadkeep.service.settings import get_settings, load_settings, unknown_variables
 
 
 @pytest.mark.parametrize(
@@ -69,8 +71,13 @@ def test_unknown_variables_are_named():
 
 def test_an_unknown_variable_is_a_warning_at_start_up(monkeypatch, caplog):
     monkeypatch.setenv("THREADKEEP_TLL", "60")
+    monkeypatch.setenv("THREADKEEP_STORE", "memory://")
     caplog.set_level(logging.WARNING, logger="threadkeep.service")
-    create_app(load_settings({"THREADKEEP_STORE": "memory://"}))
+    get_settings.cache_clear()
+    try:
+        create_app()  # from the environment, as `uvicorn --factory …:create_app` builds it
+    finally:
+        get_settings.cache_clear()
     warned = [r.getMessage() for r in caplog.records if "THREADKEEP_TLL" in r.getMessage()]
     assert warned == ["THREADKEEP_TLL is not a threadkeep setting (a typo?); it is ignored"]
 
@@ -81,3 +88,22 @@ def test_an_unknown_variable_is_a_warning_at_start_up(monkeypatch, caplog):
     assert "warning: THREADKEEP_TLL is not a threadkeep setting (a typo?); ignored" in (
         refused.output
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_warns_about_an_unknown_variable_once(tmp_path, workers):
+    """Once before the workers start, not again in each worker's log."""
+    server = LiveServer("memory://", tmp_path / "serve.log", workers=workers, THREADKEEP_TLL="60")
+    server.start()
+    try:  # each worker builds its app before its startup completes
+
+        def started() -> bool:
+            return bool(server.log_text().count("Application startup complete") == workers)
+
+        wait_until(f"{workers} worker(s) started", started)
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert log.count("THREADKEEP_TLL") == 1, log
+    assert "warning: THREADKEEP_TLL is not a threadkeep setting (a typo?); ignored" in log

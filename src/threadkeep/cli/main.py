@@ -20,8 +20,10 @@ from urllib.parse import unquote, urlsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Column, Table
+from rich.text import Text
 
 import threadkeep
 from threadkeep import (
@@ -98,8 +100,13 @@ def _retention(ttl: str | None, idle_after: float | None, window: int | None) ->
     )
 
 
+def _error(message: str) -> None:
+    """Print ``error: message`` on stderr; the message is shown as given, never read as markup."""
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    _error(message)
     return typer.Exit(1)
 
 
@@ -169,14 +176,9 @@ def ls_cmd(
     table = Table("contact", "status", "stage", "messages", "last activity")
     table.columns.insert(0, Column("id", no_wrap=True, min_width=26))
     for c in convs:
-        table.add_row(
-            c.id,
-            c.contact_id,
-            c.status,
-            c.stage or "",
-            str(c.message_count),
-            c.last_activity_at.isoformat(timespec="seconds"),
-        )
+        cells = [c.id, c.contact_id, c.status, c.stage or "", str(c.message_count)]
+        cells.append(c.last_activity_at.isoformat(timespec="seconds"))
+        table.add_row(*map(Text, cells))  # Text: shown as they are, never read as markup
     out.print(table)
     if cursor is not None and not all_:
         err.print("more: use --all", highlight=False)
@@ -197,7 +199,7 @@ def show_cmd(
         return
     table = Table("field", "value", show_header=False)
     for k, v in data["conversation"].items():
-        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+        table.add_row(k, Text(json.dumps(v) if isinstance(v, dict) else str(v)))
     out.print(table)
     for m in data["messages"]:
         out.print(f"[bold]{m['seq']:>4} {m['role']}[/bold]: ", end="")
@@ -237,7 +239,7 @@ def export_cmd(
             if not to_stdout:
                 fh.close()
     if not to_stdout:
-        err.print(f"exported {total} conversation(s) to {output}", highlight=False)
+        err.print(f"exported {total} conversation(s) to {output}", markup=False, highlight=False)
 
 
 @app.command("import")
@@ -305,7 +307,7 @@ def _import_peer(kind: str, source: str, store: str, tenant: str, ttl: str | Non
     try:
         retention = _retention(ttl, None, None)
         with threadkeep.open(store, clock=clock) as s, Progress(console=err) as progress:
-            task = progress.add_task(f"import from {kind}", total=None)
+            task = progress.add_task(f"import from {escape(kind)}", total=None)
             report = importers.import_sessions(
                 s, kind, source, retention=retention, tenant=tenant, clock=clock,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
@@ -351,11 +353,7 @@ def serve_cmd(
     try:
         from threadkeep.service.server import run
     except ImportError as e:
-        err.print(
-            f"[red]error:[/red] the service is not available ({e}); "
-            "pip install 'threadkeep\\[service]'",
-            highlight=False,
-        )
+        _error(f"the service is not available ({e}); pip install 'threadkeep[service]'")
         raise typer.Exit(2) from None
     try:
         run(store_url=store, host=host, port=port, workers=workers)
@@ -377,7 +375,7 @@ def _show(messages: list[Message]) -> int:
 
 
 def _note(text: str) -> None:
-    err.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
+    err.print(Text(text, style="dim"), highlight=False, soft_wrap=True)
 
 
 async def _open_conversation(
@@ -513,7 +511,7 @@ def chat_cmd(
         chosen = make_bot(bot)
         retention = _retention(ttl, idle_after, window)
     except ThreadkeepError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _error(str(e))
         raise typer.Exit(2) from None
     try:
         asyncio.run(_chat(store, conversation, contact, tenant, chosen, wait, retention))
