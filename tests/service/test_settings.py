@@ -47,16 +47,30 @@ def test_good_values_are_read_as_the_environment_gives_them():
     assert settings.retention().ttl is None
 
 
-def test_serve_prints_a_bad_value_in_one_line(monkeypatch):
-    monkeypatch.setenv("THREADKEEP_TTL", "-5")
-    for name in ("STORE", "HOST", "PORT", "WORKERS"):  # run() exports these; restored after
+@pytest.fixture
+def serve_env(monkeypatch):
+    """The environment restored after `serve`, which exports STORE, HOST, PORT and WORKERS."""
+    for name in ("STORE", "HOST", "PORT", "WORKERS"):
         monkeypatch.setenv(f"THREADKEEP_{name}", "")
         monkeypatch.delenv(f"THREADKEEP_{name}")
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("THREADKEEP_TTL", "-5", ["THREADKEEP_TTL='-5' is not valid", "greater than 0"]),
+        # a factory that raises: the setting and the cause, not the factory's traceback
+        ("THREADKEEP_BOT", "json:dumps", ["THREADKEEP_BOT 'json:dumps'", "TypeError: dumps()"]),
+    ],
+)
+def test_serve_prints_a_bad_value_in_one_line(serve_env, name, value, said):
+    serve_env.setenv(name, value)
     result = CliRunner().invoke(cli, ["serve", "--store", "memory://"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
-    assert "THREADKEEP_TTL='-5' is not valid" in lines[0] and "greater than 0" in lines[0]
+    assert all(part in lines[0] for part in said), lines[0]
 
 
 def test_unknown_variables_are_named():
@@ -69,9 +83,9 @@ def test_unknown_variables_are_named():
     assert unknown_variables(environ) == ["THREADKEEP_TLL"]
 
 
-def test_an_unknown_variable_is_a_warning_at_start_up(monkeypatch, caplog):
-    monkeypatch.setenv("THREADKEEP_TLL", "60")
-    monkeypatch.setenv("THREADKEEP_STORE", "memory://")
+def test_an_unknown_variable_is_a_warning_at_start_up(serve_env, caplog):
+    serve_env.setenv("THREADKEEP_TLL", "60")
+    serve_env.setenv("THREADKEEP_STORE", "memory://")
     caplog.set_level(logging.WARNING, logger="threadkeep.service")
     get_settings.cache_clear()
     try:
@@ -81,9 +95,6 @@ def test_an_unknown_variable_is_a_warning_at_start_up(monkeypatch, caplog):
     warned = [r.getMessage() for r in caplog.records if "THREADKEEP_TLL" in r.getMessage()]
     assert warned == ["THREADKEEP_TLL is not a threadkeep setting (a typo?); it is ignored"]
 
-    for name in ("STORE", "HOST", "PORT", "WORKERS"):
-        monkeypatch.setenv(f"THREADKEEP_{name}", "")
-        monkeypatch.delenv(f"THREADKEEP_{name}")
     refused = CliRunner().invoke(cli, ["serve", "--store", "memory://", "--host", "0.0.0.0"])
     assert "warning: THREADKEEP_TLL is not a threadkeep setting (a typo?); ignored" in (
         refused.output
