@@ -12,10 +12,9 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated
 from urllib.parse import unquote, urlsplit
 
 import typer
@@ -37,13 +36,7 @@ from threadkeep import (
     Store,
     ThreadkeepError,
     TurnInProgress,
-)
-from threadkeep._transfer import (
-    conversation_record,
-    export_records,
-    import_record,
-    jsonable,
-    parse_record,
+    transfer,
 )
 from threadkeep.bot import Bot, answer, make_bot
 
@@ -131,10 +124,6 @@ def _opened(url: str, *, existing: bool = True) -> Iterator[Store]:
         raise _fail(f"{type(e).__name__}: {e}") from None
 
 
-def _conv_dict(conv: Conversation) -> dict[str, Any]:
-    return dict(jsonable(asdict(conv)))
-
-
 def _write(text: str) -> None:
     sys.stdout.write(text + "\n")
 
@@ -171,7 +160,7 @@ def ls_cmd(
                 break
     if as_json:
         for c in convs:
-            _write(json.dumps(_conv_dict(c)))
+            _write(json.dumps(c.to_dict()))
         return
     table = Table("contact", "status", "stage", "messages", "last activity")
     table.columns.insert(0, Column("id", no_wrap=True, min_width=26))
@@ -193,7 +182,7 @@ def show_cmd(
 ) -> None:
     """Show a conversation: fields, transcript and current state."""
     with _opened(store) as s:
-        data = conversation_record(s, s.get(conversation_id, tenant=tenant))
+        data = transfer.conversation_record(s, s.get(conversation_id, tenant=tenant))
     if as_json:
         _write(json.dumps(data, indent=2))
         return
@@ -222,7 +211,7 @@ def export_cmd(
     """
     to_stdout = output == "-"
     with _opened(store) as s:
-        total, records = export_records(s, tenant)
+        total, records = transfer.export_records(s, tenant)
         try:
             fh: IO[str] = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
         except OSError as e:
@@ -275,7 +264,7 @@ def import_cmd(
         raise _fail(f"cannot read {file}: {e.strerror}") from None
     lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     try:
-        records = [parse_record(line, f"line {n}") for n, line in lines]
+        records = [transfer.parse_record(line, f"line {n}") for n, line in lines]
     except ThreadkeepError as e:
         raise _fail(str(e)) from None
     created = 0
@@ -288,7 +277,7 @@ def import_cmd(
             task = progress.add_task("import", total=len(records))
             for (n, _), record in zip(lines, records, strict=True):
                 try:
-                    created += import_record(s, clock, record, tenant=tenant)
+                    created += transfer.import_record(s, clock, record, tenant=tenant)
                 except ThreadkeepError as e:
                     raise _fail(f"line {n}: {type(e).__name__}: {e}") from None
                 progress.advance(task)
