@@ -209,7 +209,7 @@ class Store(_StoreBase):
         metadata: dict[str, Any] | None,
         retention: Retention,
     ) -> Conversation:
-        """Start a conversation with a given id: the path of ``threadkeep._transfer`` (import).
+        """Start a conversation with a given id: the path of ``threadkeep.transfer`` (import).
 
         The caller makes sure the id is free (import looks it up first).
         """

@@ -93,3 +93,29 @@ def test_chat_shows_an_agents_message_as_it_arrives(tmp_path):
     finally:
         proc.kill()
         proc.communicate(timeout=10)
+
+
+def test_an_error_names_the_extra_with_its_brackets():
+    """A redis:// store without the redis package: the extra is named as typed, `[redis]`."""
+    code = "import sys; sys.modules['redis'] = None; from threadkeep.cli import main; main()"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "ls", "--store", "redis://127.0.0.1:6379"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    assert "pip install 'threadkeep[redis]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_user_text_is_printed_as_given_never_as_markup(runner, tmp_path):
+    url = f"sqlite:///{tmp_path / 'markup.db'}"
+    with threadkeep.open(url) as s:
+        s.start("[b]x[/b]", stage="[i]")
+    r = runner.invoke(app, ["show", "[/b]", "--store", url])  # an unknown id, in the error
+    assert r.exit_code == 1
+    assert r.exception is None or isinstance(r.exception, SystemExit)  # no MarkupError
+    assert "'[/b]'" in r.output
+    r = runner.invoke(app, ["ls", "--store", url])
+    assert r.exit_code == 0
+    assert "[b]x[/b]" in r.output and "[i]" in r.output

@@ -7,7 +7,7 @@ from typing import Any
 from uuid import uuid4
 
 import threadkeep
-from threadkeep._transfer import export_records, import_record
+from threadkeep.transfer import export_records, import_record
 
 
 def _records(store: threadkeep.Store, tenant: str) -> list[dict[str, Any]]:

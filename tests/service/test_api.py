@@ -245,6 +245,31 @@ def test_append_with_idempotency_key_replays_the_original(api):
     assert [m["seq"] for m in messages(api, cid)] == [1, 2]
 
 
+@pytest.mark.parametrize(
+    ("change", "differ"),
+    [
+        ({"content": "bye"}, "content"),
+        ({"role": "agent"}, "role"),
+        ({"metadata": {"via": "sms"}}, "metadata"),
+        ({"payload": {"type": "text"}}, "payload"),
+    ],
+)
+def test_a_key_reused_for_a_different_message_is_422_and_stores_nothing(api, change, differ):
+    cid = start(api)["id"]
+    url = f"/v1/conversations/{cid}/messages"
+    headers = {"Idempotency-Key": "wamid.SAME"}
+    sent = {"role": "user", "content": "hi", "metadata": {"via": "web"}}
+    first = api.post(url, json=sent, headers=headers)
+    assert first.status_code == 201, first.text
+    other = api.post(url, json={**sent, **change}, headers=headers)
+    assert other.status_code == 422, other.text
+    error = other.json()["error"]
+    assert error["field"] == "Idempotency-Key"
+    assert "already used for a different message" in error["message"]
+    assert f"its {differ} differ" in error["message"]
+    assert messages(api, cid) == [first.json()]
+
+
 def test_read_messages_last_after_limit(api):
     cid = start(api)["id"]
     for i in range(6):

@@ -19,8 +19,6 @@ ALLOWED = {
     # the backend interface, for the metrics wrapper given to open_async(instrument=)
     ("service/runtime.py", "threadkeep.backends"),
     ("service/observe.py", "threadkeep.backends"),
-    # export/import records: the core's sanctioned create-with-id path is on its way.
-    ("cli/main.py", "threadkeep._transfer"),
 }
 
 

@@ -7,10 +7,12 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
+from tests._servers import wait_until
+from tests.service._service_helpers import LiveServer
 from threadkeep import InvalidInput
 from threadkeep.cli.main import app as cli
 from threadkeep.service.app import create_app
-from threadkeep.service.settings import load_settings, unknown_variables
+from threadkeep.service.settings import get_settings, load_settings, unknown_variables
 
 
 @pytest.mark.parametrize(
@@ -45,16 +47,30 @@ def test_good_values_are_read_as_the_environment_gives_them():
     assert settings.retention().ttl is None
 
 
-def test_serve_prints_a_bad_value_in_one_line(monkeypatch):
-    monkeypatch.setenv("THREADKEEP_TTL", "-5")
-    for name in ("STORE", "HOST", "PORT", "WORKERS"):  # run() exports these; restored after
+@pytest.fixture
+def serve_env(monkeypatch):
+    """The environment restored after `serve`, which exports STORE, HOST, PORT and WORKERS."""
+    for name in ("STORE", "HOST", "PORT", "WORKERS"):
         monkeypatch.setenv(f"THREADKEEP_{name}", "")
         monkeypatch.delenv(f"THREADKEEP_{name}")
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("THREADKEEP_TTL", "-5", ["THREADKEEP_TTL='-5' is not valid", "greater than 0"]),
+        # a factory that raises: the setting and the cause, not the factory's traceback
+        ("THREADKEEP_BOT", "json:dumps", ["THREADKEEP_BOT 'json:dumps'", "TypeError: dumps()"]),
+    ],
+)
+def test_serve_prints_a_bad_value_in_one_line(serve_env, name, value, said):
+    serve_env.setenv(name, value)
     result = CliRunner().invoke(cli, ["serve", "--store", "memory://"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
-    assert "THREADKEEP_TTL='-5' is not valid" in lines[0] and "greater than 0" in lines[0]
+    assert all(part in lines[0] for part in said), lines[0]
 
 
 def test_unknown_variables_are_named():
@@ -67,17 +83,38 @@ def test_unknown_variables_are_named():
     assert unknown_variables(environ) == ["THREADKEEP_TLL"]
 
 
-def test_an_unknown_variable_is_a_warning_at_start_up(monkeypatch, caplog):
-    monkeypatch.setenv("THREADKEEP_TLL", "60")
+def test_an_unknown_variable_is_a_warning_at_start_up(serve_env, caplog):
+    serve_env.setenv("THREADKEEP_TLL", "60")
+    serve_env.setenv("THREADKEEP_STORE", "memory://")
     caplog.set_level(logging.WARNING, logger="threadkeep.service")
-    create_app(load_settings({"THREADKEEP_STORE": "memory://"}))
+    get_settings.cache_clear()
+    try:
+        create_app()  # from the environment, as `uvicorn --factory …:create_app` builds it
+    finally:
+        get_settings.cache_clear()
     warned = [r.getMessage() for r in caplog.records if "THREADKEEP_TLL" in r.getMessage()]
     assert warned == ["THREADKEEP_TLL is not a threadkeep setting (a typo?); it is ignored"]
 
-    for name in ("STORE", "HOST", "PORT", "WORKERS"):
-        monkeypatch.setenv(f"THREADKEEP_{name}", "")
-        monkeypatch.delenv(f"THREADKEEP_{name}")
     refused = CliRunner().invoke(cli, ["serve", "--store", "memory://", "--host", "0.0.0.0"])
     assert "warning: THREADKEEP_TLL is not a threadkeep setting (a typo?); ignored" in (
         refused.output
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_warns_about_an_unknown_variable_once(tmp_path, workers):
+    """Once before the workers start, not again in each worker's log."""
+    server = LiveServer("memory://", tmp_path / "serve.log", workers=workers, THREADKEEP_TLL="60")
+    server.start()
+    try:  # each worker builds its app before its startup completes
+
+        def started() -> bool:
+            return bool(server.log_text().count("Application startup complete") == workers)
+
+        wait_until(f"{workers} worker(s) started", started)
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert log.count("THREADKEEP_TLL") == 1, log
+    assert "warning: THREADKEEP_TLL is not a threadkeep setting (a typo?); ignored" in log

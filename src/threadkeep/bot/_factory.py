@@ -30,7 +30,8 @@ def make_bot(spec: str) -> Bot:
             that returns one when called without arguments.
 
     Raises:
-        InvalidInput: an unknown name, or an import string that does not give a bot.
+        InvalidInput: an unknown name, or an import string that does not give a bot (its
+            module or factory failing included).
     """
     if spec == "echo":
         from threadkeep.bot import EchoBot
@@ -61,7 +62,14 @@ def make_bot(spec: str) -> Bot:
             )
         value = getattr(value, part)
     if isinstance(value, type) or (not _is_bot(value) and callable(value)):
-        value = value()
+        try:
+            value = value()
+        except Exception as exc:  # the user's factory may fail in any way; one line says how
+            raise InvalidInput(
+                f"THREADKEEP_BOT {spec!r}: calling {attribute}() failed "
+                f"({type(exc).__name__}: {exc})",
+                field="THREADKEEP_BOT",
+            ) from None
     if not _is_bot(value):
         raise InvalidInput(
             f"THREADKEEP_BOT {spec!r} is not a bot: it has no respond(store, conversation, "

@@ -12,16 +12,17 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated
 from urllib.parse import unquote, urlsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Column, Table
+from rich.text import Text
 
 import threadkeep
 from threadkeep import (
@@ -35,13 +36,7 @@ from threadkeep import (
     Store,
     ThreadkeepError,
     TurnInProgress,
-)
-from threadkeep._transfer import (
-    conversation_record,
-    export_records,
-    import_record,
-    jsonable,
-    parse_record,
+    transfer,
 )
 from threadkeep.bot import Bot, answer, make_bot
 
@@ -98,8 +93,13 @@ def _retention(ttl: str | None, idle_after: float | None, window: int | None) ->
     )
 
 
+def _error(message: str) -> None:
+    """Print ``error: message`` on stderr; the message is shown as given, never read as markup."""
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    _error(message)
     return typer.Exit(1)
 
 
@@ -122,10 +122,6 @@ def _opened(url: str, *, existing: bool = True) -> Iterator[Store]:
             yield store
     except ThreadkeepError as e:
         raise _fail(f"{type(e).__name__}: {e}") from None
-
-
-def _conv_dict(conv: Conversation) -> dict[str, Any]:
-    return dict(jsonable(asdict(conv)))
 
 
 def _write(text: str) -> None:
@@ -164,19 +160,14 @@ def ls_cmd(
                 break
     if as_json:
         for c in convs:
-            _write(json.dumps(_conv_dict(c)))
+            _write(json.dumps(c.to_dict()))
         return
     table = Table("contact", "status", "stage", "messages", "last activity")
     table.columns.insert(0, Column("id", no_wrap=True, min_width=26))
     for c in convs:
-        table.add_row(
-            c.id,
-            c.contact_id,
-            c.status,
-            c.stage or "",
-            str(c.message_count),
-            c.last_activity_at.isoformat(timespec="seconds"),
-        )
+        cells = [c.id, c.contact_id, c.status, c.stage or "", str(c.message_count)]
+        cells.append(c.last_activity_at.isoformat(timespec="seconds"))
+        table.add_row(*map(Text, cells))  # Text: shown as they are, never read as markup
     out.print(table)
     if cursor is not None and not all_:
         err.print("more: use --all", highlight=False)
@@ -191,13 +182,13 @@ def show_cmd(
 ) -> None:
     """Show a conversation: fields, transcript and current state."""
     with _opened(store) as s:
-        data = conversation_record(s, s.get(conversation_id, tenant=tenant))
+        data = transfer.conversation_record(s, s.get(conversation_id, tenant=tenant))
     if as_json:
         _write(json.dumps(data, indent=2))
         return
     table = Table("field", "value", show_header=False)
     for k, v in data["conversation"].items():
-        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+        table.add_row(k, Text(json.dumps(v) if isinstance(v, dict) else str(v)))
     out.print(table)
     for m in data["messages"]:
         out.print(f"[bold]{m['seq']:>4} {m['role']}[/bold]: ", end="")
@@ -220,7 +211,7 @@ def export_cmd(
     """
     to_stdout = output == "-"
     with _opened(store) as s:
-        total, records = export_records(s, tenant)
+        total, records = transfer.export_records(s, tenant)
         try:
             fh: IO[str] = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
         except OSError as e:
@@ -237,7 +228,7 @@ def export_cmd(
             if not to_stdout:
                 fh.close()
     if not to_stdout:
-        err.print(f"exported {total} conversation(s) to {output}", highlight=False)
+        err.print(f"exported {total} conversation(s) to {output}", markup=False, highlight=False)
 
 
 @app.command("import")
@@ -273,7 +264,7 @@ def import_cmd(
         raise _fail(f"cannot read {file}: {e.strerror}") from None
     lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     try:
-        records = [parse_record(line, f"line {n}") for n, line in lines]
+        records = [transfer.parse_record(line, f"line {n}") for n, line in lines]
     except ThreadkeepError as e:
         raise _fail(str(e)) from None
     created = 0
@@ -286,7 +277,7 @@ def import_cmd(
             task = progress.add_task("import", total=len(records))
             for (n, _), record in zip(lines, records, strict=True):
                 try:
-                    created += import_record(s, clock, record, tenant=tenant)
+                    created += transfer.import_record(s, clock, record, tenant=tenant)
                 except ThreadkeepError as e:
                     raise _fail(f"line {n}: {type(e).__name__}: {e}") from None
                 progress.advance(task)
@@ -305,7 +296,7 @@ def _import_peer(kind: str, source: str, store: str, tenant: str, ttl: str | Non
     try:
         retention = _retention(ttl, None, None)
         with threadkeep.open(store, clock=clock) as s, Progress(console=err) as progress:
-            task = progress.add_task(f"import from {kind}", total=None)
+            task = progress.add_task(f"import from {escape(kind)}", total=None)
             report = importers.import_sessions(
                 s, kind, source, retention=retention, tenant=tenant, clock=clock,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
@@ -351,11 +342,7 @@ def serve_cmd(
     try:
         from threadkeep.service.server import run
     except ImportError as e:
-        err.print(
-            f"[red]error:[/red] the service is not available ({e}); "
-            "pip install 'threadkeep\\[service]'",
-            highlight=False,
-        )
+        _error(f"the service is not available ({e}); pip install 'threadkeep[service]'")
         raise typer.Exit(2) from None
     try:
         run(store_url=store, host=host, port=port, workers=workers)
@@ -377,7 +364,7 @@ def _show(messages: list[Message]) -> int:
 
 
 def _note(text: str) -> None:
-    err.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
+    err.print(Text(text, style="dim"), highlight=False, soft_wrap=True)
 
 
 async def _open_conversation(
@@ -513,7 +500,7 @@ def chat_cmd(
         chosen = make_bot(bot)
         retention = _retention(ttl, idle_after, window)
     except ThreadkeepError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _error(str(e))
         raise typer.Exit(2) from None
     try:
         asyncio.run(_chat(store, conversation, contact, tenant, chosen, wait, retention))

@@ -105,7 +105,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the service.
 
     Args:
-        settings: what to serve and how; default: read from ``THREADKEEP_*`` variables.
+        settings: what to serve and how; default: read from ``THREADKEEP_*`` variables, and
+            a variable of that prefix that names no setting is logged as a warning.
 
     Returns:
         The ASGI application (serve it with uvicorn, or ``threadkeep serve``).
@@ -114,9 +115,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         InvalidInput: a bad setting, malformed API keys (or keys file), store URL, bot or
             playbook, or public chat without a visitor secret.
     """
+    from_environment = settings is None
     settings = settings or get_settings()
     _configure_logging(settings.log_level)
-    for name in unknown_variables():
+    for name in unknown_variables() if from_environment else ():
         log.warning("%s is not a threadkeep setting (a typo?); it is ignored", name)
     api_keys = settings.tenants_by_key()
     secrets = settings.visitor_secrets()

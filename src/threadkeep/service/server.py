@@ -1,8 +1,9 @@
 """``threadkeep serve``: uvicorn with N real worker processes and a graceful shutdown.
 
 Workers build the app with ``create_app()`` from ``THREADKEEP_*`` variables, which ``run`` sets
-from its arguments. On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight requests finish
-(event streams get ``GRACE`` seconds), then each worker closes its store.
+from its arguments and checks (and warns about) once, before any worker starts. On SIGTERM/SIGINT
+uvicorn stops accepting, lets in-flight requests finish (event streams get ``GRACE`` seconds),
+then each worker closes its store.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import os
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
 from threadkeep import InvalidInput, redact_url
 from threadkeep.bot import make_bot
+from threadkeep.service.app import create_app
 from threadkeep.service.settings import (
     ServiceSettings,
+    get_settings,
     is_loopback,
     load_settings,
     unknown_variables,
@@ -43,6 +47,11 @@ def check_exposure(settings: ServiceSettings) -> None:
             "THREADKEEP_API_KEYS_FILE, or bind 127.0.0.1",
             field="host",
         )
+
+
+def _worker_app() -> FastAPI:
+    """A worker's app, from the settings ``run`` checked (and warned about) before it started."""
+    return create_app(get_settings())
 
 
 def run(
@@ -85,7 +94,7 @@ def run(
     )
     sys.stderr.flush()
     uvicorn.run(
-        "threadkeep.service.app:create_app",
+        "threadkeep.service.server:_worker_app",
         factory=True,
         host=host,
         port=port,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from threadkeep import InvalidInput, Message
 from threadkeep.service.deps import CallerDep, IdempotencyKey, StoreDep, TenantDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
@@ -34,7 +35,8 @@ async def append_message(
 ) -> MessageOut:
     """Store a message without calling the bot (an agent's reply, a webhook's message …).
 
-    A replay with the same ``Idempotency-Key`` stores nothing and returns the original message.
+    A replay with the same ``Idempotency-Key`` stores nothing and returns the original message;
+    the same key with a different message (role, content, metadata or payload) is a 422.
     """
     note(conversation_id=conversation_id)
     message = await store.append(
@@ -46,7 +48,27 @@ async def append_message(
         tenant=tenant,
         payload=body.payload,
     )
+    if message.replayed:
+        _check_same(message, body)
     return MessageOut.of(message)
+
+
+def _check_same(stored: Message, body: AppendIn) -> None:
+    """Refuse a replayed key that comes with another message than the one it stored."""
+    sent = {
+        "role": body.role,
+        "content": body.content,
+        "metadata": body.metadata or {},
+        "payload": body.payload,
+    }
+    differ = [name for name, value in sent.items() if getattr(stored, name) != value]
+    if differ:
+        raise InvalidInput(
+            f"this Idempotency-Key was already used for a different message (seq {stored.seq} "
+            f"of conversation {stored.conversation_id}; its {' and '.join(differ)} differ); "
+            "use a new key for a new message",
+            field="Idempotency-Key",
+        )
 
 
 @router.get(

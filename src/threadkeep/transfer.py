@@ -1,15 +1,22 @@
 """Export and import of whole conversations as JSON records (``threadkeep export``/``import``).
 
+The public path for moving conversations between stores (and backends)::
+
+    total, records = export_records(source, "loc-1")  # the tenant's live conversations
+    for record in records:  # one JSON-ready dict each; a JSONL line once dumped
+        import_record(target, clock, record)  # target opened with clock=clock (a ManualClock)
+
 A record is one JSON object: ``{"conversation": {…}, "messages": […], "state": {"version",
-"value"}, "facts": […]}``. Import creates the conversation with its own id
-(``Store._create_with_id``), then replays the record through the store's own operations on a
-``ManualClock`` set to the original times, so every backend applies its own rules and the
-result keeps the conversation's id, tenant, contact, agent, channel, metadata, stage, status,
-timestamps, time to live, every message (role, content, payload, metadata, time, idempotency
-key) and the contact's facts with their sources. Three things are not carried: the state's
-earlier versions (the current value is saved again, as version 1), the values a fact superseded
-(its history), and the seq numbers of a history trimmed by ``max_messages`` (the kept messages
-are numbered from 1 again).
+"value"}, "facts": […]}``; ``parse_record`` reads one back from a line and checks its shape.
+Import creates the conversation with its own id (the one path that does; it looks the id up
+first), then replays the record through the store's own operations on a ``ManualClock`` set to
+the original times, so every backend applies its own rules and the result keeps the
+conversation's id, tenant, contact, agent, channel, metadata, stage, status, timestamps, time
+to live, every message (role, content, payload, metadata, time, idempotency key) and the
+contact's facts with their sources. Three things are not carried: the state's earlier versions
+(the current value is saved again, as version 1), the values a fact superseded (its history),
+and the seq numbers of a history trimmed by ``max_messages`` (the kept messages are numbered
+from 1 again).
 
 Importing a record twice changes nothing: an existing conversation only receives the messages
 it lacks, and only changed state, stage, status and facts are written.
@@ -29,7 +36,7 @@ from threadkeep._exceptions import ConversationNotFound, IllegalTransition, Inva
 from threadkeep._models import Conversation, jsonable
 from threadkeep._store import Store
 
-__all__ = ["conversation_record", "export_records", "import_record", "jsonable", "parse_record"]
+__all__ = ["conversation_record", "export_records", "import_record", "parse_record"]
 
 _NEWEST = 2**62  # a seq above every stored one: before= it reads the newest messages
 
@@ -69,7 +76,7 @@ def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, A
     return len(convs), (conversation_record(store, c) for c in convs)
 
 
-def parse_record(raw: str, where: str) -> dict[str, Any]:
+def parse_record(raw: str, where: str = "record") -> dict[str, Any]:
     """Decode and check the shape of one JSONL line of an export.
 
     Args:
