@@ -66,6 +66,12 @@ class ServiceSettings(BaseSettings):
         api_keys: ``tenant:key`` pairs, separated by commas or whitespace.
         api_keys_file: a JSON file ``{"key": "tenant"}``.
         max_body_bytes: largest request body; larger ones get 413.
+        max_header_bytes: largest request head (request line and headers); larger ones get
+            400 and the connection is closed (``threadkeep serve``).
+        request_timeout: seconds a request (head and body) may take to arrive, from its first
+            byte or from the connection opening; slower ones get 408 and the connection is
+            closed (``threadkeep serve``).
+        keep_alive: seconds an idle kept-alive connection stays open (``threadkeep serve``).
         turn_lease: seconds a chat turn's lease lasts if its worker dies.
         turn_wait: seconds a second message for a busy conversation waits before 409.
         sse_heartbeat: seconds between SSE heartbeat comments.
@@ -116,6 +122,9 @@ class ServiceSettings(BaseSettings):
     api_keys: str = ""
     api_keys_file: Path | None = None
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    request_timeout: float = Field(default=30.0, gt=0)
+    keep_alive: int = Field(default=5, ge=1)
     turn_lease: float = Field(default=30.0, gt=0)
     turn_wait: float = Field(default=5.0, ge=0)
     sse_heartbeat: float = Field(default=15.0, gt=0)
