@@ -28,7 +28,7 @@ from typing import Any, TypeVar, overload
 from threadkeep import formats
 from threadkeep._clock import Clock, SystemClock
 from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, Limits, Retention, Tier
-from threadkeep._exceptions import StoreClosed
+from threadkeep._exceptions import BackendUnavailable, StoreClosed
 from threadkeep._models import (
     Conversation,
     Counts,
@@ -41,7 +41,7 @@ from threadkeep._models import (
 )
 from threadkeep._rules import flows, outcomes, plans
 from threadkeep._rules.lifecycle import Status
-from threadkeep._rules.ops import Op, ReleaseOp, Result
+from threadkeep._rules.ops import Op, Result
 from threadkeep._rules.parts import MessageLike
 from threadkeep._rules.times import to_us
 from threadkeep._turn import AsyncTurn, Turn
@@ -673,6 +673,9 @@ class Store(_StoreBase):
             TurnInProgress: another worker holds the lease past ``timeout``.
             ConversationNotFound: absent, expired or another tenant's.
             InvalidInput: a bad lease or timeout.
+            BackendUnavailable: the store stayed unreachable while the lease was being released
+                (tried again for up to 5 s, never longer than the lease): the turn's writes
+                stand, and the lease lapses by itself. An error of the ``with`` body wins.
         """
         flow = flows.acquire_lease(
             conversation_id, tenant, lease, timeout, self._now_us, time.monotonic
@@ -690,7 +693,29 @@ class Store(_StoreBase):
         try:
             yield Turn(self, conversation_id, token, tenant)
         finally:
-            self._backend.execute(ReleaseOp(conversation_id, token))
+            unreleased = self._release(conversation_id, token, lease)
+        if unreleased is not None:  # the turn's work is done; its lease lapses by itself
+            raise unreleased
+
+    def _release(
+        self, conversation_id: str, token: int, lease: float | timedelta
+    ) -> BackendUnavailable | None:
+        """Release a turn lease (flows.release_lease); return the error if the store stayed out."""
+        flow = flows.release_lease(conversation_id, token, lease, time.monotonic)
+        step = next(flow)
+        try:
+            while True:
+                failed = None
+                if isinstance(step, flows.Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    try:
+                        self._backend.execute(step)
+                    except BackendUnavailable as exc:
+                        failed = exc
+                step = flow.send(failed)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def list(
         self,
@@ -1199,7 +1224,29 @@ class AsyncStore(_StoreBase):
         try:
             yield AsyncTurn(self, conversation_id, token, tenant)
         finally:
-            await self._execute(ReleaseOp(conversation_id, token))
+            unreleased = await self._release(conversation_id, token, lease)
+        if unreleased is not None:  # the turn's work is done; its lease lapses by itself
+            raise unreleased
+
+    async def _release(
+        self, conversation_id: str, token: int, lease: float | timedelta
+    ) -> BackendUnavailable | None:
+        """See Store._release."""
+        flow = flows.release_lease(conversation_id, token, lease, time.monotonic)
+        step = next(flow)
+        try:
+            while True:
+                failed = None
+                if isinstance(step, flows.Sleep):
+                    await asyncio.sleep(step.seconds)
+                else:
+                    try:
+                        await self._execute(step)
+                    except BackendUnavailable as exc:
+                        failed = exc
+                step = flow.send(failed)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     async def list(
         self,

@@ -11,16 +11,25 @@ from itertools import islice
 
 import pytest
 
-from threadkeep import ConversationNotFound, CursorExpired, InvalidInput, TurnInProgress
+from threadkeep import (
+    BackendUnavailable,
+    ConversationNotFound,
+    CursorExpired,
+    InvalidInput,
+    TurnInProgress,
+)
 from threadkeep._rules.flows import (
     FOLLOW_WAIT,
     LEASE_POLL,
+    RELEASE_RETRY,
+    RELEASE_TRYING,
     EventsCursor,
     Sleep,
     acquire_lease,
     pauses,
+    release_lease,
 )
-from threadkeep._rules.ops import EventsOp, LeaseOp, Outcome, Result
+from threadkeep._rules.ops import EventsOp, LeaseOp, Outcome, ReleaseOp, Result
 from threadkeep._rules.rows import EventRow
 
 OK, BUSY, MISSING = Result(Outcome.OK, 7), Result(Outcome.BUSY, 0), Result(Outcome.NOT_FOUND, 0)
@@ -71,6 +80,42 @@ def test_without_a_timeout_the_flow_waits_forever() -> None:
         sleeps.append(flow.send(BUSY))
         flow.send(None)
     assert sleeps[-1] == Sleep(LEASE_POLL[1]) and all(isinstance(s, Sleep) for s in sleeps)
+
+
+def test_a_release_the_store_refuses_is_tried_again_until_it_is_done() -> None:
+    """Finding 2: a turn that failed in an outage released nothing; its lease was held."""
+    out = BackendUnavailable("redis", "127.0.0.1:6379", "refused")
+    flow = release_lease("c1", 7, 30, clock(0.0, 0.1))
+    assert next(flow) == ReleaseOp("c1", 7)
+    assert flow.send(out) == Sleep(RELEASE_RETRY[0])
+    assert flow.send(None) == ReleaseOp("c1", 7)
+    assert flow.send(out) == Sleep(RELEASE_RETRY[0] * 2)
+    assert flow.send(None) == ReleaseOp("c1", 7)
+    with pytest.raises(StopIteration) as done:
+        flow.send(None)
+    assert done.value.value is None
+
+
+@pytest.mark.parametrize(("lease", "budget"), [(30, RELEASE_TRYING), (0.5, 0.5)])
+def test_a_release_gives_up_after_its_budget_and_returns_the_error(
+    lease: float, budget: float
+) -> None:
+    """Never longer than RELEASE_TRYING, nor than the lease: it lapses by itself then."""
+    out = BackendUnavailable("redis", "127.0.0.1:6379", "refused")
+    now = [0.0]
+    flow = release_lease("c1", 7, lease, lambda: now[0])
+    step = next(flow)
+    slept = 0.0
+    with pytest.raises(StopIteration) as done:
+        while True:
+            if isinstance(step, Sleep):
+                slept += step.seconds
+                now[0] += step.seconds
+                step = flow.send(None)
+            else:
+                step = flow.send(out)
+    assert done.value.value is out
+    assert slept == pytest.approx(budget)
 
 
 def test_an_unknown_conversation_ends_the_flow() -> None:

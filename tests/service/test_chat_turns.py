@@ -66,7 +66,6 @@ def test_a_store_failing_after_the_message_was_stored_is_a_503_naming_it(tmp_pat
 
         # The client retries with its key: the message is not stored twice, the bot answers it.
         state_of(api).bot = threadkeep_echo()
-        threading.Event().wait(1.1)  # the failed turn's lease (1 s) could not be released
         again = api.post(
             "/v1/chat", json={"message": "I want to sell", "contact_id": "+1"}, headers=key
         )
@@ -78,6 +77,48 @@ def test_a_store_failing_after_the_message_was_stored_is_a_503_naming_it(tmp_pat
             (1, "user", "I want to sell"),
             (2, "assistant", "echo: I want to sell"),
         ]
+
+
+def test_a_failed_turn_releases_its_lease(tmp_path):
+    """Finding 2: the failed turn's lease (30 s) was left held; the next message got 409."""
+    path = tmp_path / "lease.db"
+    with client_for(f"sqlite:///{path}?timeout=0.3", turn_wait=0.2, turn_lease=30) as api:
+        bot = StoreDropsOutBot(path, 1.0)
+        state_of(api).bot = bot
+        first = api.post("/v1/chat", json={"message": "one", "contact_id": "+3"})
+        for timer in bot.timers:
+            timer.join()
+        assert first.status_code == 503, first.text
+        cid = first.json()["error"]["conversation_id"]
+        state_of(api).bot = threadkeep_echo()
+        nxt = api.post("/v1/chat", json={"message": "two", "contact_id": "+3"})
+        assert nxt.status_code == 200, nxt.text
+        assert nxt.json()["conversation_id"] == cid
+        assert history(api, cid) == [
+            (1, "user", "one"),
+            (2, "user", "two"),
+            (3, "assistant", "echo: two"),
+        ]
+
+
+def test_a_retry_failing_again_is_a_503_naming_the_stored_message(tmp_path):
+    """Not `persisted: false` for a retry whose message the first delivery stored."""
+    path = tmp_path / "again.db"
+    with client_for(f"sqlite:///{path}?timeout=0.3", turn_wait=0.2) as api:
+        bot = StoreDropsOutBot(path, 0.8)
+        state_of(api).bot = bot
+        key = {"Idempotency-Key": "wamid.again-1"}
+        body = {"message": "hello", "contact_id": "+4"}
+        assert api.post("/v1/chat", json=body, headers=key).status_code == 503
+        for timer in bot.timers:
+            timer.join()
+        again = api.post("/v1/chat", json=body, headers=key)  # the bot drops the store again
+        for timer in bot.timers:
+            timer.join()
+        assert again.status_code == 503, again.text
+        error = again.json()["error"]
+        assert (error["type"], error["message_seq"]) == ("TurnIncomplete", 1)
+        assert history(api, error["conversation_id"]) == [(1, "user", "hello")]
 
 
 def state_of(api: TestClient) -> Any:

@@ -61,7 +61,7 @@ def test_static_files(client, name, ctype):
 
 
 @pytest.mark.parametrize(
-    "name", ["missing.js", "../routes.py", "..%2Froutes.py", "%2e%2e/__init__.py"]
+    "name", ["missing.js", "../routes.py", "..%2Froutes.py", "%2e%2e/__init__.py", "a%00b.js"]
 )
 def test_static_refuses_anything_else(client, name):
     assert client.get(f"/static/{name}").status_code == 404

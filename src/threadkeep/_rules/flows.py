@@ -12,15 +12,30 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Final
 
+from threadkeep._exceptions import BackendUnavailable
 from threadkeep._models import Event
 from threadkeep._rules import outcomes, plans, validate
-from threadkeep._rules.ops import EventsOp, LeaseOp, Result
+from threadkeep._rules.ops import EventsOp, LeaseOp, ReleaseOp, Result
 from threadkeep._rules.rows import EventRow
 
-__all__ = ["LEASE_POLL", "EventsCursor", "Sleep", "acquire_lease", "pauses"]
+__all__ = [
+    "LEASE_POLL",
+    "RELEASE_RETRY",
+    "RELEASE_TRYING",
+    "EventsCursor",
+    "Sleep",
+    "acquire_lease",
+    "pauses",
+    "release_lease",
+]
 
 #: First and longest pause between attempts to take a busy turn lease, seconds.
 LEASE_POLL: Final = (0.01, 0.2)
+#: First and longest pause between attempts to release a lease while the store is unavailable.
+RELEASE_RETRY: Final = (0.05, 0.5)
+#: Longest time spent releasing a lease while the store is unavailable, seconds (never longer
+#: than the lease itself: past that, it has lapsed anyway).
+RELEASE_TRYING: Final = 5.0
 #: How long one read of a follower without an end (timeout None) waits before asking again.
 FOLLOW_WAIT: Final = 5.0
 
@@ -74,6 +89,34 @@ def acquire_lease(
         yield Sleep(pause if remaining is None else min(pause, remaining))
         now = now_us()
         op = replace(first, now_us=now, until_us=now + lease_us)
+    raise AssertionError("unreachable: pauses() never ends")
+
+
+def release_lease(
+    conversation_id: str,
+    token: int,
+    lease: float | timedelta,
+    monotonic: Callable[[], float],
+) -> Generator[ReleaseOp | Sleep, BackendUnavailable | None, BackendUnavailable | None]:
+    """Give back a turn lease, trying again while the store is unavailable.
+
+    A turn that failed because the store dropped out usually finds it still out when it
+    releases its lease; without a retry the conversation stays locked until the lease lapses.
+    Yields a ReleaseOp (send None once it was executed, or the BackendUnavailable it raised) or
+    a Sleep (send None). Returns None once released, or the last error when
+    ``min(RELEASE_TRYING, lease)`` seconds passed: the lease then lapses by itself.
+    """
+    budget = min(RELEASE_TRYING, validate.check_lease(lease) / 1_000_000)
+    deadline = monotonic() + budget
+    op = ReleaseOp(conversation_id, token)
+    for pause in pauses(*RELEASE_RETRY):
+        failed = yield op
+        if failed is None:
+            return None
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            return failed
+        yield Sleep(min(pause, remaining))
     raise AssertionError("unreachable: pauses() never ends")
 
 

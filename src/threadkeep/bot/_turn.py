@@ -75,22 +75,28 @@ class Answer:
 
 
 class TurnIncomplete(ThreadkeepError):
-    """The store failed in the middle of a turn, after the user's message was stored.
+    """The store failed in the middle of a turn, after (or while) the user's message was stored.
 
     Retry with the same idempotency key: the message is not stored twice, and the bot answers
     it if its reply was not stored.
 
     Attributes:
         conversation_id: the conversation holding the message.
-        message_seq: the stored message's seq.
+        message_seq: the stored message's seq; None when the store failed while storing it (it
+            may or may not have been stored).
     """
 
     http_status = 503
 
-    def __init__(self, conversation_id: str, message_seq: int, cause: BaseException) -> None:
+    def __init__(self, conversation_id: str, message_seq: int | None, cause: BaseException) -> None:
+        if message_seq is None:
+            what = f"while the message was being stored in conversation {conversation_id}"
+            what += " (it may or may not have been stored)"
+        else:
+            what = f"after message {message_seq} of conversation {conversation_id} was stored"
         super().__init__(
-            f"the store failed during the turn after message {message_seq} of conversation "
-            f"{conversation_id} was stored ({cause}); retry with the same Idempotency-Key"
+            f"the store failed during the turn {what} ({cause}); retry with the same "
+            "Idempotency-Key"
         )
         self.conversation_id = conversation_id
         self.message_seq = message_seq
@@ -147,8 +153,9 @@ async def answer(
         ConversationNotFound: ``conversation_id`` is absent, expired or another tenant's.
         ConversationClosed: ``conversation_id`` is closed.
         TurnInProgress: another worker held the turn for longer than ``wait``.
-        TurnIncomplete: the store failed after the message was stored.
-        BackendUnavailable: the store failed before anything was stored.
+        TurnIncomplete: the store failed while or after the message was stored (or, for a
+            retried delivery, after the first delivery stored it).
+        BackendUnavailable: the store failed before this call wrote anything.
     """
     if not text.strip():
         raise InvalidInput("the message is empty", field="message")
@@ -168,8 +175,10 @@ async def answer(
     if conv is None:
         conv = await store.resume(contact, tenant=tenant, channel=channel)
     message: Message | None = None
+    writing = False  # from here on, a failure may have stored the message
     try:
         async with store.turn(conv.id, lease=lease, timeout=wait, tenant=tenant) as turn:
+            writing = True
             message = await turn.append("user", text, idempotency_key=idempotency_key)
             if idempotency_key is not None:
                 await _note(store, contact, idempotency_key, message, tenant)
@@ -183,9 +192,9 @@ async def answer(
                 reply = await _respond(store, bot, turn, message, tenant)
         conv = await store.get(conv.id, tenant=tenant)
     except BackendUnavailable as exc:
-        if message is None:
-            raise
-        raise TurnIncomplete(conv.id, message.seq, exc) from exc
+        if not writing:
+            raise  # nothing of this turn was written
+        raise TurnIncomplete(conv.id, None if message is None else message.seq, exc) from exc
     return Answer(conv, message, reply, replayed)
 
 
@@ -286,22 +295,29 @@ async def _replay(
     lease: float,
     wait: float,
 ) -> Answer:
-    """Answer a retried delivery from what the first one stored (the bot answers if needed)."""
+    """Answer a retried delivery from what the first one stored (the bot answers if needed).
+
+    Raises:
+        TurnIncomplete: the store failed (the message stays stored, as the first delivery left it).
+    """
     conv_id, seq = str(earlier["conversation_id"]), int(earlier["seq"])
-    found = await store.messages(conv_id, after=seq - 1, limit=1, tenant=tenant)
-    if not found:  # trimmed by max_messages: nothing left to replay
-        raise InvalidInput(
-            f"the message of this Idempotency-Key is no longer kept (conversation {conv_id})",
-            field="Idempotency-Key",
-        )
-    message = found[0]
-    _check_same(message, text)
-    reply = await _stored_reply(store, message, tenant)
-    conv = await store.get(conv_id, tenant=tenant)
-    if reply is None and conv.status not in (Status.WAITING_AGENT, Status.CLOSED):
-        async with store.turn(conv_id, lease=lease, timeout=wait, tenant=tenant) as turn:
-            reply = await _stored_reply(store, message, tenant)  # another retry may have won
-            if reply is None:
-                reply = await _respond(store, bot, turn, message, tenant)
+    try:
+        found = await store.messages(conv_id, after=seq - 1, limit=1, tenant=tenant)
+        if not found:  # trimmed by max_messages: nothing left to replay
+            raise InvalidInput(
+                f"the message of this Idempotency-Key is no longer kept (conversation {conv_id})",
+                field="Idempotency-Key",
+            )
+        message = found[0]
+        _check_same(message, text)
+        reply = await _stored_reply(store, message, tenant)
         conv = await store.get(conv_id, tenant=tenant)
-    return Answer(conv, message, reply, replayed=True)
+        if reply is None and conv.status not in (Status.WAITING_AGENT, Status.CLOSED):
+            async with store.turn(conv_id, lease=lease, timeout=wait, tenant=tenant) as turn:
+                reply = await _stored_reply(store, message, tenant)  # another retry may have won
+                if reply is None:
+                    reply = await _respond(store, bot, turn, message, tenant)
+            conv = await store.get(conv_id, tenant=tenant)
+        return Answer(conv, message, reply, replayed=True)
+    except BackendUnavailable as exc:
+        raise TurnIncomplete(conv_id, seq, exc) from exc

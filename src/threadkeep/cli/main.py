@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -348,6 +349,25 @@ def serve_cmd(
         run(store_url=store, host=host, port=port, workers=workers)
     except ThreadkeepError as e:
         raise _fail(f"{type(e).__name__}: {e}") from None
+
+
+@app.command("api-key")
+def api_key_cmd(
+    tenant: Annotated[str, typer.Argument(help="The tenant the key belongs to.")],
+) -> None:
+    """Make a new API key: print it once, and the line that configures it by its hash."""
+    try:
+        from threadkeep.service.settings import hash_key
+    except ImportError as e:
+        missing = f"the service is not available ({e}); pip install 'threadkeep\\[service]'"
+        raise _fail(missing) from None
+    if not tenant or any(c.isspace() or c in ",:" for c in tenant) or not tenant.isprintable():
+        raise _fail("the tenant must be printable, without spaces, commas or colons")
+    key = "tk_" + secrets.token_urlsafe(32)
+    hashed = hash_key(key)
+    _write(f"key (give it to the client; it is not stored anywhere): {key}")
+    _write(f"THREADKEEP_API_KEYS entry: {tenant}:{hashed}")
+    _write(f"THREADKEEP_API_KEYS_FILE entry: {json.dumps({hashed: tenant})}")
 
 
 _ROLE_PROMPT = {"user": "you", "assistant": "bot", "agent": "agent", "system": "system"}

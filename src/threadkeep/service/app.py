@@ -24,6 +24,7 @@ from threadkeep.bot import make_bot
 from threadkeep.playbooks import PlaybookSet
 from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
+from threadkeep.service.limits import RateLimiter
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
 from threadkeep.service.routers import (
@@ -158,6 +159,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = api_keys
+    app.state.key_limits = RateLimiter(settings.rate_limit, settings.rate_window)
+    app.state.visitor_limits = RateLimiter(settings.visitor_rate_limit, settings.rate_window)
     app.state.visitor_tokens = (
         VisitorTokens(secrets, settings.visitor_token_ttl) if settings.public_chat else None
     )

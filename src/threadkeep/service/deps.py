@@ -17,7 +17,7 @@ from threadkeep.bot import Bot
 from threadkeep.service.errors import Forbidden, NotFound, Unauthorized
 from threadkeep.service.observe import note
 from threadkeep.service.runtime import StoreHolder
-from threadkeep.service.settings import ServiceSettings, is_loopback
+from threadkeep.service.settings import HASHED, ServiceSettings, hash_key, is_loopback
 from threadkeep.service.visitors import Visitor, VisitorTokens
 
 __all__ = [
@@ -80,12 +80,19 @@ class Caller:
             raise ConversationNotFound(conversation_id)
 
 
-def _key_tenant(request: Request, given: str) -> str | None:
+def _key_tenant(request: Request, given: str) -> tuple[str, str] | None:
+    """Return the configured key that ``given`` matches, and its tenant.
+
+    Every configured key is compared, in constant time; a ``sha256:`` entry (see
+    ``threadkeep api-key``) is compared with the hash of ``given``.
+    """
     keys: dict[str, str] = request.app.state.api_keys
+    digest = hash_key(given)
     found = None
     for key, key_tenant in keys.items():
-        if hmac.compare_digest(key.encode(), given.encode()):
-            found = key_tenant
+        candidate = digest if key.startswith(HASHED) else given
+        if hmac.compare_digest(key.encode(), candidate.encode()):
+            found = key, key_tenant
     return found
 
 
@@ -101,9 +108,10 @@ def _resolve(request: Request, *, anonymous: bool) -> Caller:
     given = _bearer(request)
     visitor: Visitor | None = None
     if given is not None:
-        tenant = _key_tenant(request, given) if keys else None
-        if tenant is not None:
-            return Caller(tenant)
+        matched = _key_tenant(request, given) if keys else None
+        if matched is not None:
+            request.app.state.key_limits.take(matched[0], "API key")
+            return Caller(matched[1])
         visitor = tokens.read(given) if tokens is not None else None
         if visitor is None:
             raise Unauthorized("the API key or visitor token is not valid (or it expired)")
@@ -118,7 +126,9 @@ def _resolve(request: Request, *, anonymous: bool) -> Caller:
         )
     else:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    request.state.visitor = visitor  # per-visitor limits key on it
+    request.state.visitor = visitor
+    client = request.client.host if request.client else "unknown"
+    request.app.state.visitor_limits.take(visitor.contact_id or f"address {client}", "visitor")
     return Caller(visitor.tenant, visitor)
 
 

@@ -1,7 +1,7 @@
 """Errors become JSON ``{"error": {"type", "message"}}`` here, and nowhere else.
 
 Every threadkeep error carries its ``http_status``, so one handler maps them all; the service's
-own refusals (401, 403, 413) are ThreadkeepErrors too. Validation errors name the field and the
+own refusals (401, 403, 413, 429) are ThreadkeepErrors too. Validation errors name the field and the
 rule that failed.
 """
 
@@ -66,8 +66,11 @@ def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 _DETAILS = ("field", "rule", "conversation_id", "message_seq")
 
 
-def _headers(status: int) -> dict[str, str] | None:
-    return {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _headers(exc: ThreadkeepError) -> dict[str, str] | None:
+    if exc.http_status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    retry_after = getattr(exc, "retry_after", None)  # 429 (RateLimited)
+    return {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None
 
 
 async def _threadkeep_error(request: Request, exc: Exception) -> JSONResponse:
@@ -82,7 +85,7 @@ async def _threadkeep_error(request: Request, exc: Exception) -> JSONResponse:
         level = logging.WARNING if isinstance(exc, BackendUnavailable) else logging.ERROR
         log.log(level, "%s %s failed: %s", request.method, request.url.path, exc)
     return JSONResponse(
-        error_body(type(exc).__name__, str(exc), **extra), status, headers=_headers(status)
+        error_body(type(exc).__name__, str(exc), **extra), status, headers=_headers(exc)
     )
 
 

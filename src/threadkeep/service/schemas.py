@@ -246,7 +246,11 @@ class ChatOut(BaseModel):
     reply: str | None = Field(description="null while a human agent handles the conversation")
     status: StatusName | None
     stage: str | None
-    persisted: bool = Field(description="false: the store was unreachable; nothing was kept")
+    persisted: bool = Field(
+        description="false: the store was unreachable before this request wrote anything: "
+        "this message was not stored (one stored earlier with the same Idempotency-Key stays "
+        "stored); a store failing during or after the write is a 503 TurnIncomplete instead"
+    )
     message_seq: int | None = Field(default=None, description="seq of the stored user message")
     reply_seq: int | None = Field(default=None, description="seq of the stored reply")
     replayed: bool = Field(

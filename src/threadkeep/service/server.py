@@ -4,16 +4,27 @@ Workers build the app with ``create_app()`` from ``THREADKEEP_*`` variables, whi
 from its arguments and checks (and warns about) once, before any worker starts. On SIGTERM/SIGINT
 uvicorn stops accepting, lets in-flight requests finish (event streams get ``GRACE`` seconds),
 then each worker closes its store.
+
+A client cannot make the server hold memory or connections for free: the HTTP parser is h11
+(``BoundedH11Protocol``), whose request head is bounded by ``THREADKEEP_MAX_HEADER_BYTES``
+(larger: 400 and closed), and each request must arrive whole, head and body, within
+``THREADKEEP_REQUEST_TIMEOUT`` seconds of its first byte (or of the connection opening), else
+the connection gets 408 and is closed. Idle kept-alive connections close after
+``THREADKEEP_KEEP_ALIVE`` seconds. All of this happens before authentication.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+from typing import Any
 
+import h11
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from threadkeep import InvalidInput, redact_url
 from threadkeep.bot import make_bot
@@ -26,12 +37,95 @@ from threadkeep.service.settings import (
     unknown_variables,
 )
 
-__all__ = ["GRACE", "check_exposure", "run"]
+__all__ = ["GRACE", "BoundedH11Protocol", "check_exposure", "run"]
 
 #: Seconds in-flight requests (and open event streams) get at shutdown.
 GRACE = 5
 
 log = logging.getLogger("threadkeep.service")
+
+
+def _plain(status: str, text: str) -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"connection: close\r\ncontent-length: {len(text)}\r\n\r\n{text}"
+    ).encode()
+
+
+_TIMED_OUT = _plain("408 Request Timeout", "the request did not arrive in time; resend it")
+_TOO_LARGE = _plain("431 Request Header Fields Too Large", "the request head is too large")
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a bounded request head and a deadline for each request.
+
+    The deadline starts when the connection opens, or with the first byte of a next request on
+    a kept-alive one, and ends once h11 has the whole request (then the app has it: a long
+    response, such as an event stream, is not limited). Past it the client gets 408 and the
+    connection is closed, so a client trickling a request holds nothing for long. A head over
+    ``max_header_bytes`` gets 431 and the connection is closed (h11 bounds only a head that
+    is still incomplete; this bounds one that arrives whole, too).
+    """
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        from threadkeep.service.settings import get_settings
+
+        settings = get_settings()
+        self.request_timeout = settings.request_timeout
+        self.max_head = settings.max_header_bytes
+        self._deadline: asyncio.TimerHandle | None = None
+        self._head = 0  # bytes of the current request's head so far
+        self._tail = b""  # its last bytes (the blank line ending a head may come split)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Accept a connection: its first request must arrive within the timeout."""
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection's deadline."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; the deadline holds while the request is still arriving."""
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # a next request begins on a kept-alive connection
+        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+            self._refuse(_TOO_LARGE)
+            return
+        super().data_received(data)
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()  # the whole request is in
+
+    def _head_too_large(self, data: bytes) -> bool:
+        seen = self._tail + data
+        end = seen.find(b"\r\n\r\n")
+        self._head += len(data) if end < 0 else end + 4 - len(self._tail)
+        self._tail = seen[-3:]
+        return self._head > self.max_head
+
+    def _arm(self) -> None:
+        self._head, self._tail = 0, b""
+        self._deadline = self.loop.call_later(self.request_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self._refuse(_TIMED_OUT)
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer (unless a response already began) and close the connection."""
+        self._disarm()
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(answer)
+        self.transport.close()
 
 
 def check_exposure(settings: ServiceSettings) -> None:
@@ -103,4 +197,7 @@ def run(
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACE,
         proxy_headers=False,
+        http=BoundedH11Protocol,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.keep_alive,
     )

@@ -2,8 +2,9 @@
 
 API keys map to tenants. They come from ``THREADKEEP_API_KEYS`` (``tenant:key`` pairs separated
 by commas or whitespace) and/or the JSON file named by ``THREADKEEP_API_KEYS_FILE`` (an object
-``{"key": "tenant"}``). With no key configured the service serves loopback clients only, all as
-tenant ``default``.
+``{"key": "tenant"}``). A key may be given as its hash, ``sha256:`` and 64 hex digits (what
+``threadkeep api-key`` prints), so the file holds no key a reader could use. With no key
+configured the service serves loopback clients only, all as tenant ``default``.
 
 ``load_settings()`` turns a bad value into one line naming the variable and the rule, and
 ``unknown_variables()`` names ``THREADKEEP_*`` variables that are no field of the class (a typo):
@@ -12,9 +13,11 @@ both are driven by the class's fields, so a new setting is one new field.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
@@ -35,9 +38,11 @@ from threadkeep import (
 )
 
 __all__ = [
+    "HASHED",
     "PREFIX",
     "ServiceSettings",
     "get_settings",
+    "hash_key",
     "is_loopback",
     "load_settings",
     "unknown_variables",
@@ -48,6 +53,10 @@ PREFIX: Final = "THREADKEEP_"
 #: Variables of that prefix read by other parts of threadkeep (not service settings).
 _OTHER_VARIABLES: Final = frozenset({"THREADKEEP_SCREENSHOTS"})
 _DEFAULT_TTL: Final = DEFAULT_RETENTION.ttl.total_seconds() if DEFAULT_RETENTION.ttl else None
+
+#: A configured API key that starts with this is the SHA-256 (hex) of the key.
+HASHED: Final = "sha256:"
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 #: The shortest visitor secret accepted.
 MIN_SECRET: Final = 32
@@ -63,9 +72,20 @@ class ServiceSettings(BaseSettings):
         workers: worker processes.
         bot: the bot of ``POST /v1/chat``: ``seller`` (the demo bot), ``echo``, or an import
             string ``package.module:attribute`` (a bot, or a function returning one).
-        api_keys: ``tenant:key`` pairs, separated by commas or whitespace.
-        api_keys_file: a JSON file ``{"key": "tenant"}``.
+        api_keys: ``tenant:key`` pairs, separated by commas or whitespace; a key may be its
+            hash, ``sha256:<64 hex digits>``.
+        api_keys_file: a JSON file ``{"key": "tenant"}`` (keys as above).
+        rate_limit: requests per ``rate_window`` per API key, per worker (0: no limit).
+        visitor_rate_limit: requests per ``rate_window`` per visitor (its contact, or the
+            client's address before it has one), per worker (0: no limit).
+        rate_window: the rate limits' window in seconds.
         max_body_bytes: largest request body; larger ones get 413.
+        max_header_bytes: largest request head (request line and headers); larger ones get
+            400 and the connection is closed (``threadkeep serve``).
+        request_timeout: seconds a request (head and body) may take to arrive, from its first
+            byte or from the connection opening; slower ones get 408 and the connection is
+            closed (``threadkeep serve``).
+        keep_alive: seconds an idle kept-alive connection stays open (``threadkeep serve``).
         turn_lease: seconds a chat turn's lease lasts if its worker dies.
         turn_wait: seconds a second message for a busy conversation waits before 409.
         sse_heartbeat: seconds between SSE heartbeat comments.
@@ -115,7 +135,13 @@ class ServiceSettings(BaseSettings):
     bot: str = Field(default="seller", min_length=1)
     api_keys: str = ""
     api_keys_file: Path | None = None
+    rate_limit: int = Field(default=6000, ge=0)
+    visitor_rate_limit: int = Field(default=120, ge=0)
+    rate_window: float = Field(default=60.0, gt=0)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    request_timeout: float = Field(default=30.0, gt=0)
+    keep_alive: int = Field(default=5, ge=1)
     turn_lease: float = Field(default=30.0, gt=0)
     turn_wait: float = Field(default=5.0, ge=0)
     sse_heartbeat: float = Field(default=15.0, gt=0)
@@ -205,6 +231,11 @@ class ServiceSettings(BaseSettings):
                 raise InvalidInput(f"a tenant name in {where} is empty or unprintable", field=where)
             if not key or any(c.isspace() for c in key):
                 raise InvalidInput(f"an API key in {where} is empty or has spaces", field=where)
+            if key.startswith(HASHED) and not _HASH.fullmatch(key.removeprefix(HASHED)):
+                raise InvalidInput(
+                    f"a hashed API key in {where} must be sha256: and 64 lowercase hex digits",
+                    field=where,
+                )
             if keys.get(key, tenant) != tenant:
                 raise InvalidInput(f"one API key in {where} is given for two tenants", field=where)
             keys[key] = tenant
@@ -232,6 +263,11 @@ class ServiceSettings(BaseSettings):
             for key, tenant in data.items():
                 add(key, tenant, where)
         return keys
+
+
+def hash_key(key: str) -> str:
+    """Return how an API key may be configured without the key itself: ``sha256:<hex>``."""
+    return HASHED + hashlib.sha256(key.encode()).hexdigest()
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ServiceSettings:

@@ -78,6 +78,8 @@ def static_file(name: str) -> FileResponse:
     Raises:
         HTTPException: 404 when the name is not a file of the static folder.
     """
+    if "\x00" in name:  # no file has it; Path would raise ValueError (a 500)
+        raise HTTPException(status_code=404, detail="no static file with a NUL in its name")
     path = (STATIC_DIR / name).resolve()
     if not path.is_relative_to(STATIC_DIR) or not path.is_file() or path.suffix not in _TYPES:
         raise HTTPException(status_code=404, detail=f"no static file {name!r}")

@@ -3,9 +3,12 @@
 The user's message and the bot's reply are stored within one lease, so two messages arriving at
 once for one conversation are answered one after the other, never interleaved. While the
 conversation waits for a human agent the bot is silent (``reply`` null). When the store cannot be
-reached before anything was stored, the bot still answers (from a throw-away in-memory
-conversation) with ``persisted`` false; when it fails after the message was stored, the answer
-is 503 naming the stored message, and a retry with the same ``Idempotency-Key`` completes it.
+reached before this request wrote anything, the bot still answers (from a throw-away in-memory
+conversation) with ``persisted`` false; when it fails while or after the message was written, the
+answer is 503 ``TurnIncomplete`` naming the stored message (its seq is null when the write's
+outcome is unknown), and a retry with the same ``Idempotency-Key`` completes it. Either way the
+turn's lease is released (retried while the store is out, at most 5 s), or lapses by itself
+after ``THREADKEEP_TURN_LEASE``.
 
 With public chat on, a caller without an API key is a visitor (``threadkeep.service.visitors``):
 its turn is in the public tenant, for its own contact only, and the answer carries a visitor
@@ -120,7 +123,7 @@ async def chat(
             lease=settings.turn_lease,
             wait=settings.turn_wait,
         )
-    except BackendUnavailable as exc:  # nothing was stored (TurnIncomplete is a 503 instead)
+    except BackendUnavailable as exc:  # nothing was written (TurnIncomplete is a 503 instead)
         log.warning(
             "store unreachable; answering without keeping the turn (conversation %s): %s",
             body.conversation_id,

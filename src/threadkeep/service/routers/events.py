@@ -49,7 +49,7 @@ def sse(event: Event) -> str:
 async def _follow(
     store: AsyncStore,
     tenant: str,
-    first: list[Event],
+    backlog: AsyncIterator[Event],
     after: str | None,
     replay: bool,
     heartbeat: float,
@@ -57,13 +57,22 @@ async def _follow(
     stopping: threading.Event,
     keep: Callable[[Event], bool],
 ) -> AsyncIterator[str]:
+    """Send the backlog (or only move the client's cursor past it), then follow new events.
+
+    The backlog is read from the store as the client takes it, one batch at a time (``events``
+    reads ``EVENT_BATCH`` per query), so a stream holds one batch, never the tenant's log.
+    """
     yield "retry: 2000\n\n"
-    if replay:
-        for event in first:
+    skipped = None
+    async for event in backlog:
+        after = event.id
+        if replay:
             if keep(event):
                 yield sse(event)
-    elif first:
-        yield f"id: {first[-1].id}\n\n"  # moves the client's resume point to the end of the log
+        else:
+            skipped = event.id
+    if skipped is not None:
+        yield f"id: {skipped}\n\n"  # moves the client's resume point to the end of the log
     if not follow:
         return
     try:
@@ -83,6 +92,13 @@ async def _follow(
         log.warning("events stream for tenant %s ended: %s", tenant, exc)
         body = json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}})
         yield f"event: error\ndata: {body}\n\n"
+
+
+async def _backlog(first: Event | None, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    if first is not None:
+        yield first
+        async for event in rest:
+            yield event
 
 
 @router.get(
@@ -125,13 +141,14 @@ async def events(
     tenant = caller.tenant
     keep = caller.visitor.sees if caller.visitor else _everything
     cursor = last_event_id or after
-    # Read what is already there now, so an expired cursor is a 410 rather than a broken stream.
-    first = [e async for e in store.events(tenant=tenant, after=cursor, timeout=0)]
+    # Read the first event now, so an expired cursor is a 410 rather than a broken stream; the
+    # rest of what is already there is read while streaming, one batch at a time.
+    rest = aiter(store.events(tenant=tenant, after=cursor, timeout=0))
+    backlog = _backlog(await anext(rest, None), rest)
     replay = cursor is not None or from_start
-    resume = first[-1].id if first else cursor
     stopping = request.app.state.stopping
     stream = _follow(
-        store, tenant, first, resume, replay, settings.sse_heartbeat, follow, stopping, keep
+        store, tenant, backlog, cursor, replay, settings.sse_heartbeat, follow, stopping, keep
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
