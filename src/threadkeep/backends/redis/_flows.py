@@ -68,6 +68,8 @@ _OK = Outcome.OK
 
 _ALL_STATUSES = ",".join(s.value for s in Status)
 _SWEEP_ROUNDS = 100_000  # a sweep stops after this many batches even if work is left
+#: Most index entries one list script examines (then the next script resumes after them).
+LIST_SCAN = 1000
 
 
 def _csv(values: tuple[str, ...]) -> str:
@@ -162,20 +164,32 @@ class Flows:
 
     @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Flow[Result[list[ConversationRow]]]:
+        """One script per ``LIST_SCAN`` index entries, until the page is full or none is left.
+
+        A filter the index does not serve (stage, agent) may have to look at every
+        conversation of the tenant; in bounded scripts, other clients' commands run between.
+        """
         activity, after_id = op.cursor if op.cursor is not None else (None, None)
-        reply = yield self._eval(
-            "list",
-            op.tenant,
-            op.now_us,
-            codec.opt(op.status),
-            codec.opt(op.stage),
-            codec.opt(op.agent_id),
-            codec.opt(op.contact_id),
-            op.limit,
-            codec.opt(activity),
-            codec.opt(after_id),
-        )
-        return Result(_OK, [codec.decode_conversation(flat) for flat in reply])
+        rows: list[ConversationRow] = []
+        scan: Sequence[str | int] = ()
+        while True:
+            flats, scan = yield self._eval(
+                "list",
+                op.tenant,
+                op.now_us,
+                codec.opt(op.status),
+                codec.opt(op.stage),
+                codec.opt(op.agent_id),
+                codec.opt(op.contact_id),
+                op.limit - len(rows),
+                codec.opt(activity),
+                codec.opt(after_id),
+                *(codec.opt(part) for part in scan or (None, None)),
+                LIST_SCAN,
+            )
+            rows += [codec.decode_conversation(flat) for flat in flats]
+            if not scan or len(rows) > op.limit:
+                return Result(_OK, rows)
 
     @handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
