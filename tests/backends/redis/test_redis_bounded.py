@@ -17,6 +17,7 @@ import threadkeep
 from tests._servers import RedisServer
 from tests.backends.redis._helpers import monitor
 from threadkeep import ManualClock
+from threadkeep._rules import plans
 from threadkeep.backends.redis import _flows
 
 pytestmark = pytest.mark.redis
@@ -101,3 +102,32 @@ def test_pages_across_bounded_scans_keep_keyset_order(
             cursor = page.next_cursor
     assert got == expected
     assert len(got) == 14
+
+
+def test_a_dry_run_sweep_counts_in_bounded_scripts(own_server: RedisServer) -> None:
+    """2,500 expired and 700 idle conversations: the dry run counts them all in scripts of at
+    most SWEEP_BATCH entries per index, and its counts are what the sweep then does."""
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with threadkeep.open(own_server.url + "?prefix=dry", clock=clock) as store:
+        for i in range(CONVERSATIONS):
+            store.start(f"old{i}", tenant="t")
+        clock.advance(timedelta(days=8))  # past the default 7-day ttl
+        for i in range(700):
+            store.append(store.start(f"new{i}", tenant="t").id, "user", "hi")  # active
+        clock.advance(timedelta(hours=1))  # past the default 30-minute idle time
+        reports: list[Any] = []
+
+        def work(raw: Any) -> None:
+            raw.echo("dry-begin")
+            reports.append(store.sweep(dry_run=True))
+            raw.echo("dry-end")
+
+        seen = _watched(own_server, work)
+        assert store.counts(tenant="t").by_status == {"active": 700}  # the dry run changed nothing
+        done = store.sweep()
+    (dry,) = reports
+    assert (dry.purged, dry.idled) == (CONVERSATIONS, 700)
+    assert (done.purged, done.idled) == (dry.purged, dry.idled)
+    reads = _per_script(seen, "dry-begin", "dry-end", "HGETALL")
+    assert sum(reads) == CONVERSATIONS + 700 + CONVERSATIONS  # expired ones sit in both indexes
+    assert max(reads) <= 2 * plans.SWEEP_BATCH, reads

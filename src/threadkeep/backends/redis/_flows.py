@@ -229,9 +229,9 @@ class Flows:
 
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
-        """One script per batch until no work is left."""
+        """One script per batch until no work is left (a dry run too: bounded counts)."""
         idled = purged = facts = 0
-        for _ in range(_SWEEP_ROUNDS):
+        for n in range(_SWEEP_ROUNDS):
             reply = yield self._eval(
                 "sweep",
                 op.now_us,
@@ -242,6 +242,7 @@ class Flows:
                 op.events_kept,
                 lifecycle.change_kind(op.idle_to).value,
                 _ALL_STATUSES,
+                n * op.batch if op.dry_run else 0,  # a dry run removes nothing: it moves on
             )
             idled, purged, facts = idled + reply[0], purged + reply[1], facts + reply[2]
             if not reply[3]:
