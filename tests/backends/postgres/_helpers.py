@@ -109,14 +109,24 @@ def open_and_report(url: str, barrier: Any, out: Any) -> None:
 
 
 def listening(schema: str) -> bool:
-    """Whether the store's event reader sits idle on its LISTEN session (not polling)."""
+    """Whether the store's LISTEN session sits idle (not polling)."""
     with psycopg.connect(SHARED, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
             "AND state = 'idle' AND query LIKE %s",
-            (f"threadkeep-events:{schema}"[:63], "%FROM events%"),
+            (f"threadkeep-events:{schema}"[:63], "LISTEN %"),
         ).fetchone()
     return bool(row and row[0])
+
+
+def sessions(schema: str) -> list[tuple[int, str]]:
+    """(pid, application_name) of every server session of the store on ``schema``."""
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, application_name FROM pg_stat_activity WHERE application_name IN (%s, %s)",
+            (f"threadkeep:{schema}"[:63], f"threadkeep-events:{schema}"[:63]),
+        ).fetchall()
+    return [(int(pid), str(name)) for pid, name in rows]
 
 
 def lock_waiters(key: str) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
 
 import threadkeep
 from tests._servers import wait_until
-from tests.backends.postgres._helpers import SHARED, listening, url_of
+from tests.backends.postgres._helpers import SHARED, listening, sessions, url_of
 
 pytestmark = pytest.mark.postgres
 
@@ -63,3 +64,74 @@ def test_async_store_round_trip(schema: str) -> None:
             await store.aclose()
 
     asyncio.run(main())
+
+
+FOLLOWERS = 20
+POOL = 4
+
+
+def _watch(schema: str, seconds: float) -> tuple[set[int], int]:
+    """Sample the store's sessions for ``seconds``: the LISTEN pids seen, the most at once."""
+    listeners: set[int] = set()
+    most = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        now = sessions(schema)
+        listeners |= {pid for pid, name in now if name.startswith("threadkeep-events:")}
+        most = max(most, len(now))
+        time.sleep(0.1)
+    return listeners, most
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_idle_followers_share_one_listen_session(schema: str, api: str) -> None:
+    """20 followers waiting in 1 s slices (like the SSE route) on a pool of 4: one LISTEN
+    session for all of them, never reopened, at most pool + 1 sessions; one event reaches all.
+    """
+    url = f"{url_of(schema)}&pool_size={POOL}"
+    got: dict[int, str] = {}
+
+    def slices(store: Any, after: str, i: int) -> None:
+        while not (events := list(store.events(after=after, timeout=1.0))):
+            pass
+        got[i] = events[0].kind
+
+    if api == "sync":
+        store = threadkeep.open(url)
+        conv = store.start(contact_id="c1")
+        last = [e.id for e in store.events(timeout=0)][-1]
+        threads = [threading.Thread(target=slices, args=(store, last, i)) for i in range(FOLLOWERS)]
+        for t in threads:
+            t.start()
+        try:
+            listeners, most = _watch(schema, 3.5)
+            store.append(conv.id, "user", "hi")
+            for t in threads:
+                t.join(30)
+        finally:
+            store.close()
+    else:
+
+        async def main() -> tuple[set[int], int]:
+            astore = await threadkeep.open_async(url)
+            try:
+                conv = await astore.start(contact_id="c1")
+                last = [e.id async for e in astore.events(timeout=0)][-1]
+
+                async def follow(i: int) -> None:
+                    while not (events := [e async for e in astore.events(after=last, timeout=1.0)]):
+                        pass
+                    got[i] = events[0].kind
+
+                tasks = [asyncio.create_task(follow(i)) for i in range(FOLLOWERS)]
+                seen = await asyncio.to_thread(_watch, schema, 3.5)
+                await astore.append(conv.id, "user", "hi")
+                await asyncio.wait_for(asyncio.gather(*tasks), 30)
+                return seen
+            finally:
+                await astore.aclose()
+
+        listeners, most = asyncio.run(main())
+    assert len(listeners) == 1, f"LISTEN sessions opened: {sorted(listeners)}"
+    assert most <= POOL + 1
+    assert got == dict.fromkeys(range(FOLLOWERS), "message.appended")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
@@ -132,3 +133,78 @@ def test_event_followers_wait_on_their_own_pool(own_server: RedisServer) -> None
         finally:
             follower.join(30)
         raw.close()
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_followers_beyond_the_pool_take_turns(own_server: RedisServer, api: str) -> None:
+    """8 followers in 1 s slices (like the SSE route) on a blocking pool of 2 with a 1 s
+    timeout: none fails for want of a connection, at most 2 block at once, one event reaches
+    every follower."""
+    url = own_server.url + "?prefix=turns&pool_size=2&timeout=1"
+    followers = 8
+    got: dict[int, str] = {}
+    errors: list[BaseException] = []
+    raw = own_server.client()
+    most = 0
+
+    def watch(seconds: float) -> None:
+        nonlocal most
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            blocked = sum(c["cmd"] == "xread" for c in raw.client_list())
+            most = max(most, blocked)
+            time.sleep(0.05)
+
+    if api == "sync":
+        store = threadkeep.open(url)
+        conv = store.start("c-1")
+        last = [e.id for e in store.events(timeout=0)][-1]
+
+        def follow(i: int) -> None:
+            try:
+                while not (events := list(store.events(after=last, timeout=1.0))):
+                    pass
+                got[i] = events[0].kind
+            except BaseException as exc:  # recorded: the assertion below names it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=follow, args=(i,)) for i in range(followers)]
+        for t in threads:
+            t.start()
+        try:
+            watch(3.0)
+            store.append(conv.id, "user", "hi")
+            for t in threads:
+                t.join(30)
+        finally:
+            store.close()
+    else:
+
+        async def main() -> None:
+            astore = await threadkeep.open_async(url)
+            try:
+                conv = await astore.start("c-1")
+                last = [e.id async for e in astore.events(timeout=0)][-1]
+
+                async def follow(i: int) -> None:
+                    try:
+                        while not (
+                            events := [e async for e in astore.events(after=last, timeout=1.0)]
+                        ):
+                            pass
+                        got[i] = events[0].kind
+                    except Exception as exc:  # recorded: the assertion below names it
+                        errors.append(exc)
+
+                tasks = [asyncio.create_task(follow(i)) for i in range(followers)]
+                await asyncio.to_thread(watch, 3.0)
+                await astore.append(conv.id, "user", "hi")
+                await asyncio.wait_for(asyncio.gather(*tasks), 30)
+            finally:
+                await astore.aclose()
+
+        asyncio.run(main())
+    raw.close()
+    assert errors == []
+    assert 1 <= most <= 2
+    assert got == dict.fromkeys(range(followers), "message.appended")

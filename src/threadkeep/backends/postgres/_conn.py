@@ -44,10 +44,11 @@ class ConnectionOptions:
         # failing after the server is back (psycopg-pool's default is 5 minutes).
         self.reconnect_timeout = max(2.0, self.timeout)
         self.channel = "threadkeep_events_" + re.sub(r"[^a-z0-9_]", "_", self.schema.lower())
-        #: names the sessions that wait for events (visible in pg_stat_activity)
+        #: names the session that waits for events (visible in pg_stat_activity)
         self.listener_name = ("threadkeep-events:" + self.schema)[:63]
         self.kwargs: dict[str, Any] = {
             "options": f"-c search_path={self.schema}",
+            "application_name": ("threadkeep:" + self.schema)[:63],  # the pool's sessions
             "connect_timeout": max(2, round(self.timeout)),
         }
 

@@ -540,6 +540,17 @@ class Flows:
 
     @_common.handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
+        """Peek without locking; lock and judge again only when the lease looks free.
+
+        A waiter polling a busy turn then never waits on the row lock the holder's writes take
+        (holding a pool connection meanwhile, which the holder's next write needs).
+        """
+        rows = yield schema.PEEK_CONVERSATION, {"id": op.conversation_id}
+        if rows:
+            peeked = _common.decode_conversation(rows[0])
+            verdict = decide.lease(peeked, op, (rows[0][19], rows[0][20]))
+            if verdict.outcome is not _OK:
+                return verdict
         row, held = yield from self._lock(op.conversation_id)
         verdict = decide.lease(row, op, held)
         if verdict.outcome is _OK:

@@ -218,6 +218,9 @@ LOCK_CONVERSATION: Final = (
     f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations "
     "WHERE id = %(id)s FOR UPDATE"
 )
+#: LOCK_CONVERSATION without the lock: a lease request reads this first and locks the row
+#: only when the lease looks free, so waiters never queue on the row lock of a busy turn.
+PEEK_CONVERSATION: Final = LOCK_CONVERSATION.removesuffix(" FOR UPDATE")
 GET_CONVERSATION: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %(id)s AND {LIVE}"
 )

@@ -13,7 +13,6 @@ import time
 from typing import Any, TypeVar, cast
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
@@ -22,6 +21,7 @@ from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions, lost_connection, migrate
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows, Run
+from threadkeep.backends.postgres._listen import Listener
 
 __all__ = ["AsyncPostgresBackend"]
 
@@ -57,6 +57,7 @@ class AsyncPostgresBackend:
     def __init__(self, url: StoreURL) -> None:
         self._options = ConnectionOptions(url)
         self._flows = Flows(self._options.channel)
+        self._listener = Listener(self._options)
         # migrate now, synchronously: the registry constructs async backends in a thread
         self.migrated = migrate(self._options)  # how many migrations this open applied
         self._pools: PerLoop[AsyncConnectionPool[Any]] = PerLoop(self._open_pool, _close_pool)
@@ -100,36 +101,26 @@ class AsyncPostgresBackend:
         return await self._run(self._flows.call(op))
 
     async def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:
-        """Read events; when there are none, wait on LISTEN/NOTIFY on a dedicated connection."""
-        result = await self._run(self._flows.call(op))
-        if result.value or result.outcome is not Outcome.OK:
-            return result
+        """Read events; when there are none, wait for the store's shared LISTEN session."""
         deadline = time.monotonic() + op.wait
-        options = self._options
-        try:
-            async with await psycopg.AsyncConnection.connect(
-                options.conninfo,
-                autocommit=True,
-                application_name=options.listener_name,
-                **options.kwargs,
-            ) as conn:
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(options.channel)))
-                while True:
-                    result = await _pump(conn, self._flows.read_events(op))
-                    remaining = deadline - time.monotonic()
-                    if result.value or result.outcome is not Outcome.OK or remaining <= 0:
-                        return result
-                    async for _ in conn.notifies(timeout=remaining, stop_after=1):
-                        pass
-        except psycopg.Error as exc:
-            Attempts(options).fail(exc)
+        listener = self._listener
+        while True:
+            generation = listener.ready()
+            if generation is None:  # opening the session blocks: not on the loop
+                generation = await asyncio.to_thread(listener.start)
+            result = await self._run(self._flows.call(op))
+            remaining = deadline - time.monotonic()
+            if result.value or result.outcome is not Outcome.OK or remaining <= 0:
+                return result
+            await listener.await_change(generation, remaining)
 
     async def ping(self) -> None:
         """See AsyncBackend.ping."""
         await self._run(Run(lambda n: self._flows.ping(), read=True, once=False))
 
     async def close(self) -> None:
-        """Close every loop's pool."""
+        """Close every loop's pool and the LISTEN session."""
+        await asyncio.to_thread(self._listener.close)
         await self._pools.aclose()
 
 

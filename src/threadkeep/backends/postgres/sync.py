@@ -12,7 +12,6 @@ import time
 from typing import Any, TypeVar, cast
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
@@ -26,6 +25,7 @@ from threadkeep.backends.postgres._conn import (
     pump,
 )
 from threadkeep.backends.postgres._flows import Flows, Run
+from threadkeep.backends.postgres._listen import Listener
 
 __all__ = ["PostgresBackend"]
 
@@ -39,6 +39,7 @@ class PostgresBackend:
     def __init__(self, url: StoreURL) -> None:
         self._options = ConnectionOptions(url)
         self._flows = Flows(self._options.channel)
+        self._listener = Listener(self._options)
         self._pool: ConnectionPool[Any] = ConnectionPool(
             self._options.conninfo, **self._options.pool_kwargs("threadkeep")
         )
@@ -86,34 +87,21 @@ class PostgresBackend:
         return self._run(self._flows.call(op))
 
     def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:
-        """Read events; when there are none, wait on LISTEN/NOTIFY on a dedicated connection."""
-        result = self._run(self._flows.call(op))
-        if result.value or result.outcome is not Outcome.OK:
-            return result
+        """Read events; when there are none, wait for the store's shared LISTEN session."""
         deadline = time.monotonic() + op.wait
-        options = self._options
-        try:
-            with psycopg.connect(
-                options.conninfo,
-                autocommit=True,
-                application_name=options.listener_name,
-                **options.kwargs,
-            ) as conn:
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(options.channel)))
-                while True:
-                    result = pump(conn, self._flows.read_events(op))
-                    remaining = deadline - time.monotonic()
-                    if result.value or result.outcome is not Outcome.OK or remaining <= 0:
-                        return result
-                    for _ in conn.notifies(timeout=remaining, stop_after=1):
-                        pass
-        except psycopg.Error as exc:
-            Attempts(options).fail(exc)
+        while True:
+            generation = self._listener.start()
+            result = self._run(self._flows.call(op))
+            remaining = deadline - time.monotonic()
+            if result.value or result.outcome is not Outcome.OK or remaining <= 0:
+                return result
+            self._listener.wait(generation, remaining)
 
     def ping(self) -> None:
         """See Backend.ping."""
         self._run(Run(lambda n: self._flows.ping(), read=True, once=False))
 
     def close(self) -> None:
-        """Close the pool."""
+        """Close the pool and the LISTEN session."""
+        self._listener.close()
         self._pool.close()

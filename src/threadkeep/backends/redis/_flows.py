@@ -68,6 +68,8 @@ _OK = Outcome.OK
 
 _ALL_STATUSES = ",".join(s.value for s in Status)
 _SWEEP_ROUNDS = 100_000  # a sweep stops after this many batches even if work is left
+#: Most index entries one list script examines (then the next script resumes after them).
+LIST_SCAN = 1000
 
 
 def _csv(values: tuple[str, ...]) -> str:
@@ -182,20 +184,32 @@ class Flows:
 
     @handles(ops.ListOp)
     def _list(self, op: ops.ListOp) -> Flow[Result[list[ConversationRow]]]:
+        """One script per ``LIST_SCAN`` index entries, until the page is full or none is left.
+
+        A filter the index does not serve (stage, agent) may have to look at every
+        conversation of the tenant; in bounded scripts, other clients' commands run between.
+        """
         activity, after_id = op.cursor if op.cursor is not None else (None, None)
-        reply = yield self._eval(
-            "list",
-            op.tenant,
-            op.now_us,
-            codec.opt(op.status),
-            codec.opt(op.stage),
-            codec.opt(op.agent_id),
-            codec.opt(op.contact_id),
-            op.limit,
-            codec.opt(activity),
-            codec.opt(after_id),
-        )
-        return Result(_OK, [codec.decode_conversation(flat) for flat in reply])
+        rows: list[ConversationRow] = []
+        scan: Sequence[str | int] = ()
+        while True:
+            flats, scan = yield self._eval(
+                "list",
+                op.tenant,
+                op.now_us,
+                codec.opt(op.status),
+                codec.opt(op.stage),
+                codec.opt(op.agent_id),
+                codec.opt(op.contact_id),
+                op.limit - len(rows),
+                codec.opt(activity),
+                codec.opt(after_id),
+                *(codec.opt(part) for part in scan or (None, None)),
+                LIST_SCAN,
+            )
+            rows += [codec.decode_conversation(flat) for flat in flats]
+            if not scan or len(rows) > op.limit:
+                return Result(_OK, rows)
 
     @handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
@@ -235,9 +249,9 @@ class Flows:
 
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
-        """One script per batch until no work is left."""
+        """One script per batch until no work is left (a dry run too: bounded counts)."""
         idled = purged = facts = 0
-        for _ in range(_SWEEP_ROUNDS):
+        for n in range(_SWEEP_ROUNDS):
             reply = yield self._eval(
                 "sweep",
                 op.now_us,
@@ -248,6 +262,7 @@ class Flows:
                 op.events_kept,
                 lifecycle.change_kind(op.idle_to).value,
                 _ALL_STATUSES,
+                n * op.batch if op.dry_run else 0,  # a dry run removes nothing: it moves on
             )
             idled, purged, facts = idled + reply[0], purged + reply[1], facts + reply[2]
             if not reply[3]:

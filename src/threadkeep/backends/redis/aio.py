@@ -32,6 +32,8 @@ class _Clients(NamedTuple):
     scripts: dict[str, Any]
     cluster: bool
     lock: asyncio.Lock
+    #: one turn per connection of the blocking pool (see RedisBackend._turns)
+    turns: asyncio.Semaphore
 
 
 class AsyncRedisBackend(RedisBase):
@@ -68,14 +70,19 @@ class AsyncRedisBackend(RedisBase):
         if not self._cluster_mode:
             server = self._standalone()
             return _Clients(server, self._standalone(), self._register(server), False,
-                            asyncio.Lock())  # fmt: skip
+                            asyncio.Lock(), self._turns())  # fmt: skip
         cluster = await self._cluster()
         try:
             blocking = await self._cluster()
         except rex.ConnectionError:
             await _aclose(cluster)
             raise
-        return _Clients(cluster, blocking, self._register(cluster), True, asyncio.Lock())
+        return _Clients(
+            cluster, blocking, self._register(cluster), True, asyncio.Lock(), self._turns()
+        )
+
+    def _turns(self) -> asyncio.Semaphore:
+        return asyncio.Semaphore(self._options.pool_size)
 
     async def _clients(self) -> _Clients:
         """This loop's clients; on first use, switch to cluster clients on a cluster node."""
@@ -105,9 +112,17 @@ class AsyncRedisBackend(RedisBase):
             return await script(keys=[self._options.keys.events], args=list(request.args))
         if isinstance(request, Command):
             return await clients.client.execute_command(*request.args)
-        events = self._options.keys.events
-        ms = self._options.block_ms(request.seconds)
-        return await clients.blocking.xread({events: request.after_id}, count=1, block=ms)
+        try:
+            async with asyncio.timeout(request.seconds):
+                await clients.turns.acquire()
+        except TimeoutError:
+            return None  # every blocking connection is busy for all of this wait
+        try:
+            events = self._options.keys.events
+            ms = self._options.block_ms(request.seconds)
+            return await clients.blocking.xread({events: request.after_id}, count=1, block=ms)
+        finally:
+            clients.turns.release()
 
     async def _send(self, request: Request) -> Any:
         call = self._call()

@@ -30,6 +30,9 @@ class RedisBackend(RedisBase):
         self._lock = threading.Lock()
         self._client: Any = self._standalone()
         self._blocking: Any = self._standalone()
+        # one turn per connection of the blocking pool: a follower that gets none within its
+        # wait ends that wait empty (and reads again) instead of failing on an empty pool
+        self._turns = threading.BoundedSemaphore(self._options.pool_size)
         self._scripts = self._register(self._client)
 
     def _standalone(self) -> redis.Redis:
@@ -77,9 +80,14 @@ class RedisBackend(RedisBase):
             return script(keys=[self._options.keys.events], args=list(request.args))
         if isinstance(request, Command):
             return self._client.execute_command(*request.args)
-        events = self._options.keys.events
-        ms = self._options.block_ms(request.seconds)
-        return self._blocking.xread({events: request.after_id}, count=1, block=ms)
+        if not self._turns.acquire(timeout=request.seconds):
+            return None  # every blocking connection is busy for all of this wait
+        try:
+            events = self._options.keys.events
+            ms = self._options.block_ms(request.seconds)
+            return self._blocking.xread({events: request.after_id}, count=1, block=ms)
+        finally:
+            self._turns.release()
 
     def _send(self, request: Request) -> Any:
         call = self._call()

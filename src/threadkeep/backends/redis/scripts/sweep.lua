@@ -2,16 +2,27 @@
 -- KEYS[1] event stream (routing)
 -- ARGV[1] key base; ARGV[2] now; ARGV[3] "1" for a dry run; ARGV[4] idle status;
 -- ARGV[5] statuses that turn idle, comma-separated; ARGV[6] batch size; ARGV[7] events kept;
--- ARGV[8] event kind of the idle change; ARGV[9] every status, comma-separated
+-- ARGV[8] event kind of the idle change; ARGV[9] every status, comma-separated;
+-- ARGV[10] a dry run's rank to count from (the driver adds batch per call)
 -- returns {idled, purged, facts purged, 1 if more work is left}
+-- A dry run changes nothing, so it cannot resume where its removals left off: it counts the
+-- due entries among ranks [ARGV[10], ARGV[10] + batch) of each index (O(log n + batch)).
 local now, dry, batch = tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[6])
 local idle_from, statuses = csv_set(ARGV[5]), csv_set(ARGV[9])
-local limit = batch
-if dry then limit = -1 end  -- a dry run counts everything and changes nothing
 local more = 0
 local function due(key)
-  local members = redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now), 'LIMIT', 0, limit)
-  if not dry and #members >= batch then more = 1 end
+  if dry then
+    local from = tonumber(ARGV[10])
+    local ranked = redis.call('ZRANGE', key, from, from + batch - 1, 'WITHSCORES')
+    local members = {}
+    for i = 1, #ranked, 2 do
+      if tonumber(ranked[i + 1]) <= now then members[#members + 1] = ranked[i] end
+    end
+    if #members >= batch then more = 1 end
+    return members
+  end
+  local members = redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now), 'LIMIT', 0, batch)
+  if #members >= batch then more = 1 end
   return members
 end
 
