@@ -27,6 +27,7 @@ from threadkeep.service import errors
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
 from threadkeep.service.routers import (
+    channels,
     chat,
     conversations,
     crm,
@@ -166,6 +167,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.playbooks = PlaybookSet.parse(settings.playbook, settings.playbooks)
     app.state.guidance_phraser = guidance_phraser()
     app.state.ghl = crm.setup(app, settings, holder)
+    app.state.channels = channels.channel_config(settings)
     app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
     errors.install(app)
 
@@ -174,6 +176,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(web_router)
     for module in (chat, conversations, messages, state, events, health, playbooks, guidance, crm):
         app.include_router(module.router)
+    app.include_router(channels.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
