@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from threadkeep import InvalidInput
 
-__all__ = ["DEFAULT_TENANT", "ChannelConfig", "parse_tenants"]
+if TYPE_CHECKING:
+    from threadkeep.service.settings import ServiceSettings
+
+__all__ = ["DEFAULT_TENANT", "ChannelConfig", "channel_config", "parse_tenants"]
 
 DEFAULT_TENANT: Final = "default"
 
@@ -62,3 +65,25 @@ class ChannelConfig:
         """Return the tenant of a business number (``default`` when it is not listed)."""
         tenants = self.whatsapp_tenants if provider == "whatsapp" else self.twilio_tenants
         return tenants.get(account, DEFAULT_TENANT)
+
+
+def channel_config(settings: ServiceSettings) -> ChannelConfig:
+    """Build the channels' configuration from the service settings.
+
+    Raises:
+        InvalidInput: a malformed ``WHATSAPP_TENANTS`` or ``TWILIO_TENANTS``.
+    """
+    return ChannelConfig(
+        whatsapp_verify_token=settings.whatsapp_verify_token,
+        whatsapp_app_secret=settings.whatsapp_app_secret,
+        whatsapp_access_token=settings.whatsapp_access_token,
+        whatsapp_api_url=settings.whatsapp_api_url,
+        whatsapp_tenants=parse_tenants(settings.whatsapp_tenants, "THREADKEEP_WHATSAPP_TENANTS"),
+        twilio_account_sid=settings.twilio_account_sid,
+        twilio_auth_token=settings.twilio_auth_token,
+        twilio_api_url=settings.twilio_api_url,
+        twilio_tenants=parse_tenants(settings.twilio_tenants, "THREADKEEP_TWILIO_TENANTS"),
+        public_url=settings.public_url,
+        stale_after=settings.stale_after,
+        lease=settings.channel_lease,
+    )

@@ -343,8 +343,16 @@ def serve_cmd(
     ttl: TtlOpt = None,
     idle_after: IdleOpt = None,
     window: WindowOpt = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker", help="Run no channel processor here (run `threadkeep worker`)."
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP service (every THREADKEEP_* setting is read from the environment)."""
+    if no_worker:
+        os.environ["THREADKEEP_CHANNEL_WORKER"] = "false"
     for name, value in (("TTL", ttl), ("IDLE_AFTER", idle_after), ("WINDOW", window)):
         if value is not None:
             os.environ[f"THREADKEEP_{name}"] = str(value)
@@ -359,6 +367,26 @@ def serve_cmd(
         raise typer.Exit(2) from None
     try:
         run(store_url=store, host=host, port=port, workers=workers)
+    except ThreadkeepError as e:
+        raise _fail(f"{type(e).__name__}: {e}") from None
+
+
+@app.command("worker")
+def worker_cmd(store: StoreOpt = threadkeep.DEFAULT_STORE_URL) -> None:
+    """Run the channel processor on its own: answer WhatsApp/Twilio messages until SIGTERM.
+
+    The bot, the channels' secrets and API URLs come from the THREADKEEP_* settings, as for
+    serve. SIGTERM or Ctrl-C drains: turns in flight finish, the rest waits for the next start.
+    """
+    os.environ["THREADKEEP_STORE"] = store
+    try:
+        from threadkeep.channels.worker import run_worker
+    except ImportError as e:
+        raise _fail(
+            f"the channel worker is not available ({e}); pip install 'threadkeep[service]'"
+        ) from None
+    try:
+        asyncio.run(run_worker())
     except ThreadkeepError as e:
         raise _fail(f"{type(e).__name__}: {e}") from None
 

@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 
 from threadkeep import __version__
 from threadkeep.bot import make_bot
+from threadkeep.channels.config import channel_config
 from threadkeep.playbooks import PlaybookSet
 from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
@@ -136,6 +137,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         await holder.try_open()
         app.state.store = holder.store
         outbox = crm.start_outbox(app)
+        processor = channels.start_processor(app)
         log.info("serving store %s with the %s bot", holder.redacted, settings.bot)
         restore = _on_stop_signal(app.state.stopping.set)
         try:
@@ -143,6 +145,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             app.state.stopping.set()
             restore()
+            await channels.stop_processor(app, processor)
             await crm.stop_outbox(app, outbox)
             await holder.aclose()
             app.state.store = None
@@ -167,7 +170,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.playbooks = PlaybookSet.parse(settings.playbook, settings.playbooks)
     app.state.guidance_phraser = guidance_phraser()
     app.state.ghl = crm.setup(app, settings, holder)
-    app.state.channels = channels.channel_config(settings)
+    app.state.channels = channel_config(settings)
     app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
     errors.install(app)
 

@@ -10,21 +10,22 @@ happens here: the processor answers later. A channel whose secret is not set ans
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from threadkeep import BackendError, StoreClosed
 from threadkeep.channels import Delivery, twilio, whatsapp
-from threadkeep.channels.config import ChannelConfig, parse_tenants
+from threadkeep.channels.config import ChannelConfig
 from threadkeep.channels.inbox import store_inbound
 from threadkeep.service.errors import error_body
 from threadkeep.service.settings import ServiceSettings
 
-__all__ = ["channel_config", "router"]
+__all__ = ["router", "start_processor", "stop_processor"]
 
 log = logging.getLogger("threadkeep.channels")
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
@@ -39,26 +40,28 @@ _SIGNED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def channel_config(settings: ServiceSettings) -> ChannelConfig:
-    """Build the channels' configuration from the service settings.
+def start_processor(app: FastAPI) -> asyncio.Task[None] | None:
+    """Start this worker's channel processor (None: no channel is on, or ``--no-worker``)."""
+    settings: ServiceSettings = app.state.settings
+    config: ChannelConfig = app.state.channels
+    if not settings.channel_worker or not (config.whatsapp_on or config.twilio_on):
+        return None
+    from threadkeep.channels.processor import Processor
 
-    Raises:
-        InvalidInput: a malformed ``WHATSAPP_TENANTS`` or ``TWILIO_TENANTS``.
-    """
-    return ChannelConfig(
-        whatsapp_verify_token=settings.whatsapp_verify_token,
-        whatsapp_app_secret=settings.whatsapp_app_secret,
-        whatsapp_access_token=settings.whatsapp_access_token,
-        whatsapp_api_url=settings.whatsapp_api_url,
-        whatsapp_tenants=parse_tenants(settings.whatsapp_tenants, "THREADKEEP_WHATSAPP_TENANTS"),
-        twilio_account_sid=settings.twilio_account_sid,
-        twilio_auth_token=settings.twilio_auth_token,
-        twilio_api_url=settings.twilio_api_url,
-        twilio_tenants=parse_tenants(settings.twilio_tenants, "THREADKEEP_TWILIO_TENANTS"),
-        public_url=settings.public_url,
-        stale_after=settings.stale_after,
-        lease=settings.channel_lease,
-    )
+    stop = asyncio.Event()
+    app.state.channel_stop = stop
+    processor = Processor(app.state.stores.get, app.state.bot, config, observer=app.state.metrics)
+    log.info("channel processor started")
+    return asyncio.create_task(processor.run(stop), name="channel-processor")
+
+
+async def stop_processor(app: FastAPI, task: asyncio.Task[None] | None) -> None:
+    """Stop the processor: the turns in flight finish (drain), nothing new starts."""
+    if task is None:
+        return
+    app.state.channel_stop.set()
+    await task
+    log.info("channel processor stopped")
 
 
 def _off(name: str) -> JSONResponse:
