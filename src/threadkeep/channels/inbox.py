@@ -15,7 +15,14 @@ from typing import Any, Final
 from threadkeep import AsyncStore, Conversation, Message
 from threadkeep.channels._model import Inbound
 
-__all__ = ["INBOUND", "conversation_metadata", "inbound_of", "store_inbound"]
+__all__ = [
+    "INBOUND",
+    "conversation_metadata",
+    "inbound_of",
+    "is_channel_conversation",
+    "is_unsent_reply",
+    "store_inbound",
+]
 
 #: The message metadata key holding the normalised inbound record.
 INBOUND: Final = "channel"
@@ -70,3 +77,11 @@ def is_channel_conversation(conv: Conversation) -> bool:
     return conv.metadata.get("provider") in ("whatsapp", "twilio") and bool(
         conv.metadata.get("account")
     )
+
+
+def is_unsent_reply(message: Message) -> bool:
+    """Whether ``message`` is a processor's reply still ``queued`` (or with no delivery yet)."""
+    if message.role != "assistant" or not message.content or "covers" not in message.metadata:
+        return False
+    delivery = message.delivery
+    return delivery is None or delivery.get("state") == "queued"

@@ -47,7 +47,7 @@ from threadkeep import (
 )
 from threadkeep.bot import Bot, respond_to
 from threadkeep.channels.config import ChannelConfig
-from threadkeep.channels.inbox import inbound_of, is_channel_conversation
+from threadkeep.channels.inbox import inbound_of, is_channel_conversation, is_unsent_reply
 
 __all__ = ["COVERED_FACT", "Outbound", "Processor", "Work", "unanswered"]
 
@@ -78,11 +78,18 @@ class Observer(Protocol):
 
 
 class Work:
-    """The turn a processor found: the unanswered messages and the seq they are covered to."""
+    """What a turn found: unanswered messages, their coverage, replies not sent yet.
 
-    def __init__(self, pending: list[Message], covered: int) -> None:
+    Attributes:
+        pending: the unanswered inbound messages, oldest first.
+        covered: the seq every earlier inbound message is covered to.
+        unsent: replies stored but not sent yet (a processor stopped before sending them).
+    """
+
+    def __init__(self, pending: list[Message], covered: int, unsent: list[Message]) -> None:
         self.pending = pending
         self.covered = covered
+        self.unsent = unsent
 
 
 def _provider_time(message: Message) -> datetime:
@@ -123,7 +130,7 @@ async def unanswered(store: AsyncStore, conv: Conversation) -> Work:
         and (record := inbound_of(m)) is not None
         and record.get("expects_reply", True)
     ]
-    return Work(pending, covered)
+    return Work(pending, covered, [m for m in seen if is_unsent_reply(m)])
 
 
 class Processor:
@@ -256,10 +263,10 @@ class Processor:
             async with store.turn(
                 conv.id, lease=self.config.lease, timeout=0, tenant=conv.tenant
             ) as turn:
-                reply = await self._turn(store, conv, turn)
-                if reply is not None and self.outbound is not None:
-                    # Inside the lease: one conversation's replies leave in order.
-                    await self.outbound.deliver(store, conv, reply)
+                unsent = await self._turn(store, conv, turn)
+                if self.outbound is not None:
+                    for reply in unsent:  # inside the lease: a conversation's replies in order
+                        await self.outbound.deliver(store, conv, reply)
         except TurnInProgress:
             return _RETRY_BUSY
         except (ConversationNotFound, ConversationClosed):
@@ -269,10 +276,11 @@ class Processor:
             return _RETRY_DOWN
         return None
 
-    async def _turn(self, store: AsyncStore, conv: Conversation, turn: AsyncTurn) -> Message | None:
+    async def _turn(self, store: AsyncStore, conv: Conversation, turn: AsyncTurn) -> list[Message]:
+        """Answer what is unanswered; return the replies to send (older unsent ones first)."""
         work = await unanswered(store, conv)
         if not work.pending:
-            return None
+            return work.unsent
         now = store.clock.now()
         stale = timedelta(seconds=self.config.stale_after)
         fresh = [m for m in work.pending if now - _provider_time(m) <= stale]
@@ -296,4 +304,7 @@ class Processor:
                 conv.contact_id, COVERED_FACT + conv.id, through, tenant=conv.tenant,
                 tier="critical",
             )  # fmt: skip
-        return reply
+        unsent = list(work.unsent)
+        if reply is not None and is_unsent_reply(reply):
+            unsent.append(reply)
+        return unsent

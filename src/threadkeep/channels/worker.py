@@ -16,6 +16,7 @@ import threadkeep
 from threadkeep import AsyncStore, BackendError
 from threadkeep.bot import make_bot
 from threadkeep.channels.config import channel_config
+from threadkeep.channels.outbound import Sender
 from threadkeep.channels.processor import Processor
 
 __all__ = ["run_worker"]
@@ -67,9 +68,11 @@ async def run_worker() -> None:
         log.warning("store unreachable at start-up; retrying: %s", exc)
     log.info("channel worker serving %s with the %s bot", threadkeep.redact_url(settings.store),
              settings.bot)  # fmt: skip
+    sender = Sender(config)
     try:
-        await Processor(holder.get, bot, config).run(stop)
+        await Processor(holder.get, bot, config, outbound=sender).run(stop)
     finally:
+        await sender.aclose()
         if holder.store is not None:
             await holder.store.aclose()
         log.info("channel worker stopped")

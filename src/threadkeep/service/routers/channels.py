@@ -22,6 +22,7 @@ from threadkeep import BackendError, StoreClosed
 from threadkeep.channels import Delivery, twilio, whatsapp
 from threadkeep.channels.config import ChannelConfig
 from threadkeep.channels.inbox import store_inbound
+from threadkeep.channels.outbound import Sender, apply_status
 from threadkeep.service.errors import error_body
 from threadkeep.service.settings import ServiceSettings
 
@@ -50,7 +51,11 @@ def start_processor(app: FastAPI) -> asyncio.Task[None] | None:
 
     stop = asyncio.Event()
     app.state.channel_stop = stop
-    processor = Processor(app.state.stores.get, app.state.bot, config, observer=app.state.metrics)
+    sender = Sender(config, observer=app.state.metrics)
+    app.state.channel_sender = sender
+    processor = Processor(
+        app.state.stores.get, app.state.bot, config, outbound=sender, observer=app.state.metrics
+    )
     log.info("channel processor started")
     return asyncio.create_task(processor.run(stop), name="channel-processor")
 
@@ -61,6 +66,7 @@ async def stop_processor(app: FastAPI, task: asyncio.Task[None] | None) -> None:
         return
     app.state.channel_stop.set()
     await task
+    await app.state.channel_sender.aclose()
     log.info("channel processor stopped")
 
 
@@ -82,8 +88,8 @@ async def _take(request: Request, delivery: Delivery, done: Response) -> Respons
             outcome = "duplicate" if stored.replayed else "stored"
             metrics.channel_deliveries.labels(message.provider, outcome, metrics.worker).inc()
         for status in delivery.statuses:
-            log.info("status %s of %s not applied", status.state, status.provider_message_id)
-            metrics.channel_statuses.labels(status.provider, "ignored", metrics.worker).inc()
+            outcome = await apply_status(store, status)
+            metrics.channel_statuses.labels(status.provider, outcome, metrics.worker).inc()
     except (BackendError, StoreClosed) as exc:
         log.warning("channel delivery not stored (503, the provider retries): %s", exc)
         return JSONResponse(
