@@ -12,7 +12,7 @@ const TK = (() => {
   const EVENT_KINDS = [
     "conversation.started", "message.appended", "status.changed", "stage.changed",
     "state.saved", "conversation.closed", "conversation.deleted",
-    "message.popped", "messages.cleared", "messages.replaced",
+    "message.popped", "messages.cleared", "messages.replaced", "message.delivery",
   ];
 
   /* localStorage, guarded: storage may be disabled (a widget in a strict iframe, private
