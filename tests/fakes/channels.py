@@ -62,7 +62,8 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(404, {"error": "not found"})
 
     def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
         if self.path == "/_control":
             control = json.loads(raw)
             with LOCK:
@@ -76,6 +77,11 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, {"ok": True})
             return
         whatsapp = self.path.endswith("/messages") and not self.path.startswith("/2010-04-01")
+        if len(raw) < length:  # the client went away mid-request (killed): nothing was sent
+            broken = {"at": time.time(), "path": self.path, "provider": "broken", "status": 400}
+            with LOCK:
+                STATE["requests"].append({**broken, "body": None, "id": None})
+            return
         if whatsapp:
             body: Any = json.loads(raw or b"{}")
         else:
