@@ -32,7 +32,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from threadkeep import AsyncStore, Conversation, ConversationNotFound, InvalidInput, Message
@@ -164,7 +165,7 @@ class Sender:
     async def _with_retries(self, conv: Conversation, reply: Message) -> str:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=self.backoff, max=5.0),
+            wait=wait_exponential(multiplier=self.backoff, max=5.0) + wait_random(0, self.backoff),
             retry=retry_if_exception_type(_Retry),
             reraise=True,
         )
