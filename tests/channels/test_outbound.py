@@ -25,10 +25,10 @@ def fake() -> Iterator[FakeProcess]:
     process.stop()
 
 
-def config(fake: FakeProcess, **extra: object) -> ChannelConfig:
+def config(fake: FakeProcess, stale_after: float = 86400.0) -> ChannelConfig:
     return ChannelConfig(
         whatsapp_app_secret="s", whatsapp_access_token="wa-token",
-        whatsapp_api_url=f"{fake.url}/v25.0", **extra,
+        whatsapp_api_url=f"{fake.url}/v25.0", stale_after=stale_after,
     )  # fmt: skip
 
 
