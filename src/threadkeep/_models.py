@@ -90,6 +90,7 @@ class Message:
             ``to_dict()``.
         payload: the JSON stored with it, verbatim (a framework's item, a provider's content
             blocks …), or None; ``threadkeep.formats`` reads it for ``context(format=…)``.
+        delivery: how far a message sent through a channel got (see ``delivery``).
     """
 
     conversation_id: str
@@ -102,10 +103,22 @@ class Message:
     replayed: bool = field(default=False, compare=False)
     payload: Any = None
 
+    @property
+    def delivery(self) -> dict[str, Any] | None:
+        """How far a message sent through a channel got, or None (never sent through one).
+
+        ``{"state": "queued" | "sent" | "delivered" | "read" | "failed", "provider_id": …,
+        "error": … | None, "updated_at": …}``, kept in the metadata under ``delivery`` and
+        changed only by ``Store.set_delivery`` (never moved down).
+        """
+        value = self.metadata.get("delivery")
+        return value if isinstance(value, dict) else None
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the stored fields (datetimes as ISO 8601 strings)."""
         data = cast(dict[str, Any], jsonable(asdict(self)))
         del data["replayed"]
+        data["delivery"] = self.delivery
         return data
 
 

@@ -404,6 +404,46 @@ class Store(_StoreBase):
         op = plans.message_by_key(self._now_us(), conversation_id, key, tenant)
         return outcomes.finish_key(self._backend.execute(op), op)
 
+    def set_delivery(
+        self,
+        conversation_id: str,
+        seq: int,
+        state: str,
+        *,
+        provider_id: str | None = None,
+        error: str | None = None,
+        attempted: bool = False,
+        tenant: str | None = None,
+    ) -> Message | None:
+        """Record how far an outgoing message got: ``Message.delivery``, never moved down.
+
+        States rank ``queued`` < ``queued`` with ``attempted`` < ``sent`` < ``delivered`` <
+        ``read``; ``failed`` is terminal. A change that does not rank higher (a duplicate, a
+        late status) changes nothing and returns the message as it is. Atomic on every backend;
+        an applied change appends a ``message.delivery`` event.
+
+        Args:
+            conversation_id: the conversation.
+            seq: the message.
+            state: ``queued``, ``sent``, ``delivered``, ``read`` or ``failed``.
+            provider_id: the channel's id of the sent message (kept once known).
+            error: why it failed (with ``failed``).
+            attempted: a send was attempted (with ``queued``: its outcome is not known yet).
+            tenant: when given, a conversation of another tenant is not found.
+
+        Returns:
+            The message with its delivery now, or None when no kept message has that seq.
+
+        Raises:
+            ConversationNotFound: absent, expired or another tenant's.
+            InvalidInput: an unknown state, a bad seq, provider id or error.
+        """
+        op = plans.set_delivery(
+            self._now_us(), self.limits, conversation_id, seq, state, provider_id=provider_id,
+            error=error, attempted=attempted, tenant=tenant,
+        )  # fmt: skip
+        return outcomes.finish_delivery(self._backend.execute(op), op)
+
     def _append(
         self,
         conversation_id: str,
@@ -1053,6 +1093,24 @@ class AsyncStore(_StoreBase):
         """See Store.message_by_key."""
         op = plans.message_by_key(self._now_us(), conversation_id, key, tenant)
         return outcomes.finish_key(await self._execute(op), op)
+
+    async def set_delivery(
+        self,
+        conversation_id: str,
+        seq: int,
+        state: str,
+        *,
+        provider_id: str | None = None,
+        error: str | None = None,
+        attempted: bool = False,
+        tenant: str | None = None,
+    ) -> Message | None:
+        """See Store.set_delivery."""
+        op = plans.set_delivery(
+            self._now_us(), self.limits, conversation_id, seq, state, provider_id=provider_id,
+            error=error, attempted=attempted, tenant=tenant,
+        )  # fmt: skip
+        return outcomes.finish_delivery(await self._execute(op), op)
 
     async def _append(
         self,

@@ -13,7 +13,7 @@ from threadkeep.service import schemas
 from threadkeep.web.routes import STATIC_DIR
 
 SRC = Path(threadkeep.__file__).parent
-EDGES = ("service", "cli", "bot", "web", "playbooks", "crm")
+EDGES = ("service", "cli", "bot", "web", "playbooks", "crm", "channels")
 #: Private imports still allowed, each with its reason (the core owner is making them public).
 ALLOWED = {
     # the backend interface, for the metrics wrapper given to open_async(instrument=)

@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final, NamedTuple
 
-from threadkeep._rules import events as ev, lifecycle
+from threadkeep._rules import delivery as dl, events as ev, lifecycle
 from threadkeep._rules.events import NewEvent
 from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
     ClearOp,
+    DeliveryOp,
     LeaseOp,
     Outcome,
     PopOp,
@@ -38,6 +39,8 @@ from threadkeep._rules.rows import ConversationRow, FactRow, MessageRow
 
 __all__ = [
     "Appended",
+    "Delivered",
+    "delivery",
     "Created",
     "HISTORY_KEPT",
     "Rewritten",
@@ -608,3 +611,25 @@ def supersede(old: FactRow | None, op: RememberOp) -> FactRow:
         op.source_json,
         json.dumps(history[:HISTORY_KEPT], separators=(",", ":")),
     )
+
+
+class Delivered(NamedTuple):
+    """What a delivery change writes: the message's new metadata and the event."""
+
+    metadata_json: str
+    event: NewEvent
+
+
+def delivery(message: MessageRow | None, op: DeliveryOp) -> Delivered | Result[MessageRow | None]:
+    """Decide a delivery change of ``message`` of a visible conversation (None: no such seq).
+
+    Returns:
+        What to write, or the op's final Result (OK with None, or UNCHANGED with the message).
+    """
+    if message is None:
+        return Result(Outcome.OK, None)
+    metadata_json = dl.apply(message.metadata_json, op.delivery_json)
+    if metadata_json is None:
+        return Result(Outcome.UNCHANGED, message)
+    state = str(json.loads(op.delivery_json).get("state"))
+    return Delivered(metadata_json, ev.message_delivery(message.seq, state))

@@ -15,6 +15,7 @@ __all__ = [
     "deleted",
     "message_appended",
     "message_popped",
+    "message_delivery",
     "messages_cleared",
     "messages_replaced",
     "stage_changed",
@@ -38,6 +39,7 @@ class EventKind(StrEnum):
     MESSAGES_REPLACED = "messages.replaced"
     AGENT_ASSIGNED = "agent.assigned"
     RETENTION_CHANGED = "retention.changed"
+    MESSAGE_DELIVERY = "message.delivery"
 
 
 #: An event to append to the log: its kind and its data (the backend adds id, tenant, time).
@@ -60,6 +62,11 @@ def message_appended(seq: int, role: str) -> NewEvent:
 def message_popped(seq: int, role: str) -> NewEvent:
     """Return the event of the newest message removed by ``pop_last`` (no content)."""
     return EventKind.MESSAGE_POPPED.value, {"seq": seq, "role": role}
+
+
+def message_delivery(seq: int, state: str) -> NewEvent:
+    """Return the event of a message's new delivery state (no content)."""
+    return EventKind.MESSAGE_DELIVERY.value, {"seq": seq, "state": state}
 
 
 def messages_cleared(removed: int, last_seq: int) -> NewEvent:

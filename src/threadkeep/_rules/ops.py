@@ -34,6 +34,7 @@ __all__ = [
     "ClearOp",
     "CountsOp",
     "DeleteContactOp",
+    "DeliveryOp",
     "DeleteOp",
     "EventsOp",
     "FindOpenOp",
@@ -377,6 +378,28 @@ class KeyOp(Op[MessageRow | None]):
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryOp(Op[MessageRow | None]):
+    """Record the delivery state of the kept message ``seq``, never moving it down.
+
+    ``delivery_json`` is the new delivery (``state``, ``provider_id``, ``error``,
+    ``updated_at`` …); ``decide.delivery`` says whether it replaces the stored one and with
+    what. An applied change appends a ``message.delivery`` event.
+
+    Outcomes: OK with the updated message (None: no kept message has that seq); UNCHANGED
+    with the message as it is (the stored state ranks as high or higher); NOT_FOUND with None
+    (the conversation is absent, expired or another tenant's).
+    """
+
+    name: ClassVar[str] = "set_delivery"
+    conversation_id: str
+    tenant: str | None
+    now_us: int
+    seq: int
+    delivery_json: str
+    events_kept: int
+
+
+@dataclass(frozen=True, slots=True)
 class WindowOp(Op[tuple[Sequence[WindowLike], int]]):
     """Read the conversation's window and the messages just before it, oldest first.
 
@@ -521,6 +544,7 @@ ALL_OPS: Final = (
     ReplaceOp,
     KeyOp,
     ReadOp,
+    DeliveryOp,
     WindowOp,
     SaveStateOp,
     LoadStateOp,

@@ -42,6 +42,7 @@ from threadkeep._rules.ops import (
     AppendOp,
     ClearOp,
     DeleteOp,
+    DeliveryOp,
     KeyOp,
     ListOp,
     LoadStateOp,
@@ -318,6 +319,17 @@ def finish_replace(result: Result[tuple[list[MessageRow], int]], op: ReplaceOp) 
     if result.outcome is Outcome.CONFLICT:
         raise HistoryConflict(op.conversation_id, op.expected_last_seq or 0, last_seq)
     return [to_message(r) for r in rows]
+
+
+def finish_delivery(result: Result[MessageRow | None], op: DeliveryOp) -> Message | None:
+    """set_delivery(): the message as it is now (changed or not), or None (no such seq kept).
+
+    Raises:
+        ConversationNotFound: absent, expired or another tenant's.
+    """
+    if result.outcome is Outcome.NOT_FOUND:
+        _not_found(op.conversation_id)
+    return None if result.value is None else to_message(result.value)
 
 
 def finish_key(result: Result[MessageRow | None], op: KeyOp) -> Message | None:

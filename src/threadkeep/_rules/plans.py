@@ -14,7 +14,7 @@ from typing import Any
 from threadkeep._config import Limits, Retention
 from threadkeep._exceptions import InvalidInput
 from threadkeep._ids import check_id, new_id
-from threadkeep._rules import cursors, history, lifecycle, parts, validate
+from threadkeep._rules import cursors, delivery as dl, history, lifecycle, parts, validate
 from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
@@ -22,6 +22,7 @@ from threadkeep._rules.ops import (
     CountsOp,
     DeleteContactOp,
     DeleteOp,
+    DeliveryOp,
     EventsOp,
     FindOpenOp,
     GetOp,
@@ -43,6 +44,7 @@ from threadkeep._rules.ops import (
 )
 from threadkeep._rules.retention import check_tier, fact_expiry, retention_us
 from threadkeep._rules.rows import ConversationRow
+from threadkeep._rules.times import from_us
 from threadkeep._serde import dump_state
 
 __all__ = [
@@ -238,6 +240,49 @@ def message_by_key(now_us: int, conversation_id: str, key: str, tenant: str | No
         _tenant(tenant),
         now_us,
         validate.check_name(key, "idempotency_key"),
+    )
+
+
+def set_delivery(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    seq: int,
+    state: str,
+    *,
+    provider_id: str | None,
+    error: str | None,
+    attempted: bool,
+    tenant: str | None,
+) -> DeliveryOp:
+    """The op of ``Store.set_delivery``.
+
+    Raises:
+        InvalidInput: an unknown state, a bad seq, provider id or error.
+    """
+    if state not in dl.DELIVERY_STATES:
+        allowed = ", ".join(dl.DELIVERY_STATES)
+        raise InvalidInput(f"delivery state {state!r} is not one of {allowed}", field="state")
+    if error is not None and (not isinstance(error, str) or len(error) > 2000):
+        raise InvalidInput("error must be text of at most 2000 characters", field="error")
+    at = from_us(now_us).isoformat()
+    delivery: dict[str, Any] = {
+        "state": state,
+        "provider_id": None
+        if provider_id is None
+        else validate.check_name(provider_id, "provider_id"),
+        "error": error,
+        "updated_at": at,
+    }
+    if attempted:
+        delivery["attempted_at"] = at
+    return DeliveryOp(
+        check_id(conversation_id),
+        _tenant(tenant),
+        now_us,
+        _at_least(seq, "seq", 1),
+        validate.dump_json(delivery, "delivery", limits.max_metadata_bytes),
+        limits.events_kept,
     )
 
 

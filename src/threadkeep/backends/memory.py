@@ -364,6 +364,25 @@ class MemoryBackend:
             return Result(_OK, below[max(len(below) - op.limit, 0) :])
         return Result(_OK, [m for m in kept if m.seq > op.after][: op.limit])
 
+    @handles(ops.DeliveryOp)
+    def _delivery(self, op: ops.DeliveryOp) -> Result[MessageRow | None]:
+        row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)
+        if row is None:
+            return Result(Outcome.NOT_FOUND, None)
+        kept = self._msgs.get(row.id, [])
+        index = next((i for i, m in enumerate(kept) if m.seq == op.seq), None)
+        verdict = decide.delivery(None if index is None else kept[index], op)
+        if isinstance(verdict, Result):
+            return verdict
+        assert index is not None
+        message = kept[index]._replace(metadata_json=verdict.metadata_json)
+        kept[index] = message
+        keys = self._idem.get(row.id, {})
+        if message.idempotency_key is not None and message.idempotency_key in keys:
+            keys[message.idempotency_key] = message
+        self._emit(row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
+        return Result(_OK, message)
+
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
         row = decide.visible(self._convs.get(op.conversation_id), op.tenant, op.now_us)

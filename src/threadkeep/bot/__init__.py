@@ -20,6 +20,7 @@ from threadkeep.bot._turn import (
     answer,
     fact_is_internal,
     opted_out,
+    respond_to,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "fact_is_internal",
     "make_bot",
     "opted_out",
+    "respond_to",
 ]
 
 

@@ -32,7 +32,16 @@ from threadkeep import (
 )
 from threadkeep.bot._consent import OPT_IN_REPLY, OPT_OUT_FACT, OPT_OUT_REPLY, consent
 
-__all__ = ["Answer", "Bot", "Reply", "TurnIncomplete", "answer", "fact_is_internal", "opted_out"]
+__all__ = [
+    "Answer",
+    "Bot",
+    "Reply",
+    "TurnIncomplete",
+    "answer",
+    "fact_is_internal",
+    "opted_out",
+    "respond_to",
+]
 
 #: Facts whose key starts with this are threadkeep's own notes, not what a contact told us.
 INTERNAL_FACT: Final = "_"
@@ -187,9 +196,9 @@ async def answer(
                 _check_same(message, text)
                 reply = await _stored_reply(store, message, tenant)
                 if reply is None:
-                    reply = await _respond(store, bot, turn, message, tenant)
+                    reply = await respond_to(store, bot, turn, message, tenant)
             else:
-                reply = await _respond(store, bot, turn, message, tenant)
+                reply = await respond_to(store, bot, turn, message, tenant)
         conv = await store.get(conv.id, tenant=tenant)
     except BackendUnavailable as exc:
         if not writing:
@@ -204,14 +213,20 @@ async def opted_out(store: AsyncStore, contact_id: str, *, tenant: str = "defaul
     return bool(facts) and facts[0].value is True
 
 
-async def _respond(
-    store: AsyncStore, bot: Bot, turn: AsyncTurn, message: Message, tenant: str
+async def respond_to(
+    store: AsyncStore,
+    bot: Bot,
+    turn: AsyncTurn,
+    message: Message,
+    tenant: str,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Message | None:
-    """Let the bot answer ``message``; store the reply.
+    """Let the bot answer ``message`` (already stored) under ``turn``; store the reply.
 
-    The bot is silent while a person has the conversation and to a contact who opted out.
-    "STOP" (and the like) records the opt-out as a contact fact, confirms it once and closes
-    the conversation; "START" from a contact who opted out lifts it.
+    The reply's metadata names the message it answers (``reply_to``: its seq), plus
+    ``metadata`` when given. The bot is silent while a person has the conversation and to a
+    contact who opted out. "STOP" (and the like) records the opt-out as a contact fact,
+    confirms it once and closes the conversation; "START" from a contact who opted out lifts it.
     """
     conv = await store.get(message.conversation_id, tenant=tenant)
     if conv.status == Status.CLOSED:
@@ -224,7 +239,7 @@ async def _respond(
         reply = None
         if not silenced or not stop:  # confirm once; nothing more to a contact who opted out
             words = OPT_OUT_REPLY if stop else OPT_IN_REPLY
-            meta = {"reply_to": message.seq, "consent": said}
+            meta = {**(metadata or {}), "reply_to": message.seq, "consent": said}
             reply = await turn.append("assistant", words, metadata=meta)
         if stop:
             await store.close_conversation(conv.id, tenant=tenant)
@@ -234,18 +249,19 @@ async def _respond(
     answered = await bot.respond(store, conv, message)
     if not answered:
         return None
+    extra = dict(metadata or {})
     if isinstance(answered, str):
-        return await turn.append("assistant", answered, metadata={"reply_to": message.seq})
-    stored = await turn.append_many([_replying(item, message.seq) for item in answered])
+        return await turn.append("assistant", answered, metadata={**extra, "reply_to": message.seq})
+    stored = await turn.append_many([_replying(item, message.seq, extra) for item in answered])
     return _the_reply(stored) if stored else None
 
 
-def _replying(item: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+def _replying(item: tuple[Any, ...], seq: int, extra: Mapping[str, Any]) -> tuple[Any, ...]:
     """An item with ``reply_to`` added to its metadata (each message of a turn names it)."""
     if not isinstance(item, tuple | list) or len(item) not in (2, 3):
         return tuple(item)  # append_many names what is wrong with it
     options = dict(item[2]) if len(item) == 3 and isinstance(item[2], Mapping) else {}
-    options["metadata"] = {**(options.get("metadata") or {}), "reply_to": seq}
+    options["metadata"] = {**extra, **(options.get("metadata") or {}), "reply_to": seq}
     return (item[0], item[1], options)
 
 
@@ -316,7 +332,7 @@ async def _replay(
             async with store.turn(conv_id, lease=lease, timeout=wait, tenant=tenant) as turn:
                 reply = await _stored_reply(store, message, tenant)  # another retry may have won
                 if reply is None:
-                    reply = await _respond(store, bot, turn, message, tenant)
+                    reply = await respond_to(store, bot, turn, message, tenant)
             conv = await store.get(conv_id, tenant=tenant)
         return Answer(conv, message, reply, replayed=True)
     except BackendUnavailable as exc:

@@ -335,8 +335,16 @@ def serve_cmd(
     ttl: TtlOpt = None,
     idle_after: IdleOpt = None,
     window: WindowOpt = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker", help="Run no channel processor here (run `threadkeep worker`)."
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP service (every THREADKEEP_* setting is read from the environment)."""
+    if no_worker:
+        os.environ["THREADKEEP_CHANNEL_WORKER"] = "false"
     for name, value in (("TTL", ttl), ("IDLE_AFTER", idle_after), ("WINDOW", window)):
         if value is not None:
             os.environ[f"THREADKEEP_{name}"] = str(value)
@@ -359,7 +367,7 @@ def api_key_cmd(
     try:
         from threadkeep.service.settings import hash_key
     except ImportError as e:
-        missing = f"the service is not available ({e}); pip install 'threadkeep\\[service]'"
+        missing = f"the service is not available ({e}); pip install 'threadkeep[service]'"
         raise _fail(missing) from None
     if not tenant or any(c.isspace() or c in ",:" for c in tenant) or not tenant.isprintable():
         raise _fail("the tenant must be printable, without spaces, commas or colons")
@@ -368,6 +376,26 @@ def api_key_cmd(
     _write(f"key (give it to the client; it is not stored anywhere): {key}")
     _write(f"THREADKEEP_API_KEYS entry: {tenant}:{hashed}")
     _write(f"THREADKEEP_API_KEYS_FILE entry: {json.dumps({hashed: tenant})}")
+
+
+@app.command("worker")
+def worker_cmd(store: StoreOpt = threadkeep.DEFAULT_STORE_URL) -> None:
+    """Run the channel processor on its own: answer WhatsApp/Twilio messages until SIGTERM.
+
+    The bot, the channels' secrets and API URLs come from the THREADKEEP_* settings, as for
+    serve. SIGTERM or Ctrl-C drains: turns in flight finish, the rest waits for the next start.
+    """
+    os.environ["THREADKEEP_STORE"] = store
+    try:
+        from threadkeep.channels.worker import run_worker
+    except ImportError as e:
+        raise _fail(
+            f"the channel worker is not available ({e}); pip install 'threadkeep[service]'"
+        ) from None
+    try:
+        asyncio.run(run_worker())
+    except ThreadkeepError as e:
+        raise _fail(f"{type(e).__name__}: {e}") from None
 
 
 _ROLE_PROMPT = {"user": "you", "assistant": "bot", "agent": "agent", "system": "system"}

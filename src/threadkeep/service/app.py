@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 
 from threadkeep import __version__
 from threadkeep.bot import make_bot
+from threadkeep.channels.config import channel_config
 from threadkeep.playbooks import PlaybookSet
 from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
@@ -28,6 +29,7 @@ from threadkeep.service.limits import RateLimiter
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
 from threadkeep.service.routers import (
+    channels,
     chat,
     conversations,
     crm,
@@ -138,6 +140,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         await holder.try_open()
         app.state.store = holder.store
         outbox = crm.start_outbox(app)
+        processor = channels.start_processor(app)
         log.info("serving store %s with the %s bot", holder.redacted, settings.bot)
         restore = _on_stop_signal(app.state.stopping.set)
         try:
@@ -145,6 +148,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         finally:
             app.state.stopping.set()
             restore()
+            await channels.stop_processor(app, processor)
             await crm.stop_outbox(app, outbox)
             await holder.aclose()
             app.state.store = None
@@ -171,6 +175,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.playbooks = PlaybookSet.parse(settings.playbook, settings.playbooks)
     app.state.guidance_phraser = guidance_phraser()
     app.state.ghl = crm.setup(app, settings, holder)
+    app.state.channels = channel_config(settings)
     app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
     errors.install(app)
 
@@ -179,6 +184,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(web_router)
     for module in (chat, conversations, messages, state, events, health, playbooks, guidance, crm):
         app.include_router(module.router)
+    app.include_router(channels.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -78,12 +78,52 @@ class Metrics:
             worker,
             registry=self.registry,
         )
+        self.channel_deliveries = Counter(
+            "threadkeep_channel_deliveries",
+            "Inbound channel messages taken, by provider and outcome (stored or duplicate)",
+            ["provider", "outcome", *worker],
+            registry=self.registry,
+        )
+        self.channel_statuses = Counter(
+            "threadkeep_channel_statuses",
+            "Channel delivery status updates, by provider and outcome (applied, ignored …)",
+            ["provider", "outcome", *worker],
+            registry=self.registry,
+        )
+        self.channel_replies = Counter(
+            "threadkeep_channel_replies",
+            "Replies the channel processor sent, by provider",
+            ["provider", *worker],
+            registry=self.registry,
+        )
+        self.channel_send_failures = Counter(
+            "threadkeep_channel_send_failures",
+            "Replies that could not be sent, by provider and reason",
+            ["provider", "reason", *worker],
+            registry=self.registry,
+        )
+        self.channel_lag = Histogram(
+            "threadkeep_channel_processor_lag_seconds",
+            "From an inbound message's arrival at the provider to the reply being stored",
+            ["provider", *worker],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
         self.worker = str(os.getpid())
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
         self.requests.labels(method, route, str(status), self.worker).inc()
         self.request_seconds.labels(method, route, self.worker).observe(seconds)
+
+    def replied(self, provider: str, lag_seconds: float) -> None:
+        """Count one reply the channel processor sent (the processor's observer)."""
+        self.channel_replies.labels(provider, self.worker).inc()
+        self.channel_lag.labels(provider, self.worker).observe(max(lag_seconds, 0.0))
+
+    def send_failed(self, provider: str, reason: str) -> None:
+        """Count one reply that could not be sent (the processor's observer)."""
+        self.channel_send_failures.labels(provider, reason, self.worker).inc()
 
     def observe_store(self, op: str, outcome: str, seconds: float | None) -> None:
         """Count one store operation."""

@@ -182,6 +182,11 @@ class MessageOut(BaseModel):
     payload: dict[str, Any] | list[Any] | None = Field(
         default=None, description="the item or content blocks stored verbatim with it, if any"
     )
+    delivery: dict[str, Any] | None = Field(
+        default=None,
+        description="a reply sent through a channel: {state: queued | sent | delivered | read "
+        "| failed, provider_id, error, updated_at}; null for other messages",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

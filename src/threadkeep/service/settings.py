@@ -124,6 +124,23 @@ class ServiceSettings(BaseSettings):
         ghl_rate_window: the rate limit's window in seconds.
         ghl_retry: seconds between outbox passes while GoHighLevel is unavailable.
         ghl_sync_tenant: the tenant where the sync keeps its records (never give it a key).
+        whatsapp_verify_token: the verify token of the WhatsApp webhook handshake.
+        whatsapp_app_secret: the Meta app secret (``X-Hub-Signature-256``); empty: WhatsApp
+            is off (404).
+        whatsapp_access_token: the Graph API token replies are sent with.
+        whatsapp_api_url: the Graph API base URL with its version.
+        whatsapp_tenants: ``phone_number_id:tenant`` pairs; unlisted numbers go to ``default``.
+        twilio_account_sid: the Twilio account (``AC…``) replies are sent from.
+        twilio_auth_token: the Twilio auth token (``X-Twilio-Signature``, REST API); empty:
+            Twilio is off (404).
+        twilio_api_url: the Twilio REST API base URL.
+        twilio_tenants: ``+number:tenant`` pairs; unlisted numbers go to ``default``.
+        public_url: the base URL the providers call (as configured at Meta and Twilio), used
+            to check Twilio signatures behind a proxy; empty: the request's own URL.
+        stale_after: seconds after which an inbound message is stored but not answered.
+        channel_worker: whether each service worker runs the channel processor
+            (``threadkeep serve --no-worker`` turns it off).
+        channel_lease: seconds a channel turn's lease lasts if its processor dies.
     """
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
@@ -173,6 +190,19 @@ class ServiceSettings(BaseSettings):
     ghl_rate_window: float = Field(default=10.0, gt=0)
     ghl_retry: float = Field(default=5.0, gt=0)
     ghl_sync_tenant: str = "ghl-sync"
+    whatsapp_verify_token: str = Field(default="", repr=False)
+    whatsapp_app_secret: str = Field(default="", repr=False)
+    whatsapp_access_token: str = Field(default="", repr=False)
+    whatsapp_api_url: str = "https://graph.facebook.com/v25.0"
+    whatsapp_tenants: str = ""
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = Field(default="", repr=False)
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_tenants: str = ""
+    public_url: str = ""
+    stale_after: float = Field(default=86400.0, gt=0)
+    channel_worker: bool = True
+    channel_lease: float = Field(default=30.0, gt=0)
 
     @field_validator("ttl", mode="before")
     @classmethod

@@ -368,6 +368,22 @@ class Flows:
         rows = yield schema.KEPT_KEY, {"id": op.conversation_id, "key": op.key}
         return Result(_OK, schema.decode_message(rows[0]) if rows else None)
 
+    @_common.handles(ops.DeliveryOp)
+    def _delivery(self, op: ops.DeliveryOp) -> Flow[Result[MessageRow | None]]:
+        locked, _ = yield from self._lock(op.conversation_id)
+        row = decide.visible(locked, op.tenant, op.now_us)
+        if row is None:
+            return Result(Outcome.NOT_FOUND, None)
+        found = yield schema.SELECT_MESSAGE, {"id": row.id, "seq": op.seq}
+        message = schema.decode_message(found[0]) if found else None
+        verdict = decide.delivery(message, op)
+        if isinstance(verdict, Result):
+            return verdict
+        assert message is not None
+        yield schema.UPDATE_METADATA, {"id": row.id, "seq": op.seq, "meta": verdict.metadata_json}
+        yield from self._emit(row.tenant, row.id, op.now_us, verdict.event, op.events_kept)
+        return Result(_OK, message._replace(metadata_json=verdict.metadata_json))
+
     @_common.handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Flow[Result[tuple[Sequence[WindowLike], int]]]:
         rows = yield (

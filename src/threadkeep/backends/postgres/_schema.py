@@ -240,6 +240,13 @@ FIND_KEYS: Final = (
     f"AND idem_key = ANY(%(keys)s) UNION ALL SELECT {MESSAGE_COLUMNS} FROM idem_archive "
     "WHERE conversation_id = %(id)s AND idem_key = ANY(%(keys)s)"
 )
+#: One kept message, and the write of its metadata (set_delivery).
+SELECT_MESSAGE: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND seq = %(seq)s"
+)
+UPDATE_METADATA: Final = (
+    "UPDATE messages SET metadata_json = %(meta)s WHERE conversation_id = %(id)s AND seq = %(seq)s"
+)
 #: The kept message of one caller key (message_by_key).
 KEPT_KEY: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s"

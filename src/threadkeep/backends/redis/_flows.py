@@ -418,6 +418,34 @@ class Flows:
         found = [codec.decode_message(op.conversation_id, e) for e in reply[1]]
         return Result(_OK, found[0] if found else None)
 
+    @handles(ops.DeliveryOp)
+    def _delivery(self, op: ops.DeliveryOp) -> Flow[Result[MessageRow | None]]:
+        """Read the message, decide in Python, replace it if unchanged since (else again)."""
+        cid, tenant = op.conversation_id, codec.opt(op.tenant)
+        while True:
+            reply = yield self._eval("delivery", cid, tenant, op.now_us, op.seq, "", "", "", "", 0)
+            if reply[0] == Outcome.NOT_FOUND.value:
+                return Result(Outcome.NOT_FOUND, None)
+            entry = str(reply[1])
+            message = codec.decode_message(cid, entry) if entry else None
+            verdict = decide.delivery(message, op)
+            if isinstance(verdict, Result):
+                return verdict
+            assert message is not None
+            new = f"{message.seq} " + codec.encode_message(
+                message.role, message.content, message.created_us, verdict.metadata_json,
+                message.idempotency_key, message.payload_json, message.link,
+            )  # fmt: skip
+            kind, data = verdict.event
+            reply = yield self._eval(
+                "delivery", cid, tenant, op.now_us, op.seq, entry, new, kind,
+                codec.json_text(data), op.events_kept,
+            )  # fmt: skip
+            if reply[0] == Outcome.NOT_FOUND.value:
+                return Result(Outcome.NOT_FOUND, None)
+            if reply[0] == _OK.value:
+                return Result(_OK, message._replace(metadata_json=verdict.metadata_json))
+
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Flow[Result[tuple[Sequence[WindowLike], int]]]:
         """The same read script: the window and ``extra`` messages before it."""

@@ -209,6 +209,11 @@ ERASE: Final = (
 INSERT_MESSAGE: Final = (
     f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: One kept message, and the write of its metadata (set_delivery).
+SELECT_MESSAGE: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
+)
+UPDATE_METADATA: Final = "UPDATE messages SET metadata = ? WHERE conversation_id = ? AND seq = ?"
 #: The message stored under an idempotency key, kept or trimmed by max_messages.
 FIND_KEY: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :id "

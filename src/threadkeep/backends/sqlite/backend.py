@@ -494,6 +494,22 @@ class SQLiteBackend:
             return Result(Outcome.NOT_FOUND, None)
         return Result(_OK, rows[0] if rows else None)
 
+    @handles(ops.DeliveryOp)
+    def _delivery(self, op: ops.DeliveryOp) -> Result[MessageRow | None]:
+        with self._tx(write=True) as db:
+            row = decide.visible(self._row(db, op.conversation_id), op.tenant, op.now_us)
+            if row is None:
+                return Result(Outcome.NOT_FOUND, None)
+            found = db.execute(schema.SELECT_MESSAGE, (row.id, op.seq)).fetchone()
+            message = None if found is None else schema.decode_message(found)
+            verdict = decide.delivery(message, op)
+            if isinstance(verdict, Result):
+                return verdict
+            assert message is not None
+            db.execute(schema.UPDATE_METADATA, (verdict.metadata_json, row.id, op.seq))
+            self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
+        return Result(_OK, message._replace(metadata_json=verdict.metadata_json))
+
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
         with self._errors():

@@ -13,7 +13,7 @@ const TK = (() => {
     "conversation.started", "message.appended", "status.changed", "stage.changed",
     "state.saved", "conversation.closed", "conversation.deleted",
     "message.popped", "messages.cleared", "messages.replaced", "agent.assigned",
-    "retention.changed",
+    "retention.changed", "message.delivery",
   ];
 
   /* localStorage, guarded: storage may be disabled (a widget in a strict iframe, private
@@ -271,10 +271,12 @@ const TK = (() => {
     messages.forEach((m) => {
       const item = !m.content && m.payload;
       if (!agent && (m.role === "tool" || m.role === "system" || item || !m.content)) return;
-      container.appendChild(el("div", { className: "tk-msg tk-" + m.role + (item ? " tk-item" : ""), "data-role": m.role, "data-seq": String(m.seq) }, [
+      const parts = [
         el("div", { className: "tk-who", text: (names[m.role] || m.role) + " · " + timeText(m.created_at) }),
         el("div", { className: "tk-text", dir: "auto", text: itemText(m) }),
-      ]));
+      ];
+      if (agent && m.delivery) parts.push(deliveryLine(m.delivery));
+      container.appendChild(el("div", { className: "tk-msg tk-" + m.role + (item ? " tk-item" : ""), "data-role": m.role, "data-seq": String(m.seq) }, parts));
     });
     (pending || []).forEach((p) => {
       const role = p.role || "user";
@@ -286,6 +288,14 @@ const TK = (() => {
       ]));
     });
     if (state.stuck) container.scrollTop = container.scrollHeight;
+  }
+
+  /* How far a reply sent through a channel got: queued / sent / delivered / read / failed (with
+   * the reason, e.g. outside WhatsApp's 24-hour window: a template is needed). */
+  function deliveryLine(d) {
+    const sending = d.state === "queued" && d.attempted_at ? "sending" : d.state;
+    const text = "delivery: " + sending + (d.error ? " — " + d.error : "");
+    return el("div", { className: "tk-delivery tk-small", "data-delivery": d.state, "data-testid": "delivery", text });
   }
 
   /* Follow the container's bottom again (one's own message is always shown). */
