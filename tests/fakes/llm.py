@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from _serve import serve  # this folder is on sys.path: the fake runs as a script
+from tests.fakes._serve import serve  # run as `python -m tests.fakes.NAME` (FakeProcess)
 
 STATE: dict[str, Any] = {"mode": "ok", "requests": []}
 LOCK = threading.Lock()
@@ -54,7 +54,7 @@ class Handler(BaseHTTPRequestHandler):
                 }
             )
             mode = STATE["mode"]
-        key = self.headers.get("x-api-key") or self.headers.get("authorization", "")
+        key = self.headers.get("x-api-key") or self.headers.get("authorization") or ""
         if key.removeprefix("Bearer ") != "test-key":
             self._send(401, {"type": "error", "error": {"type": "authentication_error"}})
             return
