@@ -1,6 +1,7 @@
 """A fake of Anthropic's Messages API (``POST /v1/messages``), run as a process by the tests.
 
-Modes (``POST /_control {"mode": …}``): ``ok`` rewords the draft as ``"Sure! <draft>"``;
+Modes (``POST /_control {"mode": …}``): ``ok`` rewords the draft (after "Reword this reply: " in
+the last text of the last message) as ``"Sure! <draft>"``;
 ``drop`` answers without the draft's question; ``error`` answers 500; ``slow`` waits 10 s.
 """
 
@@ -63,7 +64,8 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "error":
             self._send(500, {"type": "error", "error": {"type": "api_error", "message": "boom"}})
             return
-        prompt = body["messages"][0]["content"]
+        content = body["messages"][-1]["content"]  # the request, or a turn it was joined to
+        prompt = content if isinstance(content, str) else content[-1]["text"]
         draft = prompt.split("Reword this reply: ", 1)[-1]
         text = "Sure! " + draft if mode == "ok" else "Sure, sounds good."
         self._send(
