@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: run id, clock, backends × APIs (see ``_stores``)."""
+"""Fixtures shared by every test: run id, clock, backends × APIs (see ``_stores``), fakes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import threadkeep
 from tests._servers import cleanup_url, isolated_url, require_reachable
 from tests._stores import store_factory
+from tests.fakes.process import FakeProcess
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -42,6 +43,14 @@ def _cleanup_servers() -> Iterator[None]:
     yield
     for url in sorted(_USED_URLS):
         cleanup_url(url)
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeProcess]:
+    """The fake Messages API (``tests/fakes/llm.py``), as a process."""
+    fake = FakeProcess("llm.py").started()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture

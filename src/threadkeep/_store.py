@@ -41,7 +41,7 @@ from threadkeep._models import (
 )
 from threadkeep._rules import flows, outcomes, plans
 from threadkeep._rules.lifecycle import Status
-from threadkeep._rules.ops import Op, Result
+from threadkeep._rules.ops import Op, Result, StartOp
 from threadkeep._rules.parts import MessageLike
 from threadkeep._rules.times import to_us
 from threadkeep._turn import AsyncTurn, Turn
@@ -87,6 +87,25 @@ class _StoreBase:
         if self._state is _State.CLOSED:
             raise StoreClosed()
         return to_us(self.clock.now())
+
+    def _start_op(
+        self,
+        resume: bool,
+        contact_id: str,
+        tenant: str,
+        agent_id: str | None,
+        channel: str | None,
+        stage: str | None,
+        metadata: dict[str, Any] | None,
+        retention: Retention | None,
+        conversation_id: str | None = None,
+    ) -> StartOp:
+        """The op of ``start`` (``resume`` False) and ``resume``, in their arguments' order."""
+        return plans.start(
+            self._now_us(), self.limits, retention or self.retention, contact_id, tenant=tenant,
+            agent_id=agent_id, channel=channel, stage=stage, metadata=metadata, resume=resume,
+            conversation_id=conversation_id,
+        )  # fmt: skip
 
 
 class Store(_StoreBase):
@@ -162,10 +181,9 @@ class Store(_StoreBase):
         Raises:
             InvalidInput: a bad name or metadata.
         """
-        op = plans.start(
-            self._now_us(), self.limits, retention or self.retention, contact_id, tenant=tenant,
-            agent_id=agent_id, channel=channel, stage=stage, metadata=metadata, resume=False,
-        )  # fmt: skip
+        op = self._start_op(
+            False, contact_id, tenant, agent_id, channel, stage, metadata, retention
+        )
         return outcomes.finish_create(self._backend.execute(op))
 
     def resume(
@@ -191,10 +209,7 @@ class Store(_StoreBase):
         Raises:
             InvalidInput: a bad name or metadata.
         """
-        op = plans.start(
-            self._now_us(), self.limits, retention or self.retention, contact_id, tenant=tenant,
-            agent_id=agent_id, channel=channel, stage=stage, metadata=metadata, resume=True,
-        )  # fmt: skip
+        op = self._start_op(True, contact_id, tenant, agent_id, channel, stage, metadata, retention)
         return outcomes.finish_create(self._backend.execute(op))
 
     def _create_with_id(
@@ -213,11 +228,17 @@ class Store(_StoreBase):
 
         The caller makes sure the id is free (import looks it up first).
         """
-        op = plans.start(
-            self._now_us(), self.limits, retention, contact_id, tenant=tenant, agent_id=agent_id,
-            channel=channel, stage=stage, metadata=metadata, resume=False,
-            conversation_id=conversation_id,
-        )  # fmt: skip
+        op = self._start_op(
+            False,
+            contact_id,
+            tenant,
+            agent_id,
+            channel,
+            stage,
+            metadata,
+            retention,
+            conversation_id,
+        )
         return outcomes.finish_create(self._backend.execute(op))
 
     def get(self, conversation_id: str, *, tenant: str | None = None) -> Conversation:
@@ -988,10 +1009,9 @@ class AsyncStore(_StoreBase):
         retention: Retention | None = None,
     ) -> Conversation:
         """See Store.start."""
-        op = plans.start(
-            self._now_us(), self.limits, retention or self.retention, contact_id, tenant=tenant,
-            agent_id=agent_id, channel=channel, stage=stage, metadata=metadata, resume=False,
-        )  # fmt: skip
+        op = self._start_op(
+            False, contact_id, tenant, agent_id, channel, stage, metadata, retention
+        )
         return outcomes.finish_create(await self._execute(op))
 
     async def resume(
@@ -1006,10 +1026,7 @@ class AsyncStore(_StoreBase):
         retention: Retention | None = None,
     ) -> Conversation:
         """See Store.resume."""
-        op = plans.start(
-            self._now_us(), self.limits, retention or self.retention, contact_id, tenant=tenant,
-            agent_id=agent_id, channel=channel, stage=stage, metadata=metadata, resume=True,
-        )  # fmt: skip
+        op = self._start_op(True, contact_id, tenant, agent_id, channel, stage, metadata, retention)
         return outcomes.finish_create(await self._execute(op))
 
     async def get(self, conversation_id: str, *, tenant: str | None = None) -> Conversation:

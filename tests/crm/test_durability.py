@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,14 @@ from tests.service._service_helpers import LiveServer, wait_for
 CONTACT = "cI08i1Bls3iTB9bKgFJh"
 
 
-def call(server, method, path, body=None, headers=None, raw=None):
+def call(
+    server: LiveServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> Any:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(
         server.url + path,
@@ -29,11 +37,6 @@ def call(server, method, path, body=None, headers=None, raw=None):
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"null")
-
-
-def fake_state(fake):
-    with urllib.request.urlopen(f"{fake.url}/_state", timeout=5) as response:
-        return json.loads(response.read())
 
 
 @pytest.mark.slow
@@ -87,12 +90,12 @@ def test_a_change_made_while_ghl_is_down_survives_a_restart(tmp_path, map_file):
         ).started()
 
         def delivered():
-            state = fake_state(fake)
+            state = fake.state()
             opportunities = list(state["opportunities"].values())
             return bool(opportunities) and state["contacts"][CONTACT]["customFields"]
 
         wait_for(delivered, 60, "the change to reach GoHighLevel")
-        state = fake_state(fake)
+        state = fake.state()
         [opportunity] = state["opportunities"].values()  # exactly one, with two workers
         assert opportunity["pipelineStageId"] == STAGE_IDS["Q2"]
         assert opportunity["contactId"] == CONTACT
@@ -100,13 +103,13 @@ def test_a_change_made_while_ghl_is_down_survives_a_restart(tmp_path, map_file):
         # a later change goes out once too
         call(server, "PUT", f"/v1/conversations/{conv['id']}/stage", {"stage": "QUALIFIED"})
         wait_for(
-            lambda: fake_state(fake)["contacts"][CONTACT]["tags"] == ["seller-qualified"],
+            lambda: fake.state()["contacts"][CONTACT]["tags"] == ["seller-qualified"],
             30,
             "the QUALIFIED tag",
         )
         wait_for(
             lambda: (
-                list(fake_state(fake)["opportunities"].values())[0]["pipelineStageId"]
+                list(fake.state()["opportunities"].values())[0]["pipelineStageId"]
                 == STAGE_IDS["QUALIFIED"]
             ),
             30,

@@ -79,7 +79,7 @@ def test_missing_or_garbled_headers():
         verifier.verify(KAT_BODY, {"x-ghl-signature": "***"})
 
 
-def test_a_key_file_with_two_keys_for_a_rotation(tmp_path: Path):
+def test_a_key_file_with_two_keys_for_a_rotation(tmp_path: Path) -> None:
     path = tmp_path / "keys.pem"
     path.write_text(PUBLISHED_ED25519_KEY + TEST_PUBLIC_PEM)
     assert Verifier(str(path)).verify(KAT_BODY, {"x-ghl-signature": KAT_SIGNATURE}) == "ed25519"
@@ -133,13 +133,14 @@ def test_bodies_that_are_not_events(raw):
         parse_event(raw)
 
 
-def test_map_file(tmp_path: Path):
+def test_map_file(tmp_path: Path) -> None:
     path = tmp_path / "map.yaml"
     path.write_text(
         "fields:\n  price_expectation: abc\n  motivation: {key: motivation}\n"
         "pipeline: {id: P, stages: {Q2: s2}, inbound: {s9: Q2}}\ntags: {QUALIFIED: [q]}\n"
     )
     gmap = load_map(path)
+    assert gmap.pipeline is not None
     assert gmap.fields["price_expectation"].ref == "id:abc"
     assert gmap.fields["motivation"].write("x") == {"key": "motivation", "field_value": "x"}
     assert gmap.pipeline.playbook_stage("s2") == "Q2" and gmap.pipeline.playbook_stage("s9") == "Q2"

@@ -3,14 +3,14 @@ token refresh, echoes ignored, nothing lost while GoHighLevel is down."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
+from typing import Any
 
 import pytest
 
 import threadkeep
 from tests.crm._ghl_helpers import LOCATION, MAP, PIPELINE, STAGE_IDS
+from tests.fakes.process import FakeProcess
 from threadkeep.crm.client import GhlClient, OAuthTokens
 from threadkeep.crm.ghl import GhlMap
 from threadkeep.crm.sync import Ledger, Outbox, apply_event, oauth_saver
@@ -47,7 +47,7 @@ async def make_outbox():
         await client.aclose()
 
 
-def api_calls(fake, *skip):
+def api_calls(fake: FakeProcess, *skip: str) -> list[tuple[str, str, Any, int]]:
     return [
         (r["method"], r["path"], r["body"], r["status"])
         for r in fake.requests()
@@ -100,7 +100,7 @@ async def test_stage_and_fields_are_sent_once_and_only_what_changed(store, fake_
             {"pipelineId": PIPELINE, "pipelineStageId": STAGE_IDS["QUALIFIED"]},
         ),
     ]
-    state = _state(fake_ghl)
+    state = fake_ghl.state()
     assert state["contacts"][CONTACT] == {
         "customFields": {"6dvNaf7VhkQ9snc5vnjJ": 500000, "motivation": "relocation"},
         "tags": ["seller-qualified"],
@@ -115,11 +115,6 @@ async def test_stage_and_fields_are_sent_once_and_only_what_changed(store, fake_
         f"/contacts/{CONTACT}/tags",
         {"tags": ["seller-qualified"]},
     )
-
-
-def _state(fake):
-    with urllib.request.urlopen(f"{fake.url}/_state", timeout=5) as response:
-        return json.loads(response.read())
 
 
 async def test_echo_webhooks_of_our_own_writes_are_ignored(store, fake_ghl, make_outbox):
@@ -203,7 +198,7 @@ async def test_down_holds_the_cursor_and_delivers_when_back(store, fake_ghl, mak
     fake_ghl.control(down=False)
     assert await outbox.run_pass(store, ledger)
     assert await ledger.get("cursor") != cursor
-    [opportunity] = _state(fake_ghl)["opportunities"].values()
+    [opportunity] = fake_ghl.state()["opportunities"].values()
     assert opportunity["contactId"] == CONTACT and opportunity["pipelineStageId"] == STAGE_IDS["Q2"]
     assert conv.id
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import httpx2
 import pytest
+from fastapi.testclient import TestClient
 
 import threadkeep
+from tests._servers import free_port
 from tests.crm._ghl_helpers import (
     LOCATION,
     PIPELINE,
@@ -16,7 +20,7 @@ from tests.crm._ghl_helpers import (
     sign,
     signed,
 )
-from tests.service._service_helpers import client_for, free_port
+from tests.service._service_helpers import client_for
 
 URL = "/v1/crm/ghl/webhook"
 
@@ -39,12 +43,16 @@ def api(store_url, map_file):
         yield client
 
 
-def post(api, payload, **headers):
+def post(api: TestClient, payload: dict[str, Any], **headers: str) -> httpx2.Response:
     raw, signed_headers = signed(payload)
     return api.post(URL, content=raw, headers={**signed_headers, **headers})
 
 
-def inbound(text="Hi, I want to sell my house", message_id=None, contact="cI08i1Bls3iTB9bKgFJh"):
+def inbound(
+    text: str = "Hi, I want to sell my house",
+    message_id: str | None = None,
+    contact: str = "cI08i1Bls3iTB9bKgFJh",
+) -> dict[str, Any]:
     return event(
         "InboundMessage",
         contactId=contact,
@@ -57,7 +65,9 @@ def inbound(text="Hi, I want to sell my house", message_id=None, contact="cI08i1
     )
 
 
-def transcript(api, contact="cI08i1Bls3iTB9bKgFJh"):
+def transcript(
+    api: TestClient, contact: str = "cI08i1Bls3iTB9bKgFJh"
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     items = api.get(f"/v1/conversations?contact_id={contact}").json()["items"]
     assert len(items) == 1
     conv = items[0]

@@ -1,5 +1,5 @@
-"""The one way a fake provider server (a script in this folder) listens: 127.0.0.1, a port the
-test chose, a thread per request. Standard library only: the fakes run as plain scripts."""
+"""The one way a fake provider server (a module in this folder) listens: 127.0.0.1, a port the
+test chose, a thread per request. Standard library only: the fakes run as plain processes."""
 
 from __future__ import annotations
 

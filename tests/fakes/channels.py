@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
 
-from _serve import serve  # this folder is on sys.path: the fake runs as a script
+from tests.fakes._serve import serve  # run as `python -m tests.fakes.NAME` (FakeProcess)
 
 LOCK = threading.Lock()
 IDS = itertools.count(1)

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from _serve import serve  # this folder is on sys.path: the fake runs as a script
+from tests.fakes._serve import serve  # run as `python -m tests.fakes.NAME` (FakeProcess)
 
 VERSION = "2021-07-28"
 LOCK = threading.Lock()

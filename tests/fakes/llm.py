@@ -1,6 +1,7 @@
 """A fake of Anthropic's Messages API (``POST /v1/messages``), run as a process by the tests.
 
-Modes (``POST /_control {"mode": …}``): ``ok`` rewords the draft as ``"Sure! <draft>"``;
+Modes (``POST /_control {"mode": …}``): ``ok`` rewords the draft (after "Reword this reply: " in
+the last text of the last message) as ``"Sure! <draft>"``;
 ``drop`` answers without the draft's question; ``error`` answers 500; ``slow`` waits 10 s.
 """
 
@@ -13,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from _serve import serve  # this folder is on sys.path: the fake runs as a script
+from tests.fakes._serve import serve  # run as `python -m tests.fakes.NAME` (FakeProcess)
 
 STATE: dict[str, Any] = {"mode": "ok", "requests": []}
 LOCK = threading.Lock()
@@ -54,7 +55,7 @@ class Handler(BaseHTTPRequestHandler):
                 }
             )
             mode = STATE["mode"]
-        key = self.headers.get("x-api-key") or self.headers.get("authorization", "")
+        key = self.headers.get("x-api-key") or self.headers.get("authorization") or ""
         if key.removeprefix("Bearer ") != "test-key":
             self._send(401, {"type": "error", "error": {"type": "authentication_error"}})
             return
@@ -63,7 +64,8 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "error":
             self._send(500, {"type": "error", "error": {"type": "api_error", "message": "boom"}})
             return
-        prompt = body["messages"][0]["content"]
+        content = body["messages"][-1]["content"]  # the request, or a turn it was joined to
+        prompt = content if isinstance(content, str) else content[-1]["text"]
         draft = prompt.split("Reword this reply: ", 1)[-1]
         text = "Sure! " + draft if mode == "ok" else "Sure, sounds good."
         self._send(

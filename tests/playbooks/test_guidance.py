@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -15,14 +16,14 @@ from threadkeep.playbooks.guidance import RECENT, compute, guidance_phraser, rew
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def conv(stage, message_count=0, **kw):
+def conv(stage: str | None, message_count: int = 0, **kw: Any) -> threadkeep.Conversation:
     return threadkeep.Conversation(
         id="c1",
         tenant="t",
         contact_id="+1555",
         agent_id=kw.get("agent_id"),
         channel="sms",
-        status="active",
+        status=threadkeep.Status.ACTIVE,
         stage=stage,
         metadata={},
         created_at=NOW,
@@ -32,11 +33,11 @@ def conv(stage, message_count=0, **kw):
     )
 
 
-def msg(seq, content, role="user"):
+def msg(seq: int, content: str, role: str = "user") -> threadkeep.Message:
     return threadkeep.Message("c1", seq, role, content, NOW)
 
 
-def fact(key, value):
+def fact(key: str, value: Any) -> threadkeep.Fact:
     return threadkeep.Fact(key, value, "high", NOW, NOW + timedelta(days=30))
 
 
@@ -231,7 +232,7 @@ def test_llm_rewords_and_falls_back(fake_llm):
         "THREADKEEP_BOT_LLM_TIMEOUT": "20",  # a pass never waits for it; a busy machine may
     }
     phraser = guidance_phraser(env)
-    assert guidance_phraser({}) is None
+    assert phraser is not None and guidance_phraser({}) is None
     g = compute(get_playbook("seller"), conv("Q2"), messages=[msg(1, "you tell me")])
     import anyio
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ REALTOR_STAGES = [
 ]
 
 
-def minimal(**stage_overrides):
+def minimal(**stage_overrides: Any) -> dict[str, Any]:
     stage = {"id": "b", "name": "B", "objectives": ["x"], "replies": ["r1", "r2", "r3"]}
     return {"name": "mine", "stages": [{**stage, "id": "a", "name": "A", **stage_overrides}, stage]}
 
@@ -52,15 +53,19 @@ def test_realtor_has_the_thirteen_stages_with_full_content():
         if not stage.final:
             assert stage.transition.criteria, f"{stage.id} has no transition criteria"
     assert book.stages[-1].final and book.next_stage(book.stages[-1]) is None
-    assert book.next_stage(book.stages[0]).id == "initial_contact"
+    second = book.next_stage(book.stages[0])
+    assert second is not None and second.id == "initial_contact"
 
 
 def test_seller_stages_are_the_bots():
     book = get_playbook("seller")
     assert [s.id for s in book.stages] == ["Q0", "Q1", "Q2", "Q3", "Q4", "QUALIFIED", "STALLED"]
-    assert book.next_stage(book.stage("Q4")).id == "QUALIFIED"
-    assert book.next_stage(book.stage("QUALIFIED")) is None
-    assert book.stage(None).id == "Q0" and book.stage("nope") is None
+    q4, qualified, first = book.stage("Q4"), book.stage("QUALIFIED"), book.stage(None)
+    assert q4 is not None and qualified is not None and first is not None
+    after_q4 = book.next_stage(q4)
+    assert after_q4 is not None and after_q4.id == "QUALIFIED"
+    assert book.next_stage(qualified) is None
+    assert first.id == "Q0" and book.stage("nope") is None
 
 
 @pytest.mark.parametrize(
@@ -203,7 +208,7 @@ def test_duplicate_stage_ids_are_refused():
         parse_playbook(data)
 
 
-def test_json_and_yaml_files(tmp_path: Path):
+def test_json_and_yaml_files(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(minimal()))
     assert load_playbook(path).name == "mine"
@@ -221,7 +226,7 @@ def test_json_and_yaml_files(tmp_path: Path):
         get_playbook("buyer")
 
 
-def test_an_edited_file_is_read_again(tmp_path: Path):
+def test_an_edited_file_is_read_again(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(minimal()))
     assert get_playbook(str(path)).title == ""
@@ -233,7 +238,7 @@ def test_an_edited_file_is_read_again(tmp_path: Path):
     assert get_playbook(str(path)).title == "Changed"
 
 
-def test_playbook_set(tmp_path: Path):
+def test_playbook_set(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(minimal()))
     books = PlaybookSet.parse("realtor", f"loc-1:{path}, loc-2:seller")

@@ -1,4 +1,5 @@
-"""Target backends for the moving-in suite; the peers write to the real local servers."""
+"""Target backends for the moving-in suite (with ../_fixtures.py); the peers write to the real
+local servers."""
 
 from __future__ import annotations
 
@@ -13,20 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _backends import BACKENDS, backend_url, cleanup, servers
 
+pytest_plugins = ("_fixtures",)
+
 REDIS = servers.REDIS_BASE
 POSTGRES = servers.POSTGRES_BASE
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = backend_url(request.param, tmp_path)
-    yield url
-    cleanup(url)
 
 
 @pytest.fixture(params=[b for b in BACKENDS if b != "memory"])
