@@ -336,13 +336,16 @@ def check(url: str, tally: Tally) -> dict[str, Any]:
 def recovery(timeline: list[tuple[float, str]]) -> float | None:
     """Seconds from the backend's restart to /readyz answering 200 again (0: it never failed).
 
-    None: /readyz did not answer 200 again before the end.
+    Only the probes of the outage count: from the backend taken away to the next fault after it
+    came back (a worker SIGKILLed later is another story). None: no 200 again in that span.
     """
     away = next((t for t, what in timeline if what == "backend taken away"), None)
     back = next((t for t, what in timeline if what == "backend back"), None)
     if away is None or back is None:
         return None
-    probes = [(t, what) for t, what in timeline if what.startswith("readyz") and t >= away]
+    after = [t for t, what in timeline if t > back and not what.startswith("readyz")]
+    end = after[0] if after else float("inf")
+    probes = [(t, what) for t, what in timeline if what.startswith("readyz") and away <= t < end]
     failing = [t for t, what in probes if what != "readyz 200"]
     if not failing:
         return 0.0

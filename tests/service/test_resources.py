@@ -6,14 +6,19 @@ Regression tests of the adversarial review of b07f6d3 (findings 3, 6 and 17), ea
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import threadkeep
 from tests.service._service_helpers import LiveServer
+from threadkeep import CursorExpired, Event, EventKind
+from threadkeep.service.routers.events import _follow
 
 
 def rss_mb(pid: int) -> float:
@@ -218,3 +223,23 @@ def test_a_nul_in_a_static_name_is_a_404(
     sock.sendall(b"GET /static/a%00b.js HTTP/1.1\r\nHost: t\r\n\r\n")
     assert read_until(sock, b"\r\n").startswith(b"HTTP/1.1 404")
     sock.close()
+
+
+def test_a_backlog_that_fails_while_streaming_ends_with_an_error_event() -> None:
+    """The backlog is read while streaming now, so its errors become an `event: error`."""
+
+    async def backlog() -> AsyncIterator[Event]:
+        at = datetime.now(UTC)
+        yield Event("1", EventKind.MESSAGE_APPENDED, "t", "c1", {"seq": 1, "role": "user"}, at)
+        raise CursorExpired("1")  # a writer trimmed the log under a slow reader
+
+    async def collect() -> list[str]:
+        stream = _follow(
+            cast(Any, None), "t", backlog(), None, True, 15.0, False, threading.Event(),
+            lambda event: True,
+        )  # fmt: skip
+        return [chunk async for chunk in stream]
+
+    sent = asyncio.run(collect())
+    assert sent[1].startswith("id: 1\nevent: message.appended")
+    assert sent[-1].startswith("event: error\n") and "CursorExpired" in sent[-1]

@@ -107,6 +107,8 @@ def test_a_key_over_its_limit_gets_429_with_retry_after(tmp_path: Path) -> None:
         assert api.get("/v1/counts", headers={"Authorization": "Bearer key-a2"}).status_code == 200
         time.sleep(1.05)
         assert api.get("/v1/counts", headers=a).status_code == 200
+        documented = api.get("/openapi.json").json()["paths"]["/v1/chat"]["post"]["responses"]
+        assert "429" in documented
 
 
 def test_a_visitor_over_its_limit_gets_429_and_others_do_not(tmp_path: Path) -> None:

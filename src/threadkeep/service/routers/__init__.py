@@ -18,11 +18,12 @@ _WHAT = {
     413: "the request body is too large",
     422: "invalid input; the body names the field and the rule",
     428: "If-Match is required (the version the change is based on)",
+    429: "too many requests from this API key or visitor; retry after Retry-After seconds",
     503: "the store cannot be reached",
 }
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Return the OpenAPI ``responses`` of these error codes (401, 403, 422, 503 always)."""
-    every = sorted({401, 403, 422, 503, *codes})
+    """Return the OpenAPI ``responses`` of these error codes (401, 403, 422, 429, 503 always)."""
+    every = sorted({401, 403, 422, 429, 503, *codes})
     return {code: {"model": ErrorOut, "description": _WHAT[code]} for code in every}

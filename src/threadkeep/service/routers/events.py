@@ -63,19 +63,19 @@ async def _follow(
     reads ``EVENT_BATCH`` per query), so a stream holds one batch, never the tenant's log.
     """
     yield "retry: 2000\n\n"
-    skipped = None
-    async for event in backlog:
-        after = event.id
-        if replay:
-            if keep(event):
-                yield sse(event)
-        else:
-            skipped = event.id
-    if skipped is not None:
-        yield f"id: {skipped}\n\n"  # moves the client's resume point to the end of the log
-    if not follow:
-        return
     try:
+        skipped = None
+        async for event in backlog:
+            after = event.id
+            if replay:
+                if keep(event):
+                    yield sse(event)
+            else:
+                skipped = event.id
+        if skipped is not None:
+            yield f"id: {skipped}\n\n"  # moves the client's resume point to the end of the log
+        if not follow:
+            return
         quiet_since = time.monotonic()
         # Wait in short slices, so a shutting-down server ends the stream within a second
         # (the browser reconnects with Last-Event-ID) instead of holding up the shutdown.
