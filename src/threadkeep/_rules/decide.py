@@ -11,9 +11,9 @@ atomicity on the Redis server, and the conformance suite holds every backend to 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from threadkeep._rules import delivery as dl, events as ev, lifecycle
 from threadkeep._rules.events import NewEvent
@@ -39,10 +39,10 @@ from threadkeep._rules.rows import ConversationRow, FactRow, MessageRow
 
 __all__ = [
     "Appended",
-    "Delivered",
-    "delivery",
     "Created",
+    "Delivered",
     "HISTORY_KEPT",
+    "Judge",
     "Rewritten",
     "Saved",
     "Updated",
@@ -51,6 +51,7 @@ __all__ = [
     "clear",
     "create",
     "cursor_expired",
+    "delivery",
     "erasable",
     "erased",
     "fact_due",
@@ -419,6 +420,11 @@ class Updated(NamedTuple):
     def result(self) -> Result[ConversationRow | None]:
         """The answer once written."""
         return Result(Outcome.OK, self.row)
+
+
+#: A change of one conversation judged on the row found (``update``, ``retain``): the answer,
+#: or what to write.
+Judge: TypeAlias = Callable[[ConversationRow | None], "Result[ConversationRow | None] | Updated"]
 
 
 def update(row: ConversationRow | None, op: UpdateOp) -> Result[ConversationRow | None] | Updated:

@@ -147,21 +147,21 @@ class MemoryBackend:
 
     @handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Result[ConversationRow | None]:
-        verdict = decide.update(self._convs.get(op.conversation_id), op)
+        return self._change(op, lambda row: decide.update(row, op))
+
+    @handles(ops.RetainOp)
+    def _retain(self, op: ops.RetainOp) -> Result[ConversationRow | None]:
+        return self._change(op, lambda row: decide.retain(row, op))
+
+    def _change(
+        self, op: ops.UpdateOp | ops.RetainOp, judge: decide.Judge
+    ) -> Result[ConversationRow | None]:
+        verdict = judge(self._convs.get(op.conversation_id))
         if isinstance(verdict, Result):
             return verdict
         row = verdict.row
         self._put(row)
         self._emit(row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
-        return verdict.result()
-
-    @handles(ops.RetainOp)
-    def _retain(self, op: ops.RetainOp) -> Result[ConversationRow | None]:
-        verdict = decide.retain(self._convs.get(op.conversation_id), op)
-        if isinstance(verdict, Result):
-            return verdict
-        self._put(verdict.row)
-        self._emit(verdict.row.tenant, verdict.row.id, verdict.event, op.now_us, op.events_kept)
         return verdict.result()
 
     @handles(ops.ListOp)

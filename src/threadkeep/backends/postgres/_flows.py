@@ -399,19 +399,17 @@ class Flows:
 
     @_common.handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:
-        locked, _ = yield from self._lock(op.conversation_id)
-        verdict = decide.update(locked, op)
-        if isinstance(verdict, Result):
-            return verdict
-        row = verdict.row
-        yield schema.UPDATE_CONVERSATION, schema.encode_conversation(row)
-        yield from self._emit(row.tenant, row.id, op.now_us, verdict.event, op.events_kept)
-        return verdict.result()
+        return (yield from self._change(op, lambda row: decide.update(row, op)))
 
     @_common.handles(ops.RetainOp)
     def _retain(self, op: ops.RetainOp) -> Flow[Result[ConversationRow | None]]:
+        return (yield from self._change(op, lambda row: decide.retain(row, op)))
+
+    def _change(
+        self, op: ops.UpdateOp | ops.RetainOp, judge: decide.Judge
+    ) -> Flow[Result[ConversationRow | None]]:
         locked, _ = yield from self._lock(op.conversation_id)
-        verdict = decide.retain(locked, op)
+        verdict = judge(locked)
         if isinstance(verdict, Result):
             return verdict
         row = verdict.row

@@ -259,19 +259,17 @@ class SQLiteBackend:
 
     @handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Result[ConversationRow | None]:
-        with self._tx(write=True) as db:
-            verdict = decide.update(self._row(db, op.conversation_id), op)
-            if isinstance(verdict, Result):
-                return verdict
-            row = verdict.row
-            db.execute(schema.UPDATE_CONVERSATION, schema.encode_changes(row))
-            self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
-        return verdict.result()
+        return self._change(op, lambda row: decide.update(row, op))
 
     @handles(ops.RetainOp)
     def _retain(self, op: ops.RetainOp) -> Result[ConversationRow | None]:
+        return self._change(op, lambda row: decide.retain(row, op))
+
+    def _change(
+        self, op: ops.UpdateOp | ops.RetainOp, judge: decide.Judge
+    ) -> Result[ConversationRow | None]:
         with self._tx(write=True) as db:
-            verdict = decide.retain(self._row(db, op.conversation_id), op)
+            verdict = judge(self._row(db, op.conversation_id))
             if isinstance(verdict, Result):
                 return verdict
             row = verdict.row
