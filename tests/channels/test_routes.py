@@ -24,9 +24,19 @@ from tests.channels._payloads import (
 from tests.service._service_helpers import client_for
 from threadkeep.channels import twilio, whatsapp
 
-WA = {"whatsapp_app_secret": APP_SECRET, "whatsapp_verify_token": "vibecoding"}
+# No processor here: these tests look at what the routes store (test_live has the answers).
+WA: dict[str, Any] = {
+    "whatsapp_app_secret": APP_SECRET,
+    "whatsapp_verify_token": "vibecoding",
+    "channel_worker": False,
+}
 PUBLIC = "https://bot.example.com/hooks"
-TW = {"twilio_auth_token": AUTH_TOKEN, "twilio_account_sid": "AC1", "public_url": PUBLIC}
+TW: dict[str, Any] = {
+    "twilio_auth_token": AUTH_TOKEN,
+    "twilio_account_sid": "AC1",
+    "public_url": PUBLIC,
+    "channel_worker": False,
+}
 
 
 @pytest.fixture

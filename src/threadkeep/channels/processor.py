@@ -5,7 +5,8 @@ The store is the durable inbox. The processor follows the store's events log; ea
 turn lease it decides from the store alone what is unanswered: the inbound messages after the
 last covered seq, where a bot reply covers up to its ``reply_to`` seq, a human agent's message
 covers everything before it, and a contact fact ``_channel_covered:<conversation id>`` records
-turns that ended without a reply (stale messages, a silent bot). All unanswered messages are
+the coverage after each turn (also of turns that ended without a reply: stale messages, a silent
+bot), so the next turn reads only the history after it. All unanswered messages are
 answered by one reply (the bot sees them joined, newest last), so messages that arrive during a
 turn are answered together by the next one.
 
@@ -298,8 +299,10 @@ class Processor:
             log.info(
                 "conversation %s: %d stale message(s) not answered", conv.id, len(work.pending)
             )
-        if reply is None or reply.metadata.get("reply_to") != through:
-            # No reply covers up to ``through`` (stale, or the bot stayed silent): say so.
+        # Recorded after every turn: a reply covers only up to its ``reply_to`` (stale or silent
+        # turns have no reply at all), and the next turn reads the history from here on. A
+        # crash before this write loses nothing: the reply itself says what it covers.
+        if through > work.covered:
             await store.remember(
                 conv.contact_id, COVERED_FACT + conv.id, through, tenant=conv.tenant,
                 tier="critical",
