@@ -60,6 +60,7 @@ _PAGE: Final = 500
 _RETRY_BUSY: Final = 0.25  # seconds before retrying a conversation whose lease is taken
 _RETRY_DOWN: Final = 1.0  # seconds before retrying after a store failure
 _IDLE: Final = 0.5  # seconds an events read waits once caught up (bounds the stop latency)
+_MAX_BACKOFF: Final = 300.0  # seconds: the longest wait before retrying a failing turn
 
 
 class Outbound(Protocol):
@@ -166,6 +167,7 @@ class Processor:
         self._busy: set[str] = set()
         self._again: set[str] = set()
         self._skip: set[str] = set()  # conversations that are not a channel's
+        self._failures: dict[str, int] = {}  # turns that raised in a row, per conversation
         self._wake = asyncio.Event()
 
     def schedule(self, conversation_id: str, delay: float = 0.0) -> None:
@@ -238,8 +240,16 @@ class Processor:
             try:
                 retry = await self.answer(conversation_id)
             except Exception:  # a bot's or a sender's bug must not stop the processor
-                log.exception("channel turn of %s failed; retrying later", conversation_id)
-                retry = _RETRY_DOWN
+                failures = self._failures[conversation_id] = (
+                    self._failures.get(conversation_id, 0) + 1
+                )
+                retry = min(_RETRY_DOWN * 2 ** (failures - 1), _MAX_BACKOFF)
+                log.exception(
+                    "channel turn of %s failed (%d in a row); retrying in %.0f s",
+                    conversation_id, failures, retry,
+                )  # fmt: skip
+            else:
+                self._failures.pop(conversation_id, None)
             finally:
                 self._busy.discard(conversation_id)
             if retry is not None or conversation_id in self._again:
