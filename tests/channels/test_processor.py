@@ -194,3 +194,16 @@ async def test_a_failing_bot_is_retried_with_backoff_then_answers_once() -> None
         (reply,) = await replies(store, conv.id)
         assert reply.content == "echo: hello" and bot.calls == 3
         assert waited >= 3.0  # retried after 1 s, then after 2 s
+
+
+async def test_a_channel_message_in_a_web_conversation_is_answered(store_url: str) -> None:
+    async with await threadkeep.open_async(store_url) as store:
+        contact = f"shared-{id(store)}"
+        web = await store.start(contact, channel="web")
+        await store.append(web.id, "user", "from the site")
+        await store.append(web.id, "assistant", "hi from the site bot", metadata={"reply_to": 1})
+        await store_inbound(store, inbound(contact, 0, "from WhatsApp"), "default")
+        processor = Processor(lambda: _same(store), EchoBot(), ChannelConfig())
+        await run_until(processor, lambda: _has_replies(store, web.id, 2))
+        reply = (await replies(store, web.id))[-1]
+        assert reply.content == "echo: from WhatsApp" and reply.metadata["covers"] == [3]

@@ -102,6 +102,18 @@ def _provider_time(message: Message) -> datetime:
         return message.created_at
 
 
+async def _from_a_channel(store: AsyncStore, conv: Conversation) -> bool:
+    """Whether a channel brought the conversation, or at least its newest message.
+
+    The second case is a contact whose open conversation started elsewhere (a web chat under
+    the same contact id): the channel's message landed there and is answered there.
+    """
+    if is_channel_conversation(conv):
+        return True
+    newest = await store.messages(conv.id, last=1, tenant=conv.tenant)
+    return bool(newest) and inbound_of(newest[-1]) is not None
+
+
 async def unanswered(store: AsyncStore, conv: Conversation) -> Work:
     """Return the conversation's unanswered inbound messages, read from the store alone.
 
@@ -166,14 +178,11 @@ class Processor:
         self._due: dict[str, float] = {}
         self._busy: set[str] = set()
         self._again: set[str] = set()
-        self._skip: set[str] = set()  # conversations that are not a channel's
         self._failures: dict[str, int] = {}  # turns that raised in a row, per conversation
         self._wake = asyncio.Event()
 
     def schedule(self, conversation_id: str, delay: float = 0.0) -> None:
         """Look at ``conversation_id`` after ``delay`` seconds (again, if it is being answered)."""
-        if conversation_id in self._skip:
-            return
         if conversation_id in self._busy:
             self._again.add(conversation_id)
             return
@@ -266,9 +275,8 @@ class Processor:
         try:
             store = await self._store()
             conv = await store.get(conversation_id)
-            if not is_channel_conversation(conv):
-                self._skip.add(conversation_id)
-                return None
+            if not await _from_a_channel(store, conv):
+                return None  # a web chat's turn (POST /v1/chat answers it): never take its lease
             if conv.status in (Status.CLOSED, Status.WAITING_AGENT):
                 return None
             async with store.turn(
@@ -304,7 +312,8 @@ class Processor:
             reply = await respond_to(store, self.bot, turn, joined, conv.tenant, covers)
             if reply is not None and self.observer is not None:
                 lag = (reply.created_at - _provider_time(fresh[0])).total_seconds()
-                self.observer.replied(str(conv.metadata.get("provider")), lag)
+                provider = (inbound_of(fresh[-1]) or {}).get("provider")
+                self.observer.replied(str(provider), lag)
         else:
             log.info(
                 "conversation %s: %d stale message(s) not answered", conv.id, len(work.pending)
