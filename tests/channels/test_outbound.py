@@ -95,3 +95,20 @@ async def test_never_sent_outside_the_window_or_twice(fake: FakeProcess) -> None
         assert unknown is not None and unknown["error"].startswith("outcome unknown")
         assert len(fake.requests()) == before  # neither was sent
         await sender.aclose()
+
+
+async def test_a_reply_goes_where_the_contact_last_wrote(fake: FakeProcess) -> None:
+    async with await threadkeep.open_async("memory://") as store:
+        web = await store.start("15553330000", channel="web")  # started by a web chat
+        await store_inbound(store, inbound("15553330000", 0).model_copy(
+            update={"account": "777", "phone": "15553330000"}), "default")  # fmt: skip
+        reply = await store.append(
+            web.id, "assistant", "hi", metadata={"reply_to": 1, "covers": [1]}
+        )
+        sender = Sender(config(fake), backoff=0.01)
+        await sender.deliver(store, web, reply)
+        await sender.aclose()
+        sent = fake.requests()[-1]
+        assert sent["path"] == "/v25.0/777/messages" and sent["body"]["to"] == "+15553330000"
+        stored = (await store.messages(web.id))[-1].delivery
+        assert stored is not None and stored["state"] == "sent"

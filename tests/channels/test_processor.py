@@ -166,3 +166,44 @@ async def test_reactions_and_web_conversations_are_not_answered(store_url: str) 
         (reply,) = await replies(store, conv.id)
         assert reply.metadata["covers"] == [2]
         assert await replies(store, web.id) == []
+
+
+class FlakyBot:
+    """Raises on its first two calls (a bug, an LLM outage), then echoes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def respond(self, store: AsyncStore, conv: Conversation, message: Message) -> str:
+        self.calls += 1
+        if self.calls <= 2:
+            raise RuntimeError("the LLM is down")
+        return f"echo: {message.content}"
+
+
+async def test_a_failing_bot_is_retried_with_backoff_then_answers_once() -> None:
+    async with await threadkeep.open_async("memory://") as store:
+        await store_inbound(store, inbound("flaky", 0, "hello"), "default")
+        bot = FlakyBot()
+        processor = Processor(lambda: _same(store), bot, ChannelConfig())
+        conv = await store.find_open("flaky")
+        assert conv is not None
+        started = asyncio.get_running_loop().time()
+        await run_until(processor, lambda: _has_replies(store, conv.id, 1))
+        waited = asyncio.get_running_loop().time() - started
+        (reply,) = await replies(store, conv.id)
+        assert reply.content == "echo: hello" and bot.calls == 3
+        assert waited >= 3.0  # retried after 1 s, then after 2 s
+
+
+async def test_a_channel_message_in_a_web_conversation_is_answered(store_url: str) -> None:
+    async with await threadkeep.open_async(store_url) as store:
+        contact = f"shared-{id(store)}"
+        web = await store.start(contact, channel="web")
+        await store.append(web.id, "user", "from the site")
+        await store.append(web.id, "assistant", "hi from the site bot", metadata={"reply_to": 1})
+        await store_inbound(store, inbound(contact, 0, "from WhatsApp"), "default")
+        processor = Processor(lambda: _same(store), EchoBot(), ChannelConfig())
+        await run_until(processor, lambda: _has_replies(store, web.id, 2))
+        reply = (await replies(store, web.id))[-1]
+        assert reply.content == "echo: from WhatsApp" and reply.metadata["covers"] == [3]

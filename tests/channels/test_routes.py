@@ -24,9 +24,19 @@ from tests.channels._payloads import (
 from tests.service._service_helpers import client_for
 from threadkeep.channels import twilio, whatsapp
 
-WA = {"whatsapp_app_secret": APP_SECRET, "whatsapp_verify_token": "vibecoding"}
+# No processor here: these tests look at what the routes store (test_live has the answers).
+WA: dict[str, Any] = {
+    "whatsapp_app_secret": APP_SECRET,
+    "whatsapp_verify_token": "vibecoding",
+    "channel_worker": False,
+}
 PUBLIC = "https://bot.example.com/hooks"
-TW = {"twilio_auth_token": AUTH_TOKEN, "twilio_account_sid": "AC1", "public_url": PUBLIC}
+TW: dict[str, Any] = {
+    "twilio_auth_token": AUTH_TOKEN,
+    "twilio_account_sid": "AC1",
+    "public_url": PUBLIC,
+    "channel_worker": False,
+}
 
 
 @pytest.fixture
@@ -165,3 +175,24 @@ def test_status_form_url_encoding_roundtrip():
     # the signature covers decoded values: an encoded '+' and an empty value both count
     params = [("From", "+1555"), ("Empty", "")]
     assert twilio.form(urlencode(params).encode()) == params
+
+
+def test_redelivery_after_the_conversation_was_closed_or_deleted_stores_nothing(sqlite_url):
+    raw, headers = signed_json(envelope(messages=[{**TYPES["text"], "from": "15557770000"}]))
+    with client_for(sqlite_url, **WA) as client:
+        assert client.post("/v1/channels/whatsapp", content=raw, headers=headers).status_code == 200
+        (conv,) = conversations(client, "15557770000")
+        closed = client.post(f"/v1/conversations/{conv['id']}/status", json={"status": "closed"})
+        assert closed.status_code == 200
+        # Meta redelivers (up to 7 days): no new conversation, nothing stored again
+        assert client.post("/v1/channels/whatsapp", content=raw, headers=headers).status_code == 200
+        query = {"contact_id": "15557770000", "status": "closed"}
+        listed = client.get("/v1/conversations", params=query).json()["items"]
+        assert [c["id"] for c in listed] == [conv["id"]]
+        assert conversations(client, "15557770000") == [listed[0]]
+        assert len(history(client, conv["id"])) == 1
+        assert client.delete(f"/v1/conversations/{conv['id']}").status_code == 204
+        assert client.post("/v1/channels/whatsapp", content=raw, headers=headers).status_code == 200
+        assert conversations(client, "15557770000") == []  # an erased message is not revived
+        metrics = client.get("/metrics").text
+        assert 'outcome="duplicate"' in metrics

@@ -10,7 +10,6 @@ through the providers' APIs (needs ``httpx`` and ``tenacity``: ``pip install thr
 from __future__ import annotations
 
 from threadkeep.channels._model import (
-    DELIVERY_RANK,
     Delivery,
     Inbound,
     Media,
@@ -22,7 +21,6 @@ from threadkeep.channels._model import (
 )
 
 __all__ = [
-    "DELIVERY_RANK",
     "Delivery",
     "Inbound",
     "Media",

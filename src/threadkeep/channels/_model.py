@@ -8,14 +8,13 @@ bytes (no I/O); the service stores what they return.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from threadkeep import ThreadkeepError
 
 __all__ = [
-    "DELIVERY_RANK",
     "Delivery",
     "Inbound",
     "Media",
@@ -40,16 +39,6 @@ Kind = Literal[
     "unsupported",
 ]
 DeliveryState = Literal["queued", "sent", "delivered", "read", "failed"]
-
-#: The order of delivery states: a status update never moves a message down this order, and
-#: ``failed`` is terminal (nothing replaces it).
-DELIVERY_RANK: Final[dict[str, int]] = {
-    "queued": 0,
-    "sent": 1,
-    "delivered": 2,
-    "read": 3,
-    "failed": 4,
-}
 
 
 class SignatureMissing(ThreadkeepError):

@@ -10,13 +10,16 @@ the business number (``account``) replies are sent from.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from typing import Any, Final
 
-from threadkeep import AsyncStore, Conversation, Message
+from threadkeep import AsyncStore, Conversation, ConversationNotFound, Message
 from threadkeep.channels._model import Inbound
 
 __all__ = [
     "INBOUND",
+    "SEEN_FACT",
     "conversation_metadata",
     "inbound_of",
     "is_channel_conversation",
@@ -26,6 +29,8 @@ __all__ = [
 
 #: The message metadata key holding the normalised inbound record.
 INBOUND: Final = "channel"
+#: Contact fact (internal) noting where an inbound message was stored, by its provider id.
+SEEN_FACT: Final = "_channel_seen:"
 
 
 def conversation_metadata(message: Inbound) -> dict[str, Any]:
@@ -38,23 +43,33 @@ def conversation_metadata(message: Inbound) -> dict[str, Any]:
     return meta
 
 
-async def store_inbound(store: AsyncStore, message: Inbound, tenant: str) -> Message:
+async def store_inbound(store: AsyncStore, message: Inbound, tenant: str) -> Message | None:
     """Store one inbound message, once (its provider id is the idempotency key).
 
+    A redelivery into the same open conversation is caught by the append's idempotency key; one
+    that comes after the conversation was closed (the contact's next message would start a new
+    one) is caught by a contact fact noted for each message, kept 7 days (``medium``), as long
+    as Meta redelivers.
+
     Returns:
-        The stored message (``replayed`` True when it had been stored before).
+        The stored message (``replayed`` True when it had been stored before), or None for a
+        redelivery of a message that is no longer kept (its conversation was deleted).
 
     Raises:
         BackendError: the store cannot take it (the webhook must answer non-200).
         InvalidInput: a contact id or text the store refuses.
     """
+    key = SEEN_FACT + hashlib.sha256(message.provider_message_id.encode()).hexdigest()[:32]
+    seen = await store.recall(message.contact_id, key, tenant=tenant)
+    if seen and isinstance(seen[0].value, dict):
+        return await _stored(store, seen[0].value, tenant)
     conv = await store.resume(
         message.contact_id,
         tenant=tenant,
         channel=message.channel,
         metadata=conversation_metadata(message),
     )
-    return await store.append(
+    stored = await store.append(
         conv.id,
         "user",
         message.text,
@@ -62,6 +77,21 @@ async def store_inbound(store: AsyncStore, message: Inbound, tenant: str) -> Mes
         idempotency_key=message.provider_message_id,
         tenant=tenant,
     )
+    if not stored.replayed:
+        where = {"conversation_id": conv.id, "seq": stored.seq}
+        await store.remember(message.contact_id, key, where, tenant=tenant, tier="medium")
+    return stored
+
+
+async def _stored(store: AsyncStore, where: dict[str, Any], tenant: str) -> Message | None:
+    """The message a seen-fact points at, as a replay (None when it is no longer kept)."""
+    try:
+        found = await store.messages(
+            str(where["conversation_id"]), after=int(where["seq"]) - 1, limit=1, tenant=tenant
+        )
+    except ConversationNotFound:
+        return None
+    return replace(found[0], replayed=True) if found else None
 
 
 def inbound_of(message: Message) -> dict[str, Any] | None:

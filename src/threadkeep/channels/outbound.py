@@ -118,8 +118,11 @@ class Sender:
         await self.client.aclose()
 
     async def deliver(self, store: AsyncStore, conv: Conversation, reply: Message) -> None:
-        """Send ``reply`` once and record how it went (see the module docstring)."""
-        provider = str(conv.metadata.get("provider"))
+        """Send ``reply`` once and record how it went (see the module docstring).
+
+        It goes to the contact through the provider and business number of the contact's
+        newest inbound message (so a reply leaves from the number the contact last wrote to).
+        """
         current = reply.delivery
         if current is not None and current.get("attempted_at") and current["state"] == "queued":
             await self._fail(store, conv, reply, "outcome unknown: the process stopped during "
@@ -132,37 +135,48 @@ class Sender:
         if now - reply.created_at > timedelta(seconds=self.config.stale_after):
             await self._fail(store, conv, reply, "not sent: the reply is older than STALE_AFTER")
             return
-        if conv.channel == "whatsapp":
-            last = await _last_inbound(store, conv)
-            if last is None or now - last > WINDOW:
-                when = "never" if last is None else last.isoformat()
-                await self._fail(
-                    store, conv, reply,
-                    "outside the 24-hour customer service window (the contact last wrote: "
-                    f"{when}); only an approved template message can be sent",
-                )  # fmt: skip
-                return
+        route = await _last_inbound(store, conv)
+        if route is None:
+            await self._fail(store, conv, reply, "not sent: the contact never wrote on a channel")
+            return
+        last = datetime.fromisoformat(str(route["provider_timestamp"]))
+        if route.get("channel") == "whatsapp" and now - last > WINDOW:
+            await self._fail(
+                store, conv, reply,
+                "outside the 24-hour customer service window (the contact last wrote: "
+                f"{last.isoformat()}); only an approved template message can be sent",
+                str(route.get("provider")),
+            )  # fmt: skip
+            return
         await store.set_delivery(conv.id, reply.seq, "queued", attempted=True, tenant=conv.tenant)
+        provider = str(route.get("provider"))
         try:
-            provider_id = await self._with_retries(conv, reply)
+            provider_id = await self._with_retries(route, reply)
         except _Rejected as exc:
-            await self._fail(store, conv, reply, f"refused by {provider}: {exc}")
+            await self._fail(store, conv, reply, f"refused by {provider}: {exc}", provider)
             return
         except _Retry as exc:
             await self._fail(store, conv, reply, f"{provider} unavailable after "
-                             f"{self.attempts} attempts: {exc}")  # fmt: skip
+                             f"{self.attempts} attempts: {exc}", provider)  # fmt: skip
             return
         await store.set_delivery(
             conv.id, reply.seq, "sent", provider_id=provider_id, tenant=conv.tenant
         )
 
-    async def _fail(self, store: AsyncStore, conv: Conversation, reply: Message, why: str) -> None:
+    async def _fail(
+        self,
+        store: AsyncStore,
+        conv: Conversation,
+        reply: Message,
+        why: str,
+        provider: str | None = None,
+    ) -> None:
         log.warning("reply %s of %s not sent: %s", reply.seq, conv.id, why)
         await store.set_delivery(conv.id, reply.seq, "failed", error=why, tenant=conv.tenant)
         if self.observer is not None:
-            self.observer.send_failed(str(conv.metadata.get("provider")), why.split(":")[0])
+            self.observer.send_failed(provider or "unknown", why.split(":")[0])
 
-    async def _with_retries(self, conv: Conversation, reply: Message) -> str:
+    async def _with_retries(self, route: dict[str, Any], reply: Message) -> str:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
             wait=wait_exponential(multiplier=self.backoff, max=5.0) + wait_random(0, self.backoff),
@@ -171,15 +185,16 @@ class Sender:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._send(conv, reply)
+                return await self._send(route, reply)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _send(self, conv: Conversation, reply: Message) -> str:
+    async def _send(self, route: dict[str, Any], reply: Message) -> str:
+        whatsapp = route.get("provider") == "whatsapp"
         try:
-            if conv.metadata.get("provider") == "whatsapp":
-                response = await self._whatsapp(conv, reply)
+            if whatsapp:
+                response = await self._whatsapp(route, reply)
             else:
-                response = await self._twilio(conv, reply)
+                response = await self._twilio(route, reply)
         except httpx.TransportError as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code == 429 or response.status_code >= 500:
@@ -188,16 +203,14 @@ class Sender:
             raise _Rejected(_error_text(response))
         body: Any = response.json()
         try:
-            if conv.metadata.get("provider") == "whatsapp":
-                return str(body["messages"][0]["id"])
-            return str(body["sid"])
+            return str(body["messages"][0]["id"]) if whatsapp else str(body["sid"])
         except (KeyError, IndexError, TypeError):
             raise _Rejected(f"unexpected answer: {str(body)[:200]}") from None
 
-    async def _whatsapp(self, conv: Conversation, reply: Message) -> httpx.Response:
-        phone = conv.metadata.get("phone")
-        to = f"+{phone}" if isinstance(phone, str) and phone.isdigit() else conv.contact_id
-        url = f"{self.config.whatsapp_api_url.rstrip('/')}/{conv.metadata['account']}/messages"
+    async def _whatsapp(self, route: dict[str, Any], reply: Message) -> httpx.Response:
+        phone = route.get("phone")
+        to = f"+{phone}" if isinstance(phone, str) and phone.isdigit() else route["contact_id"]
+        url = f"{self.config.whatsapp_api_url.rstrip('/')}/{route['account']}/messages"
         return await self.client.post(
             url,
             headers={"Authorization": f"Bearer {self.config.whatsapp_access_token}"},
@@ -211,13 +224,12 @@ class Sender:
             },
         )
 
-    async def _twilio(self, conv: Conversation, reply: Message) -> httpx.Response:
+    async def _twilio(self, route: dict[str, Any], reply: Message) -> httpx.Response:
         sid = self.config.twilio_account_sid
-        prefix = "whatsapp:" if conv.channel == "whatsapp" else ""
-        to = conv.metadata.get("phone") or conv.contact_id
+        prefix = "whatsapp:" if route.get("channel") == "whatsapp" else ""
         form = {
-            "To": f"{prefix}{to}",
-            "From": f"{prefix}{conv.metadata['account']}",
+            "To": f"{prefix}{route.get('phone') or route['contact_id']}",
+            "From": f"{prefix}{route['account']}",
             "Body": reply.content[:1600],
         }
         if self.config.public_url:
@@ -227,12 +239,12 @@ class Sender:
         return await self.client.post(url, data=form, auth=(sid, self.config.twilio_auth_token))
 
 
-async def _last_inbound(store: AsyncStore, conv: Conversation) -> datetime | None:
-    """When the contact last wrote (the provider's timestamp of its newest inbound message)."""
+async def _last_inbound(store: AsyncStore, conv: Conversation) -> dict[str, Any] | None:
+    """The normalised record of the contact's newest inbound channel message, or None."""
     for message in reversed(await store.messages(conv.id, last=_LOOK_BACK, tenant=conv.tenant)):
         record = inbound_of(message)
         if record is not None:
-            return datetime.fromisoformat(str(record["provider_timestamp"]))
+            return record
     return None
 
 

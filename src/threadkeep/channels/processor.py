@@ -5,7 +5,8 @@ The store is the durable inbox. The processor follows the store's events log; ea
 turn lease it decides from the store alone what is unanswered: the inbound messages after the
 last covered seq, where a bot reply covers up to its ``reply_to`` seq, a human agent's message
 covers everything before it, and a contact fact ``_channel_covered:<conversation id>`` records
-turns that ended without a reply (stale messages, a silent bot). All unanswered messages are
+the coverage after each turn (also of turns that ended without a reply: stale messages, a silent
+bot), so the next turn reads only the history after it. All unanswered messages are
 answered by one reply (the bot sees them joined, newest last), so messages that arrive during a
 turn are answered together by the next one.
 
@@ -59,6 +60,7 @@ _PAGE: Final = 500
 _RETRY_BUSY: Final = 0.25  # seconds before retrying a conversation whose lease is taken
 _RETRY_DOWN: Final = 1.0  # seconds before retrying after a store failure
 _IDLE: Final = 0.5  # seconds an events read waits once caught up (bounds the stop latency)
+_MAX_BACKOFF: Final = 300.0  # seconds: the longest wait before retrying a failing turn
 
 
 class Outbound(Protocol):
@@ -98,6 +100,18 @@ def _provider_time(message: Message) -> datetime:
         return datetime.fromisoformat(str(record["provider_timestamp"]))
     except (KeyError, ValueError):
         return message.created_at
+
+
+async def _from_a_channel(store: AsyncStore, conv: Conversation) -> bool:
+    """Whether a channel brought the conversation, or at least its newest message.
+
+    The second case is a contact whose open conversation started elsewhere (a web chat under
+    the same contact id): the channel's message landed there and is answered there.
+    """
+    if is_channel_conversation(conv):
+        return True
+    newest = await store.messages(conv.id, last=1, tenant=conv.tenant)
+    return bool(newest) and inbound_of(newest[-1]) is not None
 
 
 async def unanswered(store: AsyncStore, conv: Conversation) -> Work:
@@ -164,13 +178,11 @@ class Processor:
         self._due: dict[str, float] = {}
         self._busy: set[str] = set()
         self._again: set[str] = set()
-        self._skip: set[str] = set()  # conversations that are not a channel's
+        self._failures: dict[str, int] = {}  # turns that raised in a row, per conversation
         self._wake = asyncio.Event()
 
     def schedule(self, conversation_id: str, delay: float = 0.0) -> None:
         """Look at ``conversation_id`` after ``delay`` seconds (again, if it is being answered)."""
-        if conversation_id in self._skip:
-            return
         if conversation_id in self._busy:
             self._again.add(conversation_id)
             return
@@ -237,8 +249,16 @@ class Processor:
             try:
                 retry = await self.answer(conversation_id)
             except Exception:  # a bot's or a sender's bug must not stop the processor
-                log.exception("channel turn of %s failed; retrying later", conversation_id)
-                retry = _RETRY_DOWN
+                failures = self._failures[conversation_id] = (
+                    self._failures.get(conversation_id, 0) + 1
+                )
+                retry = min(_RETRY_DOWN * 2 ** (failures - 1), _MAX_BACKOFF)
+                log.exception(
+                    "channel turn of %s failed (%d in a row); retrying in %.0f s",
+                    conversation_id, failures, retry,
+                )  # fmt: skip
+            else:
+                self._failures.pop(conversation_id, None)
             finally:
                 self._busy.discard(conversation_id)
             if retry is not None or conversation_id in self._again:
@@ -255,9 +275,8 @@ class Processor:
         try:
             store = await self._store()
             conv = await store.get(conversation_id)
-            if not is_channel_conversation(conv):
-                self._skip.add(conversation_id)
-                return None
+            if not await _from_a_channel(store, conv):
+                return None  # a web chat's turn (POST /v1/chat answers it): never take its lease
             if conv.status in (Status.CLOSED, Status.WAITING_AGENT):
                 return None
             async with store.turn(
@@ -293,13 +312,16 @@ class Processor:
             reply = await respond_to(store, self.bot, turn, joined, conv.tenant, covers)
             if reply is not None and self.observer is not None:
                 lag = (reply.created_at - _provider_time(fresh[0])).total_seconds()
-                self.observer.replied(str(conv.metadata.get("provider")), lag)
+                provider = (inbound_of(fresh[-1]) or {}).get("provider")
+                self.observer.replied(str(provider), lag)
         else:
             log.info(
                 "conversation %s: %d stale message(s) not answered", conv.id, len(work.pending)
             )
-        if reply is None or reply.metadata.get("reply_to") != through:
-            # No reply covers up to ``through`` (stale, or the bot stayed silent): say so.
+        # Recorded after every turn: a reply covers only up to its ``reply_to`` (stale or silent
+        # turns have no reply at all), and the next turn reads the history from here on. A
+        # crash before this write loses nothing: the reply itself says what it covers.
+        if through > work.covered:
             await store.remember(
                 conv.contact_id, COVERED_FACT + conv.id, through, tenant=conv.tenant,
                 tier="critical",

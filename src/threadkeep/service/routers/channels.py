@@ -85,7 +85,7 @@ async def _take(request: Request, delivery: Delivery, done: Response) -> Respons
         for message in delivery.messages:
             tenant = config.tenant_for(message.provider, message.account)
             stored = await store_inbound(store, message, tenant)
-            outcome = "duplicate" if stored.replayed else "stored"
+            outcome = "duplicate" if stored is None or stored.replayed else "stored"
             metrics.channel_deliveries.labels(message.provider, outcome, metrics.worker).inc()
         for status in delivery.statuses:
             outcome = await apply_status(store, status)
