@@ -635,7 +635,8 @@ class StoreVersusModel(RuleBasedStateMachine):
             assert set(receipt.conversations) <= {x.id for x in mine}
             assert {x.id for x in mine if x.live(now)} <= set(receipt.conversations)
             if all(x.live(now) for x in mine):  # nothing a server may have reclaimed itself
-                assert receipt.conversations == tuple(x.id for x in mine)  # oldest first
+                oldest_first = sorted(mine, key=lambda x: (x.created_at, x.id))
+                assert receipt.conversations == tuple(x.id for x in oldest_first)
                 assert receipt.messages == sum(len(x.kept) for x in mine)
                 assert receipt.states == sum(len(x.versions) for x in mine)
         else:
