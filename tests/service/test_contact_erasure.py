@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -22,7 +24,9 @@ def _contact_with_history(api: TestClient, cid: str) -> list[str]:
     return ids
 
 
-def test_erasing_a_contact_answers_the_receipt(api: TestClient, tenant: str, store_url: str):
+def test_erasing_a_contact_answers_the_receipt(
+    api: TestClient, tenant: str, store_url: str
+) -> None:
     cid = f"+1555{uuid.uuid4().int % 10**7:07d}"
     ids = _contact_with_history(api, cid)
     other = api.post("/v1/conversations", json={"contact_id": "someone-else"}).json()["id"]
@@ -45,7 +49,9 @@ def test_erasing_a_contact_answers_the_receipt(api: TestClient, tenant: str, sto
     assert (again["conversations"], again["live"], again["events"]) == ([], 0, 0)
 
 
-def test_only_agents_erase_and_only_their_own_tenant(make_client, tenant: str) -> None:
+def test_only_agents_erase_and_only_their_own_tenant(
+    make_client: Callable[..., TestClient], tenant: str
+) -> None:
     api = make_client(api_keys=f"{tenant}:k1,other-{tenant}:k2", key="k1")
     ids = _contact_with_history(api, "c-1")
     assert api.delete("/v1/contacts/c-1", headers={"Authorization": ""}).status_code == 401
@@ -56,20 +62,24 @@ def test_only_agents_erase_and_only_their_own_tenant(make_client, tenant: str) -
     assert bad.status_code == 422
 
 
-def test_erasure_takes_the_ghl_sync_snapshot_too(make_client, tenant: str) -> None:
+def test_erasure_takes_the_ghl_sync_snapshot_too(
+    make_client: Callable[..., TestClient], tenant: str
+) -> None:
     api = make_client(
         ghl_locations=f"loc-a:{tenant},loc-b:{tenant},loc-z:elsewhere",
         ghl_public_key=TEST_PUBLIC_PEM,
     )
-    store = api.app.state.stores.store
-    ledger = Ledger(store)
+    app: Any = api.app
+    portal = api.portal
+    assert portal is not None
+    ledger = Ledger(app.state.stores.store)
     snap = Snapshot(fields={"budget": "digest"}, pipeline_stage="s-1")
     for location in ("loc-a", "loc-b", "loc-z"):
-        api.portal.call(ledger.save_snapshot, location, "c-1", snap)
+        portal.call(ledger.save_snapshot, location, "c-1", snap)
     _contact_with_history(api, "c-1")
 
     receipt = api.delete("/v1/contacts/c-1").json()
 
     assert receipt["ghl_snapshots"] == 2  # the two locations of this tenant
     for location, left in (("loc-a", Snapshot()), ("loc-b", Snapshot()), ("loc-z", snap)):
-        assert api.portal.call(ledger.snapshot, location, "c-1") == left
+        assert portal.call(ledger.snapshot, location, "c-1") == left
