@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.crm._ghl_helpers import TEST_PUBLIC_PEM
+from tests.service._service_helpers import client_for
 from threadkeep.crm.ghl import Snapshot
 from threadkeep.crm.sync import Ledger
 
@@ -83,3 +84,14 @@ def test_erasure_takes_the_ghl_sync_snapshot_too(
     assert receipt["ghl_snapshots"] == 2  # the two locations of this tenant
     for location, left in (("loc-a", Snapshot()), ("loc-b", Snapshot()), ("loc-z", snap)):
         assert portal.call(ledger.snapshot, location, "c-1") == left
+
+
+def test_the_openapi_document_shows_the_route_and_its_receipt() -> None:
+    with client_for("memory://") as api:
+        doc = api.get("/openapi.json").json()
+    route = doc["paths"]["/v1/contacts/{contact_id}"]["delete"]
+    ok = route["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/ErasureOut"}
+    assert {"401", "422", "429", "503"} <= set(route["responses"])
+    example = doc["components"]["schemas"]["ErasureOut"]["examples"][0]
+    assert set(example) == set(doc["components"]["schemas"]["ErasureOut"]["properties"])
