@@ -29,6 +29,7 @@ from threadkeep._guidance import guidance
 from threadkeep._models import (
     Conversation,
     Counts,
+    ErasureReceipt,
     Event,
     Fact,
     FactVersion,
@@ -62,6 +63,7 @@ __all__ = [
     "ConversationNotFound",
     "Counts",
     "CursorExpired",
+    "ErasureReceipt",
     "Event",
     "EventKind",
     "Fact",

@@ -13,6 +13,7 @@ from threadkeep._rules.lifecycle import Status
 __all__ = [
     "Conversation",
     "Counts",
+    "ErasureReceipt",
     "Event",
     "Fact",
     "FactVersion",
@@ -190,6 +191,43 @@ class SweepReport:
     purged: int
     facts_purged: int
     dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReceipt:
+    """What ``delete_contact()`` erased, where and when: counted in the erasing transaction.
+
+    Attributes:
+        tenant: the contact's tenant.
+        contact_id: the contact.
+        conversations: ids of the erased conversations, oldest first (expired ones too).
+        live: how many of them had not expired.
+        messages: messages erased with them.
+        states: state versions erased with them.
+        facts: remembered facts of the contact erased.
+        events: entries of the event log erased with the conversations (the log then holds
+            one ``conversation.deleted`` event per conversation, with no content).
+        erased_at: when (the store's clock).
+        backend: the store's kind: ``memory``, ``sqlite``, ``redis``, ``rediss`` or
+            ``postgresql``.
+        store: the store's URL, password hidden.
+    """
+
+    tenant: str
+    contact_id: str
+    conversations: tuple[str, ...]
+    live: int
+    messages: int
+    states: int
+    facts: int
+    events: int
+    erased_at: datetime
+    backend: str
+    store: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (``erased_at`` as an ISO 8601 string)."""
+        return cast(dict[str, Any], jsonable(asdict(self)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from threadkeep._exceptions import BackendUnavailable, StoreClosed
 from threadkeep._models import (
     Conversation,
     Counts,
+    ErasureReceipt,
     Event,
     Fact,
     Message,
@@ -831,17 +832,19 @@ class Store(_StoreBase):
         op = plans.delete(self._now_us(), self.limits, conversation_id, tenant)
         outcomes.finish_delete(self._backend.execute(op), op)
 
-    def delete_contact(self, contact_id: str, *, tenant: str = "default") -> int:
+    def delete_contact(self, contact_id: str, *, tenant: str = "default") -> ErasureReceipt:
         """Erase every conversation (expired ones too) and remembered fact of a contact.
 
         Returns:
-            How many live conversations were erased.
+            The receipt: the erased conversations' ids, how many of them were live, how many
+            messages, state versions, facts and events went, when, and from which store;
+            counted in the transaction that erased them.
 
         Raises:
             InvalidInput: a bad contact or tenant name.
         """
         op = plans.delete_contact(self._now_us(), self.limits, contact_id, tenant)
-        return self._backend.execute(op).value
+        return outcomes.finish_delete_contact(self._backend.execute(op), op, self.url)
 
     def sweep(self, *, dry_run: bool = False) -> SweepReport:
         """Mark conversations idle after ``idle_after`` and purge expired ones.
@@ -1350,10 +1353,10 @@ class AsyncStore(_StoreBase):
         op = plans.delete(self._now_us(), self.limits, conversation_id, tenant)
         outcomes.finish_delete(await self._execute(op), op)
 
-    async def delete_contact(self, contact_id: str, *, tenant: str = "default") -> int:
+    async def delete_contact(self, contact_id: str, *, tenant: str = "default") -> ErasureReceipt:
         """See Store.delete_contact."""
         op = plans.delete_contact(self._now_us(), self.limits, contact_id, tenant)
-        return (await self._execute(op)).value
+        return outcomes.finish_delete_contact(await self._execute(op), op, self.url)
 
     async def sweep(self, *, dry_run: bool = False) -> SweepReport:
         """See Store.sweep."""

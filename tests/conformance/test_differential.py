@@ -163,6 +163,9 @@ class Differ:
         if isinstance(value, threadkeep.Event):
             cid = self.ids.get(value.conversation_id, value.conversation_id)
             return dataclasses.replace(value, id=value.id.removesuffix("-0"), conversation_id=cid)
+        if isinstance(value, threadkeep.ErasureReceipt):  # the stores differ, not the erasure
+            ids = tuple(self.ids.get(c, c) for c in value.conversations)
+            return dataclasses.replace(value, conversations=ids, backend="", store="")
         if isinstance(value, threadkeep.Page):
             return [self.norm(c) for c in value.items], value.next_cursor is None
         if isinstance(value, list | tuple):

@@ -17,9 +17,11 @@ import pytest
 from threadkeep import (
     ConversationNotFound,
     CursorExpired,
+    ErasureReceipt,
     EventKind,
     InvalidInput,
     Limits,
+    ManualClock,
     StateConflict,
     TurnInProgress,
 )
@@ -333,18 +335,27 @@ def test_delete_erases(store: Any, store_url: str) -> None:
     _assert_not_on_disk(store, store_url, secret)
 
 
-def test_delete_contact_erases(store: Any, store_url: str) -> None:
+def test_delete_contact_erases(store: Any, store_url: str, clock: ManualClock) -> None:
     tenant = f"t-{uuid4().hex[:8]}"
     cid = contact()
     secret = f"secret-{uuid4()}"
     a = store.start(cid, tenant=tenant)
     store.append(a.id, "user", secret)
     store.close_conversation(a.id)
+    clock.advance(timedelta(seconds=1))  # b is the younger: the receipt lists a first
     b = store.start(cid, tenant=tenant)
     store.save_state(b.id, {"s": secret})
     store.remember(cid, "name", secret, tenant=tenant)
     other = store.start(contact(), tenant=tenant)
-    assert store.delete_contact(cid, tenant=tenant) == 2
+    logged = [e for e in store.events(tenant=tenant) if e.conversation_id in {a.id, b.id}]
+    receipt = store.delete_contact(cid, tenant=tenant)
+    assert isinstance(receipt, ErasureReceipt)
+    assert (receipt.tenant, receipt.contact_id) == (tenant, cid)
+    assert receipt.conversations == (a.id, b.id)
+    assert (receipt.live, receipt.messages, receipt.states, receipt.facts) == (2, 1, 1, 1)
+    assert receipt.events == len(logged) > 0
+    assert receipt.erased_at == clock.now()
+    assert receipt.backend == store_url.split(":", 1)[0] and receipt.store == store.url
     for conv in (a, b):
         with pytest.raises(ConversationNotFound):
             store.get(conv.id)
@@ -355,6 +366,8 @@ def test_delete_contact_erases(store: Any, store_url: str) -> None:
     assert {e.kind for e in events} == {"conversation.deleted"}
     assert all(e.data == {} for e in events)
     _assert_not_on_disk(store, store_url, secret)
+    again = store.delete_contact(cid, tenant=tenant)  # nothing left: an empty receipt
+    assert (again.conversations, again.live, again.messages, again.facts) == ((), 0, 0, 0)
 
 
 def _assert_not_on_disk(store: Any, store_url: str, secret: str) -> None:

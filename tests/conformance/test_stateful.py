@@ -629,9 +629,16 @@ class StoreVersusModel(RuleBasedStateMachine):
         m, now = self.pick(i), self.now
         if whole_contact:
             mine = [x for x in self.convs if x.contact == m.contact and not x.erased]
-            erased = self.store.delete_contact(m.contact, tenant=self.tenant)
-            event(f"delete_contact: {min(erased, 2)}+ erased")
-            assert erased == sum(x.live(now) for x in mine)  # "how many live conversations"
+            receipt = self.store.delete_contact(m.contact, tenant=self.tenant)
+            event(f"delete_contact: {min(receipt.live, 2)}+ erased")
+            assert receipt.live == sum(x.live(now) for x in mine)  # "how many were live"
+            assert set(receipt.conversations) <= {x.id for x in mine}
+            assert {x.id for x in mine if x.live(now)} <= set(receipt.conversations)
+            if all(x.live(now) for x in mine):  # nothing a server may have reclaimed itself
+                oldest_first = sorted(mine, key=lambda x: (x.created_at, x.id))
+                assert receipt.conversations == tuple(x.id for x in oldest_first)
+                assert receipt.messages == sum(len(x.kept) for x in mine)
+                assert receipt.states == sum(len(x.versions) for x in mine)
         else:
             mine = [m]
             result = attempt("delete", lambda: self.store.delete(m.id, tenant=self.tenant))

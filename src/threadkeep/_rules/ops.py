@@ -17,6 +17,7 @@ from typing import ClassVar, Final, Generic, Literal, NamedTuple, TypeVar
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import (
     ConversationRow,
+    ErasureCounts,
     EventRow,
     FactRow,
     MessageRow,
@@ -221,10 +222,10 @@ class DeleteOp(Op[None]):
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteContactOp(Op[int]):
+class DeleteContactOp(Op[ErasureCounts]):
     """Erase every conversation (expired ones too) and every fact of a contact.
 
-    Outcome: OK with how many of the erased conversations were live.
+    Outcome: OK with what was erased, counted in the same transaction (``ErasureCounts``).
     """
 
     name: ClassVar[str] = "delete_contact"

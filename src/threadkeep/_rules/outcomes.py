@@ -25,6 +25,7 @@ from threadkeep._exceptions import (
 from threadkeep._models import (
     Conversation,
     Counts,
+    ErasureReceipt,
     Event,
     Fact,
     FactVersion,
@@ -41,6 +42,7 @@ from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
     ClearOp,
+    DeleteContactOp,
     DeleteOp,
     DeliveryOp,
     KeyOp,
@@ -60,6 +62,7 @@ from threadkeep._rules.ops import (
 from threadkeep._rules.parts import Link, MessageLike, link
 from threadkeep._rules.rows import (
     ConversationRow,
+    ErasureCounts,
     EventRow,
     FactRow,
     MessageRow,
@@ -70,6 +73,7 @@ from threadkeep._rules.rows import (
 )
 from threadkeep._rules.times import from_us
 from threadkeep._serde import load_state
+from threadkeep._url import SCHEME_ALIASES
 
 __all__ = [
     "estimate_tokens",
@@ -497,6 +501,31 @@ def finish_delete(result: Result[None], op: DeleteOp) -> None:
     """
     if result.outcome is Outcome.NOT_FOUND:
         _not_found(op.conversation_id)
+
+
+def finish_delete_contact(
+    result: Result[ErasureCounts], op: DeleteContactOp, url: str
+) -> ErasureReceipt:
+    """delete_contact(): the receipt of what the backend erased in one transaction.
+
+    ``url`` is the store's URL with its password hidden; its scheme (aliases resolved) names
+    the backend.
+    """
+    erased = result.value
+    scheme = url.split(":", 1)[0]
+    return ErasureReceipt(
+        tenant=op.tenant,
+        contact_id=op.contact_id,
+        conversations=erased.conversations,
+        live=erased.live,
+        messages=erased.messages,
+        states=erased.states,
+        facts=erased.facts,
+        events=erased.events,
+        erased_at=from_us(op.now_us),
+        backend=SCHEME_ALIASES.get(scheme, scheme),
+        store=url,
+    )
 
 
 def finish_sweep(result: Result[SweepCounts], op: SweepOp) -> SweepReport:

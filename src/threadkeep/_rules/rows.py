@@ -10,6 +10,7 @@ from threadkeep._rules.retention import RetentionUs
 
 __all__ = [
     "ConversationRow",
+    "ErasureCounts",
     "EventRow",
     "FactRow",
     "MessageRow",
@@ -156,6 +157,23 @@ class TenantCounts:
 
     by_status: dict[str, int]
     by_stage: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureCounts:
+    """What an erasure of a contact removed, counted in the transaction that removed it.
+
+    ``conversations`` are the erased ids in creation order; ``live`` how many of them had not
+    expired; ``messages`` kept messages, ``states`` state versions, ``facts`` remembered facts,
+    ``events`` entries of the log that went with them (not the erasure events it adds).
+    """
+
+    conversations: tuple[str, ...]
+    live: int
+    messages: int
+    states: int
+    facts: int
+    events: int
 
 
 @dataclass(frozen=True, slots=True)

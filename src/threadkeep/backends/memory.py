@@ -22,6 +22,7 @@ from threadkeep._rules.ops import Outcome, Result
 from threadkeep._rules.retention import is_expired
 from threadkeep._rules.rows import (
     ConversationRow,
+    ErasureCounts,
     EventRow,
     FactRow,
     MessageRow,
@@ -99,14 +100,19 @@ class MemoryBackend:
         bisect.insort(self._order[row.tenant], (row.activity_us, row.id))
         self._convs[row.id] = row
 
-    def _erase(self, row: ConversationRow) -> None:
+    def _erase(self, row: ConversationRow) -> tuple[int, int, int]:
+        """Remove a conversation; return how many messages, state versions, events went."""
         keys = self._order[row.tenant]
         del keys[bisect.bisect_left(keys, (row.activity_us, row.id))]
         del self._convs[row.id]
+        messages = len(self._msgs.get(row.id, ()))
+        states = len(self._states.get(row.id, ()))
         for table in (self._msgs, self._idem, self._states, self._leases):
             table.pop(row.id, None)
-        for number in [n for n, e in self._events.items() if e.conversation_id == row.id]:
+        events = [n for n, e in self._events.items() if e.conversation_id == row.id]
+        for number in events:
             del self._events[number]
+        return messages, states, len(events)
 
     # ---- conversations ------------------------------------------------------------------
 
@@ -204,7 +210,7 @@ class MemoryBackend:
         return decide.erased(row, op.now_us)
 
     @handles(ops.DeleteContactOp)
-    def _delete_contact(self, op: ops.DeleteContactOp) -> Result[int]:
+    def _delete_contact(self, op: ops.DeleteContactOp) -> Result[ErasureCounts]:
         rows = sorted(
             (
                 r
@@ -213,12 +219,19 @@ class MemoryBackend:
             ),
             key=lambda r: (r.created_us, r.id),
         )
+        messages = states = events = 0
         for row in rows:
-            self._erase(row)
+            m, s, e = self._erase(row)
+            messages, states, events = messages + m, states + s, events + e
             self._emit(row.tenant, row.id, ev.deleted(), op.now_us, op.events_kept)
-        for key in [k for k in self._facts if k[:2] == (op.tenant, op.contact_id)]:
+        facts = [k for k in self._facts if k[:2] == (op.tenant, op.contact_id)]
+        for key in facts:
             del self._facts[key]
-        return Result(_OK, sum(not is_expired(r.expires_us, op.now_us) for r in rows))
+        live = sum(not is_expired(r.expires_us, op.now_us) for r in rows)
+        erased = ErasureCounts(
+            tuple(r.id for r in rows), live, messages, states, len(facts), events
+        )
+        return Result(_OK, erased)
 
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:

@@ -104,6 +104,13 @@ class Ledger:
             tier="critical",
         )
 
+    async def forget(self, location: str, contact: str) -> int:
+        """Erase what the outbox recorded for a contact (its snapshot); return facts erased."""
+        receipt = await self.store.delete_contact(
+            f"contact:{location}:{contact}", tenant=self.tenant
+        )
+        return receipt.facts
+
     async def get(self, key: str) -> Any:
         """Return one of the outbox's own records (``cursor``, ``oauth``), or None."""
         facts = await self.store.recall("outbox", key, tenant=self.tenant)

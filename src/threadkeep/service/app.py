@@ -31,6 +31,7 @@ from threadkeep.service.observe import Metrics
 from threadkeep.service.routers import (
     channels,
     chat,
+    contacts,
     conversations,
     crm,
     events,
@@ -182,7 +183,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     from threadkeep.web.routes import router as web_router
 
     app.include_router(web_router)
-    for module in (chat, conversations, messages, state, events, health, playbooks, guidance, crm):
+    for module in (
+        chat,
+        conversations,
+        contacts,
+        messages,
+        state,
+        events,
+        health,
+        playbooks,
+        guidance,
+        crm,
+    ):
         app.include_router(module.router)
     app.include_router(channels.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

@@ -9,7 +9,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import threadkeep
-from threadkeep import Conversation, Counts, Event, Message, Retention, StateSnapshot
+from threadkeep import (
+    Conversation,
+    Counts,
+    ErasureReceipt,
+    Event,
+    Message,
+    Retention,
+    StateSnapshot,
+)
 
 __all__ = [
     "AppendIn",
@@ -18,6 +26,7 @@ __all__ = [
     "ConversationOut",
     "ConversationPage",
     "CountsOut",
+    "ErasureOut",
     "ErrorOut",
     "MessageList",
     "MessageOut",
@@ -167,6 +176,55 @@ class CountsOut(BaseModel):
     def of(cls, counts: Counts) -> CountsOut:
         """Build it from Counts."""
         return cls(total=counts.total, by_status=counts.by_status, by_stage=counts.by_stage)
+
+
+class ErasureOut(BaseModel):
+    """The receipt of a contact's erasure: what went, from where, when."""
+
+    tenant: str
+    contact_id: str
+    conversations: list[str] = Field(description="the erased conversations, oldest first")
+    live: int = Field(description="how many of them had not expired")
+    messages: int = Field(description="messages erased with them")
+    states: int = Field(description="state versions erased with them")
+    facts: int = Field(description="remembered facts of the contact erased")
+    events: int = Field(
+        description="event log entries erased with them (the log keeps one content-free "
+        "conversation.deleted event per conversation)"
+    )
+    erased_at: str
+    backend: str = Field(description="memory, sqlite, redis, rediss or postgresql")
+    ghl_snapshots: int = Field(
+        description="GoHighLevel sync snapshots of the contact erased from the sync's tenant "
+        "(0 when GoHighLevel is off)"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "tenant": "loc-1",
+                    "contact_id": "+15550100",
+                    "conversations": [_ID],
+                    "live": 1,
+                    "messages": 12,
+                    "states": 3,
+                    "facts": 2,
+                    "events": 19,
+                    "erased_at": _AT,
+                    "backend": "postgresql",
+                    "ghl_snapshots": 1,
+                }
+            ]
+        }
+    )
+
+    @classmethod
+    def of(cls, receipt: ErasureReceipt, ghl_snapshots: int) -> ErasureOut:
+        """Build it from the store's receipt and the sync snapshots erased alongside."""
+        data = receipt.to_dict()
+        del data["store"]  # the store's URL is the operator's business, not an API client's
+        return cls(**data, ghl_snapshots=ghl_snapshots)
 
 
 class MessageOut(BaseModel):

@@ -51,11 +51,13 @@ def test_sweep_purges_in_bounded_transactions(schema: str) -> None:
                         rows = []
                         continue
                     cur.execute(query, params or None)
-                    if query.startswith("DELETE FROM conversations"):
-                        convs[-1] += cur.rowcount
-                    elif query.startswith("DELETE FROM messages"):
-                        msgs[-1] += cur.rowcount
                     rows = cur.fetchall() if cur.description is not None else []
+                    # schema.ERASE statements answer how many rows they deleted
+                    gone = rows[0][0] if query.startswith("WITH gone AS") else cur.rowcount
+                    if "DELETE FROM conversations" in query:
+                        convs[-1] += gone
+                    elif "DELETE FROM messages" in query:
+                        msgs[-1] += gone
             conn.commit()
             writer.rollback()
         assert max(convs) <= 3 and sum(convs) == 7  # ids[0] was locked: skipped, not waited

@@ -111,6 +111,11 @@ def test_a_change_resent_after_a_lost_reply_is_applied_once(own_server: RedisSer
             assert proxy.dropped == 5
             with pytest.raises(threadkeep.ConversationNotFound):
                 store.get(conv.id)
+
+            proxy.arm()
+            receipt = store.delete_contact("c-2")  # its first run's receipt, not an empty one
+            assert proxy.dropped == 6
+            assert (receipt.conversations, receipt.live) == ((again.id,), 1)
     finally:
         proxy.close()
 

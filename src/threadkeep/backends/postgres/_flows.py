@@ -22,6 +22,7 @@ from threadkeep._rules.ops import Outcome, Result
 from threadkeep._rules.retention import is_expired
 from threadkeep._rules.rows import (
     ConversationRow,
+    ErasureCounts,
     EventRow,
     FactRow,
     MessageRow,
@@ -155,9 +156,13 @@ class Flows:
             },
         )
 
-    def _erase(self, ids: list[str]) -> Flow[None]:
-        for sql in schema.ERASE:
-            yield sql, {"ids": ids}
+    def _erase(self, ids: list[str]) -> Flow[dict[str, int]]:
+        """Remove conversations' rows; return how many went, by ``schema.ERASED`` name."""
+        removed: dict[str, int] = {}
+        for name, sql in zip(schema.ERASED, schema.ERASE, strict=True):
+            rows = yield sql, {"ids": ids}
+            removed[name] = rows[0][0]
+        return removed
 
     def _open_one(
         self, tenant: str, contact_id: str, statuses: tuple[str, ...], now_us: int
@@ -486,16 +491,28 @@ class Flows:
         return decide.erased(row, op.now_us)
 
     @_common.handles(ops.DeleteContactOp)
-    def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[int]]:
+    def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[ErasureCounts]]:
         contact = {"tenant": op.tenant, "contact": op.contact_id}
         rows = yield schema.LOCK_CONTACT_CONVERSATIONS, contact
         ids = [r[0] for r in rows]
-        yield schema.FORGET_CONTACT, contact
+        facts = yield schema.FORGET_CONTACT, contact
+        removed = {"messages": 0, "states": 0, "events": 0}
         if ids:
-            yield from self._erase(ids)
+            removed = yield from self._erase(ids)
             for cid in ids:  # events last: nothing waits on a lock while holding the log's
                 yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept)
-        return Result(_OK, sum(not is_expired(r[1], op.now_us) for r in rows))
+        live = sum(not is_expired(r[1], op.now_us) for r in rows)
+        return Result(
+            _OK,
+            ErasureCounts(
+                tuple(ids),
+                live,
+                removed["messages"],
+                removed["states"],
+                facts[0][0],
+                removed["events"],
+            ),
+        )
 
     @_common.handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:

@@ -340,13 +340,19 @@ READ_EVENTS: Final = (
     "AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s) ORDER BY id LIMIT %(n)s) e ON true "
     "WHERE f.key = 'events_floor' ORDER BY e.id"
 )
-ERASE: Final = (
-    "DELETE FROM messages WHERE conversation_id = ANY(%(ids)s)",
-    "DELETE FROM idem_archive WHERE conversation_id = ANY(%(ids)s)",
-    "DELETE FROM states WHERE conversation_id = ANY(%(ids)s)",
-    "DELETE FROM events WHERE conversation_id = ANY(%(ids)s)",
-    "DELETE FROM conversations WHERE id = ANY(%(ids)s)",
+ERASE: Final = tuple(
+    f"WITH gone AS (DELETE FROM {table} WHERE {column} = ANY(%(ids)s) RETURNING 1) "
+    "SELECT count(*) FROM gone"
+    for table, column in (
+        ("messages", "conversation_id"),
+        ("idem_archive", "conversation_id"),
+        ("states", "conversation_id"),
+        ("events", "conversation_id"),
+        ("conversations", "id"),
+    )
 )
+#: What each statement of ``ERASE`` removes (each answers how many rows it removed).
+ERASED: Final = ("messages", "archived", "states", "events", "conversations")
 
 # ---- statements the flows used to hold inline --------------------------------------------
 
@@ -366,7 +372,10 @@ LOCK_CONTACT_CONVERSATIONS: Final = (
     "SELECT id, expires_us FROM conversations WHERE tenant = %(tenant)s "
     "AND contact_id = %(contact)s ORDER BY created_us, id FOR UPDATE"
 )
-FORGET_CONTACT: Final = "DELETE FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s"
+FORGET_CONTACT: Final = (
+    "WITH gone AS (DELETE FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s "
+    "RETURNING 1) SELECT count(*) FROM gone"
+)
 SELECT_STATE: Final = (
     f"SELECT {STATE_COLUMNS} FROM states WHERE conversation_id = %(id)s AND version = %(v)s"
 )

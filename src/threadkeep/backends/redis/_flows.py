@@ -20,6 +20,7 @@ from threadkeep._rules.lifecycle import Status
 from threadkeep._rules.ops import Outcome, Result
 from threadkeep._rules.rows import (
     ConversationRow,
+    ErasureCounts,
     EventRow,
     FactRow,
     MessageRow,
@@ -239,13 +240,14 @@ class Flows:
 
     @handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:
-        live, _ = yield self._erase("id", op.conversation_id, op.tenant, op.now_us, op.events_kept)
-        return Result(_OK if int(live) else Outcome.NOT_FOUND, None)
+        reply = yield self._erase("id", op.conversation_id, op.tenant, op.now_us, op.events_kept)
+        return Result(_OK if int(reply[0]) else Outcome.NOT_FOUND, None)
 
     @handles(ops.DeleteContactOp)
-    def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[int]]:
-        live, _ = yield self._erase("contact", op.contact_id, op.tenant, op.now_us, op.events_kept)
-        return Result(_OK, int(live))
+    def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[ErasureCounts]]:
+        reply = yield self._erase("contact", op.contact_id, op.tenant, op.now_us, op.events_kept)
+        live, messages, states, facts, events = (int(n) for n in reply[:5])
+        return Result(_OK, ErasureCounts(tuple(reply[5:]), live, messages, states, facts, events))
 
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:

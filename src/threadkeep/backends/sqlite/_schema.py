@@ -195,7 +195,7 @@ OF_CONTACT: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ? "
     "ORDER BY created_us, id"
 )
-#: Every row of a conversation, each statement taking its id.
+#: Every row of a conversation, each statement taking its id; ``ERASED`` names what each removes.
 ERASE: Final = (
     "DELETE FROM messages WHERE conversation_id = ?",
     "DELETE FROM idem_archive WHERE conversation_id = ?",
@@ -203,6 +203,7 @@ ERASE: Final = (
     "DELETE FROM events WHERE conversation_id = ?",
     "DELETE FROM conversations WHERE id = ?",
 )
+ERASED: Final = ("messages", "archived", "states", "events", "conversations")
 
 # ---- messages ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from threadkeep._rules.flows import pauses
 from threadkeep._rules.ops import Outcome, Result
 from threadkeep._rules.rows import (
     ConversationRow,
+    ErasureCounts,
     EventRow,
     FactRow,
     MessageRow,
@@ -206,9 +208,14 @@ class SQLiteBackend:
             db.execute(schema.RAISE_FLOOR, (floor,))
 
     @staticmethod
-    def _erase(db: sqlite3.Connection, conversation_id: str) -> None:
-        for statement in schema.ERASE:
-            db.execute(statement, (conversation_id,))
+    def _erase(db: sqlite3.Connection, conversation_id: str) -> Counter[str]:
+        """Remove a conversation's rows; return how many went, by ``schema.ERASED`` name."""
+        return Counter(
+            {
+                name: db.execute(sql, (conversation_id,)).rowcount
+                for name, sql in zip(schema.ERASED, schema.ERASE, strict=True)
+            }
+        )
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it, so erased content leaves the WAL too."""
@@ -307,16 +314,28 @@ class SQLiteBackend:
         return decide.erased(row, op.now_us)
 
     @handles(ops.DeleteContactOp)
-    def _delete_contact(self, op: ops.DeleteContactOp) -> Result[int]:
+    def _delete_contact(self, op: ops.DeleteContactOp) -> Result[ErasureCounts]:
         with self._tx(write=True) as db:
             found = db.execute(schema.OF_CONTACT, (op.tenant, op.contact_id)).fetchall()
             rows = [_common.decode_conversation(r) for r in found]
+            removed: Counter[str] = Counter()
             for row in rows:
-                self._erase(db, row.id)
+                removed += self._erase(db, row.id)
                 self._emit(db, row.tenant, row.id, ev.deleted(), op.now_us, op.events_kept)
-            db.execute(schema.FORGET_CONTACT, (op.tenant, op.contact_id))
+            facts = db.execute(schema.FORGET_CONTACT, (op.tenant, op.contact_id)).rowcount
         self._checkpoint()
-        return Result(_OK, sum(decide.erased(r, op.now_us).outcome is _OK for r in rows))
+        live = sum(decide.erased(r, op.now_us).outcome is _OK for r in rows)
+        return Result(
+            _OK,
+            ErasureCounts(
+                tuple(r.id for r in rows),
+                live,
+                removed["messages"],
+                removed["states"],
+                facts,
+                removed["events"],
+            ),
+        )
 
     # ---- sweep --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from threadkeep import BackendError, InvalidInput, StoreClosed
+from threadkeep import AsyncStore, BackendError, InvalidInput, StoreClosed
 from threadkeep.service.errors import error_body
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.settings import ServiceSettings
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the crm modules (cryptography, httpx) load only when GoHigh
     from threadkeep.crm.ghl import GhlMap, Verifier
     from threadkeep.crm.sync import Outbox
 
-__all__ = ["GhlRuntime", "router", "setup", "start_outbox", "stop_outbox"]
+__all__ = ["GhlRuntime", "forget_contact", "router", "setup", "start_outbox", "stop_outbox"]
 
 log = logging.getLogger("threadkeep.crm")
 
@@ -117,6 +117,22 @@ def setup(app: FastAPI, settings: ServiceSettings, holder: StoreHolder) -> GhlRu
             retry=settings.ghl_retry,
         )
     return runtime
+
+
+async def forget_contact(app: FastAPI, store: AsyncStore, tenant: str, contact_id: str) -> int:
+    """Erase the sync's snapshots of a contact of ``tenant``; return how many went.
+
+    The sync keeps them in its own tenant, one per location mapped to ``tenant``; without
+    GoHighLevel there are none.
+    """
+    runtime: GhlRuntime | None = app.state.ghl
+    if runtime is None:
+        return 0
+    from threadkeep.crm.sync import Ledger
+
+    ledger = Ledger(store, runtime.sync_tenant)
+    mapped = sorted(loc for loc, t in runtime.locations.items() if t == tenant)
+    return sum([await ledger.forget(location, contact_id) for location in mapped])
 
 
 def start_outbox(app: FastAPI) -> asyncio.Task[None] | None:
