@@ -40,6 +40,9 @@ class PostgresBackend:
         self._options = ConnectionOptions(url)
         self._flows = Flows(self._options.channel)
         self._listener = Listener(self._options)
+        # migrate first, on a connection of its own: an unreachable server fails here, fast
+        # and naming the cause (connection refused, unknown host …), before any pool exists
+        self.migrated = migrate(self._options)  # how many migrations this open applied
         self._pool: ConnectionPool[Any] = ConnectionPool(
             self._options.conninfo, **self._options.pool_kwargs("threadkeep")
         )
@@ -49,8 +52,11 @@ class PostgresBackend:
                 self._pool.open(wait=True, timeout=attempts.remaining())
                 break
             except Exception as exc:
-                time.sleep(attempts.pause(exc))
-        self.migrated = migrate(self._options)  # how many migrations this open applied
+                try:
+                    time.sleep(attempts.pause(exc))
+                except BaseException:
+                    self._pool.close()  # stop its reconnecting workers
+                    raise
 
     def _run(self, call: Run[T]) -> T:
         """Run ``call`` in one transaction, retrying lost connections.
