@@ -12,7 +12,9 @@ earlier versions (the current value is saved again, as version 1), the values a 
 are numbered from 1 again).
 
 Importing a record twice changes nothing: an existing conversation only receives the messages
-it lacks, and only changed state, stage, status and facts are written.
+it lacks, and only changed state, stage, status and facts are written. A record is checked
+whole (times, messages, facts) before anything is written, and a conversation the import
+created is erased again if a later write fails, so a failed record leaves nothing half-made.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ from datetime import datetime
 from typing import Any
 
 from threadkeep._clock import ManualClock
-from threadkeep._exceptions import ConversationNotFound, IllegalTransition, InvalidInput
+from threadkeep._exceptions import (
+    ConversationNotFound,
+    IllegalTransition,
+    InvalidInput,
+    ThreadkeepError,
+)
 from threadkeep._models import Conversation, jsonable
+from threadkeep._rules import history, plans
 from threadkeep._store import Store
 
 __all__ = ["conversation_record", "export_records", "import_record", "jsonable", "parse_record"]
@@ -161,9 +169,51 @@ def import_record(
         raise InvalidInput(
             f"conversation {src['id']!r} already exists in tenant {conv.tenant!r}", field="id"
         )
-    created = conv is None
-    if conv is None:
-        conv = _start(store, clock, src, tenant)
+    _check(store, record, tenant)
+    if conv is not None:
+        _replay(store, clock, record, conv, tenant)
+        return False
+    conv = _start(store, clock, src, tenant)
+    try:
+        _replay(store, clock, record, conv, tenant)
+    except BaseException:
+        with contextlib.suppress(ThreadkeepError):  # the first error is the one to report
+            store.delete(conv.id, tenant=tenant)
+        raise
+    return True
+
+
+def _check(store: Store, record: Mapping[str, Any], tenant: str) -> None:
+    """Refuse a record whose times, messages or facts a store would refuse (no I/O).
+
+    Raises:
+        InvalidInput: the first bad field, named.
+    """
+    src = record["conversation"]
+    for name in ("created_at", "last_activity_at"):
+        _when(src.get(name), f"conversation.{name}")
+    if src.get("expires_at") is not None:
+        _when(src["expires_at"], "conversation.expires_at")
+    for m in record.get("messages") or []:
+        _when(m.get("created_at"), "message.created_at")
+        history.check_message(
+            m["role"], m["content"], payload=m.get("payload"),
+            metadata=m.get("metadata") or None, idempotency_key=m.get("idempotency_key"),
+            limits=store.limits,
+        )  # fmt: skip
+    for fact in record.get("facts") or []:
+        when = _when(fact.get("updated_at"), "fact.updated_at")
+        plans.remember(
+            int(when.timestamp() * 1_000_000), store.limits, src["contact_id"], fact["key"],
+            fact.get("value"), tenant, fact.get("tier", "medium"), fact.get("source"),
+        )  # fmt: skip
+
+
+def _replay(
+    store: Store, clock: ManualClock, record: Mapping[str, Any], conv: Conversation, tenant: str
+) -> None:
+    """Write what ``conv`` lacks of ``record``: messages, state, stage, status, facts."""
+    src = record["conversation"]
     messages = sorted(record.get("messages") or [], key=lambda m: m["seq"])
     # the newest message, whatever it is (last= would skip a trailing tool result)
     have = store.messages(conv.id, before=_NEWEST, limit=1, tenant=tenant)
@@ -192,4 +242,3 @@ def import_record(
                 src["contact_id"], fact["key"], fact.get("value"), tenant=tenant,
                 tier=fact.get("tier", "medium"), source=fact.get("source"),
             )  # fmt: skip
-    return created
