@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
@@ -37,32 +37,55 @@ from threadkeep._models import Conversation, jsonable
 from threadkeep._rules import history, plans
 from threadkeep._store import Store
 
-__all__ = ["conversation_record", "export_records", "import_record", "jsonable", "parse_record"]
+__all__ = [
+    "conversation_record",
+    "export_conversations",
+    "export_records",
+    "import_record",
+    "jsonable",
+    "parse_record",
+    "write_record",
+]
 
 _NEWEST = 2**62  # a seq above every stored one: before= it reads the newest messages
+_PAGE = 200  # messages read (and written) at a time by an export
+
+
+def write_record(store: Store, conv: Conversation, write: Callable[[str], object]) -> None:
+    """Write one conversation's export record as JSON text, in pieces (no newline).
+
+    The history is read and written a page at a time, so a long conversation is never held
+    in memory whole; the text is what ``json.dumps(conversation_record(...))`` would give.
+    """
+    write('{"conversation": ' + json.dumps(conv.to_dict()) + ', "messages": [')
+    sep = ""
+    after = 0
+    while page := store.messages(conv.id, after=after, limit=_PAGE, tenant=conv.tenant):
+        for m in page:
+            write(sep + json.dumps(m.to_dict()))
+            sep = ", "
+        after = page[-1].seq
+    state = store.load_state(conv.id, tenant=conv.tenant)
+    facts = [jsonable(asdict(f)) for f in store.recall(conv.contact_id, tenant=conv.tenant)]
+    write(
+        '], "state": ' + json.dumps({"version": state.version, "value": state.value})
+        + ', "facts": ' + json.dumps(facts) + "}"
+    )  # fmt: skip
 
 
 def conversation_record(store: Store, conv: Conversation) -> dict[str, Any]:
     """Return one conversation as an export record: fields, whole history, state, facts."""
-    messages: list[Any] = []
-    after = 0
-    while page := store.messages(conv.id, after=after, limit=1000, tenant=conv.tenant):
-        messages.extend(m.to_dict() for m in page)
-        after = page[-1].seq
-    state = store.load_state(conv.id, tenant=conv.tenant)
-    return {
-        "conversation": conv.to_dict(),
-        "messages": messages,
-        "state": {"version": state.version, "value": state.value},
-        "facts": [jsonable(asdict(f)) for f in store.recall(conv.contact_id, tenant=conv.tenant)],
-    }
+    parts: list[str] = []
+    write_record(store, conv, parts.append)
+    record: dict[str, Any] = json.loads("".join(parts))
+    return record
 
 
-def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, Any]]]:
-    """Return how many live conversations ``tenant`` has and an iterator of their records.
+def export_conversations(store: Store, tenant: str) -> tuple[int, Iterator[Conversation]]:
+    """Return how many live conversations ``tenant`` has and an iterator over them.
 
-    The conversations are listed first (keyset pages, newest activity first), then read one
-    by one, so a long export can show progress.
+    The conversations are listed first (keyset pages, newest activity first), so a long
+    export can show progress.
 
     Raises:
         InvalidInput: a bad tenant name.
@@ -74,7 +97,17 @@ def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, A
         convs.extend(page.items)
         if (cursor := page.next_cursor) is None:
             break
-    return len(convs), (conversation_record(store, c) for c in convs)
+    return len(convs), iter(convs)
+
+
+def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, Any]]]:
+    """Return how many live conversations ``tenant`` has and an iterator of their records.
+
+    Raises:
+        InvalidInput: a bad tenant name.
+    """
+    total, convs = export_conversations(store, tenant)
+    return total, (conversation_record(store, c) for c in convs)
 
 
 def parse_record(raw: str, where: str) -> dict[str, Any]:
