@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
+from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput, StoreClosed
 from threadkeep._rules import decide, events as ev, lifecycle, ops
 from threadkeep._rules.events import NewEvent
 from threadkeep._rules.flows import pauses
@@ -65,6 +65,11 @@ class SQLiteBackend:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # calls inside a transaction right now: close() waits for them (closing a connection
+        # another thread is stepping on can crash the interpreter)
+        self._quiet = threading.Condition(self._lock)
+        self._busy = 0
+        self._closed = False
         self._routes = handlers(self)
         with self._errors():
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -74,13 +79,17 @@ class SQLiteBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Map sqlite3 errors to threadkeep's: unreachable file → BackendUnavailable."""
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailable("sqlite", self._path, str(exc)) from exc
-        except sqlite3.DatabaseError as exc:
-            raise BackendError(f"sqlite database {self._path} failed: {exc}") from exc
+        """Map sqlite3 errors to threadkeep's: unreachable file → BackendUnavailable.
+
+        Every use of a connection runs inside, counted for close() (see ``_in_flight``).
+        """
+        with self._in_flight():
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                raise BackendUnavailable("sqlite", self._path, str(exc)) from exc
+            except sqlite3.DatabaseError as exc:
+                raise BackendError(f"sqlite database {self._path} failed: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -109,6 +118,21 @@ class SQLiteBackend:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count a call using a connection; refuse it once close() began."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosed()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if not self._busy:
+                    self._quiet.notify_all()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply missing migrations; the write lock makes concurrent openers migrate once."""
@@ -142,9 +166,19 @@ class SQLiteBackend:
                 raise BackendUnavailable("sqlite", self._path, "the database file is gone")
 
     def close(self) -> None:
-        """Close every connection this backend opened."""
+        """Close every connection this backend opened, once no call is using one.
+
+        Calls in progress may finish (up to the busy timeout); then they are interrupted
+        (they fail with BackendUnavailable). A connection still in use after that is left to
+        the garbage collector rather than closed under a running statement.
+        """
         with self._lock:
-            conns, self._all = self._all, []
+            self._closed = True
+            if not self._quiet.wait_for(lambda: not self._busy, self._timeout):
+                for conn in self._all:
+                    conn.interrupt()
+                self._quiet.wait_for(lambda: not self._busy, self._timeout)
+            conns, self._all = ([], self._all) if self._busy else (self._all, [])
         for conn in conns:
             conn.close()
         self._local = threading.local()
