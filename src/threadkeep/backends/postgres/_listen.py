@@ -26,7 +26,7 @@ from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions
 
 __all__ = ["Listener"]
 
-_TICK = 1.0  # longest the thread waits for a notification before checking for close()
+_TICK = 0.1  # longest the thread waits for a notification before checking for close()
 _BACKOFF_CAP = 2.0  # longest pause between reconnect attempts
 
 
