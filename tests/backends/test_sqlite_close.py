@@ -1,10 +1,11 @@
-"""SQLite: closing the store while another thread is inside a call waits for that call."""
+"""SQLite: closing while another thread is inside a call waits for it; purges are bounded."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 import threadkeep
 from threadkeep import StoreClosed
+from threadkeep.backends.sqlite import backend as sqlite_backend
 
 
 def test_close_waits_for_a_call_in_progress(tmp_path: Path) -> None:
@@ -55,3 +57,34 @@ def test_calls_after_close_are_refused(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreClosed):
         backend.ping()
+
+
+def test_a_purge_deletes_a_long_history_over_several_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2,000-message expired conversation with a bite of 500 messages per transaction
+    (MESSAGES_PER_PURGE=1 × SWEEP_BATCH=500) is deleted by 4 write transactions or more (it was
+    one): the file's one write lock is never held for the whole history."""
+    clock = threadkeep.ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with threadkeep.open(f"sqlite:///{tmp_path / 't.db'}", clock=clock) as store:
+        conv = store.start("c-1")
+        for _ in range(2):
+            store.append_many(conv.id, [("user", "x")] * 1000)
+        clock.advance(timedelta(days=8))
+        monkeypatch.setattr(sqlite_backend, "MESSAGES_PER_PURGE", 1)
+        statements: list[str] = []
+        store._backend._conn().set_trace_callback(statements.append)
+        assert store.sweep().purged == 1
+        store._backend._conn().set_trace_callback(None)
+    transactions: list[list[str]] = []
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            transactions.append([])
+        elif transactions:
+            transactions[-1].append(statement)
+    deleting = [t for t in transactions if any("DELETE FROM messages" in s for s in t)]
+    assert len(deleting) >= 4, [len(t) for t in transactions]
+    with threadkeep.open(f"sqlite:///{tmp_path / 't.db'}") as again:
+        db = again._backend._conn()
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM conversations").fetchone() == (0,)

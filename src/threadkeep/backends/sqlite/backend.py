@@ -43,6 +43,9 @@ __all__ = ["SQLiteBackend"]
 R = TypeVar("R")
 _OK = Outcome.OK
 _NO_LEASE = (0, 0)
+#: A sweep deletes at most this many messages per expired conversation of a batch in one
+#: transaction (as the PostgreSQL backend does), then commits and goes on.
+MESSAGES_PER_PURGE = 20
 
 
 def _path(url: StoreURL) -> str:
@@ -331,7 +334,7 @@ class SQLiteBackend:
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
         """Sweep in bounded batches, each its own short transaction."""
-        purged = self._batches(schema.DUE_PURGE, op, self._purge)
+        purged = self._batches(schema.DUE_PURGE, op) if op.dry_run else self._purge_all(op)
         marks = ", ".join("?" * len(op.idle_from))
         idled = self._batches(
             schema.DUE_IDLE.format(marks=marks), op, self._idle, (*op.idle_from, op.now_us)
@@ -343,7 +346,7 @@ class SQLiteBackend:
         self,
         select: str,
         op: ops.SweepOp,
-        apply: Callable[[sqlite3.Connection, str, ops.SweepOp], None],
+        apply: Callable[[sqlite3.Connection, str, ops.SweepOp], None] | None = None,
         prefix: tuple[Any, ...] = (),
     ) -> int:
         total = 0
@@ -351,15 +354,34 @@ class SQLiteBackend:
             with self._tx(write=not op.dry_run) as db:
                 limit = -1 if op.dry_run else op.batch
                 keys = [k for (k,) in db.execute(select, (*prefix, op.now_us, limit)).fetchall()]
-                if not op.dry_run:
+                if apply is not None and not op.dry_run:
                     for key in keys:
                         apply(db, key, op)
             total += len(keys)
             if op.dry_run or len(keys) < op.batch:
                 return total
 
-    def _purge(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
-        self._erase(db, conversation_id)
+    def _purge_all(self, op: ops.SweepOp) -> int:
+        """Erase expired conversations in bounded write transactions.
+
+        Each holds at most ``op.batch`` conversations and ``op.batch * MESSAGES_PER_PURGE``
+        messages, so a long history is deleted over several short transactions (each holds
+        the file's one write lock), never in one.
+        """
+        purged = 0
+        bite = max(1, op.batch) * MESSAGES_PER_PURGE
+        while True:
+            with self._tx(write=True) as db:
+                due = db.execute(schema.DUE_PURGE, (op.now_us, max(1, op.batch))).fetchall()
+                left = bite
+                for (cid,) in due:
+                    left -= db.execute(schema.PURGE_MESSAGES, (cid, left)).rowcount
+                    if left <= 0:
+                        break  # this one may have more: the next transaction goes on
+                    self._erase(db, cid)
+                    purged += 1
+            if not due:
+                return purged
 
     def _idle(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
         tenant, status = db.execute(schema.STATUS_OF, (conversation_id,)).fetchone()
