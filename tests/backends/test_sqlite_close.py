@@ -73,9 +73,11 @@ def test_a_purge_deletes_a_long_history_over_several_transactions(
         clock.advance(timedelta(days=8))
         monkeypatch.setattr(sqlite_backend, "MESSAGES_PER_PURGE", 1)
         statements: list[str] = []
-        store._backend._conn().set_trace_callback(statements.append)
+        backend = store._backend
+        assert isinstance(backend, sqlite_backend.SQLiteBackend)
+        backend._conn().set_trace_callback(statements.append)
         assert store.sweep().purged == 1
-        store._backend._conn().set_trace_callback(None)
+        backend._conn().set_trace_callback(None)
     transactions: list[list[str]] = []
     for statement in statements:
         if statement.startswith("BEGIN"):
@@ -85,6 +87,7 @@ def test_a_purge_deletes_a_long_history_over_several_transactions(
     deleting = [t for t in transactions if any("DELETE FROM messages" in s for s in t)]
     assert len(deleting) >= 4, [len(t) for t in transactions]
     with threadkeep.open(f"sqlite:///{tmp_path / 't.db'}") as again:
+        assert isinstance(again._backend, sqlite_backend.SQLiteBackend)
         db = again._backend._conn()
         assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM conversations").fetchone() == (0,)
