@@ -49,6 +49,7 @@ def open(
     """
     parsed = StoreURL.parse(url, **options)
     backend = load_sync(parsed)
+    _reached(backend.ping, backend.close)
     if instrument is not None:
         backend = instrument(backend)
     return Store(backend, url=parsed.redacted(), clock=clock, retention=retention, limits=limits)
@@ -77,11 +78,29 @@ def open_async(
 
     async def connect() -> AsyncBackend:
         backend = await asyncio.to_thread(load_async, parsed)
+        try:
+            await backend.ping()  # a lazy driver (Redis) connects here, so open_async fails fast
+        except BaseException:
+            await backend.close()
+            raise
         return backend if instrument is None else instrument(backend)
 
     return AsyncStore(
         connect=connect, url=parsed.redacted(), clock=clock, retention=retention, limits=limits
     )
+
+
+def _reached(ping: Callable[[], None], close: Callable[[], None]) -> None:
+    """Ping a just-opened backend (a lazy driver, Redis, connects here); close it on failure.
+
+    So ``open`` of an unreachable store raises BackendUnavailable at once, within the store's
+    connect timeout, and leaves no pool behind.
+    """
+    try:
+        ping()
+    except BaseException:
+        close()
+        raise
 
 
 def redact_url(url: str) -> str:

@@ -19,49 +19,80 @@ and the seq numbers of a history trimmed by ``max_messages`` (the kept messages 
 from 1 again).
 
 Importing a record twice changes nothing: an existing conversation only receives the messages
-it lacks, and only changed state, stage, status and facts are written.
+it lacks, and only changed state, stage, status and facts are written. A record is checked
+whole (times, messages, facts) before anything is written, and a conversation the import
+created is erased again if a later write fails, so a failed record leaves nothing half-made.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
 from threadkeep._clock import ManualClock
-from threadkeep._exceptions import ConversationNotFound, IllegalTransition, InvalidInput
+from threadkeep._exceptions import (
+    ConversationNotFound,
+    IllegalTransition,
+    InvalidInput,
+    ThreadkeepError,
+)
 from threadkeep._models import Conversation, jsonable
+from threadkeep._rules import history, plans
 from threadkeep._store import Store
 
-__all__ = ["conversation_record", "export_records", "import_record", "parse_record"]
+__all__ = [
+    "conversation_record",
+    "export_conversations",
+    "export_records",
+    "import_record",
+    "jsonable",
+    "parse_record",
+    "write_record",
+]
 
 _NEWEST = 2**62  # a seq above every stored one: before= it reads the newest messages
+_PAGE = 200  # messages read (and written) at a time by an export
+
+
+def write_record(store: Store, conv: Conversation, write: Callable[[str], object]) -> None:
+    """Write one conversation's export record as JSON text, in pieces (no newline).
+
+    The history is read and written a page at a time, so a long conversation is never held
+    in memory whole; the text is what ``json.dumps(conversation_record(...))`` would give.
+    """
+    write('{"conversation": ' + json.dumps(conv.to_dict()) + ', "messages": [')
+    sep = ""
+    after = 0
+    while page := store.messages(conv.id, after=after, limit=_PAGE, tenant=conv.tenant):
+        for m in page:
+            write(sep + json.dumps(m.to_dict()))
+            sep = ", "
+        after = page[-1].seq
+    state = store.load_state(conv.id, tenant=conv.tenant)
+    facts = [jsonable(asdict(f)) for f in store.recall(conv.contact_id, tenant=conv.tenant)]
+    write(
+        '], "state": ' + json.dumps({"version": state.version, "value": state.value})
+        + ', "facts": ' + json.dumps(facts) + "}"
+    )  # fmt: skip
 
 
 def conversation_record(store: Store, conv: Conversation) -> dict[str, Any]:
     """Return one conversation as an export record: fields, whole history, state, facts."""
-    messages: list[Any] = []
-    after = 0
-    while page := store.messages(conv.id, after=after, limit=1000, tenant=conv.tenant):
-        messages.extend(m.to_dict() for m in page)
-        after = page[-1].seq
-    state = store.load_state(conv.id, tenant=conv.tenant)
-    return {
-        "conversation": conv.to_dict(),
-        "messages": messages,
-        "state": {"version": state.version, "value": state.value},
-        "facts": [jsonable(asdict(f)) for f in store.recall(conv.contact_id, tenant=conv.tenant)],
-    }
+    parts: list[str] = []
+    write_record(store, conv, parts.append)
+    record: dict[str, Any] = json.loads("".join(parts))
+    return record
 
 
-def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, Any]]]:
-    """Return how many live conversations ``tenant`` has and an iterator of their records.
+def export_conversations(store: Store, tenant: str) -> tuple[int, Iterator[Conversation]]:
+    """Return how many live conversations ``tenant`` has and an iterator over them.
 
-    The conversations are listed first (keyset pages, newest activity first), then read one
-    by one, so a long export can show progress.
+    The conversations are listed first (keyset pages, newest activity first), so a long
+    export can show progress.
 
     Raises:
         InvalidInput: a bad tenant name.
@@ -73,7 +104,17 @@ def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, A
         convs.extend(page.items)
         if (cursor := page.next_cursor) is None:
             break
-    return len(convs), (conversation_record(store, c) for c in convs)
+    return len(convs), iter(convs)
+
+
+def export_records(store: Store, tenant: str) -> tuple[int, Iterator[dict[str, Any]]]:
+    """Return how many live conversations ``tenant`` has and an iterator of their records.
+
+    Raises:
+        InvalidInput: a bad tenant name.
+    """
+    total, convs = export_conversations(store, tenant)
+    return total, (conversation_record(store, c) for c in convs)
 
 
 def parse_record(raw: str, where: str = "record") -> dict[str, Any]:
@@ -168,9 +209,51 @@ def import_record(
         raise InvalidInput(
             f"conversation {src['id']!r} already exists in tenant {conv.tenant!r}", field="id"
         )
-    created = conv is None
-    if conv is None:
-        conv = _start(store, clock, src, tenant)
+    _check(store, record, tenant)
+    if conv is not None:
+        _replay(store, clock, record, conv, tenant)
+        return False
+    conv = _start(store, clock, src, tenant)
+    try:
+        _replay(store, clock, record, conv, tenant)
+    except BaseException:
+        with contextlib.suppress(ThreadkeepError):  # the first error is the one to report
+            store.delete(conv.id, tenant=tenant)
+        raise
+    return True
+
+
+def _check(store: Store, record: Mapping[str, Any], tenant: str) -> None:
+    """Refuse a record whose times, messages or facts a store would refuse (no I/O).
+
+    Raises:
+        InvalidInput: the first bad field, named.
+    """
+    src = record["conversation"]
+    for name in ("created_at", "last_activity_at"):
+        _when(src.get(name), f"conversation.{name}")
+    if src.get("expires_at") is not None:
+        _when(src["expires_at"], "conversation.expires_at")
+    for m in record.get("messages") or []:
+        _when(m.get("created_at"), "message.created_at")
+        history.check_message(
+            m["role"], m["content"], payload=m.get("payload"),
+            metadata=m.get("metadata") or None, idempotency_key=m.get("idempotency_key"),
+            limits=store.limits,
+        )  # fmt: skip
+    for fact in record.get("facts") or []:
+        when = _when(fact.get("updated_at"), "fact.updated_at")
+        plans.remember(
+            int(when.timestamp() * 1_000_000), store.limits, src["contact_id"], fact["key"],
+            fact.get("value"), tenant, fact.get("tier", "medium"), fact.get("source"),
+        )  # fmt: skip
+
+
+def _replay(
+    store: Store, clock: ManualClock, record: Mapping[str, Any], conv: Conversation, tenant: str
+) -> None:
+    """Write what ``conv`` lacks of ``record``: messages, state, stage, status, facts."""
+    src = record["conversation"]
     messages = sorted(record.get("messages") or [], key=lambda m: m["seq"])
     # the newest message, whatever it is (last= would skip a trailing tool result)
     have = store.messages(conv.id, before=_NEWEST, limit=1, tenant=tenant)
@@ -199,4 +282,3 @@ def import_record(
                 src["contact_id"], fact["key"], fact.get("value"), tenant=tenant,
                 tier=fact.get("tier", "medium"), source=fact.get("source"),
             )  # fmt: skip
-    return created

@@ -54,6 +54,8 @@ class MemoryBackend:
         self._states: dict[str, list[StateRow]] = defaultdict(list)
         self._leases: dict[str, tuple[int, int]] = {}  # conversation → (token, until µs)
         self._events: dict[int, EventRow] = {}
+        # per conversation, the numbers of its retained events: erasing one needs no log scan
+        self._event_numbers: dict[str, set[int]] = defaultdict(set)
         self._last_event = 0
         self._trimmed = 0  # events with numbers up to this fell out of the bounded log
         self._facts: dict[tuple[str, str, str], FactRow] = {}
@@ -87,9 +89,15 @@ class MemoryBackend:
             json.dumps(data, separators=(",", ":")),
             at_us,
         )
+        self._event_numbers[conversation_id].add(self._last_event)
         if self._last_event > keep:
             self._trimmed = self._last_event - keep
-            self._events.pop(self._trimmed, None)
+            gone = self._events.pop(self._trimmed, None)
+            if gone is not None:
+                numbers = self._event_numbers[gone.conversation_id]
+                numbers.discard(self._trimmed)
+                if not numbers:
+                    del self._event_numbers[gone.conversation_id]
         self._lock.notify_all()
 
     def _put(self, row: ConversationRow) -> None:
@@ -109,7 +117,7 @@ class MemoryBackend:
         states = len(self._states.get(row.id, ()))
         for table in (self._msgs, self._idem, self._states, self._leases):
             table.pop(row.id, None)
-        events = [n for n, e in self._events.items() if e.conversation_id == row.id]
+        events = self._event_numbers.pop(row.id, ())
         for number in events:
             del self._events[number]
         return messages, states, len(events)
@@ -235,27 +243,45 @@ class MemoryBackend:
 
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
-        expired = [r for r in self._convs.values() if is_expired(r.expires_us, op.now_us)]
-        idle = sorted(
-            (r for r in self._convs.values() if decide.idle_due(r, op)),
-            key=lambda r: (r.created_us, r.id),
-        )
-        facts = [k for k, f in self._facts.items() if decide.fact_due(f, op.now_us)]
-        if not op.dry_run:
-            for row in expired:
-                self._erase(row)
-            for row in idle:
-                self._put(replace(row, status=op.idle_to))  # marking idle is not activity
-                self._emit(
-                    row.tenant,
-                    row.id,
-                    lifecycle.status_changed(row.status, op.idle_to),
-                    op.now_us,
-                    op.events_kept,
-                )
-            for key in facts:
-                del self._facts[key]
-        return Result(_OK, SweepCounts(len(idle), len(expired), len(facts)))
+        """In batches of ``op.batch``, letting other calls take the lock between batches.
+
+        Each row is judged again when its batch runs, as it may have changed meanwhile.
+        """
+        now = op.now_us
+        expired = [r.id for r in self._convs.values() if is_expired(r.expires_us, now)]
+        idle = [
+            r.id
+            for r in sorted(
+                (r for r in self._convs.values() if decide.idle_due(r, op)),
+                key=lambda r: (r.created_us, r.id),
+            )
+        ]
+        facts = [k for k, f in self._facts.items() if decide.fact_due(f, now)]
+        if op.dry_run:
+            return Result(_OK, SweepCounts(len(idle), len(expired), len(facts)))
+        purged = idled = forgotten = 0
+        for start in range(0, max(len(expired), len(idle), len(facts)), max(1, op.batch)):
+            stop = start + max(1, op.batch)
+            for cid in expired[start:stop]:
+                row = self._convs.get(cid)
+                if row is not None and is_expired(row.expires_us, now):
+                    self._erase(row)
+                    purged += 1
+            for cid in idle[start:stop]:
+                row = self._convs.get(cid)
+                if row is not None and decide.idle_due(row, op):
+                    self._put(replace(row, status=op.idle_to))  # marking idle is not activity
+                    event = lifecycle.status_changed(row.status, op.idle_to)
+                    self._emit(row.tenant, row.id, event, now, op.events_kept)
+                    idled += 1
+            for key in facts[start:stop]:
+                fact = self._facts.get(key)
+                if fact is not None and decide.fact_due(fact, now):
+                    del self._facts[key]
+                    forgotten += 1
+            self._lock.release()  # other calls run between batches
+            self._lock.acquire()
+        return Result(_OK, SweepCounts(idled, purged, forgotten))
 
     # ---- messages -----------------------------------------------------------------------
 

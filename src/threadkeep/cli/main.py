@@ -10,7 +10,9 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -212,7 +214,7 @@ def export_cmd(
     """
     to_stdout = output == "-"
     with _opened(store) as s:
-        total, records = transfer.export_records(s, tenant)
+        total, convs = transfer.export_conversations(s, tenant)
         try:
             fh: IO[str] = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")  # noqa: SIM115
         except OSError as e:
@@ -220,8 +222,9 @@ def export_cmd(
         try:
             with Progress(console=err, disable=to_stdout or total < 50) as progress:
                 task = progress.add_task("export", total=total)
-                for record in records:
-                    fh.write(json.dumps(record) + "\n")
+                for conv in convs:
+                    transfer.write_record(s, conv, fh.write)  # page by page: never a whole history
+                    fh.write("\n")
                     progress.advance(task)
         except ThreadkeepError as e:
             raise _fail(f"{type(e).__name__}: {e}") from None
@@ -259,32 +262,57 @@ def import_cmd(
     if source_kind is not None:
         _import_peer(source_kind, file, store, tenant or "default", ttl)
         return
-    try:
-        raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    except OSError as e:
-        raise _fail(f"cannot read {file}: {e.strerror}") from None
-    lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
-    try:
-        records = [transfer.parse_record(line, f"line {n}") for n, line in lines]
-    except ThreadkeepError as e:
-        raise _fail(str(e)) from None
-    created = 0
-    clock = threadkeep.ManualClock()
-    try:
-        with (
-            threadkeep.open(store, clock=clock) as s,
-            Progress(console=err, disable=len(records) < 50) as progress,
-        ):
-            task = progress.add_task("import", total=len(records))
-            for (n, _), record in zip(lines, records, strict=True):
-                try:
-                    created += transfer.import_record(s, clock, record, tenant=tenant)
-                except ThreadkeepError as e:
-                    raise _fail(f"line {n}: {type(e).__name__}: {e}") from None
-                progress.advance(task)
-    except ThreadkeepError as e:
-        raise _fail(f"{type(e).__name__}: {e}") from None
-    err.print(f"imported {len(records)} conversation(s), {created} new", highlight=False)
+    with _spooled(file) as path:
+        # two passes, one record in memory at a time: every line is checked before the first
+        # write (a malformed file imports nothing), then read again and imported
+        try:
+            total = sum(1 for n, line in _lines(path) if transfer.parse_record(line, f"line {n}"))
+        except ThreadkeepError as e:
+            raise _fail(str(e)) from None
+        created = 0
+        clock = threadkeep.ManualClock()
+        try:
+            with (
+                threadkeep.open(store, clock=clock) as s,
+                Progress(console=err, disable=total < 50) as progress,
+            ):
+                task = progress.add_task("import", total=total)
+                for n, line in _lines(path):
+                    try:
+                        record = transfer.parse_record(line, f"line {n}")
+                        created += transfer.import_record(s, clock, record, tenant=tenant)
+                    except ThreadkeepError as e:
+                        raise _fail(f"line {n}: {type(e).__name__}: {e}") from None
+                    progress.advance(task)
+        except ThreadkeepError as e:
+            raise _fail(f"{type(e).__name__}: {e}") from None
+    err.print(f"imported {total} conversation(s), {created} new", highlight=False)
+
+
+@contextmanager
+def _spooled(file: str) -> Iterator[Path]:
+    """The export file to read (twice): ``file`` itself, or stdin copied to a temporary file."""
+    if file != "-":
+        path = Path(file)
+        try:
+            path.open(encoding="utf-8").close()
+        except OSError as e:
+            raise _fail(f"cannot read {file}: {e.strerror}") from None
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="threadkeep-import-") as tmp:
+        path = Path(tmp) / "stdin.jsonl"
+        with path.open("w", encoding="utf-8") as out:
+            shutil.copyfileobj(sys.stdin, out)
+        yield path
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of ``path`` with their numbers, read one at a time."""
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                yield n, line
 
 
 def _import_peer(kind: str, source: str, store: str, tenant: str, ttl: str | None) -> None:

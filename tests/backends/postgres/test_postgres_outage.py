@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from typing import Any
 
 import pytest
 
 import threadkeep
+from tests._servers import free_port
 from tests.backends.postgres._helpers import Cluster, Traffic, check_outage, outage_url, read_all
+from threadkeep import BackendUnavailable
 
 pytestmark = pytest.mark.postgres
 
@@ -62,3 +67,27 @@ def test_async_outage_unavailable_then_recovers(cluster: Cluster) -> None:
                 traffic.finish()
         finally:
             portal.call(store.aclose)
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_open_on_a_closed_port_fails_fast_naming_the_cause(api: str) -> None:
+    """No server on the port: open() raises BackendUnavailable well within the 5 s timeout
+    (it waited out the pool's whole timeout before), on one line naming the refusal, and
+    leaves no pool thread behind."""
+    url = f"postgresql://127.0.0.1:{free_port()}/test?schema=tk_closed"
+    threads = threading.active_count()
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as info:
+        if api == "sync":
+            threadkeep.open(url)
+        else:
+            asyncio.run(_open_async(url))
+    assert time.monotonic() - started < 3.0
+    message = str(info.value)
+    assert "\n" not in message
+    assert "Connection refused" in message
+    assert threading.active_count() == threads
+
+
+async def _open_async(url: str) -> None:
+    await threadkeep.open_async(url)

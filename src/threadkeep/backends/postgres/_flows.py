@@ -571,17 +571,6 @@ class Flows:
 
     @_common.handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
-        """Peek without locking; lock and judge again only when the lease looks free.
-
-        A waiter polling a busy turn then never waits on the row lock the holder's writes take
-        (holding a pool connection meanwhile, which the holder's next write needs).
-        """
-        rows = yield schema.PEEK_CONVERSATION, {"id": op.conversation_id}
-        if rows:
-            peeked = _common.decode_conversation(rows[0])
-            verdict = decide.lease(peeked, op, (rows[0][19], rows[0][20]))
-            if verdict.outcome is not _OK:
-                return verdict
         row, held = yield from self._lock(op.conversation_id)
         verdict = decide.lease(row, op, held)
         if verdict.outcome is _OK:
@@ -590,6 +579,23 @@ class Flows:
                 {"t": verdict.value, "u": op.until_us, "id": op.conversation_id},
             )
         return verdict
+
+    def peek_lease(self, op: ops.LeaseOp) -> Run[Result[int]]:
+        """A lease request's first step: judge it on the row read without a lock (autocommit).
+
+        Only a lease that looks free is then requested (``call(op)``: locked, judged again),
+        so waiters polling a busy turn never wait on the row lock the holder's writes take,
+        holding a pool connection the holder needs next, and cost one round trip per poll.
+        """
+
+        def flow() -> Flow[Result[int]]:
+            rows = yield schema.PEEK_CONVERSATION, {"id": op.conversation_id}
+            if not rows:
+                return Result(Outcome.NOT_FOUND, 0)
+            row = _common.decode_conversation(rows[0])
+            return decide.lease(row, op, (rows[0][19], rows[0][20]))
+
+        return Run(lambda n: flow(), read=True, once=False)
 
     @_common.handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:

@@ -26,7 +26,7 @@ from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions
 
 __all__ = ["Listener"]
 
-_TICK = 1.0  # longest the thread waits for a notification before checking for close()
+_TICK = 0.1  # longest the thread waits for a notification before checking for close()
 _BACKOFF_CAP = 2.0  # longest pause between reconnect attempts
 
 
@@ -111,6 +111,14 @@ class Listener:
         self._futures.clear()
 
     def _run(self) -> None:
+        try:
+            self._listen()
+        finally:  # also when the thread dies of something unforeseen: followers read again
+            with self._cond:
+                self._listening = False
+                self._advance()
+
+    def _listen(self) -> None:
         options = self._options
         failures = 0
         while not self._closed:
@@ -136,9 +144,6 @@ class Listener:
                     self._advance()
                 if not self._closed:
                     time.sleep(min(_BACKOFF_CAP, 0.05 * 2**failures))
-        with self._cond:
-            self._listening = False
-            self._cond.notify_all()
 
 
 def _settle(future: asyncio.Future[None]) -> None:

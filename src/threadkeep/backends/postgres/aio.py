@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
+from threadkeep._rules.ops import EventsOp, LeaseOp, Op, Outcome, Result
 from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
@@ -98,6 +98,10 @@ class AsyncPostgresBackend:
         """See PostgresBackend.execute."""
         if isinstance(op, EventsOp) and op.wait > 0:
             return cast("Result[R]", await self._wait_events(op))
+        if isinstance(op, LeaseOp):  # a busy lease answers from a read without a lock
+            peeked = await self._run(self._flows.peek_lease(op))
+            if peeked.outcome is not Outcome.OK:
+                return cast("Result[R]", peeked)
         return await self._run(self._flows.call(op))
 
     async def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
+from threadkeep._rules.ops import EventsOp, LeaseOp, Op, Outcome, Result
 from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._conn import (
@@ -40,6 +40,9 @@ class PostgresBackend:
         self._options = ConnectionOptions(url)
         self._flows = Flows(self._options.channel)
         self._listener = Listener(self._options)
+        # migrate first, on a connection of its own: an unreachable server fails here, fast
+        # and naming the cause (connection refused, unknown host …), before any pool exists
+        self.migrated = migrate(self._options)  # how many migrations this open applied
         self._pool: ConnectionPool[Any] = ConnectionPool(
             self._options.conninfo, **self._options.pool_kwargs("threadkeep")
         )
@@ -49,8 +52,11 @@ class PostgresBackend:
                 self._pool.open(wait=True, timeout=attempts.remaining())
                 break
             except Exception as exc:
-                time.sleep(attempts.pause(exc))
-        self.migrated = migrate(self._options)  # how many migrations this open applied
+                try:
+                    time.sleep(attempts.pause(exc))
+                except BaseException:
+                    self._pool.close()  # stop its reconnecting workers
+                    raise
 
     def _run(self, call: Run[T]) -> T:
         """Run ``call`` in one transaction, retrying lost connections.
@@ -84,6 +90,10 @@ class PostgresBackend:
         """Carry out ``op``; a wait for events listens on a connection of its own."""
         if isinstance(op, EventsOp) and op.wait > 0:
             return cast("Result[R]", self._wait_events(op))
+        if isinstance(op, LeaseOp):  # a busy lease answers from a read without a lock
+            peeked = self._run(self._flows.peek_lease(op))
+            if peeked.outcome is not Outcome.OK:
+                return cast("Result[R]", peeked)
         return self._run(self._flows.call(op))
 
     def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:

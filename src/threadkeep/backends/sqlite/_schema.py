@@ -298,6 +298,11 @@ RELEASE_LEASE: Final = (
 # ---- sweep ------------------------------------------------------------------------------
 
 DUE_PURGE: Final = "SELECT id FROM conversations WHERE expires_us <= ? LIMIT ?"
+#: Deletes up to ? of the conversation's messages, the oldest first (a purge's bounded bite).
+PURGE_MESSAGES: Final = (
+    "DELETE FROM messages WHERE conversation_id = ?1 AND seq IN "
+    "(SELECT seq FROM messages WHERE conversation_id = ?1 ORDER BY seq LIMIT ?2)"
+)
 #: In creation order, as every backend logs the idle changes of one sweep.
 DUE_IDLE: Final = (
     "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_us <= ? "

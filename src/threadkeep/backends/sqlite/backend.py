@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
+from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput, StoreClosed
 from threadkeep._rules import decide, events as ev, lifecycle, ops
 from threadkeep._rules.events import NewEvent
 from threadkeep._rules.flows import pauses
@@ -45,6 +45,9 @@ __all__ = ["SQLiteBackend"]
 R = TypeVar("R")
 _OK = Outcome.OK
 _NO_LEASE = (0, 0)
+#: A sweep deletes at most this many messages per expired conversation of a batch in one
+#: transaction (as the PostgreSQL backend does), then commits and goes on.
+MESSAGES_PER_PURGE = 20
 
 
 def _path(url: StoreURL) -> str:
@@ -67,6 +70,11 @@ class SQLiteBackend:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # calls inside a transaction right now: close() waits for them (closing a connection
+        # another thread is stepping on can crash the interpreter)
+        self._quiet = threading.Condition(self._lock)
+        self._busy = 0
+        self._closed = False
         self._routes = handlers(self)
         with self._errors():
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -76,13 +84,17 @@ class SQLiteBackend:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Map sqlite3 errors to threadkeep's: unreachable file → BackendUnavailable."""
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailable("sqlite", self._path, str(exc)) from exc
-        except sqlite3.DatabaseError as exc:
-            raise BackendError(f"sqlite database {self._path} failed: {exc}") from exc
+        """Map sqlite3 errors to threadkeep's: unreachable file → BackendUnavailable.
+
+        Every use of a connection runs inside, counted for close() (see ``_in_flight``).
+        """
+        with self._in_flight():
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                raise BackendUnavailable("sqlite", self._path, str(exc)) from exc
+            except sqlite3.DatabaseError as exc:
+                raise BackendError(f"sqlite database {self._path} failed: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -129,6 +141,21 @@ class SQLiteBackend:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count a call using a connection; refuse it once close() began."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosed()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if not self._busy:
+                    self._quiet.notify_all()
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply missing migrations; the write lock makes concurrent openers migrate once."""
         (version,) = conn.execute("PRAGMA user_version").fetchone()
@@ -161,9 +188,19 @@ class SQLiteBackend:
                 raise BackendUnavailable("sqlite", self._path, "the database file is gone")
 
     def close(self) -> None:
-        """Close every connection this backend opened."""
+        """Close every connection this backend opened, once no call is using one.
+
+        Calls in progress may finish (up to the busy timeout); then they are interrupted
+        (they fail with BackendUnavailable). A connection still in use after that is left to
+        the garbage collector rather than closed under a running statement.
+        """
         with self._lock:
-            conns, self._all = self._all, []
+            self._closed = True
+            if not self._quiet.wait_for(lambda: not self._busy, self._timeout):
+                for conn in self._all:
+                    conn.interrupt()
+                self._quiet.wait_for(lambda: not self._busy, self._timeout)
+            conns, self._all = ([], self._all) if self._busy else (self._all, [])
         for conn in conns:
             conn.close()
         self._local = threading.local()
@@ -342,7 +379,7 @@ class SQLiteBackend:
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
         """Sweep in bounded batches, each its own short transaction."""
-        purged = self._batches(schema.DUE_PURGE, op, self._purge)
+        purged = self._batches(schema.DUE_PURGE, op) if op.dry_run else self._purge_all(op)
         marks = ", ".join("?" * len(op.idle_from))
         idled = self._batches(
             schema.DUE_IDLE.format(marks=marks), op, self._idle, (*op.idle_from, op.now_us)
@@ -354,7 +391,7 @@ class SQLiteBackend:
         self,
         select: str,
         op: ops.SweepOp,
-        apply: Callable[[sqlite3.Connection, str, ops.SweepOp], None],
+        apply: Callable[[sqlite3.Connection, str, ops.SweepOp], None] | None = None,
         prefix: tuple[Any, ...] = (),
     ) -> int:
         total = 0
@@ -362,15 +399,34 @@ class SQLiteBackend:
             with self._tx(write=not op.dry_run) as db:
                 limit = -1 if op.dry_run else op.batch
                 keys = [k for (k,) in db.execute(select, (*prefix, op.now_us, limit)).fetchall()]
-                if not op.dry_run:
+                if apply is not None and not op.dry_run:
                     for key in keys:
                         apply(db, key, op)
             total += len(keys)
             if op.dry_run or len(keys) < op.batch:
                 return total
 
-    def _purge(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
-        self._erase(db, conversation_id)
+    def _purge_all(self, op: ops.SweepOp) -> int:
+        """Erase expired conversations in bounded write transactions.
+
+        Each holds at most ``op.batch`` conversations and ``op.batch * MESSAGES_PER_PURGE``
+        messages, so a long history is deleted over several short transactions (each holds
+        the file's one write lock), never in one.
+        """
+        purged = 0
+        bite = max(1, op.batch) * MESSAGES_PER_PURGE
+        while True:
+            with self._tx(write=True) as db:
+                due = db.execute(schema.DUE_PURGE, (op.now_us, max(1, op.batch))).fetchall()
+                left = bite
+                for (cid,) in due:
+                    left -= db.execute(schema.PURGE_MESSAGES, (cid, left)).rowcount
+                    if left <= 0:
+                        break  # this one may have more: the next transaction goes on
+                    self._erase(db, cid)
+                    purged += 1
+            if not due:
+                return purged
 
     def _idle(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
         tenant, status = db.execute(schema.STATUS_OF, (conversation_id,)).fetchone()

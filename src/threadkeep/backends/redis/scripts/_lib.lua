@@ -275,7 +275,8 @@ local function erase(id, tenant, contact, status, statuses)
   for i = 1, #events, 1000 do
     redis.call('XDEL', K_EV, unpack(events, i, math.min(i + 999, #events)))
   end
-  redis.call('DEL', kc(id), km(id), ki(id), kiq(id), krq(id), ks(id), ke(id))
+  -- UNLINK: gone from the keyspace now, a long history's memory freed off the script's time
+  redis.call('UNLINK', kc(id), km(id), ki(id), kiq(id), krq(id), ks(id), ke(id))
   redis.call('ZREM', kt(tenant), id)
   if status ~= nil then
     redis.call('ZREM', kts(status, tenant), id)
