@@ -10,7 +10,6 @@ in ``_schema``; the verdicts come from ``threadkeep._rules.decide``.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -147,7 +146,7 @@ class Flows:
                 "kind": kind,
                 "tenant": tenant,
                 "cid": conversation_id,
-                "data": json.dumps(data, separators=(",", ":")),
+                "data": ev.data_json(data),
                 "at": at_us,
                 "keep": keep,
                 "chan": self.channel,

@@ -8,7 +8,6 @@ writes). The SQL is in ``_schema``; the verdicts come from ``threadkeep._rules.d
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -77,10 +76,13 @@ class SQLiteBackend:
         """Map sqlite3 errors to threadkeep's: unreachable file → BackendUnavailable."""
         try:
             yield
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailable("sqlite", self._path, str(exc)) from exc
         except sqlite3.DatabaseError as exc:
-            raise BackendError(f"sqlite database {self._path} failed: {exc}") from exc
+            raise self._mapped(exc) from exc
+
+    def _mapped(self, exc: sqlite3.DatabaseError) -> BackendError:
+        if isinstance(exc, sqlite3.OperationalError):
+            return BackendUnavailable("sqlite", self._path, str(exc))
+        return BackendError(f"sqlite database {self._path} failed: {exc}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -116,8 +118,12 @@ class SQLiteBackend:
 
     @contextmanager
     def _tx(self, write: bool) -> Iterator[sqlite3.Connection]:
-        """Run a transaction: IMMEDIATE (takes the write lock at once) for writes."""
-        with self._errors():
+        """Run a transaction: IMMEDIATE (takes the write lock at once) for writes.
+
+        sqlite3 errors are mapped as by ``_errors`` (not nested in it: one generator less a
+        call).
+        """
+        try:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -126,6 +132,8 @@ class SQLiteBackend:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._mapped(exc) from exc
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply missing migrations; the write lock makes concurrent openers migrate once."""
@@ -195,7 +203,7 @@ class SQLiteBackend:
         kind, data = event
         cur = db.execute(
             schema.INSERT_EVENT,
-            (tenant, conversation_id, kind, json.dumps(data, separators=(",", ":")), at_us),
+            (tenant, conversation_id, kind, ev.data_json(data), at_us),
         )
         last = cur.lastrowid or 0
         # Trim in steps of a tenth of the bound, so the log stays between keep and 1.1 × keep.
@@ -375,7 +383,10 @@ class SQLiteBackend:
     def _write(
         self, db: sqlite3.Connection, row: ConversationRow, verdict: decide.Appended, keep: int
     ) -> None:
-        db.executemany(schema.INSERT_MESSAGE, verdict.messages)
+        if len(verdict.messages) == 1:  # append(): execute() costs less than executemany()
+            db.execute(schema.INSERT_MESSAGE, verdict.messages[0])
+        else:
+            db.executemany(schema.INSERT_MESSAGE, verdict.messages)
         cut = self._trim(db, row.id, verdict.trim_from)
         db.execute(
             schema.UPDATE_APPENDED,
@@ -460,7 +471,8 @@ class SQLiteBackend:
             found = self._conn().execute(sql, params).fetchall()
         if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
             return None
-        return [MessageRow(*r[2:11]) for r in found if r[3] is not None]
+        make = MessageRow._make
+        return [make(r[2:11]) for r in found if r[3] is not None]
 
     @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
