@@ -9,8 +9,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 import threadkeep
-from threadkeep.transfer import conversation_record, write_record
 from threadkeep.cli.main import app
+from threadkeep.transfer import conversation_record, write_record
 
 MESSAGES = 4000
 CONTENT = "x" * 2000  # an 8 MB history

@@ -6,12 +6,14 @@ conversation leaves nothing readable in the log; erasure events say only that it
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 __all__ = [
     "EventKind",
     "NewEvent",
+    "data_json",
     "deleted",
     "message_appended",
     "message_popped",
@@ -103,3 +105,8 @@ def state_saved(version: int) -> NewEvent:
 def deleted() -> NewEvent:
     """Return the erasure event: that a deletion happened, nothing of what was deleted."""
     return EventKind.DELETED.value, {}
+
+
+#: A payload as the compact JSON text backends store (one encoder for every call: json.dumps
+#: with ``separators`` builds a new one each time).
+data_json: Final = json.JSONEncoder(separators=(",", ":")).encode

@@ -8,7 +8,6 @@ differential test (``tests/conformance/test_differential.py``) holds the other b
 from __future__ import annotations
 
 import bisect
-import json
 import threading
 import time
 from collections import defaultdict
@@ -86,7 +85,7 @@ class MemoryBackend:
             kind,
             tenant,
             conversation_id,
-            json.dumps(data, separators=(",", ":")),
+            ev.data_json(data),
             at_us,
         )
         self._event_numbers[conversation_id].add(self._last_event)

@@ -7,10 +7,11 @@ naming the host (never the password) and the cause; other database errors become
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import time
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -19,6 +20,7 @@ import psycopg_pool
 from threadkeep._exceptions import BackendError, BackendUnavailable
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
+from threadkeep.backends.postgres._schema import Unread
 
 __all__ = ["Attempts", "ConnectionOptions", "lost_connection", "migrate", "pump"]
 
@@ -110,19 +112,40 @@ class Attempts:
         raise BackendError(f"postgresql at {self.options.host} failed: {cause}") from exc
 
 
-def pump(conn: psycopg.Connection[Any], flow: Flow[T]) -> T:
-    """Run ``flow`` on ``conn`` (results in binary format: less to parse); the caller commits."""
-    with conn.cursor() as cur:
+#: Opens a flow's transaction (``pump``): queued in the pipeline, so it costs no round trip.
+BEGIN: Final = "BEGIN"
+
+
+def pump(conn: psycopg.Connection[Any], flow: Flow[T], *, transaction: bool = False) -> T:
+    """Run ``flow`` on ``conn`` (results in binary format: less to parse).
+
+    ``transaction``: run it in one transaction (``conn`` in autocommit mode; the caller
+    commits), in pipeline mode. Each statement then waits only for the answers it needs:
+    BEGIN and every ``Unread`` statement travel with the next statement, and whatever is
+    still unanswered when the flow ends is answered, errors included, before this returns.
+    An append is three round trips (BEGIN + lock, write + event, COMMIT) instead of five.
+    """
+    mode = conn.pipeline() if transaction else contextlib.nullcontext()
+    with mode as pipeline, conn.cursor() as cur:
+        if pipeline is not None:
+            conn.execute(BEGIN)
         rows: Any = None
         try:
             while True:
                 query, params = flow.send(rows)
                 if query == COMMIT[0]:
                     conn.commit()
+                    if pipeline is not None:
+                        conn.execute(BEGIN)
                     rows = []
-                    continue
-                cur.execute(query, params or None, binary=bool(params))
-                rows = cur.fetchall() if cur.description is not None else []
+                elif pipeline is not None and isinstance(query, Unread):
+                    conn.execute(query, params or None, binary=bool(params))  # own cursor
+                    rows = []
+                else:
+                    cur.execute(query, params or None, binary=bool(params))
+                    if pipeline is not None:
+                        pipeline.sync()
+                    rows = cur.fetchall() if cur.description is not None else []
         except StopIteration as done:
             result: T = done.value
             return result

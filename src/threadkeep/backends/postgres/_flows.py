@@ -1,7 +1,8 @@
 """Every operation of the PostgreSQL backend, once, as a generator of SQL steps.
 
 A flow yields ``(sql, params)`` and receives the rows the statement returned (``[]`` when it
-returns none); it yields ``COMMIT`` to end a bounded transaction (sweep). Its return value is
+returns none, or when it is ``schema.Unread``: sent without waiting for its answer); it yields
+``COMMIT`` to end a bounded transaction (sweep). Its return value is
 the op's ``Result``. ``Flows.call(op)`` says how to run one: the flow of each attempt, and
 whether it only reads or may not be resent after a commit of unknown outcome. The drivers in
 ``sync`` and ``aio`` run each attempt in one transaction and commit when it returns. The SQL is
@@ -10,7 +11,6 @@ in ``_schema``; the verdicts come from ``threadkeep._rules.decide``.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -148,7 +148,7 @@ class Flows:
                 "kind": kind,
                 "tenant": tenant,
                 "cid": conversation_id,
-                "data": json.dumps(data, separators=(",", ":")),
+                "data": ev.data_json(data),
                 "at": at_us,
                 "keep": keep,
                 "chan": self.channel,

@@ -16,10 +16,24 @@ __all__ = [
     "CONVERSATION_COLUMNS",
     "MESSAGE_COLUMNS",
     "MIGRATIONS",
+    "Unread",
     "decode_message",
     "encode_content",
     "encode_conversation",
 ]
+
+
+class Unread(str):
+    """A statement whose result no flow reads (the flow is sent ``[]``).
+
+    The drivers run flows in pipeline mode and do not wait for such a statement's answer: it
+    travels to the server with the next statement, or with the end of the flow, so a write
+    of several statements costs one round trip where it would cost one each. An error it
+    raises surfaces there, before the commit, like any other.
+    """
+
+    __slots__ = ()
+
 
 #: Append-only; MIGRATIONS[i] brings the schema to version i + 1.
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -207,7 +221,7 @@ INSERT_CONVERSATION: Final = (
     + ") ON CONFLICT (id) DO NOTHING RETURNING 1"
 )
 #: Writes back the fields an operation may change.
-UPDATE_CONVERSATION: Final = (
+UPDATE_CONVERSATION: Final = Unread(
     "UPDATE conversations SET status = %(status)s, stage = %(stage)s, agent_id = %(agent_id)s, "
     "activity_us = %(activity_us)s, expires_us = %(expires_us)s, idle_us = %(idle_us)s, "
     "message_count = %(message_count)s, last_seq = %(last_seq)s, "
@@ -252,7 +266,7 @@ KEPT_KEY: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s"
 )
 #: Writes the conversation row back and inserts the message; one statement.
-INSERT_MESSAGE: Final = (
+INSERT_MESSAGE: Final = Unread(
     "WITH c AS (UPDATE conversations SET status = %(status)s, activity_us = %(now)s, "
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s, message_count = %(count)s, "
     "last_seq = %(seq)s WHERE id = %(id)s RETURNING 1) "
@@ -260,7 +274,7 @@ INSERT_MESSAGE: Final = (
     "%(now)s, %(metadata_json)s, %(key)s, %(payload)s, %(link)s)"
 )
 #: Inserts a batch of messages (one array per column); one statement.
-INSERT_MESSAGES: Final = (
+INSERT_MESSAGES: Final = Unread(
     f"INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT %(id)s, * FROM unnest("
     "%(seqs)s::bigint[], %(roles)s::text[], %(contents)s::bytea[], %(times)s::bigint[], "
     "%(metadata)s::text[], %(keys)s::text[], %(payloads)s::text[], %(links)s::smallint[])"
@@ -316,7 +330,7 @@ BEFORE: Final = (
 #: handed out in commit order: a reader that sees id n has seen every id below it, and a
 #: cursor never skips an event committed late. PostgreSQL already serializes the commits of
 #: NOTIFYing transactions, so the lock adds one statement's time to that critical section.
-EMIT: Final = (
+EMIT: Final = Unread(
     "WITH e AS (INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
     "SELECT %(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s "
     "FROM pg_advisory_xact_lock(hashtextextended(%(lock)s, 0)) l, pg_notify(%(chan)s, '') "
@@ -384,10 +398,12 @@ LOAD_STATE: Final = (
     f"SELECT {STATE_COLUMNS} FROM states WHERE conversation_id = %(id)s "
     "AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint) ORDER BY version DESC LIMIT 1"
 )
-INSERT_STATE: Final = "INSERT INTO states VALUES (%(id)s, %(v)s, %(value)s, %(now)s)"
-TRIM_STATES: Final = "DELETE FROM states WHERE conversation_id = %(id)s AND version <= %(floor)s"
+INSERT_STATE: Final = Unread("INSERT INTO states VALUES (%(id)s, %(v)s, %(value)s, %(now)s)")
+TRIM_STATES: Final = Unread(
+    "DELETE FROM states WHERE conversation_id = %(id)s AND version <= %(floor)s"
+)
 #: Writes back what a state save changes.
-UPDATE_SAVED: Final = (
+UPDATE_SAVED: Final = Unread(
     "UPDATE conversations SET state_version = %(v)s, activity_us = %(now)s, "
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s WHERE id = %(id)s"
 )

@@ -19,9 +19,16 @@ from threadkeep._rules.ops import EventsOp, LeaseOp, Op, Outcome, Result
 from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
-from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions, lost_connection, migrate
+from threadkeep.backends.postgres._conn import (
+    BEGIN,
+    Attempts,
+    ConnectionOptions,
+    lost_connection,
+    migrate,
+)
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows, Run
 from threadkeep.backends.postgres._listen import Listener
+from threadkeep.backends.postgres._schema import Unread
 
 __all__ = ["AsyncPostgresBackend"]
 
@@ -29,19 +36,31 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-async def _pump(conn: psycopg.AsyncConnection[Any], flow: Flow[T]) -> T:
-    """Run ``flow`` on ``conn`` (results in binary format: less to parse); the caller commits."""
-    async with conn.cursor() as cur:
+async def _pump(
+    conn: psycopg.AsyncConnection[Any], flow: Flow[T], *, transaction: bool = False
+) -> T:
+    """Run ``flow`` on ``conn``, as the sync backend's ``pump`` does."""
+    mode = conn.pipeline() if transaction else contextlib.nullcontext()
+    async with mode as pipeline, conn.cursor() as cur:
+        if pipeline is not None:
+            await conn.execute(BEGIN)
         rows: Any = None
         try:
             while True:
                 query, params = flow.send(rows)
                 if query == COMMIT[0]:
                     await conn.commit()
+                    if pipeline is not None:
+                        await conn.execute(BEGIN)
                     rows = []
-                    continue
-                await cur.execute(query, params or None, binary=bool(params))
-                rows = await cur.fetchall() if cur.description is not None else []
+                elif pipeline is not None and isinstance(query, Unread):
+                    await conn.execute(query, params or None, binary=bool(params))  # own cursor
+                    rows = []
+                else:
+                    await cur.execute(query, params or None, binary=bool(params))
+                    if pipeline is not None:
+                        await pipeline.sync()
+                    rows = await cur.fetchall() if cur.description is not None else []
         except StopIteration as done:
             result: T = done.value
             return result
@@ -77,9 +96,10 @@ class AsyncPostgresBackend:
             try:
                 pool = await self._pools.get()
                 async with pool.connection(timeout=attempts.remaining()) as conn:
-                    if conn.autocommit != call.read:
-                        await conn.set_autocommit(call.read)
-                    result = await _pump(conn, call.attempt(attempts.failures + 1))
+                    if not conn.autocommit:
+                        await conn.set_autocommit(True)  # a write's flow opens its transaction
+                    flow = call.attempt(attempts.failures + 1)
+                    result = await _pump(conn, flow, transaction=not call.read)
                     committing = not call.read
                     if committing:
                         await conn.commit()

@@ -70,9 +70,10 @@ class PostgresBackend:
             committing = False
             try:
                 with self._pool.connection(timeout=attempts.remaining()) as conn:
-                    if conn.autocommit != call.read:
-                        conn.autocommit = call.read
-                    result = pump(conn, call.attempt(attempts.failures + 1))
+                    if not conn.autocommit:
+                        conn.autocommit = True  # a write's flow opens its transaction itself
+                    flow = call.attempt(attempts.failures + 1)
+                    result = pump(conn, flow, transaction=not call.read)
                     committing = not call.read
                     if committing:
                         conn.commit()

@@ -8,11 +8,11 @@ content on lines (``encode_message``); optional script arguments are ``""`` for 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
+from threadkeep._rules.events import data_json
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, NewMessage
 
@@ -210,4 +210,4 @@ def decode_fact(key: str, blob: str, meta: str | None = None) -> FactRow:
 
 def json_text(data: object) -> str:
     """Return compact JSON, as the memory backend writes event data."""
-    return json.dumps(data, separators=(",", ":"))
+    return data_json(data)

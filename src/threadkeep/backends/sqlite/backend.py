@@ -8,7 +8,6 @@ writes). The SQL is in ``_schema``; the verdicts come from ``threadkeep._rules.d
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -91,10 +90,13 @@ class SQLiteBackend:
         with self._in_flight():
             try:
                 yield
-            except sqlite3.OperationalError as exc:
-                raise BackendUnavailable("sqlite", self._path, str(exc)) from exc
             except sqlite3.DatabaseError as exc:
-                raise BackendError(f"sqlite database {self._path} failed: {exc}") from exc
+                raise self._mapped(exc) from exc
+
+    def _mapped(self, exc: sqlite3.DatabaseError) -> BackendError:
+        if isinstance(exc, sqlite3.OperationalError):
+            return BackendUnavailable("sqlite", self._path, str(exc))
+        return BackendError(f"sqlite database {self._path} failed: {exc}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -130,16 +132,22 @@ class SQLiteBackend:
 
     @contextmanager
     def _tx(self, write: bool) -> Iterator[sqlite3.Connection]:
-        """Run a transaction: IMMEDIATE (takes the write lock at once) for writes."""
-        with self._errors():
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        """Run a transaction: IMMEDIATE (takes the write lock at once) for writes.
+
+        sqlite3 errors are mapped as by ``_errors``, and the call is counted for close().
+        """
+        with self._in_flight():
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn = self._conn()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise self._mapped(exc) from exc
 
     @contextmanager
     def _in_flight(self) -> Iterator[None]:
@@ -234,7 +242,7 @@ class SQLiteBackend:
         kind, data = event
         cur = db.execute(
             schema.INSERT_EVENT,
-            (tenant, conversation_id, kind, json.dumps(data, separators=(",", ":")), at_us),
+            (tenant, conversation_id, kind, ev.data_json(data), at_us),
         )
         last = cur.lastrowid or 0
         # Trim in steps of a tenth of the bound, so the log stays between keep and 1.1 × keep.
@@ -459,7 +467,10 @@ class SQLiteBackend:
     def _write(
         self, db: sqlite3.Connection, row: ConversationRow, verdict: decide.Appended, keep: int
     ) -> None:
-        db.executemany(schema.INSERT_MESSAGE, verdict.messages)
+        if len(verdict.messages) == 1:  # append(): execute() costs less than executemany()
+            db.execute(schema.INSERT_MESSAGE, verdict.messages[0])
+        else:
+            db.executemany(schema.INSERT_MESSAGE, verdict.messages)
         cut = self._trim(db, row.id, verdict.trim_from)
         db.execute(
             schema.UPDATE_APPENDED,
@@ -544,7 +555,8 @@ class SQLiteBackend:
             found = self._conn().execute(sql, params).fetchall()
         if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
             return None
-        return [MessageRow(*r[2:11]) for r in found if r[3] is not None]
+        make = MessageRow._make
+        return [make(r[2:11]) for r in found if r[3] is not None]
 
     @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
