@@ -60,8 +60,8 @@ dups:
 # rootdir and config (never threadkeep's filterwarnings=error / --strict-markers). The OpenAI
 # Agents SDK's tests come from its sdist, with SQLiteSession re-pointed at ThreadkeepSession;
 # OAI_FULL=1 runs its whole file list on every backend (default: all files on SQLite, the
-# four core files on memory, Redis and PostgreSQL). PostgreSQL runs over a sync Store unless
-# OAI_PG_API=async: the AsyncStore's per-loop pools once hung a loop's teardown there.
+# four core files on memory, Redis and PostgreSQL). Every backend runs over an AsyncStore;
+# OAI_PG_API=sync runs PostgreSQL over a sync Store instead.
 CLAUDE_SDK := claude-agent-sdk==0.2.184
 OAI_VERSION := 0.24.0
 PAI_SDK := pydantic-ai-slim==2.68.0
@@ -115,7 +115,7 @@ test-openai-agents: .venv-oai/.installed
 	$(call oai_run,sqlite,$(OAI_FILES))
 	$(call oai_run,memory,$(OAI_OTHERS))
 	$(call oai_run,redis,$(OAI_OTHERS))
-	$(call oai_run,postgres,$(OAI_OTHERS),$(or $(OAI_PG_API),sync))
+	$(call oai_run,postgres,$(OAI_OTHERS),$(OAI_PG_API))
 
 test-pydantic-ai: .venv-pai/.installed
 	.venv-pai/bin/mypy src/threadkeep/integrations/pydantic_ai.py

@@ -13,6 +13,7 @@ import time
 from typing import Any, TypeVar, cast
 
 import psycopg
+import psycopg_pool
 from psycopg_pool import AsyncConnectionPool
 
 from threadkeep._rules.ops import EventsOp, LeaseOp, Op, Outcome, Result
@@ -79,7 +80,11 @@ class AsyncPostgresBackend:
         self._listener = Listener(self._options)
         # migrate now, synchronously: the registry constructs async backends in a thread
         self.migrated = migrate(self._options)  # how many migrations this open applied
-        self._pools: PerLoop[AsyncConnectionPool[Any]] = PerLoop(self._open_pool, _close_pool)
+        # the pool's workers cannot outlive the round where the loop cancels its tasks (a worker
+        # survives a cancellation that lands in a connection attempt): close it in that round
+        self._pools: PerLoop[AsyncConnectionPool[Any]] = PerLoop(
+            self._open_pool, _close_pool, close_on_cancel=True
+        )
 
     async def _open_pool(self) -> AsyncConnectionPool[Any]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -149,4 +154,25 @@ class AsyncPostgresBackend:
 
 
 async def _close_pool(pool: AsyncConnectionPool[Any]) -> None:
-    await pool.close()
+    """Close ``pool`` and its idle sessions, also when its loop is ending.
+
+    ``close()`` sets the pool closed and sends its workers their stop, then waits for them and
+    only after that closes the idle connections. When the loop is ending it has cancelled the
+    workers, and that wait re-raises a worker's cancellation (which says nothing of the caller):
+    the idle connections are taken out first and closed here, so the sessions end with the
+    loop. Only a cancellation of the calling task itself propagates.
+    """
+    idle: list[psycopg.AsyncConnection[Any]] = []
+    try:
+        with contextlib.suppress(psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed):
+            for _ in range(pool.get_stats().get("pool_available", 0)):
+                idle.append(await pool.getconn(timeout=0.05))
+        await pool.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+    finally:
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
