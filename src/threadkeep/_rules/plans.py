@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from threadkeep._config import Limits, Retention
 from threadkeep._exceptions import InvalidInput
@@ -413,34 +413,42 @@ def load_state(
     )
 
 
+def _update(
+    now_us: int,
+    limits: Limits,
+    conversation_id: str,
+    tenant: str | None,
+    field: Literal["status", "stage", "agent_id"],
+    value: str | None,
+    allowed_from: tuple[str, ...],
+) -> UpdateOp:
+    return UpdateOp(
+        conversation_id=check_id(conversation_id),
+        tenant=_tenant(tenant),
+        now_us=now_us,
+        field=field,
+        value=value,
+        allowed_from=allowed_from,
+        events_kept=limits.events_kept,
+    )
+
+
 def status(
     now_us: int, limits: Limits, conversation_id: str, target: str, tenant: str | None
 ) -> UpdateOp:
     """The op of ``Store.set_status`` and ``Store.close_conversation``."""
     checked = lifecycle.check_status(target)
-    return UpdateOp(
-        conversation_id=check_id(conversation_id),
-        tenant=_tenant(tenant),
-        now_us=now_us,
-        field="status",
-        value=checked.value,
-        allowed_from=lifecycle.sources_for(checked),
-        events_kept=limits.events_kept,
-    )
+    sources = lifecycle.sources_for(checked)
+    return _update(now_us, limits, conversation_id, tenant, "status", checked.value, sources)
 
 
 def agent(
     now_us: int, limits: Limits, conversation_id: str, value: str | None, tenant: str | None
 ) -> UpdateOp:
     """The op of ``Store.assign``: the agent who has the conversation (None: nobody)."""
-    return UpdateOp(
-        conversation_id=check_id(conversation_id),
-        tenant=_tenant(tenant),
-        now_us=now_us,
-        field="agent_id",
-        value=validate.check_name(value, "agent_id", optional=True),
-        allowed_from=lifecycle.STAGE_FROM,
-        events_kept=limits.events_kept,
+    checked = validate.check_name(value, "agent_id", optional=True)
+    return _update(
+        now_us, limits, conversation_id, tenant, "agent_id", checked, lifecycle.STAGE_FROM
     )
 
 
@@ -466,15 +474,8 @@ def stage(
     now_us: int, limits: Limits, conversation_id: str, value: str | None, tenant: str | None
 ) -> UpdateOp:
     """The op of ``Store.set_stage``."""
-    return UpdateOp(
-        conversation_id=check_id(conversation_id),
-        tenant=_tenant(tenant),
-        now_us=now_us,
-        field="stage",
-        value=validate.check_name(value, "stage", optional=True, max_len=128),
-        allowed_from=lifecycle.STAGE_FROM,
-        events_kept=limits.events_kept,
-    )
+    checked = validate.check_name(value, "stage", optional=True, max_len=128)
+    return _update(now_us, limits, conversation_id, tenant, "stage", checked, lifecycle.STAGE_FROM)
 
 
 def list_conversations(
