@@ -4,15 +4,18 @@ starts itself (one process helper, one skip-or-fail-under-CI rule).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
@@ -21,12 +24,14 @@ import pytest
 
 __all__ = [
     "REDIS_SERVER",
+    "PostgresCluster",
     "RedisServer",
     "ServerProcess",
     "cleanup_url",
     "free_port",
     "http_ready",
     "isolated_url",
+    "postgres_cluster",
     "require_reachable",
     "unavailable",
     "wait_until",
@@ -277,3 +282,63 @@ class RedisServer(ServerProcess):
         return redis.Redis(
             host="127.0.0.1", port=self.port, password=self.password, decode_responses=True
         )
+
+
+def _pg_bin(name: str) -> str:
+    """The path of a PostgreSQL server program (the newest installed version's)."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        unavailable(f"{name} not found under /usr/lib/postgresql/*/bin")
+    return found[-1]
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster in ``root``, on a free loopback port, run as ``postgres``
+    when we are root (``root`` must be reachable by that user: see ``postgres_cluster``).
+    The port stays the same across restarts."""
+
+    def __init__(self, root: Path) -> None:
+        self.data = root / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            runuser = shutil.which("runuser")
+            if runuser is None:
+                unavailable("running as root without runuser; initdb refuses root")
+            self.as_user = [runuser, "-u", "postgres", "--"]
+            shutil.chown(root, "postgres")
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
+
+    @property
+    def url(self) -> str:
+        """``postgresql://`` URL of its ``postgres`` database."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start it and wait until it accepts connections."""
+        opts = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        log = str(self.data / "log")
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-w", "start", "-l", log)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop it: ``fast`` (clean shutdown) or ``immediate`` (no shutdown checkpoint; the
+        next start recovers from the WAL, as after a crash)."""
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A started ``PostgresCluster`` in a temporary directory of its own (a test's ``tmp_path``
+    is private to root), stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="tk-pg-") as tmp:
+        os.chmod(tmp, 0o755)
+        cluster = PostgresCluster(Path(tmp))
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                cluster.stop()

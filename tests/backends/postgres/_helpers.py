@@ -1,23 +1,19 @@
-"""Helpers of the PostgreSQL-only tests: schemas, connections, a private cluster."""
+"""Helpers of the PostgreSQL-only tests: schemas, connections, outages of a private cluster."""
 
 from __future__ import annotations
 
-import glob
 import os
 import random
-import shutil
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 import threadkeep
-from tests._servers import POSTGRES_BASE, free_port, wait_until
+from tests._servers import POSTGRES_BASE, PostgresCluster, wait_until
 from threadkeep import BackendUnavailable
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow
@@ -192,49 +188,6 @@ def call_in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
     return thread, out
 
 
-def pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        pytest.skip(f"{name} not found under /usr/lib/postgresql/*/bin")
-    return found[-1]
-
-
-class Cluster:
-    """A throwaway PostgreSQL cluster in a temp dir, run as ``postgres`` when we are root."""
-
-    def __init__(self, root: Path) -> None:
-        self.data = root / "data"
-        self.port = free_port()
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            runuser = shutil.which("runuser")
-            if runuser is None:
-                pytest.skip("running as root without runuser; initdb refuses root")
-            self.as_user = [runuser, "-u", "postgres", "--"]
-            shutil.chown(root, "postgres")
-        self._run(pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
-
-    def _run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
-        self._run(
-            pg_bin("pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            opts,
-            "-w",
-            "start",
-            "-l",
-            str(self.data / "log"),
-        )
-
-    def stop(self) -> None:
-        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-
 TIMEOUT = 2.0  # the store's configured timeout in the outage tests, seconds
 
 
@@ -271,7 +224,7 @@ class Traffic:
         self.thread.join(60)
 
 
-def check_outage(cluster: Cluster, traffic: Traffic, probe: Any, read_all: Any) -> None:
+def check_outage(cluster: PostgresCluster, traffic: Traffic, probe: Any, read_all: Any) -> None:
     traffic.wait_acked(20)
     cluster.stop()
     began = time.monotonic()
@@ -297,11 +250,8 @@ def check_outage(cluster: Cluster, traffic: Traffic, probe: Any, read_all: Any) 
         assert by_seq.get(msg.seq) == msg.content
 
 
-def outage_url(cluster: Cluster) -> str:
-    return (
-        f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
-        f"?schema=tk_{uuid.uuid4().hex[:8]}&timeout={TIMEOUT}&retries=2"
-    )
+def outage_url(cluster: PostgresCluster) -> str:
+    return f"{cluster.url}?schema=tk_{uuid.uuid4().hex[:8]}&timeout={TIMEOUT}&retries=2"
 
 
 def read_all(messages: Any, conv_id: str) -> list[threadkeep.Message]:

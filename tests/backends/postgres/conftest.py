@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests._servers import POSTGRES_BASE, require_reachable
-from tests.backends.postgres._helpers import Cluster, drop_schema
+from tests._servers import POSTGRES_BASE, PostgresCluster, postgres_cluster, require_reachable
+from tests.backends.postgres._helpers import drop_schema
 
 
 @pytest.fixture
@@ -25,14 +20,7 @@ def schema() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[PostgresCluster]:
     """A private PostgreSQL cluster (initdb in a temp dir, a free loopback port)."""
-    with tempfile.TemporaryDirectory(prefix="tk-pg-") as tmp:
-        os.chmod(tmp, 0o755)
-        own = Cluster(Path(tmp))
-        own.start()
-        try:
-            yield own
-        finally:
-            with contextlib.suppress(subprocess.CalledProcessError):
-                own.stop()
+    with postgres_cluster() as own:
+        yield own

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 import threadkeep
-from tests._servers import free_port
-from tests.backends.postgres._helpers import Cluster, Traffic, check_outage, outage_url, read_all
+from tests._servers import PostgresCluster, free_port
+from tests.backends.postgres._helpers import Traffic, check_outage, outage_url, read_all
 from threadkeep import BackendUnavailable
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.mark.slow
-def test_outage_unavailable_then_recovers(cluster: Cluster) -> None:
+def test_outage_unavailable_then_recovers(cluster: PostgresCluster) -> None:
     store = threadkeep.open(outage_url(cluster))
     try:
         conv = store.start(contact_id="c1")
@@ -37,7 +37,7 @@ def test_outage_unavailable_then_recovers(cluster: Cluster) -> None:
 
 
 @pytest.mark.slow
-def test_async_outage_unavailable_then_recovers(cluster: Cluster) -> None:
+def test_async_outage_unavailable_then_recovers(cluster: PostgresCluster) -> None:
     import anyio.from_thread
 
     with anyio.from_thread.start_blocking_portal() as portal:
