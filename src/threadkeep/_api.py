@@ -77,12 +77,7 @@ def open_async(
     parsed = StoreURL.parse(url, **options)
 
     async def connect() -> AsyncBackend:
-        backend = await asyncio.to_thread(load_async, parsed)
-        try:
-            await backend.ping()  # a lazy driver (Redis) connects here, so open_async fails fast
-        except BaseException:
-            await backend.close()
-            raise
+        backend = await asyncio.to_thread(load_async, parsed)  # connects (see the backends)
         return backend if instrument is None else instrument(backend)
 
     return AsyncStore(

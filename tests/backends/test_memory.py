@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 import threadkeep
 from threadkeep._rules import plans
 from threadkeep.backends.memory import MemoryBackend
@@ -88,3 +90,36 @@ def test_a_sweep_lets_other_calls_in_between_batches() -> None:
         assert plans.SWEEP_BATCH == 500
         assert store.sweep().purged == 1200
         assert lock.releases == 3
+
+
+class _CountingConvs(dict[str, Any]):
+    """The conversations table, counting walks over all of it."""
+
+    walks = 0
+
+    def values(self) -> Any:
+        type(self).walks += 1
+        return super().values()
+
+
+def test_resume_find_open_and_contact_erasure_do_not_walk_every_conversation() -> None:
+    """With 3,000 conversations stored, start(resume), find_open and delete_contact look at the
+    contact's own conversations only (each walked them all: filling a store was quadratic)."""
+    with threadkeep.open("memory://") as store:
+        backend = store._backend
+        assert isinstance(backend, MemoryBackend)
+        for i in range(3000):
+            store.start(f"c{i}")
+        convs = _CountingConvs(backend._convs)
+        backend._convs = convs
+        first = store.resume("c-x")
+        assert store.resume("c-x").id == first.id
+        found = store.find_open("c-x")
+        assert found is not None and found.id == first.id
+        second = store.start("c-x")
+        assert store.delete_contact("c-x").conversations == (first.id, second.id)
+        assert store.find_open("c-x") is None
+        assert _CountingConvs.walks == 0
+        with pytest.raises(threadkeep.ConversationNotFound):
+            store.get(second.id)
+        assert len(store.list(limit=200).items) == 200  # the others are still there

@@ -47,6 +47,8 @@ class MemoryBackend:
         self._convs: dict[str, ConversationRow] = {}
         # per tenant, (activity_us, id) of its conversations in ascending order: list() walks it
         self._order: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        # per (tenant, contact), its conversations' ids: resume and erasure walk only those
+        self._by_contact: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._msgs: dict[str, list[MessageRow]] = defaultdict(list)
         # per conversation, idempotency key → message (kept after max_messages trims it)
         self._idem: dict[str, dict[str, MessageRow]] = defaultdict(dict)
@@ -104,6 +106,8 @@ class MemoryBackend:
         if old is not None:
             keys = self._order[old.tenant]
             del keys[bisect.bisect_left(keys, (old.activity_us, old.id))]
+        else:
+            self._by_contact[row.tenant, row.contact_id].add(row.id)
         bisect.insort(self._order[row.tenant], (row.activity_us, row.id))
         self._convs[row.id] = row
 
@@ -114,6 +118,10 @@ class MemoryBackend:
         del self._convs[row.id]
         messages = len(self._msgs.get(row.id, ()))
         states = len(self._states.get(row.id, ()))
+        ids = self._by_contact[row.tenant, row.contact_id]
+        ids.discard(row.id)
+        if not ids:
+            del self._by_contact[row.tenant, row.contact_id]
         for table in (self._msgs, self._idem, self._states, self._leases):
             table.pop(row.id, None)
         events = self._event_numbers.pop(row.id, ())
@@ -146,11 +154,8 @@ class MemoryBackend:
     ) -> ConversationRow | None:
         candidates = [
             r
-            for r in self._convs.values()
-            if r.tenant == tenant
-            and r.contact_id == contact_id
-            and r.status in statuses
-            and not is_expired(r.expires_us, now_us)
+            for r in map(self._convs.__getitem__, self._by_contact.get((tenant, contact_id), ()))
+            if r.status in statuses and not is_expired(r.expires_us, now_us)
         ]
         return max(candidates, key=lambda r: (r.activity_us, r.id), default=None)
 
@@ -218,14 +223,8 @@ class MemoryBackend:
 
     @handles(ops.DeleteContactOp)
     def _delete_contact(self, op: ops.DeleteContactOp) -> Result[ErasureCounts]:
-        rows = sorted(
-            (
-                r
-                for r in self._convs.values()
-                if (r.tenant, r.contact_id) == (op.tenant, op.contact_id)
-            ),
-            key=lambda r: (r.created_us, r.id),
-        )
+        ids = self._by_contact.get((op.tenant, op.contact_id), ())
+        rows = sorted(map(self._convs.__getitem__, ids), key=lambda r: (r.created_us, r.id))
         messages = states = events = 0
         for row in rows:
             m, s, e = self._erase(row)

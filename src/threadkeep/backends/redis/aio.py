@@ -47,6 +47,29 @@ class AsyncRedisBackend(RedisBase):
         super().__init__(url)
         self._cluster_mode = False
         self._loops: PerLoop[_Clients] = PerLoop(self._connect, _aclose_clients)
+        self._probe()
+
+    def _probe(self) -> None:
+        """PING once with a blocking client, so opening an unreachable store fails at once.
+
+        The registry builds async backends in a worker thread, outside any event loop; the
+        loops' own clients are made later, on first use in each loop.
+
+        Raises:
+            BackendUnavailable: the server cannot be reached (or refuses our password).
+        """
+        pool = redis.BlockingConnectionPool.from_url(
+            self._options.server_url, **self._options.client_kwargs()
+        )
+        client = redis.Redis(connection_pool=pool, retry=redis.retry.Retry(NoBackoff(), 0))
+        call = self._call()
+        try:
+            call.retry().call_with_retry(client.ping, call.failed)
+        except redis.RedisError as exc:
+            call.fail(exc)
+        finally:
+            pool.disconnect()
+            client.close()
 
     def _standalone(self) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
