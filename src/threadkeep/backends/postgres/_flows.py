@@ -201,7 +201,7 @@ class Flows:
 
     @_common.handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:
-        rows = yield schema.GET_CONVERSATION, {"id": op.conversation_id, "now": op.now_us}
+        rows = yield schema.SELECT_CONVERSATION, {"id": op.conversation_id, "now": op.now_us}
         found = _common.decode_conversation(rows[0]) if rows else None
         row = decide.visible(found, op.tenant, op.now_us)
         return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
@@ -359,10 +359,10 @@ class Flows:
         if found.value is None:
             return Result(Outcome.NOT_FOUND, [])
         if op.before is not None:
-            rows = yield schema.BEFORE, {"id": op.conversation_id, "before": op.before,
+            rows = yield schema.READ_BEFORE, {"id": op.conversation_id, "before": op.before,
                                          "n": op.limit}  # fmt: skip
             return Result(_OK, [schema.decode_message(r) for r in reversed(rows)])
-        rows = yield schema.AFTER, {"id": op.conversation_id, "after": op.after, "n": op.limit}
+        rows = yield schema.READ_AFTER, {"id": op.conversation_id, "after": op.after, "n": op.limit}
         return Result(_OK, [schema.decode_message(r) for r in rows])
 
     @_common.handles(ops.KeyOp)

@@ -235,7 +235,7 @@ LOCK_CONVERSATION: Final = (
 #: LOCK_CONVERSATION without the lock: a lease request reads this first and locks the row
 #: only when the lease looks free, so waiters never queue on the row lock of a busy turn.
 PEEK_CONVERSATION: Final = LOCK_CONVERSATION.removesuffix(" FOR UPDATE")
-GET_CONVERSATION: Final = (
+SELECT_CONVERSATION: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %(id)s AND {LIVE}"
 )
 FIND_OPEN: Final = (
@@ -315,12 +315,12 @@ WINDOW: Final = (
     "WHERE c.id = %(id)s AND (c.expires_us IS NULL OR c.expires_us > %(now)s) "
     "AND (%(tenant)s::text IS NULL OR c.tenant = %(tenant)s)"
 )
-AFTER: Final = (
+READ_AFTER: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND seq > %(after)s "
     "ORDER BY seq LIMIT %(n)s"
 )
 #: The newest %(n)s messages below a seq, newest first.
-BEFORE: Final = (
+READ_BEFORE: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s "
     "AND seq < %(before)s ORDER BY seq DESC LIMIT %(n)s"
 )
