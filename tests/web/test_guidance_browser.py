@@ -4,13 +4,17 @@ updates, a suggestion filling the reply box, a confirmed move past missing crite
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Locator, Page, expect
 
 import threadkeep
 
 pytestmark = pytest.mark.browser
 
 CONTACT = "+1 555 0142"
+
+
+def transcript_last(page: Page) -> Locator:
+    return page.get_by_test_id("detail-transcript").locator("[data-role]").last
 
 
 def test_guidance_beside_the_transcript(new_page, api, server, save_screenshot):
@@ -64,7 +68,13 @@ def test_guidance_beside_the_transcript(new_page, api, server, save_screenshot):
     # moving on with a criterion missing asks first, naming what is missing
     guidance.get_by_test_id("guidance-move").click()
     expect(guidance.get_by_test_id("guidance-confirm")).to_contain_text("Price expectation known")
+    # a change arriving meanwhile redraws the panel: the question stays open
+    conv_path = f"/v1/conversations/{first['conversation_id']}/messages"
+    api(conv_path, {"role": "agent", "content": "One moment, checking the comps."})
+    expect(transcript_last(dashboard)).to_contain_text("checking the comps")
+    expect(guidance.get_by_test_id("guidance-confirm")).to_contain_text("Price expectation known")
     guidance.get_by_test_id("guidance-move-cancel").click()
+    expect(guidance.get_by_test_id("guidance-confirm")).to_have_count(0)
     expect(dashboard.get_by_test_id("detail-stage")).to_have_text("stage Q2")
     guidance.get_by_test_id("guidance-move").click()
     guidance.get_by_test_id("guidance-move-anyway").click()

@@ -63,12 +63,17 @@ const TKPlaybook = (() => {
     return parts.filter(Boolean).join(" · ");
   }
 
+  /* The move waiting for a confirmation ("conversation|stage"): a redraw (new messages, another
+   * screen's change) keeps it open instead of dropping what the agent is answering. */
+  let confirming = null;
+
   function moveBox(g) {
     const box = TK.el("div", { className: "tk-g-move" });
     const button = TK.el("button", { type: "button", "data-testid": "guidance-move", text: "Move to " + (g.next_stage_name || g.next_stage) });
+    const key = shown + "|" + g.next_stage;
     box.appendChild(button);
-    button.addEventListener("click", () => {
-      if (g.ready) { hooks.onMove(g.next_stage); return; }
+    const ask = () => {
+      confirming = key;
       button.hidden = true;
       const confirm = TK.el("div", { className: "tk-g-confirm", "data-testid": "guidance-confirm" }, [
         TK.el("div", { text: "Still missing before " + (g.next_stage_name || g.next_stage) + ":" }),
@@ -76,11 +81,16 @@ const TKPlaybook = (() => {
       ]);
       const yes = TK.el("button", { type: "button", className: "primary", "data-testid": "guidance-move-anyway", text: "Move anyway" });
       const no = TK.el("button", { type: "button", "data-testid": "guidance-move-cancel", text: "Cancel" });
-      yes.addEventListener("click", () => hooks.onMove(g.next_stage));
-      no.addEventListener("click", () => { confirm.remove(); button.hidden = false; });
+      yes.addEventListener("click", () => { confirming = null; hooks.onMove(g.next_stage); });
+      no.addEventListener("click", () => { confirming = null; confirm.remove(); button.hidden = false; });
       confirm.appendChild(TK.el("div", { className: "tk-detail-actions" }, [yes, no]));
       box.appendChild(confirm);
+    };
+    button.addEventListener("click", () => {
+      if (g.ready) { hooks.onMove(g.next_stage); return; }
+      ask();
     });
+    if (confirming === key && !g.ready) ask();
     return box;
   }
 
