@@ -60,11 +60,15 @@ def _run(live_server: Any, store: str) -> None:
     responses = asyncio.run(_send_all(server.url, ids))
     assert [r.status_code for r in responses] == [200] * len(responses)
     assert all(r.json()["persisted"] for r in responses)
-    pids = {
-        line.split("worker=")[1].split('"')[1]
-        for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
-        if line.startswith("threadkeep_http_requests_total")
-    }
+    pids: set[str] = set()
+    for _ in range(20):  # a worker that has served nothing yet has no request lines: ask again
+        pids = {
+            line.split("worker=")[1].split('"')[1]
+            for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
+            if line.startswith("threadkeep_http_requests_total")
+        }
+        if pids:
+            break
     assert len(pids) == 1  # each worker reports its own numbers
     _check_all(server.url, ids)
 
