@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 comma := ,
 
-.PHONY: run test test-fast conformance lint fmt typecheck bench screenshots dups clean \
+.PHONY: run test test-slow conformance lint fmt typecheck bench screenshots dups clean \
 	test-integrations test-claude-agent test-openai-agents test-pydantic-ai test-moving-in
 
 $(STAMP): pyproject.toml
@@ -20,11 +20,13 @@ run: $(STAMP)
 	@echo "threadkeep: chat at http://127.0.0.1:8000/ , dashboard at http://127.0.0.1:8000/dashboard , API docs at http://127.0.0.1:8000/docs"
 	THREADKEEP_BOT=seller $(BIN)/threadkeep serve --store sqlite:///./threadkeep.db --host 127.0.0.1 --port 8000
 
+# The suite without the slow multi-process, crash and soak tests (about 10 minutes on 2 cores);
+# test-slow runs those; CI runs both (.ci/run), then the framework suites.
 test: lint typecheck
-	$(BIN)/pytest
-
-test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
 
 conformance: $(STAMP)
 	$(BIN)/pytest tests/conformance
