@@ -20,8 +20,8 @@ run: $(STAMP)
 	@echo "threadkeep: chat at http://127.0.0.1:8000/ , dashboard at http://127.0.0.1:8000/dashboard , API docs at http://127.0.0.1:8000/docs"
 	THREADKEEP_BOT=seller $(BIN)/threadkeep serve --store sqlite:///./threadkeep.db --host 127.0.0.1 --port 8000
 
-# The suite without the slow multi-process, crash and soak tests (about 10 minutes on 2 cores);
-# test-slow runs those; CI runs both (.ci/run), then the framework suites.
+# The suite without the slow multi-process, crash and soak tests (about 6 minutes of tests on this
+# 2-core machine); test-slow runs those (about 5); CI runs both (.ci/run), then the framework suites.
 test: lint typecheck
 	$(BIN)/pytest -m "not slow"
 
