@@ -265,8 +265,13 @@ WINDOW: Final = (
 
 # ---- state ------------------------------------------------------------------------------
 
-#: Tenant, expiry and current state version: a cheap visibility check.
-HEAD: Final = "SELECT tenant, expires_us, state_version FROM conversations WHERE id = ?"
+#: Tenant and expiry (visibility), then the state version asked for (NULL: the current one),
+#: in one statement: a single SELECT reads one snapshot, so it needs no transaction.
+LOAD_STATE: Final = (
+    "SELECT c.tenant, c.expires_us, s.version, s.value, s.saved_us FROM conversations c "
+    "LEFT JOIN states s ON s.conversation_id = c.id AND s.version = coalesce(?, c.state_version) "
+    "WHERE c.id = ?"
+)
 SELECT_STATE: Final = (
     "SELECT version, value, saved_us FROM states WHERE conversation_id = ? AND version = ?"
 )

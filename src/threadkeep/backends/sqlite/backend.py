@@ -631,15 +631,15 @@ class SQLiteBackend:
 
     @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
-        with self._tx(write=False) as db:
-            head = db.execute(schema.HEAD, (op.conversation_id,)).fetchone()
-            if head is None or not decide.is_visible(head[0], head[1], op.tenant, op.now_us):
-                return Result(Outcome.NOT_FOUND, None)
-            version = head[2] if op.version is None else op.version
-            found = db.execute(schema.SELECT_STATE, (op.conversation_id, version)).fetchone()
-        if found is None:
+        with self._errors():
+            found = self._conn().execute(
+                schema.LOAD_STATE, (op.version, op.conversation_id)
+            ).fetchone()
+        if found is None or not decide.is_visible(found[0], found[1], op.tenant, op.now_us):
+            return Result(Outcome.NOT_FOUND, None)
+        if found[2] is None:
             return Result(_OK if op.version is None else Outcome.NO_VERSION, None)
-        return Result(_OK, _common.decode_state(found))
+        return Result(_OK, _common.decode_state(found[2:]))
 
     # ---- events, leases, facts ----------------------------------------------------------
 
