@@ -1,10 +1,11 @@
-"""SQLite: closing while another thread is inside a call waits for it; purges are bounded."""
+"""SQLite: closing while another thread is inside a call waits for it; sweeps are bounded."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,24 @@ def test_a_purge_deletes_a_long_history_over_several_transactions(
         db = again._backend._conn()
         assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM conversations").fetchone() == (0,)
+
+
+def test_a_dry_run_sweep_counts_without_loading_the_due_ids(tmp_path: Path) -> None:
+    """5,000 expired and 5,000 idle conversations: a dry run reports them all while its peak
+    allocation stays far below what holding their ids takes (it fetched every id before)."""
+    clock = threadkeep.ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    short = threadkeep.Retention(ttl=timedelta(hours=1))
+    with threadkeep.open(f"sqlite:///{tmp_path / 't.db'}", clock=clock) as store:
+        for i in range(5000):
+            store.start(f"gone-{i}", retention=short)
+            store.append(store.start(f"idle-{i}").id, "user", "hi")  # active, then idle
+        clock.advance(timedelta(hours=2))
+        store.sweep(dry_run=True)  # warm: statements compiled, caches filled
+        tracemalloc.start()
+        try:
+            report = store.sweep(dry_run=True)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert (report.purged, report.idled) == (5000, 5000)
+        assert peak < 100_000, peak  # 10,000 ids fetched as rows take about 1.5 MB

@@ -402,16 +402,20 @@ class SQLiteBackend:
         apply: Callable[[sqlite3.Connection, str, ops.SweepOp], None] | None = None,
         prefix: tuple[Any, ...] = (),
     ) -> int:
+        if op.dry_run:  # counted by SQLite, never loaded: a million due ids cost no memory
+            with self._tx(write=False) as db:
+                counted = f"SELECT count(*) FROM ({select})"
+                (due,) = db.execute(counted, (*prefix, op.now_us, -1)).fetchone()
+            return int(due)
         total = 0
         while True:
-            with self._tx(write=not op.dry_run) as db:
-                limit = -1 if op.dry_run else op.batch
-                keys = [k for (k,) in db.execute(select, (*prefix, op.now_us, limit)).fetchall()]
-                if apply is not None and not op.dry_run:
+            with self._tx(write=True) as db:
+                keys = [k for (k,) in db.execute(select, (*prefix, op.now_us, op.batch)).fetchall()]
+                if apply is not None:
                     for key in keys:
                         apply(db, key, op)
             total += len(keys)
-            if op.dry_run or len(keys) < op.batch:
+            if len(keys) < op.batch:
                 return total
 
     def _purge_all(self, op: ops.SweepOp) -> int:
