@@ -636,9 +636,9 @@ class SQLiteBackend:
     @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
         with self._errors():
-            found = self._conn().execute(
-                schema.LOAD_STATE, (op.version, op.conversation_id)
-            ).fetchone()
+            found = (
+                self._conn().execute(schema.LOAD_STATE, (op.version, op.conversation_id)).fetchone()
+            )
         if found is None or not decide.is_visible(found[0], found[1], op.tenant, op.now_us):
             return Result(Outcome.NOT_FOUND, None)
         if found[2] is None:
