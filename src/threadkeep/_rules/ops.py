@@ -54,6 +54,7 @@ __all__ = [
     "ReplaceOp",
     "Result",
     "RetainOp",
+    "RewriteOp",
     "SaveStateOp",
     "StartOp",
     "SweepOp",
@@ -526,6 +527,26 @@ class RecallOp(Op[list[FactRow]]):
     now_us: int
 
 
+@dataclass(frozen=True, slots=True)
+class RewriteOp(Op[int]):
+    """Rewrite stored values in place (a key rotation): each pair is (as read, rewritten).
+
+    A message's content and payload, a state version's value, or a fact's value and history
+    are replaced only while they still hold what was read (compare-and-set), so a concurrent
+    write is never overwritten. Nothing else changes: no event, no activity, expiry, seq or
+    count. Messages and states are of ``conversation_id``; facts of ``tenant``/``contact_id``.
+    Outcome: OK with how many pairs were rewritten.
+    """
+
+    name: ClassVar[str] = "rewrite"
+    conversation_id: str | None
+    messages: tuple[tuple[MessageRow, MessageRow], ...] = ()
+    states: tuple[tuple[StateRow, StateRow], ...] = ()
+    tenant: str | None = None
+    contact_id: str | None = None
+    facts: tuple[tuple[FactRow, FactRow], ...] = ()
+
+
 #: Every kind of op: a backend carries out each of them.
 ALL_OPS: Final = (
     StartOp,
@@ -554,4 +575,5 @@ ALL_OPS: Final = (
     ReleaseOp,
     RememberOp,
     RecallOp,
+    RewriteOp,
 )

@@ -633,6 +633,58 @@ class Flows:
         )
         return Result(_OK, [_common.decode_fact(r) for r in rows])
 
+    @_common.handles(ops.RewriteOp)
+    def _rewrite_values(self, op: ops.RewriteOp) -> Flow[Result[int]]:
+        done = 0
+        for old, new in op.messages:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_MESSAGE,
+                        {
+                            "content": schema.encode_content(new.content),
+                            "payload": new.payload_json,
+                            "id": old.conversation_id,
+                            "seq": old.seq,
+                            "old_content": schema.encode_content(old.content),
+                            "old_payload": old.payload_json,
+                        },
+                    )
+                )
+            )
+        for old_state, new_state in op.states:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_STATE,
+                        {
+                            "value": new_state.value_json,
+                            "id": op.conversation_id,
+                            "version": old_state.version,
+                            "old": old_state.value_json,
+                        },
+                    )
+                )
+            )
+        for old_fact, new_fact in op.facts:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_FACT,
+                        {
+                            "value": new_fact.value_json,
+                            "history": new_fact.history_json,
+                            "tenant": op.tenant,
+                            "contact": op.contact_id,
+                            "key": old_fact.key,
+                            "old_value": old_fact.value_json,
+                            "old_history": old_fact.history_json,
+                        },
+                    )
+                )
+            )
+        return Result(_OK, done)
+
     @staticmethod
     def migrate(name: str) -> Flow[int]:
         """Apply the missing migrations under an advisory lock; return the versions applied."""

@@ -561,6 +561,49 @@ class Flows:
             ),
         )
 
+    @handles(ops.RewriteOp)
+    def _rewrite_values(self, op: ops.RewriteOp) -> Flow[Result[int]]:
+        """One script per kind of value (messages, states, facts) the op carries."""
+        done = 0
+        if op.messages:
+            args: list[str | int] = []
+            for old, new in op.messages:
+                args += (_entry(old), _entry(new), old.idempotency_key or "")
+            done += yield self._eval("rewrite", "messages", op.conversation_id or "", *args)
+        if op.states:
+            args = []
+            for old_state, new_state in op.states:
+                saved = f"{old_state.saved_us} "
+                args += (
+                    old_state.version,
+                    saved + old_state.value_json,
+                    saved + new_state.value_json,
+                )
+            done += yield self._eval("rewrite", "states", op.conversation_id or "", *args)
+        if op.facts:
+            args = []
+            for old_fact, new_fact in op.facts:
+                args += (
+                    old_fact.key,
+                    codec.encode_fact(old_fact),
+                    codec.encode_fact(new_fact),
+                    f"{old_fact.source_json}\n{old_fact.history_json}",
+                    f"{new_fact.source_json}\n{new_fact.history_json}",
+                )
+            done += yield self._eval(
+                "rewrite", "facts", op.tenant or "", op.contact_id or "", *args
+            )
+        return Result(_OK, done)
+
+
+def _entry(row: MessageRow) -> str:
+    """A stored message entry, ``"seq body"``, as the scripts keep it."""
+    body = codec.encode_message(
+        row.role, row.content, row.created_us, row.metadata_json, row.idempotency_key,
+        row.payload_json, row.link,
+    )  # fmt: skip
+    return f"{row.seq} {body}"
+
 
 def _on_message(table: Mapping[str, str]) -> str:
     """The on-message table as the append script reads it: "from=to=event kind;…"."""

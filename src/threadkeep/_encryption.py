@@ -1,0 +1,513 @@
+"""Encryption at rest: message content and payloads, state versions and contact facts.
+
+A store opened with ``encryption=Encryption(...)`` seals those values in the front, before an
+op reaches the backend, and opens them in the answers, before the public models are built;
+the backends store and compare opaque text and never hold a key. Everything else (ids,
+tenants, contacts, roles, metadata, stages, statuses, times, seqs, events) stays as it was, so
+listing, counts, seqs and the event log work unchanged.
+
+A sealed value is ``tk1:<key id>:<base64url(nonce | ciphertext | tag)>`` (AES-256-GCM, a
+96-bit nonce); JSON values (payloads, states, fact values) hold it as a JSON string, so every
+backend keeps valid JSON. The associated data binds a value to its place: its kind
+(``content``, ``payload``, ``state``) and conversation id, or for a fact its tenant, contact and
+key. A ciphertext copied into another conversation, contact, key or field does not open.
+Message and state nonces are random; a fact's nonce is derived from its key, place and value
+(HMAC-SHA256, as in SIV), so remembering the same value twice under one key stores the same
+text and the backends' "same value only refreshes" rule keeps working.
+
+Values written before encryption was configured (plaintext) read as before;
+``Store.reencrypt`` seals them, and rewrites values sealed under an older key, in place.
+The ``cryptography`` package (extra ``threadkeep[encryption]``) is imported only here, and
+only when a store is opened with encryption.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+from threadkeep._exceptions import InvalidInput, ThreadkeepError
+from threadkeep._rules.ops import (
+    AppendManyOp,
+    AppendOp,
+    DeliveryOp,
+    KeyOp,
+    ListOp,
+    LoadStateOp,
+    Op,
+    Outcome,
+    PopOp,
+    ReadOp,
+    RecallOp,
+    RememberOp,
+    ReplaceOp,
+    Result,
+    RewriteOp,
+    SaveStateOp,
+    WindowOp,
+)
+from threadkeep._rules.rows import FactRow, MessageRow, NewMessage, StateRow
+from threadkeep.backends._protocol import AsyncBackend, Backend
+
+__all__ = [
+    "ENV_VAR",
+    "AsyncSealedBackend",
+    "Encryption",
+    "EncryptionError",
+    "Reencrypted",
+    "SealedBackend",
+    "Sealer",
+    "reencrypt_flow",
+]
+
+R = TypeVar("R")
+
+#: The environment variable the service and the command line read the keys from.
+ENV_VAR: Final = "THREADKEEP_ENCRYPTION_KEYS"
+#: What every sealed value starts with (the format's version).
+PREFIX: Final = "tk1:"
+_JSON_PREFIX: Final = '"' + PREFIX
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_NONCE = 12
+_TAG = 16
+
+
+class EncryptionError(ThreadkeepError):
+    """A stored value cannot be opened: its key was not given, or it was altered.
+
+    Attributes:
+        key_id: the key id the value names (None when it names none).
+    """
+
+    def __init__(self, message: str, *, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """Keys for encryption at rest: ``Encryption(keys={"k2": new, "k1": old}, current="k2")``.
+
+    Attributes:
+        keys: key id → 32-byte AES-256 key. Every key a stored value may be under must be
+            here; ids are 1-32 letters, digits, ``_`` or ``-``.
+        current: the id of the key new values are sealed with.
+    """
+
+    keys: Mapping[str, bytes] = field(repr=False)
+    current: str
+
+    def __post_init__(self) -> None:
+        """Check the keys; keep a read-only copy.
+
+        Raises:
+            InvalidInput: no keys, a bad key id, a key not 32 bytes long, or ``current``
+                not among the keys.
+        """
+        if not isinstance(self.keys, Mapping) or not self.keys:
+            raise InvalidInput("encryption needs at least one key", field="keys")
+        for kid, key in self.keys.items():
+            if not isinstance(kid, str) or not _KEY_ID.fullmatch(kid):
+                raise InvalidInput(
+                    f"key id {kid!r} must be 1-32 letters, digits, '_' or '-'", field="keys"
+                )
+            if not isinstance(key, bytes) or len(key) != 32:
+                size = len(key) if isinstance(key, bytes) else type(key).__name__
+                raise InvalidInput(
+                    f"key {kid!r} must be 32 bytes (AES-256), not {size}", field="keys"
+                )
+        if self.current not in self.keys:
+            raise InvalidInput(
+                f"current key id {self.current!r} is not one of the keys "
+                f"({', '.join(sorted(self.keys))})",
+                field="current",
+            )
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+
+    def __repr__(self) -> str:
+        return f"Encryption(keys=<{', '.join(self.keys)}>, current={self.current!r})"
+
+    @classmethod
+    def from_env(cls, text: str) -> Encryption:
+        """Parse ``THREADKEEP_ENCRYPTION_KEYS``: ``"k2:<base64>,k1:<base64>"``, current first.
+
+        Raises:
+            InvalidInput: a malformed entry, bad base64, or a key not 32 bytes long.
+        """
+        keys: dict[str, bytes] = {}
+        for entry in (e.strip() for e in text.split(",")):
+            kid, colon, encoded = entry.partition(":")
+            if not colon or kid in keys:
+                raise InvalidInput(
+                    f"{ENV_VAR} must be 'id:base64key' entries separated by commas, the "
+                    f"current key first (entry {kid!r} is malformed or repeated)",
+                    field=ENV_VAR,
+                )
+            try:
+                keys[kid] = base64.b64decode(encoded.strip(), validate=True)
+            except binascii.Error:
+                raise InvalidInput(
+                    f"key {kid!r} of {ENV_VAR} is not base64", field=ENV_VAR
+                ) from None
+        return cls(keys=keys, current=next(iter(keys)))
+
+    @staticmethod
+    def generate_key() -> bytes:
+        """Return a new random 32-byte key."""
+        return os.urandom(32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Sealer:
+    """Seals values of ops and opens values of answers with an ``Encryption``'s keys."""
+
+    def __init__(self, encryption: Encryption) -> None:
+        """Load the AES-GCM keys.
+
+        Raises:
+            InvalidInput: the ``cryptography`` package is not installed.
+        """
+        try:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError:  # pragma: no cover - the extra is installed in development
+            raise InvalidInput(
+                "encryption needs the cryptography package: pip install 'threadkeep[encryption]'",
+                field="encryption",
+            ) from None
+        self._invalid_tag = InvalidTag
+        self.current = encryption.current
+        self._aead = {kid: AESGCM(key) for kid, key in encryption.keys.items()}
+        self._nonce_keys = {
+            kid: hashlib.sha256(b"threadkeep nonce\x00" + key).digest()
+            for kid, key in encryption.keys.items()
+        }
+        self._current_head = f"{PREFIX}{self.current}:"
+
+    # ---- one value ----------------------------------------------------------------------
+
+    def seal(self, plain: str, aad: bytes, derived: bool = False) -> str:
+        """Return ``plain`` sealed with the current key (``derived``: a deterministic nonce)."""
+        data = plain.encode("utf-8", "surrogatepass")
+        if derived:
+            mac = hmac.new(self._nonce_keys[self.current], aad + b"\x00" + data, "sha256")
+            nonce = mac.digest()[:_NONCE]
+        else:
+            nonce = os.urandom(_NONCE)
+        sealed = self._aead[self.current].encrypt(nonce, data, aad)
+        return self._current_head + _b64(nonce + sealed)
+
+    def open(self, text: str, aad: bytes) -> str:
+        """Return the plaintext of ``text`` (text that is not sealed is returned as it is).
+
+        Raises:
+            EncryptionError: its key was not given, or it was altered.
+        """
+        if not text.startswith(PREFIX):
+            return text
+        kid, colon, body = text[len(PREFIX) :].partition(":")
+        aead = self._aead.get(kid)
+        if not colon or aead is None:
+            raise EncryptionError(
+                f"a stored value is encrypted under key id {kid!r}, which this store was not "
+                f"given (it has {', '.join(sorted(self._aead))}); add that key",
+                key_id=kid,
+            )
+        try:
+            raw = _unb64(body)
+            plain = aead.decrypt(raw[:_NONCE], raw[_NONCE:], aad)
+        except (binascii.Error, ValueError, self._invalid_tag):
+            raise EncryptionError(
+                f"a stored value under key id {kid!r} fails authentication: it was altered "
+                "or moved from another place",
+                key_id=kid,
+            ) from None
+        return plain.decode("utf-8", "surrogatepass")
+
+    def seal_json(self, value_json: str, aad: bytes, derived: bool = False) -> str:
+        """Seal JSON text into a JSON string, so the stored text stays JSON."""
+        return json.dumps(self.seal(value_json, aad, derived))
+
+    def open_json(self, value_json: str, aad: bytes) -> str:
+        """Open what ``seal_json`` made (plain JSON text is returned as it is)."""
+        if not value_json.startswith(_JSON_PREFIX):
+            return value_json
+        return self.open(json.loads(value_json), aad)
+
+    def is_current(self, text: str | None) -> bool:
+        """Whether a stored value needs no rewrite: absent, or sealed with the current key."""
+        return text is None or text.lstrip('"').startswith(self._current_head)
+
+    # ---- ops and answers ----------------------------------------------------------------
+
+    def seal_op(self, op: Op[R]) -> Op[R]:
+        """Return ``op`` with the values it writes sealed (other ops as they are)."""
+        if isinstance(op, AppendOp):
+            aad = op.conversation_id.encode()
+            return replace(  # type: ignore[return-value]
+                op,
+                content=self.seal(op.content, b"content\x00" + aad),
+                payload_json=None
+                if op.payload_json is None
+                else self.seal_json(op.payload_json, b"payload\x00" + aad),
+            )
+        if isinstance(op, AppendManyOp | ReplaceOp):
+            items = tuple(self._seal_new(op.conversation_id, item) for item in op.items)
+            return replace(op, items=items)  # type: ignore[return-value]
+        if isinstance(op, SaveStateOp) and op.rollback_to is None:
+            sealed = self.seal_json(op.value_json, b"state\x00" + op.conversation_id.encode())
+            return replace(op, value_json=sealed)  # type: ignore[return-value]
+        if isinstance(op, RememberOp):
+            aad = _fact_aad(op.tenant, op.contact_id, op.key)
+            return replace(  # type: ignore[return-value]
+                op, value_json=self.seal_json(op.value_json, aad, derived=True)
+            )
+        return op
+
+    def _seal_new(self, conversation_id: str, item: NewMessage) -> NewMessage:
+        aad = conversation_id.encode()
+        return item._replace(
+            content=self.seal(item.content, b"content\x00" + aad),
+            payload_json=None
+            if item.payload_json is None
+            else self.seal_json(item.payload_json, b"payload\x00" + aad),
+        )
+
+    def open_result(self, op: Op[R], result: Result[R]) -> Result[R]:
+        """Return ``result`` of ``op`` with the values it carries opened.
+
+        Raises:
+            EncryptionError: a value's key was not given, or it was altered.
+        """
+        value: Any = result.value
+        if isinstance(op, ReadOp):
+            value = [self.open_message(op.conversation_id, m) for m in value]
+        elif isinstance(op, AppendOp | PopOp | KeyOp | DeliveryOp):
+            value = None if value is None else self.open_message(op.conversation_id, value)
+        elif isinstance(op, WindowOp):
+            rows, want = value
+            value = ([self.open_message(op.conversation_id, r) for r in rows], want)
+        elif isinstance(op, AppendManyOp):
+            value = [(self.open_message(op.conversation_id, m), again) for m, again in value]
+        elif isinstance(op, ReplaceOp):
+            rows, last = value
+            value = ([self.open_message(op.conversation_id, m) for m in rows], last)
+        elif isinstance(op, LoadStateOp):
+            value = None if value is None else self.open_state(op.conversation_id, value)
+        elif isinstance(op, RememberOp):
+            value = self.open_fact(op.tenant, op.contact_id, value)
+        elif isinstance(op, RecallOp):
+            value = [self.open_fact(op.tenant, op.contact_id, f) for f in value]
+        else:
+            return result
+        return Result(result.outcome, value)
+
+    def open_message(self, conversation_id: str, row: Any) -> Any:
+        """Open a MessageRow's or WindowRow's content and payload."""
+        aad = conversation_id.encode()
+        payload = row.payload_json
+        return row._replace(
+            content=self.open(row.content, b"content\x00" + aad),
+            payload_json=None if payload is None else self.open_json(payload, b"payload\x00" + aad),
+        )
+
+    def open_state(self, conversation_id: str, row: StateRow) -> StateRow:
+        """Open a state version's value."""
+        aad = b"state\x00" + conversation_id.encode()
+        return row._replace(value_json=self.open_json(row.value_json, aad))
+
+    def open_fact(self, tenant: str, contact_id: str, row: FactRow) -> FactRow:
+        """Open a fact's value and the values of its history."""
+        aad = _fact_aad(tenant, contact_id, row.key)
+        history = json.loads(row.history_json)
+        for entry in history:
+            entry["value"] = self.open_json(entry["value"], aad)
+        return row._replace(
+            value_json=self.open_json(row.value_json, aad),
+            history_json=json.dumps(history, separators=(",", ":")) if history else "[]",
+        )
+
+    # ---- rewriting under the current key ------------------------------------------------
+
+    def _reseal(self, text: str, aad: bytes, is_json: bool, derived: bool = False) -> str:
+        if is_json:
+            return self.seal_json(self.open_json(text, aad), aad, derived)
+        return self.seal(self.open(text, aad), aad)
+
+    def reseal_message(self, row: MessageRow) -> MessageRow | None:
+        """The row with content and payload under the current key; None when they are."""
+        if self.is_current(row.content) and self.is_current(row.payload_json):
+            return None
+        aad = row.conversation_id.encode()
+        payload = row.payload_json
+        return row._replace(
+            content=self._reseal(row.content, b"content\x00" + aad, False),
+            payload_json=None
+            if payload is None
+            else self._reseal(payload, b"payload\x00" + aad, True),
+        )
+
+    def reseal_state(self, conversation_id: str, row: StateRow) -> StateRow | None:
+        """The state version under the current key; None when it is."""
+        if self.is_current(row.value_json):
+            return None
+        aad = b"state\x00" + conversation_id.encode()
+        return row._replace(value_json=self._reseal(row.value_json, aad, True))
+
+    def reseal_fact(self, tenant: str, contact_id: str, row: FactRow) -> FactRow | None:
+        """The fact, value and history, under the current key; None when it is."""
+        history = json.loads(row.history_json)
+        if self.is_current(row.value_json) and all(self.is_current(h["value"]) for h in history):
+            return None
+        aad = _fact_aad(tenant, contact_id, row.key)
+        for entry in history:
+            entry["value"] = self._reseal(entry["value"], aad, True, derived=True)
+        return row._replace(
+            value_json=self._reseal(row.value_json, aad, True, derived=True),
+            history_json=json.dumps(history, separators=(",", ":")) if history else "[]",
+        )
+
+
+def _fact_aad(tenant: str, contact_id: str, key: str) -> bytes:
+    return b"fact\x00" + "\x00".join((tenant, contact_id, key)).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Reencrypted:
+    """Progress, then the result, of ``Store.reencrypt``: counts of what was walked so far.
+
+    Attributes:
+        conversations: conversations walked.
+        rewritten: values rewritten under the current key (messages, state versions, facts).
+        changed: values a concurrent write changed between the read and the rewrite; they
+            were left to that write (written under the current key, it needs none).
+        done: whether the walk is finished.
+    """
+
+    conversations: int = 0
+    rewritten: int = 0
+    changed: int = 0
+    done: bool = False
+
+
+def reencrypt_flow(
+    sealer: Sealer,
+    tenant: str,
+    batch: int,
+    versions_kept: int,
+    now_us: Callable[[], int],
+) -> Generator[Op[Any] | Reencrypted, Any, Reencrypted]:
+    """Walk ``tenant``'s live conversations and their contacts' facts, ``batch`` at a time.
+
+    Yields the raw-backend ops to run (send back their Result) and, after each conversation,
+    a ``Reencrypted`` progress (send back None); returns the final counts.
+    """
+    walked = rewritten = wanted = 0
+    contacts: dict[str, None] = {}
+    cursor: tuple[int, str] | None = None
+
+    def rewrite(op: RewriteOp) -> Generator[Op[Any], Any, None]:
+        nonlocal rewritten, wanted
+        wanted += len(op.messages) + len(op.states) + len(op.facts)
+        result = yield op
+        rewritten += result.value
+
+    while True:
+        listed = yield ListOp(tenant, now_us(), None, None, None, None, batch, cursor)
+        for conv in listed.value[:batch]:
+            contacts[conv.contact_id] = None
+            after = 0
+            while True:
+                read = yield ReadOp(conv.id, None, now_us(), None, after, batch)
+                pairs = [
+                    (m, sealed)
+                    for m in read.value
+                    if (sealed := sealer.reseal_message(m)) is not None
+                ]
+                if pairs:
+                    yield from rewrite(RewriteOp(conv.id, messages=tuple(pairs)))
+                if len(read.value) < batch:
+                    break
+                after = read.value[-1].seq
+            states = []
+            first = max(1, conv.state_version - versions_kept + 1)
+            for version in range(first, conv.state_version + 1):
+                loaded = yield LoadStateOp(conv.id, None, now_us(), version)
+                if loaded.outcome is Outcome.OK and loaded.value is not None:
+                    new_state = sealer.reseal_state(conv.id, loaded.value)
+                    if new_state is not None:
+                        states.append((loaded.value, new_state))
+            if states:
+                yield from rewrite(RewriteOp(conv.id, states=tuple(states)))
+            walked += 1
+            yield Reencrypted(walked, rewritten, wanted - rewritten)
+        if len(listed.value) <= batch:
+            break
+        last = listed.value[batch - 1]
+        cursor = (last.activity_us, last.id)
+    for contact in contacts:
+        recalled = yield RecallOp(tenant, contact, None, now_us())
+        facts = [
+            (f, new) for f in recalled.value if (new := sealer.reseal_fact(tenant, contact, f))
+        ]
+        if facts:
+            yield from rewrite(
+                RewriteOp(None, tenant=tenant, contact_id=contact, facts=tuple(facts))
+            )
+    return Reencrypted(walked, rewritten, wanted - rewritten, done=True)
+
+
+class SealedBackend:
+    """A Backend that seals what ops write and opens what answers carry (see Sealer)."""
+
+    def __init__(self, inner: Backend, sealer: Sealer) -> None:
+        self.inner = inner
+        self.sealer = sealer
+
+    def execute(self, op: Op[R]) -> Result[R]:
+        """Carry out ``op`` on the inner backend, sealed; open its answer."""
+        return self.sealer.open_result(op, self.inner.execute(self.sealer.seal_op(op)))
+
+    def ping(self) -> None:
+        """See Backend.ping."""
+        self.inner.ping()
+
+    def close(self) -> None:
+        """See Backend.close."""
+        self.inner.close()
+
+
+class AsyncSealedBackend:
+    """The AsyncBackend twin of SealedBackend."""
+
+    def __init__(self, inner: AsyncBackend, sealer: Sealer) -> None:
+        self.inner = inner
+        self.sealer = sealer
+
+    async def execute(self, op: Op[R]) -> Result[R]:
+        """See SealedBackend.execute."""
+        return self.sealer.open_result(op, await self.inner.execute(self.sealer.seal_op(op)))
+
+    async def ping(self) -> None:
+        """See Backend.ping."""
+        await self.inner.ping()
+
+    async def close(self) -> None:
+        """See Backend.close."""
+        await self.inner.close()

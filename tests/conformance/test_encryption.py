@@ -1,0 +1,219 @@
+"""Encryption at rest on every backend × API: values round-trip, the raw store holds only
+sealed text (seen through a store opened without keys), rotation moves every value to the
+current key while appends go on, and a missing key or an altered value is a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import threadkeep
+from threadkeep import Encryption, EncryptionError, Retention
+
+K1 = Encryption(keys={"k1": b"1" * 32}, current="k1")
+K2_K1 = Encryption(keys={"k2": b"2" * 32, "k1": b"1" * 32}, current="k2")
+K2 = Encryption(keys={"k2": b"2" * 32}, current="k2")
+PAYLOAD = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+RESULT = {"type": "function_call_output", "call_id": "c1", "output": "ok"}
+
+
+@pytest.fixture
+def stores(make_store: Callable[..., Any], store_url: str) -> Callable[..., Any]:
+    """``make_store``, whose stores of memory:// share one backend (as other URLs share data)."""
+    shared: dict[str, Any] = {}
+
+    def make(**kwargs: Any) -> Any:
+        if store_url.startswith("memory:"):
+            kwargs["instrument"] = lambda backend: shared.setdefault("backend", backend)
+        return make_store(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"enc-{uuid.uuid4().hex[:12]}"
+
+
+def _contact(secret: str) -> str:
+    """The contact of ``_fill``: ids are not encrypted, so they must not hold the secret."""
+    return "contact-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def _fill(store: Any, secret: str, tenant: str) -> str:
+    """A conversation with ``secret`` in content, payloads, two states and a fact's history."""
+    conv = store.start(_contact(secret), tenant=tenant)
+    store.append(conv.id, "user", f"hello {secret}", idempotency_key="k-1")
+    store.append(conv.id, "assistant", "", payload={**PAYLOAD, "arguments": secret})
+    store.append(conv.id, "tool", f"result {secret}", payload={**RESULT, "output": secret})
+    store.save_state(conv.id, {"v": 1, "s": secret})
+    store.save_state(conv.id, {"v": 2, "s": secret})
+    store.remember(_contact(secret), "name", f"old {secret}", tenant=tenant)
+    store.remember(_contact(secret), "name", f"new {secret}", tenant=tenant)
+    return str(conv.id)
+
+
+def _raw_texts(raw: Any, conversation_id: str, contact: str, tenant: str) -> list[str]:
+    """Every stored value a store without keys returns: what the backend holds."""
+    texts = []
+    for m in raw.messages(conversation_id):
+        texts.append(m.content)
+        if m.payload is not None:
+            texts.append(m.payload)
+    texts += [raw.load_state(conversation_id, version=v).value for v in (1, 2)]
+    for fact in raw.recall(contact, tenant=tenant):
+        texts += [fact.value, *(h.value for h in fact.history)]
+    return texts
+
+
+def test_values_round_trip_sealed(stores: Callable[..., Any], tenant: str) -> None:
+    store = stores(encryption=K1)
+    secret = uuid.uuid4().hex
+    conv_id = _fill(store, secret, tenant)
+    messages = store.messages(conv_id)
+    assert [m.content for m in messages] == [f"hello {secret}", "", f"result {secret}"]
+    assert messages[1].payload == {**PAYLOAD, "arguments": secret}
+    assert store.message_by_key(conv_id, "k-1").content == f"hello {secret}"
+    replay = store.append(conv_id, "user", f"hello {secret}", idempotency_key="k-1")
+    assert replay.replayed and replay.content == f"hello {secret}" and replay.seq == 1
+    window = store.context(conv_id, format="openai", token_budget=10_000)
+    assert window[0] == {"role": "user", "content": f"hello {secret}"}
+    assert store.load_state(conv_id).value == {"v": 2, "s": secret}
+    assert store.load_state(conv_id, version=1).value == {"v": 1, "s": secret}
+    assert store.rollback_state(conv_id, 1) == 3
+    assert store.load_state(conv_id).value == {"v": 1, "s": secret}
+    (fact,) = store.recall(_contact(secret), tenant=tenant)
+    assert fact.value == f"new {secret}"
+    assert [h.value for h in fact.history] == [f"old {secret}"]
+    again = store.remember(_contact(secret), "name", f"new {secret}", tenant=tenant)
+    assert len(again.history) == 1  # the same value refreshes, as without encryption
+    popped = store.pop_last(conv_id)
+    assert popped is not None and popped.content == f"result {secret}"
+    items = [("user", f"summary {secret}"), ("assistant", "", {"payload": PAYLOAD})]
+    new = store.replace_messages(conv_id, items)
+    assert [m.content for m in new] == [f"summary {secret}", ""]
+    assert new[1].payload == PAYLOAD
+    assert store.get(conv_id).message_count == 2  # listing and counts are unaffected
+    assert store.counts(tenant=tenant).total >= 1
+    raw = stores()
+    assert not any(
+        secret in str(text) for text in _raw_texts(raw, conv_id, _contact(secret), tenant)
+    )
+    assert raw.messages(conv_id)[0].content.startswith("tk1:k1:")
+    events = list(raw.events(tenant=tenant))
+    assert events and not any(secret in str(e.data) for e in events)
+
+
+def test_sizes_are_checked_on_the_plaintext(stores: Callable[..., Any], tenant: str) -> None:
+    store = stores(encryption=K1, limits=threadkeep.Limits(max_content_bytes=100))
+    conv = store.start("c")
+    assert store.append(conv.id, "user", "x" * 100).content == "x" * 100  # sealed: ~190
+    with pytest.raises(threadkeep.InvalidInput):
+        store.append(conv.id, "user", "x" * 101)
+
+
+def test_a_missing_key_is_named_and_an_altered_value_is_refused(
+    stores: Callable[..., Any],
+    tenant: str,
+) -> None:
+    old = stores(encryption=K1)
+    conv = old.start("c")
+    old.append(conv.id, "user", "secret one")
+    with pytest.raises(EncryptionError, match="'k1'") as caught:
+        stores(encryption=K2).messages(conv.id)
+    assert caught.value.key_id == "k1"
+    raw = stores()
+    sealed = raw.messages(conv.id)[0].content
+    # a ciphertext copied into another conversation does not open (bound to its place)
+    other = raw.start("c")
+    raw.append(other.id, "user", sealed)
+    with pytest.raises(EncryptionError, match="fails authentication"):
+        old.messages(other.id)
+    flipped = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
+    raw.append(conv.id, "user", flipped)
+    with pytest.raises(EncryptionError, match="altered"):
+        old.messages(conv.id)
+
+
+def test_rotation_moves_every_value_while_appends_go_on(
+    stores: Callable[..., Any], tenant: str
+) -> None:
+    old = stores(encryption=K1)
+    secret = uuid.uuid4().hex
+    ids = [_fill(old, f"{secret}-{i}", tenant) for i in range(3)]
+    rotating = stores(encryption=K2_K1)
+    writer = stores(encryption=K2_K1)
+    written: list[int] = []
+    stop = threading.Event()
+
+    def append_meanwhile() -> None:
+        while not stop.is_set() and len(written) < 200:
+            written.append(writer.append(ids[0], "user", f"during {len(written)}").seq)
+
+    thread = threading.Thread(target=append_meanwhile)
+    thread.start()
+    progress: list[threadkeep.Reencrypted] = []
+    try:
+        report = rotating.reencrypt(tenant=tenant, batch=2, progress=progress.append)
+    finally:
+        stop.set()
+        thread.join()
+    assert report.done and report.conversations == 3
+    assert [p.conversations for p in progress] == [1, 2, 3]
+    assert rotating.reencrypt(tenant=tenant).rewritten == 0  # nothing left under k1
+    new = stores(encryption=K2)  # the old key is gone: every value must open without it
+    for i, conv_id in enumerate(ids):
+        contents = [m.content for m in new.messages(conv_id, limit=1000, after=0)]
+        assert contents[:3] == [f"hello {secret}-{i}", "", f"result {secret}-{i}"]
+        assert new.load_state(conv_id, version=1).value == {"v": 1, "s": f"{secret}-{i}"}
+        (fact,) = new.recall(_contact(f"{secret}-{i}"), tenant=tenant)
+        assert (fact.value, fact.history[0].value) == (f"new {secret}-{i}", f"old {secret}-{i}")
+    during = new.messages(ids[0], limit=1000, after=3)
+    assert [m.content for m in during] == [f"during {n}" for n in range(len(written))]
+    assert [m.seq for m in during] == written  # nothing lost, nothing overwritten
+    raw = stores()
+    for i, conv_id in enumerate(ids):
+        texts = _raw_texts(raw, conv_id, _contact(f"{secret}-{i}"), tenant)
+        assert all(str(t).startswith("tk1:k2:") for t in texts if t != ""), texts
+
+
+def test_plaintext_written_before_encryption_reads_and_is_sealed_by_rotation(
+    stores: Callable[..., Any],
+    tenant: str,
+) -> None:
+    plain = stores()
+    secret = uuid.uuid4().hex
+    conv_id = _fill(plain, secret, tenant)
+    store = stores(encryption=K1)
+    assert store.messages(conv_id)[0].content == f"hello {secret}"
+    assert store.load_state(conv_id).value == {"v": 2, "s": secret}
+    assert store.recall(_contact(secret), tenant=tenant)[0].history[0].value == f"old {secret}"
+    assert store.reencrypt(tenant=tenant).rewritten >= 3 + 2 + 1
+    assert not any(
+        secret in str(text) for text in _raw_texts(plain, conv_id, _contact(secret), tenant)
+    )
+    assert stores(encryption=K1).messages(conv_id)[2].payload["output"] == secret
+
+
+def test_reencrypt_needs_encryption(store: Any) -> None:
+    with pytest.raises(threadkeep.InvalidInput, match="encryption"):
+        store.reencrypt()
+
+
+def test_trimmed_history_keeps_working(stores: Callable[..., Any], tenant: str) -> None:
+    store = stores(encryption=K1)
+    conv = store.start("c", retention=Retention(max_messages=2, window=2))
+    for n in range(4):
+        store.append(conv.id, "user", f"m{n}", idempotency_key=f"key-{n}")
+    assert [m.content for m in store.messages(conv.id)] == ["m2", "m3"]
+    assert store.append(conv.id, "user", "m0", idempotency_key="key-0").content == "m0"
+    assert store.context(conv.id) == [
+        {"role": "user", "content": "m2"},
+        {"role": "user", "content": "m3"},
+    ]
