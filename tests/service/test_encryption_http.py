@@ -69,6 +69,8 @@ def test_the_keys_are_read_from_the_environment() -> None:
     ],
 )
 def test_malformed_keys_stop_the_service_before_it_starts(keys: str, says: str) -> None:
-    with pytest.raises(threadkeep.InvalidInput, match=says):
-        with client_for("memory://", encryption_keys=keys):
-            pass
+    with (
+        pytest.raises(threadkeep.InvalidInput, match=says),
+        client_for("memory://", encryption_keys=keys),
+    ):
+        pass
