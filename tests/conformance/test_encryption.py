@@ -217,3 +217,36 @@ def test_trimmed_history_keeps_working(stores: Callable[..., Any], tenant: str) 
         {"role": "user", "content": "m2"},
         {"role": "user", "content": "m3"},
     ]
+
+
+def test_token_budgets_count_the_plaintext(stores: Callable[..., Any], tenant: str) -> None:
+    store = stores(encryption=K1)
+    conv = store.start("c", tenant=tenant)
+    for n in range(3):
+        store.append(conv.id, "user", f"{n}" * 40)  # 10 tokens each; sealed, about 24
+    assert len(store.context(conv.id, token_budget=20)) == 2
+
+
+def test_export_and_import_move_values_between_keys(store_url: str, tenant: str) -> None:
+    """Transfer is sync only (like test_transfer): the store of each backend, two keys."""
+    from threadkeep.transfer import export_records, import_record
+
+    clock = threadkeep.ManualClock()
+    with threadkeep.open("memory://", encryption=K1) as src:
+        conv = src.start("c-1", tenant=tenant)
+        src.append(conv.id, "user", "moved in clear", payload={"type": "text", "text": "p"})
+        src.save_state(conv.id, {"price": 1})
+        src.remember("c-1", "name", "Ann", tenant=tenant)
+        src.remember("c-1", "name", "Anne", tenant=tenant)
+        (record,) = export_records(src, tenant)[1]
+    assert record["messages"][0]["content"] == "moved in clear"
+    shared: dict[str, Any] = {}
+    keep = {"instrument": lambda backend: shared.setdefault("backend", backend)}
+    keep = keep if store_url.startswith("memory:") else {}  # memory://: one store, two views
+    with threadkeep.open(store_url, encryption=K2, clock=clock, **keep) as dst:
+        assert import_record(dst, clock, record)
+        assert dst.messages(conv.id)[0].payload == {"type": "text", "text": "p"}
+        assert dst.load_state(conv.id).value == {"price": 1}
+        assert dst.recall("c-1", tenant=tenant)[0].value == "Anne"
+        with threadkeep.open(store_url, **keep) as raw:
+            assert raw.messages(conv.id)[0].content.startswith("tk1:k2:")
