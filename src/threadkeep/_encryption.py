@@ -55,7 +55,7 @@ from threadkeep._rules.ops import (
     SaveStateOp,
     WindowOp,
 )
-from threadkeep._rules.rows import FactRow, MessageRow, NewMessage, StateRow
+from threadkeep._rules.rows import ConversationRow, FactRow, MessageRow, NewMessage, StateRow
 from threadkeep.backends._protocol import AsyncBackend, Backend
 
 __all__ = [
@@ -417,10 +417,16 @@ def reencrypt_flow(
 
     Yields the raw-backend ops to run (send back their Result) and, after each conversation,
     a ``Reencrypted`` progress (send back None); returns the final counts.
+
+    The list is ordered by activity, so a conversation written to during the walk may move
+    ahead of the page cursor: the walk lists again until a pass finds no conversation it has
+    not walked. Conversations started after the walk began are written under the current key
+    and are not walked.
     """
+    began = now_us()
     walked = rewritten = wanted = 0
+    seen: set[str] = set()
     contacts: dict[str, None] = {}
-    cursor: tuple[int, str] | None = None
 
     def rewrite(op: RewriteOp) -> Generator[Op[Any], Any, None]:
         nonlocal rewritten, wanted
@@ -428,43 +434,55 @@ def reencrypt_flow(
         result = yield op
         rewritten += result.value
 
-    while True:
-        listed = yield ListOp(tenant, now_us(), None, None, None, None, batch, cursor)
-        for conv in listed.value[:batch]:
-            contacts[conv.contact_id] = None
-            after = 0
-            while True:
-                read = yield ReadOp(conv.id, None, now_us(), None, after, batch)
-                pairs = [
-                    (m, sealed)
-                    for m in read.value
-                    if (sealed := sealer.reseal_message(m)) is not None
-                ]
-                if pairs:
-                    yield from rewrite(RewriteOp(conv.id, messages=tuple(pairs)))
-                if len(read.value) < batch:
-                    break
-                after = read.value[-1].seq
-            states = []
-            first = max(1, conv.state_version - versions_kept + 1)
-            for version in range(first, conv.state_version + 1):
-                loaded = yield LoadStateOp(conv.id, None, now_us(), version)
-                if loaded.outcome is Outcome.OK and loaded.value is not None:
-                    new_state = sealer.reseal_state(conv.id, loaded.value)
-                    if new_state is not None:
-                        states.append((loaded.value, new_state))
-            if states:
-                yield from rewrite(RewriteOp(conv.id, states=tuple(states)))
-            walked += 1
-            yield Reencrypted(walked, rewritten, wanted - rewritten)
-        if len(listed.value) <= batch:
-            break
-        last = listed.value[batch - 1]
-        cursor = (last.activity_us, last.id)
+    def conversation(conv: ConversationRow) -> Generator[Op[Any], Any, None]:
+        after = 0
+        while True:
+            read = yield ReadOp(conv.id, None, now_us(), None, after, batch)
+            pairs = [
+                (m, sealed) for m in read.value if (sealed := sealer.reseal_message(m)) is not None
+            ]
+            if pairs:
+                yield from rewrite(RewriteOp(conv.id, messages=tuple(pairs)))
+            if len(read.value) < batch:
+                break
+            after = read.value[-1].seq
+        states = []
+        for version in range(
+            max(1, conv.state_version - versions_kept + 1), conv.state_version + 1
+        ):
+            loaded = yield LoadStateOp(conv.id, None, now_us(), version)
+            if loaded.outcome is Outcome.OK and loaded.value is not None:
+                sealed_state = sealer.reseal_state(conv.id, loaded.value)
+                if sealed_state is not None:
+                    states.append((loaded.value, sealed_state))
+        if states:
+            yield from rewrite(RewriteOp(conv.id, states=tuple(states)))
+
+    fresh = True
+    while fresh:  # one pass over the list
+        fresh = False
+        cursor: tuple[int, str] | None = None
+        while True:
+            listed = yield ListOp(tenant, now_us(), None, None, None, None, batch, cursor)
+            for conv in listed.value[:batch]:
+                if conv.id in seen or conv.created_us > began:
+                    continue
+                seen.add(conv.id)
+                fresh = True
+                contacts[conv.contact_id] = None
+                yield from conversation(conv)
+                walked += 1
+                yield Reencrypted(walked, rewritten, wanted - rewritten)
+            if len(listed.value) <= batch:
+                break
+            last = listed.value[batch - 1]
+            cursor = (last.activity_us, last.id)
     for contact in contacts:
         recalled = yield RecallOp(tenant, contact, None, now_us())
         facts = [
-            (f, new) for f in recalled.value if (new := sealer.reseal_fact(tenant, contact, f))
+            (f, sealed)
+            for f in recalled.value
+            if (sealed := sealer.reseal_fact(tenant, contact, f)) is not None
         ]
         if facts:
             yield from rewrite(

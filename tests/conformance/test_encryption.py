@@ -9,6 +9,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -250,3 +251,31 @@ def test_export_and_import_move_values_between_keys(store_url: str, tenant: str)
         assert dst.recall("c-1", tenant=tenant)[0].value == "Anne"
         with threadkeep.open(store_url, **keep) as raw:
             assert raw.messages(conv.id)[0].content.startswith("tk1:k2:")
+
+
+def test_rotation_walks_a_conversation_that_moves_ahead_during_the_walk(
+    store_url: str, tenant: str, clock: threadkeep.ManualClock
+) -> None:
+    """Sync only: the progress callback writes, which the async facade's loop cannot do."""
+    shared: dict[str, Any] = {}
+    one = {"instrument": lambda backend: shared.setdefault("backend", backend)}
+    opts: dict[str, Any] = {"clock": clock, **(one if store_url.startswith("memory:") else {})}
+    with (
+        threadkeep.open(store_url, encryption=K1, **opts) as old,
+        threadkeep.open(store_url, encryption=K2_K1, **opts) as store,
+    ):
+        ids = []
+        for n in range(3):  # the walk goes newest activity first: ids[2], ids[1], ids[0]
+            clock.advance(timedelta(seconds=1))
+            ids.append(old.start(f"c{n}", tenant=tenant).id)
+            old.append(ids[-1], "user", f"m{n}")
+
+        def move_the_oldest_ahead(progress: threadkeep.Reencrypted) -> None:
+            if progress.conversations == 1:  # ids[0], not walked yet, jumps before the cursor
+                clock.advance(timedelta(seconds=1))
+                store.append(ids[0], "user", "moved")
+
+        report = store.reencrypt(tenant=tenant, batch=1, progress=move_the_oldest_ahead)
+        assert report.conversations == 3 and report.rewritten == 3
+        with threadkeep.open(store_url, encryption=K2, **opts) as new:
+            assert [m.content for m in new.messages(ids[0])] == ["m0", "moved"]
