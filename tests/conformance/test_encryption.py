@@ -242,7 +242,7 @@ def test_export_and_import_move_values_between_keys(store_url: str, tenant: str)
         (record,) = export_records(src, tenant)[1]
     assert record["messages"][0]["content"] == "moved in clear"
     shared: dict[str, Any] = {}
-    keep = {"instrument": lambda backend: shared.setdefault("backend", backend)}
+    keep: dict[str, Any] = {"instrument": lambda backend: shared.setdefault("backend", backend)}
     keep = keep if store_url.startswith("memory:") else {}  # memory://: one store, two views
     with threadkeep.open(store_url, encryption=K2, clock=clock, **keep) as dst:
         assert import_record(dst, clock, record)
@@ -258,7 +258,7 @@ def test_rotation_walks_a_conversation_that_moves_ahead_during_the_walk(
 ) -> None:
     """Sync only: the progress callback writes, which the async facade's loop cannot do."""
     shared: dict[str, Any] = {}
-    one = {"instrument": lambda backend: shared.setdefault("backend", backend)}
+    one: dict[str, Any] = {"instrument": lambda backend: shared.setdefault("backend", backend)}
     opts: dict[str, Any] = {"clock": clock, **(one if store_url.startswith("memory:") else {})}
     with (
         threadkeep.open(store_url, encryption=K1, **opts) as old,
