@@ -40,6 +40,7 @@ from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
     DeliveryOp,
+    FactContactsOp,
     KeyOp,
     ListOp,
     LoadStateOp,
@@ -413,7 +414,7 @@ def reencrypt_flow(
     versions_kept: int,
     now_us: Callable[[], int],
 ) -> Generator[Op[Any] | Reencrypted, Any, Reencrypted]:
-    """Walk ``tenant``'s live conversations and their contacts' facts, ``batch`` at a time.
+    """Walk ``tenant``'s live conversations, then the contacts with facts, ``batch`` at a time.
 
     Yields the raw-backend ops to run (send back their Result) and, after each conversation,
     a ``Reencrypted`` progress (send back None); returns the final counts.
@@ -426,7 +427,6 @@ def reencrypt_flow(
     began = now_us()
     walked = rewritten = wanted = 0
     seen: set[str] = set()
-    contacts: dict[str, None] = {}
 
     def rewrite(op: RewriteOp) -> Generator[Op[Any], Any, None]:
         nonlocal rewritten, wanted
@@ -469,7 +469,6 @@ def reencrypt_flow(
                     continue
                 seen.add(conv.id)
                 fresh = True
-                contacts[conv.contact_id] = None
                 yield from conversation(conv)
                 walked += 1
                 yield Reencrypted(walked, rewritten, wanted - rewritten)
@@ -477,17 +476,23 @@ def reencrypt_flow(
                 break
             last = listed.value[batch - 1]
             cursor = (last.activity_us, last.id)
-    for contact in contacts:
-        recalled = yield RecallOp(tenant, contact, None, now_us())
-        facts = [
-            (f, sealed)
-            for f in recalled.value
-            if (sealed := sealer.reseal_fact(tenant, contact, f)) is not None
-        ]
-        if facts:
-            yield from rewrite(
-                RewriteOp(None, tenant=tenant, contact_id=contact, facts=tuple(facts))
-            )
+    cursor_text = ""
+    while True:
+        page = yield FactContactsOp(tenant, cursor_text, batch)
+        contacts, cursor_text = page.value
+        for contact in contacts:
+            recalled = yield RecallOp(tenant, contact, None, now_us())
+            facts = [
+                (f, sealed)
+                for f in recalled.value
+                if (sealed := sealer.reseal_fact(tenant, contact, f)) is not None
+            ]
+            if facts:
+                yield from rewrite(
+                    RewriteOp(None, tenant=tenant, contact_id=contact, facts=tuple(facts))
+                )
+        if not cursor_text:
+            break
     return Reencrypted(walked, rewritten, wanted - rewritten, done=True)
 
 

@@ -279,3 +279,21 @@ def test_rotation_walks_a_conversation_that_moves_ahead_during_the_walk(
         assert report.conversations == 3 and report.rewritten == 3
         with threadkeep.open(store_url, encryption=K2, **opts) as new:
             assert [m.content for m in new.messages(ids[0])] == ["m0", "moved"]
+
+
+def test_rotation_reaches_facts_of_contacts_without_conversations(
+    stores: Callable[..., Any], tenant: str
+) -> None:
+    old = stores(encryption=K1)
+    for n in range(5):  # pages of 2 contacts
+        old.remember(f"crm-{n}", "email", f"{n}@example.com", tenant=tenant)
+        old.remember(f"crm-{n}", "email", f"{n}@work.example", tenant=tenant)
+    old.remember("crm-0", "email", "other tenant", tenant=f"{tenant}-x")
+    report = stores(encryption=K2_K1).reencrypt(tenant=tenant, batch=2)
+    assert (report.conversations, report.rewritten) == (0, 5)
+    new = stores(encryption=K2)
+    for n in range(5):
+        (fact,) = new.recall(f"crm-{n}", tenant=tenant)
+        assert (fact.value, fact.history[0].value) == (f"{n}@work.example", f"{n}@example.com")
+    with pytest.raises(EncryptionError, match="'k1'"):
+        new.recall("crm-0", tenant=f"{tenant}-x")  # another tenant's: not walked

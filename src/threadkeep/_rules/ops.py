@@ -38,6 +38,7 @@ __all__ = [
     "DeliveryOp",
     "DeleteOp",
     "EventsOp",
+    "FactContactsOp",
     "FindOpenOp",
     "GetOp",
     "KeyOp",
@@ -547,6 +548,21 @@ class RewriteOp(Op[int]):
     facts: tuple[tuple[FactRow, FactRow], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class FactContactsOp(Op[tuple[list[str], str]]):
+    """A page of the contacts of ``tenant`` that have facts, from ``cursor`` ("": the first).
+
+    Outcome: OK with (contact ids, the next page's cursor; "" after the last page). A page may
+    hold fewer than ``limit`` (even none) before the last, and a contact may appear on two
+    pages (Redis scans an index with a cursor of its own).
+    """
+
+    name: ClassVar[str] = "fact_contacts"
+    tenant: str
+    cursor: str
+    limit: int
+
+
 #: Every kind of op: a backend carries out each of them.
 ALL_OPS: Final = (
     StartOp,
@@ -576,4 +592,5 @@ ALL_OPS: Final = (
     RememberOp,
     RecallOp,
     RewriteOp,
+    FactContactsOp,
 )

@@ -546,3 +546,9 @@ class MemoryBackend:
                 )
                 done += 1
         return Result(_OK, done)
+
+    @handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Result[tuple[list[str], str]]:
+        contacts = sorted({c for t, c, _ in self._facts if t == op.tenant and c > op.cursor})
+        page = contacts[: op.limit]
+        return Result(_OK, (page, page[-1] if len(contacts) > op.limit else ""))

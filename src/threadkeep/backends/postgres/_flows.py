@@ -61,6 +61,7 @@ _READS: Final = frozenset(
         ops.CountsOp,
         ops.EventsOp,
         ops.RecallOp,
+        ops.FactContactsOp,
     }
 )
 #: Ops not sent again when the connection is lost while committing (the outcome is unknown
@@ -684,6 +685,15 @@ class Flows:
                 )
             )
         return Result(_OK, done)
+
+    @_common.handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Flow[Result[tuple[list[str], str]]]:
+        rows = yield (
+            schema.FACT_CONTACTS,
+            {"tenant": op.tenant, "cursor": op.cursor, "limit": op.limit + 1},
+        )
+        page = [r[0] for r in rows[: op.limit]]
+        return Result(_OK, (page, page[-1] if len(rows) > op.limit else ""))
 
     @staticmethod
     def migrate(name: str) -> Flow[int]:

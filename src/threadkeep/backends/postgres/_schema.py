@@ -483,3 +483,7 @@ REWRITE_FACT: Final = (
     "WHERE tenant = %(tenant)s AND contact_id = %(contact)s AND key = %(key)s "
     "AND value_json = %(old_value)s AND history_json = %(old_history)s RETURNING 1"
 )
+FACT_CONTACTS: Final = (
+    "SELECT DISTINCT contact_id FROM facts WHERE tenant = %(tenant)s "
+    "AND contact_id > %(cursor)s ORDER BY contact_id LIMIT %(limit)s"
+)

@@ -595,6 +595,18 @@ class Flows:
             )
         return Result(_OK, done)
 
+    @handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Flow[Result[tuple[list[str], str]]]:
+        """One ZSCAN of the fact index, whose members start ``"len:tenant:contact"``."""
+        head = f"{len(op.tenant)}:{op.tenant}:"
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"
+        after, members = yield Command(
+            ("ZSCAN", self.keys.fact_expiries, op.cursor or "0", "MATCH", pattern,
+             "COUNT", op.limit)
+        )  # fmt: skip
+        contacts = dict.fromkeys(m[len(head) :].split("\n", 1)[0] for m, _ in members)
+        return Result(_OK, (list(contacts), "" if str(after) == "0" else str(after)))
+
 
 def _entry(row: MessageRow) -> str:
     """A stored message entry, ``"seq body"``, as the scripts keep it."""

@@ -376,3 +376,7 @@ REWRITE_FACT: Final = (
     "UPDATE facts SET value = ?, history_json = ? "
     "WHERE tenant = ? AND contact_id = ? AND key = ? AND value = ? AND history_json = ?"
 )
+FACT_CONTACTS: Final = (
+    "SELECT DISTINCT contact_id FROM facts WHERE tenant = ? AND contact_id > ? "
+    "ORDER BY contact_id LIMIT ?"
+)

@@ -722,3 +722,14 @@ class SQLiteBackend:
                      old_fact.key, old_fact.value_json, old_fact.history_json),
                 ).rowcount  # fmt: skip
         return Result(_OK, done)
+
+    @handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Result[tuple[list[str], str]]:
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute(schema.FACT_CONTACTS, (op.tenant, op.cursor, op.limit + 1))
+                .fetchall()
+            )
+        page = [r[0] for r in rows[: op.limit]]
+        return Result(_OK, (page, page[-1] if len(rows) > op.limit else ""))
