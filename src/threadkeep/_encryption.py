@@ -39,6 +39,7 @@ from threadkeep._exceptions import InvalidInput, ThreadkeepError
 from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
+    ArchivedOp,
     DeliveryOp,
     FactContactsOp,
     KeyOp,
@@ -430,7 +431,7 @@ def reencrypt_flow(
 
     def rewrite(op: RewriteOp) -> Generator[Op[Any], Any, None]:
         nonlocal rewritten, wanted
-        wanted += len(op.messages) + len(op.states) + len(op.facts)
+        wanted += len(op.messages) + len(op.states) + len(op.facts) + len(op.archived)
         result = yield op
         rewritten += result.value
 
@@ -457,6 +458,17 @@ def reencrypt_flow(
                     states.append((loaded.value, sealed_state))
         if states:
             yield from rewrite(RewriteOp(conv.id, states=tuple(states)))
+        cursor = ""
+        while True:  # messages trimmed by max_messages, kept for idempotent replays
+            page = yield ArchivedOp(conv.id, cursor, batch)
+            rows, cursor = page.value
+            archived = [
+                (m, sealed) for m in rows if (sealed := sealer.reseal_message(m)) is not None
+            ]
+            if archived:
+                yield from rewrite(RewriteOp(conv.id, archived=tuple(archived)))
+            if not cursor:
+                break
 
     fresh = True
     while fresh:  # one pass over the list

@@ -297,3 +297,18 @@ def test_rotation_reaches_facts_of_contacts_without_conversations(
         assert (fact.value, fact.history[0].value) == (f"{n}@work.example", f"{n}@example.com")
     with pytest.raises(EncryptionError, match="'k1'"):
         new.recall("crm-0", tenant=f"{tenant}-x")  # another tenant's: not walked
+
+
+def test_rotation_reaches_messages_kept_only_for_replays(
+    stores: Callable[..., Any], tenant: str
+) -> None:
+    old = stores(encryption=K1)
+    conv = old.start("c", tenant=tenant, retention=Retention(max_messages=1))
+    for n in range(5):
+        old.append(conv.id, "user", f"m{n}", idempotency_key=f"key-{n}", payload={"n": n})
+    report = stores(encryption=K2_K1).reencrypt(tenant=tenant, batch=2)
+    assert report.rewritten >= 5  # the kept one, and the four only replays still answer
+    new = stores(encryption=K2)
+    for n in range(5):
+        replay = new.append(conv.id, "user", f"m{n}", idempotency_key=f"key-{n}")
+        assert replay.replayed and (replay.content, replay.payload) == (f"m{n}", {"n": n})

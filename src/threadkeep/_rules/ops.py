@@ -32,6 +32,7 @@ __all__ = [
     "ALL_OPS",
     "AppendManyOp",
     "AppendOp",
+    "ArchivedOp",
     "ClearOp",
     "CountsOp",
     "DeleteContactOp",
@@ -535,8 +536,9 @@ class RewriteOp(Op[int]):
     A message's content and payload, a state version's value, or a fact's value and history
     are replaced only while they still hold what was read (compare-and-set), so a concurrent
     write is never overwritten. Nothing else changes: no event, no activity, expiry, seq or
-    count. Messages and states are of ``conversation_id``; facts of ``tenant``/``contact_id``.
-    Outcome: OK with how many pairs were rewritten.
+    count. Messages (kept ones, and ``archived`` ones kept for idempotent replays, by key) and
+    states are of ``conversation_id``; facts of ``tenant``/``contact_id``. Outcome: OK with
+    how many pairs were rewritten.
     """
 
     name: ClassVar[str] = "rewrite"
@@ -546,6 +548,7 @@ class RewriteOp(Op[int]):
     tenant: str | None = None
     contact_id: str | None = None
     facts: tuple[tuple[FactRow, FactRow], ...] = ()
+    archived: tuple[tuple[MessageRow, MessageRow], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,6 +562,22 @@ class FactContactsOp(Op[tuple[list[str], str]]):
 
     name: ClassVar[str] = "fact_contacts"
     tenant: str
+    cursor: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedOp(Op[tuple[list[MessageRow], str]]):
+    """A page of a conversation's messages kept for idempotent replays, from ``cursor``.
+
+    Those are the messages ``max_messages`` trimmed whose key must still replay (Redis: every
+    remembered key's message, kept ones too), by key after ``cursor`` ("": the first). Outcome:
+    OK with (the messages, the next page's cursor; "" after the last page); a page may hold
+    fewer than ``limit`` before the last.
+    """
+
+    name: ClassVar[str] = "archived"
+    conversation_id: str
     cursor: str
     limit: int
 
@@ -593,4 +612,5 @@ ALL_OPS: Final = (
     RecallOp,
     RewriteOp,
     FactContactsOp,
+    ArchivedOp,
 )

@@ -534,6 +534,17 @@ class MemoryBackend:
                 if s.version == old_state.version and s.value_json == old_state.value_json:
                     versions[i] = s._replace(value_json=new_state.value_json)
                     done += 1
+        archive = self._idem.get(op.conversation_id or "", {})
+        for old, new in op.archived:
+            found = archive.get(old.idempotency_key or "")
+            if found is not None and (found.content, found.payload_json) == (
+                old.content,
+                old.payload_json,
+            ):
+                archive[old.idempotency_key or ""] = found._replace(
+                    content=new.content, payload_json=new.payload_json
+                )
+                done += 1
         for old_fact, new_fact in op.facts:
             key = (op.tenant or "", op.contact_id or "", old_fact.key)
             fact = self._facts.get(key)
@@ -552,3 +563,12 @@ class MemoryBackend:
         contacts = sorted({c for t, c, _ in self._facts if t == op.tenant and c > op.cursor})
         page = contacts[: op.limit]
         return Result(_OK, (page, page[-1] if len(contacts) > op.limit else ""))
+
+    @handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Result[tuple[list[MessageRow], str]]:
+        row = self._convs.get(op.conversation_id)
+        first_kept = 0 if row is None else row.last_seq - row.message_count
+        keys = self._idem.get(op.conversation_id, {})
+        trimmed = sorted(k for k, m in keys.items() if k > op.cursor and m.seq <= first_kept)
+        page = trimmed[: op.limit]
+        return Result(_OK, ([keys[k] for k in page], page[-1] if len(trimmed) > op.limit else ""))

@@ -62,6 +62,7 @@ _READS: Final = frozenset(
         ops.EventsOp,
         ops.RecallOp,
         ops.FactContactsOp,
+        ops.ArchivedOp,
     }
 )
 #: Ops not sent again when the connection is lost while committing (the outcome is unknown
@@ -667,6 +668,22 @@ class Flows:
                     )
                 )
             )
+        for old, new in op.archived:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_ARCHIVED,
+                        {
+                            "content": schema.encode_content(new.content),
+                            "payload": new.payload_json,
+                            "id": old.conversation_id,
+                            "key": old.idempotency_key,
+                            "old_content": schema.encode_content(old.content),
+                            "old_payload": old.payload_json,
+                        },
+                    )
+                )
+            )
         for old_fact, new_fact in op.facts:
             done += len(
                 (
@@ -685,6 +702,16 @@ class Flows:
                 )
             )
         return Result(_OK, done)
+
+    @_common.handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Flow[Result[tuple[list[MessageRow], str]]]:
+        rows = yield (
+            schema.ARCHIVED,
+            {"id": op.conversation_id, "cursor": op.cursor, "limit": op.limit + 1},
+        )
+        page = [schema.decode_message(r) for r in rows[: op.limit]]
+        last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
+        return Result(_OK, (page, last))
 
     @_common.handles(ops.FactContactsOp)
     def _fact_contacts(self, op: ops.FactContactsOp) -> Flow[Result[tuple[list[str], str]]]:

@@ -487,3 +487,12 @@ FACT_CONTACTS: Final = (
     "SELECT DISTINCT contact_id FROM facts WHERE tenant = %(tenant)s "
     "AND contact_id > %(cursor)s ORDER BY contact_id LIMIT %(limit)s"
 )
+ARCHIVED: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM idem_archive WHERE conversation_id = %(id)s "
+    "AND idem_key > %(cursor)s ORDER BY idem_key LIMIT %(limit)s"
+)
+REWRITE_ARCHIVED: Final = (
+    "UPDATE idem_archive SET content = %(content)s, payload = %(payload)s "
+    "WHERE conversation_id = %(id)s AND idem_key = %(key)s AND content = %(old_content)s "
+    "AND payload IS NOT DISTINCT FROM %(old_payload)s RETURNING 1"
+)

@@ -580,6 +580,11 @@ class Flows:
                     saved + new_state.value_json,
                 )
             done += yield self._eval("rewrite", "states", op.conversation_id or "", *args)
+        if op.archived:
+            args = []
+            for old, new in op.archived:
+                args += (old.idempotency_key or "", _entry(old), _entry(new))
+            done += yield self._eval("rewrite", "keys", op.conversation_id or "", *args)
         if op.facts:
             args = []
             for old_fact, new_fact in op.facts:
@@ -594,6 +599,20 @@ class Flows:
                 "rewrite", "facts", op.tenant or "", op.contact_id or "", *args
             )
         return Result(_OK, done)
+
+    @handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Flow[Result[tuple[list[MessageRow], str]]]:
+        """One HSCAN of the idempotency hash (the retry fields, tab-prefixed, left out)."""
+        after, fields = yield Command(
+            ("HSCAN", self.keys.idempotency(op.conversation_id), op.cursor or "0",
+             "COUNT", op.limit)
+        )  # fmt: skip
+        rows = [
+            codec.decode_message(op.conversation_id, entry)
+            for field, entry in _as_dict(fields).items()
+            if not field.startswith("\t")
+        ]
+        return Result(_OK, (rows, "" if str(after) == "0" else str(after)))
 
     @handles(ops.FactContactsOp)
     def _fact_contacts(self, op: ops.FactContactsOp) -> Flow[Result[tuple[list[str], str]]]:

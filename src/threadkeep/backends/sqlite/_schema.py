@@ -380,3 +380,12 @@ FACT_CONTACTS: Final = (
     "SELECT DISTINCT contact_id FROM facts WHERE tenant = ? AND contact_id > ? "
     "ORDER BY contact_id LIMIT ?"
 )
+ARCHIVED: Final = (
+    "SELECT conversation_id, seq, role, content, created_us, metadata, idempotency_key, "
+    "payload, link FROM idem_archive WHERE conversation_id = ? AND idempotency_key > ? "
+    "ORDER BY idempotency_key LIMIT ?"
+)
+REWRITE_ARCHIVED: Final = (
+    "UPDATE idem_archive SET content = ?, payload = ? WHERE conversation_id = ? "
+    "AND idempotency_key = ? AND content = ? AND payload IS ?"
+)

@@ -715,6 +715,12 @@ class SQLiteBackend:
                     (new_state.value_json, op.conversation_id, old_state.version,
                      old_state.value_json),
                 ).rowcount  # fmt: skip
+            for old, new in op.archived:
+                done += db.execute(
+                    schema.REWRITE_ARCHIVED,
+                    (new.content, new.payload_json, old.conversation_id, old.idempotency_key,
+                     old.content, old.payload_json),
+                ).rowcount  # fmt: skip
             for old_fact, new_fact in op.facts:
                 done += db.execute(
                     schema.REWRITE_FACT,
@@ -733,3 +739,15 @@ class SQLiteBackend:
             )
         page = [r[0] for r in rows[: op.limit]]
         return Result(_OK, (page, page[-1] if len(rows) > op.limit else ""))
+
+    @handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Result[tuple[list[MessageRow], str]]:
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute(schema.ARCHIVED, (op.conversation_id, op.cursor, op.limit + 1))
+                .fetchall()
+            )
+        page = [schema.decode_message(r) for r in rows[: op.limit]]
+        last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
+        return Result(_OK, (page, last))

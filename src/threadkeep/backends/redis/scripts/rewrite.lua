@@ -1,8 +1,9 @@
 -- Rewrite stored values in place (a key rotation), each only while it holds what was read:
 -- no event, no activity, and no key's expiry changes.
 -- KEYS[1] event stream (routing)
--- ARGV[1] key base; ARGV[2] "messages", "states" or "facts"; then
+-- ARGV[1] key base; ARGV[2] "messages", "keys", "states" or "facts"; then
 --   messages: ARGV[3] conversation id; triples (old "seq body", new "seq body", caller key or "")
+--   keys: ARGV[3] conversation id; triples (caller key, old "seq body", new "seq body")
 --   states: ARGV[3] conversation id; triples (version, old "saved value", new "saved value")
 --   facts: ARGV[3] tenant; ARGV[4] contact; quintuples (key, old blob, new blob,
 --     old "source\nhistory", new "source\nhistory")
@@ -18,6 +19,14 @@ if what == 'messages' then
       if key ~= '' and redis.call('HGET', ki(id), key) == old then
         redis.call('HSET', ki(id), key, new)
       end
+      done = done + 1
+    end
+  end
+elseif what == 'keys' then
+  local hash = ki(ARGV[3])
+  for i = 4, #ARGV, 3 do
+    if redis.call('HGET', hash, ARGV[i]) == ARGV[i + 1] then
+      redis.call('HSET', hash, ARGV[i], ARGV[i + 2])
       done = done + 1
     end
   end
