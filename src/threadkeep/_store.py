@@ -972,9 +972,10 @@ class Store(_StoreBase):
     ) -> Reencrypted:
         """Rewrite the tenant's stored values under the current key (a key rotation).
 
-        Walks the live conversations (``batch`` at a time): message content and payloads,
-        kept state versions, then the facts of their contacts; plaintext written before
-        encryption was configured is sealed too. Each value is rewritten in place only while
+        Walks the live conversations (``batch`` at a time): message content and payloads
+        (those kept only for idempotent replays too), kept state versions; then the facts of
+        every contact of the tenant. Plaintext written before encryption was configured is
+        sealed too. Each value is rewritten in place only while
         it still holds what was read, so writes going on meanwhile are never lost; nothing
         else changes (no events, activity, expiry or seqs). Run it again until it reports
         nothing rewritten; then the old key may be dropped.
