@@ -56,10 +56,14 @@ def open(
     _reached(backend.ping, backend.close)
     if instrument is not None:
         backend = instrument(backend)
-    return Store(
-        backend, url=parsed.redacted(), clock=clock, retention=retention, limits=limits,
-        encryption=encryption,
-    )  # fmt: skip
+    try:
+        return Store(
+            backend, url=parsed.redacted(), clock=clock, retention=retention, limits=limits,
+            encryption=encryption,
+        )  # fmt: skip
+    except BaseException:  # no cryptography package: leave no pool behind
+        backend.close()
+        raise
 
 
 def open_async(

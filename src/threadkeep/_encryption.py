@@ -183,8 +183,14 @@ class Sealer:
         """Load the AES-GCM keys.
 
         Raises:
-            InvalidInput: the ``cryptography`` package is not installed.
+            InvalidInput: ``encryption`` is not an Encryption, or the ``cryptography``
+                package is not installed.
         """
+        if not isinstance(encryption, Encryption):
+            raise InvalidInput(
+                f"encryption must be a threadkeep.Encryption, not {type(encryption).__name__}",
+                field="encryption",
+            )
         try:
             from cryptography.exceptions import InvalidTag
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM

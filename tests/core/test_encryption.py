@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import threadkeep
 from threadkeep import Encryption, EncryptionError, InvalidInput
 from threadkeep._encryption import Sealer
 
@@ -64,3 +65,8 @@ def test_json_values_stay_json_and_facts_seal_deterministically() -> None:
     assert sealer.seal_json('{"a": 2}', b"fact\x00t", derived=True) != sealed
     assert sealer.seal_json('{"a": 1}', b"fact\x00u", derived=True) != sealed
     assert sealer.open_json(sealed, b"fact\x00t") == '{"a": 1}'
+
+
+def test_open_takes_only_an_encryption() -> None:
+    with pytest.raises(InvalidInput, match="must be a threadkeep.Encryption, not dict"):
+        threadkeep.open("memory://", encryption={"k1": KEY})  # type: ignore[arg-type]
