@@ -16,6 +16,7 @@ import pytest
 
 import threadkeep
 from threadkeep import Encryption, EncryptionError, Retention
+from threadkeep._rules.ops import RewriteOp
 
 K1 = Encryption(keys={"k1": b"1" * 32}, current="k1")
 K2_K1 = Encryption(keys={"k2": b"2" * 32, "k1": b"1" * 32}, current="k2")
@@ -312,3 +313,41 @@ def test_rotation_reaches_messages_kept_only_for_replays(
     for n in range(5):
         replay = new.append(conv.id, "user", f"m{n}", idempotency_key=f"key-{n}")
         assert replay.replayed and (replay.content, replay.payload) == (f"m{n}", {"n": n})
+
+
+def test_a_value_written_between_read_and_rewrite_is_never_overwritten(
+    store_url: str, tenant: str
+) -> None:
+    """Drive the walk by hand (sync) and write just before each rewrite lands: the
+    compare-and-set of every backend leaves the new values alone; a second walk finishes.
+    """
+    shared: dict[str, Any] = {}
+    one: dict[str, Any] = {"instrument": lambda backend: shared.setdefault("backend", backend)}
+    opts = one if store_url.startswith("memory:") else {}
+    with (
+        threadkeep.open(store_url, encryption=K1, **opts) as old,
+        threadkeep.open(store_url, encryption=K2_K1, **opts) as store,
+    ):
+        conv = old.start("c", tenant=tenant)
+        old.append_many(conv.id, [("user", "a"), ("assistant", "b")])
+        old.remember("c", "name", "Ann", tenant=tenant)
+        flow = store._reencrypt(tenant, 100)
+        step = next(flow)
+        try:
+            while True:
+                if isinstance(step, threadkeep.Reencrypted):
+                    step = flow.send(None)
+                    continue
+                if isinstance(step, RewriteOp) and step.messages:
+                    store.replace_messages(conv.id, [("user", "compacted")])
+                if isinstance(step, RewriteOp) and step.facts:
+                    store.remember("c", "name", "Anne", tenant=tenant)
+                step = flow.send(store._raw.execute(step))
+        except StopIteration as done:
+            first: threadkeep.Reencrypted = done.value
+        assert (first.rewritten, first.changed) == (0, 3)  # two messages and the fact
+        assert store.reencrypt(tenant=tenant).rewritten == 1  # the history "Ann" moved into
+        with threadkeep.open(store_url, encryption=K2, **opts) as new:
+            assert [m.content for m in new.messages(conv.id)] == ["compacted"]
+            (fact,) = new.recall("c", tenant=tenant)
+            assert (fact.value, [h.value for h in fact.history]) == ("Anne", ["Ann"])
