@@ -404,7 +404,7 @@ class Reencrypted:
         conversations: conversations walked.
         rewritten: values rewritten under the current key (messages, state versions, facts).
         changed: values a concurrent write changed between the read and the rewrite; they
-            were left to that write (written under the current key, it needs none).
+            were left as that write made them (a later walk picks up anything it moved).
         done: whether the walk is finished.
     """
 
