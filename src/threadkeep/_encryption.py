@@ -138,6 +138,9 @@ class Encryption:
     def __repr__(self) -> str:
         return f"Encryption(keys=<{', '.join(self.keys)}>, current={self.current!r})"
 
+    def __hash__(self) -> int:
+        return hash((frozenset(self.keys.items()), self.current))
+
     @classmethod
     def from_env(cls, text: str) -> Encryption:
         """Parse ``THREADKEEP_ENCRYPTION_KEYS``: ``"k2:<base64>,k1:<base64>"``, current first.

@@ -36,6 +36,8 @@ def test_keys_are_kept_read_only_and_never_shown() -> None:
     assert encryption.keys["k1"] == KEY
     assert "kkkk" not in repr(encryption) and "k1" in repr(encryption)
     assert len(Encryption.generate_key()) == 32
+    assert encryption == Encryption(keys={"k1": KEY}, current="k1")
+    assert hash(encryption) == hash(Encryption(keys={"k1": KEY}, current="k1"))
 
 
 def test_from_env_takes_the_first_key_as_current() -> None:
