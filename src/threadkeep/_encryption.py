@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from threadkeep._exceptions import InvalidInput, ThreadkeepError
+from threadkeep._exceptions import EncryptionError, InvalidInput
 from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
@@ -64,7 +64,6 @@ __all__ = [
     "ENV_VAR",
     "AsyncSealedBackend",
     "Encryption",
-    "EncryptionError",
     "Reencrypted",
     "SealedBackend",
     "Sealer",
@@ -81,18 +80,6 @@ _JSON_PREFIX: Final = '"' + PREFIX
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _NONCE = 12
 _TAG = 16
-
-
-class EncryptionError(ThreadkeepError):
-    """A stored value cannot be opened: its key was not given, or it was altered.
-
-    Attributes:
-        key_id: the key id the value names (None when it names none).
-    """
-
-    def __init__(self, message: str, *, key_id: str | None = None) -> None:
-        super().__init__(message)
-        self.key_id = key_id
 
 
 @dataclass(frozen=True)
