@@ -196,10 +196,13 @@ def test_plaintext_written_before_encryption_reads_and_is_sealed_by_rotation(
     assert store.messages(conv_id)[0].content == f"hello {secret}"
     assert store.load_state(conv_id).value == {"v": 2, "s": secret}
     assert store.recall(_contact(secret), tenant=tenant)[0].history[0].value == f"old {secret}"
-    assert store.reencrypt(tenant=tenant).rewritten >= 3 + 2 + 1
+    before, events = store.get(conv_id), list(store.events(tenant=tenant))
+    assert store.reencrypt(tenant=tenant).rewritten == 3 + 2 + 1
     assert not any(
         secret in str(text) for text in _raw_texts(plain, conv_id, _contact(secret), tenant)
     )
+    assert store.get(conv_id) == before  # activity, expiry, counts, state version: unchanged
+    assert list(store.events(tenant=tenant)) == events  # a rewrite adds no event
     assert stores(encryption=K1).messages(conv_id)[2].payload["output"] == secret
 
 
