@@ -563,7 +563,7 @@ class Flows:
 
     @handles(ops.RewriteOp)
     def _rewrite_values(self, op: ops.RewriteOp) -> Flow[Result[int]]:
-        """One script per kind of value (messages, states, facts) the op carries."""
+        """One script per kind of value (messages, key records, states, facts) it carries."""
         done = 0
         if op.messages:
             args: list[str | int] = []

@@ -11,9 +11,13 @@
 local what, done = ARGV[2], 0
 if what == 'messages' then
   local id = ARGV[3]
+  -- seqs in the list are gap-free, so an entry can only be at its seq less the first one's
+  local first = redis.call('LINDEX', km(id), 0)
+  local base = first and tonumber(string.match(first, '^(%d+) '))
   for i = 4, #ARGV, 3 do
     local old, new, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local at = redis.call('LPOS', km(id), old)
+    local at = base and tonumber(string.match(old, '^(%d+) ')) - base
+    if at and (at < 0 or redis.call('LINDEX', km(id), at) ~= old) then at = nil end
     if at then
       redis.call('LSET', km(id), at, new)
       if key ~= '' and redis.call('HGET', ki(id), key) == old then
