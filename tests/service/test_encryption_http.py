@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import httpx
 import pytest
 
 import threadkeep
@@ -74,3 +75,15 @@ def test_malformed_keys_stop_the_service_before_it_starts(keys: str, says: str) 
         client_for("memory://", encryption_keys=keys),
     ):
         pass
+
+
+def test_threadkeep_serve_reads_the_keys_from_its_environment(live_server, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    server = live_server(url, THREADKEEP_ENCRYPTION_KEYS=f"k2:{K2},k1:{K1}")
+    chat = httpx.post(server.url + "/v1/chat", json={"message": "my pin is 9731"}, timeout=30)
+    assert chat.status_code == 200 and chat.json()["reply"] == "echo: my pin is 9731"
+    cid = chat.json()["conversation_id"]
+    with threadkeep.open(url) as raw:  # no keys: what the file holds
+        stored = [m.content for m in raw.messages(cid)]
+    assert stored and all(c.startswith("tk1:k2:") for c in stored)
+    assert "9731" not in "".join(stored)
