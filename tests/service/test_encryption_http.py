@@ -5,13 +5,14 @@ is unchanged, and a value under a key the service was not given is one JSON erro
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 import threadkeep
-from tests.service._service_helpers import client_for
+from tests.service._service_helpers import LiveServer, client_for
 from threadkeep.service.settings import load_settings
 
 K1 = base64.b64encode(b"1" * 32).decode()
@@ -77,7 +78,9 @@ def test_malformed_keys_stop_the_service_before_it_starts(keys: str, says: str) 
         pass
 
 
-def test_threadkeep_serve_reads_the_keys_from_its_environment(live_server, tmp_path) -> None:
+def test_threadkeep_serve_reads_the_keys_from_its_environment(
+    live_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
     url = f"sqlite:///{tmp_path / 'live.db'}"
     server = live_server(url, THREADKEEP_ENCRYPTION_KEYS=f"k2:{K2},k1:{K1}")
     chat = httpx.post(server.url + "/v1/chat", json={"message": "my pin is 9731"}, timeout=30)
