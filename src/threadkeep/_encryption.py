@@ -40,9 +40,17 @@ from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
     ArchivedOp,
+    ClearOp,
+    CountsOp,
+    DeleteContactOp,
+    DeleteOp,
     DeliveryOp,
+    EventsOp,
     FactContactsOp,
+    FindOpenOp,
+    GetOp,
     KeyOp,
+    LeaseOp,
     ListOp,
     LoadStateOp,
     Op,
@@ -50,11 +58,16 @@ from threadkeep._rules.ops import (
     PopOp,
     ReadOp,
     RecallOp,
+    ReleaseOp,
     RememberOp,
     ReplaceOp,
     Result,
+    RetainOp,
     RewriteOp,
     SaveStateOp,
+    StartOp,
+    SweepOp,
+    UpdateOp,
     WindowOp,
 )
 from threadkeep._rules.rows import ConversationRow, FactRow, MessageRow, NewMessage, StateRow
@@ -62,6 +75,9 @@ from threadkeep.backends._protocol import AsyncBackend, Backend
 
 __all__ = [
     "ENV_VAR",
+    "OPENED_OPS",
+    "PLAIN_OPS",
+    "RAW_OPS",
     "AsyncSealedBackend",
     "Encryption",
     "Reencrypted",
@@ -299,28 +315,10 @@ class Sealer:
         Raises:
             EncryptionError: a value's key was not given, or it was altered.
         """
-        value: Any = result.value
-        if isinstance(op, ReadOp):
-            value = [self.open_message(op.conversation_id, m) for m in value]
-        elif isinstance(op, AppendOp | PopOp | KeyOp | DeliveryOp):
-            value = None if value is None else self.open_message(op.conversation_id, value)
-        elif isinstance(op, WindowOp):
-            rows, want = value
-            value = ([self.open_message(op.conversation_id, r) for r in rows], want)
-        elif isinstance(op, AppendManyOp):
-            value = [(self.open_message(op.conversation_id, m), again) for m, again in value]
-        elif isinstance(op, ReplaceOp):
-            rows, last = value
-            value = ([self.open_message(op.conversation_id, m) for m in rows], last)
-        elif isinstance(op, LoadStateOp):
-            value = None if value is None else self.open_state(op.conversation_id, value)
-        elif isinstance(op, RememberOp):
-            value = self.open_fact(op.tenant, op.contact_id, value)
-        elif isinstance(op, RecallOp):
-            value = [self.open_fact(op.tenant, op.contact_id, f) for f in value]
-        else:
+        opener = _OPENERS.get(type(op))
+        if opener is None:  # PLAIN_OPS, RAW_OPS
             return result
-        return Result(result.outcome, value)
+        return Result(result.outcome, opener(self, op, result.value))
 
     def open_message(self, conversation_id: str, row: Any) -> Any:
         """Open a MessageRow's or WindowRow's content and payload."""
@@ -386,6 +384,76 @@ class Sealer:
             value_json=self._reseal(row.value_json, aad, True, derived=True),
             history_json=json.dumps(history, separators=(",", ":")) if history else "[]",
         )
+
+
+def _rows(sealer: Sealer, op: Any, rows: list[Any]) -> list[Any]:
+    return [sealer.open_message(op.conversation_id, row) for row in rows]
+
+
+def _row(sealer: Sealer, op: Any, row: MessageRow | None) -> MessageRow | None:
+    return None if row is None else sealer.open_message(op.conversation_id, row)
+
+
+def _window(sealer: Sealer, op: Any, value: tuple[list[Any], int]) -> tuple[list[Any], int]:
+    return _rows(sealer, op, value[0]), value[1]
+
+
+def _batch(
+    sealer: Sealer, op: Any, pairs: list[tuple[MessageRow, bool]]
+) -> list[tuple[MessageRow, bool]]:
+    return [(sealer.open_message(op.conversation_id, row), again) for row, again in pairs]
+
+
+def _state(sealer: Sealer, op: Any, row: StateRow | None) -> StateRow | None:
+    return None if row is None else sealer.open_state(op.conversation_id, row)
+
+
+def _fact(sealer: Sealer, op: Any, row: FactRow) -> FactRow:
+    return sealer.open_fact(op.tenant, op.contact_id, row)
+
+
+def _facts(sealer: Sealer, op: Any, rows: list[FactRow]) -> list[FactRow]:
+    return [sealer.open_fact(op.tenant, op.contact_id, row) for row in rows]
+
+
+#: How the answer of each op that carries sealed values is opened.
+_OPENERS: Final[Mapping[type[Any], Callable[[Sealer, Any, Any], Any]]] = {
+    ReadOp: _rows,
+    AppendOp: _row,
+    PopOp: _row,
+    KeyOp: _row,
+    DeliveryOp: _row,
+    WindowOp: _window,
+    AppendManyOp: _batch,
+    ReplaceOp: _window,  # (the new messages, the last seq)
+    LoadStateOp: _state,
+    RememberOp: _fact,
+    RecallOp: _facts,
+}
+#: Ops whose answers hold no sealed value: ids, names, counts, statuses, versions, events.
+PLAIN_OPS: Final = frozenset(
+    {
+        StartOp,
+        GetOp,
+        FindOpenOp,
+        UpdateOp,
+        RetainOp,
+        ListOp,
+        CountsOp,
+        DeleteOp,
+        DeleteContactOp,
+        SweepOp,
+        ClearOp,
+        SaveStateOp,
+        EventsOp,
+        LeaseOp,
+        ReleaseOp,
+    }
+)
+#: Ops only the rotation walk sends, to the raw backend: their answers stay sealed.
+RAW_OPS: Final = frozenset({RewriteOp, ArchivedOp, FactContactsOp})
+#: The ops whose answers are opened (every op is in exactly one of the three).
+OPENED_OPS: Final = frozenset(_OPENERS)
 
 
 def _fact_aad(tenant: str, contact_id: str, key: str) -> bytes:

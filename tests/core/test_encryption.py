@@ -9,7 +9,8 @@ import pytest
 
 import threadkeep
 from threadkeep import Encryption, EncryptionError, InvalidInput
-from threadkeep._encryption import Sealer
+from threadkeep._encryption import OPENED_OPS, PLAIN_OPS, RAW_OPS, Sealer
+from threadkeep._rules.ops import ALL_OPS
 
 KEY = b"k" * 32
 
@@ -72,3 +73,10 @@ def test_json_values_stay_json_and_facts_seal_deterministically() -> None:
 def test_open_takes_only_an_encryption() -> None:
     with pytest.raises(InvalidInput, match="must be a threadkeep.Encryption, not dict"):
         threadkeep.open("memory://", encryption={"k1": KEY})  # type: ignore[arg-type]
+
+
+def test_every_op_is_sorted_into_opened_plain_or_raw() -> None:
+    """A new op whose answer may hold sealed values must say how it is opened (or why not)."""
+    groups = (OPENED_OPS, PLAIN_OPS, RAW_OPS)
+    assert set().union(*groups) == set(ALL_OPS)
+    assert sum(len(g) for g in groups) == len(ALL_OPS)  # and in one group only
