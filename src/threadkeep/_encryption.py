@@ -75,9 +75,7 @@ from threadkeep.backends._protocol import AsyncBackend, Backend
 
 __all__ = [
     "ENV_VAR",
-    "OPENED_OPS",
-    "PLAIN_OPS",
-    "RAW_OPS",
+    "HANDLING",
     "AsyncSealedBackend",
     "Encryption",
     "Reencrypted",
@@ -278,29 +276,11 @@ class Sealer:
 
     def seal_op(self, op: Op[R]) -> Op[R]:
         """Return ``op`` with the values it writes sealed (other ops as they are)."""
-        if isinstance(op, AppendOp):
-            aad = op.conversation_id.encode()
-            return replace(  # type: ignore[return-value]
-                op,
-                content=self.seal(op.content, b"content\x00" + aad),
-                payload_json=None
-                if op.payload_json is None
-                else self.seal_json(op.payload_json, b"payload\x00" + aad),
-            )
-        if isinstance(op, AppendManyOp | ReplaceOp):
-            items = tuple(self._seal_new(op.conversation_id, item) for item in op.items)
-            return replace(op, items=items)  # type: ignore[return-value]
-        if isinstance(op, SaveStateOp) and op.rollback_to is None:
-            sealed = self.seal_json(op.value_json, b"state\x00" + op.conversation_id.encode())
-            return replace(op, value_json=sealed)  # type: ignore[return-value]
-        if isinstance(op, RememberOp):
-            aad = _fact_aad(op.tenant, op.contact_id, op.key)
-            return replace(  # type: ignore[return-value]
-                op, value_json=self.seal_json(op.value_json, aad, derived=True)
-            )
-        return op
+        seal = HANDLING[type(op)][0]
+        return op if seal is None else seal(self, op)
 
-    def _seal_new(self, conversation_id: str, item: NewMessage) -> NewMessage:
+    def seal_new(self, conversation_id: str, item: NewMessage) -> NewMessage:
+        """Seal a message of a batch (``append_many``, ``replace_messages``)."""
         aad = conversation_id.encode()
         return item._replace(
             content=self.seal(item.content, b"content\x00" + aad),
@@ -315,10 +295,8 @@ class Sealer:
         Raises:
             EncryptionError: a value's key was not given, or it was altered.
         """
-        opener = _OPENERS.get(type(op))
-        if opener is None:  # PLAIN_OPS, RAW_OPS
-            return result
-        return Result(result.outcome, opener(self, op, result.value))
+        opener = HANDLING[type(op)][1]
+        return result if opener is None else Result(result.outcome, opener(self, op, result.value))
 
     def open_message(self, conversation_id: str, row: Any) -> Any:
         """Open a MessageRow's or WindowRow's content and payload."""
@@ -416,44 +394,71 @@ def _facts(sealer: Sealer, op: Any, rows: list[FactRow]) -> list[FactRow]:
     return [sealer.open_fact(op.tenant, op.contact_id, row) for row in rows]
 
 
-#: How the answer of each op that carries sealed values is opened.
-_OPENERS: Final[Mapping[type[Any], Callable[[Sealer, Any, Any], Any]]] = {
-    ReadOp: _rows,
-    AppendOp: _row,
-    PopOp: _row,
-    KeyOp: _row,
-    DeliveryOp: _row,
-    WindowOp: _window,
-    AppendManyOp: _batch,
-    ReplaceOp: _window,  # (the new messages, the last seq)
-    LoadStateOp: _state,
-    RememberOp: _fact,
-    RecallOp: _facts,
+def _seal_append(sealer: Sealer, op: AppendOp) -> AppendOp:
+    aad = op.conversation_id.encode()
+    payload = op.payload_json
+    return replace(
+        op,
+        content=sealer.seal(op.content, b"content\x00" + aad),
+        payload_json=None if payload is None else sealer.seal_json(payload, b"payload\x00" + aad),
+    )
+
+
+def _seal_items(sealer: Sealer, op: AppendManyOp | ReplaceOp) -> AppendManyOp | ReplaceOp:
+    return replace(op, items=tuple(sealer.seal_new(op.conversation_id, i) for i in op.items))
+
+
+def _seal_state(sealer: Sealer, op: SaveStateOp) -> SaveStateOp:
+    if op.rollback_to is not None:  # the backend copies a stored (sealed) version
+        return op
+    aad = b"state\x00" + op.conversation_id.encode()
+    return replace(op, value_json=sealer.seal_json(op.value_json, aad))
+
+
+def _seal_fact(sealer: Sealer, op: RememberOp) -> RememberOp:
+    aad = _fact_aad(op.tenant, op.contact_id, op.key)
+    return replace(op, value_json=sealer.seal_json(op.value_json, aad, derived=True))
+
+
+Sealing = Callable[[Sealer, Any], Any]
+Opening = Callable[[Sealer, Any, Any], Any]
+
+#: Every op, and what the front does with it: (how the values it writes are sealed, how the
+#: values its answer carries are opened); None where it writes, or answers, none. A new op
+#: must be added here (``tests/core/test_encryption.py`` holds ``ALL_OPS`` to it), so none
+#: stores plaintext or shows sealed text by being forgotten.
+HANDLING: Final[Mapping[type[Any], tuple[Sealing | None, Opening | None]]] = {
+    StartOp: (None, None),
+    GetOp: (None, None),
+    FindOpenOp: (None, None),
+    UpdateOp: (None, None),
+    RetainOp: (None, None),
+    ListOp: (None, None),
+    CountsOp: (None, None),
+    DeleteOp: (None, None),
+    DeleteContactOp: (None, None),
+    SweepOp: (None, None),
+    AppendOp: (_seal_append, _row),
+    AppendManyOp: (_seal_items, _batch),
+    PopOp: (None, _row),
+    ClearOp: (None, None),
+    ReplaceOp: (_seal_items, _window),  # answers (the new messages, the last seq)
+    KeyOp: (None, _row),
+    ReadOp: (None, _rows),
+    DeliveryOp: (None, _row),  # writes metadata only
+    WindowOp: (None, _window),
+    SaveStateOp: (_seal_state, None),  # answers the version
+    LoadStateOp: (None, _state),
+    EventsOp: (None, None),  # events carry no content
+    LeaseOp: (None, None),
+    ReleaseOp: (None, None),
+    RememberOp: (_seal_fact, _fact),
+    RecallOp: (None, _facts),
+    # the rotation walk's, sent to the raw backend only: their values stay as stored
+    RewriteOp: (None, None),
+    FactContactsOp: (None, None),
+    ArchivedOp: (None, None),
 }
-#: Ops whose answers hold no sealed value: ids, names, counts, statuses, versions, events.
-PLAIN_OPS: Final = frozenset(
-    {
-        StartOp,
-        GetOp,
-        FindOpenOp,
-        UpdateOp,
-        RetainOp,
-        ListOp,
-        CountsOp,
-        DeleteOp,
-        DeleteContactOp,
-        SweepOp,
-        ClearOp,
-        SaveStateOp,
-        EventsOp,
-        LeaseOp,
-        ReleaseOp,
-    }
-)
-#: Ops only the rotation walk sends, to the raw backend: their answers stay sealed.
-RAW_OPS: Final = frozenset({RewriteOp, ArchivedOp, FactContactsOp})
-#: The ops whose answers are opened (every op is in exactly one of the three).
-OPENED_OPS: Final = frozenset(_OPENERS)
 
 
 def _fact_aad(tenant: str, contact_id: str, key: str) -> bytes:
