@@ -93,7 +93,6 @@ PREFIX: Final = "tk1:"
 _JSON_PREFIX: Final = '"' + PREFIX
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _NONCE = 12
-_TAG = 16
 
 
 @dataclass(frozen=True)
