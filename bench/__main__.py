@@ -9,7 +9,14 @@ import argparse
 import importlib
 import sys
 
-SECTIONS = ("bench_core", "bench_redis", "bench_postgres", "bench_http", "bench_crm")
+SECTIONS = (
+    "bench_core",
+    "bench_redis",
+    "bench_postgres",
+    "bench_http",
+    "bench_crm",
+    "bench_encryption",
+)
 
 
 def main() -> None:

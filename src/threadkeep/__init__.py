@@ -11,12 +11,14 @@ One API over memory, SQLite, Redis and PostgreSQL stores::
 from threadkeep._api import DEFAULT_STORE_URL, open, open_async, redact_url
 from threadkeep._clock import Clock, ManualClock, SystemClock
 from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, TIERS, Limits, Retention, Tier
+from threadkeep._encryption import Encryption, Reencrypted
 from threadkeep._exceptions import (
     BackendError,
     BackendUnavailable,
     ConversationClosed,
     ConversationNotFound,
     CursorExpired,
+    EncryptionError,
     HistoryConflict,
     IllegalTransition,
     InvalidInput,
@@ -63,6 +65,8 @@ __all__ = [
     "ConversationNotFound",
     "Counts",
     "CursorExpired",
+    "Encryption",
+    "EncryptionError",
     "ErasureReceipt",
     "Event",
     "EventKind",
@@ -75,6 +79,7 @@ __all__ = [
     "ManualClock",
     "Message",
     "Page",
+    "Reencrypted",
     "Retention",
     "StateConflict",
     "StateSnapshot",

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from threadkeep._clock import Clock
 from threadkeep._config import Limits, Retention
+from threadkeep._encryption import Encryption
 from threadkeep._store import AsyncStore, Store
 from threadkeep._url import StoreURL
 from threadkeep.backends import load_async, load_sync
@@ -27,6 +28,7 @@ def open(
     retention: Retention | None = None,
     limits: Limits | None = None,
     instrument: Callable[[Backend], Backend] | None = None,
+    encryption: Encryption | None = None,
     **options: Any,
 ) -> Store:
     """Open a store: ``memory://``, ``sqlite:///path.db``, ``redis://…``, ``postgresql://…``.
@@ -38,6 +40,8 @@ def open(
         limits: size limits and log bounds.
         instrument: wraps the opened backend, e.g. to time or count its calls (metrics,
             tracing); it receives the backend and returns the one the store uses.
+        encryption: keys to encrypt message content and payloads, states and facts at
+            rest with (``threadkeep.Encryption``; extra ``threadkeep[encryption]``).
         **options: backend options; they override the URL's query parameters.
 
     Returns:
@@ -52,7 +56,14 @@ def open(
     _reached(backend.ping, backend.close)
     if instrument is not None:
         backend = instrument(backend)
-    return Store(backend, url=parsed.redacted(), clock=clock, retention=retention, limits=limits)
+    try:
+        return Store(
+            backend, url=parsed.redacted(), clock=clock, retention=retention, limits=limits,
+            encryption=encryption,
+        )  # fmt: skip
+    except BaseException:  # no cryptography package: leave no pool behind
+        backend.close()
+        raise
 
 
 def open_async(
@@ -62,6 +73,7 @@ def open_async(
     retention: Retention | None = None,
     limits: Limits | None = None,
     instrument: Callable[[AsyncBackend], AsyncBackend] | None = None,
+    encryption: Encryption | None = None,
     **options: Any,
 ) -> AsyncStore:
     """Open an AsyncStore; the same arguments as ``open``.
@@ -81,8 +93,9 @@ def open_async(
         return backend if instrument is None else instrument(backend)
 
     return AsyncStore(
-        connect=connect, url=parsed.redacted(), clock=clock, retention=retention, limits=limits
-    )
+        connect=connect, url=parsed.redacted(), clock=clock, retention=retention, limits=limits,
+        encryption=encryption,
+    )  # fmt: skip
 
 
 def _reached(ping: Callable[[], None], close: Callable[[], None]) -> None:

@@ -13,6 +13,7 @@ Each class carries ``http_status`` so the HTTP service maps them all in one hand
     ├── TurnInProgress                            409  another worker holds the turn lease
     ├── CursorExpired                             410  the events cursor fell out of the log
     ├── StoreClosed                               500  the store handle was closed
+    ├── EncryptionError                           500  a stored value's key is missing, or altered
     └── BackendError                              500  the backend failed; retrying won't fix it
         └── BackendUnavailable                    503  the backend cannot be reached
 """
@@ -27,6 +28,7 @@ __all__ = [
     "ConversationClosed",
     "ConversationNotFound",
     "CursorExpired",
+    "EncryptionError",
     "HistoryConflict",
     "IllegalTransition",
     "InvalidInput",
@@ -165,6 +167,20 @@ class StoreClosed(ThreadkeepError):
 
     def __init__(self) -> None:
         super().__init__("this store was closed; open a new one with threadkeep.open(url)")
+
+
+class EncryptionError(ThreadkeepError):
+    """A stored value cannot be opened: its key was not given, or it was altered.
+
+    The store's configuration (or its data) is wrong, not the request: 500.
+
+    Attributes:
+        key_id: the key id the value names.
+    """
+
+    def __init__(self, message: str, *, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 class BackendError(ThreadkeepError):

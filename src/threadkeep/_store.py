@@ -28,7 +28,15 @@ from typing import Any, TypeVar, overload
 from threadkeep import formats
 from threadkeep._clock import Clock, SystemClock
 from threadkeep._config import DEFAULT_LIMITS, DEFAULT_RETENTION, Limits, Retention, Tier
-from threadkeep._exceptions import BackendUnavailable, StoreClosed
+from threadkeep._encryption import (
+    AsyncSealedBackend,
+    Encryption,
+    Reencrypted,
+    SealedBackend,
+    Sealer,
+    reencrypt_flow,
+)
+from threadkeep._exceptions import BackendUnavailable, InvalidInput, StoreClosed
 from threadkeep._models import (
     Conversation,
     Counts,
@@ -40,7 +48,7 @@ from threadkeep._models import (
     StateSnapshot,
     SweepReport,
 )
-from threadkeep._rules import flows, outcomes, plans
+from threadkeep._rules import flows, outcomes, plans, validate
 from threadkeep._rules.lifecycle import Status
 from threadkeep._rules.ops import Op, Result, StartOp
 from threadkeep._rules.parts import MessageLike
@@ -69,11 +77,13 @@ class _StoreBase:
         clock: Clock | None = None,
         retention: Retention | None = None,
         limits: Limits | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         self.url = url
         self.clock: Clock = clock or SystemClock()
         self.retention = retention or DEFAULT_RETENTION
         self.limits = limits or DEFAULT_LIMITS
+        self._sealer = None if encryption is None else Sealer(encryption)
         self._state = _State.OPEN
 
     def __repr__(self) -> str:
@@ -110,6 +120,24 @@ class _StoreBase:
             conversation_id=conversation_id,
         )  # fmt: skip
 
+    def _reencrypt(
+        self, tenant: str, batch: int
+    ) -> Generator[Op[Any] | Reencrypted, Any, Reencrypted]:
+        """The walk of ``reencrypt`` (``_encryption.reencrypt_flow``), its arguments checked."""
+        self._check_open()
+        if self._sealer is None:
+            raise InvalidInput(
+                "reencrypt needs a store opened with encryption=threadkeep.Encryption(...)",
+                field="encryption",
+            )
+        return reencrypt_flow(
+            self._sealer,
+            validate.check_name(tenant, "tenant"),
+            validate.check_limit(batch, "batch", self.limits),
+            self.limits.state_versions_kept,
+            self._now_us,
+        )
+
 
 class Store(_StoreBase):
     """A conversation store; open one with ``threadkeep.open(url)``.
@@ -125,9 +153,15 @@ class Store(_StoreBase):
         clock: Clock | None = None,
         retention: Retention | None = None,
         limits: Limits | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
-        super().__init__(url=url, clock=clock, retention=retention, limits=limits)
-        self._backend = backend
+        super().__init__(
+            url=url, clock=clock, retention=retention, limits=limits, encryption=encryption
+        )
+        self._raw = backend
+        self._backend: Backend = (
+            backend if self._sealer is None else SealedBackend(backend, self._sealer)
+        )
 
     def __enter__(self) -> Store:
         return self
@@ -929,6 +963,48 @@ class Store(_StoreBase):
         op = plans.recall(self._now_us(), contact_id, key, tenant)
         return outcomes.finish_recall(self._backend.execute(op), op.now_us)
 
+    def reencrypt(
+        self,
+        *,
+        tenant: str = "default",
+        batch: int = 100,
+        progress: Callable[[Reencrypted], None] | None = None,
+    ) -> Reencrypted:
+        """Rewrite the tenant's stored values under the current key (a key rotation).
+
+        Walks the live conversations (``batch`` at a time): message content and payloads
+        (those kept only for idempotent replays too), kept state versions; then the facts of
+        every contact of the tenant. Plaintext written before encryption was configured is
+        sealed too. Each value is rewritten in place only while
+        it still holds what was read, so writes going on meanwhile are never lost; nothing
+        else changes (no events, activity, expiry or seqs). Run it again until it reports
+        nothing rewritten; then the old key may be dropped.
+
+        Args:
+            tenant: whose values.
+            batch: conversations per page and messages per read.
+            progress: called after each conversation with the counts so far.
+
+        Returns:
+            The final counts (``done`` True).
+
+        Raises:
+            InvalidInput: the store has no encryption, or a bad tenant or batch.
+            EncryptionError: a stored value's key was not given, or it was altered.
+        """
+        flow = self._reencrypt(tenant, batch)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, Reencrypted):
+                    if progress is not None:
+                        progress(step)
+                    step = flow.send(None)
+                else:
+                    step = flow.send(self._raw.execute(step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
 
 class AsyncStore(_StoreBase):
     """The asyncio twin of Store: the same methods, as coroutines (see Store for each).
@@ -946,11 +1022,15 @@ class AsyncStore(_StoreBase):
         retention: Retention | None = None,
         limits: Limits | None = None,
         connect: Callable[[], Awaitable[AsyncBackend]] | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
-        super().__init__(url=url, clock=clock, retention=retention, limits=limits)
+        super().__init__(
+            url=url, clock=clock, retention=retention, limits=limits, encryption=encryption
+        )
         if (backend is None) == (connect is None):
             raise TypeError("AsyncStore needs a backend or connect=, not both")
-        self._backend = backend
+        self._raw = backend
+        self._backend = None if backend is None else self._sealed(backend)
         self._connect = connect
         self._connecting: asyncio.Lock | None = None
 
@@ -967,8 +1047,12 @@ class AsyncStore(_StoreBase):
             self._check_open()
             if self._backend is None:
                 assert self._connect is not None
-                self._backend = await self._connect()
+                self._raw = await self._connect()
+                self._backend = self._sealed(self._raw)
             return self._backend
+
+    def _sealed(self, backend: AsyncBackend) -> AsyncBackend:
+        return backend if self._sealer is None else AsyncSealedBackend(backend, self._sealer)
 
     async def _execute(self, op: Op[R]) -> Result[R]:
         return await (self._backend or await self._open()).execute(op)
@@ -1401,3 +1485,26 @@ class AsyncStore(_StoreBase):
         """See Store.recall."""
         op = plans.recall(self._now_us(), contact_id, key, tenant)
         return outcomes.finish_recall(await self._execute(op), op.now_us)
+
+    async def reencrypt(
+        self,
+        *,
+        tenant: str = "default",
+        batch: int = 100,
+        progress: Callable[[Reencrypted], None] | None = None,
+    ) -> Reencrypted:
+        """See Store.reencrypt."""
+        flow = self._reencrypt(tenant, batch)
+        await self._open()
+        assert self._raw is not None
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, Reencrypted):
+                    if progress is not None:
+                        progress(step)
+                    step = flow.send(None)
+                else:
+                    step = flow.send(await self._raw.execute(step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]

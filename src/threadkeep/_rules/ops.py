@@ -32,12 +32,14 @@ __all__ = [
     "ALL_OPS",
     "AppendManyOp",
     "AppendOp",
+    "ArchivedOp",
     "ClearOp",
     "CountsOp",
     "DeleteContactOp",
     "DeliveryOp",
     "DeleteOp",
     "EventsOp",
+    "FactContactsOp",
     "FindOpenOp",
     "GetOp",
     "KeyOp",
@@ -54,6 +56,7 @@ __all__ = [
     "ReplaceOp",
     "Result",
     "RetainOp",
+    "RewriteOp",
     "SaveStateOp",
     "StartOp",
     "SweepOp",
@@ -526,6 +529,59 @@ class RecallOp(Op[list[FactRow]]):
     now_us: int
 
 
+@dataclass(frozen=True, slots=True)
+class RewriteOp(Op[int]):
+    """Rewrite stored values in place (a key rotation): each pair is (as read, rewritten).
+
+    A message's content and payload, a state version's value, or a fact's value and history
+    are replaced only while they still hold what was read (compare-and-set), so a concurrent
+    write is never overwritten. Nothing else changes: no event, no activity, expiry, seq or
+    count. Messages (kept ones, and ``archived`` ones kept for idempotent replays, by key) and
+    states are of ``conversation_id``; facts of ``tenant``/``contact_id``. Outcome: OK with
+    how many pairs were rewritten.
+    """
+
+    name: ClassVar[str] = "rewrite"
+    conversation_id: str | None
+    messages: tuple[tuple[MessageRow, MessageRow], ...] = ()
+    states: tuple[tuple[StateRow, StateRow], ...] = ()
+    tenant: str | None = None
+    contact_id: str | None = None
+    facts: tuple[tuple[FactRow, FactRow], ...] = ()
+    archived: tuple[tuple[MessageRow, MessageRow], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FactContactsOp(Op[tuple[list[str], str]]):
+    """A page of the contacts of ``tenant`` that have facts, from ``cursor`` ("": the first).
+
+    Outcome: OK with (contact ids, the next page's cursor; "" after the last page). A page may
+    hold fewer than ``limit`` (even none) before the last, and a contact may appear on two
+    pages (Redis scans an index with a cursor of its own).
+    """
+
+    name: ClassVar[str] = "fact_contacts"
+    tenant: str
+    cursor: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedOp(Op[tuple[list[MessageRow], str]]):
+    """A page of a conversation's messages kept for idempotent replays, from ``cursor``.
+
+    Those are the messages ``max_messages`` trimmed whose key must still replay (Redis: every
+    remembered key's message, kept ones too), by key after ``cursor`` ("": the first). Outcome:
+    OK with (the messages, the next page's cursor; "" after the last page); a page may hold
+    fewer than ``limit`` before the last.
+    """
+
+    name: ClassVar[str] = "archived"
+    conversation_id: str
+    cursor: str
+    limit: int
+
+
 #: Every kind of op: a backend carries out each of them.
 ALL_OPS: Final = (
     StartOp,
@@ -554,4 +610,7 @@ ALL_OPS: Final = (
     ReleaseOp,
     RememberOp,
     RecallOp,
+    RewriteOp,
+    FactContactsOp,
+    ArchivedOp,
 )

@@ -509,3 +509,66 @@ class MemoryBackend:
             and f.expires_us > op.now_us
         ]
         return Result(_OK, sorted(rows, key=lambda f: f.key))
+
+    # ---- key rotation -------------------------------------------------------------------
+
+    @handles(ops.RewriteOp)
+    def _rewrite_values(self, op: ops.RewriteOp) -> Result[int]:
+        done = 0
+        kept = self._msgs.get(op.conversation_id or "", [])
+        for old, new in op.messages:
+            index = next((i for i, m in enumerate(kept) if m.seq == old.seq), None)
+            if index is None or (kept[index].content, kept[index].payload_json) != (
+                old.content,
+                old.payload_json,
+            ):
+                continue
+            kept[index] = kept[index]._replace(content=new.content, payload_json=new.payload_json)
+            keys = self._idem.get(old.conversation_id, {})
+            if old.idempotency_key is not None and keys.get(old.idempotency_key) is not None:
+                keys[old.idempotency_key] = kept[index]
+            done += 1
+        versions = self._states.get(op.conversation_id or "", [])
+        for old_state, new_state in op.states:
+            for i, s in enumerate(versions):
+                if s.version == old_state.version and s.value_json == old_state.value_json:
+                    versions[i] = s._replace(value_json=new_state.value_json)
+                    done += 1
+        archive = self._idem.get(op.conversation_id or "", {})
+        for old, new in op.archived:
+            found = archive.get(old.idempotency_key or "")
+            if found is not None and (found.content, found.payload_json) == (
+                old.content,
+                old.payload_json,
+            ):
+                archive[old.idempotency_key or ""] = found._replace(
+                    content=new.content, payload_json=new.payload_json
+                )
+                done += 1
+        for old_fact, new_fact in op.facts:
+            key = (op.tenant or "", op.contact_id or "", old_fact.key)
+            fact = self._facts.get(key)
+            if fact is not None and (fact.value_json, fact.history_json) == (
+                old_fact.value_json,
+                old_fact.history_json,
+            ):
+                self._facts[key] = fact._replace(
+                    value_json=new_fact.value_json, history_json=new_fact.history_json
+                )
+                done += 1
+        return Result(_OK, done)
+
+    @handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Result[tuple[list[str], str]]:
+        contacts = sorted({c for t, c, _ in self._facts if t == op.tenant and c > op.cursor})
+        page = contacts[: op.limit]
+        return Result(_OK, (page, page[-1] if len(contacts) > op.limit else ""))
+
+    @handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Result[tuple[list[MessageRow], str]]:
+        row = self._convs.get(op.conversation_id)
+        first_kept = 0 if row is None else row.last_seq - row.message_count
+        keys = self._idem.get(op.conversation_id, {})
+        trimmed = sorted(k for k, m in keys.items() if k > op.cursor and m.seq <= first_kept)
+        page = trimmed[: op.limit]
+        return Result(_OK, ([keys[k] for k in page], page[-1] if len(trimmed) > op.limit else ""))

@@ -1,4 +1,4 @@
-"""The ``threadkeep`` command: list, show, export, import, sweep, serve and chat.
+"""The ``threadkeep`` command: list, show, export, import, sweep, rotate-keys, serve and chat.
 
 Every expected error (a ``ThreadkeepError``) is printed as one red line on stderr and exits 1;
 bad usage exits 2.
@@ -32,6 +32,7 @@ from threadkeep import (
     AsyncStore,
     Conversation,
     ConversationClosed,
+    Encryption,
     InvalidInput,
     Message,
     Retention,
@@ -41,6 +42,7 @@ from threadkeep import (
     TurnInProgress,
     transfer,
 )
+from threadkeep._encryption import ENV_VAR as ENCRYPTION_ENV
 from threadkeep.bot import Bot, answer, make_bot
 
 app = typer.Typer(
@@ -121,10 +123,20 @@ def _opened(url: str, *, existing: bool = True) -> Iterator[Store]:
     if existing and path is not None and not path.exists():
         raise _fail(f"no store at {path} (check --store or THREADKEEP_STORE); nothing was created")
     try:
-        with threadkeep.open(url) as store:
+        with threadkeep.open(url, encryption=_encryption()) as store:
             yield store
     except ThreadkeepError as e:
         raise _fail(f"{type(e).__name__}: {e}") from None
+
+
+def _encryption() -> Encryption | None:
+    """The keys of ``THREADKEEP_ENCRYPTION_KEYS`` (None when it is unset or empty).
+
+    Raises:
+        InvalidInput: malformed keys.
+    """
+    keys = os.environ.get(ENCRYPTION_ENV, "").strip()
+    return Encryption.from_env(keys) if keys else None
 
 
 def _write(text: str) -> None:
@@ -273,7 +285,7 @@ def import_cmd(
         clock = threadkeep.ManualClock()
         try:
             with (
-                threadkeep.open(store, clock=clock) as s,
+                threadkeep.open(store, clock=clock, encryption=_encryption()) as s,
                 Progress(console=err, disable=total < 50) as progress,
             ):
                 task = progress.add_task("import", total=total)
@@ -324,7 +336,10 @@ def _import_peer(kind: str, source: str, store: str, tenant: str, ttl: str | Non
     clock = threadkeep.ManualClock()
     try:
         retention = _retention(ttl, None, None)
-        with threadkeep.open(store, clock=clock) as s, Progress(console=err) as progress:
+        with (
+            threadkeep.open(store, clock=clock, encryption=_encryption()) as s,
+            Progress(console=err) as progress,
+        ):
             task = progress.add_task(f"import from {escape(kind)}", total=None)
             report = importers.import_sessions(
                 s, kind, source, retention=retention, tenant=tenant, clock=clock,
@@ -351,6 +366,34 @@ def sweep_cmd(
     _write(
         f"idled: {report.idled}  purged: {report.purged}  "
         f"facts purged: {report.facts_purged}{suffix}"
+    )
+
+
+@app.command("rotate-keys")
+def rotate_keys_cmd(
+    store: StoreOpt = threadkeep.DEFAULT_STORE_URL,
+    tenant: TenantOpt = "default",
+    batch: Annotated[int, typer.Option(help="Conversations per page.")] = 100,
+) -> None:
+    """Rewrite a tenant's stored values under the current key of THREADKEEP_ENCRYPTION_KEYS.
+
+    Values under older keys, and plaintext written before encryption, are re-encrypted in
+    place while the store stays in use; run it again until it rewrites nothing.
+    """
+    if not os.environ.get(ENCRYPTION_ENV, "").strip():
+        raise _fail(f"set {ENCRYPTION_ENV} to 'id:base64key,...', the current key first")
+    with _opened(store) as s, Progress(console=err) as progress:
+        task = progress.add_task(f"re-encrypt tenant {escape(tenant)}", total=None)
+        report = s.reencrypt(
+            tenant=tenant,
+            batch=batch,
+            progress=lambda p: progress.update(
+                task, completed=p.conversations, description=f"re-encrypt: {p.rewritten} values"
+            ),
+        )
+    _write(
+        f"conversations: {report.conversations}  rewritten: {report.rewritten}  "
+        f"changed meanwhile: {report.changed}"
     )
 
 
@@ -512,7 +555,8 @@ async def _chat(
     wait: float,
     retention: Retention,
 ) -> None:
-    async with await threadkeep.open_async(url, retention=retention) as s:
+    opened = threadkeep.open_async(url, retention=retention, encryption=_encryption())
+    async with await opened as s:
         conv = await _open_conversation(s, conversation_id, contact, tenant)
         _note(f"conversation {conv.id} (resume with --conversation {conv.id})")
         screen = _Screen(s, conv)

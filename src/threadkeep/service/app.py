@@ -127,7 +127,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     api_keys = settings.tenants_by_key()
     secrets = settings.visitor_secrets()
     metrics = Metrics()
-    holder = StoreHolder(settings.store, metrics, settings.limits(), settings.retention())
+    holder = StoreHolder(
+        settings.store, metrics, settings.limits(), settings.retention(), settings.encryption()
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -63,7 +63,7 @@ def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 #: Attributes of an error that its JSON body carries (TurnIncomplete names the stored message).
-_DETAILS = ("field", "rule", "conversation_id", "message_seq")
+_DETAILS = ("field", "rule", "conversation_id", "message_seq", "key_id")
 
 
 def _headers(exc: ThreadkeepError) -> dict[str, str] | None:

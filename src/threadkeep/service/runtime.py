@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import threadkeep
-from threadkeep import AsyncStore, BackendError, Limits, Retention
+from threadkeep import AsyncStore, BackendError, Encryption, Limits, Retention
 from threadkeep.backends import AsyncBackend
 from threadkeep.service.observe import Metrics, TimedBackend
 
@@ -28,10 +28,12 @@ class StoreHolder:
         metrics: Metrics,
         limits: Limits | None = None,
         retention: Retention | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         self.url = url
         self.limits = limits
         self.retention = retention
+        self.encryption = encryption
         self.redacted = threadkeep.redact_url(url)
         self._metrics = metrics
         self._store: AsyncStore | None = None
@@ -54,8 +56,9 @@ class StoreHolder:
         async with self._lock:
             if self._store is None:
                 self._store = await threadkeep.open_async(
-                    self.url, limits=self.limits, retention=self.retention, instrument=self._timed
-                )
+                    self.url, limits=self.limits, retention=self.retention,
+                    instrument=self._timed, encryption=self.encryption,
+                )  # fmt: skip
                 log.info("store %s opened", self.redacted)
             return self._store
 

@@ -32,6 +32,7 @@ from threadkeep import (
     DEFAULT_LIMITS,
     DEFAULT_RETENTION,
     DEFAULT_STORE_URL,
+    Encryption,
     InvalidInput,
     Limits,
     Retention,
@@ -141,6 +142,9 @@ class ServiceSettings(BaseSettings):
         channel_worker: whether each service worker runs the channel processor
             (``threadkeep serve --no-worker`` turns it off).
         channel_lease: seconds a channel turn's lease lasts if its processor dies.
+        encryption_keys: keys to encrypt message content, payloads, states and facts at rest
+            with, ``"k2:<base64>,k1:<base64>"``, the current key first (see docs/security.md);
+            empty: no encryption.
     """
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
@@ -203,6 +207,7 @@ class ServiceSettings(BaseSettings):
     stale_after: float = Field(default=86400.0, gt=0)
     channel_worker: bool = True
     channel_lease: float = Field(default=30.0, gt=0)
+    encryption_keys: str = Field(default="", repr=False)
 
     @field_validator("ttl", mode="before")
     @classmethod
@@ -210,6 +215,14 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() in ("none", "never", ""):
             return None
         return value
+
+    def encryption(self) -> Encryption | None:
+        """Return the encryption keys these settings give (None: no encryption).
+
+        Raises:
+            InvalidInput: malformed keys (see ``Encryption.from_env``).
+        """
+        return Encryption.from_env(self.encryption_keys) if self.encryption_keys else None
 
     def limits(self) -> Limits:
         """Return the store limits these settings ask for."""

@@ -61,6 +61,8 @@ _READS: Final = frozenset(
         ops.CountsOp,
         ops.EventsOp,
         ops.RecallOp,
+        ops.FactContactsOp,
+        ops.ArchivedOp,
     }
 )
 #: Ops not sent again when the connection is lost while committing (the outcome is unknown
@@ -632,6 +634,93 @@ class Flows:
             {"tenant": op.tenant, "contact": op.contact_id, "key": op.key, "now": op.now_us},
         )
         return Result(_OK, [_common.decode_fact(r) for r in rows])
+
+    @_common.handles(ops.RewriteOp)
+    def _rewrite_values(self, op: ops.RewriteOp) -> Flow[Result[int]]:
+        done = 0
+        for old, new in op.messages:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_MESSAGE,
+                        {
+                            "content": schema.encode_content(new.content),
+                            "payload": new.payload_json,
+                            "id": old.conversation_id,
+                            "seq": old.seq,
+                            "old_content": schema.encode_content(old.content),
+                            "old_payload": old.payload_json,
+                        },
+                    )
+                )
+            )
+        for old_state, new_state in op.states:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_STATE,
+                        {
+                            "value": new_state.value_json,
+                            "id": op.conversation_id,
+                            "version": old_state.version,
+                            "old": old_state.value_json,
+                        },
+                    )
+                )
+            )
+        for old, new in op.archived:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_ARCHIVED,
+                        {
+                            "content": schema.encode_content(new.content),
+                            "payload": new.payload_json,
+                            "id": old.conversation_id,
+                            "key": old.idempotency_key,
+                            "old_content": schema.encode_content(old.content),
+                            "old_payload": old.payload_json,
+                        },
+                    )
+                )
+            )
+        for old_fact, new_fact in op.facts:
+            done += len(
+                (
+                    yield (
+                        schema.REWRITE_FACT,
+                        {
+                            "value": new_fact.value_json,
+                            "history": new_fact.history_json,
+                            "tenant": op.tenant,
+                            "contact": op.contact_id,
+                            "key": old_fact.key,
+                            "old_value": old_fact.value_json,
+                            "old_history": old_fact.history_json,
+                        },
+                    )
+                )
+            )
+        return Result(_OK, done)
+
+    @_common.handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Flow[Result[tuple[list[MessageRow], str]]]:
+        rows = yield (
+            schema.ARCHIVED,
+            {"id": op.conversation_id, "cursor": op.cursor, "limit": op.limit + 1},
+        )
+        page = [schema.decode_message(r) for r in rows[: op.limit]]
+        last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
+        return Result(_OK, (page, last))
+
+    @_common.handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Flow[Result[tuple[list[str], str]]]:
+        rows = yield (
+            schema.FACT_CONTACTS,
+            {"tenant": op.tenant, "cursor": op.cursor, "limit": op.limit + 1},
+        )
+        page = [r[0] for r in rows[: op.limit]]
+        return Result(_OK, (page, page[-1] if len(rows) > op.limit else ""))
 
     @staticmethod
     def migrate(name: str) -> Flow[int]:

@@ -465,3 +465,34 @@ PURGE_FACTS: Final = (
 LOCK_MIGRATIONS: Final = LOCK_CONTACT
 CURRENT_VERSION: Final = "SELECT coalesce(max(version), 0) FROM schema_version"
 RECORD_VERSION: Final = "INSERT INTO schema_version (version) VALUES (%(v)s)"
+
+
+# ---- key rotation: values rewritten in place, each only while it holds what was read ----
+
+REWRITE_MESSAGE: Final = (
+    "UPDATE messages SET content = %(content)s, payload = %(payload)s "
+    "WHERE conversation_id = %(id)s AND seq = %(seq)s AND content = %(old_content)s "
+    "AND payload IS NOT DISTINCT FROM %(old_payload)s RETURNING 1"
+)
+REWRITE_STATE: Final = (
+    "UPDATE states SET value_json = %(value)s WHERE conversation_id = %(id)s "
+    "AND version = %(version)s AND value_json = %(old)s RETURNING 1"
+)
+REWRITE_FACT: Final = (
+    "UPDATE facts SET value_json = %(value)s, history_json = %(history)s "
+    "WHERE tenant = %(tenant)s AND contact_id = %(contact)s AND key = %(key)s "
+    "AND value_json = %(old_value)s AND history_json = %(old_history)s RETURNING 1"
+)
+FACT_CONTACTS: Final = (
+    "SELECT DISTINCT contact_id FROM facts WHERE tenant = %(tenant)s "
+    "AND contact_id > %(cursor)s ORDER BY contact_id LIMIT %(limit)s"
+)
+ARCHIVED: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM idem_archive WHERE conversation_id = %(id)s "
+    "AND idem_key > %(cursor)s ORDER BY idem_key LIMIT %(limit)s"
+)
+REWRITE_ARCHIVED: Final = (
+    "UPDATE idem_archive SET content = %(content)s, payload = %(payload)s "
+    "WHERE conversation_id = %(id)s AND idem_key = %(key)s AND content = %(old_content)s "
+    "AND payload IS NOT DISTINCT FROM %(old_payload)s RETURNING 1"
+)

@@ -561,6 +561,80 @@ class Flows:
             ),
         )
 
+    @handles(ops.RewriteOp)
+    def _rewrite_values(self, op: ops.RewriteOp) -> Flow[Result[int]]:
+        """One script per kind of value (messages, key records, states, facts) it carries."""
+        done = 0
+        if op.messages:
+            args: list[str | int] = []
+            for old, new in op.messages:
+                args += (_entry(old), _entry(new), old.idempotency_key or "")
+            done += yield self._eval("rewrite", "messages", op.conversation_id or "", *args)
+        if op.states:
+            args = []
+            for old_state, new_state in op.states:
+                saved = f"{old_state.saved_us} "
+                args += (
+                    old_state.version,
+                    saved + old_state.value_json,
+                    saved + new_state.value_json,
+                )
+            done += yield self._eval("rewrite", "states", op.conversation_id or "", *args)
+        if op.archived:
+            args = []
+            for old, new in op.archived:
+                args += (old.idempotency_key or "", _entry(old), _entry(new))
+            done += yield self._eval("rewrite", "keys", op.conversation_id or "", *args)
+        if op.facts:
+            args = []
+            for old_fact, new_fact in op.facts:
+                args += (
+                    old_fact.key,
+                    codec.encode_fact(old_fact),
+                    codec.encode_fact(new_fact),
+                    f"{old_fact.source_json}\n{old_fact.history_json}",
+                    f"{new_fact.source_json}\n{new_fact.history_json}",
+                )
+            done += yield self._eval(
+                "rewrite", "facts", op.tenant or "", op.contact_id or "", *args
+            )
+        return Result(_OK, done)
+
+    @handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Flow[Result[tuple[list[MessageRow], str]]]:
+        """One HSCAN of the idempotency hash (the retry fields, tab-prefixed, left out)."""
+        after, fields = yield Command(
+            ("HSCAN", self.keys.idempotency(op.conversation_id), op.cursor or "0",
+             "COUNT", op.limit)
+        )  # fmt: skip
+        rows = [
+            codec.decode_message(op.conversation_id, entry)
+            for field, entry in _as_dict(fields).items()
+            if not field.startswith("\t")
+        ]
+        return Result(_OK, (rows, "" if str(after) == "0" else str(after)))
+
+    @handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Flow[Result[tuple[list[str], str]]]:
+        """One ZSCAN of the fact index, whose members start ``"len:tenant:contact"``."""
+        head = f"{len(op.tenant)}:{op.tenant}:"
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"
+        after, members = yield Command(
+            ("ZSCAN", self.keys.fact_expiries, op.cursor or "0", "MATCH", pattern,
+             "COUNT", op.limit)
+        )  # fmt: skip
+        contacts = dict.fromkeys(m[len(head) :].split("\n", 1)[0] for m, _ in members)
+        return Result(_OK, (list(contacts), "" if str(after) == "0" else str(after)))
+
+
+def _entry(row: MessageRow) -> str:
+    """A stored message entry, ``"seq body"``, as the scripts keep it."""
+    body = codec.encode_message(
+        row.role, row.content, row.created_us, row.metadata_json, row.idempotency_key,
+        row.payload_json, row.link,
+    )  # fmt: skip
+    return f"{row.seq} {body}"
+
 
 def _on_message(table: Mapping[str, str]) -> str:
     """The on-message table as the append script reads it: "from=to=event kind;…"."""

@@ -366,3 +366,31 @@ def encode_changes(row: ConversationRow) -> tuple[object, ...]:
 def decode_message(r: tuple[Any, ...]) -> MessageRow:
     """Decode a messages row selected with MESSAGE_COLUMNS."""
     return MessageRow(*r)
+
+
+# ---- key rotation: values rewritten in place, each only while it holds what was read ----
+
+REWRITE_MESSAGE: Final = (
+    "UPDATE messages SET content = ?, payload = ? "
+    "WHERE conversation_id = ? AND seq = ? AND content = ? AND payload IS ?"
+)
+REWRITE_STATE: Final = (
+    "UPDATE states SET value = ? WHERE conversation_id = ? AND version = ? AND value = ?"
+)
+REWRITE_FACT: Final = (
+    "UPDATE facts SET value = ?, history_json = ? "
+    "WHERE tenant = ? AND contact_id = ? AND key = ? AND value = ? AND history_json = ?"
+)
+FACT_CONTACTS: Final = (
+    "SELECT DISTINCT contact_id FROM facts WHERE tenant = ? AND contact_id > ? "
+    "ORDER BY contact_id LIMIT ?"
+)
+ARCHIVED: Final = (
+    "SELECT conversation_id, seq, role, content, created_us, metadata, idempotency_key, "
+    "payload, link FROM idem_archive WHERE conversation_id = ? AND idempotency_key > ? "
+    "ORDER BY idempotency_key LIMIT ?"
+)
+REWRITE_ARCHIVED: Final = (
+    "UPDATE idem_archive SET content = ?, payload = ? WHERE conversation_id = ? "
+    "AND idempotency_key = ? AND content = ? AND payload IS ?"
+)

@@ -700,3 +700,58 @@ class SQLiteBackend:
             sql, params = schema.RECALL_KEY, (op.tenant, op.contact_id, op.now_us, op.key)
         with self._errors():
             return Result(_OK, [_common.decode_fact(r) for r in self._conn().execute(sql, params)])
+
+    # ---- key rotation -------------------------------------------------------------------
+
+    @handles(ops.RewriteOp)
+    def _rewrite_values(self, op: ops.RewriteOp) -> Result[int]:
+        done = 0
+        with self._tx(write=True) as db:
+            for old, new in op.messages:
+                done += db.execute(
+                    schema.REWRITE_MESSAGE,
+                    (new.content, new.payload_json, old.conversation_id, old.seq, old.content,
+                     old.payload_json),
+                ).rowcount  # fmt: skip
+            for old_state, new_state in op.states:
+                done += db.execute(
+                    schema.REWRITE_STATE,
+                    (new_state.value_json, op.conversation_id, old_state.version,
+                     old_state.value_json),
+                ).rowcount  # fmt: skip
+            for old, new in op.archived:
+                done += db.execute(
+                    schema.REWRITE_ARCHIVED,
+                    (new.content, new.payload_json, old.conversation_id, old.idempotency_key,
+                     old.content, old.payload_json),
+                ).rowcount  # fmt: skip
+            for old_fact, new_fact in op.facts:
+                done += db.execute(
+                    schema.REWRITE_FACT,
+                    (new_fact.value_json, new_fact.history_json, op.tenant, op.contact_id,
+                     old_fact.key, old_fact.value_json, old_fact.history_json),
+                ).rowcount  # fmt: skip
+        return Result(_OK, done)
+
+    @handles(ops.FactContactsOp)
+    def _fact_contacts(self, op: ops.FactContactsOp) -> Result[tuple[list[str], str]]:
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute(schema.FACT_CONTACTS, (op.tenant, op.cursor, op.limit + 1))
+                .fetchall()
+            )
+        page = [r[0] for r in rows[: op.limit]]
+        return Result(_OK, (page, page[-1] if len(rows) > op.limit else ""))
+
+    @handles(ops.ArchivedOp)
+    def _archived(self, op: ops.ArchivedOp) -> Result[tuple[list[MessageRow], str]]:
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute(schema.ARCHIVED, (op.conversation_id, op.cursor, op.limit + 1))
+                .fetchall()
+            )
+        page = [schema.decode_message(r) for r in rows[: op.limit]]
+        last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
+        return Result(_OK, (page, last))
