@@ -39,12 +39,10 @@ class Routed(NamedTuple):
         return self.every if tenant is None else self.one
 
 
-def _routed(template: str, alias: str = "") -> Routed:
+def _routed(template: str) -> Routed:
     """Fill ``{row}`` of ``template`` with the conversation's key, with and without tenant."""
-    row = f"{alias}id = %(id)s"
-    return Routed(
-        template.format(row=f"{alias}tenant = %(tenant)s AND {row}"), template.format(row=row)
-    )
+    row = "id = %(id)s"
+    return Routed(template.format(row=f"tenant = %(tenant)s AND {row}"), template.format(row=row))
 
 
 class Unread(str):
@@ -408,14 +406,19 @@ DELETE_FROM: Final = f"DELETE FROM messages WHERE {_CONV} AND seq >= %(from)s"
 #: The live conversation's last N messages in one statement: no row at all when it is not
 #: found, one row of NULLs when it has no messages. N is its window when %(n)s is NULL.
 #: Seqs are contiguous (trimming removes the oldest), so the last N are a bounded range.
-WINDOW: Final = _routed(
+_WINDOW: Final = (
     "SELECT m.conversation_id, m.seq, m.role, m.content, m.created_us, m.metadata_json, "
     "m.idem_key, m.payload, m.link, c.window_n FROM conversations c LEFT JOIN LATERAL "
-    "(SELECT * FROM messages WHERE tenant = c.tenant AND conversation_id = c.id "
+    "(SELECT * FROM messages WHERE tenant = {tenant} AND conversation_id = c.id "
     "AND seq > c.last_seq - coalesce(%(n)s::bigint, c.window_n + %(extra)s) "
     "ORDER BY seq DESC LIMIT coalesce(%(n)s::bigint, c.window_n + %(extra)s)) m ON true "
-    "WHERE {row} AND (c.expires_us IS NULL OR c.expires_us > %(now)s)",
-    alias="c.",
+    "WHERE {row} AND (c.expires_us IS NULL OR c.expires_us > %(now)s)"
+)
+#: The messages' tenant is the parameter where it is given, so the plan names their
+#: partition (a join column is only pruned on at run time).
+WINDOW: Final = Routed(
+    _WINDOW.format(tenant="%(tenant)s", row="c.tenant = %(tenant)s AND c.id = %(id)s"),
+    _WINDOW.format(tenant="c.tenant", row="c.id = %(id)s"),
 )
 READ_AFTER: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND seq > %(after)s "
