@@ -78,6 +78,9 @@ def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
         )
     with contextlib.closing(open_backend(schema)) as backend:
         assert backend.migrated == len(MIGRATIONS) - 1
+    with psycopg.connect(SHARED) as conn:  # version 5 gave the message its tenant
+        tenants = conn.execute(f'SELECT tenant FROM "{schema}".messages').fetchall()
+    assert tenants == [(row.tenant,)]
     store = threadkeep.open(url_of(schema))
     try:
         assert [m.content for m in store.messages(row.id, tenant=row.tenant)] == ["héllo"]

@@ -226,7 +226,7 @@ class Flows:
     ) -> Flow[Result[MessageRow | None]]:
         row, lease = yield from self._lock(op.conversation_id, op.tenant)
         visible = decide.visible(row, op.tenant, op.now_us)
-        where = {"tenant": row.tenant, "id": row.id} if row is not None else {}
+        where = {"tenant": visible.tenant, "id": visible.id} if visible is not None else {}
         if visible is not None and resent and op.idempotency_key is None:
             found = yield schema.FIND_KEY, {**where, "key": retry_key}
             if found:  # our own earlier attempt did commit
@@ -268,8 +268,8 @@ class Flows:
         """Trim to whole exchanges from ``trim_from`` (see decide.Appended); the cut seq."""
         if trim_from is None:
             return None
-        where = {"tenant": tenant, "id": conversation_id}
-        rows = yield schema.TRIM_MESSAGES, {**where, "from": trim_from}
+        where = {"tenant": tenant, "id": conversation_id, "from": trim_from}
+        rows = yield schema.TRIM_MESSAGES, where
         return cast(int | None, rows[0][0])
 
     def _insert(self, row: ConversationRow, messages: tuple[MessageRow, ...]) -> Flow[None]:
@@ -447,8 +447,8 @@ class Flows:
         row, _ = yield from self._lock(op.conversation_id, op.tenant)
         old = None
         if op.rollback_to is not None and row is not None:
-            found = yield schema.SELECT_STATE, {"tenant": row.tenant, "id": row.id,
-                                                "v": op.rollback_to}  # fmt: skip
+            where = {"tenant": row.tenant, "id": row.id, "v": op.rollback_to}
+            found = yield schema.SELECT_STATE, where
             old = str(found[0][1]) if found else None
         verdict = decide.save_state(row, op, old)
         if isinstance(verdict, Result):
