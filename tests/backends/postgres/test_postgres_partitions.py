@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import threadkeep
-from tests.backends.postgres._helpers import SHARED, connect, url_of
+from tests.backends.postgres._helpers import SHARED, connect, drop_schema, url_of
 from threadkeep._rules.ops import Op, Result
 from threadkeep.backends.postgres import _schema as pg
 from threadkeep.backends.postgres._conn import pump
@@ -27,8 +27,24 @@ pytestmark = pytest.mark.postgres
 TABLES = ["conversations", "events", "facts", "idem_archive", "messages", "states"]
 
 
+def _indexes(schema: str) -> list[tuple[str, str]]:
+    with connect(schema) as conn:
+        rows = conn.execute(
+            "SELECT indexname, replace(indexdef, %s, '') FROM pg_indexes "
+            "WHERE schemaname = %s AND tablename = ANY(%s) ORDER BY 1",
+            (f"{schema}.", schema, TABLES),
+        ).fetchall()
+    return [(name, " ".join(d.replace("ONLY ", "").split())) for name, d in rows]
+
+
 def test_partitioned_schema_is_hash_partitioned_by_tenant(schema: str) -> None:
     threadkeep.open(f"{url_of(schema)}&partitions=4").close()
+    plain = f"{schema}_plain"
+    try:  # the same keys and indexes as the unpartitioned schema
+        threadkeep.open(url_of(plain)).close()
+        assert _indexes(schema) == _indexes(plain)
+    finally:
+        drop_schema(plain)
     with connect(schema) as conn:
         parents = conn.execute(
             "SELECT c.relname, pg_get_partkeydef(c.oid), (SELECT count(*) FROM pg_inherits i "

@@ -216,15 +216,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
-#: tenant into %(n)s partitions each (``<table>_p<i>``), keeping their columns, defaults,
-#: identity, primary key and indexes, and records the count. Run once, right after the
-#: migrations created the schema (the tables are empty), when the URL asks for partitions.
+#: tenant into N partitions each (``<table>_p<i>``; N from the ``threadkeep.partitions``
+#: setting), keeping their columns, defaults, identity, checks, keys and indexes, and records
+#: the count. Run once, right after the migrations created the schema (the tables are
+#: empty), when the URL asks for partitions.
 PARTITION: Final = """
 DO $$
 DECLARE
     n integer := current_setting('threadkeep.partitions')::integer;
     t text;
-    pk text;
+    keys text[];
     defs text[];
     d text;
 BEGIN
@@ -232,16 +233,17 @@ BEGIN
         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
         AND a.attname = 'tenant' AND NOT a.attisdropped ORDER BY 1
     LOOP
-        SELECT pg_get_constraintdef(oid) INTO pk FROM pg_constraint
-            WHERE conrelid = t::regclass AND contype = 'p';
+        SELECT coalesce(array_agg(format('ALTER TABLE %I ADD CONSTRAINT %I %s', t, conname,
+            pg_get_constraintdef(oid))), '{}') INTO keys
+            FROM pg_constraint WHERE conrelid = t::regclass AND contype IN ('p', 'u', 'x');
         SELECT coalesce(array_agg(indexdef), '{}') INTO defs FROM pg_indexes
-            WHERE schemaname = current_schema() AND tablename = t AND indexname <> t || '_pkey';
+            WHERE schemaname = current_schema() AND tablename = t AND indexname NOT IN
+            (SELECT conname FROM pg_constraint WHERE conrelid = t::regclass);
         EXECUTE format('ALTER TABLE %I RENAME TO %I', t, t || '_plain');
-        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING IDENTITY) '
-            'PARTITION BY HASH (tenant)', t, t || '_plain');
+        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING IDENTITY '
+            'INCLUDING CONSTRAINTS) PARTITION BY HASH (tenant)', t, t || '_plain');
         EXECUTE format('DROP TABLE %I', t || '_plain');
-        EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I %s', t, t || '_pkey', pk);
-        FOREACH d IN ARRAY defs LOOP
+        FOREACH d IN ARRAY keys || defs LOOP
             EXECUTE d;
         END LOOP;
         FOR i IN 0 .. n - 1 LOOP
