@@ -27,8 +27,8 @@ class Routed(NamedTuple):
     """A statement in two forms: ``one`` names the tenant, ``every`` does not.
 
     ``one`` runs on one shard on Citus and reads one partition of a partitioned schema;
-    ``every`` finds the row by id alone, for a call given no tenant, and every shard or
-    partition answers it.
+    ``every``, for a call given no tenant, finds the conversation by id alone (``READ_EVENTS``:
+    reads every tenant's events), and every shard or partition answers it.
     """
 
     one: str
