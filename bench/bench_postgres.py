@@ -281,8 +281,10 @@ SELECT 'tkx' || lpad(g::text, 23, '0'), 'loc-' || (g %% 10), 'contact-' || g,
 FROM generate_series(1, %(n)s::bigint) g
 """
 MSG_SQL = """
-INSERT INTO messages (conversation_id, seq, role, content, created_us, metadata_json, idem_key)
-SELECT 'tkx' || lpad(g::text, 23, '0'), s, CASE WHEN s %% 2 = 1 THEN 'user' ELSE 'assistant' END,
+INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us, metadata_json,
+    idem_key)
+SELECT 'loc-' || (g %% 10), 'tkx' || lpad(g::text, 23, '0'), s,
+    CASE WHEN s %% 2 = 1 THEN 'user' ELSE 'assistant' END,
     convert_to('message ' || s || ' of conversation ' || g || ': I would like to sell my house',
         'UTF8'),
     %(now)s - g * 6000000 - (%(per)s - s) * 1000000, '{}',
@@ -304,7 +306,8 @@ def _explain_setup(conn: psycopg.Connection[Any], conversations: int, per: int, 
         say(f"messages of conversations {lo}..{hi}: {time.perf_counter() - t0:.0f}s")
     conn.execute(MSG_SQL, {**args, "lo": 1, "hi": 1, "s0": per + 1, "s1": long})
     conn.execute(
-        'INSERT INTO states SELECT c.id, v, \'{"stage": "Q2"}\', %(now)s '
+        "INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
+        'SELECT c.tenant, c.id, v, \'{"stage": "Q2"}\', %(now)s '
         "FROM conversations c CROSS JOIN generate_series(1, 3) v",
         args,
     )

@@ -53,8 +53,9 @@ def isolated_url(kind: str, tmp_path: Path, run_id: str) -> str:
         return f"sqlite:///{path}"  # absolute path: sqlite:////tmp/...
     if kind == "redis":
         return f"{REDIS_BASE}?prefix=tk-test-{run_id}"
-    if kind == "postgres":
-        return f"{POSTGRES_BASE}?schema=tk_test_{run_id}"
+    if kind == "postgres":  # the base may carry options of its own (?partitions=4)
+        joint = "&" if "?" in POSTGRES_BASE else "?"
+        return f"{POSTGRES_BASE}{joint}schema=tk_test_{run_id}"
     raise ValueError(f"unknown backend kind {kind!r}")
 
 

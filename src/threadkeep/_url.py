@@ -27,6 +27,13 @@ def _non_negative_int(text: Any) -> int:
     return value
 
 
+def _partitions(text: Any) -> int:
+    value = int(text)
+    if not 0 <= value <= 1024:
+        raise ValueError("must be 0 (unpartitioned) to 1024")
+    return value
+
+
 def _name(text: Any) -> str:
     value = str(text)
     if not value or not value.replace("_", "").replace("-", "").isalnum():
@@ -47,7 +54,7 @@ QUERY_PARSERS: Final[Mapping[str, Mapping[str, Callable[[Any], Any]]]] = Mapping
         "sqlite": {"timeout": _positive_float},
         "redis": {**_NETWORK, "prefix": _name, "idempotency_keys": _non_negative_int},
         "rediss": {**_NETWORK, "prefix": _name, "idempotency_keys": _non_negative_int},
-        "postgresql": {**_NETWORK, "schema": _name},
+        "postgresql": {**_NETWORK, "schema": _name, "partitions": _partitions},
     }
 )
 

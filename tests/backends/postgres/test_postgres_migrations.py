@@ -11,16 +11,13 @@ import pytest
 
 import threadkeep
 from tests.backends.postgres._helpers import (
-    OPEN,
     SHARED,
-    flows_of,
     make_row,
     now_us,
     open_and_report,
     open_backend,
     url_of,
 )
-from threadkeep._rules import ops
 
 pytestmark = pytest.mark.postgres
 
@@ -54,8 +51,12 @@ def test_concurrent_open_migrates_once(schema: str) -> None:
 
 def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
     """A schema left at version 1 (text content) is upgraded on open and its messages read."""
-    from threadkeep.backends.postgres._conn import pump
-    from threadkeep.backends.postgres._schema import MIGRATIONS, VERSION_TABLE
+    from threadkeep.backends.postgres._schema import (
+        INSERT_CONVERSATION,
+        MIGRATIONS,
+        VERSION_TABLE,
+        encode_conversation,
+    )
 
     now = now_us()
     row = make_row(1, random.Random(3), now)
@@ -65,7 +66,8 @@ def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
         conn.execute(VERSION_TABLE)
         conn.execute(MIGRATIONS[0])
         conn.execute("INSERT INTO schema_version (version) VALUES (1)")
-        pump(conn, flows_of(schema).call(ops.StartOp(row, False, OPEN, 100)).attempt(1))
+        v1_insert = INSERT_CONVERSATION.replace("(tenant, id)", "(id)")  # version 1's key
+        conn.execute(v1_insert, encode_conversation(row))
         conn.execute(
             "UPDATE conversations SET last_seq = 1, message_count = 1, ttl_us = NULL, "
             "expires_us = NULL WHERE id = %s",
@@ -76,6 +78,9 @@ def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
         )
     with contextlib.closing(open_backend(schema)) as backend:
         assert backend.migrated == len(MIGRATIONS) - 1
+    with psycopg.connect(SHARED) as conn:  # version 5 gave the message its tenant
+        tenants = conn.execute(f'SELECT tenant FROM "{schema}".messages').fetchall()
+    assert tenants == [(row.tenant,)]
     store = threadkeep.open(url_of(schema))
     try:
         assert [m.content for m in store.messages(row.id, tenant=row.tenant)] == ["héllo"]

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import psycopg
 import psycopg_pool
 
-from threadkeep._exceptions import BackendError, BackendUnavailable
+from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 from threadkeep.backends.postgres._schema import Unread
@@ -41,6 +41,8 @@ class ConnectionOptions:
         self.timeout: float = url.options.get("timeout", 5.0)
         self.retries: int = url.options.get("retries", 3)
         self.pool_size: int = url.options.get("pool_size", 0) or 10
+        #: hash partitions per table of a schema created now (None: take the schema's)
+        self.partitions: int | None = url.options.get("partitions")
         # How long the pool keeps retrying one lost connection (with its own backoff) before
         # it gives up and starts afresh on the next request: this bounds how long calls keep
         # failing after the server is back (psycopg-pool's default is 5 minutes).
@@ -158,6 +160,7 @@ def migrate(options: ConnectionOptions) -> int:
 
     Raises:
         BackendUnavailable: the server cannot be reached within the timeout.
+        InvalidInput: the URL's ``partitions`` is not what the existing schema was created with.
     """
     attempts = Attempts(options)
     while True:
@@ -165,6 +168,15 @@ def migrate(options: ConnectionOptions) -> int:
             with psycopg.connect(
                 options.conninfo, connect_timeout=options.kwargs["connect_timeout"]
             ) as conn:
-                return pump(conn, Flows.migrate(options.schema))
+                applied, partitions = pump(conn, Flows.migrate(options.schema, options.partitions))
+            break
         except psycopg.Error as exc:
             time.sleep(attempts.pause(exc))
+    if options.partitions is not None and options.partitions != partitions:
+        raise InvalidInput(
+            f"schema {options.schema!r} was created with partitions={partitions}, the URL "
+            f"asks for partitions={options.partitions}: partitioning is chosen when a schema "
+            "is created; leave the option out, or name a new schema",
+            field="partitions",
+        )
+    return applied

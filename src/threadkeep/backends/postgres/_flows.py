@@ -133,9 +133,16 @@ class Flows:
 
     # ---- shared steps --------------------------------------------------------------------
 
-    def _lock(self, conversation_id: str) -> Flow[tuple[ConversationRow | None, tuple[int, int]]]:
-        """The conversation, locked, and its lease (token, until µs)."""
-        rows = yield schema.LOCK_CONVERSATION, {"id": conversation_id}
+    def _lock(
+        self, conversation_id: str, tenant: str | None
+    ) -> Flow[tuple[ConversationRow | None, tuple[int, int]]]:
+        """The conversation, locked, and its lease (token, until µs); another tenant's: None.
+
+        Called without a tenant it is found by id alone; every later statement of the flow
+        names the tenant of the row it found.
+        """
+        sql = schema.LOCK_CONVERSATION.pick(tenant)
+        rows = yield sql, {"tenant": tenant, "id": conversation_id}
         if not rows:
             return None, (0, 0)
         return _common.decode_conversation(rows[0]), (rows[0][19], rows[0][20])
@@ -158,11 +165,11 @@ class Flows:
             },
         )
 
-    def _erase(self, ids: list[str]) -> Flow[dict[str, int]]:
-        """Remove conversations' rows; return how many went, by ``schema.ERASED`` name."""
+    def _erase(self, tenants: list[str], ids: list[str]) -> Flow[dict[str, int]]:
+        """Remove the rows of conversations (tenant, id pairwise); how many went, by name."""
         removed: dict[str, int] = {}
         for name, sql in zip(schema.ERASED, schema.ERASE, strict=True):
-            rows = yield sql, {"ids": ids}
+            rows = yield sql, {"tenants": tenants, "ids": ids}
             removed[name] = rows[0][0]
         return removed
 
@@ -203,7 +210,10 @@ class Flows:
 
     @_common.handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:
-        rows = yield schema.SELECT_CONVERSATION, {"id": op.conversation_id, "now": op.now_us}
+        rows = yield (
+            schema.SELECT_CONVERSATION.pick(op.tenant),
+            {"tenant": op.tenant, "id": op.conversation_id, "now": op.now_us},
+        )
         found = _common.decode_conversation(rows[0]) if rows else None
         row = decide.visible(found, op.tenant, op.now_us)
         return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
@@ -216,23 +226,26 @@ class Flows:
     def _append(
         self, op: ops.AppendOp, retry_key: str, resent: bool
     ) -> Flow[Result[MessageRow | None]]:
-        row, lease = yield from self._lock(op.conversation_id)
+        row, lease = yield from self._lock(op.conversation_id, op.tenant)
         visible = decide.visible(row, op.tenant, op.now_us)
+        where = {"tenant": visible.tenant, "id": visible.id} if visible is not None else {}
         if visible is not None and resent and op.idempotency_key is None:
-            found = yield schema.FIND_KEY, {"id": visible.id, "key": retry_key}
+            found = yield schema.FIND_KEY, {**where, "key": retry_key}
             if found:  # our own earlier attempt did commit
                 return Result(_OK, schema.decode_message(found[0]))
         stored = None
         if visible is not None and op.idempotency_key is not None:
-            found = yield schema.FIND_KEY, {"id": visible.id, "key": op.idempotency_key}
+            found = yield schema.FIND_KEY, {**where, "key": op.idempotency_key}
             stored = schema.decode_message(found[0]) if found else None
         verdict = decide.append(row, op, stored, lease)
         if isinstance(verdict, Result):
             return verdict
         m = verdict.message
+        tenant = cast(ConversationRow, row).tenant
         yield (
             schema.INSERT_MESSAGE,
             {
+                "tenant": tenant,
                 "id": m.conversation_id,
                 "seq": m.seq,
                 "role": m.role,
@@ -248,25 +261,26 @@ class Flows:
                 "link": m.link,
             },
         )
-        yield from self._trim(m.conversation_id, verdict.trim_from)
-        tenant = cast(ConversationRow, row).tenant
+        yield from self._trim(tenant, m.conversation_id, verdict.trim_from)
         for event in verdict.events:
             yield from self._emit(tenant, m.conversation_id, op.now_us, event, op.events_kept)
         return verdict.result()
 
-    def _trim(self, conversation_id: str, trim_from: int | None) -> Flow[int | None]:
+    def _trim(self, tenant: str, conversation_id: str, trim_from: int | None) -> Flow[int | None]:
         """Trim to whole exchanges from ``trim_from`` (see decide.Appended); the cut seq."""
         if trim_from is None:
             return None
-        rows = yield schema.TRIM_MESSAGES, {"id": conversation_id, "from": trim_from}
+        where = {"tenant": tenant, "id": conversation_id, "from": trim_from}
+        rows = yield schema.TRIM_MESSAGES, where
         return cast(int | None, rows[0][0])
 
-    def _insert(self, conversation_id: str, messages: tuple[MessageRow, ...]) -> Flow[None]:
+    def _insert(self, row: ConversationRow, messages: tuple[MessageRow, ...]) -> Flow[None]:
         if messages:
             yield (
                 schema.INSERT_MESSAGES,
                 {
-                    "id": conversation_id,
+                    "tenant": row.tenant,
+                    "id": row.id,
                     "seqs": [m.seq for m in messages],
                     "roles": [m.role for m in messages],
                     "contents": [schema.encode_content(m.content) for m in messages],
@@ -287,38 +301,42 @@ class Flows:
             else item._replace(idempotency_key=f"{batch_key}:{n}")
             for n, item in enumerate(op.items)
         )  # fmt: skip
-        row, lease = yield from self._lock(op.conversation_id)
+        row, lease = yield from self._lock(op.conversation_id, op.tenant)
         keys = [i.idempotency_key for i in items if resent or not _internal(i.idempotency_key)]
         stored: dict[str, MessageRow] = {}
-        if keys and decide.visible(row, op.tenant, op.now_us) is not None:
-            found = yield schema.FIND_KEYS, {"id": op.conversation_id, "keys": keys}
+        if keys and row is not None and decide.visible(row, op.tenant, op.now_us) is not None:
+            where = {"tenant": row.tenant, "id": row.id}
+            found = yield schema.FIND_KEYS, {**where, "keys": keys}
             for r in found:  # decode_message hides internal keys: key the raw column
                 stored.setdefault(r[6], schema.decode_message(r))
         verdict = decide.append_many(row, replace(op, items=items), stored, lease)
         if isinstance(verdict, Result):
             return _hide_keys(verdict)
         assert row is not None
-        yield from self._insert(row.id, verdict.messages)
+        yield from self._insert(row, verdict.messages)
         yield schema.UPDATE_CONVERSATION, schema.encode_conversation(verdict.row_after(row))
-        yield from self._trim(row.id, verdict.trim_from)
+        yield from self._trim(row.tenant, row.id, verdict.trim_from)
         for event in verdict.events:
             yield from self._emit(row.tenant, row.id, op.now_us, event, op.events_kept)
         return _hide_keys(verdict.batch_result())
 
     def _rewrite(self, verdict: decide.Rewritten, keep: int) -> Flow[int | None]:
         row = verdict.row
-        yield schema.DELETE_FROM, {"id": row.id, "from": verdict.delete_from}
-        yield from self._insert(row.id, verdict.messages)
+        where = {"tenant": row.tenant, "id": row.id}
+        yield schema.DELETE_FROM, {**where, "from": verdict.delete_from}
+        yield from self._insert(row, verdict.messages)
         yield schema.UPDATE_CONVERSATION, schema.encode_conversation(row)
-        cut = yield from self._trim(row.id, verdict.trim_from)
+        cut = yield from self._trim(row.tenant, row.id, verdict.trim_from)
         yield from self._emit(row.tenant, row.id, row.activity_us, verdict.event, keep)
         return cut
 
     @_common.handles(ops.PopOp)
     def _pop(self, op: ops.PopOp) -> Flow[Result[MessageRow | None]]:
-        row, _ = yield from self._lock(op.conversation_id)
-        found = yield schema.NEWEST, {"id": op.conversation_id}
-        newest = schema.decode_message(found[0]) if found else None
+        row, _ = yield from self._lock(op.conversation_id, op.tenant)
+        newest = None
+        if row is not None:
+            found = yield schema.NEWEST, {"tenant": row.tenant, "id": row.id}
+            newest = schema.decode_message(found[0]) if found else None
         verdict = decide.pop(row, op, newest)
         if isinstance(verdict, Result):
             return verdict
@@ -327,7 +345,7 @@ class Flows:
 
     @_common.handles(ops.ClearOp)
     def _clear(self, op: ops.ClearOp) -> Flow[Result[int]]:
-        row, _ = yield from self._lock(op.conversation_id)
+        row, _ = yield from self._lock(op.conversation_id, op.tenant)
         verdict = decide.clear(row, op)
         if isinstance(verdict, Result):
             return verdict
@@ -336,7 +354,7 @@ class Flows:
 
     @_common.handles(ops.ReplaceOp)
     def _replace(self, op: ops.ReplaceOp) -> Flow[Result[tuple[list[MessageRow], int]]]:
-        row, _ = yield from self._lock(op.conversation_id)
+        row, _ = yield from self._lock(op.conversation_id, op.tenant)
         verdict = decide.replace_history(row, op)
         if isinstance(verdict, Result):
             return verdict
@@ -348,7 +366,7 @@ class Flows:
     def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
         if op.last is not None:
             rows = yield (
-                schema.WINDOW,
+                schema.WINDOW.pick(op.tenant),
                 {"id": op.conversation_id, "n": op.last, "extra": 0, "now": op.now_us,
                  "tenant": op.tenant},
             )  # fmt: skip
@@ -360,11 +378,11 @@ class Flows:
         found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
         if found.value is None:
             return Result(Outcome.NOT_FOUND, [])
+        where = {"tenant": found.value.tenant, "id": op.conversation_id, "n": op.limit}
         if op.before is not None:
-            rows = yield schema.READ_BEFORE, {"id": op.conversation_id, "before": op.before,
-                                         "n": op.limit}  # fmt: skip
+            rows = yield schema.READ_BEFORE, {**where, "before": op.before}
             return Result(_OK, [schema.decode_message(r) for r in reversed(rows)])
-        rows = yield schema.READ_AFTER, {"id": op.conversation_id, "after": op.after, "n": op.limit}
+        rows = yield schema.READ_AFTER, {**where, "after": op.after}
         return Result(_OK, [schema.decode_message(r) for r in rows])
 
     @_common.handles(ops.KeyOp)
@@ -372,29 +390,31 @@ class Flows:
         found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
         if found.value is None:
             return Result(Outcome.NOT_FOUND, None)
-        rows = yield schema.KEPT_KEY, {"id": op.conversation_id, "key": op.key}
+        where = {"tenant": found.value.tenant, "id": op.conversation_id}
+        rows = yield schema.KEPT_KEY, {**where, "key": op.key}
         return Result(_OK, schema.decode_message(rows[0]) if rows else None)
 
     @_common.handles(ops.DeliveryOp)
     def _delivery(self, op: ops.DeliveryOp) -> Flow[Result[MessageRow | None]]:
-        locked, _ = yield from self._lock(op.conversation_id)
+        locked, _ = yield from self._lock(op.conversation_id, op.tenant)
         row = decide.visible(locked, op.tenant, op.now_us)
         if row is None:
             return Result(Outcome.NOT_FOUND, None)
-        found = yield schema.SELECT_MESSAGE, {"id": row.id, "seq": op.seq}
+        where = {"tenant": row.tenant, "id": row.id, "seq": op.seq}
+        found = yield schema.SELECT_MESSAGE, where
         message = schema.decode_message(found[0]) if found else None
         verdict = decide.delivery(message, op)
         if isinstance(verdict, Result):
             return verdict
         assert message is not None
-        yield schema.UPDATE_METADATA, {"id": row.id, "seq": op.seq, "meta": verdict.metadata_json}
+        yield schema.UPDATE_METADATA, {**where, "meta": verdict.metadata_json}
         yield from self._emit(row.tenant, row.id, op.now_us, verdict.event, op.events_kept)
         return Result(_OK, message._replace(metadata_json=verdict.metadata_json))
 
     @_common.handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Flow[Result[tuple[Sequence[WindowLike], int]]]:
         rows = yield (
-            schema.WINDOW,
+            schema.WINDOW.pick(op.tenant),
             {"id": op.conversation_id, "n": None, "extra": op.extra, "now": op.now_us,
              "tenant": op.tenant},
         )  # fmt: skip
@@ -415,7 +435,7 @@ class Flows:
     def _change(
         self, op: ops.UpdateOp | ops.RetainOp, judge: decide.Judge
     ) -> Flow[Result[ConversationRow | None]]:
-        locked, _ = yield from self._lock(op.conversation_id)
+        locked, _ = yield from self._lock(op.conversation_id, op.tenant)
         verdict = judge(locked)
         if isinstance(verdict, Result):
             return verdict
@@ -426,24 +446,26 @@ class Flows:
 
     @_common.handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
-        row, _ = yield from self._lock(op.conversation_id)
+        row, _ = yield from self._lock(op.conversation_id, op.tenant)
         old = None
         if op.rollback_to is not None and row is not None:
-            found = yield schema.SELECT_STATE, {"id": row.id, "v": op.rollback_to}
+            where = {"tenant": row.tenant, "id": row.id, "v": op.rollback_to}
+            found = yield schema.SELECT_STATE, where
             old = str(found[0][1]) if found else None
         verdict = decide.save_state(row, op, old)
         if isinstance(verdict, Result):
             return verdict
         cid, tenant = op.conversation_id, cast(ConversationRow, row).tenant
+        where = {"tenant": tenant, "id": cid}
         yield (
             schema.INSERT_STATE,
-            {"id": cid, "v": verdict.version, "value": verdict.value_json, "now": op.now_us},
+            {**where, "v": verdict.version, "value": verdict.value_json, "now": op.now_us},
         )
-        yield schema.TRIM_STATES, {"id": cid, "floor": verdict.trim_to}
+        yield schema.TRIM_STATES, {**where, "floor": verdict.trim_to}
         yield (
             schema.UPDATE_SAVED,
             {
-                "id": cid,
+                **where,
                 "v": verdict.version,
                 "now": verdict.activity_us,
                 "expires_us": verdict.expires_us,
@@ -458,7 +480,8 @@ class Flows:
         found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
         if found.value is None:
             return Result(Outcome.NOT_FOUND, None)
-        rows = yield schema.LOAD_STATE, {"id": op.conversation_id, "v": op.version}
+        where = {"tenant": found.value.tenant, "id": op.conversation_id}
+        rows = yield schema.LOAD_STATE, {**where, "v": op.version}
         state = _common.decode_state(rows[0]) if rows else None
         if op.version is not None and state is None:
             return Result(Outcome.NO_VERSION, None)
@@ -485,10 +508,10 @@ class Flows:
 
     @_common.handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:
-        row, _ = yield from self._lock(op.conversation_id)
+        row, _ = yield from self._lock(op.conversation_id, op.tenant)
         if row is None or not decide.erasable(row, op.tenant):
             return Result(Outcome.NOT_FOUND, None)
-        yield from self._erase([row.id])
+        yield from self._erase([row.tenant], [row.id])
         yield from self._emit(row.tenant, row.id, op.now_us, ev.deleted(), op.events_kept)
         return decide.erased(row, op.now_us)
 
@@ -500,7 +523,7 @@ class Flows:
         facts = yield schema.FORGET_CONTACT, contact
         removed = {"messages": 0, "states": 0, "events": 0}
         if ids:
-            removed = yield from self._erase(ids)
+            removed = yield from self._erase([op.tenant] * len(ids), ids)
             for cid in ids:  # events last: nothing waits on a lock while holding the log's
                 yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept)
         live = sum(not is_expired(r[1], op.now_us) for r in rows)
@@ -532,12 +555,12 @@ class Flows:
             # ``batch`` conversations and ``batch * MESSAGES_PER_CONVERSATION`` messages per
             # transaction. A conversation row goes last, once its messages are all gone.
             rows = yield schema.DUE_PURGE, {**now, "n": batch}
-            ids = [r[0] for r in rows]
+            tenants, ids = [r[0] for r in rows], [r[1] for r in rows]
             if ids:
                 bite = batch * MESSAGES_PER_CONVERSATION
-                gone = yield schema.PURGE_MESSAGES, {"ids": ids, "n": bite}
+                gone = yield schema.PURGE_MESSAGES, {"tenants": tenants, "ids": ids, "n": bite}
                 if len(gone) < bite:
-                    yield from self._erase(ids)
+                    yield from self._erase(tenants, ids)
                     purged += len(ids)
             yield COMMIT
             if not ids:
@@ -566,19 +589,23 @@ class Flows:
         One statement, so the floor and the events come from one snapshot: a trim committed
         in between cannot make a stale cursor look valid.
         """
-        rows = yield schema.READ_EVENTS, {"after": op.after, "tenant": op.tenant, "n": op.limit}
+        rows = yield (
+            schema.READ_EVENTS.pick(op.tenant),
+            {"after": op.after, "tenant": op.tenant, "n": op.limit},
+        )
         if decide.cursor_expired(op.after, rows[0][0]):
             return Result(Outcome.EXPIRED, [])
         return Result(_OK, [_common.decode_event(r[1:]) for r in rows if r[1] is not None])
 
     @_common.handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
-        row, held = yield from self._lock(op.conversation_id)
+        row, held = yield from self._lock(op.conversation_id, op.tenant)
         verdict = decide.lease(row, op, held)
         if verdict.outcome is _OK:
+            assert row is not None
             yield (
                 schema.TAKE_LEASE,
-                {"t": verdict.value, "u": op.until_us, "id": op.conversation_id},
+                {"t": verdict.value, "u": op.until_us, "tenant": row.tenant, "id": row.id},
             )
         return verdict
 
@@ -591,7 +618,10 @@ class Flows:
         """
 
         def flow() -> Flow[Result[int]]:
-            rows = yield schema.PEEK_CONVERSATION, {"id": op.conversation_id}
+            rows = yield (
+                schema.PEEK_CONVERSATION.pick(op.tenant),
+                {"tenant": op.tenant, "id": op.conversation_id},
+            )
             if not rows:
                 return Result(Outcome.NOT_FOUND, 0)
             row = _common.decode_conversation(rows[0])
@@ -723,8 +753,12 @@ class Flows:
         return Result(_OK, (page, page[-1] if len(rows) > op.limit else ""))
 
     @staticmethod
-    def migrate(name: str) -> Flow[int]:
-        """Apply the missing migrations under an advisory lock; return the versions applied."""
+    def migrate(name: str, partitions: int | None = None) -> Flow[tuple[int, int]]:
+        """Apply the missing migrations under an advisory lock.
+
+        A schema created here with ``partitions`` (> 0) gets its tables hash-partitioned by
+        tenant. Returns how many versions were applied and the schema's partition count.
+        """
         yield schema.LOCK_MIGRATIONS, {"k": f"threadkeep:migrate:{name}"}
         yield f'CREATE SCHEMA IF NOT EXISTS "{name}"', {}
         yield f'SET LOCAL search_path TO "{name}"', {}
@@ -734,4 +768,8 @@ class Flows:
         for version, sql in enumerate(schema.MIGRATIONS[current:], start=current + 1):
             yield sql, {}
             yield schema.RECORD_VERSION, {"v": version}
-        return len(schema.MIGRATIONS) - current
+        if current == 0 and partitions:
+            yield schema.SET_PARTITIONS, {"n": str(partitions)}
+            yield schema.PARTITION, {}
+        rows = yield schema.PARTITIONS, {}
+        return len(schema.MIGRATIONS) - current, rows[0][0]

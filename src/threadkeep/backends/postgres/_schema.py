@@ -8,7 +8,7 @@ named otherwise there).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from threadkeep._rules.rows import ConversationRow, MessageRow
 
@@ -21,6 +21,28 @@ __all__ = [
     "encode_content",
     "encode_conversation",
 ]
+
+
+class Routed(NamedTuple):
+    """A statement in two forms: ``one`` names the tenant, ``every`` does not.
+
+    ``one`` runs on one shard on Citus and reads one partition of a partitioned schema;
+    ``every``, for a call given no tenant, finds the conversation by id alone (``READ_EVENTS``:
+    reads every tenant's events), and every shard or partition answers it.
+    """
+
+    one: str
+    every: str
+
+    def pick(self, tenant: str | None) -> str:
+        """Return the form for a call given ``tenant`` (None: any tenant)."""
+        return self.every if tenant is None else self.one
+
+
+def _routed(template: str) -> Routed:
+    """Fill ``{row}`` of ``template`` with the conversation's key, with and without tenant."""
+    row = "id = %(id)s"
+    return Routed(template.format(row=f"tenant = %(tenant)s AND {row}"), template.format(row=row))
 
 
 class Unread(str):
@@ -149,7 +171,89 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE idem_archive ADD COLUMN payload text,
         ADD COLUMN link smallint NOT NULL DEFAULT 0;
     """,
+    # 5: the tenant in every table and leading every key, so that each statement names its
+    # tenant and the schema can be distributed (Citus) or hash-partitioned by tenant
+    # (docs/postgres.md, "Distributing by tenant"). Rows take their conversation's tenant;
+    # rows whose conversation is gone (none should be) are erased, as the conversation was.
+    # Ids stay unique by construction (new_id), so a plain index serves calls by bare id.
+    """
+    ALTER TABLE messages ADD COLUMN tenant text;
+    UPDATE messages m SET tenant = c.tenant FROM conversations c WHERE c.id = m.conversation_id;
+    DELETE FROM messages WHERE tenant IS NULL;
+    ALTER TABLE messages ALTER COLUMN tenant SET NOT NULL, DROP CONSTRAINT messages_pkey,
+        ADD CONSTRAINT messages_pkey PRIMARY KEY (tenant, conversation_id, seq);
+    DROP INDEX messages_idem;
+    CREATE UNIQUE INDEX messages_idem ON messages (tenant, conversation_id, idem_key)
+        WHERE idem_key IS NOT NULL;
+
+    ALTER TABLE idem_archive ADD COLUMN tenant text;
+    UPDATE idem_archive a SET tenant = c.tenant FROM conversations c
+        WHERE c.id = a.conversation_id;
+    DELETE FROM idem_archive WHERE tenant IS NULL;
+    ALTER TABLE idem_archive ALTER COLUMN tenant SET NOT NULL,
+        DROP CONSTRAINT idem_archive_pkey,
+        ADD CONSTRAINT idem_archive_pkey PRIMARY KEY (tenant, conversation_id, idem_key);
+
+    ALTER TABLE states ADD COLUMN tenant text;
+    UPDATE states s SET tenant = c.tenant FROM conversations c WHERE c.id = s.conversation_id;
+    DELETE FROM states WHERE tenant IS NULL;
+    ALTER TABLE states ALTER COLUMN tenant SET NOT NULL, DROP CONSTRAINT states_pkey,
+        ADD CONSTRAINT states_pkey PRIMARY KEY (tenant, conversation_id, version);
+
+    ALTER TABLE conversations DROP CONSTRAINT conversations_pkey,
+        ADD CONSTRAINT conversations_pkey PRIMARY KEY (tenant, id);
+    CREATE INDEX conversations_id ON conversations (id);
+
+    ALTER TABLE events DROP CONSTRAINT events_pkey,
+        ADD CONSTRAINT events_pkey PRIMARY KEY (tenant, id);
+    DROP INDEX events_tenant;
+    CREATE INDEX events_id ON events (id);
+    DROP INDEX events_conversation;
+    CREATE INDEX events_conversation ON events (tenant, conversation_id);
+
+    INSERT INTO meta VALUES ('partitions', 0);
+    """,
 )
+
+#: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
+#: tenant into N partitions each (``<table>_p<i>``; N from the ``threadkeep.partitions``
+#: setting), keeping their columns, defaults, identity, checks, keys and indexes, and records
+#: the count. Run once, right after the migrations created the schema (the tables are
+#: empty), when the URL asks for partitions.
+PARTITION: Final = """
+DO $$
+DECLARE
+    n integer := current_setting('threadkeep.partitions')::integer;
+    t text;
+    keys text[];
+    defs text[];
+    d text;
+BEGIN
+    FOR t IN SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+        WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+        AND a.attname = 'tenant' AND NOT a.attisdropped ORDER BY 1
+    LOOP
+        SELECT coalesce(array_agg(format('ALTER TABLE %I ADD CONSTRAINT %I %s', t, conname,
+            pg_get_constraintdef(oid))), '{}') INTO keys
+            FROM pg_constraint WHERE conrelid = t::regclass AND contype IN ('p', 'u', 'x');
+        SELECT coalesce(array_agg(indexdef), '{}') INTO defs FROM pg_indexes
+            WHERE schemaname = current_schema() AND tablename = t AND indexname NOT IN
+            (SELECT conname FROM pg_constraint WHERE conrelid = t::regclass);
+        EXECUTE format('ALTER TABLE %I RENAME TO %I', t, t || '_plain');
+        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING IDENTITY '
+            'INCLUDING CONSTRAINTS) PARTITION BY HASH (tenant)', t, t || '_plain');
+        EXECUTE format('DROP TABLE %I', t || '_plain');
+        FOREACH d IN ARRAY keys || defs LOOP
+            EXECUTE d;
+        END LOOP;
+        FOR i IN 0 .. n - 1 LOOP
+            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES WITH (MODULUS %s, '
+                'REMAINDER %s)', t || '_p' || i, t, n, i);
+        END LOOP;
+    END LOOP;
+    UPDATE meta SET value = n WHERE key = 'partitions';
+END $$
+"""
 
 VERSION_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_version "
@@ -218,7 +322,7 @@ def decode_message(row: tuple[Any, ...]) -> MessageRow:
 INSERT_CONVERSATION: Final = (
     f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES ("
     + ", ".join(f"%({c.strip()})s" for c in CONVERSATION_COLUMNS.split(","))
-    + ") ON CONFLICT (id) DO NOTHING RETURNING 1"
+    + ") ON CONFLICT (tenant, id) DO NOTHING RETURNING 1"
 )
 #: Writes back the fields an operation may change.
 UPDATE_CONVERSATION: Final = Unread(
@@ -226,56 +330,56 @@ UPDATE_CONVERSATION: Final = Unread(
     "activity_us = %(activity_us)s, expires_us = %(expires_us)s, idle_us = %(idle_us)s, "
     "message_count = %(message_count)s, last_seq = %(last_seq)s, "
     "state_version = %(state_version)s, ttl_us = %(ttl_us)s, idle_after_us = %(idle_after_us)s, "
-    "window_n = %(window_n)s, max_messages = %(max_messages)s WHERE id = %(id)s"
+    "window_n = %(window_n)s, max_messages = %(max_messages)s "
+    "WHERE tenant = %(tenant)s AND id = %(id)s"
 )
-LOCK_CONVERSATION: Final = (
-    f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations "
-    "WHERE id = %(id)s FOR UPDATE"
+_PEEK: Final = (
+    f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations WHERE {{row}}"
 )
+LOCK_CONVERSATION: Final = _routed(_PEEK + " FOR UPDATE")
 #: LOCK_CONVERSATION without the lock: a lease request reads this first and locks the row
 #: only when the lease looks free, so waiters never queue on the row lock of a busy turn.
-PEEK_CONVERSATION: Final = LOCK_CONVERSATION.removesuffix(" FOR UPDATE")
-SELECT_CONVERSATION: Final = (
-    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %(id)s AND {LIVE}"
+PEEK_CONVERSATION: Final = _routed(_PEEK)
+SELECT_CONVERSATION: Final = _routed(
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{row}} AND {LIVE}"
 )
 FIND_OPEN: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = %(tenant)s "
     f"AND contact_id = %(contact_id)s AND status = ANY(%(statuses)s) AND {LIVE} "
     "ORDER BY activity_us DESC, id DESC LIMIT 1"
 )
+#: Every statement below names the conversation by (tenant, id): the flows learn the tenant
+#: from the conversation row they read or lock first when the call did not give it.
+_CONV: Final = "tenant = %(tenant)s AND conversation_id = %(id)s"
 FIND_KEY: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s "
-    f"UNION ALL SELECT {MESSAGE_COLUMNS} FROM idem_archive WHERE conversation_id = %(id)s "
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND idem_key = %(key)s "
+    f"UNION ALL SELECT {MESSAGE_COLUMNS} FROM idem_archive WHERE {_CONV} "
     "AND idem_key = %(key)s LIMIT 1"
 )
 #: The stored messages of several idempotency keys, kept or trimmed (a batch's replays).
 FIND_KEYS: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s "
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} "
     f"AND idem_key = ANY(%(keys)s) UNION ALL SELECT {MESSAGE_COLUMNS} FROM idem_archive "
-    "WHERE conversation_id = %(id)s AND idem_key = ANY(%(keys)s)"
+    f"WHERE {_CONV} AND idem_key = ANY(%(keys)s)"
 )
 #: One kept message, and the write of its metadata (set_delivery).
-SELECT_MESSAGE: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND seq = %(seq)s"
-)
+SELECT_MESSAGE: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND seq = %(seq)s"
 UPDATE_METADATA: Final = (
-    "UPDATE messages SET metadata_json = %(meta)s WHERE conversation_id = %(id)s AND seq = %(seq)s"
+    f"UPDATE messages SET metadata_json = %(meta)s WHERE {_CONV} AND seq = %(seq)s"
 )
 #: The kept message of one caller key (message_by_key).
-KEPT_KEY: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND idem_key = %(key)s"
-)
+KEPT_KEY: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND idem_key = %(key)s"
 #: Writes the conversation row back and inserts the message; one statement.
 INSERT_MESSAGE: Final = Unread(
     "WITH c AS (UPDATE conversations SET status = %(status)s, activity_us = %(now)s, "
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s, message_count = %(count)s, "
-    "last_seq = %(seq)s WHERE id = %(id)s RETURNING 1) "
-    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (%(id)s, %(seq)s, %(role)s, %(content)s, "
-    "%(now)s, %(metadata_json)s, %(key)s, %(payload)s, %(link)s)"
+    "last_seq = %(seq)s WHERE tenant = %(tenant)s AND id = %(id)s RETURNING 1) "
+    f"INSERT INTO messages (tenant, {MESSAGE_COLUMNS}) VALUES (%(tenant)s, %(id)s, %(seq)s, "
+    "%(role)s, %(content)s, %(now)s, %(metadata_json)s, %(key)s, %(payload)s, %(link)s)"
 )
 #: Inserts a batch of messages (one array per column); one statement.
 INSERT_MESSAGES: Final = Unread(
-    f"INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT %(id)s, * FROM unnest("
+    f"INSERT INTO messages (tenant, {MESSAGE_COLUMNS}) SELECT %(tenant)s, %(id)s, * FROM unnest("
     "%(seqs)s::bigint[], %(roles)s::text[], %(contents)s::bytea[], %(times)s::bigint[], "
     "%(metadata)s::text[], %(keys)s::text[], %(payloads)s::text[], %(links)s::smallint[])"
 )
@@ -285,43 +389,46 @@ INSERT_MESSAGES: Final = Unread(
 #: nothing trimmed). One statement.
 TRIM_MESSAGES: Final = (
     "WITH cut AS (SELECT min(m.seq) AS s FROM messages m LEFT JOIN messages p "
-    "ON p.conversation_id = m.conversation_id AND p.seq = m.seq - 1 "
-    "WHERE m.conversation_id = %(id)s AND m.seq >= %(from)s AND (m.link & 1) = 0 "
-    "AND (coalesce(p.link, 0) & 2) = 0), "
-    "gone AS (DELETE FROM messages WHERE conversation_id = %(id)s "
+    "ON p.tenant = m.tenant AND p.conversation_id = m.conversation_id AND p.seq = m.seq - 1 "
+    "WHERE m.tenant = %(tenant)s AND m.conversation_id = %(id)s AND m.seq >= %(from)s "
+    "AND (m.link & 1) = 0 AND (coalesce(p.link, 0) & 2) = 0), "
+    f"gone AS (DELETE FROM messages WHERE {_CONV} "
     f"AND seq < (SELECT s FROM cut) RETURNING {MESSAGE_COLUMNS}), "
-    "kept AS (INSERT INTO idem_archive SELECT conversation_id, idem_key, seq, role, content, "
-    "created_us, metadata_json, payload, link FROM gone WHERE idem_key IS NOT NULL "
-    "AND left(idem_key, 1) <> E'\\x1f'), "
+    "kept AS (INSERT INTO idem_archive (tenant, conversation_id, idem_key, seq, role, content, "
+    "created_us, metadata_json, payload, link) SELECT %(tenant)s, conversation_id, idem_key, "
+    "seq, role, content, created_us, metadata_json, payload, link FROM gone "
+    "WHERE idem_key IS NOT NULL AND left(idem_key, 1) <> E'\\x1f'), "
     "c AS (UPDATE conversations SET message_count = last_seq - (SELECT s FROM cut) + 1 "
-    "WHERE id = %(id)s AND (SELECT s FROM cut) IS NOT NULL) "
+    "WHERE tenant = %(tenant)s AND id = %(id)s AND (SELECT s FROM cut) IS NOT NULL) "
     "SELECT s FROM cut"
 )
-NEWEST: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s "
-    "ORDER BY seq DESC LIMIT 1"
-)
+NEWEST: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} ORDER BY seq DESC LIMIT 1"
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
-DELETE_FROM: Final = "DELETE FROM messages WHERE conversation_id = %(id)s AND seq >= %(from)s"
+DELETE_FROM: Final = f"DELETE FROM messages WHERE {_CONV} AND seq >= %(from)s"
 #: The live conversation's last N messages in one statement: no row at all when it is not
 #: found, one row of NULLs when it has no messages. N is its window when %(n)s is NULL.
 #: Seqs are contiguous (trimming removes the oldest), so the last N are a bounded range.
-WINDOW: Final = (
+_WINDOW: Final = (
     "SELECT m.conversation_id, m.seq, m.role, m.content, m.created_us, m.metadata_json, "
     "m.idem_key, m.payload, m.link, c.window_n FROM conversations c LEFT JOIN LATERAL "
-    "(SELECT * FROM messages WHERE conversation_id = c.id "
+    "(SELECT * FROM messages WHERE tenant = {tenant} AND conversation_id = c.id "
     "AND seq > c.last_seq - coalesce(%(n)s::bigint, c.window_n + %(extra)s) "
     "ORDER BY seq DESC LIMIT coalesce(%(n)s::bigint, c.window_n + %(extra)s)) m ON true "
-    "WHERE c.id = %(id)s AND (c.expires_us IS NULL OR c.expires_us > %(now)s) "
-    "AND (%(tenant)s::text IS NULL OR c.tenant = %(tenant)s)"
+    "WHERE {row} AND (c.expires_us IS NULL OR c.expires_us > %(now)s)"
+)
+#: The messages' tenant is the parameter where it is given, so the plan names their
+#: partition (a join column is only pruned on at run time).
+WINDOW: Final = Routed(
+    _WINDOW.format(tenant="%(tenant)s", row="c.tenant = %(tenant)s AND c.id = %(id)s"),
+    _WINDOW.format(tenant="c.tenant", row="c.id = %(id)s"),
 )
 READ_AFTER: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s AND seq > %(after)s "
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND seq > %(after)s "
     "ORDER BY seq LIMIT %(n)s"
 )
 #: The newest %(n)s messages below a seq, newest first.
 READ_BEFORE: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(id)s "
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} "
     "AND seq < %(before)s ORDER BY seq DESC LIMIT %(n)s"
 )
 #: Appends one event (waking LISTENers on commit), trims the log to ``keep`` newest ids and
@@ -340,22 +447,31 @@ EMIT: Final = Unread(
     "UPDATE meta SET value = (SELECT id FROM e) - %(keep)s "
     "WHERE key = 'events_floor' AND value < (SELECT id FROM e) - %(keep)s"
 )
+#: The conversations (tenant, id) of the arrays %(tenants)s and %(ids)s, pairwise; the
+#: tenants are named again as a list, so a single tenant's call stays on one shard.
+_PAIRS: Final = (
+    "tenant = ANY(%(tenants)s) AND (tenant, {column}) IN "
+    "(SELECT * FROM unnest(%(tenants)s::text[], %(ids)s::text[]))"
+)
 #: Deletes up to %(n)s messages of the given conversations (sweep's bounded bite).
 PURGE_MESSAGES: Final = (
-    "DELETE FROM messages WHERE (conversation_id, seq) IN (SELECT conversation_id, seq "
-    "FROM messages WHERE conversation_id = ANY(%(ids)s) LIMIT %(n)s) RETURNING 1"
+    "DELETE FROM messages WHERE (tenant, conversation_id, seq) IN (SELECT tenant, "
+    f"conversation_id, seq FROM messages WHERE {_PAIRS.format(column='conversation_id')} "
+    "LIMIT %(n)s) RETURNING 1"
 )
 #: The log's floor, and up to %(n)s events after the cursor (after the floor when it is
 #: NULL): one row of (floor, NULLs) when there are none.
-READ_EVENTS: Final = (
+_READ_EVENTS: Final = (
     "SELECT f.value, e.id, e.kind, e.tenant, e.conversation_id, e.data_json, e.at_us "
     "FROM meta f LEFT JOIN LATERAL (SELECT * FROM events "
-    "WHERE id > coalesce(%(after)s::bigint, f.value) "
-    "AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s) ORDER BY id LIMIT %(n)s) e ON true "
+    "WHERE id > coalesce(%(after)s::bigint, f.value){tenant} ORDER BY id LIMIT %(n)s) e ON true "
     "WHERE f.key = 'events_floor' ORDER BY e.id"
 )
+READ_EVENTS: Final = Routed(
+    _READ_EVENTS.format(tenant=" AND tenant = %(tenant)s"), _READ_EVENTS.format(tenant="")
+)
 ERASE: Final = tuple(
-    f"WITH gone AS (DELETE FROM {table} WHERE {column} = ANY(%(ids)s) RETURNING 1) "
+    f"WITH gone AS (DELETE FROM {table} WHERE {_PAIRS.format(column=column)} RETURNING 1) "
     "SELECT count(*) FROM gone"
     for table, column in (
         ("messages", "conversation_id"),
@@ -390,26 +506,28 @@ FORGET_CONTACT: Final = (
     "WITH gone AS (DELETE FROM facts WHERE tenant = %(tenant)s AND contact_id = %(contact)s "
     "RETURNING 1) SELECT count(*) FROM gone"
 )
-SELECT_STATE: Final = (
-    f"SELECT {STATE_COLUMNS} FROM states WHERE conversation_id = %(id)s AND version = %(v)s"
-)
+SELECT_STATE: Final = f"SELECT {STATE_COLUMNS} FROM states WHERE {_CONV} AND version = %(v)s"
 #: The current version when %(v)s is NULL, else that one.
 LOAD_STATE: Final = (
-    f"SELECT {STATE_COLUMNS} FROM states WHERE conversation_id = %(id)s "
+    f"SELECT {STATE_COLUMNS} FROM states WHERE {_CONV} "
     "AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint) ORDER BY version DESC LIMIT 1"
 )
-INSERT_STATE: Final = Unread("INSERT INTO states VALUES (%(id)s, %(v)s, %(value)s, %(now)s)")
-TRIM_STATES: Final = Unread(
-    "DELETE FROM states WHERE conversation_id = %(id)s AND version <= %(floor)s"
+INSERT_STATE: Final = Unread(
+    "INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
+    "VALUES (%(tenant)s, %(id)s, %(v)s, %(value)s, %(now)s)"
 )
+TRIM_STATES: Final = Unread(f"DELETE FROM states WHERE {_CONV} AND version <= %(floor)s")
 #: Writes back what a state save changes.
 UPDATE_SAVED: Final = Unread(
     "UPDATE conversations SET state_version = %(v)s, activity_us = %(now)s, "
-    "expires_us = %(expires_us)s, idle_us = %(idle_us)s WHERE id = %(id)s"
+    "expires_us = %(expires_us)s, idle_us = %(idle_us)s "
+    "WHERE tenant = %(tenant)s AND id = %(id)s"
 )
 TAKE_LEASE: Final = (
-    "UPDATE conversations SET lease_token = %(t)s, lease_until_us = %(u)s WHERE id = %(id)s"
+    "UPDATE conversations SET lease_token = %(t)s, lease_until_us = %(u)s "
+    "WHERE tenant = %(tenant)s AND id = %(id)s"
 )
+#: A release names no tenant (ReleaseOp carries none): found by id alone.
 RELEASE_LEASE: Final = (
     "UPDATE conversations SET lease_until_us = 0 WHERE id = %(id)s AND lease_token = %(t)s"
 )
@@ -444,14 +562,14 @@ COUNT_DUE: Final = (
     f"(SELECT count(*) FROM facts WHERE {_FACT_DUE})"
 )
 DUE_PURGE: Final = (
-    "SELECT id FROM conversations WHERE expires_us <= %(now)s "
+    "SELECT tenant, id FROM conversations WHERE expires_us <= %(now)s "
     "ORDER BY expires_us LIMIT %(n)s FOR UPDATE SKIP LOCKED"
 )
 #: Marks a batch idle; returns what each one's event needs, in creation order.
 MARK_IDLE: Final = (
     "UPDATE conversations c SET status = %(to)s FROM ("
-    f"SELECT id, status FROM conversations WHERE {_IDLE_DUE} "
-    "ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED) o WHERE c.id = o.id "
+    f"SELECT tenant, id, status FROM conversations WHERE {_IDLE_DUE} "
+    "ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED) o WHERE c.tenant = o.tenant AND c.id = o.id "
     "RETURNING c.created_us, c.id, c.tenant, o.status"
 )
 PURGE_FACTS: Final = (
@@ -465,6 +583,9 @@ PURGE_FACTS: Final = (
 LOCK_MIGRATIONS: Final = LOCK_CONTACT
 CURRENT_VERSION: Final = "SELECT coalesce(max(version), 0) FROM schema_version"
 RECORD_VERSION: Final = "INSERT INTO schema_version (version) VALUES (%(v)s)"
+SET_PARTITIONS: Final = "SELECT set_config('threadkeep.partitions', %(n)s, true)"
+#: How many hash partitions per table the schema was created with (0: none).
+PARTITIONS: Final = "SELECT value FROM meta WHERE key = 'partitions'"
 
 
 # ---- key rotation: values rewritten in place, each only while it holds what was read ----
