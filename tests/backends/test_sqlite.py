@@ -108,3 +108,17 @@ def test_file_replaced_by_a_directory_is_backend_unavailable(tmp_path):
     with pytest.raises(threadkeep.BackendUnavailable) as info:
         threadkeep.open(f"sqlite:///{path}").get(conv.id)
     assert "gone.db" in str(info.value)
+
+
+def test_counts_reads_counters_and_the_expired_range_only(tmp_path):
+    """counts() does not walk the tenant's rows (bench.scale): the counters by primary key,
+    and of the conversations only the expired-unswept range of the expiry index."""
+    from threadkeep.backends.sqlite._schema import COUNTS
+
+    path = tmp_path / "plan.db"
+    threadkeep.open(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as db:
+        plan = [r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {COUNTS}", {"tenant": "t", "now": 1})]
+    reads = [step for step in plan if "conversations " in step + " "]
+    assert any("conversation_counts USING PRIMARY KEY" in step for step in plan), plan
+    assert reads == ["SEARCH conversations USING INDEX conv_by_expiry (expires_us<?)"], plan

@@ -22,6 +22,7 @@ from threadkeep import (
     InvalidInput,
     Limits,
     ManualClock,
+    Retention,
     StateConflict,
     TurnInProgress,
 )
@@ -190,6 +191,40 @@ def test_list_filters_and_order(store: Any, clock: Any) -> None:
     assert counts.total == 3
     assert counts.by_status.get("new") == 2
     assert counts.by_status.get("active") == 1
+
+
+def test_counts_follow_every_change(store: Any, clock: Any) -> None:
+    """counts() as the tenant's live rows are started, moved, staged, erased, expired, swept."""
+    tenant = f"t-{uuid4().hex[:8]}"
+    short = Retention(ttl=timedelta(hours=1))
+    a = store.start(contact(), tenant=tenant, stage="Q1")
+    b = store.start(contact(), tenant=tenant, stage="Q1")
+    c = store.start(contact(), tenant=tenant)
+    store.start(contact(), tenant=tenant, stage="Q2", retention=short)
+    e = store.start(contact(), tenant=tenant, retention=short)
+    store.start(contact(), tenant=f"{tenant}-other", stage="Q1")
+
+    def seen() -> tuple[int, dict[str, int], dict[str, int]]:
+        counts = store.counts(tenant=tenant)
+        by_status = {k: v for k, v in counts.by_status.items() if v}
+        return counts.total, by_status, {k: v for k, v in counts.by_stage.items() if v}
+
+    assert seen() == (5, {"new": 5}, {"Q1": 2, "Q2": 1})
+    store.append(a.id, "user", "hi")  # new → active
+    store.set_stage(b.id, "Q2")
+    store.set_stage(c.id, "Q1")
+    store.close_conversation(b.id)
+    assert seen() == (5, {"new": 3, "active": 1, "closed": 1}, {"Q1": 2, "Q2": 2})
+    store.delete(c.id)
+    assert seen() == (4, {"new": 2, "active": 1, "closed": 1}, {"Q1": 1, "Q2": 2})
+    clock.advance(timedelta(hours=2))  # d and e expire, unswept: no longer counted
+    assert seen() == (2, {"active": 1, "closed": 1}, {"Q1": 1, "Q2": 1})
+    store.sweep()  # erases d and e, and idles a
+    assert seen() == (2, {"idle": 1, "closed": 1}, {"Q1": 1, "Q2": 1})
+    with pytest.raises(ConversationNotFound):
+        store.get(e.id)
+    store.delete_contact(a.contact_id, tenant=tenant)
+    assert seen() == (1, {"closed": 1}, {"Q2": 1})
 
 
 def test_list_pagination_visits_each_once(store: Any, clock: Any) -> None:

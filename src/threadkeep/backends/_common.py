@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeAlias, TypeVar, overload
 
 from threadkeep._rules.ops import ALL_OPS, ListOp, Op, Result
 from threadkeep._rules.retention import RetentionUs
-from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, StateRow
+from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, StateRow, TenantCounts
 
 __all__ = [
     "POLL",
@@ -22,6 +22,7 @@ __all__ = [
     "handlers",
     "handles",
     "list_filters",
+    "tenant_counts",
 ]
 
 R = TypeVar("R")
@@ -132,3 +133,14 @@ def decode_event(r: Sequence[Any]) -> EventRow:
 def decode_fact(r: Sequence[Any]) -> FactRow:
     """Decode a row selected with ``FACT_COLUMNS``."""
     return FactRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+
+
+def tenant_counts(rows: Sequence[Sequence[Any]]) -> TenantCounts:
+    """Decode ``COUNTS`` rows, (status, stage or None, count) each, into the two tallies."""
+    by_status: dict[str, int] = {}
+    by_stage: dict[str, int] = {}
+    for status, stage, n in rows:
+        by_status[status] = by_status.get(status, 0) + n
+        if stage is not None:
+            by_stage[stage] = by_stage.get(stage, 0) + n
+    return TenantCounts(by_status, by_stage)

@@ -498,13 +498,7 @@ class Flows:
     @_common.handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
         rows = yield schema.COUNTS, {"tenant": op.tenant, "now": op.now_us}
-        by_status: dict[str, int] = {}
-        by_stage: dict[str, int] = {}
-        for status, stage, n in rows:
-            by_status[status] = by_status.get(status, 0) + n
-            if stage is not None:
-                by_stage[stage] = by_stage.get(stage, 0) + n
-        return Result(_OK, TenantCounts(by_status, by_stage))
+        return Result(_OK, _common.tenant_counts(rows))
 
     @_common.handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:

@@ -213,13 +213,55 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 
     INSERT INTO meta VALUES ('partitions', 0);
     """,
+    # 6: counts() reads counters instead of grouping a tenant's rows. Triggers keep, per
+    # (tenant, status, stage), how many conversation rows exist (expired ones included, until
+    # sweep erases them), in the writing transaction; COUNTS subtracts the expired rows not yet
+    # swept through the expiry index. A writer adds to the shard of its server process, so
+    # concurrent writers of one tenant rarely wait on the same counter row. The idle index
+    # leads with the status, so sweep() finds the due rows without walking every row idled
+    # (or closed) long ago.
+    """
+    CREATE TABLE conversation_counts (
+        tenant text NOT NULL,
+        status text NOT NULL,
+        stage text,
+        shard smallint NOT NULL,
+        n bigint NOT NULL,
+        UNIQUE NULLS NOT DISTINCT (tenant, status, stage, shard)
+    );
+    CREATE FUNCTION conversation_counts_apply() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+    DECLARE
+        s smallint := pg_backend_pid() % 16;
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            INSERT INTO conversation_counts AS c VALUES (OLD.tenant, OLD.status, OLD.stage, s, -1)
+            ON CONFLICT (tenant, status, stage, shard) DO UPDATE SET n = c.n - 1;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO conversation_counts AS c VALUES (NEW.tenant, NEW.status, NEW.stage, s, 1)
+            ON CONFLICT (tenant, status, stage, shard) DO UPDATE SET n = c.n + 1;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER conversation_counts_rows AFTER INSERT OR DELETE ON conversations
+        FOR EACH ROW EXECUTE FUNCTION conversation_counts_apply();
+    CREATE TRIGGER conversation_counts_changes AFTER UPDATE OF status, stage ON conversations
+        FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                           OR OLD.stage IS DISTINCT FROM NEW.stage)
+        EXECUTE FUNCTION conversation_counts_apply();
+    INSERT INTO conversation_counts
+        SELECT tenant, status, stage, 0, count(*) FROM conversations GROUP BY 1, 2, 3;
+    DROP INDEX conversations_idle;
+    CREATE INDEX conversations_idle ON conversations (status, idle_us);
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
 #: tenant into N partitions each (``<table>_p<i>``; N from the ``threadkeep.partitions``
-#: setting), keeping their columns, defaults, identity, checks, keys and indexes, and records
-#: the count. Run once, right after the migrations created the schema (the tables are
-#: empty), when the URL asks for partitions.
+#: setting), keeping their columns, defaults, identity, checks, keys, indexes and triggers
+#: (migration 6's counters), and records the count. Run once, right after the migrations
+#: created the schema (the tables are empty), when the URL asks for partitions.
 PARTITION: Final = """
 DO $$
 DECLARE
@@ -239,6 +281,8 @@ BEGIN
         SELECT coalesce(array_agg(indexdef), '{}') INTO defs FROM pg_indexes
             WHERE schemaname = current_schema() AND tablename = t AND indexname NOT IN
             (SELECT conname FROM pg_constraint WHERE conrelid = t::regclass);
+        SELECT defs || coalesce(array_agg(pg_get_triggerdef(oid)), '{}') INTO defs
+            FROM pg_trigger WHERE tgrelid = t::regclass AND NOT tgisinternal;
         EXECUTE format('ALTER TABLE %I RENAME TO %I', t, t || '_plain');
         EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING IDENTITY '
             'INCLUDING CONSTRAINTS) PARTITION BY HASH (tenant)', t, t || '_plain');
@@ -493,9 +537,14 @@ LIST: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
     "ORDER BY activity_us DESC, id DESC LIMIT %(n)s"
 )
+#: The tenant's counters (migration 5) less its expired rows sweep has not erased yet: the
+#: cost is the counters' few rows plus the store's unswept backlog, not the tenant's size.
+#: ``tenant || ''`` keeps the planner on the expiry index (never a walk of the tenant's rows).
 COUNTS: Final = (
-    "SELECT status, stage, count(*) FROM conversations "
-    f"WHERE tenant = %(tenant)s AND {LIVE} GROUP BY status, stage"
+    "SELECT status, stage, sum(n)::bigint FROM (SELECT status, stage, n "
+    "FROM conversation_counts WHERE tenant = %(tenant)s UNION ALL SELECT status, stage, -1 "
+    "FROM conversations WHERE expires_us <= %(now)s AND tenant || '' = %(tenant)s) t "
+    "GROUP BY status, stage HAVING sum(n) > 0"
 )
 #: The contact's conversations, locked in creation order (erasure events in that order).
 LOCK_CONTACT_CONVERSATIONS: Final = (

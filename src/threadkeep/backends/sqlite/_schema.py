@@ -133,6 +133,37 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE idem_archive ADD COLUMN payload TEXT;
     ALTER TABLE idem_archive ADD COLUMN link INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: counts() reads counters instead of grouping a tenant's rows. Triggers keep, per
+    # (tenant, status, stage; '' for none: a stage is never empty), how many conversation rows
+    # exist (expired ones included, until sweep erases them), in the writing transaction;
+    # COUNTS subtracts the expired rows not yet swept through the expiry index.
+    """
+    CREATE TABLE conversation_counts (
+        tenant TEXT NOT NULL,
+        status TEXT NOT NULL,
+        stage  TEXT NOT NULL,
+        n      INTEGER NOT NULL,
+        PRIMARY KEY (tenant, status, stage)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER conversation_counts_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversation_counts VALUES (NEW.tenant, NEW.status, ifnull(NEW.stage, ''), 1)
+        ON CONFLICT (tenant, status, stage) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER conversation_counts_delete AFTER DELETE ON conversations BEGIN
+        UPDATE conversation_counts SET n = n - 1 WHERE tenant = OLD.tenant
+        AND status = OLD.status AND stage = ifnull(OLD.stage, '');
+    END;
+    CREATE TRIGGER conversation_counts_update AFTER UPDATE OF status, stage ON conversations
+    WHEN OLD.status IS NOT NEW.status OR OLD.stage IS NOT NEW.stage BEGIN
+        UPDATE conversation_counts SET n = n - 1 WHERE tenant = OLD.tenant
+        AND status = OLD.status AND stage = ifnull(OLD.stage, '');
+        INSERT INTO conversation_counts VALUES (NEW.tenant, NEW.status, ifnull(NEW.stage, ''), 1)
+        ON CONFLICT (tenant, status, stage) DO UPDATE SET n = n + 1;
+    END;
+    INSERT INTO conversation_counts (tenant, status, stage, n)
+        SELECT tenant, status, ifnull(stage, ''), count(*) FROM conversations
+        GROUP BY 1, 2, 3;
+    """,
 )
 
 CONVERSATION_COLUMNS: Final = (
@@ -184,12 +215,14 @@ LIST: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
     "ORDER BY activity_us DESC, id DESC LIMIT :limit"
 )
-COUNT_BY_STATUS: Final = (
-    f"SELECT status, count(*) FROM conversations WHERE tenant = :tenant AND {LIVE} GROUP BY status"
-)
-COUNT_BY_STAGE: Final = (
-    f"SELECT stage, count(*) FROM conversations WHERE tenant = :tenant AND {LIVE} "
-    "AND stage IS NOT NULL GROUP BY stage"
+#: The tenant's counters (migration 5) less its expired rows sweep has not erased yet, by
+#: status and stage (NULL: none): the cost is the counters' few rows plus the unswept
+#: backlog, not the tenant's size. ``+tenant`` keeps the planner on the expiry index.
+COUNTS: Final = (
+    "SELECT status, nullif(stage, ''), sum(n) FROM (SELECT status, stage, n "
+    "FROM conversation_counts WHERE tenant = :tenant UNION ALL SELECT status, "
+    "ifnull(stage, ''), -1 FROM conversations WHERE expires_us <= :now AND +tenant = :tenant) "
+    "GROUP BY status, stage HAVING sum(n) > 0"
 )
 OF_CONTACT: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ? "

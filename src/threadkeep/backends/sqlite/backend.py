@@ -173,9 +173,8 @@ class SQLiteBackend:
         try:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             for number, script in enumerate(schema.MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(script):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={number}")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -342,10 +341,8 @@ class SQLiteBackend:
     @handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Result[TenantCounts]:
         with self._tx(write=False) as db:
-            params = {"tenant": op.tenant, "now": op.now_us}
-            by_status = db.execute(schema.COUNT_BY_STATUS, params).fetchall()
-            by_stage = db.execute(schema.COUNT_BY_STAGE, params).fetchall()
-        return Result(_OK, TenantCounts(dict(by_status), dict(by_stage)))
+            rows = db.execute(schema.COUNTS, {"tenant": op.tenant, "now": op.now_us}).fetchall()
+        return Result(_OK, _common.tenant_counts(rows))
 
     @handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Result[None]:
@@ -755,3 +752,13 @@ class SQLiteBackend:
         page = [schema.decode_message(r) for r in rows[: op.limit]]
         last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
         return Result(_OK, (page, last))
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into its statements (a trigger's body holds semicolons of its own)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
