@@ -105,8 +105,12 @@ def workload(store: threadkeep.Store) -> None:
     store.delete_contact("c-1", tenant="t-1")
 
 
-#: Commands the store may send itself (INFO: once, to detect a Cluster); all else is in scripts.
-DIRECT = {"EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT", "INFO"}
+#: Commands the store may send itself (INFO, GET, EXISTS, SET: once, to detect a Cluster and
+#: read or record the layout); all else is in scripts.
+DIRECT = {
+    *("EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT", "INFO"),
+    *("GET", "EXISTS", "SET"),
+}
 
 
 def monitor(server: RedisServer, sink: list[dict[str, object]], ready: threading.Event) -> None:

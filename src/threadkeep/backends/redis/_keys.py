@@ -44,14 +44,28 @@ __all__ = ["Keys"]
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The key names of one store (one ``prefix``); see the table above."""
+    """The key names of one store (one ``prefix``), or of one slot tag of a sharded store.
+
+    Attributes:
+        prefix: the store's prefix.
+        tag: None for the store's own hash tag ``{prefix}`` (the one-slot layout, and the
+            home keys of a sharded store); else a slot tag (``_shards.tenant_tag``), whose
+            keys carry the hash tag ``{prefix:tag}``.
+    """
 
     prefix: str
+    tag: str | None = None
 
     @property
     def base(self) -> str:
-        """The common start of every key: the prefix, then the store's hash tag."""
-        return self.prefix + "{" + self.prefix + "}:"
+        """The common start of every key: the prefix, then the hash tag."""
+        if self.tag is None:
+            return self.prefix + "{" + self.prefix + "}:"
+        return self.prefix + "{" + self.prefix + ":" + self.tag + "}:"
+
+    def at(self, tag: str) -> Keys:
+        """The key names of slot tag ``tag`` of this (sharded) store."""
+        return Keys(self.prefix, tag)
 
     @property
     def pattern(self) -> str:
@@ -166,3 +180,20 @@ class Keys:
     def event_floor(self) -> str:
         """``K_EVT``: events numbered up to this fell out of the bounded log."""
         return self.base + "evt"
+
+    # ---- a sharded store's home keys (only Python reads and writes them) ------------------
+
+    @property
+    def layout(self) -> str:
+        """``layout``: the store's recorded layout, ``"none"`` or ``"tenant"`` (``_shards``)."""
+        return self.base + "layout"
+
+    @property
+    def tags(self) -> str:
+        """``tags``: the set of slot tags a sharded store has used (store-wide work)."""
+        return self.base + "tags"
+
+    @property
+    def aliases(self) -> str:
+        """``aliases``: imported conversation id → its slot tag (ids that carry none)."""
+        return self.base + "aliases"

@@ -18,6 +18,7 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 3
 DEFAULT_POOL = 50
 DEFAULT_IDEMPOTENCY_KEYS = 10_000
+DEFAULT_REPLICAS_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,11 @@ class ConnectionOptions:
         retries: resends after a connection error (``?retries=``).
         pool_size: most connections held (``?pool_size=``).
         idempotency_keys: caller idempotency keys remembered per conversation.
+        shard: the layout asked for (``?shard=``: ``"none"`` or ``"tenant"``), None: the one
+            the store recorded, or for a new store ``"tenant"`` on a Redis Cluster, else
+            ``"none"`` (``_shards``).
+        replicas: replicas that must acknowledge each change before it returns (``WAIT``).
+        replicas_timeout: seconds a change waits for them (``?replicas_timeout=``).
     """
 
     server_url: str
@@ -41,6 +47,9 @@ class ConnectionOptions:
     retries: int
     pool_size: int
     idempotency_keys: int
+    shard: str | None
+    replicas: int
+    replicas_timeout: float
 
     @classmethod
     def from_url(cls, url: StoreURL) -> ConnectionOptions:
@@ -55,6 +64,9 @@ class ConnectionOptions:
             retries=o.get("retries", DEFAULT_RETRIES),
             pool_size=o.get("pool_size") or DEFAULT_POOL,
             idempotency_keys=max(1, o.get("idempotency_keys", DEFAULT_IDEMPOTENCY_KEYS)),
+            shard=o.get("shard"),
+            replicas=o.get("replicas", 0),
+            replicas_timeout=o.get("replicas_timeout", DEFAULT_REPLICAS_TIMEOUT),
         )
 
     def client_kwargs(self) -> dict[str, Any]:

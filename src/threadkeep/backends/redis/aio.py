@@ -15,7 +15,7 @@ from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.redis._base import RedisBase
-from threadkeep.backends.redis._flows import Command, Eval, Flow, Request
+from threadkeep.backends.redis._flows import Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["AsyncRedisBackend"]
@@ -108,7 +108,10 @@ class AsyncRedisBackend(RedisBase):
         return asyncio.Semaphore(self._options.pool_size)
 
     async def _clients(self) -> _Clients:
-        """This loop's clients; on first use, switch to cluster clients on a cluster node."""
+        """This loop's clients; on first use, switch to cluster clients on a cluster node.
+
+        On first use it also reads (or records) the store's layout (``Flows.layout``).
+        """
         clients = await self._loops.get()
         if self._checked and clients.cluster == self._cluster_mode:
             return clients
@@ -120,30 +123,42 @@ class AsyncRedisBackend(RedisBase):
                 check_server(await clients.client.info("server"), self._options.host)
                 info = await clients.client.info("cluster")
                 self._cluster_mode = bool(info.get("cluster_enabled"))
-                self._checked = True
             if clients.cluster != self._cluster_mode:
                 switched = await self._connect()
                 self._loops.replace(switched)
                 await _aclose_clients(clients)
                 clients = switched
+            if not self._checked:
+                layout = self._flows.layout(self._options.shard, self._cluster_mode)
+                try:
+                    command = next(layout)
+                    while True:
+                        command = layout.send(await clients.client.execute_command(*command.args))
+                except StopIteration:
+                    pass
+                self._checked = True
         return clients
 
     async def _request(self, request: Request) -> Any:
         clients = await self._clients()
         if isinstance(request, Eval):
             script = clients.scripts[request.name]
-            return await script(keys=[self._options.keys.events], args=list(request.args))
+            return await script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
             return await clients.client.execute_command(*request.args)
+        if isinstance(request, Pause):
+            await asyncio.sleep(request.seconds)
+            return None
         try:
             async with asyncio.timeout(request.seconds):
                 await clients.turns.acquire()
         except TimeoutError:
             return None  # every blocking connection is busy for all of this wait
         try:
-            events = self._options.keys.events
             ms = self._options.block_ms(request.seconds)
-            return await clients.blocking.xread({events: request.after_id}, count=1, block=ms)
+            return await clients.blocking.xread(
+                {request.stream: request.after_id}, count=1, block=ms
+            )
         finally:
             clients.turns.release()
 

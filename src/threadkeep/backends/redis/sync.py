@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, TypeVar
 
 import redis
@@ -13,7 +14,7 @@ from redis.retry import Retry
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._base import RedisBase
-from threadkeep.backends.redis._flows import Command, Eval, Flow, Request
+from threadkeep.backends.redis._flows import Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["RedisBackend"]
@@ -54,12 +55,13 @@ class RedisBackend(RedisBase):
             raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
 
     def _check_cluster(self) -> None:
-        """On first use, switch to cluster clients if the server is a Redis Cluster node."""
+        """On first use, switch to cluster clients on a Redis Cluster node; read the layout."""
         with self._lock:
             if self._checked:
                 return
             check_server(self._client.info("server"), self._options.host)
-            if self._client.info("cluster").get("cluster_enabled"):
+            on_cluster = bool(self._client.info("cluster").get("cluster_enabled"))
+            if on_cluster:
                 cluster = self._cluster()
                 try:
                     blocking = self._cluster()
@@ -70,6 +72,13 @@ class RedisBackend(RedisBase):
                     _close(standalone)
                 self._client, self._blocking = cluster, blocking
                 self._scripts = self._register(cluster)
+            layout = self._flows.layout(self._options.shard, on_cluster)
+            try:
+                command = next(layout)
+                while True:
+                    command = layout.send(self._client.execute_command(*command.args))
+            except StopIteration:
+                pass
             self._checked = True
 
     def _request(self, request: Request) -> Any:
@@ -77,15 +86,17 @@ class RedisBackend(RedisBase):
             self._check_cluster()
         if isinstance(request, Eval):
             script = self._scripts[request.name]
-            return script(keys=[self._options.keys.events], args=list(request.args))
+            return script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
             return self._client.execute_command(*request.args)
+        if isinstance(request, Pause):
+            time.sleep(request.seconds)
+            return None
         if not self._turns.acquire(timeout=request.seconds):
             return None  # every blocking connection is busy for all of this wait
         try:
-            events = self._options.keys.events
             ms = self._options.block_ms(request.seconds)
-            return self._blocking.xread({events: request.after_id}, count=1, block=ms)
+            return self._blocking.xread({request.stream: request.after_id}, count=1, block=ms)
         finally:
             self._turns.release()
 
