@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from threadkeep._exceptions import InvalidInput
 from threadkeep._rules import decide, events as ev, lifecycle, ops
@@ -35,7 +35,7 @@ from threadkeep.backends._common import handlers, handles
 from threadkeep.backends.redis import _codec as codec, _shards as shards
 from threadkeep.backends.redis._keys import Keys
 
-__all__ = ["Block", "Command", "Eval", "Flow", "Flows", "Pause", "Request"]
+__all__ = ["READY", "Block", "Command", "Eval", "Flow", "Flows", "Pause", "Request"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,6 +74,9 @@ class Pause:
 
 
 Request = Eval | Command | Block | Pause
+#: A request that does nothing: a driver sends it before its first flow, so that it has asked
+#: the server what it is and read the store's layout (``Flows.layout``) before a flow starts.
+READY: Final = Pause(0.0)
 Flow = Generator[Request, Any, T]
 _OK = Outcome.OK
 
@@ -666,7 +669,7 @@ class Flows:
             reply = yield self._events(keys, op)
             if reply[0] == Outcome.EXPIRED.value:
                 return Result(Outcome.EXPIRED, [])
-            rows = [codec.decode_event(entry) for entry in reply[3:]]
+            rows = [codec.decode_event(entry) for entry in reply[2:]]
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 return Result(_OK, rows)
@@ -676,31 +679,35 @@ class Flows:
         return self._eval(keys, "events", codec.opt(op.after), codec.opt(op.tenant), op.limit)
 
     def _merged_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
-        """Every tag's events after the cursor, merged by number, up to a horizon.
+        """Every tag's events numbered after the cursor, merged by number (then tag); polls.
 
-        The horizon is the lowest number below which no tag can still log an event: for each
-        tag, the higher of its last number and its server's time (emit numbers new events
-        above both), or the last event read when the tag had more than ``limit``. Events
-        above it wait for the next read, so a follower never skips one that commits later.
+        Each tag numbers its own log, so a number names one event per tag: a page ends between
+        two numbers (past ``limit`` when many tags share its last number), and never past the
+        last event read of a tag that had more, so the next read after its last number misses
+        none. The cursor is expired when any tag's log no longer holds what follows it.
         """
         deadline = time.monotonic() + op.wait
         while True:
-            rows: list[EventRow] = []
-            horizon = _NO_HORIZON
+            rows: list[tuple[int, str, EventRow]] = []
+            bound = _NO_BOUND
             for keys in (yield from self._every_tag()):
                 reply = yield self._events(keys, op)
                 if reply[0] == Outcome.EXPIRED.value:
                     return Result(Outcome.EXPIRED, [])
-                found = [codec.decode_event(entry) for entry in reply[3:]]
-                bound = max(_number(reply[1]), int(reply[2]) - 1)
+                found = [codec.decode_event(entry) for entry in reply[2:]]
                 if len(found) >= op.limit:
                     bound = min(bound, _number(found[-1].id))
-                horizon = min(horizon, bound)
-                rows += found
-            rows = sorted((r for r in rows if _number(r.id) <= horizon), key=_event_order)
+                rows += [(_number(row.id), keys.base, row) for row in found]
+            rows.sort(key=lambda item: item[:2])
+            page = [item for item in rows if item[0] <= bound]
+            if len(page) > op.limit:  # cut before the first number that does not fit whole
+                cut = page[op.limit][0]
+                page = [item for item in page if item[0] < cut] or [
+                    item for item in page if item[0] == cut
+                ]
             remaining = deadline - time.monotonic()
-            if rows or remaining <= 0:
-                return Result(_OK, rows[: op.limit])
+            if page or remaining <= 0:
+                return Result(_OK, [row for _, _, row in page])
             yield Pause(min(remaining, POLL_SECONDS))
 
     @handles(ops.LeaseOp)
@@ -761,16 +768,12 @@ class Flows:
         )
 
 
-_NO_HORIZON = 1 << 63
+_NO_BOUND = 1 << 63
 
 
 def _number(event_id: str) -> int:
     """The number of an event id (``"12-0"``)."""
     return int(event_id.partition("-")[0])
-
-
-def _event_order(row: EventRow) -> int:
-    return _number(row.id)
 
 
 def _on_message(table: Mapping[str, str]) -> str:

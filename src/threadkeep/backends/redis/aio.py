@@ -15,7 +15,7 @@ from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.redis._base import RedisBase
-from threadkeep.backends.redis._flows import Command, Eval, Flow, Pause, Request
+from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["AsyncRedisBackend"]
@@ -170,6 +170,8 @@ class AsyncRedisBackend(RedisBase):
             call.fail(exc)
 
     async def _drive(self, flow: Flow[T]) -> T:
+        if not self._checked:  # the flow reads the layout when it starts: know it first
+            await self._send(READY)
         try:
             request = next(flow)
             while True:

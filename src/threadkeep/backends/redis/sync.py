@@ -14,7 +14,7 @@ from redis.retry import Retry
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._base import RedisBase
-from threadkeep.backends.redis._flows import Command, Eval, Flow, Pause, Request
+from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["RedisBackend"]
@@ -108,6 +108,8 @@ class RedisBackend(RedisBase):
             call.fail(exc)
 
     def _drive(self, flow: Flow[T]) -> T:
+        if not self._checked:  # the flow reads the layout when it starts: know it first
+            self._send(READY)
         try:
             request = next(flow)
             while True:

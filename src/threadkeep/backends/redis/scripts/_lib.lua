@@ -3,7 +3,9 @@
 -- KEYS[1]  the event stream of the key base below: it only routes the call to the right node.
 -- ARGV[1]  the key base: "prefix{prefix}:" (every key of the store shares the hash tag {prefix}),
 --          or in the sharded layout "prefix{prefix:tag}:" (every key of the tenants of one slot
---          tag, _shards.py). Either way every name built below is in KEYS[1]'s slot.
+--          tag has the hash tag {prefix:tag}, see _shards.py; the names below are then that
+--          tag's: its indexes, its event log and counters). Either way every name built below
+--          is in KEYS[1]'s slot.
 -- Times are integer microseconds since the epoch, passed and stored as decimal strings.
 -- Optional arguments are "" for nil and "+value" for a value (see _codec.opt).
 -- The legend of the keys built below is the table in _keys.py (one Python method per builder,
@@ -35,9 +37,6 @@ local K_ORPH = B .. 'orph'  -- zset of reaped conversation ids whose events swee
 local K_EV = B .. 'ev'      -- event stream, ids "n-0"
 local K_EVN = B .. 'evn'    -- last event number
 local K_EVT = B .. 'evt'    -- events numbered up to this fell out of the bounded log
-
--- The sharded layout numbers each tag's events by the server's clock (see emit).
-local SHARDED = string.find(B, '{[^}]*:[^}]*}') ~= nil
 
 local GRACE_MS = 3600000    -- native expiry runs this long after the logical one
 
@@ -173,34 +172,11 @@ local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 -- deleted conversation), the event's id is also pushed on the conversation's own list, so
 -- erasing it deletes its events without scanning the log; that list keeps at most `keep` ids
 -- (older ones are below the floor anyway) and expires with the conversation.
---
--- In the sharded layout each slot tag has its own log, and its events are numbered
--- max(last + 1, the server's time in µs): increasing in the tag, and comparable across tags, so
--- events() without a tenant can merge the tags' logs (see _flows). The numbers are not
--- consecutive, so such a log keeps its newest `keep` entries and the floor is the number of the
--- newest entry trimmed (exact too).
 local function emit(kind, tenant, conv, data, at, keep, untracked)
-  local n
-  if SHARDED then
-    local t = redis.call('TIME')
-    local last = tonumber(redis.call('GET', K_EVN) or '0')
-    n = math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
-    redis.call('SET', K_EVN, fmt(n))
-  else
-    n = redis.call('INCR', K_EVN)
-  end
+  local n = redis.call('INCR', K_EVN)
   local id = fmt(n) .. '-0'
   local floor = n - tonumber(keep)
-  if SHARDED then
-    redis.call('XADD', K_EV, id, 'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
-    local over = redis.call('XLEN', K_EV) - tonumber(keep)
-    if over > 0 then
-      local gone = redis.call('XRANGE', K_EV, '-', '+', 'COUNT', over)
-      local top = string.match(gone[#gone][1], '^(%d+)')
-      redis.call('SET', K_EVT, top)
-      redis.call('XTRIM', K_EV, 'MINID', fmt(tonumber(top) + 1) .. '-0')
-    end
-  elseif floor > 0 and floor > tonumber(redis.call('GET', K_EVT) or '0') then
+  if floor > 0 and floor > tonumber(redis.call('GET', K_EVT) or '0') then
     redis.call('SET', K_EVT, fmt(floor))
     redis.call('XADD', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0', id,
       'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)

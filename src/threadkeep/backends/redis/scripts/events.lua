@@ -3,8 +3,7 @@
 -- ARGV[1] key base; ARGV[2] after: event number (opt; nil: the oldest retained); ARGV[3] tenant (opt);
 -- ARGV[4] limit
 -- returns {"expired"} when the cursor fell out of the log, else
--- {"ok", last event id, the server's time in µs, {id, kind, tenant, conversation, data, at}...}
--- (the time bounds the numbers of events yet to come in a sharded store's tag, see emit)
+-- {"ok", last event id, {id, kind, tenant, conversation, data, at}...}
 local after, tenant, limit = opt(ARGV[2]), opt(ARGV[3]), tonumber(ARGV[4])
 local floor = tonumber(redis.call('GET', K_EVT) or '0')
 if after == nil then
@@ -15,11 +14,10 @@ else
   after = tonumber(after)
 end
 local last = tonumber(redis.call('GET', K_EVN) or '0')
-local t = redis.call('TIME')
-local out = {'ok', fmt(last) .. '-0', t[1] .. string.format('%06d', tonumber(t[2]))}
+local out = {'ok', fmt(last) .. '-0'}
 if after >= last then return out end  -- nothing after it yet (and no id past 2^63 to format)
 local start = fmt(after + 1) .. '-0'
-while #out - 3 < limit do
+while #out - 2 < limit do
   local batch = redis.call('XRANGE', K_EV, start, '+', 'COUNT', math.max(limit, 100))
   if #batch == 0 then break end
   for _, entry in ipairs(batch) do
@@ -27,7 +25,7 @@ while #out - 3 < limit do
     for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
     if tenant == nil or f.t == tenant then
       out[#out + 1] = {entry[1], f.k, f.t, f.c, f.d, f.a}
-      if #out - 3 >= limit then break end
+      if #out - 2 >= limit then break end
     end
   end
   start = '(' .. batch[#batch][1]
