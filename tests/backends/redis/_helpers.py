@@ -206,7 +206,9 @@ def prefix_on(nodes: list[RedisServer], index: int) -> str:
 
 
 def use_cluster_store(cluster: list[RedisServer], prefix: str) -> None:
-    with threadkeep.open(cluster[0].url + f"?prefix={prefix}") as store:  # … we dial the first
+    """Every method on a one-slot (``shard=none``) store whose slot is on the third node."""
+    url = cluster[0].url + f"?prefix={prefix}&shard=none"
+    with threadkeep.open(url) as store:  # … we dial the first
         workload(store)
         conv = store.start("c-9")
         store.append(conv.id, "user", "routed")
