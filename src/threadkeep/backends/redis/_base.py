@@ -17,7 +17,7 @@ class RedisBase:
     """A Redis driver's options, flows and clients.
 
     On first use a driver asks the server whether it is a Redis Cluster node; if so it talks
-    through redis-py's ``RedisCluster`` instead (every key of the store is in one slot, see
+    through redis-py's ``RedisCluster`` instead (every key a script touches is in one slot, see
     ``_keys``). Event followers wait in XREAD BLOCK on a client of their own (``_blocking``),
     so however many there are, they never hold the connections appends and reads need.
 

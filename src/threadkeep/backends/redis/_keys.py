@@ -4,9 +4,15 @@ The scripts build their keys in Lua (they run on the server); this class names e
 them for Python, in the same order, and a test (``tests/backends/redis/test_redis_key_names.py``)
 checks each against its Lua builder. The fields of the conversation hash are in ``_codec``.
 
-Every key of a store starts with ``prefix{prefix}:``: it begins with the prefix (so
-``SCAN MATCH prefix*`` finds it) and carries the hash tag ``{prefix}``, hence one Redis Cluster
-slot, so a script may touch a conversation, the tenant's indexes and the event log atomically.
+Every key of a store starts with its prefix (so ``SCAN MATCH prefix{*`` finds it), then a hash
+tag, so a script may touch a conversation, the tenant's indexes and the event log atomically:
+
+- one-slot layout (``shard=none``): every key starts ``prefix{prefix}:`` (one Cluster slot);
+- sharded layout (``shard=tenant``, ``_shards``): a tenant's keys start ``prefix{prefix:tag}:``,
+  ``tag`` being the tenant's bucket (two characters); every name of the table then exists once
+  per tag (the ``K_*`` ones are that tag's log, counters and sweep indexes), and the store's own
+  ``layout``, ``tags`` and ``aliases`` keep the base ``prefix{prefix}:``.
+
 A name inside a key that may hold ``:`` (a tenant before a contact) is preceded by its length.
 
 | Lua | method | type | holds |
@@ -33,6 +39,9 @@ A name inside a key that may hold ``:`` (a tenant before a contact) is preceded 
 | ``K_EV`` | events | stream | the event log, ids ``"n-0"``; every script's routing key |
 | ``K_EVN`` | event_number | string | the last event number |
 | ``K_EVT`` | event_floor | string | events numbered up to this fell out of the log |
+| (Python) | layout | string | ``"none"`` or ``"tenant"``: the store's recorded layout |
+| (Python) | tags | set | a sharded store's tags in use (sweep, events without a tenant) |
+| (Python) | aliases | hash | imported conversation id → its tag (an id made elsewhere) |
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 3
 DEFAULT_POOL = 50
 DEFAULT_IDEMPOTENCY_KEYS = 10_000
-DEFAULT_REPLICAS_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +35,6 @@ class ConnectionOptions:
         shard: the layout asked for (``?shard=``: ``"none"`` or ``"tenant"``), None: the one
             the store recorded, or for a new store ``"tenant"`` on a Redis Cluster, else
             ``"none"`` (``_shards``).
-        replicas: replicas that must acknowledge each change before it returns (``WAIT``).
-        replicas_timeout: seconds a change waits for them (``?replicas_timeout=``).
     """
 
     server_url: str
@@ -48,8 +45,6 @@ class ConnectionOptions:
     pool_size: int
     idempotency_keys: int
     shard: str | None
-    replicas: int
-    replicas_timeout: float
 
     @classmethod
     def from_url(cls, url: StoreURL) -> ConnectionOptions:
@@ -65,8 +60,6 @@ class ConnectionOptions:
             pool_size=o.get("pool_size") or DEFAULT_POOL,
             idempotency_keys=max(1, o.get("idempotency_keys", DEFAULT_IDEMPOTENCY_KEYS)),
             shard=o.get("shard"),
-            replicas=o.get("replicas", 0),
-            replicas_timeout=o.get("replicas_timeout", DEFAULT_REPLICAS_TIMEOUT),
         )
 
     def client_kwargs(self) -> dict[str, Any]:
