@@ -127,3 +127,8 @@ def test_imported_ids_keep_their_id_and_are_found_without_a_tenant(prefix: str) 
                 foreign, "c-1", tenant="acme", agent_id=None, channel=None, stage=None,
                 metadata=None, retention=store.retention,
             )  # fmt: skip
+
+
+def test_an_unknown_layout_is_refused() -> None:
+    with pytest.raises(threadkeep.InvalidInput, match="'none' .* or 'tenant'"):
+        threadkeep.open(f"{REDIS_BASE}?shard=bucket")
