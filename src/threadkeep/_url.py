@@ -45,6 +45,8 @@ _REDIS: Final[dict[str, Callable[[Any], Any]]] = {
     "prefix": _name,
     "idempotency_keys": _non_negative_int,
     "shard": _shard,
+    "replicas": _non_negative_int,
+    "replicas_timeout": _positive_float,
 }
 
 _NETWORK: Final[dict[str, Callable[[Any], Any]]] = {

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis import exceptions as rex
+
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Attempts
-from threadkeep.backends.redis._flows import Flows
+from threadkeep.backends.redis._flows import Eval, Flows
 from threadkeep.backends.redis._options import ConnectionOptions
-from threadkeep.backends.redis._scripts import SCRIPTS
+from threadkeep.backends.redis._scripts import READ_ONLY, SCRIPTS
 
-__all__ = ["RedisBase"]
+__all__ = ["FAILOVER_ERRORS", "RedisBase"]
+
+#: Replies of a Cluster node that no longer serves a slot (a failover moved it): the slot map
+#: is read again and the request resent.
+FAILOVER_ERRORS = (
+    rex.MovedError,
+    rex.AskError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.ReadOnlyError,
+)
 
 
 class RedisBase:
@@ -33,6 +45,10 @@ class RedisBase:
     @staticmethod
     def _register(client: Any) -> dict[str, Any]:
         return {name: client.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _replicates(self, request: Eval) -> bool:
+        """Whether ``request`` is a change to be followed by ``WAIT`` (``?replicas=``)."""
+        return self._options.replicas > 0 and request.name not in READ_ONLY
 
     def _call(self) -> Attempts:
         """Start the attempts of one request (retries, deadline, error mapping)."""

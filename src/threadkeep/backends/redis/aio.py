@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, NamedTuple, TypeVar
 
 import redis
@@ -14,7 +15,7 @@ from redis.backoff import NoBackoff
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
-from threadkeep.backends.redis._base import RedisBase
+from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
 from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
@@ -34,6 +35,8 @@ class _Clients(NamedTuple):
     lock: asyncio.Lock
     #: one turn per connection of the blocking pool (see RedisBackend._turns)
     turns: asyncio.Semaphore
+    #: a Cluster node's own client, for WAIT (see RedisBackend._replicated)
+    nodes: dict[str, aioredis.Redis]
 
 
 class AsyncRedisBackend(RedisBase):
@@ -71,11 +74,36 @@ class AsyncRedisBackend(RedisBase):
             pool.disconnect()
             client.close()
 
-    def _standalone(self) -> aioredis.Redis:
+    def _standalone(self, url: str | None = None) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
-            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+            url or self._options.server_url,
+            retry=Retry(NoBackoff(), 0),
+            **self._options.client_kwargs(),
         )
         return aioredis.Redis(connection_pool=pool)
+
+    async def _replicated(self, clients: _Clients, script: Any, request: Eval) -> Any:
+        """See RedisBackend._replicated."""
+        client = clients.client
+        if clients.cluster:
+            node = client.get_node_from_key(request.route)
+            if node.name not in clients.nodes:
+                url = self._options.node_url(node.host, node.port)
+                clients.nodes[node.name] = self._standalone(url)
+            client = clients.nodes[node.name]
+        pipe = client.pipeline(transaction=False)
+        await script(keys=[request.route], args=list(request.args), client=pipe)
+        pipe.execute_command(*self._options.wait_command())
+        try:
+            reply, acknowledged = await pipe.execute()
+        except (rex.ConnectionError, rex.TimeoutError, *FAILOVER_ERRORS) as exc:
+            if client is clients.client:
+                raise
+            with contextlib.suppress(redis.RedisError, rex.RedisClusterException):
+                await clients.client.nodes_manager.initialize()
+            raise rex.ConnectionError(f"{node.name} no longer serves the slot: {exc}") from exc
+        self._options.check_replicated(int(acknowledged))
+        return reply
 
     async def _cluster(self) -> aioredis.RedisCluster:
         cluster = aioredis.RedisCluster.from_url(
@@ -93,7 +121,7 @@ class AsyncRedisBackend(RedisBase):
         if not self._cluster_mode:
             server = self._standalone()
             return _Clients(server, self._standalone(), self._register(server), False,
-                            asyncio.Lock(), self._turns())  # fmt: skip
+                            asyncio.Lock(), self._turns(), {})  # fmt: skip
         cluster = await self._cluster()
         try:
             blocking = await self._cluster()
@@ -101,7 +129,7 @@ class AsyncRedisBackend(RedisBase):
             await _aclose(cluster)
             raise
         return _Clients(
-            cluster, blocking, self._register(cluster), True, asyncio.Lock(), self._turns()
+            cluster, blocking, self._register(cluster), True, asyncio.Lock(), self._turns(), {}
         )
 
     def _turns(self) -> asyncio.Semaphore:
@@ -143,6 +171,8 @@ class AsyncRedisBackend(RedisBase):
         clients = await self._clients()
         if isinstance(request, Eval):
             script = clients.scripts[request.name]
+            if self._replicates(request):
+                return await self._replicated(clients, script, request)
             return await script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
             return await clients.client.execute_command(*request.args)
@@ -196,6 +226,8 @@ class AsyncRedisBackend(RedisBase):
 async def _aclose_clients(clients: _Clients) -> None:
     await _aclose(clients.client)
     await _aclose(clients.blocking)
+    for node in clients.nodes.values():
+        await _aclose(node)
 
 
 async def _aclose(client: aioredis.Redis | aioredis.RedisCluster) -> None:

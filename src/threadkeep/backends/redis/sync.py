@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from redis.retry import Retry
 
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
-from threadkeep.backends.redis._base import RedisBase
+from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
 from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
@@ -35,12 +36,45 @@ class RedisBackend(RedisBase):
         # wait ends that wait empty (and reads again) instead of failing on an empty pool
         self._turns = threading.BoundedSemaphore(self._options.pool_size)
         self._scripts = self._register(self._client)
+        self._nodes: dict[str, redis.Redis] = {}  # a Cluster node's own client, for WAIT
 
-    def _standalone(self) -> redis.Redis:
+    def _standalone(self, url: str | None = None) -> redis.Redis:
         pool = redis.BlockingConnectionPool.from_url(
-            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+            url or self._options.server_url,
+            retry=Retry(NoBackoff(), 0),
+            **self._options.client_kwargs(),
         )
         return redis.Redis(connection_pool=pool)
+
+    def _replicated(self, script: Any, request: Eval) -> Any:
+        """Run a change, then WAIT on the same connection (of the node that holds its slot).
+
+        redis-py's RedisCluster sends WAIT to every node on connections of their own, where it
+        waits for nothing; so on a Cluster the change and its WAIT go in one pipeline to the
+        slot's node. A node that lost the slot (failover) makes the slot map be read again.
+        """
+        client = self._client
+        if isinstance(client, redis.RedisCluster):
+            node = client.get_node_from_key(request.route)  # type: ignore[no-untyped-call]
+            with self._lock:
+                if node.name not in self._nodes:
+                    self._nodes[node.name] = self._standalone(
+                        self._options.node_url(node.host, node.port)
+                    )
+                client = self._nodes[node.name]
+        pipe = client.pipeline(transaction=False)
+        script(keys=[request.route], args=list(request.args), client=pipe)
+        pipe.execute_command(*self._options.wait_command())
+        try:
+            reply, acknowledged = pipe.execute()
+        except (rex.ConnectionError, rex.TimeoutError, *FAILOVER_ERRORS) as exc:
+            if client is self._client:
+                raise
+            with contextlib.suppress(redis.RedisError, rex.RedisClusterException):
+                self._client.nodes_manager.initialize()
+            raise rex.ConnectionError(f"{node.name} no longer serves the slot: {exc}") from exc
+        self._options.check_replicated(int(acknowledged))
+        return reply
 
     def _cluster(self) -> redis.RedisCluster:
         try:
@@ -86,6 +120,8 @@ class RedisBackend(RedisBase):
             self._check_cluster()
         if isinstance(request, Eval):
             script = self._scripts[request.name]
+            if self._replicates(request):
+                return self._replicated(script, request)
             return script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
             return self._client.execute_command(*request.args)
@@ -130,6 +166,8 @@ class RedisBackend(RedisBase):
         """See Backend.close."""
         _close(self._client)
         _close(self._blocking)
+        for node in self._nodes.values():
+            _close(node)
 
 
 def _close(client: redis.Redis | redis.RedisCluster) -> None:
