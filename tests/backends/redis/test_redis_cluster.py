@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import threadkeep
-from tests._servers import RedisServer
-from tests.backends.redis._helpers import SHARES, prefix_on, use_cluster_store, workload
+from tests._servers import RedisServer, free_port
+from tests.backends.redis._helpers import (
+    SHARES,
+    Writer,
+    prefix_on,
+    use_cluster_store,
+    workload,
+)
 from threadkeep.backends.redis import _shards
 from threadkeep.backends.redis._keys import Keys
 
@@ -121,3 +129,90 @@ def test_the_conformance_suite_passes_on_a_multi_node_cluster(
         scripts_run.append(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
         client.close()
     assert sum(scripts_run) > 1000 and min(scripts_run) > 100, scripts_run
+
+
+def _tenant_on(cluster: list[RedisServer], prefix: str, index: int) -> str:
+    """A tenant whose slot tag lands in the slots of nodes[index]."""
+    client = cluster[0].client()
+    low, high = SHARES[index]
+    try:
+        for i in range(1000):
+            tag = _shards.tenant_tag(f"t-{i}")
+            if low <= client.cluster("keyslot", Keys(prefix, tag).events) <= high:
+                return f"t-{i}"
+    finally:
+        client.close()
+    raise AssertionError("no tenant found")
+
+
+def _until(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+def test_acknowledged_writes_survive_a_cluster_failover(
+    cluster: list[RedisServer], tmp_path: Path
+) -> None:
+    """replicas=1 on a sharded store: WAIT goes to the slot's node; after SIGKILL of that node
+    and CLUSTER FAILOVER TAKEOVER by its replica, every acknowledged append is there."""
+    directory = tmp_path / "replica"
+    directory.mkdir()
+    bus = free_port()
+    replica = RedisServer(
+        directory,
+        extra=(
+            *("--cluster-enabled", "yes", "--cluster-port", str(bus)),
+            *("--cluster-config-file", str(directory / "nodes.conf")),
+        ),
+    )
+    replica.start()
+    try:
+        primary = cluster[0].client()
+        primary_id = primary.execute_command("CLUSTER", "MYID")
+        primary.execute_command("CLUSTER", "MEET", "127.0.0.1", replica.port, bus)
+        primary.close()
+        own = replica.client()
+        _until("the replica met the cluster", lambda: primary_id in own.execute_command(
+            "CLUSTER", "NODES"))  # fmt: skip
+        own.execute_command("CLUSTER", "REPLICATE", primary_id)
+        _until("the replica synced", lambda: own.info("replication").get(
+            "master_link_status") == "up")  # fmt: skip
+
+        prefix = "fo"
+        url = cluster[1].url + f"?prefix={prefix}&replicas=1&replicas_timeout=2&timeout=2"
+        with threadkeep.open(url) as store:
+            with pytest.raises(threadkeep.BackendUnavailable, match="0 of 1 replicas"):
+                store.start("c-0", tenant=_tenant_on(cluster, prefix, 1))  # node 1: none
+            conv = store.start("c-1", tenant=_tenant_on(cluster, prefix, 0))
+            writer = Writer(store, conv.id)
+            writer.start()
+            writer.wait_for(200)
+            cluster[0].kill()  # SIGKILL the primary of the conversation's slot
+            own.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+            _until("the replica took over", lambda: own.info("replication").get(
+                "role") == "master")  # fmt: skip
+            writer.wait_for_failures(1)  # the new primary has no replica: changes fail
+            writer.stop.set()
+            writer.join(30)
+            # the same store follows the slot to its new primary (MOVED) for reads
+            _until("reads follow the failover", lambda: _readable(store, conv.id), 60)
+            kept: set[tuple[int, str]] = set()
+            while page := store.messages(conv.id, after=len(kept), limit=1000):
+                kept |= {(m.seq, m.content) for m in page}
+        own.close()
+        lost = [a for a in writer.acknowledged if a not in kept]
+        assert len(writer.acknowledged) >= 200
+        assert lost == [], f"{len(lost)} of {len(writer.acknowledged)} acknowledged lost"
+    finally:
+        replica.kill()
+
+
+def _readable(store: threadkeep.Store, conversation_id: str) -> bool:
+    try:
+        store.messages(conversation_id, last=1)
+    except threadkeep.BackendUnavailable:
+        return False
+    return True

@@ -96,8 +96,13 @@ class ConnectionOptions:
         }
 
     def wait_command(self) -> tuple[str, int, int]:
-        """The ``WAIT`` sent after each change when ``replicas`` is set."""
-        return ("WAIT", self.replicas, max(1, int(self.replicas_timeout * 1000)))
+        """The ``WAIT`` sent after each change when ``replicas`` is set.
+
+        It ends before the socket timeout (as ``block_ms``), or the wait would look like a
+        dead server.
+        """
+        seconds = min(self.replicas_timeout, self.timeout * 0.8)
+        return ("WAIT", self.replicas, max(1, int(seconds * 1000)))
 
     def node_url(self, host: str, port: int) -> str:
         """The server URL with another node's address (a Cluster node's, for ``WAIT``)."""
@@ -118,7 +123,7 @@ class ConnectionOptions:
         if acknowledged < self.replicas:
             raise NotReplicated(
                 f"only {acknowledged} of {self.replicas} replicas acknowledged the change "
-                f"within {self.replicas_timeout:g} s (?replicas=, ?replicas_timeout=)"
+                f"within {self.wait_command()[2] / 1000:g} s (?replicas=, ?replicas_timeout=)"
             )
 
     def block_ms(self, seconds: float) -> int:

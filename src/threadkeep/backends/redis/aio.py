@@ -96,11 +96,13 @@ class AsyncRedisBackend(RedisBase):
         pipe.execute_command(*self._options.wait_command())
         try:
             reply, acknowledged = await pipe.execute()
-        except (rex.ConnectionError, rex.TimeoutError, *FAILOVER_ERRORS) as exc:
+        except (rex.ConnectionError, *FAILOVER_ERRORS) as exc:
             if client is clients.client:
                 raise
             with contextlib.suppress(redis.RedisError, rex.RedisClusterException):
-                await clients.client.nodes_manager.initialize()
+                await clients.client.nodes_manager.initialize()  # where is the slot now?
+            if isinstance(exc, rex.ConnectionError):
+                raise
             raise rex.ConnectionError(f"{node.name} no longer serves the slot: {exc}") from exc
         self._options.check_replicated(int(acknowledged))
         return reply

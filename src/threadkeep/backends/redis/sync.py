@@ -67,11 +67,13 @@ class RedisBackend(RedisBase):
         pipe.execute_command(*self._options.wait_command())
         try:
             reply, acknowledged = pipe.execute()
-        except (rex.ConnectionError, rex.TimeoutError, *FAILOVER_ERRORS) as exc:
+        except (rex.ConnectionError, *FAILOVER_ERRORS) as exc:
             if client is self._client:
                 raise
             with contextlib.suppress(redis.RedisError, rex.RedisClusterException):
-                self._client.nodes_manager.initialize()
+                self._client.nodes_manager.initialize()  # where is the slot now?
+            if isinstance(exc, rex.ConnectionError):
+                raise
             raise rex.ConnectionError(f"{node.name} no longer serves the slot: {exc}") from exc
         self._options.check_replicated(int(acknowledged))
         return reply
