@@ -181,7 +181,7 @@ def test_acknowledged_writes_survive_a_cluster_failover(
         _until("the replica synced", lambda: own.info("replication").get(
             "master_link_status") == "up")  # fmt: skip
 
-        prefix = "fo"
+        prefix = prefix_on(cluster, 0)  # the store's own keys (layout, tags) are replicated too
         url = cluster[1].url + f"?prefix={prefix}&replicas=1&replicas_timeout=2&timeout=2"
         with threadkeep.open(url) as store:
             with pytest.raises(threadkeep.BackendUnavailable, match="0 of 1 replicas"):

@@ -8,11 +8,14 @@ from redis import exceptions as rex
 
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Attempts
-from threadkeep.backends.redis._flows import Eval, Flows
+from threadkeep.backends.redis._flows import Command, Eval, Flows
 from threadkeep.backends.redis._options import ConnectionOptions
 from threadkeep.backends.redis._scripts import READ_ONLY, SCRIPTS
 
 __all__ = ["FAILOVER_ERRORS", "RedisBase"]
+
+#: The plain commands the flows send that write (the layout, a sharded store's tags, aliases).
+_WRITES = frozenset({"SET", "SADD", "HSET", "HSETNX"})
 
 #: Replies of a Cluster node that no longer serves a slot (a failover moved it): the slot map
 #: is read again and the request resent.
@@ -46,9 +49,18 @@ class RedisBase:
     def _register(client: Any) -> dict[str, Any]:
         return {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
-    def _replicates(self, request: Eval) -> bool:
+    def _replicates(self, request: Eval | Command) -> bool:
         """Whether ``request`` is a change to be followed by ``WAIT`` (``?replicas=``)."""
-        return self._options.replicas > 0 and request.name not in READ_ONLY
+        if not self._options.replicas:
+            return False
+        if isinstance(request, Eval):
+            return request.name not in READ_ONLY
+        return str(request.args[0]) in _WRITES
+
+    @staticmethod
+    def _routing_key(request: Eval | Command) -> str:
+        """The key whose slot's node runs ``request``."""
+        return request.route if isinstance(request, Eval) else str(request.args[1])
 
     def _call(self) -> Attempts:
         """Start the attempts of one request (retries, deadline, error mapping)."""

@@ -49,6 +49,7 @@ class AsyncRedisBackend(RedisBase):
     def __init__(self, url: StoreURL) -> None:
         super().__init__(url)
         self._cluster_mode = False
+        self._probed = False
         self._loops: PerLoop[_Clients] = PerLoop(self._connect, _aclose_clients)
         self._probe()
 
@@ -82,17 +83,21 @@ class AsyncRedisBackend(RedisBase):
         )
         return aioredis.Redis(connection_pool=pool)
 
-    async def _replicated(self, clients: _Clients, script: Any, request: Eval) -> Any:
+    async def _replicated(self, clients: _Clients, request: Eval | Command) -> Any:
         """See RedisBackend._replicated."""
         client = clients.client
         if clients.cluster:
-            node = client.get_node_from_key(request.route)
+            node = client.get_node_from_key(self._routing_key(request))
             if node.name not in clients.nodes:
                 url = self._options.node_url(node.host, node.port)
                 clients.nodes[node.name] = self._standalone(url)
             client = clients.nodes[node.name]
         pipe = client.pipeline(transaction=False)
-        await script(keys=[request.route], args=list(request.args), client=pipe)
+        if isinstance(request, Eval):
+            script = clients.scripts[request.name]
+            await script(keys=[request.route], args=list(request.args), client=pipe)
+        else:
+            pipe.execute_command(*request.args)
         pipe.execute_command(*self._options.wait_command())
         try:
             reply, acknowledged = await pipe.execute()
@@ -149,10 +154,11 @@ class AsyncRedisBackend(RedisBase):
             current = self._loops.current()
             if current is not clients:  # another task of this loop switched them
                 return await self._clients()
-            if not self._checked:
+            if not self._probed:  # asked once (a failed layout read does not ask again)
                 check_server(await clients.client.info("server"), self._options.host)
                 info = await clients.client.info("cluster")
                 self._cluster_mode = bool(info.get("cluster_enabled"))
+                self._probed = True
             if clients.cluster != self._cluster_mode:
                 switched = await self._connect()
                 self._loops.replace(switched)
@@ -163,21 +169,26 @@ class AsyncRedisBackend(RedisBase):
                 try:
                     command = next(layout)
                     while True:
-                        command = layout.send(await clients.client.execute_command(*command.args))
+                        command = layout.send(await self._command(clients, command))
                 except StopIteration:
                     pass
                 self._checked = True
         return clients
 
+    async def _command(self, clients: _Clients, request: Command) -> Any:
+        if self._replicates(request):
+            return await self._replicated(clients, request)
+        return await clients.client.execute_command(*request.args)
+
     async def _request(self, request: Request) -> Any:
         clients = await self._clients()
         if isinstance(request, Eval):
-            script = clients.scripts[request.name]
             if self._replicates(request):
-                return await self._replicated(clients, script, request)
+                return await self._replicated(clients, request)
+            script = clients.scripts[request.name]
             return await script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
-            return await clients.client.execute_command(*request.args)
+            return await self._command(clients, request)
         if isinstance(request, Pause):
             await asyncio.sleep(request.seconds)
             return None

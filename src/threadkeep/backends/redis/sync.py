@@ -37,6 +37,8 @@ class RedisBackend(RedisBase):
         self._turns = threading.BoundedSemaphore(self._options.pool_size)
         self._scripts = self._register(self._client)
         self._nodes: dict[str, redis.Redis] = {}  # a Cluster node's own client, for WAIT
+        self._nodes_lock = threading.Lock()
+        self._on_cluster: bool | None = None
 
     def _standalone(self, url: str | None = None) -> redis.Redis:
         pool = redis.BlockingConnectionPool.from_url(
@@ -46,7 +48,7 @@ class RedisBackend(RedisBase):
         )
         return redis.Redis(connection_pool=pool)
 
-    def _replicated(self, script: Any, request: Eval) -> Any:
+    def _replicated(self, request: Eval | Command) -> Any:
         """Run a change, then WAIT on the same connection (of the node that holds its slot).
 
         redis-py's RedisCluster sends WAIT to every node on connections of their own, where it
@@ -55,15 +57,19 @@ class RedisBackend(RedisBase):
         """
         client = self._client
         if isinstance(client, redis.RedisCluster):
-            node = client.get_node_from_key(request.route)  # type: ignore[no-untyped-call]
-            with self._lock:
+            key = self._routing_key(request)
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            with self._nodes_lock:
                 if node.name not in self._nodes:
                     self._nodes[node.name] = self._standalone(
                         self._options.node_url(node.host, node.port)
                     )
                 client = self._nodes[node.name]
         pipe = client.pipeline(transaction=False)
-        script(keys=[request.route], args=list(request.args), client=pipe)
+        if isinstance(request, Eval):
+            self._scripts[request.name](keys=[request.route], args=list(request.args), client=pipe)
+        else:
+            pipe.execute_command(*request.args)
         pipe.execute_command(*self._options.wait_command())
         try:
             reply, acknowledged = pipe.execute()
@@ -95,38 +101,49 @@ class RedisBackend(RedisBase):
         with self._lock:
             if self._checked:
                 return
-            check_server(self._client.info("server"), self._options.host)
-            on_cluster = bool(self._client.info("cluster").get("cluster_enabled"))
-            if on_cluster:
-                cluster = self._cluster()
-                try:
-                    blocking = self._cluster()
-                except rex.ConnectionError:
-                    _close(cluster)
-                    raise
-                for standalone in (self._client, self._blocking):
-                    _close(standalone)
-                self._client, self._blocking = cluster, blocking
-                self._scripts = self._register(cluster)
-            layout = self._flows.layout(self._options.shard, on_cluster)
+            if self._on_cluster is None:  # asked once (a failed layout read does not ask again)
+                self._switch()
+            layout = self._flows.layout(self._options.shard, bool(self._on_cluster))
             try:
                 command = next(layout)
                 while True:
-                    command = layout.send(self._client.execute_command(*command.args))
+                    command = layout.send(self._command(command))
             except StopIteration:
                 pass
             self._checked = True
+
+    def _switch(self) -> None:
+        """Check the server; on a Redis Cluster node, talk through cluster clients."""
+        check_server(self._client.info("server"), self._options.host)
+        on_cluster = bool(self._client.info("cluster").get("cluster_enabled"))
+        if on_cluster:
+            cluster = self._cluster()
+            try:
+                blocking = self._cluster()
+            except rex.ConnectionError:
+                _close(cluster)
+                raise
+            for standalone in (self._client, self._blocking):
+                _close(standalone)
+            self._client, self._blocking = cluster, blocking
+            self._scripts = self._register(cluster)
+        self._on_cluster = on_cluster
+
+    def _command(self, request: Command) -> Any:
+        if self._replicates(request):
+            return self._replicated(request)
+        return self._client.execute_command(*request.args)
 
     def _request(self, request: Request) -> Any:
         if not self._checked:
             self._check_cluster()
         if isinstance(request, Eval):
-            script = self._scripts[request.name]
             if self._replicates(request):
-                return self._replicated(script, request)
+                return self._replicated(request)
+            script = self._scripts[request.name]
             return script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
-            return self._client.execute_command(*request.args)
+            return self._command(request)
         if isinstance(request, Pause):
             time.sleep(request.seconds)
             return None
