@@ -77,18 +77,27 @@ def test_a_change_waits_for_the_replica_and_fails_without_it(
 def test_every_acknowledged_write_survives_a_failover_to_the_replica(
     primary_and_replica: tuple[RedisServer, RedisServer],
 ) -> None:
-    """Appends with replicas=1 under load; SIGKILL the primary; promote the replica."""
+    """Appends with replicas=1 under load; the replica falls behind (paused), the primary is
+    SIGKILLed, the replica promoted: every acknowledged append is there, while an append a
+    store without ?replicas had acknowledged meanwhile is lost (what WAIT prevents)."""
     primary, replica = primary_and_replica
-    url = primary.url + "?prefix=ha&replicas=1&replicas_timeout=2&timeout=1&retries=1"
-    with threadkeep.open(url) as store:
+    url = primary.url + "?prefix=ha&replicas=1&replicas_timeout=0.5&timeout=1&retries=1"
+    with threadkeep.open(url) as store, threadkeep.open(primary.url + "?prefix=ha") as unwaited:
         conv = store.start("c-1")
+        other = unwaited.start("c-2")
         writer = Writer(store, conv.id)
         writer.start()
         writer.wait_for(300)
-        primary.kill()  # SIGKILL: nothing more leaves it
+        replica.pause()  # replication stops here: nothing more is acknowledged …
+        admin = primary.client()
+        admin.execute_command("CLIENT", "KILL", "TYPE", "replica")  # … nor sent
+        admin.close()
         writer.wait_for_failures(1)
+        assert unwaited.append(other.id, "user", "acknowledged, not replicated").seq == 1
+        primary.kill()  # SIGKILL: what the replica lacks is gone
         writer.stop.set()
         writer.join(30)
+    replica.resume()
     client = replica.client()
     client.execute_command("REPLICAOF", "NO", "ONE")  # the failover
     client.close()
@@ -98,6 +107,7 @@ def test_every_acknowledged_write_survives_a_failover_to_the_replica(
         kept: set[tuple[int, str]] = set()
         while page := store.messages(conv.id, after=len(kept), limit=1000):
             kept |= {(m.seq, m.content) for m in page}
+        assert store.messages(other.id) == []  # the control: acknowledged without WAIT, lost
     lost = [a for a in acknowledged if a not in kept]
     assert lost == [], f"{len(lost)} of {len(acknowledged)} acknowledged appends lost"
 
