@@ -51,8 +51,8 @@ def isolated_url(kind: str, tmp_path: Path, run_id: str) -> str:
     if kind == "sqlite":
         path = (tmp_path / "threadkeep.db").resolve()
         return f"sqlite:///{path}"  # absolute path: sqlite:////tmp/...
-    if kind == "redis":
-        return f"{REDIS_BASE}?prefix=tk-test-{run_id}"
+    if kind == "redis":  # the base may carry options of its own (?shard=tenant)
+        return f"{REDIS_BASE}{'&' if '?' in REDIS_BASE else '?'}prefix=tk-test-{run_id}"
     if kind == "postgres":  # the base may carry options of its own (?partitions=4)
         joint = "&" if "?" in POSTGRES_BASE else "?"
         return f"{POSTGRES_BASE}{joint}schema=tk_test_{run_id}"

@@ -41,6 +41,21 @@ def _name(text: Any) -> str:
     return value
 
 
+def _shard(text: Any) -> str:
+    value = str(text)
+    if value not in ("none", "tenant"):
+        raise ValueError("must be 'none' (one slot per store) or 'tenant' (spread by tenant)")
+    return value
+
+
+_REDIS: Final[dict[str, Callable[[Any], Any]]] = {
+    "prefix": _name,
+    "idempotency_keys": _non_negative_int,
+    "shard": _shard,
+    "replicas": _non_negative_int,
+    "replicas_timeout": _positive_float,
+}
+
 _NETWORK: Final[dict[str, Callable[[Any], Any]]] = {
     "timeout": _positive_float,
     "retries": _non_negative_int,
@@ -52,8 +67,8 @@ QUERY_PARSERS: Final[Mapping[str, Mapping[str, Callable[[Any], Any]]]] = Mapping
     {
         "memory": {},
         "sqlite": {"timeout": _positive_float},
-        "redis": {**_NETWORK, "prefix": _name, "idempotency_keys": _non_negative_int},
-        "rediss": {**_NETWORK, "prefix": _name, "idempotency_keys": _non_negative_int},
+        "redis": {**_NETWORK, **_REDIS},
+        "rediss": {**_NETWORK, **_REDIS},
         "postgresql": {**_NETWORK, "schema": _name, "partitions": _partitions},
     }
 )

@@ -122,6 +122,8 @@ class StartOp(Op[ConversationRow]):
     resume: bool
     open_statuses: tuple[str, ...]
     events_kept: int
+    #: the caller chose ``row.id`` (an import), rather than ``new_id``
+    given_id: bool = False
 
 
 @dataclass(frozen=True, slots=True)

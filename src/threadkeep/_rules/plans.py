@@ -125,7 +125,7 @@ def start(
         state_version=0,
         retention=kept,
     )
-    return StartOp(row, resume, _OPEN, limits.events_kept)
+    return StartOp(row, resume, _OPEN, limits.events_kept, conversation_id is not None)
 
 
 def get(now_us: int, conversation_id: str, tenant: str | None) -> GetOp:

@@ -105,8 +105,12 @@ def workload(store: threadkeep.Store) -> None:
     store.delete_contact("c-1", tenant="t-1")
 
 
-#: Commands the store may send itself (INFO: once, to detect a Cluster); all else is in scripts.
-DIRECT = {"EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT", "INFO"}
+#: Commands the store may send itself (INFO, GET, EXISTS, SET: once, to detect a Cluster and
+#: read or record the layout); all else is in scripts.
+DIRECT = {
+    *("EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT", "INFO"),
+    *("GET", "EXISTS", "SET"),
+}
 
 
 def monitor(server: RedisServer, sink: list[dict[str, object]], ready: threading.Event) -> None:
@@ -202,7 +206,9 @@ def prefix_on(nodes: list[RedisServer], index: int) -> str:
 
 
 def use_cluster_store(cluster: list[RedisServer], prefix: str) -> None:
-    with threadkeep.open(cluster[0].url + f"?prefix={prefix}") as store:  # … we dial the first
+    """Every method on a one-slot (``shard=none``) store whose slot is on the third node."""
+    url = cluster[0].url + f"?prefix={prefix}&shard=none"
+    with threadkeep.open(url) as store:  # … we dial the first
         workload(store)
         conv = store.start("c-9")
         store.append(conv.id, "user", "routed")

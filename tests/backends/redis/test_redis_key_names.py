@@ -104,3 +104,18 @@ def test_every_conversation_field_is_in_the_legend() -> None:
             for entry in SCRIPTS.iterdir()
             if entry.name.endswith(".lua")
         ), field
+
+
+def test_a_sharded_tag_builds_the_same_names_under_its_own_hash_tag() -> None:
+    """``?shard=tenant``: the scripts get the tag's base, so every builder above follows it."""
+    tagged = KEYS.at("k7")
+    assert tagged.base == "pfx{pfx:k7}:"
+    assert tagged.conversation("c-1") == "pfx{pfx:k7}:c:c-1"
+    assert tagged.events == "pfx{pfx:k7}:ev"
+    assert tagged.base.startswith("pfx{") and KEYS.pattern == "pfx{*"  # SCAN finds both
+
+
+def test_the_home_keys_of_a_sharded_store_are_in_the_stores_own_slot() -> None:
+    assert (KEYS.layout, KEYS.tags, KEYS.aliases) == (
+        "pfx{pfx}:layout", "pfx{pfx}:tags", "pfx{pfx}:aliases"
+    )  # fmt: skip

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis import exceptions as rex
+
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Attempts
-from threadkeep.backends.redis._flows import Flows
+from threadkeep.backends.redis._flows import Command, Eval, Flows
 from threadkeep.backends.redis._options import ConnectionOptions
-from threadkeep.backends.redis._scripts import SCRIPTS
+from threadkeep.backends.redis._scripts import READ_ONLY, SCRIPTS
 
-__all__ = ["RedisBase"]
+__all__ = ["FAILOVER_ERRORS", "RedisBase"]
+
+#: The plain commands the flows send that write (the layout, a sharded store's tags, aliases).
+_WRITES = frozenset({"SET", "SADD", "HSET", "HSETNX"})
+
+#: Replies of a Cluster node that no longer serves a slot (a failover moved it): the slot map
+#: is read again and the request resent.
+FAILOVER_ERRORS = (
+    rex.MovedError,
+    rex.AskError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.ReadOnlyError,
+)
 
 
 class RedisBase:
     """A Redis driver's options, flows and clients.
 
     On first use a driver asks the server whether it is a Redis Cluster node; if so it talks
-    through redis-py's ``RedisCluster`` instead (every key of the store is in one slot, see
+    through redis-py's ``RedisCluster`` instead (every key a script touches is in one slot, see
     ``_keys``). Event followers wait in XREAD BLOCK on a client of their own (``_blocking``),
     so however many there are, they never hold the connections appends and reads need.
 
@@ -33,6 +48,19 @@ class RedisBase:
     @staticmethod
     def _register(client: Any) -> dict[str, Any]:
         return {name: client.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _replicates(self, request: Eval | Command) -> bool:
+        """Whether ``request`` is a change to be followed by ``WAIT`` (``?replicas=``)."""
+        if not self._options.replicas:
+            return False
+        if isinstance(request, Eval):
+            return request.name not in READ_ONLY
+        return str(request.args[0]) in _WRITES
+
+    @staticmethod
+    def _routing_key(request: Eval | Command) -> str:
+        """The key whose slot's node runs ``request``."""
+        return request.route if isinstance(request, Eval) else str(request.args[1])
 
     def _call(self) -> Attempts:
         """Start the attempts of one request (retries, deadline, error mapping)."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar, cast
 
+from threadkeep._exceptions import InvalidInput
 from threadkeep._rules import decide, events as ev, lifecycle, ops
 from threadkeep._rules.lifecycle import Status
 from threadkeep._rules.ops import Outcome, Result
@@ -31,10 +32,10 @@ from threadkeep._rules.rows import (
     WindowRow,
 )
 from threadkeep.backends._common import handlers, handles
-from threadkeep.backends.redis import _codec as codec
+from threadkeep.backends.redis import _codec as codec, _shards as shards
 from threadkeep.backends.redis._keys import Keys
 
-__all__ = ["Block", "Command", "Eval", "Flow", "Flows", "Request"]
+__all__ = ["READY", "Block", "Command", "Eval", "Flow", "Flows", "Pause", "Request"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,9 +43,10 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Eval:
-    """Run the script ``name`` (EVALSHA) with the event stream as its routing key."""
+    """Run the script ``name`` (EVALSHA) with ``route`` (an event stream) as its routing key."""
 
     name: str
+    route: str
     args: tuple[str | int, ...]
 
 
@@ -57,13 +59,24 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """Wait up to ``seconds`` for an event after ``after_id`` (XREAD BLOCK)."""
+    """Wait up to ``seconds`` for an event after ``after_id`` in ``stream`` (XREAD BLOCK)."""
 
+    stream: str
     after_id: str
     seconds: float
 
 
-Request = Eval | Command | Block
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Sleep ``seconds`` (a sharded store's follower without a tenant polls its tags)."""
+
+    seconds: float
+
+
+Request = Eval | Command | Block | Pause
+#: A request that does nothing: a driver sends it before its first flow, so that it has asked
+#: the server what it is and read the store's layout (``Flows.layout``) before a flow starts.
+READY: Final = Pause(0.0)
 Flow = Generator[Request, Any, T]
 _OK = Outcome.OK
 
@@ -71,6 +84,8 @@ _ALL_STATUSES = ",".join(s.value for s in Status)
 _SWEEP_ROUNDS = 100_000  # a sweep stops after this many batches even if work is left
 #: Most index entries one list script examines (then the next script resumes after them).
 LIST_SCAN = 1000
+#: How often a follower of a sharded store's events without a tenant reads its tags again.
+POLL_SECONDS = 0.1
 
 
 def _csv(values: tuple[str, ...]) -> str:
@@ -84,8 +99,11 @@ def _as_dict(reply: Any) -> Mapping[str, str]:
 class Flows:
     """The flows of one store.
 
+    Until ``layout`` ran (the drivers run it on first use) a store is read in the one-slot
+    layout; in the sharded one (``sharded``) every op first finds its slot tag (``_shards``).
+
     Args:
-        keys: the store's key names.
+        keys: the store's key names (its home keys, in the sharded layout).
         idempotency_kept: caller idempotency keys remembered per conversation (newest).
         retry_kept: internal retry keys remembered per conversation (newest).
     """
@@ -94,15 +112,102 @@ class Flows:
         self.keys = keys
         self.idempotency_kept = idempotency_kept
         self.retry_kept = retry_kept
+        self.sharded = False
+        self._registered: set[str] = set()  # tags known to be in the store's set of tags
         self._routes = handlers(self)
+
+    def layout(self, wanted: str | None, cluster: bool) -> Generator[Command, Any, None]:
+        """Read the store's recorded layout (record it for a new store); refuse a mismatch.
+
+        A store that holds data but records no layout was written before layouts were
+        recorded: it is in the one-slot layout, recorded now.
+
+        Raises:
+            InvalidInput: ``wanted`` is not the layout the store records.
+        """
+        home = self.keys
+        recorded = yield Command(("GET", home.layout))
+        if recorded is None:
+            old = yield Command(("EXISTS", home.event_number, home.fact_expiries, home.idle))
+            fresh = shards.TENANT if cluster else shards.NONE
+            choice = shards.NONE if old else (wanted or fresh)
+            yield Command(("SET", home.layout, choice, "NX"))
+            recorded = yield Command(("GET", home.layout))
+        if wanted is not None and wanted != recorded:
+            raise InvalidInput(
+                f"redis store {home.prefix!r} is in the shard={recorded} layout; open it with "
+                f"?shard={recorded} (or without ?shard), or use another prefix for shard={wanted}",
+                field="shard",
+            )
+        self.sharded = recorded == shards.TENANT
+
+    # ---- routing ------------------------------------------------------------------------
+
+    def _route(self, conversation_id: str, tenant: str | None) -> Flow[Keys]:
+        """The keys of a conversation's slot: the tenant's tag, the id's own, or its alias."""
+        if not self.sharded:
+            return self.keys
+        if tenant is not None:
+            return self.keys.at(shards.tenant_tag(tenant))
+        tag = shards.id_tag(conversation_id)
+        if tag is None:  # imported: recorded in the aliases (absent: no such conversation)
+            tag = yield Command(("HGET", self.keys.aliases, conversation_id))
+        return self.keys.at(tag or shards.tenant_tag(conversation_id))
+
+    def _tenant(self, tenant: str, register: bool = False) -> Flow[Keys]:
+        """The keys of a tenant's slot; ``register``: add its tag to the store's set first."""
+        if not self.sharded:
+            return self.keys
+        tag = shards.tenant_tag(tenant)
+        if register and tag not in self._registered:
+            yield Command(("SADD", self.keys.tags, tag))
+            self._registered.add(tag)
+        return self.keys.at(tag)
+
+    def _every_tag(self) -> Flow[list[Keys]]:
+        """The keys of every slot the store has used (store-wide work)."""
+        if not self.sharded:
+            return [self.keys]
+        tags = yield Command(("SMEMBERS", self.keys.tags))
+        return [self.keys.at(tag) for tag in sorted(tags)]
+
+    def _imported(self, row: ConversationRow) -> Flow[ConversationRow | None]:
+        """Record an imported id's slot (the tenant's) in the aliases.
+
+        Returns:
+            None, or the conversation that already has the id in another slot.
+
+        Raises:
+            InvalidInput: the id looks made by a sharded store for another tenant's slot.
+        """
+        tag = shards.tenant_tag(row.tenant)
+        own = shards.id_tag(row.id)
+        if own is not None:
+            if own != tag:
+                raise InvalidInput(
+                    f"conversation id {row.id!r} carries the slot tag {own!r} of another "
+                    f"tenant than {row.tenant!r}; import it into its own tenant",
+                    field="conversation_id",
+                )
+            return None
+        if (yield Command(("HSETNX", self.keys.aliases, row.id, tag))):
+            return None
+        old = yield Command(("HGET", self.keys.aliases, row.id))
+        if old != tag:
+            found = _as_dict((yield Command(("HGETALL", self.keys.at(old).conversation(row.id)))))
+            if found:
+                return codec.decode_conversation(found)
+            yield Command(("HSET", self.keys.aliases, row.id, tag))  # that one is gone
+        return None
 
     def flow(self, op: ops.Op[R]) -> Flow[Result[R]]:
         """Return the flow that carries out ``op``."""
         make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[type(op)])
         return make(op)
 
-    def _eval(self, name: str, *args: str | int) -> Eval:
-        return Eval(name, (self.keys.base, *args))
+    @staticmethod
+    def _eval(keys: Keys, name: str, *args: str | int) -> Eval:
+        return Eval(name, keys.events, (keys.base, *args))
 
     def ping(self) -> Flow[None]:
         """PING."""
@@ -114,8 +219,16 @@ class Flows:
     def _create(self, op: ops.StartOp) -> Flow[Result[ConversationRow]]:
         """A retried call finds its own row and reports CREATED."""
         row = op.row
+        if self.sharded and op.given_id:
+            other = yield from self._imported(row)
+            if other is not None:  # the id is taken in another slot: what a retry would see
+                return Result(Outcome.CREATED, other)
+        elif self.sharded:
+            row = replace(row, id=shards.tagged(row.id, shards.tenant_tag(row.tenant)))
+        keys = yield from self._tenant(row.tenant, register=True)
         kind, data = ev.started(row.contact_id, row.status, row.stage)
         outcome, flat = yield self._eval(
+            keys,
             "create",
             "1" if op.resume else "0",
             _csv(op.open_statuses),
@@ -130,7 +243,8 @@ class Flows:
     @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:
         """One HGETALL; the visibility verdict taken here."""
-        reply = yield Command(("HGETALL", self.keys.conversation(op.conversation_id)))
+        keys = yield from self._route(op.conversation_id, op.tenant)
+        reply = yield Command(("HGETALL", keys.conversation(op.conversation_id)))
         fields = _as_dict(reply)
         found = codec.decode_conversation(fields) if fields else None
         row = decide.visible(found, op.tenant, op.now_us)
@@ -138,8 +252,9 @@ class Flows:
 
     @handles(ops.FindOpenOp)
     def _find_open(self, op: ops.FindOpenOp) -> Flow[Result[ConversationRow | None]]:
+        keys = yield from self._tenant(op.tenant)
         flat = yield self._eval(
-            "find_open", op.tenant, op.contact_id, _csv(op.open_statuses), op.now_us
+            keys, "find_open", op.tenant, op.contact_id, _csv(op.open_statuses), op.now_us
         )
         return Result(_OK, codec.decode_conversation(flat) if flat else None)
 
@@ -151,7 +266,9 @@ class Flows:
             kind = ev.EventKind.AGENT_ASSIGNED.value
         else:
             kind = ev.EventKind.STAGE_CHANGED.value
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "update",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -168,7 +285,9 @@ class Flows:
     @handles(ops.RetainOp)
     def _retain(self, op: ops.RetainOp) -> Flow[Result[ConversationRow | None]]:
         r = op.retention
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "retain",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -193,8 +312,10 @@ class Flows:
         activity, after_id = op.cursor if op.cursor is not None else (None, None)
         rows: list[ConversationRow] = []
         scan: Sequence[str | int] = ()
+        keys = yield from self._tenant(op.tenant)
         while True:
             flats, scan = yield self._eval(
+                keys,
                 "list",
                 op.tenant,
                 op.now_us,
@@ -214,7 +335,8 @@ class Flows:
 
     @handles(ops.CountsOp)
     def _counts(self, op: ops.CountsOp) -> Flow[Result[TenantCounts]]:
-        by_status, by_stage = yield self._eval("counts", op.tenant, op.now_us, _ALL_STATUSES)
+        keys = yield from self._tenant(op.tenant)
+        by_status, by_stage = yield self._eval(keys, "counts", op.tenant, op.now_us, _ALL_STATUSES)
         return Result(
             _OK,
             TenantCounts(
@@ -223,9 +345,12 @@ class Flows:
             ),
         )
 
-    def _erase(self, mode: str, target: str, tenant: str | None, now_us: int, kept: int) -> Eval:
+    def _erase(
+        self, keys: Keys, mode: str, target: str, tenant: str | None, now_us: int, kept: int
+    ) -> Eval:
         kind, data = ev.deleted()
         return self._eval(
+            keys,
             "delete",
             mode,
             target,
@@ -240,21 +365,35 @@ class Flows:
 
     @handles(ops.DeleteOp)
     def _delete(self, op: ops.DeleteOp) -> Flow[Result[None]]:
-        reply = yield self._erase("id", op.conversation_id, op.tenant, op.now_us, op.events_kept)
+        keys = yield from self._route(op.conversation_id, op.tenant)
+        reply = yield self._erase(
+            keys, "id", op.conversation_id, op.tenant, op.now_us, op.events_kept
+        )
         return Result(_OK if int(reply[0]) else Outcome.NOT_FOUND, None)
 
     @handles(ops.DeleteContactOp)
     def _delete_contact(self, op: ops.DeleteContactOp) -> Flow[Result[ErasureCounts]]:
-        reply = yield self._erase("contact", op.contact_id, op.tenant, op.now_us, op.events_kept)
+        keys = yield from self._tenant(op.tenant)
+        reply = yield self._erase(
+            keys, "contact", op.contact_id, op.tenant, op.now_us, op.events_kept
+        )
         live, messages, states, facts, events = (int(n) for n in reply[:5])
         return Result(_OK, ErasureCounts(tuple(reply[5:]), live, messages, states, facts, events))
 
     @handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
-        """One script per batch until no work is left (a dry run too: bounded counts)."""
+        """One script per batch until no work is left (a dry run too: bounded counts), per tag."""
+        idled = purged = facts = 0
+        for keys in (yield from self._every_tag()):
+            counts = yield from self._sweep_tag(keys, op)
+            idled, purged, facts = idled + counts[0], purged + counts[1], facts + counts[2]
+        return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
+
+    def _sweep_tag(self, keys: Keys, op: ops.SweepOp) -> Flow[tuple[int, int, int]]:
         idled = purged = facts = 0
         for n in range(_SWEEP_ROUNDS):
             reply = yield self._eval(
+                keys,
                 "sweep",
                 op.now_us,
                 "1" if op.dry_run else "0",
@@ -269,7 +408,7 @@ class Flows:
             idled, purged, facts = idled + reply[0], purged + reply[1], facts + reply[2]
             if not reply[3]:
                 break
-        return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
+        return idled, purged, facts
 
     # ---- messages -----------------------------------------------------------------------
 
@@ -277,7 +416,9 @@ class Flows:
     def _append(self, op: ops.AppendOp) -> Flow[Result[MessageRow | None]]:
         """A call without a caller key gets an internal retry key."""
         retry_key = None if op.idempotency_key is not None else uuid.uuid4().hex
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "append",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -310,7 +451,9 @@ class Flows:
         items: list[str | int] = []
         for item in op.items:
             items += [codec.opt(item.idempotency_key), codec.encode_new(item, op.now_us), item.role]
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "append_many",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -333,8 +476,10 @@ class Flows:
         ]
         return Result(_OK, answers)
 
-    def _rewrite(self, name: str, op: ops.PopOp | ops.ClearOp, kind: ev.EventKind) -> Eval:
-        return self._eval(
+    def _rewrite(self, name: str, op: ops.PopOp | ops.ClearOp, kind: ev.EventKind) -> Flow[Any]:
+        keys = yield from self._route(op.conversation_id, op.tenant)
+        return (yield self._eval(
+            keys,
             name,
             op.conversation_id,
             codec.opt(op.tenant),
@@ -344,19 +489,19 @@ class Flows:
             kind.value,
             self.retry_kept,
             Status.CLOSED.value,
-        )
+        ))  # fmt: skip
 
     @handles(ops.PopOp)
     def _pop(self, op: ops.PopOp) -> Flow[Result[MessageRow | None]]:
         """A call token makes a resent pop answer as it did (and pop nothing more)."""
-        reply = yield self._rewrite("pop", op, ev.EventKind.MESSAGE_POPPED)
+        reply = yield from self._rewrite("pop", op, ev.EventKind.MESSAGE_POPPED)
         popped = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
         return Result(Outcome(reply[0]), popped)
 
     @handles(ops.ClearOp)
     def _clear(self, op: ops.ClearOp) -> Flow[Result[int]]:
         """A call token makes a resent clear answer as it did."""
-        reply = yield self._rewrite("clear", op, ev.EventKind.MESSAGES_CLEARED)
+        reply = yield from self._rewrite("clear", op, ev.EventKind.MESSAGES_CLEARED)
         return Result(Outcome(reply[0]), int(reply[1]) if len(reply) > 1 else 0)
 
     @handles(ops.ReplaceOp)
@@ -365,7 +510,9 @@ class Flows:
         items: list[str | int] = []
         for item in op.items:
             items += [codec.opt(item.idempotency_key), codec.encode_new(item, op.now_us)]
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "replace",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -395,7 +542,9 @@ class Flows:
             mode, point = "before", op.before
         else:
             mode, point = "after", op.after
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "read",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -412,8 +561,9 @@ class Flows:
     @handles(ops.KeyOp)
     def _key(self, op: ops.KeyOp) -> Flow[Result[MessageRow | None]]:
         """The read script, by idempotency key (the newest ``idempotency_keys`` are kept)."""
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
-            "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "key", 0, op.key, 0
+            keys, "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "key", 0, op.key, 0
         )
         if reply[0] == Outcome.NOT_FOUND.value:
             return Result(Outcome.NOT_FOUND, None)
@@ -424,8 +574,11 @@ class Flows:
     def _delivery(self, op: ops.DeliveryOp) -> Flow[Result[MessageRow | None]]:
         """Read the message, decide in Python, replace it if unchanged since (else again)."""
         cid, tenant = op.conversation_id, codec.opt(op.tenant)
+        keys = yield from self._route(cid, op.tenant)
         while True:
-            reply = yield self._eval("delivery", cid, tenant, op.now_us, op.seq, "", "", "", "", 0)
+            reply = yield self._eval(
+                keys, "delivery", cid, tenant, op.now_us, op.seq, "", "", "", "", 0
+            )
             if reply[0] == Outcome.NOT_FOUND.value:
                 return Result(Outcome.NOT_FOUND, None)
             entry = str(reply[1])
@@ -440,7 +593,7 @@ class Flows:
             )  # fmt: skip
             kind, data = verdict.event
             reply = yield self._eval(
-                "delivery", cid, tenant, op.now_us, op.seq, entry, new, kind,
+                keys, "delivery", cid, tenant, op.now_us, op.seq, entry, new, kind,
                 codec.json_text(data), op.events_kept,
             )  # fmt: skip
             if reply[0] == Outcome.NOT_FOUND.value:
@@ -451,9 +604,11 @@ class Flows:
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Flow[Result[tuple[Sequence[WindowLike], int]]]:
         """The same read script: the window and ``extra`` messages before it."""
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
-            "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "window", op.extra, 0, 0
-        )
+            keys, "read", op.conversation_id, codec.opt(op.tenant), op.now_us, "window",
+            op.extra, 0, 0,
+        )  # fmt: skip
         if reply[0] == Outcome.NOT_FOUND.value:
             return Result(Outcome.NOT_FOUND, ([], 0))
         messages = [codec.decode_message(op.conversation_id, e) for e in reply[1]]
@@ -465,7 +620,9 @@ class Flows:
     @handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
         """A call token makes a retried save return its own version."""
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "save_state",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -482,7 +639,9 @@ class Flows:
 
     @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Flow[Result[StateRow | None]]:
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "load_state",
             op.conversation_id,
             codec.opt(op.tenant),
@@ -498,21 +657,64 @@ class Flows:
 
     @handles(ops.EventsOp)
     def _read_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
-        """XRANGE in a script, then XREAD BLOCK while nothing is new."""
+        """XRANGE in a script, then XREAD BLOCK while nothing is new.
+
+        A sharded store without a tenant reads every tag's log instead and polls.
+        """
+        if self.sharded and op.tenant is None:
+            return (yield from self._merged_events(op))
+        keys = self.keys if op.tenant is None else (yield from self._tenant(op.tenant))
         deadline = time.monotonic() + op.wait
         while True:
-            reply = yield self._eval("events", codec.opt(op.after), codec.opt(op.tenant), op.limit)
+            reply = yield self._events(keys, op)
             if reply[0] == Outcome.EXPIRED.value:
                 return Result(Outcome.EXPIRED, [])
             rows = [codec.decode_event(entry) for entry in reply[2:]]
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 return Result(_OK, rows)
-            yield Block(reply[1], remaining)
+            yield Block(keys.events, reply[1], remaining)
+
+    def _events(self, keys: Keys, op: ops.EventsOp) -> Eval:
+        return self._eval(keys, "events", codec.opt(op.after), codec.opt(op.tenant), op.limit)
+
+    def _merged_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
+        """Every tag's events numbered after the cursor, merged by number (then tag); polls.
+
+        Each tag numbers its own log, so a number names one event per tag: a page ends between
+        two numbers (past ``limit`` when many tags share its last number), and never past the
+        last event read of a tag that had more, so the next read after its last number misses
+        none. The cursor is expired when any tag's log no longer holds what follows it.
+        """
+        deadline = time.monotonic() + op.wait
+        while True:
+            rows: list[tuple[int, str, EventRow]] = []
+            bound = _NO_BOUND
+            for keys in (yield from self._every_tag()):
+                reply = yield self._events(keys, op)
+                if reply[0] == Outcome.EXPIRED.value:
+                    return Result(Outcome.EXPIRED, [])
+                found = [codec.decode_event(entry) for entry in reply[2:]]
+                if len(found) >= op.limit:
+                    bound = min(bound, _number(found[-1].id))
+                rows += [(_number(row.id), keys.base, row) for row in found]
+            rows.sort(key=lambda item: item[:2])
+            page = [item for item in rows if item[0] <= bound]
+            if len(page) > op.limit:  # cut before the first number that does not fit whole
+                cut = page[op.limit][0]
+                page = [item for item in page if item[0] < cut] or [
+                    item for item in page if item[0] == cut
+                ]
+            remaining = deadline - time.monotonic()
+            if page or remaining <= 0:
+                return Result(_OK, [row for _, _, row in page])
+            yield Pause(min(remaining, POLL_SECONDS))
 
     @handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
+        keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
+            keys,
             "lease",
             "acquire",
             op.conversation_id,
@@ -525,13 +727,16 @@ class Flows:
 
     @handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:
-        yield self._eval("lease", "release", op.conversation_id, op.token)
+        keys = yield from self._route(op.conversation_id, None)
+        yield self._eval(keys, "lease", "release", op.conversation_id, op.token)
         return Result(_OK, None)
 
     @handles(ops.RememberOp)
     def _remember(self, op: ops.RememberOp) -> Flow[Result[FactRow]]:
         row = FactRow(op.key, op.value_json, op.tier, op.now_us, op.expires_us, op.source_json)
+        keys = yield from self._tenant(op.tenant, register=True)
         history = yield self._eval(
+            keys,
             "remember",
             op.tenant,
             op.contact_id,
@@ -547,7 +752,8 @@ class Flows:
     @handles(ops.RecallOp)
     def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
         """One HGETALL, expiry checked here."""
-        stored = _as_dict((yield Command(("HGETALL", self.keys.facts(op.tenant, op.contact_id)))))
+        keys = yield from self._tenant(op.tenant)
+        stored = _as_dict((yield Command(("HGETALL", keys.facts(op.tenant, op.contact_id)))))
         rows = [
             codec.decode_fact(key, blob, stored.get(key + "\n"))
             for key, blob in stored.items()
@@ -634,6 +840,14 @@ def _entry(row: MessageRow) -> str:
         row.payload_json, row.link,
     )  # fmt: skip
     return f"{row.seq} {body}"
+
+
+_NO_BOUND = 1 << 63
+
+
+def _number(event_id: str) -> int:
+    """The number of an event id (``"12-0"``)."""
+    return int(event_id.partition("-")[0])
 
 
 def _on_message(table: Mapping[str, str]) -> str:

@@ -4,9 +4,15 @@ The scripts build their keys in Lua (they run on the server); this class names e
 them for Python, in the same order, and a test (``tests/backends/redis/test_redis_key_names.py``)
 checks each against its Lua builder. The fields of the conversation hash are in ``_codec``.
 
-Every key of a store starts with ``prefix{prefix}:``: it begins with the prefix (so
-``SCAN MATCH prefix*`` finds it) and carries the hash tag ``{prefix}``, hence one Redis Cluster
-slot, so a script may touch a conversation, the tenant's indexes and the event log atomically.
+Every key of a store starts with its prefix (so ``SCAN MATCH prefix{*`` finds it), then a hash
+tag, so a script may touch a conversation, the tenant's indexes and the event log atomically:
+
+- one-slot layout (``shard=none``): every key starts ``prefix{prefix}:`` (one Cluster slot);
+- sharded layout (``shard=tenant``, ``_shards``): a tenant's keys start ``prefix{prefix:tag}:``,
+  ``tag`` being the tenant's bucket (two characters); every name of the table then exists once
+  per tag (the ``K_*`` ones are that tag's log, counters and sweep indexes), and the store's own
+  ``layout``, ``tags`` and ``aliases`` keep the base ``prefix{prefix}:``.
+
 A name inside a key that may hold ``:`` (a tenant before a contact) is preceded by its length.
 
 | Lua | method | type | holds |
@@ -33,6 +39,9 @@ A name inside a key that may hold ``:`` (a tenant before a contact) is preceded 
 | ``K_EV`` | events | stream | the event log, ids ``"n-0"``; every script's routing key |
 | ``K_EVN`` | event_number | string | the last event number |
 | ``K_EVT`` | event_floor | string | events numbered up to this fell out of the log |
+| (Python) | layout | string | ``"none"`` or ``"tenant"``: the store's recorded layout |
+| (Python) | tags | set | a sharded store's tags in use (sweep, events without a tenant) |
+| (Python) | aliases | hash | imported conversation id → its tag (an id made elsewhere) |
 """
 
 from __future__ import annotations
@@ -44,14 +53,28 @@ __all__ = ["Keys"]
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The key names of one store (one ``prefix``); see the table above."""
+    """The key names of one store (one ``prefix``), or of one slot tag of a sharded store.
+
+    Attributes:
+        prefix: the store's prefix.
+        tag: None for the store's own hash tag ``{prefix}`` (the one-slot layout, and the
+            home keys of a sharded store); else a slot tag (``_shards.tenant_tag``), whose
+            keys carry the hash tag ``{prefix:tag}``.
+    """
 
     prefix: str
+    tag: str | None = None
 
     @property
     def base(self) -> str:
-        """The common start of every key: the prefix, then the store's hash tag."""
-        return self.prefix + "{" + self.prefix + "}:"
+        """The common start of every key: the prefix, then the hash tag."""
+        if self.tag is None:
+            return self.prefix + "{" + self.prefix + "}:"
+        return self.prefix + "{" + self.prefix + ":" + self.tag + "}:"
+
+    def at(self, tag: str) -> Keys:
+        """The key names of slot tag ``tag`` of this (sharded) store."""
+        return Keys(self.prefix, tag)
 
     @property
     def pattern(self) -> str:
@@ -166,3 +189,20 @@ class Keys:
     def event_floor(self) -> str:
         """``K_EVT``: events numbered up to this fell out of the bounded log."""
         return self.base + "evt"
+
+    # ---- a sharded store's home keys (only Python reads and writes them) ------------------
+
+    @property
+    def layout(self) -> str:
+        """``layout``: the store's recorded layout, ``"none"`` or ``"tenant"`` (``_shards``)."""
+        return self.base + "layout"
+
+    @property
+    def tags(self) -> str:
+        """``tags``: the set of slot tags a sharded store has used (store-wide work)."""
+        return self.base + "tags"
+
+    @property
+    def aliases(self) -> str:
+        """``aliases``: imported conversation id → its slot tag (ids that carry none)."""
+        return self.base + "aliases"

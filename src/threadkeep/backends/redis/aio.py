@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, NamedTuple, TypeVar
 
 import redis
@@ -14,8 +15,8 @@ from redis.backoff import NoBackoff
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
-from threadkeep.backends.redis._base import RedisBase
-from threadkeep.backends.redis._flows import Command, Eval, Flow, Request
+from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
+from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["AsyncRedisBackend"]
@@ -34,6 +35,8 @@ class _Clients(NamedTuple):
     lock: asyncio.Lock
     #: one turn per connection of the blocking pool (see RedisBackend._turns)
     turns: asyncio.Semaphore
+    #: a Cluster node's own client, for WAIT (see RedisBackend._replicated)
+    nodes: dict[str, aioredis.Redis]
 
 
 class AsyncRedisBackend(RedisBase):
@@ -46,6 +49,7 @@ class AsyncRedisBackend(RedisBase):
     def __init__(self, url: StoreURL) -> None:
         super().__init__(url)
         self._cluster_mode = False
+        self._probed = False
         self._loops: PerLoop[_Clients] = PerLoop(self._connect, _aclose_clients)
         self._probe()
 
@@ -71,11 +75,42 @@ class AsyncRedisBackend(RedisBase):
             pool.disconnect()
             client.close()
 
-    def _standalone(self) -> aioredis.Redis:
+    def _standalone(self, url: str | None = None) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
-            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+            url or self._options.server_url,
+            retry=Retry(NoBackoff(), 0),
+            **self._options.client_kwargs(),
         )
         return aioredis.Redis(connection_pool=pool)
+
+    async def _replicated(self, clients: _Clients, request: Eval | Command) -> Any:
+        """See RedisBackend._replicated."""
+        client = clients.client
+        if clients.cluster:
+            node = client.get_node_from_key(self._routing_key(request))
+            if node.name not in clients.nodes:
+                url = self._options.node_url(node.host, node.port)
+                clients.nodes[node.name] = self._standalone(url)
+            client = clients.nodes[node.name]
+        pipe = client.pipeline(transaction=False)
+        if isinstance(request, Eval):
+            script = clients.scripts[request.name]
+            await script(keys=[request.route], args=list(request.args), client=pipe)
+        else:
+            pipe.execute_command(*request.args)
+        pipe.execute_command(*self._options.wait_command())
+        try:
+            reply, acknowledged = await pipe.execute()
+        except (rex.ConnectionError, *FAILOVER_ERRORS) as exc:
+            if client is clients.client:
+                raise
+            with contextlib.suppress(redis.RedisError, rex.RedisClusterException):
+                await clients.client.nodes_manager.initialize()  # where is the slot now?
+            if isinstance(exc, rex.ConnectionError):
+                raise
+            raise rex.ConnectionError(f"{node.name} no longer serves the slot: {exc}") from exc
+        self._options.check_replicated(int(acknowledged))
+        return reply
 
     async def _cluster(self) -> aioredis.RedisCluster:
         cluster = aioredis.RedisCluster.from_url(
@@ -93,7 +128,7 @@ class AsyncRedisBackend(RedisBase):
         if not self._cluster_mode:
             server = self._standalone()
             return _Clients(server, self._standalone(), self._register(server), False,
-                            asyncio.Lock(), self._turns())  # fmt: skip
+                            asyncio.Lock(), self._turns(), {})  # fmt: skip
         cluster = await self._cluster()
         try:
             blocking = await self._cluster()
@@ -101,14 +136,17 @@ class AsyncRedisBackend(RedisBase):
             await _aclose(cluster)
             raise
         return _Clients(
-            cluster, blocking, self._register(cluster), True, asyncio.Lock(), self._turns()
+            cluster, blocking, self._register(cluster), True, asyncio.Lock(), self._turns(), {}
         )
 
     def _turns(self) -> asyncio.Semaphore:
         return asyncio.Semaphore(self._options.pool_size)
 
     async def _clients(self) -> _Clients:
-        """This loop's clients; on first use, switch to cluster clients on a cluster node."""
+        """This loop's clients; on first use, switch to cluster clients on a cluster node.
+
+        On first use it also reads (or records) the store's layout (``Flows.layout``).
+        """
         clients = await self._loops.get()
         if self._checked and clients.cluster == self._cluster_mode:
             return clients
@@ -116,34 +154,54 @@ class AsyncRedisBackend(RedisBase):
             current = self._loops.current()
             if current is not clients:  # another task of this loop switched them
                 return await self._clients()
-            if not self._checked:
+            if not self._probed:  # asked once (a failed layout read does not ask again)
                 check_server(await clients.client.info("server"), self._options.host)
                 info = await clients.client.info("cluster")
                 self._cluster_mode = bool(info.get("cluster_enabled"))
-                self._checked = True
+                self._probed = True
             if clients.cluster != self._cluster_mode:
                 switched = await self._connect()
                 self._loops.replace(switched)
                 await _aclose_clients(clients)
                 clients = switched
+            if not self._checked:
+                layout = self._flows.layout(self._options.shard, self._cluster_mode)
+                try:
+                    command = next(layout)
+                    while True:
+                        command = layout.send(await self._command(clients, command))
+                except StopIteration:
+                    pass
+                self._checked = True
         return clients
+
+    async def _command(self, clients: _Clients, request: Command) -> Any:
+        if self._replicates(request):
+            return await self._replicated(clients, request)
+        return await clients.client.execute_command(*request.args)
 
     async def _request(self, request: Request) -> Any:
         clients = await self._clients()
         if isinstance(request, Eval):
+            if self._replicates(request):
+                return await self._replicated(clients, request)
             script = clients.scripts[request.name]
-            return await script(keys=[self._options.keys.events], args=list(request.args))
+            return await script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
-            return await clients.client.execute_command(*request.args)
+            return await self._command(clients, request)
+        if isinstance(request, Pause):
+            await asyncio.sleep(request.seconds)
+            return None
         try:
             async with asyncio.timeout(request.seconds):
                 await clients.turns.acquire()
         except TimeoutError:
             return None  # every blocking connection is busy for all of this wait
         try:
-            events = self._options.keys.events
             ms = self._options.block_ms(request.seconds)
-            return await clients.blocking.xread({events: request.after_id}, count=1, block=ms)
+            return await clients.blocking.xread(
+                {request.stream: request.after_id}, count=1, block=ms
+            )
         finally:
             clients.turns.release()
 
@@ -155,6 +213,8 @@ class AsyncRedisBackend(RedisBase):
             call.fail(exc)
 
     async def _drive(self, flow: Flow[T]) -> T:
+        if not self._checked:  # the flow reads the layout when it starts: know it first
+            await self._send(READY)
         try:
             request = next(flow)
             while True:
@@ -179,6 +239,8 @@ class AsyncRedisBackend(RedisBase):
 async def _aclose_clients(clients: _Clients) -> None:
     await _aclose(clients.client)
     await _aclose(clients.blocking)
+    for node in clients.nodes.values():
+        await _aclose(node)
 
 
 async def _aclose(client: aioredis.Redis | aioredis.RedisCluster) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from typing import Any, TypeVar
 
 import redis
@@ -12,8 +14,8 @@ from redis.retry import Retry
 
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
-from threadkeep.backends.redis._base import RedisBase
-from threadkeep.backends.redis._flows import Command, Eval, Flow, Request
+from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
+from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["RedisBackend"]
@@ -34,12 +36,53 @@ class RedisBackend(RedisBase):
         # wait ends that wait empty (and reads again) instead of failing on an empty pool
         self._turns = threading.BoundedSemaphore(self._options.pool_size)
         self._scripts = self._register(self._client)
+        self._nodes: dict[str, redis.Redis] = {}  # a Cluster node's own client, for WAIT
+        self._nodes_lock = threading.Lock()
+        self._on_cluster: bool | None = None
 
-    def _standalone(self) -> redis.Redis:
+    def _standalone(self, url: str | None = None) -> redis.Redis:
         pool = redis.BlockingConnectionPool.from_url(
-            self._options.server_url, retry=Retry(NoBackoff(), 0), **self._options.client_kwargs()
+            url or self._options.server_url,
+            retry=Retry(NoBackoff(), 0),
+            **self._options.client_kwargs(),
         )
         return redis.Redis(connection_pool=pool)
+
+    def _replicated(self, request: Eval | Command) -> Any:
+        """Run a change, then WAIT on the same connection (of the node that holds its slot).
+
+        redis-py's RedisCluster sends WAIT to every node on connections of their own, where it
+        waits for nothing; so on a Cluster the change and its WAIT go in one pipeline to the
+        slot's node. A node that lost the slot (failover) makes the slot map be read again.
+        """
+        client = self._client
+        if isinstance(client, redis.RedisCluster):
+            key = self._routing_key(request)
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            with self._nodes_lock:
+                if node.name not in self._nodes:
+                    self._nodes[node.name] = self._standalone(
+                        self._options.node_url(node.host, node.port)
+                    )
+                client = self._nodes[node.name]
+        pipe = client.pipeline(transaction=False)
+        if isinstance(request, Eval):
+            self._scripts[request.name](keys=[request.route], args=list(request.args), client=pipe)
+        else:
+            pipe.execute_command(*request.args)
+        pipe.execute_command(*self._options.wait_command())
+        try:
+            reply, acknowledged = pipe.execute()
+        except (rex.ConnectionError, *FAILOVER_ERRORS) as exc:
+            if client is self._client:
+                raise
+            with contextlib.suppress(redis.RedisError, rex.RedisClusterException):
+                self._client.nodes_manager.initialize()  # where is the slot now?
+            if isinstance(exc, rex.ConnectionError):
+                raise
+            raise rex.ConnectionError(f"{node.name} no longer serves the slot: {exc}") from exc
+        self._options.check_replicated(int(acknowledged))
+        return reply
 
     def _cluster(self) -> redis.RedisCluster:
         try:
@@ -54,38 +97,61 @@ class RedisBackend(RedisBase):
             raise rex.ConnectionError(f"cluster discovery failed: {exc}") from exc
 
     def _check_cluster(self) -> None:
-        """On first use, switch to cluster clients if the server is a Redis Cluster node."""
+        """On first use, switch to cluster clients on a Redis Cluster node; read the layout."""
         with self._lock:
             if self._checked:
                 return
-            check_server(self._client.info("server"), self._options.host)
-            if self._client.info("cluster").get("cluster_enabled"):
-                cluster = self._cluster()
-                try:
-                    blocking = self._cluster()
-                except rex.ConnectionError:
-                    _close(cluster)
-                    raise
-                for standalone in (self._client, self._blocking):
-                    _close(standalone)
-                self._client, self._blocking = cluster, blocking
-                self._scripts = self._register(cluster)
+            if self._on_cluster is None:  # asked once (a failed layout read does not ask again)
+                self._switch()
+            layout = self._flows.layout(self._options.shard, bool(self._on_cluster))
+            try:
+                command = next(layout)
+                while True:
+                    command = layout.send(self._command(command))
+            except StopIteration:
+                pass
             self._checked = True
+
+    def _switch(self) -> None:
+        """Check the server; on a Redis Cluster node, talk through cluster clients."""
+        check_server(self._client.info("server"), self._options.host)
+        on_cluster = bool(self._client.info("cluster").get("cluster_enabled"))
+        if on_cluster:
+            cluster = self._cluster()
+            try:
+                blocking = self._cluster()
+            except rex.ConnectionError:
+                _close(cluster)
+                raise
+            for standalone in (self._client, self._blocking):
+                _close(standalone)
+            self._client, self._blocking = cluster, blocking
+            self._scripts = self._register(cluster)
+        self._on_cluster = on_cluster
+
+    def _command(self, request: Command) -> Any:
+        if self._replicates(request):
+            return self._replicated(request)
+        return self._client.execute_command(*request.args)
 
     def _request(self, request: Request) -> Any:
         if not self._checked:
             self._check_cluster()
         if isinstance(request, Eval):
+            if self._replicates(request):
+                return self._replicated(request)
             script = self._scripts[request.name]
-            return script(keys=[self._options.keys.events], args=list(request.args))
+            return script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
-            return self._client.execute_command(*request.args)
+            return self._command(request)
+        if isinstance(request, Pause):
+            time.sleep(request.seconds)
+            return None
         if not self._turns.acquire(timeout=request.seconds):
             return None  # every blocking connection is busy for all of this wait
         try:
-            events = self._options.keys.events
             ms = self._options.block_ms(request.seconds)
-            return self._blocking.xread({events: request.after_id}, count=1, block=ms)
+            return self._blocking.xread({request.stream: request.after_id}, count=1, block=ms)
         finally:
             self._turns.release()
 
@@ -97,6 +163,8 @@ class RedisBackend(RedisBase):
             call.fail(exc)
 
     def _drive(self, flow: Flow[T]) -> T:
+        if not self._checked:  # the flow reads the layout when it starts: know it first
+            self._send(READY)
         try:
             request = next(flow)
             while True:
@@ -117,6 +185,8 @@ class RedisBackend(RedisBase):
         """See Backend.close."""
         _close(self._client)
         _close(self._blocking)
+        for node in self._nodes.values():
+            _close(node)
 
 
 def _close(client: redis.Redis | redis.RedisCluster) -> None:

@@ -1,8 +1,11 @@
 -- Shared helpers, prepended to every script of this directory when it is loaded.
 --
--- KEYS[1]  the store's event stream, "{prefix}:ev": it only routes the call to the right node.
--- ARGV[1]  the key base "prefix{prefix}:". Every key of a store shares the hash tag {prefix}, so all of
---          them live in one Redis Cluster slot and the names built below stay node-local.
+-- KEYS[1]  the event stream of the key base below: it only routes the call to the right node.
+-- ARGV[1]  the key base: "prefix{prefix}:" (every key of the store shares the hash tag {prefix}),
+--          or in the sharded layout "prefix{prefix:tag}:" (every key of the tenants of one slot
+--          tag has the hash tag {prefix:tag}, see _shards.py; the names below are then that
+--          tag's: its indexes, its event log and counters). Either way every name built below
+--          is in KEYS[1]'s slot.
 -- Times are integer microseconds since the epoch, passed and stored as decimal strings.
 -- Optional arguments are "" for nil and "+value" for a value (see _codec.opt).
 -- The legend of the keys built below is the table in _keys.py (one Python method per builder,
