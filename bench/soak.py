@@ -354,13 +354,17 @@ def recovery(timeline: list[tuple[float, str]]) -> float | None:
 
 
 @contextlib.contextmanager
-def serving(url: str, port: int, workers: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    url: str, port: int, workers: int, log: Path, **settings: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``threadkeep serve`` (echo bot, no rate limit) with more ``THREADKEEP_*`` settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADKEEP_")}
     env.update(
         THREADKEEP_BOT="echo",
         THREADKEEP_TURN_LEASE=str(LEASE),
         THREADKEEP_RATE_LIMIT="0",
         THREADKEEP_LOG_LEVEL="WARNING",
+        **settings,
     )
     args = [sys.executable, "-m", "threadkeep.cli.main", "serve", "--store", url]
     args += ["--port", str(port), "--workers", str(workers)]
