@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import threadkeep
-from bench.soak import BACKENDS, Acked, Backend, Tally, check, free_port, serving
+from bench.soak import BACKENDS, Acked, Backend, RedisBackend, Tally, check, free_port, serving
 
 LOAD_KEY, QUIET_KEY = "load-key", "quiet-key"
 API_KEYS = f"load:{LOAD_KEY},quiet:{QUIET_KEY}"
@@ -184,10 +184,40 @@ def store_connections(backend: Backend) -> dict[str, int] | None:
 
 
 @dataclass
+class Servers:
+    """The processes whose CPU time a phase counts: the workers, the store's server, this one."""
+
+    workers: list[int]
+    store: list[int]
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far, by process group."""
+        return {
+            "workers": cpu_seconds(self.workers),
+            "store": cpu_seconds(self.store),
+            "client": time.process_time(),
+        }
+
+
+def store_pids(backend: Backend) -> list[int]:
+    """The store server's processes (none for SQLite: it runs inside the workers)."""
+    if isinstance(backend, RedisBackend):
+        return [backend.proc.pid] if backend.proc is not None else []
+    pidfile = getattr(backend, "dir", Path("/nonexistent")) / "postmaster.pid"
+    if not pidfile.exists():
+        return []
+    master = int(pidfile.read_text().split()[0])
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return [master, *(int(p) for p in out.split())]
+
+
+@dataclass
 class Phase:
     samples: dict[str, list[float]] = field(default_factory=lambda: {"chat": [], "append": []})
     errors: dict[str, int] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -254,13 +284,17 @@ async def session(
     conn.close()
 
 
-async def load(port: int, args: argparse.Namespace, prefix: str) -> tuple[Phase, float]:
+async def load(
+    port: int, args: argparse.Namespace, prefix: str, servers: Servers
+) -> tuple[Phase, float]:
     phase = Phase()
+    before = servers.cpu()
     began = time.monotonic()
     stop_at = began + args.seconds
     await asyncio.gather(
         *(session(port, n, prefix, stop_at, args.think, phase) for n in range(args.sessions))
     )
+    phase.cpu = {k: v - before[k] for k, v in servers.cpu().items()}
     return phase, time.monotonic() - began
 
 
@@ -271,6 +305,9 @@ def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
         "seconds": round(took, 1),
         "requests_ok": len(every),
         "throughput_rps": round(len(every) / took, 1),
+        "cpu_ms_per_request": {
+            k: round(v * 1e3 / max(1, len(every)), 2) for k, v in phase.cpu.items()
+        },
         "all": latency(every),
         "chat_turn": latency(phase.samples["chat"]),
         "append": latency(phase.samples["append"]),
@@ -288,15 +325,22 @@ def memory(pids: list[int]) -> dict[str, Any]:
     }
 
 
+async def idle_cpu(servers: Servers, seconds: float) -> dict[str, float]:
+    """CPU seconds the workers and the store's server spend over an idle interval."""
+    before = servers.cpu()
+    await asyncio.sleep(seconds)
+    after = servers.cpu()
+    return {k: round(after[k] - before[k], 3) for k in ("workers", "store")}
+
+
 async def followers_phase(
-    port: int, args: argparse.Namespace, backend: Backend, pids: list[int]
+    port: int, args: argparse.Namespace, backend: Backend, servers: Servers
 ) -> dict[str, Any]:
+    pids = servers.workers
     idle = args.idle
     report: dict[str, Any] = {"followers": args.followers, "idle_interval_s": idle}
     await asyncio.sleep(1.0)
-    cpu0 = cpu_seconds(pids)
-    await asyncio.sleep(idle)
-    report["cpu_s_idle_without_followers"] = round(cpu_seconds(pids) - cpu0, 3)
+    report["cpu_s_idle_without_followers"] = await idle_cpu(servers, idle)
     report["store_connections_without_followers"] = store_connections(backend)
     rss0 = sum(status_kib(p, "VmRSS") for p in pids)
     opening = asyncio.Semaphore(50)
@@ -311,9 +355,7 @@ async def followers_phase(
     await asyncio.sleep(2.0)  # let the workers settle
     rss1 = sum(status_kib(p, "VmRSS") for p in pids)
     report["rss_per_follower_kib"] = round((rss1 - rss0) / max(1, args.followers), 1)
-    cpu0 = cpu_seconds(pids)
-    await asyncio.sleep(idle)
-    report["cpu_s_idle_with_followers"] = round(cpu_seconds(pids) - cpu0, 3)
+    report["cpu_s_idle_with_followers"] = await idle_cpu(servers, idle)
     report["store_connections_with_followers"] = store_connections(backend)
     report["loadavg"] = [round(x, 2) for x in os.getloadavg()]
 
@@ -321,7 +363,7 @@ async def followers_phase(
     seen: list[set[tuple[str, int]]] = [set() for _ in range(args.watchers)]
     watchers = [await open_stream(port, LOAD_KEY) for _ in range(args.watchers)]
     tasks = [asyncio.create_task(watch(r, s)) for (r, _), s in zip(watchers, seen, strict=True)]
-    phase, took = await load(port, args, "busy")
+    phase, took = await load(port, args, "busy", servers)
     report["store_connections_under_load"] = store_connections(backend)
     await asyncio.sleep(2.0)  # the last events reach the watchers
     report["load"] = summary(phase, took, backend.url)
@@ -346,15 +388,16 @@ def expected_messages(url: str, tally: Tally) -> set[tuple[str, int]]:
 
 
 async def main_async(port: int, args: argparse.Namespace, backend: Backend,
-                     pids: list[int]) -> dict[str, Any]:  # fmt: skip
+                     servers: Servers) -> dict[str, Any]:  # fmt: skip
+    pids = servers.workers
     report: dict[str, Any] = {"loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     report["overhead"] = await overhead(port, args.turns)
-    phase, took = await load(port, args, "calm")
+    phase, took = await load(port, args, "calm", servers)
     report["load"] = summary(phase, took, backend.url)
     report["load"]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     report["memory_after_load"] = memory(pids)
     if args.followers or args.watchers:
-        report["with_followers"] = await followers_phase(port, args, backend, pids)
+        report["with_followers"] = await followers_phase(port, args, backend, servers)
         report["memory_after_followers"] = memory(pids)
     return report
 
@@ -362,19 +405,22 @@ async def main_async(port: int, args: argparse.Namespace, backend: Backend,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="threadkeep-load-"))
     backend = BACKENDS[args.backend](work)
+    if isinstance(backend, RedisBackend):
+        backend.appendfsync = args.redis_fsync
     try:
         backend.start()
         port = free_port()
         env = {"THREADKEEP_API_KEYS": API_KEYS, "THREADKEEP_SSE_HEARTBEAT": "15"}
         log = work / "server.log"
         with serving(backend.url, port, args.workers, log, **env) as server:
-            pids = workers_of(server)
-            report = asyncio.run(main_async(port, args, backend, pids))
+            servers = Servers(workers_of(server), store_pids(backend))
+            report = asyncio.run(main_async(port, args, backend, servers))
         return {
             "backend": args.backend,
             "workers": args.workers,
             "sessions": args.sessions,
             "think_s": args.think,
+            **({"redis_appendfsync": args.redis_fsync} if args.backend == "redis" else {}),
             "cpus": os.cpu_count(),
             **report,
         }
@@ -414,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--followers", type=int, default=1000, help="idle SSE streams (0: none)")
     parser.add_argument("--watchers", type=int, default=5, help="SSE streams of the load's tenant")
     parser.add_argument("--idle", type=float, default=10.0, help="idle interval for CPU, s")
+    parser.add_argument(
+        "--redis-fsync", choices=("always", "everysec"), default="everysec",
+        help="the private Redis's appendfsync (Redis's default: everysec)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     report = run(args)
     sys.stdout.write(json.dumps(report, indent=1) + "\n")
