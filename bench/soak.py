@@ -100,6 +100,8 @@ class SqliteBackend(Backend):
 class RedisBackend(Backend):
     """A private redis-server, AOF fsync always; the outage is SIGKILL, then a restart."""
 
+    appendfsync = "always"  # every acknowledged write is on disk: a SIGKILL loses nothing
+
     def __init__(self, work: Path) -> None:
         self.dir = work / "redis"
         self.dir.mkdir()
@@ -109,7 +111,15 @@ class RedisBackend(Backend):
 
     def start(self) -> None:
         args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir"]
-        args += [str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        args += [
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         wait_for(self._answers, 30, "redis")
 
@@ -354,13 +364,17 @@ def recovery(timeline: list[tuple[float, str]]) -> float | None:
 
 
 @contextlib.contextmanager
-def serving(url: str, port: int, workers: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    url: str, port: int, workers: int, log: Path, **settings: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``threadkeep serve`` (echo bot, no rate limit) with more ``THREADKEEP_*`` settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADKEEP_")}
     env.update(
         THREADKEEP_BOT="echo",
         THREADKEEP_TURN_LEASE=str(LEASE),
         THREADKEEP_RATE_LIMIT="0",
         THREADKEEP_LOG_LEVEL="WARNING",
+        **settings,
     )
     args = [sys.executable, "-m", "threadkeep.cli.main", "serve", "--store", url]
     args += ["--port", str(port), "--workers", str(workers)]

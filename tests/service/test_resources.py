@@ -18,6 +18,7 @@ from typing import Any, cast
 import threadkeep
 from tests.service._service_helpers import LiveServer
 from threadkeep import CursorExpired, Event, EventKind
+from threadkeep.service.followers import Followers
 from threadkeep.service.routers.events import _follow
 
 
@@ -235,7 +236,7 @@ def test_a_backlog_that_fails_while_streaming_ends_with_an_error_event() -> None
 
     async def collect() -> list[str]:
         stream = _follow(
-            cast(Any, None), "t", backlog(), None, True, 15.0, False, threading.Event(),
+            cast(Any, None), "t", backlog(), None, True, 15.0, False, Followers(),
             lambda event: True,
         )  # fmt: skip
         return [chunk async for chunk in stream]

@@ -25,6 +25,7 @@ from threadkeep.channels.config import channel_config
 from threadkeep.playbooks import PlaybookSet
 from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
+from threadkeep.service.followers import Followers
 from threadkeep.service.limits import RateLimiter
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
@@ -145,12 +146,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         outbox = crm.start_outbox(app)
         processor = channels.start_processor(app)
         log.info("serving store %s with the %s bot", holder.redacted, settings.bot)
-        restore = _on_stop_signal(app.state.stopping.set)
+        # one reader of the log per process for the event streams; ended at SIGTERM/SIGINT
+        followers = app.state.followers = Followers()
+        restore = _on_stop_signal(followers.stop_soon)
         try:
             yield
         finally:
-            app.state.stopping.set()
             restore()
+            await followers.aclose()
             await channels.stop_processor(app, processor)
             await crm.stop_outbox(app, outbox)
             await holder.aclose()
@@ -179,7 +182,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.guidance_phraser = guidance_phraser()
     app.state.ghl = crm.setup(app, settings, holder)
     app.state.channels = channel_config(settings)
-    app.state.stopping = threading.Event()  # set at SIGTERM/SIGINT: event streams end
+    app.state.followers = Followers()
     errors.install(app)
 
     from threadkeep.web.routes import router as web_router

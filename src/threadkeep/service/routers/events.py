@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
@@ -20,12 +19,12 @@ from fastapi.responses import StreamingResponse
 
 from threadkeep import AsyncStore, Event, ThreadkeepError
 from threadkeep.service.deps import PublicCallerDep, SettingsDep, StoreDep
+from threadkeep.service.followers import Followers
 from threadkeep.service.routers import errors
 
 __all__ = ["router", "sse"]
 
 log = logging.getLogger("threadkeep.service")
-_SLICE = 1.0  # longest wait for events before checking whether the server is stopping
 router = APIRouter(prefix="/v1", tags=["events"])
 
 _EXAMPLE = (
@@ -54,13 +53,16 @@ async def _follow(
     replay: bool,
     heartbeat: float,
     follow: bool,
-    stopping: threading.Event,
+    followers: Followers,
     keep: Callable[[Event], bool],
 ) -> AsyncIterator[str]:
     """Send the backlog (or only move the client's cursor past it), then follow new events.
 
     The backlog is read from the store as the client takes it, one batch at a time (``events``
     reads ``EVENT_BATCH`` per query), so a stream holds one batch, never the tenant's log.
+    Following, the stream waits on the process's reader of the log (``Followers``): it reads
+    the store only when its position is not in the reader's window, and an idle stream makes
+    no read at all.
     """
     yield "retry: 2000\n\n"
     try:
@@ -76,15 +78,23 @@ async def _follow(
             yield f"id: {skipped}\n\n"  # moves the client's resume point to the end of the log
         if not follow:
             return
+        followers.start(store)
         quiet_since = time.monotonic()
-        # Wait in short slices, so a shutting-down server ends the stream within a second
-        # (the browser reconnects with Last-Event-ID) instead of holding up the shutdown.
-        while not stopping.is_set():
-            async for event in store.events(tenant=tenant, after=after, timeout=_SLICE):
-                after = event.id
+        while not followers.stopped:
+            mark = followers.mark(tenant)  # before looking: a later change moves it
+            found = followers.since(tenant, after)
+            # not in the reader's window: read the store, one batch at a time, as before
+            source = store.events(tenant=tenant, after=after, timeout=0) if found is None else None
+            got = False
+            async for event in source or _each(found[0] if found else []):
+                after, got = event.id, True
                 if keep(event):
                     yield sse(event)
                     quiet_since = time.monotonic()
+            if found is not None:
+                after = found[1]
+            if not got:
+                await followers.wait(tenant, mark, quiet_since + heartbeat - time.monotonic())
             if time.monotonic() - quiet_since >= heartbeat:
                 yield ": heartbeat\n\n"
                 quiet_since = time.monotonic()
@@ -92,6 +102,11 @@ async def _follow(
         log.warning("events stream for tenant %s ended: %s", tenant, exc)
         body = json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}})
         yield f"event: error\ndata: {body}\n\n"
+
+
+async def _each(events: list[Event]) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
 
 
 async def _backlog(first: Event | None, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
@@ -146,9 +161,9 @@ async def events(
     rest = aiter(store.events(tenant=tenant, after=cursor, timeout=0))
     backlog = _backlog(await anext(rest, None), rest)
     replay = cursor is not None or from_start
-    stopping = request.app.state.stopping
+    followers = request.app.state.followers
     stream = _follow(
-        store, tenant, backlog, cursor, replay, settings.sse_heartbeat, follow, stopping, keep
+        store, tenant, backlog, cursor, replay, settings.sse_heartbeat, follow, followers, keep
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

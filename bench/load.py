@@ -1,0 +1,484 @@
+"""The HTTP service under load (issue 11, item 3): throughput, latency, memory, followers.
+
+    python -m bench.load --backend redis [--sessions 200 --seconds 60 --followers 1000]
+
+Loopback only, on a store of its own (``bench.soak``'s backends: a private Redis with AOF
+``always``, a private PostgreSQL cluster, or a SQLite file, under a temporary directory that is
+removed at the end), through ``threadkeep serve --workers N`` with the echo bot. Two API keys:
+the sessions and the *watchers* use tenant ``load``, the idle followers tenant ``quiet``.
+
+1. **Overhead**: one connection, one chat turn after another (and ``/healthz`` beside it).
+2. **Load**: N sessions, each on a keep-alive connection of its own, alternate a chat turn
+   (``POST /v1/chat`` with an ``Idempotency-Key``) and an append, pausing a random
+   0..2×``--think`` seconds between requests. Throughput, p50/p99/p999, errors, and from the
+   store afterwards every acknowledged message at its seq, once (``lost``, ``duplicated``, …).
+3. **Followers**: F SSE streams of tenant ``quiet`` (dashboards of a quiet tenant) are opened;
+   the workers' RSS growth per stream, their CPU time over an idle interval (beside the same
+   interval without streams), and the store connections the server holds. Then the load again,
+   with the streams open and W watchers of tenant ``load``, each of which must receive every
+   message of the load.
+
+It prints one JSON report (and a Markdown table on stderr); exit status 1 if an error or a
+lost, duplicated or unseen message was counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import threadkeep
+from bench.soak import BACKENDS, Acked, Backend, RedisBackend, Tally, check, free_port, serving
+
+LOAD_KEY, QUIET_KEY = "load-key", "quiet-key"
+API_KEYS = f"load:{LOAD_KEY},quiet:{QUIET_KEY}"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- a small HTTP/1.1 client: httpx costs more CPU per request than the server under test ----
+
+
+class Conn:
+    """One keep-alive connection to the server."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port = port
+        self.auth = f"Authorization: Bearer {key}\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, key: str | None = None
+    ) -> tuple[int, bytes]:
+        """Send one request; return the status and the body (reconnecting if needed)."""
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}"
+        if key is not None:
+            head += f"Idempotency-Key: {key}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        try:
+            self.writer.write(head.encode() + b"\r\n" + payload)
+            status_line = await self.reader.readline()
+            if not status_line:
+                raise ConnectionError("closed by the server")
+            length = 0
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            return int(status_line.split()[1]), await self.reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def open_stream(port: int, key: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open ``GET /v1/events`` and read up to its first line (``retry:``)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    status = await reader.readline()
+    if b" 200 " not in status:
+        raise RuntimeError(f"events stream refused: {status!r}")
+    while await reader.readline() not in (b"\r\n", b""):
+        pass
+    while not (await reader.readline()).startswith(b"retry:"):
+        pass
+    return reader, writer
+
+
+async def watch(reader: asyncio.StreamReader, seen: set[tuple[str, int]]) -> None:
+    """Collect (conversation, seq) of every ``message.appended`` event of a stream."""
+    while line := await reader.readline():
+        if line.startswith(b"data: "):
+            event = json.loads(line[6:])
+            if event["kind"] == "message.appended":
+                seen.add((event["conversation_id"], event["data"]["seq"]))
+
+
+# ---- measures ---------------------------------------------------------------------------------
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+def latency(samples: list[float]) -> dict[str, float]:
+    """p50/p99/p999 in ms."""
+    ordered = sorted(samples)
+    return {
+        f"p{name}_ms": round(percentile(ordered, p) * 1e3, 2)
+        for name, p in (("50", 0.5), ("99", 0.99), ("999", 0.999))
+    }
+
+
+def workers_of(server: subprocess.Popen[bytes]) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server.pid)],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    pids = [int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line]
+    return pids or [server.pid]
+
+
+def status_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICK
+
+
+def store_connections(backend: Backend) -> dict[str, int] | None:
+    """The connections the store's server holds (every client but this one)."""
+    if hasattr(backend, "port") and "redis" in backend.url:
+        import redis
+
+        with redis.Redis(port=backend.port) as client:
+            clients = [c for c in client.client_list() if c.get("cmd") != "client|list"]
+            return {
+                "total": len(clients),
+                "in_xread": sum(c.get("cmd") == "xread" for c in clients),
+            }
+    if hasattr(backend, "port"):
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=backend.port, user="postgres") as conn:
+            rows = conn.execute(
+                "SELECT application_name, count(*) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                " GROUP BY 1"
+            ).fetchall()
+            return {"total": sum(n for _, n in rows), **{name or "?": n for name, n in rows}}
+    return None
+
+
+# ---- the phases -------------------------------------------------------------------------------
+
+
+@dataclass
+class Servers:
+    """The processes whose CPU time a phase counts: the workers, the store's server, this one."""
+
+    workers: list[int]
+    store: list[int]
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far, by process group."""
+        return {
+            "workers": cpu_seconds(self.workers),
+            "store": cpu_seconds(self.store),
+            "client": time.process_time(),
+        }
+
+
+def store_pids(backend: Backend) -> list[int]:
+    """The store server's processes (none for SQLite: it runs inside the workers)."""
+    if isinstance(backend, RedisBackend):
+        return [backend.proc.pid] if backend.proc is not None else []
+    pidfile = getattr(backend, "dir", Path("/nonexistent")) / "postmaster.pid"
+    if not pidfile.exists():
+        return []
+    master = int(pidfile.read_text().split()[0])
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return [master, *(int(p) for p in out.split())]
+
+
+@dataclass
+class Phase:
+    samples: dict[str, list[float]] = field(default_factory=lambda: {"chat": [], "append": []})
+    errors: dict[str, int] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+async def overhead(port: int, turns: int) -> dict[str, Any]:
+    """Chat turns one after another on one connection (echo bot), beside ``/healthz``."""
+    conn = Conn(port, LOAD_KEY)
+    chat: list[float] = []
+    health: list[float] = []
+    status, body = await conn.request("POST", "/v1/chat", {"message": "hi", "contact_id": "one"})
+    conversation = json.loads(body)["conversation_id"]
+    for i in range(turns):
+        t0 = time.perf_counter()
+        status, body = await conn.request(
+            "POST", "/v1/chat", {"message": f"m{i}", "conversation_id": conversation}
+        )
+        chat.append(time.perf_counter() - t0)
+        if status != 200:
+            raise RuntimeError(f"chat turn failed: {status} {body[:200]!r}")
+        t0 = time.perf_counter()
+        await conn.request("GET", "/healthz")
+        health.append(time.perf_counter() - t0)
+    conn.close()
+    return {"turns": turns, "chat_turn": latency(chat), "healthz": latency(health)}
+
+
+async def session(
+    port: int, n: int, prefix: str, stop_at: float, think: float, phase: Phase
+) -> None:
+    conn = Conn(port, LOAD_KEY)
+    contact = f"{prefix}-{n}"
+    conversation: str | None = None
+    k = 0
+    await asyncio.sleep(random.uniform(0, 2 * think))
+    while time.monotonic() < stop_at:
+        key = f"{prefix}-{n}-{k}"
+        chat = conversation is None or k % 2 == 0
+        if chat:
+            path, body = "/v1/chat", {"message": key, "contact_id": contact}
+        else:
+            path = f"/v1/conversations/{conversation}/messages"
+            body = {"role": "user", "content": key}
+        t0 = time.perf_counter()
+        try:
+            status, raw = await conn.request("POST", path, body, key)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            phase.error(type(exc).__name__)
+        else:
+            took = time.perf_counter() - t0
+            data = json.loads(raw) if status in (200, 201) else {}
+            if data.get("persisted") is False:
+                phase.error("persisted false")
+            elif data:
+                phase.samples["chat" if chat else "append"].append(took)
+                if chat:
+                    conversation = str(data["conversation_id"])
+                acked = Acked(key, str(conversation), data["message_seq" if chat else "seq"])
+                phase.tally.acked[n].append(acked)
+            else:
+                phase.error(f"HTTP {status}")
+        k += 1
+        await asyncio.sleep(random.uniform(0, 2 * think))
+    conn.close()
+
+
+async def load(
+    port: int, args: argparse.Namespace, prefix: str, servers: Servers
+) -> tuple[Phase, float]:
+    phase = Phase()
+    before = servers.cpu()
+    began = time.monotonic()
+    stop_at = began + args.seconds
+    await asyncio.gather(
+        *(session(port, n, prefix, stop_at, args.think, phase) for n in range(args.sessions))
+    )
+    phase.cpu = {k: v - before[k] for k, v in servers.cpu().items()}
+    return phase, time.monotonic() - began
+
+
+def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
+    every = phase.samples["chat"] + phase.samples["append"]
+    checked = check(url, phase.tally)
+    return {
+        "seconds": round(took, 1),
+        "requests_ok": len(every),
+        "throughput_rps": round(len(every) / took, 1),
+        "cpu_ms_per_request": {
+            k: round(v * 1e3 / max(1, len(every)), 2) for k, v in phase.cpu.items()
+        },
+        "all": latency(every),
+        "chat_turn": latency(phase.samples["chat"]),
+        "append": latency(phase.samples["append"]),
+        "errors": sum(phase.errors.values()),
+        "error_kinds": phase.errors,
+        **{k: checked[k] for k in ("acknowledged", "lost", "duplicated", "out_of_order")},
+        "not_gap_free": checked["not_gap_free"],
+    }
+
+
+def memory(pids: list[int]) -> dict[str, Any]:
+    return {
+        "rss_mib": [round(status_kib(p, "VmRSS") / 1024, 1) for p in pids],
+        "peak_rss_mib": [round(status_kib(p, "VmHWM") / 1024, 1) for p in pids],
+    }
+
+
+async def idle_cpu(servers: Servers, seconds: float) -> dict[str, float]:
+    """CPU seconds the workers and the store's server spend over an idle interval."""
+    before = servers.cpu()
+    await asyncio.sleep(seconds)
+    after = servers.cpu()
+    return {k: round(after[k] - before[k], 3) for k in ("workers", "store")}
+
+
+async def followers_phase(
+    port: int, args: argparse.Namespace, backend: Backend, servers: Servers
+) -> dict[str, Any]:
+    pids = servers.workers
+    idle = args.idle
+    report: dict[str, Any] = {"followers": args.followers, "idle_interval_s": idle}
+    await asyncio.sleep(1.0)
+    report["cpu_s_idle_without_followers"] = await idle_cpu(servers, idle)
+    report["store_connections_without_followers"] = store_connections(backend)
+    rss0 = sum(status_kib(p, "VmRSS") for p in pids)
+    opening = asyncio.Semaphore(50)
+
+    async def one() -> asyncio.StreamWriter:
+        async with opening:
+            return (await open_stream(port, QUIET_KEY))[1]
+
+    t0 = time.monotonic()
+    streams = await asyncio.gather(*(one() for _ in range(args.followers)))
+    report["open_all_s"] = round(time.monotonic() - t0, 2)
+    await asyncio.sleep(2.0)  # let the workers settle
+    rss1 = sum(status_kib(p, "VmRSS") for p in pids)
+    report["rss_per_follower_kib"] = round((rss1 - rss0) / max(1, args.followers), 1)
+    report["cpu_s_idle_with_followers"] = await idle_cpu(servers, idle)
+    report["store_connections_with_followers"] = store_connections(backend)
+    report["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+
+    # the load again, the streams open, and watchers that must see every message
+    seen: list[set[tuple[str, int]]] = [set() for _ in range(args.watchers)]
+    watchers = [await open_stream(port, LOAD_KEY) for _ in range(args.watchers)]
+    tasks = [asyncio.create_task(watch(r, s)) for (r, _), s in zip(watchers, seen, strict=True)]
+    phase, took = await load(port, args, "busy", servers)
+    report["store_connections_under_load"] = store_connections(backend)
+    await asyncio.sleep(2.0)  # the last events reach the watchers
+    report["load"] = summary(phase, took, backend.url)
+    expected = expected_messages(backend.url, phase.tally)
+    report["watchers"] = args.watchers
+    report["messages_of_the_load"] = len(expected)
+    report["unseen_by_a_watcher"] = sum(len(expected - s) for s in seen)
+    for task in tasks:
+        task.cancel()
+    for _, writer in watchers:
+        writer.close()
+    for writer in streams:
+        writer.close()
+    return report
+
+
+def expected_messages(url: str, tally: Tally) -> set[tuple[str, int]]:
+    """Every message of the conversations the load touched: (conversation, seq)."""
+    conversations = {a.conversation_id for acked in tally.acked.values() for a in acked}
+    with threadkeep.open(url) as store:
+        return {(cid, m.seq) for cid in conversations for m in store.messages(cid)}
+
+
+async def main_async(port: int, args: argparse.Namespace, backend: Backend,
+                     servers: Servers) -> dict[str, Any]:  # fmt: skip
+    pids = servers.workers
+    report: dict[str, Any] = {"loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    report["overhead"] = await overhead(port, args.turns)
+    phase, took = await load(port, args, "calm", servers)
+    report["load"] = summary(phase, took, backend.url)
+    report["load"]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    report["memory_after_load"] = memory(pids)
+    if args.followers or args.watchers:
+        report["with_followers"] = await followers_phase(port, args, backend, servers)
+        report["memory_after_followers"] = memory(pids)
+    return report
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="threadkeep-load-"))
+    backend = BACKENDS[args.backend](work)
+    if isinstance(backend, RedisBackend):
+        backend.appendfsync = args.redis_fsync
+    try:
+        backend.start()
+        port = free_port()
+        env = {"THREADKEEP_API_KEYS": API_KEYS, "THREADKEEP_SSE_HEARTBEAT": "15"}
+        log = work / "server.log"
+        with serving(backend.url, port, args.workers, log, **env) as server:
+            servers = Servers(workers_of(server), store_pids(backend))
+            report = asyncio.run(main_async(port, args, backend, servers))
+        return {
+            "backend": args.backend,
+            "workers": args.workers,
+            "sessions": args.sessions,
+            "think_s": args.think,
+            **({"redis_appendfsync": args.redis_fsync} if args.backend == "redis" else {}),
+            "cpus": os.cpu_count(),
+            **report,
+        }
+    finally:
+        backend.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The report's headline numbers as Markdown table rows."""
+    rows = []
+
+    def row(what: str, load: dict[str, Any]) -> None:
+        a = load["all"]
+        rows.append(
+            f"| {r['backend']} | {what} | {load['throughput_rps']} | {a['p50_ms']} | "
+            f"{a['p99_ms']} | {a['p999_ms']} | {load['errors']} | {load['lost']} |"
+        )
+
+    row(f"{r['sessions']} sessions", r["load"])
+    if "with_followers" in r:
+        row(f"+ {r['with_followers']['followers']} followers", r["with_followers"]["load"])
+    return "\n".join(rows)
+
+
+MUST_BE_ZERO = ("errors", "lost", "duplicated", "out_of_order", "not_gap_free")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="sqlite")
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=60.0, help="of each load phase")
+    parser.add_argument("--think", type=float, default=0.25, help="mean pause of a session, s")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--turns", type=int, default=500, help="chat turns at concurrency 1")
+    parser.add_argument("--followers", type=int, default=1000, help="idle SSE streams (0: none)")
+    parser.add_argument("--watchers", type=int, default=5, help="SSE streams of the load's tenant")
+    parser.add_argument("--idle", type=float, default=10.0, help="idle interval for CPU, s")
+    parser.add_argument(
+        "--redis-fsync", choices=("always", "everysec"), default="everysec",
+        help="the private Redis's appendfsync (Redis's default: everysec)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    report = run(args)
+    sys.stdout.write(json.dumps(report, indent=1) + "\n")
+    sys.stderr.write(markdown(report) + "\n")
+    loads = [report["load"]] + (
+        [report["with_followers"]["load"]] if "with_followers" in report else []
+    )
+    bad = [f"{k}={ld[k]}" for ld in loads for k in MUST_BE_ZERO if ld[k]]
+    if report.get("with_followers", {}).get("unseen_by_a_watcher"):
+        bad.append("unseen_by_a_watcher")
+    if bad:
+        sys.stderr.write(f"load failed: {', '.join(bad)}\n")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
