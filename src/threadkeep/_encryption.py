@@ -512,12 +512,12 @@ def reencrypt_flow(
     def conversation(conv: ConversationRow) -> Generator[Op[Any], Any, None]:
         after = 0
         while True:
-            read = yield ReadOp(conv.id, None, now_us(), None, after, batch)
+            read = yield ReadOp(conv.id, conv.tenant, now_us(), None, after, batch)
             pairs = [
                 (m, sealed) for m in read.value if (sealed := sealer.reseal_message(m)) is not None
             ]
             if pairs:
-                yield from rewrite(RewriteOp(conv.id, messages=tuple(pairs)))
+                yield from rewrite(RewriteOp(conv.id, conv.tenant, messages=tuple(pairs)))
             if len(read.value) < batch:
                 break
             after = read.value[-1].seq
@@ -525,22 +525,22 @@ def reencrypt_flow(
         for version in range(
             max(1, conv.state_version - versions_kept + 1), conv.state_version + 1
         ):
-            loaded = yield LoadStateOp(conv.id, None, now_us(), version)
+            loaded = yield LoadStateOp(conv.id, conv.tenant, now_us(), version)
             if loaded.outcome is Outcome.OK and loaded.value is not None:
                 sealed_state = sealer.reseal_state(conv.id, loaded.value)
                 if sealed_state is not None:
                     states.append((loaded.value, sealed_state))
         if states:
-            yield from rewrite(RewriteOp(conv.id, states=tuple(states)))
+            yield from rewrite(RewriteOp(conv.id, conv.tenant, states=tuple(states)))
         cursor = ""
         while True:  # messages trimmed by max_messages, kept for idempotent replays
-            page = yield ArchivedOp(conv.id, cursor, batch)
+            page = yield ArchivedOp(conv.id, conv.tenant, cursor, batch)
             rows, cursor = page.value
             archived = [
                 (m, sealed) for m in rows if (sealed := sealer.reseal_message(m)) is not None
             ]
             if archived:
-                yield from rewrite(RewriteOp(conv.id, archived=tuple(archived)))
+                yield from rewrite(RewriteOp(conv.id, conv.tenant, archived=tuple(archived)))
             if not cursor:
                 break
 
@@ -574,9 +574,7 @@ def reencrypt_flow(
                 if (sealed := sealer.reseal_fact(tenant, contact, f)) is not None
             ]
             if facts:
-                yield from rewrite(
-                    RewriteOp(None, tenant=tenant, contact_id=contact, facts=tuple(facts))
-                )
+                yield from rewrite(RewriteOp(None, tenant, contact_id=contact, facts=tuple(facts)))
         if not cursor_text:
             break
     return Reencrypted(walked, rewritten, wanted - rewritten, done=True)

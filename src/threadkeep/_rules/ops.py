@@ -539,15 +539,15 @@ class RewriteOp(Op[int]):
     are replaced only while they still hold what was read (compare-and-set), so a concurrent
     write is never overwritten. Nothing else changes: no event, no activity, expiry, seq or
     count. Messages (kept ones, and ``archived`` ones kept for idempotent replays, by key) and
-    states are of ``conversation_id``; facts of ``tenant``/``contact_id``. Outcome: OK with
-    how many pairs were rewritten.
+    states are of ``conversation_id`` (of ``tenant``, which routes the statements); facts of
+    ``tenant``/``contact_id``. Outcome: OK with how many pairs were rewritten.
     """
 
     name: ClassVar[str] = "rewrite"
     conversation_id: str | None
+    tenant: str
     messages: tuple[tuple[MessageRow, MessageRow], ...] = ()
     states: tuple[tuple[StateRow, StateRow], ...] = ()
-    tenant: str | None = None
     contact_id: str | None = None
     facts: tuple[tuple[FactRow, FactRow], ...] = ()
     archived: tuple[tuple[MessageRow, MessageRow], ...] = ()
@@ -570,7 +570,7 @@ class FactContactsOp(Op[tuple[list[str], str]]):
 
 @dataclass(frozen=True, slots=True)
 class ArchivedOp(Op[tuple[list[MessageRow], str]]):
-    """A page of a conversation's messages kept for idempotent replays, from ``cursor``.
+    """A page of the messages kept for idempotent replays of ``tenant``'s conversation.
 
     Those are the messages ``max_messages`` trimmed whose key must still replay (Redis: every
     remembered key's message, kept ones too), by key after ``cursor`` ("": the first). Outcome:
@@ -580,6 +580,7 @@ class ArchivedOp(Op[tuple[list[MessageRow], str]]):
 
     name: ClassVar[str] = "archived"
     conversation_id: str
+    tenant: str
     cursor: str
     limit: int
 

@@ -670,6 +670,7 @@ class Flows:
                         {
                             "content": schema.encode_content(new.content),
                             "payload": new.payload_json,
+                            "tenant": op.tenant,
                             "id": old.conversation_id,
                             "seq": old.seq,
                             "old_content": schema.encode_content(old.content),
@@ -685,6 +686,7 @@ class Flows:
                         schema.REWRITE_STATE,
                         {
                             "value": new_state.value_json,
+                            "tenant": op.tenant,
                             "id": op.conversation_id,
                             "version": old_state.version,
                             "old": old_state.value_json,
@@ -700,6 +702,7 @@ class Flows:
                         {
                             "content": schema.encode_content(new.content),
                             "payload": new.payload_json,
+                            "tenant": op.tenant,
                             "id": old.conversation_id,
                             "key": old.idempotency_key,
                             "old_content": schema.encode_content(old.content),
@@ -731,7 +734,12 @@ class Flows:
     def _archived(self, op: ops.ArchivedOp) -> Flow[Result[tuple[list[MessageRow], str]]]:
         rows = yield (
             schema.ARCHIVED,
-            {"id": op.conversation_id, "cursor": op.cursor, "limit": op.limit + 1},
+            {
+                "tenant": op.tenant,
+                "id": op.conversation_id,
+                "cursor": op.cursor,
+                "limit": op.limit + 1,
+            },
         )
         page = [schema.decode_message(r) for r in rows[: op.limit]]
         last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""

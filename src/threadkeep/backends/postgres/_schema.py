@@ -641,11 +641,11 @@ PARTITIONS: Final = "SELECT value FROM meta WHERE key = 'partitions'"
 
 REWRITE_MESSAGE: Final = (
     "UPDATE messages SET content = %(content)s, payload = %(payload)s "
-    "WHERE conversation_id = %(id)s AND seq = %(seq)s AND content = %(old_content)s "
+    f"WHERE {_CONV} AND seq = %(seq)s AND content = %(old_content)s "
     "AND payload IS NOT DISTINCT FROM %(old_payload)s RETURNING 1"
 )
 REWRITE_STATE: Final = (
-    "UPDATE states SET value_json = %(value)s WHERE conversation_id = %(id)s "
+    f"UPDATE states SET value_json = %(value)s WHERE {_CONV} "
     "AND version = %(version)s AND value_json = %(old)s RETURNING 1"
 )
 REWRITE_FACT: Final = (
@@ -658,11 +658,11 @@ FACT_CONTACTS: Final = (
     "AND contact_id > %(cursor)s ORDER BY contact_id LIMIT %(limit)s"
 )
 ARCHIVED: Final = (
-    f"SELECT {MESSAGE_COLUMNS} FROM idem_archive WHERE conversation_id = %(id)s "
+    f"SELECT {MESSAGE_COLUMNS} FROM idem_archive WHERE {_CONV} "
     "AND idem_key > %(cursor)s ORDER BY idem_key LIMIT %(limit)s"
 )
 REWRITE_ARCHIVED: Final = (
     "UPDATE idem_archive SET content = %(content)s, payload = %(payload)s "
-    "WHERE conversation_id = %(id)s AND idem_key = %(key)s AND content = %(old_content)s "
+    f"WHERE {_CONV} AND idem_key = %(key)s AND content = %(old_content)s "
     "AND payload IS NOT DISTINCT FROM %(old_payload)s RETURNING 1"
 )

@@ -770,12 +770,13 @@ class Flows:
     @handles(ops.RewriteOp)
     def _rewrite_values(self, op: ops.RewriteOp) -> Flow[Result[int]]:
         """One script per kind of value (messages, key records, states, facts) it carries."""
-        done = 0
+        done, cid = 0, op.conversation_id or ""
+        keys = (yield from self._route(cid, op.tenant)) if cid else self.keys
         if op.messages:
             args: list[str | int] = []
             for old, new in op.messages:
                 args += (_entry(old), _entry(new), old.idempotency_key or "")
-            done += yield self._eval("rewrite", "messages", op.conversation_id or "", *args)
+            done += yield self._eval(keys, "rewrite", "messages", cid, *args)
         if op.states:
             args = []
             for old_state, new_state in op.states:
@@ -785,12 +786,12 @@ class Flows:
                     saved + old_state.value_json,
                     saved + new_state.value_json,
                 )
-            done += yield self._eval("rewrite", "states", op.conversation_id or "", *args)
+            done += yield self._eval(keys, "rewrite", "states", cid, *args)
         if op.archived:
             args = []
             for old, new in op.archived:
                 args += (old.idempotency_key or "", _entry(old), _entry(new))
-            done += yield self._eval("rewrite", "keys", op.conversation_id or "", *args)
+            done += yield self._eval(keys, "rewrite", "keys", cid, *args)
         if op.facts:
             args = []
             for old_fact, new_fact in op.facts:
@@ -801,16 +802,16 @@ class Flows:
                     f"{old_fact.source_json}\n{old_fact.history_json}",
                     f"{new_fact.source_json}\n{new_fact.history_json}",
                 )
-            done += yield self._eval(
-                "rewrite", "facts", op.tenant or "", op.contact_id or "", *args
-            )
+            at = yield from self._tenant(op.tenant)
+            done += yield self._eval(at, "rewrite", "facts", op.tenant, op.contact_id or "", *args)
         return Result(_OK, done)
 
     @handles(ops.ArchivedOp)
     def _archived(self, op: ops.ArchivedOp) -> Flow[Result[tuple[list[MessageRow], str]]]:
         """One HSCAN of the idempotency hash (the retry fields, tab-prefixed, left out)."""
+        keys = yield from self._route(op.conversation_id, None)
         after, fields = yield Command(
-            ("HSCAN", self.keys.idempotency(op.conversation_id), op.cursor or "0",
+            ("HSCAN", keys.idempotency(op.conversation_id), op.cursor or "0",
              "COUNT", op.limit)
         )  # fmt: skip
         rows = [
@@ -823,10 +824,11 @@ class Flows:
     @handles(ops.FactContactsOp)
     def _fact_contacts(self, op: ops.FactContactsOp) -> Flow[Result[tuple[list[str], str]]]:
         """One ZSCAN of the fact index, whose members start ``"len:tenant:contact"``."""
+        keys = yield from self._tenant(op.tenant)
         head = f"{len(op.tenant)}:{op.tenant}:"
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"
         after, members = yield Command(
-            ("ZSCAN", self.keys.fact_expiries, op.cursor or "0", "MATCH", pattern,
+            ("ZSCAN", keys.fact_expiries, op.cursor or "0", "MATCH", pattern,
              "COUNT", op.limit)
         )  # fmt: skip
         contacts = dict.fromkeys(m[len(head) :].split("\n", 1)[0] for m, _ in members)

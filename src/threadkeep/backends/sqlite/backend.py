@@ -753,6 +753,7 @@ class SQLiteBackend:
         last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
         return Result(_OK, (page, last))
 
+
 def _statements(script: str) -> Iterator[str]:
     """Split a migration into its statements (a trigger's body holds semicolons of its own)."""
     pending = ""
