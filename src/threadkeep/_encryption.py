@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from threadkeep._exceptions import EncryptionError, InvalidInput
 from threadkeep._rules.ops import (
@@ -104,6 +104,9 @@ class Encryption:
             here; ids are 1-32 letters, digits, ``_`` or ``-``.
         current: the id of the key new values are sealed with.
     """
+
+    #: The environment variable the service and the CLI read the keys from (``from_env``).
+    ENV_VAR: ClassVar[str] = ENV_VAR
 
     keys: Mapping[str, bytes] = field(repr=False)
     current: str

@@ -42,7 +42,6 @@ from threadkeep import (
     TurnInProgress,
     transfer,
 )
-from threadkeep._encryption import ENV_VAR as ENCRYPTION_ENV
 from threadkeep.bot import Bot, answer, make_bot
 
 app = typer.Typer(
@@ -135,7 +134,7 @@ def _encryption() -> Encryption | None:
     Raises:
         InvalidInput: malformed keys.
     """
-    keys = os.environ.get(ENCRYPTION_ENV, "").strip()
+    keys = os.environ.get(Encryption.ENV_VAR, "").strip()
     return Encryption.from_env(keys) if keys else None
 
 
@@ -380,8 +379,8 @@ def rotate_keys_cmd(
     Values under older keys, and plaintext written before encryption, are re-encrypted in
     place while the store stays in use; run it again until it rewrites nothing.
     """
-    if not os.environ.get(ENCRYPTION_ENV, "").strip():
-        raise _fail(f"set {ENCRYPTION_ENV} to 'id:base64key,...', the current key first")
+    if not os.environ.get(Encryption.ENV_VAR, "").strip():
+        raise _fail(f"set {Encryption.ENV_VAR} to 'id:base64key,...', the current key first")
     with _opened(store) as s, Progress(console=err) as progress:
         task = progress.add_task(f"re-encrypt tenant {escape(tenant)}", total=None)
         report = s.reencrypt(
