@@ -89,6 +89,14 @@ def test_the_recorded_layout_wins_and_a_mismatch_is_refused(prefix: str) -> None
     with pytest.raises(threadkeep.InvalidInput, match="in the shard=tenant layout") as caught:
         _open(prefix, "none").get(conv.id)
     assert "\n" not in str(caught.value)
+    client = raw_client()
+    try:
+        client.delete(Keys(prefix).layout)  # a lost record: the set of tags tells
+        with _open(prefix) as store:
+            assert store.get(conv.id).tenant == "acme"
+        assert client.get(Keys(prefix).layout) == "tenant"
+    finally:
+        client.close()
 
 
 def test_an_old_store_stays_in_one_slot(prefix: str) -> None:

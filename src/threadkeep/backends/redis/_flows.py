@@ -119,8 +119,9 @@ class Flows:
     def layout(self, wanted: str | None, cluster: bool) -> Generator[Command, Any, None]:
         """Read the store's recorded layout (record it for a new store); refuse a mismatch.
 
-        A store that holds data but records no layout was written before layouts were
-        recorded: it is in the one-slot layout, recorded now.
+        A store that holds one-slot data but records no layout was written before layouts
+        were recorded: it is in the one-slot layout, recorded now (and a sharded store whose
+        record was lost is known by its set of tags).
 
         Raises:
             InvalidInput: ``wanted`` is not the layout the store records.
@@ -129,8 +130,9 @@ class Flows:
         recorded = yield Command(("GET", home.layout))
         if recorded is None:
             old = yield Command(("EXISTS", home.event_number, home.fact_expiries, home.idle))
+            spread = yield Command(("EXISTS", home.tags))
             fresh = shards.TENANT if cluster else shards.NONE
-            choice = shards.NONE if old else (wanted or fresh)
+            choice = shards.NONE if old else shards.TENANT if spread else (wanted or fresh)
             yield Command(("SET", home.layout, choice, "NX"))
             recorded = yield Command(("GET", home.layout))
         if wanted is not None and wanted != recorded:
