@@ -1,7 +1,8 @@
 """PostgreSQL at scale: a schema hash-partitioned by tenant beside an unpartitioned one.
 
 Run: `python -m bench.bench_pg_scale [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
-[--conversations 1000000] [--per 4] [--tenants 1000] [--partitions 16] [-n 300]`.
+[--conversations 1000000] [--per 4] [--tenants 1000] [--partitions 16] [-n 300]
+[--idle-samples 5] [--keep | --reuse]`.
 
 It creates a database of its own (``--database``, default ``tk_pg_scale_bench``; it refuses
 to start when that database exists, and drops it at the end unless ``--keep``), opens one
@@ -13,13 +14,17 @@ expired and none idle. Each operation is then timed on both layouts in alternati
 call (the same conversation, tenant or contact on both sides), so machine noise hits both
 alike; the table gives the partitioned side with the unpartitioned one as its baseline.
 Compare the two sides of a row, not rows with each other (a row may find its pages warmed by
-the row before). Loading 1,000,000 conversations and 4,000,000 messages into both layouts
-took about nine minutes on the shared 2-core development machine.
+the row before). Last, ``--idle-samples`` times, one random tenant's conversations are all
+made due to go idle and ``sweep()`` is timed on each layout (it marks them idle, with one
+event each). ``--keep`` leaves the database, ``--reuse`` measures a kept one again without
+loading. 1,000,000 conversations and 4,000,000 messages are 2.2 GB with indexes per
+layout and took 3–5 minutes a layout to load on the shared 2-core development machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from typing import Any
 
@@ -27,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 import threadkeep
-from bench._util import Result, compare, say
+from bench._util import Result, compare, say, summarize
 
 NOW_US = time.time_ns() // 1000
 WEEK_US = 7 * 86_400_000_000
@@ -84,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("-n", type=int, default=300, help="timed calls per operation")
+    parser.add_argument("--idle-samples", type=int, default=5, help="idle tenants to sweep")
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
+    parser.add_argument("--reuse", action="store_true", help="measure a kept database again")
     args = parser.parse_args(argv)
     database = sql.Identifier(args.database)
     with psycopg.connect(args.admin_url, autocommit=True) as admin:
         try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
+            if not args.reuse:
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
         except psycopg.errors.DuplicateDatabase:
-            say(f"database {args.database} exists: drop it, or name another with --database")
+            say(f"database {args.database} exists: drop it, name another, or --reuse it")
             return 2
     base = args.admin_url.rsplit("/", 1)[0] + "/" + args.database
     stores: list[Any] = []
@@ -100,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         urls["part"] += f"&partitions={args.partitions}"
         with psycopg.connect(base) as conn:
             for schema, url in urls.items():
-                threadkeep.open(url).close()  # the store creates its schema
-                say(f"filling {schema} …")
-                _fill(conn, schema, args)
+                if not args.reuse:
+                    threadkeep.open(url).close()  # the store creates its schema
+                    say(f"filling {schema} …")
+                    _fill(conn, schema, args)
         stores += [threadkeep.open(urls["plain"]), threadkeep.open(urls["part"])]
         rows = _measure(*stores, args)
+        rows.append(_sweep_idle_tenants(base, stores[0], stores[1], args))
         title = (
             f"PostgreSQL at {args.conversations:,} conversations × {args.per} messages, "
             f"{args.tenants:,} tenants: {args.partitions} hash partitions per table "
@@ -118,6 +128,33 @@ def main(argv: list[str] | None = None) -> int:
             with psycopg.connect(args.admin_url, autocommit=True) as admin:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
     return 0
+
+
+def _sweep_idle_tenants(
+    base: str, plain: Any, part: Any, args: argparse.Namespace
+) -> tuple[Result, Result, str]:
+    """Time sweep() right after one tenant's conversations all passed their idle time."""
+    samples: tuple[list[float], list[float]] = ([], [])
+    idled = 0
+    with psycopg.connect(base, autocommit=True) as conn:
+        for _ in range(args.idle_samples):
+            tenant = f"t{random.randrange(args.tenants)}"  # fresh ones on a --reuse too
+            for side, (schema, store) in enumerate((("part", part), ("plain", plain))):
+                conn.execute(
+                    sql.SQL("UPDATE {}.conversations SET idle_us = %s WHERE tenant = %s").format(
+                        sql.Identifier(schema)
+                    ),
+                    (NOW_US, tenant),
+                )
+                t0 = time.perf_counter()
+                idled = store.sweep().idled
+                samples[side].append(time.perf_counter() - t0)
+    name = "sweep, one idle tenant"
+    return (
+        summarize(f"{name} (partitioned)", samples[0], sum(samples[0])),
+        summarize(f"{name} (unpartitioned)", samples[1], sum(samples[1])),
+        f"marks its {idled:,} due conversations idle, one event each ({args.idle_samples} runs)",
+    )
 
 
 def _table(title: str, rows: list[tuple[Result, Result, str]]) -> None:

@@ -176,28 +176,29 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # (docs/postgres.md, "Distributing by tenant"). Rows take their conversation's tenant;
     # rows whose conversation is gone (none should be) are erased, as the conversation was.
     # Ids stay unique by construction (new_id), so a plain index serves calls by bare id.
+    # The old keys go before the fill, so the rewrite maintains no index; the new ones are
+    # built once after it.
     """
-    ALTER TABLE messages ADD COLUMN tenant text;
+    ALTER TABLE messages DROP CONSTRAINT messages_pkey, ADD COLUMN tenant text;
+    DROP INDEX messages_idem;
     UPDATE messages m SET tenant = c.tenant FROM conversations c WHERE c.id = m.conversation_id;
     DELETE FROM messages WHERE tenant IS NULL;
-    ALTER TABLE messages ALTER COLUMN tenant SET NOT NULL, DROP CONSTRAINT messages_pkey,
+    ALTER TABLE messages ALTER COLUMN tenant SET NOT NULL,
         ADD CONSTRAINT messages_pkey PRIMARY KEY (tenant, conversation_id, seq);
-    DROP INDEX messages_idem;
     CREATE UNIQUE INDEX messages_idem ON messages (tenant, conversation_id, idem_key)
         WHERE idem_key IS NOT NULL;
 
-    ALTER TABLE idem_archive ADD COLUMN tenant text;
+    ALTER TABLE idem_archive DROP CONSTRAINT idem_archive_pkey, ADD COLUMN tenant text;
     UPDATE idem_archive a SET tenant = c.tenant FROM conversations c
         WHERE c.id = a.conversation_id;
     DELETE FROM idem_archive WHERE tenant IS NULL;
     ALTER TABLE idem_archive ALTER COLUMN tenant SET NOT NULL,
-        DROP CONSTRAINT idem_archive_pkey,
         ADD CONSTRAINT idem_archive_pkey PRIMARY KEY (tenant, conversation_id, idem_key);
 
-    ALTER TABLE states ADD COLUMN tenant text;
+    ALTER TABLE states DROP CONSTRAINT states_pkey, ADD COLUMN tenant text;
     UPDATE states s SET tenant = c.tenant FROM conversations c WHERE c.id = s.conversation_id;
     DELETE FROM states WHERE tenant IS NULL;
-    ALTER TABLE states ALTER COLUMN tenant SET NOT NULL, DROP CONSTRAINT states_pkey,
+    ALTER TABLE states ALTER COLUMN tenant SET NOT NULL,
         ADD CONSTRAINT states_pkey PRIMARY KEY (tenant, conversation_id, version);
 
     ALTER TABLE conversations DROP CONSTRAINT conversations_pkey,
