@@ -40,7 +40,17 @@ from pathlib import Path
 from typing import Any
 
 import threadkeep
-from bench.soak import BACKENDS, Acked, Backend, RedisBackend, Tally, check, free_port, serving
+from bench.soak import (
+    BACKENDS,
+    Acked,
+    Backend,
+    RedisBackend,
+    SqliteBackend,
+    Tally,
+    check,
+    free_port,
+    serving,
+)
 
 LOAD_KEY, QUIET_KEY = "load-key", "quiet-key"
 API_KEYS = f"load:{LOAD_KEY},quiet:{QUIET_KEY}"
@@ -219,8 +229,11 @@ class Phase:
     tally: Tally = field(default_factory=Tally)
     cpu: dict[str, float] = field(default_factory=dict)
 
-    def error(self, what: str) -> None:
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def error(self, what: str, body: bytes = b"") -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
+        self.examples.setdefault(what, body[:300].decode(errors="replace"))
 
 
 async def overhead(port: int, turns: int) -> dict[str, Any]:
@@ -278,7 +291,7 @@ async def session(
                 acked = Acked(key, str(conversation), data["message_seq" if chat else "seq"])
                 phase.tally.acked[n].append(acked)
             else:
-                phase.error(f"HTTP {status}")
+                phase.error(f"HTTP {status}", raw)
         k += 1
         await asyncio.sleep(random.uniform(0, 2 * think))
     conn.close()
@@ -313,6 +326,7 @@ def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
         "append": latency(phase.samples["append"]),
         "errors": sum(phase.errors.values()),
         "error_kinds": phase.errors,
+        "error_examples": phase.examples,
         **{k: checked[k] for k in ("acknowledged", "lost", "duplicated", "out_of_order")},
         "not_gap_free": checked["not_gap_free"],
     }
@@ -345,13 +359,22 @@ async def followers_phase(
     rss0 = sum(status_kib(p, "VmRSS") for p in pids)
     opening = asyncio.Semaphore(50)
 
-    async def one() -> asyncio.StreamWriter:
+    refused: list[str] = []
+
+    async def one() -> asyncio.StreamWriter | None:
         async with opening:
-            return (await open_stream(port, QUIET_KEY))[1]
+            try:
+                return (await open_stream(port, QUIET_KEY))[1]
+            except (OSError, RuntimeError, asyncio.IncompleteReadError) as exc:
+                refused.append(str(exc))
+                return None
 
     t0 = time.monotonic()
-    streams = await asyncio.gather(*(one() for _ in range(args.followers)))
+    opened = await asyncio.gather(*(one() for _ in range(args.followers)))
+    streams = [s for s in opened if s is not None]
     report["open_all_s"] = round(time.monotonic() - t0, 2)
+    report["followers_refused"] = len(refused)
+    report["refusals"] = sorted(set(refused))[:3]
     await asyncio.sleep(2.0)  # let the workers settle
     rss1 = sum(status_kib(p, "VmRSS") for p in pids)
     report["rss_per_follower_kib"] = round((rss1 - rss0) / max(1, args.followers), 1)
@@ -407,10 +430,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     backend = BACKENDS[args.backend](work)
     if isinstance(backend, RedisBackend):
         backend.appendfsync = args.redis_fsync
+    if isinstance(backend, SqliteBackend):
+        backend.url = f"sqlite:///{backend.path}"  # the default busy timeout, not the soak's 2 s
     try:
         backend.start()
         port = free_port()
-        env = {"THREADKEEP_API_KEYS": API_KEYS, "THREADKEEP_SSE_HEARTBEAT": "15"}
+        env = {  # the service's defaults for the lease and the heartbeat (not the soak's)
+            "THREADKEEP_API_KEYS": API_KEYS,
+            "THREADKEEP_TURN_LEASE": "30",
+            "THREADKEEP_SSE_HEARTBEAT": "15",
+        }
         log = work / "server.log"
         with serving(backend.url, port, args.workers, log, **env) as server:
             servers = Servers(workers_of(server), store_pids(backend))
@@ -472,8 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         [report["with_followers"]["load"]] if "with_followers" in report else []
     )
     bad = [f"{k}={ld[k]}" for ld in loads for k in MUST_BE_ZERO if ld[k]]
-    if report.get("with_followers", {}).get("unseen_by_a_watcher"):
-        bad.append("unseen_by_a_watcher")
+    for name in ("unseen_by_a_watcher", "followers_refused"):
+        if report.get("with_followers", {}).get(name):
+            bad.append(name)
     if bad:
         sys.stderr.write(f"load failed: {', '.join(bad)}\n")
     return 1 if bad else 0
