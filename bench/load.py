@@ -102,15 +102,19 @@ class Conn:
         self.reader = self.writer = None
 
 
-async def open_stream(port: int, key: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open ``GET /v1/events`` and read up to its first line (``retry:``)."""
+async def open_stream(
+    port: int, key: str, last_id: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open ``GET /v1/events`` (resuming after ``last_id``) and read up to ``retry:``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    resume = "" if last_id is None else f"Last-Event-ID: {last_id}\r\n"
     writer.write(
         f"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
+        f"Accept: text/event-stream\r\n{resume}\r\n".encode()
     )
     status = await reader.readline()
     if b" 200 " not in status:
+        writer.close()
         raise RuntimeError(f"events stream refused: {status!r}")
     while await reader.readline() not in (b"\r\n", b""):
         pass
@@ -119,13 +123,32 @@ async def open_stream(port: int, key: str) -> tuple[asyncio.StreamReader, asynci
     return reader, writer
 
 
-async def watch(reader: asyncio.StreamReader, seen: set[tuple[str, int]]) -> None:
-    """Collect (conversation, seq) of every ``message.appended`` event of a stream."""
-    while line := await reader.readline():
-        if line.startswith(b"data: "):
-            event = json.loads(line[6:])
-            if event["kind"] == "message.appended":
-                seen.add((event["conversation_id"], event["data"]["seq"]))
+@dataclass
+class Watcher:
+    """A stream of the load's tenant that must see every message; it resumes as a browser does."""
+
+    seen: set[tuple[str, int]] = field(default_factory=set)
+    last_id: str | None = None
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def watch(self, port: int) -> None:
+        reader, writer = await open_stream(port, LOAD_KEY)
+        while True:
+            try:
+                while line := await reader.readline():
+                    if line.startswith(b"id: "):
+                        self.last_id = line[4:].strip().decode()
+                    elif line.startswith(b"event: error"):
+                        self.errors.append((await reader.readline()).decode()[:200])
+                    elif line.startswith(b"data: "):
+                        event = json.loads(line[6:])
+                        if event["kind"] == "message.appended":
+                            self.seen.add((event["conversation_id"], event["data"]["seq"]))
+            finally:
+                writer.close()
+            self.reconnects += 1
+            reader, writer = await open_stream(port, LOAD_KEY, self.last_id)
 
 
 # ---- measures ---------------------------------------------------------------------------------
@@ -383,9 +406,9 @@ async def followers_phase(
     report["loadavg"] = [round(x, 2) for x in os.getloadavg()]
 
     # the load again, the streams open, and watchers that must see every message
-    seen: list[set[tuple[str, int]]] = [set() for _ in range(args.watchers)]
-    watchers = [await open_stream(port, LOAD_KEY) for _ in range(args.watchers)]
-    tasks = [asyncio.create_task(watch(r, s)) for (r, _), s in zip(watchers, seen, strict=True)]
+    watchers = [Watcher() for _ in range(args.watchers)]
+    tasks = [asyncio.create_task(w.watch(port)) for w in watchers]
+    await asyncio.sleep(1.0)
     phase, took = await load(port, args, "busy", servers)
     report["store_connections_under_load"] = store_connections(backend)
     await asyncio.sleep(2.0)  # the last events reach the watchers
@@ -393,11 +416,11 @@ async def followers_phase(
     expected = expected_messages(backend.url, phase.tally)
     report["watchers"] = args.watchers
     report["messages_of_the_load"] = len(expected)
-    report["unseen_by_a_watcher"] = sum(len(expected - s) for s in seen)
+    report["unseen_by_a_watcher"] = sum(len(expected - w.seen) for w in watchers)
+    report["watcher_reconnects"] = sum(w.reconnects for w in watchers)
+    report["watcher_errors"] = sorted({e for w in watchers for e in w.errors})[:3]
     for task in tasks:
         task.cancel()
-    for _, writer in watchers:
-        writer.close()
     for writer in streams:
         writer.close()
     return report
