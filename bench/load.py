@@ -184,8 +184,9 @@ def status_kib(pid: int, field_name: str) -> int:
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        with contextlib.suppress(FileNotFoundError):  # a PostgreSQL backend that just ended
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICK
 
 
@@ -221,13 +222,13 @@ class Servers:
     """The processes whose CPU time a phase counts: the workers, the store's server, this one."""
 
     workers: list[int]
-    store: list[int]
+    backend: Backend
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far, by process group."""
+        """CPU seconds so far, by process group (the store's: its processes of this moment)."""
         return {
             "workers": cpu_seconds(self.workers),
-            "store": cpu_seconds(self.store),
+            "store": cpu_seconds(store_pids(self.backend)),
             "client": time.process_time(),
         }
 
@@ -465,7 +466,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         log = work / "server.log"
         with serving(backend.url, port, args.workers, log, **env) as server:
-            servers = Servers(workers_of(server), store_pids(backend))
+            servers = Servers(workers_of(server), backend)
             report = asyncio.run(main_async(port, args, backend, servers))
         return {
             "backend": args.backend,
