@@ -15,7 +15,9 @@ nothing missed or repeated across a resume, tenant isolation):
 - A stream whose position is not in the window (it starts from an older cursor, or has never
   seen an event of the window) reads the store itself, as before.
 - A stream without a cursor starts at the end of the log: the reader knows each tenant's last
-  event id (the client's resume point), so it need not read the tenant's log to find it.
+  event id (the client's resume point), so it need not read the tenant's log to find it (on
+  Redis that read scans the whole log). Streams that open while the reader is still reading
+  to the end of the log wait for it (``READY_WAIT``) rather than each reading the log.
 - Waiting: a stream takes its tenant's *mark* before it looks (in the window or the store), and
   when it found nothing waits for the mark to move; it looks again only when it moved (not at
   each heartbeat). The reader moves a tenant's mark for each event of that tenant it reads. An
@@ -34,11 +36,12 @@ import logging
 
 from threadkeep import AsyncStore, CursorExpired, Event, ThreadkeepError
 
-__all__ = ["WINDOW", "Followers", "Mark"]
+__all__ = ["READY_WAIT", "WINDOW", "Followers", "Mark"]
 
 log = logging.getLogger("threadkeep.service")
 
 WINDOW = 2048  # newest events kept in memory for the streams of this process
+READY_WAIT = 5.0  # longest a new stream waits for the reader to know the end of the log
 _SLICE = 1.0  # the reader's longest wait for events in one events() call
 _BACKOFF = (0.1, 5.0)  # first and longest pause of the reader after a failure
 
@@ -62,6 +65,7 @@ class Followers:
         self._head: str | None = None  # the id of the last event read (None: not known)
         self._last: dict[str, str] = {}  # each tenant's last event id in the log, when ready
         self._ready = False
+        self._known = asyncio.Event()  # set while ``_ready`` (or once stopped)
         self._resets = 0
         self._generations: dict[str, int] = {}
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
@@ -106,6 +110,13 @@ class Followers:
         """
         return (self._last.get(tenant), self._head) if self._ready else None
 
+    async def wait_ready(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a started reader to know the end of the log."""
+        if not self._ready and self._task is not None and not self._stopped:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._known.wait()
+
     async def wait(self, tenant: str, mark: Mark, seconds: float) -> None:
         """Return when the tenant's mark moves past ``mark``, at stop, or after ``seconds``."""
         if self._stopped or self.mark(tenant) != mark:
@@ -149,6 +160,7 @@ class Followers:
 
     def _stop(self) -> None:
         self._stopped = True
+        self._known.set()
         self._reset()
 
     def _reset(self) -> None:
@@ -186,6 +198,7 @@ class Followers:
         self._last = last
         self._start = self._head = head
         self._ready = True
+        self._known.set()
         self._reset()  # streams that looked before the reader knew the end look again
 
     async def _run(self, store: AsyncStore) -> None:
@@ -202,6 +215,7 @@ class Followers:
                 pause = _BACKOFF[0]
             except CursorExpired:  # fell behind the bounded log: start again at its end
                 self._ready = False
+                self._known.clear()
                 self._reset()
             except Exception as exc:  # the store is away: try again from the same place
                 if isinstance(exc, ThreadkeepError):

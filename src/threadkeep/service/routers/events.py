@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from threadkeep import AsyncStore, Event, ThreadkeepError
 from threadkeep.service.deps import PublicCallerDep, SettingsDep, StoreDep
-from threadkeep.service.followers import Followers, Mark
+from threadkeep.service.followers import READY_WAIT, Followers, Mark
 from threadkeep.service.routers import errors
 
 __all__ = ["router", "sse"]
@@ -163,6 +163,8 @@ async def events(
     replay = cursor is not None or from_start
     followers: Followers = request.app.state.followers
     followers.start(store)
+    if not replay:
+        await followers.wait_ready(READY_WAIT)
     tail = None if replay else followers.tail(tenant)
     if tail is not None:  # the end of the log is known: nothing to read before following
         last, cursor = tail
