@@ -52,8 +52,8 @@ Mark = tuple[int, int]
 class Followers:
     """The reader of the log and the window and marks it drives (see the module docstring).
 
-    Made once per app (``app.state.followers``), so once per worker process; started by the
-    first stream that waits, stopped with the app.
+    Made at each start of the app (``app.state.followers``), so once per worker process;
+    started by the first event stream, stopped with the app (or at SIGTERM/SIGINT).
     """
 
     def __init__(self, window: int = WINDOW) -> None:
