@@ -374,8 +374,8 @@ def serving(
         THREADKEEP_TURN_LEASE=str(LEASE),
         THREADKEEP_RATE_LIMIT="0",
         THREADKEEP_LOG_LEVEL="WARNING",
-        **settings,
     )
+    env.update(settings)
     args = [sys.executable, "-m", "threadkeep.cli.main", "serve", "--store", url]
     args += ["--port", str(port), "--workers", str(workers)]
     with log.open("wb") as out:

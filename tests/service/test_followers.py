@@ -63,10 +63,11 @@ async def _until(what: str, check: Any, seconds: float = 15.0) -> None:
 
 
 def test_idle_streams_read_nothing_and_every_stream_gets_every_event(store_url: str) -> None:
-    """100 streams of one tenant and one of another, caught up, in one process: while idle the
-    store sees only the reader's reads (about one a second, not 100); three appends reach each
-    stream of the tenant once, in log order, without a read per stream; the other stream gets
-    none; stopping ends every stream.
+    """100 streams of one tenant, one of another and one of a tenant with no events, caught
+    up, in one process, heartbeats every 0.2 s: while idle the store sees only the reader's
+    reads (about one a second, not 100 or one per heartbeat); three appends (four events) reach
+    each stream of the tenant once, in log order, without a read per stream; the other streams
+    get none; stopping ends every stream.
     """
     tenant, other = f"t-{uuid.uuid4().hex[:8]}", f"u-{uuid.uuid4().hex[:8]}"
 
@@ -84,16 +85,20 @@ def test_idle_streams_read_nothing_and_every_stream_gets_every_event(store_url: 
             await store.start(contact_id="c2", tenant=other)
             cursor = [e async for e in store.events(timeout=0)][-1].id
             sent: list[list[str]] = [[] for _ in range(STREAMS + 1)]
+            followers.start(store)  # as the route does
 
-            async def stream(i: int) -> None:
-                who = other if i == STREAMS else tenant
-                chunks = _follow(
-                    store, who, _nothing(), cursor, True, 60.0, True, followers, lambda e: True
+            async def stream(i: int, who: str, after: str | None) -> None:
+                chunks = _follow(  # heartbeats every 0.2 s: they make no read either
+                    store, who, _nothing(), after, True, 0.2, True, followers, lambda e: True
                 )
                 async for chunk in chunks:
                     sent[i].append(chunk)
 
-            tasks = [asyncio.create_task(stream(i)) for i in range(STREAMS + 1)]
+            tasks = [asyncio.create_task(stream(i, tenant, cursor)) for i in range(STREAMS)]
+            tasks.append(asyncio.create_task(stream(STREAMS, other, cursor)))
+            quiet: list[str] = []  # a tenant with no event at all: its position is no event's
+            sent.append(quiet)
+            tasks.append(asyncio.create_task(stream(STREAMS + 1, "quiet", None)))
             await _until("the streams to start", lambda: all(sent))
             await asyncio.sleep(0.5)
             before = counting[0].event_reads
@@ -111,11 +116,12 @@ def test_idle_streams_read_nothing_and_every_stream_gets_every_event(store_url: 
             def ids(chunks: list[str]) -> list[str]:
                 return [c.split("\n")[0] for c in chunks if c.startswith("id: ")]
 
-            await _until("every event", lambda: all(len(ids(s)) >= 4 for s in sent[:-1]))
+            await _until("every event", lambda: all(len(ids(s)) >= 4 for s in sent[:STREAMS]))
             assert counting[0].event_reads - before <= 10  # not one (or more) per stream
-            for chunks in sent[:-1]:
+            for chunks in sent[:STREAMS]:
                 assert ids(chunks) == expected
-            assert sent[-1] == ["retry: 2000\n\n"]  # the other tenant's stream: nothing
+            assert ids(sent[STREAMS]) == ids(quiet) == []  # the other tenants' streams: nothing
+            assert ": heartbeat\n\n" in quiet
 
             await followers.aclose()
             await asyncio.wait_for(asyncio.gather(*tasks), 5)  # stopping ends every stream
@@ -202,7 +208,10 @@ def served_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
 
 
 def _event_reads(base: str) -> float:
-    text = httpx.get(base + "/metrics", timeout=10).text
+    return _metric_reads(httpx.get(base + "/metrics", timeout=10).text)
+
+
+def _metric_reads(text: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
@@ -245,3 +254,31 @@ def test_idle_streams_hold_no_store_connection_of_their_own(
             assert any(conversation in line for line in lines if line.startswith("data: "))
         for cm, _ in streams:
             cm.__exit__(None, None, None)
+
+
+def test_a_stream_without_a_cursor_starts_at_the_tail_without_reading_the_log(
+    make_client: Any,
+) -> None:
+    """Once the reader knows the end of the log, a new stream without a cursor gets its
+    tenant's last event id as its resume point (as when it read the tenant's log) without an
+    event read of its own.
+    """
+    client = make_client()
+    for i in range(3):
+        assert client.post("/v1/chat", json={"message": f"m{i}"}).status_code == 200
+    first = client.get("/v1/events?follow=false")  # starts the reader; may read the log itself
+    last = [line for line in first.text.splitlines() if line.startswith("id: ")]
+    followers: Followers = client.app.state.followers
+    deadline = time.monotonic() + 10
+    while followers.tail(followers_tenant(client)) is None:
+        assert time.monotonic() < deadline, "the reader never got ready"
+        time.sleep(0.05)
+    reads = _metric_reads(client.get("/metrics").text)
+    again = client.get("/v1/events?follow=false")
+    assert _metric_reads(client.get("/metrics").text) == reads
+    assert again.text == first.text == f"retry: 2000\n\n{last[0]}\n\n"
+
+
+def followers_tenant(client: Any) -> str:
+    """The tenant of the test client's key."""
+    return str(next(iter(client.app.state.api_keys.values())))

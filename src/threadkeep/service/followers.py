@@ -14,10 +14,15 @@ nothing missed or repeated across a resume, tenant isolation):
   tenant, and moves to the window's end.
 - A stream whose position is not in the window (it starts from an older cursor, or has never
   seen an event of the window) reads the store itself, as before.
+- A stream without a cursor starts at the end of the log: the reader knows each tenant's last
+  event id (the client's resume point), so it need not read the tenant's log to find it (on
+  Redis that read scans the whole log). Streams that open while the reader is still reading
+  to the end of the log wait for it (``READY_WAIT``) rather than each reading the log.
 - Waiting: a stream takes its tenant's *mark* before it looks (in the window or the store), and
-  when it found nothing waits for the mark to move. The reader moves a tenant's mark for each
-  event of that tenant it reads. An event committed after the look is read by the reader after
-  the mark was taken, so it moves the mark; one committed before is seen by the look.
+  when it found nothing waits for the mark to move; it looks again only when it moved (not at
+  each heartbeat). The reader moves a tenant's mark for each event of that tenant it reads. An
+  event committed after the look is read by the reader after the mark was taken, so it moves the
+  mark; one committed before is seen by the look.
 - When the store is away the reader tries again (capped backoff) from where it was, so nothing
   is missed and idle streams just wait; when it fell out of the bounded log it starts again at
   the log's end and moves every mark, so every stream looks in the store once.
@@ -31,11 +36,12 @@ import logging
 
 from threadkeep import AsyncStore, CursorExpired, Event, ThreadkeepError
 
-__all__ = ["WINDOW", "Followers", "Mark"]
+__all__ = ["READY_WAIT", "WINDOW", "Followers", "Mark"]
 
 log = logging.getLogger("threadkeep.service")
 
 WINDOW = 2048  # newest events kept in memory for the streams of this process
+READY_WAIT = 5.0  # longest a new stream waits for the reader to know the end of the log
 _SLICE = 1.0  # the reader's longest wait for events in one events() call
 _BACKOFF = (0.1, 5.0)  # first and longest pause of the reader after a failure
 
@@ -46,8 +52,8 @@ Mark = tuple[int, int]
 class Followers:
     """The reader of the log and the window and marks it drives (see the module docstring).
 
-    Made once per app (``app.state.followers``), so once per worker process; started by the
-    first stream that waits, stopped with the app.
+    Made at each start of the app (``app.state.followers``), so once per worker process;
+    started by the first event stream, stopped with the app (or at SIGTERM/SIGINT).
     """
 
     def __init__(self, window: int = WINDOW) -> None:
@@ -57,7 +63,9 @@ class Followers:
         self._number: dict[str, int] = {}  # event id → absolute number, for the window's events
         self._start: str | None = None  # the id just before the window (None: not known)
         self._head: str | None = None  # the id of the last event read (None: not known)
+        self._last: dict[str, str] = {}  # each tenant's last event id in the log, when ready
         self._ready = False
+        self._known = asyncio.Event()  # set while ``_ready`` (or once stopped)
         self._resets = 0
         self._generations: dict[str, int] = {}
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
@@ -94,6 +102,20 @@ class Followers:
         found = [e for e in self._window[begin:] if e.tenant == tenant]
         assert self._head is not None  # ready: the reader knows the end of the log
         return found, self._head
+
+    def tail(self, tenant: str) -> tuple[str | None, str | None] | None:
+        """(the tenant's last event id, the log's last) for a stream that starts at the end.
+
+        None: the reader does not know the end of the log yet; read the store instead.
+        """
+        return (self._last.get(tenant), self._head) if self._ready else None
+
+    async def wait_ready(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a started reader to know the end of the log."""
+        if not self._ready and self._task is not None and not self._stopped:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._known.wait()
 
     async def wait(self, tenant: str, mark: Mark, seconds: float) -> None:
         """Return when the tenant's mark moves past ``mark``, at stop, or after ``seconds``."""
@@ -138,6 +160,7 @@ class Followers:
 
     def _stop(self) -> None:
         self._stopped = True
+        self._known.set()
         self._reset()
 
     def _reset(self) -> None:
@@ -162,17 +185,20 @@ class Followers:
         self._window.append(event)
         self._head = event.id
         tenant = event.tenant
+        self._last[tenant] = event.id
         self._generations[tenant] = self._generations.get(tenant, 0) + 1
         for future in self._waiting.pop(tenant, ()):
             if not future.done():
                 future.set_result(None)
 
-    def _begin_at(self, head: str | None) -> None:
+    def _begin_at(self, head: str | None, last: dict[str, str]) -> None:
         """Start an empty window at ``head`` (the end of the log)."""
         self._window.clear()
         self._number.clear()
+        self._last = last
         self._start = self._head = head
         self._ready = True
+        self._known.set()
         self._reset()  # streams that looked before the reader knew the end look again
 
     async def _run(self, store: AsyncStore) -> None:
@@ -180,15 +206,16 @@ class Followers:
         while not self._stopped:
             try:
                 if not self._ready:
-                    head = None
+                    head, last = None, {}
                     async for event in store.events(timeout=0):  # to the end of the log
-                        head = event.id
-                    self._begin_at(head)
+                        head = last[event.tenant] = event.id
+                    self._begin_at(head, last)
                 async for event in store.events(after=self._head, timeout=_SLICE):
                     self._take(event)
                 pause = _BACKOFF[0]
             except CursorExpired:  # fell behind the bounded log: start again at its end
                 self._ready = False
+                self._known.clear()
                 self._reset()
             except Exception as exc:  # the store is away: try again from the same place
                 if isinstance(exc, ThreadkeepError):

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from threadkeep import AsyncStore, Event, ThreadkeepError
 from threadkeep.service.deps import PublicCallerDep, SettingsDep, StoreDep
-from threadkeep.service.followers import Followers
+from threadkeep.service.followers import READY_WAIT, Followers, Mark
 from threadkeep.service.routers import errors
 
 __all__ = ["router", "sse"]
@@ -55,6 +55,7 @@ async def _follow(
     follow: bool,
     followers: Followers,
     keep: Callable[[Event], bool],
+    skipped: str | None = None,
 ) -> AsyncIterator[str]:
     """Send the backlog (or only move the client's cursor past it), then follow new events.
 
@@ -66,7 +67,6 @@ async def _follow(
     """
     yield "retry: 2000\n\n"
     try:
-        skipped = None
         async for event in backlog:
             after = event.id
             if replay:
@@ -78,21 +78,25 @@ async def _follow(
             yield f"id: {skipped}\n\n"  # moves the client's resume point to the end of the log
         if not follow:
             return
-        followers.start(store)
         quiet_since = time.monotonic()
+        looked: Mark | None = None
         while not followers.stopped:
             mark = followers.mark(tenant)  # before looking: a later change moves it
-            found = followers.since(tenant, after)
-            # not in the reader's window: read the store, one batch at a time, as before
-            source = store.events(tenant=tenant, after=after, timeout=0) if found is None else None
             got = False
-            async for event in source or _each(found[0] if found else []):
-                after, got = event.id, True
-                if keep(event):
-                    yield sse(event)
-                    quiet_since = time.monotonic()
-            if found is not None:
-                after = found[1]
+            if mark != looked:  # else nothing of the tenant's came since the last look
+                found = followers.since(tenant, after)
+                # not in the reader's window: read the store, a batch at a time, as before
+                source = (
+                    store.events(tenant=tenant, after=after, timeout=0) if found is None else None
+                )
+                async for event in source or _each(found[0] if found else []):
+                    after, got = event.id, True
+                    if keep(event):
+                        yield sse(event)
+                        quiet_since = time.monotonic()
+                if found is not None:
+                    after = found[1]
+                looked = None if got else mark
             if not got:
                 await followers.wait(tenant, mark, quiet_since + heartbeat - time.monotonic())
             if time.monotonic() - quiet_since >= heartbeat:
@@ -156,14 +160,23 @@ async def events(
     tenant = caller.tenant
     keep = caller.visitor.sees if caller.visitor else _everything
     cursor = last_event_id or after
-    # Read the first event now, so an expired cursor is a 410 rather than a broken stream; the
-    # rest of what is already there is read while streaming, one batch at a time.
-    rest = aiter(store.events(tenant=tenant, after=cursor, timeout=0))
-    backlog = _backlog(await anext(rest, None), rest)
     replay = cursor is not None or from_start
-    followers = request.app.state.followers
+    followers: Followers = request.app.state.followers
+    followers.start(store)
+    if not replay:
+        await followers.wait_ready(READY_WAIT)
+    tail = None if replay else followers.tail(tenant)
+    if tail is not None:  # the end of the log is known: nothing to read before following
+        last, cursor = tail
+        backlog = _each([])
+    else:
+        # Read the first event now, so an expired cursor is a 410 rather than a broken stream;
+        # the rest of what is already there is read while streaming, one batch at a time.
+        rest = aiter(store.events(tenant=tenant, after=cursor, timeout=0))
+        backlog, last = _backlog(await anext(rest, None), rest), None
     stream = _follow(
-        store, tenant, backlog, cursor, replay, settings.sse_heartbeat, follow, followers, keep
-    )
+        store, tenant, backlog, cursor, replay, settings.sse_heartbeat, follow, followers, keep,
+        last,
+    )  # fmt: skip
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
