@@ -306,6 +306,35 @@ def pg_fill(url: str, schema_name: str, layout: Layout) -> None:
         conn.execute("VACUUM (ANALYZE) conversation_counts")
 
 
+#: counts() before migration 5: grouping the tenant's live rows (for the comparison).
+PG_OLD_COUNTS = (
+    "SELECT status, stage, count(*) FROM conversations WHERE tenant = %(tenant)s "
+    "AND (expires_us IS NULL OR expires_us > %(now)s) GROUP BY status, stage"
+)
+
+
+def pg_counts_cost(schema_name: str, layout: Layout, space: dict[str, float]) -> None:
+    """The COUNTS statement's shared buffers (deterministic), and the old statement's time."""
+    import psycopg
+
+    from threadkeep.backends.postgres import _schema as schema
+
+    params = {"tenant": TENANT, "now": _now_us()}
+    with psycopg.connect(f"{PG_BASE}/{PG_DB}", options=f"-c search_path={schema_name}") as conn:
+        plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {schema.COUNTS}", params)
+        top = plan.fetchone()[0][0]["Plan"]  # type: ignore[index]
+        space["COUNTS shared buffers touched"] = top.get("Shared Hit Blocks", 0) + top.get(
+            "Shared Read Blocks", 0
+        )
+        for name, sql in (("COUNTS (now)", schema.COUNTS), ("old GROUP BY counts", PG_OLD_COUNTS)):
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                conn.execute(sql, params).fetchall()
+                times.append(time.perf_counter() - t0)
+            space[f"{name} statement, best of 5, µs"] = min(times) * 1e6
+
+
 @contextmanager
 def pg_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
     import psycopg
@@ -333,6 +362,7 @@ def pg_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
         space["messages table + indexes, bytes per message"] = msgs / (layout.n * layout.per)
         space["conversations table + indexes, bytes per conversation"] = convs / layout.n
         space["whole schema, bytes per message"] = float(total) / (layout.n * layout.per)
+        pg_counts_cost(schema_name, layout, space)
         with threadkeep.open(url) as store:
             yield store
     finally:
@@ -596,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     for a, b in zip(small, big, strict=True):
         out.write(f"| {a.op} | {a.p50:,.0f} | {a.p99:,.0f} | {b.p50:,.0f} | {b.p99:,.0f} "
                   f"| {b.p50 / a.p50:.2f}× | {b.p99 / a.p99:.2f}× |\n")  # fmt: skip
-    out.write(f"\n| space | {args.small:,} | {args.conversations:,} |\n|---|---:|---:|\n")
+    out.write(f"\n| measure | {args.small:,} | {args.conversations:,} |\n|---|---:|---:|\n")
     for name, value in big_space.items():
         out.write(f"| {name} | {small_space.get(name, 0):,.1f} | {value:,.1f} |\n")
     return 0
