@@ -21,13 +21,15 @@ How the data is made (one tenant, ``scale``, so ``list``/``counts`` see all of i
 
 Conversation ``i`` has ``--messages-per`` messages. One in 50 is ``active`` with activity in
 the last ten minutes (these are the ones appended to, read and resumed); the rest are
-``idle`` or ``closed``, last active between three hours and five days ago. Independently of N,
-``DUE`` conversations are ``active`` but idle-due and ``DUE`` more are expired and unswept, so
-the first ``sweep()`` has the same work at both sizes (timed once), and ``counts()`` has the
-same expired backlog to correct for. Before timing, a sweep as of two hours earlier (nothing
-due yet) leaves the indexes as a periodic sweep does (on Redis it drops the idle-time entries
-of conversations closed or idled). A timed call picks a different conversation each time
-(a seeded random walk over the active ones), so the big size is not measured from cache.
+``idle`` or ``closed``, last active between six hours and five days ago. Independently of N,
+``WAVES`` × ``DUE`` conversations are ``active`` and fall idle-due, and as many expire, one
+wave an hour over the last five hours: a sweep as of the moment each wave is due (the
+backend's sweep op with that ``now``) does the same work at both sizes, timed once per wave;
+and ``counts()`` has the same expired backlog to correct for. Before timing, a sweep as of
+before the first wave (nothing due yet) leaves the indexes as a periodic sweep does (on Redis
+it drops the idle-time entries of conversations closed or idled). A timed call picks a
+different conversation each time (a seeded random walk over the active ones), so the big
+size is not measured from cache.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ import threadkeep
 from bench._util import say, summarize
 
 TENANT = "scale"
-DUE = 100
+DUE = 100  # per wave: idle-due conversations, and as many expired ones
+WAVES = 5  # sweep is timed once per wave
+DUE_ALL = DUE * WAVES
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 TTL_US = 7 * DAY_US
@@ -79,9 +83,9 @@ class Layout:
         return f"contact-{i}"
 
     def kind(self, i: int) -> str:
-        if i <= DUE:
+        if i <= DUE_ALL:
             return "due"
-        if i <= 2 * DUE:
+        if i <= 2 * DUE_ALL:
             return "expired"
         return "active" if i % 50 == 0 else "old"
 
@@ -95,11 +99,11 @@ class Layout:
         kind = self.kind(i)
         if kind == "active":
             return self.now - (i % 600) * 1_000_000
-        if kind == "due":
-            return self.now - HOUR_US
-        if kind == "expired":
-            return self.now - TTL_US - HOUR_US
-        return self.now - 3 * HOUR_US - (i * 7919 % SPREAD_US)
+        if kind == "due":  # idle from now - 0.5 h - wave h
+            return self.now - HOUR_US - (i % WAVES) * HOUR_US
+        if kind == "expired":  # expired since now - 1 h - wave h
+            return self.now - TTL_US - HOUR_US - (i % WAVES) * HOUR_US
+        return self.now - 6 * HOUR_US - (i * 7919 % SPREAD_US)
 
     def stage(self, i: int) -> str:
         return f"Q{i % 5}"
@@ -115,7 +119,7 @@ class Layout:
 
     @property
     def live(self) -> int:
-        return self.n - DUE
+        return self.n - DUE_ALL
 
 
 # ---- the timed operations ------------------------------------------------------------------
@@ -159,27 +163,40 @@ def measure(store: Any, layout: Layout, samples: int, seed: int) -> list[Row]:
         _timed("resume (open one)", lambda k: store.resume(layout.contact(picks[k]),
                                                             tenant=TENANT), samples),
     ]  # fmt: skip
-    t0 = time.perf_counter()
-    report = store.sweep()
-    first = (time.perf_counter() - t0) * 1e6
-    if (report.purged, report.idled) != (DUE, DUE):
-        raise SystemExit(f"sweep did {report}, expected {DUE} purged and {DUE} idled")
-    rows.append(Row(f"sweep() ({DUE} expired + {DUE} idle-due), once", first, first))
+    rows.append(sweep_waves(store, layout))
     rows.append(_timed("sweep() with nothing due", lambda k: store.sweep(), max(20, samples // 5)))
     return rows
 
 
-def prime(store: Any, layout: Layout) -> None:
-    """Sweep as of two hours ago: nothing is due then, the indexes end as a periodic sweep
-    leaves them."""
+def sweep_waves(store: Any, layout: Layout) -> Row:
+    """Sweep as of the moment each wave falls due (oldest first): DUE purged + DUE idled."""
     from threadkeep._rules import plans
 
-    store._backend.execute(plans.sweep(layout.now - 2 * HOUR_US, store.limits, False))
+    times = []
+    for wave in reversed(range(WAVES)):
+        at = layout.now - wave * HOUR_US - HOUR_US // 4
+        t0 = time.perf_counter()
+        result = store._backend.execute(plans.sweep(at, store.limits, False))
+        times.append(time.perf_counter() - t0)
+        done = (result.value.purged, result.value.idled)
+        if done != (DUE, DUE):
+            raise SystemExit(f"sweep of wave {wave} did {done}, expected {DUE} and {DUE}")
+    res = summarize("sweep", times, sum(times))
+    return Row(f"sweep() of {DUE} expired + {DUE} idle-due ({WAVES} waves)", res.p50_us,
+               max(times) * 1e6)  # fmt: skip
+
+
+def prime(store: Any, layout: Layout) -> None:
+    """Sweep as of before any wave is due: the indexes end as a periodic sweep leaves them."""
+    from threadkeep._rules import plans
+
+    store._backend.execute(plans.sweep(layout.now - WAVES * HOUR_US - HOUR_US // 2,
+                                       store.limits, False))  # fmt: skip
 
 
 def verify(store: Any, layout: Layout) -> None:
     """Read a sample back through the public API: the generated rows are the store's rows."""
-    for i in (DUE + DUE + 1, layout.active_ids()[0], layout.n):
+    for i in (2 * DUE_ALL + 1, layout.active_ids()[0], layout.n):
         conv = store.get(layout.cid(i))
         assert conv.status == layout.status(i), (conv, layout.status(i))
         assert (conv.contact_id, conv.stage, conv.tenant) == (
@@ -267,10 +284,10 @@ SELECT 'tks' || lpad(g::text, 23, '0'), %(tenant)s, 'contact-' || g, 'agent-' ||
         WHEN g %% 2 = 1 THEN 'idle' ELSE 'closed' END,
     'Q' || (g %% 5), '{}', a - %(per)s * 1000000, a, a + %(ttl)s, a + %(idle)s, %(per)s,
     %(per)s, 0, %(ttl)s, %(idle)s, %(window)s, NULL
-FROM (SELECT g, CASE WHEN g <= %(due)s THEN %(now)s - %(hour)s
-        WHEN g <= 2 * %(due)s THEN %(now)s - %(ttl)s - %(hour)s
+FROM (SELECT g, CASE WHEN g <= %(due)s THEN %(now)s - %(hour)s - (g %% %(waves)s) * %(hour)s
+        WHEN g <= 2 * %(due)s THEN %(now)s - %(ttl)s - %(hour)s - (g %% %(waves)s) * %(hour)s
         WHEN g %% 50 = 0 THEN %(now)s - (g %% 600) * 1000000
-        ELSE %(now)s - 3 * %(hour)s - (g * 7919 %% %(spread)s) END AS a
+        ELSE %(now)s - 6 * %(hour)s - (g * 7919 %% %(spread)s) END AS a
     FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g) x
 """
 PG_MESSAGES = """
@@ -289,8 +306,9 @@ def pg_fill(url: str, schema_name: str, layout: Layout) -> None:
     import psycopg
 
     threadkeep.open(url).close()  # migrated
-    args = {"tenant": TENANT, "due": DUE, "per": layout.per, "ttl": TTL_US, "idle": IDLE_US,
-            "window": WINDOW, "now": layout.now, "hour": HOUR_US, "spread": SPREAD_US}  # fmt: skip
+    args = {"tenant": TENANT, "due": DUE_ALL, "waves": WAVES, "per": layout.per, "ttl": TTL_US,
+            "idle": IDLE_US, "window": WINDOW, "now": layout.now, "hour": HOUR_US,
+            "spread": SPREAD_US}  # fmt: skip
     chunk = max(1000, 2_000_000 // max(1, layout.per))
     t0 = time.perf_counter()
     with psycopg.connect(f"{PG_BASE}/{PG_DB}", autocommit=True,
@@ -608,8 +626,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--writers is 1..16 and for --backend postgres")
         contention(args.writers, args.calls)
         return 0
-    if args.conversations < 3 * DUE or args.small < 3 * DUE or args.messages_per < 1:
-        parser.error(f"--conversations and --small must be >= {3 * DUE}, --messages-per >= 1")
+    if args.conversations < 3 * DUE_ALL or args.small < 3 * DUE_ALL or args.messages_per < 1:
+        parser.error(f"--conversations and --small must be >= {3 * DUE_ALL}, --messages-per >= 1")
     if not 20 <= args.samples <= 100_000:
         parser.error("--samples must be 20..100000")
     results = []
