@@ -145,7 +145,9 @@ def _timed(name: str, fn: Callable[[int], object], samples: int) -> Row:
     return Row(name, res.p50_us, res.p99_us)
 
 
-def measure(store: Any, layout: Layout, samples: int, seed: int) -> list[Row]:
+def measure(
+    store: Any, layout: Layout, samples: int, seed: int, space: dict[str, float]
+) -> list[Row]:
     """Time each operation of the issue on a filled store."""
     rng = random.Random(seed)
     active = layout.active_ids()
@@ -163,24 +165,34 @@ def measure(store: Any, layout: Layout, samples: int, seed: int) -> list[Row]:
         _timed("resume (open one)", lambda k: store.resume(layout.contact(picks[k]),
                                                             tenant=TENANT), samples),
     ]  # fmt: skip
-    rows.append(sweep_waves(store, layout))
+    rows.append(sweep_waves(store, layout, space))
     rows.append(_timed("sweep() with nothing due", lambda k: store.sweep(), max(20, samples // 5)))
     return rows
 
 
-def sweep_waves(store: Any, layout: Layout) -> Row:
+def _written() -> int:
+    """Bytes this process has written to storage (SQLite's writes happen in it)."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("write_bytes"))
+
+
+def sweep_waves(store: Any, layout: Layout, space: dict[str, float]) -> Row:
     """Sweep as of the moment each wave falls due (oldest first): DUE purged + DUE idled."""
     from threadkeep._rules import plans
 
-    times = []
+    times, written = [], 0
     for wave in reversed(range(WAVES)):
         at = layout.now - wave * HOUR_US - HOUR_US // 4
+        before = _written()
         t0 = time.perf_counter()
         result = store._backend.execute(plans.sweep(at, store.limits, False))
         times.append(time.perf_counter() - t0)
+        written += _written() - before
         done = (result.value.purged, result.value.idled)
         if done != (DUE, DUE):
             raise SystemExit(f"sweep of wave {wave} did {done}, expected {DUE} and {DUE}")
+    if written:  # SQLite: the WAL and the checkpoint into the file
+        space["bytes written per sweep wave (this process: SQLite)"] = written / WAVES
     res = summarize("sweep", times, sum(times))
     return Row(f"sweep() of {DUE} expired + {DUE} idle-due ({WAVES} waves)", res.p50_us,
                max(times) * 1e6)  # fmt: skip
@@ -600,7 +612,7 @@ def run(backend: str, n: int, per: int, samples: int) -> tuple[list[Row], dict[s
         prime(store, layout)
         verify(store, layout)
         say(f"{backend}: sample verified through the public API; timing")
-        rows = measure(store, layout, samples, seed=n)
+        rows = measure(store, layout, samples, seed=n, space=space)
     return rows, space
 
 
