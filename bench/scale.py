@@ -361,6 +361,21 @@ def pg_counts_cost(schema_name: str, layout: Layout, space: dict[str, float]) ->
         space["COUNTS shared buffers touched"] = top.get("Shared Hit Blocks", 0) + top.get(
             "Shared Read Blocks", 0
         )
+        cid = layout.cid(layout.active_ids()[-1])
+        reads = (
+            ("window read", schema.WINDOW, {"id": cid, "n": 20, "extra": 0, "now": params["now"],
+                                            "tenant": TENANT}),
+            ("list page", schema.LIST.format(where=f"tenant = %(tenant)s AND {schema.LIVE}"),
+             {**params, "n": 51}),
+            ("find_open", schema.FIND_OPEN, {**params, "contact_id": layout.contact(1000),
+                                             "statuses": ["new", "active"]}),
+        )  # fmt: skip
+        for name, sql, args in reads:
+            doc = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", args).fetchone()
+            top = doc[0][0]["Plan"]  # type: ignore[index]
+            hit, read = top.get("Shared Hit Blocks", 0), top.get("Shared Read Blocks", 0)
+            space[f"{name}: buffers hit + read from the OS (first run)"] = hit + read
+            space[f"{name}: of which read from the OS"] = read
         for name, sql in (("COUNTS (now)", schema.COUNTS), ("old GROUP BY counts", PG_OLD_COUNTS)):
             times = []
             for _ in range(5):
