@@ -559,15 +559,19 @@ class Flows:
             yield COMMIT
             if not ids:
                 break
-        while True:
-            rows = yield schema.MARK_IDLE, {**due, "to": op.idle_to, "n": batch}
-            for _, cid, tenant, old in sorted(rows):  # creation order, like the other backends
-                event = lifecycle.status_changed(old, op.idle_to)
-                yield from self._emit(tenant, cid, op.now_us, event, op.events_kept)
-            idled += len(rows)
-            yield COMMIT
-            if len(rows) < batch:
-                break
+        for status in op.idle_from:
+            while True:
+                rows = yield (
+                    schema.MARK_IDLE,
+                    {**now, "status": status, "to": op.idle_to, "n": batch},
+                )
+                for _, cid, tenant, old in sorted(rows):  # creation order, as the others
+                    event = lifecycle.status_changed(old, op.idle_to)
+                    yield from self._emit(tenant, cid, op.now_us, event, op.events_kept)
+                idled += len(rows)
+                yield COMMIT
+                if len(rows) < batch:
+                    break
         while True:
             rows = yield schema.PURGE_FACTS, {**now, "n": batch}
             facts += len(rows)
