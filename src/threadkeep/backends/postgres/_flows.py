@@ -665,73 +665,34 @@ class Flows:
 
     @_common.handles(ops.RewriteOp)
     def _rewrite_values(self, op: ops.RewriteOp) -> Flow[Result[int]]:
+        """One compare-and-set UPDATE per value; how many rows they changed."""
+        where = {"tenant": op.tenant, "id": op.conversation_id}
+        writes = [
+            (schema.REWRITE_MESSAGE, {**where, "seq": old.seq, **_message_pair(old, new)})
+            for old, new in op.messages
+        ]
+        writes += [
+            (
+                schema.REWRITE_ARCHIVED,
+                {**where, "key": old.idempotency_key, **_message_pair(old, new)},
+            )
+            for old, new in op.archived
+        ]
+        writes += [
+            (schema.REWRITE_STATE,
+             {**where, "version": old.version, "value": new.value_json, "old": old.value_json})
+            for old, new in op.states
+        ]  # fmt: skip
+        writes += [
+            (schema.REWRITE_FACT,
+             {"tenant": op.tenant, "contact": op.contact_id, "key": old.key,
+              "value": new.value_json, "history": new.history_json,
+              "old_value": old.value_json, "old_history": old.history_json})
+            for old, new in op.facts
+        ]  # fmt: skip
         done = 0
-        for old, new in op.messages:
-            done += len(
-                (
-                    yield (
-                        schema.REWRITE_MESSAGE,
-                        {
-                            "content": schema.encode_content(new.content),
-                            "payload": new.payload_json,
-                            "tenant": op.tenant,
-                            "id": old.conversation_id,
-                            "seq": old.seq,
-                            "old_content": schema.encode_content(old.content),
-                            "old_payload": old.payload_json,
-                        },
-                    )
-                )
-            )
-        for old_state, new_state in op.states:
-            done += len(
-                (
-                    yield (
-                        schema.REWRITE_STATE,
-                        {
-                            "value": new_state.value_json,
-                            "tenant": op.tenant,
-                            "id": op.conversation_id,
-                            "version": old_state.version,
-                            "old": old_state.value_json,
-                        },
-                    )
-                )
-            )
-        for old, new in op.archived:
-            done += len(
-                (
-                    yield (
-                        schema.REWRITE_ARCHIVED,
-                        {
-                            "content": schema.encode_content(new.content),
-                            "payload": new.payload_json,
-                            "tenant": op.tenant,
-                            "id": old.conversation_id,
-                            "key": old.idempotency_key,
-                            "old_content": schema.encode_content(old.content),
-                            "old_payload": old.payload_json,
-                        },
-                    )
-                )
-            )
-        for old_fact, new_fact in op.facts:
-            done += len(
-                (
-                    yield (
-                        schema.REWRITE_FACT,
-                        {
-                            "value": new_fact.value_json,
-                            "history": new_fact.history_json,
-                            "tenant": op.tenant,
-                            "contact": op.contact_id,
-                            "key": old_fact.key,
-                            "old_value": old_fact.value_json,
-                            "old_history": old_fact.history_json,
-                        },
-                    )
-                )
-            )
+        for statement, params in writes:
+            done += len((yield statement, params))
         return Result(_OK, done)
 
     @_common.handles(ops.ArchivedOp)
@@ -779,3 +740,13 @@ class Flows:
             yield schema.PARTITION, {}
         rows = yield schema.PARTITIONS, {}
         return len(schema.MIGRATIONS) - current, rows[0][0]
+
+
+def _message_pair(old: MessageRow, new: MessageRow) -> dict[str, Any]:
+    """A message rewrite's values: the new content and payload, and those it read."""
+    return {
+        "content": schema.encode_content(new.content),
+        "payload": new.payload_json,
+        "old_content": schema.encode_content(old.content),
+        "old_payload": old.payload_json,
+    }

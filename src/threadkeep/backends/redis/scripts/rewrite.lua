@@ -26,16 +26,8 @@ if what == 'messages' then
       done = done + 1
     end
   end
-elseif what == 'keys' then
-  local hash = ki(ARGV[3])
-  for i = 4, #ARGV, 3 do
-    if redis.call('HGET', hash, ARGV[i]) == ARGV[i + 1] then
-      redis.call('HSET', hash, ARGV[i], ARGV[i + 2])
-      done = done + 1
-    end
-  end
-elseif what == 'states' then
-  local hash = ks(ARGV[3])
+elseif what == 'keys' or what == 'states' then
+  local hash = what == 'keys' and ki(ARGV[3]) or ks(ARGV[3])
   for i = 4, #ARGV, 3 do
     if redis.call('HGET', hash, ARGV[i]) == ARGV[i + 1] then
       redis.call('HSET', hash, ARGV[i], ARGV[i + 2])
