@@ -477,12 +477,13 @@ class Flows:
 
     @_common.handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Flow[Result[StateRow | None]]:
-        found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
-        if found.value is None:
+        rows = yield (
+            schema.LOAD_STATE.pick(op.tenant),
+            {"tenant": op.tenant, "id": op.conversation_id, "v": op.version, "now": op.now_us},
+        )
+        if not rows:
             return Result(Outcome.NOT_FOUND, None)
-        where = {"tenant": found.value.tenant, "id": op.conversation_id}
-        rows = yield schema.LOAD_STATE, {**where, "v": op.version}
-        state = _common.decode_state(rows[0]) if rows else None
+        state = _common.decode_state(rows[0]) if rows[0][0] is not None else None
         if op.version is not None and state is None:
             return Result(Outcome.NO_VERSION, None)
         return Result(_OK, state)

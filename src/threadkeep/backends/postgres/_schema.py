@@ -557,10 +557,17 @@ FORGET_CONTACT: Final = (
     "RETURNING 1) SELECT count(*) FROM gone"
 )
 SELECT_STATE: Final = f"SELECT {STATE_COLUMNS} FROM states WHERE {_CONV} AND version = %(v)s"
-#: The current version when %(v)s is NULL, else that one.
-LOAD_STATE: Final = (
-    f"SELECT {STATE_COLUMNS} FROM states WHERE {_CONV} "
-    "AND (%(v)s::bigint IS NULL OR version = %(v)s::bigint) ORDER BY version DESC LIMIT 1"
+_LOAD_STATE: Final = (
+    "SELECT s.version, s.value_json, s.saved_us FROM conversations c LEFT JOIN LATERAL "
+    "(SELECT version, value_json, saved_us FROM states WHERE tenant = {tenant} "
+    "AND conversation_id = c.id AND version = coalesce(%(v)s::bigint, c.state_version)) s "
+    "ON true WHERE {row} AND (c.expires_us IS NULL OR c.expires_us > %(now)s)"
+)
+#: The live conversation (no row: not found) and the state version asked for (NULL: the
+#: current one) in one statement; its columns are NULL when no such version is kept.
+LOAD_STATE: Final = Routed(
+    _LOAD_STATE.format(tenant="%(tenant)s", row="c.tenant = %(tenant)s AND c.id = %(id)s"),
+    _LOAD_STATE.format(tenant="c.tenant", row="c.id = %(id)s"),
 )
 INSERT_STATE: Final = Unread(
     "INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
