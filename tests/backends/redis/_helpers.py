@@ -194,6 +194,20 @@ def shut(sock: socket.socket) -> None:
 SHARES = ((0, 5460), (5461, 10922), (10923, 16383))
 
 
+def others_after_close(client: redis.Redis) -> list[dict[str, Any]]:
+    """The server's clients other than ``client``, once closed sockets were seen (up to 5 s).
+
+    A client closes its sockets at once, but the server drops them from ``CLIENT LIST`` only
+    when its event loop reads each close, which may come after the next command it serves.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        others = [c for c in client.client_list() if c["cmd"] != "client|list"]
+        if not others or time.monotonic() > deadline:
+            return others
+        time.sleep(0.02)
+
+
 def prefix_on(nodes: list[RedisServer], index: int) -> str:
     """A prefix whose hash tag lands in the slots of nodes[index]."""
     client = nodes[0].client()

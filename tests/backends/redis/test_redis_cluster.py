@@ -16,6 +16,7 @@ from tests._servers import RedisServer, free_port
 from tests.backends.redis._helpers import (
     SHARES,
     Writer,
+    others_after_close,
     prefix_on,
     use_cluster_store,
     workload,
@@ -31,7 +32,7 @@ def test_a_store_works_on_a_multi_node_cluster(cluster: list[RedisServer]) -> No
     use_cluster_store(cluster, prefix)
     for node in cluster:  # close() released the store's connections to every node
         client = node.client()
-        assert [c for c in client.client_list() if c["cmd"] != "client|list"] == []
+        assert others_after_close(client) == []
         client.close()
 
 
@@ -58,7 +59,7 @@ async def test_an_async_store_works_on_a_multi_node_cluster(cluster: list[RedisS
         await store.aclose()
     for node in cluster:  # aclose() released the store's connections to every node
         client = node.client()
-        assert [c for c in client.client_list() if c["cmd"] != "client|list"] == []
+        assert others_after_close(client) == []
         client.close()
 
 
