@@ -81,6 +81,35 @@ def test_events_without_a_tenant_merge_every_tag(prefix: str) -> None:
         assert list(store.events(after=cursor)) == later
 
 
+def test_a_reader_of_every_tenant_misses_no_tag_that_numbered_behind_it(prefix: str) -> None:
+    """Tags number their logs apart: one that lags (a quiet tenant) or is new must still
+    number its next events above the cursor of a reader of every tenant's events."""
+    busy, quiet, late = "t-busy", "t-quiet", "t-late"
+    tags = {_shards.tenant_tag(t) for t in (busy, quiet, late)}
+    assert len(tags) == 3  # three tags, numbered apart
+    with _open(prefix, "tenant") as store:
+        quiet_conv = store.start("c", tenant=quiet)  # its tag's log: numbers 1 and up
+        conv = store.start("c", tenant=busy)
+        for i in range(20):
+            store.append(conv.id, "user", f"m{i}")  # the busy tag's numbers pass the quiet's
+        cursor = list(store.events())[-1].id  # a reader of every tenant, at the end
+        store.append(quiet_conv.id, "user", "from the quiet tenant")
+        late_conv = store.start("c", tenant=late)  # a tag the store has not used yet
+        store.append(late_conv.id, "user", "from a new tag")
+        got = list(store.events(after=cursor))
+        assert [(e.tenant, e.kind) for e in got] == [
+            (quiet, "message.appended"),
+            (quiet, "status.changed"),
+            (late, "conversation.started"),
+            (late, "message.appended"),
+            (late, "status.changed"),
+        ]
+        assert list(store.events(after=got[-1].id)) == []
+        # each tenant's own log holds the same events, in the same order
+        assert [e for e in got if e.tenant == quiet] == list(store.events(tenant=quiet))[1:]
+        assert [e for e in got if e.tenant == late] == list(store.events(tenant=late))
+
+
 def test_the_recorded_layout_wins_and_a_mismatch_is_refused(prefix: str) -> None:
     with _open(prefix, "tenant") as store:
         conv = store.start("c-1", tenant="acme")

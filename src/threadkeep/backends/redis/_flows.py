@@ -161,10 +161,28 @@ class Flows:
         if not self.sharded:
             return self.keys
         tag = shards.tenant_tag(tenant)
+        keys = self.keys.at(tag)
         if register and tag not in self._registered:
             yield Command(("SADD", self.keys.tags, tag))
+            if not (yield Command(("EXISTS", keys.event_number))):
+                yield from self._number_from_the_top(keys)
             self._registered.add(tag)
-        return self.keys.at(tag)
+        return keys
+
+    def _number_from_the_top(self, keys: Keys) -> Flow[None]:
+        """Start a new tag's event numbers above every number any tag has given so far.
+
+        Every tag numbers its own log and a reader of every tenant's events goes on from one
+        number (``_merged_events``): a new tag numbering from 1 would write below it. Done
+        after the tag joined the store's set, so a reader that saw the set without the tag
+        read numbers no higher than these; one that saw the tag moved its numbering itself
+        (``events_upto.lua``; then this ``SET NX`` does nothing). A process that stopped in
+        between leaves the tag without a number: the next one to register it does this.
+        """
+        top = 0
+        for other in (yield from self._every_tag()):
+            top = max(top, int((yield Command(("GET", other.event_number))) or 0))
+        yield Command(("SET", keys.event_number, top, "NX"))
 
     def _every_tag(self) -> Flow[list[Keys]]:
         """The keys of every slot the store has used (store-wide work)."""
@@ -686,14 +704,22 @@ class Flows:
         Each tag numbers its own log, so a number names one event per tag: a page ends between
         two numbers (past ``limit`` when many tags share its last number), and never past the
         last event read of a tag that had more, so the next read after its last number misses
-        none. The cursor is expired when any tag's log no longer holds what follows it.
+        none. A tag whose numbers lag behind another's would give its next events numbers the
+        reader has passed: so each tag first moves its numbering past the highest number any
+        tag had given when the read began (``events_upto.lua``), and the read returns events
+        up to that number only. The cursor is expired when any tag's log no longer holds what
+        follows it.
         """
         deadline = time.monotonic() + op.wait
         while True:
             rows: list[tuple[int, str, EventRow]] = []
             bound = _NO_BOUND
-            for keys in (yield from self._every_tag()):
-                reply = yield self._events(keys, op)
+            tags = yield from self._every_tag()
+            upto = 0  # the highest number any tag has given, when the read begins
+            for keys in tags:
+                upto = max(upto, int((yield Command(("GET", keys.event_number))) or 0))
+            for keys in tags:
+                reply = yield self._eval(keys, "events_upto", codec.opt(op.after), upto, op.limit)
                 if reply[0] == Outcome.EXPIRED.value:
                     return Result(Outcome.EXPIRED, [])
                 found = [codec.decode_event(entry) for entry in reply[2:]]

@@ -251,6 +251,43 @@ local function status_data(old, new)
   return '{"from":' .. json_str(old) .. ',"to":' .. json_str(new) .. '}'
 end
 
+-- Up to `limit` events numbered above `after` (nil: the oldest retained) and at most `upto`
+-- (nil: no bound), of `tenant` (nil: any): {"ok", last event id, {id, kind, tenant,
+-- conversation, data, at}...}, or {"expired"} when `after` fell out of the log.
+local function events_after(after, tenant, limit, upto)
+  local floor = tonumber(redis.call('GET', K_EVT) or '0')
+  if after == nil then
+    after = floor
+  elseif tonumber(after) < floor then
+    return {'expired'}
+  else
+    after = tonumber(after)
+  end
+  local last = tonumber(redis.call('GET', K_EVN) or '0')
+  local out = {'ok', fmt(last) .. '-0'}
+  local stop = '+'
+  if upto ~= nil then
+    if upto < last then last = upto end
+    stop = fmt(last) .. '-0'
+  end
+  if after >= last then return out end  -- nothing after it yet (and no id past 2^63 to format)
+  local start = fmt(after + 1) .. '-0'
+  while #out - 2 < limit do
+    local batch = redis.call('XRANGE', K_EV, start, stop, 'COUNT', math.max(limit, 100))
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      local f = {}
+      for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+      if tenant == nil or f.t == tenant then
+        out[#out + 1] = {entry[1], f.k, f.t, f.c, f.d, f.a}
+        if #out - 2 >= limit then break end
+      end
+    end
+    start = '(' .. batch[#batch][1]
+  end
+  return out
+end
+
 -- Remove the retained events of conversations whose id lists are gone with the rest of their
 -- keys (Redis reclaimed them before sweep() came): ids is a set; this scans the log once.
 local function erase_orphan_events(ids)
