@@ -45,6 +45,18 @@ def _routed(template: str) -> Routed:
     return Routed(template.format(row=f"tenant = %(tenant)s AND {row}"), template.format(row=row))
 
 
+def _routed_join(template: str) -> Routed:
+    """Fill ``{row}`` (the conversation ``c``) and ``{tenant}`` (the joined rows' tenant).
+
+    The joined rows' tenant is the parameter where it is given, so the plan names their
+    partition (a join column is only pruned on at run time).
+    """
+    return Routed(
+        template.format(tenant="%(tenant)s", row="c.tenant = %(tenant)s AND c.id = %(id)s"),
+        template.format(tenant="c.tenant", row="c.id = %(id)s"),
+    )
+
+
 class Unread(str):
     """A statement whose result no flow reads (the flow is sent ``[]``).
 
@@ -461,12 +473,8 @@ _WINDOW: Final = (
     "ORDER BY seq DESC LIMIT coalesce(%(n)s::bigint, c.window_n + %(extra)s)) m ON true "
     "WHERE {row} AND (c.expires_us IS NULL OR c.expires_us > %(now)s)"
 )
-#: The messages' tenant is the parameter where it is given, so the plan names their
-#: partition (a join column is only pruned on at run time).
-WINDOW: Final = Routed(
-    _WINDOW.format(tenant="%(tenant)s", row="c.tenant = %(tenant)s AND c.id = %(id)s"),
-    _WINDOW.format(tenant="c.tenant", row="c.id = %(id)s"),
-)
+
+WINDOW: Final = _routed_join(_WINDOW)
 READ_AFTER: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND seq > %(after)s "
     "ORDER BY seq LIMIT %(n)s"
@@ -565,10 +573,7 @@ _LOAD_STATE: Final = (
 )
 #: The live conversation (no row: not found) and the state version asked for (NULL: the
 #: current one) in one statement; its columns are NULL when no such version is kept.
-LOAD_STATE: Final = Routed(
-    _LOAD_STATE.format(tenant="%(tenant)s", row="c.tenant = %(tenant)s AND c.id = %(id)s"),
-    _LOAD_STATE.format(tenant="c.tenant", row="c.id = %(id)s"),
-)
+LOAD_STATE: Final = _routed_join(_LOAD_STATE)
 INSERT_STATE: Final = Unread(
     "INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
     "VALUES (%(tenant)s, %(id)s, %(v)s, %(value)s, %(now)s)"

@@ -179,10 +179,16 @@ class Flows:
         (``events_upto.lua``; then this ``SET NX`` does nothing). A process that stopped in
         between leaves the tag without a number: the next one to register it does this.
         """
-        top = 0
-        for other in (yield from self._every_tag()):
-            top = max(top, int((yield Command(("GET", other.event_number))) or 0))
+        top = yield from self._top_number((yield from self._every_tag()))
         yield Command(("SET", keys.event_number, top, "NX"))
+
+    @staticmethod
+    def _top_number(tags: list[Keys]) -> Flow[int]:
+        """The highest event number any of ``tags`` has given (0: none)."""
+        top = 0
+        for keys in tags:
+            top = max(top, int((yield Command(("GET", keys.event_number))) or 0))
+        return top
 
     def _every_tag(self) -> Flow[list[Keys]]:
         """The keys of every slot the store has used (store-wide work)."""
@@ -715,9 +721,7 @@ class Flows:
             rows: list[tuple[int, str, EventRow]] = []
             bound = _NO_BOUND
             tags = yield from self._every_tag()
-            upto = 0  # the highest number any tag has given, when the read begins
-            for keys in tags:
-                upto = max(upto, int((yield Command(("GET", keys.event_number))) or 0))
+            upto = yield from self._top_number(tags)
             for keys in tags:
                 reply = yield self._eval(keys, "events_upto", codec.opt(op.after), upto, op.limit)
                 if reply[0] == Outcome.EXPIRED.value:
