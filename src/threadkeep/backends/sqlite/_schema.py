@@ -164,6 +164,44 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         SELECT tenant, status, ifnull(stage, ''), count(*) FROM conversations
         GROUP BY 1, 2, 3;
     """,
+    # 6: fewer pages written per append (docs/performance.md). Events lose AUTOINCREMENT (its
+    # sqlite_sequence row was one more page per commit): an event id is max(id, events_high)
+    # + 1 (INSERT_EVENT), and erasing raises events_high to the highest id first (ERASE), so an
+    # id is still never given twice. Conversations without a stage leave conv_by_stage (a
+    # stage filter never matches NULL), and conv_by_contact is keyed by status instead of
+    # activity: an append no longer moves either entry (find_open and a contact's list sort
+    # the contact's few rows). conv_by_idle is keyed by idle_floor_us, at most idle_us: an
+    # append or a state save (which only move idle_us later) leave it; sweep reads the
+    # rows whose floor has passed, checks idle_us, and moves the floor of those not yet idle
+    # up to their idle_us (REFRESH_IDLE), so an entry moves once per sweep, not per append.
+    """
+    CREATE TABLE events_v6 (
+        id              INTEGER PRIMARY KEY,
+        tenant          TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        data            TEXT NOT NULL,
+        at_us           INTEGER NOT NULL
+    );
+    INSERT INTO events_v6 (id, tenant, conversation_id, kind, data, at_us)
+        SELECT id, tenant, conversation_id, kind, data, at_us FROM events;
+    INSERT INTO meta (key, value) VALUES ('events_high', max(
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+        coalesce((SELECT max(id) FROM events), 0)));
+    DROP TABLE events;
+    ALTER TABLE events_v6 RENAME TO events;
+    CREATE INDEX events_by_tenant ON events (tenant, id);
+    CREATE INDEX events_by_conversation ON events (conversation_id);
+    DROP INDEX conv_by_stage;
+    CREATE INDEX conv_by_stage ON conversations (tenant, stage, activity_us, id)
+        WHERE stage IS NOT NULL;
+    DROP INDEX conv_by_contact;
+    CREATE INDEX conv_by_contact ON conversations (tenant, contact_id, status);
+    ALTER TABLE conversations ADD COLUMN idle_floor_us INTEGER NOT NULL DEFAULT 0;
+    UPDATE conversations SET idle_floor_us = idle_us;
+    DROP INDEX conv_by_idle;
+    CREATE INDEX conv_by_idle ON conversations (status, idle_floor_us);
+    """,
 )
 
 CONVERSATION_COLUMNS: Final = (
@@ -181,40 +219,64 @@ LIVE: Final = "(expires_us IS NULL OR expires_us > :now)"
 
 # ---- conversations ----------------------------------------------------------------------
 
+#: (``idle_floor_us`` starts at idle_us, the 12th parameter)
 INSERT_CONVERSATION: Final = (
-    f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES "
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO conversations ({CONVERSATION_COLUMNS}, idle_floor_us) VALUES "
+    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?12)"
 )
 SELECT_CONVERSATION: Final = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
-#: The conversation with its turn lease (token, until), as the verdicts of a change need it.
+#: The conversation with its turn lease (token, until) and idle floor, as the verdicts and
+#: writes of a change need them.
 LOCK_CONVERSATION: Final = (
-    f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations WHERE id = ?"
+    f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us, idle_floor_us "
+    "FROM conversations WHERE id = ?"
 )
-#: Writes back the fields a change may make (``encode_changes``).
+#: Writes back the fields a change may make (``encode_changes``); the idle floor is exact.
 UPDATE_CONVERSATION: Final = (
-    "UPDATE conversations SET status = ?, stage = ?, agent_id = ?, activity_us = ?, "
-    "expires_us = ?, idle_us = ?, message_count = ?, last_seq = ?, state_version = ?, ttl_us = ?, "
-    "idle_after_us = ?, window_size = ?, max_messages = ? WHERE id = ?"
+    "UPDATE conversations SET status = ?1, stage = ?2, agent_id = ?3, activity_us = ?4, "
+    "expires_us = ?5, idle_us = ?6, idle_floor_us = ?6, message_count = ?7, last_seq = ?8, "
+    "state_version = ?9, ttl_us = ?10, idle_after_us = ?11, window_size = ?12, "
+    "max_messages = ?13 WHERE id = ?14"
 )
-#: Writes back what an append changes.
+#: Writes back what an append changes; ``UPDATE_APPENDED_SAME`` when the status stays (SQLite
+#: rewrites the entries of every index holding a column the SET names, changed or not:
+#: conv_by_contact's among them).
+#: ``UPDATE_APPENDED`` also sets the idle floor to idle_us: when the status changes (the entry
+#: moves anyway) or idle_us went below the floor (a clock set back).
 UPDATE_APPENDED: Final = (
-    "UPDATE conversations SET status = ?, last_seq = ?, message_count = ?, activity_us = ?, "
+    "UPDATE conversations SET status = ?1, last_seq = ?2, message_count = ?3, "
+    "activity_us = ?4, expires_us = ?5, idle_us = ?6, idle_floor_us = ?6 WHERE id = ?7"
+)
+UPDATE_APPENDED_SAME: Final = (
+    "UPDATE conversations SET last_seq = ?, message_count = ?, activity_us = ?, "
     "expires_us = ?, idle_us = ? WHERE id = ?"
 )
-#: Writes back what a state save changes.
+#: Writes back what a state save changes; ``UPDATE_SAVED_FLOOR`` when idle_us went below the
+#: idle floor.
 UPDATE_SAVED: Final = (
     "UPDATE conversations SET state_version = ?, activity_us = ?, expires_us = ?, idle_us = ? "
     "WHERE id = ?"
 )
+UPDATE_SAVED_FLOOR: Final = (
+    "UPDATE conversations SET state_version = ?1, activity_us = ?2, expires_us = ?3, "
+    "idle_us = ?4, idle_floor_us = ?4 WHERE id = ?5"
+)
+#: The contact's open conversations by conv_by_contact (tenant, contact_id, status), newest
+#: activity first (a sort of those few rows; the planner would otherwise walk the tenant's
+#: activity index).
 FIND_OPEN: Final = (
-    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = ? AND contact_id = ? "
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations INDEXED BY conv_by_contact "
+    "WHERE tenant = ? AND contact_id = ? "
     "AND status IN ({marks}) AND (expires_us IS NULL OR expires_us > ?) "
     "ORDER BY activity_us DESC, id DESC LIMIT 1"
 )
+#: ``{indexed}``: ``LIST_OF_CONTACT`` when the contact is a filter, else empty.
 LIST: Final = (
-    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations{{indexed}} WHERE {{where}} "
     "ORDER BY activity_us DESC, id DESC LIMIT :limit"
 )
+#: A contact's page reads its rows by conv_by_contact and sorts them (see FIND_OPEN).
+LIST_OF_CONTACT: Final = " INDEXED BY conv_by_contact"
 #: The tenant's counters (migration 5) less its expired rows sweep has not erased yet, by
 #: status and stage (NULL: none): the cost is the counters' few rows plus the unswept
 #: backlog, not the tenant's size. ``+tenant`` keeps the planner on the expiry index.
@@ -315,8 +377,16 @@ TRIM_STATES: Final = "DELETE FROM states WHERE conversation_id = ? AND version <
 
 # ---- events -----------------------------------------------------------------------------
 
+#: The next id is above every id ever given: the highest kept one, and ``events_high``, the
+#: highest before an erasure (``RAISE_HIGH``) removed the newest rows (migration 6).
 INSERT_EVENT: Final = (
-    "INSERT INTO events (tenant, conversation_id, kind, data, at_us) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO events (id, tenant, conversation_id, kind, data, at_us) "
+    "SELECT max(coalesce((SELECT max(id) FROM events), 0), value) + 1, ?, ?, ?, ?, ? "
+    "FROM meta WHERE key = 'events_high'"
+)
+RAISE_HIGH: Final = (
+    "UPDATE meta SET value = max(value, coalesce((SELECT max(id) FROM events), 0)) "
+    "WHERE key = 'events_high'"
 )
 TRIM_EVENTS: Final = "DELETE FROM events WHERE id <= ?"
 RAISE_FLOOR: Final = "UPDATE meta SET value = max(value, ?) WHERE key = 'events_floor'"
@@ -342,17 +412,27 @@ PURGE_MESSAGES: Final = (
     "(SELECT seq FROM messages WHERE conversation_id = ?1 ORDER BY seq LIMIT ?2)"
 )
 #: In creation order, as every backend logs the idle changes of one sweep.
+#: The idle floor (conv_by_idle) finds the candidates, idle_us decides (migration 6).
 DUE_IDLE: Final = (
-    "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_us <= ? "
-    "AND (expires_us IS NULL OR expires_us > ?) ORDER BY created_us, id LIMIT ?"
+    "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_floor_us <= ? "
+    "AND idle_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY created_us, id LIMIT ?"
 )
+#: Rows whose idle floor passed while their idle_us is still ahead (activity since the floor
+#: was set); ``REFRESH_IDLE`` moves such a floor up to idle_us.
+STALE_IDLE: Final = (
+    "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_floor_us <= ? "
+    "AND idle_us > ? LIMIT ?"
+)
+REFRESH_IDLE: Final = "UPDATE conversations SET idle_floor_us = idle_us WHERE id = ?"
 DUE_FACTS: Final = (
     "SELECT tenant || char(0) || contact_id || char(0) || key FROM facts "
     "WHERE expires_us <= ?1 AND NOT EXISTS (SELECT 1 FROM json_each(facts.history_json) h "
     "WHERE CAST(json_extract(h.value, '$.expires_us') AS INTEGER) > ?1) LIMIT ?2"
 )
 STATUS_OF: Final = "SELECT tenant, status FROM conversations WHERE id = ?"
-SET_STATUS: Final = "UPDATE conversations SET status = ? WHERE id = ?"
+SET_STATUS: Final = (
+    "UPDATE conversations SET status = ?, idle_floor_us = idle_us WHERE id = ?"
+)
 
 # ---- facts ------------------------------------------------------------------------------
 

@@ -222,12 +222,13 @@ class SQLiteBackend:
     @staticmethod
     def _locked(
         db: sqlite3.Connection, conversation_id: str
-    ) -> tuple[ConversationRow | None, tuple[int, int]]:
-        """The conversation and its lease (token, until µs), in the write transaction."""
+    ) -> tuple[ConversationRow | None, tuple[int, int], int]:
+        """The conversation, its lease (token, until µs) and idle floor, in the write
+        transaction."""
         found = db.execute(schema.LOCK_CONVERSATION, (conversation_id,)).fetchone()
         if found is None:
-            return None, _NO_LEASE
-        return _common.decode_conversation(found), (found[19], found[20])
+            return None, _NO_LEASE, 0
+        return _common.decode_conversation(found), (found[19], found[20]), found[21]
 
     @staticmethod
     def _emit(
@@ -254,6 +255,7 @@ class SQLiteBackend:
     @staticmethod
     def _erase(db: sqlite3.Connection, conversation_id: str) -> Counter[str]:
         """Remove a conversation's rows; return how many went, by ``schema.ERASED`` name."""
+        db.execute(schema.RAISE_HIGH)  # its events may be the newest: their ids stay given
         return Counter(
             {
                 name: db.execute(sql, (conversation_id,)).rowcount
@@ -333,7 +335,8 @@ class SQLiteBackend:
         where, params = _common.list_filters(op, lambda name: f":{name}")
         where = ["tenant = :tenant", schema.LIVE, *where]
         params.update(tenant=op.tenant, now=op.now_us, limit=op.limit + 1)
-        sql = schema.LIST.format(where=" AND ".join(where))
+        indexed = schema.LIST_OF_CONTACT if op.contact_id is not None else ""
+        sql = schema.LIST.format(indexed=indexed, where=" AND ".join(where))
         with self._errors():
             rows = self._conn().execute(sql, params).fetchall()
         return Result(_OK, [_common.decode_conversation(r) for r in rows])
@@ -386,8 +389,15 @@ class SQLiteBackend:
         """Sweep in bounded batches, each its own short transaction."""
         purged = self._batches(schema.DUE_PURGE, op) if op.dry_run else self._purge_all(op)
         marks = ", ".join("?" * len(op.idle_from))
+        if not op.dry_run:  # idle floors passed by activity since: up to their idle_us
+            self._batches(
+                schema.STALE_IDLE.format(marks=marks), op, self._refresh, (*op.idle_from, op.now_us)
+            )
         idled = self._batches(
-            schema.DUE_IDLE.format(marks=marks), op, self._idle, (*op.idle_from, op.now_us)
+            schema.DUE_IDLE.format(marks=marks),
+            op,
+            self._idle,
+            (*op.idle_from, op.now_us, op.now_us),
         )
         facts = self._batches(schema.DUE_FACTS, op, self._forget)
         return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
@@ -444,6 +454,10 @@ class SQLiteBackend:
         self._emit(db, tenant, conversation_id, event, op.now_us, op.events_kept)
 
     @staticmethod
+    def _refresh(db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
+        db.execute(schema.REFRESH_IDLE, (conversation_id,))
+
+    @staticmethod
     def _forget(db: sqlite3.Connection, key: str, op: ops.SweepOp) -> None:
         db.execute(schema.FORGET, key.split("\0"))
 
@@ -466,20 +480,26 @@ class SQLiteBackend:
         return cast(int | None, cut)
 
     def _write(
-        self, db: sqlite3.Connection, row: ConversationRow, verdict: decide.Appended, keep: int
+        self,
+        db: sqlite3.Connection,
+        row: ConversationRow,
+        floor: int,
+        verdict: decide.Appended,
+        keep: int,
     ) -> None:
         if len(verdict.messages) == 1:  # append(): execute() costs less than executemany()
             db.execute(schema.INSERT_MESSAGE, verdict.messages[0])
         else:
             db.executemany(schema.INSERT_MESSAGE, verdict.messages)
         cut = self._trim(db, row.id, verdict.trim_from)
-        db.execute(
-            schema.UPDATE_APPENDED,
-            (
-                verdict.status, verdict.message.seq, verdict.kept(cut), verdict.activity_us,
-                verdict.expires_us, verdict.idle_us, row.id,
-            ),
+        changes = (
+            verdict.message.seq, verdict.kept(cut), verdict.activity_us, verdict.expires_us,
+            verdict.idle_us, row.id,
         )  # fmt: skip
+        if verdict.status == row.status and verdict.idle_us >= floor:
+            db.execute(schema.UPDATE_APPENDED_SAME, changes)
+        else:
+            db.execute(schema.UPDATE_APPENDED, (verdict.status, *changes))
         for event in verdict.events:
             self._emit(db, row.tenant, row.id, event, verdict.activity_us, keep)
 
@@ -487,18 +507,18 @@ class SQLiteBackend:
     def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
         key = op.idempotency_key
         with self._tx(write=True) as db:
-            row, lease = self._locked(db, op.conversation_id)
+            row, lease, floor = self._locked(db, op.conversation_id)
             stored = None if key is None or row is None else self._stored(db, row.id, key)
             verdict = decide.append(row, op, stored, lease)
             if isinstance(verdict, Result):
                 return verdict
-            self._write(db, cast(ConversationRow, row), verdict, op.events_kept)
+            self._write(db, cast(ConversationRow, row), floor, verdict, op.events_kept)
         return verdict.result()
 
     @handles(ops.AppendManyOp)
     def _append_many(self, op: ops.AppendManyOp) -> Result[list[tuple[MessageRow, bool]]]:
         with self._tx(write=True) as db:
-            row, lease = self._locked(db, op.conversation_id)
+            row, lease, floor = self._locked(db, op.conversation_id)
             stored: dict[str, MessageRow] = {}
             for key in {i.idempotency_key for i in op.items} - {None}:
                 found = None if row is None else self._stored(db, row.id, cast(str, key))
@@ -507,7 +527,7 @@ class SQLiteBackend:
             verdict = decide.append_many(row, op, stored, lease)
             if isinstance(verdict, Result):
                 return verdict
-            self._write(db, cast(ConversationRow, row), verdict, op.events_kept)
+            self._write(db, cast(ConversationRow, row), floor, verdict, op.events_kept)
         return verdict.batch_result()
 
     def _rewrite(self, db: sqlite3.Connection, verdict: decide.Rewritten, keep: int) -> None:
@@ -610,7 +630,7 @@ class SQLiteBackend:
     @handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Result[int]:
         with self._tx(write=True) as db:
-            row = self._row(db, op.conversation_id)
+            row, _, floor = self._locked(db, op.conversation_id)
             old = None
             if op.rollback_to is not None and row is not None:
                 found = db.execute(schema.SELECT_STATE, (row.id, op.rollback_to)).fetchone()
@@ -624,7 +644,7 @@ class SQLiteBackend:
             )
             db.execute(schema.TRIM_STATES, (row.id, verdict.trim_to))
             db.execute(
-                schema.UPDATE_SAVED,
+                schema.UPDATE_SAVED if verdict.idle_us >= floor else schema.UPDATE_SAVED_FLOOR,
                 (verdict.version, verdict.activity_us, verdict.expires_us, verdict.idle_us, row.id),
             )
             self._emit(db, row.tenant, row.id, verdict.event, op.now_us, op.events_kept)
@@ -668,7 +688,7 @@ class SQLiteBackend:
     @handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Result[int]:
         with self._tx(write=True) as db:
-            row, held = self._locked(db, op.conversation_id)
+            row, held, _ = self._locked(db, op.conversation_id)
             verdict = decide.lease(row, op, held)
             if verdict.outcome is _OK:
                 db.execute(schema.TAKE_LEASE, (verdict.value, op.until_us, op.conversation_id))
