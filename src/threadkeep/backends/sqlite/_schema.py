@@ -430,9 +430,7 @@ DUE_FACTS: Final = (
     "WHERE CAST(json_extract(h.value, '$.expires_us') AS INTEGER) > ?1) LIMIT ?2"
 )
 STATUS_OF: Final = "SELECT tenant, status FROM conversations WHERE id = ?"
-SET_STATUS: Final = (
-    "UPDATE conversations SET status = ?, idle_floor_us = idle_us WHERE id = ?"
-)
+SET_STATUS: Final = "UPDATE conversations SET status = ?, idle_floor_us = idle_us WHERE id = ?"
 
 # ---- facts ------------------------------------------------------------------------------
 

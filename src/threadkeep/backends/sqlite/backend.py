@@ -223,8 +223,7 @@ class SQLiteBackend:
     def _locked(
         db: sqlite3.Connection, conversation_id: str
     ) -> tuple[ConversationRow | None, tuple[int, int], int]:
-        """The conversation, its lease (token, until µs) and idle floor, in the write
-        transaction."""
+        """The conversation, its lease (token, until µs) and idle floor, in the transaction."""
         found = db.execute(schema.LOCK_CONVERSATION, (conversation_id,)).fetchone()
         if found is None:
             return None, _NO_LEASE, 0

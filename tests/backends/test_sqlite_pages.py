@@ -1,0 +1,203 @@
+"""SQLite schema 6 (migration 6): what an append writes, and the guarantees kept with less.
+
+The pages an append writes are counted from the WAL's growth (deterministic, no timing):
+``docs/performance.md`` explains the count. Event ids stay unique without AUTOINCREMENT, the
+idle floor keeps sweep's idle marking exact, and a version-5 file upgrades keeping its data.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import threadkeep
+from threadkeep.backends.sqlite._schema import MIGRATIONS
+from threadkeep.backends.sqlite.backend import _statements
+
+FRAME = 4096 + 24  # a WAL frame: its header and one page (SQLite's default page size)
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _frames(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return (wal.stat().st_size - 32) // FRAME if wal.exists() and wal.stat().st_size else 0
+
+
+def _pages_per_append(path: Path, conversations: int, appends: int) -> float:
+    store = threadkeep.open(f"sqlite:///{path}")
+    try:
+        ids = [store.resume(f"c{i}", tenant="t").id for i in range(conversations)]
+        for cid in ids:
+            store.append(cid, "user", "warm " * 40)
+        conn = store._backend._conn()  # type: ignore[attr-defined]
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the WAL only grows while counting
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = _frames(path)
+        for k in range(appends):
+            store.append(ids[k % conversations], "user", "x" * 200)
+        return (_frames(path) - before) / appends
+    finally:
+        store.close()
+
+
+def test_an_append_writes_few_pages(tmp_path):
+    """Schema 5 wrote 12.7 pages per append to one conversation and 17.8 round-robin over 50
+    (the conversation row, six moving index entries, sqlite_sequence, ...); schema 6 writes
+    8.7 and 11.7: the row, conv_by_activity, conv_by_status, conv_by_expiry, the message,
+    the event and its two index entries."""
+    one = _pages_per_append(tmp_path / "one.db", 1, 100)
+    many = _pages_per_append(tmp_path / "many.db", 50, 200)
+    assert one <= 9.5, one
+    assert many <= 13.0, many
+
+
+def _event_ids(store: threadkeep.Store) -> list[int]:
+    return [int(e.id) for e in store.events(tenant="t")]
+
+
+def test_an_event_id_is_never_given_twice_after_erasure(tmp_path):
+    clock = threadkeep.ManualClock(START)
+    store = threadkeep.open(f"sqlite:///{tmp_path}/ev.db", clock=clock)
+    keep = store.start("a", tenant="t")
+    gone = store.start("b", tenant="t")
+    store.append(gone.id, "user", "hi")
+    before = max(_event_ids(store))
+    store.delete(gone.id, tenant="t")  # erases b's events, the newest ones, then logs its own
+    after = _event_ids(store)
+    assert min(i for i in after if i > 1) > before, after
+    # an expired conversation purged by sweep (no event of its own) holding the newest ids
+    short = store.start("c", tenant="t", retention=threadkeep.Retention(ttl=timedelta(hours=1)))
+    store.append(short.id, "user", "hi")
+    newest = max(_event_ids(store))
+    clock.advance(timedelta(hours=2))
+    assert store.sweep().purged == 1
+    store.append(keep.id, "user", "still here")
+    assert max(_event_ids(store)) > newest
+    store.close()
+
+
+def test_sweep_idles_by_idle_time_though_appends_leave_the_idle_floor(tmp_path):
+    """An append leaves conv_by_idle's floor where it was; sweep still idles a conversation
+    exactly idle_after past its last activity, and moves the floors it passed up."""
+    clock = threadkeep.ManualClock(START)
+    path = tmp_path / "idle.db"
+    store = threadkeep.open(f"sqlite:///{path}", clock=clock)
+    conv = store.start("a", tenant="t")
+    store.append(conv.id, "user", "one")
+    clock.advance(timedelta(minutes=20))
+    store.append(conv.id, "user", "two")  # idle at +50 min; its floor still says +30
+    with sqlite3.connect(path) as db:
+        floor, idle = db.execute(
+            "SELECT idle_floor_us, idle_us FROM conversations WHERE id = ?", (conv.id,)
+        ).fetchone()
+    assert floor < idle
+    clock.advance(timedelta(minutes=15))  # +35: past the floor, not idle
+    assert store.sweep().idled == 0
+    assert store.get(conv.id, tenant="t").status == "active"
+    with sqlite3.connect(path) as db:
+        floor, idle = db.execute(
+            "SELECT idle_floor_us, idle_us FROM conversations WHERE id = ?", (conv.id,)
+        ).fetchone()
+    assert floor == idle  # refreshed, so the next sweeps do not read it again
+    clock.advance(timedelta(minutes=16))  # +51
+    assert store.sweep(dry_run=True).idled == 1
+    assert store.sweep().idled == 1
+    assert store.get(conv.id, tenant="t").status == "idle"
+    store.close()
+
+
+def test_a_clock_set_back_lowers_the_idle_floor(tmp_path):
+    clock = threadkeep.ManualClock(START)
+    store = threadkeep.open(f"sqlite:///{tmp_path}/back.db", clock=clock)
+    conv = store.start("a", tenant="t")
+    store.append(conv.id, "user", "one")
+    clock.set(START - timedelta(hours=1))
+    store.append(conv.id, "user", "earlier")  # idle_us now below the floor set at START
+    store.save_state(conv.id, {"k": 1})
+    clock.set(START - timedelta(hours=1) + timedelta(minutes=31))  # before START's floor
+    assert store.sweep().idled == 1
+    store.close()
+
+
+def test_a_version_5_file_upgrades_keeping_its_data(tmp_path):
+    """A file at schema 5 (written here by its migrations and SQL) opens, migrates to 6 and
+    works: its events keep their ids and the next id stays above every one given."""
+    path = tmp_path / "v5.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:5]:
+        for statement in _statements(script):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 5")
+    start_us = int(START.timestamp() * 1_000_000)
+    for i, (contact, stage) in enumerate((("c1", None), ("c2", "Q2"))):
+        cid = f"conv{i}"
+        db.execute(
+            "INSERT INTO conversations VALUES (?, 't', ?, NULL, 'web', 'active', ?, '{}', ?, ?, "
+            "?, ?, 1, 1, 0, ?, ?, 20, NULL, 0, 0)",
+            (cid, contact, stage, start_us, start_us, start_us + 7 * 86_400_000_000,
+             start_us + 1_800_000_000, 7 * 86_400_000_000, 1_800_000_000),
+        )  # fmt: skip
+        db.execute(
+            "INSERT INTO messages VALUES (?, 1, 'user', 'hello', ?, '{}', NULL, NULL, 0)",
+            (cid, start_us),
+        )
+    for n in range(1, 6):  # ids 1..5 kept; 6..9 were given to a conversation since erased
+        db.execute(
+            "INSERT INTO events (id, tenant, conversation_id, kind, data, at_us) "
+            "VALUES (?, 't', 'conv0', 'message.appended', '{}', ?)",
+            (n, start_us),
+        )
+    db.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'events'")
+    db.close()
+
+    clock = threadkeep.ManualClock(START + timedelta(minutes=1))
+    store = threadkeep.open(f"sqlite:///{path}", clock=clock)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        sql = db.execute("SELECT sql FROM sqlite_schema WHERE name = 'events'").fetchone()[0]
+        assert "AUTOINCREMENT" not in sql
+        floors = db.execute("SELECT count(*) FROM conversations WHERE idle_floor_us = idle_us")
+        assert floors.fetchone()[0] == 2
+    assert [int(e.id) for e in store.events(tenant="t")] == [1, 2, 3, 4, 5]
+    assert [m.content for m in store.messages("conv1", tenant="t")] == ["hello"]
+    found = store.find_open("c2", tenant="t")
+    assert found is not None and found.id == "conv1"
+    assert [c.id for c in store.list(tenant="t", stage="Q2").items] == ["conv1"]
+    assert [c.id for c in store.list(tenant="t", contact_id="c1").items] == ["conv0"]
+    assert store.append("conv0", "assistant", "hi").seq == 2
+    assert int(list(store.events(tenant="t"))[-1].id) == 10
+    clock.advance(timedelta(minutes=29, seconds=30))  # +30.5 min: conv1 idle at +30, conv0 +31
+    assert store.sweep().idled == 1
+    assert store.get("conv1", tenant="t").status == "idle"
+    store.close()
+
+
+@pytest.mark.parametrize("contact", ["c1", "c2"])
+def test_find_open_and_a_contact_list_read_the_contact_index(tmp_path, contact):
+    """find_open and list(contact_id=) name conv_by_contact: the planner would otherwise walk
+    the tenant's activity index, since that one also gives the order."""
+    from threadkeep.backends.sqlite import _schema as schema
+
+    path = tmp_path / "plan.db"
+    threadkeep.open(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as db:
+        find = schema.FIND_OPEN.format(marks="?, ?")
+        listed = schema.LIST.format(
+            indexed=schema.LIST_OF_CONTACT,
+            where=f"tenant = :tenant AND {schema.LIVE} AND contact_id = :contact_id",
+        )
+        plans = [
+            [r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {find}", ("t", contact, "a", "b", 1))],
+            [
+                r[3]
+                for r in db.execute(
+                    f"EXPLAIN QUERY PLAN {listed}",
+                    {"tenant": "t", "now": 1, "limit": 5, "contact_id": contact},
+                )
+            ],
+        ]
+    for plan in plans:
+        assert any("USING INDEX conv_by_contact" in step for step in plan), plan
