@@ -339,9 +339,10 @@ NEWEST: Final = (
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
 DELETE_FROM: Final = "DELETE FROM messages WHERE conversation_id = ? AND seq >= ?"
 #: A read in one statement, so one snapshot: the conversation's tenant and expiry, then its
-#: messages (one row of NULLs when none match). seq is gap-free and trimming removes the
-#: oldest first, so the last N messages are those with seq > last_seq - N: an index range.
-_M: Final = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
+#: messages without their conversation id (the one asked for; one row of NULLs when none
+#: match). seq is gap-free and trimming removes the oldest first, so the last N messages are
+#: those with seq > last_seq - N: an index range.
+_M: Final = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(",")[1:])
 _READ: Final = (
     f"SELECT c.tenant, c.expires_us, {_M} FROM conversations c LEFT JOIN messages m "
     "ON m.conversation_id = c.id AND {} WHERE c.id = ? ORDER BY m.seq{}"

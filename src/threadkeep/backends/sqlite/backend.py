@@ -85,13 +85,15 @@ class SQLiteBackend:
     def _errors(self) -> Iterator[None]:
         """Map sqlite3 errors to threadkeep's: unreachable file → BackendUnavailable.
 
-        Every use of a connection runs inside, counted for close() (see ``_in_flight``).
+        Every use of a connection runs inside, counted for close() (``_enter``, ``_leave``).
         """
-        with self._in_flight():
-            try:
-                yield
-            except sqlite3.DatabaseError as exc:
-                raise self._mapped(exc) from exc
+        self._enter()
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise self._mapped(exc) from exc
+        finally:
+            self._leave()
 
     def _mapped(self, exc: sqlite3.DatabaseError) -> BackendError:
         if isinstance(exc, sqlite3.OperationalError):
@@ -134,35 +136,36 @@ class SQLiteBackend:
     def _tx(self, write: bool) -> Iterator[sqlite3.Connection]:
         """Run a transaction: IMMEDIATE (takes the write lock at once) for writes.
 
-        sqlite3 errors are mapped as by ``_errors``, and the call is counted for close().
+        sqlite3 errors are mapped as by ``_errors``, and the call is counted for close()
+        (``_enter``, ``_leave``: no nested context manager, one generator per call).
         """
-        with self._in_flight():
+        self._enter()
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                conn = self._conn()
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                raise self._mapped(exc) from exc
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._mapped(exc) from exc
+        finally:
+            self._leave()
 
-    @contextmanager
-    def _in_flight(self) -> Iterator[None]:
-        """Count a call using a connection; refuse it once close() began."""
+    def _enter(self) -> None:
+        """Count a call using a connection; refuse it once close() began (``_leave`` ends it)."""
         with self._lock:
             if self._closed:
                 raise StoreClosed()
             self._busy += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy -= 1
-                if not self._busy:
-                    self._quiet.notify_all()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if not self._busy:
+                self._quiet.notify_all()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply missing migrations; the write lock makes concurrent openers migrate once."""
@@ -566,7 +569,7 @@ class SQLiteBackend:
                 return verdict
             self._rewrite(db, verdict, op.events_kept)
             kept = db.execute(schema.READ_LAST, (verdict.row.last_seq, op.conversation_id))
-            messages = [MessageRow(*r[2:]) for r in kept.fetchall() if r[3] is not None]
+            messages = _messages(op.conversation_id, kept.fetchall())
         return Result(_OK, (messages, verdict.row.last_seq))
 
     def _select(self, op: ops.ReadOp | ops.KeyOp, sql: str, params: tuple[object, ...]) -> Any:
@@ -575,8 +578,7 @@ class SQLiteBackend:
             found = self._conn().execute(sql, params).fetchall()
         if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
             return None
-        make = MessageRow._make
-        return [make(r[2:11]) for r in found if r[3] is not None]
+        return _messages(op.conversation_id, found)
 
     @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
@@ -641,7 +643,8 @@ class SQLiteBackend:
             db.execute(
                 schema.INSERT_STATE, (row.id, verdict.version, verdict.value_json, op.now_us)
             )
-            db.execute(schema.TRIM_STATES, (row.id, verdict.trim_to))
+            if verdict.trim_to > 0:  # versions start at 1: none to trim before then
+                db.execute(schema.TRIM_STATES, (row.id, verdict.trim_to))
             db.execute(
                 schema.UPDATE_SAVED if verdict.idle_us >= floor else schema.UPDATE_SAVED_FLOOR,
                 (verdict.version, verdict.activity_us, verdict.expires_us, verdict.idle_us, row.id),
@@ -771,6 +774,12 @@ class SQLiteBackend:
         page = [schema.decode_message(r) for r in rows[: op.limit]]
         last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
         return Result(_OK, (page, last))
+
+
+def _messages(conversation_id: str, found: list[tuple[Any, ...]]) -> list[MessageRow]:
+    """The MessageRows of a ``READ_*`` result (its rows after the tenant and expiry)."""
+    make, head = MessageRow._make, (conversation_id,)
+    return [make(head + r[2:]) for r in found if r[2] is not None]
 
 
 def _statements(script: str) -> Iterator[str]:
