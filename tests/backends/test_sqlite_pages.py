@@ -59,6 +59,7 @@ def _event_ids(store: threadkeep.Store) -> list[int]:
 
 
 def test_an_event_id_is_never_given_twice_after_erasure(tmp_path):
+    """Without AUTOINCREMENT, an erasure of the newest events leaves a hidden placeholder."""
     clock = threadkeep.ManualClock(START)
     store = threadkeep.open(f"sqlite:///{tmp_path}/ev.db", clock=clock)
     keep = store.start("a", tenant="t")
@@ -68,6 +69,7 @@ def test_an_event_id_is_never_given_twice_after_erasure(tmp_path):
     store.delete(gone.id, tenant="t")  # erases b's events, the newest ones, then logs its own
     after = _event_ids(store)
     assert min(i for i in after if i > 1) > before, after
+    assert [int(e.id) for e in store.events()] == after  # the placeholder is read by no one
     # an expired conversation purged by sweep (no event of its own) holding the newest ids
     short = store.start("c", tenant="t", retention=threadkeep.Retention(ttl=timedelta(hours=1)))
     store.append(short.id, "user", "hi")
@@ -162,6 +164,7 @@ def test_a_version_5_file_upgrades_keeping_its_data(tmp_path):
         floors = db.execute("SELECT count(*) FROM conversations WHERE idle_floor_us = idle_us")
         assert floors.fetchone()[0] == 2
     assert [int(e.id) for e in store.events(tenant="t")] == [1, 2, 3, 4, 5]
+    assert [int(e.id) for e in store.events()] == [1, 2, 3, 4, 5]  # not the placeholder at 9
     assert [m.content for m in store.messages("conv1", tenant="t")] == ["hello"]
     found = store.find_open("c2", tenant="t")
     assert found is not None and found.id == "conv1"

@@ -165,15 +165,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         GROUP BY 1, 2, 3;
     """,
     # 6: fewer pages written per append (docs/performance.md). Events lose AUTOINCREMENT (its
-    # sqlite_sequence row was one more page per commit): an event id is max(id, events_high)
-    # + 1 (INSERT_EVENT), and erasing raises events_high to the highest id first (ERASE), so an
-    # id is still never given twice. Conversations without a stage leave conv_by_stage (a
-    # stage filter never matches NULL), and conv_by_contact is keyed by status instead of
-    # activity: an append no longer moves either entry (find_open and a contact's list sort
-    # the contact's few rows). conv_by_idle is keyed by idle_floor_us, at most idle_us: an
-    # append or a state save (which only move idle_us later) leave it; sweep reads the
-    # rows whose floor has passed, checks idle_us, and moves the floor of those not yet idle
-    # up to their idle_us (REFRESH_IDLE), so an entry moves once per sweep, not per append.
+    # sqlite_sequence row was one more page per commit): a new id is the highest kept + 1, and
+    # an erasure that removes the newest event puts a placeholder row (tenant '', read by no
+    # one: a tenant is never empty) at its id (KEEP_HIGH), so an id is still never given
+    # twice; the placeholder leaves with the log's trimming, once newer ids exist.
+    # Conversations without a stage leave conv_by_stage (a stage filter never matches NULL),
+    # and conv_by_contact is keyed by status instead of activity: an append no longer moves
+    # either entry (find_open and a contact's list sort the contact's few rows). conv_by_idle
+    # is keyed by idle_floor_us, at most idle_us: an append or a state save (which only move
+    # idle_us later) leave it; sweep reads the rows whose floor has passed, checks idle_us,
+    # and moves the floor of those not yet idle up to their idle_us (REFRESH_IDLE), so an
+    # entry moves once per sweep, not per append.
     """
     CREATE TABLE events_v6 (
         id              INTEGER PRIMARY KEY,
@@ -185,9 +187,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     INSERT INTO events_v6 (id, tenant, conversation_id, kind, data, at_us)
         SELECT id, tenant, conversation_id, kind, data, at_us FROM events;
-    INSERT INTO meta (key, value) VALUES ('events_high', max(
-        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
-        coalesce((SELECT max(id) FROM events), 0)));
+    INSERT INTO events_v6 (id, tenant, conversation_id, kind, data, at_us)
+        SELECT seq, '', '', '', '', 0 FROM sqlite_sequence WHERE name = 'events'
+        AND seq > (SELECT coalesce(max(id), 0) FROM events);
     DROP TABLE events;
     ALTER TABLE events_v6 RENAME TO events;
     CREATE INDEX events_by_tenant ON events (tenant, id);
@@ -378,21 +380,23 @@ TRIM_STATES: Final = "DELETE FROM states WHERE conversation_id = ? AND version <
 
 # ---- events -----------------------------------------------------------------------------
 
-#: The next id is above every id ever given: the highest kept one, and ``events_high``, the
-#: highest before an erasure (``RAISE_HIGH``) removed the newest rows (migration 6).
+#: The id is the highest kept + 1 (SQLite's rowid), above every id ever given: an erasure
+#: that removed the newest event leaves a placeholder at its id (``KEEP_HIGH``, migration 6).
 INSERT_EVENT: Final = (
-    "INSERT INTO events (id, tenant, conversation_id, kind, data, at_us) "
-    "SELECT max(coalesce((SELECT max(id) FROM events), 0), value) + 1, ?, ?, ?, ?, ? "
-    "FROM meta WHERE key = 'events_high'"
+    "INSERT INTO events (tenant, conversation_id, kind, data, at_us) VALUES (?, ?, ?, ?, ?)"
 )
-RAISE_HIGH: Final = (
-    "UPDATE meta SET value = max(value, coalesce((SELECT max(id) FROM events), 0)) "
-    "WHERE key = 'events_high'"
+HIGHEST_EVENT: Final = "SELECT max(id) FROM events"
+#: The placeholder: tenant '' (never a tenant's), so no read returns it.
+KEEP_HIGH: Final = (
+    "INSERT OR IGNORE INTO events (id, tenant, conversation_id, kind, data, at_us) "
+    "VALUES (?, '', '', '', '', 0)"
 )
 TRIM_EVENTS: Final = "DELETE FROM events WHERE id <= ?"
 RAISE_FLOOR: Final = "UPDATE meta SET value = max(value, ?) WHERE key = 'events_floor'"
 FLOOR: Final = "SELECT value FROM meta WHERE key = 'events_floor'"
-READ_EVENTS: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"
+READ_EVENTS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? AND tenant <> '' ORDER BY id LIMIT ?"
+)
 READ_TENANT_EVENTS: Final = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?"
 )

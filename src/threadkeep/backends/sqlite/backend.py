@@ -257,13 +257,16 @@ class SQLiteBackend:
     @staticmethod
     def _erase(db: sqlite3.Connection, conversation_id: str) -> Counter[str]:
         """Remove a conversation's rows; return how many went, by ``schema.ERASED`` name."""
-        db.execute(schema.RAISE_HIGH)  # its events may be the newest: their ids stay given
-        return Counter(
+        (high,) = db.execute(schema.HIGHEST_EVENT).fetchone()
+        removed = Counter(
             {
                 name: db.execute(sql, (conversation_id,)).rowcount
                 for name, sql in zip(schema.ERASED, schema.ERASE, strict=True)
             }
         )
+        if removed["events"] and high is not None:  # the newest id stays taken
+            db.execute(schema.KEEP_HIGH, (high,))
+        return removed
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it, so erased content leaves the WAL too."""
