@@ -204,3 +204,27 @@ def test_find_open_and_a_contact_list_read_the_contact_index(tmp_path, contact):
         ]
     for plan in plans:
         assert any("USING INDEX conv_by_contact" in step for step in plan), plan
+
+
+def test_a_decoded_conversation_row_is_the_constructed_one():
+    """decode_conversation sets the slots through their descriptors: the same object as the
+    dataclass's own constructor makes (equal, same hash and repr, still frozen)."""
+    import dataclasses
+
+    from threadkeep._rules.retention import RetentionUs
+    from threadkeep._rules.rows import ConversationRow
+    from threadkeep.backends._common import decode_conversation
+
+    r = ("id1", "t", "c", None, "web", "active", "Q2", "{}", 1, 2, None, 4, 5, 6, 7, None, 9,
+         20, 100, 0, 0, 0)  # fmt: skip
+    built = ConversationRow(
+        id="id1", tenant="t", contact_id="c", agent_id=None, channel="web", status="active",
+        stage="Q2", metadata_json="{}", created_us=1, activity_us=2, expires_us=None, idle_us=4,
+        message_count=5, last_seq=6, state_version=7,
+        retention=RetentionUs(ttl_us=None, idle_after_us=9, window=20, max_messages=100),
+    )  # fmt: skip
+    decoded = decode_conversation(r)
+    assert decoded == built and hash(decoded) == hash(built) and repr(decoded) == repr(built)
+    assert dataclasses.replace(decoded, status="idle").status == "idle"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.status = "idle"  # type: ignore[misc]
