@@ -6,8 +6,10 @@
 -- body; ARGV[11] message.appended kind; ARGV[12] role; ARGV[13] caller keys kept;
 -- ARGV[14] retry keys kept
 -- returns {"ok" | "duplicate", "seq body"} or {"not_found" | "closed" | "fenced"}
+-- the fields the verdict and save() read: the others (agent, metadata, ...) are left alone
+local APPEND_FIELDS = {'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'cnt', 'ttl', 'ia', 'max', 'lt', 'lu'}
 local id, now = ARGV[2], tonumber(ARGV[4])
-local row = live(id, opt(ARGV[3]), now)
+local row = live_fields(id, opt(ARGV[3]), now, APPEND_FIELDS)
 if row == nil then return {'not_found'} end
 local ikey, rkey = opt(ARGV[5]), opt(ARGV[6])
 if ikey ~= nil then
@@ -38,7 +40,12 @@ if rkey ~= nil then remember_key(id, '\t' .. rkey, entry, krq(id), ARGV[14]) end
 local old = row.st
 row.st, row.seq, row.cnt = to, fmt(seq), fmt(count)
 touch(row, now)
-save(row, TOUCHED, old)
+-- written back: what changed (the stage and the state version do not; nor does a missing ttl's
+-- expiry, which touch() leaves as it was)
+local changed = {'act', 'idl', 'cnt', 'seq'}
+if row.ttl ~= nil then changed[#changed + 1] = 'exp' end
+if to ~= old then changed[#changed + 1] = 'st' end
+save(row, changed, old)
 emit(ARGV[11], row.tn, id, '{"seq":' .. fmt(seq) .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
 if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[8]) end
 return {'ok', entry}
