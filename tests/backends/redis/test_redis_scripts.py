@@ -34,6 +34,25 @@ def test_scripts_reload_after_script_flush(own_server: RedisServer) -> None:
         client.close()
 
 
+def test_state_and_window_scripts_reload_after_script_flush(own_server: RedisServer) -> None:
+    """The standalone scripts (window read, state load) and the trimmed ones (state save)."""
+    with threadkeep.open(own_server.url + "?prefix=flush2") as store:
+        conv = store.resume("c-1")
+        store.save_state(conv.id, {"n": 1})
+        store.append(conv.id, "user", "before")
+        client = redis.Redis(host="127.0.0.1", port=own_server.port)
+        client.script_flush()
+        assert store.load_state(conv.id).value == {"n": 1}
+        client.script_flush()
+        assert store.save_state(conv.id, {"n": 2}) == 2
+        client.script_flush()
+        assert [m.content for m in store.messages(conv.id, last=5)] == ["before"]
+        client.script_flush()
+        assert store.resume("c-1").id == conv.id
+        assert store.load_state(conv.id, version=1).value == {"n": 1}
+        client.close()
+
+
 def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: RedisServer) -> None:
     seen: list[dict[str, object]] = []
     ready = threading.Event()

@@ -38,8 +38,11 @@ _WORD = re.compile(r"[A-Za-z_]\w*")
 
 
 def _definitions(lib: str) -> tuple[str, list[tuple[str, str]]]:
-    """Split the library into its head (what precedes the first helper: ``local B``) and its
-    top-level definitions, each with the comment lines just above it: ``[(name, text)]``."""
+    """Split the library into its head and its top-level definitions.
+
+    The head is what precedes the first helper (``local B``); each definition comes with the
+    comment lines just above it: ``(head, [(name, text)])``.
+    """
     lines = lib.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if _DEFINITION.match(line)]
     cut: list[int] = []  # where each definition's text begins: its comment lines included
@@ -59,8 +62,11 @@ def _definitions(lib: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def helpers(lib: str, script: str) -> str:
-    """The part of ``lib`` that ``script`` needs: its head and every definition the script
-    uses, directly or through other definitions, in the library's order."""
+    """Return the part of ``lib`` that ``script`` needs.
+
+    That is its head and every definition the script uses, directly or through other
+    definitions, in the library's order.
+    """
     head, parts = _definitions(lib)
     uses = {name: set(_WORD.findall(text)) - {name} for name, text in parts}
     wanted: set[str] = set()
