@@ -101,7 +101,7 @@ def test_the_standalone_scripts_build_the_same_keys(script: str, mirrored: tuple
 def test_every_conversation_field_is_in_the_legend() -> None:
     full = row(agent_id="bot", channel="web", retention=replace(RETENTION, max_messages=5))
     written = set(encode_conversation(full)[::2])
-    scripts_only = {"lt", "lu", "lk", "stk"}
+    scripts_only = {"lt", "lu", "lk", "stk", "ix"}
     assert written | scripts_only == set(FIELDS)
     for field in scripts_only:  # … and the scripts do write them
         assert any(

@@ -43,7 +43,7 @@ def _num(value: int | None) -> str | None:
 
 #: The legend of the conversation hash (``Keys.conversation``): field → what it holds. Short
 #: names, as there is one hash per conversation. Times are µs since the epoch, in decimal; a
-#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk`` and ``stk``.
+#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk``, ``stk`` and ``ix``.
 FIELDS: Final = MappingProxyType(
     {
         "id": "conversation id",
@@ -69,6 +69,7 @@ FIELDS: Final = MappingProxyType(
         "lu": "turn lease until",
         "lk": "call token of the last lease taken (a resent acquire gets its own lease)",
         "stk": "call token of the last state save (a resent save gets its own version)",
+        "ix": "until when its indexes last, for which status and stage (_lib.lua index_mark)",
     }
 )
 

@@ -5,7 +5,7 @@
 -- ARGV[8] versions kept; ARGV[9] events kept; ARGV[10] event kind; ARGV[11] call token
 -- returns {"ok", version} | {"conflict" | "no_version", current} | {"not_found"}
 -- the fields the verdict and save() read: the others (agent, metadata, ...) are left alone
-local SAVE_FIELDS = {'tn', 'ct', 'st', 'sg', 'exp', 'sv', 'stk', 'ttl', 'ia'}
+local SAVE_FIELDS = {'tn', 'ct', 'st', 'sg', 'exp', 'sv', 'stk', 'ttl', 'ia', 'ix'}
 local id, now = ARGV[2], tonumber(ARGV[4])
 local row = live_fields(id, opt(ARGV[3]), now, SAVE_FIELDS)
 if row == nil then return {'not_found'} end
@@ -30,6 +30,6 @@ touch(row, now)
 -- written back: what changed (a missing ttl's expiry is left as it was, as touch() leaves it)
 local fields = {'stk', 'sv', 'act', 'idl'}
 if row.ttl ~= nil then fields[#fields + 1] = 'exp' end
-save(row, fields, row.st)
+save(row, fields, row.st, {ks(id)})  -- the versions: the one key it may create
 emit(ARGV[10], row.tn, id, '{"version":' .. fmt(version) .. '}', row.act, ARGV[9])
 return {'ok', version}
