@@ -43,7 +43,8 @@ def _num(value: int | None) -> str | None:
 
 #: The legend of the conversation hash (``Keys.conversation``): field → what it holds. Short
 #: names, as there is one hash per conversation. Times are µs since the epoch, in decimal; a
-#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk``, ``stk`` and ``ix``.
+#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk``, ``stk``
+#: and ``ix``.
 FIELDS: Final = MappingProxyType(
     {
         "id": "conversation id",
