@@ -170,3 +170,28 @@ def test_servers_older_than_redis_7_are_refused_with_a_clear_message() -> None:
     check_server({"redis_version": "7.0.15"}, "127.0.0.1:6379")  # the scripts need 7.0
     with pytest.raises(redis.ResponseError, match=r"needs Redis 7\.0 or newer.* runs Redis 6\.2"):
         check_server({"redis_version": "6.2.14"}, "127.0.0.1:6379")
+
+
+def test_an_append_runs_few_commands_and_checks_one_ttl(own_server: RedisServer) -> None:
+    """The server work of an append, counted: its record's fields read with one HMGET, the
+    index TTLs not looked at while the record's mark holds, the other keys' TTLs not renewed
+    while the record's is far enough off (see _lib.lua save)."""
+    with threadkeep.open(own_server.url + "?prefix=count") as store:
+        conv = store.start("c-1", stage="Q1")
+        for i in range(100):  # past the 64 retry keys, so their trimming is counted too
+            store.append(conv.id, "user", f"warm {i}")
+        client = own_server.client()
+        client.config_resetstat()
+        for i in range(32):
+            store.append(conv.id, "user", f"m{i}")
+        stats = client.info("commandstats")
+        client.close()
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    assert calls.pop("evalsha") == 32
+    calls.pop("config|resetstat", None)
+    assert calls["hmget"] == 32 and "hgetall" not in calls
+    assert calls["pexpiretime"] == 32  # the record's own, once per append
+    assert calls["pexpireat"] == 32  # the idempotency hash (the only key it may create)
+    assert calls["lpop"] == 2  # retry keys forgotten 16 at a time
+    # with a stage: 7 index entries, 4 for the event; was 36 before marks and batches
+    assert sum(calls.values()) <= 32 * 21, calls
