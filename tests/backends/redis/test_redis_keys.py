@@ -173,12 +173,12 @@ def test_a_resent_append_is_recognised_after_48_other_appends(
         for round_ in range(4):  # the queue passes 64 and is cut back more than once
             lost = uuid.UUID(int=round_ + 1)
             with monkeypatch.context() as patch:
-                patch.setattr(_flows.uuid, "uuid4", lambda: lost)
+                patch.setattr(_flows.uuid, "uuid4", lambda lost=lost: lost)
                 first = store.append(conv.id, "user", f"the lost reply {round_}")
             for i in range(48):
                 store.append(conv.id, "user", f"r{round_}-{i}")
             with monkeypatch.context() as patch:
-                patch.setattr(_flows.uuid, "uuid4", lambda: lost)
+                patch.setattr(_flows.uuid, "uuid4", lambda lost=lost: lost)
                 again = store.append(conv.id, "user", f"the lost reply {round_}")
             assert again.seq == first.seq  # the resend: recognised, nothing appended
         raw = raw_client()
