@@ -1,7 +1,7 @@
 """The Python legend of the Redis keys (``_keys.Keys``) equals the Lua key builders.
 
 No server needed: the builders at the top of ``scripts/_lib.lua`` (and the two mirrored in the
-standalone ``read.lua``) are read as text and evaluated for sample arguments.
+standalone ``read.lua`` and ``load_state.lua``) are read as text and evaluated for sample arguments.
 """
 
 from __future__ import annotations
@@ -85,17 +85,23 @@ def test_each_builder_makes_the_same_key(name: str) -> None:
     assert _evaluate(body, values) == LEGEND[name](ARGS)
 
 
-def test_the_standalone_read_script_builds_the_same_keys() -> None:
-    read = SCRIPTS.joinpath("read.lua").read_text(encoding="utf-8")
-    assert "B .. 'c:' .. id" in read and "B .. 'm:' .. id" in read
+@pytest.mark.parametrize(
+    ("script", "mirrored"), [("read.lua", ("c", "m")), ("load_state.lua", ("c", "s"))]
+)
+def test_the_standalone_scripts_build_the_same_keys(script: str, mirrored: tuple[str, ...]) -> None:
+    text = SCRIPTS.joinpath(script).read_text(encoding="utf-8")
+    assert text.startswith("-- standalone")
+    for letter in mirrored:
+        assert f"B .. '{letter}:' .. id" in text
+        built = _evaluate(f"B .. '{letter}:' .. id", {"id": "c-1"})
+        assert built == _evaluate(_builders()["k" + letter][1], {"id": "c-1"})
     assert _evaluate("B .. 'c:' .. id", {"id": "c-1"}) == KEYS.conversation("c-1")
-    assert _evaluate("B .. 'm:' .. id", {"id": "c-1"}) == KEYS.messages("c-1")
 
 
 def test_every_conversation_field_is_in_the_legend() -> None:
     full = row(agent_id="bot", channel="web", retention=replace(RETENTION, max_messages=5))
     written = set(encode_conversation(full)[::2])
-    scripts_only = {"lt", "lu", "lk", "stk"}
+    scripts_only = {"lt", "lu", "lk", "stk", "ix"}
     assert written | scripts_only == set(FIELDS)
     for field in scripts_only:  # … and the scripts do write them
         assert any(

@@ -158,3 +158,75 @@ def test_sweep_erases_the_events_of_conversations_redis_reclaimed(prefix: str) -
         store.sweep()
         ids = {e.conversation_id for e in store.events()}
         assert gone.id not in ids and kept.id in ids
+
+
+def test_a_resent_append_is_recognised_after_48_other_appends(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Internal retry keys are forgotten 16 at a time past 64: the newest 49 always remain."""
+    import uuid
+
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start("c-1")
+        for round_ in range(4):  # the queue passes 64 and is cut back more than once
+            lost = uuid.UUID(int=round_ + 1)
+            with monkeypatch.context() as patch:
+                patch.setattr(uuid, "uuid4", lambda lost=lost: lost)  # the retry key
+                first = store.append(conv.id, "user", f"the lost reply {round_}")
+            for i in range(48):
+                store.append(conv.id, "user", f"r{round_}-{i}")
+            with monkeypatch.context() as patch:
+                patch.setattr(uuid, "uuid4", lambda lost=lost: lost)  # the retry key
+                again = store.append(conv.id, "user", f"the lost reply {round_}")
+            assert again.seq == first.seq  # the resend: recognised, nothing appended
+        raw = raw_client()
+        retry = [k for k in raw.hkeys(Keys(prefix).idempotency(conv.id)) if k.startswith("\t")]
+        assert 49 <= len(retry) <= 64
+        assert store.get(conv.id).message_count == 4 * 49
+        raw.close()
+
+
+def test_index_ttls_follow_status_and_stage_changes_and_a_stale_mark(prefix: str) -> None:
+    """An append skips the index TTL checks only while the record's mark holds for its status
+    and stage; a change of either, or a mark run out, checks (and renews) them again."""
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start("c-1", tenant="t-1", stage="Q1", retention=Retention(ttl=TTL))
+        raw = raw_client()
+        keys = Keys(prefix)
+        record = keys.conversation(conv.id)
+
+        def indexes() -> list[str]:
+            status, stage = raw.hget(record, "st"), raw.hget(record, "sg")
+            base = keys.base
+            names = [base + "t:t-1", base + f"ts:{status}:t-1", base + "k:3:t-1:c-1"]
+            return [*names, base + f"xs:{status}:t-1", base + f"xg:3:t-1:{stage}", base + "gs:t-1"]
+
+        def outlive() -> None:
+            at = raw.pexpiretime(record)
+            assert at > 0
+            for key in indexes():
+                assert raw.pexpiretime(key) >= at, key
+            upto, status, stage = raw.hget(record, "ix").split("\n")
+            assert int(upto) >= at
+            assert (status, stage) == (raw.hget(record, "st"), raw.hget(record, "sg"))
+
+        store.append(conv.id, "user", "hi")
+        outlive()
+        store.set_status(conv.id, "waiting_agent")
+        store.append(conv.id, "user", "still there?")
+        outlive()
+        store.set_stage(conv.id, "Q2")
+        store.save_state(conv.id, {"n": 1})
+        outlive()
+        # a mark run out: the next append checks every index again and renews a short one
+        raw.pexpire(indexes()[0], 60_000)
+        raw.hset(record, "ix", "1\n" + raw.hget(record, "ix").split("\n", 1)[1])
+        store.append(conv.id, "user", "later")
+        outlive()
+        # a status changed without a new mark (sweep idles this way): the mark no longer holds
+        raw.pexpire(indexes()[1], 60_000)
+        upto = raw.hget(record, "ix").split("\n")[0]
+        raw.hset(record, "ix", f"{upto}\nidle\nQ2")
+        store.append(conv.id, "user", "again")
+        outlive()
+        raw.close()

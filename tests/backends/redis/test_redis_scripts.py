@@ -34,6 +34,25 @@ def test_scripts_reload_after_script_flush(own_server: RedisServer) -> None:
         client.close()
 
 
+def test_state_and_window_scripts_reload_after_script_flush(own_server: RedisServer) -> None:
+    """The standalone scripts (window read, state load) and the trimmed ones (state save)."""
+    with threadkeep.open(own_server.url + "?prefix=flush2") as store:
+        conv = store.resume("c-1")
+        store.save_state(conv.id, {"n": 1})
+        store.append(conv.id, "user", "before")
+        client = redis.Redis(host="127.0.0.1", port=own_server.port)
+        client.script_flush()
+        assert store.load_state(conv.id).value == {"n": 1}
+        client.script_flush()
+        assert store.save_state(conv.id, {"n": 2}) == 2
+        client.script_flush()
+        assert [m.content for m in store.messages(conv.id, last=5)] == ["before"]
+        client.script_flush()
+        assert store.resume("c-1").id == conv.id
+        assert store.load_state(conv.id, version=1).value == {"n": 1}
+        client.close()
+
+
 def test_every_change_is_one_evalsha_and_reads_touch_no_history(own_server: RedisServer) -> None:
     seen: list[dict[str, object]] = []
     ready = threading.Event()
@@ -151,3 +170,28 @@ def test_servers_older_than_redis_7_are_refused_with_a_clear_message() -> None:
     check_server({"redis_version": "7.0.15"}, "127.0.0.1:6379")  # the scripts need 7.0
     with pytest.raises(redis.ResponseError, match=r"needs Redis 7\.0 or newer.* runs Redis 6\.2"):
         check_server({"redis_version": "6.2.14"}, "127.0.0.1:6379")
+
+
+def test_an_append_runs_few_commands_and_checks_one_ttl(own_server: RedisServer) -> None:
+    """The server work of an append, counted: its record's fields read with one HMGET, the
+    index TTLs not looked at while the record's mark holds, the other keys' TTLs not renewed
+    while the record's is far enough off (see _lib.lua save)."""
+    with threadkeep.open(own_server.url + "?prefix=count") as store:
+        conv = store.start("c-1", stage="Q1")
+        for i in range(100):  # past the 64 retry keys, so their trimming is counted too
+            store.append(conv.id, "user", f"warm {i}")
+        client = own_server.client()
+        client.config_resetstat()
+        for i in range(32):
+            store.append(conv.id, "user", f"m{i}")
+        stats = client.info("commandstats")
+        client.close()
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    assert calls.pop("evalsha") == 32
+    calls.pop("config|resetstat", None)
+    assert calls["hmget"] == 32 and "hgetall" not in calls
+    assert calls["pexpiretime"] == 32  # the record's own, once per append
+    assert calls["pexpireat"] == 32  # the idempotency hash (the only key it may create)
+    assert calls["lpop"] == 2  # retry keys forgotten 16 at a time
+    # with a stage: 7 index entries, 4 for the event; was 36 before marks and batches
+    assert sum(calls.values()) <= 32 * 21, calls

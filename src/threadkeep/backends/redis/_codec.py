@@ -43,7 +43,8 @@ def _num(value: int | None) -> str | None:
 
 #: The legend of the conversation hash (``Keys.conversation``): field → what it holds. Short
 #: names, as there is one hash per conversation. Times are µs since the epoch, in decimal; a
-#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk`` and ``stk``.
+#: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk``, ``stk``
+#: and ``ix``.
 FIELDS: Final = MappingProxyType(
     {
         "id": "conversation id",
@@ -69,6 +70,7 @@ FIELDS: Final = MappingProxyType(
         "lu": "turn lease until",
         "lk": "call token of the last lease taken (a resent acquire gets its own lease)",
         "stk": "call token of the last state save (a resent save gets its own version)",
+        "ix": "until when its indexes last, for which status and stage (_lib.lua index_mark)",
     }
 )
 
@@ -167,15 +169,19 @@ def encode_new(item: NewMessage, created_us: int) -> str:
 
 
 def decode_message(conversation_id: str, entry: str) -> MessageRow:
-    """Return the message row of a stored ``"seq body"`` entry (either encoding)."""
-    seq, _, body = entry.partition(" ")
-    role, stamp, rest = body.split("\n", 2)
-    created_us, marked, link = stamp.partition(":")
+    """Return the message row of a stored ``"seq body"`` entry (either encoding).
+
+    One split for the whole entry (a read decodes one per message; the content, last, keeps
+    its own newlines).
+    """
+    parts = entry.split("\n", 5)
+    created_us, marked, link = parts[1].partition(":")
     if marked:
-        key, metadata_json, payload, content = rest.split("\n", 3)
-    else:  # written before payloads
-        key, metadata_json, content = rest.split("\n", 2)
+        head, _, key, metadata_json, payload, content = parts
+    else:  # written before payloads: no payload line, no link
+        head, _, key, metadata_json, content = entry.split("\n", 4)
         payload, link = "", "0"
+    seq, _, role = head.partition(" ")
     return MessageRow(
         conversation_id, int(seq), role, content, int(created_us), metadata_json,
         key[1:] or None, payload[1:] or None, int(link),

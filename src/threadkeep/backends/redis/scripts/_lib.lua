@@ -82,6 +82,20 @@ local function live(id, tenant, now)
   return row
 end
 
+-- The named fields of the conversation if it exists, is not expired and belongs to tenant (nil:
+-- any tenant): live() for scripts that need a few fields (names must hold 'tn' and 'exp'; the
+-- row gets 'id' too). One HMGET instead of turning the whole hash into a table.
+local function live_fields(id, tenant, now, names)
+  local values = redis.call('HMGET', kc(id), unpack(names))
+  local row = {id = id}
+  for i = 1, #names do
+    if values[i] then row[names[i]] = values[i] end
+  end
+  if row.tn == nil or is_expired(row, now) then return nil end
+  if tenant ~= nil and row.tn ~= tenant then return nil end
+  return row
+end
+
 local function exp_member(row) return row.id .. '\n' .. row.tn .. '\n' .. row.ct end
 
 -- When Redis may reclaim a conversation's keys (ms since the epoch; nil: never). It is for memory
@@ -105,9 +119,28 @@ local function native_expiry(row, at)
   for _, key in ipairs(keys) do redis.call('PEXPIREAT', key, at) end
 end
 
+-- The renewal of an append or a state save, which create no key but those listed in `written`:
+-- while the record's own native expiry is still at least `at` less half the grace period (so
+-- Redis reclaims the keys between half the grace period and all of it after the logical expiry),
+-- only `written` get `at`; the other keys had theirs set with the record's. Else every key is
+-- renewed (as after any other change, or when something shortened the record's TTL).
+local RENEW_MS = GRACE_MS / 2
+local function native_expiry_of(row, at, written)
+  local current = redis.call('PEXPIRETIME', kc(row.id))  -- -1: no TTL
+  if at == nil then
+    if current == -1 then return end  -- kept forever: so is every key, new ones included
+  elseif current >= at - RENEW_MS then
+    at = fmt(at)
+    for _, key in ipairs(written) do redis.call('PEXPIREAT', key, at) end
+    return
+  end
+  native_expiry(row, at)
+end
+
 -- Add a member to a per-tenant or per-contact index, whose own TTL always outlasts every member
--- conversation (a day of slack, so it is renewed about once a day), or is none while it holds a
--- conversation without ttl. A dead tenant's or contact's indexes thus vanish by themselves.
+-- conversation (a day of slack, renewed when less than half of it is left, so about twice a
+-- day), or is none while it holds a conversation without ttl. A dead tenant's or contact's
+-- indexes thus vanish by themselves.
 local INDEX_SLACK_MS = 86400000
 local function index(key, score, member, at)
   local current = redis.call('PEXPIRETIME', key)  -- -2: no key, -1: no TTL
@@ -118,9 +151,27 @@ local function index(key, score, member, at)
   end
   if at == nil then
     if current >= 0 then redis.call('PERSIST', key) end
-  elseif current == -2 or (current >= 0 and current < at) then
+  elseif current == -2 or (current >= 0 and current < at + INDEX_SLACK_MS / 2) then
     redis.call('PEXPIREAT', key, fmt(at + INDEX_SLACK_MS))
   end
+end
+
+-- What the record's 'ix' field says after index() ran on all of its indexes: they last at least
+-- until `at` plus half the slack ('none': they have no TTL), for its status and stage. Until
+-- then, an append or a state save of the same status and stage only adds its index entries
+-- (the conversation is a member of each of those indexes, so none of them was emptied and
+-- made anew without TTL; index() only ever lengthens a TTL or removes it).
+local function index_mark(row, at)
+  local upto = at == nil and 'none' or fmt(at + INDEX_SLACK_MS / 2)
+  return upto .. '\n' .. row.st .. '\n' .. (row.sg or '')
+end
+
+local function indexes_known(row, at)
+  if row.ix == nil then return false end
+  local upto, rest = string.match(row.ix, '^([^\n]*)\n(.*)$')
+  if rest ~= row.st .. '\n' .. (row.sg or '') then return false end
+  if at == nil then return upto == 'none' end
+  return upto ~= 'none' and at <= tonumber(upto)
 end
 
 -- Activity: sliding expiry and idle time renewed (fields only; save with save_touch).
@@ -130,8 +181,15 @@ local function touch(row, now)
   row.idl = fmt(now + tonumber(row.ia))
 end
 
--- Write the given fields of row, refresh its index entries and native TTLs.
-local function save(row, fields, old_status)
+-- Write the given fields of row, refresh its index entries and native TTLs. `written`: the
+-- call is an append or a state save that may have created only these keys of the conversation
+-- (see native_expiry_of and indexes_known); nil: any change.
+local function save(row, fields, old_status, written)
+  local at = native_at(row)
+  local known = written ~= nil and old_status == row.st and indexes_known(row, at)
+  local add = known and function(key, score, member)
+    if score == nil then redis.call('SADD', key, member) else redis.call('ZADD', key, score, member) end
+  end or function(key, score, member) index(key, score, member, at) end
   local args = {}
   for _, f in ipairs(fields) do
     if row[f] == nil then
@@ -141,26 +199,30 @@ local function save(row, fields, old_status)
       args[#args + 1] = row[f]
     end
   end
+  if not known then
+    row.ix = index_mark(row, at)
+    args[#args + 1] = 'ix'
+    args[#args + 1] = row.ix
+  end
   if #args > 0 then redis.call('HSET', kc(row.id), unpack(args)) end
-  local at = native_at(row)
-  index(kt(row.tn), row.act, row.id, at)
+  add(kt(row.tn), row.act, row.id)
   if old_status ~= nil and old_status ~= row.st then
     redis.call('ZREM', kts(old_status, row.tn), row.id)
   end
-  index(kts(row.st, row.tn), row.act, row.id, at)
-  index(kct(row.tn, row.ct), row.act, row.id, at)
+  add(kts(row.st, row.tn), row.act, row.id)
+  add(kct(row.tn, row.ct), row.act, row.id)
   local until_us = row.exp or '+inf'
   if old_status ~= nil and old_status ~= row.st then
     redis.call('ZREM', kxs(old_status, row.tn), row.id)
   end
-  index(kxs(row.st, row.tn), until_us, row.id, at)
+  add(kxs(row.st, row.tn), until_us, row.id)
   if row.sg ~= nil then
-    index(kxg(row.tn, row.sg), until_us, row.id, at)
-    index(kgs(row.tn), nil, row.sg, at)
+    add(kxg(row.tn, row.sg), until_us, row.id)
+    add(kgs(row.tn), nil, row.sg)
   end
   if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
   redis.call('ZADD', K_IDLE, row.idl, row.id)
-  native_expiry(row, at)
+  if written == nil then native_expiry(row, at) else native_expiry_of(row, at, written) end
 end
 
 local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
@@ -224,12 +286,20 @@ local function trim_whole(id, count, first)
   return count
 end
 
--- Remember field -> value in the idempotency hash, bounded by a queue of its newest fields.
-local function remember_key(id, field, value, queue, kept)
+-- Remember field -> value in the idempotency hash, bounded by a queue of its newest fields: at
+-- most `kept`; with `batch`, past `kept` the oldest are forgotten `batch` at a time (two
+-- commands every `batch` calls, not every call), so between kept - batch + 1 and kept are kept.
+-- Returns whether the queue is new (the hash may be too).
+local function remember_key(id, field, value, queue, kept, batch)
   redis.call('HSET', ki(id), field, value)
-  if redis.call('RPUSH', queue, field) > tonumber(kept) then
-    redis.call('HDEL', ki(id), redis.call('LPOP', queue))
+  local length = redis.call('RPUSH', queue, field)
+  local over = length - tonumber(kept)
+  if over > 0 then
+    local n = math.max(over, math.min(batch or 1, length - 1))
+    local gone = redis.call('LPOP', queue, n)
+    redis.call('HDEL', ki(id), unpack(gone))
   end
+  return length == 1
 end
 
 -- Forget the caller keys of removed entries (trimmed ones, still in the hash, keep replaying).

@@ -4,8 +4,10 @@
 -- ARGV[5] value JSON; ARGV[6] expected version (opt); ARGV[7] rollback-to version (opt);
 -- ARGV[8] versions kept; ARGV[9] events kept; ARGV[10] event kind; ARGV[11] call token
 -- returns {"ok", version} | {"conflict" | "no_version", current} | {"not_found"}
+-- the fields the verdict and save() read: the others (agent, metadata, ...) are left alone
+local SAVE_FIELDS = {'tn', 'ct', 'st', 'sg', 'exp', 'sv', 'stk', 'ttl', 'ia', 'ix'}
 local id, now = ARGV[2], tonumber(ARGV[4])
-local row = live(id, opt(ARGV[3]), now)
+local row = live_fields(id, opt(ARGV[3]), now, SAVE_FIELDS)
 if row == nil then return {'not_found'} end
 if row.stk == ARGV[11] then return {'ok', tonumber(row.sv)} end  -- our own retry
 local current = tonumber(row.sv)
@@ -25,8 +27,9 @@ while gone > 0 and redis.call('HDEL', ks(id), fmt(gone)) == 1 do gone = gone - 1
 row.sv = fmt(version)
 row.stk = ARGV[11]
 touch(row, now)
-local fields = {'stk'}
-for _, f in ipairs(TOUCHED) do fields[#fields + 1] = f end
-save(row, fields, row.st)
+-- written back: what changed (a missing ttl's expiry is left as it was, as touch() leaves it)
+local fields = {'stk', 'sv', 'act', 'idl'}
+if row.ttl ~= nil then fields[#fields + 1] = 'exp' end
+save(row, fields, row.st, {ks(id)})  -- the versions: the one key it may create
 emit(ARGV[10], row.tn, id, '{"version":' .. fmt(version) .. '}', row.act, ARGV[9])
 return {'ok', version}
