@@ -14,12 +14,11 @@ the conversation, or an anonymous retry, finds the first delivery.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeAlias, TypeVar
+from typing import Any, Final, Protocol, TypeAlias
 
 from threadkeep import (
     AsyncStore,
@@ -43,8 +42,6 @@ __all__ = [
     "opted_out",
     "respond_to",
 ]
-
-T = TypeVar("T")
 
 #: Facts whose key starts with this are threadkeep's own notes, not what a contact told us.
 INTERNAL_FACT: Final = "_"
@@ -195,41 +192,28 @@ async def answer(
     # raises ConversationNotFound), and respond_to reads it once the message is stored.
     message: Message | None = None
     writing = False  # from here on, a failure may have stored the message
-    after: asyncio.Task[Conversation] | None = None
     try:
         async with store.turn(conversation_id, lease=lease, timeout=wait, tenant=tenant) as turn:
             writing = True
             message = await turn.append("user", text, idempotency_key=idempotency_key)
-            noting = None
             if idempotency_key is not None:
                 assert contact is not None
-                noting = _note(store, contact, idempotency_key, message, tenant)
+                await _note(store, contact, idempotency_key, message, tenant)
             replayed = message.replayed  # this key was stored before: a retried delivery
-            if replayed:  # a retried delivery (rare): one step after the other
-                if noting is not None:
-                    await noting
+            if replayed:
                 _check_same(message, text)
                 reply = await _stored_reply(store, message, tenant)
                 if reply is None:
-                    reply = await respond_to(store, bot, turn, message, tenant, contact_id=contact)
-            else:  # the note is written while the bot's turn reads what it needs
-                reply, _ = await _together(
-                    respond_to(store, bot, turn, message, tenant, contact_id=contact), noting
-                )
-            # the conversation after the turn, read while the lease is released
-            after = asyncio.ensure_future(store.get(conversation_id, tenant=tenant))
-        conv = await after
+                    reply = await respond_to(store, bot, turn, message, tenant)
+            else:
+                reply = await respond_to(store, bot, turn, message, tenant)
+        conv = await store.get(conversation_id, tenant=tenant)
     except BackendUnavailable as exc:
         if not writing:
             raise  # nothing of this turn was written
         raise TurnIncomplete(
             conversation_id, None if message is None else message.seq, exc
         ) from exc
-    finally:
-        if after is not None and not after.done():
-            after.cancel()  # the turn failed before its end: nothing to read
-        elif after is not None and not after.cancelled():
-            after.exception()  # retrieved (raised above, if it failed)
     return Answer(conv, message, reply, replayed)
 
 
@@ -246,8 +230,6 @@ async def respond_to(
     message: Message,
     tenant: str,
     metadata: Mapping[str, Any] | None = None,
-    *,
-    contact_id: str | None = None,
 ) -> Message | None:
     """Let the bot answer ``message`` (already stored) under ``turn``; store the reply.
 
@@ -255,20 +237,12 @@ async def respond_to(
     ``metadata`` when given. The bot is silent while a person has the conversation and to a
     contact who opted out. "STOP" (and the like) records the opt-out as a contact fact,
     confirms it once and closes the conversation; "START" from a contact who opted out lifts it.
-    ``contact_id``, the conversation's contact when the caller knows it, lets the
-    conversation and the contact's opt-out be read at the same time.
     """
-    if contact_id is None:
-        conv = await store.get(message.conversation_id, tenant=tenant)
-        silenced = await opted_out(store, conv.contact_id, tenant=tenant)
-    else:  # a conversation's contact never changes: read both at once
-        conv, silenced = await _together(
-            store.get(message.conversation_id, tenant=tenant),
-            opted_out(store, contact_id, tenant=tenant),
-        )
+    conv = await store.get(message.conversation_id, tenant=tenant)
     if conv.status == Status.CLOSED:
         return None
     said = consent(message.content)
+    silenced = await opted_out(store, conv.contact_id, tenant=tenant)
     if said == "stop" or (said == "start" and silenced):
         stop = said == "stop"
         await store.remember(conv.contact_id, OPT_OUT_FACT, stop, tenant=tenant, tier="critical")
@@ -290,21 +264,6 @@ async def respond_to(
         return await turn.append("assistant", answered, metadata={**extra, "reply_to": message.seq})
     stored = await turn.append_many([_replying(item, message.seq, extra) for item in answered])
     return _the_reply(stored) if stored else None
-
-
-async def _together(first: Awaitable[T], second: Awaitable[Any] | None) -> tuple[T, Any]:
-    """Await ``first`` and ``second`` (if any) concurrently; both finish before this returns.
-
-    Neither is cancelled when the other fails; then the first failure (in argument order) is
-    raised, as awaiting them one after the other would.
-    """
-    if second is None:
-        return await first, None
-    outcomes: list[Any] = list(await asyncio.gather(first, second, return_exceptions=True))
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return outcomes[0], outcomes[1]
 
 
 def _replying(item: tuple[Any, ...], seq: int, extra: Mapping[str, Any]) -> tuple[Any, ...]:

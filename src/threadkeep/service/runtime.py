@@ -67,29 +67,28 @@ class StoreHolder:
                 log.info("store %s opened", self.redacted)
             return self._store
 
-    async def ping(self, timeout: float) -> None:  # noqa: ASYNC109 - each attempt's deadline
+    async def ping(self, timeout: float) -> None:  # noqa: ASYNC109 - the probe's one attempt
         """Check that the store answers now: the readiness probe (``/readyz``).
 
-        The store is opened first if it was not yet. On Redis the PING goes through a
-        connection of its own (a second store handle, made once), with one attempt of at most
-        ``timeout`` seconds: it never waits for a connection of the requests' pool nor sleeps
-        in their retry backoff, so it answers as soon as the server does. (Through the shared
-        pool, a probe right after an outage queued behind the requests that were retrying
-        with pauses of up to 1 s, and itself paused between attempts.)
+        The store is opened first if it was not yet. On Redis a PING first goes through a
+        connection of its own (a second store handle, made once) with one attempt of at most
+        ``timeout`` seconds, so while the server is away the probe fails at once instead of
+        retrying with pauses of up to 1 s through the requests' pool; only once that answers
+        is the requests' store pinged (ready means they can be served; a connection of theirs
+        that the server closed is replaced there, not by the next request).
 
         Raises:
             BackendError: the store cannot be reached (BackendUnavailable) or refuses us.
             InvalidInput: the store URL is malformed.
         """
         store = await self.get()
-        if StoreURL.parse(self.url).scheme not in _PROBED_APART:
-            await store.ping()
-            return
-        if self._prober is None:
-            self._prober = threadkeep.open_async(
-                self.url, instrument=self._timed, retries=0, timeout=timeout, pool_size=1
-            )
-        await self._prober.ping()
+        if StoreURL.parse(self.url).scheme in _PROBED_APART:
+            if self._prober is None:
+                self._prober = threadkeep.open_async(
+                    self.url, instrument=self._timed, retries=0, timeout=timeout, pool_size=1
+                )
+            await self._prober.ping()
+        await store.ping()
 
     def _timed(self, backend: AsyncBackend) -> AsyncBackend:
         return TimedBackend(backend, self._metrics)
