@@ -12,6 +12,8 @@ the sessions and the *watchers* use tenant ``load``, the idle followers tenant `
    (``POST /v1/chat`` with an ``Idempotency-Key``) and an append, pausing a random
    0..2×``--think`` seconds between requests. Throughput, p50/p99/p999, errors, and from the
    store afterwards every acknowledged message at its seq, once (``lost``, ``duplicated``, …).
+   Beside the sessions, one connection probes ``GET /readyz`` every 0.25 s (its latency under
+   load: an orchestrator's readiness check waits in the same queue as the requests).
 3. **Followers**: F SSE streams of tenant ``quiet`` (dashboards of a quiet tenant) are opened;
    the workers' RSS growth per stream, their CPU time over an idle interval (beside the same
    interval without streams), and the store connections the server holds. Then the load again,
@@ -248,7 +250,9 @@ def store_pids(backend: Backend) -> list[int]:
 
 @dataclass
 class Phase:
-    samples: dict[str, list[float]] = field(default_factory=lambda: {"chat": [], "append": []})
+    samples: dict[str, list[float]] = field(
+        default_factory=lambda: {"chat": [], "append": [], "readyz": []}
+    )
     errors: dict[str, int] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -321,6 +325,23 @@ async def session(
     conn.close()
 
 
+async def probe(port: int, stop_at: float, phase: Phase) -> None:
+    """``GET /readyz`` every 0.25 s during the load, as an orchestrator would: its latency."""
+    conn = Conn(port, LOAD_KEY)
+    while time.monotonic() < stop_at:
+        t0 = time.perf_counter()
+        try:
+            status, raw = await conn.request("GET", "/readyz")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            phase.error(f"readyz {type(exc).__name__}")
+        else:
+            phase.samples["readyz"].append(time.perf_counter() - t0)
+            if status != 200:
+                phase.error(f"readyz HTTP {status}", raw)
+        await asyncio.sleep(0.25)
+    conn.close()
+
+
 async def load(
     port: int, args: argparse.Namespace, prefix: str, servers: Servers
 ) -> tuple[Phase, float]:
@@ -329,7 +350,8 @@ async def load(
     began = time.monotonic()
     stop_at = began + args.seconds
     await asyncio.gather(
-        *(session(port, n, prefix, stop_at, args.think, phase) for n in range(args.sessions))
+        probe(port, stop_at, phase),
+        *(session(port, n, prefix, stop_at, args.think, phase) for n in range(args.sessions)),
     )
     phase.cpu = {k: v - before[k] for k, v in servers.cpu().items()}
     return phase, time.monotonic() - began
@@ -348,6 +370,8 @@ def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
         "all": latency(every),
         "chat_turn": latency(phase.samples["chat"]),
         "append": latency(phase.samples["append"]),
+        "readyz_probes": len(phase.samples["readyz"]),
+        "readyz_probe": latency(phase.samples["readyz"]),
         "errors": sum(phase.errors.values()),
         "error_kinds": phase.errors,
         "error_examples": phase.examples,

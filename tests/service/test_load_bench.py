@@ -32,6 +32,7 @@ def test_a_short_load_run_loses_nothing(backend: str) -> None:
     for load in (report["load"], report["with_followers"]["load"]):
         assert {name: load[name] for name in MUST_BE_ZERO} == dict.fromkeys(MUST_BE_ZERO, 0)
         assert load["acknowledged"] > 20
+        assert load["readyz_probes"] > 0  # probed all along, every probe a 200 (errors 0)
     followers = report["with_followers"]
     assert followers["followers_refused"] == followers["unseen_by_a_watcher"] == 0
     connections = followers["store_connections_with_followers"]

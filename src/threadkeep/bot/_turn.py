@@ -172,24 +172,32 @@ async def answer(
     if len(text.encode("utf-8", "surrogatepass")) > limit:
         raise InvalidInput(f"the message is larger than {limit} bytes", field="message")
     conv: Conversation | None = None
-    if conversation_id is not None:
-        conv = await store.get(conversation_id, tenant=tenant)
-        contact = conv.contact_id
-    else:
-        contact = contact_id or anonymous_contact(idempotency_key)
+    contact: str | None = None
     if idempotency_key is not None:
+        if conversation_id is not None:
+            # the key's note is a fact of the conversation's contact
+            conv = await store.get(conversation_id, tenant=tenant)
+            contact = conv.contact_id
+        else:
+            contact = contact_id or anonymous_contact(idempotency_key)
         earlier = await _noted(store, contact, idempotency_key, tenant)
         if earlier is not None:
             return await _replay(store, bot, earlier, text, tenant, lease, wait)
-    if conv is None:
-        conv = await store.resume(contact, tenant=tenant, channel=channel)
+    if conversation_id is None:
+        conv = await store.resume(
+            contact or contact_id or anonymous_contact(None), tenant=tenant, channel=channel
+        )
+        conversation_id, contact = conv.id, conv.contact_id
+    # Without a key, a given conversation is not read first: taking its lease finds it (or
+    # raises ConversationNotFound), and respond_to reads it once the message is stored.
     message: Message | None = None
     writing = False  # from here on, a failure may have stored the message
     try:
-        async with store.turn(conv.id, lease=lease, timeout=wait, tenant=tenant) as turn:
+        async with store.turn(conversation_id, lease=lease, timeout=wait, tenant=tenant) as turn:
             writing = True
             message = await turn.append("user", text, idempotency_key=idempotency_key)
             if idempotency_key is not None:
+                assert contact is not None
                 await _note(store, contact, idempotency_key, message, tenant)
             replayed = message.replayed  # this key was stored before: a retried delivery
             if replayed:
@@ -199,11 +207,13 @@ async def answer(
                     reply = await respond_to(store, bot, turn, message, tenant)
             else:
                 reply = await respond_to(store, bot, turn, message, tenant)
-        conv = await store.get(conv.id, tenant=tenant)
+        conv = await store.get(conversation_id, tenant=tenant)
     except BackendUnavailable as exc:
         if not writing:
             raise  # nothing of this turn was written
-        raise TurnIncomplete(conv.id, None if message is None else message.seq, exc) from exc
+        raise TurnIncomplete(
+            conversation_id, None if message is None else message.seq, exc
+        ) from exc
     return Answer(conv, message, reply, replayed)
 
 

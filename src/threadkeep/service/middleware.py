@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadkeep.service.errors import error_body
-from threadkeep.service.observe import Metrics, log_request, request_info
+from threadkeep.service.observe import Metrics, access_log, log_request, request_info
 
 __all__ = ["BodyLimit", "RequestLog"]
 
@@ -120,17 +121,18 @@ class RequestLog:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = str(scope.get("method", ""))
             self.metrics.observe_request(method, route, status, seconds)
-            client = scope.get("client")
-            log_request(
-                {
-                    "method": method,
-                    "path": scope.get("path"),
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "tenant": info.get("tenant"),
-                    "conversation_id": info.get("conversation_id"),
-                    "client": client[0] if client else None,
-                    **{k: v for k, v in info.items() if k not in ("tenant", "conversation_id")},
-                }
-            )
+            if access_log.isEnabledFor(logging.INFO if status < 500 else logging.WARNING):
+                client = scope.get("client")
+                log_request(
+                    {
+                        "method": method,
+                        "path": scope.get("path"),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "tenant": info.get("tenant"),
+                        "conversation_id": info.get("conversation_id"),
+                        "client": client[0] if client else None,
+                        **{k: v for k, v in info.items() if k not in ("tenant", "conversation_id")},
+                    }
+                )

@@ -110,11 +110,20 @@ class Metrics:
             registry=self.registry,
         )
         self.worker = str(os.getpid())
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._store_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(method, route, str(status), self.worker).inc()
-        self.request_seconds.labels(method, route, self.worker).observe(seconds)
+        children = self._request_children.get((method, route, status))
+        if children is None:  # labels() takes a lock and builds a tuple: once per label set
+            children = (
+                self.requests.labels(method, route, str(status), self.worker),
+                self.request_seconds.labels(method, route, self.worker),
+            )
+            self._request_children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def replied(self, provider: str, lag_seconds: float) -> None:
         """Count one reply the channel processor sent (the processor's observer)."""
@@ -127,9 +136,16 @@ class Metrics:
 
     def observe_store(self, op: str, outcome: str, seconds: float | None) -> None:
         """Count one store operation."""
-        self.store_ops.labels(op, outcome, self.worker).inc()
+        children = self._store_children.get((op, outcome))
+        if children is None:
+            children = (
+                self.store_ops.labels(op, outcome, self.worker),
+                self.store_seconds.labels(op, self.worker),
+            )
+            self._store_children[(op, outcome)] = children
+        children[0].inc()
         if seconds is not None:
-            self.store_seconds.labels(op, self.worker).observe(seconds)
+            children[1].observe(seconds)
 
 
 class TimedBackend:
@@ -168,4 +184,5 @@ class TimedBackend:
 def log_request(fields: dict[str, Any]) -> None:
     """Write one request's log line (JSON)."""
     level = logging.WARNING if fields.get("status", 0) >= 500 else logging.INFO
-    access_log.log(level, json.dumps(fields, separators=(",", ":"), default=str))
+    if access_log.isEnabledFor(level):  # no JSON for a line nobody logs
+        access_log.log(level, json.dumps(fields, separators=(",", ":"), default=str))

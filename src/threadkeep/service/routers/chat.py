@@ -20,16 +20,17 @@ from __future__ import annotations
 import logging
 import secrets
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 import threadkeep
 from threadkeep import BackendUnavailable
 from threadkeep.bot import Bot, answer
-from threadkeep.service.deps import BotDep, Caller, IdempotencyKey, PublicCallerDep, SettingsDep
+from threadkeep.service.deps import Caller, IdempotencyKey, PublicCallerDep
 from threadkeep.service.observe import note
 from threadkeep.service.routers import errors
 from threadkeep.service.runtime import StoreHolder
 from threadkeep.service.schemas import ChatIn, ChatOut
+from threadkeep.service.settings import ServiceSettings
 from threadkeep.service.visitors import VisitorTokens
 
 __all__ = ["router"]
@@ -85,10 +86,8 @@ async def chat(
     request: Request,
     caller: PublicCallerDep,
     body: ChatIn,
-    bot: BotDep,
-    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
-) -> ChatOut:
+) -> ChatOut | Response:
     """Store the user's message, let the bot answer, store the reply.
 
     Without ``conversation_id`` the contact's open conversation is resumed (or one is started,
@@ -102,8 +101,11 @@ async def chat(
     ``visitor_token`` (else 404), or its contact's open one; on a first message
     ``contact_id`` is the browser's own random id (16+ characters), never a contact's id.
     """
-    holder: StoreHolder = request.app.state.stores
-    tokens: VisitorTokens | None = request.app.state.visitor_tokens
+    state = request.app.state  # the bot and the settings: read here, not as dependencies
+    holder: StoreHolder = state.stores
+    tokens: VisitorTokens | None = state.visitor_tokens
+    bot: Bot = state.bot
+    settings: ServiceSettings = state.settings
     conversation_id, contact, channel = body.conversation_id, body.contact_id, body.channel
     if caller.visitor is not None:
         assert tokens is not None  # visitors exist only with public chat
@@ -133,7 +135,7 @@ async def chat(
         note(persisted=False)
         return await _unpersisted(bot, body.message, caller, conversation_id, contact)
     note(conversation_id=done.conversation.id)
-    return ChatOut(
+    out = ChatOut(
         conversation_id=done.conversation.id,
         reply=None if done.reply is None else done.reply.content,
         status=done.conversation.status,
@@ -144,3 +146,6 @@ async def chat(
         reply_seq=None if done.reply is None else done.reply.seq,
         replayed=done.replayed,
     )
+    # the body FastAPI would write for ``response_model=ChatOut`` (the same JSON), without
+    # validating the model a second time and going through ``jsonable_encoder``
+    return Response(out.model_dump_json(), media_type="application/json")

@@ -35,8 +35,7 @@ async def readyz(request: Request) -> JSONResponse:
     timeout = request.app.state.settings.ready_timeout
     try:
         async with asyncio.timeout(timeout):
-            store = await holder.get()
-            await store.ping()
+            await holder.ping(timeout)
     except (ThreadkeepError, TimeoutError) as exc:
         message = str(exc) or f"the store did not answer within {timeout} s"
         body = error_body("StoreNotReady", message, store=holder.redacted)

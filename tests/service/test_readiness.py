@@ -1,0 +1,44 @@
+"""``/readyz`` on Redis: the probe makes one attempt on a connection of its own, so it answers
+as soon as the server does, whatever the requests' retries and pool are doing."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.service._service_helpers import PrivateRedis, client_for
+
+pytestmark = pytest.mark.redis
+
+
+def test_readyz_pings_once_and_is_ready_as_soon_as_redis_is_back(
+    private_redis: PrivateRedis,
+) -> None:
+    # the requests' calls retry for up to 30 s (pauses of up to 1 s), through one connection
+    store = private_redis.url + "?prefix=svc-ready&retries=100&timeout=30&pool_size=1"
+    with client_for(store, ready_timeout=20) as api:
+        assert api.get("/readyz").status_code == 200
+        cid = api.post("/v1/chat", json={"message": "hi"}).json()["conversation_id"]
+
+        private_redis.stop()
+        # a request retrying through the outage, on the requests' only connection
+        retrying = threading.Thread(target=lambda: api.get(f"/v1/conversations/{cid}"))
+        retrying.start()
+        down = api.get("/readyz")
+        assert down.status_code == 503
+        message = down.json()["error"]["message"]
+        # one failed attempt: not the store call's retries until the probe's deadline (20 s)
+        assert "ConnectionError" in message and "attempts" not in message, message
+        assert "did not answer within" not in message
+
+        private_redis.start()  # returns once the server answers PING
+        # the first probe after that is ready: it neither waited for the retrying request's
+        # connection nor paused in a retry backoff
+        ready = api.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ready"
+        retrying.join(30)
+        assert not retrying.is_alive()
+        metrics = api.get("/metrics").text
+        assert 'threadkeep_store_operations_total{op="ping",outcome="ok"' in metrics
