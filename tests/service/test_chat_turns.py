@@ -237,3 +237,58 @@ def test_the_guidance_panel_shows_no_internal_notes(make_client):
     keys = [f["key"] for f in facts]
     assert "seller.condition" in keys  # the bot remembered the answer as a contact fact
     assert not [k for k in keys if k.startswith("_")]
+
+
+def _store_ops(api: TestClient) -> dict[str, float]:
+    """The store operations counted so far, by name (``/metrics``)."""
+    ops: dict[str, float] = {}
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith("threadkeep_store_operations_total{"):
+            name = line.split('op="', 1)[1].split('"', 1)[0]
+            ops[name] = ops.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return ops
+
+
+def _ops_of(api: TestClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    before = _store_ops(api)
+    resp = api.post("/v1/chat", json=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+    after = _store_ops(api)
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def test_an_echo_turn_makes_only_the_store_calls_it_needs(tmp_path):
+    with client_for(f"sqlite:///{tmp_path / 'ops.db'}") as api:
+        cid = api.post("/v1/chat", json={"message": "hi", "contact_id": "c"}).json()
+        cid = cid["conversation_id"]
+        # a given conversation without a key: no read before the lease (the lease finds it)
+        assert _ops_of(api, {"message": "more", "conversation_id": cid}) == {
+            "acquire_lease": 1, "append": 2, "get": 2, "recall": 1, "release_lease": 1,
+        }  # fmt: skip
+        # a contact's turn with a key: the key's note is read first and written after
+        keyed = _ops_of(api, {"message": "k", "contact_id": "c"}, {"Idempotency-Key": "k-1"})
+        assert keyed == {
+            "recall": 2, "create": 1, "acquire_lease": 1, "append": 2, "remember": 1,
+            "get": 2, "release_lease": 1,
+        }  # fmt: skip
+        assert [c for _, _, c in history(api, cid)] == [
+            "hi",
+            "echo: hi",
+            "more",
+            "echo: more",
+            "k",
+            "echo: k",
+        ]
+
+
+def test_a_keyless_turn_of_an_absent_or_other_tenants_conversation_is_404(tmp_path):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    with threadkeep.open(url) as store:
+        theirs = store.start("c", tenant="other").id
+    with client_for(url) as api:
+        for cid in (theirs, "0" * 26):
+            resp = api.post("/v1/chat", json={"message": "hi", "conversation_id": cid})
+            assert resp.status_code == 404, resp.text
+            assert resp.json()["error"]["type"] == "ConversationNotFound"
+    with threadkeep.open(url) as store:
+        assert store.messages(theirs, tenant="other") == []

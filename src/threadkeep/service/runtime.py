@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 import threadkeep
 from threadkeep import AsyncStore, BackendError, Encryption, Limits, Retention
-from threadkeep._url import StoreURL
 from threadkeep.backends import AsyncBackend
 from threadkeep.service.observe import Metrics, TimedBackend
 
@@ -82,7 +82,7 @@ class StoreHolder:
             InvalidInput: the store URL is malformed.
         """
         store = await self.get()
-        if StoreURL.parse(self.url).scheme in _PROBED_APART:
+        if urlsplit(self.url).scheme in _PROBED_APART:
             if self._prober is None:
                 self._prober = threadkeep.open_async(
                     self.url, instrument=self._timed, retries=0, timeout=timeout, pool_size=1
