@@ -175,7 +175,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # is keyed by idle_floor_us, at most idle_us: an append or a state save (which only move
     # idle_us later) leave it; sweep reads the rows whose floor has passed, checks idle_us,
     # and moves the floor of those not yet idle up to their idle_us (REFRESH_IDLE), so an
-    # entry moves once per sweep, not per append.
+    # entry moves once per sweep, not per append. States become a rowid table with a unique
+    # index: a WITHOUT ROWID cell keeps at most ~1,000 bytes in its leaf, so every state of
+    # 1 KiB or more also wrote an overflow page (and freed one when trimmed); a rowid table
+    # keeps up to ~4 KB inline.
     """
     CREATE TABLE events_v6 (
         id              INTEGER PRIMARY KEY,
@@ -203,6 +206,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     UPDATE conversations SET idle_floor_us = idle_us;
     DROP INDEX conv_by_idle;
     CREATE INDEX conv_by_idle ON conversations (status, idle_floor_us);
+    CREATE TABLE states_v6 (
+        conversation_id TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        value           TEXT NOT NULL,
+        saved_us        INTEGER NOT NULL
+    );
+    INSERT INTO states_v6 (conversation_id, version, value, saved_us)
+        SELECT conversation_id, version, value, saved_us FROM states;
+    DROP TABLE states;
+    ALTER TABLE states_v6 RENAME TO states;
+    CREATE UNIQUE INDEX states_by_version ON states (conversation_id, version);
     """,
 )
 
