@@ -110,6 +110,7 @@ def workload(store: threadkeep.Store) -> None:
 DIRECT = {
     *("EVALSHA", "SCRIPT", "HGETALL", "XREAD", "PING", "CLIENT", "HELLO", "SELECT", "INFO"),
     *("GET", "EXISTS", "SET"),
+    *("MULTI", "HMGET", "LRANGE", "EXEC"),  # messages(last=): one transaction, no script
 }
 
 

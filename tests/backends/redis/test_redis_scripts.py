@@ -195,3 +195,57 @@ def test_an_append_runs_few_commands_and_checks_one_ttl(own_server: RedisServer)
     assert calls["lpop"] == 2  # retry keys forgotten 16 at a time
     # with a stage: 7 index entries, 4 for the event; was 36 before marks and batches
     assert sum(calls.values()) <= 32 * 21, calls
+
+
+def test_the_last_messages_are_one_transaction_that_answers_as_the_script(
+    own_server: RedisServer,
+) -> None:
+    """``messages(last=)`` reads with ``MULTI`` of ``HMGET`` and ``LRANGE`` (no script); on a
+    Redis Cluster it keeps the read script: both give the same answers, misses included."""
+    from datetime import timedelta
+
+    from threadkeep import ConversationNotFound, ManualClock, Retention
+
+    clock = ManualClock()
+    with threadkeep.open(own_server.url + "?prefix=last", clock=clock) as store:
+        flows = store._backend._flows  # type: ignore[attr-defined]
+        short = store.start("c-1", tenant="a", retention=Retention(ttl=timedelta(seconds=30)))
+        for i in range(30):
+            store.append(short.id, "user" if i % 2 else "assistant", f"m{i}\nline")
+        empty = store.start("c-2", tenant="a")
+        client = own_server.client()
+
+        def answers() -> list[object]:
+            out: list[object] = []
+            for cid, tenant in [
+                (short.id, None),
+                (short.id, "a"),
+                (short.id, "b"),
+                (empty.id, None),
+                ("nope", None),
+            ]:
+                for last in (1, 5, 29, 30, 100):
+                    try:
+                        out.append(store.messages(cid, last=last, tenant=tenant))
+                    except ConversationNotFound:
+                        out.append("not found")
+            return out
+
+        for expired in (False, True):
+            if expired:
+                clock.advance(timedelta(seconds=31))
+            client.config_resetstat()
+            flows.cluster = False
+            direct = answers()
+            stats = client.info("commandstats")
+            assert "cmdstat_evalsha" not in stats and stats["cmdstat_exec"]["calls"] == 25
+            flows.cluster = True
+            assert answers() == direct
+            # another tenant's and a missing one; then the expired one too (c-2 lives 7 days)
+            assert direct.count("not found") == (20 if expired else 10)
+            first = direct[0]
+            if expired:
+                assert first == "not found"
+            else:
+                assert isinstance(first, list) and [m.content for m in first] == ["m29\nline"]
+        client.close()

@@ -16,7 +16,15 @@ from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
-from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
+from threadkeep.backends.redis._flows import (
+    READY,
+    Command,
+    Eval,
+    Flow,
+    Pause,
+    Request,
+    Transaction,
+)
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["AsyncRedisBackend"]
@@ -189,6 +197,11 @@ class AsyncRedisBackend(RedisBase):
             return await script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
             return await self._command(clients, request)
+        if isinstance(request, Transaction):
+            pipe = clients.client.pipeline(transaction=True)
+            for args in request.commands:
+                pipe.execute_command(*args)
+            return await pipe.execute()
         if isinstance(request, Pause):
             await asyncio.sleep(request.seconds)
             return None

@@ -15,7 +15,15 @@ from redis.retry import Retry
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
-from threadkeep.backends.redis._flows import READY, Command, Eval, Flow, Pause, Request
+from threadkeep.backends.redis._flows import (
+    READY,
+    Command,
+    Eval,
+    Flow,
+    Pause,
+    Request,
+    Transaction,
+)
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["RedisBackend"]
@@ -144,6 +152,11 @@ class RedisBackend(RedisBase):
             return script(keys=[request.route], args=list(request.args))
         if isinstance(request, Command):
             return self._command(request)
+        if isinstance(request, Transaction):
+            pipe = self._client.pipeline(transaction=True)
+            for args in request.commands:
+                pipe.execute_command(*args)
+            return pipe.execute()
         if isinstance(request, Pause):
             time.sleep(request.seconds)
             return None

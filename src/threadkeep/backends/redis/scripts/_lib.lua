@@ -125,9 +125,15 @@ end
 -- only `written` get `at`; the other keys had theirs set with the record's. Else every key is
 -- renewed (as after any other change, or when something shortened the record's TTL).
 local RENEW_MS = GRACE_MS / 2
-local function native_expiry_of(row, at, written)
-  local current = redis.call('PEXPIRETIME', kc(row.id))  -- -1: no TTL
-  if at == nil then
+local function native_expiry_of(row, at, written, fresh)
+  local current = fresh and -3 or redis.call('PEXPIRETIME', kc(row.id))  -- -1: no TTL
+  if fresh then  -- a new conversation: `written` are all the keys it has
+    if at ~= nil then
+      at = fmt(at)
+      for _, key in ipairs(written) do redis.call('PEXPIREAT', key, at) end
+    end
+    return
+  elseif at == nil then
     if current == -1 then return end  -- kept forever: so is every key, new ones included
   elseif current >= at - RENEW_MS then
     at = fmt(at)
@@ -183,8 +189,9 @@ end
 
 -- Write the given fields of row, refresh its index entries and native TTLs. `written`: the
 -- call is an append or a state save that may have created only these keys of the conversation
--- (see native_expiry_of and indexes_known); nil: any change.
-local function save(row, fields, old_status, written)
+-- (see native_expiry_of and indexes_known); nil: any change. `fresh`: the conversation is new
+-- and `written` are all its keys.
+local function save(row, fields, old_status, written, fresh)
   local at = native_at(row)
   local known = written ~= nil and old_status == row.st and indexes_known(row, at)
   local add = known and function(key, score, member)
@@ -222,7 +229,7 @@ local function save(row, fields, old_status, written)
   end
   if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
   redis.call('ZADD', K_IDLE, row.idl, row.id)
-  if written == nil then native_expiry(row, at) else native_expiry_of(row, at, written) end
+  if written == nil then native_expiry(row, at) else native_expiry_of(row, at, written, fresh) end
 end
 
 local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}

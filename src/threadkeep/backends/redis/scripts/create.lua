@@ -15,6 +15,6 @@ local stored = hgetall(kc(row.id))
 if stored ~= nil then return {'created', flatten(stored)} end  -- a retried call
 local fields = {}
 for k in pairs(row) do fields[#fields + 1] = k end
-save(row, fields, nil)
+save(row, fields, nil, {kc(row.id)}, true)  -- its only key so far (emit's list copies its TTL)
 emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4])
 return {'created', flatten(row)}
