@@ -160,9 +160,10 @@ class Flows:
         keep: int,
         rank: int = 0,
     ) -> Flow[None]:
-        """Log ``event``, the ``rank``-th (from 0) its transaction logs (``schema.EMIT``)."""
-        if not 0 <= rank < 1 << schema.RANK_BITS:
-            raise ValueError(f"a transaction logs at most {1 << schema.RANK_BITS} events")
+        """Log ``event``, the ``rank``-th (from 0) its transaction logs.
+
+        The first takes the log's shared lock (``schema.EMIT``); the others draw ids above it.
+        """
         kind, data = event
         yield (
             schema.EMIT,
@@ -555,7 +556,7 @@ class Flows:
             rows = yield schema.COUNT_DUE, due
             purged, idled, facts = rows[0]
             return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
-        batch = min(max(1, op.batch), 1 << schema.RANK_BITS)  # events per transaction
+        batch = max(1, op.batch)
         purged = idled = facts = 0
         while True:
             # Expired rows are invisible already; erase them a bounded bite at a time: at most

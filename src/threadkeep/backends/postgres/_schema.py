@@ -552,8 +552,6 @@ EMIT: Final = Unread(
 #: Wakes the store's LISTEN sessions; sent after a commit that wrote events (in autocommit:
 #: a transaction that writes nothing commits without waiting for a flush).
 NOTIFY: Final = "SELECT pg_notify(%(chan)s, '')"
-#: Events per transaction are numbered from 0 (EMIT's %(n)s); sweep's batches stay below.
-RANK_BITS: Final = 20
 #: The conversations (tenant, id) of the arrays %(tenants)s and %(ids)s, pairwise; the
 #: tenants are named again as a list, so a single tenant's call stays on one shard.
 _PAIRS: Final = (
