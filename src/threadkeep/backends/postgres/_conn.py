@@ -20,9 +20,9 @@ import psycopg_pool
 from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
-from threadkeep.backends.postgres._schema import Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Unread
 
-__all__ = ["Attempts", "ConnectionOptions", "lost_connection", "migrate", "pump"]
+__all__ = ["Attempts", "ConnectionOptions", "Ending", "lost_connection", "migrate", "pump"]
 
 T = TypeVar("T")
 
@@ -116,31 +116,66 @@ class Attempts:
 
 #: Opens a flow's transaction (``pump``): queued in the pipeline, so it costs no round trip.
 BEGIN: Final = "BEGIN"
+#: Ends it (``Ending``).
+END: Final = "COMMIT"
 
 
-def pump(conn: psycopg.Connection[Any], flow: Flow[T], *, transaction: bool = False) -> T:
+class Ending:
+    """How ``pump`` ends a write's transaction, and whether COMMIT may have been sent.
+
+    ``together``: COMMIT is queued behind the flow's last statements and travels in the same
+    flush (an append is two round trips: BEGIN + lock, then write + event + COMMIT). Only for
+    calls safe to resend: a connection lost in that flush leaves the outcome unknown, as a
+    loss at COMMIT does. Otherwise the flow's statements are answered first (their errors
+    included) and COMMIT is a round trip of its own. ``committing`` is set once COMMIT is
+    queued. A transaction that logged events (``EMIT``) is followed, in the same flush, by a
+    ``NOTIFY`` on ``channel`` in autocommit: it wakes the listeners without taking the notify
+    lock inside the writer's commit (see ``schema.EMIT``).
+    """
+
+    __slots__ = ("channel", "committing", "together")
+
+    def __init__(self, channel: str, *, together: bool) -> None:
+        self.channel = channel
+        self.together = together
+        self.committing = False
+
+
+def pump(
+    conn: psycopg.Connection[Any],
+    flow: Flow[T],
+    *,
+    transaction: bool = False,
+    ending: Ending | None = None,
+) -> T:
     """Run ``flow`` on ``conn`` (results in binary format: less to parse).
 
-    ``transaction``: run it in one transaction (``conn`` in autocommit mode; the caller
-    commits), in pipeline mode. Each statement then waits only for the answers it needs:
-    BEGIN and every ``Unread`` statement travel with the next statement, and whatever is
-    still unanswered when the flow ends is answered, errors included, before this returns.
-    An append is three round trips (BEGIN + lock, write + event, COMMIT) instead of five.
+    ``transaction``: run it in one transaction (``conn`` in autocommit mode), in pipeline
+    mode; it is committed here when ``ending`` is given (else the caller commits). Each
+    statement waits only for the answers it needs: BEGIN and every ``Unread`` statement travel
+    with the next statement, and whatever is still unanswered when the flow ends is answered,
+    errors included, before this returns.
     """
     mode = conn.pipeline() if transaction else contextlib.nullcontext()
     with mode as pipeline, conn.cursor() as cur:
         if pipeline is not None:
             conn.execute(BEGIN)
         rows: Any = None
+        emitted = False
         try:
             while True:
                 query, params = flow.send(rows)
                 if query == COMMIT[0]:
                     conn.commit()
+                    if emitted and ending is not None:
+                        conn.execute(NOTIFY, {"chan": ending.channel})
+                        emitted = False
                     if pipeline is not None:
+                        pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
                         conn.execute(BEGIN)
                     rows = []
                 elif pipeline is not None and isinstance(query, Unread):
+                    emitted = emitted or query is EMIT
                     conn.execute(query, params or None, binary=bool(params))  # own cursor
                     rows = []
                 else:
@@ -150,7 +185,14 @@ def pump(conn: psycopg.Connection[Any], flow: Flow[T], *, transaction: bool = Fa
                     rows = cur.fetchall() if cur.description is not None else []
         except StopIteration as done:
             result: T = done.value
-            return result
+        if ending is not None:
+            if pipeline is not None and not ending.together:
+                pipeline.sync()
+            ending.committing = True
+            conn.execute(END)
+            if emitted:
+                conn.execute(NOTIFY, {"chan": ending.channel})
+        return result  # leaving the pipeline answers what is queued
 
 
 def migrate(options: ConnectionOptions) -> int:

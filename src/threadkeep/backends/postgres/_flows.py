@@ -70,6 +70,11 @@ _READS: Final = frozenset(
 _ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp, ops.PopOp, ops.ReplaceOp})
 
 
+#: A follower finding events held back by the horizon reads again after this pause, doubled
+#: each time up to the second value (seconds), notified or not. One finding nothing waits for
+#: a notification (at most ``FOLLOW_WAIT``, 5 s, before the walk reads again).
+HELD_PAUSE: Final = (0.002, 0.1)
+
 #: Ops ``call`` runs itself: their flows take an internal key for safe resends.
 _CALLED: Final = (ops.AppendOp, ops.AppendManyOp)
 
@@ -103,7 +108,6 @@ class Flows:
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
-        self.events_lock = "threadkeep:events:" + channel
         self._routes = _common.handlers(self, besides=_CALLED)
 
     def call(self, op: ops.Op[R]) -> Run[Result[R]]:
@@ -148,8 +152,18 @@ class Flows:
         return _common.decode_conversation(rows[0]), (rows[0][19], rows[0][20])
 
     def _emit(
-        self, tenant: str, conversation_id: str, at_us: int, event: NewEvent, keep: int
+        self,
+        tenant: str,
+        conversation_id: str,
+        at_us: int,
+        event: NewEvent,
+        keep: int,
+        rank: int = 0,
     ) -> Flow[None]:
+        """Log ``event``, the ``rank``-th (from 0) its transaction logs.
+
+        The first takes the log's shared lock (``schema.EMIT``); the others draw ids above it.
+        """
         kind, data = event
         yield (
             schema.EMIT,
@@ -160,8 +174,7 @@ class Flows:
                 "data": ev.data_json(data),
                 "at": at_us,
                 "keep": keep,
-                "chan": self.channel,
-                "lock": self.events_lock,
+                "n": rank,
             },
         )
 
@@ -262,8 +275,8 @@ class Flows:
             },
         )
         yield from self._trim(tenant, m.conversation_id, verdict.trim_from)
-        for event in verdict.events:
-            yield from self._emit(tenant, m.conversation_id, op.now_us, event, op.events_kept)
+        for n, event in enumerate(verdict.events):
+            yield from self._emit(tenant, m.conversation_id, op.now_us, event, op.events_kept, n)
         return verdict.result()
 
     def _trim(self, tenant: str, conversation_id: str, trim_from: int | None) -> Flow[int | None]:
@@ -316,8 +329,8 @@ class Flows:
         yield from self._insert(row, verdict.messages)
         yield schema.UPDATE_CONVERSATION, schema.encode_conversation(verdict.row_after(row))
         yield from self._trim(row.tenant, row.id, verdict.trim_from)
-        for event in verdict.events:
-            yield from self._emit(row.tenant, row.id, op.now_us, event, op.events_kept)
+        for n, event in enumerate(verdict.events):
+            yield from self._emit(row.tenant, row.id, op.now_us, event, op.events_kept, n)
         return _hide_keys(verdict.batch_result())
 
     def _rewrite(self, verdict: decide.Rewritten, keep: int) -> Flow[int | None]:
@@ -519,8 +532,8 @@ class Flows:
         removed = {"messages": 0, "states": 0, "events": 0}
         if ids:
             removed = yield from self._erase([op.tenant] * len(ids), ids)
-            for cid in ids:  # events last: nothing waits on a lock while holding the log's
-                yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept)
+            for n, cid in enumerate(ids):
+                yield from self._emit(op.tenant, cid, op.now_us, ev.deleted(), op.events_kept, n)
         live = sum(not is_expired(r[1], op.now_us) for r in rows)
         return Result(
             _OK,
@@ -566,9 +579,9 @@ class Flows:
                     schema.MARK_IDLE,
                     {**now, "status": status, "to": op.idle_to, "n": batch},
                 )
-                for _, cid, tenant, old in sorted(rows):  # creation order, as the others
+                for n, (_, cid, tenant, old) in enumerate(sorted(rows)):  # creation order
                     event = lifecycle.status_changed(old, op.idle_to)
-                    yield from self._emit(tenant, cid, op.now_us, event, op.events_kept)
+                    yield from self._emit(tenant, cid, op.now_us, event, op.events_kept, n)
                 idled += len(rows)
                 yield COMMIT
                 if len(rows) < batch:
@@ -583,18 +596,25 @@ class Flows:
 
     @_common.handles(ops.EventsOp)
     def read_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
-        """Read events after the cursor once, without waiting (the drivers wait on NOTIFY).
+        """Read events after the cursor once, without waiting (the drivers wait on NOTIFY)."""
+        result, _ = yield from self.follow_events(op)
+        return result
 
-        One statement, so the floor and the events come from one snapshot: a trim committed
-        in between cannot make a stale cursor look valid.
+    def follow_events(self, op: ops.EventsOp) -> Flow[tuple[Result[list[EventRow]], bool]]:
+        """``read_events``, and whether committed events after them are held back.
+
+        One statement, so the floor, the horizon and the events come from one snapshot: a
+        trim committed in between cannot make a stale cursor look valid, and no event below
+        the horizon can commit later.
         """
         rows = yield (
             schema.READ_EVENTS.pick(op.tenant),
             {"after": op.after, "tenant": op.tenant, "n": op.limit},
         )
         if decide.cursor_expired(op.after, rows[0][0]):
-            return Result(Outcome.EXPIRED, [])
-        return Result(_OK, [_common.decode_event(r[1:]) for r in rows if r[1] is not None])
+            return Result(Outcome.EXPIRED, []), False
+        events = [_common.decode_event(r[1:7]) for r in rows if r[1] is not None]
+        return Result(_OK, events), bool(rows[0][7])
 
     @_common.handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:

@@ -268,6 +268,55 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     DROP INDEX conversations_idle;
     CREATE INDEX conversations_idle ON conversations (status, idle_us);
     """,
+    # 7: events without a lock held through the commit (EMIT, read_events below). A writer
+    # takes a shared advisory lock keyed by the highest event id drawn before its own (held to
+    # its end); readers return only ids up to the lowest such key, via read_events, which
+    # looks at the locks before it reads. The floor (the highest id trimmed) is kept in 64
+    # rows, each written only by the trims of the ids of its remainder, so concurrent writers
+    # rarely lock the same one; readers take the highest.
+    """
+    CREATE TABLE events_floors (shard smallint PRIMARY KEY, floor bigint NOT NULL);
+    INSERT INTO events_floors SELECT g, (SELECT value FROM meta WHERE key = 'events_floor')
+        FROM generate_series(0, 63) g;
+    DELETE FROM meta WHERE key = 'events_floor';
+    -- both inlined where they are called (no SET clause): a writer pays a few microseconds
+    CREATE FUNCTION events_drawn() RETURNS bigint LANGUAGE sql VOLATILE RETURN
+        coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass), 0);
+    DO $d$ BEGIN
+        EXECUTE format('CREATE FUNCTION events_tag() RETURNS bigint LANGUAGE sql IMMUTABLE '
+            'RETURN %s', (hashtext(current_schema()) & 32767)::bigint << 48);
+    END $d$;
+    CREATE FUNCTION read_events(after bigint, for_tenant text, n integer) RETURNS TABLE (
+        floor bigint, id bigint, kind text, tenant text, conversation_id text,
+        data_json text, at_us bigint, held boolean
+    ) LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    #variable_conflict use_column
+    DECLARE
+        top bigint := events_drawn();
+        lowest bigint;
+    BEGIN
+        SELECT min((((l.classid::bigint & 65535) << 32) | l.objid::bigint)) INTO lowest
+            FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND (l.classid::bigint >> 16) << 48 = events_tag();
+        top := least(top, lowest);
+        IF for_tenant IS NULL THEN
+            RETURN QUERY SELECT f.low, e.id, e.kind, e.tenant, e.conversation_id, e.data_json,
+                e.at_us, EXISTS (SELECT 1 FROM events x WHERE x.id > top)
+                FROM (SELECT max(s.floor) AS low FROM events_floors s) f
+                LEFT JOIN LATERAL (SELECT * FROM events WHERE events.id > coalesce(after, f.low)
+                AND events.id <= top ORDER BY events.id LIMIT n) e ON true ORDER BY e.id;
+        ELSE
+            RETURN QUERY SELECT f.low, e.id, e.kind, e.tenant, e.conversation_id, e.data_json,
+                e.at_us, EXISTS (SELECT 1 FROM events x WHERE x.tenant = for_tenant
+                AND x.id > top)
+                FROM (SELECT max(s.floor) AS low FROM events_floors s) f
+                LEFT JOIN LATERAL (SELECT * FROM events WHERE events.tenant = for_tenant
+                AND events.id > coalesce(after, f.low) AND events.id <= top
+                ORDER BY events.id LIMIT n) e ON true ORDER BY e.id;
+        END IF;
+    END $f$;
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -484,22 +533,27 @@ READ_BEFORE: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} "
     "AND seq < %(before)s ORDER BY seq DESC LIMIT %(n)s"
 )
-#: Appends one event (waking LISTENers on commit), trims the log to ``keep`` newest ids and
-#: raises the recorded floor; one statement, always the last of its transaction. The
-#: advisory lock (per schema, held to commit) is taken before the id is drawn, so ids are
-#: handed out in commit order: a reader that sees id n has seen every id below it, and a
-#: cursor never skips an event committed late. PostgreSQL already serializes the commits of
-#: NOTIFYing transactions, so the lock adds one statement's time to that critical section.
+#: Appends one event, deletes the event ``keep`` ids older (its own trim: each id is trimmed
+#: by exactly one writer, so concurrent writers never delete the same row) and raises the
+#: floor row of that id's remainder to it; one statement. The first event of a transaction
+#: (%(n)s = 0) first takes a shared advisory lock keyed by the highest id drawn so far
+#: (``events_tag() | events_drawn()``), held to the transaction's end: every id the
+#: transaction draws is above its key. Shared locks do not wait for each other, so concurrent
+#: writers commit in parallel; ``read_events`` returns no id above the lowest key still
+#: held, so a cursor never skips an event committed late. Listeners are woken after the
+#: commit (``NOTIFY``): a NOTIFY in the transaction would take PostgreSQL's notify lock at
+#: pre-commit and hold it through the commit's WAL flush, serializing commits again.
 EMIT: Final = Unread(
     "WITH e AS (INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
-    "SELECT %(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s "
-    "FROM pg_advisory_xact_lock(hashtextextended(%(lock)s, 0)) l, pg_notify(%(chan)s, '') "
-    "RETURNING id), "
-    "d AS (DELETE FROM events WHERE id > (SELECT value FROM meta WHERE key = 'events_floor') "
-    "AND id <= (SELECT id FROM e) - %(keep)s RETURNING 1) "
-    "UPDATE meta SET value = (SELECT id FROM e) - %(keep)s "
-    "WHERE key = 'events_floor' AND value < (SELECT id FROM e) - %(keep)s"
+    "SELECT %(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s FROM (SELECT CASE WHEN %(n)s = 0 "
+    "THEN pg_advisory_xact_lock_shared(events_tag() | events_drawn()) END) l RETURNING id), "
+    "d AS (DELETE FROM events WHERE id = (SELECT id FROM e) - %(keep)s RETURNING id) "
+    "UPDATE events_floors f SET floor = d.id FROM d "
+    "WHERE f.shard = d.id %% 64 AND f.floor < d.id"
 )
+#: Wakes the store's LISTEN sessions; sent after a commit that wrote events (in autocommit:
+#: a transaction that writes nothing commits without waiting for a flush).
+NOTIFY: Final = "SELECT pg_notify(%(chan)s, '')"
 #: The conversations (tenant, id) of the arrays %(tenants)s and %(ids)s, pairwise; the
 #: tenants are named again as a list, so a single tenant's call stays on one shard.
 _PAIRS: Final = (
@@ -512,16 +566,15 @@ PURGE_MESSAGES: Final = (
     f"conversation_id, seq FROM messages WHERE {_PAIRS.format(column='conversation_id')} "
     "LIMIT %(n)s) RETURNING 1"
 )
-#: The log's floor, and up to %(n)s events after the cursor (after the floor when it is
-#: NULL): one row of (floor, NULLs) when there are none.
-_READ_EVENTS: Final = (
-    "SELECT f.value, e.id, e.kind, e.tenant, e.conversation_id, e.data_json, e.at_us "
-    "FROM meta f LEFT JOIN LATERAL (SELECT * FROM events "
-    "WHERE id > coalesce(%(after)s::bigint, f.value){tenant} ORDER BY id LIMIT %(n)s) e ON true "
-    "WHERE f.key = 'events_floor' ORDER BY e.id"
-)
+#: The log's floor (the highest id trimmed), up to %(n)s events after the cursor (after the
+#: floor when it is NULL) that no open transaction can precede, and whether committed events
+#: after them are held back (a transaction that drew a lower id has not ended: read again
+#: soon); one row of (floor, NULLs, held) when there are none. The lowest key among the
+#: writers' locks is read before the events, in a statement of its own (its own snapshot):
+#: an id at or below it was drawn by a transaction that had ended before that statement.
 READ_EVENTS: Final = Routed(
-    _READ_EVENTS.format(tenant=" AND tenant = %(tenant)s"), _READ_EVENTS.format(tenant="")
+    "SELECT * FROM read_events(%(after)s, %(tenant)s, %(n)s)",
+    "SELECT * FROM read_events(%(after)s, NULL, %(n)s)",
 )
 ERASE: Final = tuple(
     f"WITH gone AS (DELETE FROM {table} WHERE {_PAIRS.format(column=column)} RETURNING 1) "

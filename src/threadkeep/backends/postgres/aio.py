@@ -22,14 +22,16 @@ from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.postgres._conn import (
     BEGIN,
+    END,
     Attempts,
     ConnectionOptions,
+    Ending,
     lost_connection,
     migrate,
 )
-from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows, Run
+from threadkeep.backends.postgres._flows import COMMIT, HELD_PAUSE, Flow, Flows, Run
 from threadkeep.backends.postgres._listen import Listener
-from threadkeep.backends.postgres._schema import Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Unread
 
 __all__ = ["AsyncPostgresBackend"]
 
@@ -38,7 +40,11 @@ R = TypeVar("R")
 
 
 async def _pump(
-    conn: psycopg.AsyncConnection[Any], flow: Flow[T], *, transaction: bool = False
+    conn: psycopg.AsyncConnection[Any],
+    flow: Flow[T],
+    *,
+    transaction: bool = False,
+    ending: Ending | None = None,
 ) -> T:
     """Run ``flow`` on ``conn``, as the sync backend's ``pump`` does."""
     mode = conn.pipeline() if transaction else contextlib.nullcontext()
@@ -46,15 +52,21 @@ async def _pump(
         if pipeline is not None:
             await conn.execute(BEGIN)
         rows: Any = None
+        emitted = False
         try:
             while True:
                 query, params = flow.send(rows)
                 if query == COMMIT[0]:
                     await conn.commit()
+                    if emitted and ending is not None:
+                        await conn.execute(NOTIFY, {"chan": ending.channel})
+                        emitted = False
                     if pipeline is not None:
+                        await pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
                         await conn.execute(BEGIN)
                     rows = []
                 elif pipeline is not None and isinstance(query, Unread):
+                    emitted = emitted or query is EMIT
                     await conn.execute(query, params or None, binary=bool(params))  # own cursor
                     rows = []
                 else:
@@ -64,7 +76,14 @@ async def _pump(
                     rows = await cur.fetchall() if cur.description is not None else []
         except StopIteration as done:
             result: T = done.value
-            return result
+        if ending is not None:
+            if pipeline is not None and not ending.together:
+                await pipeline.sync()
+            ending.committing = True
+            await conn.execute(END)
+            if emitted:
+                await conn.execute(NOTIFY, {"chan": ending.channel})
+        return result  # leaving the pipeline answers what is queued
 
 
 class AsyncPostgresBackend:
@@ -97,20 +116,16 @@ class AsyncPostgresBackend:
         """Run ``call`` in one transaction (see the sync backend's _run)."""
         attempts = Attempts(self._options)
         while True:
-            committing = False
+            ending = None if call.read else Ending(self._options.channel, together=not call.once)
             try:
                 pool = await self._pools.get()
                 async with pool.connection(timeout=attempts.remaining()) as conn:
                     if not conn.autocommit:
                         await conn.set_autocommit(True)  # a write's flow opens its transaction
                     flow = call.attempt(attempts.failures + 1)
-                    result = await _pump(conn, flow, transaction=not call.read)
-                    committing = not call.read
-                    if committing:
-                        await conn.commit()
-                return result
+                    return await _pump(conn, flow, transaction=not call.read, ending=ending)
             except psycopg.Error as exc:
-                if committing and call.once:
+                if ending is not None and ending.committing and call.once:
                     attempts.fail(exc)
                 delay = attempts.pause(exc)
                 pool_now = self._pools.current()
@@ -133,15 +148,21 @@ class AsyncPostgresBackend:
         """Read events; when there are none, wait for the store's shared LISTEN session."""
         deadline = time.monotonic() + op.wait
         listener = self._listener
+        held_pause = HELD_PAUSE[0]
+        follow = Run(lambda n: self._flows.follow_events(op), read=True, once=False)
         while True:
             generation = listener.ready()
             if generation is None:  # opening the session blocks: not on the loop
                 generation = await asyncio.to_thread(listener.start)
-            result = await self._run(self._flows.call(op))
+            result, held = await self._run(follow)
             remaining = deadline - time.monotonic()
             if result.value or result.outcome is not Outcome.OK or remaining <= 0:
                 return result
-            await listener.await_change(generation, remaining)
+            if held:  # see the sync backend's _wait_events
+                await listener.await_change(generation, min(remaining, held_pause))
+                held_pause = min(HELD_PAUSE[1], held_pause * 2)
+            else:
+                await listener.await_change(generation, remaining)
 
     async def ping(self) -> None:
         """See AsyncBackend.ping."""

@@ -20,11 +20,12 @@ from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._conn import (
     Attempts,
     ConnectionOptions,
+    Ending,
     lost_connection,
     migrate,
     pump,
 )
-from threadkeep.backends.postgres._flows import Flows, Run
+from threadkeep.backends.postgres._flows import HELD_PAUSE, Flows, Run
 from threadkeep.backends.postgres._listen import Listener
 
 __all__ = ["PostgresBackend"]
@@ -63,23 +64,20 @@ class PostgresBackend:
 
         A failure before the commit is sent is always safe to retry: the server rolls the
         transaction back when the connection goes. A failure while committing leaves the
-        outcome unknown; ``once`` calls (not safe to apply twice) then raise at once.
+        outcome unknown; ``once`` calls (not safe to apply twice) then raise at once, and
+        only they wait for their statements' answers before sending COMMIT (``Ending``).
         """
         attempts = Attempts(self._options)
         while True:
-            committing = False
+            ending = None if call.read else Ending(self._options.channel, together=not call.once)
             try:
                 with self._pool.connection(timeout=attempts.remaining()) as conn:
                     if not conn.autocommit:
                         conn.autocommit = True  # a write's flow opens its transaction itself
                     flow = call.attempt(attempts.failures + 1)
-                    result = pump(conn, flow, transaction=not call.read)
-                    committing = not call.read
-                    if committing:
-                        conn.commit()
-                return result
+                    return pump(conn, flow, transaction=not call.read, ending=ending)
             except psycopg.Error as exc:
-                if committing and call.once:
+                if ending is not None and ending.committing and call.once:
                     attempts.fail(exc)
                 delay = attempts.pause(exc)
                 if lost_connection(exc):  # replace the pool's other dead connections now
@@ -98,15 +96,26 @@ class PostgresBackend:
         return self._run(self._flows.call(op))
 
     def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:
-        """Read events; when there are none, wait for the store's shared LISTEN session."""
+        """Read events; when there are none, wait for the store's shared LISTEN session.
+
+        While committed events are held back by the horizon (``schema.READ_EVENTS``), read
+        again after a short pause even without a notification: what holds them back may be a
+        transaction that logs no event and so notifies nobody when it ends.
+        """
         deadline = time.monotonic() + op.wait
+        held_pause = HELD_PAUSE[0]
+        follow = Run(lambda n: self._flows.follow_events(op), read=True, once=False)
         while True:
             generation = self._listener.start()
-            result = self._run(self._flows.call(op))
+            result, held = self._run(follow)
             remaining = deadline - time.monotonic()
             if result.value or result.outcome is not Outcome.OK or remaining <= 0:
                 return result
-            self._listener.wait(generation, remaining)
+            if held:
+                self._listener.wait(generation, min(remaining, held_pause))
+                held_pause = min(HELD_PAUSE[1], held_pause * 2)
+            else:
+                self._listener.wait(generation, remaining)
 
     def ping(self) -> None:
         """See Backend.ping."""

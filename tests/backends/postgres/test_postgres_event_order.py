@@ -1,0 +1,164 @@
+"""PostgreSQL event order without a lock: writers commit in parallel, readers never skip.
+
+Writers hold a shared lock keyed below the ids they draw (``schema.EMIT``) and readers stop
+below the lowest key held (``read_events``, migration 7); these tests check the guarantee the
+old commit-ordered ids gave: a reader following the log with cursors while others write gets
+every event once, in the order every other reader gets them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+import threadkeep
+from tests._servers import wait_until
+from tests.backends.postgres._helpers import (
+    ON_MESSAGE,
+    SHARED,
+    connect,
+    flows_of,
+    listening,
+    now_us,
+    url_of,
+)
+from threadkeep._rules import ops
+
+pytestmark = pytest.mark.postgres
+
+WRITERS = 4
+APPENDS = 60
+
+
+def _write(url: str, n: int, barrier: Any, out: Any) -> None:
+    """One writer process: its own conversation, APPENDS appends; reports (id, seqs)."""
+    with threadkeep.open(url) as store:
+        conv = store.start(contact_id=f"w{n}")
+        barrier.wait()
+        seqs = []
+        for k in range(APPENDS):
+            seqs.append(store.append(conv.id, "user", f"{n}-{k}").seq)
+            if random.random() < 0.2:  # vary the interleaving of the commits
+                store.save_state(conv.id, {"k": k})
+        out.put((conv.id, seqs))
+
+
+def _follow(store: Any, stop: threading.Event, seen: list[Any]) -> None:
+    """Follow the whole log with cursors (no wait) until ``stop``, then once more."""
+    cursor = None
+    while True:
+        last_round = stop.is_set()
+        for event in store.events(after=cursor, timeout=0):
+            seen.append(event)
+            cursor = event.id
+        if last_round:
+            return
+
+
+@pytest.mark.slow
+def test_followers_miss_no_event_of_concurrent_writers(schema: str) -> None:
+    """4 processes append (and save states) to their own conversations at once while two
+    threads follow the log with cursors: each follower gets every event the log holds at
+    the end, once, in the log's order, and the log holds every acknowledged append."""
+    url = url_of(schema)
+    threadkeep.open(url).close()  # migrate once, before the writers race
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(WRITERS), ctx.Queue()
+    procs = [ctx.Process(target=_write, args=(url, n, barrier, out)) for n in range(WRITERS)]
+    with threadkeep.open(url) as store:
+        stop = threading.Event()
+        seen: list[list[Any]] = [[], []]
+        followers = [threading.Thread(target=_follow, args=(store, stop, s)) for s in seen]
+        for thread in followers:
+            thread.start()
+        for p in procs:
+            p.start()
+        acked = dict(out.get(timeout=240) for _ in procs)
+        for p in procs:
+            p.join(60)
+        stop.set()
+        for thread in followers:
+            thread.join(120)
+        log = list(store.events(timeout=0))
+    assert [p.exitcode for p in procs] == [0] * WRITERS
+    appended = {(e.conversation_id, e.data["seq"]) for e in log if e.kind == "message.appended"}
+    assert appended == {(cid, seq) for cid, seqs in acked.items() for seq in seqs}
+    for got in seen:
+        assert [e.id for e in got] == [e.id for e in log]  # none skipped, none twice
+    ids = [int(e.id) for e in log]
+    assert ids == sorted(ids)
+    for cid in acked:  # a conversation's events in the order they were written
+        seqs = [e.data["seq"] for e in log if e.conversation_id == cid and "seq" in e.data]
+        assert seqs == sorted(seqs)
+
+
+def test_a_waiting_reader_gets_events_held_back_without_a_notification(schema: str) -> None:
+    """An open transaction that logged an event holds back a later append's event; a reader
+    waiting (an hour) when that transaction commits without notifying anyone still gets both:
+    it reads again while events are held back, notified or not."""
+    from threadkeep.backends.postgres._conn import pump
+
+    store = threadkeep.open(url_of(schema))
+    flows = flows_of(schema)
+    try:
+        a, b = store.start(contact_id="a"), store.start(contact_id="b")
+        last = [e.id for e in store.events(timeout=0)][-1]
+        with connect(schema) as slow:
+            op = ops.AppendOp(
+                a.id, None, now_us(), "user", "slow", "{}", None, ON_MESSAGE, None, 10_000
+            )
+            pump(slow, flows.call(op).attempt(1))  # its event written, not committed
+            store.append(b.id, "user", "fast")  # committed and notified, held back
+            got: list[Any] = []
+
+            def follow() -> None:
+                for event in store.events(after=last, timeout=3600):
+                    got.append(event)
+                    if event.conversation_id == b.id and event.kind == "message.appended":
+                        return
+
+            reader = threading.Thread(target=follow)
+            reader.start()
+            wait_until("the reader to LISTEN", lambda: listening(schema))
+            assert not got
+            slow.commit()  # no NOTIFY: pump without an Ending sends none
+        reader.join(100)
+        appended = [e.conversation_id for e in got if e.kind == "message.appended"]
+        assert appended == [a.id, b.id]
+    finally:
+        store.close()
+
+
+def test_upgrade_keeps_events_and_cursors(schema: str) -> None:
+    """A schema at version 6 with events is upgraded: its events keep their ids as cursors,
+    a cursor given out before reads on, new events come after the old ones, the log's floor
+    still expires what was trimmed."""
+    from threadkeep.backends.postgres._schema import MIGRATIONS, VERSION_TABLE
+
+    with psycopg.connect(SHARED) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(VERSION_TABLE)
+        for version, sql in enumerate(MIGRATIONS[:6], start=1):
+            conn.execute(sql)
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        conn.execute(
+            "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
+            "SELECT 'conversation.deleted', 't', 'c' || g, '{}', g FROM generate_series(1, 5) g"
+        )
+        conn.execute("DELETE FROM events WHERE id <= 2")
+        conn.execute("UPDATE meta SET value = 2 WHERE key = 'events_floor'")
+    with threadkeep.open(url_of(schema)) as store:
+        assert [e.id for e in store.events(timeout=0)] == ["3", "4", "5"]
+        assert [e.id for e in store.events(after="3", timeout=0)] == ["4", "5"]
+        with pytest.raises(threadkeep.CursorExpired):
+            list(store.events(after="1", timeout=0))
+        conv = store.start(contact_id="c")
+        new = list(store.events(after="5", timeout=0))
+        assert [e.conversation_id for e in new] == [conv.id]
+        assert int(new[0].id) > 5
