@@ -405,6 +405,16 @@ FIND_OPEN: Final = (
     f"AND contact_id = %(contact_id)s AND status = ANY(%(statuses)s) AND {LIVE} "
     "ORDER BY activity_us DESC, id DESC LIMIT 1"
 )
+#: resume() under LOCK_CONTACT, in one statement (one snapshot): the contact's open
+#: conversation (FIND_OPEN at the new row's creation time) or, when it has none, the new row
+#: inserted (INSERT_CONVERSATION's parameters). One row: the open one's columns (NULLs when
+#: none was open), then how many rows were inserted (0 also for a resend that had committed).
+RESUME: Final = (
+    f"WITH o AS ({FIND_OPEN}), i AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) SELECT "
+    + ", ".join(f"%({c.strip()})s" for c in CONVERSATION_COLUMNS.split(","))
+    + " WHERE NOT EXISTS (SELECT FROM o) ON CONFLICT (tenant, id) DO NOTHING RETURNING 1) "
+    "SELECT o.*, (SELECT count(*) FROM i) FROM (SELECT) x LEFT JOIN o ON true"
+)
 #: Every statement below names the conversation by (tenant, id): the flows learn the tenant
 #: from the conversation row they read or lock first when the call did not give it.
 _CONV: Final = "tenant = %(tenant)s AND conversation_id = %(id)s"
@@ -541,7 +551,7 @@ ERASED: Final = ("messages", "archived", "states", "events", "conversations")
 
 #: Serializes resume() of one contact, or remember() of one fact: FOR UPDATE cannot lock a row
 #: that does not exist yet (the advisory lock is held to commit).
-LOCK_CONTACT: Final = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"
+LOCK_CONTACT: Final = Unread("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))")
 LIST: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
     "ORDER BY activity_us DESC, id DESC LIMIT %(n)s"
@@ -574,14 +584,13 @@ _LOAD_STATE: Final = (
 #: The live conversation (no row: not found) and the state version asked for (NULL: the
 #: current one) in one statement; its columns are NULL when no such version is kept.
 LOAD_STATE: Final = _routed_join(_LOAD_STATE)
-INSERT_STATE: Final = Unread(
-    "INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
-    "VALUES (%(tenant)s, %(id)s, %(v)s, %(value)s, %(now)s)"
-)
-TRIM_STATES: Final = Unread(f"DELETE FROM states WHERE {_CONV} AND version <= %(floor)s")
-#: Writes back what a state save changes.
-UPDATE_SAVED: Final = Unread(
-    "UPDATE conversations SET state_version = %(v)s, activity_us = %(now)s, "
+#: A state save's writes in one statement: the new version, the versions past those kept,
+#: and what the save changes in the conversation row.
+SAVE_STATE: Final = Unread(
+    "WITH s AS (INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
+    "VALUES (%(tenant)s, %(id)s, %(v)s, %(value)s, %(now)s)), "
+    f"t AS (DELETE FROM states WHERE {_CONV} AND version <= %(floor)s) "
+    "UPDATE conversations SET state_version = %(v)s, activity_us = %(activity_us)s, "
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s "
     "WHERE tenant = %(tenant)s AND id = %(id)s"
 )
