@@ -376,9 +376,7 @@ class Flows:
             )  # fmt: skip
             if not rows:
                 return Result(Outcome.NOT_FOUND, [])
-            return Result(
-                _OK, [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
-            )
+            return Result(_OK, schema.decode_window(rows, op.conversation_id))
         found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
         if found.value is None:
             return Result(Outcome.NOT_FOUND, [])
@@ -424,9 +422,12 @@ class Flows:
         )  # fmt: skip
         if not rows:
             return Result(Outcome.NOT_FOUND, ([], 0))
-        messages = [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
-        window = [WindowRow(m.role, m.content, m.payload_json, m.link) for m in messages]
-        return Result(_OK, (window, rows[0][9]))
+        window = [
+            WindowRow(role, content.decode("utf-8", "surrogatepass"), payload, link)
+            for seq, role, content, _, _, _, payload, link, _ in reversed(rows)
+            if seq is not None
+        ]
+        return Result(_OK, (window, rows[0][8]))
 
     @_common.handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:

@@ -8,7 +8,9 @@ named otherwise there).
 
 from __future__ import annotations
 
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Final, NamedTuple, cast
 
 from threadkeep._rules.rows import ConversationRow, MessageRow
 
@@ -18,6 +20,7 @@ __all__ = [
     "MIGRATIONS",
     "Unread",
     "decode_message",
+    "decode_window",
     "encode_content",
     "encode_conversation",
 ]
@@ -375,6 +378,30 @@ def decode_message(row: tuple[Any, ...]) -> MessageRow:
     return MessageRow(row[0], row[1], row[2], content, row[4], row[5], key, row[7], row[8])
 
 
+_message_row = cast("Callable[[tuple[Any, ...]], MessageRow]", partial(tuple.__new__, MessageRow))
+
+
+def decode_window(rows: list[tuple[Any, ...]], conversation_id: str) -> list[MessageRow]:
+    """Return the messages of a ``WINDOW`` answer oldest first (internal keys hidden).
+
+    The hot read's decoder: each ``MessageRow`` is made as the tuple it is, without the
+    named tuple's keyword-taking constructor.
+    """
+    out = []
+    for seq, role, content, created_us, metadata_json, key, payload, link, _ in reversed(rows):
+        if seq is None:  # the one row of a conversation without messages
+            continue
+        if key is not None and key[:1] == INTERNAL_KEY:
+            key = None
+        text = content.decode("utf-8", "surrogatepass")
+        out.append(
+            _message_row(
+                (conversation_id, seq, role, text, created_us, metadata_json, key, payload, link)
+            )
+        )
+    return out
+
+
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.
 INSERT_CONVERSATION: Final = (
     f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES ("
@@ -472,11 +499,13 @@ TRIM_MESSAGES: Final = (
 NEWEST: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} ORDER BY seq DESC LIMIT 1"
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
 DELETE_FROM: Final = f"DELETE FROM messages WHERE {_CONV} AND seq >= %(from)s"
-#: The live conversation's last N messages in one statement: no row at all when it is not
-#: found, one row of NULLs when it has no messages. N is its window when %(n)s is NULL.
-#: Seqs are contiguous (trimming removes the oldest), so the last N are a bounded range.
+#: The live conversation's last N messages in one statement, newest first: no row at all
+#: when it is not found, one row of NULLs when it has no messages. N is its window when
+#: %(n)s is NULL. Seqs are contiguous (trimming removes the oldest), so the last N are a
+#: bounded range. Each row is ``MESSAGE_COLUMNS`` less the conversation id (the caller's),
+#: then the window size (``decode_window``).
 _WINDOW: Final = (
-    "SELECT m.conversation_id, m.seq, m.role, m.content, m.created_us, m.metadata_json, "
+    "SELECT m.seq, m.role, m.content, m.created_us, m.metadata_json, "
     "m.idem_key, m.payload, m.link, c.window_n FROM conversations c LEFT JOIN LATERAL "
     "(SELECT * FROM messages WHERE tenant = {tenant} AND conversation_id = c.id "
     "AND seq > c.last_seq - coalesce(%(n)s::bigint, c.window_n + %(extra)s) "
