@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from functools import partial
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
