@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import pickle
+from dataclasses import FrozenInstanceError, replace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from threadkeep import (
     Status,
     TurnInProgress,
 )
+from threadkeep._models import Message
 from threadkeep._rules import outcomes, plans
 from threadkeep._rules.cursors import decode_page
 from threadkeep._rules.ops import (
@@ -43,6 +45,7 @@ from threadkeep._rules.rows import (
     TenantCounts,
     WindowRow,
 )
+from threadkeep._rules.times import from_us
 
 MESSAGE = MessageRow("c1", 3, "user", "hi", NOW, '{"a":1}', "k")
 APPEND = plans.append(
@@ -56,6 +59,28 @@ def test_conversation_rows_become_conversations() -> None:
     assert (conv.message_count, conv.state_version, conv.created) == (2, 3, False)
     assert conv.expires_at is not None and conv.expires_at > conv.last_activity_at
     assert outcomes.to_conversation(row(expires_us=None)).expires_at is None
+
+
+@pytest.mark.parametrize("payload", [None, '{"type":"x","v":[1]}'])
+@pytest.mark.parametrize("replayed", [False, True])
+def test_a_message_row_becomes_the_same_message_the_constructor_makes(
+    payload: str | None, replayed: bool
+) -> None:
+    row_ = MessageRow("c1", 3, "user", "hi", NOW, '{"a":1}', "k", payload, 0)
+    made = outcomes.to_message(row_, replayed)
+    expected = Message(
+        "c1", 3, "user", "hi", from_us(NOW), {"a": 1}, "k", replayed,
+        None if payload is None else {"type": "x", "v": [1]},
+    )  # fmt: skip
+    assert type(made) is Message
+    assert made == expected and repr(made) == repr(expected) and hash(made.seq) == 3
+    assert made.replayed is replayed and made.to_dict() == expected.to_dict()
+    assert pickle.loads(pickle.dumps(made)) == expected
+    assert replace(made, seq=4).seq == 4
+    with pytest.raises(FrozenInstanceError):
+        made.seq = 5  # type: ignore[misc]
+    assert outcomes.to_message(MESSAGE).metadata == {"a": 1}
+    assert outcomes.to_message(MESSAGE._replace(metadata_json="{}")).metadata == {}
 
 
 @pytest.mark.parametrize("outcome, created", [(Outcome.CREATED, True), (Outcome.EXISTING, False)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from datetime import datetime
 from typing import Any, Final, NoReturn, TypeVar, cast
 
 from threadkeep._config import Tier
@@ -138,31 +139,57 @@ def to_conversation(row: ConversationRow, created: bool = False) -> Conversation
 
 
 # Reads build a Message per row. The frozen dataclass's __init__ sets each field through
-# object.__setattr__; setting the slots through their descriptors makes the very same object
-# (Message has no __post_init__ and no defaults to compute) in about half the time.
-_new_message = object.__new__
-(
-    _set_conversation_id, _set_seq, _set_role, _set_content, _set_created_at, _set_metadata,
-    _set_idempotency_key, _set_replayed, _set_payload,
-) = (cast(Callable[[Message, Any], None], getattr(Message, f.name).__set__)
-     for f in fields(Message))  # fmt: skip
+# object.__setattr__ (slow). A message is built instead as an instance of a plain class with
+# the very same slots, whose __init__ stores them directly, and then becomes a Message
+# (``__class__`` assignment, which CPython allows only between identical layouts): the same
+# object as Message(...) makes (no __post_init__, no defaults to compute), equal, hashed and
+# printed the same, in about a third of the time of setting each slot through its descriptor.
+class _MessageSlots:
+    __slots__ = Message.__slots__
+
+    def __init__(
+        self,
+        conversation_id: str,
+        seq: int,
+        role: str,
+        content: str,
+        created_at: datetime,
+        metadata: dict[str, Any],
+        idempotency_key: str | None,
+        replayed: bool,
+        payload: Any,
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.seq = seq
+        self.role = role
+        self.content = content
+        self.created_at = created_at
+        self.metadata = metadata
+        self.idempotency_key = idempotency_key
+        self.replayed = replayed
+        self.payload = payload
+
+
+assert tuple(f.name for f in fields(Message)) == _MessageSlots.__slots__
 
 
 def to_message(row: MessageRow, replayed: bool = False) -> Message:
     """Return the public model of a message row (``replayed``: a stored one returned again)."""
-    message = _new_message(Message)
-    _set_conversation_id(message, row.conversation_id)
-    _set_seq(message, row.seq)
-    _set_role(message, row.role)
-    _set_content(message, row.content)
-    _set_created_at(message, from_us(row.created_us))
     metadata = row.metadata_json
-    _set_metadata(message, {} if metadata == "{}" else json.loads(metadata))
-    _set_idempotency_key(message, row.idempotency_key)
-    _set_replayed(message, replayed)
     payload = row.payload_json
-    _set_payload(message, None if payload is None else json.loads(payload))
-    return message
+    message: Any = _MessageSlots(
+        row.conversation_id,
+        row.seq,
+        row.role,
+        row.content,
+        from_us(row.created_us),
+        {} if metadata == "{}" else json.loads(metadata),
+        row.idempotency_key,
+        replayed,
+        None if payload is None else json.loads(payload),
+    )
+    message.__class__ = Message
+    return cast(Message, message)
 
 
 def to_event(row: EventRow) -> Event:

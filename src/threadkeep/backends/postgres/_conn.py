@@ -22,11 +22,20 @@ from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Unread
 
-__all__ = ["Attempts", "ConnectionOptions", "Ending", "lost_connection", "migrate", "pump"]
+__all__ = [
+    "Attempts",
+    "ConnectionOptions",
+    "Ending",
+    "lost_connection",
+    "migrate",
+    "pump",
+    "returns_rows",
+]
 
 T = TypeVar("T")
 
 _BASE = 0.05
+_TUPLES_OK: Final = psycopg.pq.ExecStatus.TUPLES_OK
 _CAP = 1.0
 
 
@@ -76,6 +85,16 @@ def lost_connection(exc: Exception) -> bool:
         and not isinstance(exc, psycopg_pool.PoolTimeout)
         and exc.sqlstate is None
     )
+
+
+def returns_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Return whether the statement just run answered rows.
+
+    As ``cur.description is not None``, without building the list of columns (which cost a
+    window read about as much as decoding its rows).
+    """
+    result = cur.pgresult
+    return result is not None and (result.nfields > 0 or result.status == _TUPLES_OK)
 
 
 class Attempts:
@@ -182,7 +201,7 @@ def pump(
                     cur.execute(query, params or None, binary=bool(params))
                     if pipeline is not None:
                         pipeline.sync()
-                    rows = cur.fetchall() if cur.description is not None else []
+                    rows = cur.fetchall() if returns_rows(cur) else []
         except StopIteration as done:
             result: T = done.value
         if ending is not None:

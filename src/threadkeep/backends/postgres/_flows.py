@@ -204,17 +204,21 @@ class Flows:
     @_common.handles(ops.StartOp)
     def _create(self, op: ops.StartOp) -> Flow[Result[ConversationRow]]:
         row = op.row
-        open_one = None
-        if op.resume:
+        values = schema.encode_conversation(row)
+        open_one, found = None, None
+        if op.resume:  # the lock travels with RESUME, which finds the open one or inserts
             key = f"threadkeep:open:{row.tenant}\x1f{row.contact_id}"
             yield schema.LOCK_CONTACT, {"k": key}
-            open_one = yield from self._open_one(
-                row.tenant, row.contact_id, op.open_statuses, row.created_us
-            )
+            params = {**values, "statuses": list(op.open_statuses), "now": row.created_us}
+            found = (yield schema.RESUME, params)[0]
+            open_one = _common.decode_conversation(found) if found[0] is not None else None
         verdict = decide.create(op, open_one)
         if isinstance(verdict, Result):
             return verdict
-        inserted = yield schema.INSERT_CONVERSATION, schema.encode_conversation(row)
+        if found is not None:  # none was open: RESUME inserted ``row`` (0: a resend's had)
+            inserted = found[19] > 0
+        else:
+            inserted = bool((yield schema.INSERT_CONVERSATION, values))
         if inserted:  # else a resend whose first try committed (with its event)
             yield from self._emit(
                 row.tenant, row.id, row.activity_us, verdict.event, op.events_kept
@@ -385,9 +389,7 @@ class Flows:
             )  # fmt: skip
             if not rows:
                 return Result(Outcome.NOT_FOUND, [])
-            return Result(
-                _OK, [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
-            )
+            return Result(_OK, schema.decode_window(rows, op.conversation_id))
         found = yield from self._get(ops.GetOp(op.conversation_id, op.tenant, op.now_us))
         if found.value is None:
             return Result(Outcome.NOT_FOUND, [])
@@ -433,9 +435,12 @@ class Flows:
         )  # fmt: skip
         if not rows:
             return Result(Outcome.NOT_FOUND, ([], 0))
-        messages = [schema.decode_message(r) for r in reversed(rows) if r[1] is not None]
-        window = [WindowRow(m.role, m.content, m.payload_json, m.link) for m in messages]
-        return Result(_OK, (window, rows[0][9]))
+        window = [
+            WindowRow(role, content.decode("utf-8", "surrogatepass"), payload, link)
+            for seq, role, content, _, _, _, payload, link, _ in reversed(rows)
+            if seq is not None
+        ]
+        return Result(_OK, (window, rows[0][8]))
 
     @_common.handles(ops.UpdateOp)
     def _update(self, op: ops.UpdateOp) -> Flow[Result[ConversationRow | None]]:
@@ -471,16 +476,14 @@ class Flows:
         cid, tenant = op.conversation_id, cast(ConversationRow, row).tenant
         where = {"tenant": tenant, "id": cid}
         yield (
-            schema.INSERT_STATE,
-            {**where, "v": verdict.version, "value": verdict.value_json, "now": op.now_us},
-        )
-        yield schema.TRIM_STATES, {**where, "floor": verdict.trim_to}
-        yield (
-            schema.UPDATE_SAVED,
+            schema.SAVE_STATE,
             {
                 **where,
                 "v": verdict.version,
-                "now": verdict.activity_us,
+                "value": verdict.value_json,
+                "now": op.now_us,
+                "floor": verdict.trim_to,
+                "activity_us": verdict.activity_us,
                 "expires_us": verdict.expires_us,
                 "idle_us": verdict.idle_us,
             },

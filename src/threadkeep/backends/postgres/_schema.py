@@ -8,7 +8,9 @@ named otherwise there).
 
 from __future__ import annotations
 
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Final, NamedTuple, cast
 
 from threadkeep._rules.rows import ConversationRow, MessageRow
 
@@ -18,6 +20,7 @@ __all__ = [
     "MIGRATIONS",
     "Unread",
     "decode_message",
+    "decode_window",
     "encode_content",
     "encode_conversation",
 ]
@@ -424,6 +427,30 @@ def decode_message(row: tuple[Any, ...]) -> MessageRow:
     return MessageRow(row[0], row[1], row[2], content, row[4], row[5], key, row[7], row[8])
 
 
+_message_row = cast("Callable[[tuple[Any, ...]], MessageRow]", partial(tuple.__new__, MessageRow))
+
+
+def decode_window(rows: list[tuple[Any, ...]], conversation_id: str) -> list[MessageRow]:
+    """Return the messages of a ``WINDOW`` answer oldest first (internal keys hidden).
+
+    The hot read's decoder: each ``MessageRow`` is made as the tuple it is, without the
+    named tuple's keyword-taking constructor.
+    """
+    out = []
+    for seq, role, content, created_us, metadata_json, key, payload, link, _ in reversed(rows):
+        if seq is None:  # the one row of a conversation without messages
+            continue
+        if key is not None and key[:1] == INTERNAL_KEY:
+            key = None
+        text = content.decode("utf-8", "surrogatepass")
+        out.append(
+            _message_row(
+                (conversation_id, seq, role, text, created_us, metadata_json, key, payload, link)
+            )
+        )
+    return out
+
+
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.
 INSERT_CONVERSATION: Final = (
     f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES ("
@@ -453,6 +480,16 @@ FIND_OPEN: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant = %(tenant)s "
     f"AND contact_id = %(contact_id)s AND status = ANY(%(statuses)s) AND {LIVE} "
     "ORDER BY activity_us DESC, id DESC LIMIT 1"
+)
+#: resume() under LOCK_CONTACT, in one statement (one snapshot): the contact's open
+#: conversation (FIND_OPEN at the new row's creation time) or, when it has none, the new row
+#: inserted (INSERT_CONVERSATION's parameters). One row: the open one's columns (NULLs when
+#: none was open), then how many rows were inserted (0 also for a resend that had committed).
+RESUME: Final = (
+    f"WITH o AS ({FIND_OPEN}), i AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) SELECT "
+    + ", ".join(f"%({c.strip()})s" for c in CONVERSATION_COLUMNS.split(","))
+    + " WHERE NOT EXISTS (SELECT FROM o) ON CONFLICT (tenant, id) DO NOTHING RETURNING 1) "
+    "SELECT o.*, (SELECT count(*) FROM i) FROM (SELECT) x LEFT JOIN o ON true"
 )
 #: Every statement below names the conversation by (tenant, id): the flows learn the tenant
 #: from the conversation row they read or lock first when the call did not give it.
@@ -511,11 +548,13 @@ TRIM_MESSAGES: Final = (
 NEWEST: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} ORDER BY seq DESC LIMIT 1"
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
 DELETE_FROM: Final = f"DELETE FROM messages WHERE {_CONV} AND seq >= %(from)s"
-#: The live conversation's last N messages in one statement: no row at all when it is not
-#: found, one row of NULLs when it has no messages. N is its window when %(n)s is NULL.
-#: Seqs are contiguous (trimming removes the oldest), so the last N are a bounded range.
+#: The live conversation's last N messages in one statement, newest first: no row at all
+#: when it is not found, one row of NULLs when it has no messages. N is its window when
+#: %(n)s is NULL. Seqs are contiguous (trimming removes the oldest), so the last N are a
+#: bounded range. Each row is ``MESSAGE_COLUMNS`` less the conversation id (the caller's),
+#: then the window size (``decode_window``).
 _WINDOW: Final = (
-    "SELECT m.conversation_id, m.seq, m.role, m.content, m.created_us, m.metadata_json, "
+    "SELECT m.seq, m.role, m.content, m.created_us, m.metadata_json, "
     "m.idem_key, m.payload, m.link, c.window_n FROM conversations c LEFT JOIN LATERAL "
     "(SELECT * FROM messages WHERE tenant = {tenant} AND conversation_id = c.id "
     "AND seq > c.last_seq - coalesce(%(n)s::bigint, c.window_n + %(extra)s) "
@@ -594,7 +633,7 @@ ERASED: Final = ("messages", "archived", "states", "events", "conversations")
 
 #: Serializes resume() of one contact, or remember() of one fact: FOR UPDATE cannot lock a row
 #: that does not exist yet (the advisory lock is held to commit).
-LOCK_CONTACT: Final = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"
+LOCK_CONTACT: Final = Unread("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))")
 LIST: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{where}} "
     "ORDER BY activity_us DESC, id DESC LIMIT %(n)s"
@@ -627,14 +666,13 @@ _LOAD_STATE: Final = (
 #: The live conversation (no row: not found) and the state version asked for (NULL: the
 #: current one) in one statement; its columns are NULL when no such version is kept.
 LOAD_STATE: Final = _routed_join(_LOAD_STATE)
-INSERT_STATE: Final = Unread(
-    "INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
-    "VALUES (%(tenant)s, %(id)s, %(v)s, %(value)s, %(now)s)"
-)
-TRIM_STATES: Final = Unread(f"DELETE FROM states WHERE {_CONV} AND version <= %(floor)s")
-#: Writes back what a state save changes.
-UPDATE_SAVED: Final = Unread(
-    "UPDATE conversations SET state_version = %(v)s, activity_us = %(now)s, "
+#: A state save's writes in one statement: the new version, the versions past those kept,
+#: and what the save changes in the conversation row.
+SAVE_STATE: Final = Unread(
+    "WITH s AS (INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
+    "VALUES (%(tenant)s, %(id)s, %(v)s, %(value)s, %(now)s)), "
+    f"t AS (DELETE FROM states WHERE {_CONV} AND version <= %(floor)s) "
+    "UPDATE conversations SET state_version = %(v)s, activity_us = %(activity_us)s, "
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s "
     "WHERE tenant = %(tenant)s AND id = %(id)s"
 )

@@ -28,6 +28,7 @@ from threadkeep.backends.postgres._conn import (
     Ending,
     lost_connection,
     migrate,
+    returns_rows,
 )
 from threadkeep.backends.postgres._flows import COMMIT, HELD_PAUSE, Flow, Flows, Run
 from threadkeep.backends.postgres._listen import Listener
@@ -73,7 +74,7 @@ async def _pump(
                     await cur.execute(query, params or None, binary=bool(params))
                     if pipeline is not None:
                         await pipeline.sync()
-                    rows = await cur.fetchall() if cur.description is not None else []
+                    rows = await cur.fetchall() if returns_rows(cur) else []
         except StopIteration as done:
             result: T = done.value
         if ending is not None:

@@ -1,0 +1,190 @@
+"""Round trips and statements per call on PostgreSQL, counted, never timed.
+
+Round trips are the server's ReadyForQuery messages in a libpq trace of the store's only pool
+connection; statements are the steps a call's flow yields. A read is one statement and one
+round trip; resume() finds the open conversation or inserts the new one in one statement
+that travels with the contact's lock; a state save writes its version, trim and row in one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+
+import threadkeep
+from tests.backends.postgres._helpers import connect, url_of
+from threadkeep.backends.postgres import _schema as schema
+
+#: psycopg prepares a statement on its 6th run (one round trip more, once): warm up past it.
+WARM = 8
+CALLS = 5
+
+
+@pytest.fixture
+def store(schema: str) -> Iterator[Any]:
+    with threadkeep.open(url_of(schema) + "&pool_size=1") as opened:
+        yield opened
+
+
+def round_trips(store: Any, call: Callable[[int], object], calls: int = CALLS) -> float:
+    """Round trips per call of ``call(i)``, after warming it up."""
+    for i in range(WARM):
+        call(-1 - i)
+    pool = store._backend._pool
+    fd, path = tempfile.mkstemp()
+    try:
+        with pool.connection() as conn:
+            conn.pgconn.trace(fd)
+        for i in range(calls):
+            call(i)
+        with pool.connection() as conn:
+            conn.pgconn.untrace()
+        with open(path, encoding="utf-8", errors="replace") as trace:
+            lines = trace.read().splitlines()
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    answered = sum(1 for line in lines if "\tB\t" in line and "\tReadyForQuery" in line)
+    return answered / calls
+
+
+def steps(store: Any, monkeypatch: pytest.MonkeyPatch, call: Callable[[], object]) -> list[str]:
+    """The statements the flow of one ``call()`` yields, in order."""
+    flows = store._backend._flows
+    real = flows.call
+    seen: list[str] = []
+
+    def counting(op: Any) -> Any:
+        run = real(op)
+
+        def attempt(n: int) -> Any:
+            flow = run.attempt(n)
+            rows = None
+            try:
+                while True:
+                    step = flow.send(rows)
+                    seen.append(step[0])
+                    rows = yield step
+            except StopIteration as done:
+                return done.value
+
+        return dataclasses.replace(run, attempt=attempt)
+
+    monkeypatch.setattr(flows, "call", counting)
+    try:
+        call()
+    finally:
+        monkeypatch.undo()
+    return seen
+
+
+@pytest.fixture
+def conversation(store: Any) -> Any:
+    conv = store.resume("contact-rt", tenant="t")
+    for i in range(30):
+        store.append(conv.id, "user" if i % 2 == 0 else "assistant", f"message {i}")
+    store.save_state(conv.id, {"stage": "Q1"})
+    return conv
+
+
+def test_reads_are_one_statement_and_one_round_trip(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = conversation.id
+    reads: dict[str, Callable[[int], object]] = {
+        "messages(last=20)": lambda i: store.messages(cid, last=20),
+        "messages(last=20, tenant=)": lambda i: store.messages(cid, last=20, tenant="t"),
+        "context()": lambda i: store.context(cid),
+        "load_state()": lambda i: store.load_state(cid),
+        "find_open()": lambda i: store.find_open("contact-rt", tenant="t"),
+        "get()": lambda i: store.get(cid),
+    }
+    for name, read in reads.items():
+        assert round_trips(store, read) == 1.0, name
+        assert len(steps(store, monkeypatch, partial(read, 0))) == 1, name
+
+
+def test_resume_finds_or_creates_in_one_statement_with_its_lock(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = steps(store, monkeypatch, lambda: store.resume("contact-new", tenant="t"))
+    assert new[:2] == [schema.LOCK_CONTACT, schema.RESUME]
+    assert len(new) == 3  # and the event
+    found = steps(store, monkeypatch, lambda: store.resume("contact-rt", tenant="t"))
+    assert found == [schema.LOCK_CONTACT, schema.RESUME]
+    # BEGIN + lock + RESUME travel together; then the event, then COMMIT (was 5 and 4)
+    assert round_trips(store, lambda i: store.resume(f"fresh-{i}", tenant="t")) <= 3.0
+    assert round_trips(store, lambda i: store.resume("contact-rt", tenant="t")) <= 3.0
+
+
+def test_state_save_writes_in_one_statement(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = conversation.id
+    saved = steps(store, monkeypatch, lambda: store.save_state(cid, {"stage": "Q2"}))
+    assert saved[1] == schema.SAVE_STATE
+    assert len(saved) == 3  # lock, write, event (was 5)
+    # BEGIN + lock; the write and the event; COMMIT
+    assert round_trips(store, lambda i: store.save_state(cid, {"i": i})) <= 3.0
+
+
+def test_resume_inserts_only_when_none_is_open(store: Any, schema: str) -> None:
+    first = store.resume("contact-x", tenant="t")
+    again = store.resume("contact-x", tenant="t")
+    assert again.id == first.id and again.created is False and first.created is True
+    store.close_conversation(first.id)
+    second = store.resume("contact-x", tenant="t")
+    assert second.id != first.id and second.created is True
+    with connect(schema) as conn:
+        rows = conn.execute(
+            "SELECT id, status FROM conversations WHERE contact_id = 'contact-x' ORDER BY 1"
+        ).fetchall()
+        started = conn.execute(
+            "SELECT count(*) FROM events WHERE kind = 'conversation.started' "
+            "AND conversation_id = ANY(%s)",
+            ([first.id, second.id],),
+        ).fetchone()
+    assert sorted(rows) == sorted([(first.id, "closed"), (second.id, "new")])
+    assert started == (2,)  # one event per conversation created, none for the one found
+
+
+def test_a_resent_resume_that_had_committed_inserts_and_logs_nothing(
+    store: Any, schema: str
+) -> None:
+    backend = store._backend
+    op = store._start_op(True, "contact-r", "t", None, None, None, None, None)  # resume()'s
+    created = backend._run(backend._flows.call(op))
+    store.close_conversation(op.row.id)  # so a resend finds none open and tries the insert
+    resent = backend._run(backend._flows.call(op))
+    assert created.value.id == resent.value.id == op.row.id
+    with connect(schema) as conn:
+        started = conn.execute(
+            "SELECT count(*) FROM events WHERE kind = 'conversation.started' "
+            "AND conversation_id = %s",
+            (op.row.id,),
+        ).fetchone()
+    assert started == (1,)
+
+
+def test_window_reads_decode_text_keys_and_payloads(store: Any) -> None:
+    conv = store.resume("contact-w", tenant="t")
+    odd = "nul \x00, é and 🦜"
+    store.append(conv.id, "user", odd, idempotency_key="k1")
+    store.append(conv.id, "assistant", "", payload={"type": "text", "v": [1, 2]})
+    store.append(conv.id, "user", "plain")  # an internal key is stored: never shown
+    got = store.messages(conv.id, last=3)
+    assert [(m.seq, m.content, m.idempotency_key, m.payload) for m in got] == [
+        (1, odd, "k1", None),
+        (2, "", None, {"type": "text", "v": [1, 2]}),
+        (3, "plain", None, None),
+    ]
+    assert all(m.conversation_id == conv.id for m in got)
+    assert got == store.messages(conv.id, after=0, limit=10)  # the other read path
+    assert [m["content"] for m in store.context(conv.id)][0] == odd
+    assert store.messages(store.resume("contact-empty", tenant="t").id, last=5) == []
