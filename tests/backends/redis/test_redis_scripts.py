@@ -197,6 +197,30 @@ def test_an_append_runs_few_commands_and_checks_one_ttl(own_server: RedisServer)
     assert sum(calls.values()) <= 32 * 21, calls
 
 
+def test_recalling_one_fact_reads_only_its_fields(own_server: RedisServer) -> None:
+    """A contact's facts hash grows (the service notes each Idempotency-Key there for a day):
+    recalling one key is one HMGET of its two fields, not a read of the whole hash, and
+    answers as recalling all of them and picking it."""
+    with threadkeep.open(own_server.url + "?prefix=recall") as store:
+        for i in range(200):
+            store.remember("c-1", f"note{i:03d}", {"i": i})
+        store.remember("c-1", "name", "Ana", source={"from": "form"})
+        store.remember("c-1", "name", "Ana B.")
+        client = own_server.client()
+        client.config_resetstat()
+        one = store.recall("c-1", "name")
+        missing = store.recall("c-1", "nothing")
+        stats = client.info("commandstats")
+        everything = store.recall("c-1")
+        client.close()
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    assert calls.get("hmget") == 2 and "hgetall" not in calls, calls
+    assert missing == []
+    assert one == [f for f in everything if f.key == "name"]
+    assert one[0].value == "Ana B." and [h.value for h in one[0].history] == ["Ana"]
+    assert len(everything) == 201
+
+
 def test_the_last_messages_are_one_transaction_that_answers_as_the_script(
     own_server: RedisServer,
 ) -> None:

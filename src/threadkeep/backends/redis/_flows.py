@@ -819,14 +819,23 @@ class Flows:
 
     @handles(ops.RecallOp)
     def _recall(self, op: ops.RecallOp) -> Flow[Result[list[FactRow]]]:
-        """One HGETALL, expiry checked here."""
+        """One HMGET of the key's two fields (HGETALL for all facts), expiry checked here.
+
+        A contact's hash grows with its facts (the service notes every Idempotency-Key there
+        for a day), so recalling one fact reads only that fact's fields.
+        """
         keys = yield from self._tenant(op.tenant)
-        stored = _as_dict((yield Command(("HGETALL", keys.facts(op.tenant, op.contact_id)))))
-        rows = [
-            codec.decode_fact(key, blob, stored.get(key + "\n"))
-            for key, blob in stored.items()
-            if not key.endswith("\n")
-        ]
+        facts = keys.facts(op.tenant, op.contact_id)
+        if op.key is not None:
+            blob, meta = yield Command(("HMGET", facts, op.key, op.key + "\n"))
+            rows = [] if blob is None else [codec.decode_fact(op.key, blob, meta)]
+        else:
+            stored = _as_dict((yield Command(("HGETALL", facts))))
+            rows = [
+                codec.decode_fact(key, blob, stored.get(key + "\n"))
+                for key, blob in stored.items()
+                if not key.endswith("\n")
+            ]
         return Result(
             _OK,
             sorted(
