@@ -21,7 +21,7 @@ from threadkeep import (
     Status,
     TurnInProgress,
 )
-from threadkeep._models import Message
+from threadkeep._models import Conversation, Message
 from threadkeep._rules import outcomes, plans
 from threadkeep._rules.cursors import decode_page
 from threadkeep._rules.ops import (
@@ -59,6 +59,28 @@ def test_conversation_rows_become_conversations() -> None:
     assert (conv.message_count, conv.state_version, conv.created) == (2, 3, False)
     assert conv.expires_at is not None and conv.expires_at > conv.last_activity_at
     assert outcomes.to_conversation(row(expires_us=None)).expires_at is None
+
+
+@pytest.mark.parametrize("created", [False, True])
+def test_a_conversation_row_becomes_the_same_conversation_the_constructor_makes(
+    created: bool,
+) -> None:
+    r = row(metadata_json='{"x":[1]}')
+    made = outcomes.to_conversation(r, created)
+    expected = Conversation(
+        id=r.id, tenant=r.tenant, contact_id=r.contact_id, agent_id=r.agent_id,
+        channel=r.channel, status=Status(r.status), stage=r.stage, metadata={"x": [1]},
+        created_at=from_us(r.created_us), last_activity_at=from_us(r.activity_us),
+        expires_at=None if r.expires_us is None else from_us(r.expires_us),
+        message_count=r.message_count, state_version=r.state_version, created=created,
+    )  # fmt: skip
+    assert type(made) is Conversation and made.status is Status.ACTIVE
+    assert made == expected and repr(made) == repr(expected) and made.created is created
+    assert made.to_dict() == expected.to_dict()
+    assert pickle.loads(pickle.dumps(made)) == expected
+    assert replace(made, stage="Q9").stage == "Q9"
+    with pytest.raises(FrozenInstanceError):
+        made.stage = "Q9"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("payload", [None, '{"type":"x","v":[1]}'])

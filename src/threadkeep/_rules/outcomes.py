@@ -118,24 +118,36 @@ _KINDS = {k.value: k for k in EventKind}
 # ---- rows to models ---------------------------------------------------------------------
 
 
+class _ConversationSlots:
+    """Conversation's slots, writable: built here, then made a Conversation (see below)."""
+
+    __slots__ = Conversation.__slots__
+
+    def __init__(self, row: ConversationRow, created: bool) -> None:
+        self.id = row.id
+        self.tenant = row.tenant
+        self.contact_id = row.contact_id
+        self.agent_id = row.agent_id
+        self.channel = row.channel
+        self.status = _STATUSES[row.status]
+        self.stage = row.stage
+        self.metadata = json.loads(row.metadata_json)
+        self.created_at = from_us(row.created_us)
+        self.last_activity_at = from_us(row.activity_us)
+        self.expires_at = None if row.expires_us is None else from_us(row.expires_us)
+        self.message_count = row.message_count
+        self.state_version = row.state_version
+        self.created = created
+
+
+assert tuple(f.name for f in fields(Conversation)) == _ConversationSlots.__slots__
+
+
 def to_conversation(row: ConversationRow, created: bool = False) -> Conversation:
     """Return the public model of a conversation row (``created``: this call made it)."""
-    return Conversation(
-        id=row.id,
-        tenant=row.tenant,
-        contact_id=row.contact_id,
-        agent_id=row.agent_id,
-        channel=row.channel,
-        status=_STATUSES[row.status],
-        stage=row.stage,
-        metadata=json.loads(row.metadata_json),
-        created_at=from_us(row.created_us),
-        last_activity_at=from_us(row.activity_us),
-        expires_at=None if row.expires_us is None else from_us(row.expires_us),
-        message_count=row.message_count,
-        state_version=row.state_version,
-        created=created,
-    )
+    conversation: Any = _ConversationSlots(row, created)
+    conversation.__class__ = Conversation  # as a Message is made (below)
+    return cast(Conversation, conversation)
 
 
 # Reads build a Message per row. The frozen dataclass's __init__ sets each field through

@@ -22,21 +22,13 @@ from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Unread
 
-__all__ = [
-    "Attempts",
-    "ConnectionOptions",
-    "Ending",
-    "lost_connection",
-    "migrate",
-    "pump",
-    "returns_rows",
-]
+__all__ = ["Attempts", "ConnectionOptions", "Ending", "lost_connection", "migrate", "pump"]
 
 T = TypeVar("T")
 
 _BASE = 0.05
-_TUPLES_OK: Final = psycopg.pq.ExecStatus.TUPLES_OK
 _CAP = 1.0
+_TUPLES_OK: Final = psycopg.pq.ExecStatus.TUPLES_OK
 
 
 class ConnectionOptions:
@@ -90,8 +82,8 @@ def lost_connection(exc: Exception) -> bool:
 def returns_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
     """Return whether the statement just run answered rows.
 
-    As ``cur.description is not None``, without building the list of columns (which cost a
-    window read about as much as decoding its rows).
+    As ``cur.description is not None``, without building a ``Column`` per column (a third of
+    a ``find_open``'s client instructions, the 19 columns of a conversation row).
     """
     result = cur.pgresult
     return result is not None and (result.nfields > 0 or result.status == _TUPLES_OK)
