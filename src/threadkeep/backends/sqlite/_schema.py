@@ -436,11 +436,16 @@ DUE_IDLE: Final = (
     "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_floor_us <= ? "
     "AND idle_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY created_us, id LIMIT ?"
 )
-#: Rows whose idle floor passed while their idle_us is still ahead (activity since the floor
-#: was set); ``REFRESH_IDLE`` moves such a floor up to idle_us.
+#: The next page of a status's rows whose idle floor has passed, after a keyset cursor
+#: (idle_floor_us, id) in conv_by_idle's order (status, idle_floor_us, id): the sweep pages
+#: through that range once, so a page reads at most ``?`` index entries however many due
+#: rows (the oldest floors, first in the range) precede it. Those whose idle_us is still
+#: ahead (activity since the floor was set) get ``REFRESH_IDLE``: their floor moves up to
+#: idle_us, out of the range.
 STALE_IDLE: Final = (
-    "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_floor_us <= ? "
-    "AND idle_us > ? LIMIT ?"
+    "SELECT id, idle_floor_us, idle_us FROM conversations INDEXED BY conv_by_idle "
+    "WHERE status = ?1 AND (idle_floor_us, id) > (?2, ?3) AND idle_floor_us <= ?4 "
+    "ORDER BY idle_floor_us, id LIMIT ?5"
 )
 REFRESH_IDLE: Final = "UPDATE conversations SET idle_floor_us = idle_us WHERE id = ?"
 DUE_FACTS: Final = (

@@ -47,6 +47,8 @@ _NO_LEASE = (0, 0)
 #: A sweep deletes at most this many messages per expired conversation of a batch in one
 #: transaction (as the PostgreSQL backend does), then commits and goes on.
 MESSAGES_PER_PURGE = 20
+#: Below every idle floor: where a sweep's keyset cursor over conv_by_idle starts.
+_LOWEST = -(2**63)
 
 
 def _path(url: StoreURL) -> str:
@@ -75,9 +77,13 @@ class SQLiteBackend:
         self._busy = 0
         self._closed = False
         self._routes = handlers(self)
-        with self._errors():
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            self._migrate(self._conn())
+        try:
+            with self._errors():
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                self._migrate(self._conn())
+        except BaseException:
+            self.close()  # a refused or unreachable file leaves no connection open
+            raise
 
     # ---- connections --------------------------------------------------------------------
 
@@ -168,13 +174,23 @@ class SQLiteBackend:
                 self._quiet.notify_all()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Apply missing migrations; the write lock makes concurrent openers migrate once."""
+        """Apply missing migrations; the write lock makes concurrent openers migrate once.
+
+        Raises:
+            BackendError: the file's schema is newer than this version knows (a newer
+                threadkeep migrated it): writing it the old way would break what the newer
+                schema guarantees (migration 6: event ids are never given twice).
+        """
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version >= len(schema.MIGRATIONS):
+        if version > len(schema.MIGRATIONS):
+            raise _newer(self._path, version)
+        if version == len(schema.MIGRATIONS):
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > len(schema.MIGRATIONS):
+                raise _newer(self._path, version)
             for number, script in enumerate(schema.MIGRATIONS[version:], start=version + 1):
                 for statement in _statements(script):
                     conn.execute(statement)
@@ -253,6 +269,8 @@ class SQLiteBackend:
             floor = last - keep
             db.execute(schema.TRIM_EVENTS, (floor,))
             db.execute(schema.RAISE_FLOOR, (floor,))
+            if floor >= last:  # keep=0 trimmed the event just written: its id stays taken
+                db.execute(schema.KEEP_HIGH, (last,))
 
     @staticmethod
     def _erase(db: sqlite3.Connection, conversation_id: str) -> Counter[str]:
@@ -395,9 +413,8 @@ class SQLiteBackend:
         purged = self._batches(schema.DUE_PURGE, op) if op.dry_run else self._purge_all(op)
         marks = ", ".join("?" * len(op.idle_from))
         if not op.dry_run:  # idle floors passed by activity since: up to their idle_us
-            self._batches(
-                schema.STALE_IDLE.format(marks=marks), op, self._refresh, (*op.idle_from, op.now_us)
-            )
+            for status in op.idle_from:
+                self._refresh_floors(status, op)
         idled = self._batches(
             schema.DUE_IDLE.format(marks=marks),
             op,
@@ -458,9 +475,33 @@ class SQLiteBackend:
         event = lifecycle.status_changed(status, op.idle_to)
         self._emit(db, tenant, conversation_id, event, op.now_us, op.events_kept)
 
-    @staticmethod
-    def _refresh(db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
-        db.execute(schema.REFRESH_IDLE, (conversation_id,))
+    def _refresh_floors(self, status: str, op: ops.SweepOp) -> None:
+        """Move up the idle floors of a status's rows whose floor passed but not idle_us.
+
+        Pages through the passed floors once by a keyset cursor (``STALE_IDLE``), so each
+        page reads at most ``op.batch`` entries; a page is read in one statement (one
+        snapshot) and only its stale rows are written, in a short write transaction. A row
+        changed in between is still refreshed right: the floor becomes its idle_us then.
+        """
+        batch = max(1, op.batch)
+        after: tuple[int, str] = (_LOWEST, "")
+        while True:
+            rows = self._floor_page(status, after, op.now_us, batch)
+            stale = [(cid,) for cid, _, idle_us in rows if idle_us > op.now_us]
+            if stale:
+                with self._tx(write=True) as db:
+                    db.executemany(schema.REFRESH_IDLE, stale)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][1], rows[-1][0])
+
+    def _floor_page(
+        self, status: str, after: tuple[int, str], now_us: int, batch: int
+    ) -> list[tuple[str, int, int]]:
+        """One ``STALE_IDLE`` page: (id, idle_floor_us, idle_us) rows."""
+        with self._errors():
+            found = self._conn().execute(schema.STALE_IDLE, (status, *after, now_us, batch))
+            return found.fetchall()
 
     @staticmethod
     def _forget(db: sqlite3.Connection, key: str, op: ops.SweepOp) -> None:
@@ -777,6 +818,14 @@ class SQLiteBackend:
         page = [schema.decode_message(r) for r in rows[: op.limit]]
         last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
         return Result(_OK, (page, last))
+
+
+def _newer(path: str, version: int) -> BackendError:
+    """The error of a file whose schema a newer threadkeep migrated."""
+    return BackendError(
+        f"sqlite database {path} has schema version {version}, newer than this threadkeep "
+        f"knows (schema version {len(schema.MIGRATIONS)}): upgrade threadkeep to open it"
+    )
 
 
 def _messages(conversation_id: str, found: list[tuple[Any, ...]]) -> list[MessageRow]:
