@@ -1,15 +1,16 @@
 """Flat at scale: each operation's cost at 10,000 conversations and at N (issue 11, item 4).
 
     python -m bench.scale --backend sqlite|redis|postgres --conversations 1000000 \\
-        [--messages-per 10] [--small 10000] [--samples 300]
+        [--messages-per 10] [--small 10000] [--samples 300] [--pg-url postgresql://...:5432]
 
 For the small size and then N, the script makes a private store (a temp SQLite file; a private
 redis-server on a free loopback port; a schema in the PostgreSQL database ``tk_scale``, which
-it creates and drops), fills it fast with exactly the rows the store writes, checks a sample
-through the public API, times every operation, and prints p50/p99 of both sizes with the
-ratio, then the space: bytes on disk per message (SQLite file, PostgreSQL
-``pg_total_relation_size``) or Redis memory per conversation and message beside a raw
-hash + list layout of the same data. Everything it made is removed at the end.
+it creates and drops, on the server ``--pg-url`` names: 127.0.0.1:5432 unless told), fills it
+fast with exactly the rows the store writes, checks a sample through the public API, times
+every operation, and prints p50/p99 of both sizes with the ratio, then the space: bytes on
+disk per message (SQLite file, PostgreSQL ``pg_total_relation_size``) or Redis memory per
+conversation and message beside a raw hash + list layout of the same data. Everything it
+made is removed at the end.
 
 How the data is made (one tenant, ``scale``, so ``list``/``counts`` see all of it):
 
@@ -287,6 +288,8 @@ def sqlite_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432"
 PG_DB = "tk_scale"
+#: The server the PostgreSQL runs use (``--pg-url``; ``PG_BASE`` unless told otherwise).
+pg_base = PG_BASE
 
 PG_CONVERSATIONS = """
 INSERT INTO conversations (id, tenant, contact_id, agent_id, channel, status, stage,
@@ -304,9 +307,9 @@ FROM (SELECT g, CASE WHEN g <= %(due)s THEN %(now)s - %(hour)s - (g %% %(waves)s
     FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g) x
 """
 PG_MESSAGES = """
-INSERT INTO messages (conversation_id, seq, role, content, created_us, metadata_json, idem_key,
-    payload, link)
-SELECT c.id, s, CASE WHEN s %% 2 = 1 THEN 'user' ELSE 'assistant' END,
+INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us, metadata_json,
+    idem_key, payload, link)
+SELECT c.tenant, c.id, s, CASE WHEN s %% 2 = 1 THEN 'user' ELSE 'assistant' END,
     convert_to('message ' || s || ' of conversation ' || ltrim(substr(c.id, 4), '0')
         || ': I would like to sell my house', 'UTF8'),
     c.activity_us - (%(per)s - s) * 1000000, '{}', E'\\x1f' || md5(c.id || s), NULL, 0
@@ -327,7 +330,7 @@ def pg_fill(url: str, schema_name: str, layout: Layout) -> None:
     # commits, so a much bigger one walks ever longer version chains (quadratic)
     chunk = 10_000
     t0 = time.perf_counter()
-    with psycopg.connect(f"{PG_BASE}/{PG_DB}", autocommit=True,
+    with psycopg.connect(f"{pg_base}/{PG_DB}", autocommit=True,
                          options=f"-c search_path={schema_name}") as conn:  # fmt: skip
         for lo in range(1, layout.n + 1, chunk):
             hi = min(layout.n, lo + chunk - 1)
@@ -355,7 +358,7 @@ def pg_counts_cost(schema_name: str, layout: Layout, space: dict[str, float]) ->
     from threadkeep.backends.postgres import _schema as schema
 
     params = {"tenant": TENANT, "now": _now_us()}
-    with psycopg.connect(f"{PG_BASE}/{PG_DB}", options=f"-c search_path={schema_name}") as conn:
+    with psycopg.connect(f"{pg_base}/{PG_DB}", options=f"-c search_path={schema_name}") as conn:
         plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {schema.COUNTS}", params)
         top = plan.fetchone()[0][0]["Plan"]  # type: ignore[index]
         space["COUNTS shared buffers touched"] = top.get("Shared Hit Blocks", 0) + top.get(
@@ -363,8 +366,8 @@ def pg_counts_cost(schema_name: str, layout: Layout, space: dict[str, float]) ->
         )
         cid = layout.cid(layout.active_ids()[-1])
         reads = (
-            ("window read", schema.WINDOW, {"id": cid, "n": 20, "extra": 0, "now": params["now"],
-                                            "tenant": TENANT}),
+            ("window read", schema.WINDOW.one, {"id": cid, "n": 20, "extra": 0,
+                                                "now": params["now"], "tenant": TENANT}),
             ("list page", schema.LIST.format(where=f"tenant = %(tenant)s AND {schema.LIVE}"),
              {**params, "n": 51}),
             ("find_open", schema.FIND_OPEN, {**params, "contact_id": layout.contact(1000),
@@ -389,20 +392,20 @@ def pg_counts_cost(schema_name: str, layout: Layout, space: dict[str, float]) ->
 def pg_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
     import psycopg
 
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as admin:
+    with psycopg.connect(f"{pg_base}/postgres", autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone()
         if not exists:
             admin.execute(f"CREATE DATABASE {PG_DB}")
     schema_name = f"scale_{uuid.uuid4().hex[:8]}"
-    url = f"{PG_BASE}/{PG_DB}?schema={schema_name}"
+    url = f"{pg_base}/{PG_DB}?schema={schema_name}"
     try:
         t0 = time.perf_counter()
         pg_fill(url, schema_name, layout)
         say(f"postgres: {layout.n:,} conversations, {layout.n * layout.per:,} messages in "
             f"{time.perf_counter() - t0:.0f}s")  # fmt: skip
-        with psycopg.connect(f"{PG_BASE}/{PG_DB}",
+        with psycopg.connect(f"{pg_base}/{PG_DB}",
                              options=f"-c search_path={schema_name}") as conn:  # fmt: skip
-            msgs, convs, total = conn.execute(
+            msgs, convs, total = conn.execute(  # type: ignore[misc]
                 "SELECT pg_total_relation_size('messages'), "
                 "pg_total_relation_size('conversations'), "
                 "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
@@ -416,7 +419,7 @@ def pg_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
         with threadkeep.open(url) as store:
             yield store
     finally:
-        with psycopg.connect(f"{PG_BASE}/{PG_DB}", autocommit=True) as conn:
+        with psycopg.connect(f"{pg_base}/{PG_DB}", autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')
 
 
@@ -564,7 +567,8 @@ def redis_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
             space["raw per message, bytes"] = raw / (sample * layout.per)
             space["ratio to raw"] = (used / layout.n) / (raw / sample)
             i = layout.active_ids()[0]
-            keys = store._backend._options.keys
+            backend: Any = store._backend
+            keys = backend._options.keys
             for name in ("conversation", "messages", "idempotency", "retry_order", "event_ids"):
                 found = client.memory_usage(getattr(keys, name)(layout.cid(i)))
                 space[f"MEMORY USAGE {name} key of one conversation"] = float(found or 0)
@@ -595,11 +599,11 @@ def contention(writers: int, calls: int) -> None:
 
     import psycopg
 
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as admin:
+    with psycopg.connect(f"{pg_base}/postgres", autocommit=True) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone():
             admin.execute(f"CREATE DATABASE {PG_DB}")
     schema_name = f"scale_hot_{uuid.uuid4().hex[:8]}"
-    url = f"{PG_BASE}/{PG_DB}?schema={schema_name}"
+    url = f"{pg_base}/{PG_DB}?schema={schema_name}"
     try:
         threadkeep.open(url).close()
         out: Any = multiprocessing.Queue()
@@ -621,7 +625,7 @@ def contention(writers: int, calls: int) -> None:
             f"counts: {counts.total} ({counts.by_status}), expected {writers * calls}\n"
         )
     finally:
-        with psycopg.connect(f"{PG_BASE}/{PG_DB}", autocommit=True) as conn:
+        with psycopg.connect(f"{pg_base}/{PG_DB}", autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')
 
 
@@ -652,7 +656,17 @@ def main(argv: list[str] | None = None) -> int:
         help="postgres only: instead, N processes start + append in one tenant",
     )
     parser.add_argument("--calls", type=int, default=300, help="per writer (--writers)")
+    parser.add_argument(
+        "--pg-url",
+        default=PG_BASE,
+        help=f"postgres only: the server, without a database (default {PG_BASE}); "
+        f"the runs use its database {PG_DB}",
+    )
     args = parser.parse_args(argv)
+    global pg_base
+    pg_base = args.pg_url.rstrip("/")
+    if not pg_base.startswith(("postgresql://", "postgres://")) or "/" in pg_base.split("://")[1]:
+        parser.error("--pg-url is postgresql://user@host:port, without a database")
     if args.writers:
         if args.backend != "postgres" or not 1 <= args.writers <= 16:
             parser.error("--writers is 1..16 and for --backend postgres")
