@@ -10,7 +10,7 @@ import pytest
 
 import threadkeep
 from tests.backends.redis._helpers import SHARED, raw_client
-from threadkeep import Limits, Retention
+from threadkeep import Limits, ManualClock, Retention
 from threadkeep.backends.redis._keys import Keys
 
 pytestmark = pytest.mark.redis
@@ -67,6 +67,26 @@ def test_activity_renews_the_ttl_of_every_key_of_the_conversation(prefix: str) -
             shorten()
             activity()
             assert renewed(), [(k, raw.pttl(k)) for k in keys]
+        raw.close()
+
+
+def test_no_key_outlives_the_conversation_record(prefix: str) -> None:
+    """Between full renewals an append or a state save gives the keys it may create the
+    record's own native expiry, not a later one: when Redis reclaims the record, it reclaims
+    the whole conversation, so an import of the same id later starts on nothing stale."""
+    clock = ManualClock()
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}", clock=clock) as store:
+        conv = store.start("c-1", retention=Retention(ttl=TTL))
+        raw = raw_client()
+        keys = Keys(prefix).conversation_keys(conv.id)
+        for step in range(6):
+            clock.advance(timedelta(minutes=4))  # within half the grace: no full renewal
+            store.append(conv.id, "user", f"m{step}", idempotency_key=f"k-{step}")
+            store.save_state(conv.id, {"step": step})
+            record = raw.pexpiretime(keys[0])
+            assert record > 0
+            later = {k: raw.pexpiretime(k) - record for k in keys if raw.pexpiretime(k) > record}
+            assert later == {}, later
         raw.close()
 
 

@@ -122,8 +122,10 @@ end
 -- The renewal of an append or a state save, which create no key but those listed in `written`:
 -- while the record's own native expiry is still at least `at` less half the grace period (so
 -- Redis reclaims the keys between half the grace period and all of it after the logical expiry),
--- only `written` get `at`; the other keys had theirs set with the record's. Else every key is
--- renewed (as after any other change, or when something shortened the record's TTL).
+-- only `written` get one, the record's own: no key outlives the record, so a conversation made
+-- again with the same id (an import) never starts on top of keys of the one Redis reclaimed.
+-- Else every key is renewed (as after any other change, or when something shortened the
+-- record's TTL).
 local RENEW_MS = GRACE_MS / 2
 local function native_expiry_of(row, at, written, fresh)
   local current = fresh and -3 or redis.call('PEXPIRETIME', kc(row.id))  -- -1: no TTL
@@ -136,8 +138,7 @@ local function native_expiry_of(row, at, written, fresh)
   elseif at == nil then
     if current == -1 then return end  -- kept forever: so is every key, new ones included
   elseif current >= at - RENEW_MS then
-    at = fmt(at)
-    for _, key in ipairs(written) do redis.call('PEXPIREAT', key, at) end
+    for _, key in ipairs(written) do redis.call('PEXPIREAT', key, current) end
     return
   end
   native_expiry(row, at)
