@@ -88,3 +88,19 @@ def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
         assert [m.content for m in store.messages(row.id, tenant=row.tenant)][-1] == "a\x00b"
     finally:
         store.close()
+
+
+def test_a_schema_of_a_newer_version_is_refused_untouched(schema: str) -> None:
+    """A schema a newer threadkeep migrated is not used as if it were this version's."""
+    from threadkeep.backends.postgres._schema import MIGRATIONS
+
+    with threadkeep.open(url_of(schema)) as store:
+        store.start("c-1")
+    newer = len(MIGRATIONS) + 1
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES ({newer})')
+    with pytest.raises(threadkeep.BackendError, match=f"version {newer}, newer than"):
+        threadkeep.open(url_of(schema))
+    with psycopg.connect(SHARED) as conn:
+        rows = conn.execute(f'SELECT max(version) FROM "{schema}".schema_version').fetchall()
+    assert rows == [(newer,)]

@@ -214,6 +214,7 @@ def migrate(options: ConnectionOptions) -> int:
     Raises:
         BackendUnavailable: the server cannot be reached within the timeout.
         InvalidInput: the URL's ``partitions`` is not what the existing schema was created with.
+        BackendError: a newer threadkeep migrated the schema past the versions this one knows.
     """
     attempts = Attempts(options)
     while True:

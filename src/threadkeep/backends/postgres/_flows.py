@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Generic, TypeVar, cast
 
+from threadkeep._exceptions import BackendError
 from threadkeep._rules import decide, events as ev, lifecycle, ops
 from threadkeep._rules.events import NewEvent
 from threadkeep._rules.ops import Outcome, Result
@@ -756,6 +757,11 @@ class Flows:
         yield schema.VERSION_TABLE, {}
         rows = yield schema.CURRENT_VERSION, {}
         current: int = rows[0][0]
+        if current > len(schema.MIGRATIONS):
+            raise BackendError(
+                f'postgresql schema "{name}" has version {current}, newer than this threadkeep '
+                f"knows (version {len(schema.MIGRATIONS)}): upgrade threadkeep to open it"
+            )
         for version, sql in enumerate(schema.MIGRATIONS[current:], start=current + 1):
             yield sql, {}
             yield schema.RECORD_VERSION, {"v": version}
