@@ -22,6 +22,7 @@ from tests.backends.postgres._helpers import (
     ON_MESSAGE,
     SHARED,
     connect,
+    drop_schema,
     flows_of,
     listening,
     now_us,
@@ -162,3 +163,98 @@ def test_upgrade_keeps_events_and_cursors(schema: str) -> None:
         new = list(store.events(after="5", timeout=0))
         assert [e.conversation_id for e in new] == [conv.id]
         assert int(new[0].id) > 5
+
+
+def test_schemas_whose_names_hash_alike_get_their_own_event_tags(schema: str) -> None:
+    """Readers look only at their schema's lock keys (its tag in the high bits): two schemas
+    of one database whose names hash to the same tag would hold back each other's events, so
+    migration 7 gives the second the next free tag."""
+    with psycopg.connect(SHARED) as conn:
+        names = [f"{schema}_{i}" for i in range(3000)]
+        rows = conn.execute(
+            "SELECT n, hashtext(n) & 32767 FROM unnest(%s::text[]) n", (names,)
+        ).fetchall()
+    first: dict[int, str] = {}
+    pair = next((first[h], n) for n, h in rows if first.setdefault(h, n) != n)
+    try:
+        for name in pair:
+            threadkeep.open(url_of(name)).close()
+        with psycopg.connect(SHARED) as conn:
+            tags = [conn.execute(f'SELECT "{name}".events_tag()').fetchone() for name in pair]
+        assert tags[0] != tags[1], (pair, tags)
+    finally:
+        for name in pair:
+            drop_schema(name)
+
+
+def test_a_long_schema_name_still_notifies(schema: str) -> None:
+    """The NOTIFY channel stays within PostgreSQL's 63 bytes whatever the schema's name
+    (a longer one failed every NOTIFY, which now runs after the commit)."""
+    long_name = (schema + "_" + "x" * 63)[:63]
+    try:
+        with threadkeep.open(url_of(long_name)) as store:
+            first = store.start(contact_id="c-1")
+            (started,) = store.events(tenant="default", timeout=0)
+            assert started.conversation_id == first.id
+            found: list[Any] = []
+            reader = threading.Thread(
+                target=lambda: found.append(next(iter(store.events(after=started.id, timeout=20))))
+            )
+            reader.start()
+            wait_until("the LISTEN session", lambda: listening(long_name), 10)
+            second = store.start(contact_id="c-2")
+            reader.join(25)
+            assert [e.conversation_id for e in found] == [second.id]
+    finally:
+        drop_schema(long_name)
+
+
+def test_a_waiting_reader_finds_an_event_nobody_notified(schema: str) -> None:
+    """A writer whose connection dropped between its COMMIT and its NOTIFY wakes nobody: a
+    reader waiting with a long timeout still reads again within about a second."""
+    with threadkeep.open(url_of(schema)) as store:
+        conv = store.start(contact_id="c-1")
+        (started,) = store.events(timeout=0)
+        found: list[Any] = []
+        reader = threading.Thread(
+            target=lambda: found.append(next(iter(store.events(after=started.id, timeout=30))))
+        )
+        reader.start()
+        wait_until("the LISTEN session", lambda: listening(schema), 10)
+        with connect(schema, autocommit=True) as conn:  # an event committed without NOTIFY
+            conn.execute(
+                "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
+                "VALUES ('status.changed', 'default', %s, '{}', %s)",
+                (conv.id, now_us()),
+            )
+        reader.join(10)
+        assert not reader.is_alive(), "the reader waited for a notification that never came"
+        assert [e.kind.value for e in found] == ["status.changed"]
+
+
+def test_sessions_read_committed_whatever_the_database_default() -> None:
+    """read_events (and resume's contact lock) need a new snapshot per statement: the store's
+    sessions run READ COMMITTED even in a database whose default is REPEATABLE READ."""
+    import uuid
+
+    from tests._servers import require_reachable
+
+    require_reachable(SHARED)
+    database = f"tk_iso_{uuid.uuid4().hex[:10]}"
+    base = SHARED.rsplit("/", 1)[0]
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+        conn.execute(
+            f"ALTER DATABASE \"{database}\" SET default_transaction_isolation = 'repeatable read'"
+        )
+    try:
+        with psycopg.connect(f"{base}/{database}") as plain:
+            assert plain.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+        with threadkeep.open(f"{base}/{database}?schema=iso") as store:
+            store.start(contact_id="c-1")
+            with store._backend._pool.connection() as conn:  # type: ignore[attr-defined]
+                isolation = conn.execute("SHOW transaction_isolation").fetchone()
+        assert isolation == ("read committed",)
+    finally:
+        with psycopg.connect(SHARED, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -8,6 +8,7 @@ naming the host (never the password) and the cause; other database errors become
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import re
 import time
@@ -48,11 +49,14 @@ class ConnectionOptions:
         # it gives up and starts afresh on the next request: this bounds how long calls keep
         # failing after the server is back (psycopg-pool's default is 5 minutes).
         self.reconnect_timeout = max(2.0, self.timeout)
-        self.channel = "threadkeep_events_" + re.sub(r"[^a-z0-9_]", "_", self.schema.lower())
+        self.channel = _channel(self.schema)
         #: names the session that waits for events (visible in pg_stat_activity)
         self.listener_name = ("threadkeep-events:" + self.schema)[:63]
         self.kwargs: dict[str, Any] = {
-            "options": f"-c search_path={self.schema}",
+            # read_events and resume's contact lock need a new snapshot per statement: READ
+            # COMMITTED whatever the database's or role's default isolation is
+            "options": f"-c search_path={self.schema} "
+            r"-c default_transaction_isolation=read\ committed",
             "application_name": ("threadkeep:" + self.schema)[:63],  # the pool's sessions
             "connect_timeout": max(2, round(self.timeout)),
         }
@@ -68,6 +72,18 @@ class ConnectionOptions:
             "open": False,
             "name": f"{name}-{self.schema}",
         }
+
+
+def _channel(schema: str) -> str:
+    """The NOTIFY channel of a schema, at most 63 bytes.
+
+    A longer one fails every NOTIFY (sent after the commit); a long schema name is cut and
+    told apart by a hash of it.
+    """
+    channel = "threadkeep_events_" + re.sub(r"[^a-z0-9_]", "_", schema.lower())
+    if len(channel) <= 63:
+        return channel
+    return channel[:50] + "_" + hashlib.sha256(schema.encode()).hexdigest()[:12]
 
 
 def lost_connection(exc: Exception) -> bool:

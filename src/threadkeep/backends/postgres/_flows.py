@@ -73,8 +73,10 @@ _ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp, ops.PopOp,
 
 #: A follower finding events held back by the horizon reads again after this pause, doubled
 #: each time up to the second value (seconds), notified or not. One finding nothing waits for
-#: a notification (at most ``FOLLOW_WAIT``, 5 s, before the walk reads again).
+#: a notification, but at most ``UNNOTIFIED_WAIT`` before it reads again: a writer whose
+#: connection dropped between its COMMIT and its NOTIFY (sent after the commit) wakes nobody.
 HELD_PAUSE: Final = (0.002, 0.1)
+UNNOTIFIED_WAIT: Final = 1.0
 
 #: Ops ``call`` runs itself: their flows take an internal key for safe resends.
 _CALLED: Final = (ops.AppendOp, ops.AppendManyOp)

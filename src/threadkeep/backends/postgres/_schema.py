@@ -285,9 +285,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- both inlined where they are called (no SET clause): a writer pays a few microseconds
     CREATE FUNCTION events_drawn() RETURNS bigint LANGUAGE sql VOLATILE RETURN
         coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass), 0);
-    DO $d$ BEGIN
+    -- each schema of the database its own tag (readers see only their schema's keys): the
+    -- schema name's hash, or the next tag no other schema holds, chosen under a lock of the
+    -- database so two schemas migrating at once do not pick the same
+    DO $d$ DECLARE
+        taken bigint[] := '{}';
+        other record;
+        tag bigint := hashtext(current_schema()) & 32767;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended('threadkeep:events_tag', 0));
+        FOR other IN SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.proname = 'events_tag' AND n.nspname <> current_schema() LOOP
+            EXECUTE format('SELECT %I.events_tag() >> 48', other.nspname) INTO tag;
+            taken := taken || tag;
+        END LOOP;
+        tag := hashtext(current_schema()) & 32767;
+        WHILE tag = ANY(taken) LOOP
+            tag := (tag + 1) & 32767;
+        END LOOP;
         EXECUTE format('CREATE FUNCTION events_tag() RETURNS bigint LANGUAGE sql IMMUTABLE '
-            'RETURN %s', (hashtext(current_schema()) & 32767)::bigint << 48);
+            'RETURN %s', tag << 48);
     END $d$;
     CREATE FUNCTION read_events(after bigint, for_tenant text, n integer) RETURNS TABLE (
         floor bigint, id bigint, kind text, tenant text, conversation_id text,

@@ -30,7 +30,14 @@ from threadkeep.backends.postgres._conn import (
     migrate,
     returns_rows,
 )
-from threadkeep.backends.postgres._flows import COMMIT, HELD_PAUSE, Flow, Flows, Run
+from threadkeep.backends.postgres._flows import (
+    COMMIT,
+    HELD_PAUSE,
+    UNNOTIFIED_WAIT,
+    Flow,
+    Flows,
+    Run,
+)
 from threadkeep.backends.postgres._listen import Listener
 from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Unread
 
@@ -163,7 +170,7 @@ class AsyncPostgresBackend:
                 await listener.await_change(generation, min(remaining, held_pause))
                 held_pause = min(HELD_PAUSE[1], held_pause * 2)
             else:
-                await listener.await_change(generation, remaining)
+                await listener.await_change(generation, min(remaining, UNNOTIFIED_WAIT))
 
     async def ping(self) -> None:
         """See AsyncBackend.ping."""

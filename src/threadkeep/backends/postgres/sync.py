@@ -25,7 +25,7 @@ from threadkeep.backends.postgres._conn import (
     migrate,
     pump,
 )
-from threadkeep.backends.postgres._flows import HELD_PAUSE, Flows, Run
+from threadkeep.backends.postgres._flows import HELD_PAUSE, UNNOTIFIED_WAIT, Flows, Run
 from threadkeep.backends.postgres._listen import Listener
 
 __all__ = ["PostgresBackend"]
@@ -115,7 +115,7 @@ class PostgresBackend:
                 self._listener.wait(generation, min(remaining, held_pause))
                 held_pause = min(HELD_PAUSE[1], held_pause * 2)
             else:
-                self._listener.wait(generation, remaining)
+                self._listener.wait(generation, min(remaining, UNNOTIFIED_WAIT))
 
     def ping(self) -> None:
         """See Backend.ping."""
