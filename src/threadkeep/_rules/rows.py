@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.scanner import make_scanner
 from typing import Any, NamedTuple, Protocol
 
 from threadkeep._rules.retention import RetentionUs
@@ -20,6 +21,7 @@ __all__ = [
     "TenantCounts",
     "WindowLike",
     "WindowRow",
+    "parse_json",
 ]
 
 
@@ -79,7 +81,26 @@ class WindowRow(NamedTuple):
 
 
 def _parsed(payload_json: str | None) -> Any:
-    return None if payload_json is None else json.loads(payload_json)
+    return None if payload_json is None else parse_json(payload_json)
+
+
+# json.loads checks its argument's type, a BOM and surrounding whitespace in Python (three
+# calls) before the C scanner; about half of its cost for the short JSON a row holds.
+# (typeshed wants a make_scanner as its context; any decoder's settings will do, its TODO says)
+_scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def parse_json(text: str) -> Any:
+    """Return ``json.loads(text)``: the same value or error, in about half the time.
+
+    The scanner parses what the store wrote (compact JSON) at once; anything else (leading
+    or trailing whitespace, a BOM, bytes, invalid JSON) gets ``json.loads``'s own answer.
+    """
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, TypeError):
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 class WindowLike(Protocol):
