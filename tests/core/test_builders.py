@@ -1,0 +1,128 @@
+"""``_rules.builders.fast_builder``: the same frozen objects as the dataclasses' own __init__."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from dataclasses import FrozenInstanceError, InitVar, astuple, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.core.test_decide import row
+from threadkeep import EventKind, Status
+from threadkeep._models import Conversation, Event, Message
+from threadkeep._rules.builders import fast_builder
+from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow
+from threadkeep.backends import _common
+
+AT = datetime(2026, 11, 30, 19, 30, 1, 123456, tzinfo=UTC)
+
+#: One instance of each class built fast in the package, made by its own constructor.
+MADE: list[Any] = [
+    Message("c1", 3, "user", "hi", AT, {"a": [1]}, "k", True, {"type": "x"}),
+    Message("c1", 4, "assistant", "", AT, {}, None, False, None),
+    Conversation(
+        "c1", "t", "p", None, "web", Status.ACTIVE, "Q1", {"x": 1}, AT, AT, None, 2, 3, True
+    ),
+    Event("12-0", EventKind.MESSAGE_APPENDED, "t", "c1", {"seq": 3}, AT),
+    row(),
+    RetentionUs(None, 3600, 20, 500),
+]
+
+
+@pytest.mark.parametrize("made", MADE, ids=lambda m: type(m).__name__)
+def test_a_built_object_is_the_one_the_constructor_makes(made: Any) -> None:
+    cls = type(made)
+    values = [getattr(made, f.name) for f in fields(cls)]
+    built = fast_builder(cls)(*values)
+    assert type(built) is cls
+    assert built == made and repr(built) == repr(made) and astuple(built) == astuple(made)
+    # fields that take no part in == (Message.replayed, Conversation.created) are kept too
+    assert all(getattr(built, f.name) is getattr(made, f.name) for f in fields(cls))
+    for twin in (pickle.loads(pickle.dumps(built)), copy.copy(built), copy.deepcopy(built)):
+        assert type(twin) is cls and twin == made and repr(twin) == repr(made)
+    first = fields(cls)[0].name
+    assert getattr(replace(built, **{first: "other"}), first) == "other"
+    with pytest.raises(FrozenInstanceError):
+        setattr(built, first, "other")
+    for instance in (built, made):  # no other attribute (slotted, frozen): as made, refused
+        with pytest.raises((AttributeError, TypeError)):
+            instance.extra = 1
+    if not any(isinstance(v, dict) for v in values):  # a dict field makes it unhashable
+        assert hash(built) == hash(made)
+
+
+def test_a_builder_takes_every_field_positionally() -> None:
+    build = fast_builder(RetentionUs)
+    with pytest.raises(TypeError):
+        build(None, 3600, 20)
+    with pytest.raises(TypeError):
+        build(ttl_us=None, idle_after_us=3600, window=20, max_messages=None)
+
+
+def test_decode_conversation_builds_the_row_the_constructor_makes() -> None:
+    made = row(agent_id="a", channel="web", expires_us=None)
+    retention = made.retention
+    flat = (
+        *astuple(made)[:15],
+        retention.ttl_us, retention.idle_after_us, retention.window, retention.max_messages,
+        "an extra column",
+    )  # fmt: skip
+    decoded = _common.decode_conversation(flat)
+    assert type(decoded) is ConversationRow and type(decoded.retention) is RetentionUs
+    assert decoded == made and repr(decoded) == repr(made)
+
+
+@dataclass(frozen=True)
+class _NoSlots:
+    a: int
+
+
+@dataclass(frozen=True, slots=True)
+class _PostInit:
+    a: int
+
+    def __post_init__(self) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class _NotInInit:
+    a: int
+    b: list[int] = field(default_factory=list, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _WithInitVar:
+    a: int
+    b: InitVar[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    a: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived(_Base):
+    b: int
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnName:
+    _self: int
+
+
+class _Plain:
+    __slots__ = ("a",)
+
+
+@pytest.mark.parametrize(
+    "cls", [_NoSlots, _PostInit, _NotInInit, _WithInitVar, _Derived, _OwnName, _Plain, int]
+)
+def test_a_class_whose_init_does_more_than_store_its_fields_is_refused(cls: type) -> None:
+    with pytest.raises(TypeError):
+        fast_builder(cls)
