@@ -230,3 +230,11 @@ def test_finish_the_rest() -> None:
     assert (fact.key, fact.value, fact.tier) == ("k", [1], "low")
     assert outcomes.finish_recall(Result(Outcome.OK, []), NOW) == []
     assert "another worker" in str(outcomes.turn_busy("c1"))
+
+
+def test_empty_metadata_is_a_new_dict_for_each_model() -> None:
+    first, second = (outcomes.to_conversation(row(metadata_json="{}")) for _ in range(2))
+    assert first.metadata == {} and first.metadata is not second.metadata
+    empty = MESSAGE._replace(metadata_json="{}")
+    one, two = outcomes.to_messages([empty, empty])
+    assert one.metadata == {} and one.metadata is not two.metadata

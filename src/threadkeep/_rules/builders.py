@@ -40,8 +40,8 @@ def fast_builder(cls: type[T]) -> Callable[..., T]:
         raise TypeError(f"{cls!r} is not a dataclass")
     names = tuple(f.name for f in fields(cls))
     params = tuple(inspect.signature(cls).parameters)
-    if cls.__dict__.get("__slots__") != names or cls.__bases__ != (object,):
-        raise TypeError(f"{cls.__name__}'s slots are not its fields (slots=True, no base)")
+    if cls.__dict__.get("__slots__") != names:
+        raise TypeError(f"{cls.__name__}'s slots are not its fields (slots=True, no base fields)")
     if hasattr(cls, "__post_init__") or params != names or _OWN & set(names):
         raise TypeError(f"{cls.__name__}'s __init__ does more than store its fields in order")
     plain = type(f"_{cls.__name__}Slots", (), {"__slots__": names})
@@ -62,5 +62,5 @@ def fast_builder(cls: type[T]) -> Callable[..., T]:
     build.__qualname__ = f"fast_builder.<{cls.__qualname__}>"
     build.__doc__ = f"Return {cls.__name__}({args}), built fast (see ``fast_builder``)."
     probe: Any = plain()
-    probe.__class__ = cls  # the layouts are identical, or this raises TypeError here, once
+    probe.__class__ = cls  # the layouts are identical (bases without slots), or TypeError here
     return build

@@ -139,10 +139,10 @@ _event: Final[
 
 def to_conversation(row: ConversationRow, created: bool = False) -> Conversation:
     """Return the public model of a conversation row (``created``: this call made it)."""
-    expires_us = row.expires_us
+    metadata, expires_us = row.metadata_json, row.expires_us
     return _conversation(
         row.id, row.tenant, row.contact_id, row.agent_id, row.channel, _STATUSES[row.status],
-        row.stage, parse_json(row.metadata_json), from_us(row.created_us),
+        row.stage, {} if metadata == "{}" else parse_json(metadata), from_us(row.created_us),
         from_us(row.activity_us), None if expires_us is None else from_us(expires_us),
         row.message_count, row.state_version, created,
     )  # fmt: skip
