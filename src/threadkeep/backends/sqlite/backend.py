@@ -72,6 +72,9 @@ class SQLiteBackend:
     def __init__(self, url: StoreURL) -> None:
         self._path = _path(url)
         self._timeout = float(url.options.get("timeout", 10.0))
+        #: ``?cache_size=``: each connection's page cache, as SQLite's PRAGMA (pages, or KiB
+        #: when negative); None leaves SQLite's default (2 MB).
+        self._cache_size: int | None = url.options.get("cache_size")
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -114,6 +117,8 @@ class SQLiteBackend:
             self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA secure_delete=ON")
+            if self._cache_size is not None:
+                conn.execute(f"PRAGMA cache_size={int(self._cache_size)}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
