@@ -97,7 +97,7 @@ def test_missing_path_is_invalid_input():
 
 def _cache_sizes(store: threadkeep.Store) -> list[int]:
     """PRAGMA cache_size of the connections of two threads (each thread has its own)."""
-    backend: Any = store._backend  # type: ignore[attr-defined]
+    backend: Any = store._backend
     sizes = [backend._conn().execute("PRAGMA cache_size").fetchone()[0]]
     other = threading.Thread(
         target=lambda: sizes.append(backend._conn().execute("PRAGMA cache_size").fetchone()[0])
