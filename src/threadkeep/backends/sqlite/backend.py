@@ -396,16 +396,14 @@ class SQLiteBackend:
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
         """Sweep in bounded batches, each its own short transaction."""
         purged = self._batches(schema.DUE_PURGE, op) if op.dry_run else self._purge_all(op)
-        marks = ", ".join("?" * len(op.idle_from))
-        if not op.dry_run:  # idle floors passed by activity since: up to their idle_us
-            for status in op.idle_from:
+        if op.dry_run:
+            marks = ", ".join("?" * len(op.idle_from))
+            select = schema.DUE_IDLE.format(marks=marks)
+            idled = self._batches(select, op, prefix=(*op.idle_from, op.now_us, op.now_us))
+        else:
+            for status in op.idle_from:  # floors passed by activity since: up to idle_us
                 self._refresh_floors(status, op)
-        idled = self._batches(
-            schema.DUE_IDLE.format(marks=marks),
-            op,
-            self._idle,
-            (*op.idle_from, op.now_us, op.now_us),
-        )
+            idled = self._idle_all(op)
         facts = self._batches(schema.DUE_FACTS, op, self._forget)
         return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
 
@@ -454,11 +452,39 @@ class SQLiteBackend:
             if not due:
                 return purged
 
-    def _idle(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
-        tenant, status = db.execute(schema.STATUS_OF, (conversation_id,)).fetchone()
-        db.execute(schema.SET_STATUS, (op.idle_to, conversation_id))
-        event = lifecycle.status_changed(status, op.idle_to)
-        self._emit(db, tenant, conversation_id, event, op.now_us, op.events_kept)
+    def _idle_all(self, op: ops.SweepOp) -> int:
+        """Mark the idle-due conversations idle, in creation order, a batch per transaction.
+
+        The due ids are listed once (``IDLE_LIST``, a temporary table of this connection)
+        and each is judged again in its batch's write transaction: a row made active since
+        is left alone (as memory's sweep does).
+        """
+        marks = ", ".join("?" * len(op.idle_from))
+        now = op.now_us
+        with self._errors() as db:
+            db.execute(schema.IDLE_TABLE)
+            db.execute(schema.IDLE_CLEAR)
+            db.execute(schema.IDLE_LIST.format(marks=marks), (*op.idle_from, now, now, now, -1))
+        due_one = schema.IDLE_DUE_ONE.format(marks=marks)
+        batch = max(1, op.batch)
+        idled, after = 0, 0
+        while True:
+            with self._tx(write=True) as db:
+                page = db.execute(schema.IDLE_PAGE, (after, batch)).fetchall()
+                for _, cid in page:
+                    found = db.execute(due_one, (cid, *op.idle_from, now, now)).fetchone()
+                    if found is None:
+                        continue
+                    tenant, status = found
+                    db.execute(schema.SET_STATUS, (op.idle_to, cid))
+                    event = lifecycle.status_changed(status, op.idle_to)
+                    self._emit(db, tenant, cid, event, now, op.events_kept)
+                    idled += 1
+            if len(page) < batch:
+                with self._errors() as db:
+                    db.execute(schema.IDLE_CLEAR)
+                return idled
+            after = page[-1][0]
 
     def _refresh_floors(self, status: str, op: ops.SweepOp) -> None:
         """Move up the idle floors of a status's rows whose floor passed but not idle_us.
