@@ -2,6 +2,7 @@
 
     python -m bench.scale --backend sqlite|redis|postgres --conversations 1000000 \\
         [--messages-per 10] [--small 10000] [--samples 300] [--pg-url postgresql://...:5432]
+        [--sqlite-cache-size -65536]
 
 For the small size and then N, the script makes a private store (a temp SQLite file; a private
 redis-server on a free loopback port; a schema in the PostgreSQL database ``tk_scale``, which
@@ -266,6 +267,10 @@ def sqlite_fill(path: str, layout: Layout) -> None:
     db.close()
 
 
+#: The timed store's ``cache_size`` URL option (``--sqlite-cache-size``; None: SQLite's default).
+sqlite_cache_size: int | None = None
+
+
 @contextmanager
 def sqlite_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
     folder = tempfile.mkdtemp(prefix="tk-scale-")
@@ -278,7 +283,8 @@ def sqlite_store(layout: Layout, space: dict[str, float]) -> Iterator[Any]:
         size = os.path.getsize(path)
         space["file bytes per message"] = size / (layout.n * layout.per)
         space["file bytes per conversation (with its messages)"] = size / layout.n
-        with threadkeep.open(f"sqlite:///{path}") as store:
+        query = "" if sqlite_cache_size is None else f"?cache_size={sqlite_cache_size}"
+        with threadkeep.open(f"sqlite:///{path}{query}") as store:
             yield store
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -662,8 +668,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"postgres only: the server, without a database (default {PG_BASE}); "
         f"the runs use its database {PG_DB}",
     )
+    parser.add_argument(
+        "--sqlite-cache-size",
+        type=int,
+        default=None,
+        help="sqlite only: the store's ?cache_size= (pages, or KiB when negative; "
+        "default SQLite's 2 MB)",
+    )
     args = parser.parse_args(argv)
-    global pg_base
+    global pg_base, sqlite_cache_size
+    sqlite_cache_size = args.sqlite_cache_size
     pg_base = args.pg_url.rstrip("/")
     if not pg_base.startswith(("postgresql://", "postgres://")) or "/" in pg_base.split("://")[1]:
         parser.error("--pg-url is postgresql://user@host:port, without a database")

@@ -27,6 +27,15 @@ def _non_negative_int(text: Any) -> int:
     return value
 
 
+def _cache_size(text: Any) -> int:
+    value = int(text)
+    if value == 0:
+        raise ValueError(
+            "must be pages (positive) or KiB (negative), as SQLite's PRAGMA cache_size; not 0"
+        )
+    return value
+
+
 def _partitions(text: Any) -> int:
     value = int(text)
     if not 0 <= value <= 1024:
@@ -66,7 +75,7 @@ _NETWORK: Final[dict[str, Callable[[Any], Any]]] = {
 QUERY_PARSERS: Final[Mapping[str, Mapping[str, Callable[[Any], Any]]]] = MappingProxyType(
     {
         "memory": {},
-        "sqlite": {"timeout": _positive_float},
+        "sqlite": {"timeout": _positive_float, "cache_size": _cache_size},
         "redis": {**_NETWORK, **_REDIS},
         "rediss": {**_NETWORK, **_REDIS},
         "postgresql": {**_NETWORK, "schema": _name, "partitions": _partitions},

@@ -95,6 +95,36 @@ def test_missing_path_is_invalid_input():
         threadkeep.open("sqlite://")
 
 
+def _cache_sizes(store: threadkeep.Store) -> list[int]:
+    """PRAGMA cache_size of the connections of two threads (each thread has its own)."""
+    backend: Any = store._backend
+    sizes = [backend._conn().execute("PRAGMA cache_size").fetchone()[0]]
+    other = threading.Thread(
+        target=lambda: sizes.append(backend._conn().execute("PRAGMA cache_size").fetchone()[0])
+    )
+    other.start()
+    other.join()
+    return sizes
+
+
+@pytest.mark.parametrize(("query", "expected"), [("", -2000), ("?cache_size=-65536", -65536)])
+def test_cache_size_sets_every_connections_page_cache(tmp_path, query, expected):
+    """``?cache_size=`` (as SQLite's PRAGMA: KiB when negative) reaches each connection;
+    without it SQLite's default (2 MB) stays. Keyword options take it too."""
+    with threadkeep.open(f"sqlite:///{tmp_path}/c.db{query}") as store:
+        assert _cache_sizes(store) == [expected, expected]
+    with threadkeep.open(f"sqlite:///{tmp_path}/c.db", cache_size=5000) as store:
+        assert _cache_sizes(store) == [5000, 5000]
+
+
+@pytest.mark.parametrize("value", ["0", "lots", "1.5"])
+def test_a_bad_cache_size_is_invalid_input(tmp_path, value):
+    with pytest.raises(threadkeep.InvalidInput, match="cache_size=.*malformed") as info:
+        threadkeep.open(f"sqlite:///{tmp_path}/c.db?cache_size={value}")
+    assert info.value.field == "cache_size"
+    assert not (tmp_path / "c.db").exists()
+
+
 def test_file_replaced_by_a_directory_is_backend_unavailable(tmp_path):
     path = tmp_path / "gone.db"
     store = threadkeep.open(f"sqlite:///{path}")

@@ -436,6 +436,22 @@ DUE_IDLE: Final = (
     "SELECT id FROM conversations WHERE status IN ({marks}) AND idle_floor_us <= ? "
     "AND idle_us <= ? AND (expires_us IS NULL OR expires_us > ?) ORDER BY created_us, id LIMIT ?"
 )
+#: A sweep lists its idle-due ids once, in that order, into a temporary table of its
+#: connection (``IDLE_LIST``: one sort of the due rows per sweep, read from one snapshot;
+#: SQLite keeps a large list in a temporary file, not in Python), then takes them a batch at
+#: a time after a cursor on the list (``IDLE_PAGE``), judging each again in its write
+#: transaction (``IDLE_DUE_ONE``: its tenant and status while still due). Selecting each
+#: batch by ``DUE_IDLE`` instead read and sorted every remaining due row per batch.
+IDLE_TABLE: Final = (
+    "CREATE TEMP TABLE IF NOT EXISTS sweep_idle_due (n INTEGER PRIMARY KEY, id TEXT NOT NULL)"
+)
+IDLE_CLEAR: Final = "DELETE FROM temp.sweep_idle_due"
+IDLE_LIST: Final = "INSERT INTO temp.sweep_idle_due (id) " + DUE_IDLE
+IDLE_PAGE: Final = "SELECT n, id FROM temp.sweep_idle_due WHERE n > ? ORDER BY n LIMIT ?"
+IDLE_DUE_ONE: Final = (
+    "SELECT tenant, status FROM conversations WHERE id = ? AND status IN ({marks}) "
+    "AND idle_us <= ? AND (expires_us IS NULL OR expires_us > ?)"
+)
 #: The next page of a status's rows whose idle floor has passed, after a keyset cursor
 #: (idle_floor_us, id) in conv_by_idle's order (status, idle_floor_us, id): the sweep pages
 #: through that range once, so a page reads at most ``?`` index entries however many due
@@ -453,7 +469,6 @@ DUE_FACTS: Final = (
     "WHERE expires_us <= ?1 AND NOT EXISTS (SELECT 1 FROM json_each(facts.history_json) h "
     "WHERE CAST(json_extract(h.value, '$.expires_us') AS INTEGER) > ?1) LIMIT ?2"
 )
-STATUS_OF: Final = "SELECT tenant, status FROM conversations WHERE id = ?"
 SET_STATUS: Final = "UPDATE conversations SET status = ?, idle_floor_us = idle_us WHERE id = ?"
 
 # ---- facts ------------------------------------------------------------------------------

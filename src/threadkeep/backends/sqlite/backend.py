@@ -8,13 +8,14 @@ writes). The SQL is in ``_schema``; the verdicts come from ``threadkeep._rules.d
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput, StoreClosed
@@ -47,6 +48,9 @@ _NO_LEASE = (0, 0)
 #: A sweep deletes at most this many messages per expired conversation of a batch in one
 #: transaction (as the PostgreSQL backend does), then commits and goes on.
 MESSAGES_PER_PURGE = 20
+_NEW_TUPLE = tuple.__new__
+_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_BEGIN_READ = "BEGIN"
 #: Below every idle floor: where a sweep's keyset cursor over conv_by_idle starts.
 _LOWEST = -(2**63)
 
@@ -68,6 +72,9 @@ class SQLiteBackend:
     def __init__(self, url: StoreURL) -> None:
         self._path = _path(url)
         self._timeout = float(url.options.get("timeout", 10.0))
+        #: ``?cache_size=``: each connection's page cache, as SQLite's PRAGMA (pages, or KiB
+        #: when negative); None leaves SQLite's default (2 MB).
+        self._cache_size: int | None = url.options.get("cache_size")
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -78,28 +85,22 @@ class SQLiteBackend:
         self._closed = False
         self._routes = handlers(self)
         try:
-            with self._errors():
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-                self._migrate(self._conn())
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            with self._errors() as db:
+                self._migrate(db)
         except BaseException:
             self.close()  # a refused or unreachable file leaves no connection open
             raise
 
     # ---- connections --------------------------------------------------------------------
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self) -> _Call:
         """Map sqlite3 errors to threadkeep's: unreachable file → BackendUnavailable.
 
-        Every use of a connection runs inside, counted for close() (``_enter``, ``_leave``).
+        ``with self._errors() as db:`` runs a use of this thread's connection ``db`` outside a
+        transaction (one statement reads one snapshot), counted for close().
         """
-        self._enter()
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            raise self._mapped(exc) from exc
-        finally:
-            self._leave()
+        return _Call(self, None)
 
     def _mapped(self, exc: sqlite3.DatabaseError) -> BackendError:
         if isinstance(exc, sqlite3.OperationalError):
@@ -116,6 +117,8 @@ class SQLiteBackend:
             self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA secure_delete=ON")
+            if self._cache_size is not None:
+                conn.execute(f"PRAGMA cache_size={int(self._cache_size)}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -138,27 +141,12 @@ class SQLiteBackend:
                     raise
                 time.sleep(0.005)
 
-    @contextmanager
-    def _tx(self, write: bool) -> Iterator[sqlite3.Connection]:
+    def _tx(self, write: bool) -> _Call:
         """Run a transaction: IMMEDIATE (takes the write lock at once) for writes.
 
-        sqlite3 errors are mapped as by ``_errors``, and the call is counted for close()
-        (``_enter``, ``_leave``: no nested context manager, one generator per call).
+        sqlite3 errors are mapped as by ``_errors``, and the call is counted for close().
         """
-        self._enter()
-        try:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise self._mapped(exc) from exc
-        finally:
-            self._leave()
+        return _Call(self, _BEGIN_WRITE if write else _BEGIN_READ)
 
     def _enter(self) -> None:
         """Count a call using a connection; refuse it once close() began (``_leave`` ends it)."""
@@ -170,7 +158,7 @@ class SQLiteBackend:
     def _leave(self) -> None:
         with self._lock:
             self._busy -= 1
-            if not self._busy:
+            if self._closed and not self._busy:  # only close() waits for the count to reach 0
                 self._quiet.notify_all()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -208,8 +196,8 @@ class SQLiteBackend:
 
     def ping(self) -> None:
         """Raise BackendUnavailable unless the file can be read."""
-        with self._errors():
-            self._conn().execute("SELECT count(*) FROM meta").fetchone()
+        with self._errors() as db:
+            db.execute("SELECT count(*) FROM meta").fetchone()
             if not Path(self._path).exists():
                 raise BackendUnavailable("sqlite", self._path, "the database file is gone")
 
@@ -288,16 +276,15 @@ class SQLiteBackend:
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it, so erased content leaves the WAL too."""
-        with self._errors():
-            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._errors() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @staticmethod
     def _open_one(
         db: sqlite3.Connection, tenant: str, contact_id: str, statuses: tuple[str, ...], now: int
     ) -> ConversationRow | None:
         found = db.execute(
-            schema.FIND_OPEN.format(marks=", ".join("?" * len(statuses))),
-            (tenant, contact_id, *statuses, now),
+            _find_open(len(statuses)), (tenant, contact_id, *statuses, now)
         ).fetchone()
         return None if found is None else _common.decode_conversation(found)
 
@@ -321,16 +308,14 @@ class SQLiteBackend:
 
     @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Result[ConversationRow | None]:
-        with self._errors():
-            row = decide.visible(self._row(self._conn(), op.conversation_id), op.tenant, op.now_us)
+        with self._errors() as db:
+            row = decide.visible(self._row(db, op.conversation_id), op.tenant, op.now_us)
         return Result(_OK if row is not None else Outcome.NOT_FOUND, row)
 
     @handles(ops.FindOpenOp)
     def _find_open(self, op: ops.FindOpenOp) -> Result[ConversationRow | None]:
-        with self._errors():
-            found = self._open_one(
-                self._conn(), op.tenant, op.contact_id, op.open_statuses, op.now_us
-            )
+        with self._errors() as db:
+            found = self._open_one(db, op.tenant, op.contact_id, op.open_statuses, op.now_us)
         return Result(_OK, found)
 
     @handles(ops.UpdateOp)
@@ -360,8 +345,8 @@ class SQLiteBackend:
         params.update(tenant=op.tenant, now=op.now_us, limit=op.limit + 1)
         indexed = schema.LIST_OF_CONTACT if op.contact_id is not None else ""
         sql = schema.LIST.format(indexed=indexed, where=" AND ".join(where))
-        with self._errors():
-            rows = self._conn().execute(sql, params).fetchall()
+        with self._errors() as db:
+            rows = db.execute(sql, params).fetchall()
         return Result(_OK, [_common.decode_conversation(r) for r in rows])
 
     @handles(ops.CountsOp)
@@ -411,16 +396,14 @@ class SQLiteBackend:
     def _sweep(self, op: ops.SweepOp) -> Result[SweepCounts]:
         """Sweep in bounded batches, each its own short transaction."""
         purged = self._batches(schema.DUE_PURGE, op) if op.dry_run else self._purge_all(op)
-        marks = ", ".join("?" * len(op.idle_from))
-        if not op.dry_run:  # idle floors passed by activity since: up to their idle_us
-            for status in op.idle_from:
+        if op.dry_run:
+            marks = ", ".join("?" * len(op.idle_from))
+            select = schema.DUE_IDLE.format(marks=marks)
+            idled = self._batches(select, op, prefix=(*op.idle_from, op.now_us, op.now_us))
+        else:
+            for status in op.idle_from:  # floors passed by activity since: up to idle_us
                 self._refresh_floors(status, op)
-        idled = self._batches(
-            schema.DUE_IDLE.format(marks=marks),
-            op,
-            self._idle,
-            (*op.idle_from, op.now_us, op.now_us),
-        )
+            idled = self._idle_all(op)
         facts = self._batches(schema.DUE_FACTS, op, self._forget)
         return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
 
@@ -469,11 +452,39 @@ class SQLiteBackend:
             if not due:
                 return purged
 
-    def _idle(self, db: sqlite3.Connection, conversation_id: str, op: ops.SweepOp) -> None:
-        tenant, status = db.execute(schema.STATUS_OF, (conversation_id,)).fetchone()
-        db.execute(schema.SET_STATUS, (op.idle_to, conversation_id))
-        event = lifecycle.status_changed(status, op.idle_to)
-        self._emit(db, tenant, conversation_id, event, op.now_us, op.events_kept)
+    def _idle_all(self, op: ops.SweepOp) -> int:
+        """Mark the idle-due conversations idle, in creation order, a batch per transaction.
+
+        The due ids are listed once (``IDLE_LIST``, a temporary table of this connection)
+        and each is judged again in its batch's write transaction: a row made active since
+        is left alone (as memory's sweep does).
+        """
+        marks = ", ".join("?" * len(op.idle_from))
+        now = op.now_us
+        with self._errors() as db:
+            db.execute(schema.IDLE_TABLE)
+            db.execute(schema.IDLE_CLEAR)
+            db.execute(schema.IDLE_LIST.format(marks=marks), (*op.idle_from, now, now, now, -1))
+        due_one = schema.IDLE_DUE_ONE.format(marks=marks)
+        batch = max(1, op.batch)
+        idled, after = 0, 0
+        while True:
+            with self._tx(write=True) as db:
+                page = db.execute(schema.IDLE_PAGE, (after, batch)).fetchall()
+                for _, cid in page:
+                    found = db.execute(due_one, (cid, *op.idle_from, now, now)).fetchone()
+                    if found is None:
+                        continue
+                    tenant, status = found
+                    db.execute(schema.SET_STATUS, (op.idle_to, cid))
+                    event = lifecycle.status_changed(status, op.idle_to)
+                    self._emit(db, tenant, cid, event, now, op.events_kept)
+                    idled += 1
+            if len(page) < batch:
+                with self._errors() as db:
+                    db.execute(schema.IDLE_CLEAR)
+                return idled
+            after = page[-1][0]
 
     def _refresh_floors(self, status: str, op: ops.SweepOp) -> None:
         """Move up the idle floors of a status's rows whose floor passed but not idle_us.
@@ -499,8 +510,8 @@ class SQLiteBackend:
         self, status: str, after: tuple[int, str], now_us: int, batch: int
     ) -> list[tuple[str, int, int]]:
         """One ``STALE_IDLE`` page: (id, idle_floor_us, idle_us) rows."""
-        with self._errors():
-            found = self._conn().execute(schema.STALE_IDLE, (status, *after, now_us, batch))
+        with self._errors() as db:
+            found = db.execute(schema.STALE_IDLE, (status, *after, now_us, batch))
             return found.fetchall()
 
     @staticmethod
@@ -618,8 +629,8 @@ class SQLiteBackend:
 
     def _select(self, op: ops.ReadOp | ops.KeyOp, sql: str, params: tuple[object, ...]) -> Any:
         """Read in one statement, so from one consistent snapshot; None when not visible."""
-        with self._errors():
-            found = self._conn().execute(sql, params).fetchall()
+        with self._errors() as db:
+            found = db.execute(sql, params).fetchall()
         if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
             return None
         return _messages(op.conversation_id, found)
@@ -663,11 +674,12 @@ class SQLiteBackend:
 
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
-        with self._errors():
-            found = self._conn().execute(schema.WINDOW, (op.extra, op.conversation_id)).fetchall()
+        with self._errors() as db:
+            found = db.execute(schema.WINDOW, (op.extra, op.conversation_id)).fetchall()
         if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
             return Result(Outcome.NOT_FOUND, ([], 0))
-        rows = [WindowRow(r[2], r[3], r[4], r[5]) for r in found if r[2] is not None]
+        new = _NEW_TUPLE  # as in _messages: no window row when the first is NULLs
+        rows = [] if found[0][2] is None else [new(WindowRow, r[2:6]) for r in found]
         return Result(_OK, (rows, found[0][6]))
 
     # ---- state --------------------------------------------------------------------------
@@ -698,10 +710,8 @@ class SQLiteBackend:
 
     @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
-        with self._errors():
-            found = (
-                self._conn().execute(schema.LOAD_STATE, (op.version, op.conversation_id)).fetchone()
-            )
+        with self._errors() as db:
+            found = db.execute(schema.LOAD_STATE, (op.version, op.conversation_id)).fetchone()
         if found is None or not decide.is_visible(found[0], found[1], op.tenant, op.now_us):
             return Result(Outcome.NOT_FOUND, None)
         if found[2] is None:
@@ -761,8 +771,8 @@ class SQLiteBackend:
             sql, params = schema.RECALL, (op.tenant, op.contact_id, op.now_us)
         else:
             sql, params = schema.RECALL_KEY, (op.tenant, op.contact_id, op.now_us, op.key)
-        with self._errors():
-            return Result(_OK, [_common.decode_fact(r) for r in self._conn().execute(sql, params)])
+        with self._errors() as db:
+            return Result(_OK, [_common.decode_fact(r) for r in db.execute(sql, params)])
 
     # ---- key rotation -------------------------------------------------------------------
 
@@ -798,26 +808,68 @@ class SQLiteBackend:
 
     @handles(ops.FactContactsOp)
     def _fact_contacts(self, op: ops.FactContactsOp) -> Result[tuple[list[str], str]]:
-        with self._errors():
-            rows = (
-                self._conn()
-                .execute(schema.FACT_CONTACTS, (op.tenant, op.cursor, op.limit + 1))
-                .fetchall()
-            )
+        with self._errors() as db:
+            rows = db.execute(schema.FACT_CONTACTS, (op.tenant, op.cursor, op.limit + 1)).fetchall()
         page = [r[0] for r in rows[: op.limit]]
         return Result(_OK, (page, page[-1] if len(rows) > op.limit else ""))
 
     @handles(ops.ArchivedOp)
     def _archived(self, op: ops.ArchivedOp) -> Result[tuple[list[MessageRow], str]]:
-        with self._errors():
-            rows = (
-                self._conn()
-                .execute(schema.ARCHIVED, (op.conversation_id, op.cursor, op.limit + 1))
-                .fetchall()
-            )
+        with self._errors() as db:
+            rows = db.execute(
+                schema.ARCHIVED, (op.conversation_id, op.cursor, op.limit + 1)
+            ).fetchall()
         page = [schema.decode_message(r) for r in rows[: op.limit]]
         last = page[-1].idempotency_key or "" if len(rows) > op.limit else ""
         return Result(_OK, (page, last))
+
+
+class _Call:
+    """One use of the calling thread's connection (``SQLiteBackend._tx``, ``_errors``).
+
+    ``with`` it: counted for close() (``_enter``, ``_leave``), inside a transaction begun by
+    ``begin`` (None: none), which commits on success and rolls back on an exception;
+    sqlite3 errors leave it mapped (``SQLiteBackend._mapped``). A plain class, not a
+    ``contextmanager`` generator: every call runs through one, and this costs half as many
+    Python frames.
+    """
+
+    __slots__ = ("_backend", "_begin", "_conn")
+
+    def __init__(self, backend: SQLiteBackend, begin: str | None) -> None:
+        self._backend = backend
+        self._begin = begin
+
+    def __enter__(self) -> sqlite3.Connection:
+        backend = self._backend
+        backend._enter()
+        try:
+            conn = self._conn = backend._conn()
+            if self._begin is not None:
+                conn.execute(self._begin)
+        except BaseException as exc:
+            backend._leave()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise backend._mapped(exc) from exc
+            raise
+        return conn
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        backend = self._backend
+        try:
+            if self._begin is not None:
+                self._conn.execute("COMMIT" if exc is None else "ROLLBACK")
+        except sqlite3.DatabaseError as error:
+            raise backend._mapped(error) from error
+        finally:
+            backend._leave()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise backend._mapped(exc) from exc
 
 
 def _newer(path: str, version: int) -> BackendError:
@@ -828,10 +880,23 @@ def _newer(path: str, version: int) -> BackendError:
     )
 
 
+@functools.cache
+def _find_open(statuses: int) -> str:
+    """``FIND_OPEN`` for that many open statuses (formatted once, not per call)."""
+    return schema.FIND_OPEN.format(marks=", ".join("?" * statuses))
+
+
 def _messages(conversation_id: str, found: list[tuple[Any, ...]]) -> list[MessageRow]:
-    """The MessageRows of a ``READ_*`` result (its rows after the tenant and expiry)."""
-    make, head = MessageRow._make, (conversation_id,)
-    return [make(head + r[2:]) for r in found if r[2] is not None]
+    """The MessageRows of a ``READ_*`` result (its rows after the tenant and expiry).
+
+    The LEFT JOIN gives one row of NULLs when no message matches, else no NULL seq. The rows
+    are made by ``tuple.__new__``, as ``NamedTuple._make`` does, without its Python frame and
+    length check per row (the SQL fixes the columns).
+    """
+    if not found or found[0][2] is None:
+        return []
+    new, head = _NEW_TUPLE, (conversation_id,)
+    return [new(MessageRow, head + r[2:]) for r in found]
 
 
 def _statements(script: str) -> Iterator[str]:
