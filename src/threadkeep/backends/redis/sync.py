@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import redis
 from redis import exceptions as rex
@@ -15,7 +14,13 @@ from redis.retry import Retry
 
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
-from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
+from threadkeep.backends.redis._base import (
+    FAILOVER_ERRORS,
+    RedisBase,
+    exec_reply,
+    packed,
+    transaction,
+)
 from threadkeep.backends.redis._flows import (
     READY,
     Command,
@@ -28,14 +33,6 @@ from threadkeep.backends.redis._flows import (
 from threadkeep.backends.redis._options import check_server
 
 __all__ = ["RedisBackend"]
-
-_Pack = Callable[[tuple[str | int, ...]], bytes]
-try:  # hiredis packs a whole command in C (redis-py's packer loops over the arguments first)
-    import hiredis
-
-    _pack: _Pack | None = cast(_Pack, hiredis.pack_command)
-except ImportError:  # pragma: no cover - the redis extra installs hiredis
-    _pack = None
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -164,11 +161,7 @@ class RedisBackend(RedisBase):
         if isinstance(request, Command):
             return self._command(request)
         if isinstance(request, Transaction):  # never on a Cluster (Flows.cluster)
-            replies = self._exchange(("MULTI",), *request.commands, ("EXEC",))
-            for reply in replies:
-                if isinstance(reply, rex.ResponseError):
-                    raise reply
-            return replies
+            return exec_reply(self._exchange(*transaction(request)))
         if isinstance(request, Pause):
             time.sleep(request.seconds)
             return None
@@ -206,10 +199,7 @@ class RedisBackend(RedisBase):
         pool = self._client.connection_pool
         conn = pool.get_connection()
         try:
-            if _pack is None:  # redis-py without hiredis: its own (Python) packer
-                conn.send_packed_command(conn.pack_commands(commands))
-            else:
-                conn.send_packed_command([b"".join([_pack(c) for c in commands])])
+            conn.send_packed_command(packed(conn, commands))
             if len(commands) == 1:
                 return conn.read_response()
             try:
