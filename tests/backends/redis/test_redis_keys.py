@@ -184,19 +184,19 @@ def test_a_resent_append_is_recognised_after_48_other_appends(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Internal retry keys are forgotten 16 at a time past 64: the newest 49 always remain."""
-    import uuid
+    from threadkeep.backends.redis import _flows
 
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
         conv = store.start("c-1")
         for round_ in range(4):  # the queue passes 64 and is cut back more than once
-            lost = uuid.UUID(int=round_ + 1)
+            lost = f"{round_ + 1:032x}"
             with monkeypatch.context() as patch:
-                patch.setattr(uuid, "uuid4", lambda lost=lost: lost)  # the retry key
+                patch.setattr(_flows, "_token", lambda lost=lost: lost)  # the retry key
                 first = store.append(conv.id, "user", f"the lost reply {round_}")
             for i in range(48):
                 store.append(conv.id, "user", f"r{round_}-{i}")
             with monkeypatch.context() as patch:
-                patch.setattr(uuid, "uuid4", lambda lost=lost: lost)  # the retry key
+                patch.setattr(_flows, "_token", lambda lost=lost: lost)  # the retry key
                 again = store.append(conv.id, "user", f"the lost reply {round_}")
             assert again.seq == first.seq  # the resend: recognised, nothing appended
         raw = raw_client()

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from redis import exceptions as rex
 
 from threadkeep._url import StoreURL
 from threadkeep.backends.redis._errors import Attempts
-from threadkeep.backends.redis._flows import Command, Eval, Flows
+from threadkeep.backends.redis._flows import Command, Eval, Flows, Transaction
 from threadkeep.backends.redis._options import ConnectionOptions
 from threadkeep.backends.redis._scripts import READ_ONLY, SCRIPTS
 
-__all__ = ["FAILOVER_ERRORS", "RedisBase"]
+__all__ = ["FAILOVER_ERRORS", "RedisBase", "exec_reply", "packed", "transaction"]
+
+_Pack = Callable[[tuple[str | int, ...]], bytes]
+try:  # hiredis packs a whole command in C (redis-py's packer loops over the arguments first)
+    import hiredis
+
+    _pack: _Pack | None = cast(_Pack, hiredis.pack_command)
+except ImportError:  # pragma: no cover - the redis extra installs hiredis
+    _pack = None
 
 #: The plain commands the flows send that write (the layout, a sharded store's tags, aliases).
 _WRITES = frozenset({"SET", "SADD", "HSET", "HSETNX"})
@@ -66,3 +75,23 @@ class RedisBase:
         """Start the attempts of one request (retries, deadline, error mapping)."""
         options = self._options
         return Attempts(options.host, options.retries, options.timeout)
+
+
+def packed(conn: Any, commands: tuple[tuple[str | int, ...], ...]) -> list[bytes]:
+    """``commands`` packed for one write on ``conn`` (a redis-py connection, sync or async)."""
+    if _pack is None:  # redis-py without hiredis: its own (Python) packer
+        return cast(list[bytes], conn.pack_commands(commands))
+    return [b"".join([_pack(command) for command in commands])]
+
+
+def transaction(request: Transaction) -> tuple[tuple[str | int, ...], ...]:
+    """The commands of ``request`` between ``MULTI`` and ``EXEC``."""
+    return (("MULTI",), *request.commands, ("EXEC",))
+
+
+def exec_reply(replies: list[Any]) -> list[Any]:
+    """``EXEC``'s reply, or the first error among the replies of its commands, raised."""
+    for reply in replies:
+        if isinstance(reply, rex.ResponseError):
+            raise reply
+    return replies

@@ -15,7 +15,13 @@ from redis.backoff import NoBackoff
 from threadkeep._rules.ops import Op, Result
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
-from threadkeep.backends.redis._base import FAILOVER_ERRORS, RedisBase
+from threadkeep.backends.redis._base import (
+    FAILOVER_ERRORS,
+    RedisBase,
+    exec_reply,
+    packed,
+    transaction,
+)
 from threadkeep.backends.redis._flows import (
     READY,
     Command,
@@ -194,14 +200,13 @@ class AsyncRedisBackend(RedisBase):
             if self._replicates(request):
                 return await self._replicated(clients, request)
             script = clients.scripts[request.name]
-            return await script(keys=[request.route], args=list(request.args))
+            if clients.cluster:
+                return await script(keys=[request.route], args=list(request.args))
+            return await self._evalsha(clients.client, script, request)
         if isinstance(request, Command):
             return await self._command(clients, request)
-        if isinstance(request, Transaction):
-            pipe = clients.client.pipeline(transaction=True)
-            for args in request.commands:
-                pipe.execute_command(*args)
-            return await pipe.execute()
+        if isinstance(request, Transaction):  # never on a Cluster (Flows.cluster)
+            return exec_reply(await self._exchange(clients.client, *transaction(request)))
         if isinstance(request, Pause):
             await asyncio.sleep(request.seconds)
             return None
@@ -217,6 +222,32 @@ class AsyncRedisBackend(RedisBase):
             )
         finally:
             clients.turns.release()
+
+    async def _evalsha(self, client: aioredis.Redis, script: Any, request: Eval) -> Any:
+        """See RedisBackend._evalsha."""
+        command = ("EVALSHA", script.sha, 1, request.route, *request.args)
+        try:
+            return await self._exchange(client, command)
+        except rex.NoScriptError:
+            return await self._exchange(client, ("SCRIPT", "LOAD", script.script), command)
+
+    @staticmethod
+    async def _exchange(client: aioredis.Redis, *commands: tuple[str | int, ...]) -> Any:
+        """See RedisBackend._exchange (a connection cancelled mid-read closes itself)."""
+        pool: Any = client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed(conn, commands))
+            if len(commands) == 1:
+                return await conn.read_response()
+            try:
+                replies = [await conn.read_response() for _ in commands]
+            except BaseException:
+                await conn.disconnect()
+                raise
+            return replies[-1]
+        finally:
+            await pool.release(conn)
 
     async def _send(self, request: Request) -> Any:
         call = self._call()
