@@ -10,7 +10,7 @@ on to FastAPI unchanged (its body replayed), so its error answers stay FastAPI's
 
 Routing a request through FastAPI costs a linear match over every route, a dependency solve
 per request, the response model validated again and the request/response objects of each
-layer: about a third of the CPU of an append (``bench.chat_turn``, docs/performance.md).
+layer: about a third of the CPU of an append (docs/performance.md, "Third round").
 """
 
 from __future__ import annotations
