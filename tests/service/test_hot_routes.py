@@ -1,5 +1,6 @@
 """``service/hot.py``: the chat turn and the append answer as FastAPI's routes would, byte for
-byte, without FastAPI's routing and dependency solving; anything else goes on to FastAPI."""
+byte, without FastAPI's routing and dependency solving; anything else goes on to FastAPI. And
+``MessageOut.of``: the JSON of ``Message.to_dict()`` without its deep copy."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import fastapi.dependencies.utils
@@ -14,8 +16,11 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import generate_latest
 
+import threadkeep._models
+from threadkeep import Message
 from threadkeep.service.app import create_app
 from threadkeep.service.hot import HotRoutes
+from threadkeep.service.schemas import MessageOut
 from threadkeep.service.settings import ServiceSettings
 
 KEY = "hot-key"
@@ -191,3 +196,45 @@ def test_metrics_and_the_log_name_the_route(caplog: pytest.LogCaptureFixture) ->
     assert 'route="/v1/chat"' in text
     lines = [r.getMessage() for r in caplog.records if r.name == "threadkeep.access"]
     assert any('"route":"/v1/chat"' in line and '"tenant":"t"' in line for line in lines)
+
+
+@pytest.mark.parametrize("visitor", [False, True])
+def test_message_out_is_to_dict_without_its_deep_copy(
+    visitor: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
+    messages = [
+        Message("c", 1, "user", "hi", at),
+        Message(
+            "c",
+            2,
+            "assistant",
+            "ok",
+            at,
+            {"n": [1, (2, 3)], "at": at, "d": {"x": None}},
+            "key",
+            payload={"type": "t", "v": [True, 0.5]},
+        ),  # fmt: skip
+        Message(
+            "c",
+            3,
+            "agent",
+            "",
+            at,
+            {"delivery": {"state": "sent", "provider_id": "p"}},
+            payload=[{"a": 1}],
+        ),  # fmt: skip
+    ]
+    expected = []
+    for m in messages:
+        data = m.to_dict()
+        if visitor:
+            data["metadata"], data["payload"] = {}, None
+        expected.append(MessageOut.model_validate(data).model_dump_json())
+
+    def no_deep_copy(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("dataclasses.asdict")
+
+    monkeypatch.setattr(threadkeep._models, "asdict", no_deep_copy)
+    got = [MessageOut.of(m, visitor=visitor).model_dump_json() for m in messages]
+    assert got == expected
