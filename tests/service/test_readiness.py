@@ -1,5 +1,5 @@
-"""``/readyz`` on Redis: the probe makes one attempt on a connection of its own, so it answers
-as soon as the server does, whatever the requests' retries and pool are doing."""
+"""``/readyz`` on Redis and PostgreSQL: the probe makes one attempt on a connection of its own,
+so it answers as soon as the server does, whatever the requests' retries and pool are doing."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
+from tests._servers import postgres_cluster
 from tests.service._service_helpers import PrivateRedis, client_for
 
-pytestmark = pytest.mark.redis
 
-
+@pytest.mark.redis
 def test_readyz_pings_once_and_is_ready_as_soon_as_redis_is_back(
     private_redis: PrivateRedis,
 ) -> None:
@@ -42,3 +42,28 @@ def test_readyz_pings_once_and_is_ready_as_soon_as_redis_is_back(
         assert not retrying.is_alive()
         metrics = api.get("/metrics").text
         assert 'threadkeep_store_operations_total{op="ping",outcome="ok"' in metrics
+
+
+@pytest.mark.postgres
+def test_readyz_on_postgres_pings_once_and_is_ready_as_soon_as_the_server_is_back() -> None:
+    with postgres_cluster() as cluster:
+        # the requests' calls retry for up to 30 s (pauses of up to 1 s), through one connection
+        store = cluster.url + "?schema=svc_ready&retries=100&timeout=30&pool_size=1"
+        with client_for(store, ready_timeout=20) as api:
+            assert api.get("/readyz").status_code == 200
+            cid = api.post("/v1/chat", json={"message": "hi"}).json()["conversation_id"]
+
+            cluster.stop("immediate")
+            retrying = threading.Thread(target=lambda: api.get(f"/v1/conversations/{cid}"))
+            retrying.start()
+            down = api.get("/readyz")
+            assert down.status_code == 503
+            message = down.json()["error"]["message"]
+            # one failed attempt on the probe's own connection, not the requests' retries
+            assert "postgresql" in message and "did not answer within" not in message, message
+
+            cluster.start()  # returns once the server accepts connections
+            ready = api.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            retrying.join(40)
+            assert not retrying.is_alive()

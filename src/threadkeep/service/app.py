@@ -26,6 +26,7 @@ from threadkeep.playbooks import PlaybookSet
 from threadkeep.playbooks.guidance import guidance_phraser
 from threadkeep.service import errors
 from threadkeep.service.followers import Followers
+from threadkeep.service.hot import HotRoutes
 from threadkeep.service.limits import RateLimiter
 from threadkeep.service.middleware import BodyLimit, RequestLog
 from threadkeep.service.observe import Metrics
@@ -202,6 +203,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(channels.router)
+    # innermost: the chat turn and the append skip FastAPI's routing (service/hot.py)
+    app.add_middleware(HotRoutes, api=app)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -16,7 +16,7 @@ __all__ = ["StoreHolder"]
 log = logging.getLogger("threadkeep.service")
 
 #: Schemes whose readiness probe has a connection of its own (``StoreHolder.ping``).
-_PROBED_APART = frozenset({"redis", "rediss"})
+_PROBED_APART = frozenset({"redis", "rediss", "postgresql", "postgres"})
 
 
 class StoreHolder:
@@ -70,12 +70,13 @@ class StoreHolder:
     async def ping(self, timeout: float) -> None:  # noqa: ASYNC109 - the probe's one attempt
         """Check that the store answers now: the readiness probe (``/readyz``).
 
-        The store is opened first if it was not yet. On Redis a PING first goes through a
-        connection of its own (a second store handle, made once) with one attempt of at most
-        ``timeout`` seconds, so while the server is away the probe fails at once instead of
-        retrying with pauses of up to 1 s through the requests' pool; only once that answers
-        is the requests' store pinged (ready means they can be served; a connection of theirs
-        that the server closed is replaced there, not by the next request).
+        The store is opened first if it was not yet. On Redis and PostgreSQL a ping first goes
+        through a connection of its own (a second store handle, made once, with a pool of one)
+        with one attempt of at most ``timeout`` seconds, so while the server is away the probe
+        fails at once instead of retrying with pauses of up to 1 s through the requests' pool;
+        only once that answers is the requests' store pinged (ready means they can be served;
+        a connection of theirs that the server closed is replaced there, not by the next
+        request).
 
         Raises:
             BackendError: the store cannot be reached (BackendUnavailable) or refuses us.

@@ -18,6 +18,7 @@ from threadkeep import (
     Retention,
     StateSnapshot,
 )
+from threadkeep._models import jsonable
 
 __all__ = [
     "AppendIn",
@@ -264,11 +265,22 @@ class MessageOut(BaseModel):
 
     @classmethod
     def of(cls, message: Message, *, visitor: bool = False) -> MessageOut:
-        """Build it from a Message (for a visitor: without its metadata or payload)."""
-        data = message.to_dict()
-        if visitor:
-            data["metadata"] = {}
-            data["payload"] = None
+        """Build it from a Message (for a visitor: without its metadata or payload).
+
+        The fields of ``Message.to_dict()``, read one by one: ``to_dict`` goes through
+        ``dataclasses.asdict``, a deep copy that costs more than the rest of the model.
+        """
+        data = {
+            "conversation_id": message.conversation_id,
+            "seq": message.seq,
+            "role": message.role,
+            "content": message.content,
+            "created_at": message.created_at.isoformat(),
+            "metadata": {} if visitor else jsonable(message.metadata),
+            "idempotency_key": message.idempotency_key,
+            "payload": None if visitor else jsonable(message.payload),
+            "delivery": message.delivery,
+        }
         return cls.model_validate(data)
 
 
