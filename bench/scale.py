@@ -173,29 +173,33 @@ def measure(
     return rows
 
 
-def _written() -> int:
-    """Bytes this process has written to storage (SQLite's writes happen in it)."""
+def _io(field: str) -> int:
+    """A counter of this process's I/O (``/proc/self/io``; SQLite's reads and writes happen in
+    it): ``write_bytes`` to storage; ``rchar`` read by system calls, SQLite's page cache
+    misses (from the OS's cache or the disk)."""
     with open("/proc/self/io") as io:
-        return next(int(line.split()[1]) for line in io if line.startswith("write_bytes"))
+        return next(int(line.split()[1]) for line in io if line.startswith(field + ":"))
 
 
 def sweep_waves(store: Any, layout: Layout, space: dict[str, float]) -> Row:
     """Sweep as of the moment each wave falls due (oldest first): DUE purged + DUE idled."""
     from threadkeep._rules import plans
 
-    times, written = [], 0
+    times, written, read = [], 0, 0
     for wave in reversed(range(WAVES)):
         at = layout.now - wave * HOUR_US - HOUR_US // 4
-        before = _written()
+        before, before_read = _io("write_bytes"), _io("rchar")
         t0 = time.perf_counter()
         result = store._backend.execute(plans.sweep(at, store.limits, False))
         times.append(time.perf_counter() - t0)
-        written += _written() - before
+        written += _io("write_bytes") - before
+        read += _io("rchar") - before_read
         done = (result.value.purged, result.value.idled)
         if done != (DUE, DUE):
             raise SystemExit(f"sweep of wave {wave} did {done}, expected {DUE} and {DUE}")
     if written:  # SQLite: the WAL and the checkpoint into the file
         space["bytes written per sweep wave (this process: SQLite)"] = written / WAVES
+        space["bytes read per sweep wave (this process: SQLite's cache misses)"] = read / WAVES
     res = summarize("sweep", times, sum(times))
     return Row(f"sweep() of {DUE} expired + {DUE} idle-due ({WAVES} waves)", res.p50_us,
                max(times) * 1e6)  # fmt: skip
