@@ -5,11 +5,11 @@ helper), in the library's order: Redis runs a script's whole text on every call,
 definition it carries (a closure made, a key name joined) costs server time on every call,
 used or not. A script whose first line starts with ``-- standalone`` is sent without any
 helpers (the window read, the state load: they mirror the key names they need). The drivers
-register them with redis-py's ``register_script`` (their SHA1 digests): the sync driver on a
-standalone server sends EVALSHA itself and, after NOSCRIPT (a server restart or ``SCRIPT
-FLUSH``), ``SCRIPT LOAD`` and EVALSHA again in one round trip (``RedisBackend._evalsha``); the
-async driver and Cluster clients run them through redis-py's ``Script``, which does the same in
-two.
+register them with redis-py's ``register_script`` (their SHA1 digests): on a standalone
+server a driver sends EVALSHA itself and, after NOSCRIPT (a server restart or ``SCRIPT
+FLUSH``), ``SCRIPT LOAD`` and EVALSHA again in one round trip (``RedisBackend._evalsha``); on a
+Cluster, and followed by ``WAIT`` (``?replicas=``), they run through redis-py's ``Script``,
+which does the same in two.
 
 Each script starts with the ``#!lua`` shebang (Redis 7): without it Redis runs a script in a
 compatibility mode that lets it touch keys of any slot; with it, Redis Cluster refuses a script
