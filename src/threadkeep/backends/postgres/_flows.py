@@ -555,10 +555,11 @@ class Flows:
 
     @_common.handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
-        """Bounded transactions of at most ``op.batch`` rows each."""
+        """Bounded transactions of at most ``op.batch`` rows each, from generic plans."""
         now = {"now": op.now_us}
         due = {**now, "from": list(op.idle_from)}
         if op.dry_run:
+            yield schema.GENERIC_PLANS, {}
             rows = yield schema.COUNT_DUE, due
             purged, idled, facts = rows[0]
             return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
@@ -568,6 +569,7 @@ class Flows:
             # Expired rows are invisible already; erase them a bounded bite at a time: at most
             # ``batch`` conversations and ``batch * MESSAGES_PER_CONVERSATION`` messages per
             # transaction. A conversation row goes last, once its messages are all gone.
+            yield schema.GENERIC_PLANS, {}
             rows = yield schema.DUE_PURGE, {**now, "n": batch}
             tenants, ids = [r[0] for r in rows], [r[1] for r in rows]
             if ids:
@@ -581,6 +583,7 @@ class Flows:
                 break
         for status in op.idle_from:
             while True:
+                yield schema.GENERIC_PLANS, {}
                 rows = yield (
                     schema.MARK_IDLE,
                     {**now, "status": status, "to": op.idle_to, "n": batch},
@@ -593,6 +596,7 @@ class Flows:
                 if len(rows) < batch:
                     break
         while True:
+            yield schema.GENERIC_PLANS, {}
             rows = yield schema.PURGE_FACTS, {**now, "n": batch}
             facts += len(rows)
             yield COMMIT

@@ -725,6 +725,11 @@ _FACT_DUE: Final = (
     "expires_us <= %(now)s AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements("
     "history_json::jsonb) h WHERE (h->>'expires_us')::bigint > %(now)s)"
 )
+#: Opens each of sweep's transactions: its statements run from their generic plans. With
+#: PostgreSQL's choice (``auto``) it re-planned the expiry probe and the idle ``UPDATE`` on
+#: every call at 1,000,000 conversations (custom plans, ~0.18 ms a sweep with nothing due;
+#: docs/performance.md, "At scale"), for the same index ranges the generic plans read.
+GENERIC_PLANS: Final = Unread("SET LOCAL plan_cache_mode = force_generic_plan")
 _IDLE_DUE: Final = f"status = ANY(%(from)s) AND idle_us <= %(now)s AND {LIVE}"
 COUNT_DUE: Final = (
     "SELECT (SELECT count(*) FROM conversations WHERE expires_us <= %(now)s), "
