@@ -80,7 +80,8 @@ def test_sweep_runs_its_statements_from_generic_plans(schema: str) -> None:
         store.append(cid, "user", "hello")
         for _ in range(12):  # psycopg prepares on the 6th run; the server plans 5 custom first
             store.sweep()
-        with store._backend._pool.connection() as conn:
+        backend: Any = store._backend
+        with backend._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
                 "WHERE statement LIKE '%SKIP LOCKED%'"
