@@ -201,3 +201,23 @@ def test_the_rules_append_where_the_statement_declines(
         ("status.changed", {"from": "new", "to": "active"}),
         ("message.appended", {"seq": 2, "role": "assistant"}),
     ]
+
+
+def test_a_closing_statement_not_sent_with_its_commit_still_wakes_listeners(migrated: str) -> None:
+    """A call not safe to resend waits for a ``Closing`` statement's answer before COMMIT (one
+    round trip more); what the statement may have logged is still announced after it."""
+    from threadkeep._url import StoreURL
+    from threadkeep.backends.postgres._conn import ConnectionOptions, Ending
+
+    channel = ConnectionOptions(StoreURL.parse(url_of(migrated))).channel
+    with threadkeep.open(url_of(migrated)) as store:
+        cid = store.start("c").id
+    op = ops.AppendOp(
+        cid, None, NOW, "user", "hi", "{}", None, lifecycle.ON_MESSAGE_VALUES, None, 9
+    )
+    ending = Ending(channel, together=False)
+    with connect(migrated, autocommit=True) as listener, connect(migrated, autocommit=True) as conn:
+        listener.execute(f"LISTEN {channel}")
+        answer = pump(conn, flows_of(migrated).call(op).attempt(1), transaction=True, ending=ending)
+        assert answer.value is not None and answer.value.seq == 1
+        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [channel]

@@ -227,6 +227,7 @@ def pump(
                     else:
                         cur.execute(query, params or None, binary=bool(params))
                         pipeline.sync()
+                        emitted = emitted or isinstance(query, Closing)  # not together
                         rows = cur.fetchall() if returns_rows(cur) else []
                     try:
                         query, params = flow.send(rows)

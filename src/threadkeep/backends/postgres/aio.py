@@ -97,6 +97,7 @@ async def _pump(
                     else:
                         await cur.execute(query, params or None, binary=bool(params))
                         await pipeline.sync()
+                        emitted = emitted or isinstance(query, Closing)  # not together
                         rows = await cur.fetchall() if returns_rows(cur) else []
                     try:
                         query, params = flow.send(rows)
