@@ -135,3 +135,17 @@ def test_idle_followers_share_one_listen_session(schema: str, api: str) -> None:
     assert len(listeners) == 1, f"LISTEN sessions opened: {sorted(listeners)}"
     assert most <= POOL + 1
     assert got == dict.fromkeys(range(FOLLOWERS), "message.appended")
+
+
+def test_the_log_floor_rises_past_an_event_erased_before_its_trim(schema: str) -> None:
+    """An event an erasure removed is still trimmed by count: the floor rises past it, so a
+    cursor from before it expires (the memory store's rule) instead of reading on as if
+    nothing had been trimmed."""
+    with threadkeep.open(url_of(schema), limits=threadkeep.Limits(events_kept=3)) as store:
+        gone = store.start(contact_id="c1", tenant="t")  # event 1
+        kept = store.start(contact_id="c2", tenant="t")  # event 2
+        store.delete(gone.id, tenant="t")  # erases event 1; logs event 3
+        store.set_stage(kept.id, "Q1", tenant="t")  # event 4 trims id 1, erased already
+        with pytest.raises(threadkeep.CursorExpired):
+            list(store.events(after="0", tenant="t", timeout=0))
+        assert [e.id for e in store.events(after="1", tenant="t", timeout=0)] == ["2", "3", "4"]

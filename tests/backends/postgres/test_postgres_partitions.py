@@ -4,6 +4,7 @@ that a call naming its tenant reads and writes that tenant's partition only.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -112,9 +113,23 @@ _PARTITION = re.compile(
 )
 
 
+#: auto_explain, on the spy's connection: the plan of every statement as it ran, the ones a
+#: server-side function runs included (APPEND's, EMIT's), sent to the client as notices.
+_AUTO_EXPLAIN = (
+    "LOAD 'auto_explain'",
+    "SET auto_explain.log_min_duration = 0",
+    "SET auto_explain.log_nested_statements = on",
+    "SET auto_explain.log_format = json",
+    "SET client_min_messages = log",
+)
+#: emit_event's trim of the log by id, the one statement that spans partitions.
+_EVENT_TRIM = "DELETE FROM events WHERE id = gone"
+
+
 class _Explaining:
     """Wraps a store's backend: before each op runs, its flow runs once more on a connection
-    of its own (rolled back), and each statement's plan is kept with the partitions it names.
+    of its own (rolled back), and each statement's plan is kept with the partitions it names;
+    then each statement a function ran for it, by its own text, with the plan it ran.
     """
 
     def __init__(self, backend: Any, schema: str) -> None:
@@ -125,11 +140,17 @@ class _Explaining:
     def execute(self, op: Op[Any]) -> Result[Any]:
         run = self.backend._flows.call(op)
         with connect(self.schema) as conn:
-            pump(conn, self._explained(run.attempt(1), conn))
+            ran: list[str] = []
+            conn.add_notice_handler(lambda notice: ran.append(notice.message_primary or ""))
+            for setting in _AUTO_EXPLAIN:
+                conn.execute(setting)
+            pump(conn, self._explained(run.attempt(1), conn, ran))
             conn.rollback()
         return self.backend.execute(op)  # type: ignore[no-any-return]
 
-    def _explained(self, flow: Flow[Any], conn: psycopg.Connection[Any]) -> Flow[Any]:
+    def _explained(
+        self, flow: Flow[Any], conn: psycopg.Connection[Any], ran: list[str]
+    ) -> Flow[Any]:
         rows: Any = None
         try:
             while True:
@@ -138,7 +159,13 @@ class _Explaining:
                     plan = conn.execute("EXPLAIN (COSTS OFF) " + sql, params or None).fetchall()
                     text = "\n".join(r[0] for r in plan)
                     self.plans.append((sql, {int(n) for n in _PARTITION.findall(text)}))
+                ran.clear()
                 rows = yield sql, params
+                for logged in ran[:-1]:  # the statement's own plan comes last
+                    report = json.loads(logged.partition("plan:\n")[2])
+                    query = " ".join(report["Query Text"].split())  # PL/pgSQL blanks INTO out
+                    text = json.dumps(report["Plan"])
+                    self.plans.append((query, {int(n) for n in _PARTITION.findall(text)}))
         except StopIteration as done:
             return done.value
 
@@ -193,7 +220,12 @@ def test_a_call_naming_its_tenant_touches_one_partition(
         conn.rollback()
     # EMIT takes the store-wide ordering lock; COUNTS probes every partition's expiry index
     # for expired rows not swept yet (docs/postgres.md, "Distributing by tenant").
-    checked = [(sql, parts) for sql, parts in spy.plans if sql not in (pg.EMIT, pg.COUNTS)]
+    checked = [
+        (sql, parts) for sql, parts in spy.plans if sql not in (pg.EMIT, pg.COUNTS, _EVENT_TRIM)
+    ]
+    assert "SELECT * FROM conversations WHERE tenant = p_tenant AND id = p_id FOR UPDATE" in [
+        sql for sql, _ in checked
+    ]  # APPEND's first statement
     assert len(checked) > 40
     strays = [(sql[:80], parts) for sql, parts in checked if parts - {own}]
     assert strays == []
@@ -212,19 +244,24 @@ def _remainder(conn: psycopg.Connection[Any], tenant: str) -> int:
 
 
 def test_a_call_by_bare_id_finds_the_row_in_every_partition(
-    explained: tuple[Any, _Explaining],
+    explained: tuple[Any, _Explaining], schema: str
 ) -> None:
     """Without a tenant the first statement looks in every partition; the rest of the flow
-    names the tenant the row holds, so it touches one partition again.
+    names the tenant the row holds, so it touches one partition again (an append: the
+    statements of the function APPEND calls).
     """
     store, spy = explained
     conv = store.start("c-1", tenant="t-3")
     spy.plans.clear()
     store.append(conv.id, "user", "hi")
-    first, *rest = [(sql, parts) for sql, parts in spy.plans if sql != pg.EMIT]
-    assert first[0] == pg.LOCK_CONVERSATION.every
+    first, *rest = [(sql, p) for sql, p in spy.plans if sql not in (pg.APPEND, _EVENT_TRIM)]
+    assert first[0] == "SELECT * FROM conversations WHERE id = p_id FOR UPDATE"
     assert first[1] == {0, 1, 2, 3}
-    assert rest and all(len(parts) <= 1 for _, parts in rest)
+    assert all(len(parts) <= 1 for _, parts in rest)
+    with connect(schema) as conn:
+        own = _remainder(conn, "t-3")
+        conn.rollback()
+    assert ("UPDATE conversations", {own}) in [(sql[:20], parts) for sql, parts in rest]
 
 
 @pytest.mark.slow

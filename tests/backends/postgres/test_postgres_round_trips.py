@@ -2,8 +2,9 @@
 
 Round trips are the server's ReadyForQuery messages in a libpq trace of the store's only pool
 connection; statements are the steps a call's flow yields. A read is one statement and one
-round trip; resume() finds the open conversation or inserts the new one in one statement
-that travels with the contact's lock; a state save writes its version, trim and row in one.
+round trip, and so is an append (its commit travels with it); resume() finds the open
+conversation or inserts the new one in one statement that travels with the contact's lock; a
+state save writes its version, trim and row in one.
 """
 
 from __future__ import annotations
@@ -108,6 +109,28 @@ def test_reads_are_one_statement_and_one_round_trip(
     for name, read in reads.items():
         assert round_trips(store, read) == 1.0, name
         assert len(steps(store, monkeypatch, partial(read, 0))) == 1, name
+
+
+def test_an_append_is_one_statement_and_one_round_trip(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = conversation.id
+    assert steps(store, monkeypatch, lambda: store.append(cid, "user", "x")) == [schema.APPEND]
+    bounded = store.start("contact-b", tenant="t", retention=threadkeep.Retention(max_messages=5))
+    appends: dict[str, Callable[[int], object]] = {
+        "append()": lambda i: store.append(cid, "user", f"m{i}"),
+        "append(tenant=)": lambda i: store.append(cid, "user", f"m{i}", tenant="t"),
+        "append(idempotency_key=)": lambda i: store.append(
+            cid, "user", "k", idempotency_key=f"k{i}"
+        ),
+        "a replay": lambda i: store.append(cid, "user", "k", idempotency_key="k-1"),
+        "append(), trimming": lambda i: store.append(bounded.id, "user", f"m{i}"),
+    }
+    # BEGIN, APPEND, COMMIT and NOTIFY in one flush (was 2; 3 with a key or a trim)
+    for name, append in appends.items():
+        assert round_trips(store, append) == 1.0, name
+    with store.turn(cid, lease=60) as turn:  # fenced by the lease (was 2)
+        assert round_trips(store, lambda i: turn.append("assistant", f"a{i}")) == 1.0
 
 
 def test_resume_finds_or_creates_in_one_statement_with_its_lock(

@@ -68,3 +68,26 @@ def test_sweep_purges_in_bounded_transactions(schema: str) -> None:
             assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
     finally:
         store.close()
+
+
+def test_sweep_runs_its_statements_from_generic_plans(schema: str) -> None:
+    """Once psycopg has prepared sweep's statements, the server runs them from the generic
+    plan and never plans them again per call (at 1,000,000 conversations it re-planned the
+    expiry probe and the idle update on every sweep); the setting ends with each of sweep's
+    transactions, so the session's other statements keep PostgreSQL's own choice."""
+    with threadkeep.open(url_of(schema) + "&pool_size=1") as store:
+        cid = store.start(contact_id="c").id
+        store.append(cid, "user", "hello")
+        for _ in range(12):  # psycopg prepares on the 6th run; the server plans 5 custom first
+            store.sweep()
+        backend: Any = store._backend
+        with backend._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE '%SKIP LOCKED%'"
+            ).fetchall()
+            mode = conn.execute("SHOW plan_cache_mode").fetchone()
+    # the expiry probe, the idle update and the facts' purge
+    assert len(rows) == 3, rows
+    assert all(generic > 0 and custom == 0 for _, generic, custom in rows), rows
+    assert mode == ("auto",)

@@ -7,12 +7,11 @@ naming the host (never the password) and the cause; other database errors become
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
 import re
 import time
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
 import psycopg
@@ -21,7 +20,7 @@ import psycopg_pool
 from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
-from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
 
 __all__ = ["Attempts", "ConnectionOptions", "Ending", "lost_connection", "migrate", "pump"]
 
@@ -151,7 +150,7 @@ class Ending:
     """How ``pump`` ends a write's transaction, and whether COMMIT may have been sent.
 
     ``together``: COMMIT is queued behind the flow's last statements and travels in the same
-    flush (an append is two round trips: BEGIN + lock, then write + event + COMMIT). Only for
+    flush (an append is one round trip: BEGIN, ``schema.APPEND``, COMMIT, NOTIFY). Only for
     calls safe to resend: a connection lost in that flush leaves the outcome unknown, as a
     loss at COMMIT does. Otherwise the flow's statements are answered first (their errors
     included) and COMMIT is a round trip of its own. ``committing`` is set once COMMIT is
@@ -179,47 +178,76 @@ def pump(
 
     ``transaction``: run it in one transaction (``conn`` in autocommit mode), in pipeline
     mode; it is committed here when ``ending`` is given (else the caller commits). Each
-    statement waits only for the answers it needs: BEGIN and every ``Unread`` statement travel
-    with the next statement, and whatever is still unanswered when the flow ends is answered,
-    errors included, before this returns.
+    statement waits only for the answers it needs: BEGIN and every ``Unread`` statement
+    travel with the next statement, and whatever is still unanswered when the flow ends is
+    answered, errors included, before this returns. A ``Closing`` statement of a call safe
+    to resend (``Ending.together``) travels with COMMIT and the NOTIFY and is answered when
+    the pipeline is left (one sync, so one round trip); a flow that goes on after it goes on
+    in a new transaction.
     """
-    mode = conn.pipeline() if transaction else contextlib.nullcontext()
-    with mode as pipeline, conn.cursor() as cur:
-        if pipeline is not None:
-            conn.execute(BEGIN)
+    with conn.cursor() as cur:
         rows: Any = None
-        emitted = False
-        try:
+        if not transaction:
             while True:
-                query, params = flow.send(rows)
-                if query == COMMIT[0]:
-                    conn.commit()
-                    if emitted and ending is not None:
-                        conn.execute(NOTIFY, {"chan": ending.channel})
-                        emitted = False
-                    if pipeline is not None:
+                try:
+                    query, params = flow.send(rows)
+                except StopIteration as done:
+                    return cast(T, done.value)
+                cur.execute(query, params or None, binary=bool(params))
+                rows = cur.fetchall() if returns_rows(cur) else []
+        try:
+            query, params = flow.send(rows)
+        except StopIteration as done:
+            return cast(T, done.value)
+        while True:  # a transaction a pass
+            closing = False
+            with conn.pipeline() as pipeline:
+                conn.execute(BEGIN)
+                emitted = False
+                while True:
+                    if query == COMMIT[0]:
+                        conn.commit()
+                        if emitted and ending is not None:
+                            conn.execute(NOTIFY, {"chan": ending.channel})
+                            emitted = False
                         pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
                         conn.execute(BEGIN)
-                    rows = []
-                elif pipeline is not None and isinstance(query, Unread):
-                    emitted = emitted or query is EMIT
-                    conn.execute(query, params or None, binary=bool(params))  # own cursor
-                    rows = []
-                else:
-                    cur.execute(query, params or None, binary=bool(params))
-                    if pipeline is not None:
+                        rows = []
+                    elif isinstance(query, Unread):
+                        emitted = emitted or query is EMIT
+                        conn.execute(query, params or None, binary=bool(params))  # own cursor
+                        rows = []
+                    elif isinstance(query, Closing) and ending is not None and ending.together:
+                        cur.execute(query, params, binary=True)
+                        ending.committing = True
+                        conn.execute(END)
+                        conn.execute(NOTIFY, {"chan": ending.channel})
+                        closing = True
+                        break
+                    else:
+                        cur.execute(query, params or None, binary=bool(params))
                         pipeline.sync()
-                    rows = cur.fetchall() if returns_rows(cur) else []
-        except StopIteration as done:
-            result: T = done.value
-        if ending is not None:
-            if pipeline is not None and not ending.together:
-                pipeline.sync()
-            ending.committing = True
-            conn.execute(END)
-            if emitted:
-                conn.execute(NOTIFY, {"chan": ending.channel})
-        return result  # leaving the pipeline answers what is queued
+                        emitted = emitted or isinstance(query, Closing)  # not together
+                        rows = cur.fetchall() if returns_rows(cur) else []
+                    try:
+                        query, params = flow.send(rows)
+                    except StopIteration as done:
+                        result = cast(T, done.value)
+                        break
+                if not closing and ending is not None:
+                    if not ending.together:
+                        pipeline.sync()
+                    ending.committing = True
+                    conn.execute(END)
+                    if emitted:
+                        conn.execute(NOTIFY, {"chan": ending.channel})
+            # the pipeline is left: everything queued is answered
+            if not closing:
+                return result
+            try:
+                query, params = flow.send(cur.fetchall())
+            except StopIteration as done:
+                return cast(T, done.value)
 
 
 def migrate(options: ConnectionOptions) -> int:

@@ -12,7 +12,7 @@ in ``_schema``; the verdicts come from ``threadkeep._rules.decide``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Generic, TypeVar, cast
 
@@ -246,6 +246,52 @@ class Flows:
     def _append(
         self, op: ops.AppendOp, retry_key: str, resent: bool
     ) -> Flow[Result[MessageRow | None]]:
+        """One statement, committed in its own flush (``schema.APPEND``), judged here.
+
+        The statement writes only what ``decide.append`` would write on the row it locked;
+        its answer (that row, its lease and the key's stored message) is judged by
+        ``decide.append`` all the same, which makes the answer. Should the rules append where
+        the statement wrote nothing, the append is made as the rules say in a transaction
+        of its own (``_append_locked``).
+        """
+        caller_key = op.idempotency_key
+        rows = yield (
+            schema.APPEND,
+            {
+                "tenant": op.tenant,
+                "id": op.conversation_id,
+                "now": op.now_us,
+                "key": caller_key if caller_key is not None else retry_key,
+                "look_up": caller_key is not None or resent,
+                "fence": op.fence,
+                **(_ON_MESSAGE if op.on_message is _LIFECYCLE else _on_message(op.on_message)),
+                "appended": _APPENDED,
+                "role": op.role,
+                "content": schema.encode_content(op.content),
+                "metadata_json": op.metadata_json,
+                "payload": op.payload_json,
+                "link": op.link,
+                "keep": op.events_kept,
+            },
+        )
+        if not rows:
+            return cast("Result[MessageRow | None]", decide.append(None, op, None, (0, 0)))
+        answer = rows[0]
+        stored = schema.decode_message(answer[22:]) if answer[23] is not None else None
+        if stored is not None and caller_key is None:  # our own earlier attempt did commit
+            return Result(_OK, stored)
+        row = _common.decode_conversation(answer[1:])
+        verdict = decide.append(row, op, stored, (answer[20], answer[21]))
+        if isinstance(verdict, Result):
+            return verdict
+        if answer[0]:
+            return verdict.result()
+        return (yield from self._append_locked(op, retry_key, resent))
+
+    def _append_locked(
+        self, op: ops.AppendOp, retry_key: str, resent: bool
+    ) -> Flow[Result[MessageRow | None]]:
+        """An append in statements judged one by one: lock, key lookups, then the writes."""
         row, lease = yield from self._lock(op.conversation_id, op.tenant)
         visible = decide.visible(row, op.tenant, op.now_us)
         where = {"tenant": visible.tenant, "id": visible.id} if visible is not None else {}
@@ -260,31 +306,27 @@ class Flows:
         verdict = decide.append(row, op, stored, lease)
         if isinstance(verdict, Result):
             return verdict
-        m = verdict.message
-        tenant = cast(ConversationRow, row).tenant
-        yield (
-            schema.INSERT_MESSAGE,
-            {
-                "tenant": tenant,
-                "id": m.conversation_id,
-                "seq": m.seq,
-                "role": m.role,
-                "content": schema.encode_content(m.content),
-                "now": m.created_us,
-                "metadata_json": m.metadata_json,
-                "key": op.idempotency_key if op.idempotency_key is not None else retry_key,
-                "status": verdict.status,
-                "expires_us": verdict.expires_us,
-                "idle_us": verdict.idle_us,
-                "count": verdict.message_count,
-                "payload": m.payload_json,
-                "link": m.link,
-            },
-        )
-        yield from self._trim(tenant, m.conversation_id, verdict.trim_from)
-        for n, event in enumerate(verdict.events):
-            yield from self._emit(tenant, m.conversation_id, op.now_us, event, op.events_kept, n)
+        assert row is not None
+        message = verdict.message
+        if message.idempotency_key is None:
+            message = message._replace(idempotency_key=retry_key)
+        yield from self._write(row, verdict, (message,), op.now_us, op.events_kept)
         return verdict.result()
+
+    def _write(
+        self,
+        row: ConversationRow,
+        verdict: decide.Appended,
+        messages: tuple[MessageRow, ...],
+        now_us: int,
+        keep: int,
+    ) -> Flow[None]:
+        """Write an append's verdict: ``messages`` (its own, keyed), the row, trim, events."""
+        yield from self._insert(row, messages)
+        yield schema.UPDATE_CONVERSATION, schema.encode_conversation(verdict.row_after(row))
+        yield from self._trim(row.tenant, row.id, verdict.trim_from)
+        for n, event in enumerate(verdict.events):
+            yield from self._emit(row.tenant, row.id, now_us, event, keep, n)
 
     def _trim(self, tenant: str, conversation_id: str, trim_from: int | None) -> Flow[int | None]:
         """Trim to whole exchanges from ``trim_from`` (see decide.Appended); the cut seq."""
@@ -333,11 +375,7 @@ class Flows:
         if isinstance(verdict, Result):
             return _hide_keys(verdict)
         assert row is not None
-        yield from self._insert(row, verdict.messages)
-        yield schema.UPDATE_CONVERSATION, schema.encode_conversation(verdict.row_after(row))
-        yield from self._trim(row.tenant, row.id, verdict.trim_from)
-        for n, event in enumerate(verdict.events):
-            yield from self._emit(row.tenant, row.id, op.now_us, event, op.events_kept, n)
+        yield from self._write(row, verdict, verdict.messages, op.now_us, op.events_kept)
         return _hide_keys(verdict.batch_result())
 
     def _rewrite(self, verdict: decide.Rewritten, keep: int) -> Flow[int | None]:
@@ -555,10 +593,11 @@ class Flows:
 
     @_common.handles(ops.SweepOp)
     def _sweep(self, op: ops.SweepOp) -> Flow[Result[SweepCounts]]:
-        """Bounded transactions of at most ``op.batch`` rows each."""
+        """Bounded transactions of at most ``op.batch`` rows each, from generic plans."""
         now = {"now": op.now_us}
         due = {**now, "from": list(op.idle_from)}
         if op.dry_run:
+            yield schema.GENERIC_PLANS, {}
             rows = yield schema.COUNT_DUE, due
             purged, idled, facts = rows[0]
             return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
@@ -568,6 +607,7 @@ class Flows:
             # Expired rows are invisible already; erase them a bounded bite at a time: at most
             # ``batch`` conversations and ``batch * MESSAGES_PER_CONVERSATION`` messages per
             # transaction. A conversation row goes last, once its messages are all gone.
+            yield schema.GENERIC_PLANS, {}
             rows = yield schema.DUE_PURGE, {**now, "n": batch}
             tenants, ids = [r[0] for r in rows], [r[1] for r in rows]
             if ids:
@@ -581,6 +621,7 @@ class Flows:
                 break
         for status in op.idle_from:
             while True:
+                yield schema.GENERIC_PLANS, {}
                 rows = yield (
                     schema.MARK_IDLE,
                     {**now, "status": status, "to": op.idle_to, "n": batch},
@@ -593,6 +634,7 @@ class Flows:
                 if len(rows) < batch:
                     break
         while True:
+            yield schema.GENERIC_PLANS, {}
             rows = yield schema.PURGE_FACTS, {**now, "n": batch}
             facts += len(rows)
             yield COMMIT
@@ -772,6 +814,22 @@ class Flows:
             yield schema.PARTITION, {}
         rows = yield schema.PARTITIONS, {}
         return len(schema.MIGRATIONS) - current, rows[0][0]
+
+
+def _on_message(table: Mapping[str, str]) -> dict[str, list[str]]:
+    """The on-message table as ``schema.APPEND``'s parameters: from, to, each change's event."""
+    changes = [lifecycle.status_changed(source, target) for source, target in table.items()]
+    return {
+        "sources": list(table),
+        "targets": list(table.values()),
+        "changes": [kind for kind, _ in changes],
+        "change_data": [ev.data_json(data) for _, data in changes],
+    }
+
+
+_LIFECYCLE: Final = lifecycle.ON_MESSAGE_VALUES
+_ON_MESSAGE: Final = _on_message(_LIFECYCLE)
+_APPENDED: Final = ev.EventKind.MESSAGE_APPENDED.value
 
 
 def _message_pair(old: MessageRow, new: MessageRow) -> dict[str, Any]:

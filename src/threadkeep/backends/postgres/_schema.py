@@ -72,6 +72,19 @@ class Unread(str):
     __slots__ = ()
 
 
+class Closing(str):
+    """A write's last statement: COMMIT, and after it the NOTIFY, travel in its flush.
+
+    For a call safe to resend (``_conn.Ending.together``) the drivers queue COMMIT and the
+    NOTIFY behind it and wait for the three answers at once: the whole write is one round
+    trip (the statement may log events, so listeners are always woken). Otherwise it is
+    answered like any statement, in the open transaction. A flow that yields more after it
+    runs those in a transaction of their own.
+    """
+
+    __slots__ = ()
+
+
 #: Append-only; MIGRATIONS[i] brings the schema to version i + 1.
 MIGRATIONS: Final[tuple[str, ...]] = (
     """
@@ -337,6 +350,138 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END IF;
     END $f$;
     """,
+    # 8: an append in one statement (APPEND), and the two writes it shares with the other
+    # flows as functions (TRIM_MESSAGES, EMIT), so each exists once. Functions only: workers
+    # of version 7 keep working on a schema at 8 (the tables and the event scheme are 7's).
+    """
+    CREATE FUNCTION emit_event(p_kind text, p_tenant text, p_cid text, p_data text,
+        p_at bigint, p_keep bigint, p_rank bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    DECLARE
+        drawn bigint;
+        gone bigint;
+    BEGIN
+        IF p_rank = 0 THEN
+            PERFORM pg_advisory_xact_lock_shared(events_tag() | events_drawn());
+        END IF;
+        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
+            VALUES (p_kind, p_tenant, p_cid, p_data, p_at) RETURNING id INTO drawn;
+        gone := drawn - p_keep;
+        IF gone > 0 THEN  -- the floor rises even when an erasure took that event already
+            DELETE FROM events WHERE id = gone;
+            UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
+        END IF;
+    END $f$;
+    CREATE FUNCTION trim_messages(p_tenant text, p_id text, p_from bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    DECLARE
+        cut bigint;
+    BEGIN
+        WITH first_kept AS (SELECT min(m.seq) AS s FROM messages m LEFT JOIN messages p
+            ON p.tenant = m.tenant AND p.conversation_id = m.conversation_id
+            AND p.seq = m.seq - 1
+            WHERE m.tenant = p_tenant AND m.conversation_id = p_id AND m.seq >= p_from
+            AND (m.link & 1) = 0 AND (coalesce(p.link, 0) & 2) = 0),
+        gone AS (DELETE FROM messages WHERE tenant = p_tenant AND conversation_id = p_id
+            AND seq < (SELECT s FROM first_kept) RETURNING *),
+        kept AS (INSERT INTO idem_archive (tenant, conversation_id, idem_key, seq, role,
+            content, created_us, metadata_json, payload, link) SELECT p_tenant,
+            conversation_id, idem_key, seq, role, content, created_us, metadata_json, payload,
+            link FROM gone WHERE idem_key IS NOT NULL AND left(idem_key, 1) <> E'\\x1f'),
+        counted AS (UPDATE conversations
+            SET message_count = last_seq - (SELECT s FROM first_kept) + 1
+            WHERE tenant = p_tenant AND id = p_id AND (SELECT s FROM first_kept) IS NOT NULL)
+        SELECT s INTO cut FROM first_kept;
+        RETURN cut;
+    END $f$;
+    CREATE FUNCTION append_message(p_tenant text, p_id text, p_now bigint, p_key text,
+        p_look_up boolean, p_fence bigint, p_sources text[], p_targets text[],
+        p_changes text[], p_change_data text[], p_appended text, p_role text,
+        p_content bytea, p_metadata text, p_payload text, p_link smallint, p_keep bigint)
+    RETURNS TABLE (written boolean, id text, tenant text, contact_id text, agent_id text,
+        channel text, status text, stage text, metadata_json text, created_us bigint,
+        activity_us bigint, expires_us bigint, idle_us bigint, message_count integer,
+        last_seq bigint, state_version integer, ttl_us bigint, idle_after_us bigint,
+        window_n integer, max_messages integer, lease_token bigint, lease_until_us bigint,
+        conversation_id text, seq bigint, role text, content bytea, at_us bigint,
+        meta text, idem_key text, payload text, link smallint)
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    #variable_conflict use_column
+    DECLARE
+        c record;
+        i integer;
+        next_seq bigint;
+        target text;
+    BEGIN
+        IF p_tenant IS NULL THEN
+            SELECT * INTO c FROM conversations WHERE id = p_id FOR UPDATE;
+        ELSE
+            SELECT * INTO c FROM conversations WHERE tenant = p_tenant AND id = p_id
+                FOR UPDATE;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        written := false;
+        IF c.expires_us IS NULL OR c.expires_us > p_now THEN
+            IF p_look_up THEN
+                SELECT * INTO conversation_id, seq, role, content, at_us, meta, idem_key,
+                    payload, link FROM (SELECT conversation_id, seq, role, content,
+                    created_us, metadata_json, idem_key, payload, link FROM messages
+                    WHERE tenant = c.tenant AND conversation_id = c.id AND idem_key = p_key
+                    UNION ALL SELECT conversation_id, seq, role, content, created_us,
+                    metadata_json, idem_key, payload, link FROM idem_archive
+                    WHERE tenant = c.tenant AND conversation_id = c.id AND idem_key = p_key
+                    LIMIT 1) k;
+            END IF;
+            i := array_position(p_sources, c.status);
+            IF seq IS NULL AND i IS NOT NULL AND (p_fence IS NULL
+                    OR (c.lease_token = p_fence AND c.lease_until_us > p_now)) THEN
+                next_seq := c.last_seq + 1;
+                target := p_targets[i];
+                INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us,
+                    metadata_json, idem_key, payload, link) VALUES (c.tenant, c.id, next_seq,
+                    p_role, p_content, p_now, p_metadata, p_key, p_payload, p_link);
+                UPDATE conversations SET status = target, activity_us = p_now,
+                    expires_us = p_now + c.ttl_us, idle_us = p_now + c.idle_after_us,
+                    message_count = c.message_count + 1, last_seq = next_seq
+                    WHERE tenant = c.tenant AND id = c.id;
+                IF c.max_messages IS NOT NULL AND c.message_count + 1 > c.max_messages THEN
+                    PERFORM trim_messages(c.tenant, c.id, next_seq - c.max_messages + 1);
+                END IF;
+                PERFORM emit_event(p_appended, c.tenant, c.id,
+                    format('{"seq":%s,"role":%s}', next_seq, to_json(p_role)), p_now, p_keep, 0);
+                IF target <> c.status THEN
+                    PERFORM emit_event(p_changes[i], c.tenant, c.id, p_change_data[i], p_now,
+                        p_keep, 1);
+                END IF;
+                written := true;
+            END IF;
+        END IF;
+        id := c.id;
+        tenant := c.tenant;
+        contact_id := c.contact_id;
+        agent_id := c.agent_id;
+        channel := c.channel;
+        status := c.status;
+        stage := c.stage;
+        metadata_json := c.metadata_json;
+        created_us := c.created_us;
+        activity_us := c.activity_us;
+        expires_us := c.expires_us;
+        idle_us := c.idle_us;
+        message_count := c.message_count;
+        last_seq := c.last_seq;
+        state_version := c.state_version;
+        ttl_us := c.ttl_us;
+        idle_after_us := c.idle_after_us;
+        window_n := c.window_n;
+        max_messages := c.max_messages;
+        lease_token := c.lease_token;
+        lease_until_us := c.lease_until_us;
+        RETURN NEXT;
+    END $f$;
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -529,14 +674,6 @@ UPDATE_METADATA: Final = (
 )
 #: The kept message of one caller key (message_by_key).
 KEPT_KEY: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND idem_key = %(key)s"
-#: Writes the conversation row back and inserts the message; one statement.
-INSERT_MESSAGE: Final = Unread(
-    "WITH c AS (UPDATE conversations SET status = %(status)s, activity_us = %(now)s, "
-    "expires_us = %(expires_us)s, idle_us = %(idle_us)s, message_count = %(count)s, "
-    "last_seq = %(seq)s WHERE tenant = %(tenant)s AND id = %(id)s RETURNING 1) "
-    f"INSERT INTO messages (tenant, {MESSAGE_COLUMNS}) VALUES (%(tenant)s, %(id)s, %(seq)s, "
-    "%(role)s, %(content)s, %(now)s, %(metadata_json)s, %(key)s, %(payload)s, %(link)s)"
-)
 #: Inserts a batch of messages (one array per column); one statement.
 INSERT_MESSAGES: Final = Unread(
     f"INSERT INTO messages (tenant, {MESSAGE_COLUMNS}) SELECT %(tenant)s, %(id)s, * FROM unnest("
@@ -546,21 +683,25 @@ INSERT_MESSAGES: Final = Unread(
 #: Trims to whole exchanges from seq %(from)s (``history.trim_start``: the first message at
 #: or after it that answers no earlier call and follows none leaving a call open), counts
 #: what is kept, and keeps user idempotency keys replayable; answers the cut seq (NULL:
-#: nothing trimmed). One statement.
-TRIM_MESSAGES: Final = (
-    "WITH cut AS (SELECT min(m.seq) AS s FROM messages m LEFT JOIN messages p "
-    "ON p.tenant = m.tenant AND p.conversation_id = m.conversation_id AND p.seq = m.seq - 1 "
-    "WHERE m.tenant = %(tenant)s AND m.conversation_id = %(id)s AND m.seq >= %(from)s "
-    "AND (m.link & 1) = 0 AND (coalesce(p.link, 0) & 2) = 0), "
-    f"gone AS (DELETE FROM messages WHERE {_CONV} "
-    f"AND seq < (SELECT s FROM cut) RETURNING {MESSAGE_COLUMNS}), "
-    "kept AS (INSERT INTO idem_archive (tenant, conversation_id, idem_key, seq, role, content, "
-    "created_us, metadata_json, payload, link) SELECT %(tenant)s, conversation_id, idem_key, "
-    "seq, role, content, created_us, metadata_json, payload, link FROM gone "
-    "WHERE idem_key IS NOT NULL AND left(idem_key, 1) <> E'\\x1f'), "
-    "c AS (UPDATE conversations SET message_count = last_seq - (SELECT s FROM cut) + 1 "
-    "WHERE tenant = %(tenant)s AND id = %(id)s AND (SELECT s FROM cut) IS NOT NULL) "
-    "SELECT s FROM cut"
+#: nothing trimmed). One statement (migration 8's ``trim_messages``, which APPEND calls too).
+TRIM_MESSAGES: Final = "SELECT trim_messages(%(tenant)s, %(id)s, %(from)s)"
+#: An append in one statement (migration 8's ``append_message``): locks the conversation (by
+#: id alone when %(tenant)s is NULL) and, when it is live, looks up %(key)s if %(look_up)s.
+#: Only if no message has that key, its status is one of %(sources)s and the fence (if any)
+#: is the live lease, it writes what ``decide.append`` would: the message (seq last_seq + 1,
+#: key %(key)s), the row (status the matching %(targets)s, activity, expiry and idle time
+#: slid, count, last seq), the trim past ``max_messages`` (``trim_messages``) and the events
+#: (%(appended)s; %(changes)s with %(change_data)s when the status changes), and answers
+#: written = true. Otherwise it writes nothing. Either way one row: written, the row as
+#: locked before the write (``LOCK_CONVERSATION``'s columns), then the stored message of the
+#: key (``MESSAGE_COLUMNS``; NULLs when none); no row when there is no such conversation.
+#: The flow judges that answer with ``decide.append`` whatever it was.
+APPEND: Final = Closing(
+    "SELECT * FROM append_message(%(tenant)s::text, %(id)s::text, %(now)s::bigint, "
+    "%(key)s::text, %(look_up)s::boolean, %(fence)s::bigint, %(sources)s::text[], "
+    "%(targets)s::text[], %(changes)s::text[], %(change_data)s::text[], %(appended)s::text, "
+    "%(role)s::text, %(content)s::bytea, %(metadata_json)s::text, %(payload)s::text, "
+    "%(link)s::smallint, %(keep)s::bigint)"
 )
 NEWEST: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} ORDER BY seq DESC LIMIT 1"
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
@@ -591,21 +732,19 @@ READ_BEFORE: Final = (
 )
 #: Appends one event, deletes the event ``keep`` ids older (its own trim: each id is trimmed
 #: by exactly one writer, so concurrent writers never delete the same row) and raises the
-#: floor row of that id's remainder to it; one statement. The first event of a transaction
-#: (%(n)s = 0) first takes a shared advisory lock keyed by the highest id drawn so far
-#: (``events_tag() | events_drawn()``), held to the transaction's end: every id the
-#: transaction draws is above its key. Shared locks do not wait for each other, so concurrent
-#: writers commit in parallel; ``read_events`` returns no id above the lowest key still
-#: held, so a cursor never skips an event committed late. Listeners are woken after the
-#: commit (``NOTIFY``): a NOTIFY in the transaction would take PostgreSQL's notify lock at
-#: pre-commit and hold it through the commit's WAL flush, serializing commits again.
+#: floor row of that id's remainder to it, also when an erasure took that event first (as
+#: 7's statement did not: a stale cursor read on); one statement (migration 8's
+#: ``emit_event``).
+#: The first event of a transaction (%(n)s = 0) first takes a shared advisory lock keyed by
+#: the highest id drawn so far (``events_tag() | events_drawn()``), held to the
+#: transaction's end: every id the transaction draws is above its key. Shared locks do not
+#: wait for each other, so concurrent writers commit in parallel; ``read_events`` returns no
+#: id above the lowest key still held, so a cursor never skips an event committed late.
+#: Listeners are woken after the commit (``NOTIFY``): a NOTIFY in the transaction would take
+#: PostgreSQL's notify lock at pre-commit and hold it through the commit's WAL flush,
+#: serializing commits again.
 EMIT: Final = Unread(
-    "WITH e AS (INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
-    "SELECT %(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s FROM (SELECT CASE WHEN %(n)s = 0 "
-    "THEN pg_advisory_xact_lock_shared(events_tag() | events_drawn()) END) l RETURNING id), "
-    "d AS (DELETE FROM events WHERE id = (SELECT id FROM e) - %(keep)s RETURNING id) "
-    "UPDATE events_floors f SET floor = d.id FROM d "
-    "WHERE f.shard = d.id %% 64 AND f.floor < d.id"
+    "SELECT emit_event(%(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s, %(keep)s, %(n)s)"
 )
 #: Wakes the store's LISTEN sessions; sent after a commit that wrote events (in autocommit:
 #: a transaction that writes nothing commits without waiting for a flush).
@@ -725,6 +864,11 @@ _FACT_DUE: Final = (
     "expires_us <= %(now)s AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements("
     "history_json::jsonb) h WHERE (h->>'expires_us')::bigint > %(now)s)"
 )
+#: Opens each of sweep's transactions: its statements run from their generic plans. With
+#: PostgreSQL's choice (``auto``) it re-planned the expiry probe and the idle ``UPDATE`` on
+#: every call at 1,000,000 conversations (custom plans, ~0.18 ms a sweep with nothing due;
+#: docs/performance.md, "At scale"), for the same index ranges the generic plans read.
+GENERIC_PLANS: Final = Unread("SET LOCAL plan_cache_mode = force_generic_plan")
 _IDLE_DUE: Final = f"status = ANY(%(from)s) AND idle_us <= %(now)s AND {LIVE}"
 COUNT_DUE: Final = (
     "SELECT (SELECT count(*) FROM conversations WHERE expires_us <= %(now)s), "

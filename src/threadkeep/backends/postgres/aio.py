@@ -39,7 +39,7 @@ from threadkeep.backends.postgres._flows import (
     Run,
 )
 from threadkeep.backends.postgres._listen import Listener
-from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
 
 __all__ = ["AsyncPostgresBackend"]
 
@@ -55,43 +55,69 @@ async def _pump(
     ending: Ending | None = None,
 ) -> T:
     """Run ``flow`` on ``conn``, as the sync backend's ``pump`` does."""
-    mode = conn.pipeline() if transaction else contextlib.nullcontext()
-    async with mode as pipeline, conn.cursor() as cur:
-        if pipeline is not None:
-            await conn.execute(BEGIN)
+    async with conn.cursor() as cur:
         rows: Any = None
-        emitted = False
-        try:
+        if not transaction:
             while True:
-                query, params = flow.send(rows)
-                if query == COMMIT[0]:
-                    await conn.commit()
-                    if emitted and ending is not None:
-                        await conn.execute(NOTIFY, {"chan": ending.channel})
-                        emitted = False
-                    if pipeline is not None:
+                try:
+                    query, params = flow.send(rows)
+                except StopIteration as done:
+                    return cast(T, done.value)
+                await cur.execute(query, params or None, binary=bool(params))
+                rows = await cur.fetchall() if returns_rows(cur) else []
+        try:
+            query, params = flow.send(rows)
+        except StopIteration as done:
+            return cast(T, done.value)
+        while True:  # a transaction a pass
+            closing = False
+            async with conn.pipeline() as pipeline:
+                await conn.execute(BEGIN)
+                emitted = False
+                while True:
+                    if query == COMMIT[0]:
+                        await conn.commit()
+                        if emitted and ending is not None:
+                            await conn.execute(NOTIFY, {"chan": ending.channel})
+                            emitted = False
                         await pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
                         await conn.execute(BEGIN)
-                    rows = []
-                elif pipeline is not None and isinstance(query, Unread):
-                    emitted = emitted or query is EMIT
-                    await conn.execute(query, params or None, binary=bool(params))  # own cursor
-                    rows = []
-                else:
-                    await cur.execute(query, params or None, binary=bool(params))
-                    if pipeline is not None:
+                        rows = []
+                    elif isinstance(query, Unread):
+                        emitted = emitted or query is EMIT
+                        await conn.execute(query, params or None, binary=bool(params))
+                        rows = []
+                    elif isinstance(query, Closing) and ending is not None and ending.together:
+                        await cur.execute(query, params, binary=True)
+                        ending.committing = True
+                        await conn.execute(END)
+                        await conn.execute(NOTIFY, {"chan": ending.channel})
+                        closing = True
+                        break
+                    else:
+                        await cur.execute(query, params or None, binary=bool(params))
                         await pipeline.sync()
-                    rows = await cur.fetchall() if returns_rows(cur) else []
-        except StopIteration as done:
-            result: T = done.value
-        if ending is not None:
-            if pipeline is not None and not ending.together:
-                await pipeline.sync()
-            ending.committing = True
-            await conn.execute(END)
-            if emitted:
-                await conn.execute(NOTIFY, {"chan": ending.channel})
-        return result  # leaving the pipeline answers what is queued
+                        emitted = emitted or isinstance(query, Closing)  # not together
+                        rows = await cur.fetchall() if returns_rows(cur) else []
+                    try:
+                        query, params = flow.send(rows)
+                    except StopIteration as done:
+                        result = cast(T, done.value)
+                        break
+                if not closing and ending is not None:
+                    if not ending.together:
+                        await pipeline.sync()
+                    ending.committing = True
+                    await conn.execute(END)
+                    if emitted:
+                        await conn.execute(NOTIFY, {"chan": ending.channel})
+            # the pipeline is left: everything queued is answered
+            if not closing:
+                return result
+            try:
+                query, params = flow.send(await cur.fetchall())
+            except StopIteration as done:
+                return cast(T, done.value)
 
 
 class AsyncPostgresBackend:

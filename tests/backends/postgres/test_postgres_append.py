@@ -1,0 +1,223 @@
+"""PostgreSQL appends in one statement (``schema.APPEND``), held to ``decide.append``.
+
+The statement writes on the server what the rules would; the flow judges its answer with
+``decide.append`` and, should the statement have written nothing the rules would write, makes
+the append in statements judged one by one (``Flows._append_locked``). Here both run on the
+same starting rows, each in a savepoint rolled back afterwards, and must answer and leave the
+same rows, over generated conversations: every status, live or expired, another tenant's,
+stored and archived keys, resends, fences, trimming and tool-call links.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import threadkeep
+from tests.backends.postgres._helpers import connect, flows_of, open_backend, url_of
+from threadkeep._rules import lifecycle, ops
+from threadkeep._rules.retention import RetentionUs
+from threadkeep._rules.rows import ConversationRow
+from threadkeep._rules.validate import ROLES
+from threadkeep.backends.postgres import _flows as flows_module, _schema as schema
+from threadkeep.backends.postgres._conn import pump
+
+pytestmark = pytest.mark.postgres
+
+NOW = 1_000_000_000
+TOKEN = 7
+
+
+@pytest.fixture
+def migrated(schema: str) -> str:
+    open_backend(schema).close()
+    return schema
+
+
+def _recorded(flow: Any, seen: list[str]) -> Any:
+    """``flow``, noting each statement it yields."""
+    rows = None
+    try:
+        while True:
+            step = flow.send(rows)
+            seen.append(step[0])
+            rows = yield step
+    except StopIteration as done:
+        return done.value
+
+
+def _state(conn: psycopg.Connection[Any], cid: str, after_event: int) -> tuple[Any, ...]:
+    """Every row an append may write: the conversation, its messages, archive and events."""
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return conn.execute(sql, {"id": cid, "after": after_event}).fetchall()
+
+    return (
+        rows("SELECT * FROM conversations WHERE id = %(id)s"),
+        rows("SELECT * FROM messages WHERE conversation_id = %(id)s ORDER BY seq"),
+        rows("SELECT * FROM idem_archive WHERE conversation_id = %(id)s ORDER BY idem_key"),
+        rows(
+            "SELECT kind, tenant, conversation_id, data_json, at_us FROM events "
+            "WHERE conversation_id = %(id)s AND id > %(after)s ORDER BY id"
+        ),
+    )
+
+
+def _start(conn: psycopg.Connection[Any], case: dict[str, Any]) -> str:
+    """Insert the case's conversation, messages and archived key; return its id."""
+    cid = uuid.uuid4().hex
+    kept = case["links"]
+    last_seq = case["trimmed"] + len(kept)
+    row = ConversationRow(
+        id=cid, tenant="t1", contact_id="a", agent_id=None, channel=None,
+        status=case["status"], stage=None, metadata_json="{}", created_us=NOW - 10,
+        activity_us=NOW - 10, expires_us=case["expires_us"], idle_us=NOW + 5,
+        message_count=len(kept), last_seq=last_seq, state_version=0,
+        retention=RetentionUs(case["ttl_us"], 900, 5, case["max_messages"]),
+    )  # fmt: skip
+    conn.execute(schema.INSERT_CONVERSATION, schema.encode_conversation(row))
+    conn.execute(
+        "UPDATE conversations SET lease_token = %s, lease_until_us = %s WHERE id = %s",
+        (TOKEN, case["lease_until_us"], cid),
+    )
+    seqs = list(range(case["trimmed"] + 1, last_seq + 1))
+    keys: list[str | None] = [None] * len(kept)
+    if kept and case["stored"] == "kept":
+        keys[-1] = case["key"]
+    conn.execute(
+        schema.INSERT_MESSAGES,
+        {
+            "tenant": "t1", "id": cid, "seqs": seqs, "roles": ["user"] * len(kept),
+            "contents": [f"m{s}".encode() for s in seqs], "times": [NOW - 10] * len(kept),
+            "metadata": ["{}"] * len(kept), "keys": keys, "payloads": [None] * len(kept),
+            "links": kept,
+        },
+    )  # fmt: skip
+    if case["stored"] == "archived":
+        conn.execute(
+            "INSERT INTO idem_archive (tenant, conversation_id, idem_key, seq, role, content, "
+            "created_us, metadata_json) VALUES ('t1', %s, %s, 0, 'user', 'old', 1, '{}')",
+            (cid, case["key"]),
+        )
+    return cid
+
+
+CASES = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from([s.value for s in lifecycle.Status]),
+        "expires_us": st.sampled_from([None, NOW - 1, NOW, NOW + 1]),
+        "ttl_us": st.sampled_from([None, 50]),
+        "tenant": st.sampled_from([None, "t1", "t2"]),
+        "links": st.lists(st.integers(0, 3), max_size=6),
+        "trimmed": st.sampled_from([0, 4]),
+        "max_messages": st.sampled_from([None, 1, 2, 3, 6]),
+        "caller_key": st.booleans(),
+        "resent": st.booleans(),
+        "stored": st.sampled_from([None, "kept", "archived"]),
+        "fence": st.sampled_from([None, TOKEN, TOKEN + 1]),
+        "lease_until_us": st.sampled_from([0, NOW, NOW + 100]),
+        "role": st.sampled_from(ROLES),
+        "link": st.integers(0, 3),
+        "payload": st.sampled_from([None, '{"type":"text"}']),
+        "on_message": st.sampled_from([lifecycle.ON_MESSAGE_VALUES, {"new": "idle"}, {}]),
+    }
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=CASES)
+def test_one_statement_answers_and_writes_as_the_rules_do(
+    migrated: str, case: dict[str, Any]
+) -> None:
+    flows = flows_of(migrated)
+    retry_key = schema.INTERNAL_KEY + uuid.uuid4().hex
+    if not case["caller_key"] and not case["resent"]:
+        case["stored"] = None  # a first attempt's internal key is new
+    case["key"] = f"key-{uuid.uuid4().hex}" if case["caller_key"] else retry_key
+    op = ops.AppendOp(
+        "", case["tenant"], NOW, case["role"], "new", '{"m":1}',
+        case["key"] if case["caller_key"] else None, case["on_message"], case["fence"],
+        10_000, case["payload"], case["link"],
+    )  # fmt: skip
+    with connect(migrated) as conn:
+        cid = _start(conn, case)
+        op = dataclasses.replace(op, conversation_id=cid)
+        after = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchall()[0][0]
+        conn.execute("SAVEPOINT start")
+        seen: list[str] = []
+        fast = pump(conn, _recorded(flows._append(op, retry_key, case["resent"]), seen))
+        fast_rows = _state(conn, cid, after)
+        conn.execute("ROLLBACK TO SAVEPOINT start")
+        slow = pump(conn, flows._append_locked(op, retry_key, case["resent"]))
+        slow_rows = _state(conn, cid, after)
+        conn.rollback()
+    assert seen == [schema.APPEND]  # the rules never append where the statement did not
+    assert fast == slow
+    assert fast_rows == slow_rows
+
+
+def test_the_rules_append_where_the_statement_declines(
+    migrated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the statement's copy of the on-message table lag the rules (here it is empty, so
+    the statement declines every append), the append is made as the rules say, in statements
+    of a transaction of its own: the same messages, status, replays and events."""
+    declined: dict[str, list[str]] = {
+        "sources": [],
+        "targets": [],
+        "changes": [],
+        "change_data": [],
+    }
+    monkeypatch.setattr(flows_module, "_ON_MESSAGE", declined)
+    with threadkeep.open(url_of(migrated)) as store:
+        conv = store.resume("c", tenant="t")
+        backend: Any = store._backend
+        seen: list[str] = []
+        real = backend._flows.call
+
+        def recording(op: Any) -> Any:
+            run = real(op)
+            return dataclasses.replace(run, attempt=lambda n: _recorded(run.attempt(n), seen))
+
+        monkeypatch.setattr(backend._flows, "call", recording)
+        first = store.append(conv.id, "user", "hi")
+        assert seen[0] == schema.APPEND and seen[1] == schema.LOCK_CONVERSATION.every
+        keyed = store.append(conv.id, "assistant", "yo", idempotency_key="k")
+        replay = store.append(conv.id, "assistant", "yo", idempotency_key="k")
+        assert [first.seq, keyed.seq, replay.seq] == [1, 2, 2]
+        assert replay.replayed and not keyed.replayed
+        assert store.get(conv.id).status == "active"
+        assert [m.content for m in store.messages(conv.id, last=5)] == ["hi", "yo"]
+        events = [(e.kind.value, e.data) for e in store.events(tenant="t", timeout=0)]
+    assert events[1:] == [
+        ("message.appended", {"seq": 1, "role": "user"}),
+        ("status.changed", {"from": "new", "to": "active"}),
+        ("message.appended", {"seq": 2, "role": "assistant"}),
+    ]
+
+
+def test_a_closing_statement_not_sent_with_its_commit_still_wakes_listeners(migrated: str) -> None:
+    """A call not safe to resend waits for a ``Closing`` statement's answer before COMMIT (one
+    round trip more); what the statement may have logged is still announced after it."""
+    from threadkeep._url import StoreURL
+    from threadkeep.backends.postgres._conn import ConnectionOptions, Ending
+
+    channel = ConnectionOptions(StoreURL.parse(url_of(migrated))).channel
+    with threadkeep.open(url_of(migrated)) as store:
+        cid = store.start("c").id
+    op = ops.AppendOp(
+        cid, None, NOW, "user", "hi", "{}", None, lifecycle.ON_MESSAGE_VALUES, None, 9
+    )
+    ending = Ending(channel, together=False)
+    with connect(migrated, autocommit=True) as listener, connect(migrated, autocommit=True) as conn:
+        listener.execute(f"LISTEN {channel}")
+        answer = pump(conn, flows_of(migrated).call(op).attempt(1), transaction=True, ending=ending)
+        assert answer.value is not None and answer.value.seq == 1
+        assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [channel]
