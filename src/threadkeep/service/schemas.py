@@ -18,7 +18,6 @@ from threadkeep import (
     Retention,
     StateSnapshot,
 )
-from threadkeep._models import jsonable
 
 __all__ = [
     "AppendIn",
@@ -268,7 +267,9 @@ class MessageOut(BaseModel):
         """Build it from a Message (for a visitor: without its metadata or payload).
 
         The fields of ``Message.to_dict()``, read one by one: ``to_dict`` goes through
-        ``dataclasses.asdict``, a deep copy that costs more than the rest of the model.
+        ``dataclasses.asdict``, a deep copy that costs more than the rest of the model. The
+        metadata and payload are plain JSON values already (the store keeps JSON text and
+        decodes it), so they are passed as they are.
         """
         data = {
             "conversation_id": message.conversation_id,
@@ -276,9 +277,9 @@ class MessageOut(BaseModel):
             "role": message.role,
             "content": message.content,
             "created_at": message.created_at.isoformat(),
-            "metadata": {} if visitor else jsonable(message.metadata),
+            "metadata": {} if visitor else message.metadata,
             "idempotency_key": message.idempotency_key,
-            "payload": None if visitor else jsonable(message.payload),
+            "payload": None if visitor else message.payload,
             "delivery": message.delivery,
         }
         return cls.model_validate(data)
