@@ -29,9 +29,10 @@ def _non_negative_int(text: Any) -> int:
 
 def _cache_size(text: Any) -> int:
     value = int(text)
-    if value == 0:
+    if value == 0 or not -(2**31) <= value < 2**31:
         raise ValueError(
-            "must be pages (positive) or KiB (negative), as SQLite's PRAGMA cache_size; not 0"
+            "must be pages (positive) or KiB (negative), as SQLite's PRAGMA cache_size: "
+            "not 0, and within a 32-bit integer (SQLite ignores a larger one)"
         )
     return value
 

@@ -3,11 +3,14 @@
 import multiprocessing
 import sqlite3
 import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import threadkeep
+from threadkeep._rules import plans
 from threadkeep.backends.sqlite._schema import MIGRATIONS
 
 
@@ -117,7 +120,7 @@ def test_cache_size_sets_every_connections_page_cache(tmp_path, query, expected)
         assert _cache_sizes(store) == [5000, 5000]
 
 
-@pytest.mark.parametrize("value", ["0", "lots", "1.5"])
+@pytest.mark.parametrize("value", ["0", "lots", "1.5", "2147483648", "-2147483649"])
 def test_a_bad_cache_size_is_invalid_input(tmp_path, value):
     with pytest.raises(threadkeep.InvalidInput, match="cache_size=.*malformed") as info:
         threadkeep.open(f"sqlite:///{tmp_path}/c.db?cache_size={value}")
@@ -152,3 +155,96 @@ def test_counts_reads_counters_and_the_expired_range_only(tmp_path):
     reads = [step for step in plan if "conversations " in step + " "]
     assert any("conversation_counts USING PRIMARY KEY" in step for step in plan), plan
     assert reads == ["SEARCH conversations USING INDEX conv_by_expiry (expires_us<?)"], plan
+
+
+def test_a_failed_commit_leaves_the_threads_connection_usable(tmp_path):
+    # a COMMIT that fails (here a deferred foreign key) must not leave the thread's
+    # connection inside the transaction: every later write there would fail
+    store = threadkeep.open(f"sqlite:///{tmp_path}/x.db")
+    backend = store._backend
+    conn = backend._conn()
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE c (x REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(threadkeep.BackendError), backend._tx(True) as db:
+        db.execute("INSERT INTO c VALUES (1)")
+    assert not conn.in_transaction
+    assert store.start("c1", tenant="t").status == "new"
+    assert conn.execute("SELECT count(*) FROM c").fetchone()[0] == 0
+    store.close()
+
+
+def _due_three(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str):
+    monkeypatch.setattr(plans, "SWEEP_BATCH", 1)
+    clock = threadkeep.ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = threadkeep.open(f"sqlite:///{tmp_path}/{name}", clock=clock)
+    ids = [store.start(f"c{i}", tenant="t").id for i in range(3)]
+    for cid in ids:
+        store.append(cid, "user", "hi")
+    clock.advance(timedelta(minutes=31))
+    return store, clock, ids
+
+
+def test_sweep_leaves_a_listed_conversation_touched_before_its_batch(tmp_path, monkeypatch):
+    # sweep lists the idle-due ids once, then judges each again in its batch's transaction:
+    # one made active after the listing stays active; one created meanwhile waits
+    store, clock, ids = _due_three(tmp_path, monkeypatch, "r.db")
+    backend = store._backend
+    listed, created = [], []
+    idle_all, tx = backend._idle_all, backend._tx
+
+    def listing(op):
+        listed.append(True)
+        return idle_all(op)
+
+    def batch(write):
+        if listed and write and not created:
+            with threadkeep.open(f"sqlite:///{tmp_path}/r.db", clock=clock) as other:
+                other.append(ids[1], "user", "still here")
+                late = other.start("late", tenant="t")
+                other.append(late.id, "user", "x")
+                created.append(late.id)
+        return tx(write)
+
+    monkeypatch.setattr(backend, "_idle_all", listing)
+    monkeypatch.setattr(backend, "_tx", batch)
+    report = store.sweep()
+    assert created
+    assert [store.get(i, tenant="t").status for i in ids] == ["idle", "active", "idle"]
+    assert report.idled == 2
+    assert store.get(created[0], tenant="t").status == "active"
+    table = "SELECT count(*) FROM temp.sweep_idle_due"
+    assert backend._conn().execute(table).fetchone()[0] == 0
+    store.close()
+
+
+def test_a_sweep_failing_between_batches_keeps_no_list(tmp_path, monkeypatch):
+    store, clock, ids = _due_three(tmp_path, monkeypatch, "f.db")
+    backend = store._backend
+    idle_all, tx = backend._idle_all, backend._tx
+    writes: list[bool] = []
+
+    def listing(op):
+        writes.clear()
+        return idle_all(op)
+
+    def batch(write):
+        if write:
+            writes.append(True)
+            if len(writes) == 2:
+                raise threadkeep.BackendUnavailable("sqlite", "batch", "injected")
+        return tx(write)
+
+    monkeypatch.setattr(backend, "_idle_all", listing)
+    monkeypatch.setattr(backend, "_tx", batch)
+    with pytest.raises(threadkeep.BackendUnavailable):
+        store.sweep()
+    table = "SELECT count(*) FROM temp.sweep_idle_due"
+    assert backend._conn().execute(table).fetchone()[0] == 0
+    assert backend._busy == 0
+    monkeypatch.setattr(backend, "_tx", tx)
+    clock.advance(timedelta(seconds=1))
+    store.append(ids[2], "user", "back")
+    store.sweep()
+    assert [store.get(i, tenant="t").status for i in ids] == ["idle", "idle", "active"]
+    store.close()

@@ -8,6 +8,7 @@ writes). The SQL is in ``_schema``; the verdicts come from ``threadkeep._rules.d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -468,23 +469,25 @@ class SQLiteBackend:
         due_one = schema.IDLE_DUE_ONE.format(marks=marks)
         batch = max(1, op.batch)
         idled, after = 0, 0
-        while True:
-            with self._tx(write=True) as db:
-                page = db.execute(schema.IDLE_PAGE, (after, batch)).fetchall()
-                for _, cid in page:
-                    found = db.execute(due_one, (cid, *op.idle_from, now, now)).fetchone()
-                    if found is None:
-                        continue
-                    tenant, status = found
-                    db.execute(schema.SET_STATUS, (op.idle_to, cid))
-                    event = lifecycle.status_changed(status, op.idle_to)
-                    self._emit(db, tenant, cid, event, now, op.events_kept)
-                    idled += 1
-            if len(page) < batch:
-                with self._errors() as db:
-                    db.execute(schema.IDLE_CLEAR)
-                return idled
-            after = page[-1][0]
+        try:
+            while True:
+                with self._tx(write=True) as db:
+                    page = db.execute(schema.IDLE_PAGE, (after, batch)).fetchall()
+                    for _, cid in page:
+                        found = db.execute(due_one, (cid, *op.idle_from, now, now)).fetchone()
+                        if found is None:
+                            continue
+                        tenant, status = found
+                        db.execute(schema.SET_STATUS, (op.idle_to, cid))
+                        event = lifecycle.status_changed(status, op.idle_to)
+                        self._emit(db, tenant, cid, event, now, op.events_kept)
+                        idled += 1
+                if len(page) < batch:
+                    return idled
+                after = page[-1][0]
+        finally:  # the list is this sweep's only: not kept past it, whatever happened
+            with contextlib.suppress(BackendError, StoreClosed), self._errors() as db:
+                db.execute(schema.IDLE_CLEAR)
 
     def _refresh_floors(self, status: str, op: ops.SweepOp) -> None:
         """Move up the idle floors of a status's rows whose floor passed but not idle_us.
@@ -861,10 +864,14 @@ class _Call:
         tb: TracebackType | None,
     ) -> None:
         backend = self._backend
+        conn = self._conn
         try:
             if self._begin is not None:
-                self._conn.execute("COMMIT" if exc is None else "ROLLBACK")
+                conn.execute("COMMIT" if exc is None else "ROLLBACK")
         except sqlite3.DatabaseError as error:
+            if conn.in_transaction:  # a failed COMMIT leaves the transaction open: end it
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise backend._mapped(error) from error
         finally:
             backend._leave()
