@@ -19,8 +19,10 @@ from prometheus_client import generate_latest
 import threadkeep._models
 from threadkeep import Message
 from threadkeep.service.app import create_app
+from threadkeep.service.deps import get_store, public_caller_of, tenant_of
 from threadkeep.service.hot import HotRoutes
-from threadkeep.service.schemas import MessageOut
+from threadkeep.service.routers import chat, messages
+from threadkeep.service.schemas import AppendIn, ChatIn, MessageOut
 from threadkeep.service.settings import ServiceSettings
 
 KEY = "hot-key"
@@ -240,3 +242,32 @@ def test_message_out_is_to_dict_without_its_deep_copy(
     monkeypatch.setattr(threadkeep._models, "asdict", no_deep_copy)
     got = [MessageOut.of(m, visitor=visitor).model_dump_json() for m in messages]
     assert got == expected
+
+
+def _shape(route: Any) -> tuple[list[Any], list[str], list[str], list[str], list[Any]]:
+    d = route.dependant
+    return (
+        [sub.call for sub in d.dependencies],
+        [p.alias for p in d.header_params],
+        [p.name for p in d.path_params],
+        [p.name for p in d.query_params] + [p.name for p in d.cookie_params],
+        [p.field_info.annotation for p in d.body_params],
+    )
+
+
+def test_the_hot_routes_are_what_hot_py_calls() -> None:
+    # hot.py calls these routes' dependencies by hand: a dependency, parameter or override
+    # added to them (or to their router or the app) must fail here, not be skipped silently
+    app = create_app(ServiceSettings(store="memory://", bot="echo", api_keys="t:k"))
+    assert not app.router.dependencies and not app.dependency_overrides
+    for router in (chat.router, messages.router):
+        assert not router.dependencies
+    by_name = {r.name: r for r in (*chat.router.routes, *messages.router.routes)}
+    assert _shape(by_name["chat"]) == ([public_caller_of], ["Idempotency-Key"], [], [], [ChatIn])
+    assert _shape(by_name["append_message"]) == (
+        [tenant_of, get_store],
+        ["Idempotency-Key"],
+        ["conversation_id"],
+        [],
+        [AppendIn],
+    )

@@ -79,11 +79,11 @@ class HotRoutes:
         if conversation_id is None:
             scope["route"], scope["endpoint"] = self._chat_route, chat.chat
             scope["path_params"] = {}
-            await self._chat(scope, receive, send)
+            await self._chat(scope, _replaying(received, receive), send)
         else:
             scope["route"], scope["endpoint"] = self._append_route, messages.append_message
             scope["path_params"] = {"conversation_id": conversation_id}
-            await self._append(scope, receive, send)
+            await self._append(scope, _replaying(received, receive), send)
 
     @staticmethod
     async def _parse(
