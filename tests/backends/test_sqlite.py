@@ -161,7 +161,7 @@ def test_a_failed_commit_leaves_the_threads_connection_usable(tmp_path):
     # a COMMIT that fails (here a deferred foreign key) must not leave the thread's
     # connection inside the transaction: every later write there would fail
     store = threadkeep.open(f"sqlite:///{tmp_path}/x.db")
-    backend = store._backend
+    backend: Any = store._backend
     conn = backend._conn()
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
@@ -174,7 +174,9 @@ def test_a_failed_commit_leaves_the_threads_connection_usable(tmp_path):
     store.close()
 
 
-def _due_three(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str):
+def _due_three(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> tuple[threadkeep.Store, threadkeep.ManualClock, list[str]]:
     monkeypatch.setattr(plans, "SWEEP_BATCH", 1)
     clock = threadkeep.ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
     store = threadkeep.open(f"sqlite:///{tmp_path}/{name}", clock=clock)
@@ -189,8 +191,9 @@ def test_sweep_leaves_a_listed_conversation_touched_before_its_batch(tmp_path, m
     # sweep lists the idle-due ids once, then judges each again in its batch's transaction:
     # one made active after the listing stays active; one created meanwhile waits
     store, clock, ids = _due_three(tmp_path, monkeypatch, "r.db")
-    backend = store._backend
-    listed, created = [], []
+    backend: Any = store._backend
+    listed: list[bool] = []
+    created: list[str] = []
     idle_all, tx = backend._idle_all, backend._tx
 
     def listing(op):
@@ -220,7 +223,7 @@ def test_sweep_leaves_a_listed_conversation_touched_before_its_batch(tmp_path, m
 
 def test_a_sweep_failing_between_batches_keeps_no_list(tmp_path, monkeypatch):
     store, clock, ids = _due_three(tmp_path, monkeypatch, "f.db")
-    backend = store._backend
+    backend: Any = store._backend
     idle_all, tx = backend._idle_all, backend._tx
     writes: list[bool] = []
 

@@ -262,7 +262,7 @@ def test_the_hot_routes_are_what_hot_py_calls() -> None:
     assert not app.router.dependencies and not app.dependency_overrides
     for router in (chat.router, messages.router):
         assert not router.dependencies
-    by_name = {r.name: r for r in (*chat.router.routes, *messages.router.routes)}
+    by_name = {getattr(r, "name", ""): r for r in (*chat.router.routes, *messages.router.routes)}
     assert _shape(by_name["chat"]) == ([public_caller_of], ["Idempotency-Key"], [], [], [ChatIn])
     assert _shape(by_name["append_message"]) == (
         [tenant_of, get_store],

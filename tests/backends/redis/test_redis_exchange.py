@@ -157,3 +157,51 @@ def test_a_script_error_keeps_the_connection_and_the_next_reply_in_order(prefix:
         raw.close()
         assert store.append(conv.id, "user", "taken").seq == 1
         assert [m.content for m in store.messages(conv.id)] == ["taken"]
+
+
+def test_a_command_refused_before_exec_leaves_no_reply_for_the_next_call(
+    own_server: RedisServer,
+) -> None:
+    """A user who may not run LRANGE: the server refuses it when MULTI queues it, and EXEC
+    then aborts, so the window read stops at an error with replies still unread. The
+    connection must be closed, not given back: the next call on the one-connection pool
+    would read the previous call's leftover replies as its own (wrong data)."""
+    admin = redis.Redis(host="127.0.0.1", port=own_server.port)
+    admin.acl_setuser(
+        "limited", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+        commands=["+@all", "-lrange"],
+    )  # fmt: skip
+    with threadkeep.open(own_server.url + "?prefix=acl") as store:
+        conv = store.start("c-1")
+        store.append(conv.id, "user", "one")
+        store.save_state(conv.id, {"k": 1})
+    url = f"redis://limited:pw@127.0.0.1:{own_server.port}/0?prefix=acl&pool_size=1&retries=0"
+    with threadkeep.open(url) as store:
+        for _ in range(2):
+            with pytest.raises(BackendError):
+                store.messages(conv.id, last=2)
+            assert store.load_state(conv.id).value == {"k": 1}
+            assert store.get(conv.id).id == conv.id
+
+    async def main() -> None:
+        store = await threadkeep.open_async(url)
+        try:
+            for _ in range(2):
+                with pytest.raises(BackendError):
+                    await store.messages(conv.id, last=2)
+                assert (await store.load_state(conv.id)).value == {"k": 1}
+                assert (await store.get(conv.id)).id == conv.id
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+    admin.close()
+
+
+def test_an_argument_redis_cannot_send_is_a_redis_error_as_with_redis_py() -> None:
+    # hiredis refuses it with a TypeError; redis-py's packer answers DataError (a RedisError,
+    # which the drivers map to BackendError): the direct packing must answer the same
+    from threadkeep.backends.redis._base import packed
+
+    with pytest.raises(redis.exceptions.DataError):
+        packed(None, (("SET", "k", True),))

@@ -81,7 +81,10 @@ def packed(conn: Any, commands: tuple[tuple[str | int, ...], ...]) -> list[bytes
     """``commands`` packed for one write on ``conn`` (a redis-py connection, sync or async)."""
     if _pack is None:  # redis-py without hiredis: its own (Python) packer
         return cast(list[bytes], conn.pack_commands(commands))
-    return [b"".join([_pack(command) for command in commands])]
+    try:
+        return [b"".join([_pack(command) for command in commands])]
+    except TypeError as exc:  # as redis-py's packer answers it: a RedisError (BackendError)
+        raise rex.DataError(str(exc)) from exc
 
 
 def transaction(request: Transaction) -> tuple[tuple[str | int, ...], ...]:
