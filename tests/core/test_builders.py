@@ -120,9 +120,31 @@ class _Plain:
     __slots__ = ("a",)
 
 
+@dataclass(frozen=True, slots=True, init=False)
+class _OwnInitChanges:
+    a: int
+
+    def __init__(self, a: int) -> None:
+        object.__setattr__(self, "a", a * 2)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class _OwnInitChecks:
+    a: int
+
+    def __init__(self, a: int) -> None:
+        if not isinstance(a, int):
+            raise ValueError("a must be an int")
+        object.__setattr__(self, "a", a)
+
+
 @pytest.mark.parametrize(
-    "cls", [_NoSlots, _PostInit, _NotInInit, _WithInitVar, _Derived, _OwnName, _Plain, int]
-)
+    "cls",
+    [
+        _NoSlots, _PostInit, _NotInInit, _WithInitVar, _Derived, _OwnName, _Plain, int,
+        _OwnInitChanges, _OwnInitChecks,
+    ],
+)  # fmt: skip
 def test_a_class_whose_init_does_more_than_store_its_fields_is_refused(cls: type) -> None:
     with pytest.raises(TypeError):
         fast_builder(cls)

@@ -34,7 +34,7 @@ def fast_builder(cls: type[T]) -> Callable[..., T]:
             (``slots=True``, no base with slots of its own), or its ``__init__`` does more
             than store them: a ``__post_init__``, an ``InitVar``, an ``init=False`` field (a
             default would be computed there; the builder takes every field, so none is ever
-            left to a default).
+            left to a default), or an ``__init__`` of its own that checks or changes a value.
     """
     if not (isinstance(cls, type) and is_dataclass(cls)):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -44,6 +44,13 @@ def fast_builder(cls: type[T]) -> Callable[..., T]:
         raise TypeError(f"{cls.__name__}'s slots are not its fields (slots=True, no base fields)")
     if hasattr(cls, "__post_init__") or params != names or _OWN & set(names):
         raise TypeError(f"{cls.__name__}'s __init__ does more than store its fields in order")
+    markers = [object() for _ in names]  # an __init__ of its own must store them, unchanged
+    try:
+        made = cls(*markers)
+    except Exception as exc:
+        raise TypeError(f"{cls.__name__}'s __init__ does more than store its fields") from exc
+    if any(getattr(made, name) is not marker for name, marker in zip(names, markers, strict=True)):
+        raise TypeError(f"{cls.__name__}'s __init__ does more than store its fields")
     plain = type(f"_{cls.__name__}Slots", (), {"__slots__": names})
     args = ", ".join(names)
     stores = "".join(f"        _self.{name} = {name}\n" for name in names)

@@ -12,6 +12,7 @@ import pytest
 import threadkeep
 from tests.backends.postgres._helpers import (
     SHARED,
+    drop_schema,
     make_row,
     now_us,
     open_and_report,
@@ -104,3 +105,19 @@ def test_a_schema_of_a_newer_version_is_refused_untouched(schema: str) -> None:
     with psycopg.connect(SHARED) as conn:
         rows = conn.execute(f'SELECT max(version) FROM "{schema}".schema_version').fetchall()
     assert rows == [(newer,)]
+
+
+def test_a_schema_name_with_capitals_keeps_its_case(schema: str) -> None:
+    """The schema is created quoted; the sessions' search_path must name it quoted too (an
+    unquoted name is folded to lower case: every statement then missed its tables)."""
+    upper = "Tk_" + schema
+    try:
+        with threadkeep.open(url_of(upper)) as store:
+            conv = store.start("c-1")
+            assert store.append(conv.id, "user", "hi").seq == 1
+            assert [m.content for m in store.messages(conv.id)] == ["hi"]
+        with psycopg.connect(SHARED) as conn:
+            query = f'SELECT count(*) FROM "{upper}".messages'
+            assert conn.execute(query).fetchone() == (1,)
+    finally:
+        drop_schema(upper)

@@ -54,7 +54,8 @@ class ConnectionOptions:
         self.kwargs: dict[str, Any] = {
             # read_events and resume's contact lock need a new snapshot per statement: READ
             # COMMITTED whatever the database's or role's default isolation is
-            "options": f"-c search_path={self.schema} "
+            # (quoted: the schema is created quoted, so a name with capitals keeps its case)
+            "options": f'-c search_path="{self.schema}" '
             r"-c default_transaction_isolation=read\ committed",
             "application_name": ("threadkeep:" + self.schema)[:63],  # the pool's sessions
             "connect_timeout": max(2, round(self.timeout)),

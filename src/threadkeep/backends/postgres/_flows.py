@@ -12,7 +12,7 @@ in ``_schema``; the verdicts come from ``threadkeep._rules.decide``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Generic, TypeVar, cast
 
@@ -816,15 +816,25 @@ class Flows:
         return len(schema.MIGRATIONS) - current, rows[0][0]
 
 
-def _on_message(table: Mapping[str, str]) -> dict[str, list[str]]:
-    """The on-message table as ``schema.APPEND``'s parameters: from, to, each change's event."""
+def _on_message(table: Mapping[str, str]) -> dict[str, str]:
+    """The on-message table as ``schema.APPEND``'s parameters: from, to, each change's event.
+
+    Each is a ``text[]`` written as its array literal here (cast in the statement): psycopg
+    would dump a list of str element by element, a regex substitution each, on every append.
+    """
     changes = [lifecycle.status_changed(source, target) for source, target in table.items()]
     return {
-        "sources": list(table),
-        "targets": list(table.values()),
-        "changes": [kind for kind, _ in changes],
-        "change_data": [ev.data_json(data) for _, data in changes],
+        "sources": _text_array(table),
+        "targets": _text_array(table.values()),
+        "changes": _text_array(kind for kind, _ in changes),
+        "change_data": _text_array(ev.data_json(data) for _, data in changes),
     }
+
+
+def _text_array(items: Iterable[str]) -> str:
+    """PostgreSQL's array literal of ``items``: each element quoted, backslash and quote escaped."""
+    quoted = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+    return "{" + ",".join(f'"{item}"' for item in quoted) + "}"
 
 
 _LIFECYCLE: Final = lifecycle.ON_MESSAGE_VALUES
