@@ -259,3 +259,15 @@ def read_all(messages: Any, conv_id: str) -> list[threadkeep.Message]:
     while page := messages(conv_id, after=out[-1].seq if out else 0, limit=1000):
         out.extend(page)
     return out
+
+
+def recorded(flow: Any, seen: list[str]) -> Any:
+    """``flow`` (a backend flow generator), noting each statement it yields in ``seen``."""
+    rows = None
+    try:
+        while True:
+            step = flow.send(rows)
+            seen.append(step[0])
+            rows = yield step
+    except StopIteration as done:
+        return done.value

@@ -19,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import threadkeep
-from tests.backends.postgres._helpers import SHARED, connect, flows_of, open_backend, url_of
+from tests.backends.postgres._helpers import (
+    SHARED,
+    connect,
+    flows_of,
+    open_backend,
+    recorded,
+    url_of,
+)
 from threadkeep._rules import lifecycle, ops
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow
@@ -37,18 +44,6 @@ TOKEN = 7
 def migrated(schema: str) -> str:
     open_backend(schema).close()
     return schema
-
-
-def _recorded(flow: Any, seen: list[str]) -> Any:
-    """``flow``, noting each statement it yields."""
-    rows = None
-    try:
-        while True:
-            step = flow.send(rows)
-            seen.append(step[0])
-            rows = yield step
-    except StopIteration as done:
-        return done.value
 
 
 def _state(conn: psycopg.Connection[Any], cid: str, after_event: int) -> tuple[Any, ...]:
@@ -162,7 +157,7 @@ def test_one_statement_answers_and_writes_as_the_rules_do(
         after = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchall()[0][0]
         conn.execute("SAVEPOINT start")
         seen: list[str] = []
-        fast = pump(conn, _recorded(flows._append(op, retry_key, case["resent"]), seen))
+        fast = pump(conn, recorded(flows._append(op, retry_key, case["resent"]), seen))
         fast_rows = _state(conn, cid, after)
         conn.execute("ROLLBACK TO SAVEPOINT start")
         slow = pump(conn, flows._append_locked(op, retry_key, case["resent"]))
@@ -194,7 +189,7 @@ def test_the_rules_append_where_the_statement_declines(
 
         def recording(op: Any) -> Any:
             run = real(op)
-            return dataclasses.replace(run, attempt=lambda n: _recorded(run.attempt(n), seen))
+            return dataclasses.replace(run, attempt=lambda n: recorded(run.attempt(n), seen))
 
         monkeypatch.setattr(backend._flows, "call", recording)
         first = store.append(conv.id, "user", "hi")

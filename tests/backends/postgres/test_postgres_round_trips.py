@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import threadkeep
-from tests.backends.postgres._helpers import connect, url_of
+from tests.backends.postgres._helpers import connect, recorded, url_of
 from threadkeep.backends.postgres import _schema as schema
 
 #: psycopg prepares a statement on its 6th run (one round trip more, once): warm up past it.
@@ -63,19 +63,7 @@ def steps(store: Any, monkeypatch: pytest.MonkeyPatch, call: Callable[[], object
 
     def counting(op: Any) -> Any:
         run = real(op)
-
-        def attempt(n: int) -> Any:
-            flow = run.attempt(n)
-            rows = None
-            try:
-                while True:
-                    step = flow.send(rows)
-                    seen.append(step[0])
-                    rows = yield step
-            except StopIteration as done:
-                return done.value
-
-        return dataclasses.replace(run, attempt=attempt)
+        return dataclasses.replace(run, attempt=lambda n: recorded(run.attempt(n), seen))
 
     monkeypatch.setattr(flows, "call", counting)
     try:
