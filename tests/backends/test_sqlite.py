@@ -251,3 +251,78 @@ def test_a_sweep_failing_between_batches_keeps_no_list(tmp_path, monkeypatch):
     store.sweep()
     assert [store.get(i, tenant="t").status for i in ids] == ["idle", "idle", "active"]
     store.close()
+
+
+# ---- list() without conv_by_activity (migration 7) -----------------------------------------
+
+
+def _list_plans(store: threadkeep.Store, **filters: Any) -> list[str]:
+    """The query plan of the statement ``store.list(**filters)`` runs (traced, values bound)."""
+    backend: Any = store._backend
+    statements: list[str] = []
+    conn = backend._conn()
+    conn.set_trace_callback(statements.append)
+    try:
+        store.list(tenant="t", **filters)
+    finally:
+        conn.set_trace_callback(None)
+    (sql,) = [s for s in statements if s.lstrip().startswith("SELECT")]
+    return [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+
+
+def test_a_list_without_status_merges_the_status_index_without_a_sort(tmp_path):
+    """Without conv_by_activity (its entry moved on every append), a page with neither a
+    status, a stage nor a contact reads one conv_by_status range per status, merged in
+    order: no sort of the tenant's rows, with or without an agent filter and a cursor."""
+    with threadkeep.open(f"sqlite:///{tmp_path}/l.db") as store:
+        first = store.list(tenant="t", limit=1)
+        assert first.items == []
+        store.start("a", tenant="t")
+        store.start("b", tenant="t")
+        cursor = store.list(tenant="t", limit=1).next_cursor
+        assert cursor is not None
+        merged: list[dict[str, Any]] = [{}, {"agent_id": "x"}, {"cursor": cursor}]
+        for filters in [*merged, {"agent_id": "x", "cursor": cursor}]:
+            plan = _list_plans(store, **filters)
+            assert "MERGE (UNION ALL)" in plan, (filters, plan)
+            reads = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+            assert len(reads) == len(threadkeep.Status), (filters, plan)
+            assert all("USING INDEX conv_by_status (tenant=? AND status=?" in r for r in reads)
+            assert not any("TEMP B-TREE" in step for step in plan), (filters, plan)
+        single = (({"status": "new"}, "conv_by_status"), ({"stage": "Q"}, "conv_by_stage"))
+        for one, index in single:
+            plan = _list_plans(store, **one)
+            assert len(plan) == 1 and f"USING INDEX {index}" in plan[0], (one, plan)
+        db = store._backend._conn()  # type: ignore[attr-defined]
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "conv_by_activity" not in names
+
+
+def test_a_list_without_status_returns_every_status_in_activity_order(tmp_path):
+    """The merged arms cover every status: pages of 2 visit each conversation once, newest
+    activity first, whatever its status."""
+    clock = threadkeep.ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with threadkeep.open(f"sqlite:///{tmp_path}/s.db", clock=clock) as store:
+        made: list[str] = []
+        for status in ("new", "active", "idle", "waiting_agent", "closed") * 2:
+            conv = store.start(f"c{len(made)}", tenant="t")
+            if status == "closed":
+                store.close_conversation(conv.id)
+            elif status == "idle":
+                store.append(conv.id, "user", "hi")
+                store.set_status(conv.id, "idle")
+            elif status != "new":
+                store.set_status(conv.id, status)
+            clock.advance(timedelta(seconds=1))
+            made.append(conv.id)
+        store.append(made[1], "user", "latest")  # the oldest active one moves to the front
+        seen, cursor = [], None
+        while True:
+            page = store.list(tenant="t", limit=2, cursor=cursor)
+            seen += [c.id for c in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        expected = [made[1], *[cid for cid in reversed(made) if cid != made[1]]]
+        assert seen == expected
+        assert {store.get(cid).status for cid in seen} == {s.value for s in threadkeep.Status}

@@ -218,6 +218,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE states_v6 RENAME TO states;
     CREATE UNIQUE INDEX states_by_version ON states (conversation_id, version);
     """,
+    # 7: no (tenant, activity) index. Its entry moved with every append and state save (two
+    # WAL pages each: docs/performance.md); a list() with neither a status, a stage nor a
+    # contact merges conv_by_status's per-status ranges instead (LIST_MERGED), in the same
+    # order, without a sort.
+    """
+    DROP INDEX conv_by_activity;
+    """,
 )
 
 CONVERSATION_COLUMNS: Final = (
@@ -293,6 +300,15 @@ LIST: Final = (
 )
 #: A contact's page reads its rows by conv_by_contact and sorts them (see FIND_OPEN).
 LIST_OF_CONTACT: Final = " INDEXED BY conv_by_contact"
+#: A page without a status, stage or contact filter (migration 7): one arm per status
+#: (``{status}``: a ``lifecycle.Status`` value), each an index range of conv_by_status read
+#: newest first, which SQLite merges (``MERGE (UNION ALL)``) up to the limit: the cost is
+#: the page's rows plus one per status, not the tenant's size, and no sort.
+LIST_ARM: Final = (
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status = '{{status}}' AND {{where}}"
+)
+#: The arms joined by ``UNION ALL``, then their order and the limit.
+LIST_MERGED: Final = "{arms} ORDER BY activity_us DESC, id DESC LIMIT :limit"
 #: The tenant's counters (migration 5) less its expired rows sweep has not erased yet, by
 #: status and stage (NULL: none): the cost is the counters' few rows plus the unswept
 #: backlog, not the tenant's size. ``+tenant`` keeps the planner on the expiry index.

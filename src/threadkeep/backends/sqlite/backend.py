@@ -344,8 +344,11 @@ class SQLiteBackend:
         where, params = _common.list_filters(op, lambda name: f":{name}")
         where = ["tenant = :tenant", schema.LIVE, *where]
         params.update(tenant=op.tenant, now=op.now_us, limit=op.limit + 1)
-        indexed = schema.LIST_OF_CONTACT if op.contact_id is not None else ""
-        sql = schema.LIST.format(indexed=indexed, where=" AND ".join(where))
+        if op.status is None and op.stage is None and op.contact_id is None:
+            sql = _list_merged(" AND ".join(where))
+        else:
+            indexed = schema.LIST_OF_CONTACT if op.contact_id is not None else ""
+            sql = schema.LIST.format(indexed=indexed, where=" AND ".join(where))
         with self._errors() as db:
             rows = db.execute(sql, params).fetchall()
         return Result(_OK, [_common.decode_conversation(r) for r in rows])
@@ -891,6 +894,15 @@ def _newer(path: str, version: int) -> BackendError:
 def _find_open(statuses: int) -> str:
     """``FIND_OPEN`` for that many open statuses (formatted once, not per call)."""
     return schema.FIND_OPEN.format(marks=", ".join("?" * statuses))
+
+
+@functools.cache
+def _list_merged(where: str) -> str:
+    """``LIST_MERGED`` with one arm per status (formatted once per set of filters)."""
+    arms = " UNION ALL ".join(
+        schema.LIST_ARM.format(status=status.value, where=where) for status in lifecycle.Status
+    )
+    return schema.LIST_MERGED.format(arms=arms)
 
 
 def _messages(conversation_id: str, found: list[tuple[Any, ...]]) -> list[MessageRow]:
