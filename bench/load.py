@@ -23,14 +23,14 @@ the sessions and the *watchers* use tenant ``load``, the idle followers tenant `
 It prints one JSON report (and a Markdown table on stderr); exit status 1 if an error or a
 lost, duplicated or unseen message was counted, or a worker process was lost.
 
-**A lost worker.** uvicorn's supervisor kills a worker that does not answer its health ping
-within 5 s (``timeout_worker_healthcheck``) and starts another, logging both only at INFO (the
-bench serves at WARNING). The bench watches the workers' process ids all along: a worker that is
-gone is reported (``workers_lost``: when, the load average then, what ``/proc`` last showed of
-it, its replacement), its memory and CPU are left out instead of failing the run, and the
-server's log is kept (``server_log``) instead of going with the temporary directory.
-``--pause-worker S`` stops one worker (SIGSTOP) for S seconds in the middle of the load phase,
-to see that path on purpose.
+**A lost worker.** uvicorn's supervisor kills a worker that does not answer its health ping in
+time (``threadkeep serve``: 30 s, uvicorn's default 5 s) and starts another, logging both only
+at INFO (the bench serves at WARNING). The bench watches the workers' process ids all along: a
+worker that is gone is reported (``workers_lost``: when, the load average then, what ``/proc``
+last showed of it, its replacement), its memory and CPU are left out instead of failing the
+run, and the server's log is kept (``server_log``) instead of going with the temporary
+directory. ``--kill-worker`` kills one worker (SIGKILL) in the middle of the load phase, to see
+that path on purpose.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def latency(samples: list[float]) -> dict[str, float]:
 
 
 def workers_of(server: subprocess.Popen[bytes]) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server.pid)],
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server.pid)],
                          capture_output=True, text=True).stdout  # fmt: skip
     pids = [int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line]
     return pids or [server.pid]
@@ -421,8 +421,8 @@ async def load(
     began = time.monotonic()
     stop_at = began + args.seconds
     pausing = []
-    if getattr(args, "pause_worker", 0) and prefix == "calm":
-        pausing.append(pause_worker(servers.workers[0], args.seconds / 2, args.pause_worker))
+    if getattr(args, "kill_worker", False) and prefix == "calm":
+        pausing.append(kill_worker(servers.workers[0], args.seconds / 2))
     await asyncio.gather(
         probe(port, stop_at, phase),
         *(session(port, n, prefix, stop_at, args.think, phase) for n in range(args.sessions)),
@@ -432,13 +432,11 @@ async def load(
     return phase, time.monotonic() - began
 
 
-async def pause_worker(pid: int, after: float, seconds: float) -> None:
-    """Stop worker ``pid`` (SIGSTOP) ``after`` s from now for ``seconds``, then continue it."""
+async def kill_worker(pid: int, after: float) -> None:
+    """Kill worker ``pid`` (SIGKILL) ``after`` seconds from now."""
     await asyncio.sleep(after)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGSTOP)
-        await asyncio.sleep(seconds)
-        os.kill(pid, signal.SIGCONT)  # unless the supervisor killed it meanwhile
+        os.kill(pid, signal.SIGKILL)
 
 
 def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
@@ -649,8 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the private Redis's appendfsync (Redis's default: everysec)",
     )  # fmt: skip
     parser.add_argument(
-        "--pause-worker", type=float, default=0.0, metavar="S",
-        help="stop one worker for S seconds mid-load (over 5: its supervisor replaces it)",
+        "--kill-worker", action="store_true",
+        help="kill one worker mid-load (its supervisor replaces it): a lost worker's report",
     )  # fmt: skip
     args = parser.parse_args(argv)
     report = run(args)

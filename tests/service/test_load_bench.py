@@ -31,7 +31,7 @@ def test_a_short_load_run_loses_nothing(backend: str) -> None:
         unavailable(f"{needed} is not installed: the {backend} run needs a private server")
     args = argparse.Namespace(
         backend=backend, sessions=10, seconds=5.0, think=0.1, workers=2, turns=20,
-        followers=40, watchers=2, idle=1.0, redis_fsync="everysec", pause_worker=0.0,
+        followers=40, watchers=2, idle=1.0, redis_fsync="everysec", kill_worker=False,
     )  # fmt: skip
     report = run(args)
     assert report["workers_lost"] == []
@@ -70,17 +70,17 @@ def test_a_worker_that_is_gone_is_reported_not_a_crash() -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_stopped_past_its_health_check_is_reported_and_the_run_ends() -> None:
-    # uvicorn's supervisor kills a worker that does not answer its ping within 5 s and starts
-    # another: the run reports it (and keeps the server's log) instead of failing on its memory
+def test_a_worker_lost_mid_run_is_reported_and_the_run_ends() -> None:
+    # a worker killed mid-load (uvicorn's supervisor starts another): the run reports it (and
+    # keeps the server's log) instead of failing when it reads the worker's memory
     args = argparse.Namespace(
-        backend="sqlite", sessions=4, seconds=16.0, think=0.1, workers=2, turns=5,
-        followers=0, watchers=0, idle=1.0, redis_fsync="everysec", pause_worker=8.0,
+        backend="sqlite", sessions=4, seconds=6.0, think=0.1, workers=2, turns=5,
+        followers=0, watchers=0, idle=1.0, redis_fsync="everysec", kill_worker=True,
     )  # fmt: skip
     report = run(args)
     lost = report["workers_lost"]
     assert len(lost) == 1 and lost[0]["replaced_by"], lost
-    assert lost[0]["last_seen"]["state"] == "T"  # stopped, as the bench left it
+    assert lost[0]["last_seen"] is not None  # seen alive before
     assert None in report["memory_after_load"]["rss_mib"]
     assert Path(report["server_log"]).exists()
     assert report["load"]["lost"] == 0  # acknowledged messages are all stored
