@@ -21,7 +21,16 @@ the sessions and the *watchers* use tenant ``load``, the idle followers tenant `
    message of the load.
 
 It prints one JSON report (and a Markdown table on stderr); exit status 1 if an error or a
-lost, duplicated or unseen message was counted.
+lost, duplicated or unseen message was counted, or a worker process was lost.
+
+**A lost worker.** uvicorn's supervisor kills a worker that does not answer its health ping in
+time (``threadkeep serve``: 30 s, uvicorn's default 5 s) and starts another, logging both only
+at INFO (the bench serves at WARNING). The bench watches the workers' process ids all along: a
+worker that is gone is reported (``workers_lost``: when, the load average then, what ``/proc``
+last showed of it, its replacement), its memory and CPU are left out instead of failing the
+run, and the server's log is kept (``server_log``) instead of going with the temporary
+directory. ``--kill-worker`` kills one worker (SIGKILL) in the middle of the load phase, to see
+that path on purpose.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +67,8 @@ from bench.soak import (
 LOAD_KEY, QUIET_KEY = "load-key", "quiet-key"
 API_KEYS = f"load:{LOAD_KEY},quiet:{QUIET_KEY}"
 TICK = os.sysconf("SC_CLK_TCK")
+WATCH = 0.5  # seconds between two looks at the workers (``Servers.watch``)
+STARTED = time.monotonic()
 
 
 # ---- a small HTTP/1.1 client: httpx costs more CPU per request than the server under test ----
@@ -170,17 +182,42 @@ def latency(samples: list[float]) -> dict[str, float]:
 
 
 def workers_of(server: subprocess.Popen[bytes]) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server.pid)],
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server.pid)],
                          capture_output=True, text=True).stdout  # fmt: skip
     pids = [int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line]
     return pids or [server.pid]
 
 
-def status_kib(pid: int, field_name: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def status_kib(pid: int, field_name: str) -> int | None:
+    """A ``/proc/<pid>/status`` field in KiB; None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in text.splitlines():
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
     return 0
+
+
+def proc_state(pid: int) -> dict[str, Any] | None:
+    """What ``/proc`` shows of a process now (None: gone): state, CPU s, threads, switches."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {
+        "state": stat[0],
+        "cpu_s": round((int(stat[11]) + int(stat[12])) / TICK, 2),
+        "threads": int(stat[17]),
+        "rss_mib": round(int(fields.get("VmRSS", "0 kB").split()[0]) / 1024, 1),
+        "ctxt_switches": [
+            int(fields.get("voluntary_ctxt_switches", "0")),
+            int(fields.get("nonvoluntary_ctxt_switches", "0")),
+        ],
+    }
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -221,10 +258,44 @@ def store_connections(backend: Backend) -> dict[str, int] | None:
 
 @dataclass
 class Servers:
-    """The processes whose CPU time a phase counts: the workers, the store's server, this one."""
+    """The processes whose CPU time a phase counts: the workers, the store's server, this one.
+
+    ``watch()`` looks at the workers every ``WATCH`` seconds and records any that is gone
+    (``lost``): a lost worker's CPU and memory are no longer counted, and the run says so.
+    """
 
     workers: list[int]
     backend: Backend
+    server: subprocess.Popen[bytes] | None = None
+    lost: list[dict[str, Any]] = field(default_factory=list)
+    _last: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+
+    def look(self) -> None:
+        """Note what each worker shows now; record a worker that is gone (once)."""
+        gone = {entry["pid"] for entry in self.lost}
+        for pid in self.workers:
+            if pid in gone:
+                continue
+            state = proc_state(pid)
+            if state is not None:
+                self._last[pid] = state
+                continue
+            now = set(workers_of(self.server)) if self.server is not None else set()
+            self.lost.append(
+                {
+                    "pid": pid,
+                    "noticed_at_s": round(time.monotonic() - STARTED, 1),
+                    "loadavg": [round(x, 2) for x in os.getloadavg()],
+                    "last_seen": self._last.get(pid),
+                    "replaced_by": sorted(now - set(self.workers)),
+                }
+            )
+
+    async def watch(self) -> None:
+        """``look()`` every ``WATCH`` seconds until cancelled."""
+        while True:
+            self.look()
+            await asyncio.sleep(WATCH)
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far, by process group (the store's: its processes of this moment)."""
@@ -349,12 +420,23 @@ async def load(
     before = servers.cpu()
     began = time.monotonic()
     stop_at = began + args.seconds
+    pausing = []
+    if getattr(args, "kill_worker", False) and prefix == "calm":
+        pausing.append(kill_worker(servers.workers[0], args.seconds / 2))
     await asyncio.gather(
         probe(port, stop_at, phase),
         *(session(port, n, prefix, stop_at, args.think, phase) for n in range(args.sessions)),
+        *pausing,
     )
     phase.cpu = {k: v - before[k] for k, v in servers.cpu().items()}
     return phase, time.monotonic() - began
+
+
+async def kill_worker(pid: int, after: float) -> None:
+    """Kill worker ``pid`` (SIGKILL) ``after`` seconds from now."""
+    await asyncio.sleep(after)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
@@ -380,11 +462,21 @@ def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
     }
 
 
+def _mib(kib: int | None) -> float | None:
+    return None if kib is None else round(kib / 1024, 1)
+
+
 def memory(pids: list[int]) -> dict[str, Any]:
+    """Each worker's RSS and peak RSS (MiB); None for a worker that is gone (``workers_lost``)."""
     return {
-        "rss_mib": [round(status_kib(p, "VmRSS") / 1024, 1) for p in pids],
-        "peak_rss_mib": [round(status_kib(p, "VmHWM") / 1024, 1) for p in pids],
+        "rss_mib": [_mib(status_kib(p, "VmRSS")) for p in pids],
+        "peak_rss_mib": [_mib(status_kib(p, "VmHWM")) for p in pids],
     }
+
+
+def rss_kib(pids: list[int]) -> int:
+    """The workers' RSS in KiB, those still there."""
+    return sum(status_kib(p, "VmRSS") or 0 for p in pids)
 
 
 async def idle_cpu(servers: Servers, seconds: float) -> dict[str, float]:
@@ -404,7 +496,7 @@ async def followers_phase(
     await asyncio.sleep(1.0)
     report["cpu_s_idle_without_followers"] = await idle_cpu(servers, idle)
     report["store_connections_without_followers"] = store_connections(backend)
-    rss0 = sum(status_kib(p, "VmRSS") for p in pids)
+    rss0 = rss_kib(pids)
     opening = asyncio.Semaphore(50)
 
     refused: list[str] = []
@@ -424,7 +516,7 @@ async def followers_phase(
     report["followers_refused"] = len(refused)
     report["refusals"] = sorted(set(refused))[:3]
     await asyncio.sleep(2.0)  # let the workers settle
-    rss1 = sum(status_kib(p, "VmRSS") for p in pids)
+    rss1 = rss_kib(pids)
     report["rss_per_follower_kib"] = round((rss1 - rss0) / max(1, args.followers), 1)
     report["cpu_s_idle_with_followers"] = await idle_cpu(servers, idle)
     report["store_connections_with_followers"] = store_connections(backend)
@@ -462,14 +554,22 @@ async def main_async(port: int, args: argparse.Namespace, backend: Backend,
                      servers: Servers) -> dict[str, Any]:  # fmt: skip
     pids = servers.workers
     report: dict[str, Any] = {"loadavg_start": [round(x, 2) for x in os.getloadavg()]}
-    report["overhead"] = await overhead(port, args.turns)
-    phase, took = await load(port, args, "calm", servers)
-    report["load"] = summary(phase, took, backend.url)
-    report["load"]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-    report["memory_after_load"] = memory(pids)
-    if args.followers or args.watchers:
-        report["with_followers"] = await followers_phase(port, args, backend, servers)
-        report["memory_after_followers"] = memory(pids)
+    watching = asyncio.create_task(servers.watch())
+    try:
+        report["overhead"] = await overhead(port, args.turns)
+        phase, took = await load(port, args, "calm", servers)
+        report["load"] = summary(phase, took, backend.url)
+        report["load"]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        report["memory_after_load"] = memory(pids)
+        if args.followers or args.watchers:
+            report["with_followers"] = await followers_phase(port, args, backend, servers)
+            report["memory_after_followers"] = memory(pids)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        servers.look()
+        report["workers_lost"] = servers.lost
     return report
 
 
@@ -490,8 +590,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         log = work / "server.log"
         with serving(backend.url, port, args.workers, log, **env) as server:
-            servers = Servers(workers_of(server), backend)
+            servers = Servers(workers_of(server), backend, server)
             report = asyncio.run(main_async(port, args, backend, servers))
+        if report["workers_lost"]:  # keep the server's log: the temporary directory goes
+            kept = Path(tempfile.gettempdir()) / f"threadkeep-load-{os.getpid()}-server.log"
+            shutil.copyfile(log, kept)
+            report["server_log"] = str(kept)
+            report["server_log_tail"] = log.read_text(errors="replace").splitlines()[-20:]
         return {
             "backend": args.backend,
             "workers": args.workers,
@@ -541,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
         "--redis-fsync", choices=("always", "everysec"), default="everysec",
         help="the private Redis's appendfsync (Redis's default: everysec)",
     )  # fmt: skip
+    parser.add_argument(
+        "--kill-worker", action="store_true",
+        help="kill one worker mid-load (its supervisor replaces it): a lost worker's report",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     report = run(args)
     sys.stdout.write(json.dumps(report, indent=1) + "\n")
@@ -552,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("unseen_by_a_watcher", "followers_refused"):
         if report.get("with_followers", {}).get(name):
             bad.append(name)
+    if report["workers_lost"]:
+        bad.append(f"workers_lost={len(report['workers_lost'])} (server log: "
+                   f"{report.get('server_log')})")  # fmt: skip
     if bad:
         sys.stderr.write(f"load failed: {', '.join(bad)}\n")
     return 1 if bad else 0

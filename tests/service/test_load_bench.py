@@ -8,10 +8,15 @@ and its results are in docs/performance.md ("Under load").
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from bench.load import MUST_BE_ZERO, run
+from bench.load import MUST_BE_ZERO, Servers, memory, rss_kib, run
+from bench.soak import SqliteBackend
 
 from tests._servers import unavailable
 
@@ -26,9 +31,10 @@ def test_a_short_load_run_loses_nothing(backend: str) -> None:
         unavailable(f"{needed} is not installed: the {backend} run needs a private server")
     args = argparse.Namespace(
         backend=backend, sessions=10, seconds=5.0, think=0.1, workers=2, turns=20,
-        followers=40, watchers=2, idle=1.0, redis_fsync="everysec",
+        followers=40, watchers=2, idle=1.0, redis_fsync="everysec", kill_worker=False,
     )  # fmt: skip
     report = run(args)
+    assert report["workers_lost"] == []
     for load in (report["load"], report["with_followers"]["load"]):
         assert {name: load[name] for name in MUST_BE_ZERO} == dict.fromkeys(MUST_BE_ZERO, 0)
         assert load["acknowledged"] > 20
@@ -40,3 +46,41 @@ def test_a_short_load_run_loses_nothing(backend: str) -> None:
         assert connections["in_xread"] <= args.workers
     elif backend == "postgres":  # one LISTEN session per worker process
         assert connections.get("threadkeep-events:soak", 0) <= args.workers
+
+
+def _gone_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_worker_that_is_gone_is_reported_not_a_crash() -> None:
+    # a worker the supervisor killed mid-run: its /proc entry is gone when the bench reads it
+    alive, gone = os.getpid(), _gone_pid()
+    report = memory([alive, gone])
+    assert report["rss_mib"][0] > 0 and report["rss_mib"][1] is None
+    assert report["peak_rss_mib"][1] is None
+    assert rss_kib([alive, gone]) == rss_kib([alive])
+    servers = Servers([alive, gone], SqliteBackend(Path("/nonexistent")))
+    servers.look()
+    servers.look()  # noted once
+    assert [entry["pid"] for entry in servers.lost] == [gone]
+    assert servers.lost[0]["last_seen"] is None and len(servers.lost[0]["loadavg"]) == 3
+
+
+@pytest.mark.slow
+def test_a_worker_lost_mid_run_is_reported_and_the_run_ends() -> None:
+    # a worker killed mid-load (uvicorn's supervisor starts another): the run reports it (and
+    # keeps the server's log) instead of failing when it reads the worker's memory
+    args = argparse.Namespace(
+        backend="sqlite", sessions=4, seconds=6.0, think=0.1, workers=2, turns=5,
+        followers=0, watchers=0, idle=1.0, redis_fsync="everysec", kill_worker=True,
+    )  # fmt: skip
+    report = run(args)
+    lost = report["workers_lost"]
+    assert len(lost) == 1 and lost[0]["replaced_by"], lost
+    assert lost[0]["last_seen"] is not None  # seen alive before
+    assert None in report["memory_after_load"]["rss_mib"]
+    assert Path(report["server_log"]).exists()
+    assert report["load"]["lost"] == 0  # acknowledged messages are all stored

@@ -4,6 +4,11 @@ interleaving, gap-free seq; a restart keeps everything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +16,7 @@ import httpx
 import pytest
 
 from tests._servers import cleanup_url, isolated_url, require_reachable
+from tests.service._service_helpers import wait_for
 
 CONVERSATIONS = 20
 TURNS = 10  # per conversation: 200 in all, all sent at once
@@ -108,3 +114,31 @@ def _on_server(live_server: Any, url: str) -> None:
         _run(live_server, url)
     finally:
         cleanup_url(url)
+
+
+def _workers(server: Any) -> set[int]:
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server.proc.pid)],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return {int(line.split()[0]) for line in out.splitlines() if "spawn_main" in line}
+
+
+@pytest.mark.slow
+def test_a_worker_that_stops_answering_for_7_s_is_not_killed(
+    live_server: Any, tmp_path: Path
+) -> None:
+    # a worker starved of CPU (or still importing the service on a busy machine) does not answer
+    # its supervisor's health ping for a while; uvicorn's default (5 s) then killed it with the
+    # requests it held. SIGSTOP stands for the starvation.
+    server = live_server(f"sqlite:///{tmp_path / 'tk.db'}", workers=2)
+    wait_for(lambda: len(_workers(server)) == 2, 60, "both workers")
+    before = _workers(server)
+    victim = min(before)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        time.sleep(7)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed by its supervisor
+            os.kill(victim, signal.SIGCONT)
+    time.sleep(1)
+    assert _workers(server) == before
+    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200

@@ -4,11 +4,15 @@ so it answers as soon as the server does, whatever the requests' retries and poo
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from tests._servers import postgres_cluster
-from tests.service._service_helpers import PrivateRedis, client_for
+from tests._servers import cleanup_url, isolated_url, postgres_cluster, require_reachable
+from tests.service._service_helpers import PrivateRedis, client_for, wait_for
 
 
 @pytest.mark.redis
@@ -67,3 +71,49 @@ def test_readyz_on_postgres_pings_once_and_is_ready_as_soon_as_the_server_is_bac
             assert ready.status_code == 200, ready.text
             retrying.join(40)
             assert not retrying.is_alive()
+
+
+@pytest.mark.postgres
+def test_readyz_on_postgres_does_not_wait_for_a_busy_request_pool(
+    tmp_path: Path, run_id: str
+) -> None:
+    # the requests' only pooled connection is busy (an append waiting for a row lock another
+    # session holds): the server answers, so the worker is ready; the probe must not queue
+    # behind the requests for a pooled connection (it did: 503 at the ready timeout)
+    url = isolated_url("postgres", tmp_path, f"{run_id}_busy")
+    require_reachable(url)
+    schema = url.rsplit("schema=", 1)[1]
+    try:
+        with client_for(url + "&timeout=30&pool_size=1", ready_timeout=2) as api:
+            assert api.get("/readyz").status_code == 200
+            cid = api.post("/v1/chat", json={"message": "hi"}).json()["conversation_id"]
+            with psycopg.connect(url.split("?", 1)[0]) as holder:
+                holder.execute(
+                    sql.SQL("SELECT 1 FROM {}.conversations WHERE id = %s FOR UPDATE").format(
+                        sql.Identifier(schema)
+                    ),
+                    (cid,),
+                )
+                body = {"role": "agent", "content": "waits for the row lock"}
+                path = f"/v1/conversations/{cid}/messages"
+                waiting = threading.Thread(target=lambda: api.post(path, json=body))
+                waiting.start()
+                wait_for(lambda: _lock_waits(holder, schema) == 1, 20, "the append to wait")
+                ready = api.get("/readyz")
+                holder.rollback()  # lets the append go on
+            waiting.join(30)
+            assert not waiting.is_alive()
+            assert ready.status_code == 200, ready.text
+    finally:
+        cleanup_url(url)
+
+
+def _lock_waits(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Sessions of the store's pool waiting for a lock (seen from another transaction)."""
+    with psycopg.connect(conn.info.dsn, autocommit=True) as other:
+        row = other.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (f"threadkeep:{schema}"[:63],),
+        ).fetchone()
+    return int(row[0]) if row else 0

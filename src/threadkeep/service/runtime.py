@@ -17,6 +17,11 @@ log = logging.getLogger("threadkeep.service")
 
 #: Schemes whose readiness probe has a connection of its own (``StoreHolder.ping``).
 _PROBED_APART = frozenset({"redis", "rediss", "postgresql", "postgres"})
+#: Of those, the ones whose requests' store is not pinged after it: a pooled connection that
+#: the server closed is replaced by the request that meets it (the PostgreSQL backend checks
+#: its pool and retries), so that ping told nothing the probe's own did not, and under load it
+#: waited for a pooled connection like any request (503 when the pool was busy).
+_PROBED_ALONE = frozenset({"postgresql", "postgres"})
 
 
 class StoreHolder:
@@ -73,22 +78,28 @@ class StoreHolder:
         The store is opened first if it was not yet. On Redis and PostgreSQL a ping first goes
         through a connection of its own (a second store handle, made once, with a pool of one)
         with one attempt of at most ``timeout`` seconds, so while the server is away the probe
-        fails at once instead of retrying with pauses of up to 1 s through the requests' pool;
-        only once that answers is the requests' store pinged (ready means they can be served;
-        a connection of theirs that the server closed is replaced there, not by the next
-        request).
+        fails at once instead of retrying with pauses of up to 1 s through the requests' pool.
+        On Redis, only once that answers is the requests' store pinged (ready means they can be
+        served; a connection of theirs that the server closed is replaced there, not by the
+        next request). On PostgreSQL the probe's ping is the answer: the requests' calls
+        replace a closed pooled connection themselves (the pool is checked and the call
+        retried), and a ping through their pool would wait behind them for a connection, so a
+        busy but healthy worker would look unready.
 
         Raises:
             BackendError: the store cannot be reached (BackendUnavailable) or refuses us.
             InvalidInput: the store URL is malformed.
         """
         store = await self.get()
-        if urlsplit(self.url).scheme in _PROBED_APART:
+        scheme = urlsplit(self.url).scheme
+        if scheme in _PROBED_APART:
             if self._prober is None:
                 self._prober = threadkeep.open_async(
                     self.url, instrument=self._timed, retries=0, timeout=timeout, pool_size=1
                 )
             await self._prober.ping()
+            if scheme in _PROBED_ALONE:
+                return
         await store.ping()
 
     def _timed(self, backend: AsyncBackend) -> AsyncBackend:
