@@ -122,6 +122,7 @@ class Flows:
         self.sharded = False
         self.cluster = False  # on a Redis Cluster (``layout`` says): reads go through scripts
         self._registered: set[str] = set()  # tags known to be in the store's set of tags
+        self._home = (keys.events, keys.base)  # the routing key and key base of ``keys``
         self._routes = handlers(self)
 
     def layout(self, wanted: str | None, cluster: bool) -> Generator[Command, Any, None]:
@@ -240,9 +241,12 @@ class Flows:
         make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[type(op)])
         return make(op)
 
-    @staticmethod
-    def _eval(keys: Keys, name: str, *args: str | int) -> Eval:
-        return Eval(name, keys.events, (keys.base, *args))
+    def _eval(self, keys: Keys, name: str, *args: str | int) -> Eval:
+        if keys is self.keys:  # the store's own (every op of a one-slot store): names made once
+            events, base = self._home
+        else:
+            events, base = keys.events, keys.base
+        return Eval(name, events, (base, *args))
 
     def ping(self) -> Flow[None]:
         """PING."""
@@ -262,7 +266,7 @@ class Flows:
             row = replace(row, id=shards.tagged(row.id, shards.tenant_tag(row.tenant)))
         keys = yield from self._tenant(row.tenant, register=True)
         kind, data = ev.started(row.contact_id, row.status, row.stage)
-        outcome, flat = yield self._eval(
+        reply = yield self._eval(
             keys,
             "create",
             "1" if op.resume else "0",
@@ -273,7 +277,9 @@ class Flows:
             _ALL_STATUSES,
             *codec.encode_conversation(row),
         )
-        return Result(Outcome(outcome), codec.decode_conversation(flat))
+        if len(reply) == 1:  # made now: stored as given (the script echoes no row back)
+            return Result(Outcome.CREATED, row)
+        return Result(Outcome(reply[0]), codec.decode_conversation(reply[1]))
 
     @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:

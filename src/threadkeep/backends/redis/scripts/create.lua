@@ -3,7 +3,8 @@
 -- ARGV[1] key base; ARGV[2] "1" to resume; ARGV[3] open statuses, comma-separated;
 -- ARGV[4] events kept; ARGV[5] event kind; ARGV[6] event data (JSON);
 -- ARGV[7] every status, comma-separated; ARGV[8..] the new row as field, value pairs
--- returns {"created" | "existing", row as field, value pairs}
+-- returns {"created"} (made now: the row is the one given), or {"created" (a retried call) |
+-- "existing", row as field, value pairs}
 local row = {}
 for i = 8, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
 reap(tonumber(row.cr), 4, csv_set(ARGV[7]), ARGV[4])
@@ -17,4 +18,4 @@ local fields = {}
 for k in pairs(row) do fields[#fields + 1] = k end
 save(row, fields, nil, {kc(row.id)}, true)  -- its only key so far (emit's list copies its TTL)
 emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4])
-return {'created', flatten(row)}
+return {'created'}
