@@ -5,8 +5,10 @@ their conversations only, lazy cleaning of what Redis reclaimed.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+import redis
 
 import threadkeep
 from tests.backends.redis._helpers import SHARED, raw_client
@@ -186,7 +188,21 @@ def test_a_resent_append_is_recognised_after_48_other_appends(
     """Internal retry keys are forgotten 16 at a time past 64: the newest 49 always remain."""
     from threadkeep.backends.redis import _flows
 
+    def failing_once(send: Any) -> Any:
+        """``send`` failing its first request (a connection error), as a lost reply would:
+        the driver resends it as a resend (one that looks for its retry key)."""
+        failed: list[object] = []
+
+        def request(request: object) -> Any:
+            if not failed:
+                failed.append(request)
+                raise redis.ConnectionError("the reply was lost")
+            return send(request)
+
+        return request
+
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        backend: Any = store._raw
         conv = store.start("c-1")
         for round_ in range(4):  # the queue passes 64 and is cut back more than once
             lost = f"{round_ + 1:032x}"
@@ -197,6 +213,7 @@ def test_a_resent_append_is_recognised_after_48_other_appends(
                 store.append(conv.id, "user", f"r{round_}-{i}")
             with monkeypatch.context() as patch:
                 patch.setattr(_flows, "_token", lambda lost=lost: lost)  # the retry key
+                patch.setattr(backend, "_request", failing_once(backend._request))
                 again = store.append(conv.id, "user", f"the lost reply {round_}")
             assert again.seq == first.seq  # the resend: recognised, nothing appended
         raw = raw_client()

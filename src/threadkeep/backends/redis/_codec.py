@@ -38,10 +38,6 @@ def opt(value: object) -> str:
     return "" if value is None else f"+{value}"
 
 
-def _num(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
 #: The legend of the conversation hash (``Keys.conversation``): field → what it holds. Short
 #: names, as there is one hash per conversation. Times are µs since the epoch, in decimal; a
 #: field of a None value is left out. Only the scripts write ``lt``/``lu``/``lk``, ``stk``
@@ -78,28 +74,28 @@ FIELDS: Final = MappingProxyType(
 
 def encode_conversation(row: ConversationRow) -> list[str]:
     """Return a conversation row as hash field, value pairs (None fields left out)."""
-    fields: dict[str, str | None] = {
-        "id": row.id,
-        "tn": row.tenant,
-        "ct": row.contact_id,
-        "ag": row.agent_id,
-        "ch": row.channel,
-        "st": row.status,
-        "sg": row.stage,
-        "md": row.metadata_json,
-        "cr": str(row.created_us),
-        "act": str(row.activity_us),
-        "exp": _num(row.expires_us),
-        "idl": str(row.idle_us),
-        "cnt": str(row.message_count),
-        "seq": str(row.last_seq),
-        "sv": str(row.state_version),
-        "ttl": _num(row.retention.ttl_us),
-        "ia": str(row.retention.idle_after_us),
-        "win": str(row.retention.window),
-        "max": _num(row.retention.max_messages),
-    }
-    return [text for key, value in fields.items() if value is not None for text in (key, value)]
+    retention = row.retention
+    out = ["id", row.id, "tn", row.tenant, "ct", row.contact_id]
+    if row.agent_id is not None:
+        out += ("ag", row.agent_id)
+    if row.channel is not None:
+        out += ("ch", row.channel)
+    out += ("st", row.status)
+    if row.stage is not None:
+        out += ("sg", row.stage)
+    out += ("md", row.metadata_json, "cr", str(row.created_us), "act", str(row.activity_us))
+    if row.expires_us is not None:
+        out += ("exp", str(row.expires_us))
+    out += (
+        "idl", str(row.idle_us), "cnt", str(row.message_count), "seq", str(row.last_seq),
+        "sv", str(row.state_version),
+    )  # fmt: skip
+    if retention.ttl_us is not None:
+        out += ("ttl", str(retention.ttl_us))
+    out += ("ia", str(retention.idle_after_us), "win", str(retention.window))
+    if retention.max_messages is not None:
+        out += ("max", str(retention.max_messages))
+    return out
 
 
 def pairs(flat: Sequence[Any]) -> dict[str, str]:

@@ -264,6 +264,8 @@ class AsyncRedisBackend(RedisBase):
 
     async def _resend(self, request: Request, exc: Exception, call: Attempts) -> Any:
         """See RedisBackend._resend."""
+        if isinstance(request, Eval):
+            request = request.resent()
         try:
             while True:
                 pause = call.after(exc)

@@ -225,6 +225,8 @@ class RedisBackend(RedisBase):
 
     def _resend(self, request: Request, exc: Exception, call: Attempts) -> Any:
         """Send ``request`` again after ``exc``, pausing as ``call`` says, until it answers."""
+        if isinstance(request, Eval):
+            request = request.resent()
         try:
             while True:
                 pause = call.after(exc)
