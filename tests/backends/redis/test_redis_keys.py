@@ -11,8 +11,9 @@ import pytest
 import redis
 
 import threadkeep
+from tests._servers import RedisServer
 from tests.backends.redis._helpers import SHARED, raw_client
-from threadkeep import Limits, ManualClock, Retention
+from threadkeep import CursorExpired, Limits, ManualClock, Retention
 from threadkeep.backends.redis._keys import Keys
 
 pytestmark = pytest.mark.redis
@@ -121,6 +122,36 @@ def test_idempotency_keys_and_event_log_are_bounded(prefix: str) -> None:
             store.save_state(conv.id, {"n": i})
         assert raw.hlen(Keys(prefix).states(conv.id)) == Limits().state_versions_kept
         raw.close()
+
+
+def test_the_log_floor_moves_with_one_command_and_never_goes_down(
+    own_server: RedisServer,
+) -> None:
+    """Once the log is full every event moves its floor: one SET ... GET, no GET before it.
+    A store with a larger ``events_kept`` on the same log never moves it back down: a cursor
+    its events fell below stays expired."""
+    url = own_server.url + "?prefix=floor"
+    with threadkeep.open(url, limits=Limits(events_kept=5)) as small:
+        conv = small.start("c-1")
+        first = list(small.events())[0]
+        for i in range(10):
+            small.append(conv.id, "user", f"m{i}")
+        client = own_server.client()
+        client.config_resetstat()
+        for i in range(10):
+            small.append(conv.id, "user", f"n{i}")
+        stats = client.info("commandstats")
+        assert "cmdstat_get" not in stats
+        assert stats["cmdstat_set"]["calls"] == 10
+        floor = int(client.get(Keys("floor").event_floor))
+        assert floor == int(client.get(Keys("floor").event_number)) - 5  # the newest 5 kept
+    with threadkeep.open(url, limits=Limits(events_kept=10)) as big:  # its floor: lower
+        big.append(conv.id, "user", "from a store that keeps more")
+        assert int(client.get(Keys("floor").event_floor)) == floor
+        with pytest.raises(CursorExpired):
+            list(big.events(after=first.id))
+        assert len(list(big.events())) == 6
+    client.close()
 
 
 def test_tenant_and_contact_indexes_outlive_their_conversations_only(prefix: str) -> None:
