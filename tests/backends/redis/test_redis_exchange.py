@@ -205,3 +205,26 @@ def test_an_argument_redis_cannot_send_is_a_redis_error_as_with_redis_py() -> No
 
     with pytest.raises(redis.exceptions.DataError):
         packed(None, (("SET", "k", True),))
+
+
+def test_a_new_conversation_is_not_sent_back_by_the_create_script(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create script stores the row it was given: made now, it answers without the row
+    (the driver decodes nothing); found again, it sends the stored row."""
+    from threadkeep.backends.redis import _codec
+
+    decoded: list[Any] = []
+    original = _codec.decode_conversation
+
+    def counted(fields: Any) -> Any:
+        decoded.append(fields)
+        return original(fields)
+
+    monkeypatch.setattr(_codec, "decode_conversation", counted)
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        made = store.resume("c-1", tenant="t", stage="Q1", channel="web", metadata={"a": [1]})
+        assert made.created and decoded == []
+        found = store.resume("c-1", tenant="t")
+        assert not found.created and len(decoded) == 1
+        assert made == found == store.get(made.id)  # ``created`` is not compared

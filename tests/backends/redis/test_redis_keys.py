@@ -5,12 +5,15 @@ their conversations only, lazy cleaning of what Redis reclaimed.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+import redis
 
 import threadkeep
+from tests._servers import RedisServer
 from tests.backends.redis._helpers import SHARED, raw_client
-from threadkeep import Limits, ManualClock, Retention
+from threadkeep import CursorExpired, Limits, ManualClock, Retention
 from threadkeep.backends.redis._keys import Keys
 
 pytestmark = pytest.mark.redis
@@ -121,6 +124,36 @@ def test_idempotency_keys_and_event_log_are_bounded(prefix: str) -> None:
         raw.close()
 
 
+def test_the_log_floor_moves_with_one_command_and_never_goes_down(
+    own_server: RedisServer,
+) -> None:
+    """Once the log is full every event moves its floor: one SET ... GET, no GET before it.
+    A store with a larger ``events_kept`` on the same log never moves it back down: a cursor
+    its events fell below stays expired."""
+    url = own_server.url + "?prefix=floor"
+    with threadkeep.open(url, limits=Limits(events_kept=5)) as small:
+        conv = small.start("c-1")
+        first = list(small.events())[0]
+        for i in range(10):
+            small.append(conv.id, "user", f"m{i}")
+        client = own_server.client()
+        client.config_resetstat()
+        for i in range(10):
+            small.append(conv.id, "user", f"n{i}")
+        stats = client.info("commandstats")
+        assert "cmdstat_get" not in stats
+        assert stats["cmdstat_set"]["calls"] == 10
+        floor = int(client.get(Keys("floor").event_floor))
+        assert floor == int(client.get(Keys("floor").event_number)) - 5  # the newest 5 kept
+    with threadkeep.open(url, limits=Limits(events_kept=10)) as big:  # its floor: lower
+        big.append(conv.id, "user", "from a store that keeps more")
+        assert int(client.get(Keys("floor").event_floor)) == floor
+        with pytest.raises(CursorExpired):
+            list(big.events(after=first.id))
+        assert len(list(big.events())) == 6
+    client.close()
+
+
 def test_tenant_and_contact_indexes_outlive_their_conversations_only(prefix: str) -> None:
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
         conv = store.start(
@@ -186,7 +219,21 @@ def test_a_resent_append_is_recognised_after_48_other_appends(
     """Internal retry keys are forgotten 16 at a time past 64: the newest 49 always remain."""
     from threadkeep.backends.redis import _flows
 
+    def failing_once(send: Any) -> Any:
+        """``send`` failing its first request (a connection error), as a lost reply would:
+        the driver resends it as a resend (one that looks for its retry key)."""
+        failed: list[object] = []
+
+        def request(request: object) -> Any:
+            if not failed:
+                failed.append(request)
+                raise redis.ConnectionError("the reply was lost")
+            return send(request)
+
+        return request
+
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        backend: Any = store._raw
         conv = store.start("c-1")
         for round_ in range(4):  # the queue passes 64 and is cut back more than once
             lost = f"{round_ + 1:032x}"
@@ -197,6 +244,7 @@ def test_a_resent_append_is_recognised_after_48_other_appends(
                 store.append(conv.id, "user", f"r{round_}-{i}")
             with monkeypatch.context() as patch:
                 patch.setattr(_flows, "_token", lambda lost=lost: lost)  # the retry key
+                patch.setattr(backend, "_request", failing_once(backend._request))
                 again = store.append(conv.id, "user", f"the lost reply {round_}")
             assert again.seq == first.seq  # the resend: recognised, nothing appended
         raw = raw_client()

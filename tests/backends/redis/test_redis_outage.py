@@ -105,6 +105,8 @@ def test_a_change_resent_after_a_lost_reply_is_applied_once(own_server: RedisSer
             again = store.start("c-2")
             assert proxy.dropped == 4
             assert [c.id for c in store.list(contact_id="c-2").items] == [again.id]
+            started = [e.kind for e in store.events() if e.conversation_id == again.id]
+            assert started == ["conversation.started"]  # made once: the resend found it
 
             proxy.arm()
             store.delete(conv.id)  # not ConversationNotFound for its own first run

@@ -13,7 +13,7 @@ import redis
 
 import threadkeep
 from tests._servers import RedisServer, free_port
-from tests.backends.redis._helpers import DIRECT, monitor, workload
+from tests.backends.redis._helpers import DIRECT, SHARED, monitor, raw_client, workload
 from threadkeep import BackendUnavailable
 from threadkeep.backends.redis._keys import Keys
 from threadkeep.backends.redis._options import check_server
@@ -195,6 +195,43 @@ def test_an_append_runs_few_commands_and_checks_one_ttl(own_server: RedisServer)
     assert calls["lpop"] == 2  # retry keys forgotten 16 at a time
     # with a stage: 7 index entries, 4 for the event; was 36 before marks and batches
     assert sum(calls.values()) <= 32 * 21, calls
+
+
+def test_a_first_append_gives_every_key_it_makes_the_records_ttl(prefix: str) -> None:
+    """The keys an append makes (the history, the idempotency hash, a queue) get the record's
+    native expiry; later appends set none (see above), and the keys keep it."""
+    with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
+        conv = store.start("c-1")
+        keys = Keys(prefix)
+        client = raw_client()
+        record = client.pexpiretime(keys.conversation(conv.id))
+        assert record > 0
+        store.append(conv.id, "user", "one")  # a retry key: hash and queue of retry keys
+        store.append(conv.id, "user", "two", idempotency_key="k-1")  # a caller key's queue
+        for key in (
+            keys.messages(conv.id),
+            keys.idempotency(conv.id),
+            keys.retry_order(conv.id),
+            keys.idempotency_order(conv.id),
+        ):
+            assert client.pexpiretime(key) == record, key
+        client.close()
+
+
+def test_a_new_conversation_is_made_without_looking_for_a_retried_one(
+    own_server: RedisServer,
+) -> None:
+    """A first attempt with an id made for it needs no look for that id's row (a resend
+    looks: test_redis_outage)."""
+    with threadkeep.open(own_server.url + "?prefix=made") as store:
+        store.start("c-0")
+        client = own_server.client()
+        client.config_resetstat()
+        for i in range(8):
+            store.resume(f"c-{i + 1}")
+        stats = client.info("commandstats")
+        client.close()
+    assert "cmdstat_hgetall" not in stats  # no open conversation of a new contact to read
 
 
 def test_recalling_one_fact_reads_only_its_fields(own_server: RedisServer) -> None:

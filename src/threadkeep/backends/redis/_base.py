@@ -71,10 +71,14 @@ class RedisBase:
         """The key whose slot's node runs ``request``."""
         return request.route if isinstance(request, Eval) else str(request.args[1])
 
-    def _call(self) -> Attempts:
-        """Start the attempts of one request (retries, deadline, error mapping)."""
+    def _call(self, started: float | None = None) -> Attempts:
+        """Return the attempts of one request (retries, deadline, error mapping).
+
+        Args:
+            started: when its first attempt started (``time.monotonic()``; default: now).
+        """
         options = self._options
-        return Attempts(options.host, options.retries, options.timeout)
+        return Attempts(options.host, options.retries, options.timeout, started)
 
 
 def packed(conn: Any, commands: tuple[tuple[str | int, ...], ...]) -> list[bytes]:

@@ -8,10 +8,11 @@ content on lines (``encode_message``); optional script arguments are ``""`` for 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
+from threadkeep._rules.builders import fast_builder
 from threadkeep._rules.events import data_json
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow, EventRow, FactRow, MessageRow, NewMessage
@@ -35,10 +36,6 @@ __all__ = [
 def opt(value: object) -> str:
     """Return an optional script argument: "" for None, else "+" and the value."""
     return "" if value is None else f"+{value}"
-
-
-def _num(value: int | None) -> str | None:
-    return None if value is None else str(value)
 
 
 #: The legend of the conversation hash (``Keys.conversation``): field → what it holds. Short
@@ -77,28 +74,28 @@ FIELDS: Final = MappingProxyType(
 
 def encode_conversation(row: ConversationRow) -> list[str]:
     """Return a conversation row as hash field, value pairs (None fields left out)."""
-    fields: dict[str, str | None] = {
-        "id": row.id,
-        "tn": row.tenant,
-        "ct": row.contact_id,
-        "ag": row.agent_id,
-        "ch": row.channel,
-        "st": row.status,
-        "sg": row.stage,
-        "md": row.metadata_json,
-        "cr": str(row.created_us),
-        "act": str(row.activity_us),
-        "exp": _num(row.expires_us),
-        "idl": str(row.idle_us),
-        "cnt": str(row.message_count),
-        "seq": str(row.last_seq),
-        "sv": str(row.state_version),
-        "ttl": _num(row.retention.ttl_us),
-        "ia": str(row.retention.idle_after_us),
-        "win": str(row.retention.window),
-        "max": _num(row.retention.max_messages),
-    }
-    return [text for key, value in fields.items() if value is not None for text in (key, value)]
+    retention = row.retention
+    out = ["id", row.id, "tn", row.tenant, "ct", row.contact_id]
+    if row.agent_id is not None:
+        out += ("ag", row.agent_id)
+    if row.channel is not None:
+        out += ("ch", row.channel)
+    out += ("st", row.status)
+    if row.stage is not None:
+        out += ("sg", row.stage)
+    out += ("md", row.metadata_json, "cr", str(row.created_us), "act", str(row.activity_us))
+    if row.expires_us is not None:
+        out += ("exp", str(row.expires_us))
+    out += (
+        "idl", str(row.idle_us), "cnt", str(row.message_count), "seq", str(row.last_seq),
+        "sv", str(row.state_version),
+    )  # fmt: skip
+    if retention.ttl_us is not None:
+        out += ("ttl", str(retention.ttl_us))
+    out += ("ia", str(retention.idle_after_us), "win", str(retention.window))
+    if retention.max_messages is not None:
+        out += ("max", str(retention.max_messages))
+    return out
 
 
 def pairs(flat: Sequence[Any]) -> dict[str, str]:
@@ -106,36 +103,28 @@ def pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _opt_int(value: str | None) -> int | None:
-    return None if value is None else int(value)
+# A list page decodes up to 50 rows, a create one: each built by its fast_builder (the
+# keyword constructor of a frozen dataclass sets each field through object.__setattr__).
+_conversation_row: Callable[..., ConversationRow] = fast_builder(ConversationRow)
+_retention_us: Callable[..., RetentionUs] = fast_builder(RetentionUs)
 
 
 def decode_conversation(fields: Mapping[str, str] | Sequence[Any]) -> ConversationRow:
     """Return the conversation row of a hash (a mapping or a flat field, value list)."""
     f = fields if isinstance(fields, Mapping) else pairs(fields)
-    return ConversationRow(
-        id=f["id"],
-        tenant=f["tn"],
-        contact_id=f["ct"],
-        agent_id=f.get("ag"),
-        channel=f.get("ch"),
-        status=f["st"],
-        stage=f.get("sg"),
-        metadata_json=f["md"],
-        created_us=int(f["cr"]),
-        activity_us=int(f["act"]),
-        expires_us=_opt_int(f.get("exp")),
-        idle_us=int(f["idl"]),
-        message_count=int(f["cnt"]),
-        last_seq=int(f["seq"]),
-        state_version=int(f["sv"]),
-        retention=RetentionUs(
-            ttl_us=_opt_int(f.get("ttl")),
-            idle_after_us=int(f["ia"]),
-            window=int(f["win"]),
-            max_messages=_opt_int(f.get("max")),
+    get = f.get
+    expires, ttl, most = get("exp"), get("ttl"), get("max")
+    # fmt: off
+    return _conversation_row(
+        f["id"], f["tn"], f["ct"], get("ag"), get("ch"), f["st"], get("sg"), f["md"],
+        int(f["cr"]), int(f["act"]), None if expires is None else int(expires), int(f["idl"]),
+        int(f["cnt"]), int(f["seq"]), int(f["sv"]),
+        _retention_us(
+            None if ttl is None else int(ttl), int(f["ia"]), int(f["win"]),
+            None if most is None else int(most),
         ),
     )
+    # fmt: on
 
 
 def encode_message(

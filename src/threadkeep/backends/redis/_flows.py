@@ -43,11 +43,21 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Eval:
-    """Run the script ``name`` (EVALSHA) with ``route`` (an event stream) as its routing key."""
+    """Run the script ``name`` (EVALSHA) with ``route`` (an event stream) as its routing key.
+
+    ``again``: the arguments to send instead when the request is sent again (after a lost
+    reply, ``Eval.resent``); None: the same. A first attempt can say that what it carries is
+    new (an id made for it: create.lua), so the script need not look for it.
+    """
 
     name: str
     route: str
     args: tuple[str | int, ...]
+    again: tuple[str | int, ...] | None = None
+
+    def resent(self) -> Eval:
+        """The request to send again: ``again``'s arguments, if any."""
+        return self if self.again is None else Eval(self.name, self.route, self.again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,7 @@ class Flows:
         self.sharded = False
         self.cluster = False  # on a Redis Cluster (``layout`` says): reads go through scripts
         self._registered: set[str] = set()  # tags known to be in the store's set of tags
+        self._home = (keys.events, keys.base)  # the routing key and key base of ``keys``
         self._routes = handlers(self)
 
     def layout(self, wanted: str | None, cluster: bool) -> Generator[Command, Any, None]:
@@ -240,9 +251,15 @@ class Flows:
         make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[type(op)])
         return make(op)
 
-    @staticmethod
-    def _eval(keys: Keys, name: str, *args: str | int) -> Eval:
-        return Eval(name, keys.events, (keys.base, *args))
+    def _eval(
+        self, keys: Keys, name: str, *args: str | int, again: Sequence[str | int] | None = None
+    ) -> Eval:
+        """Run script ``name`` on ``keys``'s slot (``again``: the arguments of a resend)."""
+        if keys is self.keys:  # the store's own (every op of a one-slot store): names made once
+            events, base = self._home
+        else:
+            events, base = keys.events, keys.base
+        return Eval(name, events, (base, *args), None if again is None else (base, *again))
 
     def ping(self) -> Flow[None]:
         """PING."""
@@ -262,18 +279,21 @@ class Flows:
             row = replace(row, id=shards.tagged(row.id, shards.tenant_tag(row.tenant)))
         keys = yield from self._tenant(row.tenant, register=True)
         kind, data = ev.started(row.contact_id, row.status, row.stage)
-        outcome, flat = yield self._eval(
-            keys,
-            "create",
+        head = (
             "1" if op.resume else "0",
             _csv(op.open_statuses),
             op.events_kept,
             kind,
             codec.json_text(data),
             _ALL_STATUSES,
-            *codec.encode_conversation(row),
         )
-        return Result(Outcome(outcome), codec.decode_conversation(flat))
+        fields = codec.encode_conversation(row)
+        # a first attempt with an id made here (80 random bits): no row of it can exist yet
+        first = "1" if op.given_id else "0"
+        reply = yield self._eval(keys, "create", *head, first, *fields, again=(*head, "1", *fields))
+        if len(reply) == 1:  # made now: stored as given (the script echoes no row back)
+            return Result(Outcome.CREATED, row)
+        return Result(Outcome(reply[0]), codec.decode_conversation(reply[1]))
 
     @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Flow[Result[ConversationRow | None]]:

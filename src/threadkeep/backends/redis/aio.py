@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any, NamedTuple, TypeVar
 
 import redis
@@ -22,6 +23,7 @@ from threadkeep.backends.redis._base import (
     packed,
     transaction,
 )
+from threadkeep.backends.redis._errors import RETRYABLE, Attempts
 from threadkeep.backends.redis._flows import (
     READY,
     Command,
@@ -32,6 +34,7 @@ from threadkeep.backends.redis._flows import (
     Transaction,
 )
 from threadkeep.backends.redis._options import check_server
+from threadkeep.backends.redis._pool import AsyncPool
 
 __all__ = ["AsyncRedisBackend"]
 
@@ -90,7 +93,7 @@ class AsyncRedisBackend(RedisBase):
             client.close()
 
     def _standalone(self, url: str | None = None) -> aioredis.Redis:
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = AsyncPool.from_url(
             url or self._options.server_url,
             retry=Retry(NoBackoff(), 0),
             **self._options.client_kwargs(),
@@ -250,11 +253,30 @@ class AsyncRedisBackend(RedisBase):
             await pool.release(conn)
 
     async def _send(self, request: Request) -> Any:
-        call = self._call()
+        """See RedisBackend._send."""
+        started = time.monotonic()
         try:
-            return await call.aretry().call_with_retry(lambda: self._request(request), call.afailed)
+            return await self._request(request)
+        except RETRYABLE as exc:
+            return await self._resend(request, exc, self._call(started))
         except redis.RedisError as exc:
-            call.fail(exc)
+            self._call(started).fail(exc)
+
+    async def _resend(self, request: Request, exc: Exception, call: Attempts) -> Any:
+        """See RedisBackend._resend."""
+        if isinstance(request, Eval):
+            request = request.resent()
+        try:
+            while True:
+                pause = call.after(exc)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                try:
+                    return await self._request(request)
+                except RETRYABLE as again:
+                    exc = again
+        except redis.RedisError as final:
+            call.fail(final)
 
     async def _drive(self, flow: Flow[T]) -> T:
         if not self._checked:  # the flow reads the layout when it starts: know it first

@@ -21,6 +21,7 @@ from threadkeep.backends.redis._base import (
     packed,
     transaction,
 )
+from threadkeep.backends.redis._errors import RETRYABLE, Attempts
 from threadkeep.backends.redis._flows import (
     READY,
     Command,
@@ -31,6 +32,7 @@ from threadkeep.backends.redis._flows import (
     Transaction,
 )
 from threadkeep.backends.redis._options import check_server
+from threadkeep.backends.redis._pool import Pool
 
 __all__ = ["RedisBackend"]
 
@@ -55,7 +57,7 @@ class RedisBackend(RedisBase):
         self._on_cluster: bool | None = None
 
     def _standalone(self, url: str | None = None) -> redis.Redis:
-        pool = redis.BlockingConnectionPool.from_url(
+        pool = Pool.from_url(
             url or self._options.server_url,
             retry=Retry(NoBackoff(), 0),
             **self._options.client_kwargs(),
@@ -212,11 +214,30 @@ class RedisBackend(RedisBase):
             pool.release(conn)
 
     def _send(self, request: Request) -> Any:
-        call = self._call()
+        """Send ``request``; resend it after a connection error or timeout (``Attempts``)."""
+        started = time.monotonic()
         try:
-            return call.retry().call_with_retry(lambda: self._request(request), call.failed)
+            return self._request(request)
+        except RETRYABLE as exc:
+            return self._resend(request, exc, self._call(started))
         except redis.RedisError as exc:
-            call.fail(exc)
+            self._call(started).fail(exc)
+
+    def _resend(self, request: Request, exc: Exception, call: Attempts) -> Any:
+        """Send ``request`` again after ``exc``, pausing as ``call`` says, until it answers."""
+        if isinstance(request, Eval):
+            request = request.resent()
+        try:
+            while True:
+                pause = call.after(exc)
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    return self._request(request)
+                except RETRYABLE as again:
+                    exc = again
+        except redis.RedisError as final:
+            call.fail(final)
 
     def _drive(self, flow: Flow[T]) -> T:
         if not self._checked:  # the flow reads the layout when it starts: know it first

@@ -241,16 +241,20 @@ local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 -- CursorExpired, one above it is served in full. Unless untracked (the erasure events of a
 -- deleted conversation), the event's id is also pushed on the conversation's own list, so
 -- erasing it deletes its events without scanning the log; that list keeps at most `keep` ids
--- (older ones are below the floor anyway) and expires with the conversation.
+-- (older ones are below the floor anyway) and expires with the conversation. Once the log is
+-- full the floor moves with every event: one SET ... GET moves it and says where it was (put
+-- back in the rare case it was higher: a store with a smaller `keep` moved it; the floor never
+-- goes down).
 local function emit(kind, tenant, conv, data, at, keep, untracked)
   local n = redis.call('INCR', K_EVN)
   local id = fmt(n) .. '-0'
   local floor = n - tonumber(keep)
-  if floor > 0 and floor > tonumber(redis.call('GET', K_EVT) or '0') then
-    redis.call('SET', K_EVT, fmt(floor))
+  local was = floor > 0 and tonumber(redis.call('SET', K_EVT, fmt(floor), 'GET') or '0')
+  if was and was < floor then
     redis.call('XADD', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0', id,
       'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
   else
+    if was and was > floor then redis.call('SET', K_EVT, fmt(was)) end
     redis.call('XADD', K_EV, id, 'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
   end
   if untracked then return end

@@ -2,19 +2,24 @@
 -- KEYS[1] event stream (routing)
 -- ARGV[1] key base; ARGV[2] "1" to resume; ARGV[3] open statuses, comma-separated;
 -- ARGV[4] events kept; ARGV[5] event kind; ARGV[6] event data (JSON);
--- ARGV[7] every status, comma-separated; ARGV[8..] the new row as field, value pairs
--- returns {"created" | "existing", row as field, value pairs}
+-- ARGV[7] every status, comma-separated; ARGV[8] "1" to look for the row of a retried call
+-- ("0": a first attempt with an id made for it, which no row has yet); ARGV[9..] the new row
+-- as field, value pairs
+-- returns {"created"} (made now: the row is the one given), or {"created" (a retried call) |
+-- "existing", row as field, value pairs}
 local row = {}
-for i = 8, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
+for i = 9, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
 reap(tonumber(row.cr), 4, csv_set(ARGV[7]), ARGV[4])
 if ARGV[2] == '1' then
   local found = find_open(row.tn, row.ct, csv_set(ARGV[3]), tonumber(row.cr))
   if found ~= nil then return {'existing', flatten(found)} end
 end
-local stored = hgetall(kc(row.id))
-if stored ~= nil then return {'created', flatten(stored)} end  -- a retried call
+if ARGV[8] == '1' then
+  local stored = hgetall(kc(row.id))
+  if stored ~= nil then return {'created', flatten(stored)} end  -- a retried call
+end
 local fields = {}
 for k in pairs(row) do fields[#fields + 1] = k end
 save(row, fields, nil, {kc(row.id)}, true)  -- its only key so far (emit's list copies its TTL)
 emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4])
-return {'created', flatten(row)}
+return {'created'}
