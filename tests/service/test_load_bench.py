@@ -82,5 +82,7 @@ def test_a_worker_lost_mid_run_is_reported_and_the_run_ends() -> None:
     assert len(lost) == 1 and lost[0]["replaced_by"], lost
     assert lost[0]["last_seen"] is not None  # seen alive before
     assert None in report["memory_after_load"]["rss_mib"]
-    assert Path(report["server_log"]).exists()
+    kept = Path(report["server_log"])
+    assert kept.exists()
+    kept.unlink()
     assert report["load"]["lost"] == 0  # acknowledged messages are all stored
