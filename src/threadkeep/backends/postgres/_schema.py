@@ -489,8 +489,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # placeholder row at its id (tenant '', read by no one: a tenant is never empty; see
     # ERASE), so emit_event's trim raises the floor only when it deleted a row: an id that
     # never became an event (a write rolled back after drawing it) no longer expires a
-    # cursor. emit_event flags the session (threadkeep.emitted, undone with a rollback) and
-    # NOTIFY (notify_emitted) wakes the listeners only when the write before it logged events.
+    # cursor. emit_event flags the session (threadkeep.emitted, undone with a rollback): the
+    # NOTIFY statement wakes the listeners only when the write before it logged events.
     """
     DROP INDEX conversations_stage_page;
     CREATE INDEX conversations_stage_page ON conversations (tenant, stage, activity_us DESC,
@@ -517,14 +517,6 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             IF FOUND THEN
                 UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
             END IF;
-        END IF;
-    END $f$;
-    CREATE FUNCTION notify_emitted(p_channel text) RETURNS void
-    LANGUAGE plpgsql VOLATILE AS $f$
-    BEGIN
-        IF current_setting('threadkeep.emitted', true) = 'on' THEN
-            PERFORM set_config('threadkeep.emitted', '', false);
-            PERFORM pg_notify(p_channel, '');
         END IF;
     END $f$;
     CREATE OR REPLACE FUNCTION read_events(after bigint, for_tenant text, n integer)
@@ -827,10 +819,15 @@ EMIT: Final = Unread(
 )
 #: Wakes the store's LISTEN sessions; sent after a commit that may have written events (in
 #: autocommit: a transaction that writes nothing commits without waiting for a flush). It
-#: notifies only when the session's write logged events (migration 9's ``notify_emitted``:
-#: ``emit_event`` flags the session, and a rollback undoes the flag), so an append that
-#: wrote nothing (a replay, a closed conversation) wakes nobody and takes no transaction id.
-NOTIFY: Final = "SELECT notify_emitted(%(chan)s)"
+#: notifies only when the session's write logged events, and clears the flag: migration 9's
+#: ``emit_event`` sets ``threadkeep.emitted`` (a rollback undoes it), so an append that wrote
+#: nothing (a replay, a closed conversation) wakes nobody and takes no transaction id. Either
+#: plan is right: the test may gate the subquery (then it clears only a set flag) or filter
+#: its row (then it clears an unset one too).
+NOTIFY: Final = (
+    "SELECT pg_notify(%(chan)s, '') FROM (SELECT current_setting('threadkeep.emitted', true) "
+    "= 'on' AS emitted, set_config('threadkeep.emitted', '', false)) s WHERE s.emitted"
+)
 #: The conversations (tenant, id) of the arrays %(tenants)s and %(ids)s, pairwise; the
 #: tenants are named again as a list, so a single tenant's call stays on one shard.
 _PAIRS: Final = (
