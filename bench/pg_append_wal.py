@@ -6,9 +6,9 @@ cluster-wide), as a superuser (it creates ``pg_walinspect``). The store's append
 conversations round-robin, 200-byte messages, the event log past ``events_kept`` so every
 append also trims one event) and the peer harness's raw-pg-seq statement on the same data,
 each on a fresh schema: WAL records and bytes per append by record type, and per table the
-rows inserted, updated (HOT or not) and deleted per call (warm-up, resumes and the filler events included).
-Deterministic, unlike timings on a shared machine: run it with ``PYTHONPATH`` at another
-checkout's ``src`` to compare.
+rows inserted, updated (HOT or not) and deleted per call (warm-up, resumes and the filler
+events included). Deterministic, unlike timings on a shared machine: run it with
+``PYTHONPATH`` at another checkout's ``src`` to compare.
 """
 
 from __future__ import annotations
