@@ -240,3 +240,39 @@ def test_the_on_message_arrays_are_sent_as_literals_that_read_back_the_same(
     with psycopg.connect(SHARED) as conn:
         row = conn.execute("SELECT %s::text[]", (_text_array(items),)).fetchone()
     assert row is not None and row[0] == items
+
+
+def test_appends_to_conversations_without_stage_or_agent_leave_those_indexes_empty(
+    migrated: str,
+) -> None:
+    """An append rewrites every index entry of its conversation (activity is in the list
+    indexes: no HOT update); the stage and agent list indexes hold only rows that have one
+    (a list filter is an equality, never NULL), so these appends insert nothing there."""
+
+    def pages() -> dict[str, int]:
+        with connect(migrated) as conn:
+            return dict(
+                conn.execute(
+                    "SELECT relname, pg_relation_size(oid) / current_setting('block_size')::int "
+                    "FROM pg_class WHERE relname IN ('conversations_stage_page', "
+                    "'conversations_agent_page', 'conversations_page') "
+                    "AND relnamespace = current_schema()::regnamespace"
+                ).fetchall()
+            )
+
+    with threadkeep.open(url_of(migrated)) as store:
+        plain = [store.resume(f"c{i}", tenant="t").id for i in range(20)]
+        for cid in plain:
+            store.append(cid, "user", "hi")
+        # the metapage alone: no entry was ever inserted (the full index has a leaf too)
+        assert pages() == {
+            "conversations_stage_page": 1,
+            "conversations_agent_page": 1,
+            "conversations_page": 2,
+        }
+        staged = store.start("s", tenant="t", agent_id="bot")
+        store.set_stage(staged.id, "Q1", tenant="t")
+        store.append(staged.id, "user", "hi")
+        assert [c.id for c in store.list(tenant="t", stage="Q1").items] == [staged.id]
+        assert [c.id for c in store.list(tenant="t", agent_id="bot").items] == [staged.id]
+        assert len(store.list(tenant="t").items) == 21

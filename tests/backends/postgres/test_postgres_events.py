@@ -11,7 +11,7 @@ import pytest
 
 import threadkeep
 from tests._servers import wait_until
-from tests.backends.postgres._helpers import SHARED, listening, sessions, url_of
+from tests.backends.postgres._helpers import SHARED, connect, listening, sessions, url_of
 
 pytestmark = pytest.mark.postgres
 
@@ -149,3 +149,74 @@ def test_the_log_floor_rises_past_an_event_erased_before_its_trim(schema: str) -
         with pytest.raises(threadkeep.CursorExpired):
             list(store.events(after="0", tenant="t", timeout=0))
         assert [e.id for e in store.events(after="1", tenant="t", timeout=0)] == ["2", "3", "4"]
+
+
+def test_an_id_that_never_became_an_event_does_not_expire_a_cursor(schema: str) -> None:
+    """A write rolled back after drawing an id leaves a gap in the ids; the trim of that id
+    deletes nothing and must not raise the floor: a reader exactly ``events_kept`` behind
+    whose next ids are gaps missed no event (it expired before migration 9)."""
+    with threadkeep.open(url_of(schema), limits=threadkeep.Limits(events_kept=3)) as store:
+        a = store.start(contact_id="c1", tenant="t")  # event 1
+        with connect(schema) as conn:  # id 2 drawn by a write rolled back
+            conn.execute(
+                "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
+                "VALUES ('x', 't', 'x', '{}', 0)"
+            )
+            conn.rollback()
+        store.set_stage(a.id, "Q1", tenant="t")  # event 3
+        store.set_stage(a.id, "Q2", tenant="t")  # event 4 trims id 1: floor 1
+        store.set_stage(a.id, "Q3", tenant="t")  # event 5 trims id 2, which never was
+        got = [e.id for e in store.events(after="1", tenant="t", timeout=0)]
+        assert got == ["3", "4", "5"]
+        assert [e.id for e in store.events(after="1", timeout=0)] == ["3", "4", "5"]
+        with pytest.raises(threadkeep.CursorExpired):  # event 1 itself was trimmed
+            list(store.events(after="0", tenant="t", timeout=0))
+
+
+def test_an_erased_event_leaves_a_placeholder_that_no_reader_returns(schema: str) -> None:
+    """Erasure keeps the ids of the events it removes (placeholders of no tenant): readers of
+    every tenant skip them, and the erasure still counts them."""
+    with threadkeep.open(url_of(schema)) as store:
+        gone = store.start(contact_id="c1", tenant="t")
+        store.append(gone.id, "user", "hi", tenant="t")
+        kept = store.start(contact_id="c2", tenant="u")
+        store.delete(gone.id, tenant="t")
+        every = [(e.kind.value, e.conversation_id) for e in store.events(timeout=0)]
+        assert every == [
+            ("conversation.started", kept.id),
+            ("conversation.deleted", gone.id),
+        ]
+        assert [e.kind.value for e in store.events(tenant="t", timeout=0)] == [
+            "conversation.deleted"
+        ]
+        with connect(schema) as conn:
+            rows = conn.execute("SELECT id, tenant FROM events ORDER BY id").fetchall()
+    assert rows == [(1, ""), (2, ""), (3, ""), (4, "u"), (5, "t")]
+
+
+def test_an_append_that_writes_nothing_wakes_no_listener(schema: str) -> None:
+    """Only a write that logged events notifies: a replay and an append to a closed
+    conversation commit nothing and send no NOTIFY (each did before migration 9)."""
+    from threadkeep._url import StoreURL
+    from threadkeep.backends.postgres._conn import ConnectionOptions
+
+    channel = ConnectionOptions(StoreURL.parse(url_of(schema))).channel
+    with threadkeep.open(url_of(schema) + "&pool_size=1") as store:
+        conv = store.resume("c", tenant="t")
+        store.append(conv.id, "user", "hi", idempotency_key="k")
+        closed = store.resume("d", tenant="t")
+        store.close_conversation(closed.id)
+        with connect(schema, autocommit=True) as listener:
+            listener.execute(f"LISTEN {channel}")
+            replay = store.append(conv.id, "user", "hi", idempotency_key="k")
+            assert replay.replayed
+            with pytest.raises(threadkeep.ConversationClosed):
+                store.append(closed.id, "user", "hi")
+            store.append(conv.id, "user", "written")  # the one write that logs an event
+            listener.execute("SELECT pg_notify(%s, 'end')", (channel,))
+            payloads = []
+            for note in listener.notifies(timeout=30):
+                payloads.append(note.payload)
+                if note.payload == "end":
+                    break
+    assert payloads == ["", "end"]

@@ -482,6 +482,76 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         RETURN NEXT;
     END $f$;
     """,
+    # 9: less written per append, and the log's floor exact (docs/performance.md, fourth
+    # round). The stage and agent list indexes hold only the rows with a stage or an agent
+    # (a list filter is an equality, never NULL): a non-HOT update of a conversation without
+    # them (every append) no longer inserts into those two indexes. An erased event leaves a
+    # placeholder row at its id (tenant '', read by no one: a tenant is never empty; see
+    # ERASE), so emit_event's trim raises the floor only when it deleted a row: an id that
+    # never became an event (a write rolled back after drawing it) no longer expires a
+    # cursor. emit_event flags the session (threadkeep.emitted, undone with a rollback): the
+    # NOTIFY statement wakes the listeners only when the write before it logged events.
+    """
+    DROP INDEX conversations_stage_page;
+    CREATE INDEX conversations_stage_page ON conversations (tenant, stage, activity_us DESC,
+        id DESC) WHERE stage IS NOT NULL;
+    DROP INDEX conversations_agent_page;
+    CREATE INDEX conversations_agent_page ON conversations (tenant, agent_id, activity_us DESC,
+        id DESC) WHERE agent_id IS NOT NULL;
+    CREATE OR REPLACE FUNCTION emit_event(p_kind text, p_tenant text, p_cid text, p_data text,
+        p_at bigint, p_keep bigint, p_rank bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    DECLARE
+        drawn bigint;
+        gone bigint;
+    BEGIN
+        IF p_rank = 0 THEN
+            PERFORM pg_advisory_xact_lock_shared(events_tag() | events_drawn());
+            PERFORM set_config('threadkeep.emitted', 'on', false);
+        END IF;
+        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
+            VALUES (p_kind, p_tenant, p_cid, p_data, p_at) RETURNING id INTO drawn;
+        gone := drawn - p_keep;
+        IF gone > 0 THEN  -- an erased event left a placeholder; a rolled-back id left nothing
+            DELETE FROM events WHERE id = gone;
+            IF FOUND THEN
+                UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
+            END IF;
+        END IF;
+    END $f$;
+    CREATE OR REPLACE FUNCTION read_events(after bigint, for_tenant text, n integer)
+    RETURNS TABLE (
+        floor bigint, id bigint, kind text, tenant text, conversation_id text,
+        data_json text, at_us bigint, held boolean
+    ) LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    #variable_conflict use_column
+    DECLARE
+        top bigint := events_drawn();
+        lowest bigint;
+    BEGIN
+        SELECT min((((l.classid::bigint & 65535) << 32) | l.objid::bigint)) INTO lowest
+            FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND (l.classid::bigint >> 16) << 48 = events_tag();
+        top := least(top, lowest);
+        IF for_tenant IS NULL THEN
+            RETURN QUERY SELECT f.low, e.id, e.kind, e.tenant, e.conversation_id, e.data_json,
+                e.at_us, EXISTS (SELECT 1 FROM events x WHERE x.id > top AND x.tenant <> '')
+                FROM (SELECT max(s.floor) AS low FROM events_floors s) f
+                LEFT JOIN LATERAL (SELECT * FROM events WHERE events.id > coalesce(after, f.low)
+                AND events.id <= top AND events.tenant <> '' ORDER BY events.id LIMIT n) e
+                ON true ORDER BY e.id;
+        ELSE
+            RETURN QUERY SELECT f.low, e.id, e.kind, e.tenant, e.conversation_id, e.data_json,
+                e.at_us, EXISTS (SELECT 1 FROM events x WHERE x.tenant = for_tenant
+                AND x.id > top)
+                FROM (SELECT max(s.floor) AS low FROM events_floors s) f
+                LEFT JOIN LATERAL (SELECT * FROM events WHERE events.tenant = for_tenant
+                AND events.id > coalesce(after, f.low) AND events.id <= top
+                ORDER BY events.id LIMIT n) e ON true ORDER BY e.id;
+        END IF;
+    END $f$;
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -731,10 +801,11 @@ READ_BEFORE: Final = (
     "AND seq < %(before)s ORDER BY seq DESC LIMIT %(n)s"
 )
 #: Appends one event, deletes the event ``keep`` ids older (its own trim: each id is trimmed
-#: by exactly one writer, so concurrent writers never delete the same row) and raises the
-#: floor row of that id's remainder to it, also when an erasure took that event first (as
-#: 7's statement did not: a stale cursor read on); one statement (migration 8's
-#: ``emit_event``).
+#: by exactly one writer, so concurrent writers never delete the same row) and, when it
+#: deleted a row (an event, or the placeholder an erasure left at its id), raises the floor
+#: row of that id's remainder to it; an id that never became an event raises nothing (8's
+#: function raised it for any id, so a reader whose next ids were all such gaps expired);
+#: one statement (migration 9's ``emit_event``).
 #: The first event of a transaction (%(n)s = 0) first takes a shared advisory lock keyed by
 #: the highest id drawn so far (``events_tag() | events_drawn()``), held to the
 #: transaction's end: every id the transaction draws is above its key. Shared locks do not
@@ -746,9 +817,17 @@ READ_BEFORE: Final = (
 EMIT: Final = Unread(
     "SELECT emit_event(%(kind)s, %(tenant)s, %(cid)s, %(data)s, %(at)s, %(keep)s, %(n)s)"
 )
-#: Wakes the store's LISTEN sessions; sent after a commit that wrote events (in autocommit:
-#: a transaction that writes nothing commits without waiting for a flush).
-NOTIFY: Final = "SELECT pg_notify(%(chan)s, '')"
+#: Wakes the store's LISTEN sessions; sent after a commit that may have written events (in
+#: autocommit: a transaction that writes nothing commits without waiting for a flush). It
+#: notifies only when the session's write logged events, and clears the flag: migration 9's
+#: ``emit_event`` sets ``threadkeep.emitted`` (a rollback undoes it), so an append that wrote
+#: nothing (a replay, a closed conversation) wakes nobody and takes no transaction id. Either
+#: plan is right: the test may gate the subquery (then it clears only a set flag) or filter
+#: its row (then it clears an unset one too).
+NOTIFY: Final = (
+    "SELECT pg_notify(%(chan)s, '') FROM (SELECT current_setting('threadkeep.emitted', true) "
+    "= 'on' AS emitted, set_config('threadkeep.emitted', '', false)) s WHERE s.emitted"
+)
 #: The conversations (tenant, id) of the arrays %(tenants)s and %(ids)s, pairwise; the
 #: tenants are named again as a list, so a single tenant's call stays on one shard.
 _PAIRS: Final = (
@@ -771,8 +850,20 @@ READ_EVENTS: Final = Routed(
     "SELECT * FROM read_events(%(after)s, %(tenant)s, %(n)s)",
     "SELECT * FROM read_events(%(after)s, NULL, %(n)s)",
 )
+#: Each erased event leaves a placeholder at its id (migration 9: tenant '', which no read
+#: returns), which the log's trim deletes in its turn and so raises the floor past it: a
+#: cursor from before an erased event expires when that event's trim comes, and an id that
+#: never became an event (no row to delete) raises nothing.
+_ERASE_EVENTS: Final = (
+    f"WITH gone AS (DELETE FROM events WHERE {_PAIRS.format(column='conversation_id')} "
+    "RETURNING id), kept AS (INSERT INTO events (id, kind, tenant, conversation_id, "
+    "data_json, at_us) OVERRIDING SYSTEM VALUE SELECT id, '', '', '', '', 0 FROM gone) "
+    "SELECT count(*) FROM gone"
+)
 ERASE: Final = tuple(
-    f"WITH gone AS (DELETE FROM {table} WHERE {_PAIRS.format(column=column)} RETURNING 1) "
+    _ERASE_EVENTS
+    if table == "events"
+    else f"WITH gone AS (DELETE FROM {table} WHERE {_PAIRS.format(column=column)} RETURNING 1) "
     "SELECT count(*) FROM gone"
     for table, column in (
         ("messages", "conversation_id"),
