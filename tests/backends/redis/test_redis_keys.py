@@ -154,6 +154,28 @@ def test_the_log_floor_moves_with_one_command_and_never_goes_down(
     client.close()
 
 
+def test_state_versions_are_trimmed_with_one_command_a_save(own_server: RedisServer) -> None:
+    """Past the kept versions each save deletes the one that fell out, in one HDEL; a store
+    that keeps fewer versions than another trims all that the other left."""
+    url = own_server.url + "?prefix=versions"
+    with threadkeep.open(url, limits=Limits(state_versions_kept=6)) as more:
+        conv = more.start("c-1")
+        for i in range(12):
+            more.save_state(conv.id, {"n": i})
+        client = own_server.client()
+        client.config_resetstat()
+        for i in range(12, 20):
+            more.save_state(conv.id, {"n": i})
+        assert client.info("commandstats")["cmdstat_hdel"]["calls"] == 8
+        states = Keys("versions").states(conv.id)
+        assert sorted(map(int, client.hkeys(states))) == list(range(15, 21))
+    with threadkeep.open(url, limits=Limits(state_versions_kept=2)) as fewer:
+        assert fewer.save_state(conv.id, {"n": 20}) == 21
+        assert sorted(map(int, client.hkeys(states))) == [20, 21]
+        assert fewer.load_state(conv.id, version=20).value == {"n": 19}
+    client.close()
+
+
 def test_tenant_and_contact_indexes_outlive_their_conversations_only(prefix: str) -> None:
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
         conv = store.start(

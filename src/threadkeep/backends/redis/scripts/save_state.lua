@@ -22,8 +22,11 @@ if rollback ~= nil then
 end
 local version = current + 1
 redis.call('HSET', ks(id), fmt(version), ARGV[4] .. ' ' .. value)
+-- versions up to version - kept go, two per HDEL from the newest of them down until one was
+-- missing: each save leaves none of them, so a save deletes one in one command (more only
+-- after a store that kept more versions)
 local gone = version - tonumber(ARGV[8])
-while gone > 0 and redis.call('HDEL', ks(id), fmt(gone)) == 1 do gone = gone - 1 end
+while gone > 0 and redis.call('HDEL', ks(id), fmt(gone), fmt(gone - 1)) == 2 do gone = gone - 2 end
 row.sv = fmt(version)
 row.stk = ARGV[11]
 touch(row, now)
