@@ -21,6 +21,7 @@ from threadkeep.backends.postgres._conn import (
     Attempts,
     ConnectionOptions,
     Ending,
+    check_alive,
     lost_connection,
     migrate,
     pump,
@@ -69,11 +70,13 @@ class PostgresBackend:
         """
         attempts = Attempts(self._options)
         while True:
-            ending = None if call.read else Ending(self._options.channel, together=not call.once)
+            ending = None if call.read else Ending(self._options.channel, together=call.together)
             try:
                 with self._pool.connection(timeout=attempts.remaining()) as conn:
                     if not conn.autocommit:
                         conn.autocommit = True  # a write's flow opens its transaction itself
+                    if call.once and call.together:
+                        check_alive(conn)  # dead before the call: retried, nothing was sent
                     flow = call.attempt(attempts.failures + 1)
                     return pump(conn, flow, transaction=not call.read, ending=ending)
             except psycopg.Error as exc:
