@@ -66,7 +66,9 @@ class PostgresBackend:
         A failure before the commit is sent is always safe to retry: the server rolls the
         transaction back when the connection goes. A failure while committing leaves the
         outcome unknown; ``once`` calls (not safe to apply twice) then raise at once, and
-        only they wait for their statements' answers before sending COMMIT (``Ending``).
+        only they wait for their statements' answers before sending COMMIT (``Ending``),
+        save_state excepted (``Run.together``: its COMMIT travels with its statements, and a
+        connection the server ended while it sat in the pool is found first, ``check_alive``).
         """
         attempts = Attempts(self._options)
         while True:
