@@ -148,3 +148,27 @@ def test_ids() -> None:
     for bad in ("", "a b", "x" * 65, "../x", None, 3):
         with pytest.raises(InvalidInput):
             check_id(bad)
+
+
+def _base32_digit_by_digit(value: int) -> str:
+    """The ULID spelling of a 130-bit value, one Crockford digit at a time (the reference)."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    return "".join(alphabet[value >> shift & 31] for shift in range(125, -1, -5))
+
+
+@pytest.mark.parametrize(
+    ("now_us", "random"),
+    [
+        (0, b"\0" * 10),
+        (0, b"\xff" * 10),
+        (((1 << 48) - 1) * 1000, b"\xff" * 10),
+        (1_764_547_200_123_456, bytes(range(10))),
+        (1 << 70, b"\x80" + b"\0" * 9),  # past the 48-bit millisecond range: wraps
+    ],
+)
+def test_new_id_spells_the_time_and_random_bits(
+    monkeypatch: pytest.MonkeyPatch, now_us: int, random: bytes
+) -> None:
+    monkeypatch.setattr("threadkeep._ids.os.urandom", lambda n: random[:n])
+    value = (now_us // 1000) % (1 << 48) << 80 | int.from_bytes(random, "big")
+    assert new_id(now_us) == _base32_digit_by_digit(value)
