@@ -107,3 +107,36 @@ def test_indexes_are_right_after_short_path_appends(own_server: RedisServer) -> 
         assert store.counts(tenant="t").by_status == {"active": 1}
         assert [c.id for c in store.list(tenant="t").items] == [conv.id]
         client.close()
+
+
+def test_a_full_log_moves_its_floor_in_one_command(own_server: RedisServer) -> None:
+    """Once the event log holds ``events_kept``, each append sets the floor and reads the old one
+    in one SET ... GET (was a GET and a SET); a store opened with a larger ``events_kept`` never
+    lowers the floor (the old value is put back), and a smaller one raises it."""
+    url = own_server.url + "?prefix=floor"
+    keys, client = Keys("floor"), own_server.client()
+    with threadkeep.open(url, limits=threadkeep.Limits(events_kept=5)) as store:
+        conv = store.start("c-1")
+        first = list(store.events())[0]
+        for i in range(20):
+            store.append(conv.id, "user", f"m{i}")
+        client.config_resetstat()
+        for i in range(10):
+            store.append(conv.id, "user", f"n{i}")
+        stats = client.info("commandstats")
+        last = int(client.get(keys.event_number))
+        assert int(client.get(keys.event_floor)) == last - 5
+        assert len(list(store.events())) <= 5
+        with pytest.raises(threadkeep.CursorExpired):
+            list(store.events(after=first.id))
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    assert calls["set"] == 10 and "get" not in calls, calls
+    with threadkeep.open(url, limits=threadkeep.Limits(events_kept=8)) as store:
+        store.append(conv.id, "user", "more kept")  # its floor would be last + 1 - 8: lower
+        assert int(client.get(keys.event_floor)) == last - 5
+        assert [e.id for e in store.events()][-1] == f"{last + 1}-0"
+    with threadkeep.open(url, limits=threadkeep.Limits(events_kept=2)) as store:
+        store.append(conv.id, "user", "fewer kept")
+        assert int(client.get(keys.event_floor)) == last + 2 - 2
+        assert len(list(store.events())) <= 2
+    client.close()

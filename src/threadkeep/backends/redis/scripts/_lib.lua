@@ -242,12 +242,20 @@ local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 -- deleted conversation), the event's id is also pushed on the conversation's own list, so
 -- erasing it deletes its events without scanning the log; that list keeps at most `keep` ids
 -- (older ones are below the floor anyway) and expires with the conversation.
+-- Once the log is full, each event moves the floor up by one: the floor is set and its old
+-- value read in one SET ... GET (put back in the rare case it was higher: fewer kept now).
 local function emit(kind, tenant, conv, data, at, keep, untracked)
   local n = redis.call('INCR', K_EVN)
   local id = fmt(n) .. '-0'
-  local floor = n - tonumber(keep)
-  if floor > 0 and floor > tonumber(redis.call('GET', K_EVT) or '0') then
-    redis.call('SET', K_EVT, fmt(floor))
+  keep = tonumber(keep)
+  local floor = n - keep
+  local trim = false
+  if floor > 0 then
+    local was = redis.call('SET', K_EVT, fmt(floor), 'GET')  -- false: none yet
+    trim = floor > tonumber(was or '0')
+    if not trim then redis.call('SET', K_EVT, was) end
+  end
+  if trim then
     redis.call('XADD', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0', id,
       'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
   else
@@ -258,8 +266,8 @@ local function emit(kind, tenant, conv, data, at, keep, untracked)
   if length == 1 then  -- a new list: it expires with the conversation's record
     local at_ms = redis.call('PEXPIRETIME', kc(conv))
     if at_ms > 0 then redis.call('PEXPIREAT', ke(conv), at_ms) end
-  elseif length > tonumber(keep) then
-    redis.call('LTRIM', ke(conv), -tonumber(keep), -1)
+  elseif length > keep then
+    redis.call('LTRIM', ke(conv), -keep, -1)
   end
 end
 
