@@ -11,17 +11,24 @@
 -- internal retry keys are forgotten this many at a time (see remember_key)
 local RETRY_BATCH = 16
 local id, now, tenant = ARGV[2], tonumber(ARGV[4]), opt(ARGV[3])
--- the fields the verdict and save() read (the others: agent, metadata, ... are left alone) in one
--- HMGET, the row made by one constructor. (Only words naming a helper of _lib.lua make
--- _scripts.py prepend it, comments too: each definition costs every call.)
-local v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'cnt', 'ttl', 'ia',
-  'max', 'lt', 'lu', 'ix')
+-- the fields the verdict and save() read (the others: agent, metadata, the count it rewrites ...
+-- are left alone) in one HMGET, the lease's two only with a fence: a field the record lacks is
+-- its listpack's longest search. The row is made by one constructor. (Only words naming a
+-- helper of _lib.lua make _scripts.py prepend it, comments too: each definition costs every call.)
+local fence = opt(ARGV[7])
+local v
+if fence == nil then
+  v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'ttl', 'ia', 'max', 'ix')
+else
+  v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'ttl', 'ia', 'max', 'ix',
+    'lt', 'lu')
+end
 if not v[1] or (tenant ~= nil and v[1] ~= tenant) or (v[5] and tonumber(v[5]) <= now) then
   return {'not_found'}
 end
 local row = {id = id, tn = v[1], ct = v[2] or nil, st = v[3] or nil, sg = v[4] or nil,
-  exp = v[5] or nil, seq = v[6] or nil, cnt = v[7] or nil, ttl = v[8] or nil, ia = v[9] or nil,
-  max = v[10] or nil, lt = v[11] or nil, lu = v[12] or nil, ix = v[13] or nil}
+  exp = v[5] or nil, seq = v[6] or nil, ttl = v[7] or nil, ia = v[8] or nil, max = v[9] or nil,
+  ix = v[10] or nil, lt = v[11] or nil, lu = v[12] or nil}
 -- the verdict, taken before anything is written: the on-message table's entry of the status
 local to, to_kind
 local pos = string.find(';' .. ARGV[9], ';' .. row.st .. '=', 1, true)
@@ -29,12 +36,11 @@ if pos ~= nil then to, to_kind = string.match(ARGV[9], '^([^=;]+)=([^=;]+)', pos
 local refused
 if to == nil then
   refused = 'closed'
-else
-  local fence = opt(ARGV[7])
-  if fence ~= nil and (row.lt ~= fence or tonumber(row.lu or '0') <= now) then refused = 'fenced' end
+elseif fence ~= nil and (row.lt ~= fence or tonumber(row.lu or '0') <= now) then
+  refused = 'fenced'
 end
-local seq = tonumber(row.seq) + 1
-local entry = fmt(seq) .. ' ' .. ARGV[10]
+local seq = fmt(tonumber(row.seq) + 1)
+local entry = seq .. ' ' .. ARGV[10]
 -- an idempotency key is checked and noted in one HSETNX (0: it was there, a replay, answered as
 -- it was before the verdict), and taken back if the append is refused
 local ikey, rkey = opt(ARGV[5]), opt(ARGV[6])
@@ -69,7 +75,7 @@ if rfield ~= nil and remember_key(id, rfield, nil, krq(id), ARGV[14], RETRY_BATC
   written[#written + 1] = krq(id)
 end
 local old = row.st
-row.st, row.seq, row.cnt = to, fmt(seq), fmt(count)
+row.st, row.seq, row.cnt = to, seq, fmt(count)
 touch(row, now)
 -- written back: what changed (the stage and the state version do not; nor does a missing ttl's
 -- expiry, which touch() leaves as it was)
