@@ -64,8 +64,8 @@ def test_the_idempotency_hash_expires_with_the_record(own_server: RedisServer) -
         record, hashed = keys.conversation(conv.id), keys.idempotency(conv.id)
 
         def same() -> bool:
-            at = client.pexpiretime(record)
-            return at > 0 and client.pexpiretime(hashed) == at
+            at = int(client.pexpiretime(record))
+            return at > 0 and int(client.pexpiretime(hashed)) == at
 
         for i in range(40):
             store.append(conv.id, "user", f"m{i}")
