@@ -7,6 +7,7 @@ listing's indexes are right after appends that wrote them on the short path.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,31 @@ def test_a_full_log_moves_its_floor_in_one_command(own_server: RedisServer) -> N
         assert int(client.get(keys.event_floor)) == last + 2 - 2
         assert len(list(store.events())) <= 2
     client.close()
+
+
+def test_a_replayed_retry_key_leaves_no_caller_key(own_server: RedisServer) -> None:
+    """The flows never send both keys; the script still answers a resent retry key without
+    keeping a caller key it had just noted for an append that does not happen."""
+    with threadkeep.open(own_server.url + "?prefix=both") as store:
+        backend: Any = store._backend
+        sent: list[Any] = []
+        evalsha = backend._evalsha
+
+        def capture(script: Any, request: Any) -> Any:
+            sent.append((script, request))
+            return evalsha(script, request)
+
+        conv = store.start("c-1")
+        backend._evalsha = capture
+        message = store.append(conv.id, "user", "hi")
+        backend._evalsha = evalsha
+        script, request = sent[-1]
+        args = list(request.args)
+        assert args[4] == "" and args[5].startswith("+")  # ARGV[5] caller key, ARGV[6] retry key
+        args[4] = "+k-new"
+        client = own_server.client()
+        reply = client.evalsha(script.sha, 1, request.route, *args)
+        assert reply[0] == "ok" and reply[1].startswith(f"{message.seq} ")
+        assert not client.hexists(Keys("both").idempotency(conv.id), "k-new")
+        assert [m.content for m in store.messages(conv.id)] == ["hi"]
+        client.close()

@@ -49,6 +49,7 @@ if ikey ~= nil and redis.call('HSETNX', ki(id), ikey, entry) == 0 then
 end
 local rfield = rkey ~= nil and '\t' .. rkey or nil
 if rfield ~= nil and redis.call('HSETNX', ki(id), rfield, entry) == 0 then
+  if ikey ~= nil then redis.call('HDEL', ki(id), ikey) end  -- (the flows never send both)
   return {'ok', redis.call('HGET', ki(id), rfield)}  -- our own retry of an append that went through
 end
 if refused ~= nil then
