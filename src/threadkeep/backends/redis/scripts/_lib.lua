@@ -26,7 +26,7 @@ local function kts(status, tenant) return B .. 'ts:' .. status .. ':' .. tenant 
 local function kct(tenant, contact) return B .. 'k:' .. #tenant .. ':' .. tenant .. ':' .. contact end
 local function kf(tenant, contact) return B .. 'f:' .. #tenant .. ':' .. tenant .. ':' .. contact end
 -- counting indexes: conversations of a tenant by status / by stage, scored by expires_us ('+inf':
--- never), so counts() is a ZCOUNT of the live ones; and the set of stages a tenant has used
+-- never), so counts() is a ZCOUNT of the unexpired ones; and the set of stages a tenant has used
 local function kxs(status, tenant) return B .. 'xs:' .. status .. ':' .. tenant end
 local function kxg(tenant, stage) return B .. 'xg:' .. #tenant .. ':' .. tenant .. ':' .. stage end
 local function kgs(tenant) return B .. 'gs:' .. tenant end
@@ -262,8 +262,8 @@ local function emit(kind, tenant, conv, data, at, keep, untracked)
   if length == 1 then  -- a new list: it expires with the conversation's record
     local at_ms = redis.call('PEXPIRETIME', kc(conv))
     if at_ms > 0 then redis.call('PEXPIREAT', ke(conv), at_ms) end
-  elseif length > tonumber(keep) then
-    redis.call('LTRIM', ke(conv), -tonumber(keep), -1)
+  elseif length > keep then
+    redis.call('LTRIM', ke(conv), -keep, -1)
   end
 end
 
@@ -301,9 +301,10 @@ end
 -- Remember field -> value in the idempotency hash, bounded by a queue of its newest fields: at
 -- most `kept`; with `batch`, past `kept` the oldest are forgotten `batch` at a time (two
 -- commands every `batch` calls, not every call), so between kept - batch + 1 and kept are kept.
--- Returns whether the queue is new (the hash may be too).
+-- Returns whether the queue is new (the hash may be too). `value` nil: the caller already put the
+-- field in the hash (append: HSETNX).
 local function remember_key(id, field, value, queue, kept, batch)
-  redis.call('HSET', ki(id), field, value)
+  if value ~= nil then redis.call('HSET', ki(id), field, value) end
   local length = redis.call('RPUSH', queue, field)
   local over = length - tonumber(kept)
   if over > 0 then

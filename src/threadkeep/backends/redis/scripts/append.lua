@@ -6,48 +6,77 @@
 -- body; ARGV[11] message.appended kind; ARGV[12] role; ARGV[13] caller keys kept;
 -- ARGV[14] retry keys kept
 -- returns {"ok" | "duplicate", "seq body"} or {"not_found" | "closed" | "fenced"}
--- the fields the verdict and save() read: the others (agent, metadata, ...) are left alone
-local APPEND_FIELDS = {'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'cnt', 'ttl', 'ia', 'max', 'lt', 'lu', 'ix'}
+-- Every call runs this whole text on the server's one thread, so it is written for the common
+-- path: no table of field names, no loop over the record, one command per key where one does.
 -- internal retry keys are forgotten this many at a time (see remember_key)
 local RETRY_BATCH = 16
-local id, now = ARGV[2], tonumber(ARGV[4])
-local row = live_fields(id, opt(ARGV[3]), now, APPEND_FIELDS)
-if row == nil then return {'not_found'} end
-local ikey, rkey = opt(ARGV[5]), opt(ARGV[6])
-if ikey ~= nil then
-  local stored = redis.call('HGET', ki(id), ikey)
-  if stored then return {'duplicate', stored} end
-end
-if rkey ~= nil then
-  local stored = redis.call('HGET', ki(id), '\t' .. rkey)
-  if stored then return {'ok', stored} end  -- our own retry of an append that went through
-end
-local to, to_kind
-for from, target, kind in string.gmatch(ARGV[9], '([^=;]+)=([^=;]+)=([^=;]+)') do
-  if from == row.st then to, to_kind = target, kind end
-end
-if to == nil then return {'closed'} end
+local id, now, tenant = ARGV[2], tonumber(ARGV[4]), opt(ARGV[3])
+-- the fields the verdict and save() read (the others: agent, metadata, the count it rewrites ...
+-- are left alone) in one HMGET, the lease's two only with a fence: a field the record lacks is
+-- its listpack's longest search. The row is made by one constructor. (Only words naming a
+-- helper of _lib.lua make _scripts.py prepend it, comments too: each definition costs every call.)
 local fence = opt(ARGV[7])
-if fence ~= nil and (row.lt ~= fence or tonumber(row.lu or '0') <= now) then
-  return {'fenced'}
+local v
+if fence == nil then
+  v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'ttl', 'ia', 'max', 'ix')
+else
+  v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'ttl', 'ia', 'max', 'ix',
+    'lt', 'lu')
 end
-local seq = tonumber(row.seq) + 1
-local entry = fmt(seq) .. ' ' .. ARGV[10]
+if not v[1] or (tenant ~= nil and v[1] ~= tenant) or (v[5] and tonumber(v[5]) <= now) then
+  return {'not_found'}
+end
+local row = {id = id, tn = v[1], ct = v[2] or nil, st = v[3] or nil, sg = v[4] or nil,
+  exp = v[5] or nil, seq = v[6] or nil, ttl = v[7] or nil, ia = v[8] or nil, max = v[9] or nil,
+  ix = v[10] or nil, lt = v[11] or nil, lu = v[12] or nil}
+-- the verdict, taken before anything is written: the on-message table's entry of the status
+local to, to_kind
+local pos = string.find(';' .. ARGV[9], ';' .. row.st .. '=', 1, true)
+if pos ~= nil then to, to_kind = string.match(ARGV[9], '^([^=;]+)=([^=;]+)', pos + #row.st + 1) end
+local refused
+if to == nil then
+  refused = 'closed'
+elseif fence ~= nil and (row.lt ~= fence or tonumber(row.lu or '0') <= now) then
+  refused = 'fenced'
+end
+local seq = fmt(tonumber(row.seq) + 1)
+local entry = seq .. ' ' .. ARGV[10]
+-- an idempotency key is checked and noted in one HSETNX (0: it was there, a replay, answered as
+-- it was before the verdict), and taken back if the append is refused
+local ikey, rkey = opt(ARGV[5]), opt(ARGV[6])
+if ikey ~= nil and redis.call('HSETNX', ki(id), ikey, entry) == 0 then
+  return {'duplicate', redis.call('HGET', ki(id), ikey)}
+end
+local rfield = rkey ~= nil and '\t' .. rkey or nil
+if rfield ~= nil and redis.call('HSETNX', ki(id), rfield, entry) == 0 then
+  if ikey ~= nil then redis.call('HDEL', ki(id), ikey) end  -- (the flows never send both)
+  return {'ok', redis.call('HGET', ki(id), rfield)}  -- our own retry of an append that went through
+end
+if refused ~= nil then
+  if ikey ~= nil then redis.call('HDEL', ki(id), ikey) end
+  if rfield ~= nil then redis.call('HDEL', ki(id), rfield) end
+  return {refused}
+end
 local count = redis.call('RPUSH', km(id), entry)
 if row.max ~= nil and count > tonumber(row.max) then
   count = trim_whole(id, count, count - tonumber(row.max))
 end
--- the keys this call may create: they get their native TTL even when the others keep theirs
-local written = {ki(id)}
+-- the keys this call may create: they get their native TTL even when the others keep theirs.
+-- The idempotency hash is new only with its queue of retry keys (each name in that queue is a
+-- field of the hash: remember_key adds and removes both), but may be with a queue of caller
+-- keys (clearing messages forgets their keys in the hash and leaves the queue).
+local written = {}
 if count == 1 then written[#written + 1] = km(id) end
-if ikey ~= nil and remember_key(id, ikey, entry, kiq(id), ARGV[13]) then
-  written[#written + 1] = kiq(id)
+if ikey ~= nil then
+  written[#written + 1] = ki(id)
+  if remember_key(id, ikey, nil, kiq(id), ARGV[13]) then written[#written + 1] = kiq(id) end
 end
-if rkey ~= nil and remember_key(id, '\t' .. rkey, entry, krq(id), ARGV[14], RETRY_BATCH) then
+if rfield ~= nil and remember_key(id, rfield, nil, krq(id), ARGV[14], RETRY_BATCH) then
+  if ikey == nil then written[#written + 1] = ki(id) end
   written[#written + 1] = krq(id)
 end
 local old = row.st
-row.st, row.seq, row.cnt = to, fmt(seq), fmt(count)
+row.st, row.seq, row.cnt = to, seq, fmt(count)
 touch(row, now)
 -- written back: what changed (the stage and the state version do not; nor does a missing ttl's
 -- expiry, which touch() leaves as it was)
@@ -55,6 +84,6 @@ local changed = {'act', 'idl', 'cnt', 'seq'}
 if row.ttl ~= nil then changed[#changed + 1] = 'exp' end
 if to ~= old then changed[#changed + 1] = 'st' end
 save(row, changed, old, written)
-emit(ARGV[11], row.tn, id, '{"seq":' .. fmt(seq) .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
+emit(ARGV[11], row.tn, id, '{"seq":' .. row.seq .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
 if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[8]) end
 return {'ok', entry}

@@ -1,0 +1,171 @@
+"""The append script's shortcuts, checked in the raw keyspace: an idempotency key is checked and
+noted in one HSETNX and taken back when the append is refused; the idempotency hash gets its
+native TTL only when it may be new, and still expires with the record; the sweep's and the
+listing's indexes are right after appends that wrote them on the short path.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import threadkeep
+from tests._servers import RedisServer
+from threadkeep import ConversationClosed, ManualClock, Retention
+from threadkeep.backends.redis._keys import Keys
+
+pytestmark = pytest.mark.redis
+
+
+def test_a_refused_append_leaves_no_key_behind(own_server: RedisServer) -> None:
+    """A closed conversation refuses an append after its key was noted (HSETNX): the key is
+    taken back, so the hash, its queues and a later replay are as if it was never sent."""
+    with threadkeep.open(own_server.url + "?prefix=refused") as store:
+        keys, client = Keys("refused"), own_server.client()
+        kept = store.start("c-1")
+        first = store.append(kept.id, "user", "hi", idempotency_key="k-1")
+        store.append(kept.id, "user", "no key")
+        before = {
+            name: client.dump(name)
+            for name in (
+                keys.idempotency(kept.id),
+                keys.idempotency_order(kept.id),
+                keys.retry_order(kept.id),
+            )
+        }
+        store.close_conversation(kept.id)
+        with pytest.raises(ConversationClosed):
+            store.append(kept.id, "user", "late", idempotency_key="k-2")
+        with pytest.raises(ConversationClosed):
+            store.append(kept.id, "user", "late, no key")
+        assert {name: client.dump(name) for name in before} == before
+        assert store.append(kept.id, "user", "hi", idempotency_key="k-1") == first
+        # a conversation with no idempotency hash yet: the refused one leaves none either
+        empty = store.start("c-2")
+        store.close_conversation(empty.id)
+        with pytest.raises(ConversationClosed):
+            store.append(empty.id, "user", "late", idempotency_key="k-3")
+        with pytest.raises(ConversationClosed):
+            store.append(empty.id, "user", "late, no key")
+        assert client.exists(keys.idempotency(empty.id), keys.retry_order(empty.id)) == 0
+        assert store.messages(empty.id) == []
+        client.close()
+
+
+def test_the_idempotency_hash_expires_with_the_record(own_server: RedisServer) -> None:
+    """The hash's TTL is set when it may be new (its first key, a caller key after the hash was
+    emptied) and renewed with every key; in between appends leave it as it is."""
+    clock = ManualClock()
+    ttl = timedelta(hours=2)
+    with threadkeep.open(own_server.url + "?prefix=ttl", clock=clock) as store:
+        keys, client = Keys("ttl"), own_server.client()
+        conv = store.start("c-1", retention=Retention(ttl=ttl))
+        record, hashed = keys.conversation(conv.id), keys.idempotency(conv.id)
+
+        def same() -> bool:
+            at = int(client.pexpiretime(record))
+            return at > 0 and int(client.pexpiretime(hashed)) == at
+
+        for i in range(40):
+            store.append(conv.id, "user", f"m{i}")
+            assert same(), i
+        # the store's clock far on: the record's TTL is renewed, and the hash's with it
+        clock.advance(timedelta(hours=1))
+        store.append(conv.id, "user", "later")
+        assert same()
+        # a caller key into a hash its queue outlived (clear_messages forgets their keys)
+        store.append(conv.id, "user", "keyed", idempotency_key="k-1")
+        store.clear_messages(conv.id)
+        client.delete(hashed)  # as if every field had been forgotten
+        store.append(conv.id, "user", "keyed again", idempotency_key="k-2")
+        assert same()
+        client.close()
+
+
+def test_indexes_are_right_after_short_path_appends(own_server: RedisServer) -> None:
+    """Scores of the listing, counting and sweep indexes follow each append."""
+    clock = ManualClock()
+    ttl = timedelta(hours=2)
+    with threadkeep.open(own_server.url + "?prefix=ix", clock=clock) as store:
+        keys, client = Keys("ix"), own_server.client()
+        conv = store.start("c-1", tenant="t", stage="Q1", retention=Retention(ttl=ttl))
+        for i in range(5):
+            clock.advance(timedelta(seconds=1))
+            message = store.append(conv.id, "user", f"m{i}")
+            got = store.get(conv.id)
+            act = int(message.created_at.timestamp() * 1_000_000)
+            exp = act + int(ttl.total_seconds() * 1_000_000)
+            member = f"{conv.id}\nt\nc-1"
+            assert client.zscore(keys.tenant("t"), conv.id) == act
+            assert client.zscore(keys.tenant_status(got.status, "t"), conv.id) == act
+            assert client.zscore(keys.contact("t", "c-1"), conv.id) == act
+            assert client.zscore(keys.status_counts(got.status, "t"), conv.id) == exp
+            assert client.zscore(keys.stage_counts("t", "Q1"), conv.id) == exp
+            assert client.zscore(keys.expiries, member) == exp
+            assert client.zscore(keys.idle, conv.id) > act
+        assert store.counts(tenant="t").by_status == {"active": 1}
+        assert [c.id for c in store.list(tenant="t").items] == [conv.id]
+        client.close()
+
+
+def test_a_full_log_moves_its_floor_in_one_command(own_server: RedisServer) -> None:
+    """Once the event log holds ``events_kept``, each append sets the floor and reads the old one
+    in one SET ... GET (was a GET and a SET); a store opened with a larger ``events_kept`` never
+    lowers the floor (the old value is put back), and a smaller one raises it."""
+    url = own_server.url + "?prefix=floor"
+    keys, client = Keys("floor"), own_server.client()
+    with threadkeep.open(url, limits=threadkeep.Limits(events_kept=5)) as store:
+        conv = store.start("c-1")
+        first = list(store.events())[0]
+        for i in range(20):
+            store.append(conv.id, "user", f"m{i}")
+        client.config_resetstat()
+        for i in range(10):
+            store.append(conv.id, "user", f"n{i}")
+        stats = client.info("commandstats")
+        last = int(client.get(keys.event_number))
+        assert int(client.get(keys.event_floor)) == last - 5
+        assert len(list(store.events())) <= 5
+        with pytest.raises(threadkeep.CursorExpired):
+            list(store.events(after=first.id))
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    assert calls["set"] == 10 and "get" not in calls, calls
+    with threadkeep.open(url, limits=threadkeep.Limits(events_kept=8)) as store:
+        store.append(conv.id, "user", "more kept")  # its floor would be last + 1 - 8: lower
+        assert int(client.get(keys.event_floor)) == last - 5
+        assert [e.id for e in store.events()][-1] == f"{last + 1}-0"
+    with threadkeep.open(url, limits=threadkeep.Limits(events_kept=2)) as store:
+        store.append(conv.id, "user", "fewer kept")
+        assert int(client.get(keys.event_floor)) == last + 2 - 2
+        assert len(list(store.events())) <= 2
+    client.close()
+
+
+def test_a_replayed_retry_key_leaves_no_caller_key(own_server: RedisServer) -> None:
+    """The flows never send both keys; the script still answers a resent retry key without
+    keeping a caller key it had just noted for an append that does not happen."""
+    with threadkeep.open(own_server.url + "?prefix=both") as store:
+        backend: Any = store._backend
+        sent: list[Any] = []
+        evalsha = backend._evalsha
+
+        def capture(script: Any, request: Any) -> Any:
+            sent.append((script, request))
+            return evalsha(script, request)
+
+        conv = store.start("c-1")
+        backend._evalsha = capture
+        message = store.append(conv.id, "user", "hi")
+        backend._evalsha = evalsha
+        script, request = sent[-1]
+        args = list(request.args)
+        assert args[4] == "" and args[5].startswith("+")  # ARGV[5] caller key, ARGV[6] retry key
+        args[4] = "+k-new"
+        client = own_server.client()
+        reply = client.evalsha(script.sha, 1, request.route, *args)
+        assert reply[0] == "ok" and reply[1].startswith(f"{message.seq} ")
+        assert not client.hexists(Keys("both").idempotency(conv.id), "k-new")
+        assert [m.content for m in store.messages(conv.id)] == ["hi"]
+        client.close()
