@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 comma := ,
 
 .PHONY: run test test-slow conformance lint fmt typecheck bench screenshots dups clean \
-	test-integrations test-claude-agent test-openai-agents test-pydantic-ai test-moving-in
+	test-integrations test-claude-agent test-openai-agents test-pydantic-ai test-moving-in \
+	test-redis-oldest
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -129,6 +130,16 @@ test-moving-in: .venv-peers/.installed
 
 test-integrations: test-claude-agent test-openai-agents test-pydantic-ai test-moving-in
 
+# the Redis backend on the oldest redis-py it accepts (its drivers and pools use some of
+# redis-py's connection internals): its own tests and the conformance suite on Redis
+.venv-redis6/.installed: pyproject.toml
+	@test -x .venv-redis6/bin/python || $(PY) -m venv .venv-redis6
+	.venv-redis6/bin/python -m pip install --quiet -e '.[dev]' 'redis[hiredis]==6.0.0'
+	@touch $@
+
+test-redis-oldest: .venv-redis6/.installed
+	.venv-redis6/bin/pytest -m "not slow" tests/backends/redis tests/conformance -k redis
+
 clean:
-	rm -rf $(VENV) .venv-claude .venv-oai .venv-pai .venv-peers .mypy_cache .pytest_cache \
+	rm -rf $(VENV) .venv-claude .venv-oai .venv-pai .venv-peers .venv-redis6 .mypy_cache .pytest_cache \
 		.ruff_cache build dist

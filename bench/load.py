@@ -326,7 +326,7 @@ class Phase:
     )
     errors: dict[str, int] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)
-    cpu: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float | None] = field(default_factory=dict)
 
     examples: dict[str, str] = field(default_factory=dict)
 
@@ -418,6 +418,7 @@ async def load(
 ) -> tuple[Phase, float]:
     phase = Phase()
     before = servers.cpu()
+    lost_before = len(servers.lost)
     began = time.monotonic()
     stop_at = began + args.seconds
     pausing = []
@@ -428,7 +429,10 @@ async def load(
         *(session(port, n, prefix, stop_at, args.think, phase) for n in range(args.sessions)),
         *pausing,
     )
+    servers.look()
     phase.cpu = {k: v - before[k] for k, v in servers.cpu().items()}
+    if len(servers.lost) > lost_before:  # its CPU left the sum, its replacement's never joined
+        phase.cpu["workers"] = None
     return phase, time.monotonic() - began
 
 
@@ -447,7 +451,8 @@ def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
         "requests_ok": len(every),
         "throughput_rps": round(len(every) / took, 1),
         "cpu_ms_per_request": {
-            k: round(v * 1e3 / max(1, len(every)), 2) for k, v in phase.cpu.items()
+            k: None if v is None else round(v * 1e3 / max(1, len(every)), 2)
+            for k, v in phase.cpu.items()
         },
         "all": latency(every),
         "chat_turn": latency(phase.samples["chat"]),
@@ -651,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         help="kill one worker mid-load (its supervisor replaces it): a lost worker's report",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.kill_worker and args.workers < 2:
+        parser.error("--kill-worker needs --workers 2 or more (one worker is the server itself)")
     report = run(args)
     sys.stdout.write(json.dumps(report, indent=1) + "\n")
     sys.stderr.write(markdown(report) + "\n")

@@ -79,10 +79,12 @@ def test_a_worker_lost_mid_run_is_reported_and_the_run_ends() -> None:
     )  # fmt: skip
     report = run(args)
     lost = report["workers_lost"]
-    assert len(lost) == 1 and lost[0]["replaced_by"], lost
+    assert len(lost) == 1, lost  # (its replacement may not have started when it was noticed)
     assert lost[0]["last_seen"] is not None  # seen alive before
     assert None in report["memory_after_load"]["rss_mib"]
     kept = Path(report["server_log"])
     assert kept.exists()
     kept.unlink()
     assert report["load"]["lost"] == 0  # acknowledged messages are all stored
+    # the lost worker's CPU left the sum and its replacement's never joined it: no figure
+    assert report["load"]["cpu_ms_per_request"]["workers"] is None

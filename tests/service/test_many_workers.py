@@ -142,3 +142,24 @@ def test_a_worker_that_stops_answering_for_7_s_is_not_killed(
     time.sleep(1)
     assert _workers(server) == before
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_worker_silent_past_the_configured_health_check_is_replaced(
+    live_server: Any, tmp_path: Path
+) -> None:
+    # THREADKEEP_WORKER_HEALTHCHECK reaches uvicorn's supervisor: a hung worker is replaced once
+    # it has not answered for that long (the default, 30 s, would keep it for this test's 7 s)
+    server = live_server(
+        f"sqlite:///{tmp_path / 'tk.db'}", workers=2, THREADKEEP_WORKER_HEALTHCHECK="2"
+    )
+    wait_for(lambda: len(_workers(server)) == 2, 60, "both workers")
+    victim = min(_workers(server))
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        wait_for(lambda: victim not in _workers(server), 30, "the hung worker killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)
+    wait_for(lambda: len(_workers(server)) == 2, 60, "its replacement")
+    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200

@@ -37,17 +37,10 @@ from threadkeep.service.settings import (
     unknown_variables,
 )
 
-__all__ = ["GRACE", "WORKER_HEALTHCHECK", "BoundedH11Protocol", "check_exposure", "run"]
+__all__ = ["GRACE", "BoundedH11Protocol", "check_exposure", "run"]
 
 #: Seconds in-flight requests (and open event streams) get at shutdown.
 GRACE = 5
-
-#: Seconds a worker has to answer its supervisor's health ping before it is killed and replaced
-#: (uvicorn's default: 5). A worker answers only once it has imported the service, about a
-#: second of CPU: on a busy machine (a load average of 8 on 2 cores) that took over 5 s, and the
-#: supervisor killed workers that were still starting, or that the machine starved for a moment
-#: under load, with every request they held (their turn leases held until they lapse).
-WORKER_HEALTHCHECK = 30
 
 log = logging.getLogger("threadkeep.service")
 
@@ -203,7 +196,7 @@ def run(
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACE,
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK,
+        timeout_worker_healthcheck=settings.worker_healthcheck,
         proxy_headers=False,
         http=BoundedH11Protocol,
         h11_max_incomplete_event_size=settings.max_header_bytes,

@@ -87,6 +87,8 @@ class ServiceSettings(BaseSettings):
             byte or from the connection opening; slower ones get 408 and the connection is
             closed (``threadkeep serve``).
         keep_alive: seconds an idle kept-alive connection stays open (``threadkeep serve``).
+        worker_healthcheck: seconds a worker of ``threadkeep serve --workers N`` has to answer
+            its supervisor's health ping before it is killed and replaced.
         turn_lease: seconds a chat turn's lease lasts if its worker dies.
         turn_wait: seconds a second message for a busy conversation waits before 409.
         sse_heartbeat: seconds between SSE heartbeat comments.
@@ -163,6 +165,7 @@ class ServiceSettings(BaseSettings):
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     request_timeout: float = Field(default=30.0, gt=0)
     keep_alive: int = Field(default=5, ge=1)
+    worker_healthcheck: int = Field(default=30, ge=1)
     turn_lease: float = Field(default=30.0, gt=0)
     turn_wait: float = Field(default=5.0, ge=0)
     sse_heartbeat: float = Field(default=15.0, gt=0)

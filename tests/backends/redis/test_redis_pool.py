@@ -197,3 +197,51 @@ def test_an_async_caller_waits_for_a_connection_given_back() -> None:
         await pool.disconnect()
 
     asyncio.run(main())
+
+
+def test_an_async_connection_disconnecting_on_its_return_still_counts_against_the_bound() -> None:
+    # a connection flagged for reconnection (redis-py >= 7: a maintenance notification) is
+    # disconnected as it comes back; while that runs, another caller must not get a place of
+    # its own beyond max_connections
+    async def main() -> int:
+        pool = AsyncPool.from_url(URL, max_connections=1, timeout=5)
+        try:
+            first = await pool.get_connection()
+            first.mark_for_reconnect()
+            giving_back = asyncio.create_task(pool.release(first))
+            await asyncio.sleep(0)  # the release is inside its disconnect()
+            second = await asyncio.wait_for(pool.get_connection(), 5)
+            await giving_back
+            made = len(pool._in_use_connections) + len(pool._available_connections)
+            await pool.release(second)
+            return made
+        finally:
+            await pool.disconnect()
+
+    if not hasattr(redis.connection.Connection, "mark_for_reconnect"):
+        pytest.skip("redis-py < 7 flags no connection for reconnection")
+    assert asyncio.run(main()) == 1
+
+
+def test_an_async_waiter_cancelled_after_its_wake_up_hands_it_on() -> None:
+    # Python 3.11's asyncio.Condition loses a notify whose waiter is cancelled before it runs:
+    # the other waiter must still get the idle connection
+    async def main() -> bool:
+        pool = AsyncPool.from_url(URL, max_connections=1, timeout=None)
+        try:
+            held = await pool.get_connection()
+            first = asyncio.create_task(pool.get_connection())
+            second = asyncio.create_task(pool.get_connection())
+            await asyncio.sleep(0.05)  # both wait
+            await pool.release(held)  # wakes the first
+            first.cancel()  # before it runs
+            done, _ = await asyncio.wait({second}, timeout=5)
+            if second in done:
+                await pool.release(second.result())
+                return True
+            second.cancel()
+            return False
+        finally:
+            await pool.disconnect()
+
+    assert asyncio.run(main())

@@ -10,17 +10,23 @@ armed on every get. These subclasses keep what a pool guarantees and skip the re
 - the bound: at most ``max_connections`` connections, and a caller waits up to ``timeout``
   for one when all are in use (then ``ConnectionError("No connection available.")``);
 - a connection handed out is connected and has nothing left to read: one the server closed,
-  or that holds unread data, is reconnected first (``can_read``), as redis-py does;
-- a connection flagged for reconnection is disconnected when it comes back;
+  or that holds unread data, is reconnected first (``can_read``; redis-py 8 skips this check
+  on RESP3 connections, these pools always make it);
+- a connection flagged for reconnection (redis-py 7 and later) is disconnected when it comes
+  back, still counted in use while it disconnects, so the bound holds;
 - after a fork the child gets a fresh pool (``_checkpid``), as redis-py does;
 - ``disconnect()`` and every other method are redis-py's own, on the same structures.
 
 What they leave out: redis-py's pool usage metrics (its observability ``record_*`` calls,
 a no-op unless a metrics collector is set up) and its maintenance-notification locking
-(RESP3 only; the drivers speak RESP2). Sync: idle connections are a plain list (``append``
+(it matters only on servers that send maintenance notifications, such as Redis Enterprise
+or Cloud, over RESP3; a connection they flag is still disconnected on its return). Sync:
+idle connections are a plain list (``append``
 and ``pop`` are atomic), and only a caller that finds none takes a lock and waits on a
 ``Condition``. Asyncio: a caller that finds an idle connection takes it at once, without
-entering the pool's ``Condition`` or arming a timeout; one that finds none waits as before.
+entering the pool's ``Condition`` or arming a timeout; one that finds none waits as before,
+and a waiter cancelled or timed out after it was woken hands the wake-up on (on Python 3.11 an
+``asyncio.Condition`` loses it: redis-py's own pool does too).
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, TimeoutError
 
 __all__ = ["AsyncPool", "Pool"]
+
+
+def _should_reconnect(connection: Any) -> bool:
+    """redis-py >= 7 marks a connection for reconnection (maintenance); 5.3 and 6.x do not."""
+    check = getattr(connection, "should_reconnect", None)
+    return check is not None and check()
 
 
 class _Lifo:
@@ -133,7 +145,7 @@ class Pool(redis.BlockingConnectionPool):
             connection.disconnect()
             self.pool.put_nowait(None)
             return
-        if connection.should_reconnect():
+        if _should_reconnect(connection):
             connection.disconnect()
         try:  # noqa: SIM105 (contextlib.suppress: three Python calls more per release)
             self.pool.put_nowait(connection)
@@ -154,6 +166,13 @@ class AsyncPool(aioredis.BlockingConnectionPool):
             self._waiting += 1
             try:
                 return await super().get_connection()  # type: ignore[no-untyped-call]
+            except BaseException:
+                # Python < 3.13: a Condition waiter cancelled (or timed out) after its notify
+                # takes that wake-up with it; hand it on when a connection is idle
+                if self._waiting > 1 and self._available_connections:
+                    async with self._condition:
+                        self._condition.notify()
+                raise
             finally:
                 self._waiting -= 1
         connection = self._available_connections.pop()
@@ -167,9 +186,9 @@ class AsyncPool(aioredis.BlockingConnectionPool):
 
     async def release(self, connection: Any) -> None:
         """Take a connection back; wake a caller waiting for one, if any."""
-        self._in_use_connections.remove(connection)
-        if connection.should_reconnect():
+        if _should_reconnect(connection):  # still counted in use while it disconnects
             await connection.disconnect()
+        self._in_use_connections.remove(connection)
         self._available_connections.append(connection)
         if self._waiting:
             async with self._condition:

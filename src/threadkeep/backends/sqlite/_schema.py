@@ -302,8 +302,12 @@ LIST: Final = (
 LIST_OF_CONTACT: Final = " INDEXED BY conv_by_contact"
 #: A page without a status, stage or contact filter (migration 7): one arm per status
 #: (``{status}``: a ``lifecycle.Status`` value), each an index range of conv_by_status read
-#: newest first, which SQLite merges (``MERGE (UNION ALL)``) up to the limit: the cost is
-#: the page's rows plus one per status, not the tenant's size, and no sort.
+#: newest first, which SQLite merges (``MERGE (UNION ALL)``) up to the limit: without an
+#: agent filter the cost is the page's rows plus one per status, not the tenant's size, and
+#: no sort (with one, each arm reads its status's range until the agent's rows fill the page,
+#: as the single range of the dropped conv_by_activity did). The arms cover the statuses the
+#: API can write (``check_status``): a row another program wrote with a status outside them
+#: is not listed.
 LIST_ARM: Final = (
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status = '{{status}}' AND {{where}}"
 )

@@ -248,7 +248,8 @@ local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 local function emit(kind, tenant, conv, data, at, keep, untracked)
   local n = redis.call('INCR', K_EVN)
   local id = fmt(n) .. '-0'
-  local floor = n - tonumber(keep)
+  keep = tonumber(keep)
+  local floor = n - keep
   local was = floor > 0 and tonumber(redis.call('SET', K_EVT, fmt(floor), 'GET') or '0')
   if was and was < floor then
     redis.call('XADD', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0', id,
