@@ -229,7 +229,12 @@ def test_a_closing_statement_not_sent_with_its_commit_still_wakes_listeners(migr
 
 
 @settings(max_examples=60, deadline=None)
-@given(items=st.lists(st.text(st.characters(blacklist_characters="\x00")), max_size=8))
+@given(
+    items=st.lists(
+        st.text(st.characters(blacklist_characters="\x00", codec="utf-8")),
+        max_size=8,
+    )
+)
 def test_the_on_message_arrays_are_sent_as_literals_that_read_back_the_same(
     items: list[str],
 ) -> None:
