@@ -256,3 +256,21 @@ def certificates(directory: Path) -> tuple[Path, Path, Path]:
     openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
              "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(ext))  # fmt: skip
     return ca, cert, key
+
+
+def hot_calls(store: Any, conversation_id: str) -> None:
+    """The hot calls on a conversation holding one message, "warm": an append, a window read,
+    a state save and its load."""
+    store.append(conversation_id, "user", "hi")
+    assert [m.content for m in store.messages(conversation_id, last=2)] == ["warm", "hi"]
+    assert store.save_state(conversation_id, {"n": 1}) == 1
+    assert store.load_state(conversation_id).value == {"n": 1}
+
+
+async def ahot_calls(store: Any, conversation_id: str) -> None:
+    """``hot_calls`` on an AsyncStore."""
+    await store.append(conversation_id, "user", "hi")
+    last = await store.messages(conversation_id, last=2)
+    assert [m.content for m in last] == ["warm", "hi"]
+    assert await store.save_state(conversation_id, {"n": 1}) == 1
+    assert (await store.load_state(conversation_id)).value == {"n": 1}

@@ -21,7 +21,7 @@ from redis.connection import Connection
 
 import threadkeep
 from tests._servers import RedisServer
-from tests.backends.redis._helpers import SHARED
+from tests.backends.redis._helpers import SHARED, ahot_calls, hot_calls
 from threadkeep import BackendError
 from threadkeep.backends.redis._keys import Keys
 
@@ -60,10 +60,7 @@ def test_hot_calls_are_one_write_each_without_redis_py_layers(
         conv = store.resume("c-1")
         store.append(conv.id, "user", "warm")
         with counting(monkeypatch) as counts:
-            store.append(conv.id, "user", "hi")
-            assert [m.content for m in store.messages(conv.id, last=2)] == ["warm", "hi"]
-            assert store.save_state(conv.id, {"n": 1}) == 1
-            assert store.load_state(conv.id).value == {"n": 1}
+            hot_calls(store, conv.id)
         assert counts == {"execute_command": 0, "script": 0, "pipeline": 0, "writes": 4}
 
 
@@ -76,11 +73,7 @@ def test_async_hot_calls_are_one_write_each_without_redis_py_layers(
             conv = await store.resume("c-1")
             await store.append(conv.id, "user", "warm")
             with counting(monkeypatch) as counts:
-                await store.append(conv.id, "user", "hi")
-                last = await store.messages(conv.id, last=2)
-                assert [m.content for m in last] == ["warm", "hi"]
-                assert await store.save_state(conv.id, {"n": 1}) == 1
-                assert (await store.load_state(conv.id)).value == {"n": 1}
+                await ahot_calls(store, conv.id)
             return counts
         finally:
             await store.aclose()

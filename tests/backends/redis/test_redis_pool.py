@@ -18,7 +18,7 @@ import redis
 
 import threadkeep
 from tests._servers import RedisServer
-from tests.backends.redis._helpers import SHARED
+from tests.backends.redis._helpers import SHARED, ahot_calls, hot_calls
 from threadkeep.backends.redis import _errors
 from threadkeep.backends.redis._pool import AsyncPool, Pool
 
@@ -60,10 +60,7 @@ def test_hot_calls_take_no_lock_and_build_no_retry_objects(
         conv = store.resume("c-1")
         store.append(conv.id, "user", "warm")
         with counting(monkeypatch) as counts:
-            store.append(conv.id, "user", "hi")
-            assert [m.content for m in store.messages(conv.id, last=2)] == ["warm", "hi"]
-            assert store.save_state(conv.id, {"n": 1}) == 1
-            assert store.load_state(conv.id).value == {"n": 1}
+            hot_calls(store, conv.id)
             assert store.resume("c-2").created
         assert counts == {"condition": 0, "async condition": 0, "attempts": 0}
 
@@ -77,11 +74,7 @@ def test_async_hot_calls_take_no_lock_and_build_no_retry_objects(
             conv = await store.resume("c-1")
             await store.append(conv.id, "user", "warm")
             with counting(monkeypatch) as counts:
-                await store.append(conv.id, "user", "hi")
-                last = await store.messages(conv.id, last=2)
-                assert [m.content for m in last] == ["warm", "hi"]
-                assert await store.save_state(conv.id, {"n": 1}) == 1
-                assert (await store.load_state(conv.id)).value == {"n": 1}
+                await ahot_calls(store, conv.id)
                 assert (await store.resume("c-2")).created
             return counts
         finally:

@@ -12,18 +12,13 @@ from importlib import resources
 
 import pytest
 
-from threadkeep.backends.redis._scripts import SCRIPTS, helpers
+from threadkeep.backends.redis._scripts import SCRIPTS, code, helpers
 
 FOLDER = resources.files("threadkeep.backends.redis").joinpath("scripts")
 LIB = FOLDER.joinpath("_lib.lua").read_text(encoding="utf-8")
 _DEFINED = re.compile(r"^local (?:function )?([A-Za-z_]\w*)\b", re.M)
 LIB_NAMES = set(_DEFINED.findall(LIB)) - {"B"}
 _WORD = re.compile(r"[A-Za-z_]\w*")
-
-
-def _code(text: str) -> str:
-    """The text without its comments (names in comments are not uses)."""
-    return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -35,7 +30,7 @@ def test_every_helper_a_script_uses_is_defined_before_it(name: str) -> None:
     lines = text.splitlines()
     seen: set[str] = set()
     for line in lines:
-        used = set(_WORD.findall(_code(line))) & LIB_NAMES
+        used = set(_WORD.findall(code(line))) & LIB_NAMES
         match = _DEFINED.match(line)
         own = {match.group(1)} if match else set()
         assert used - own <= seen, (name, line, sorted(used - own - seen))
@@ -54,8 +49,7 @@ def test_the_append_script_leaves_out_what_appends_never_call() -> None:
     defined = set(_DEFINED.findall(SCRIPTS["append"]))
     assert {"save", "emit", "remember_key", "trim_whole"} <= defined
     assert not defined & {"erase", "reap", "events_after", "find_open", "kf", "flatten"}
-    # it reads its fields itself, and no comment names a helper it does not call (a word is
-    # enough to prepend one): each definition costs every call
+    # it reads its fields itself (each definition carried costs every call)
     assert not defined & {"live_fields", "live", "hgetall", "is_expired", "forget_keys"}
     assert len(SCRIPTS["append"]) < len(LIB) + len(FOLDER.joinpath("append.lua").read_text())
 

@@ -17,16 +17,15 @@ armed on every get. These subclasses keep what a pool guarantees and skip the re
 - after a fork the child gets a fresh pool (``_checkpid``), as redis-py does;
 - ``disconnect()`` and every other method are redis-py's own, on the same structures.
 
-What they leave out: redis-py's pool usage metrics (its observability ``record_*`` calls,
-a no-op unless a metrics collector is set up) and its maintenance-notification locking
-(it matters only on servers that send maintenance notifications, such as Redis Enterprise
-or Cloud, over RESP3; a connection they flag is still disconnected on its return). Sync:
-idle connections are a plain list (``append``
-and ``pop`` are atomic), and only a caller that finds none takes a lock and waits on a
-``Condition``. Asyncio: a caller that finds an idle connection takes it at once, without
-entering the pool's ``Condition`` or arming a timeout; one that finds none waits as before,
-and a waiter cancelled or timed out after it was woken hands the wake-up on (on Python 3.11 an
-``asyncio.Condition`` loses it: redis-py's own pool does too).
+What they leave out: redis-py's pool usage metrics (its observability ``record_*`` calls, a
+no-op unless a metrics collector is set up) and its maintenance-notification locking (it
+matters only on servers that send maintenance notifications, such as Redis Enterprise or Cloud,
+over RESP3; a connection they flag is still disconnected on its return). Sync: idle connections
+are a plain list (``append`` and ``pop`` are atomic), and only a caller that finds none takes a
+lock and waits on a ``Condition``. Asyncio: a caller that finds an idle connection takes it at
+once, without entering the pool's ``Condition`` or arming a timeout; one that finds none waits
+as before, and a waiter cancelled or timed out after it was woken hands the wake-up on (on
+Python 3.11 an ``asyncio.Condition`` loses it: redis-py's own pool does too).
 """
 
 from __future__ import annotations

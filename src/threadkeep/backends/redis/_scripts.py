@@ -25,7 +25,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["READ_ONLY", "SCRIPTS", "helpers"]
+__all__ = ["READ_ONLY", "SCRIPTS", "code", "helpers"]
 
 
 #: A script starting with this comment gets no shared helpers prepended.
@@ -64,16 +64,21 @@ def _definitions(lib: str) -> tuple[str, list[tuple[str, str]]]:
     return "".join(lines[:head_end]), parts
 
 
+def code(text: str) -> str:
+    """``text`` without its Lua comments (a name in a comment is not a use)."""
+    return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+
+
 def helpers(lib: str, script: str) -> str:
     """Return the part of ``lib`` that ``script`` needs.
 
-    That is its head and every definition the script uses, directly or through other
-    definitions, in the library's order.
+    That is its head and every definition the script's code uses (comments aside), directly
+    or through other definitions, in the library's order.
     """
     head, parts = _definitions(lib)
-    uses = {name: set(_WORD.findall(text)) - {name} for name, text in parts}
+    uses = {name: set(_WORD.findall(code(text))) - {name} for name, text in parts}
     wanted: set[str] = set()
-    todo = set(_WORD.findall(script)) & set(uses)
+    todo = set(_WORD.findall(code(script))) & set(uses)
     while todo:
         name = todo.pop()
         wanted.add(name)

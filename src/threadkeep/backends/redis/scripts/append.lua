@@ -13,8 +13,7 @@ local RETRY_BATCH = 16
 local id, now, tenant = ARGV[2], tonumber(ARGV[4]), opt(ARGV[3])
 -- the fields the verdict and save() read (the others: agent, metadata, the count it rewrites ...
 -- are left alone) in one HMGET, the lease's two only with a fence: a field the record lacks is
--- its listpack's longest search. The row is made by one constructor. (Only words naming a
--- helper of _lib.lua make _scripts.py prepend it, comments too: each definition costs every call.)
+-- its listpack's longest search. The row is made by one constructor.
 local fence = opt(ARGV[7])
 local v
 if fence == nil then
