@@ -3,8 +3,9 @@
 Round trips are the server's ReadyForQuery messages in a libpq trace of the store's only pool
 connection; statements are the steps a call's flow yields. A read is one statement and one
 round trip, and so is an append (its commit travels with it); resume() finds the open
-conversation or inserts the new one in one statement that travels with the contact's lock; a
-state save writes its version, trim and row in one.
+conversation or inserts the new one and its event in one statement that travels with the
+contact's lock and its commit; a state save sends its row lock, one statement (version, trim,
+row and event) and its commit together: one round trip each.
 """
 
 from __future__ import annotations
@@ -125,13 +126,14 @@ def test_resume_finds_or_creates_in_one_statement_with_its_lock(
     store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     new = steps(store, monkeypatch, lambda: store.resume("contact-new", tenant="t"))
-    assert new[:2] == [schema.LOCK_CONTACT, schema.RESUME]
-    assert len(new) == 3  # and the event
+    assert new == [schema.LOCK_CONTACT, schema.RESUME]  # the event is RESUME's
     found = steps(store, monkeypatch, lambda: store.resume("contact-rt", tenant="t"))
     assert found == [schema.LOCK_CONTACT, schema.RESUME]
-    # BEGIN + lock + RESUME travel together; then the event, then COMMIT (was 5 and 4)
-    assert round_trips(store, lambda i: store.resume(f"fresh-{i}", tenant="t")) <= 3.0
-    assert round_trips(store, lambda i: store.resume("contact-rt", tenant="t")) <= 3.0
+    assert steps(store, monkeypatch, lambda: store.start("contact-s")) == [schema.START]
+    # BEGIN + lock + RESUME, COMMIT and NOTIFY in one flush (was 3: the event, then COMMIT)
+    assert round_trips(store, lambda i: store.resume(f"fresh-{i}", tenant="t")) == 1.0
+    assert round_trips(store, lambda i: store.resume("contact-rt", tenant="t")) == 1.0
+    assert round_trips(store, lambda i: store.start(f"s-{i}", tenant="t")) == 1.0
 
 
 def test_state_save_writes_in_one_statement(
@@ -139,10 +141,27 @@ def test_state_save_writes_in_one_statement(
 ) -> None:
     cid = conversation.id
     saved = steps(store, monkeypatch, lambda: store.save_state(cid, {"stage": "Q2"}))
-    assert saved[1] == schema.SAVE_STATE
-    assert len(saved) == 3  # lock, write, event (was 5)
-    # BEGIN + lock; the write and the event; COMMIT
-    assert round_trips(store, lambda i: store.save_state(cid, {"i": i})) <= 3.0
+    assert saved == [schema.LOCK_FOR_SAVE.every, schema.SAVE.every]  # (was 3: lock, write, event)
+    # BEGIN, the lock, SAVE, COMMIT and NOTIFY in one flush (was 3: the lock; the write and
+    # the event; COMMIT)
+    assert round_trips(store, lambda i: store.save_state(cid, {"i": i})) == 1.0
+    assert round_trips(store, lambda i: store.save_state(cid, {"i": i}, tenant="t")) == 1.0
+    version = [store.load_state(cid).version]
+
+    def rollback(i: int) -> None:  # to the version before the newest, still kept
+        version[0] = store.rollback_state(cid, to_version=version[0] - 1)
+
+    assert round_trips(store, rollback) == 1.0
+    conflicts = 0
+
+    def stale(i: int) -> None:
+        nonlocal conflicts
+        try:
+            store.save_state(cid, {"i": i}, expected_version=1)
+        except threadkeep.StateConflict:
+            conflicts += 1
+
+    assert round_trips(store, stale) == 1.0 and conflicts == WARM + CALLS
 
 
 def test_resume_inserts_only_when_none_is_open(store: Any, schema: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import select
 import time
 from typing import Any, Final, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
@@ -22,7 +23,15 @@ from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
 
-__all__ = ["Attempts", "ConnectionOptions", "Ending", "lost_connection", "migrate", "pump"]
+__all__ = [
+    "Attempts",
+    "ConnectionOptions",
+    "Ending",
+    "check_alive",
+    "lost_connection",
+    "migrate",
+    "pump",
+]
 
 T = TypeVar("T")
 
@@ -93,6 +102,30 @@ def lost_connection(exc: Exception) -> bool:
         and not isinstance(exc, psycopg_pool.PoolTimeout)
         and exc.sqlstate is None
     )
+
+
+def check_alive(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Raise ``OperationalError`` if the server is closing ``conn``, idle in the pool.
+
+    No round trip: an idle session is sent nothing, unless the server is ending it (a
+    restart's or ``pg_terminate_backend``'s FATAL message comes first, the end of the stream
+    a moment later), so anything waiting to be read means it is going: it is closed here (the
+    pool replaces it). A call whose COMMIT travels with its statements and that is not sent
+    again once COMMIT may have left (``Run.once`` and ``Run.together``: save_state) checks
+    this first, so a connection dead before the call is retried like any failure before
+    COMMIT instead of being reported as a commit of unknown outcome.
+
+    Raises:
+        psycopg.OperationalError: the connection is lost or being closed by the server.
+    """
+    pgconn = conn.pgconn
+    try:
+        waiting = select.select([pgconn.socket], [], [], 0)[0]
+    except (OSError, ValueError, psycopg.OperationalError) as exc:
+        raise psycopg.OperationalError(f"the connection is lost: {exc}") from exc
+    if waiting:
+        pgconn.finish()
+        raise psycopg.OperationalError("the server closed the connection while it was idle")
 
 
 def returns_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:

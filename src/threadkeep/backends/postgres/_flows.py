@@ -69,6 +69,10 @@ _READS: Final = frozenset(
 #: Ops not sent again when the connection is lost while committing (the outcome is unknown
 #: and a resend could conflict with itself, report "not found", or find its own lease busy).
 _ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp, ops.PopOp, ops.ReplaceOp})
+#: Of those, the ones whose COMMIT travels with their ``Closing`` statement all the same (one
+#: round trip): COMMIT is queued only behind that statement, so a connection lost before it
+#: is still retried, and one lost after it is not (the outcome is unknown).
+_ONCE_TOGETHER: Final = frozenset({ops.SaveStateOp})
 
 
 #: A follower finding events held back by the horizon reads again after this pause, doubled
@@ -89,6 +93,8 @@ class Run(Generic[T]):
     attempt: Callable[[int], Flow[T]]
     read: bool
     once: bool
+    #: COMMIT may travel with the statements (``_conn.Ending.together``)
+    together: bool = True
 
 
 def _internal(key: str | None) -> bool:
@@ -136,7 +142,8 @@ class Flows:
         else:
             make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[kind])
             attempt = lambda n: make(op)  # noqa: E731
-        return Run(attempt, read=kind in _READS, once=kind in _ONCE)
+        once = kind in _ONCE
+        return Run(attempt, kind in _READS, once, not once or kind in _ONCE_TOGETHER)
 
     # ---- shared steps --------------------------------------------------------------------
 
@@ -206,26 +213,35 @@ class Flows:
 
     @_common.handles(ops.StartOp)
     def _create(self, op: ops.StartOp) -> Flow[Result[ConversationRow]]:
+        """One ``Closing`` statement (after the contact's lock, for resume): one round trip.
+
+        The statement inserts the row and logs its event only where ``decide.create`` would
+        (resume: when the contact has no open conversation), and its answer is judged by
+        ``decide.create`` as before.
+        """
         row = op.row
-        values = schema.encode_conversation(row)
-        open_one, found = None, None
-        if op.resume:  # the lock travels with RESUME, which finds the open one or inserts
-            key = f"threadkeep:open:{row.tenant}\x1f{row.contact_id}"
-            yield schema.LOCK_CONTACT, {"k": key}
-            params = {**values, "statuses": list(op.open_statuses), "now": row.created_us}
-            found = (yield schema.RESUME, params)[0]
-            open_one = _common.decode_conversation(found) if found[0] is not None else None
+        new = decide.create(op, None)  # what is written when none is open
+        assert not isinstance(new, Result)
+        kind, data = new.event
+        params = {
+            **schema.encode_conversation(row),
+            "kind": kind,
+            "data": ev.data_json(data),
+            "keep": op.events_kept,
+        }
+        if not op.resume:
+            yield schema.START, params
+            return new.result()
+        key = f"threadkeep:open:{row.tenant}\x1f{row.contact_id}"
+        yield schema.LOCK_CONTACT, {"k": key}  # travels with RESUME
+        params.update(statuses=list(op.open_statuses), now=row.created_us)
+        found = (yield schema.RESUME, params)[0]
+        open_one = _common.decode_conversation(found) if found[0] is not None else None
         verdict = decide.create(op, open_one)
         if isinstance(verdict, Result):
             return verdict
-        if found is not None:  # none was open: RESUME inserted ``row`` (0: a resend's had)
-            inserted = found[19] > 0
-        else:
-            inserted = bool((yield schema.INSERT_CONVERSATION, values))
-        if inserted:  # else a resend whose first try committed (with its event)
-            yield from self._emit(
-                row.tenant, row.id, row.activity_us, verdict.event, op.events_kept
-            )
+        # RESUME inserted ``row`` and its event exactly when none was open, where the rules
+        # create it (none inserted: a resend whose first try had committed them)
         return verdict.result()
 
     @_common.handles(ops.GetOp)
@@ -505,6 +521,41 @@ class Flows:
 
     @_common.handles(ops.SaveStateOp)
     def _save_state(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
+        """The row lock and one ``Closing`` statement (``schema.SAVE``): one round trip.
+
+        The statement writes only what ``decide.save_state`` would write on the row it
+        locked; its answer (that row and the rollback version's value) is judged by
+        ``decide.save_state`` all the same, which makes the answer. Should the rules save
+        where the statement wrote nothing, the save is made as the rules say in a
+        transaction of its own (``_save_locked``).
+        """
+        where = {"tenant": op.tenant, "id": op.conversation_id}
+        yield schema.LOCK_FOR_SAVE.pick(op.tenant), where  # travels with SAVE
+        rows = yield (
+            schema.SAVE.pick(op.tenant),
+            {
+                **where,
+                "now": op.now_us,
+                "expected": op.expected_version,
+                "to": op.rollback_to,
+                "value": op.value_json,
+                "kept": op.versions_kept,
+                "kind": _STATE_SAVED,
+                "keep": op.events_kept,
+            },
+        )
+        if not rows:
+            return cast("Result[int]", decide.save_state(None, op, None))
+        answer = rows[0]
+        verdict = decide.save_state(_common.decode_conversation(answer[1:]), op, answer[22])
+        if isinstance(verdict, Result):
+            return verdict
+        if answer[0]:
+            return verdict.result()
+        return (yield from self._save_locked(op))
+
+    def _save_locked(self, op: ops.SaveStateOp) -> Flow[Result[int]]:
+        """A state save in statements judged one by one: lock, the rollback's value, write."""
         row, _ = yield from self._lock(op.conversation_id, op.tenant)
         old = None
         if op.rollback_to is not None and row is not None:
@@ -840,6 +891,7 @@ def _text_array(items: Iterable[str]) -> str:
 _LIFECYCLE: Final = lifecycle.ON_MESSAGE_VALUES
 _ON_MESSAGE: Final = _on_message(_LIFECYCLE)
 _APPENDED: Final = ev.EventKind.MESSAGE_APPENDED.value
+_STATE_SAVED: Final = ev.EventKind.STATE_SAVED.value
 
 
 def _message_pair(old: MessageRow, new: MessageRow) -> dict[str, Any]:

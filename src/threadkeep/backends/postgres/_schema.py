@@ -713,15 +713,33 @@ FIND_OPEN: Final = (
     f"AND contact_id = %(contact_id)s AND status = ANY(%(statuses)s) AND {LIVE} "
     "ORDER BY activity_us DESC, id DESC LIMIT 1"
 )
+#: A new conversation's event, logged by the statement that inserts its row (RESUME, START)
+#: for each row it inserted: %(kind)s and %(data)s (``decide.create``'s), at its activity time.
+_STARTED: Final = (
+    "e AS (SELECT emit_event(%(kind)s::text, i.tenant, i.id, %(data)s::text, "
+    "%(activity_us)s::bigint, %(keep)s::bigint, 0) FROM i)"
+)
 #: resume() under LOCK_CONTACT, in one statement (one snapshot): the contact's open
 #: conversation (FIND_OPEN at the new row's creation time) or, when it has none, the new row
-#: inserted (INSERT_CONVERSATION's parameters). One row: the open one's columns (NULLs when
-#: none was open), then how many rows were inserted (0 also for a resend that had committed).
-RESUME: Final = (
+#: inserted (INSERT_CONVERSATION's parameters) and its event (``_STARTED``). One row: the
+#: open one's columns (NULLs when none was open), then how many rows were inserted (0 also
+#: for a resend that had committed: no second event). A ``Closing`` statement: BEGIN, the
+#: lock, this, COMMIT and the NOTIFY are one round trip.
+RESUME: Final = Closing(
     f"WITH o AS ({FIND_OPEN}), i AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) SELECT "
     + ", ".join(f"%({c.strip()})s" for c in CONVERSATION_COLUMNS.split(","))
-    + " WHERE NOT EXISTS (SELECT FROM o) ON CONFLICT (tenant, id) DO NOTHING RETURNING 1) "
-    "SELECT o.*, (SELECT count(*) FROM i) FROM (SELECT) x LEFT JOIN o ON true"
+    + " WHERE NOT EXISTS (SELECT FROM o) ON CONFLICT (tenant, id) DO NOTHING "
+    f"RETURNING tenant, id), {_STARTED} "
+    "SELECT o.*, (SELECT count(*) FROM e) FROM (SELECT) x LEFT JOIN o ON true"
+)
+#: start(): INSERT_CONVERSATION and its event (``_STARTED``) in one ``Closing`` statement;
+#: answers how many rows it inserted (0: a resend whose first try had committed, or a given
+#: id already taken).
+START: Final = Closing(
+    f"WITH i AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES ("
+    + ", ".join(f"%({c.strip()})s" for c in CONVERSATION_COLUMNS.split(","))
+    + f") ON CONFLICT (tenant, id) DO NOTHING RETURNING tenant, id), {_STARTED} "
+    "SELECT count(*) FROM e"
 )
 #: Every statement below names the conversation by (tenant, id): the flows learn the tenant
 #: from the conversation row they read or lock first when the call did not give it.
@@ -922,6 +940,49 @@ SAVE_STATE: Final = Unread(
     "UPDATE conversations SET state_version = %(v)s, activity_us = %(activity_us)s, "
     "expires_us = %(expires_us)s, idle_us = %(idle_us)s "
     "WHERE tenant = %(tenant)s AND id = %(id)s"
+)
+#: save_state()'s row lock, sent without waiting for its answer (``SAVE``, the next
+#: statement, answers the row it locked).
+LOCK_FOR_SAVE: Final = Routed(
+    Unread("SELECT FROM conversations WHERE tenant = %(tenant)s AND id = %(id)s FOR UPDATE"),
+    Unread("SELECT FROM conversations WHERE id = %(id)s FOR UPDATE"),
+)
+#: A state save in one statement, behind LOCK_FOR_SAVE (so in a snapshot taken with the row
+#: locked: every version a save committed before is seen). It writes only what
+#: ``decide.save_state`` would: when the conversation is live, the current version is
+#: %(expected)s (if given) and, for a rollback, version %(to)s is kept, it inserts version
+#: current + 1 (%(value)s, or version %(to)s's value), deletes the versions past the newest
+#: %(kept)s, slides the row's activity, expiry and idle time to %(now)s with the new
+#: version, and logs the event (%(kind)s, ``{"version":N}``). One row when the conversation
+#: exists (none otherwise): whether it wrote, the row as locked before the write
+#: (``LOCK_CONVERSATION``'s columns), then version %(to)s's value (NULL: not kept, or no
+#: rollback). The flow judges that answer with ``decide.save_state`` whatever it was.
+_SAVE: Final = (
+    f"WITH c AS ({_PEEK}), "
+    "r AS (SELECT s.value_json FROM c JOIN states s ON s.tenant = {tenant} "
+    "AND s.conversation_id = c.id AND s.version = %(to)s::bigint), "
+    "v AS (SELECT c.id, c.state_version + 1 AS version, c.ttl_us, c.idle_after_us, "
+    "coalesce((SELECT value_json FROM r), %(value)s::text) AS value FROM c "
+    "WHERE (c.expires_us IS NULL OR c.expires_us > %(now)s::bigint) "
+    "AND (%(expected)s::bigint IS NULL OR c.state_version = %(expected)s::bigint) "
+    "AND (%(to)s::bigint IS NULL OR EXISTS (SELECT FROM r))), "
+    "s AS (INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
+    "SELECT {tenant}, v.id, v.version, v.value, %(now)s::bigint FROM c, v), "
+    "t AS (DELETE FROM states d USING v WHERE d.tenant = {tenant} "
+    "AND d.conversation_id = v.id AND d.version <= v.version - %(kept)s::bigint), "
+    "u AS (UPDATE conversations x SET state_version = v.version, "
+    "activity_us = %(now)s::bigint, expires_us = %(now)s::bigint + v.ttl_us, "
+    "idle_us = %(now)s::bigint + v.idle_after_us FROM v "
+    "WHERE x.tenant = {tenant} AND x.id = v.id), "
+    "e AS (SELECT emit_event(%(kind)s::text, {tenant}, v.id, "
+    "'{{\"version\":' || v.version || '}}', %(now)s::bigint, %(keep)s::bigint, 0) "
+    "FROM c, v) "
+    "SELECT (SELECT count(*) FROM e) > 0, c.*, (SELECT value_json FROM r) FROM c"
+)
+#: The tenant given (its partition named in the plan), or the locked row's (by id alone).
+SAVE: Final = Routed(
+    Closing(_SAVE.format(row="tenant = %(tenant)s AND id = %(id)s", tenant="%(tenant)s::text")),
+    Closing(_SAVE.format(row="id = %(id)s", tenant="(SELECT c.tenant FROM c)")),
 )
 TAKE_LEASE: Final = (
     "UPDATE conversations SET lease_token = %(t)s, lease_until_us = %(u)s "

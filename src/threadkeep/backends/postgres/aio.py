@@ -26,6 +26,7 @@ from threadkeep.backends.postgres._conn import (
     Attempts,
     ConnectionOptions,
     Ending,
+    check_alive,
     lost_connection,
     migrate,
     returns_rows,
@@ -150,12 +151,14 @@ class AsyncPostgresBackend:
         """Run ``call`` in one transaction (see the sync backend's _run)."""
         attempts = Attempts(self._options)
         while True:
-            ending = None if call.read else Ending(self._options.channel, together=not call.once)
+            ending = None if call.read else Ending(self._options.channel, together=call.together)
             try:
                 pool = await self._pools.get()
                 async with pool.connection(timeout=attempts.remaining()) as conn:
                     if not conn.autocommit:
                         await conn.set_autocommit(True)  # a write's flow opens its transaction
+                    if call.once and call.together:
+                        check_alive(conn)  # dead before the call: retried, nothing was sent
                     flow = call.attempt(attempts.failures + 1)
                     return await _pump(conn, flow, transaction=not call.read, ending=ending)
             except psycopg.Error as exc:

@@ -21,6 +21,7 @@ from threadkeep.backends.postgres._conn import (
     Attempts,
     ConnectionOptions,
     Ending,
+    check_alive,
     lost_connection,
     migrate,
     pump,
@@ -65,15 +66,19 @@ class PostgresBackend:
         A failure before the commit is sent is always safe to retry: the server rolls the
         transaction back when the connection goes. A failure while committing leaves the
         outcome unknown; ``once`` calls (not safe to apply twice) then raise at once, and
-        only they wait for their statements' answers before sending COMMIT (``Ending``).
+        only they wait for their statements' answers before sending COMMIT (``Ending``),
+        save_state excepted (``Run.together``: its COMMIT travels with its statements, and a
+        connection the server ended while it sat in the pool is found first, ``check_alive``).
         """
         attempts = Attempts(self._options)
         while True:
-            ending = None if call.read else Ending(self._options.channel, together=not call.once)
+            ending = None if call.read else Ending(self._options.channel, together=call.together)
             try:
                 with self._pool.connection(timeout=attempts.remaining()) as conn:
                     if not conn.autocommit:
                         conn.autocommit = True  # a write's flow opens its transaction itself
+                    if call.once and call.together:
+                        check_alive(conn)  # dead before the call: retried, nothing was sent
                     flow = call.attempt(attempts.failures + 1)
                     return pump(conn, flow, transaction=not call.read, ending=ending)
             except psycopg.Error as exc:
