@@ -12,10 +12,14 @@ kept, trimmed and unknown versions, versions kept from 1 up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import resource
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -281,3 +285,62 @@ def test_concurrent_saves_trim_to_the_versions_kept(migrated: str) -> None:
             versions = conn.execute("SELECT version FROM states").fetchall()
         assert versions == [(60,)]
         assert store.load_state(conv.id).version == 60
+
+
+@contextlib.contextmanager
+def _descriptors_past_fd_setsize() -> Iterator[None]:
+    """Hold every descriptor number up to past FD_SETSIZE (1,024) open, so whatever the
+    process opens next (a store's connections) gets a number past it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1_200 + 64
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"the hard limit on open files is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held = [os.open(os.devnull, os.O_RDONLY)]  # kept open too: no number below is left free
+    try:
+        while held[-1] < 1_200:
+            held.append(os.dup(held[0]))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_saves_on_a_connection_past_fd_setsize(migrated: str) -> None:
+    """A process with more than 1,024 descriptors open hands the pool's connections numbers
+    past FD_SETSIZE: the check before a save (``_conn.check_alive``) works on any number
+    (``select()`` raised ValueError there, and every save failed)."""
+    with (
+        _descriptors_past_fd_setsize(),
+        threadkeep.open(url_of(migrated) + "&pool_size=1") as store,
+    ):
+        conv = store.resume("c", tenant="t")
+        assert store.save_state(conv.id, {"n": 1}) == 1
+        assert store.save_state(conv.id, {"n": 2}, expected_version=1) == 2
+        assert store.load_state(conv.id).value == {"n": 2}
+        assert store.resume("c", tenant="t").id == conv.id
+        backend: Any = store._backend
+        with backend._pool.connection() as conn:  # the one the saves ran on
+            assert conn.pgconn.socket > 1_024
+
+
+def test_saves_on_a_connection_past_fd_setsize_async(migrated: str) -> None:
+    async def run() -> None:
+        store = await threadkeep.open_async(url_of(migrated) + "&pool_size=1")
+        try:
+            conv = await store.resume("c", tenant="t")
+            assert await store.save_state(conv.id, {"n": 1}) == 1
+            assert await store.save_state(conv.id, {"n": 2}, expected_version=1) == 2
+            assert (await store.load_state(conv.id)).value == {"n": 2}
+            assert (await store.resume("c", tenant="t")).id == conv.id
+            backend: Any = store._backend
+            pool = backend._pools.current()
+            async with pool.connection() as conn:
+                assert conn.pgconn.socket > 1_024
+        finally:
+            await store.aclose()
+
+    with _descriptors_past_fd_setsize():
+        asyncio.run(run())
