@@ -27,8 +27,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import threadkeep
+from tests._servers import wait_until
 from tests.backends.postgres._helpers import (
     SHARED,
+    blocked_by,
+    call_in_thread,
     connect,
     flows_of,
     open_backend,
@@ -344,3 +347,81 @@ def test_saves_on_a_connection_past_fd_setsize_async(migrated: str) -> None:
 
     with _descriptors_past_fd_setsize():
         asyncio.run(run())
+
+
+def _lose_a_deadlock(migrated: str, start_save: Any) -> None:
+    """Call ``start_save`` (version 1 saved, keeping one version: the save makes version 2
+    and deletes version 1) while another transaction holds version 1's row, then make that
+    transaction wait for the conversation's row, which the save holds: a deadlock. The other
+    transaction waits 30 s before looking for one and the save's session 1 s (the server's
+    default), so the save is the one the server ends."""
+    with connect(migrated) as other:
+        other.execute("SET deadlock_timeout = '30s'")
+        (cid,) = other.execute("SELECT id FROM conversations").fetchone() or ("",)
+        locked = "SELECT FROM states WHERE conversation_id = %s AND version = 1 FOR UPDATE"
+        assert other.execute(locked, (cid,)).fetchall() == [()]
+        start_save()
+        wait_until("the save to wait for version 1", lambda: blocked_by(other.info.backend_pid))
+        # granted once the server has ended the save's transaction
+        other.execute("SELECT FROM conversations WHERE id = %s FOR UPDATE", (cid,))
+        other.rollback()
+
+
+def _saved_once(migrated: str) -> None:
+    with connect(migrated) as conn:
+        states = conn.execute("SELECT version, value_json FROM states").fetchall()
+        saved = conn.execute(
+            "SELECT data_json FROM events WHERE kind = 'state.saved' ORDER BY id"
+        ).fetchall()
+        version = conn.execute("SELECT state_version FROM conversations").fetchone()
+    assert states == [(2, '{"n":2}')]
+    assert saved == [('{"version":1}',), ('{"version":2}',)]
+    assert version == (2,)
+
+
+def test_a_save_that_loses_a_deadlock_is_retried(migrated: str) -> None:
+    """The lock, the save and COMMIT go in one flush. A server error before COMMIT ran (here
+    the save is chosen to end a deadlock) leaves the transaction open and failed, so it did
+    not commit: the save is retried as every flow retries a deadlock, and applied once (not
+    refused as a commit of unknown outcome)."""
+    limits = threadkeep.Limits(state_versions_kept=1)
+    with threadkeep.open(url_of(migrated), limits=limits) as store:
+        conv = store.resume("c", tenant="t")
+        assert store.save_state(conv.id, {"n": 1}) == 1
+        saves: list[Any] = []
+
+        def start() -> None:
+            save = lambda: store.save_state(conv.id, {"n": 2}, expected_version=1)  # noqa: E731
+            saves.append(call_in_thread(save))
+
+        _lose_a_deadlock(migrated, start)
+        thread, out = saves[0]
+        thread.join(60)
+        assert out == [2]
+        assert store.load_state(conv.id).value == {"n": 2}
+    _saved_once(migrated)
+
+
+def test_a_save_that_loses_a_deadlock_is_retried_async(migrated: str) -> None:
+    limits = threadkeep.Limits(state_versions_kept=1)
+
+    async def run() -> None:
+        store = await threadkeep.open_async(url_of(migrated), limits=limits)
+        try:
+            conv = await store.resume("c", tenant="t")
+            assert await store.save_state(conv.id, {"n": 1}) == 1
+            loop = asyncio.get_running_loop()
+            saves: list[Any] = []
+
+            def start() -> None:
+                save = store.save_state(conv.id, {"n": 2}, expected_version=1)
+                saves.append(asyncio.run_coroutine_threadsafe(save, loop))
+
+            await asyncio.to_thread(_lose_a_deadlock, migrated, start)
+            assert await asyncio.wrap_future(saves[0]) == 2
+            assert (await store.load_state(conv.id)).value == {"n": 2}
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+    _saved_once(migrated)

@@ -38,6 +38,7 @@ T = TypeVar("T")
 _BASE = 0.05
 _CAP = 1.0
 _TUPLES_OK: Final = psycopg.pq.ExecStatus.TUPLES_OK
+_INERROR: Final = psycopg.pq.TransactionStatus.INERROR
 
 
 class ConnectionOptions:
@@ -215,6 +216,20 @@ class Ending:
         self.channel = channel
         self.together = together
         self.committing = False
+
+    def failed(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+        """Note a pass of ``pump`` that raised: did its COMMIT certainly not run?
+
+        A server error before COMMIT ran (a deadlock, a serialization failure, a lock or
+        statement time-out in the flush that carries COMMIT) leaves the session in the failed
+        transaction (``INERROR``): the server skipped COMMIT with the rest of that flush, so
+        nothing of this pass committed and the call is retried as a failure before COMMIT.
+        Anything else (a lost connection, an error of COMMIT itself or of the NOTIFY after
+        it) leaves ``committing`` as it was. A flow that goes on past a ``Closing`` statement
+        (save_state's ``_save_locked``) has written nothing in the pass before.
+        """
+        if self.committing and conn.info.transaction_status == _INERROR:
+            self.committing = False
 
 
 def pump(

@@ -160,7 +160,12 @@ class AsyncPostgresBackend:
                     if call.once and call.together:
                         check_alive(conn)  # dead before the call: retried, nothing was sent
                     flow = call.attempt(attempts.failures + 1)
-                    return await _pump(conn, flow, transaction=not call.read, ending=ending)
+                    try:
+                        return await _pump(conn, flow, transaction=not call.read, ending=ending)
+                    except psycopg.Error:
+                        if ending is not None:
+                            ending.failed(conn)  # before the pool rolls the session back
+                        raise
             except psycopg.Error as exc:
                 if ending is not None and ending.committing and call.once:
                     attempts.fail(exc)

@@ -68,7 +68,9 @@ class PostgresBackend:
         outcome unknown; ``once`` calls (not safe to apply twice) then raise at once, and
         only they wait for their statements' answers before sending COMMIT (``Ending``),
         save_state excepted (``Run.together``: its COMMIT travels with its statements, and a
-        connection the server ended while it sat in the pool is found first, ``check_alive``).
+        connection the server ended while it sat in the pool is found first, ``check_alive``;
+        a server error that left its transaction failed, a deadlock lost, came before COMMIT
+        ran, ``Ending.failed``, and is retried as in every other flow).
         """
         attempts = Attempts(self._options)
         while True:
@@ -80,7 +82,12 @@ class PostgresBackend:
                     if call.once and call.together:
                         check_alive(conn)  # dead before the call: retried, nothing was sent
                     flow = call.attempt(attempts.failures + 1)
-                    return pump(conn, flow, transaction=not call.read, ending=ending)
+                    try:
+                        return pump(conn, flow, transaction=not call.read, ending=ending)
+                    except psycopg.Error:
+                        if ending is not None:
+                            ending.failed(conn)  # before the pool rolls the session back
+                        raise
             except psycopg.Error as exc:
                 if ending is not None and ending.committing and call.once:
                     attempts.fail(exc)
