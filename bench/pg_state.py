@@ -4,11 +4,12 @@ Run: ``python -m bench.pg_state --url postgresql://postgres@127.0.0.1:PORT/postg
 against a server of your own (``initdb`` in a temp dir, ``autovacuum=off``): the WAL and
 commit counters are the cluster's, so other users of a shared server would be counted too.
 A W5 "save" is ``resume`` of a new contact then ``save_state`` of a ~1 KiB document. Prints
-one JSON line: round trips per call (ReadyForQuery in a libpq trace of a ``pool_size=1``
-store), Python calls per W5 save and per load (cProfile), and per W5 save: WAL records /
-FPI / bytes and flushes (``pg_stat_wal``), commits (``pg_stat_database``), row inserts,
-updates and HOT updates per table (``pg_stat_user_tables``). Run the same command with
-``PYTHONPATH`` at another checkout's ``src`` to compare.
+one JSON line: round trips and statements per call (ReadyForQuery, and Execute or Query
+sent, in a libpq trace of a ``pool_size=1`` store), Python calls per W5 save and per load
+(cProfile), and per W5 save: WAL records / FPI / bytes and flushes (``pg_stat_wal``),
+commits (``pg_stat_database``), row inserts, updates and HOT updates per table
+(``pg_stat_user_tables``). Run the same command with ``PYTHONPATH`` at another checkout's
+``src`` to compare.
 """
 
 from __future__ import annotations
@@ -62,7 +63,11 @@ def _counters(url: str, schema: str) -> dict[str, int]:
     return out
 
 
-def _round_trips(store: threadkeep.Store, call: Callable[[int], object], n: int = 20) -> float:
+def _round_trips(
+    store: threadkeep.Store, call: Callable[[int], object], n: int = 20
+) -> dict[str, float]:
+    """Round trips (ReadyForQuery) and statements sent (Execute or Query: BEGIN, COMMIT and
+    NOTIFY included) per call, from a libpq trace."""
     pool = store._backend._pool  # type: ignore[attr-defined]
     fd, path = tempfile.mkstemp()
     try:
@@ -77,7 +82,9 @@ def _round_trips(store: threadkeep.Store, call: Callable[[int], object], n: int 
     finally:
         os.close(fd)
         os.unlink(path)
-    return sum(1 for x in lines if "\tB\t" in x and "\tReadyForQuery" in x) / n
+    trips = sum(1 for x in lines if "\tB\t" in x and "\tReadyForQuery" in x)
+    sent = sum(1 for x in lines if "\tF\t" in x and ("\tExecute\t" in x or "\tQuery\t" in x))
+    return {"round_trips": trips / n, "statements": sent / n}
 
 
 def _python_calls(call: Callable[[int], object], n: int = 200) -> float:
