@@ -77,7 +77,8 @@ class Closing(str):
 
     For a call safe to resend (``_conn.Ending.together``) the drivers queue COMMIT and the
     NOTIFY behind it and wait for the three answers at once: the whole write is one round
-    trip (the statement may log events, so listeners are always woken). Otherwise it is
+    trip (the NOTIFY is always sent: it wakes listeners only if the write logged events,
+    see ``NOTIFY``). Otherwise it is
     answered like any statement, in the open transaction. A flow that yields more after it
     runs those in a transaction of their own.
     """
