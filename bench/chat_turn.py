@@ -13,7 +13,9 @@ warm-up turns it counts the
 store operations by name (through the service's ``TimedBackend``) and the function calls that
 cProfile sees in the event loop's thread (deterministic; a SQLite store's statements run in a
 worker thread and are not among them), and times the turns' CPU (``process_time``; noisy on a
-shared machine). Use a store of its own: the ``keyed`` turns leave facts behind.
+shared machine). On PostgreSQL it also counts the statements run per turn
+(``pg_statements_per_turn``: each ``execute`` of psycopg's async cursors, BEGIN, COMMIT and
+NOTIFY included). Use a store of its own: the ``keyed`` turns leave facts behind.
 
 ``--layers`` splits the profile's calls and own time by where the code lives (ours: the
 service, the bot, the store core, the backend; theirs: the driver, asyncio, Starlette/FastAPI,
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return await execute(self, op)
 
     observe.TimedBackend.execute = counting  # type: ignore[method-assign]
+    statements = _count_statements() if args.url.startswith("postgresql") else None
     settings = ServiceSettings(
         store=args.url, bot="echo", api_keys=f"bench:{KEY}", rate_limit=0, log_level="WARNING"
     )
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(50):
                 await turn(i)
             counts.clear()
+            if statements is not None:
+                statements.clear()
             if args.plain:
                 cpu0 = time.process_time()
                 for i in range(50, 50 + args.turns):
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                     "mode": args.mode,
                     "turns": n,
                     "store_ops_per_turn": round(sum(counts.values()) / n, 2),
+                    **_statements_per_turn(statements, n),
                     "cpu_us_per_turn": round(cpu / n * 1e6),
                 }
             profile = cProfile.Profile()
@@ -159,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 "turns": n,
                 "store_ops_per_turn": round(sum(counts.values()) / n, 2),
                 "store_ops": {k: round(v / n, 2) for k, v in sorted(counts.items())},
+                **_statements_per_turn(statements, n),
                 "python_calls_per_turn": round(calls / n),
                 "cpu_us_per_turn_profiled": round(cpu / n * 1e6),
                 **extra,
@@ -166,6 +173,32 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.stdout.write(json.dumps(asyncio.run(run())) + "\n")
     return 0
+
+
+def _count_statements() -> collections.Counter[str]:
+    """Count the statements psycopg's async cursors run (BEGIN, COMMIT, NOTIFY included)."""
+    import psycopg
+
+    statements: collections.Counter[str] = collections.Counter()
+    execute = psycopg.AsyncCursor.execute
+
+    async def counting(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        text = query if isinstance(query, str | bytes) else getattr(query, "_obj", query)
+        words = str(text).split(None, 1)
+        statements[words[0].strip("('\"").upper() if words else "?"] += 1
+        return await execute(self, query, *args, **kwargs)
+
+    psycopg.AsyncCursor.execute = counting  # type: ignore[method-assign]
+    return statements
+
+
+def _statements_per_turn(statements: collections.Counter[str] | None, n: int) -> dict[str, Any]:
+    if statements is None:
+        return {}
+    return {
+        "pg_statements_per_turn": round(sum(statements.values()) / n, 2),
+        "pg_statements": {k: round(v / n, 2) for k, v in sorted(statements.items())},
+    }
 
 
 #: Where a function's code lives, by a part of its file's path: first match wins.

@@ -14,6 +14,7 @@ the conversation, or an anonymous retry, finds the first delivery.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,14 @@ __all__ = [
 INTERNAL_FACT: Final = "_"
 _KEY_FACT: Final = "_chat_turn:"
 _LOOK_AHEAD: Final = 50  # messages read after a replayed one to find its reply
+#: The store ops that change no conversation (its status, stage, metadata, agent, state
+#: version, messages): a bot that ran only these left the conversation as the turn read it.
+_KEEPS_CONVERSATIONS: Final = frozenset(
+    {
+        "get", "find_open", "list", "counts", "read_messages", "message_by_key",
+        "read_context", "load_state", "read_events", "recall", "remember",
+    }
+)  # fmt: skip
 
 
 #: What a bot's ``respond`` returns: the reply text; or items, each ``(role, content)`` or
@@ -139,6 +148,7 @@ async def answer(
     idempotency_key: str | None = None,
     lease: float = 30.0,
     wait: float = 5.0,
+    read_after: bool = True,
 ) -> Answer:
     """Store ``text`` as the user's message and let ``bot`` answer it, under the turn lease.
 
@@ -153,6 +163,16 @@ async def answer(
         idempotency_key: a retried delivery with the same key gets the first answer again.
         lease: seconds the turn lease lasts if this worker dies.
         wait: seconds to wait for another worker's turn on the conversation.
+        read_after: read the conversation once more after the turn (the default). False: when
+            the turn changed the conversation only by its messages (the bot ran no store op
+            that changes a conversation, or was not asked), ``Answer.conversation`` is the one
+            the turn read under its lease once the user's message was stored, and the turn
+            makes one store call fewer. Its status and stage are those after the turn (a
+            reply changes neither), unless another worker or an agent changed them while the
+            turn ran; its ``message_count``, ``last_activity_at`` and ``expires_at`` do not
+            count the reply. When the turn closed the conversation ("STOP"), it is the closed
+            conversation ``close_conversation`` returned. The service and ``threadkeep chat``
+            use only the status and stage.
 
     Returns:
         The stored message, the stored reply (if any) and the conversation after the turn.
@@ -191,6 +211,7 @@ async def answer(
     # Without a key, a given conversation is not read first: taking its lease finds it (or
     # raises ConversationNotFound), and respond_to reads it once the message is stored.
     message: Message | None = None
+    after: Conversation | None = None  # the conversation after the turn, when the turn knows it
     writing = False  # from here on, a failure may have stored the message
     try:
         async with store.turn(conversation_id, lease=lease, timeout=wait, tenant=tenant) as turn:
@@ -206,8 +227,10 @@ async def answer(
                 if reply is None:
                     reply = await respond_to(store, bot, turn, message, tenant)
             else:
-                reply = await respond_to(store, bot, turn, message, tenant)
-        conv = await store.get(conversation_id, tenant=tenant)
+                reply, after = await _respond(store, bot, turn, message, tenant)
+        conv = after if after is not None and not read_after else None
+        if conv is None:
+            conv = await store.get(conversation_id, tenant=tenant)
     except BackendUnavailable as exc:
         if not writing:
             raise  # nothing of this turn was written
@@ -238,9 +261,27 @@ async def respond_to(
     contact who opted out. "STOP" (and the like) records the opt-out as a contact fact,
     confirms it once and closes the conversation; "START" from a contact who opted out lifts it.
     """
+    reply, _ = await _respond(store, bot, turn, message, tenant, metadata)
+    return reply
+
+
+async def _respond(
+    store: AsyncStore,
+    bot: Bot,
+    turn: AsyncTurn,
+    message: Message,
+    tenant: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> tuple[Message | None, Conversation | None]:
+    """Respond as respond_to does; also return the conversation after the turn, or None.
+
+    The conversation is known when nothing changed it but the reply, whose append changes
+    neither status nor stage (or it is the one "STOP" closed); None when the bot ran a store
+    op that may have changed it.
+    """
     conv = await store.get(message.conversation_id, tenant=tenant)
     if conv.status == Status.CLOSED:
-        return None
+        return None, conv
     said = consent(message.content)
     silenced = await opted_out(store, conv.contact_id, tenant=tenant)
     if said == "stop" or (said == "start" and silenced):
@@ -252,18 +293,59 @@ async def respond_to(
             meta = {**(metadata or {}), "reply_to": message.seq, "consent": said}
             reply = await turn.append("assistant", words, metadata=meta)
         if stop:
-            await store.close_conversation(conv.id, tenant=tenant)
-        return reply
+            conv = await store.close_conversation(conv.id, tenant=tenant)
+        return reply, conv
     if conv.status == Status.WAITING_AGENT or silenced:
-        return None
-    answered = await bot.respond(store, conv, message)
+        return None, conv
+    view, watched = _Watched.of(store)
+    answered = await bot.respond(view, conv, message)
+    after = None if watched.changed else conv
     if not answered:
-        return None
+        return None, after
     extra = dict(metadata or {})
     if isinstance(answered, str):
-        return await turn.append("assistant", answered, metadata={**extra, "reply_to": message.seq})
+        meta = {**extra, "reply_to": message.seq}
+        return await turn.append("assistant", answered, metadata=meta), after
     stored = await turn.append_many([_replying(item, message.seq, extra) for item in answered])
-    return _the_reply(stored) if stored else None
+    return (_the_reply(stored) if stored else None), after
+
+
+class _Watched:
+    """The backend of a bot's view of the store: runs each op through the store.
+
+    It notes whether one may change a conversation (``_KEEPS_CONVERSATIONS`` lists those that
+    do not).
+    """
+
+    def __init__(self, store: AsyncStore) -> None:
+        self._store = store
+        self.changed = False
+
+    @staticmethod
+    def of(store: AsyncStore) -> tuple[AsyncStore, _Watched]:
+        """Return a watched copy of ``store`` and its watcher.
+
+        The copy has the store's class, settings, clock and connections; ``store`` itself,
+        which other requests share, is left unchanged.
+        """
+        watched = _Watched(store)
+        view = copy.copy(store)
+        view._backend = watched
+        return view, watched
+
+    async def execute(self, op: Any) -> Any:
+        """Note whether ``op`` may change a conversation; run it as the store would."""
+        if op.name not in _KEEPS_CONVERSATIONS:
+            self.changed = True
+        return await self._store._execute(op)
+
+    async def ping(self) -> None:
+        """Ping the store's backend."""
+        await self._store.ping()
+
+    async def close(self) -> None:
+        """Close the store (a bot has no reason to)."""
+        await self._store.aclose()
 
 
 def _replying(item: tuple[Any, ...], seq: int, extra: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -296,6 +378,11 @@ async def _stored_reply(store: AsyncStore, message: Message, tenant: str) -> Mes
     following = await store.messages(
         message.conversation_id, after=message.seq, limit=_LOOK_AHEAD, tenant=tenant
     )
+    return _reply_among(following, message)
+
+
+def _reply_among(following: Sequence[Message], message: Message) -> Message | None:
+    """The reply to ``message`` among the messages after it (see ``_the_reply``), or None."""
     replies = [m for m in following if m.metadata.get("reply_to") == message.seq]
     return _the_reply(replies) if replies else None
 
@@ -328,7 +415,8 @@ async def _replay(
     """
     conv_id, seq = str(earlier["conversation_id"]), int(earlier["seq"])
     try:
-        found = await store.messages(conv_id, after=seq - 1, limit=1, tenant=tenant)
+        # the message and those after it, where its reply is: one read
+        found = await store.messages(conv_id, after=seq - 1, limit=1 + _LOOK_AHEAD, tenant=tenant)
         if not found:  # trimmed by max_messages: nothing left to replay
             raise InvalidInput(
                 f"the message of this Idempotency-Key is no longer kept (conversation {conv_id})",
@@ -336,7 +424,7 @@ async def _replay(
             )
         message = found[0]
         _check_same(message, text)
-        reply = await _stored_reply(store, message, tenant)
+        reply = _reply_among(found[1:], message)
         conv = await store.get(conv_id, tenant=tenant)
         if reply is None and conv.status not in (Status.WAITING_AGENT, Status.CLOSED):
             async with store.turn(conv_id, lease=lease, timeout=wait, tenant=tenant) as turn:

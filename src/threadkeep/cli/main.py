@@ -571,8 +571,9 @@ async def _chat(
                     continue
                 try:
                     await answer(
-                        s, bot, text, tenant=tenant, conversation_id=screen.conv.id, wait=wait
-                    )
+                        s, bot, text, tenant=tenant, conversation_id=screen.conv.id, wait=wait,
+                        read_after=False,  # the answer is not used: the screen reads on
+                    )  # fmt: skip
                 except TurnInProgress:
                     _note("another screen is answering this conversation; send that again shortly")
                     continue
@@ -581,7 +582,10 @@ async def _chat(
                     fresh = await s.resume(screen.conv.contact_id, tenant=tenant, channel="cli")
                     _note(f"that conversation was closed; continuing in {fresh.id}")
                     screen.switch(fresh)
-                    await answer(s, bot, text, tenant=tenant, conversation_id=fresh.id, wait=wait)
+                    await answer(
+                        s, bot, text, tenant=tenant, conversation_id=fresh.id, wait=wait,
+                        read_after=False,
+                    )  # fmt: skip
                 await screen.refresh()
         finally:
             screen.stopping.set()
