@@ -552,6 +552,51 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END IF;
     END $f$;
     """,
+    # 10: the placeholders of migration 9 all leave (docs/postgres.md, "Events"). The trim's
+    # DELETE waits on a row an erasure is replacing; once the erasure commits, that statement
+    # finds the old row gone and cannot see the placeholder (a row inserted after its snapshot
+    # was taken), so the floor stayed and the placeholder stayed for good: when the DELETE
+    # found nothing, a second one (a new statement, a new snapshot) takes the placeholder. A
+    # placeholder at or below the floor (its event was uncommitted when its id was trimmed)
+    # is deleted by sweep (PURGE_PLACEHOLDERS). Events erased before version 9 left no
+    # placeholder: their ids get one here, so the trim raises the floor past them and a
+    # cursor from before them expires. An erased id and one never used (a write rolled back
+    # after drawing it) cannot be told apart, so every id missing between the floor and the
+    # highest drawn gets one: for those never used that is version 8's rule (the floor rises
+    # at their trim), once, for ids drawn before the upgrade. The SHARE lock waits for the
+    # writes in flight (an id one of them drew is not missing) and holds new ones back for
+    # the fill, at most one row per id the log keeps.
+    """
+    CREATE OR REPLACE FUNCTION emit_event(p_kind text, p_tenant text, p_cid text, p_data text,
+        p_at bigint, p_keep bigint, p_rank bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    DECLARE
+        drawn bigint;
+        gone bigint;
+    BEGIN
+        IF p_rank = 0 THEN
+            PERFORM pg_advisory_xact_lock_shared(events_tag() | events_drawn());
+            PERFORM set_config('threadkeep.emitted', 'on', false);
+        END IF;
+        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
+            VALUES (p_kind, p_tenant, p_cid, p_data, p_at) RETURNING id INTO drawn;
+        gone := drawn - p_keep;
+        IF gone > 0 THEN  -- an erased event left a placeholder; a rolled-back id left nothing
+            DELETE FROM events WHERE id = gone;
+            IF NOT FOUND THEN  -- an erasure committed while it waited: its placeholder
+                DELETE FROM events WHERE id = gone;
+            END IF;
+            IF FOUND THEN
+                UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
+            END IF;
+        END IF;
+    END $f$;
+    LOCK TABLE events IN SHARE MODE;
+    INSERT INTO events (id, kind, tenant, conversation_id, data_json, at_us)
+        OVERRIDING SYSTEM VALUE SELECT g, '', '', '', '', 0
+        FROM generate_series((SELECT max(floor) FROM events_floors) + 1, events_drawn()) g
+        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = g);
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -986,6 +1031,19 @@ PURGE_FACTS: Final = (
     "DELETE FROM facts WHERE (tenant, contact_id, key) IN (SELECT tenant, "
     f"contact_id, key FROM facts WHERE {_FACT_DUE} LIMIT %(n)s "
     "FOR UPDATE SKIP LOCKED) RETURNING 1"
+)
+
+#: Deletes up to %(n)s placeholders (erased events' ids, tenant '') at or below the log's
+#: floor, lowest first: a range of the ``(tenant, id)`` key. The trim deletes a placeholder
+#: above the floor when its id's turn comes; one at or below it no trim visits again (the
+#: event it replaced was still uncommitted when its id was trimmed, and was erased later). It
+#: serves nothing: no read returns an id at or below the floor, which never falls. Erasure
+#: cannot leave those out itself: the floor it reads may pass the id after it (a later id's
+#: trim), and the trim of that id may have come already.
+PURGE_PLACEHOLDERS: Final = (
+    "DELETE FROM events WHERE (tenant, id) IN (SELECT tenant, id FROM events "
+    "WHERE tenant = '' AND id <= (SELECT max(floor) FROM events_floors) ORDER BY id "
+    "LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING 1"
 )
 
 # ---- migrations -------------------------------------------------------------------------
