@@ -14,6 +14,7 @@ from tests.backends.postgres._helpers import (
     blocked_by,
     call_in_thread,
     connect,
+    drop_schema,
     flows_of,
     now_us,
     url_of,
@@ -134,3 +135,34 @@ def test_events_erased_before_version_9_get_placeholders_on_upgrade(schema: str)
             list(store.events(after="3", tenant="t", timeout=0))
         assert [e.id for e in store.events(after="4", timeout=0)] == ["5", "6", "7", "8", "9"]
     assert [t for _, t in _rows(schema)] == ["t"] * 5  # the placeholders left with the trim
+
+
+@pytest.mark.parametrize("partitions", [0, 2])
+def test_events_drawn_names_its_own_schemas_sequence(schema: str, partitions: int) -> None:
+    """events_drawn() holds its schema's identity sequence (bound at creation, migration 10;
+    a partitioned schema's table, rebuilt after the migrations, has a sequence of its own):
+    it depends on that sequence and no other and reads the highest id drawn, in two schemas
+    of one database. Version 7's looked the sequence up by name on every call (no
+    dependency)."""
+    other = f"{schema}_b"
+    try:
+        for name, cid in ((schema, "c1"), (other, "c2")):
+            with threadkeep.open(f"{url_of(name)}&partitions={partitions}") as store:
+                for n in range(3 if name == schema else 5):
+                    store.start(contact_id=f"{cid}-{n}")
+        for name, drawn in ((schema, 3), (other, 5)):
+            with connect(name) as conn:
+                (sequence,) = conn.execute(
+                    "SELECT pg_get_serial_sequence('events', 'id')"
+                ).fetchone() or (None,)
+                bound = conn.execute(
+                    "SELECT refobjid = %s::regclass FROM pg_depend "
+                    "WHERE classid = 'pg_proc'::regclass AND objid = 'events_drawn'::regproc "
+                    "AND refclassid = 'pg_class'::regclass",
+                    (sequence,),
+                ).fetchall()
+                assert sequence is not None and sequence.startswith(f"{name}.")
+                assert bound == [(True,)]  # its schema's sequence, and only that
+                assert conn.execute("SELECT events_drawn()").fetchone() == (drawn,)
+    finally:
+        drop_schema(other)

@@ -85,6 +85,17 @@ class Closing(str):
     __slots__ = ()
 
 
+#: PL/pgSQL: (re)defines ``events_drawn()`` with the identity sequence of ``events`` bound at
+#: creation (migration 10; ``PARTITION`` binds it again to the new table's sequence). Its
+#: SQL-standard body stores the sequence's OID: 7's looked the sequence up by name with
+#: ``pg_get_serial_sequence`` on every call, ~4 µs of server time per write (a catalog scan;
+#: docs/performance.md, fifth round). The body records a dependency on the sequence.
+_BIND_DRAWN: Final = (
+    "EXECUTE format('CREATE OR REPLACE FUNCTION events_drawn() RETURNS bigint LANGUAGE sql "
+    "VOLATILE RETURN coalesce(pg_sequence_last_value(%L::regclass), 0)', "
+    "pg_get_serial_sequence('events', 'id'));"
+)
+
 #: Append-only; MIGRATIONS[i] brings the schema to version i + 1.
 MIGRATIONS: Final[tuple[str, ...]] = (
     """
@@ -565,7 +576,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # highest drawn gets one: for those never used that is version 8's rule (the floor rises
     # at their trim), once, for ids drawn before the upgrade. The SHARE lock waits for the
     # writes in flight (an id one of them drew is not missing) and holds new ones back for
-    # the fill, at most one row per id the log keeps.
+    # the fill, at most one row per id the log keeps. events_drawn() gets its sequence bound
+    # once (_BIND_DRAWN) instead of looked up on every write; CREATE OR REPLACE keeps its
+    # callers.
     """
     CREATE OR REPLACE FUNCTION emit_event(p_kind text, p_tenant text, p_cid text, p_data text,
         p_at bigint, p_keep bigint, p_rank bigint) RETURNS void
@@ -591,6 +604,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             END IF;
         END IF;
     END $f$;
+    DO $d$ BEGIN
+    """
+    + _BIND_DRAWN
+    + """
+    END $d$;
     LOCK TABLE events IN SHARE MODE;
     INSERT INTO events (id, kind, tenant, conversation_id, data_json, at_us)
         OVERRIDING SYSTEM VALUE SELECT g, '', '', '', '', 0
@@ -604,7 +622,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 #: setting), keeping their columns, defaults, identity, checks, keys, indexes and triggers
 #: (migration 6's counters), and records the count. Run once, right after the migrations
 #: created the schema (the tables are empty), when the URL asks for partitions.
-PARTITION: Final = """
+PARTITION: Final = (
+    """
 DO $$
 DECLARE
     n integer := current_setting('threadkeep.partitions')::integer;
@@ -613,6 +632,10 @@ DECLARE
     defs text[];
     d text;
 BEGIN
+    -- events_drawn() names the sequence of the table rebuilt below (the new one has its own):
+    -- a body of no dependency until it is bound again at the end
+    EXECUTE 'CREATE OR REPLACE FUNCTION events_drawn() RETURNS bigint LANGUAGE sql VOLATILE '
+        'RETURN 0';
     FOR t IN SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
         AND a.attname = 'tenant' AND NOT a.attisdropped ORDER BY 1
@@ -638,8 +661,12 @@ BEGIN
         END LOOP;
     END LOOP;
     UPDATE meta SET value = n WHERE key = 'partitions';
+    """
+    + _BIND_DRAWN
+    + """
 END $$
 """
+)
 
 VERSION_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_version "
