@@ -576,7 +576,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # highest drawn gets one: for those never used that is version 8's rule (the floor rises
     # at their trim), once, for ids drawn before the upgrade. The SHARE lock waits for the
     # writes in flight (an id one of them drew is not missing) and holds new ones back for
-    # the fill, at most one row per id the log keeps. events_drawn() gets its sequence bound
+    # the fill, about one row per id the log keeps. events_drawn() gets its sequence bound
     # once (_BIND_DRAWN) instead of looked up on every write; CREATE OR REPLACE keeps its
     # callers.
     """
@@ -877,7 +877,9 @@ READ_BEFORE: Final = (
 #: deleted a row (an event, or the placeholder an erasure left at its id), raises the floor
 #: row of that id's remainder to it; an id that never became an event raises nothing (8's
 #: function raised it for any id, so a reader whose next ids were all such gaps expired);
-#: one statement (migration 9's ``emit_event``).
+#: when that DELETE found nothing, a second one looks again (an erasure that replaced the
+#: event while the first waited on it committed a placeholder the first could not see); one
+#: statement (migration 10's ``emit_event``).
 #: The first event of a transaction (%(n)s = 0) first takes a shared advisory lock keyed by
 #: the highest id drawn so far (``events_tag() | events_drawn()``), held to the
 #: transaction's end: every id the transaction draws is above its key. Shared locks do not
@@ -925,7 +927,8 @@ READ_EVENTS: Final = Routed(
 #: Each erased event leaves a placeholder at its id (migration 9: tenant '', which no read
 #: returns), which the log's trim deletes in its turn and so raises the floor past it: a
 #: cursor from before an erased event expires when that event's trim comes, and an id that
-#: never became an event (no row to delete) raises nothing.
+#: never became an event (no row to delete) raises nothing. A placeholder whose id was
+#: trimmed already (the event was uncommitted then) is sweep's (``PURGE_PLACEHOLDERS``).
 _ERASE_EVENTS: Final = (
     f"WITH gone AS (DELETE FROM events WHERE {_PAIRS.format(column='conversation_id')} "
     "RETURNING id), kept AS (INSERT INTO events (id, kind, tenant, conversation_id, "
@@ -1061,14 +1064,15 @@ PURGE_FACTS: Final = (
 )
 
 #: Deletes up to %(n)s placeholders (erased events' ids, tenant '') at or below the log's
-#: floor, lowest first: a range of the ``(tenant, id)`` key. The trim deletes a placeholder
+#: floor, lowest first: a range of the ``(tenant, id)`` key (one partition of a partitioned
+#: schema, the tenant named in both scans). The trim deletes a placeholder
 #: above the floor when its id's turn comes; one at or below it no trim visits again (the
 #: event it replaced was still uncommitted when its id was trimmed, and was erased later). It
 #: serves nothing: no read returns an id at or below the floor, which never falls. Erasure
 #: cannot leave those out itself: the floor it reads may pass the id after it (a later id's
 #: trim), and the trim of that id may have come already.
 PURGE_PLACEHOLDERS: Final = (
-    "DELETE FROM events WHERE (tenant, id) IN (SELECT tenant, id FROM events "
+    "DELETE FROM events WHERE tenant = '' AND id IN (SELECT id FROM events "
     "WHERE tenant = '' AND id <= (SELECT max(floor) FROM events_floors) ORDER BY id "
     "LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING 1"
 )
