@@ -104,12 +104,21 @@ def test_sweep_deletes_the_placeholders_at_or_below_the_floor(schema: str) -> No
         assert _floor(schema) == 4
 
 
-def test_events_erased_before_version_9_get_placeholders_on_upgrade(schema: str) -> None:
+@pytest.mark.parametrize("partitions", [0, 2])
+def test_events_erased_before_version_9_get_placeholders_on_upgrade(
+    schema: str, partitions: int
+) -> None:
     """A schema at version 8 whose erasures left no placeholders: migration 10 gives each id
     missing between the floor and the highest drawn one a placeholder, so the trim of an
     event erased before the upgrade raises the floor past it and a cursor from before it
-    expires (in 9 it read on), and every placeholder leaves with its trim."""
-    from threadkeep.backends.postgres._schema import MIGRATIONS, VERSION_TABLE
+    expires (in 9 it read on), and every placeholder leaves with its trim. The same on a
+    schema partitioned by tenant."""
+    from threadkeep.backends.postgres._schema import (
+        MIGRATIONS,
+        PARTITION,
+        SET_PARTITIONS,
+        VERSION_TABLE,
+    )
 
     with psycopg.connect(SHARED) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -118,6 +127,9 @@ def test_events_erased_before_version_9_get_placeholders_on_upgrade(schema: str)
         for version, sql in enumerate(MIGRATIONS[:8], start=1):
             conn.execute(sql)
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        if partitions:
+            conn.execute(SET_PARTITIONS, {"n": str(partitions)})
+            conn.execute(PARTITION)
         conn.execute(
             "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
             "SELECT 'conversation.deleted', 't', 'c' || g, '{}', g FROM generate_series(1, 5) g"
@@ -135,6 +147,9 @@ def test_events_erased_before_version_9_get_placeholders_on_upgrade(schema: str)
             list(store.events(after="3", tenant="t", timeout=0))
         assert [e.id for e in store.events(after="4", timeout=0)] == ["5", "6", "7", "8", "9"]
     assert [t for _, t in _rows(schema)] == ["t"] * 5  # the placeholders left with the trim
+    with connect(schema) as conn:
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'events'::regclass")
+        assert kind.fetchone() == ("p" if partitions else "r",)
 
 
 @pytest.mark.parametrize("partitions", [0, 2])
