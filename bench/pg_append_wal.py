@@ -2,7 +2,10 @@
 
 Run: ``python -m bench.pg_append_wal --url postgresql://postgres@127.0.0.1:55499/postgres
 [-n 1000]`` against a server nothing else writes to (a private cluster: the WAL is
-cluster-wide), as a superuser (it creates ``pg_walinspect``). The store's appends (100
+cluster-wide), as a superuser (it creates ``pg_walinspect`` and drops and creates the
+schemas ``wal_raw`` and ``wal_threadkeep``). ``--url`` has no default: the shared server of
+the tests (127.0.0.1:5432) counts every other session's WAL too, so the command refuses to
+run without a URL. The store's appends (100
 conversations round-robin, 200-byte messages, the event log past ``events_kept`` so every
 append also trims one event) and the peer harness's raw-pg-seq statement on the same data,
 each on a fresh schema: WAL records and bytes per append by record type, and per table the
@@ -106,12 +109,16 @@ def measure(admin: psycopg.Connection[Any], url: str, name: str, n: int) -> None
     admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run both and print."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(  # no default: the shared server's WAL holds everyone's writes
+        "--url",
+        required=True,
+        help="a server nothing else writes to (a private cluster), as a superuser",
+    )
     parser.add_argument("-n", type=int, default=1000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with psycopg.connect(args.url, autocommit=True) as admin:
         admin.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         for name in ("raw", "threadkeep"):

@@ -42,3 +42,20 @@ def test_the_default_server_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(SystemExit):  # stops at the argument check, before any connection
         scale.main(["--backend", "postgres", "--samples", "1"])
     assert scale.pg_base == "postgresql://postgres@127.0.0.1:5432"
+
+
+def test_the_wal_count_needs_a_url_and_connects_to_nothing_without_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench.pg_append_wal`` counts the whole cluster's WAL and drops its schemas: it used
+    to default to the shared server at 127.0.0.1:5432; it now refuses to run without --url."""
+    from bench import pg_append_wal
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("connected without a URL given")
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    with pytest.raises(SystemExit) as exit_:
+        pg_append_wal.main([])
+    assert exit_.value.code == 2
+    assert "--url" in capsys.readouterr().err

@@ -87,7 +87,7 @@ def test_sweep_runs_its_statements_from_generic_plans(schema: str) -> None:
                 "WHERE statement LIKE '%SKIP LOCKED%'"
             ).fetchall()
             mode = conn.execute("SHOW plan_cache_mode").fetchone()
-    # the expiry probe, the idle update and the facts' purge
-    assert len(rows) == 3, rows
+    # the expiry probe, the idle update, the facts' purge and the placeholders' purge
+    assert len(rows) == 4, rows
     assert all(generic > 0 and custom == 0 for _, generic, custom in rows), rows
     assert mode == ("auto",)

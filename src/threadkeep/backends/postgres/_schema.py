@@ -86,6 +86,17 @@ class Closing(str):
     __slots__ = ()
 
 
+#: PL/pgSQL: (re)defines ``events_drawn()`` with the identity sequence of ``events`` bound at
+#: creation (migration 10; ``PARTITION`` binds it again to the new table's sequence). Its
+#: SQL-standard body stores the sequence's OID: 7's looked the sequence up by name with
+#: ``pg_get_serial_sequence`` on every call, ~4 µs of server time per write (a catalog scan;
+#: docs/performance.md, fifth round). The body records a dependency on the sequence.
+_BIND_DRAWN: Final = (
+    "EXECUTE format('CREATE OR REPLACE FUNCTION events_drawn() RETURNS bigint LANGUAGE sql "
+    "VOLATILE RETURN coalesce(pg_sequence_last_value(%L::regclass), 0)', "
+    "pg_get_serial_sequence('events', 'id'));"
+)
+
 #: Append-only; MIGRATIONS[i] brings the schema to version i + 1.
 MIGRATIONS: Final[tuple[str, ...]] = (
     """
@@ -553,6 +564,58 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END IF;
     END $f$;
     """,
+    # 10: the placeholders of migration 9 all leave (docs/postgres.md, "Events"). The trim's
+    # DELETE waits on a row an erasure is replacing; once the erasure commits, that statement
+    # finds the old row gone and cannot see the placeholder (a row inserted after its snapshot
+    # was taken), so the floor stayed and the placeholder stayed for good: when the DELETE
+    # found nothing, a second one (a new statement, a new snapshot) takes the placeholder. A
+    # placeholder at or below the floor (its event was uncommitted when its id was trimmed)
+    # is deleted by sweep (PURGE_PLACEHOLDERS). Events erased before version 9 left no
+    # placeholder: their ids get one here, so the trim raises the floor past them and a
+    # cursor from before them expires. An erased id and one never used (a write rolled back
+    # after drawing it) cannot be told apart, so every id missing between the floor and the
+    # highest drawn gets one: for those never used that is version 8's rule (the floor rises
+    # at their trim), once, for ids drawn before the upgrade. The SHARE lock waits for the
+    # writes in flight (an id one of them drew is not missing) and holds new ones back for
+    # the fill, about one row per id the log keeps. events_drawn() gets its sequence bound
+    # once (_BIND_DRAWN) instead of looked up on every write; CREATE OR REPLACE keeps its
+    # callers.
+    """
+    CREATE OR REPLACE FUNCTION emit_event(p_kind text, p_tenant text, p_cid text, p_data text,
+        p_at bigint, p_keep bigint, p_rank bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    DECLARE
+        drawn bigint;
+        gone bigint;
+    BEGIN
+        IF p_rank = 0 THEN
+            PERFORM pg_advisory_xact_lock_shared(events_tag() | events_drawn());
+            PERFORM set_config('threadkeep.emitted', 'on', false);
+        END IF;
+        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
+            VALUES (p_kind, p_tenant, p_cid, p_data, p_at) RETURNING id INTO drawn;
+        gone := drawn - p_keep;
+        IF gone > 0 THEN  -- an erased event left a placeholder; a rolled-back id left nothing
+            DELETE FROM events WHERE id = gone;
+            IF NOT FOUND THEN  -- an erasure committed while it waited: its placeholder
+                DELETE FROM events WHERE id = gone;
+            END IF;
+            IF FOUND THEN
+                UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
+            END IF;
+        END IF;
+    END $f$;
+    DO $d$ BEGIN
+    """
+    + _BIND_DRAWN
+    + """
+    END $d$;
+    LOCK TABLE events IN SHARE MODE;
+    INSERT INTO events (id, kind, tenant, conversation_id, data_json, at_us)
+        OVERRIDING SYSTEM VALUE SELECT g, '', '', '', '', 0
+        FROM generate_series((SELECT max(floor) FROM events_floors) + 1, events_drawn()) g
+        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = g);
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -560,7 +623,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 #: setting), keeping their columns, defaults, identity, checks, keys, indexes and triggers
 #: (migration 6's counters), and records the count. Run once, right after the migrations
 #: created the schema (the tables are empty), when the URL asks for partitions.
-PARTITION: Final = """
+PARTITION: Final = (
+    """
 DO $$
 DECLARE
     n integer := current_setting('threadkeep.partitions')::integer;
@@ -569,6 +633,10 @@ DECLARE
     defs text[];
     d text;
 BEGIN
+    -- events_drawn() names the sequence of the table rebuilt below (the new one has its own):
+    -- a body of no dependency until it is bound again at the end
+    EXECUTE 'CREATE OR REPLACE FUNCTION events_drawn() RETURNS bigint LANGUAGE sql VOLATILE '
+        'RETURN 0';
     FOR t IN SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
         AND a.attname = 'tenant' AND NOT a.attisdropped ORDER BY 1
@@ -594,8 +662,12 @@ BEGIN
         END LOOP;
     END LOOP;
     UPDATE meta SET value = n WHERE key = 'partitions';
+    """
+    + _BIND_DRAWN
+    + """
 END $$
 """
+)
 
 VERSION_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_version "
@@ -824,7 +896,9 @@ READ_BEFORE: Final = (
 #: deleted a row (an event, or the placeholder an erasure left at its id), raises the floor
 #: row of that id's remainder to it; an id that never became an event raises nothing (8's
 #: function raised it for any id, so a reader whose next ids were all such gaps expired);
-#: one statement (migration 9's ``emit_event``).
+#: when that DELETE found nothing, a second one looks again (an erasure that replaced the
+#: event while the first waited on it committed a placeholder the first could not see); one
+#: statement (migration 10's ``emit_event``).
 #: The first event of a transaction (%(n)s = 0) first takes a shared advisory lock keyed by
 #: the highest id drawn so far (``events_tag() | events_drawn()``), held to the
 #: transaction's end: every id the transaction draws is above its key. Shared locks do not
@@ -872,7 +946,8 @@ READ_EVENTS: Final = Routed(
 #: Each erased event leaves a placeholder at its id (migration 9: tenant '', which no read
 #: returns), which the log's trim deletes in its turn and so raises the floor past it: a
 #: cursor from before an erased event expires when that event's trim comes, and an id that
-#: never became an event (no row to delete) raises nothing.
+#: never became an event (no row to delete) raises nothing. A placeholder whose id was
+#: trimmed already (the event was uncommitted then) is sweep's (``PURGE_PLACEHOLDERS``).
 _ERASE_EVENTS: Final = (
     f"WITH gone AS (DELETE FROM events WHERE {_PAIRS.format(column='conversation_id')} "
     "RETURNING id), kept AS (INSERT INTO events (id, kind, tenant, conversation_id, "
@@ -1048,6 +1123,20 @@ PURGE_FACTS: Final = (
     "DELETE FROM facts WHERE (tenant, contact_id, key) IN (SELECT tenant, "
     f"contact_id, key FROM facts WHERE {_FACT_DUE} LIMIT %(n)s "
     "FOR UPDATE SKIP LOCKED) RETURNING 1"
+)
+
+#: Deletes up to %(n)s placeholders (erased events' ids, tenant '') at or below the log's
+#: floor, lowest first: a range of the ``(tenant, id)`` key (one partition of a partitioned
+#: schema, the tenant named in both scans). The trim deletes a placeholder
+#: above the floor when its id's turn comes; one at or below it no trim visits again (the
+#: event it replaced was still uncommitted when its id was trimmed, and was erased later). It
+#: serves nothing: no read returns an id at or below the floor, which never falls. Erasure
+#: cannot leave those out itself: the floor it reads may pass the id after it (a later id's
+#: trim), and the trim of that id may have come already.
+PURGE_PLACEHOLDERS: Final = (
+    "DELETE FROM events WHERE tenant = '' AND id IN (SELECT id FROM events "
+    "WHERE tenant = '' AND id <= (SELECT max(floor) FROM events_floors) ORDER BY id "
+    "LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING 1"
 )
 
 # ---- migrations -------------------------------------------------------------------------
