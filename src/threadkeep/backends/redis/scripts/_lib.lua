@@ -70,15 +70,19 @@ local function flatten(row)
   return flat
 end
 
-local function is_expired(row, now)
-  return row.exp ~= nil and tonumber(row.exp) <= now
+-- The liveness rule, its one copy (every script that checks a conversation calls it): the
+-- record exists (its tenant `tn` is set), is `tenant`'s (nil: any tenant's) and its expiry `exp`
+-- (none: never) is after `now`. The two fields come as the script read them, a row's nil or an
+-- HMGET's false for a missing one, so each script reads them with the one command it needs.
+local function alive(tn, exp, tenant, now)
+  if not tn or (tenant ~= nil and tn ~= tenant) then return false end
+  return not exp or tonumber(exp) > now
 end
 
 -- The conversation if it exists, is not expired and belongs to tenant (nil: any tenant).
 local function live(id, tenant, now)
   local row = hgetall(kc(id))
-  if row == nil or is_expired(row, now) then return nil end
-  if tenant ~= nil and row.tn ~= tenant then return nil end
+  if row == nil or not alive(row.tn, row.exp, tenant, now) then return nil end
   return row
 end
 
@@ -91,8 +95,7 @@ local function live_fields(id, tenant, now, names)
   for i = 1, #names do
     if values[i] then row[names[i]] = values[i] end
   end
-  if row.tn == nil or is_expired(row, now) then return nil end
-  if tenant ~= nil and row.tn ~= tenant then return nil end
+  if not alive(row.tn, row.exp, tenant, now) then return nil end
   return row
 end
 
@@ -426,7 +429,7 @@ local function find_open(tenant, contact, open, now)
   local ids = redis.call('ZREVRANGE', key, 0, -1)
   for _, id in ipairs(ids) do
     local row = hgetall(kc(id))  -- nil: reclaimed by Redis, skipped (reads write nothing)
-    if row ~= nil and not is_expired(row, now) and open[row.st] then
+    if row ~= nil and alive(row.tn, row.exp, nil, now) and open[row.st] then
       return row
     end
   end

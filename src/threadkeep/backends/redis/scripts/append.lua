@@ -22,9 +22,7 @@ else
   v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'ttl', 'ia', 'max', 'ix',
     'lt', 'lu')
 end
-if not v[1] or (tenant ~= nil and v[1] ~= tenant) or (v[5] and tonumber(v[5]) <= now) then
-  return {'not_found'}
-end
+if not alive(v[1], v[5], tenant, now) then return {'not_found'} end
 local row = {id = id, tn = v[1], ct = v[2] or nil, st = v[3] or nil, sg = v[4] or nil,
   exp = v[5] or nil, seq = v[6] or nil, ttl = v[7] or nil, ia = v[8] or nil, max = v[9] or nil,
   ix = v[10] or nil, lt = v[11] or nil, lu = v[12] or nil}
