@@ -150,10 +150,11 @@ end
 -- Add a member to a per-tenant or per-contact index, whose own TTL always outlasts every member
 -- conversation (a day of slack, renewed when less than half of it is left, so about twice a
 -- day), or is none while it holds a conversation without ttl. A dead tenant's or contact's
--- indexes thus vanish by themselves.
+-- indexes thus vanish by themselves. `current`: the key's PEXPIRETIME when the caller knows it
+-- (-2: it saw the index empty, so there is no key), else it is read.
 local INDEX_SLACK_MS = 86400000
-local function index(key, score, member, at)
-  local current = redis.call('PEXPIRETIME', key)  -- -2: no key, -1: no TTL
+local function index(key, score, member, at, current)
+  current = current or redis.call('PEXPIRETIME', key)  -- -2: no key, -1: no TTL
   if score == nil then
     redis.call('SADD', key, member)  -- a set, not a sorted set
   else
@@ -194,7 +195,8 @@ end
 -- Write the given fields of row, refresh its index entries and native TTLs. `written`: the
 -- call is an append or a state save that may have created only these keys of the conversation
 -- (see native_expiry_of and indexes_known); nil: any change. `fresh`: the conversation is new
--- and `written` are all its keys.
+-- and `written` are all its keys ('no contact': and its contact has no index yet, the caller
+-- saw it empty). Returns the keys' native expiry (native_at).
 local function save(row, fields, old_status, written, fresh)
   local at = native_at(row)
   local known = written ~= nil and old_status == row.st and indexes_known(row, at)
@@ -221,7 +223,11 @@ local function save(row, fields, old_status, written, fresh)
     redis.call('ZREM', kts(old_status, row.tn), row.id)
   end
   add(kts(row.st, row.tn), row.act, row.id)
-  add(kct(row.tn, row.ct), row.act, row.id)
+  if fresh == 'no contact' then
+    index(kct(row.tn, row.ct), row.act, row.id, at, -2)
+  else
+    add(kct(row.tn, row.ct), row.act, row.id)
+  end
   local until_us = row.exp or '+inf'
   if old_status ~= nil and old_status ~= row.st then
     redis.call('ZREM', kxs(old_status, row.tn), row.id)
@@ -234,6 +240,7 @@ local function save(row, fields, old_status, written, fresh)
   if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
   redis.call('ZADD', K_IDLE, row.idl, row.id)
   if written == nil then native_expiry(row, at) else native_expiry_of(row, at, written, fresh) end
+  return at
 end
 
 local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
@@ -247,8 +254,9 @@ local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 -- (older ones are below the floor anyway) and expires with the conversation. Once the log is
 -- full the floor moves with every event: one SET ... GET moves it and says where it was (put
 -- back in the rare case it was higher: a store with a smaller `keep` moved it; the floor never
--- goes down).
-local function emit(kind, tenant, conv, data, at, keep, untracked)
+-- goes down). `record_ms`: the record's native expiry when the caller just set it (-1: none),
+-- which a new list copies; nil: it is read.
+local function emit(kind, tenant, conv, data, at, keep, untracked, record_ms)
   local n = redis.call('INCR', K_EVN)
   local id = fmt(n) .. '-0'
   keep = tonumber(keep)
@@ -264,7 +272,7 @@ local function emit(kind, tenant, conv, data, at, keep, untracked)
   if untracked then return end
   local length = redis.call('RPUSH', ke(conv), id)
   if length == 1 then  -- a new list: it expires with the conversation's record
-    local at_ms = redis.call('PEXPIRETIME', kc(conv))
+    local at_ms = record_ms or redis.call('PEXPIRETIME', kc(conv))
     if at_ms > 0 then redis.call('PEXPIREAT', ke(conv), at_ms) end
   elseif length > keep then
     redis.call('LTRIM', ke(conv), -keep, -1)
@@ -423,17 +431,18 @@ local function erase(id, tenant, contact, status, statuses)
   redis.call('ZREM', K_IDLE, id)
 end
 
--- The contact's open, live conversation with the newest activity, or nil.
+-- The contact's open, live conversation with the newest activity, or nil; and how many
+-- conversations its index held (0: there is no index key).
 local function find_open(tenant, contact, open, now)
   local key = kct(tenant, contact)
   local ids = redis.call('ZREVRANGE', key, 0, -1)
   for _, id in ipairs(ids) do
     local row = hgetall(kc(id))  -- nil: reclaimed by Redis, skipped (reads write nothing)
     if row ~= nil and alive(row.tn, row.exp, nil, now) and open[row.st] then
-      return row
+      return row, #ids
     end
   end
-  return nil
+  return nil, #ids
 end
 
 -- Lazy cleaning: drop the index entries of up to n conversations whose keys Redis already
