@@ -186,8 +186,9 @@ local function indexes_known(row, at)
 end
 
 -- Activity: sliding expiry and idle time renewed (fields only; save with save_touch).
-local function touch(row, now)
-  row.act = fmt(now)
+-- `now_text`: now as the caller was given it (its decimal text), which saves formatting it.
+local function touch(row, now, now_text)
+  row.act = now_text or fmt(now)
   if row.ttl ~= nil then row.exp = fmt(now + tonumber(row.ttl)) end
   row.idl = fmt(now + tonumber(row.ia))
 end

@@ -74,7 +74,7 @@ if rfield ~= nil and remember_key(id, rfield, nil, krq(id), ARGV[14], RETRY_BATC
 end
 local old = row.st
 row.st, row.seq, row.cnt = to, seq, fmt(count)
-touch(row, now)
+touch(row, now, ARGV[4])
 -- written back: what changed (the stage and the state version do not; nor does a missing ttl's
 -- expiry, which touch() leaves as it was)
 local changed = {'act', 'idl', 'cnt', 'seq'}

@@ -21,18 +21,21 @@ if rollback ~= nil then
   value = string.sub(old, string.find(old, ' ', 1, true) + 1)
 end
 local version = current + 1
-redis.call('HSET', ks(id), fmt(version), ARGV[4] .. ' ' .. value)
+local version_text = fmt(version)  -- formatted once (each number formatted costs a sprintf)
+redis.call('HSET', ks(id), version_text, ARGV[4] .. ' ' .. value)
 -- versions up to version - kept go, two per HDEL from the newest of them down until one was
 -- missing: each save leaves none of them, so a save deletes one in one command (more only
 -- after a store that kept more versions)
 local gone = version - tonumber(ARGV[8])
 while gone > 0 and redis.call('HDEL', ks(id), fmt(gone), fmt(gone - 1)) == 2 do gone = gone - 2 end
-row.sv = fmt(version)
+row.sv = version_text
 row.stk = ARGV[11]
-touch(row, now)
+touch(row, now, ARGV[4])
 -- written back: what changed (a missing ttl's expiry is left as it was, as touch() leaves it)
 local fields = {'stk', 'sv', 'act', 'idl'}
 if row.ttl ~= nil then fields[#fields + 1] = 'exp' end
-save(row, fields, row.st, {ks(id)})  -- the versions: the one key it may create
-emit(ARGV[10], row.tn, id, '{"version":' .. fmt(version) .. '}', row.act, ARGV[9])
+-- the versions: the one key it may create, only with its first version (a kept version stays,
+-- so the hash is never emptied and made again; with none kept, none outlives this script)
+save(row, fields, row.st, current == 0 and {ks(id)} or {})
+emit(ARGV[10], row.tn, id, '{"version":' .. version_text .. '}', row.act, ARGV[9])
 return {'ok', version}
