@@ -433,10 +433,12 @@ local function erase(id, tenant, contact, status, statuses)
 end
 
 -- The contact's open, live conversation with the newest activity, or nil; and how many
--- conversations its index held (0: there is no index key).
+-- conversations its index held (0: there is no index key). `open`: the open statuses,
+-- comma-separated (made a set only when the contact has a conversation).
 local function find_open(tenant, contact, open, now)
   local key = kct(tenant, contact)
   local ids = redis.call('ZREVRANGE', key, 0, -1)
+  if #ids > 0 then open = csv_set(open) end
   for _, id in ipairs(ids) do
     local row = hgetall(kc(id))  -- nil: reclaimed by Redis, skipped (reads write nothing)
     if row ~= nil and alive(row.tn, row.exp, nil, now) and open[row.st] then
@@ -449,9 +451,11 @@ end
 -- Lazy cleaning: drop the index entries of up to n conversations whose keys Redis already
 -- reclaimed (expired longer than the grace period ago), so the store-wide indexes stay
 -- proportional to live data even where sweep() never runs. Counts nothing: the conversations
--- were gone already.
+-- were gone already. `statuses`: every status, comma-separated (made a set only when one is
+-- due).
 local function reap(now, n, statuses, kept)
   local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', fmt(now - GRACE_MS * 1000), 'LIMIT', 0, n)
+  if #due > 0 then statuses = csv_set(statuses) end
   for _, member in ipairs(due) do
     local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
     if redis.call('EXISTS', kc(id)) == 0 then

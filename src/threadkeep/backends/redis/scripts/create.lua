@@ -9,10 +9,10 @@
 -- "existing", row as field, value pairs}
 local row = {}
 for i = 9, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
-reap(tonumber(row.cr), 4, csv_set(ARGV[7]), ARGV[4])
+reap(tonumber(row.cr), 4, ARGV[7], ARGV[4])
 local fresh = true
 if ARGV[2] == '1' then
-  local found, seen = find_open(row.tn, row.ct, csv_set(ARGV[3]), tonumber(row.cr))
+  local found, seen = find_open(row.tn, row.ct, ARGV[3], tonumber(row.cr))
   if found ~= nil then return {'existing', flatten(found)} end
   if seen == 0 then fresh = 'no contact' end  -- the contact's index is empty: no key yet
 end
