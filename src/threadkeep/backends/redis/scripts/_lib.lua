@@ -86,19 +86,6 @@ local function live(id, tenant, now)
   return row
 end
 
--- The named fields of the conversation if it exists, is not expired and belongs to tenant (nil:
--- any tenant): live() for scripts that need a few fields (names must hold 'tn' and 'exp'; the
--- row gets 'id' too). One HMGET instead of turning the whole hash into a table.
-local function live_fields(id, tenant, now, names)
-  local values = redis.call('HMGET', kc(id), unpack(names))
-  local row = {id = id}
-  for i = 1, #names do
-    if values[i] then row[names[i]] = values[i] end
-  end
-  if not alive(row.tn, row.exp, tenant, now) then return nil end
-  return row
-end
-
 local function exp_member(row) return row.id .. '\n' .. row.tn .. '\n' .. row.ct end
 
 -- When Redis may reclaim a conversation's keys (ms since the epoch; nil: never). It is for memory

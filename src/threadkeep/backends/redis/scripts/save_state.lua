@@ -4,11 +4,14 @@
 -- ARGV[5] value JSON; ARGV[6] expected version (opt); ARGV[7] rollback-to version (opt);
 -- ARGV[8] versions kept; ARGV[9] events kept; ARGV[10] event kind; ARGV[11] call token
 -- returns {"ok", version} | {"conflict" | "no_version", current} | {"not_found"}
--- the fields the verdict and save() read: the others (agent, metadata, ...) are left alone
-local SAVE_FIELDS = {'tn', 'ct', 'st', 'sg', 'exp', 'sv', 'stk', 'ttl', 'ia', 'ix'}
+-- the fields the verdict and save() read (the others: agent, metadata, ... are left alone) in
+-- one HMGET, made a row by one constructor (as append.lua)
 local id, now = ARGV[2], tonumber(ARGV[4])
-local row = live_fields(id, opt(ARGV[3]), now, SAVE_FIELDS)
-if row == nil then return {'not_found'} end
+local v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'sv', 'stk', 'ttl', 'ia', 'ix')
+if not alive(v[1], v[5], opt(ARGV[3]), now) then return {'not_found'} end
+local row = {id = id, tn = v[1], ct = v[2] or nil, st = v[3] or nil, sg = v[4] or nil,
+  exp = v[5] or nil, sv = v[6] or nil, stk = v[7] or nil, ttl = v[8] or nil, ia = v[9] or nil,
+  ix = v[10] or nil}
 if row.stk == ARGV[11] then return {'ok', tonumber(row.sv)} end  -- our own retry
 local current = tonumber(row.sv)
 local expected = opt(ARGV[6])
