@@ -7,8 +7,11 @@
 -- as field, value pairs
 -- returns {"created"} (made now: the row is the one given), or {"created" (a retried call) |
 -- "existing", row as field, value pairs}
-local row = {}
-for i = 9, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
+local row, fields = {}, {}
+for i = 9, #ARGV, 2 do
+  row[ARGV[i]] = ARGV[i + 1]
+  fields[(i - 7) / 2] = ARGV[i]
+end
 reap(tonumber(row.cr), 4, ARGV[7], ARGV[4])
 local fresh = true
 if ARGV[2] == '1' then
@@ -20,8 +23,6 @@ if ARGV[8] == '1' then
   local stored = hgetall(kc(row.id))
   if stored ~= nil then return {'created', flatten(stored)} end  -- a retried call
 end
-local fields = {}
-for k in pairs(row) do fields[#fields + 1] = k end
 -- its only key so far; emit's new list copies its TTL, known here
 local at = save(row, fields, nil, {kc(row.id)}, fresh)
 emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4], nil, at or -1)
