@@ -184,20 +184,24 @@ end
 -- call is an append or a state save that may have created only these keys of the conversation
 -- (see native_expiry_of and indexes_known); nil: any change. `fresh`: the conversation is new
 -- and `written` are all its keys ('no contact': and its contact has no index yet, the caller
--- saw it empty). Returns the keys' native expiry (native_at).
-local function save(row, fields, old_status, written, fresh)
+-- saw it empty). `args`: instead of `fields`, the field, value pairs to write as HSET takes
+-- them, when the caller has them (none nil: nothing is deleted). Returns the keys' native
+-- expiry (native_at).
+local function save(row, fields, old_status, written, fresh, args)
   local at = native_at(row)
   local known = written ~= nil and old_status == row.st and indexes_known(row, at)
   local add = known and function(key, score, member)
     if score == nil then redis.call('SADD', key, member) else redis.call('ZADD', key, score, member) end
   end or function(key, score, member) index(key, score, member, at) end
-  local args = {}
-  for _, f in ipairs(fields) do
-    if row[f] == nil then
-      redis.call('HDEL', kc(row.id), f)
-    else
-      args[#args + 1] = f
-      args[#args + 1] = row[f]
+  if args == nil then
+    args = {}
+    for _, f in ipairs(fields) do
+      if row[f] == nil then
+        redis.call('HDEL', kc(row.id), f)
+      else
+        args[#args + 1] = f
+        args[#args + 1] = row[f]
+      end
     end
   end
   if not known then

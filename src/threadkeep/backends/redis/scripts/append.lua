@@ -76,11 +76,11 @@ local old = row.st
 row.st, row.seq, row.cnt = to, seq, fmt(count)
 touch(row, now, ARGV[4])
 -- written back: what changed (the stage and the state version do not; nor does a missing ttl's
--- expiry, which touch() leaves as it was)
-local changed = {'act', 'idl', 'cnt', 'seq'}
-if row.ttl ~= nil then changed[#changed + 1] = 'exp' end
-if to ~= old then changed[#changed + 1] = 'st' end
-save(row, changed, old, written)
+-- expiry, which touch() leaves as it was), as HSET's pairs made by one constructor
+local args = {'act', row.act, 'idl', row.idl, 'cnt', row.cnt, 'seq', row.seq}
+if row.ttl ~= nil then args[9], args[10] = 'exp', row.exp end
+if to ~= old then args[#args + 1], args[#args + 2] = 'st', to end
+save(row, nil, old, written, nil, args)
 emit(ARGV[11], row.tn, id, '{"seq":' .. row.seq .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
 if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[8]) end
 return {'ok', entry}

@@ -7,11 +7,8 @@
 -- as field, value pairs
 -- returns {"created"} (made now: the row is the one given), or {"created" (a retried call) |
 -- "existing", row as field, value pairs}
-local row, fields = {}, {}
-for i = 9, #ARGV, 2 do
-  row[ARGV[i]] = ARGV[i + 1]
-  fields[(i - 7) / 2] = ARGV[i]
-end
+local row = {}
+for i = 9, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
 reap(tonumber(row.cr), 4, ARGV[7], ARGV[4])
 local fresh = true
 if ARGV[2] == '1' then
@@ -23,7 +20,8 @@ if ARGV[8] == '1' then
   local stored = hgetall(kc(row.id))
   if stored ~= nil then return {'created', flatten(stored)} end  -- a retried call
 end
--- its only key so far; emit's new list copies its TTL, known here
-local at = save(row, fields, nil, {kc(row.id)}, fresh)
+-- its only key so far; emit's new list copies its TTL, known here. The record is written from
+-- the pairs as given (one copy of them, no loop over the row).
+local at = save(row, nil, nil, {kc(row.id)}, fresh, {unpack(ARGV, 9)})
 emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4], nil, at or -1)
 return {'created'}

@@ -34,11 +34,17 @@ while gone > 0 and redis.call('HDEL', ks(id), fmt(gone), fmt(gone - 1)) == 2 do 
 row.sv = version_text
 row.stk = ARGV[11]
 touch(row, now, ARGV[4])
--- written back: what changed (a missing ttl's expiry is left as it was, as touch() leaves it)
-local fields = {'stk', 'sv', 'act', 'idl'}
-if row.ttl ~= nil then fields[#fields + 1] = 'exp' end
+-- written back: what changed (a missing ttl's expiry is left as it was, as touch() leaves it),
+-- as HSET's pairs made by one constructor (a table grown item by item is rehashed at every
+-- power of two)
+local args
+if row.ttl ~= nil then
+  args = {'stk', row.stk, 'sv', row.sv, 'act', row.act, 'idl', row.idl, 'exp', row.exp}
+else
+  args = {'stk', row.stk, 'sv', row.sv, 'act', row.act, 'idl', row.idl}
+end
 -- the versions: the one key it may create, only with its first version (a kept version stays,
 -- so the hash is never emptied and made again; with none kept, none outlives this script)
-save(row, fields, row.st, current == 0 and {ks(id)} or {})
+save(row, nil, row.st, current == 0 and {ks(id)} or {}, nil, args)
 emit(ARGV[10], row.tn, id, '{"version":' .. version_text .. '}', row.act, ARGV[9])
 return {'ok', version}
