@@ -253,9 +253,11 @@ local function emit(kind, tenant, conv, data, at, keep, untracked, record_ms)
   local id = fmt(n) .. '-0'
   keep = tonumber(keep)
   local floor = n - keep
-  local was = floor > 0 and tonumber(redis.call('SET', K_EVT, fmt(floor), 'GET') or '0')
+  local floor_text = floor > 0 and fmt(floor)
+  local was = floor_text and tonumber(redis.call('SET', K_EVT, floor_text, 'GET') or '0')
   if was and was < floor then
-    redis.call('XADD', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0', id,
+    -- MINID drops the ids below "floor-1": the events numbered up to the floor (ids "n-0")
+    redis.call('XADD', K_EV, 'MINID', '~', floor_text .. '-1', id,
       'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
   else
     if was and was > floor then redis.call('SET', K_EVT, fmt(was)) end
