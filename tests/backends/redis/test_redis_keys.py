@@ -176,6 +176,39 @@ def test_state_versions_are_trimmed_with_one_command_a_save(own_server: RedisSer
     client.close()
 
 
+def test_the_versions_hash_gets_its_ttl_with_its_first_version_only(
+    own_server: RedisServer,
+) -> None:
+    """The first save makes the versions hash and gives it the record's native expiry; later
+    saves set no TTL (a kept version stays, so the hash is never made again): 14 commands a
+    save (was 15, a PEXPIREAT each), and the hash keeps the record's expiry."""
+    keys = Keys("firstttl")
+    with threadkeep.open(own_server.url + "?prefix=firstttl") as store:
+        conv = store.start("c-1")
+        forever = store.start("c-2", retention=Retention(ttl=None))
+        client = own_server.client()
+        store.save_state(conv.id, {"n": 0})
+        store.save_state(forever.id, {"n": 0})
+        record = client.pexpiretime(keys.conversation(conv.id))
+        assert record > 0
+        assert client.pexpiretime(keys.states(conv.id)) == record
+        assert client.pexpiretime(keys.states(forever.id)) == -1
+        client.config_resetstat()
+        for i in range(1, 9):
+            assert store.save_state(conv.id, {"n": i}) == i + 1
+        stats = client.info("commandstats")
+        assert client.pexpiretime(keys.conversation(conv.id)) == record  # not renewed yet
+        assert client.pexpiretime(keys.states(conv.id)) == record
+        assert store.load_state(conv.id).value == {"n": 8}
+        client.close()
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    calls.pop("config|resetstat", None)
+    assert calls.pop("evalsha") == 8
+    assert "pexpireat" not in calls, calls
+    assert calls["pexpiretime"] == 8  # the record's
+    assert sum(calls.values()) == 8 * 14, calls
+
+
 def test_tenant_and_contact_indexes_outlive_their_conversations_only(prefix: str) -> None:
     with threadkeep.open(f"redis://{SHARED}/0?prefix={prefix}") as store:
         conv = store.start(

@@ -315,3 +315,33 @@ def test_the_last_messages_are_one_transaction_that_answers_as_the_script(
             else:
                 assert isinstance(first, list) and [m.content for m in first] == ["m29\nline"]
         client.close()
+
+
+def test_a_creating_resume_reads_no_ttl_it_knows(own_server: RedisServer) -> None:
+    """A resume that makes a conversation reads the TTLs of the tenant's three indexes only:
+    not its contact's index, which it saw empty (so no key), nor its own record's, which it
+    set (the new event list copies it). 19 commands (was 21, two PEXPIRETIMEs fewer)."""
+    keys = Keys("known")
+    with threadkeep.open(own_server.url + "?prefix=known") as store:
+        store.resume("c-0")  # the tenant's indexes exist
+        client = own_server.client()
+        client.config_resetstat()
+        made = [store.resume(f"c-{i + 1}") for i in range(8)]
+        stats = client.info("commandstats")
+        forever = store.resume("c-9", retention=threadkeep.Retention(ttl=None))
+        for conv in made:
+            record = client.pexpiretime(keys.conversation(conv.id))
+            assert record > 0
+            # the contact's index outlasts the record by the slack; the events list has its TTL
+            assert client.pexpiretime(keys.event_ids(conv.id)) == record
+            assert client.pexpiretime(keys.contact("default", conv.contact_id)) > record
+        assert client.pexpiretime(keys.conversation(forever.id)) == -1
+        assert client.pexpiretime(keys.event_ids(forever.id)) == -1
+        assert client.pexpiretime(keys.contact("default", "c-9")) == -1
+        client.close()
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    calls.pop("config|resetstat", None)
+    assert calls.pop("evalsha") == 8
+    assert calls["pexpiretime"] == 8 * 3, calls  # the tenant's, by status and by expiry
+    assert calls["pexpireat"] == 8 * 3  # the record, its events list, the contact's index
+    assert sum(calls.values()) == 8 * 19, calls

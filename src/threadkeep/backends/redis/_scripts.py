@@ -3,13 +3,12 @@
 Each script gets only the definitions of ``_lib.lua`` it uses (directly or through another
 helper), in the library's order: Redis runs a script's whole text on every call, so each
 definition it carries (a closure made, a key name joined) costs server time on every call,
-used or not. A script whose first line starts with ``-- standalone`` is sent without any
-helpers (the window read, the state load: they mirror the key names they need). The drivers
-register them with redis-py's ``register_script`` (their SHA1 digests): on a standalone
-server a driver sends EVALSHA itself and, after NOSCRIPT (a server restart or ``SCRIPT
-FLUSH``), ``SCRIPT LOAD`` and EVALSHA again in one round trip (``RedisBackend._evalsha``); on a
-Cluster, and followed by ``WAIT`` (``?replicas=``), they run through redis-py's ``Script``,
-which does the same in two.
+used or not (the window read and the state load carry one, ``alive``, the liveness rule, and
+mirror the key names they need). The drivers register them with redis-py's
+``register_script`` (their SHA1 digests): on a standalone server a driver sends EVALSHA itself
+and, after NOSCRIPT (a server restart or ``SCRIPT FLUSH``), ``SCRIPT LOAD`` and EVALSHA again
+in one round trip (``RedisBackend._evalsha``); on a Cluster, and followed by ``WAIT``
+(``?replicas=``), they run through redis-py's ``Script``, which does the same in two.
 
 Each script starts with the ``#!lua`` shebang (Redis 7): without it Redis runs a script in a
 compatibility mode that lets it touch keys of any slot; with it, Redis Cluster refuses a script
@@ -27,9 +26,6 @@ from typing import Final
 
 __all__ = ["READ_ONLY", "SCRIPTS", "code", "helpers"]
 
-
-#: A script starting with this comment gets no shared helpers prepended.
-_STANDALONE = "-- standalone"
 
 #: Scripts that only read: flagged ``no-writes``, so Redis runs them on a server that is out
 #: of memory (``maxmemory`` with ``noeviction`` refuses the others) and refuses any write in them.
@@ -93,7 +89,7 @@ def _load() -> dict[str, str]:
     for entry in folder.iterdir():
         if entry.name.endswith(".lua") and not entry.name.startswith("_"):
             text = entry.read_text(encoding="utf-8")
-            shared = "" if text.startswith(_STANDALONE) else helpers(lib, text) + "\n"
+            shared = helpers(lib, text) + "\n"
             name = entry.name.removesuffix(".lua")
             shebang = "#!lua flags=no-writes\n" if name in READ_ONLY else "#!lua\n"
             scripts[name] = shebang + shared + text

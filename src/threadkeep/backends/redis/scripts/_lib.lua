@@ -70,29 +70,19 @@ local function flatten(row)
   return flat
 end
 
-local function is_expired(row, now)
-  return row.exp ~= nil and tonumber(row.exp) <= now
+-- The liveness rule, its one copy (every script that checks a conversation calls it): the
+-- record exists (its tenant `tn` is set), is `tenant`'s (nil: any tenant's) and its expiry `exp`
+-- (none: never) is after `now`. The two fields come as the script read them, a row's nil or an
+-- HMGET's false for a missing one, so each script reads them with the one command it needs.
+local function alive(tn, exp, tenant, now)
+  if not tn or (tenant ~= nil and tn ~= tenant) then return false end
+  return not exp or tonumber(exp) > now
 end
 
 -- The conversation if it exists, is not expired and belongs to tenant (nil: any tenant).
 local function live(id, tenant, now)
   local row = hgetall(kc(id))
-  if row == nil or is_expired(row, now) then return nil end
-  if tenant ~= nil and row.tn ~= tenant then return nil end
-  return row
-end
-
--- The named fields of the conversation if it exists, is not expired and belongs to tenant (nil:
--- any tenant): live() for scripts that need a few fields (names must hold 'tn' and 'exp'; the
--- row gets 'id' too). One HMGET instead of turning the whole hash into a table.
-local function live_fields(id, tenant, now, names)
-  local values = redis.call('HMGET', kc(id), unpack(names))
-  local row = {id = id}
-  for i = 1, #names do
-    if values[i] then row[names[i]] = values[i] end
-  end
-  if row.tn == nil or is_expired(row, now) then return nil end
-  if tenant ~= nil and row.tn ~= tenant then return nil end
+  if row == nil or not alive(row.tn, row.exp, tenant, now) then return nil end
   return row
 end
 
@@ -147,10 +137,11 @@ end
 -- Add a member to a per-tenant or per-contact index, whose own TTL always outlasts every member
 -- conversation (a day of slack, renewed when less than half of it is left, so about twice a
 -- day), or is none while it holds a conversation without ttl. A dead tenant's or contact's
--- indexes thus vanish by themselves.
+-- indexes thus vanish by themselves. `current`: the key's PEXPIRETIME when the caller knows it
+-- (-2: it saw the index empty, so there is no key), else it is read.
 local INDEX_SLACK_MS = 86400000
-local function index(key, score, member, at)
-  local current = redis.call('PEXPIRETIME', key)  -- -2: no key, -1: no TTL
+local function index(key, score, member, at, current)
+  current = current or redis.call('PEXPIRETIME', key)  -- -2: no key, -1: no TTL
   if score == nil then
     redis.call('SADD', key, member)  -- a set, not a sorted set
   else
@@ -182,8 +173,9 @@ local function indexes_known(row, at)
 end
 
 -- Activity: sliding expiry and idle time renewed (fields only; save with save_touch).
-local function touch(row, now)
-  row.act = fmt(now)
+-- `now_text`: now as the caller was given it (its decimal text), which saves formatting it.
+local function touch(row, now, now_text)
+  row.act = now_text or fmt(now)
   if row.ttl ~= nil then row.exp = fmt(now + tonumber(row.ttl)) end
   row.idl = fmt(now + tonumber(row.ia))
 end
@@ -191,20 +183,25 @@ end
 -- Write the given fields of row, refresh its index entries and native TTLs. `written`: the
 -- call is an append or a state save that may have created only these keys of the conversation
 -- (see native_expiry_of and indexes_known); nil: any change. `fresh`: the conversation is new
--- and `written` are all its keys.
-local function save(row, fields, old_status, written, fresh)
+-- and `written` are all its keys ('no contact': and its contact has no index yet, the caller
+-- saw it empty). `args`: instead of `fields`, the field, value pairs to write as HSET takes
+-- them, when the caller has them (none nil: nothing is deleted). Returns the keys' native
+-- expiry (native_at).
+local function save(row, fields, old_status, written, fresh, args)
   local at = native_at(row)
   local known = written ~= nil and old_status == row.st and indexes_known(row, at)
   local add = known and function(key, score, member)
     if score == nil then redis.call('SADD', key, member) else redis.call('ZADD', key, score, member) end
   end or function(key, score, member) index(key, score, member, at) end
-  local args = {}
-  for _, f in ipairs(fields) do
-    if row[f] == nil then
-      redis.call('HDEL', kc(row.id), f)
-    else
-      args[#args + 1] = f
-      args[#args + 1] = row[f]
+  if args == nil then
+    args = {}
+    for _, f in ipairs(fields) do
+      if row[f] == nil then
+        redis.call('HDEL', kc(row.id), f)
+      else
+        args[#args + 1] = f
+        args[#args + 1] = row[f]
+      end
     end
   end
   if not known then
@@ -218,7 +215,11 @@ local function save(row, fields, old_status, written, fresh)
     redis.call('ZREM', kts(old_status, row.tn), row.id)
   end
   add(kts(row.st, row.tn), row.act, row.id)
-  add(kct(row.tn, row.ct), row.act, row.id)
+  if fresh == 'no contact' then
+    index(kct(row.tn, row.ct), row.act, row.id, at, -2)
+  else
+    add(kct(row.tn, row.ct), row.act, row.id)
+  end
   local until_us = row.exp or '+inf'
   if old_status ~= nil and old_status ~= row.st then
     redis.call('ZREM', kxs(old_status, row.tn), row.id)
@@ -231,6 +232,7 @@ local function save(row, fields, old_status, written, fresh)
   if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
   redis.call('ZADD', K_IDLE, row.idl, row.id)
   if written == nil then native_expiry(row, at) else native_expiry_of(row, at, written, fresh) end
+  return at
 end
 
 local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
@@ -244,15 +246,18 @@ local TOUCHED = {'st', 'sg', 'act', 'exp', 'idl', 'cnt', 'seq', 'sv'}
 -- (older ones are below the floor anyway) and expires with the conversation. Once the log is
 -- full the floor moves with every event: one SET ... GET moves it and says where it was (put
 -- back in the rare case it was higher: a store with a smaller `keep` moved it; the floor never
--- goes down).
-local function emit(kind, tenant, conv, data, at, keep, untracked)
+-- goes down). `record_ms`: the record's native expiry when the caller just set it (-1: none),
+-- which a new list copies; nil: it is read.
+local function emit(kind, tenant, conv, data, at, keep, untracked, record_ms)
   local n = redis.call('INCR', K_EVN)
   local id = fmt(n) .. '-0'
   keep = tonumber(keep)
   local floor = n - keep
-  local was = floor > 0 and tonumber(redis.call('SET', K_EVT, fmt(floor), 'GET') or '0')
+  local floor_text = floor > 0 and fmt(floor)
+  local was = floor_text and tonumber(redis.call('SET', K_EVT, floor_text, 'GET') or '0')
   if was and was < floor then
-    redis.call('XADD', K_EV, 'MINID', '~', fmt(floor + 1) .. '-0', id,
+    -- MINID drops the ids below "floor-1": the events numbered up to the floor (ids "n-0")
+    redis.call('XADD', K_EV, 'MINID', '~', floor_text .. '-1', id,
       'k', kind, 't', tenant, 'c', conv, 'd', data, 'a', at)
   else
     if was and was > floor then redis.call('SET', K_EVT, fmt(was)) end
@@ -261,7 +266,7 @@ local function emit(kind, tenant, conv, data, at, keep, untracked)
   if untracked then return end
   local length = redis.call('RPUSH', ke(conv), id)
   if length == 1 then  -- a new list: it expires with the conversation's record
-    local at_ms = redis.call('PEXPIRETIME', kc(conv))
+    local at_ms = record_ms or redis.call('PEXPIRETIME', kc(conv))
     if at_ms > 0 then redis.call('PEXPIREAT', ke(conv), at_ms) end
   elseif length > keep then
     redis.call('LTRIM', ke(conv), -keep, -1)
@@ -420,25 +425,30 @@ local function erase(id, tenant, contact, status, statuses)
   redis.call('ZREM', K_IDLE, id)
 end
 
--- The contact's open, live conversation with the newest activity, or nil.
+-- The contact's open, live conversation with the newest activity, or nil; and how many
+-- conversations its index held (0: there is no index key). `open`: the open statuses,
+-- comma-separated (made a set only when the contact has a conversation).
 local function find_open(tenant, contact, open, now)
   local key = kct(tenant, contact)
   local ids = redis.call('ZREVRANGE', key, 0, -1)
+  if #ids > 0 then open = csv_set(open) end
   for _, id in ipairs(ids) do
     local row = hgetall(kc(id))  -- nil: reclaimed by Redis, skipped (reads write nothing)
-    if row ~= nil and not is_expired(row, now) and open[row.st] then
-      return row
+    if row ~= nil and alive(row.tn, row.exp, nil, now) and open[row.st] then
+      return row, #ids
     end
   end
-  return nil
+  return nil, #ids
 end
 
 -- Lazy cleaning: drop the index entries of up to n conversations whose keys Redis already
 -- reclaimed (expired longer than the grace period ago), so the store-wide indexes stay
 -- proportional to live data even where sweep() never runs. Counts nothing: the conversations
--- were gone already.
+-- were gone already. `statuses`: every status, comma-separated (made a set only when one is
+-- due).
 local function reap(now, n, statuses, kept)
   local due = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', fmt(now - GRACE_MS * 1000), 'LIMIT', 0, n)
+  if #due > 0 then statuses = csv_set(statuses) end
   for _, member in ipairs(due) do
     local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
     if redis.call('EXISTS', kc(id)) == 0 then

@@ -22,9 +22,7 @@ else
   v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'ttl', 'ia', 'max', 'ix',
     'lt', 'lu')
 end
-if not v[1] or (tenant ~= nil and v[1] ~= tenant) or (v[5] and tonumber(v[5]) <= now) then
-  return {'not_found'}
-end
+if not alive(v[1], v[5], tenant, now) then return {'not_found'} end
 local row = {id = id, tn = v[1], ct = v[2] or nil, st = v[3] or nil, sg = v[4] or nil,
   exp = v[5] or nil, seq = v[6] or nil, ttl = v[7] or nil, ia = v[8] or nil, max = v[9] or nil,
   ix = v[10] or nil, lt = v[11] or nil, lu = v[12] or nil}
@@ -76,13 +74,13 @@ if rfield ~= nil and remember_key(id, rfield, nil, krq(id), ARGV[14], RETRY_BATC
 end
 local old = row.st
 row.st, row.seq, row.cnt = to, seq, fmt(count)
-touch(row, now)
+touch(row, now, ARGV[4])
 -- written back: what changed (the stage and the state version do not; nor does a missing ttl's
--- expiry, which touch() leaves as it was)
-local changed = {'act', 'idl', 'cnt', 'seq'}
-if row.ttl ~= nil then changed[#changed + 1] = 'exp' end
-if to ~= old then changed[#changed + 1] = 'st' end
-save(row, changed, old, written)
+-- expiry, which touch() leaves as it was), as HSET's pairs made by one constructor
+local args = {'act', row.act, 'idl', row.idl, 'cnt', row.cnt, 'seq', row.seq}
+if row.ttl ~= nil then args[9], args[10] = 'exp', row.exp end
+if to ~= old then args[#args + 1], args[#args + 2] = 'st', to end
+save(row, nil, old, written, nil, args)
 emit(ARGV[11], row.tn, id, '{"seq":' .. row.seq .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
 if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[8]) end
 return {'ok', entry}

@@ -9,17 +9,19 @@
 -- "existing", row as field, value pairs}
 local row = {}
 for i = 9, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
-reap(tonumber(row.cr), 4, csv_set(ARGV[7]), ARGV[4])
+reap(tonumber(row.cr), 4, ARGV[7], ARGV[4])
+local fresh = true
 if ARGV[2] == '1' then
-  local found = find_open(row.tn, row.ct, csv_set(ARGV[3]), tonumber(row.cr))
+  local found, seen = find_open(row.tn, row.ct, ARGV[3], tonumber(row.cr))
   if found ~= nil then return {'existing', flatten(found)} end
+  if seen == 0 then fresh = 'no contact' end  -- the contact's index is empty: no key yet
 end
 if ARGV[8] == '1' then
   local stored = hgetall(kc(row.id))
   if stored ~= nil then return {'created', flatten(stored)} end  -- a retried call
 end
-local fields = {}
-for k in pairs(row) do fields[#fields + 1] = k end
-save(row, fields, nil, {kc(row.id)}, true)  -- its only key so far (emit's list copies its TTL)
-emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4])
+-- its only key so far; emit's new list copies its TTL, known here. The record is written from
+-- the pairs as given (one copy of them, no loop over the row).
+local at = save(row, nil, nil, {kc(row.id)}, fresh, {unpack(ARGV, 9)})
+emit(ARGV[5], row.tn, row.id, ARGV[6], row.act, ARGV[4], nil, at or -1)
 return {'created'}

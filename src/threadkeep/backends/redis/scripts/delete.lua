@@ -38,7 +38,7 @@ end)
 local reply = {0, 0, 0, facts_erased, 0}
 local floor = tonumber(redis.call('GET', K_EVT) or '0')
 for _, row in ipairs(rows) do
-  if not is_expired(row, now) then reply[1] = reply[1] + 1 end
+  if alive(row.tn, row.exp, nil, now) then reply[1] = reply[1] + 1 end
   reply[2] = reply[2] + redis.call('LLEN', km(row.id))
   reply[3] = reply[3] + redis.call('HLEN', ks(row.id))
   for _, event in ipairs(redis.call('LRANGE', ke(row.id), 0, -1)) do  -- those still in the log

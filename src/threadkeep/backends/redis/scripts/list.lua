@@ -50,7 +50,7 @@ while #out < want and examined < budget do
     last = {score, id}
     if after(score, id, c_act, c_id) and after(score, id, p_act, p_id) then
       local row = hgetall(kc(id))
-      if row ~= nil and not is_expired(row, now) and row.tn == tenant
+      if row ~= nil and alive(row.tn, row.exp, tenant, now)
           and (status == nil or row.st == status) and (stage == nil or row.sg == stage)
           and (agent == nil or row.ag == agent) and (contact == nil or row.ct == contact) then
         out[#out + 1] = flatten(row)

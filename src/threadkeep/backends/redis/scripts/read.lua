@@ -1,5 +1,6 @@
--- standalone: the read of every bot turn runs without the shared helpers of _lib.lua (defining
--- them costs more server time than the read itself); the key names below mirror kc and km there.
+-- The read of every bot turn carries one shared helper of _lib.lua, the liveness rule (each
+-- definition carried costs server time on every call); the key names below mirror kc and km
+-- there.
 -- Read messages of a live conversation.
 -- KEYS[1] event stream (routing)
 -- ARGV[1] key base; ARGV[2] conversation id; ARGV[3] tenant (opt); ARGV[4] now;
@@ -8,12 +9,12 @@
 -- ARGV[8] limit
 -- returns {"ok", {"seq body"...}} oldest first ({"ok", {...}, window size} for "window"), or
 -- {"not_found"}
-local B, id = ARGV[1], ARGV[2]
+local id = ARGV[2]
 local tenant, expires, seq, count, window =
   unpack(redis.call('HMGET', B .. 'c:' .. id, 'tn', 'exp', 'seq', 'cnt', 'win'))
-if not tenant then return {'not_found'} end
-if ARGV[3] ~= '' and tenant ~= string.sub(ARGV[3], 2) then return {'not_found'} end
-if expires and tonumber(expires) <= tonumber(ARGV[4]) then return {'not_found'} end
+if not alive(tenant, expires, ARGV[3] ~= '' and string.sub(ARGV[3], 2) or nil, tonumber(ARGV[4])) then
+  return {'not_found'}
+end
 local messages = B .. 'm:' .. id
 local mode = ARGV[5]
 local first = tonumber(seq) - tonumber(count) + 1

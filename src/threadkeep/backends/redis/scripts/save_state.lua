@@ -4,11 +4,14 @@
 -- ARGV[5] value JSON; ARGV[6] expected version (opt); ARGV[7] rollback-to version (opt);
 -- ARGV[8] versions kept; ARGV[9] events kept; ARGV[10] event kind; ARGV[11] call token
 -- returns {"ok", version} | {"conflict" | "no_version", current} | {"not_found"}
--- the fields the verdict and save() read: the others (agent, metadata, ...) are left alone
-local SAVE_FIELDS = {'tn', 'ct', 'st', 'sg', 'exp', 'sv', 'stk', 'ttl', 'ia', 'ix'}
+-- the fields the verdict and save() read (the others: agent, metadata, ... are left alone) in
+-- one HMGET, made a row by one constructor (as append.lua)
 local id, now = ARGV[2], tonumber(ARGV[4])
-local row = live_fields(id, opt(ARGV[3]), now, SAVE_FIELDS)
-if row == nil then return {'not_found'} end
+local v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'sv', 'stk', 'ttl', 'ia', 'ix')
+if not alive(v[1], v[5], opt(ARGV[3]), now) then return {'not_found'} end
+local row = {id = id, tn = v[1], ct = v[2] or nil, st = v[3] or nil, sg = v[4] or nil,
+  exp = v[5] or nil, sv = v[6] or nil, stk = v[7] or nil, ttl = v[8] or nil, ia = v[9] or nil,
+  ix = v[10] or nil}
 if row.stk == ARGV[11] then return {'ok', tonumber(row.sv)} end  -- our own retry
 local current = tonumber(row.sv)
 local expected = opt(ARGV[6])
@@ -21,18 +24,27 @@ if rollback ~= nil then
   value = string.sub(old, string.find(old, ' ', 1, true) + 1)
 end
 local version = current + 1
-redis.call('HSET', ks(id), fmt(version), ARGV[4] .. ' ' .. value)
+local version_text = fmt(version)  -- formatted once (each number formatted costs a sprintf)
+redis.call('HSET', ks(id), version_text, ARGV[4] .. ' ' .. value)
 -- versions up to version - kept go, two per HDEL from the newest of them down until one was
 -- missing: each save leaves none of them, so a save deletes one in one command (more only
 -- after a store that kept more versions)
 local gone = version - tonumber(ARGV[8])
 while gone > 0 and redis.call('HDEL', ks(id), fmt(gone), fmt(gone - 1)) == 2 do gone = gone - 2 end
-row.sv = fmt(version)
+row.sv = version_text
 row.stk = ARGV[11]
-touch(row, now)
--- written back: what changed (a missing ttl's expiry is left as it was, as touch() leaves it)
-local fields = {'stk', 'sv', 'act', 'idl'}
-if row.ttl ~= nil then fields[#fields + 1] = 'exp' end
-save(row, fields, row.st, {ks(id)})  -- the versions: the one key it may create
-emit(ARGV[10], row.tn, id, '{"version":' .. fmt(version) .. '}', row.act, ARGV[9])
+touch(row, now, ARGV[4])
+-- written back: what changed (a missing ttl's expiry is left as it was, as touch() leaves it),
+-- as HSET's pairs made by one constructor (a table grown item by item is rehashed at every
+-- power of two)
+local args
+if row.ttl ~= nil then
+  args = {'stk', row.stk, 'sv', row.sv, 'act', row.act, 'idl', row.idl, 'exp', row.exp}
+else
+  args = {'stk', row.stk, 'sv', row.sv, 'act', row.act, 'idl', row.idl}
+end
+-- the versions: the one key it may create, only with its first version (a kept version stays,
+-- so the hash is never emptied and made again; with none kept, none outlives this script)
+save(row, nil, row.st, current == 0 and {ks(id)} or {}, nil, args)
+emit(ARGV[10], row.tn, id, '{"version":' .. version_text .. '}', row.act, ARGV[9])
 return {'ok', version}

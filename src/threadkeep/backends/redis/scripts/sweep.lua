@@ -31,7 +31,7 @@ local purged, orphans = 0, {}
 for _, member in ipairs(due(K_EXP)) do
   local id, tenant, contact = string.match(member, '^([^\n]*)\n([^\n]*)\n(.*)$')
   local row = hgetall(kc(id))
-  if row == nil or is_expired(row, now) then
+  if row == nil or not alive(row.tn, row.exp, nil, now) then
     if row ~= nil then purged = purged + 1 end
     if not dry then
       if row == nil then orphans[id] = true end
@@ -52,9 +52,9 @@ if next(orphans) ~= nil then erase_orphan_events(orphans) end  -- rare: one scan
 local idle = {}
 for _, id in ipairs(due(K_IDLE)) do
   local row = hgetall(kc(id))
-  if row ~= nil and idle_from[row.st] and tonumber(row.idl) <= now and not is_expired(row, now) then
+  if row ~= nil and idle_from[row.st] and tonumber(row.idl) <= now and alive(row.tn, row.exp, nil, now) then
     idle[#idle + 1] = row
-  elseif not dry and (row == nil or not idle_from[row.st] or is_expired(row, now)) then
+  elseif not dry and (row == nil or not idle_from[row.st] or not alive(row.tn, row.exp, nil, now)) then
     redis.call('ZREM', K_IDLE, id)  -- activity adds it back; expired ones never come back
   end
 end
