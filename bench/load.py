@@ -13,7 +13,10 @@ the sessions and the *watchers* use tenant ``load``, the idle followers tenant `
    0..2×``--think`` seconds between requests. Throughput, p50/p99/p999, errors, and from the
    store afterwards every acknowledged message at its seq, once (``lost``, ``duplicated``, …).
    Beside the sessions, one connection probes ``GET /readyz`` every 0.25 s (its latency under
-   load: an orchestrator's readiness check waits in the same queue as the requests).
+   load: an orchestrator's readiness check waits in the same queue as the requests). On
+   PostgreSQL, ``pg_transactions``: the database's commits, rollbacks and deadlocks
+   (``pg_stat_database``) over the phase, and commits per request: retried or re-run
+   statements under the load would show there (in-process a session's request is 7.5).
 3. **Followers**: F SSE streams of tenant ``quiet`` (dashboards of a quiet tenant) are opened;
    the workers' RSS growth per stream, their CPU time over an idle interval (beside the same
    interval without streams), and the store connections the server holds. Then the load again,
@@ -56,6 +59,7 @@ from bench.soak import (
     BACKENDS,
     Acked,
     Backend,
+    PostgresBackend,
     RedisBackend,
     SqliteBackend,
     Tally,
@@ -253,6 +257,25 @@ def store_connections(backend: Backend) -> dict[str, int] | None:
     return None
 
 
+PG_COUNTERS = ("xact_commit", "xact_rollback", "deadlocks")
+#: a session reports its transactions to pg_stat_database when it goes idle, at most once a
+#: second: the counters are read this long after the load stops
+PG_REPORT_DELAY = 1.5
+
+
+def pg_counters(url: str) -> dict[str, int]:
+    """The transaction counters of ``url``'s database (``pg_stat_database``)."""
+    import psycopg
+
+    with psycopg.connect(url.split("?", 1)[0], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit, xact_rollback, deadlocks FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return dict(zip(PG_COUNTERS, (int(n) for n in row), strict=True))
+
+
 # ---- the phases -------------------------------------------------------------------------------
 
 
@@ -327,6 +350,8 @@ class Phase:
     errors: dict[str, int] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)
     cpu: dict[str, float | None] = field(default_factory=dict)
+    #: PostgreSQL: pg_stat_database's counters over the phase (see ``pg_counters``)
+    store_counts: dict[str, int] = field(default_factory=dict)
 
     examples: dict[str, str] = field(default_factory=dict)
 
@@ -417,6 +442,8 @@ async def load(
     port: int, args: argparse.Namespace, prefix: str, servers: Servers
 ) -> tuple[Phase, float]:
     phase = Phase()
+    postgres = isinstance(servers.backend, PostgresBackend)
+    counted = pg_counters(servers.backend.url) if postgres else {}
     before = servers.cpu()
     lost_before = len(servers.lost)
     began = time.monotonic()
@@ -433,7 +460,12 @@ async def load(
     phase.cpu = {k: v - before[k] for k, v in servers.cpu().items()}
     if len(servers.lost) > lost_before:  # its CPU left the sum, its replacement's never joined
         phase.cpu["workers"] = None
-    return phase, time.monotonic() - began
+    took = time.monotonic() - began
+    if postgres:
+        await asyncio.sleep(PG_REPORT_DELAY)
+        now = pg_counters(servers.backend.url)
+        phase.store_counts = {k: now[k] - counted[k] for k in PG_COUNTERS}
+    return phase, took
 
 
 async def kill_worker(pid: int, after: float) -> None:
@@ -464,7 +496,11 @@ def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
         "error_examples": phase.examples,
         **{k: checked[k] for k in ("acknowledged", "lost", "duplicated", "out_of_order")},
         "not_gap_free": checked["not_gap_free"],
-    }
+        **({"pg_transactions": {
+            **phase.store_counts,
+            "commits_per_request": round(phase.store_counts["xact_commit"] / max(1, len(every)), 2),
+        }} if phase.store_counts else {}),
+    }  # fmt: skip
 
 
 def _mib(kib: int | None) -> float | None:

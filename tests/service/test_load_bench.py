@@ -8,17 +8,19 @@ and its results are in docs/performance.md ("Under load").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
-from bench.load import MUST_BE_ZERO, Servers, memory, rss_kib, run
+from bench.load import MUST_BE_ZERO, Servers, memory, pg_counters, rss_kib, run
 from bench.soak import SqliteBackend
 
-from tests._servers import unavailable
+from tests._servers import POSTGRES_BASE, require_reachable, unavailable, wait_until
 
 NEEDS = {"sqlite": None, "redis": "redis-server", "postgres": "initdb"}
 
@@ -46,6 +48,33 @@ def test_a_short_load_run_loses_nothing(backend: str) -> None:
         assert connections["in_xread"] <= args.workers
     elif backend == "postgres":  # one LISTEN session per worker process
         assert connections.get("threadkeep-events:soak", 0) <= args.workers
+    if backend == "postgres":  # the database's transactions over the phase (none retried)
+        counts = report["load"]["pg_transactions"]
+        assert counts["commits_per_request"] >= 3
+        assert counts["deadlocks"] == 0
+
+
+def test_pg_counters_are_the_databases_commits_and_rollbacks() -> None:
+    # what bench.load reports per request on PostgreSQL (pg_transactions): a session's
+    # statements in autocommit count one commit each, a failed one a rollback
+    require_reachable(POSTGRES_BASE)
+    before = pg_counters(POSTGRES_BASE)
+    with psycopg.connect(POSTGRES_BASE.split("?", 1)[0], autocommit=True) as conn:
+        for _ in range(3):
+            conn.execute("SELECT 1")
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+    # a session reports its counts when it ends (other sessions of the database add theirs)
+
+    def counted() -> bool:
+        now = pg_counters(POSTGRES_BASE)
+        return (
+            now["xact_commit"] - before["xact_commit"] >= 3
+            and now["xact_rollback"] - before["xact_rollback"] >= 1
+        )
+
+    wait_until("the session's transactions in pg_stat_database", counted, 30)
+    assert set(before) == {"xact_commit", "xact_rollback", "deadlocks"}
 
 
 def _gone_pid() -> int:
