@@ -425,3 +425,72 @@ def test_a_save_that_loses_a_deadlock_is_retried_async(migrated: str) -> None:
 
     asyncio.run(run())
     _saved_once(migrated)
+
+
+def _end_a_save_waiting_for_the_row(migrated: str, start_save: Any) -> None:
+    """Call ``start_save`` while another transaction holds the conversation's row, end the
+    save's session while it waits for that row (a server restart, a failover), then let the
+    row go. The save had certainly not committed: it must be retried, not refused as a
+    commit of unknown outcome."""
+    with connect(migrated) as other:
+        locked = "SELECT FROM conversations FOR UPDATE"
+        assert other.execute(locked).fetchall() == [()]
+        start_save()
+        holder = other.info.backend_pid
+        wait_until("the save to wait for the row", lambda: blocked_by(holder))
+        with psycopg.connect(SHARED, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE %s = ANY(pg_blocking_pids(pid))",
+                (holder,),
+            ).fetchall()
+        assert ended == [(True,)]
+        wait_until("the retried save to wait again", lambda: blocked_by(holder))
+        other.rollback()
+
+
+def test_a_save_whose_session_ends_while_it_waits_for_the_row_is_retried(
+    migrated: str,
+) -> None:
+    """The row lock goes in the save's one flush with COMMIT, but it is taken with SKIP
+    LOCKED: a save that finds the row busy writes nothing and takes the row in a pass of its
+    own, answered before its COMMIT is queued (which also no longer counts as committing
+    because the pass before it committed), so losing the session while waiting is retried."""
+    with threadkeep.open(url_of(migrated)) as store:
+        conv = store.resume("c", tenant="t")
+        assert store.save_state(conv.id, {"n": 1}) == 1
+        saves: list[Any] = []
+
+        def start() -> None:
+            save = lambda: store.save_state(conv.id, {"n": 2}, expected_version=1)  # noqa: E731
+            saves.append(call_in_thread(save))
+
+        _end_a_save_waiting_for_the_row(migrated, start)
+        thread, out = saves[0]
+        thread.join(60)
+        assert out == [2]
+        assert store.load_state(conv.id).value == {"n": 2}
+
+
+def test_a_save_whose_session_ends_while_it_waits_for_the_row_is_retried_async(
+    migrated: str,
+) -> None:
+    async def run() -> None:
+        store = await threadkeep.open_async(url_of(migrated))
+        try:
+            conv = await store.resume("c", tenant="t")
+            assert await store.save_state(conv.id, {"n": 1}) == 1
+            loop = asyncio.get_running_loop()
+            saves: list[Any] = []
+
+            def start() -> None:
+                save = store.save_state(conv.id, {"n": 2}, expected_version=1)
+                saves.append(asyncio.run_coroutine_threadsafe(save, loop))
+
+            await asyncio.to_thread(_end_a_save_waiting_for_the_row, migrated, start)
+            assert await asyncio.wrap_future(saves[0]) == 2
+            assert (await store.load_state(conv.id)).value == {"n": 2}
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())

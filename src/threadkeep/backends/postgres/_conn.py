@@ -266,6 +266,8 @@ def pump(
             return cast(T, done.value)
         while True:  # a transaction a pass
             closing = False
+            if ending is not None:  # the pass before committed (its COMMIT was answered)
+                ending.committing = False
             with conn.pipeline() as pipeline:
                 conn.execute(BEGIN)
                 emitted = False

@@ -547,6 +547,8 @@ class Flows:
         if not rows:
             return cast("Result[int]", decide.save_state(None, op, None))
         answer = rows[0]
+        if not answer[23]:  # the row was busy: lock it (answered) before COMMIT is queued
+            return (yield from self._save_locked(op))
         verdict = decide.save_state(_common.decode_conversation(answer[1:]), op, answer[22])
         if isinstance(verdict, Result):
             return verdict

@@ -1020,8 +1020,10 @@ SAVE_STATE: Final = Unread(
 #: save_state()'s row lock, sent without waiting for its answer (``SAVE``, the next
 #: statement, answers the row it locked).
 LOCK_FOR_SAVE: Final = Routed(
-    Unread("SELECT FROM conversations WHERE tenant = %(tenant)s AND id = %(id)s FOR UPDATE"),
-    Unread("SELECT FROM conversations WHERE id = %(id)s FOR UPDATE"),
+    Unread("SELECT set_config('threadkeep.locked', count(*)::text, true) FROM (SELECT FROM "
+        "conversations WHERE tenant = %(tenant)s AND id = %(id)s FOR UPDATE SKIP LOCKED) l"),
+    Unread("SELECT set_config('threadkeep.locked', count(*)::text, true) FROM (SELECT FROM "
+        "conversations WHERE id = %(id)s FOR UPDATE SKIP LOCKED) l"),
 )
 #: A state save in one statement, behind LOCK_FOR_SAVE (so in a snapshot taken with the row
 #: locked: every version a save committed before is seen). It writes only what
@@ -1041,7 +1043,8 @@ _SAVE: Final = (
     "coalesce((SELECT value_json FROM r), %(value)s::text) AS value FROM c "
     "WHERE (c.expires_us IS NULL OR c.expires_us > %(now)s::bigint) "
     "AND (%(expected)s::bigint IS NULL OR c.state_version = %(expected)s::bigint) "
-    "AND (%(to)s::bigint IS NULL OR EXISTS (SELECT FROM r))), "
+    "AND (%(to)s::bigint IS NULL OR EXISTS (SELECT FROM r)) "
+    "AND current_setting('threadkeep.locked', true) = '1'), "
     "s AS (INSERT INTO states (tenant, conversation_id, version, value_json, saved_us) "
     "SELECT {tenant}, v.id, v.version, v.value, %(now)s::bigint FROM c, v), "
     "t AS (DELETE FROM states d USING v WHERE d.tenant = {tenant} "
@@ -1053,7 +1056,8 @@ _SAVE: Final = (
     "e AS (SELECT emit_event(%(kind)s::text, {tenant}, v.id, "
     "'{{\"version\":' || v.version || '}}', %(now)s::bigint, %(keep)s::bigint, 0) "
     "FROM c, v) "
-    "SELECT (SELECT count(*) FROM e) > 0, c.*, (SELECT value_json FROM r) FROM c"
+    "SELECT (SELECT count(*) FROM e) > 0, c.*, (SELECT value_json FROM r), "
+    "current_setting('threadkeep.locked', true) = '1' FROM c"
 )
 #: The tenant given (its partition named in the plan), or the locked row's (by id alone).
 SAVE: Final = Routed(

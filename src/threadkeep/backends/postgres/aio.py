@@ -72,6 +72,8 @@ async def _pump(
             return cast(T, done.value)
         while True:  # a transaction a pass
             closing = False
+            if ending is not None:  # the pass before committed (its COMMIT was answered)
+                ending.committing = False
             async with conn.pipeline() as pipeline:
                 await conn.execute(BEGIN)
                 emitted = False
