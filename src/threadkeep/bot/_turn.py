@@ -14,7 +14,6 @@ the conversation, or an anonymous retry, finds the first delivery.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
@@ -47,15 +46,7 @@ __all__ = [
 #: Facts whose key starts with this are threadkeep's own notes, not what a contact told us.
 INTERNAL_FACT: Final = "_"
 _KEY_FACT: Final = "_chat_turn:"
-_LOOK_AHEAD: Final = 50  # messages read after a replayed one to find its reply
-#: The store ops that change no conversation (its status, stage, metadata, agent, state
-#: version, messages): a bot that ran only these left the conversation as the turn read it.
-_KEEPS_CONVERSATIONS: Final = frozenset(
-    {
-        "get", "find_open", "list", "counts", "read_messages", "message_by_key",
-        "read_context", "load_state", "read_events", "recall", "remember",
-    }
-)  # fmt: skip
+_LOOK_AHEAD: Final = 50  # messages read after a replayed one to find its reply (or a page's)
 
 
 #: What a bot's ``respond`` returns: the reply text; or items, each ``(role, content)`` or
@@ -148,7 +139,6 @@ async def answer(
     idempotency_key: str | None = None,
     lease: float = 30.0,
     wait: float = 5.0,
-    read_after: bool = True,
 ) -> Answer:
     """Store ``text`` as the user's message and let ``bot`` answer it, under the turn lease.
 
@@ -163,16 +153,6 @@ async def answer(
         idempotency_key: a retried delivery with the same key gets the first answer again.
         lease: seconds the turn lease lasts if this worker dies.
         wait: seconds to wait for another worker's turn on the conversation.
-        read_after: read the conversation once more after the turn (the default). False: when
-            the turn changed the conversation only by its messages (the bot ran no store op
-            that changes a conversation, or was not asked), ``Answer.conversation`` is the one
-            the turn read under its lease once the user's message was stored, and the turn
-            makes one store call fewer. Its status and stage are those after the turn (a
-            reply changes neither), unless another worker or an agent changed them while the
-            turn ran; its ``message_count``, ``last_activity_at`` and ``expires_at`` do not
-            count the reply. When the turn closed the conversation ("STOP"), it is the closed
-            conversation ``close_conversation`` returned. The service and ``threadkeep chat``
-            use only the status and stage.
 
     Returns:
         The stored message, the stored reply (if any) and the conversation after the turn.
@@ -211,7 +191,6 @@ async def answer(
     # Without a key, a given conversation is not read first: taking its lease finds it (or
     # raises ConversationNotFound), and respond_to reads it once the message is stored.
     message: Message | None = None
-    after: Conversation | None = None  # the conversation after the turn, when the turn knows it
     writing = False  # from here on, a failure may have stored the message
     try:
         async with store.turn(conversation_id, lease=lease, timeout=wait, tenant=tenant) as turn:
@@ -227,10 +206,8 @@ async def answer(
                 if reply is None:
                     reply = await respond_to(store, bot, turn, message, tenant)
             else:
-                reply, after = await _respond(store, bot, turn, message, tenant)
-        conv = after if after is not None and not read_after else None
-        if conv is None:
-            conv = await store.get(conversation_id, tenant=tenant)
+                reply = await respond_to(store, bot, turn, message, tenant)
+        conv = await store.get(conversation_id, tenant=tenant)
     except BackendUnavailable as exc:
         if not writing:
             raise  # nothing of this turn was written
@@ -261,27 +238,9 @@ async def respond_to(
     contact who opted out. "STOP" (and the like) records the opt-out as a contact fact,
     confirms it once and closes the conversation; "START" from a contact who opted out lifts it.
     """
-    reply, _ = await _respond(store, bot, turn, message, tenant, metadata)
-    return reply
-
-
-async def _respond(
-    store: AsyncStore,
-    bot: Bot,
-    turn: AsyncTurn,
-    message: Message,
-    tenant: str,
-    metadata: Mapping[str, Any] | None = None,
-) -> tuple[Message | None, Conversation | None]:
-    """Respond as respond_to does; also return the conversation after the turn, or None.
-
-    The conversation is known when nothing changed it but the reply, whose append changes
-    neither status nor stage (or it is the one "STOP" closed); None when the bot ran a store
-    op that may have changed it.
-    """
     conv = await store.get(message.conversation_id, tenant=tenant)
     if conv.status == Status.CLOSED:
-        return None, conv
+        return None
     said = consent(message.content)
     silenced = await opted_out(store, conv.contact_id, tenant=tenant)
     if said == "stop" or (said == "start" and silenced):
@@ -293,59 +252,18 @@ async def _respond(
             meta = {**(metadata or {}), "reply_to": message.seq, "consent": said}
             reply = await turn.append("assistant", words, metadata=meta)
         if stop:
-            conv = await store.close_conversation(conv.id, tenant=tenant)
-        return reply, conv
+            await store.close_conversation(conv.id, tenant=tenant)
+        return reply
     if conv.status == Status.WAITING_AGENT or silenced:
-        return None, conv
-    view, watched = _Watched.of(store)
-    answered = await bot.respond(view, conv, message)
-    after = None if watched.changed else conv
+        return None
+    answered = await bot.respond(store, conv, message)
     if not answered:
-        return None, after
+        return None
     extra = dict(metadata or {})
     if isinstance(answered, str):
-        meta = {**extra, "reply_to": message.seq}
-        return await turn.append("assistant", answered, metadata=meta), after
+        return await turn.append("assistant", answered, metadata={**extra, "reply_to": message.seq})
     stored = await turn.append_many([_replying(item, message.seq, extra) for item in answered])
-    return (_the_reply(stored) if stored else None), after
-
-
-class _Watched:
-    """The backend of a bot's view of the store: runs each op through the store.
-
-    It notes whether one may change a conversation (``_KEEPS_CONVERSATIONS`` lists those that
-    do not).
-    """
-
-    def __init__(self, store: AsyncStore) -> None:
-        self._store = store
-        self.changed = False
-
-    @staticmethod
-    def of(store: AsyncStore) -> tuple[AsyncStore, _Watched]:
-        """Return a watched copy of ``store`` and its watcher.
-
-        The copy has the store's class, settings, clock and connections; ``store`` itself,
-        which other requests share, is left unchanged.
-        """
-        watched = _Watched(store)
-        view = copy.copy(store)
-        view._backend = watched
-        return view, watched
-
-    async def execute(self, op: Any) -> Any:
-        """Note whether ``op`` may change a conversation; run it as the store would."""
-        if op.name not in _KEEPS_CONVERSATIONS:
-            self.changed = True
-        return await self._store._execute(op)
-
-    async def ping(self) -> None:
-        """Ping the store's backend."""
-        await self._store.ping()
-
-    async def close(self) -> None:
-        """Close the store (a bot has no reason to)."""
-        await self._store.aclose()
+    return _the_reply(stored) if stored else None
 
 
 def _replying(item: tuple[Any, ...], seq: int, extra: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -376,7 +294,10 @@ def _check_same(message: Message, text: str) -> None:
 async def _stored_reply(store: AsyncStore, message: Message, tenant: str) -> Message | None:
     """The reply stored for ``message`` (see ``_the_reply``, among its ``reply_to``), or None."""
     following = await store.messages(
-        message.conversation_id, after=message.seq, limit=_LOOK_AHEAD, tenant=tenant
+        message.conversation_id,
+        after=message.seq,
+        limit=min(_LOOK_AHEAD, store.limits.max_page),
+        tenant=tenant,
     )
     return _reply_among(following, message)
 
@@ -415,9 +336,10 @@ async def _replay(
     """
     conv_id, seq = str(earlier["conversation_id"]), int(earlier["seq"])
     try:
-        # the message and those after it, where its reply is: one read
-        found = await store.messages(conv_id, after=seq - 1, limit=1 + _LOOK_AHEAD, tenant=tenant)
-        if not found:  # trimmed by max_messages: nothing left to replay
+        # the message and those after it, where its reply is: one read (a page's worth)
+        ahead = min(1 + _LOOK_AHEAD, store.limits.max_page)
+        found = await store.messages(conv_id, after=seq - 1, limit=ahead, tenant=tenant)
+        if not found or found[0].seq != seq:  # trimmed by max_messages: nothing to replay
             raise InvalidInput(
                 f"the message of this Idempotency-Key is no longer kept (conversation {conv_id})",
                 field="Idempotency-Key",

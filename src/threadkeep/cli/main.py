@@ -571,9 +571,8 @@ async def _chat(
                     continue
                 try:
                     await answer(
-                        s, bot, text, tenant=tenant, conversation_id=screen.conv.id, wait=wait,
-                        read_after=False,  # the answer is not used: the screen reads on
-                    )  # fmt: skip
+                        s, bot, text, tenant=tenant, conversation_id=screen.conv.id, wait=wait
+                    )
                 except TurnInProgress:
                     _note("another screen is answering this conversation; send that again shortly")
                     continue
@@ -582,10 +581,7 @@ async def _chat(
                     fresh = await s.resume(screen.conv.contact_id, tenant=tenant, channel="cli")
                     _note(f"that conversation was closed; continuing in {fresh.id}")
                     screen.switch(fresh)
-                    await answer(
-                        s, bot, text, tenant=tenant, conversation_id=fresh.id, wait=wait,
-                        read_after=False,
-                    )  # fmt: skip
+                    await answer(s, bot, text, tenant=tenant, conversation_id=fresh.id, wait=wait)
                 await screen.refresh()
         finally:
             screen.stopping.set()

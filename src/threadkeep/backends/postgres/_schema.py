@@ -1018,12 +1018,19 @@ SAVE_STATE: Final = Unread(
     "WHERE tenant = %(tenant)s AND id = %(id)s"
 )
 #: save_state()'s row lock, sent without waiting for its answer (``SAVE``, the next
-#: statement, answers the row it locked).
+#: statement, answers the row it locked). SKIP LOCKED: a busy row is not waited for inside
+#: the flush that carries COMMIT (a session lost while waiting would be taken for a commit of
+#: unknown outcome); the transaction notes whether it got the lock (threadkeep.locked), SAVE
+#: writes only then, and the flow takes a busy row in a pass of its own (``_save_locked``).
 LOCK_FOR_SAVE: Final = Routed(
-    Unread("SELECT set_config('threadkeep.locked', count(*)::text, true) FROM (SELECT FROM "
-        "conversations WHERE tenant = %(tenant)s AND id = %(id)s FOR UPDATE SKIP LOCKED) l"),
-    Unread("SELECT set_config('threadkeep.locked', count(*)::text, true) FROM (SELECT FROM "
-        "conversations WHERE id = %(id)s FOR UPDATE SKIP LOCKED) l"),
+    Unread(
+        "SELECT set_config('threadkeep.locked', count(*)::text, true) FROM (SELECT FROM "
+        "conversations WHERE tenant = %(tenant)s AND id = %(id)s FOR UPDATE SKIP LOCKED) l"
+    ),
+    Unread(
+        "SELECT set_config('threadkeep.locked', count(*)::text, true) FROM (SELECT FROM "
+        "conversations WHERE id = %(id)s FOR UPDATE SKIP LOCKED) l"
+    ),
 )
 #: A state save in one statement, behind LOCK_FOR_SAVE (so in a snapshot taken with the row
 #: locked: every version a save committed before is seen). It writes only what

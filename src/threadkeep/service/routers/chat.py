@@ -124,7 +124,6 @@ async def chat(
             idempotency_key=idempotency_key,
             lease=settings.turn_lease,
             wait=settings.turn_wait,
-            read_after=False,  # the answer uses its status and stage: no read after the turn
         )
     except BackendUnavailable as exc:  # nothing was written (TurnIncomplete is a 503 instead)
         log.warning(
