@@ -69,6 +69,14 @@ class Limits:
     max_payload_bytes: int = 1024 * 1024
     max_batch: int = 1000
 
+    def __post_init__(self) -> None:
+        if self.state_versions_kept < 1:  # load_state answers the newest version kept
+            raise InvalidInput(
+                "state_versions_kept must be at least 1", field="state_versions_kept"
+            )
+        if self.events_kept < 0:
+            raise InvalidInput("events_kept must be at least 0", field="events_kept")
+
 
 DEFAULT_RETENTION: Final = Retention()
 DEFAULT_LIMITS: Final = Limits()

@@ -169,3 +169,17 @@ def test_a_replayed_retry_key_leaves_no_caller_key(own_server: RedisServer) -> N
         assert not client.hexists(Keys("both").idempotency(conv.id), "k-new")
         assert [m.content for m in store.messages(conv.id)] == ["hi"]
         client.close()
+
+
+def test_appends_work_when_the_log_keeps_no_events(own_server: RedisServer) -> None:
+    """events_kept=0: every event is trimmed as it is written (the conversation's list of its
+    event ids too), and appends succeed (the list's trim was LTRIM -0, which Redis refused
+    after the message had been written)."""
+    limits = threadkeep.Limits(events_kept=0)
+    with threadkeep.open(own_server.url + "?prefix=nolog", limits=limits) as store:
+        conv = store.start("a")
+        for text in ("one", "two", "three"):
+            store.append(conv.id, "user", text)
+        assert [m.content for m in store.messages(conv.id)] == ["one", "two", "three"]
+        assert list(store.events(timeout=0)) == []
+        assert own_server.client().llen(Keys("nolog").event_ids(conv.id)) <= 1

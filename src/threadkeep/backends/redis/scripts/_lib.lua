@@ -268,8 +268,8 @@ local function emit(kind, tenant, conv, data, at, keep, untracked, record_ms)
   if length == 1 then  -- a new list: it expires with the conversation's record
     local at_ms = record_ms or redis.call('PEXPIRETIME', kc(conv))
     if at_ms > 0 then redis.call('PEXPIREAT', ke(conv), at_ms) end
-  elseif length > keep then
-    redis.call('LTRIM', ke(conv), -keep, -1)
+  elseif length > keep then  -- from the start (keep 0 would be -0: not an integer to Redis)
+    redis.call('LTRIM', ke(conv), length - keep, -1)
   end
 end
 
