@@ -104,6 +104,29 @@ def test_sweep_deletes_the_placeholders_at_or_below_the_floor(schema: str) -> No
         assert _floor(schema) == 4
 
 
+def test_sweep_deletes_the_events_left_below_the_floor(schema: str) -> None:
+    """An event still uncommitted when its id was trimmed stays below the floor, where no
+    trim comes and no reader looks: sweep deletes it, so the log holds about events_kept
+    rows under concurrent writers (it stayed until its conversation was erased)."""
+    with threadkeep.open(url_of(schema), limits=threadkeep.Limits(events_kept=2)) as store:
+        late = store.start(contact_id="c1", tenant="t")  # event 1
+        with connect(schema) as slow:  # event 2, uncommitted through its trim
+            slow.execute(
+                "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
+                "VALUES ('stage.changed', 't', %s, '{}', 0)",
+                (late.id,),
+            )
+            other = store.start(contact_id="c2", tenant="t")  # event 3 trims id 1
+            for stage in ("Q1", "Q2", "Q3"):  # events 4, 5, 6 trim ids 2 (not yet), 3, 4
+                store.set_stage(other.id, stage, tenant="t")
+            slow.commit()
+        assert _floor(schema) == 4
+        assert _rows(schema) == [(2, "t"), (5, "t"), (6, "t")]
+        store.sweep()
+        assert _rows(schema) == [(5, "t"), (6, "t")]
+        assert [e.kind.value for e in store.events(tenant="t", timeout=0)] == ["stage.changed"] * 2
+
+
 @pytest.mark.parametrize("partitions", [0, 2])
 def test_events_erased_before_version_9_get_placeholders_on_upgrade(
     schema: str, partitions: int

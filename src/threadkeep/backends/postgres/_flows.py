@@ -693,9 +693,9 @@ class Flows:
             yield COMMIT
             if len(rows) < batch:
                 break
-        while True:  # erased events' placeholders no trim will visit (none, mostly)
+        while True:  # rows at or below the log's floor no trim will visit (none, mostly)
             yield schema.GENERIC_PLANS, {}
-            rows = yield schema.PURGE_PLACEHOLDERS, {"n": batch}
+            rows = yield schema.PURGE_BELOW_FLOOR, {"n": batch}
             yield COMMIT
             if len(rows) < batch:
                 break

@@ -570,7 +570,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # was taken), so the floor stayed and the placeholder stayed for good: when the DELETE
     # found nothing, a second one (a new statement, a new snapshot) takes the placeholder. A
     # placeholder at or below the floor (its event was uncommitted when its id was trimmed)
-    # is deleted by sweep (PURGE_PLACEHOLDERS). Events erased before version 9 left no
+    # is deleted by sweep (PURGE_BELOW_FLOOR). Events erased before version 9 left no
     # placeholder: their ids get one here, so the trim raises the floor past them and a
     # cursor from before them expires. An erased id and one never used (a write rolled back
     # after drawing it) cannot be told apart, so every id missing between the floor and the
@@ -947,7 +947,7 @@ READ_EVENTS: Final = Routed(
 #: returns), which the log's trim deletes in its turn and so raises the floor past it: a
 #: cursor from before an erased event expires when that event's trim comes, and an id that
 #: never became an event (no row to delete) raises nothing. A placeholder whose id was
-#: trimmed already (the event was uncommitted then) is sweep's (``PURGE_PLACEHOLDERS``).
+#: trimmed already (the event was uncommitted then) is sweep's (``PURGE_BELOW_FLOOR``).
 _ERASE_EVENTS: Final = (
     f"WITH gone AS (DELETE FROM events WHERE {_PAIRS.format(column='conversation_id')} "
     "RETURNING id), kept AS (INSERT INTO events (id, kind, tenant, conversation_id, "
@@ -1136,17 +1136,19 @@ PURGE_FACTS: Final = (
     "FOR UPDATE SKIP LOCKED) RETURNING 1"
 )
 
-#: Deletes up to %(n)s placeholders (erased events' ids, tenant '') at or below the log's
-#: floor, lowest first: a range of the ``(tenant, id)`` key (one partition of a partitioned
-#: schema, the tenant named in both scans). The trim deletes a placeholder
-#: above the floor when its id's turn comes; one at or below it no trim visits again (the
-#: event it replaced was still uncommitted when its id was trimmed, and was erased later). It
-#: serves nothing: no read returns an id at or below the floor, which never falls. Erasure
-#: cannot leave those out itself: the floor it reads may pass the id after it (a later id's
-#: trim), and the trim of that id may have come already.
-PURGE_PLACEHOLDERS: Final = (
-    "DELETE FROM events WHERE tenant = '' AND id IN (SELECT id FROM events "
-    "WHERE tenant = '' AND id <= (SELECT max(floor) FROM events_floors) ORDER BY id "
+#: Deletes up to %(n)s rows at or below the log's floor, lowest first: placeholders (erased
+#: events' ids, tenant '') and events. The trim deletes an id's row when its turn comes; a row
+#: at or below the floor is one no trim visits again: its event was still uncommitted when
+#: its id was trimmed (an event, or the placeholder left when it was erased later). It serves
+#: nothing: no read returns an id at or below the floor, which never falls, and a cursor
+#: below the floor expires. Without this, such rows stayed for good and the table outgrew
+#: ``events_kept`` under concurrent writers. Erasure cannot leave placeholders out itself:
+#: the floor it reads may pass the id after it (a later id's trim), and the trim of that id
+#: may have come already. An index range of ``events_id`` (each partition's on a partitioned
+#: schema); a row being written is skipped (SKIP LOCKED) for the next sweep.
+PURGE_BELOW_FLOOR: Final = (
+    "DELETE FROM events WHERE (tenant, id) IN (SELECT tenant, id FROM events "
+    "WHERE id <= (SELECT max(floor) FROM events_floors) ORDER BY id "
     "LIMIT %(n)s FOR UPDATE SKIP LOCKED) RETURNING 1"
 )
 
