@@ -28,6 +28,19 @@ def drop_schema(schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def schema_at_version(conn: psycopg.Connection[Any], schema: str, version: int) -> None:
+    """Create ``schema`` on ``conn`` at migration ``version`` (an older threadkeep's), its
+    search path set: what an upgrade starts from."""
+    from threadkeep.backends.postgres._schema import MIGRATIONS, VERSION_TABLE
+
+    conn.execute(f'CREATE SCHEMA "{schema}"')
+    conn.execute(f'SET search_path TO "{schema}"')
+    conn.execute(VERSION_TABLE)
+    for number, sql in enumerate(MIGRATIONS[:version], start=1):
+        conn.execute(sql)
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+
+
 def open_backend(schema: str) -> Any:
     from threadkeep.backends.postgres.sync import PostgresBackend
 

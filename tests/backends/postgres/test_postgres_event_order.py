@@ -26,6 +26,7 @@ from tests.backends.postgres._helpers import (
     flows_of,
     listening,
     now_us,
+    schema_at_version,
     url_of,
 )
 from threadkeep._rules import ops
@@ -139,15 +140,8 @@ def test_upgrade_keeps_events_and_cursors(schema: str) -> None:
     """A schema at version 6 with events is upgraded: its events keep their ids as cursors,
     a cursor given out before reads on, new events come after the old ones, the log's floor
     still expires what was trimmed."""
-    from threadkeep.backends.postgres._schema import MIGRATIONS, VERSION_TABLE
-
     with psycopg.connect(SHARED) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute(VERSION_TABLE)
-        for version, sql in enumerate(MIGRATIONS[:6], start=1):
-            conn.execute(sql)
-            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        schema_at_version(conn, schema, 6)
         conn.execute(
             "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
             "SELECT 'conversation.deleted', 't', 'c' || g, '{}', g FROM generate_series(1, 5) g"

@@ -17,6 +17,7 @@ from tests.backends.postgres._helpers import (
     now_us,
     open_and_report,
     open_backend,
+    schema_at_version,
     url_of,
 )
 
@@ -55,18 +56,13 @@ def test_upgrade_from_version_1_keeps_messages(schema: str) -> None:
     from threadkeep.backends.postgres._schema import (
         INSERT_CONVERSATION,
         MIGRATIONS,
-        VERSION_TABLE,
         encode_conversation,
     )
 
     now = now_us()
     row = make_row(1, random.Random(3), now)
     with psycopg.connect(SHARED) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute(VERSION_TABLE)
-        conn.execute(MIGRATIONS[0])
-        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        schema_at_version(conn, schema, 1)
         v1_insert = INSERT_CONVERSATION.replace("(tenant, id)", "(id)")  # version 1's key
         conn.execute(v1_insert, encode_conversation(row))
         conn.execute(

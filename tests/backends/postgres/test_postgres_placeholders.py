@@ -17,6 +17,7 @@ from tests.backends.postgres._helpers import (
     drop_schema,
     flows_of,
     now_us,
+    schema_at_version,
     url_of,
 )
 from threadkeep._rules import ops
@@ -73,6 +74,27 @@ def test_a_trim_that_waited_on_an_erasure_deletes_its_placeholder(schema: str) -
         ]
 
 
+def _event_left_below_the_floor(
+    store: threadkeep.Store, schema: str
+) -> tuple[threadkeep.Conversation, threadkeep.Conversation]:
+    """With ``store`` keeping 2 events: event 2 (of the first conversation) is still
+    uncommitted when its id is trimmed, then commits, below the floor (4); returns the two
+    conversations."""
+    late = store.start(contact_id="c1", tenant="t")  # event 1
+    with connect(schema) as slow:  # event 2, uncommitted through its trim
+        slow.execute(
+            "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
+            "VALUES ('stage.changed', 't', %s, '{}', 0)",
+            (late.id,),
+        )
+        other = store.start(contact_id="c2", tenant="t")  # event 3 trims id 1
+        for stage in ("Q1", "Q2", "Q3"):  # events 4, 5, 6 trim ids 2 (not yet), 3, 4
+            store.set_stage(other.id, stage, tenant="t")
+        slow.commit()
+    assert _floor(schema) == 4
+    return late, other
+
+
 def test_sweep_deletes_the_placeholders_at_or_below_the_floor(schema: str) -> None:
     """An event still uncommitted when its id was trimmed, erased later, leaves its
     placeholder below the floor, where no trim comes: sweep deletes it, and only such
@@ -82,18 +104,7 @@ def test_sweep_deletes_the_placeholders_at_or_below_the_floor(schema: str) -> No
         threadkeep.open(url, limits=threadkeep.Limits(events_kept=2)) as store,
         threadkeep.open(url) as eraser,  # its writes trim nothing (10,000 kept)
     ):
-        late = store.start(contact_id="c1", tenant="t")  # event 1
-        with connect(schema) as slow:  # event 2, uncommitted through its trim
-            slow.execute(
-                "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
-                "VALUES ('stage.changed', 't', %s, '{}', 0)",
-                (late.id,),
-            )
-            other = store.start(contact_id="c2", tenant="t")  # event 3 trims id 1
-            for stage in ("Q1", "Q2", "Q3"):  # events 4, 5, 6 trim ids 2 (not yet), 3, 4
-                store.set_stage(other.id, stage, tenant="t")
-            slow.commit()
-        assert _floor(schema) == 4
+        late, other = _event_left_below_the_floor(store, schema)
         assert _rows(schema) == [(2, "t"), (5, "t"), (6, "t")]  # 2 left below the floor
         eraser.delete(late.id, tenant="t")  # event 7; a placeholder at 2
         eraser.delete(other.id, tenant="t")  # event 8; placeholders at 5 and 6
@@ -109,18 +120,7 @@ def test_sweep_deletes_the_events_left_below_the_floor(schema: str) -> None:
     trim comes and no reader looks: sweep deletes it, so the log holds about events_kept
     rows under concurrent writers (it stayed until its conversation was erased)."""
     with threadkeep.open(url_of(schema), limits=threadkeep.Limits(events_kept=2)) as store:
-        late = store.start(contact_id="c1", tenant="t")  # event 1
-        with connect(schema) as slow:  # event 2, uncommitted through its trim
-            slow.execute(
-                "INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
-                "VALUES ('stage.changed', 't', %s, '{}', 0)",
-                (late.id,),
-            )
-            other = store.start(contact_id="c2", tenant="t")  # event 3 trims id 1
-            for stage in ("Q1", "Q2", "Q3"):  # events 4, 5, 6 trim ids 2 (not yet), 3, 4
-                store.set_stage(other.id, stage, tenant="t")
-            slow.commit()
-        assert _floor(schema) == 4
+        _event_left_below_the_floor(store, schema)
         assert _rows(schema) == [(2, "t"), (5, "t"), (6, "t")]
         store.sweep()
         assert _rows(schema) == [(5, "t"), (6, "t")]
@@ -136,20 +136,10 @@ def test_events_erased_before_version_9_get_placeholders_on_upgrade(
     event erased before the upgrade raises the floor past it and a cursor from before it
     expires (in 9 it read on), and every placeholder leaves with its trim. The same on a
     schema partitioned by tenant."""
-    from threadkeep.backends.postgres._schema import (
-        MIGRATIONS,
-        PARTITION,
-        SET_PARTITIONS,
-        VERSION_TABLE,
-    )
+    from threadkeep.backends.postgres._schema import PARTITION, SET_PARTITIONS
 
     with psycopg.connect(SHARED) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute(VERSION_TABLE)
-        for version, sql in enumerate(MIGRATIONS[:8], start=1):
-            conn.execute(sql)
-            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        schema_at_version(conn, schema, 8)
         if partitions:
             conn.execute(SET_PARTITIONS, {"n": str(partitions)})
             conn.execute(PARTITION)

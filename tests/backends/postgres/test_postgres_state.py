@@ -379,12 +379,9 @@ def _saved_once(migrated: str) -> None:
     assert version == (2,)
 
 
-def test_a_save_that_loses_a_deadlock_is_retried(migrated: str) -> None:
-    """The lock, the save and COMMIT go in one flush. A server error before COMMIT ran (here
-    the save is chosen to end a deadlock) leaves the transaction open and failed, so it did
-    not commit: the save is retried as every flow retries a deadlock, and applied once (not
-    refused as a commit of unknown outcome)."""
-    limits = threadkeep.Limits(state_versions_kept=1)
+def _second_save(migrated: str, interfere: Any, limits: threadkeep.Limits | None = None) -> None:
+    """Save version 1, then version 2 (expecting 1) from a thread while ``interfere(migrated,
+    start)`` runs (``start`` starts that save): it lands once, as version 2."""
     with threadkeep.open(url_of(migrated), limits=limits) as store:
         conv = store.resume("c", tenant="t")
         assert store.save_state(conv.id, {"n": 1}) == 1
@@ -394,16 +391,17 @@ def test_a_save_that_loses_a_deadlock_is_retried(migrated: str) -> None:
             save = lambda: store.save_state(conv.id, {"n": 2}, expected_version=1)  # noqa: E731
             saves.append(call_in_thread(save))
 
-        _lose_a_deadlock(migrated, start)
+        interfere(migrated, start)
         thread, out = saves[0]
         thread.join(60)
         assert out == [2]
         assert store.load_state(conv.id).value == {"n": 2}
-    _saved_once(migrated)
 
 
-def test_a_save_that_loses_a_deadlock_is_retried_async(migrated: str) -> None:
-    limits = threadkeep.Limits(state_versions_kept=1)
+def _second_save_async(
+    migrated: str, interfere: Any, limits: threadkeep.Limits | None = None
+) -> None:
+    """``_second_save`` on the asyncio store (``interfere`` runs in a thread)."""
 
     async def run() -> None:
         store = await threadkeep.open_async(url_of(migrated), limits=limits)
@@ -417,13 +415,29 @@ def test_a_save_that_loses_a_deadlock_is_retried_async(migrated: str) -> None:
                 save = store.save_state(conv.id, {"n": 2}, expected_version=1)
                 saves.append(asyncio.run_coroutine_threadsafe(save, loop))
 
-            await asyncio.to_thread(_lose_a_deadlock, migrated, start)
+            await asyncio.to_thread(interfere, migrated, start)
             assert await asyncio.wrap_future(saves[0]) == 2
             assert (await store.load_state(conv.id)).value == {"n": 2}
         finally:
             await store.aclose()
 
     asyncio.run(run())
+
+
+ONE_KEPT = threadkeep.Limits(state_versions_kept=1)
+
+
+def test_a_save_that_loses_a_deadlock_is_retried(migrated: str) -> None:
+    """The lock, the save and COMMIT go in one flush. A server error before COMMIT ran (here
+    the save is chosen to end a deadlock) leaves the transaction open and failed, so it did
+    not commit: the save is retried as every flow retries a deadlock, and applied once (not
+    refused as a commit of unknown outcome)."""
+    _second_save(migrated, _lose_a_deadlock, ONE_KEPT)
+    _saved_once(migrated)
+
+
+def test_a_save_that_loses_a_deadlock_is_retried_async(migrated: str) -> None:
+    _second_save_async(migrated, _lose_a_deadlock, ONE_KEPT)
     _saved_once(migrated)
 
 
@@ -456,41 +470,10 @@ def test_a_save_whose_session_ends_while_it_waits_for_the_row_is_retried(
     LOCKED: a save that finds the row busy writes nothing and takes the row in a pass of its
     own, answered before its COMMIT is queued (which also no longer counts as committing
     because the pass before it committed), so losing the session while waiting is retried."""
-    with threadkeep.open(url_of(migrated)) as store:
-        conv = store.resume("c", tenant="t")
-        assert store.save_state(conv.id, {"n": 1}) == 1
-        saves: list[Any] = []
-
-        def start() -> None:
-            save = lambda: store.save_state(conv.id, {"n": 2}, expected_version=1)  # noqa: E731
-            saves.append(call_in_thread(save))
-
-        _end_a_save_waiting_for_the_row(migrated, start)
-        thread, out = saves[0]
-        thread.join(60)
-        assert out == [2]
-        assert store.load_state(conv.id).value == {"n": 2}
+    _second_save(migrated, _end_a_save_waiting_for_the_row)
 
 
 def test_a_save_whose_session_ends_while_it_waits_for_the_row_is_retried_async(
     migrated: str,
 ) -> None:
-    async def run() -> None:
-        store = await threadkeep.open_async(url_of(migrated))
-        try:
-            conv = await store.resume("c", tenant="t")
-            assert await store.save_state(conv.id, {"n": 1}) == 1
-            loop = asyncio.get_running_loop()
-            saves: list[Any] = []
-
-            def start() -> None:
-                save = store.save_state(conv.id, {"n": 2}, expected_version=1)
-                saves.append(asyncio.run_coroutine_threadsafe(save, loop))
-
-            await asyncio.to_thread(_end_a_save_waiting_for_the_row, migrated, start)
-            assert await asyncio.wrap_future(saves[0]) == 2
-            assert (await store.load_state(conv.id)).value == {"n": 2}
-        finally:
-            await store.aclose()
-
-    asyncio.run(run())
+    _second_save_async(migrated, _end_a_save_waiting_for_the_row)

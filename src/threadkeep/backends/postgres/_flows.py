@@ -101,6 +101,22 @@ def _internal(key: str | None) -> bool:
     return key is not None and key.startswith(schema.INTERNAL_KEY)
 
 
+def _in_batches(statement: str, params: Mapping[str, Any], batch: int) -> Flow[int]:
+    """Run a bounded ``DELETE`` a transaction a batch until a batch comes back short.
+
+    ``statement`` takes ``params`` and ``n`` (the batch) and runs from a generic plan; returns
+    how many rows it deleted.
+    """
+    deleted = 0
+    while True:
+        yield schema.GENERIC_PLANS, {}
+        rows = yield statement, {**params, "n": batch}
+        deleted += len(rows)
+        yield COMMIT
+        if len(rows) < batch:
+            return deleted
+
+
 def _hide_keys(
     result: Result[list[tuple[MessageRow, bool]]],
 ) -> Result[list[tuple[MessageRow, bool]]]:
@@ -655,7 +671,7 @@ class Flows:
             purged, idled, facts = rows[0]
             return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
         batch = max(1, op.batch)
-        purged = idled = facts = 0
+        purged = idled = 0
         while True:
             # Expired rows are invisible already; erase them a bounded bite at a time: at most
             # ``batch`` conversations and ``batch * MESSAGES_PER_CONVERSATION`` messages per
@@ -686,19 +702,9 @@ class Flows:
                 yield COMMIT
                 if len(rows) < batch:
                     break
-        while True:
-            yield schema.GENERIC_PLANS, {}
-            rows = yield schema.PURGE_FACTS, {**now, "n": batch}
-            facts += len(rows)
-            yield COMMIT
-            if len(rows) < batch:
-                break
-        while True:  # rows at or below the log's floor no trim will visit (none, mostly)
-            yield schema.GENERIC_PLANS, {}
-            rows = yield schema.PURGE_BELOW_FLOOR, {"n": batch}
-            yield COMMIT
-            if len(rows) < batch:
-                break
+        facts = yield from _in_batches(schema.PURGE_FACTS, now, batch)
+        # rows at or below the log's floor no trim will visit (none, mostly)
+        yield from _in_batches(schema.PURGE_BELOW_FLOOR, {}, batch)
         return Result(_OK, SweepCounts(idled=idled, purged=purged, facts_purged=facts))
 
     @_common.handles(ops.EventsOp)

@@ -43,8 +43,8 @@ if row.ttl ~= nil then
 else
   args = {'stk', row.stk, 'sv', row.sv, 'act', row.act, 'idl', row.idl}
 end
--- the versions: the one key it may create, only with its first version (a kept version stays,
--- so the hash is never emptied and made again; with none kept, none outlives this script)
+-- the versions: the one key it may create, only with its first version (a kept version stays:
+-- Limits keeps at least one, so the hash is never emptied and made again)
 save(row, nil, row.st, current == 0 and {ks(id)} or {}, nil, args)
 emit(ARGV[10], row.tn, id, '{"version":' .. version_text .. '}', row.act, ARGV[9])
 return {'ok', version}
