@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -121,10 +122,27 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a loopback port that was free a moment ago, below the kernel's ephemeral range.
+
+    ``bind(0)`` hands out a port of the ephemeral range, which the kernel also gives every
+    outgoing connection as its local port: between this call and the server's own bind, or
+    while a test's server is down for a restart on the same port, a client connection could
+    take it (CI met "redis-server exited (1)" so). A port below the range is taken only by a
+    bind.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except OSError:  # not Linux: the kernel's own choice
+        low = 0
+    for _ in range(1000):
+        port = 1024 + secrets.randbelow(max(low - 1024, 1)) if low > 2048 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def wait_until(what: str, check: Callable[[], bool], seconds: float = 60.0) -> None:
