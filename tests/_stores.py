@@ -78,6 +78,12 @@ class _AsyncTurnFacade:
 
         return self._portal.call(run)
 
+    def _append_read(self, *args: Any) -> tuple[threadkeep.Message, threadkeep.Conversation]:
+        async def run() -> tuple[threadkeep.Message, threadkeep.Conversation]:
+            return await self._turn._append_read(*args)
+
+        return self._portal.call(run)
+
 
 @contextmanager
 def store_factory(

@@ -39,6 +39,7 @@ from threadkeep._exceptions import EncryptionError, InvalidInput
 from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
+    AppendReadOp,
     ArchivedOp,
     ClearOp,
     CountsOp,
@@ -406,6 +407,18 @@ def _seal_append(sealer: Sealer, op: AppendOp) -> AppendOp:
     )
 
 
+def _seal_append_read(sealer: Sealer, op: AppendReadOp) -> AppendReadOp:
+    return AppendReadOp(_seal_append(sealer, op.append))
+
+
+def _row_read(
+    sealer: Sealer, op: AppendReadOp, value: tuple[MessageRow, ConversationRow | None] | None
+) -> tuple[MessageRow, ConversationRow | None] | None:
+    if value is None:
+        return None
+    return sealer.open_message(op.append.conversation_id, value[0]), value[1]
+
+
 def _seal_items(sealer: Sealer, op: AppendManyOp | ReplaceOp) -> AppendManyOp | ReplaceOp:
     return replace(op, items=tuple(sealer.seal_new(op.conversation_id, i) for i in op.items))
 
@@ -441,6 +454,7 @@ HANDLING: Final[Mapping[type[Any], tuple[Sealing | None, Opening | None]]] = {
     DeleteContactOp: (None, None),
     SweepOp: (None, None),
     AppendOp: (_seal_append, _row),
+    AppendReadOp: (_seal_append_read, _row_read),  # a conversation row holds nothing sealed
     AppendManyOp: (_seal_items, _batch),
     PopOp: (None, _row),
     ClearOp: (None, None),

@@ -50,7 +50,7 @@ from threadkeep._models import (
 )
 from threadkeep._rules import flows, outcomes, plans, validate
 from threadkeep._rules.lifecycle import Status
-from threadkeep._rules.ops import Op, Result, StartOp
+from threadkeep._rules.ops import AppendReadOp, Op, Result, StartOp
 from threadkeep._rules.parts import MessageLike
 from threadkeep._rules.times import to_us
 from threadkeep._turn import AsyncTurn, Turn
@@ -518,6 +518,29 @@ class Store(_StoreBase):
             idempotency_key=idempotency_key, tenant=tenant, fence=fence, payload=payload,
         )  # fmt: skip
         return outcomes.finish_append(self._backend.execute(op), op)
+
+    def _append_read(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        idempotency_key: str | None,
+        tenant: str | None,
+        fence: int,
+    ) -> tuple[Message, Conversation]:
+        """A turn's fenced append, with the conversation as of that append (ops.AppendReadOp).
+
+        The conversation is read with the append, atomically, under the lease; where the
+        backend cannot tell it without another read, by a ``get`` after it.
+        """
+        op = AppendReadOp(
+            plans.append(
+                self._now_us(), self.limits, conversation_id, role, content,
+                metadata=None, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
+            )
+        )  # fmt: skip
+        message, conv = outcomes.finish_append_read(self._backend.execute(op), op)
+        return message, conv or self.get(conversation_id, tenant=tenant)
 
     def messages(
         self,
@@ -1234,6 +1257,25 @@ class AsyncStore(_StoreBase):
             idempotency_key=idempotency_key, tenant=tenant, fence=fence, payload=payload,
         )  # fmt: skip
         return outcomes.finish_append(await self._execute(op), op)
+
+    async def _append_read(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        idempotency_key: str | None,
+        tenant: str | None,
+        fence: int,
+    ) -> tuple[Message, Conversation]:
+        """See Store._append_read."""
+        op = AppendReadOp(
+            plans.append(
+                self._now_us(), self.limits, conversation_id, role, content,
+                metadata=None, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
+            )
+        )  # fmt: skip
+        message, conv = outcomes.finish_append_read(await self._execute(op), op)
+        return message, conv or await self.get(conversation_id, tenant=tenant)
 
     async def messages(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from threadkeep._models import Message
+from threadkeep._models import Conversation, Message
 
 if TYPE_CHECKING:
     from threadkeep._store import AsyncStore, Store
@@ -52,6 +52,14 @@ class Turn(_TurnBase):
             self.token, payload=payload,
         )  # fmt: skip
 
+    def _append_read(
+        self, role: str, content: str, idempotency_key: str | None
+    ) -> tuple[Message, Conversation]:
+        """Append as ``append`` does; also answer the conversation as of it (Store._append_read)."""
+        return self._store._append_read(
+            self.conversation_id, role, content, idempotency_key, self.tenant, self.token
+        )
+
     def append_many(self, items: Iterable[tuple[Any, ...]]) -> list[Message]:
         """Append a batch (see Store.append_many), only while this lease is still current.
 
@@ -85,6 +93,14 @@ class AsyncTurn(_TurnBase):
             self.conversation_id, role, content, metadata, idempotency_key, self.tenant,
             self.token, payload=payload,
         )  # fmt: skip
+
+    async def _append_read(
+        self, role: str, content: str, idempotency_key: str | None
+    ) -> tuple[Message, Conversation]:
+        """See Turn._append_read."""
+        return await self._store._append_read(
+            self.conversation_id, role, content, idempotency_key, self.tenant, self.token
+        )
 
     async def append_many(self, items: Iterable[tuple[Any, ...]]) -> list[Message]:
         """Append a batch, fenced by the lease (see Turn.append_many)."""

@@ -13,7 +13,7 @@ import pytest
 
 import threadkeep
 from threadkeep import BackendUnavailable
-from threadkeep._rules.ops import AppendOp, Op, Result
+from threadkeep._rules.ops import AppendOp, AppendReadOp, Op, Result
 from threadkeep.backends import AsyncBackend
 from threadkeep.bot import EchoBot, TurnIncomplete, answer
 
@@ -21,7 +21,11 @@ pytestmark = pytest.mark.anyio
 
 
 class LosesAnAnswer:
-    """Carries out every op; the first append's answer is lost (BackendUnavailable)."""
+    """Carries out every op; the first append's answer is lost (BackendUnavailable).
+
+    A turn stores the user's message with ``append_read`` (the append answering the
+    conversation too), its reply with ``append``.
+    """
 
     def __init__(self, backend: AsyncBackend) -> None:
         self._backend = backend
@@ -29,7 +33,7 @@ class LosesAnAnswer:
 
     async def execute(self, op: Op[Any]) -> Result[Any]:
         result = await self._backend.execute(op)
-        if isinstance(op, AppendOp) and not self.lost:
+        if isinstance(op, AppendOp | AppendReadOp) and not self.lost:
             self.lost = True
             raise BackendUnavailable("sqlite", "test", "connection dropped after the write")
         return result

@@ -112,6 +112,21 @@ def test_values_round_trip_sealed(stores: Callable[..., Any], tenant: str) -> No
     assert events and not any(secret in str(e.data) for e in events)
 
 
+def test_a_turns_append_read_is_sealed_and_answers_plaintext(
+    stores: Callable[..., Any], tenant: str
+) -> None:
+    store = stores(encryption=K1)
+    secret = uuid.uuid4().hex
+    conv = store.start(_contact(secret), tenant=tenant)
+    with store.turn(conv.id) as turn:
+        message, seen = turn._append_read("user", f"hi {secret}", "k-1")
+        again, _ = turn._append_read("user", f"hi {secret}", "k-1")
+    assert (message.content, again.content, again.replayed) == (f"hi {secret}",) * 2 + (True,)
+    assert seen == store.get(conv.id)
+    raw = stores()
+    assert raw.messages(conv.id)[0].content.startswith("tk1:k1:")
+
+
 def test_sizes_are_checked_on_the_plaintext(stores: Callable[..., Any], tenant: str) -> None:
     store = stores(encryption=K1, limits=threadkeep.Limits(max_content_bytes=100))
     conv = store.start("c")

@@ -15,6 +15,7 @@ import pydantic
 import pytest
 
 from threadkeep import (
+    ConversationClosed,
     ConversationNotFound,
     CursorExpired,
     ErasureReceipt,
@@ -24,6 +25,7 @@ from threadkeep import (
     ManualClock,
     Retention,
     StateConflict,
+    Status,
     TurnInProgress,
 )
 
@@ -162,6 +164,75 @@ def test_turn_timeout_waits_for_release(store: Any) -> None:
             assert turn.append("user", "after wait").seq == 1
     finally:
         holder.join()
+
+
+# A turn's append answering also the conversation as of it (the chat turn's one op for the
+# user's message and the status it is answered by): the same as a get() right after it.
+
+
+def test_turn_append_read_answers_the_conversation_as_of_its_append(store: Any, clock: Any) -> None:
+    conv = store.start(contact(), stage="lead")
+    clock.advance(5)
+    with store.turn(conv.id) as turn:
+        message, seen = turn._append_read("user", "hi", None)
+        assert (message.seq, message.content, message.replayed) == (1, "hi", False)
+        assert seen == store.get(conv.id)
+        assert (seen.status, seen.stage, seen.contact_id) == ("active", "lead", conv.contact_id)
+        assert (seen.message_count, seen.last_activity_at) == (1, message.created_at)
+        keyed, seen = turn._append_read("user", "again", "k-1")
+        assert (keyed.seq, seen.message_count) == (2, 2)
+        assert seen == store.get(conv.id)
+    assert [m.content for m in store.messages(conv.id)] == ["hi", "again"]
+
+
+def test_turn_append_read_of_a_known_key_answers_the_conversation_as_stored(
+    store: Any, clock: Any
+) -> None:
+    conv = store.start(contact())
+    with store.turn(conv.id) as turn:
+        first, _ = turn._append_read("user", "hi", "k-1")
+    store.set_status(conv.id, Status.WAITING_AGENT)
+    store.close_conversation(conv.id)
+    clock.advance(5)
+    with store.turn(conv.id) as turn:
+        again, seen = turn._append_read("user", "hi", "k-1")
+    assert (again.seq, again.replayed, again.created_at) == (1, True, first.created_at)
+    assert seen.status == "closed"
+    assert seen == store.get(conv.id)
+
+
+def test_turn_append_read_follows_the_status_a_message_moves_to(store: Any) -> None:
+    conv = store.start(contact())
+    store.set_status(conv.id, Status.WAITING_AGENT)  # a person has it: a message keeps it so
+    with store.turn(conv.id) as turn:
+        _, seen = turn._append_read("user", "hello?", None)
+        assert seen.status == "waiting_agent"
+        assert seen == store.get(conv.id)
+        store.close_conversation(conv.id)
+        with pytest.raises(ConversationClosed):
+            turn._append_read("user", "anyone?", None)
+    assert store.get(conv.id).message_count == 1
+
+
+def test_turn_append_read_after_a_trim_counts_what_is_kept(store: Any) -> None:
+    conv = store.start(contact(), retention=Retention(max_messages=2))
+    with store.turn(conv.id) as turn:
+        for n in range(4):
+            _, seen = turn._append_read("user", f"m{n}", None)
+            assert seen == store.get(conv.id)
+    assert seen.message_count == 2
+
+
+def test_turn_append_read_is_fenced_like_append(store: Any, clock: Any) -> None:
+    conv = store.start(contact())
+    with store.turn(conv.id, lease=10) as old:
+        clock.advance(11)
+        with store.turn(conv.id, lease=10) as new:
+            _, seen = new._append_read("user", "new holder", None)
+            with pytest.raises(TurnInProgress):
+                old._append_read("user", "stale holder", None)
+    assert [m.content for m in store.messages(conv.id)] == ["new holder"]
+    assert seen.message_count == 1
 
 
 def test_turn_unknown_conversation(store: Any) -> None:

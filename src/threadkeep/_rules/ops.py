@@ -32,6 +32,7 @@ __all__ = [
     "ALL_OPS",
     "AppendManyOp",
     "AppendOp",
+    "AppendReadOp",
     "ArchivedOp",
     "ClearOp",
     "CountsOp",
@@ -281,6 +282,20 @@ class AppendOp(Op[MessageRow | None]):
     events_kept: int
     payload_json: str | None = None
     link: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendReadOp(Op[tuple[MessageRow, ConversationRow | None] | None]):
+    """``append``, answering also with the conversation as that append left it.
+
+    The row is read atomically with the append (under its lock: a fenced append's row is the
+    one under the lease), for a duplicate key too (the row as stored). Outcomes: those of
+    ``append``, the value (the message, the row) where ``append``'s is the message; the row
+    is None where the backend cannot tell it without another read (the caller reads it).
+    """
+
+    name: ClassVar[str] = "append_read"
+    append: AppendOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,6 +613,7 @@ ALL_OPS: Final = (
     DeleteContactOp,
     SweepOp,
     AppendOp,
+    AppendReadOp,
     AppendManyOp,
     PopOp,
     ClearOp,

@@ -43,6 +43,7 @@ from threadkeep._rules.lifecycle import TRANSITIONS, Status
 from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
+    AppendReadOp,
     ClearOp,
     DeleteContactOp,
     DeleteOp,
@@ -82,6 +83,7 @@ __all__ = [
     "estimate_tokens",
     "finish_append",
     "finish_append_many",
+    "finish_append_read",
     "finish_clear",
     "finish_context",
     "finish_counts",
@@ -275,6 +277,27 @@ def finish_append(result: Result[MessageRow | None], op: AppendOp) -> Message:
     if outcome is Outcome.FENCED:
         raise turn_taken(op.conversation_id)
     _not_found(op.conversation_id)
+
+
+def finish_append_read(
+    result: Result[tuple[MessageRow, ConversationRow | None] | None], op: AppendReadOp
+) -> tuple[Message, Conversation | None]:
+    """The internal append_read(): as finish_append, with the conversation as it left it.
+
+    The conversation is None when the backend could not tell it without another read.
+
+    Raises:
+        as finish_append.
+    """
+    outcome, value = result
+    if value is None:
+        finish_append(Result(outcome, None), op.append)  # raises
+    assert value is not None
+    message, row = value
+    return (
+        to_message(message, outcome is Outcome.DUPLICATE),
+        None if row is None else to_conversation(row),
+    )
 
 
 def finish_append_many(

@@ -324,6 +324,15 @@ class MemoryBackend:
         self._write(row, verdict, op.events_kept)
         return verdict.result()
 
+    @handles(ops.AppendReadOp)
+    def _append_read(
+        self, op: ops.AppendReadOp
+    ) -> Result[tuple[MessageRow, ConversationRow | None] | None]:
+        outcome, message = self._append(op.append)
+        if message is None:
+            return Result(outcome, None)
+        return Result(outcome, (message, self._convs[message.conversation_id]))
+
     @handles(ops.AppendManyOp)
     def _append_many(self, op: ops.AppendManyOp) -> Result[list[tuple[MessageRow, bool]]]:
         row = self._convs.get(op.conversation_id)

@@ -189,13 +189,14 @@ async def answer(
         )
         conversation_id, contact = conv.id, conv.contact_id
     # Without a key, a given conversation is not read first: taking its lease finds it (or
-    # raises ConversationNotFound), and respond_to reads it once the message is stored.
+    # raises ConversationNotFound), and the message's append answers it as of that append.
     message: Message | None = None
     writing = False  # from here on, a failure may have stored the message
     try:
         async with store.turn(conversation_id, lease=lease, timeout=wait, tenant=tenant) as turn:
             writing = True
-            message = await turn.append("user", text, idempotency_key=idempotency_key)
+            # the conversation as of the message, under the lease (one op with the append)
+            message, conv = await turn._append_read("user", text, idempotency_key)
             if idempotency_key is not None:
                 assert contact is not None
                 await _note(store, contact, idempotency_key, message, tenant)
@@ -204,9 +205,9 @@ async def answer(
                 _check_same(message, text)
                 reply = await _stored_reply(store, message, tenant)
                 if reply is None:
-                    reply = await respond_to(store, bot, turn, message, tenant)
+                    reply = await _respond(store, bot, turn, message, conv, tenant)
             else:
-                reply = await respond_to(store, bot, turn, message, tenant)
+                reply = await _respond(store, bot, turn, message, conv, tenant)
         conv = await store.get(conversation_id, tenant=tenant)
     except BackendUnavailable as exc:
         if not writing:
@@ -239,6 +240,19 @@ async def respond_to(
     confirms it once and closes the conversation; "START" from a contact who opted out lifts it.
     """
     conv = await store.get(message.conversation_id, tenant=tenant)
+    return await _respond(store, bot, turn, message, conv, tenant, metadata)
+
+
+async def _respond(
+    store: AsyncStore,
+    bot: Bot,
+    turn: AsyncTurn,
+    message: Message,
+    conv: Conversation,
+    tenant: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> Message | None:
+    """respond_to, given the conversation as of ``message`` (read under ``turn``)."""
     if conv.status == Status.CLOSED:
         return None
     said = consent(message.content)

@@ -27,7 +27,7 @@ from tests.backends.postgres._helpers import (
     recorded,
     url_of,
 )
-from threadkeep._rules import lifecycle, ops
+from threadkeep._rules import decide, lifecycle, ops
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow
 from threadkeep._rules.validate import ROLES
@@ -157,8 +157,12 @@ def test_one_statement_answers_and_writes_as_the_rules_do(
         after = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchall()[0][0]
         conn.execute("SAVEPOINT start")
         seen: list[str] = []
-        fast = pump(conn, recorded(flows._append(op, retry_key, case["resent"]), seen))
+        told: list[Any] = []  # append_read's: the row as the append left it, when told
+        fast = pump(conn, recorded(flows._append(op, retry_key, case["resent"], told), seen))
         fast_rows = _state(conn, cid, after)
+        row_now, _ = pump(conn, flows._lock(cid, None))
+        if fast.value is not None and told and told[0] is not None:
+            assert told[0] == decide.visible(row_now, None, NOW)
         conn.execute("ROLLBACK TO SAVEPOINT start")
         slow = pump(conn, flows._append_locked(op, retry_key, case["resent"]))
         slow_rows = _state(conn, cid, after)

@@ -83,7 +83,7 @@ HELD_PAUSE: Final = (0.002, 0.1)
 UNNOTIFIED_WAIT: Final = 1.0
 
 #: Ops ``call`` runs itself: their flows take an internal key for safe resends.
-_CALLED: Final = (ops.AppendOp, ops.AppendManyOp)
+_CALLED: Final = (ops.AppendOp, ops.AppendReadOp, ops.AppendManyOp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +148,12 @@ class Flows:
             attempt = cast(
                 "Callable[[int], Flow[Result[R]]]",
                 lambda n: self._append(op, key, resent=n > 1),
+            )
+        elif isinstance(op, ops.AppendReadOp):
+            key = schema.INTERNAL_KEY + uuid.uuid4().hex
+            attempt = cast(
+                "Callable[[int], Flow[Result[R]]]",
+                lambda n: self._append_read(op, key, resent=n > 1),
             )
         elif isinstance(op, ops.AppendManyOp):
             batch = schema.INTERNAL_KEY + uuid.uuid4().hex
@@ -275,8 +281,24 @@ class Flows:
         found = yield from self._open_one(op.tenant, op.contact_id, op.open_statuses, op.now_us)
         return Result(_OK, found)
 
+    def _append_read(
+        self, op: ops.AppendReadOp, retry_key: str, resent: bool
+    ) -> Flow[Result[tuple[MessageRow, ConversationRow | None] | None]]:
+        """``_append``, answering also the row it locked as the append left it.
+
+        The row is None (the caller reads it) where the statement's answer does not tell it:
+        the append trimmed (the cut is the function's), or was made by ``_append_locked``.
+        """
+        seen: list[ConversationRow | None] = []
+        outcome, message = yield from self._append(op.append, retry_key, resent, seen)
+        return Result(outcome, None if message is None else (message, seen[0] if seen else None))
+
     def _append(
-        self, op: ops.AppendOp, retry_key: str, resent: bool
+        self,
+        op: ops.AppendOp,
+        retry_key: str,
+        resent: bool,
+        seen: list[ConversationRow | None] | None = None,
     ) -> Flow[Result[MessageRow | None]]:
         """One statement, committed in its own flush (``schema.APPEND``), judged here.
 
@@ -284,7 +306,8 @@ class Flows:
         its answer (that row, its lease and the key's stored message) is judged by
         ``decide.append`` all the same, which makes the answer. Should the rules append where
         the statement wrote nothing, the append is made as the rules say in a transaction
-        of its own (``_append_locked``).
+        of its own (``_append_locked``). ``seen`` (append_read's) gets the row as the append
+        left it, when the answer tells it.
         """
         caller_key = op.idempotency_key
         rows = yield (
@@ -310,13 +333,19 @@ class Flows:
             return cast("Result[MessageRow | None]", decide.append(None, op, None, (0, 0)))
         answer = rows[0]
         stored = schema.decode_message(answer[22:]) if answer[23] is not None else None
-        if stored is not None and caller_key is None:  # our own earlier attempt did commit
-            return Result(_OK, stored)
         row = _common.decode_conversation(answer[1:])
+        if stored is not None and caller_key is None:  # our own earlier attempt did commit
+            if seen is not None:
+                seen.append(decide.visible(row, op.tenant, op.now_us))
+            return Result(_OK, stored)
         verdict = decide.append(row, op, stored, (answer[20], answer[21]))
         if isinstance(verdict, Result):
+            if seen is not None:  # a duplicate's row is as stored
+                seen.append(row)
             return verdict
         if answer[0]:
+            if seen is not None and verdict.trim_from is None:
+                seen.append(verdict.row_after(row))
             return verdict.result()
         return (yield from self._append_locked(op, retry_key, resent))
 

@@ -469,7 +469,27 @@ class Flows:
 
     @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Flow[Result[MessageRow | None]]:
-        """A call without a caller key gets an internal retry key."""
+        reply = yield from self._append_script(op)
+        message = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
+        return Result(Outcome(reply[0]), message)
+
+    @handles(ops.AppendReadOp)
+    def _append_read(
+        self, op: ops.AppendReadOp
+    ) -> Flow[Result[tuple[MessageRow, ConversationRow | None] | None]]:
+        """The append script, answering also the record as it left it (its HGETALL)."""
+        append = op.append
+        reply = yield from self._append_script(append, "1")
+        if len(reply) < 3:
+            return Result(Outcome(reply[0]), None)
+        message = codec.decode_message(append.conversation_id, reply[1])
+        return Result(Outcome(reply[0]), (message, codec.decode_conversation(reply[2])))
+
+    def _append_script(self, op: ops.AppendOp, *read: str) -> Flow[Any]:
+        """Run ``append.lua`` (``read``: "1" to end the reply with the record).
+
+        A call without a caller key gets an internal retry key.
+        """
         retry_key = None if op.idempotency_key is not None else _token()
         keys = yield from self._route(op.conversation_id, op.tenant)
         reply = yield self._eval(
@@ -496,9 +516,9 @@ class Flows:
             op.role,
             self.idempotency_kept,
             self.retry_kept,
+            *read,
         )
-        message = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
-        return Result(Outcome(reply[0]), message)
+        return reply
 
     @handles(ops.AppendManyOp)
     def _append_many(self, op: ops.AppendManyOp) -> Flow[Result[list[tuple[MessageRow, bool]]]]:

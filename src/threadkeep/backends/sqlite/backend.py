@@ -549,7 +549,8 @@ class SQLiteBackend:
         floor: int,
         verdict: decide.Appended,
         keep: int,
-    ) -> None:
+    ) -> int | None:
+        """Write an append's verdict; return the seq trimming cut at (see ``_trim``)."""
         if len(verdict.messages) == 1:  # append(): execute() costs less than executemany()
             db.execute(schema.INSERT_MESSAGE, verdict.messages[0])
         else:
@@ -565,6 +566,7 @@ class SQLiteBackend:
             db.execute(schema.UPDATE_APPENDED, (verdict.status, *changes))
         for event in verdict.events:
             self._emit(db, row.tenant, row.id, event, verdict.activity_us, keep)
+        return cut
 
     @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
@@ -577,6 +579,24 @@ class SQLiteBackend:
                 return verdict
             self._write(db, cast(ConversationRow, row), floor, verdict, op.events_kept)
         return verdict.result()
+
+    @handles(ops.AppendReadOp)
+    def _append_read(
+        self, op: ops.AppendReadOp
+    ) -> Result[tuple[MessageRow, ConversationRow | None] | None]:
+        """``_append``'s steps in its transaction, answering also the row as they left it."""
+        append = op.append
+        key = append.idempotency_key
+        with self._tx(write=True) as db:
+            row, lease, floor = self._locked(db, append.conversation_id)
+            stored = None if key is None or row is None else self._stored(db, row.id, key)
+            verdict = decide.append(row, append, stored, lease)
+            if isinstance(verdict, Result):  # a duplicate's row is as stored
+                message = verdict.value
+                return Result(verdict.outcome, None if message is None else (message, row))
+            row = cast(ConversationRow, row)
+            cut = self._write(db, row, floor, verdict, append.events_kept)
+        return Result(_OK, (verdict.message, verdict.row_after(row, cut)))
 
     @handles(ops.AppendManyOp)
     def _append_many(self, op: ops.AppendManyOp) -> Result[list[tuple[MessageRow, bool]]]:

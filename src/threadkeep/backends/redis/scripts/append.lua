@@ -4,8 +4,9 @@
 -- ARGV[5] caller idempotency key (opt); ARGV[6] internal retry key (opt); ARGV[7] fence (opt);
 -- ARGV[8] events kept; ARGV[9] on-message table "from=to=event kind;..."; ARGV[10] message
 -- body; ARGV[11] message.appended kind; ARGV[12] role; ARGV[13] caller keys kept;
--- ARGV[14] retry keys kept
--- returns {"ok" | "duplicate", "seq body"} or {"not_found" | "closed" | "fenced"}
+-- ARGV[14] retry keys kept; ARGV[15] (append_read only) present: the reply ends with the
+-- record as this call left it (its HGETALL)
+-- returns {"ok" | "duplicate", "seq body"[, record]} or {"not_found" | "closed" | "fenced"}
 -- Every call runs this whole text on the server's one thread, so it is written for the common
 -- path: no table of field names, no loop over the record, one command per key where one does.
 -- internal retry keys are forgotten this many at a time (see remember_key)
@@ -42,12 +43,15 @@ local entry = seq .. ' ' .. ARGV[10]
 -- it was before the verdict), and taken back if the append is refused
 local ikey, rkey = opt(ARGV[5]), opt(ARGV[6])
 if ikey ~= nil and redis.call('HSETNX', ki(id), ikey, entry) == 0 then
+  if ARGV[15] then return {'duplicate', redis.call('HGET', ki(id), ikey), redis.call('HGETALL', kc(id))} end
   return {'duplicate', redis.call('HGET', ki(id), ikey)}
 end
 local rfield = rkey ~= nil and '\t' .. rkey or nil
 if rfield ~= nil and redis.call('HSETNX', ki(id), rfield, entry) == 0 then
   if ikey ~= nil then redis.call('HDEL', ki(id), ikey) end  -- (the flows never send both)
-  return {'ok', redis.call('HGET', ki(id), rfield)}  -- our own retry of an append that went through
+  -- our own retry of an append that went through
+  if ARGV[15] then return {'ok', redis.call('HGET', ki(id), rfield), redis.call('HGETALL', kc(id))} end
+  return {'ok', redis.call('HGET', ki(id), rfield)}
 end
 if refused ~= nil then
   if ikey ~= nil then redis.call('HDEL', ki(id), ikey) end
@@ -83,4 +87,5 @@ if to ~= old then args[#args + 1], args[#args + 2] = 'st', to end
 save(row, nil, old, written, nil, args)
 emit(ARGV[11], row.tn, id, '{"seq":' .. row.seq .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
 if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[8]) end
+if ARGV[15] then return {'ok', entry, redis.call('HGETALL', kc(id))} end
 return {'ok', entry}
