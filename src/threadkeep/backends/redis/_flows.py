@@ -469,7 +469,8 @@ class Flows:
 
     @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Flow[Result[MessageRow | None]]:
-        reply = yield from self._append_script(op)
+        keys = yield from self._route(op.conversation_id, op.tenant)
+        reply = yield self._append_eval(keys, op)
         message = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
         return Result(Outcome(reply[0]), message)
 
@@ -479,27 +480,26 @@ class Flows:
     ) -> Flow[Result[tuple[MessageRow, ConversationRow | None] | None]]:
         """The append script, answering also the record as it left it (its HGETALL)."""
         append = op.append
-        reply = yield from self._append_script(append, "1")
+        keys = yield from self._route(append.conversation_id, append.tenant)
+        reply = yield self._append_eval(keys, append, "1")
         if len(reply) < 3:
             return Result(Outcome(reply[0]), None)
         message = codec.decode_message(append.conversation_id, reply[1])
         return Result(Outcome(reply[0]), (message, codec.decode_conversation(reply[2])))
 
-    def _append_script(self, op: ops.AppendOp, *read: str) -> Flow[Any]:
-        """Run ``append.lua`` (``read``: "1" to end the reply with the record).
+    def _append_eval(self, keys: Keys, op: ops.AppendOp, *read: str) -> Eval:
+        """The run of ``append.lua`` (``read``: "1" to end the reply with the record).
 
         A call without a caller key gets an internal retry key.
         """
-        retry_key = None if op.idempotency_key is not None else _token()
-        keys = yield from self._route(op.conversation_id, op.tenant)
-        reply = yield self._eval(
+        return self._eval(
             keys,
             "append",
             op.conversation_id,
             codec.opt(op.tenant),
             op.now_us,
             codec.opt(op.idempotency_key),
-            codec.opt(retry_key),
+            codec.opt(None if op.idempotency_key is not None else _token()),
             codec.opt(op.fence),
             op.events_kept,
             _ON_MESSAGE if op.on_message is _LIFECYCLE else _on_message(op.on_message),
@@ -518,7 +518,6 @@ class Flows:
             self.retry_kept,
             *read,
         )
-        return reply
 
     @handles(ops.AppendManyOp)
     def _append_many(self, op: ops.AppendManyOp) -> Flow[Result[list[tuple[MessageRow, bool]]]]:
