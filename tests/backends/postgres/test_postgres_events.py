@@ -219,4 +219,4 @@ def test_an_append_that_writes_nothing_wakes_no_listener(schema: str) -> None:
                 payloads.append(note.payload)
                 if note.payload == "end":
                     break
-    assert payloads == ["", "end"]
+    assert payloads == ["t:t", "end"]  # the write's tenant (migration 11)

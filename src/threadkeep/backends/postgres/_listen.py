@@ -10,6 +10,13 @@ committed after the read notifies after the ``LISTEN`` is active, so it is never
 committed before is seen by the read. When the session is lost the generation moves too (the
 followers read again, through the pool) and the thread reconnects with capped backoff; it is
 opened on the first wait and closed with the store.
+
+The generation is counted per tenant too: a ``NOTIFY``'s payload names whom the write concerns
+(``concerns``: migration 11's ``emit_event``), so a follower of one tenant waits for that
+tenant's count (or a wake of everyone) and sleeps through the other tenants' writes, while a
+follower of every tenant (``tenant=None``) wakes for any. A payload naming no tenant (an
+older writer's empty one, several tenants' ``*``, anything unknown), a lost session and
+``close`` wake everyone, so nothing is missed.
 """
 
 from __future__ import annotations
@@ -18,40 +25,61 @@ import asyncio
 import contextlib
 import threading
 import time
+from typing import cast
 
 import psycopg
 from psycopg import sql
 
 from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "Mark", "concerns"]
 
 _TICK = 0.1  # longest the thread waits for a notification before checking for close()
 _BACKOFF_CAP = 2.0  # longest pause between reconnect attempts
+_TENANTS_KEPT = 4096  # tenants counted at most; past it the counts restart (everyone wakes)
+
+#: What a follower compares to see whether to read again (``Listener.mark``).
+Mark = tuple[int, int]
+
+
+def concerns(payload: str) -> str | None:
+    """The tenant a ``NOTIFY`` payload names (``t:<tenant>``), or None: it may concern anyone."""
+    return payload[2:] if payload.startswith("t:") else None
 
 
 class Listener:
-    """The store's shared LISTEN session and the generation count it drives."""
+    """The store's shared LISTEN session and the generation counts it drives."""
 
     def __init__(self, options: ConnectionOptions) -> None:
         self._options = options
         self._cond = threading.Condition()
-        self._generation = 0
+        self._generation = 0  # every wake
+        self._everyone = 0  # the wakes of every follower
+        self._tenants: dict[str, int] = {}  # the wakes of one tenant's followers
         self._listening = False
         self._error: Exception | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._futures: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        # the parked coroutines, by the tenant they follow (None: every tenant)
+        self._futures: dict[
+            str | None, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+        ] = {}
 
-    def start(self) -> int:
-        """Make sure the session listens, and return the current generation.
+    def mark(self, tenant: str | None) -> Mark:
+        """What moves when a follower of ``tenant`` (None: every tenant) should read again."""
+        if tenant is None:
+            return (self._generation, 0)
+        return (self._everyone, self._tenants.get(tenant, 0))
+
+    def start(self, tenant: str | None) -> Mark:
+        """Make sure the session listens, and return ``tenant``'s current mark.
 
         Raises:
             BackendUnavailable: the session could not be opened within the store's timeout.
         """
         with self._cond:
             if self._listening:
-                return self._generation
+                return self.mark(tenant)
             if self._thread is None or not self._thread.is_alive():
                 self._closed = False
                 self._error = None
@@ -62,53 +90,69 @@ class Listener:
             if not self._cond.wait_for(lambda: self._listening, self._options.timeout):
                 error = self._error or psycopg.OperationalError("LISTEN session not ready")
                 Attempts(self._options).fail(error)
-            return self._generation
+            return self.mark(tenant)
 
-    def ready(self) -> int | None:
-        """The current generation if the session listens already (no blocking), else None."""
+    def ready(self, tenant: str | None) -> Mark | None:
+        """``tenant``'s mark if the session listens already (no blocking), else None."""
         with self._cond:
-            return self._generation if self._listening else None
+            return self.mark(tenant) if self._listening else None
 
-    def wait(self, generation: int, timeout: float) -> None:
-        """Block until the generation moves past ``generation`` or ``timeout`` seconds pass."""
+    def wait(self, tenant: str | None, mark: Mark, timeout: float) -> None:
+        """Block until ``tenant``'s mark moves past ``mark`` or ``timeout`` seconds pass."""
         with self._cond:
-            self._cond.wait_for(lambda: self._generation != generation, timeout)
+            self._cond.wait_for(lambda: self.mark(tenant) != mark, timeout)
 
-    async def await_change(self, generation: int, seconds: float) -> None:
+    async def await_change(self, tenant: str | None, mark: Mark, seconds: float) -> None:
         """``wait`` for a coroutine: parks the task, not a thread."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         entry = (loop, future)
         with self._cond:
-            if self._generation != generation:
+            if self.mark(tenant) != mark:
                 return
-            self._futures.add(entry)
+            parked = self._futures.setdefault(tenant, set())
+            parked.add(entry)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(future, seconds)
         finally:
             with self._cond:
-                self._futures.discard(entry)
+                parked.discard(entry)
+                if not parked and self._futures.get(tenant) is parked:
+                    del self._futures[tenant]
 
     def close(self) -> None:
         """Stop the thread (it closes the session within one tick)."""
         with self._cond:
             self._closed = True
             thread = self._thread
-            self._advance()
+            self._advance(None)
         if thread is not None and thread is not threading.current_thread():
             thread.join(_TICK + self._options.timeout)
 
     # ---- the thread ---------------------------------------------------------------------
 
-    def _advance(self) -> None:
-        """Move the generation and wake every waiter (call with the condition held)."""
+    def _advance(self, tenants: set[str] | None) -> None:
+        """Move the marks of ``tenants``' followers (None: everyone's) and wake them.
+
+        Call with the condition held. A follower of every tenant wakes either way.
+        """
         self._generation += 1
+        if tenants is not None and len(self._tenants) + len(tenants) > _TENANTS_KEPT:
+            self._tenants.clear()  # bounded: the counts restart, and everyone reads again
+            tenants = None
+        if tenants is None:
+            self._everyone += 1
+            woken = list(self._futures)
+        else:
+            for tenant in tenants:
+                self._tenants[tenant] = self._tenants.get(tenant, 0) + 1
+            woken = [None, *tenants]
         self._cond.notify_all()
-        for loop, future in self._futures:
-            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
-                loop.call_soon_threadsafe(_settle, future)
-        self._futures.clear()
+        for key in woken:
+            for loop, future in self._futures.pop(key, ()):
+                with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                    loop.call_soon_threadsafe(_settle, future)
 
     def _run(self) -> None:
         try:
@@ -116,7 +160,7 @@ class Listener:
         finally:  # also when the thread dies of something unforeseen: followers read again
             with self._cond:
                 self._listening = False
-                self._advance()
+                self._advance(None)
 
     def _listen(self) -> None:
         options = self._options
@@ -128,20 +172,20 @@ class Listener:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(options.channel)))
                     with self._cond:
                         self._listening, self._error, failures = True, None, 0
-                        self._advance()  # anything sent while no session listened: read again
+                        self._advance(None)  # anything sent while no session listened
                     while not self._closed:
-                        notified = False
-                        for _ in conn.notifies(timeout=_TICK):
-                            notified = True
-                            break
-                        if notified:
+                        # the notifications that came together, every one of them (a loop
+                        # left early would drop the rest of their packet)
+                        notes = list(conn.notifies(timeout=_TICK, stop_after=1))
+                        if notes:
+                            named = {concerns(note.payload) for note in notes}
                             with self._cond:
-                                self._advance()
+                                self._advance(None if None in named else cast(set[str], named))
             except psycopg.Error as exc:
                 failures += 1
                 with self._cond:
                     self._listening, self._error = False, exc
-                    self._advance()
+                    self._advance(None)
                 if not self._closed:
                     time.sleep(min(_BACKOFF_CAP, 0.05 * 2**failures))
 

@@ -616,6 +616,45 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         FROM generate_series((SELECT max(floor) FROM events_floors) + 1, events_drawn()) g
         WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = g);
     """,
+    # 11: the NOTIFY names whom it concerns (docs/postgres.md, "Events"). emit_event also
+    # keeps, in the session setting threadkeep.notify (undone with a rollback, as
+    # threadkeep.emitted), 't:' and the tenant of the events the transaction logged, or '*'
+    # when they are of more than one tenant; the NOTIFY statement sends it as the payload, so
+    # a listener wakes only the followers that can see the write. threadkeep.emitted is set
+    # as before: a writer of version 10 (its NOTIFY tests 'on' and sends '') keeps waking
+    # everyone on a schema at 11. Only the function changes.
+    """
+    CREATE OR REPLACE FUNCTION emit_event(p_kind text, p_tenant text, p_cid text, p_data text,
+        p_at bigint, p_keep bigint, p_rank bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
+    DECLARE
+        drawn bigint;
+        gone bigint;
+        concerns text := coalesce(current_setting('threadkeep.notify', true), '');
+    BEGIN
+        IF p_rank = 0 THEN
+            PERFORM pg_advisory_xact_lock_shared(events_tag() | events_drawn());
+            PERFORM set_config('threadkeep.emitted', 'on', false);
+        END IF;
+        IF concerns = '' AND octet_length(p_tenant) < 7000 THEN  -- a payload is < 8000 bytes
+            PERFORM set_config('threadkeep.notify', 't:' || p_tenant, false);
+        ELSIF concerns IS DISTINCT FROM 't:' || p_tenant THEN
+            PERFORM set_config('threadkeep.notify', '*', false);
+        END IF;
+        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
+            VALUES (p_kind, p_tenant, p_cid, p_data, p_at) RETURNING id INTO drawn;
+        gone := drawn - p_keep;
+        IF gone > 0 THEN  -- an erased event left a placeholder; a rolled-back id left nothing
+            DELETE FROM events WHERE id = gone;
+            IF NOT FOUND THEN  -- an erasure committed while it waited: its placeholder
+                DELETE FROM events WHERE id = gone;
+            END IF;
+            IF FOUND THEN
+                UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
+            END IF;
+        END IF;
+    END $f$;
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -916,10 +955,14 @@ EMIT: Final = Unread(
 #: ``emit_event`` sets ``threadkeep.emitted`` (a rollback undoes it), so an append that wrote
 #: nothing (a replay, a closed conversation) wakes nobody and takes no transaction id. Either
 #: plan is right: the test may gate the subquery (then it clears only a set flag) or filter
-#: its row (then it clears an unset one too).
+#: its row (then it clears an unset one too; a stale ``threadkeep.notify`` left behind only
+#: widens the next payload to '*'). The payload is migration 11's ``threadkeep.notify``:
+#: whom the write concerns (``_listen.concerns``).
 NOTIFY: Final = (
-    "SELECT pg_notify(%(chan)s, '') FROM (SELECT current_setting('threadkeep.emitted', true) "
-    "= 'on' AS emitted, set_config('threadkeep.emitted', '', false)) s WHERE s.emitted"
+    "SELECT pg_notify(%(chan)s, s.concerns) FROM (SELECT current_setting('threadkeep.emitted', "
+    "true) = 'on' AS emitted, coalesce(current_setting('threadkeep.notify', true), '') AS "
+    "concerns, set_config('threadkeep.emitted', '', false), set_config('threadkeep.notify', "
+    "'', false)) s WHERE s.emitted"
 )
 #: The conversations (tenant, id) of the arrays %(tenants)s and %(ids)s, pairwise; the
 #: tenants are named again as a list, so a single tenant's call stays on one shard.

@@ -195,18 +195,18 @@ class AsyncPostgresBackend:
         held_pause = HELD_PAUSE[0]
         follow = Run(lambda n: self._flows.follow_events(op), read=True, once=False)
         while True:
-            generation = listener.ready()
-            if generation is None:  # opening the session blocks: not on the loop
-                generation = await asyncio.to_thread(listener.start)
+            mark = listener.ready(op.tenant)
+            if mark is None:  # opening the session blocks: not on the loop
+                mark = await asyncio.to_thread(listener.start, op.tenant)
             result, held = await self._run(follow)
             remaining = deadline - time.monotonic()
             if result.value or result.outcome is not Outcome.OK or remaining <= 0:
                 return result
             if held:  # see the sync backend's _wait_events
-                await listener.await_change(generation, min(remaining, held_pause))
+                await listener.await_change(op.tenant, mark, min(remaining, held_pause))
                 held_pause = min(HELD_PAUSE[1], held_pause * 2)
             else:
-                await listener.await_change(generation, min(remaining, UNNOTIFIED_WAIT))
+                await listener.await_change(op.tenant, mark, min(remaining, UNNOTIFIED_WAIT))
 
     async def ping(self) -> None:
         """See AsyncBackend.ping."""

@@ -110,6 +110,8 @@ class PostgresBackend:
     def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:
         """Read events; when there are none, wait for the store's shared LISTEN session.
 
+        Only a write that may concern ``op.tenant`` wakes the wait (``_listen``).
+
         While committed events are held back by the horizon (``schema.READ_EVENTS``), read
         again after a short pause even without a notification: what holds them back may be a
         transaction that logs no event and so notifies nobody when it ends.
@@ -118,16 +120,16 @@ class PostgresBackend:
         held_pause = HELD_PAUSE[0]
         follow = Run(lambda n: self._flows.follow_events(op), read=True, once=False)
         while True:
-            generation = self._listener.start()
+            mark = self._listener.start(op.tenant)
             result, held = self._run(follow)
             remaining = deadline - time.monotonic()
             if result.value or result.outcome is not Outcome.OK or remaining <= 0:
                 return result
             if held:
-                self._listener.wait(generation, min(remaining, held_pause))
+                self._listener.wait(op.tenant, mark, min(remaining, held_pause))
                 held_pause = min(HELD_PAUSE[1], held_pause * 2)
             else:
-                self._listener.wait(generation, min(remaining, UNNOTIFIED_WAIT))
+                self._listener.wait(op.tenant, mark, min(remaining, UNNOTIFIED_WAIT))
 
     def ping(self) -> None:
         """See Backend.ping."""
