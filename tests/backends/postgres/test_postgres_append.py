@@ -11,6 +11,7 @@ stored and archived keys, resends, fences, trimming and tool-call links.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import threadkeep
+from tests._servers import wait_until
 from tests.backends.postgres._helpers import (
     SHARED,
     connect,
@@ -285,3 +287,41 @@ def test_appends_to_conversations_without_stage_or_agent_leave_those_indexes_emp
         assert [c.id for c in store.list(tenant="t", stage="Q1").items] == [staged.id]
         assert [c.id for c in store.list(tenant="t", agent_id="bot").items] == [staged.id]
         assert len(store.list(tenant="t").items) == 21
+
+
+def test_appends_read_their_rows_by_key_on_a_small_analyzed_store(migrated: str) -> None:
+    """On a store of a few conversations, analyzed (the planner then prefers a sequential
+    scan of a table of a few pages), an append's statements still find the conversation and
+    the log's floor row by their keys: no sequential scan of either table (migration 12)."""
+
+    def scans() -> dict[str, tuple[int, int]]:
+        """Per table: sequential scans, rows updated."""
+        with psycopg.connect(SHARED, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT relname, seq_scan, n_tup_upd FROM pg_stat_user_tables "
+                "WHERE schemaname = %s AND relname IN ('conversations', 'events_floors')",
+                (migrated,),
+            ).fetchall()
+        return {name: (seq, updated) for name, seq, updated in rows}
+
+    with threadkeep.open(url_of(migrated)) as store:
+        ids = [store.resume(f"c{i}", tenant="t").id for i in range(3)]
+        for cid in ids:
+            store.append(cid, "user", "hi")
+    with connect(migrated, autocommit=True) as conn:
+        conn.execute("ANALYZE conversations")
+        conn.execute("ANALYZE events_floors")
+    wait_until("the setup's statistics", lambda: scans()["conversations"][1] > 0)
+    time.sleep(1.1)  # a backend's counters reach the statistics at most once a second
+    before = scans()
+    with threadkeep.open(f"{url_of(migrated)}&pool_size=1") as store:
+        for n in range(20):  # past the 5 custom plans: the session's generic plans too
+            store.append(ids[n % 3], "user", "hi", tenant="t")
+    # the store's session reports its counters when it ends
+    wait_until(
+        "the appends' statistics",
+        lambda: scans()["conversations"][1] >= before["conversations"][1] + 20,
+    )
+    after = scans()
+    assert after["conversations"][0] == before["conversations"][0]
+    assert after["events_floors"][0] == before["events_floors"][0]

@@ -117,3 +117,48 @@ def test_a_schema_name_with_capitals_keeps_its_case(schema: str) -> None:
             assert conn.execute(query).fetchone() == (1,)
     finally:
         drop_schema(upper)
+
+
+def test_upgrade_from_version_10_keeps_the_store_working(schema: str) -> None:
+    """Version 12 only sets the append functions' planner setting (after 11 replaced
+    emit_event, which would have dropped it): a store at version 10 with a conversation and
+    messages opens (two migrations applied), reads them, appends gap-free after them, and the
+    functions carry the setting."""
+    from threadkeep.backends.postgres._schema import INSERT_CONVERSATION, encode_conversation
+
+    now = now_us()
+    row = make_row(1, random.Random(11), now)
+    with psycopg.connect(SHARED) as conn:
+        schema_at_version(conn, schema, 10)
+        conn.execute(INSERT_CONVERSATION, encode_conversation(row))
+        conn.execute(
+            "UPDATE conversations SET last_seq = 2, message_count = 2, ttl_us = NULL, "
+            "expires_us = NULL WHERE id = %s",
+            (row.id,),
+        )
+        for seq, text in ((1, "one"), (2, "two")):
+            conn.execute(
+                "INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us, "
+                "metadata_json, idem_key) VALUES (%s, %s, %s, 'user', %s, %s, '{}', %s)",
+                (row.tenant, row.id, seq, text.encode(), now, f"k{seq}"),
+            )
+    with contextlib.closing(open_backend(schema)) as backend:
+        assert backend.migrated == 2
+    with psycopg.connect(SHARED) as conn:
+        settings = conn.execute(
+            "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = %s::regnamespace "
+            "AND proname IN ('append_message', 'emit_event') ORDER BY 1",
+            (schema,),
+        ).fetchall()
+    assert [(name, "enable_seqscan=off" in config) for name, config in settings] == [
+        ("append_message", True),
+        ("emit_event", True),
+    ]
+    store = threadkeep.open(url_of(schema))
+    try:
+        assert store.append(row.id, "user", "two", tenant=row.tenant, idempotency_key="k2").seq == 2
+        assert store.append(row.id, "user", "three", tenant=row.tenant).seq == 3
+        texts = [m.content for m in store.messages(row.id, tenant=row.tenant)]
+        assert texts == ["one", "two", "three"]
+    finally:
+        store.close()

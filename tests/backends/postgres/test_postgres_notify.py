@@ -202,7 +202,7 @@ def test_a_version_10_writer_still_wakes_everyone_on_a_schema_at_11(
     fires after a write on the upgraded schema, and a schema upgraded from 10 sends payloads."""
     with connect(schema, autocommit=True) as conn:
         schema_at_version(conn, schema, 10)
-    with threadkeep.open(url_of(schema)) as store:  # migrates to 11
+    with threadkeep.open(url_of(schema)) as store:  # migrates to 11 and 12
         conv = store.start(contact_id="c", tenant="a")
         assert notes() == ["t:a"]
     channel = _channel(schema)
