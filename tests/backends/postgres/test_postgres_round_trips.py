@@ -306,13 +306,14 @@ def test_a_failed_call_leaves_its_session_idle(
     async def main() -> list[str]:
         astore = await threadkeep.open_async(url_of(schema) + "&pool_size=1")
         try:
-            aflows = astore._backend._flows
+            backend: Any = astore._backend
+            aflows = backend._flows
             areal = aflows.call
             monkeypatch.setattr(aflows, "call", lambda op: _failing(areal(op)))
             with pytest.raises(threadkeep.BackendError):
                 await astore.append(conv.id, "user", "lost")
             monkeypatch.undo()
-            pool = await astore._backend._pools.get()
+            pool = await backend._pools.get()
             async with pool.connection() as conn:
                 assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             await astore.append(conv.id, "user", "kept too")
