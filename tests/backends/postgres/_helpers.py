@@ -18,6 +18,7 @@ from threadkeep import BackendUnavailable
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow
 from threadkeep._url import StoreURL
+from threadkeep.backends.postgres._conn import Session
 
 #: The shared server the tests without a cluster of their own use.
 SHARED = POSTGRES_BASE
@@ -52,8 +53,8 @@ def url_of(schema: str) -> str:
 
 
 def connect(schema: str, **kwargs: Any) -> Any:
-    """A plain psycopg connection on the test's schema (not from any store)."""
-    return psycopg.connect(SHARED, options=f"-c search_path={schema}", **kwargs)
+    """A connection on the test's schema (not from any store), of the class ``pump`` runs on."""
+    return Session.connect(SHARED, options=f"-c search_path={schema}", **kwargs)
 
 
 def flows_of(schema: str) -> Any:

@@ -10,13 +10,16 @@ row and event) and its commit together: one round trip each.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+import psycopg
 import pytest
 
 import threadkeep
@@ -218,3 +221,106 @@ def test_window_reads_decode_text_keys_and_payloads(store: Any) -> None:
     assert got == store.messages(conv.id, after=0, limit=10)  # the other read path
     assert [m["content"] for m in store.context(conv.id)][0] == odd
     assert store.messages(store.resume("contact-empty", tenant="t").id, last=5) == []
+
+
+def _calls(store: Any, n: int) -> None:
+    conv = store.resume(f"contact-c{n}", tenant="t")
+    for i in range(n):
+        store.append(conv.id, "user", f"m{i}")
+        store.messages(conv.id, last=5)
+    store.save_state(conv.id, {"n": n})
+
+
+def _count_cursors(monkeypatch: pytest.MonkeyPatch, cls: Any) -> list[int]:
+    made = [0]
+    real = cls.cursor
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        made[0] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "cursor", counting)
+    return made
+
+
+def test_a_session_makes_its_cursors_once(
+    schema: str, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's session keeps its cursors: no call makes one (each of a write's statements
+    did, and a new cursor costs more client time than a short statement); async alike."""
+    _calls(store, 2)  # the session's first calls make them
+    made = _count_cursors(monkeypatch, psycopg.Connection)
+    _calls(store, 10)
+    assert made == [0]
+
+    async def main() -> list[int]:
+        astore = await threadkeep.open_async(url_of(schema) + "&pool_size=1")
+        try:
+            await _acalls(astore, 2)
+            made = _count_cursors(monkeypatch, psycopg.AsyncConnection)
+            await _acalls(astore, 10)
+            return made
+        finally:
+            await astore.aclose()
+
+    assert asyncio.run(main()) == [0]
+
+
+async def _acalls(store: Any, n: int) -> None:
+    conv = await store.resume(f"contact-a{n}", tenant="t")
+    for i in range(n):
+        await store.append(conv.id, "user", f"m{i}")
+        await store.messages(conv.id, last=5)
+    await store.save_state(conv.id, {"n": n})
+
+
+def _failing(run: Any) -> Any:
+    """``run`` whose flow fails on the server inside its transaction (division by zero)."""
+
+    def attempt(n: int) -> Any:
+        yield schema.Unread("SELECT 1 / 0"), {}
+        return (yield from run.attempt(n))
+
+    return dataclasses.replace(run, attempt=attempt)
+
+
+def test_a_failed_call_leaves_its_session_idle(
+    schema: str, store: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The driver rolls back the session of a call that failed in its transaction before the
+    pool takes it back (the pool would, logging a warning each time); the next calls use it
+    as before; async alike."""
+    conv = store.resume("contact-f", tenant="t")
+    flows = store._backend._flows
+    real = flows.call
+    monkeypatch.setattr(flows, "call", lambda op: _failing(real(op)))
+    with caplog.at_level(logging.WARNING), pytest.raises(threadkeep.BackendError):
+        store.append(conv.id, "user", "lost")
+    monkeypatch.undo()
+    assert [r for r in caplog.records if r.name == "psycopg.pool"] == []
+    with store._backend._pool.connection() as conn:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    store.append(conv.id, "user", "kept")
+    assert [m.content for m in store.messages(conv.id, last=5)] == ["kept"]
+
+    async def main() -> list[str]:
+        astore = await threadkeep.open_async(url_of(schema) + "&pool_size=1")
+        try:
+            backend: Any = astore._backend
+            aflows = backend._flows
+            areal = aflows.call
+            monkeypatch.setattr(aflows, "call", lambda op: _failing(areal(op)))
+            with pytest.raises(threadkeep.BackendError):
+                await astore.append(conv.id, "user", "lost")
+            monkeypatch.undo()
+            pool = await backend._pools.get()
+            async with pool.connection() as conn:
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            await astore.append(conv.id, "user", "kept too")
+            return [m.content for m in await astore.messages(conv.id, last=5)]
+        finally:
+            await astore.aclose()
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(main()) == ["kept", "kept too"]
+    assert [r for r in caplog.records if r.name == "psycopg.pool"] == []

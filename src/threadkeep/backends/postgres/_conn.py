@@ -7,6 +7,7 @@ naming the host (never the password) and the cause; other database errors become
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -24,9 +25,11 @@ from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
 
 __all__ = [
+    "AsyncSession",
     "Attempts",
     "ConnectionOptions",
     "Ending",
+    "Session",
     "check_alive",
     "lost_connection",
     "migrate",
@@ -76,12 +79,38 @@ class ConnectionOptions:
         return {
             "min_size": 1,
             "max_size": self.pool_size,
-            "kwargs": self.kwargs,
+            "kwargs": {**self.kwargs, "autocommit": True},  # a write's flow opens its transaction
             "timeout": self.timeout,
             "reconnect_timeout": self.reconnect_timeout,
             "open": False,
             "name": f"{name}-{self.schema}",
         }
+
+
+class Session(psycopg.Connection[Any]):
+    """A connection with the cursors ``pump`` runs its statements on, made once.
+
+    A new cursor per call cost more client time than a short statement's execute (each builds
+    its own adapters map and transformer, and finds its loaders again); one kept per session
+    starts from a clean state at every ``execute``. Two, so that in a pipeline the answer a
+    flow reads (``rows``) is not replaced by the ones nobody reads (``side``: BEGIN, COMMIT,
+    the NOTIFY, ``Unread`` statements). The cursors refer to the session and it to them: the
+    cycle goes with the session when the pool discards it (a lost or expired connection).
+    """
+
+    @functools.cached_property
+    def cursors(self) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]:
+        """``(rows, side)``."""
+        return self.cursor(), self.cursor()
+
+
+class AsyncSession(psycopg.AsyncConnection[Any]):
+    """``Session`` for the async driver."""
+
+    @functools.cached_property
+    def cursors(self) -> tuple[psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any]]:
+        """``(rows, side)``."""
+        return self.cursor(), self.cursor()
 
 
 def _channel(schema: str) -> str:
@@ -233,7 +262,7 @@ class Ending:
 
 
 def pump(
-    conn: psycopg.Connection[Any],
+    conn: Session,
     flow: Flow[T],
     *,
     transaction: bool = False,
@@ -250,71 +279,71 @@ def pump(
     the pipeline is left (one sync, so one round trip); a flow that goes on after it goes on
     in a new transaction.
     """
-    with conn.cursor() as cur:
-        rows: Any = None
-        if not transaction:
+    cur, side = conn.cursors
+    rows: Any = None
+    if not transaction:
+        while True:
+            try:
+                query, params = flow.send(rows)
+            except StopIteration as done:
+                return cast(T, done.value)
+            cur.execute(query, params or None, binary=bool(params))
+            rows = cur.fetchall() if returns_rows(cur) else []
+    try:
+        query, params = flow.send(rows)
+    except StopIteration as done:
+        return cast(T, done.value)
+    while True:  # a transaction a pass
+        closing = False
+        if ending is not None:  # the pass before committed (its COMMIT was answered)
+            ending.committing = False
+        with conn.pipeline() as pipeline:
+            side.execute(BEGIN)
+            emitted = False
             while True:
+                if query == COMMIT[0]:
+                    conn.commit()
+                    if emitted and ending is not None:
+                        side.execute(NOTIFY, {"chan": ending.channel})
+                        emitted = False
+                    pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
+                    side.execute(BEGIN)
+                    rows = []
+                elif isinstance(query, Unread):
+                    emitted = emitted or query is EMIT
+                    side.execute(query, params or None, binary=bool(params))
+                    rows = []
+                elif isinstance(query, Closing) and ending is not None and ending.together:
+                    cur.execute(query, params, binary=True)
+                    ending.committing = True
+                    side.execute(END)
+                    side.execute(NOTIFY, {"chan": ending.channel})
+                    closing = True
+                    break
+                else:
+                    cur.execute(query, params or None, binary=bool(params))
+                    pipeline.sync()
+                    emitted = emitted or isinstance(query, Closing)  # not together
+                    rows = cur.fetchall() if returns_rows(cur) else []
                 try:
                     query, params = flow.send(rows)
                 except StopIteration as done:
-                    return cast(T, done.value)
-                cur.execute(query, params or None, binary=bool(params))
-                rows = cur.fetchall() if returns_rows(cur) else []
+                    result = cast(T, done.value)
+                    break
+            if not closing and ending is not None:
+                if not ending.together:
+                    pipeline.sync()
+                ending.committing = True
+                side.execute(END)
+                if emitted:
+                    side.execute(NOTIFY, {"chan": ending.channel})
+        # the pipeline is left: everything queued is answered
+        if not closing:
+            return result
         try:
-            query, params = flow.send(rows)
+            query, params = flow.send(cur.fetchall())
         except StopIteration as done:
             return cast(T, done.value)
-        while True:  # a transaction a pass
-            closing = False
-            if ending is not None:  # the pass before committed (its COMMIT was answered)
-                ending.committing = False
-            with conn.pipeline() as pipeline:
-                conn.execute(BEGIN)
-                emitted = False
-                while True:
-                    if query == COMMIT[0]:
-                        conn.commit()
-                        if emitted and ending is not None:
-                            conn.execute(NOTIFY, {"chan": ending.channel})
-                            emitted = False
-                        pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
-                        conn.execute(BEGIN)
-                        rows = []
-                    elif isinstance(query, Unread):
-                        emitted = emitted or query is EMIT
-                        conn.execute(query, params or None, binary=bool(params))  # own cursor
-                        rows = []
-                    elif isinstance(query, Closing) and ending is not None and ending.together:
-                        cur.execute(query, params, binary=True)
-                        ending.committing = True
-                        conn.execute(END)
-                        conn.execute(NOTIFY, {"chan": ending.channel})
-                        closing = True
-                        break
-                    else:
-                        cur.execute(query, params or None, binary=bool(params))
-                        pipeline.sync()
-                        emitted = emitted or isinstance(query, Closing)  # not together
-                        rows = cur.fetchall() if returns_rows(cur) else []
-                    try:
-                        query, params = flow.send(rows)
-                    except StopIteration as done:
-                        result = cast(T, done.value)
-                        break
-                if not closing and ending is not None:
-                    if not ending.together:
-                        pipeline.sync()
-                    ending.committing = True
-                    conn.execute(END)
-                    if emitted:
-                        conn.execute(NOTIFY, {"chan": ending.channel})
-            # the pipeline is left: everything queued is answered
-            if not closing:
-                return result
-            try:
-                query, params = flow.send(cur.fetchall())
-            except StopIteration as done:
-                return cast(T, done.value)
 
 
 def migrate(options: ConnectionOptions) -> int:
@@ -330,7 +359,7 @@ def migrate(options: ConnectionOptions) -> int:
     attempts = Attempts(options)
     while True:
         try:
-            with psycopg.connect(
+            with Session.connect(
                 options.conninfo, connect_timeout=options.kwargs["connect_timeout"]
             ) as conn:
                 applied, partitions = pump(conn, Flows.migrate(options.schema, options.partitions))

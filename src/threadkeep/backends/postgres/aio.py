@@ -23,6 +23,7 @@ from threadkeep.backends._loops import PerLoop
 from threadkeep.backends.postgres._conn import (
     BEGIN,
     END,
+    AsyncSession,
     Attempts,
     ConnectionOptions,
     Ending,
@@ -49,78 +50,78 @@ R = TypeVar("R")
 
 
 async def _pump(
-    conn: psycopg.AsyncConnection[Any],
+    conn: AsyncSession,
     flow: Flow[T],
     *,
     transaction: bool = False,
     ending: Ending | None = None,
 ) -> T:
     """Run ``flow`` on ``conn``, as the sync backend's ``pump`` does."""
-    async with conn.cursor() as cur:
-        rows: Any = None
-        if not transaction:
+    cur, side = conn.cursors
+    rows: Any = None
+    if not transaction:
+        while True:
+            try:
+                query, params = flow.send(rows)
+            except StopIteration as done:
+                return cast(T, done.value)
+            await cur.execute(query, params or None, binary=bool(params))
+            rows = await cur.fetchall() if returns_rows(cur) else []
+    try:
+        query, params = flow.send(rows)
+    except StopIteration as done:
+        return cast(T, done.value)
+    while True:  # a transaction a pass
+        closing = False
+        if ending is not None:  # the pass before committed (its COMMIT was answered)
+            ending.committing = False
+        async with conn.pipeline() as pipeline:
+            await side.execute(BEGIN)
+            emitted = False
             while True:
+                if query == COMMIT[0]:
+                    await conn.commit()
+                    if emitted and ending is not None:
+                        await side.execute(NOTIFY, {"chan": ending.channel})
+                        emitted = False
+                    await pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
+                    await side.execute(BEGIN)
+                    rows = []
+                elif isinstance(query, Unread):
+                    emitted = emitted or query is EMIT
+                    await side.execute(query, params or None, binary=bool(params))
+                    rows = []
+                elif isinstance(query, Closing) and ending is not None and ending.together:
+                    await cur.execute(query, params, binary=True)
+                    ending.committing = True
+                    await side.execute(END)
+                    await side.execute(NOTIFY, {"chan": ending.channel})
+                    closing = True
+                    break
+                else:
+                    await cur.execute(query, params or None, binary=bool(params))
+                    await pipeline.sync()
+                    emitted = emitted or isinstance(query, Closing)  # not together
+                    rows = await cur.fetchall() if returns_rows(cur) else []
                 try:
                     query, params = flow.send(rows)
                 except StopIteration as done:
-                    return cast(T, done.value)
-                await cur.execute(query, params or None, binary=bool(params))
-                rows = await cur.fetchall() if returns_rows(cur) else []
+                    result = cast(T, done.value)
+                    break
+            if not closing and ending is not None:
+                if not ending.together:
+                    await pipeline.sync()
+                ending.committing = True
+                await side.execute(END)
+                if emitted:
+                    await side.execute(NOTIFY, {"chan": ending.channel})
+        # the pipeline is left: everything queued is answered
+        if not closing:
+            return result
         try:
-            query, params = flow.send(rows)
+            query, params = flow.send(await cur.fetchall())
         except StopIteration as done:
             return cast(T, done.value)
-        while True:  # a transaction a pass
-            closing = False
-            if ending is not None:  # the pass before committed (its COMMIT was answered)
-                ending.committing = False
-            async with conn.pipeline() as pipeline:
-                await conn.execute(BEGIN)
-                emitted = False
-                while True:
-                    if query == COMMIT[0]:
-                        await conn.commit()
-                        if emitted and ending is not None:
-                            await conn.execute(NOTIFY, {"chan": ending.channel})
-                            emitted = False
-                        await pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
-                        await conn.execute(BEGIN)
-                        rows = []
-                    elif isinstance(query, Unread):
-                        emitted = emitted or query is EMIT
-                        await conn.execute(query, params or None, binary=bool(params))
-                        rows = []
-                    elif isinstance(query, Closing) and ending is not None and ending.together:
-                        await cur.execute(query, params, binary=True)
-                        ending.committing = True
-                        await conn.execute(END)
-                        await conn.execute(NOTIFY, {"chan": ending.channel})
-                        closing = True
-                        break
-                    else:
-                        await cur.execute(query, params or None, binary=bool(params))
-                        await pipeline.sync()
-                        emitted = emitted or isinstance(query, Closing)  # not together
-                        rows = await cur.fetchall() if returns_rows(cur) else []
-                    try:
-                        query, params = flow.send(rows)
-                    except StopIteration as done:
-                        result = cast(T, done.value)
-                        break
-                if not closing and ending is not None:
-                    if not ending.together:
-                        await pipeline.sync()
-                    ending.committing = True
-                    await conn.execute(END)
-                    if emitted:
-                        await conn.execute(NOTIFY, {"chan": ending.channel})
-            # the pipeline is left: everything queued is answered
-            if not closing:
-                return result
-            try:
-                query, params = flow.send(await cur.fetchall())
-            except StopIteration as done:
-                return cast(T, done.value)
 
 
 class AsyncPostgresBackend:
@@ -138,13 +139,15 @@ class AsyncPostgresBackend:
         self.migrated = migrate(self._options)  # how many migrations this open applied
         # the pool's workers cannot outlive the round where the loop cancels its tasks (a worker
         # survives a cancellation that lands in a connection attempt): close it in that round
-        self._pools: PerLoop[AsyncConnectionPool[Any]] = PerLoop(
+        self._pools: PerLoop[AsyncConnectionPool[AsyncSession]] = PerLoop(
             self._open_pool, _close_pool, close_on_cancel=True
         )
 
-    async def _open_pool(self) -> AsyncConnectionPool[Any]:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self._options.conninfo, **self._options.pool_kwargs("threadkeep-async")
+    async def _open_pool(self) -> AsyncConnectionPool[AsyncSession]:
+        pool = AsyncConnectionPool(
+            self._options.conninfo,
+            connection_class=AsyncSession,
+            **self._options.pool_kwargs("threadkeep-async"),
         )
         await pool.open(wait=False)
         return pool
@@ -156,18 +159,20 @@ class AsyncPostgresBackend:
             ending = None if call.read else Ending(self._options.channel, together=call.together)
             try:
                 pool = await self._pools.get()
-                async with pool.connection(timeout=attempts.remaining()) as conn:
-                    if not conn.autocommit:
-                        await conn.set_autocommit(True)  # a write's flow opens its transaction
+                conn = await pool.getconn(attempts.remaining())
+                try:
                     if call.once and call.together:
                         check_alive(conn)  # dead before the call: retried, nothing was sent
                     flow = call.attempt(attempts.failures + 1)
-                    try:
-                        return await _pump(conn, flow, transaction=not call.read, ending=ending)
-                    except psycopg.Error:
-                        if ending is not None:
-                            ending.failed(conn)  # before the pool rolls the session back
-                        raise
+                    return await _pump(conn, flow, transaction=not call.read, ending=ending)
+                except BaseException as exc:
+                    if ending is not None and isinstance(exc, psycopg.Error):
+                        ending.failed(conn)  # before the session is rolled back
+                    with contextlib.suppress(Exception):  # a lost one: the pool replaces it
+                        await conn.rollback()
+                    raise
+                finally:
+                    await pool.putconn(conn)
             except psycopg.Error as exc:
                 if ending is not None and ending.committing and call.once:
                     attempts.fail(exc)
@@ -218,7 +223,7 @@ class AsyncPostgresBackend:
         await self._pools.aclose()
 
 
-async def _close_pool(pool: AsyncConnectionPool[Any]) -> None:
+async def _close_pool(pool: AsyncConnectionPool[AsyncSession]) -> None:
     """Close ``pool`` and its idle sessions, also when its loop is ending.
 
     ``close()`` sets the pool closed and sends its workers their stop, then waits for them and

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -21,6 +21,7 @@ from threadkeep.backends.postgres._conn import (
     Attempts,
     ConnectionOptions,
     Ending,
+    Session,
     check_alive,
     lost_connection,
     migrate,
@@ -45,8 +46,10 @@ class PostgresBackend:
         # migrate first, on a connection of its own: an unreachable server fails here, fast
         # and naming the cause (connection refused, unknown host …), before any pool exists
         self.migrated = migrate(self._options)  # how many migrations this open applied
-        self._pool: ConnectionPool[Any] = ConnectionPool(
-            self._options.conninfo, **self._options.pool_kwargs("threadkeep")
+        self._pool = ConnectionPool(
+            self._options.conninfo,
+            connection_class=Session,
+            **self._options.pool_kwargs("threadkeep"),
         )
         attempts = Attempts(self._options)
         while True:
@@ -73,21 +76,24 @@ class PostgresBackend:
         ran, ``Ending.failed``, and is retried as in every other flow).
         """
         attempts = Attempts(self._options)
+        pool = self._pool
         while True:
             ending = None if call.read else Ending(self._options.channel, together=call.together)
             try:
-                with self._pool.connection(timeout=attempts.remaining()) as conn:
-                    if not conn.autocommit:
-                        conn.autocommit = True  # a write's flow opens its transaction itself
+                conn = pool.getconn(attempts.remaining())
+                try:
                     if call.once and call.together:
                         check_alive(conn)  # dead before the call: retried, nothing was sent
                     flow = call.attempt(attempts.failures + 1)
-                    try:
-                        return pump(conn, flow, transaction=not call.read, ending=ending)
-                    except psycopg.Error:
-                        if ending is not None:
-                            ending.failed(conn)  # before the pool rolls the session back
-                        raise
+                    return pump(conn, flow, transaction=not call.read, ending=ending)
+                except BaseException as exc:
+                    if ending is not None and isinstance(exc, psycopg.Error):
+                        ending.failed(conn)  # before the session is rolled back
+                    with contextlib.suppress(Exception):  # a lost one: the pool replaces it
+                        conn.rollback()
+                    raise
+                finally:
+                    pool.putconn(conn)
             except psycopg.Error as exc:
                 if ending is not None and ending.committing and call.once:
                     attempts.fail(exc)
