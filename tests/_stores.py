@@ -78,8 +78,8 @@ class _AsyncTurnFacade:
 
         return self._portal.call(run)
 
-    def _append_read(self, *args: Any) -> tuple[threadkeep.Message, threadkeep.Conversation]:
-        async def run() -> tuple[threadkeep.Message, threadkeep.Conversation]:
+    def _append_read(self, *args: Any) -> tuple[threadkeep.Message, threadkeep.Conversation | None]:
+        async def run() -> tuple[threadkeep.Message, threadkeep.Conversation | None]:
             return await self._turn._append_read(*args)
 
         return self._portal.call(run)

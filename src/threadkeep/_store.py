@@ -527,11 +527,12 @@ class Store(_StoreBase):
         idempotency_key: str | None,
         tenant: str | None,
         fence: int,
-    ) -> tuple[Message, Conversation]:
+    ) -> tuple[Message, Conversation | None]:
         """A turn's fenced append, with the conversation as of that append (ops.AppendReadOp).
 
-        The conversation is read with the append, atomically, under the lease; where the
-        backend cannot tell it without another read, by a ``get`` after it.
+        The conversation is read with the append, atomically, under the lease; None where the
+        backend cannot tell it without another read (the caller then reads it with ``get``,
+        once it holds the message: a failure of that read must not hide the stored message).
         """
         op = AppendReadOp(
             plans.append(
@@ -539,8 +540,7 @@ class Store(_StoreBase):
                 metadata=None, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
             )
         )  # fmt: skip
-        message, conv = outcomes.finish_append_read(self._backend.execute(op), op)
-        return message, conv or self.get(conversation_id, tenant=tenant)
+        return outcomes.finish_append_read(self._backend.execute(op), op)
 
     def messages(
         self,
@@ -1266,7 +1266,7 @@ class AsyncStore(_StoreBase):
         idempotency_key: str | None,
         tenant: str | None,
         fence: int,
-    ) -> tuple[Message, Conversation]:
+    ) -> tuple[Message, Conversation | None]:
         """See Store._append_read."""
         op = AppendReadOp(
             plans.append(
@@ -1274,8 +1274,7 @@ class AsyncStore(_StoreBase):
                 metadata=None, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
             )
         )  # fmt: skip
-        message, conv = outcomes.finish_append_read(await self._execute(op), op)
-        return message, conv or await self.get(conversation_id, tenant=tenant)
+        return outcomes.finish_append_read(await self._execute(op), op)
 
     async def messages(
         self,

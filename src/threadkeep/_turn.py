@@ -54,7 +54,7 @@ class Turn(_TurnBase):
 
     def _append_read(
         self, role: str, content: str, idempotency_key: str | None
-    ) -> tuple[Message, Conversation]:
+    ) -> tuple[Message, Conversation | None]:
         """Append as ``append`` does; also answer the conversation as of it (Store._append_read)."""
         return self._store._append_read(
             self.conversation_id, role, content, idempotency_key, self.tenant, self.token
@@ -96,7 +96,7 @@ class AsyncTurn(_TurnBase):
 
     async def _append_read(
         self, role: str, content: str, idempotency_key: str | None
-    ) -> tuple[Message, Conversation]:
+    ) -> tuple[Message, Conversation | None]:
         """See Turn._append_read."""
         return await self._store._append_read(
             self.conversation_id, role, content, idempotency_key, self.tenant, self.token

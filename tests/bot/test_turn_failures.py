@@ -13,7 +13,7 @@ import pytest
 
 import threadkeep
 from threadkeep import BackendUnavailable
-from threadkeep._rules.ops import AppendOp, AppendReadOp, Op, Result
+from threadkeep._rules.ops import AppendOp, AppendReadOp, GetOp, Op, Result
 from threadkeep.backends import AsyncBackend
 from threadkeep.bot import EchoBot, TurnIncomplete, answer
 
@@ -58,3 +58,42 @@ async def test_a_message_whose_write_was_cut_off_is_not_called_unpersisted(tmp_p
         done = await answer(store, EchoBot(), "hello", contact_id="+1", idempotency_key="k1")
         assert (done.message.seq, done.replayed) == (1, True)  # the lease was released
         assert [m.content for m in await store.messages(cid)] == ["hello", "echo: hello"]
+
+
+class CannotTellTheConversation:
+    """Carries out every op; the message's append answers no conversation (as PostgreSQL's
+    does after a trim), and the read that follows it fails."""
+
+    def __init__(self, backend: AsyncBackend) -> None:
+        self._backend = backend
+        self.appended = False
+
+    async def execute(self, op: Op[Any]) -> Result[Any]:
+        if self.appended and isinstance(op, GetOp):
+            raise BackendUnavailable("sqlite", "test", "connection dropped before the read")
+        result = await self._backend.execute(op)
+        if isinstance(op, AppendReadOp):
+            self.appended = True
+            message, _ = result.value
+            return Result(result.outcome, (message, None))
+        return result
+
+    async def ping(self) -> None:
+        await self._backend.ping()
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+
+async def test_a_read_failing_after_the_message_was_stored_names_the_message(
+    tmp_path: Path,
+) -> None:
+    """The conversation is read after the message only when the append could not tell it:
+    that read's failure still reports the message as stored (its seq), not as unknown."""
+    url = f"sqlite:///{tmp_path}/read.db"
+    async with await threadkeep.open_async(url, instrument=CannotTellTheConversation) as store:
+        conv = await store.start("+1")
+        with pytest.raises(TurnIncomplete) as failed:
+            await answer(store, EchoBot(), "hello", conversation_id=conv.id)
+        assert failed.value.message_seq == 1
+        assert [m.content for m in await store.messages(conv.id)] == ["hello"]

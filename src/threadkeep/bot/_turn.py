@@ -195,8 +195,10 @@ async def answer(
     try:
         async with store.turn(conversation_id, lease=lease, timeout=wait, tenant=tenant) as turn:
             writing = True
-            # the conversation as of the message, under the lease (one op with the append)
-            message, conv = await turn._append_read("user", text, idempotency_key)
+            # the conversation as of the message, under the lease (one op with the append;
+            # read after it where the backend could not tell, once the message is known)
+            message, seen = await turn._append_read("user", text, idempotency_key)
+            conv = seen or await store.get(conversation_id, tenant=tenant)
             if idempotency_key is not None:
                 assert contact is not None
                 await _note(store, contact, idempotency_key, message, tenant)

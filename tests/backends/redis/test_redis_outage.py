@@ -104,22 +104,29 @@ def test_a_change_resent_after_a_lost_reply_is_applied_once(own_server: RedisSer
                 turn.append("assistant", "fenced")
             assert proxy.dropped == 3
 
+            with store.turn(conv.id, lease=5) as turn:  # a chat turn's message, resent
+                proxy.arm()
+                read, seen = turn._append_read("user", "read", None)
+                assert proxy.dropped == 4
+                assert (read.seq, read.replayed) == (4, False)
+                assert seen == store.get(conv.id)  # the resend answers the record too
+
             proxy.arm()
             again = store.start("c-2")
-            assert proxy.dropped == 4
+            assert proxy.dropped == 5
             assert [c.id for c in store.list(contact_id="c-2").items] == [again.id]
             started = [e.kind for e in store.events() if e.conversation_id == again.id]
             assert started == ["conversation.started"]  # made once: the resend found it
 
             proxy.arm()
             store.delete(conv.id)  # not ConversationNotFound for its own first run
-            assert proxy.dropped == 5
+            assert proxy.dropped == 6
             with pytest.raises(threadkeep.ConversationNotFound):
                 store.get(conv.id)
 
             proxy.arm()
             receipt = store.delete_contact("c-2")  # its first run's receipt, not an empty one
-            assert proxy.dropped == 6
+            assert proxy.dropped == 7
             assert (receipt.conversations, receipt.live) == ((again.id,), 1)
     finally:
         proxy.close()
