@@ -29,6 +29,7 @@ import uuid
 import psycopg
 
 import threadkeep
+from threadkeep.backends.postgres import _schema as schema
 
 CONVERSATIONS = 100
 #: the on-message table (``_flows._ON_MESSAGE``) as APPEND's four array parameters
@@ -40,10 +41,8 @@ ON_MESSAGE = (
 "{\\"from\\":\\"idle\\",\\"to\\":\\"active\\"}",\
 "{\\"from\\":\\"waiting_agent\\",\\"to\\":\\"waiting_agent\\"}"}'"""
 )
-NOTIFY = (
-    "SELECT pg_notify('tk', '') FROM (SELECT current_setting('threadkeep.emitted', true) "
-    "= 'on' AS emitted, set_config('threadkeep.emitted', '', false)) s WHERE s.emitted"
-)
+#: the store's own NOTIFY statement (each tree's, so before and after send what they send)
+NOTIFY = schema.NOTIFY.replace("%(chan)s", "'tk'")
 
 
 def _bin(name: str) -> str:

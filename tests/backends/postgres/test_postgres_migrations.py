@@ -147,12 +147,13 @@ def test_upgrade_from_version_10_keeps_the_store_working(schema: str) -> None:
     with psycopg.connect(SHARED) as conn:
         settings = conn.execute(
             "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = %s::regnamespace "
-            "AND proname IN ('append_message', 'emit_event') ORDER BY 1",
+            "AND proname IN ('append_message', 'emit_event', 'trim_messages') ORDER BY 1",
             (schema,),
         ).fetchall()
     assert [(name, "enable_seqscan=off" in config) for name, config in settings] == [
         ("append_message", True),
         ("emit_event", True),
+        ("trim_messages", True),
     ]
     store = threadkeep.open(url_of(schema))
     try:

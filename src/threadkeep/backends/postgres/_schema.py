@@ -669,6 +669,41 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         SET enable_seqscan = off;
     ALTER FUNCTION emit_event(text, text, text, text, bigint, bigint, bigint)
         SET enable_seqscan = off;
+    """
+    # trim_messages (review of this migration): the same setting, and its first kept message
+    # found by one ordered index range that stops at it (each message beside the one before,
+    # lag() over seq) instead of a self-join: from a session's sixth trim on PostgreSQL
+    # planned the join generically (one row estimated for the conversation) and read every
+    # kept message once per kept message: 290-510 ms per trim of a conversation keeping
+    # 1,000, against 6-40 ms for the first five. Seqs are gap-free, so lag(seq) = seq - 1
+    # wherever the message before is kept; the CASE keeps the join's rule exact were it not.
+    """
+    CREATE OR REPLACE FUNCTION trim_messages(p_tenant text, p_id text, p_from bigint)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT SET enable_seqscan = off AS $f$
+    DECLARE
+        cut bigint;
+    BEGIN
+        WITH first_kept AS (SELECT (SELECT x.seq FROM (SELECT seq, link,
+                lag(seq) OVER (ORDER BY seq) AS prev_seq,
+                lag(link) OVER (ORDER BY seq) AS prev_link
+                FROM messages WHERE tenant = p_tenant AND conversation_id = p_id
+                AND seq >= p_from - 1) x
+            WHERE x.seq >= p_from AND (x.link & 1) = 0
+            AND (CASE WHEN x.prev_seq = x.seq - 1 THEN x.prev_link ELSE 0 END & 2) = 0
+            ORDER BY x.seq LIMIT 1) AS s),
+        gone AS (DELETE FROM messages WHERE tenant = p_tenant AND conversation_id = p_id
+            AND seq < (SELECT s FROM first_kept) RETURNING *),
+        kept AS (INSERT INTO idem_archive (tenant, conversation_id, idem_key, seq, role,
+            content, created_us, metadata_json, payload, link) SELECT p_tenant,
+            conversation_id, idem_key, seq, role, content, created_us, metadata_json, payload,
+            link FROM gone WHERE idem_key IS NOT NULL AND left(idem_key, 1) <> E'\\x1f'),
+        counted AS (UPDATE conversations
+            SET message_count = last_seq - (SELECT s FROM first_kept) + 1
+            WHERE tenant = p_tenant AND id = p_id AND (SELECT s FROM first_kept) IS NOT NULL)
+        SELECT s INTO cut FROM first_kept;
+        RETURN cut;
+    END $f$;
     """,
 )
 
