@@ -24,7 +24,7 @@ from tests.service._service_helpers import LiveServer, PrivateRedis
 from threadkeep import Event
 from threadkeep._rules.ops import Op, Result
 from threadkeep.backends import AsyncBackend
-from threadkeep.service.followers import READY_WAIT, Followers
+from threadkeep.service.followers import Followers
 from threadkeep.service.routers.events import _follow
 
 STREAMS = 100
@@ -162,82 +162,6 @@ def test_a_stream_behind_the_window_reads_the_store() -> None:
             await store.aclose()
 
     asyncio.run(main())
-
-
-@pytest.mark.postgres
-def test_a_reader_waiting_for_one_tenant_sleeps_through_the_others_writes() -> None:
-    """PostgreSQL: the only waiting stream is of tenant ``quiet``, so the reader waits for
-    ``quiet``'s writes alone (the NOTIFY names the tenant): 30 writes of tenant ``load`` cost
-    it a few reads, not two a write. A stream of ``load`` opening meanwhile starts at
-    the end of the log (the reader reads to it first) and gets ``load``'s next event; the
-    ``quiet`` stream gets ``quiet``'s, and nothing else.
-    """
-    require_reachable(POSTGRES_BASE)
-    schema = f"tk_test_{uuid.uuid4().hex[:12]}"
-    reads = [0]
-
-    def count(backend: Any) -> Any:
-        flows = backend._flows
-        follow = flows.follow_events
-
-        def counted(op: Any) -> Any:
-            reads[0] += 1
-            return follow(op)
-
-        flows.follow_events = counted
-        return backend
-
-    async def stream(store: Any, followers: Followers, tenant: str, got: list[str]) -> None:
-        await followers.wait_ready(tenant, READY_WAIT)
-        tail = followers.tail(tenant)
-        assert tail is not None
-        chunks = _follow(
-            store, tenant, _nothing(), tail[1], True, 60.0, True, followers, lambda e: True
-        )
-        async for chunk in chunks:
-            if chunk.startswith("id: "):
-                got.append(chunk.split("\n")[0].removeprefix("id: "))
-                return
-
-    async def main() -> None:
-        store = await threadkeep.open_async(f"{POSTGRES_BASE}?schema={schema}", instrument=count)
-        followers = Followers()
-        try:
-            load = await store.start(contact_id="c1", tenant="load")
-            quiet = await store.start(contact_id="c2", tenant="quiet")
-            await store.append(load.id, "user", "first")  # its status change is logged now
-            followers.start(store)
-            quiet_got: list[str] = []
-            quiet_task = asyncio.create_task(stream(store, followers, "quiet", quiet_got))
-            await _until("the reader to wait for quiet", lambda: followers._scoped == "quiet")
-            before, began = reads[0], time.monotonic()
-            for i in range(30):
-                await store.append(load.id, "user", f"m{i}")
-            await asyncio.sleep(0.3)  # the notifications arrive
-            seconds = time.monotonic() - began + 2  # a read a second while nothing notifies
-            assert reads[0] - before <= 3 * seconds, (reads[0] - before, seconds)
-            newest = [e.id async for e in store.events(tenant="load", timeout=0)][-1]
-
-            load_got: list[str] = []
-            load_task = asyncio.create_task(stream(store, followers, "load", load_got))
-            await _until("the load stream to wait", lambda: "load" in followers._waiting)
-            assert followers.tail("load") == (newest, newest)  # read to the end first
-            await store.append(load.id, "user", "next")
-            await store.append(quiet.id, "user", "hi")
-            await asyncio.wait_for(asyncio.gather(load_task, quiet_task), 30)
-            ids: dict[str, list[str]] = {}
-            async for event in store.events(after=newest, timeout=0):
-                ids.setdefault(event.tenant, []).append(event.id)
-            assert load_got == ids["load"]  # a stream returns after its first event
-            assert quiet_got == ids["quiet"][:1]
-        finally:
-            await followers.aclose()
-            await store.aclose()
-
-    try:
-        asyncio.run(main())
-    finally:
-        drop_schema(schema)
 
 
 # ---- a real server: what the store sees of 40 idle streams --------------------------------

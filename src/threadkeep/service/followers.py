@@ -23,14 +23,6 @@ nothing missed or repeated across a resume, tenant isolation):
   each heartbeat). The reader moves a tenant's mark for each event of that tenant it reads. An
   event committed after the look is read by the reader after the mark was taken, so it moves the
   mark; one committed before is seen by the look.
-- Asleep for the other tenants: while the streams waiting in this process are all of one
-  tenant, the reader waits for a write of that tenant only (``store.events(tenant=…)``: on
-  PostgreSQL the NOTIFY names the tenant, so the others' writes do not wake it) and then reads
-  every tenant's events after its position, as always; at the latest after ``_ASLEEP``, or at once
-  when a stream of another tenant waits or opens (``_rescope``). Its position may then lag
-  for the other tenants, never for the one it waits for: a stream of another tenant that looks
-  meanwhile finds what the reader has read and waits, which wakes the reader; one that opens
-  without a cursor first lets the reader read to the end (``wait_ready``).
 - When the store is away the reader tries again (capped backoff) from where it was, so nothing
   is missed and idle streams just wait; when it fell out of the bounded log it starts again at
   the log's end and moves every mark, so every stream looks in the store once.
@@ -41,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import cast
 
 from threadkeep import AsyncStore, CursorExpired, Event, ThreadkeepError
 
@@ -53,7 +43,6 @@ log = logging.getLogger("threadkeep.service")
 WINDOW = 2048  # newest events kept in memory for the streams of this process
 READY_WAIT = 5.0  # longest a new stream waits for the reader to know the end of the log
 _SLICE = 1.0  # the reader's longest wait for events in one events() call
-_ASLEEP = 5.0  # its longest wait for one tenant's writes, before it reads the others' too
 _BACKOFF = (0.1, 5.0)  # first and longest pause of the reader after a failure
 
 #: (resets, the tenant's generation): moves when the tenant may have something new
@@ -81,10 +70,6 @@ class Followers:
         self._generations: dict[str, int] = {}
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._scoped: str | None = None  # the one tenant the reader waits for, while it does
-        self._rescope = asyncio.Event()  # another tenant's stream waits: stop waiting so
-        self._current = asyncio.Event()  # clear while the reader waits for one tenant
-        self._current.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
 
@@ -125,20 +110,12 @@ class Followers:
         """
         return (self._last.get(tenant), self._head) if self._ready else None
 
-    async def wait_ready(self, tenant: str, seconds: float) -> None:
-        """Wait up to ``seconds`` for a started reader to know the end of the log.
-
-        For ``tenant``: a reader waiting for another tenant's writes reads to the end first.
-        """
-        if self._task is None or self._stopped:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                if not self._ready:
+    async def wait_ready(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a started reader to know the end of the log."""
+        if not self._ready and self._task is not None and not self._stopped:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
                     await self._known.wait()
-                if self._scoped is not None and self._scoped != tenant:
-                    self._rescope.set()
-                    await self._current.wait()
 
     async def wait(self, tenant: str, mark: Mark, seconds: float) -> None:
         """Return when the tenant's mark moves past ``mark``, at stop, or after ``seconds``."""
@@ -147,8 +124,6 @@ class Followers:
         future = asyncio.get_running_loop().create_future()
         waiting = self._waiting.setdefault(tenant, set())
         waiting.add(future)
-        if self._scoped is not None and self._scoped != tenant:
-            self._rescope.set()  # the reader waits for another tenant's writes only
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
@@ -186,7 +161,6 @@ class Followers:
     def _stop(self) -> None:
         self._stopped = True
         self._known.set()
-        self._current.set()
         self._reset()
 
     def _reset(self) -> None:
@@ -227,28 +201,6 @@ class Followers:
         self._known.set()
         self._reset()  # streams that looked before the reader knew the end look again
 
-    def _alone(self) -> str | None:
-        """The tenant whose streams are the only ones waiting, if there is one."""
-        return next(iter(self._waiting)) if len(self._waiting) == 1 else None
-
-    async def _sleep(self, store: AsyncStore, tenant: str) -> None:
-        """Wait for a write of ``tenant``, at most ``_ASLEEP`` s, or until ``_rescope``."""
-        self._scoped = tenant
-        self._rescope.clear()
-        woken = asyncio.ensure_future(
-            _first(store.events(tenant=tenant, after=self._head, timeout=_ASLEEP))
-        )
-        other = asyncio.ensure_future(self._rescope.wait())
-        try:
-            await asyncio.wait((woken, other), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._scoped = None
-            woken.cancel()
-            other.cancel()
-            await asyncio.wait((woken, other))
-        if not woken.cancelled():
-            woken.result()  # what the read raised (CursorExpired, the store away …)
-
     async def _run(self, store: AsyncStore) -> None:
         pause = _BACKOFF[0]
         while not self._stopped:
@@ -258,16 +210,8 @@ class Followers:
                     async for event in store.events(timeout=0):  # to the end of the log
                         head = last[event.tenant] = event.id
                     self._begin_at(head, last)
-                alone = self._alone()
-                if alone is None:
-                    async for event in store.events(after=self._head, timeout=_SLICE):
-                        self._take(event)
-                else:
-                    self._current.clear()
-                    await self._sleep(store, alone)
-                    async for event in store.events(after=self._head, timeout=0):
-                        self._take(event)
-                    self._current.set()
+                async for event in store.events(after=self._head, timeout=_SLICE):
+                    self._take(event)
                 pause = _BACKOFF[0]
             except CursorExpired:  # fell behind the bounded log: start again at its end
                 self._ready = False
@@ -280,10 +224,3 @@ class Followers:
                     log.exception("events reader failed; trying again in %.1f s", pause)
                 await asyncio.sleep(pause)
                 pause = min(_BACKOFF[1], pause * 2)
-
-
-async def _first(events: AsyncIterator[Event]) -> None:
-    """Wait for the first of ``events`` (a follow of one tenant: ``_ASLEEP`` at most)."""
-    async with contextlib.aclosing(cast(AsyncGenerator[Event], events)) as each:
-        async for _ in each:
-            return

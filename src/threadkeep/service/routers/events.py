@@ -164,7 +164,7 @@ async def events(
     followers: Followers = request.app.state.followers
     followers.start(store)
     if not replay:
-        await followers.wait_ready(tenant, READY_WAIT)
+        await followers.wait_ready(READY_WAIT)
     tail = None if replay else followers.tail(tenant)
     if tail is not None:  # the end of the log is known: nothing to read before following
         last, cursor = tail
