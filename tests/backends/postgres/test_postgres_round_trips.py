@@ -24,7 +24,7 @@ import pytest
 
 import threadkeep
 from tests.backends.postgres._helpers import connect, recorded, url_of
-from threadkeep.backends.postgres import _schema as schema
+from threadkeep.backends.postgres import _conn, _schema as schema, sync
 
 #: psycopg prepares a statement on its 6th run (one round trip more, once): warm up past it.
 WARM = 8
@@ -264,6 +264,48 @@ def test_a_session_makes_its_cursors_once(
             await astore.aclose()
 
     assert asyncio.run(main()) == [0]
+
+
+def test_a_long_answer_is_not_kept_by_the_session(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of more than a short page lets go of its rows when the call ends (the kept
+    cursor held the last result until the session's next call: every message of the page, an
+    erased one too): the next call makes its cursors again; a short answer keeps them."""
+    for i in range(60):
+        store.append(conversation.id, "user", f"more {i}")
+    made = _count_cursors(monkeypatch, psycopg.Connection)
+    store.messages(conversation.id, last=5)
+    assert made == [0]
+    assert len(store.messages(conversation.id, after=0, limit=80)) == 80
+    assert made == [0]  # read on the kept cursors, dropped after it
+    store.messages(conversation.id, last=5)
+    assert made == [2]  # made anew
+    store.messages(conversation.id, last=5)
+    assert made == [2]
+
+
+def test_a_lost_session_lets_go_of_its_cursors(
+    schema: str, store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session the server ended is discarded by the pool without its cursors, which would
+    keep it (and its libpq connection) alive in a cycle until the garbage collector runs."""
+    settled: list[Any] = []
+    real = _conn.settle
+
+    def recording(conn: Any) -> None:
+        settled.append(conn)
+        real(conn)
+
+    monkeypatch.setattr(sync, "settle", recording)
+    store.messages(conversation.id, last=5)
+    lost = settled[-1]
+    assert "cursors" in lost.__dict__
+    with connect(schema, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (lost.info.backend_pid,))
+    assert len(store.messages(conversation.id, last=5)) == 5  # retried on a new session
+    assert lost.closed
+    assert "cursors" not in lost.__dict__
 
 
 async def _acalls(store: Any, n: int) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "lost_connection",
     "migrate",
     "pump",
+    "settle",
 ]
 
 T = TypeVar("T")
@@ -94,8 +95,8 @@ class Session(psycopg.Connection[Any]):
     its own adapters map and transformer, and finds its loaders again); one kept per session
     starts from a clean state at every ``execute``. Two, so that in a pipeline the answer a
     flow reads (``rows``) is not replaced by the ones nobody reads (``side``: BEGIN, COMMIT,
-    the NOTIFY, ``Unread`` statements). The cursors refer to the session and it to them: the
-    cycle goes with the session when the pool discards it (a lost or expired connection).
+    the NOTIFY, ``Unread`` statements). The cursors refer to the session and it to them;
+    ``settle`` breaks that cycle when the session is closed, and drops a long result.
     """
 
     @functools.cached_property
@@ -111,6 +112,26 @@ class AsyncSession(psycopg.AsyncConnection[Any]):
     def cursors(self) -> tuple[psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any]]:
         """``(rows, side)``."""
         return self.cursor(), self.cursor()
+
+
+#: A ``rows`` result longer than this is not kept between calls (``settle``).
+_KEPT_ROWS: Final = 64
+
+
+def settle(conn: Session | AsyncSession) -> None:
+    """Drop the session's cursors, before it goes back to the pool, if they keep too much.
+
+    That is a closed session's (the pool discards it, and the cursors' cycle with it would
+    keep it and its libpq connection until the garbage collector runs) and a long result's (a
+    page of large messages would stay in memory, erased ones included, until the session's
+    next call). The next call makes new ones.
+    """
+    cursors = conn.__dict__.get("cursors")
+    if cursors is None:
+        return
+    result = cursors[0].pgresult
+    if conn.closed or (result is not None and result.ntuples > _KEPT_ROWS):
+        del conn.__dict__["cursors"]
 
 
 def _channel(schema: str) -> str:

@@ -31,6 +31,7 @@ from threadkeep.backends.postgres._conn import (
     lost_connection,
     migrate,
     returns_rows,
+    settle,
 )
 from threadkeep.backends.postgres._flows import (
     COMMIT,
@@ -172,6 +173,7 @@ class AsyncPostgresBackend:
                         await conn.rollback()
                     raise
                 finally:
+                    settle(conn)
                     await pool.putconn(conn)
             except psycopg.Error as exc:
                 if ending is not None and ending.committing and call.once:

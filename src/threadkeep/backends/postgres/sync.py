@@ -26,6 +26,7 @@ from threadkeep.backends.postgres._conn import (
     lost_connection,
     migrate,
     pump,
+    settle,
 )
 from threadkeep.backends.postgres._flows import HELD_PAUSE, UNNOTIFIED_WAIT, Flows, Run
 from threadkeep.backends.postgres._listen import Listener
@@ -93,6 +94,7 @@ class PostgresBackend:
                         conn.rollback()
                     raise
                 finally:
+                    settle(conn)
                     pool.putconn(conn)
             except psycopg.Error as exc:
                 if ending is not None and ending.committing and call.once:
