@@ -325,3 +325,23 @@ def test_appends_read_their_rows_by_key_on_a_small_analyzed_store(migrated: str)
     after = scans()
     assert after["conversations"][0] == before["conversations"][0]
     assert after["events_floors"][0] == before["events_floors"][0]
+
+
+def test_a_trim_reads_the_messages_it_keeps_only_up_to_the_first(migrated: str) -> None:
+    """trim_messages finds the first message it keeps by one ordered range that stops there
+    (migration 12), not by probing the message before each kept one: in a conversation
+    keeping 200, a trim of the first 10 fetches a few index entries, not 200."""
+    with threadkeep.open(url_of(migrated)) as store:
+        conv = store.start("c", tenant="t")
+        store.append_many(conv.id, [("user", f"m{i}") for i in range(210)], tenant="t")
+    with connect(migrated) as conn:  # one transaction: its own counts
+        conn.execute("SELECT trim_messages('t', %s, 11)", (conv.id,))
+        row = conn.execute(
+            "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'messages' "
+            "AND schemaname = %s",
+            (migrated,),
+        ).fetchone()
+        assert conn.execute(
+            "SELECT count(*), min(seq) FROM messages WHERE conversation_id = %s", (conv.id,)
+        ).fetchone() == (200, 11)
+    assert row is not None and row[0] < 50, row
