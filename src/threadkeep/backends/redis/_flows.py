@@ -760,24 +760,36 @@ class Flows:
     def _read_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
         """XRANGE in a script, then XREAD BLOCK while nothing is new.
 
+        A read that found nothing (of its tenant) scanned the log up to its last number: the
+        next read of this wait starts there, so a follower of one tenant scans each event of
+        the others once, not again from its cursor on every write. That skips nothing: a script
+        numbers and adds an event in one step (``emit``), so no event can later appear at or
+        below a number the log had given. A read from the oldest retained (``after`` None)
+        whose position then fell out of the log reads from the oldest retained again, as it
+        was asked (only a cursor given by the caller is ever expired).
+
         A sharded store without a tenant reads every tag's log instead and polls.
         """
         if self.sharded and op.tenant is None:
             return (yield from self._merged_events(op))
         keys = self.keys if op.tenant is None else (yield from self._tenant(op.tenant))
         deadline = time.monotonic() + op.wait
+        after = op.after
         while True:
-            reply = yield self._events(keys, op)
+            reply = yield self._eval(
+                keys, "events", codec.opt(after), codec.opt(op.tenant), op.limit
+            )
             if reply[0] == Outcome.EXPIRED.value:
+                if op.after is None and after is not None:
+                    after = None
+                    continue
                 return Result(Outcome.EXPIRED, [])
             rows = [codec.decode_event(entry) for entry in reply[2:]]
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 return Result(_OK, rows)
+            after = max(after or 0, _number(reply[1]))
             yield Block(keys.events, reply[1], remaining)
-
-    def _events(self, keys: Keys, op: ops.EventsOp) -> Eval:
-        return self._eval(keys, "events", codec.opt(op.after), codec.opt(op.tenant), op.limit)
 
     def _merged_events(self, op: ops.EventsOp) -> Flow[Result[list[EventRow]]]:
         """Every tag's events numbered after the cursor, merged by number (then tag); polls.
