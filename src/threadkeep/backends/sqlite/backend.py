@@ -568,35 +568,39 @@ class SQLiteBackend:
             self._emit(db, row.tenant, row.id, event, verdict.activity_us, keep)
         return cut
 
-    @handles(ops.AppendOp)
-    def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
+    def _appended(self, op: ops.AppendOp) -> tuple[
+        Result[MessageRow | None], ConversationRow | None, decide.Appended | None, int | None
+    ]:  # fmt: skip
+        """Carry out an append in its write transaction (both appends' one step).
+
+        Returns append()'s answer, the row it read and, once written, the verdict and the seq
+        trimming cut at (``_write``); it builds the answer ``Appended.result`` would, so
+        append() pays no call for the step.
+        """
         key = op.idempotency_key
         with self._tx(write=True) as db:
             row, lease, floor = self._locked(db, op.conversation_id)
             stored = None if key is None or row is None else self._stored(db, row.id, key)
             verdict = decide.append(row, op, stored, lease)
             if isinstance(verdict, Result):
-                return verdict
-            self._write(db, cast(ConversationRow, row), floor, verdict, op.events_kept)
-        return verdict.result()
+                return verdict, row, None, None
+            cut = self._write(db, cast(ConversationRow, row), floor, verdict, op.events_kept)
+        return Result(_OK, verdict.message), row, verdict, cut
+
+    @handles(ops.AppendOp)
+    def _append(self, op: ops.AppendOp) -> Result[MessageRow | None]:
+        return self._appended(op)[0]
 
     @handles(ops.AppendReadOp)
     def _append_read(
         self, op: ops.AppendReadOp
     ) -> Result[tuple[MessageRow, ConversationRow | None] | None]:
-        """``_append``'s steps in its transaction, answering also the row as they left it."""
-        append = op.append
-        key = append.idempotency_key
-        with self._tx(write=True) as db:
-            row, lease, floor = self._locked(db, append.conversation_id)
-            stored = None if key is None or row is None else self._stored(db, row.id, key)
-            verdict = decide.append(row, append, stored, lease)
-            if isinstance(verdict, Result):  # a duplicate's row is as stored
-                message = verdict.value
-                return Result(verdict.outcome, None if message is None else (message, row))
-            row = cast(ConversationRow, row)
-            cut = self._write(db, row, floor, verdict, append.events_kept)
-        return Result(_OK, (verdict.message, verdict.row_after(row, cut)))
+        """``_append``'s step, answering also the row as it left it."""
+        answer, row, written, cut = self._appended(op.append)
+        if written is None or row is None:  # not written: a duplicate's row is as stored
+            message = answer.value
+            return Result(answer.outcome, None if message is None else (message, row))
+        return Result(_OK, (written.message, written.row_after(row, cut)))
 
     @handles(ops.AppendManyOp)
     def _append_many(self, op: ops.AppendManyOp) -> Result[list[tuple[MessageRow, bool]]]:
