@@ -43,6 +43,16 @@ def _poll(what: str, check: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
+def _two_tenants(store: Any) -> tuple[Any, Any, str]:
+    """An active conversation of tenant ``a`` and one of ``b`` (each append to them logs one
+    event), and the log's last event id."""
+    conv_a = store.start("c-a", tenant="a")
+    conv_b = store.start("c-b", tenant="b")
+    for conv in (conv_a, conv_b):
+        store.append(conv.id, "user", "first")
+    return conv_a, conv_b, [e.id for e in store.events(timeout=0)][-1]
+
+
 def _follow(url: str, api: str, after: str, got: list[Any]) -> threading.Thread:
     """A thread following tenant ``a`` from ``after`` until it has one event (into ``got``)."""
 
@@ -97,11 +107,7 @@ def test_a_tenant_follower_scans_each_write_of_another_tenant_once(
     raw = server.client()
     got: list[Any] = []
     with threadkeep.open(url) as store:
-        conv_a = store.start("c-a", tenant="a")
-        conv_b = store.start("c-b", tenant="b")
-        for conv in (conv_a, conv_b):  # active now: each append below logs one event
-            store.append(conv.id, "user", "first")
-        base = [e.id for e in store.events(timeout=0)][-1]
+        conv_a, conv_b, base = _two_tenants(store)
         raw.slowlog_reset()
         follower = _follow(url, api, base, got)
         try:
@@ -130,11 +136,7 @@ def test_a_tenant_follower_misses_none_of_its_events_among_others(
     url = server.url + "?prefix=mixed&timeout=30"
     each = 120
     with threadkeep.open(url) as store:
-        conv_a = store.start("c-a", tenant="a")
-        conv_b = store.start("c-b", tenant="b")
-        for conv in (conv_a, conv_b):  # active now: each append below logs one event
-            store.append(conv.id, "user", "first")
-        base = [e.id for e in store.events(timeout=0)][-1]
+        conv_a, conv_b, base = _two_tenants(store)
         received: list[str] = []
 
         def follow_sync() -> None:
