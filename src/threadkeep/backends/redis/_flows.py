@@ -764,9 +764,9 @@ class Flows:
         next read of this wait starts there, so a follower of one tenant scans each event of
         the others once, not again from its cursor on every write. That skips nothing: a script
         numbers and adds an event in one step (``emit``), so no event can later appear at or
-        below a number the log had given. A read from the oldest retained (``after`` None)
-        whose position then fell out of the log reads from the oldest retained again, as it
-        was asked (only a cursor given by the caller is ever expired).
+        below a number the log had given (unless a failover lost it: docs/redis.md). A read
+        from the oldest retained (``after`` None) whose position then fell out of the log reads
+        from the oldest retained again, as it was asked (only a caller's cursor is expired).
 
         A sharded store without a tenant reads every tag's log instead and polls.
         """
