@@ -527,6 +527,7 @@ class Store(_StoreBase):
         idempotency_key: str | None,
         tenant: str | None,
         fence: int,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[Message, Conversation | None]:
         """A turn's fenced append, with the conversation as of that append (ops.AppendReadOp).
 
@@ -537,7 +538,7 @@ class Store(_StoreBase):
         op = AppendReadOp(
             plans.append(
                 self._now_us(), self.limits, conversation_id, role, content,
-                metadata=None, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
+                metadata=metadata, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
             )
         )  # fmt: skip
         return outcomes.finish_append_read(self._backend.execute(op), op)
@@ -1266,12 +1267,13 @@ class AsyncStore(_StoreBase):
         idempotency_key: str | None,
         tenant: str | None,
         fence: int,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[Message, Conversation | None]:
         """See Store._append_read."""
         op = AppendReadOp(
             plans.append(
                 self._now_us(), self.limits, conversation_id, role, content,
-                metadata=None, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
+                metadata=metadata, idempotency_key=idempotency_key, tenant=tenant, fence=fence,
             )
         )  # fmt: skip
         return outcomes.finish_append_read(await self._execute(op), op)

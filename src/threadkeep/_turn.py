@@ -53,12 +53,17 @@ class Turn(_TurnBase):
         )  # fmt: skip
 
     def _append_read(
-        self, role: str, content: str, idempotency_key: str | None
+        self,
+        role: str,
+        content: str,
+        idempotency_key: str | None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[Message, Conversation | None]:
         """Append as ``append`` does; also answer the conversation as of it (Store._append_read)."""
         return self._store._append_read(
-            self.conversation_id, role, content, idempotency_key, self.tenant, self.token
-        )
+            self.conversation_id, role, content, idempotency_key, self.tenant, self.token,
+            metadata,
+        )  # fmt: skip
 
     def append_many(self, items: Iterable[tuple[Any, ...]]) -> list[Message]:
         """Append a batch (see Store.append_many), only while this lease is still current.
@@ -95,12 +100,17 @@ class AsyncTurn(_TurnBase):
         )  # fmt: skip
 
     async def _append_read(
-        self, role: str, content: str, idempotency_key: str | None
+        self,
+        role: str,
+        content: str,
+        idempotency_key: str | None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[Message, Conversation | None]:
         """See Turn._append_read."""
         return await self._store._append_read(
-            self.conversation_id, role, content, idempotency_key, self.tenant, self.token
-        )
+            self.conversation_id, role, content, idempotency_key, self.tenant, self.token,
+            metadata,
+        )  # fmt: skip
 
     async def append_many(self, items: Iterable[tuple[Any, ...]]) -> list[Message]:
         """Append a batch, fenced by the lease (see Turn.append_many)."""

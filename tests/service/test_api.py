@@ -455,8 +455,8 @@ def test_health_ready_and_metrics(api):
     text = api.get("/metrics").text
     assert 'threadkeep_http_requests_total{method="POST",route="/v1/chat",status="200"' in text
     assert "threadkeep_http_request_duration_seconds_bucket" in text
-    assert 'threadkeep_store_operations_total{op="append",outcome="ok"' in text
-    assert 'threadkeep_store_operation_duration_seconds_count{op="append"' in text
+    assert 'threadkeep_store_operations_total{op="append_read",outcome="ok"' in text
+    assert 'threadkeep_store_operation_duration_seconds_count{op="append_read"' in text
 
 
 def test_one_log_line_per_request(api, caplog, tenant):

@@ -203,14 +203,17 @@ async def answer(
                 assert contact is not None
                 await _note(store, contact, idempotency_key, message, tenant)
             replayed = message.replayed  # this key was stored before: a retried delivery
+            after: Conversation | None = None
             if replayed:
                 _check_same(message, text)
                 reply = await _stored_reply(store, message, tenant)
                 if reply is None:
-                    reply = await _respond(store, bot, turn, message, conv, tenant)
+                    reply, after = await _respond(store, bot, turn, message, conv, tenant)
             else:
-                reply = await _respond(store, bot, turn, message, conv, tenant)
-        conv = await store.get(conversation_id, tenant=tenant)
+                reply, after = await _respond(store, bot, turn, message, conv, tenant)
+        # the conversation as the turn left it: as of the reply, where the reply's append was
+        # the turn's last write and told it (giving the lease back changes nothing it shows)
+        conv = after or await store.get(conversation_id, tenant=tenant)
     except BackendUnavailable as exc:
         if not writing:
             raise  # nothing of this turn was written
@@ -242,7 +245,8 @@ async def respond_to(
     confirms it once and closes the conversation; "START" from a contact who opted out lifts it.
     """
     conv = await store.get(message.conversation_id, tenant=tenant)
-    return await _respond(store, bot, turn, message, conv, tenant, metadata)
+    reply, _ = await _respond(store, bot, turn, message, conv, tenant, metadata)
+    return reply
 
 
 async def _respond(
@@ -253,10 +257,14 @@ async def _respond(
     conv: Conversation,
     tenant: str,
     metadata: Mapping[str, Any] | None = None,
-) -> Message | None:
-    """respond_to, given the conversation as of ``message`` (read under ``turn``)."""
+) -> tuple[Message | None, Conversation | None]:
+    """respond_to, given the conversation as of ``message`` (read under ``turn``).
+
+    Returns the reply and, where the reply's append was the turn's last write and told it,
+    the conversation as that append left it (else None: the caller reads it).
+    """
     if conv.status == Status.CLOSED:
-        return None
+        return None, None
     said = consent(message.content)
     silenced = await opted_out(store, conv.contact_id, tenant=tenant)
     if said == "stop" or (said == "start" and silenced):
@@ -269,17 +277,18 @@ async def _respond(
             reply = await turn.append("assistant", words, metadata=meta)
         if stop:
             await store.close_conversation(conv.id, tenant=tenant)
-        return reply
+        return reply, None
     if conv.status == Status.WAITING_AGENT or silenced:
-        return None
+        return None, None
     answered = await bot.respond(store, conv, message)
     if not answered:
-        return None
+        return None, None
     extra = dict(metadata or {})
     if isinstance(answered, str):
-        return await turn.append("assistant", answered, metadata={**extra, "reply_to": message.seq})
+        meta = {**extra, "reply_to": message.seq}
+        return await turn._append_read("assistant", answered, None, meta)
     stored = await turn.append_many([_replying(item, message.seq, extra) for item in answered])
-    return _the_reply(stored) if stored else None
+    return (_the_reply(stored) if stored else None), None
 
 
 def _replying(item: tuple[Any, ...], seq: int, extra: Mapping[str, Any]) -> tuple[Any, ...]:
