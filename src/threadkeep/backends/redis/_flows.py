@@ -764,9 +764,12 @@ class Flows:
         next read of this wait starts there, so a follower of one tenant scans each event of
         the others once, not again from its cursor on every write. That skips nothing: a script
         numbers and adds an event in one step (``emit``), so no event can later appear at or
-        below a number the log had given (unless a failover lost it: docs/redis.md). A read
+        below a number the log had given. A read that finds events once moved on reads again
+        from the caller's cursor and answers that: the answer is the one a read from the
+        cursor gives (``CursorExpired`` for a cursor below the floor; events that a failover
+        which lost writes numbered again below the position are not passed over). A read
         from the oldest retained (``after`` None) whose position then fell out of the log reads
-        from the oldest retained again, as it was asked (only a caller's cursor is expired).
+        from the oldest retained again, as it was asked.
 
         A sharded store without a tenant reads every tag's log instead and polls.
         """
@@ -785,6 +788,12 @@ class Flows:
                     continue
                 return Result(Outcome.EXPIRED, [])
             rows = [codec.decode_event(entry) for entry in reply[2:]]
+            if rows and after != op.after:
+                # found once moved on: the answer is read from the caller's cursor again, so
+                # it is what a read from there tells (an expired cursor, events a failover
+                # renumbered below the position), at one scan per wake that finds events
+                after = op.after
+                continue
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 return Result(_OK, rows)
