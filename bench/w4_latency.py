@@ -94,7 +94,9 @@ def _check(store: threadkeep.Store, contacts: list[str], acked: list[str]) -> li
     found: collections.Counter[str] = collections.Counter()
     for c in contacts:
         conv = store.resume(c, tenant=TENANT)
-        msgs = store.messages(conv.id, after=0, limit=1000)
+        msgs: list[threadkeep.Message] = []
+        while page := store.messages(conv.id, after=msgs[-1].seq if msgs else 0, limit=1000):
+            msgs += page  # every message, a page at a time (a call reads at most 1,000)
         if [m.seq for m in msgs] != list(range(1, len(msgs) + 1)):
             problems.append(f"{c}: seq not 1..{len(msgs)}")
         last: dict[str, int] = {}

@@ -5,14 +5,13 @@ import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 import threadkeep
 from threadkeep._rules import plans
 from threadkeep.backends.sqlite._schema import MIGRATIONS
-from threadkeep.backends.sqlite.backend import SQLiteBackend
 
 
 def _open_and_append(url: str, barrier: Any, results: Any) -> None:
@@ -73,63 +72,6 @@ def test_a_file_locked_past_the_timeout_is_backend_unavailable(tmp_path):
             threadkeep.open(f"sqlite:///{path}?timeout=0.2")
     finally:
         other.close()
-
-
-def test_resume_finds_the_open_conversation_without_the_write_lock(tmp_path):
-    # Another process (here a plain connection) holds the write lock past the store's
-    # timeout: resuming a contact whose conversation is open only reads, so it answers; one
-    # with none open must write, and fails with the store's timeout error, writing nothing.
-    path = tmp_path / "held.db"
-    url = f"sqlite:///{path}?timeout=0.2"
-    with threadkeep.open(url) as store:
-        conv = store.resume("c1", tenant="t")
-        store.append(conv.id, "user", "hello")
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        try:
-            again = store.resume("c1", tenant="t", stage="ignored")
-            assert (again.id, again.created, again.stage) == (conv.id, False, None)
-            with pytest.raises(threadkeep.BackendUnavailable, match="locked"):
-                store.resume("c2", tenant="t")
-        finally:
-            other.close()
-        assert store.find_open("c2", tenant="t") is None
-        assert store.resume("c2", tenant="t").created
-
-
-def test_resume_ignores_a_closed_conversation_seen_without_the_lock(tmp_path):
-    # The lock-free look finds no open conversation of a contact whose only one is closed:
-    # resume starts a new one under the write lock (and a second resume finds that one).
-    with threadkeep.open(f"sqlite:///{tmp_path}/closed.db") as store:
-        first = store.resume("c1")
-        store.close_conversation(first.id)
-        second = store.resume("c1")
-        assert second.created and second.id != first.id
-        third = store.resume("c1")
-        assert (third.id, third.created) == (second.id, False)
-
-
-def test_resume_whose_read_went_stale_looks_again_under_the_write_lock(tmp_path, monkeypatch):
-    # Another store starts the contact's conversation between this resume's lock-free look
-    # (which found none) and its insert: SQLite refuses the stale transaction's write
-    # (SQLITE_BUSY_SNAPSHOT), and resume answers the other's conversation, not a second one.
-    url = f"sqlite:///{tmp_path}/race.db"
-    with threadkeep.open(url) as store, threadkeep.open(url) as other:
-        backend = cast(SQLiteBackend, store._backend)
-        looked = backend._open_one
-        theirs: list[threadkeep.Conversation] = []
-
-        def look_then_lose_the_race(*args: Any) -> Any:
-            found = looked(*args)
-            if not theirs:
-                theirs.append(other.resume("c1", tenant="t"))
-            return found
-
-        monkeypatch.setattr(backend, "_open_one", look_then_lose_the_race)
-        mine = store.resume("c1", tenant="t")
-        assert theirs[0].created
-        assert (mine.id, mine.created) == (theirs[0].id, False)
-        assert [c.id for c in other.list(tenant="t").items] == [mine.id]
 
 
 def test_reopening_keeps_everything(tmp_path):

@@ -293,30 +293,7 @@ class SQLiteBackend:
 
     @handles(ops.StartOp)
     def _create(self, op: ops.StartOp) -> Result[ConversationRow]:
-        """Start, or resume: the contact's open conversation, else a new one, atomically.
-
-        Resume looks in a deferred transaction: finding the open conversation writes nothing,
-        so it takes no write lock (neither waits for nor holds up other writers). Finding
-        none, it inserts in that transaction, which takes the write lock only if no other
-        connection wrote since its read; SQLite refuses that at once (SQLITE_BUSY, no busy
-        handler) when the lock is held or the read is stale, and then resume looks again
-        under the write lock (``BEGIN IMMEDIATE``, waiting up to the timeout), so two
-        resumes of one contact still start one conversation.
-        """
         row = op.row
-        if op.resume:
-            with self._tx(write=False) as db:
-                open_one = self._open_one(
-                    db, row.tenant, row.contact_id, op.open_statuses, row.created_us
-                )
-                verdict = decide.create(op, open_one)
-                if isinstance(verdict, Result):
-                    return verdict
-                if self._insert_upgrading(db, row):
-                    self._emit(
-                        db, row.tenant, row.id, verdict.event, row.created_us, op.events_kept
-                    )
-                    return verdict.result()
         with self._tx(write=True) as db:
             open_one = None
             if op.resume:
@@ -329,23 +306,6 @@ class SQLiteBackend:
             db.execute(schema.INSERT_CONVERSATION, schema.encode_conversation(row))
             self._emit(db, row.tenant, row.id, verdict.event, row.created_us, op.events_kept)
         return verdict.result()
-
-    @staticmethod
-    def _insert_upgrading(db: sqlite3.Connection, row: ConversationRow) -> bool:
-        """Insert ``row`` in a read transaction, as its first write; False: SQLite refused.
-
-        The write lock is taken by this statement only if it is free and no other connection
-        committed since the transaction's read (SQLITE_BUSY / SQLITE_BUSY_SNAPSHOT at once,
-        without the busy handler, otherwise): the statement then wrote nothing, and the read
-        transaction stays open for its COMMIT.
-        """
-        try:
-            db.execute(schema.INSERT_CONVERSATION, schema.encode_conversation(row))
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                raise
-            return False
-        return True
 
     @handles(ops.GetOp)
     def _get(self, op: ops.GetOp) -> Result[ConversationRow | None]:
