@@ -326,3 +326,44 @@ def test_a_list_without_status_returns_every_status_in_activity_order(tmp_path):
         expected = [made[1], *[cid for cid in reversed(made) if cid != made[1]]]
         assert seen == expected
         assert {store.get(cid).status for cid in seen} == {s.value for s in threadkeep.Status}
+
+
+@pytest.mark.parametrize("shape", ["last", "after", "before", "key"])
+def test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see(tmp_path, shape):
+    # The reads test visibility in their one statement's WHERE (no per-row tenant and
+    # expiry): the same answer as decide.is_visible at the expiry's edge and for a tenant.
+    from threadkeep._rules import decide, ops
+    from threadkeep._rules.ops import Outcome
+    from threadkeep._rules.times import to_us
+
+    with threadkeep.open(f"sqlite:///{tmp_path}/vis.db") as store:
+        conv = store.start("c1", tenant="t1")
+        store.append(conv.id, "user", "hi", idempotency_key="k1")
+        empty = store.start("c2", tenant="t1")
+        backend: Any = store._backend
+        for cid, count in ((conv.id, 1), (empty.id, 0)):
+            expires_at = store.get(cid).expires_at
+            assert expires_at is not None  # the default retention: 7 days
+            expires_us = to_us(expires_at)
+            for now_us in (expires_us - 1, expires_us, expires_us + 1):
+                for tenant in (None, "t1", "t2"):
+                    op: Any
+                    if shape == "key":
+                        op = ops.KeyOp(cid, tenant, now_us, "k1")
+                    else:
+                        op = ops.ReadOp(
+                            cid, tenant, now_us, last=2 if shape == "last" else None,
+                            after=0, limit=10, before=5 if shape == "before" else None,
+                        )  # fmt: skip
+                    result = backend.execute(op)
+                    seen = decide.is_visible("t1", expires_us, tenant, now_us)
+                    assert (result.outcome is Outcome.OK) is seen, (cid, now_us, tenant)
+                    if not seen:
+                        continue
+                    if shape == "key":
+                        assert (result.value is None) is (count == 0)
+                    else:
+                        assert [m.content for m in result.value] == ["hi"] * count
+                        assert all(m.conversation_id == cid for m in result.value)
+        missing = ops.ReadOp("nope", None, 0, last=2, after=0, limit=10)
+        assert backend.execute(missing).outcome is Outcome.NOT_FOUND

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import copy
 import pickle
-from dataclasses import FrozenInstanceError, InitVar, astuple, dataclass, field, fields, replace
+from dataclasses import (
+    FrozenInstanceError,
+    InitVar,
+    asdict,
+    astuple,
+    dataclass,
+    field,
+    fields,
+    replace,
+)
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 
 from tests.core.test_decide import row
 from threadkeep import EventKind, Status
 from threadkeep._models import Conversation, Event, Message
-from threadkeep._rules.builders import fast_builder
+from threadkeep._rules import outcomes
+from threadkeep._rules.builders import fast_builder, slots_twin
 from threadkeep._rules.retention import RetentionUs
-from threadkeep._rules.rows import ConversationRow
+from threadkeep._rules.rows import ConversationRow, MessageRow
+from threadkeep._rules.times import to_us
 from threadkeep.backends import _common
 
 AT = datetime(2026, 11, 30, 19, 30, 1, 123456, tzinfo=UTC)
@@ -53,6 +64,49 @@ def test_a_built_object_is_the_one_the_constructor_makes(made: Any) -> None:
             instance.extra = 1
     if not any(isinstance(v, dict) for v in values):  # a dict field makes it unhashable
         assert hash(built) == hash(made)
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+def test_to_messages_builds_the_messages_the_constructor_makes(replayed: bool) -> None:
+    # to_messages fills the slots in its own loop (no builder call, created_at inlined):
+    # every part of Message's public contract is the constructor's
+    messages = [m for m in MADE if type(m) is Message]
+    rows = [
+        MessageRow(
+            m.conversation_id, m.seq, m.role, m.content, to_us(m.created_at),
+            '{"a": [1]}' if m.metadata else "{}", m.idempotency_key,
+            None if m.payload is None else '{"type": "x"}', 0,
+        )
+        for m in messages
+    ]  # fmt: skip
+    built = outcomes.to_messages(rows, replayed)
+    assert [outcomes.to_message(r, replayed) for r in rows] == built
+    hints = get_type_hints(Message)
+    for made, got in zip(messages, built, strict=True):
+        made = replace(made, replayed=replayed)
+        assert type(got) is Message and got == made and repr(got) == repr(made)
+        assert [f.name for f in fields(got)] == [f.name for f in fields(made)] == list(hints)
+        assert all(getattr(got, f.name) == getattr(made, f.name) for f in fields(Message))
+        assert got.replayed is replayed and got.created_at.tzinfo is UTC
+        assert asdict(got) == asdict(made) and astuple(got) == astuple(made)
+        assert got.to_dict() == made.to_dict() and got.delivery == made.delivery
+        assert replace(got, seq=9) == replace(made, seq=9)
+        for twin in (pickle.loads(pickle.dumps(got)), copy.copy(got), copy.deepcopy(got)):
+            assert type(twin) is Message and twin == made and repr(twin) == repr(made)
+        with pytest.raises(FrozenInstanceError):
+            got.seq = 5  # type: ignore[misc]
+        with pytest.raises((AttributeError, TypeError)):
+            got.extra = 1  # type: ignore[attr-defined]
+        with pytest.raises(TypeError):  # a dict field: unhashable, as the constructor's
+            hash(got)
+        plain: dict[str, Any] = {"metadata": None, "payload": None}  # hashable otherwise
+        assert hash(replace(got, **plain)) == hash(replace(made, **plain))
+
+
+def test_slots_twin_is_a_plain_class_with_the_very_slots() -> None:
+    twin = slots_twin(Message)
+    assert twin.__slots__ == tuple(f.name for f in fields(Message))  # type: ignore[attr-defined]
+    assert Message not in twin.__mro__ and twin.__mro__[1:] == (object,)
 
 
 def test_a_builder_takes_every_field_positionally() -> None:
@@ -148,3 +202,5 @@ class _OwnInitChecks:
 def test_a_class_whose_init_does_more_than_store_its_fields_is_refused(cls: type) -> None:
     with pytest.raises(TypeError):
         fast_builder(cls)
+    with pytest.raises(TypeError):
+        slots_twin(cls)

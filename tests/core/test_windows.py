@@ -170,3 +170,34 @@ def test_budget_without_people_cuts_at_any_allowed_start():
 @pytest.mark.parametrize(("chars", "tokens"), [(0, 0), (1, 1), (4, 1), (5, 2), (400, 100)])
 def test_estimate_tokens(chars, tokens):
     assert windows.estimate_tokens(chars) == tokens
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_plain_start_is_window_start_without_a_tool_exchange(complete: bool) -> None:
+    # finish_messages asks plain_start, without links, when no row has a payload
+    for n in range(5):
+        for want in range(1, 6):
+            links = [USER if i % 2 else TEXT for i in range(n)]
+            expected = windows.window_start(links, want, complete=complete)
+            assert windows.plain_start(n, want, complete=complete) == expected
+
+
+def test_finish_messages_takes_the_rules_when_a_row_has_a_payload() -> None:
+    # the last 2 of 3 would start at an orphaned tool result: the window shrinks to 1
+    from threadkeep._rules import outcomes
+    from threadkeep._rules.ops import Outcome, ReadOp, Result
+    from threadkeep._rules.rows import MessageRow
+
+    call_ = '{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}'
+    done = '{"type": "function_call_output", "call_id": "c1", "output": "ok"}'
+    rows = [
+        MessageRow("c", 1, "user", "hi", 0, "{}", None, None, 0),
+        MessageRow("c", 2, "assistant", "", 0, "{}", None, call_, 0),
+        MessageRow("c", 3, "tool", "", 0, "{}", None, done, 0),
+        MessageRow("c", 4, "assistant", "done", 0, "{}", None, None, 0),
+    ]
+    op = ReadOp("c", None, 0, last=3, after=0, limit=10)
+    got = outcomes.finish_messages(Result(Outcome.OK, rows), op)
+    assert [m.seq for m in got] == [4]
+    plain = [r._replace(payload_json=None) for r in rows]
+    assert [m.seq for m in outcomes.finish_messages(Result(Outcome.OK, plain), op)] == [3, 4]

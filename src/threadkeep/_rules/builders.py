@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
 
-__all__ = ["fast_builder"]
+__all__ = ["fast_builder", "slots_twin"]
 
 T = TypeVar("T")
 
@@ -23,11 +23,12 @@ T = TypeVar("T")
 _OWN = frozenset({"_plain", "_cls", "_self"})
 
 
-def fast_builder(cls: type[T]) -> Callable[..., T]:
-    """Return a function that takes every field of ``cls``, in order, and returns ``cls(...)``.
+def slots_twin(cls: type) -> type:
+    """Return a plain class with the very slots of ``cls``, a dataclass.
 
-    The object it returns is the one the dataclass's ``__init__`` makes from the same values:
-    of type ``cls``, equal, hashed, printed, copied, replaced and pickled the same, frozen.
+    An instance whose every slot is set to a field's value, then given ``__class__ = cls``,
+    is the object ``cls(...)`` makes. ``fast_builder`` builds one object a call with it; a
+    read that builds many (``outcomes.to_messages``) fills the slots in its own loop.
 
     Raises:
         TypeError: ``cls`` is not a dataclass whose ``__slots__`` are its fields, in order
@@ -52,6 +53,22 @@ def fast_builder(cls: type[T]) -> Callable[..., T]:
     if any(getattr(made, name) is not marker for name, marker in zip(names, markers, strict=True)):
         raise TypeError(f"{cls.__name__}'s __init__ does more than store its fields")
     plain = type(f"_{cls.__name__}Slots", (), {"__slots__": names})
+    probe: Any = plain()
+    probe.__class__ = cls  # the layouts are identical (bases without slots), or TypeError here
+    return plain
+
+
+def fast_builder(cls: type[T]) -> Callable[..., T]:
+    """Return a function that takes every field of ``cls``, in order, and returns ``cls(...)``.
+
+    The object it returns is the one the dataclass's ``__init__`` makes from the same values:
+    of type ``cls``, equal, hashed, printed, copied, replaced and pickled the same, frozen.
+
+    Raises:
+        TypeError: ``cls`` is refused by ``slots_twin``.
+    """
+    plain = slots_twin(cls)
+    names: tuple[str, ...] = plain.__slots__  # type: ignore[attr-defined]
     args = ", ".join(names)
     stores = "".join(f"        _self.{name} = {name}\n" for name in names)
     source = (
@@ -68,6 +85,4 @@ def fast_builder(cls: type[T]) -> Callable[..., T]:
     build: Callable[..., T] = scope["_make"](plain, cls)
     build.__qualname__ = f"fast_builder.<{cls.__qualname__}>"
     build.__doc__ = f"Return {cls.__name__}({args}), built fast (see ``fast_builder``)."
-    probe: Any = plain()
-    probe.__class__ = cls  # the layouts are identical (bases without slots), or TypeError here
     return build

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from threadkeep._rules.parts import CALLS, RESULT, Link
 
-__all__ = ["budget_start", "estimate_tokens", "starts", "window_start"]
+__all__ = ["budget_start", "estimate_tokens", "plain_start", "starts", "window_start"]
 
 
 def starts(links: Sequence[Link], *, complete: bool) -> list[bool]:
@@ -53,11 +53,21 @@ def window_start(links: Sequence[Link], want: int, *, complete: bool) -> int:
     It is the first allowed start among the last ``want`` messages; ``len(links)`` (an
     empty window) when the last ``want`` messages are all inside one unfinished exchange.
     """
-    first = max(len(links) - want, 0)
     if not any(item.bits or item.answers for item in links):  # no tool exchange: fast
-        return first if first or complete else min(1, len(links))
+        return plain_start(len(links), want, complete=complete)
+    first = max(len(links) - want, 0)
     allowed = starts(links, complete=complete)
     return next((s for s in range(first, len(links)) if allowed[s]), len(links))
+
+
+def plain_start(n: int, want: int, *, complete: bool) -> int:
+    """Return ``window_start`` of ``n`` messages none of which calls or answers a tool.
+
+    That is the first of the last ``want``, never the first message when ``complete`` is
+    False (it only tells where a window may start).
+    """
+    first = max(n - want, 0)
+    return first if first or complete else min(1, n)
 
 
 def budget_start(

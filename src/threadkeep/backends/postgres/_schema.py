@@ -8,9 +8,7 @@ named otherwise there).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple
 
 from threadkeep._rules.rows import ConversationRow, MessageRow
 
@@ -821,28 +819,23 @@ def decode_message(row: tuple[Any, ...]) -> MessageRow:
     return MessageRow(row[0], row[1], row[2], content, row[4], row[5], key, row[7], row[8])
 
 
-_message_row = cast("Callable[[tuple[Any, ...]], MessageRow]", partial(tuple.__new__, MessageRow))
-
-
 def decode_window(rows: list[tuple[Any, ...]], conversation_id: str) -> list[MessageRow]:
     """Return the messages of a ``WINDOW`` answer oldest first (internal keys hidden).
 
-    The hot read's decoder: each ``MessageRow`` is made as the tuple it is, without the
-    named tuple's keyword-taking constructor.
+    The hot read's decoder, one comprehension: each ``MessageRow`` is made as the tuple it
+    is (``tuple.__new__``, as ``NamedTuple._make`` does, without its frame and length check).
     """
-    out = []
-    for seq, role, content, created_us, metadata_json, key, payload, link, _ in reversed(rows):
-        if seq is None:  # the one row of a conversation without messages
-            continue
-        if key is not None and key[:1] == INTERNAL_KEY:
-            key = None
-        text = content.decode("utf-8", "surrogatepass")
-        out.append(
-            _message_row(
-                (conversation_id, seq, role, text, created_us, metadata_json, key, payload, link)
-            )
-        )
-    return out
+    if not rows or rows[0][0] is None:  # the one row of a conversation without messages
+        return []
+    new, internal = tuple.__new__, INTERNAL_KEY
+    return [
+        new(MessageRow, (
+            conversation_id, seq, role, content.decode("utf-8", "surrogatepass"), created_us,
+            metadata_json, None if key is not None and key[:1] == internal else key, payload,
+            link,
+        ))
+        for seq, role, content, created_us, metadata_json, key, payload, link, _ in reversed(rows)
+    ]  # fmt: skip
 
 
 #: Ids are fresh per start() call, so a conflict means our own resent insert had committed.

@@ -374,14 +374,18 @@ NEWEST: Final = (
 )
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
 DELETE_FROM: Final = "DELETE FROM messages WHERE conversation_id = ? AND seq >= ?"
-#: A read in one statement, so one snapshot: the conversation's tenant and expiry, then its
-#: messages without their conversation id (the one asked for; one row of NULLs when none
-#: match). seq is gap-free and trimming removes the oldest first, so the last N messages are
-#: those with seq > last_seq - N: an index range.
+#: A read in one statement, so one snapshot: a visible conversation's messages without
+#: their conversation id (the one asked for); no row when it is not visible (expired at the
+#: given time, or not of the given tenant when one is given: ``decide.is_visible``), one row
+#: of NULLs when no message matches. seq is gap-free and trimming removes the oldest first,
+#: so the last N messages are those with seq > last_seq - N: an index range. Parameters: the
+#: message condition's, the id, the time, the tenant (or NULL) twice, then the limit's.
 _M: Final = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(",")[1:])
 _READ: Final = (
-    f"SELECT c.tenant, c.expires_us, {_M} FROM conversations c LEFT JOIN messages m "
-    "ON m.conversation_id = c.id AND {} WHERE c.id = ? ORDER BY m.seq{}"
+    f"SELECT {_M} FROM conversations c LEFT JOIN messages m "
+    "ON m.conversation_id = c.id AND {} WHERE c.id = ? "
+    "AND (c.expires_us IS NULL OR c.expires_us > ?) AND (? IS NULL OR c.tenant = ?) "
+    "ORDER BY m.seq{}"
 )
 READ_LAST: Final = _READ.format("m.seq > c.last_seq - ?", "")
 READ_AFTER: Final = _READ.format("m.seq > ?", " LIMIT ?")

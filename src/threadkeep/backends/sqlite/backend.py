@@ -653,35 +653,37 @@ class SQLiteBackend:
             if isinstance(verdict, Result):
                 return verdict
             self._rewrite(db, verdict, op.events_kept)
-            kept = db.execute(schema.READ_LAST, (verdict.row.last_seq, op.conversation_id))
-            messages = _messages(op.conversation_id, kept.fetchall())
+            # the kept messages, whoever asks (no time is below _LOWEST, any tenant)
+            everyone = (verdict.row.last_seq, op.conversation_id, _LOWEST, None, None)
+            kept = db.execute(schema.READ_LAST, everyone).fetchall()
+            messages = _messages(op.conversation_id, kept)
         return Result(_OK, (messages, verdict.row.last_seq))
 
-    def _select(self, op: ops.ReadOp | ops.KeyOp, sql: str, params: tuple[object, ...]) -> Any:
-        """Read in one statement, so from one consistent snapshot; None when not visible."""
+    def _select(self, op: ops.ReadOp | ops.KeyOp, sql: str, on: object, *limit: int) -> Any:
+        """Read in one statement, so from one consistent snapshot; None when not visible.
+
+        ``on``: the message condition's parameter; ``limit``: the LIMIT's, if any.
+        """
+        params = (on, op.conversation_id, op.now_us, op.tenant, op.tenant, *limit)
         with self._errors() as db:
             found = db.execute(sql, params).fetchall()
-        if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
-            return None
-        return _messages(op.conversation_id, found)
+        return None if not found else _messages(op.conversation_id, found)
 
     @handles(ops.ReadOp)
     def _read(self, op: ops.ReadOp) -> Result[list[MessageRow]]:
-        params: tuple[object, ...]
         if op.last is not None:
-            sql, params = schema.READ_LAST, (op.last, op.conversation_id)
+            rows = self._select(op, schema.READ_LAST, op.last)
         elif op.before is not None:
-            sql, params = schema.READ_BEFORE, (op.before, op.conversation_id, op.limit)
+            rows = self._select(op, schema.READ_BEFORE, op.before, op.limit)
         else:
-            sql, params = schema.READ_AFTER, (op.after, op.conversation_id, op.limit)
-        rows = self._select(op, sql, params)
+            rows = self._select(op, schema.READ_AFTER, op.after, op.limit)
         if rows is None:
             return Result(Outcome.NOT_FOUND, [])
         return Result(_OK, rows[::-1] if op.before is not None else rows)
 
     @handles(ops.KeyOp)
     def _key(self, op: ops.KeyOp) -> Result[MessageRow | None]:
-        rows = self._select(op, schema.READ_KEY, (op.key, op.conversation_id))
+        rows = self._select(op, schema.READ_KEY, op.key)
         if rows is None:
             return Result(Outcome.NOT_FOUND, None)
         return Result(_OK, rows[0] if rows else None)
@@ -930,16 +932,16 @@ def _list_merged(where: str) -> str:
 
 
 def _messages(conversation_id: str, found: list[tuple[Any, ...]]) -> list[MessageRow]:
-    """The MessageRows of a ``READ_*`` result (its rows after the tenant and expiry).
+    """The MessageRows of a ``READ_*`` result (each row: a message less its conversation id).
 
     The LEFT JOIN gives one row of NULLs when no message matches, else no NULL seq. The rows
     are made by ``tuple.__new__``, as ``NamedTuple._make`` does, without its Python frame and
     length check per row (the SQL fixes the columns).
     """
-    if not found or found[0][2] is None:
+    if not found or found[0][0] is None:
         return []
     new, head = _NEW_TUPLE, (conversation_id,)
-    return [new(MessageRow, head + r[2:]) for r in found]
+    return [new(MessageRow, head + r) for r in found]
 
 
 def _statements(script: str) -> Iterator[str]:

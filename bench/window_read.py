@@ -1,0 +1,86 @@
+"""The window read (the harness's W2): ``messages(last=20)`` of a 200-message conversation.
+
+Run: ``python -m bench.window_read sqlite|postgres [--mode time|calls|callgrind] [-n N]``.
+A fresh store (SQLite: a file under ``--dir``; PostgreSQL: schema ``tk_window_bench`` of
+``--url``'s database, made and dropped, ``pool_size=1``) gets 200 messages of 50-110
+characters (a third with metadata), then 200 warm-up reads. ``time``: the p50 µs of ``n``
+reads; ``calls``: Python function calls per read (cProfile of ``n`` reads); ``callgrind``:
+``math.gcd``, ``n`` reads, ``math.lcm``, for ``valgrind --tool=callgrind
+--zero-before=math_gcd --dump-before=math_lcm`` (the second dump's total over ``n`` is the
+client instructions per read). Run with ``PYTHONPATH`` at another checkout's ``src`` to
+compare; alternate the two for timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import math
+import os
+import pstats
+import statistics
+import tempfile
+import time
+
+import psycopg
+
+import threadkeep
+
+SCHEMA = "tk_window_bench"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backend", choices=["sqlite", "postgres"])
+    parser.add_argument("--mode", choices=["time", "calls", "callgrind"], default="time")
+    parser.add_argument("-n", type=int, default=2000)
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--dir", default=tempfile.gettempdir())
+    args = parser.parse_args()
+    if args.backend == "sqlite":
+        path = os.path.join(args.dir, f"tk_window_bench_{os.getpid()}.db")
+        url = f"sqlite:///{os.path.abspath(path)}"
+    else:
+        with psycopg.connect(args.url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        url = f"{args.url}{'&' if '?' in args.url else '?'}schema={SCHEMA}&pool_size=1"
+    try:
+        with threadkeep.open(url) as store:
+            cid = store.resume("c1", tenant="bench").id
+            for i in range(200):
+                metadata = {"i": i} if i % 3 == 0 else None
+                role = "user" if i % 2 == 0 else "assistant"
+                store.append(cid, role, f"message {i} " + "x" * (40 + i % 60), metadata=metadata)
+            for _ in range(200):
+                store.messages(cid, last=20)
+            if args.mode == "time":
+                clock, lat = time.perf_counter_ns, []
+                for _ in range(args.n):
+                    start = clock()
+                    store.messages(cid, last=20)
+                    lat.append(clock() - start)
+                print(f"p50 {statistics.median(lat) / 1000:.1f} us")
+            elif args.mode == "calls":
+                profile = cProfile.Profile()
+                profile.enable()
+                for _ in range(args.n):
+                    store.messages(cid, last=20)
+                profile.disable()
+                print(f"{pstats.Stats(profile).total_calls / args.n:.1f} Python calls per read")
+            else:
+                math.gcd(1, 1)
+                for _ in range(args.n):
+                    store.messages(cid, last=20)
+                math.lcm(1, 1)
+    finally:
+        if args.backend == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.remove(path + suffix)
+        else:
+            with psycopg.connect(args.url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+
+
+if __name__ == "__main__":
+    main()
