@@ -24,7 +24,7 @@ class LosesAnAnswer:
     """Carries out every op; the first append's answer is lost (BackendUnavailable).
 
     A turn stores the user's message with ``append_read`` (the append answering the
-    conversation too), its reply with ``append``.
+    conversation too), and a reply in words with ``append_read`` as well.
     """
 
     def __init__(self, backend: AsyncBackend) -> None:

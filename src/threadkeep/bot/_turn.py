@@ -245,7 +245,7 @@ async def respond_to(
     confirms it once and closes the conversation; "START" from a contact who opted out lifts it.
     """
     conv = await store.get(message.conversation_id, tenant=tenant)
-    reply, _ = await _respond(store, bot, turn, message, conv, tenant, metadata)
+    reply, _ = await _respond(store, bot, turn, message, conv, tenant, metadata, tell=False)
     return reply
 
 
@@ -257,11 +257,13 @@ async def _respond(
     conv: Conversation,
     tenant: str,
     metadata: Mapping[str, Any] | None = None,
+    tell: bool = True,
 ) -> tuple[Message | None, Conversation | None]:
     """respond_to, given the conversation as of ``message`` (read under ``turn``).
 
     Returns the reply and, where the reply's append was the turn's last write and told it,
-    the conversation as that append left it (else None: the caller reads it).
+    the conversation as that append left it (else None: the caller reads it). ``tell`` False:
+    the caller has no use for it (a plain append stores the reply).
     """
     if conv.status == Status.CLOSED:
         return None, None
@@ -286,6 +288,8 @@ async def _respond(
     extra = dict(metadata or {})
     if isinstance(answered, str):
         meta = {**extra, "reply_to": message.seq}
+        if not tell:
+            return await turn.append("assistant", answered, metadata=meta), None
         return await turn._append_read("assistant", answered, None, meta)
     stored = await turn.append_many([_replying(item, message.seq, extra) for item in answered])
     return (_the_reply(stored) if stored else None), None
