@@ -340,12 +340,14 @@ def test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see(tmp_path, 
         conv = store.start("c1", tenant="t1")
         store.append(conv.id, "user", "hi", idempotency_key="k1")
         empty = store.start("c2", tenant="t1")
+        forever = store.start("c3", tenant="t1", retention=threadkeep.Retention(ttl=None))
+        store.append(forever.id, "user", "hi", idempotency_key="k1")
         backend: Any = store._backend
-        for cid, count in ((conv.id, 1), (empty.id, 0)):
+        for cid, count in ((conv.id, 1), (empty.id, 0), (forever.id, 1)):
             expires_at = store.get(cid).expires_at
-            assert expires_at is not None  # the default retention: 7 days
-            expires_us = to_us(expires_at)
-            for now_us in (expires_us - 1, expires_us, expires_us + 1):
+            expires_us = None if expires_at is None else to_us(expires_at)
+            edge = 0 if expires_us is None else expires_us  # None: never expires (from review)
+            for now_us in (edge - 1, edge, edge + 1, 2**62):
                 for tenant in (None, "t1", "t2"):
                     op: Any
                     if shape == "key":
