@@ -73,6 +73,10 @@ class ConnectionOptions:
             r"-c default_transaction_isolation=read\ committed",
             "application_name": ("threadkeep:" + self.schema)[:63],  # the pool's sessions
             "connect_timeout": max(2, round(self.timeout)),
+            # UTF-8 whatever PGCLIENTENCODING or a role's or database's setting says: psycopg
+            # encodes text with the client encoding's codec, and EUC_JP's or SJIS's turns "¥"
+            # into 0x5C, a backslash to the server (the server converts to its own encoding)
+            "client_encoding": "UTF8",
         }
 
     def pool_kwargs(self, name: str) -> dict[str, Any]:
@@ -381,7 +385,9 @@ def migrate(options: ConnectionOptions) -> int:
     while True:
         try:
             with Session.connect(
-                options.conninfo, connect_timeout=options.kwargs["connect_timeout"]
+                options.conninfo,
+                connect_timeout=options.kwargs["connect_timeout"],
+                client_encoding=options.kwargs["client_encoding"],
             ) as conn:
                 applied, partitions = pump(conn, Flows.migrate(options.schema, options.partitions))
             break
