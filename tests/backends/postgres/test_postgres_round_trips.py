@@ -103,6 +103,21 @@ def test_reads_are_one_statement_and_one_round_trip(
         assert len(steps(store, monkeypatch, partial(read, 0))) == 1, name
 
 
+def test_a_window_read_fetches_only_the_message_columns(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """messages(last=) reads ``LAST``: 8 columns a row, not context()'s window size too."""
+    cid = conversation.id
+    assert steps(store, monkeypatch, lambda: store.messages(cid, last=3)) == [
+        schema.LAST.pick(None)
+    ]
+    assert steps(store, monkeypatch, lambda: store.context(cid)) == [schema.WINDOW.pick(None)]
+    store.messages(cid, last=3)
+    with store._backend._pool.connection() as conn:
+        assert conn.cursors[0].pgresult.nfields == 8
+    assert [m.seq for m in store.messages(cid, last=3)] == [m.seq for m in store.messages(cid)[-3:]]
+
+
 def test_an_append_is_one_statement_and_one_round_trip(
     store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

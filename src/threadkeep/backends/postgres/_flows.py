@@ -485,10 +485,9 @@ class Flows:
     def _read(self, op: ops.ReadOp) -> Flow[Result[list[MessageRow]]]:
         if op.last is not None:
             rows = yield (
-                schema.WINDOW.pick(op.tenant),
-                {"id": op.conversation_id, "n": op.last, "extra": 0, "now": op.now_us,
-                 "tenant": op.tenant},
-            )  # fmt: skip
+                schema.LAST.pick(op.tenant),
+                {"id": op.conversation_id, "n": op.last, "now": op.now_us, "tenant": op.tenant},
+            )
             if not rows:
                 return Result(Outcome.NOT_FOUND, [])
             return Result(_OK, schema.decode_window(rows, op.conversation_id))
@@ -532,9 +531,8 @@ class Flows:
     def _window(self, op: ops.WindowOp) -> Flow[Result[tuple[Sequence[WindowLike], int]]]:
         rows = yield (
             schema.WINDOW.pick(op.tenant),
-            {"id": op.conversation_id, "n": None, "extra": op.extra, "now": op.now_us,
-             "tenant": op.tenant},
-        )  # fmt: skip
+            {"id": op.conversation_id, "extra": op.extra, "now": op.now_us, "tenant": op.tenant},
+        )
         if not rows:
             return Result(Outcome.NOT_FOUND, ([], 0))
         window = [

@@ -820,7 +820,7 @@ def decode_message(row: tuple[Any, ...]) -> MessageRow:
 
 
 def decode_window(rows: list[tuple[Any, ...]], conversation_id: str) -> list[MessageRow]:
-    """Return the messages of a ``WINDOW`` answer oldest first (internal keys hidden).
+    """Return the messages of a ``LAST`` answer oldest first (internal keys hidden).
 
     The hot read's decoder, one comprehension: each ``MessageRow`` is made as the tuple it
     is (``tuple.__new__``, as ``NamedTuple._make`` does, without its frame and length check).
@@ -834,7 +834,7 @@ def decode_window(rows: list[tuple[Any, ...]], conversation_id: str) -> list[Mes
             metadata_json, None if key is not None and key[:1] == internal else key, payload,
             link,
         ))
-        for seq, role, content, created_us, metadata_json, key, payload, link, _ in reversed(rows)
+        for seq, role, content, created_us, metadata_json, key, payload, link in reversed(rows)
     ]  # fmt: skip
 
 
@@ -949,21 +949,28 @@ APPEND: Final = Closing(
 NEWEST: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} ORDER BY seq DESC LIMIT 1"
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
 DELETE_FROM: Final = f"DELETE FROM messages WHERE {_CONV} AND seq >= %(from)s"
-#: The live conversation's last N messages in one statement, newest first: no row at all
-#: when it is not found, one row of NULLs when it has no messages. N is its window when
-#: %(n)s is NULL. Seqs are contiguous (trimming removes the oldest), so the last N are a
-#: bounded range. Each row is ``MESSAGE_COLUMNS`` less the conversation id (the caller's),
-#: then the window size (``decode_window``).
-_WINDOW: Final = (
-    "SELECT m.seq, m.role, m.content, m.created_us, m.metadata_json, "
-    "m.idem_key, m.payload, m.link, c.window_n FROM conversations c LEFT JOIN LATERAL "
-    "(SELECT * FROM messages WHERE tenant = {tenant} AND conversation_id = c.id "
-    "AND seq > c.last_seq - coalesce(%(n)s::bigint, c.window_n + %(extra)s) "
-    "ORDER BY seq DESC LIMIT coalesce(%(n)s::bigint, c.window_n + %(extra)s)) m ON true "
-    "WHERE {row} AND (c.expires_us IS NULL OR c.expires_us > %(now)s)"
-)
 
-WINDOW: Final = _routed_join(_WINDOW)
+
+def _last(size: str, columns: str = "") -> Routed:
+    """The live conversation's last ``size`` messages in one statement, newest first.
+
+    No row at all when it is not found, one row of NULLs when it has no messages. Seqs are
+    contiguous (trimming removes the oldest), so the last N are a bounded range. Each row is
+    ``MESSAGE_COLUMNS`` less the conversation id (the caller's), then ``columns``.
+    """
+    return _routed_join(
+        "SELECT m.seq, m.role, m.content, m.created_us, m.metadata_json, m.idem_key, "
+        f"m.payload, m.link{columns} FROM conversations c LEFT JOIN LATERAL "
+        "(SELECT * FROM messages WHERE tenant = {tenant} AND conversation_id = c.id "
+        f"AND seq > c.last_seq - {size} ORDER BY seq DESC LIMIT {size}) m ON true "
+        "WHERE {row} AND (c.expires_us IS NULL OR c.expires_us > %(now)s)"
+    )
+
+
+#: ``messages(last=n)``: the last %(n)s messages (``decode_window``), 8 columns.
+LAST: Final = _last("%(n)s::bigint")
+#: ``context()``: its window and %(extra)s more, each row followed by the window size.
+WINDOW: Final = _last("(c.window_n + %(extra)s)", ", c.window_n")
 READ_AFTER: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} AND seq > %(after)s "
     "ORDER BY seq LIMIT %(n)s"
