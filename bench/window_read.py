@@ -1,6 +1,8 @@
 """The window read (the harness's W2): ``messages(last=20)`` of a 200-message conversation.
 
-Run: ``python -m bench.window_read sqlite|postgres [--mode time|calls|callgrind] [-n N]``.
+Run: ``python -m bench.window_read sqlite|postgres [--mode time|calls|callgrind] [-n N]
+[--read messages|context]``; ``--read context``: ``context(cid)`` instead (the window of 20,
+plain format, what a bot reads every turn).
 A fresh store (SQLite: a file under ``--dir``; PostgreSQL: schema ``tk_window_bench`` of
 ``--url``'s database, made and dropped, ``pool_size=1``) gets 200 messages of 50-110
 characters (a third with metadata), then 200 warm-up reads. ``time``: the p50 µs of ``n``
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import math
 import os
 import pstats
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--dir", default=tempfile.gettempdir())
+    parser.add_argument("--read", choices=["messages", "context"], default="messages")
     args = parser.parse_args()
     if args.backend == "sqlite":
         path = os.path.join(args.dir, f"tk_window_bench_{os.getpid()}.db")
@@ -51,26 +55,30 @@ def main() -> None:
                 metadata = {"i": i} if i % 3 == 0 else None
                 role = "user" if i % 2 == 0 else "assistant"
                 store.append(cid, role, f"message {i} " + "x" * (40 + i % 60), metadata=metadata)
+            if args.read == "messages":
+                read = functools.partial(store.messages, cid, last=20)
+            else:
+                read = functools.partial(store.context, cid)
             for _ in range(200):
-                store.messages(cid, last=20)
+                read()
             if args.mode == "time":
                 clock, lat = time.perf_counter_ns, []
                 for _ in range(args.n):
                     start = clock()
-                    store.messages(cid, last=20)
+                    read()
                     lat.append(clock() - start)
                 print(f"p50 {statistics.median(lat) / 1000:.1f} us")
             elif args.mode == "calls":
                 profile = cProfile.Profile()
                 profile.enable()
                 for _ in range(args.n):
-                    store.messages(cid, last=20)
+                    read()
                 profile.disable()
                 print(f"{pstats.Stats(profile).total_calls / args.n:.1f} Python calls per read")
             else:
                 math.gcd(1, 1)
                 for _ in range(args.n):
-                    store.messages(cid, last=20)
+                    read()
                 math.lcm(1, 1)
     finally:
         if args.backend == "sqlite":

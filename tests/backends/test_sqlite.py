@@ -328,10 +328,12 @@ def test_a_list_without_status_returns_every_status_in_activity_order(tmp_path):
         assert {store.get(cid).status for cid in seen} == {s.value for s in threadkeep.Status}
 
 
-@pytest.mark.parametrize("shape", ["last", "after", "before", "key"])
+@pytest.mark.parametrize("shape", ["last", "after", "before", "key", "window", "state"])
 def test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see(tmp_path, shape):
     # The reads test visibility in their one statement's WHERE (no per-row tenant and
     # expiry): the same answer as decide.is_visible at the expiry's edge and for a tenant.
+    # "window": context()'s read (WindowOp), the window of 20 and the size, ([], 0) unseen;
+    # "state": load_state (the current version, and version 2: NO_VERSION when seen).
     from threadkeep._rules import decide, ops
     from threadkeep._rules.ops import Outcome
     from threadkeep._rules.times import to_us
@@ -342,6 +344,8 @@ def test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see(tmp_path, 
         empty = store.start("c2", tenant="t1")
         forever = store.start("c3", tenant="t1", retention=threadkeep.Retention(ttl=None))
         store.append(forever.id, "user", "hi", idempotency_key="k1")
+        for cid in (conv.id, forever.id):  # a state where there is a message
+            store.save_state(cid, {"n": 1})
         backend: Any = store._backend
         for cid, count in ((conv.id, 1), (empty.id, 0), (forever.id, 1)):
             expires_at = store.get(cid).expires_at
@@ -352,6 +356,10 @@ def test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see(tmp_path, 
                     op: Any
                     if shape == "key":
                         op = ops.KeyOp(cid, tenant, now_us, "k1")
+                    elif shape == "window":
+                        op = ops.WindowOp(cid, tenant, now_us)
+                    elif shape == "state":
+                        op = ops.LoadStateOp(cid, tenant, now_us, None)
                     else:
                         op = ops.ReadOp(
                             cid, tenant, now_us, last=2 if shape == "last" else None,
@@ -360,12 +368,22 @@ def test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see(tmp_path, 
                     result = backend.execute(op)
                     seen = decide.is_visible("t1", expires_us, tenant, now_us)
                     assert (result.outcome is Outcome.OK) is seen, (cid, now_us, tenant)
-                    if not seen:
+                    if shape == "window":
+                        rows, size = result.value
+                        assert [r.content for r in rows] == ["hi"] * count * seen
+                        assert size == (20 if seen else 0)
+                    elif shape == "state":
+                        assert (result.value is None) is (count == 0 or not seen)
+                        other = backend.execute(ops.LoadStateOp(cid, tenant, now_us, 2))
+                        assert other.outcome is (Outcome.NO_VERSION if seen else Outcome.NOT_FOUND)
+                    elif not seen:
                         continue
-                    if shape == "key":
+                    elif shape == "key":
                         assert (result.value is None) is (count == 0)
                     else:
                         assert [m.content for m in result.value] == ["hi"] * count
                         assert all(m.conversation_id == cid for m in result.value)
         missing = ops.ReadOp("nope", None, 0, last=2, after=0, limit=10)
         assert backend.execute(missing).outcome is Outcome.NOT_FOUND
+        assert backend.execute(ops.WindowOp("nope", None, 0)).value == ([], 0)
+        assert backend.execute(ops.LoadStateOp("nope", None, 0, None)).outcome is Outcome.NOT_FOUND

@@ -75,9 +75,9 @@ def is_visible(row_tenant: str, expires_us: int | None, tenant: str | None, now_
     """Whether a conversation is seen by a caller: not expired, and of ``tenant`` when given.
 
     A conversation that expired is gone at once, whether or not it was purged yet; one of
-    another tenant does not exist for the caller. The message reads say it again in SQL
-    (``sqlite/_schema._READ``, ``postgres/_schema._last``): change them with it
-    (``test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see`` ties SQLite's).
+    another tenant does not exist for the caller. The message, window and state reads say it
+    again in SQL (``sqlite/_schema._VISIBLE``, ``postgres/_schema._last``): change them with
+    it (``test_a_read_sees_exactly_the_conversations_is_visible_lets_it_see`` ties SQLite's).
     """
     return not is_expired(expires_us, now_us) and (tenant is None or row_tenant == tenant)
 

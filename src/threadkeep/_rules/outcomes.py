@@ -416,6 +416,14 @@ def _links(rows: Sequence[WindowLike]) -> list[Link]:
     ]
 
 
+def _window_start(rows: Sequence[WindowLike], want: int) -> int:
+    """``windows.window_start`` of ``rows``, without their Links when none has a payload."""
+    complete = len(rows) <= want
+    if list(map(_PAYLOAD_JSON, rows)).count(None) == len(rows):  # no tool call or result
+        return windows.plain_start(len(rows), want, complete=complete)
+    return windows.window_start(_links(rows), want, complete=complete)
+
+
 def finish_messages(result: Result[list[MessageRow]], op: ReadOp) -> list[Message]:
     """messages(): for ``last``, the tail that splits no tool call from its result.
 
@@ -425,14 +433,8 @@ def finish_messages(result: Result[list[MessageRow]], op: ReadOp) -> list[Messag
     if result.outcome is Outcome.NOT_FOUND:
         _not_found(op.conversation_id)
     rows = result.value
-    if op.last is not None:
-        want = op.last - 1  # the one more row only tells where the window may start
-        complete = len(rows) <= want
-        if list(map(_PAYLOAD_JSON, rows)).count(None) == len(rows):  # no tool call or result
-            start = windows.plain_start(len(rows), want, complete=complete)
-        else:
-            start = windows.window_start(_links(rows), want, complete=complete)
-        rows = rows[start:]
+    if op.last is not None:  # the one more row only tells where the window may start
+        rows = rows[_window_start(rows, op.last - 1) :]
     return to_messages(rows)
 
 
@@ -456,11 +458,11 @@ def finish_context(
     if result.outcome is Outcome.NOT_FOUND:
         _not_found(op.conversation_id)
     rows, want = result.value
+    if token_budget is None:
+        return rows[_window_start(rows, want) :]
     links = _links(rows)
     start = windows.window_start(links, want, complete=len(rows) <= want)
     window = rows[start:]
-    if token_budget is None:
-        return window
     if count_tokens is None:
         tokens = [windows.estimate_tokens(len(r.content) + len(r.payload_json or ""))
                   for r in window]  # fmt: skip

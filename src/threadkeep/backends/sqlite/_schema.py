@@ -379,34 +379,39 @@ DELETE_FROM: Final = "DELETE FROM messages WHERE conversation_id = ? AND seq >= 
 #: given time, or not of the given tenant when one is given: ``decide.is_visible``), one row
 #: of NULLs when no message matches. seq is gap-free and trimming removes the oldest first,
 #: so the last N messages are those with seq > last_seq - N: an index range. Parameters: the
-#: message condition's, the id, the time, the tenant (or NULL) twice, then the limit's.
+#: message condition's, the id, ``_VISIBLE``'s, then the limit's.
 _M: Final = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(",")[1:])
+#: ``decide.is_visible`` in SQL; parameters: the time, the tenant or NULL (any: the column is
+#: NOT NULL). The tenant is bound once: sqlite3 binds a None through its adapter lookup, ~3.7k
+#: instructions, an int or str directly.
+_VISIBLE: Final = "(c.expires_us IS NULL OR c.expires_us > ?) AND c.tenant = coalesce(?, c.tenant)"
 _READ: Final = (
     f"SELECT {_M} FROM conversations c LEFT JOIN messages m "
-    "ON m.conversation_id = c.id AND {} WHERE c.id = ? "
-    "AND (c.expires_us IS NULL OR c.expires_us > ?) AND (? IS NULL OR c.tenant = ?) "
-    "ORDER BY m.seq{}"
+    f"ON m.conversation_id = c.id AND {{}} WHERE c.id = ? AND {_VISIBLE} ORDER BY m.seq{{}}"
 )
 READ_LAST: Final = _READ.format("m.seq > c.last_seq - ?", "")
 READ_AFTER: Final = _READ.format("m.seq > ?", " LIMIT ?")
 #: The newest ``limit`` below a seq, newest first (the backend turns them around).
 READ_BEFORE: Final = _READ.format("m.seq < ?", " DESC LIMIT ?")
 READ_KEY: Final = _READ.format("m.idempotency_key = ?", "")
-#: The window and ``extra`` messages before it (as ``WindowRow``), then the window size.
+#: The window and ``extra`` messages before it (as ``WindowRow``), then the window size, in
+#: one statement as ``_READ``: no row when the conversation is not visible, one row of NULLs
+#: but the size when it has no message. Parameters: ``extra``, the id, ``_VISIBLE``'s.
 WINDOW: Final = (
-    "SELECT c.tenant, c.expires_us, m.role, m.content, m.payload, m.link, c.window_size "
-    "FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id "
-    "AND m.seq > c.last_seq - c.window_size - ? WHERE c.id = ? ORDER BY m.seq"
+    "SELECT m.role, m.content, m.payload, m.link, c.window_size FROM conversations c "
+    "LEFT JOIN messages m ON m.conversation_id = c.id "
+    f"AND m.seq > c.last_seq - c.window_size - ? WHERE c.id = ? AND {_VISIBLE} ORDER BY m.seq"
 )
 
 # ---- state ------------------------------------------------------------------------------
 
-#: Tenant and expiry (visibility), then the state version asked for (NULL: the current one),
-#: in one statement: a single SELECT reads one snapshot, so it needs no transaction.
+#: The state version asked for (NULL: the current one) of a visible conversation (the id, then
+#: ``_VISIBLE``'s), in one statement: a single SELECT reads one snapshot, so it needs no
+#: transaction. No row when it is not visible, one of NULLs when there is no such version.
 LOAD_STATE: Final = (
-    "SELECT c.tenant, c.expires_us, s.version, s.value, s.saved_us FROM conversations c "
+    "SELECT s.version, s.value, s.saved_us FROM conversations c "
     "LEFT JOIN states s ON s.conversation_id = c.id AND s.version = coalesce(?, c.state_version) "
-    "WHERE c.id = ?"
+    f"WHERE c.id = ? AND {_VISIBLE}"
 )
 SELECT_STATE: Final = (
     "SELECT version, value, saved_us FROM states WHERE conversation_id = ? AND version = ?"

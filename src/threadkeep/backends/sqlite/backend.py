@@ -654,7 +654,7 @@ class SQLiteBackend:
                 return verdict
             self._rewrite(db, verdict, op.events_kept)
             # the kept messages, whoever asks (no time is below _LOWEST, any tenant)
-            everyone = (verdict.row.last_seq, op.conversation_id, _LOWEST, None, None)
+            everyone = (verdict.row.last_seq, op.conversation_id, _LOWEST, None)
             kept = db.execute(schema.READ_LAST, everyone).fetchall()
             messages = _messages(op.conversation_id, kept)
         return Result(_OK, (messages, verdict.row.last_seq))
@@ -664,7 +664,7 @@ class SQLiteBackend:
 
         ``on``: the message condition's parameter; ``limit``: the LIMIT's, if any.
         """
-        params = (on, op.conversation_id, op.now_us, op.tenant, op.tenant, *limit)
+        params = (on, op.conversation_id, op.now_us, op.tenant, *limit)
         with self._errors() as db:
             found = db.execute(sql, params).fetchall()
         return None if not found else _messages(op.conversation_id, found)
@@ -706,13 +706,14 @@ class SQLiteBackend:
 
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
+        params = (op.extra, op.conversation_id, op.now_us, op.tenant)
         with self._errors() as db:
-            found = db.execute(schema.WINDOW, (op.extra, op.conversation_id)).fetchall()
-        if not found or not decide.is_visible(found[0][0], found[0][1], op.tenant, op.now_us):
+            found = db.execute(schema.WINDOW, params).fetchall()
+        if not found:  # not visible
             return Result(Outcome.NOT_FOUND, ([], 0))
         new = _NEW_TUPLE  # as in _messages: no window row when the first is NULLs
-        rows = [] if found[0][2] is None else [new(WindowRow, r[2:6]) for r in found]
-        return Result(_OK, (rows, found[0][6]))
+        rows = [] if found[0][0] is None else [new(WindowRow, r[:4]) for r in found]
+        return Result(_OK, (rows, found[0][4]))
 
     # ---- state --------------------------------------------------------------------------
 
@@ -742,13 +743,14 @@ class SQLiteBackend:
 
     @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
+        params = (op.version, op.conversation_id, op.now_us, op.tenant)
         with self._errors() as db:
-            found = db.execute(schema.LOAD_STATE, (op.version, op.conversation_id)).fetchone()
-        if found is None or not decide.is_visible(found[0], found[1], op.tenant, op.now_us):
+            found = db.execute(schema.LOAD_STATE, params).fetchone()
+        if found is None:  # not visible
             return Result(Outcome.NOT_FOUND, None)
-        if found[2] is None:
+        if found[0] is None:
             return Result(_OK if op.version is None else Outcome.NO_VERSION, None)
-        return Result(_OK, _common.decode_state(found[2:]))
+        return Result(_OK, _common.decode_state(found))
 
     # ---- events, leases, facts ----------------------------------------------------------
 
