@@ -7,8 +7,9 @@ loopback port, ``autovacuum = off``), a schema by the store under test (100 conv
 ``resume(tenant=…)``, the log past ``events_kept``, then ``ANALYZE``, as the peer harness's
 ``settle()`` does), stops it, and runs ``postgres --single`` under ``valgrind
 --tool=callgrind`` on a copy, twice: N1 and N2 keyless 200-byte appends round-robin, each an
-``EXECUTE`` of ``SELECT * FROM append_message(…)`` (the parameters ``schema.APPEND`` sends,
-migration 8's signature) and of the ``NOTIFY`` statement, each its own transaction.
+``EXECUTE`` of ``SELECT * FROM append_message(…)`` (the function ``schema.APPEND`` calls,
+``append_message_v2`` from migration 13, with the parameters it sends: migration 8's
+signature) and of the ``NOTIFY`` statement, each its own transaction.
 Instructions per append = (total at N2 − total at N1) / (N2 − N1): set-up, start-up and
 shut-down cancel; single-user mode's printing of each answer is counted, the same in every
 run. Run it with ``PYTHONPATH`` at another checkout's ``src`` to compare.
@@ -41,6 +42,9 @@ ON_MESSAGE = (
 "{\\"from\\":\\"idle\\",\\"to\\":\\"active\\"}",\
 "{\\"from\\":\\"waiting_agent\\",\\"to\\":\\"waiting_agent\\"}"}'"""
 )
+#: the function the store's APPEND calls (each tree's: migration 13 renamed it)
+FUNCTION = re.search(r"FROM (\w+)\(", schema.APPEND)
+assert FUNCTION is not None
 #: the store's own NOTIFY statement (each tree's, so before and after send what they send)
 NOTIFY = schema.NOTIFY.replace("%(chan)s", "'tk'")
 
@@ -95,7 +99,9 @@ def script(ids: list[str], n: int, tenant: bool) -> str:
     lines = [
         "SET search_path = bench",
         "PREPARE a(text, text, bigint, text, boolean, bigint, text[], text[], text[], text[], "
-        "text, text, bytea, text, text, smallint, bigint) AS SELECT * FROM append_message("
+        "text, text, bytea, text, text, smallint, bigint) AS SELECT * FROM "
+        + FUNCTION.group(1)
+        + "("
         + ", ".join(f"${i}" for i in range(1, 18))
         + ")",
         f"PREPARE b AS {NOTIFY}",

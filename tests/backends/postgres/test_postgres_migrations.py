@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import random
+import re
+import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -122,9 +125,13 @@ def test_a_schema_name_with_capitals_keeps_its_case(schema: str) -> None:
 def test_upgrade_from_version_10_keeps_the_store_working(schema: str) -> None:
     """Version 12 only sets the append functions' planner setting (after 11 replaced
     emit_event, which would have dropped it): a store at version 10 with a conversation and
-    messages opens (two migrations applied), reads them, appends gap-free after them, and the
-    functions carry the setting."""
-    from threadkeep.backends.postgres._schema import INSERT_CONVERSATION, encode_conversation
+    messages opens (the later migrations applied), reads them, appends gap-free after them,
+    and the functions carry the setting."""
+    from threadkeep.backends.postgres._schema import (
+        INSERT_CONVERSATION,
+        MIGRATIONS,
+        encode_conversation,
+    )
 
     now = now_us()
     row = make_row(1, random.Random(11), now)
@@ -143,15 +150,17 @@ def test_upgrade_from_version_10_keeps_the_store_working(schema: str) -> None:
                 (row.tenant, row.id, seq, text.encode(), now, f"k{seq}"),
             )
     with contextlib.closing(open_backend(schema)) as backend:
-        assert backend.migrated == 2
+        assert backend.migrated == len(MIGRATIONS) - 10
     with psycopg.connect(SHARED) as conn:
         settings = conn.execute(
             "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = %s::regnamespace "
-            "AND proname IN ('append_message', 'emit_event', 'trim_messages') ORDER BY 1",
+            "AND proname IN ('append_message', 'append_message_v2', 'emit_event', "
+            "'trim_messages') ORDER BY 1",
             (schema,),
         ).fetchall()
     assert [(name, "enable_seqscan=off" in config) for name, config in settings] == [
         ("append_message", True),
+        ("append_message_v2", True),
         ("emit_event", True),
         ("trim_messages", True),
     ]
@@ -163,3 +172,108 @@ def test_upgrade_from_version_10_keeps_the_store_working(schema: str) -> None:
         assert texts == ["one", "two", "three"]
     finally:
         store.close()
+
+
+def _append_function(schema: str) -> str:
+    """The function APPEND calls, qualified by ``schema``."""
+    from threadkeep.backends.postgres._schema import APPEND
+
+    found = re.search(r"FROM (\w+)\(", APPEND)
+    assert found is not None
+    return f'"{schema}".{found.group(1)}'
+
+
+def _grants(conn: psycopg.Connection[Any], function: str) -> set[tuple[str, bool]]:
+    """Who may run ``function`` (a name; its only overload), with the grant option."""
+    rows = conn.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, "
+        "a.is_grantable FROM pg_proc p, aclexplode(coalesce(p.proacl, "
+        "acldefault('f', p.proowner))) a WHERE p.oid = %s::regproc "
+        "AND a.privilege_type = 'EXECUTE'",
+        (function,),
+    ).fetchall()
+    return {(grantee, grantable) for grantee, grantable in rows}
+
+
+def test_the_append_answers_a_named_row_type(schema: str) -> None:
+    """The function APPEND calls returns a named composite type (its descriptor comes from the
+    type cache; a RETURNS TABLE function's is built from its argument arrays on every call)."""
+    store = threadkeep.open(url_of(schema))
+    store.close()
+    with psycopg.connect(SHARED) as conn:
+        kind = conn.execute(
+            "SELECT p.proretset, t.typtype, c.relkind FROM pg_proc p "
+            "JOIN pg_type t ON t.oid = p.prorettype JOIN pg_class c ON c.oid = t.typrelid "
+            "WHERE p.oid = %s::regproc",
+            (_append_function(schema),),
+        ).fetchall()
+    assert kind == [(True, "c", "c")]
+
+
+#: APPEND as version 12 sent it (migration 8's function)
+_V12_APPEND = (
+    "SELECT * FROM append_message(%(tenant)s::text, %(id)s::text, %(now)s::bigint, "
+    "%(key)s::text, %(look_up)s::boolean, %(fence)s::bigint, %(sources)s::text[], "
+    "%(targets)s::text[], %(changes)s::text[], %(change_data)s::text[], %(appended)s::text, "
+    "%(role)s::text, %(content)s::bytea, %(metadata_json)s::text, %(payload)s::text, "
+    "%(link)s::smallint, %(keep)s::bigint)"
+)
+
+
+def test_upgrade_from_version_12_keeps_grants_and_the_old_append(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 13's new append function gets the EXECUTE grants an operator gave the old one
+    (and not PUBLIC's, which the operator revoked); the store appends after the upgrade, and a
+    version-12 worker still running (its APPEND calls append_message) keeps appending,
+    gap-free, with the same answer."""
+    from threadkeep.backends.postgres import _schema
+    from threadkeep.backends.postgres._schema import (
+        INSERT_CONVERSATION,
+        MIGRATIONS,
+        encode_conversation,
+    )
+
+    role = f"tk_runner_{uuid.uuid4().hex[:8]}"
+    old = f'"{schema}".append_message'
+    row = make_row(1, random.Random(13), now_us())
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}"')
+    try:
+        with psycopg.connect(SHARED) as conn:
+            schema_at_version(conn, schema, 12)
+            conn.execute(INSERT_CONVERSATION, encode_conversation(row))
+            conn.execute(
+                "UPDATE conversations SET ttl_us = NULL, expires_us = NULL WHERE id = %s",
+                (row.id,),
+            )
+            found = conn.execute("SELECT %s::regproc::regprocedure::text", (old,)).fetchone()
+            assert found is not None
+            conn.execute(f"REVOKE EXECUTE ON FUNCTION {found[0]} FROM PUBLIC")
+            conn.execute(f'GRANT EXECUTE ON FUNCTION {found[0]} TO "{role}" WITH GRANT OPTION')
+            before = _grants(conn, old)
+        assert (role, True) in before
+        assert not any(grantee == "PUBLIC" for grantee, _ in before)
+        with contextlib.closing(open_backend(schema)) as backend:
+            assert backend.migrated == len(MIGRATIONS) - 12
+        with psycopg.connect(SHARED) as conn:
+            assert _grants(conn, _append_function(schema)) == before
+            assert _grants(conn, old) == before
+        store = threadkeep.open(url_of(schema))
+        try:
+            assert store.append(row.id, "user", "one", tenant=row.tenant).seq == 1
+            monkeypatch.setattr(_schema, "APPEND", _schema.Closing(_V12_APPEND))
+            assert store.append(row.id, "user", "two", tenant=row.tenant).seq == 2
+            assert store.append(row.id, "user", "three").seq == 3
+            monkeypatch.undo()
+            assert store.append(row.id, "user", "four", idempotency_key="k").seq == 4
+            again = store.append(row.id, "user", "four", idempotency_key="k")
+            assert (again.seq, again.replayed) == (4, True)
+            texts = [m.content for m in store.messages(row.id, tenant=row.tenant)]
+            assert texts == ["one", "two", "three", "four"]
+        finally:
+            store.close()
+    finally:
+        drop_schema(schema)
+        with psycopg.connect(SHARED, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{role}"')

@@ -703,6 +703,161 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         RETURN cut;
     END $f$;
     """,
+    # 13: fewer server instructions per append (docs/performance.md, "PostgreSQL, seventh
+    # round"), every rule as before. The append's answer is a named composite type,
+    # append_result: a function returning TABLE (...) had its 31-column result descriptor
+    # built from its argument arrays on every call; a named type's comes from the type cache.
+    # A function's result type cannot be replaced, so the function is a new one,
+    # append_message_v2 (APPEND calls it), which gets every EXECUTE grant the old one had
+    # (when an operator changed its ACL); the old one stays, unchanged, for the version-12
+    # workers still running during a rolling upgrade. Its calls of other functions, and
+    # emit_event's, are PL/pgSQL assignments instead of PERFORM (an expression evaluated in
+    # place, not a statement planned and run by the executor), and its UPDATE names the status
+    # only when the status changes: an UPDATE naming it has the counters' trigger (migration 6,
+    # AFTER UPDATE OF status, stage) rebuild and test its WHEN clause, which is false when the
+    # status stays. emit_event keeps its signature (CREATE OR REPLACE keeps its grants).
+    """
+    CREATE TYPE append_result AS (written boolean, id text, tenant text, contact_id text,
+        agent_id text, channel text, status text, stage text, metadata_json text,
+        created_us bigint, activity_us bigint, expires_us bigint, idle_us bigint,
+        message_count integer, last_seq bigint, state_version integer, ttl_us bigint,
+        idle_after_us bigint, window_n integer, max_messages integer, lease_token bigint,
+        lease_until_us bigint, conversation_id text, seq bigint, role text, content bytea,
+        at_us bigint, meta text, idem_key text, payload text, link smallint);
+    CREATE OR REPLACE FUNCTION emit_event(p_kind text, p_tenant text, p_cid text, p_data text,
+        p_at bigint, p_keep bigint, p_rank bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT SET enable_seqscan = off AS $f$
+    DECLARE
+        drawn bigint;
+        gone bigint;
+        concerns text := coalesce(current_setting('threadkeep.notify', true), '');
+        done text;  -- what a call made for its effect answers (void answers '')
+    BEGIN
+        IF p_rank = 0 THEN
+            done := pg_advisory_xact_lock_shared(events_tag() | events_drawn())::text;
+            done := set_config('threadkeep.emitted', 'on', false);
+        END IF;
+        IF concerns = '' AND octet_length(p_tenant) < 7000 THEN  -- a payload is < 8000 bytes
+            done := set_config('threadkeep.notify', 't:' || p_tenant, false);
+        ELSIF concerns IS DISTINCT FROM 't:' || p_tenant THEN
+            done := set_config('threadkeep.notify', '*', false);
+        END IF;
+        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
+            VALUES (p_kind, p_tenant, p_cid, p_data, p_at) RETURNING id INTO drawn;
+        gone := drawn - p_keep;
+        IF gone > 0 THEN  -- an erased event left a placeholder; a rolled-back id left nothing
+            DELETE FROM events WHERE id = gone;
+            IF NOT FOUND THEN  -- an erasure committed while it waited: its placeholder
+                DELETE FROM events WHERE id = gone;
+            END IF;
+            IF FOUND THEN
+                UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
+            END IF;
+        END IF;
+    END $f$;
+    CREATE FUNCTION append_message_v2(p_tenant text, p_id text, p_now bigint, p_key text,
+        p_look_up boolean, p_fence bigint, p_sources text[], p_targets text[],
+        p_changes text[], p_change_data text[], p_appended text, p_role text,
+        p_content bytea, p_metadata text, p_payload text, p_link smallint, p_keep bigint)
+    RETURNS SETOF append_result
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT SET enable_seqscan = off AS $f$
+    DECLARE
+        c record;
+        i integer;
+        next_seq bigint;
+        target text;
+        written boolean := false;
+        done text;  -- what a call made for its effect answers
+        k_cid text;  -- the stored message of the key, when one was looked up and found
+        k_seq bigint;
+        k_role text;
+        k_content bytea;
+        k_at bigint;
+        k_meta text;
+        k_key text;
+        k_payload text;
+        k_link smallint;
+    BEGIN
+        IF p_tenant IS NULL THEN
+            SELECT * INTO c FROM conversations WHERE id = p_id FOR UPDATE;
+        ELSE
+            SELECT * INTO c FROM conversations WHERE tenant = p_tenant AND id = p_id
+                FOR UPDATE;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF c.expires_us IS NULL OR c.expires_us > p_now THEN
+            IF p_look_up THEN
+                SELECT * INTO k_cid, k_seq, k_role, k_content, k_at, k_meta, k_key,
+                    k_payload, k_link FROM (SELECT conversation_id, seq, role, content,
+                    created_us, metadata_json, idem_key, payload, link FROM messages
+                    WHERE tenant = c.tenant AND conversation_id = c.id AND idem_key = p_key
+                    UNION ALL SELECT conversation_id, seq, role, content, created_us,
+                    metadata_json, idem_key, payload, link FROM idem_archive
+                    WHERE tenant = c.tenant AND conversation_id = c.id AND idem_key = p_key
+                    LIMIT 1) k;
+            END IF;
+            i := array_position(p_sources, c.status);
+            IF k_seq IS NULL AND i IS NOT NULL AND (p_fence IS NULL
+                    OR (c.lease_token = p_fence AND c.lease_until_us > p_now)) THEN
+                next_seq := c.last_seq + 1;
+                target := p_targets[i];
+                INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us,
+                    metadata_json, idem_key, payload, link) VALUES (c.tenant, c.id, next_seq,
+                    p_role, p_content, p_now, p_metadata, p_key, p_payload, p_link);
+                IF target = c.status THEN
+                    UPDATE conversations SET activity_us = p_now,
+                        expires_us = p_now + c.ttl_us, idle_us = p_now + c.idle_after_us,
+                        message_count = c.message_count + 1, last_seq = next_seq
+                        WHERE tenant = c.tenant AND id = c.id;
+                ELSE
+                    UPDATE conversations SET status = target, activity_us = p_now,
+                        expires_us = p_now + c.ttl_us, idle_us = p_now + c.idle_after_us,
+                        message_count = c.message_count + 1, last_seq = next_seq
+                        WHERE tenant = c.tenant AND id = c.id;
+                END IF;
+                IF c.max_messages IS NOT NULL AND c.message_count + 1 > c.max_messages THEN
+                    done := trim_messages(c.tenant, c.id, next_seq - c.max_messages + 1)::text;
+                END IF;
+                done := emit_event(p_appended, c.tenant, c.id,
+                    format('{"seq":%s,"role":%s}', next_seq, to_json(p_role)), p_now, p_keep,
+                    0)::text;
+                IF target <> c.status THEN
+                    done := emit_event(p_changes[i], c.tenant, c.id, p_change_data[i], p_now,
+                        p_keep, 1)::text;
+                END IF;
+                written := true;
+            END IF;
+        END IF;
+        RETURN NEXT ROW(written, c.id, c.tenant, c.contact_id, c.agent_id, c.channel,
+            c.status, c.stage, c.metadata_json, c.created_us, c.activity_us, c.expires_us,
+            c.idle_us, c.message_count, c.last_seq, c.state_version, c.ttl_us,
+            c.idle_after_us, c.window_n, c.max_messages, c.lease_token, c.lease_until_us,
+            k_cid, k_seq, k_role, k_content, k_at, k_meta, k_key, k_payload, k_link);
+    END $f$;
+    -- the old function's EXECUTE grants, when its ACL is not the default (PUBLIC may run it)
+    DO $d$ DECLARE
+        old constant regprocedure := 'append_message(text, text, bigint, text, boolean, '
+            'bigint, text[], text[], text[], text[], text, text, bytea, text, text, smallint, '
+            'bigint)'::regprocedure;
+        new constant text := 'append_message_v2(text, text, bigint, text, boolean, bigint, '
+            'text[], text[], text[], text[], text, text, bytea, text, text, smallint, bigint)';
+        g record;
+    BEGIN
+        IF (SELECT proacl FROM pg_proc WHERE oid = old) IS NOT NULL THEN
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', new);
+            FOR g IN SELECT a.grantee, bool_or(a.is_grantable) AS grantable
+                FROM pg_proc p, aclexplode(p.proacl) a
+                WHERE p.oid = old AND a.privilege_type = 'EXECUTE' GROUP BY a.grantee
+            LOOP
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', new,
+                    CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+                    CASE WHEN g.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+            END LOOP;
+        END IF;
+    END $d$;
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -928,7 +1083,8 @@ INSERT_MESSAGES: Final = Unread(
 #: what is kept, and keeps user idempotency keys replayable; answers the cut seq (NULL:
 #: nothing trimmed). One statement (migration 8's ``trim_messages``, which APPEND calls too).
 TRIM_MESSAGES: Final = "SELECT trim_messages(%(tenant)s, %(id)s, %(from)s)"
-#: An append in one statement (migration 8's ``append_message``): locks the conversation (by
+#: An append in one statement (migration 13's ``append_message_v2``, 8's ``append_message``
+#: with a named result type): locks the conversation (by
 #: id alone when %(tenant)s is NULL) and, when it is live, looks up %(key)s if %(look_up)s.
 #: Only if no message has that key, its status is one of %(sources)s and the fence (if any)
 #: is the live lease, it writes what ``decide.append`` would: the message (seq last_seq + 1,
@@ -940,7 +1096,7 @@ TRIM_MESSAGES: Final = "SELECT trim_messages(%(tenant)s, %(id)s, %(from)s)"
 #: key (``MESSAGE_COLUMNS``; NULLs when none); no row when there is no such conversation.
 #: The flow judges that answer with ``decide.append`` whatever it was.
 APPEND: Final = Closing(
-    "SELECT * FROM append_message(%(tenant)s::text, %(id)s::text, %(now)s::bigint, "
+    "SELECT * FROM append_message_v2(%(tenant)s::text, %(id)s::text, %(now)s::bigint, "
     "%(key)s::text, %(look_up)s::boolean, %(fence)s::bigint, %(sources)s::text[], "
     "%(targets)s::text[], %(changes)s::text[], %(change_data)s::text[], %(appended)s::text, "
     "%(role)s::text, %(content)s::bytea, %(metadata_json)s::text, %(payload)s::text, "
