@@ -95,6 +95,36 @@ _BIND_DRAWN: Final = (
     "pg_get_serial_sequence('events', 'id'));"
 )
 
+#: emit_event's work (migration 13), in emit_event and inlined in append_message_v2 for the
+#: first event of an append (a call of a PL/pgSQL function with SET clauses costs ~45k
+#: instructions more than its statements): the shared lock keyed below the id it draws (a
+#: write's first event), the session's flags for the NOTIFY, the event, and the trim of the
+#: event ``keep`` ids older with its floor. A migration that changes one changes both.
+_EMIT: Final = """
+        IF {first} THEN
+            done := pg_advisory_xact_lock_shared(events_tag() | events_drawn())::text;
+            done := set_config('threadkeep.emitted', 'on', false);
+        END IF;
+        concerns := coalesce(current_setting('threadkeep.notify', true), '');
+        IF concerns = '' AND octet_length({tenant}) < 7000 THEN  -- a payload is < 8000 bytes
+            done := set_config('threadkeep.notify', 't:' || {tenant}, false);
+        ELSIF concerns IS DISTINCT FROM 't:' || {tenant} THEN
+            done := set_config('threadkeep.notify', '*', false);
+        END IF;
+        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
+            VALUES ({kind}, {tenant}, {cid}, {data}, {at}) RETURNING id INTO drawn;
+        gone := drawn - {keep};
+        IF gone > 0 THEN  -- an erased event left a placeholder; a rolled-back id left nothing
+            DELETE FROM events WHERE id = gone;
+            IF NOT FOUND THEN  -- an erasure committed while it waited: its placeholder
+                DELETE FROM events WHERE id = gone;
+            END IF;
+            IF FOUND THEN
+                UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
+            END IF;
+        END IF;
+"""
+
 #: Append-only; MIGRATIONS[i] brings the schema to version i + 1.
 MIGRATIONS: Final[tuple[str, ...]] = (
     """
@@ -730,30 +760,20 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     DECLARE
         drawn bigint;
         gone bigint;
-        concerns text := coalesce(current_setting('threadkeep.notify', true), '');
+        concerns text;
         done text;  -- what a call made for its effect answers (void answers '')
     BEGIN
-        IF p_rank = 0 THEN
-            done := pg_advisory_xact_lock_shared(events_tag() | events_drawn())::text;
-            done := set_config('threadkeep.emitted', 'on', false);
-        END IF;
-        IF concerns = '' AND octet_length(p_tenant) < 7000 THEN  -- a payload is < 8000 bytes
-            done := set_config('threadkeep.notify', 't:' || p_tenant, false);
-        ELSIF concerns IS DISTINCT FROM 't:' || p_tenant THEN
-            done := set_config('threadkeep.notify', '*', false);
-        END IF;
-        INSERT INTO events (kind, tenant, conversation_id, data_json, at_us)
-            VALUES (p_kind, p_tenant, p_cid, p_data, p_at) RETURNING id INTO drawn;
-        gone := drawn - p_keep;
-        IF gone > 0 THEN  -- an erased event left a placeholder; a rolled-back id left nothing
-            DELETE FROM events WHERE id = gone;
-            IF NOT FOUND THEN  -- an erasure committed while it waited: its placeholder
-                DELETE FROM events WHERE id = gone;
-            END IF;
-            IF FOUND THEN
-                UPDATE events_floors SET floor = gone WHERE shard = gone % 64 AND floor < gone;
-            END IF;
-        END IF;
+    """
+    + _EMIT.format(
+        first="p_rank = 0",
+        kind="p_kind",
+        tenant="p_tenant",
+        cid="p_cid",
+        data="p_data",
+        at="p_at",
+        keep="p_keep",
+    )
+    + """
     END $f$;
     CREATE FUNCTION append_message_v2(p_tenant text, p_id text, p_now bigint, p_key text,
         p_look_up boolean, p_fence bigint, p_sources text[], p_targets text[],
@@ -767,6 +787,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         next_seq bigint;
         target text;
         written boolean := false;
+        drawn bigint;
+        gone bigint;
+        concerns text;
         done text;  -- what a call made for its effect answers
         k_cid text;  -- the stored message of the key, when one was looked up and found
         k_seq bigint;
@@ -820,9 +843,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
                 IF c.max_messages IS NOT NULL AND c.message_count + 1 > c.max_messages THEN
                     done := trim_messages(c.tenant, c.id, next_seq - c.max_messages + 1)::text;
                 END IF;
-                done := emit_event(p_appended, c.tenant, c.id,
-                    format('{"seq":%s,"role":%s}', next_seq, to_json(p_role)), p_now, p_keep,
-                    0)::text;
+    """
+    + _EMIT.format(
+        first="true",
+        kind="p_appended",
+        tenant="c.tenant",
+        cid="c.id",
+        data="""format('{"seq":%s,"role":%s}', next_seq, to_json(p_role))""",
+        at="p_now",
+        keep="p_keep",
+    )
+    + """
                 IF target <> c.status THEN
                     done := emit_event(p_changes[i], c.tenant, c.id, p_change_data[i], p_now,
                         p_keep, 1)::text;
