@@ -345,3 +345,37 @@ def test_a_trim_reads_the_messages_it_keeps_only_up_to_the_first(migrated: str) 
             "SELECT count(*), min(seq) FROM messages WHERE conversation_id = %s", (conv.id,)
         ).fetchone() == (200, 11)
     assert row is not None and row[0] < 50, row
+
+
+def test_an_append_names_the_status_in_its_update_only_when_it_changes(schema: str) -> None:
+    """An append that leaves the status as it was updates the row without naming ``status``,
+    so a trigger on ``UPDATE OF status`` (the counters' is one, migration 6) is not considered
+    for it (its WHEN clause was parsed and tested on every append: docs/performance.md,
+    "PostgreSQL append, session 10"); one that changes the status names it, and the
+    counters follow both."""
+    with threadkeep.open(url_of(schema)) as store:
+        conv = store.start(contact_id="c", tenant="t")
+        with psycopg.connect(SHARED, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.execute("CREATE TABLE status_named (n integer NOT NULL)")
+            conn.execute(
+                "CREATE FUNCTION status_named() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN INSERT INTO status_named VALUES (1); RETURN NEW; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER status_named BEFORE UPDATE OF status ON conversations "
+                "FOR EACH ROW EXECUTE FUNCTION status_named()"
+            )
+
+            def named() -> int:
+                row = conn.execute("SELECT count(*) FROM status_named").fetchone()
+                assert row is not None
+                return int(row[0])
+
+            store.append(conv.id, "user", "one", tenant="t")  # new -> active
+            assert named() == 1
+            store.append(conv.id, "user", "two", tenant="t")  # active -> active
+            store.append(conv.id, "user", "three")
+            assert named() == 1
+            assert store.get(conv.id, tenant="t").status == "active"
+            assert store.counts(tenant="t").by_status == {"active": 1}

@@ -74,6 +74,39 @@ def test_a_trim_that_waited_on_an_erasure_deletes_its_placeholder(schema: str) -
         ]
 
 
+def test_an_append_whose_trim_waited_on_an_erasure_deletes_its_placeholder(schema: str) -> None:
+    """The same race with an append's event (migration 13 runs its steps inside the append's
+    function, not through emit_event): the trim deletes the placeholder the erasure committed
+    while it waited and raises the floor past it."""
+    from threadkeep.backends.postgres._conn import pump
+
+    with threadkeep.open(url_of(schema), limits=threadkeep.Limits(events_kept=5)) as store:
+        gone = store.start(contact_id="c1", tenant="t")  # event 1
+        kept = store.start(contact_id="c2", tenant="t")  # event 2
+        store.append(kept.id, "user", "hi", tenant="t")  # events 3 and 4 (new -> active)
+        with connect(schema) as eraser:
+            pid = eraser.info.backend_pid
+            op = ops.DeleteOp(gone.id, "t", now_us(), 10_000)  # event 5 trims nothing
+            pump(eraser, flows_of(schema).call(op).attempt(1))  # replaced, not committed
+            # event 6, the append's, trims id 1: its DELETE waits on the row the eraser holds
+            thread, out = call_in_thread(lambda: store.append(kept.id, "user", "again"))
+            wait_until("the trim to wait on the erasure", lambda: blocked_by(pid))
+            eraser.commit()
+        thread.join(60)
+        assert not thread.is_alive() and not isinstance(out[0], Exception), out
+        assert _rows(schema) == [(2, "t"), (3, "t"), (4, "t"), (5, "t"), (6, "t")]
+        assert _floor(schema) == 1
+        with pytest.raises(threadkeep.CursorExpired):
+            list(store.events(after="0", tenant="t", timeout=0))
+        assert [e.id for e in store.events(after="1", tenant="t", timeout=0)] == [
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+        ]
+
+
 def _event_left_below_the_floor(
     store: threadkeep.Store, schema: str
 ) -> tuple[threadkeep.Conversation, threadkeep.Conversation]:
