@@ -350,9 +350,9 @@ def test_a_trim_reads_the_messages_it_keeps_only_up_to_the_first(migrated: str) 
 def test_an_append_names_the_status_in_its_update_only_when_it_changes(schema: str) -> None:
     """An append that leaves the status as it was updates the row without naming ``status``,
     so a trigger on ``UPDATE OF status`` (the counters' is one, migration 6) is not considered
-    for it (its WHEN clause was parsed and tested on every append: docs/performance.md,
-    "PostgreSQL append, session 10"); one that changes the status names it, and the
-    counters follow both."""
+    for it (its WHEN clause was parsed and tested on every append: docs/performance.md, "The
+    PostgreSQL append's server instructions, seventh round"); one that changes the status
+    names it, and the counters follow both."""
     with threadkeep.open(url_of(schema)) as store:
         conv = store.start(contact_id="c", tenant="t")
         with psycopg.connect(SHARED, autocommit=True) as conn:

@@ -733,10 +733,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         RETURN cut;
     END $f$;
     """,
-    # 13: fewer server instructions per append (docs/performance.md, "PostgreSQL append,
-    # session 10"), every rule as before. The append's answer is a named composite type,
-    # append_result: a function returning TABLE (...) had its 31-column result descriptor
-    # built from its argument arrays on every call; a named type's comes from the type cache.
+    # 13: fewer server instructions per append (docs/performance.md, "The PostgreSQL append's
+    # server instructions, seventh round"), every rule as before. The append's answer is a
+    # named composite type, append_result: a function returning TABLE (...) had its 31-column
+    # result descriptor built from its argument arrays on every call; a named type's comes
+    # from the type cache.
     # A function's result type cannot be replaced, so the function is a new one,
     # append_message_v2 (APPEND calls it), which gets every EXECUTE grant the old one had
     # (when an operator changed its ACL); the old one stays, unchanged, for the version-12
