@@ -172,8 +172,19 @@ class Event:
     at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (datetimes as ISO 8601 strings)."""
-        return cast(dict[str, Any], jsonable(asdict(self)))
+        """Return a JSON-ready dict (datetimes as ISO 8601 strings).
+
+        Built field by field: ``asdict`` deep-copied ``data`` before ``jsonable`` copied it
+        again, and an event stream renders every event it sends (``GET /v1/events``).
+        """
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "tenant": self.tenant,
+            "conversation_id": self.conversation_id,
+            "data": jsonable(self.data),
+            "at": self.at.isoformat(),
+        }
 
 
 @dataclass(frozen=True, slots=True)

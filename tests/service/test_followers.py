@@ -8,11 +8,14 @@ order, and none of another tenant's.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -21,11 +24,13 @@ import threadkeep
 from tests._servers import POSTGRES_BASE, require_reachable
 from tests.backends.postgres._helpers import drop_schema
 from tests.service._service_helpers import LiveServer, PrivateRedis
-from threadkeep import Event
+from threadkeep import Event, EventKind
+from threadkeep._models import jsonable
 from threadkeep._rules.ops import Op, Result
 from threadkeep.backends import AsyncBackend
 from threadkeep.service.followers import Followers
-from threadkeep.service.routers.events import _follow
+from threadkeep.service.routers import events as events_route
+from threadkeep.service.routers.events import _everything, _follow, sse
 
 STREAMS = 100
 POOL = 2  # the served store's pool: 40 streams must not need more
@@ -114,7 +119,7 @@ def test_idle_streams_read_nothing_and_every_stream_gets_every_event(store_url: 
             assert len(expected) == 4  # three messages and the status change
 
             def ids(chunks: list[str]) -> list[str]:
-                return [c.split("\n")[0] for c in chunks if c.startswith("id: ")]
+                return [line for line in "".join(chunks).split("\n") if line.startswith("id: ")]
 
             await _until("every event", lambda: all(len(ids(s)) >= 4 for s in sent[:STREAMS]))
             assert counting[0].event_reads - before <= 10  # not one (or more) per stream
@@ -152,9 +157,8 @@ def test_a_stream_behind_the_window_reads_the_store() -> None:
             )
             got: list[str] = []
             async for chunk in chunks:
-                if chunk.startswith("id: "):
-                    got.append(chunk.split("\n")[0].removeprefix("id: "))
-                if len(got) == len(expected):
+                got += [line[4:] for line in chunk.split("\n") if line.startswith("id: ")]
+                if len(got) >= len(expected):
                     break
             assert got == expected
         finally:
@@ -282,3 +286,112 @@ def test_a_stream_without_a_cursor_starts_at_the_tail_without_reading_the_log(
 def followers_tenant(client: Any) -> str:
     """The tenant of the test client's key."""
     return str(next(iter(client.app.state.api_keys.values())))
+
+
+# ---- what a wake costs: one write, one rendering per process, no deep copy -----------------
+
+
+def _event(number: int, tenant: str = "t") -> Event:
+    at = datetime(2026, 12, 1, 12, 0, number, tzinfo=UTC)
+    data = {"seq": number, "role": "user", "parts": [{"kind": "text"}], "at": at}
+    return Event(f"{number}-0", EventKind.MESSAGE_APPENDED, tenant, "c1", data, at)
+
+
+def _caught_up(tenant: str = "t") -> Followers:
+    """A reader that knows the end of the log (event ``0-0``), with no task: a test feeds it."""
+    followers = Followers()
+    followers._begin_at("0-0", {tenant: "0-0"})
+    return followers
+
+
+def _stream(followers: Followers) -> AsyncGenerator[str, None]:
+    """A caught-up stream of tenant ``t`` that waits on ``followers`` (no store: none read)."""
+    keep = _everything
+    stream = _follow(cast(Any, None), "t", _nothing(), "0-0", True, 60.0, True, followers, keep)
+    return cast(AsyncGenerator[str, None], stream)  # an async generator: aclose() ends it
+
+
+def test_an_event_renders_without_deep_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Event.to_dict`` gives what ``jsonable(asdict(event))`` gave, without ``asdict``'s deep
+    copy of ``data`` (one ``copy.deepcopy`` call per value, then ``jsonable`` copied it again).
+    """
+    event = _event(1)
+    expected = jsonable(asdict(event))
+    deep_copies = 0
+    original = copy.deepcopy
+
+    def counting(value: Any, memo: Any = None) -> Any:
+        nonlocal deep_copies
+        deep_copies += 1
+        return original(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    rendered = event.to_dict()
+    assert deep_copies == 0
+    assert rendered == expected and list(rendered) == list(expected)
+    assert sse(event) == sse(Event(**{f.name: getattr(event, f.name) for f in fields(event)}))
+    rendered["data"]["parts"].append("x")  # a copy: the event's own data is untouched
+    assert event.data["parts"] == [{"kind": "text"}]
+
+
+def test_a_wake_sends_what_the_window_got_in_one_chunk() -> None:
+    """Three events the reader takes in one read reach a waiting stream as one chunk (one
+    write to its connection), in log order; another tenant's event in between is left out.
+    """
+
+    async def main() -> None:
+        followers = _caught_up()
+        chunks = _stream(followers)
+        assert await anext(chunks) == "retry: 2000\n\n"
+        waiting = asyncio.ensure_future(anext(chunks))
+        await asyncio.sleep(0.05)  # the stream looked (nothing yet) and waits
+        assert not waiting.done()
+        for event in (_event(1), _event(2, "other"), _event(3), _event(4)):
+            followers._take(event)  # as the reader does, all of one read before it yields
+        chunk = await asyncio.wait_for(waiting, 5)
+        assert chunk == sse(_event(1)) + sse(_event(3)) + sse(_event(4))
+        await followers.aclose()
+        await chunks.aclose()
+
+    asyncio.run(main())
+
+
+def test_streams_of_a_tenant_share_one_rendering_of_each_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten streams of one tenant in a process render each event once, not once per stream;
+    an event that left the window forgets its rendering.
+    """
+    rendered: list[str] = []
+
+    def counting(event: Event) -> str:
+        rendered.append(event.id)
+        return sse(event)
+
+    monkeypatch.setattr(events_route, "sse", counting)
+
+    async def main() -> None:
+        followers = _caught_up()
+        streams = [_stream(followers) for _ in range(10)]
+        for stream in streams:
+            assert await anext(stream) == "retry: 2000\n\n"
+        waiting = [asyncio.ensure_future(anext(stream)) for stream in streams]
+        await asyncio.sleep(0.05)
+        for number in (1, 2, 3):
+            followers._take(_event(number))
+        sent = await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        assert sent == [sse(_event(1)) + sse(_event(2)) + sse(_event(3))] * 10
+        assert rendered == ["1-0", "2-0", "3-0"]
+        assert set(followers._texts) == {"1-0", "2-0", "3-0"}
+        await followers.aclose()
+        for stream in streams:
+            await stream.aclose()
+
+    asyncio.run(main())
+
+    small = Followers(window=2)
+    small._begin_at("0-0", {})
+    for number in range(1, 6):
+        small._take(_event(number))
+        small.text(_event(number), sse)
+    assert set(small._texts) == set(small._number) == {"3-0", "4-0", "5-0"}  # the window's

@@ -8,6 +8,7 @@ and its results are in docs/performance.md ("Under load").
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from bench.load import MUST_BE_ZERO, Servers, memory, pg_counters, rss_kib, run
+from bench.load import MUST_BE_ZERO, Servers, Watcher, memory, pg_counters, rss_kib, run
 from bench.soak import SqliteBackend
 
 from tests._servers import POSTGRES_BASE, require_reachable, unavailable, wait_until
@@ -117,3 +118,36 @@ def test_a_worker_lost_mid_run_is_reported_and_the_run_ends() -> None:
     assert report["load"]["lost"] == 0  # acknowledged messages are all stored
     # the lost worker's CPU left the sum and its replacement's never joined it: no figure
     assert report["load"]["cpu_ms_per_request"]["workers"] is None
+
+
+def test_a_watcher_takes_messages_split_anywhere_between_reads() -> None:
+    """The watcher reads what arrived and splits it into SSE messages itself (not a line per
+    read): a message split across reads, several in one read, a cursor-only message, a
+    heartbeat and an error event are each taken as the line-by-line reader took them.
+    """
+    data = (
+        '{"id":"%s","kind":"%s","tenant":"load","conversation_id":"c%d",'
+        '"data":{"seq":%d},"at":"2026-12-01T12:00:00+00:00"}'
+    )
+    wire = (
+        f"id: 7-0\nevent: message.appended\ndata: {data % ('7-0', 'message.appended', 1, 1)}\n\n"
+        ": heartbeat\n\n"
+        f"id: 8-0\nevent: conversation.updated\ndata: {data % ('8-0', 'x', 1, 0)}\n\n"
+        f"id: 9-0\nevent: message.appended\ndata: {data % ('9-0', 'message.appended', 2, 5)}\n\n"
+        "id: 12-0\n\n"
+        'event: error\ndata: {"error":{"type":"CursorExpired"}}\n\n'
+    ).encode()
+
+    async def main() -> Watcher:
+        reader = asyncio.StreamReader()
+        for start in range(0, len(wire), 37):  # cuts inside lines and between them
+            reader.feed_data(wire[start : start + 37])
+        reader.feed_eof()
+        watcher = Watcher()
+        await watcher.follow(reader)
+        return watcher
+
+    watcher = asyncio.run(main())
+    assert watcher.seen == {("c1", 1), ("c2", 5)}
+    assert watcher.last_id == "12-0"
+    assert watcher.errors == ['data: {"error":{"type":"CursorExpired"}}']

@@ -23,6 +23,9 @@ nothing missed or repeated across a resume, tenant isolation):
   each heartbeat). The reader moves a tenant's mark for each event of that tenant it reads. An
   event committed after the look is read by the reader after the mark was taken, so it moves the
   mark; one committed before is seen by the look.
+- Sending: what a stream takes from the window at one wake goes out as one chunk, and each
+  event is rendered (its SSE text) once per process while it is in the window (``text``),
+  however many streams of its tenant send it.
 - When the store is away the reader tries again (capped backoff) from where it was, so nothing
   is missed and idle streams just wait; when it fell out of the bounded log it starts again at
   the log's end and moves every mark, so every stream looks in the store once.
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from threadkeep import AsyncStore, CursorExpired, Event, ThreadkeepError
 
@@ -61,6 +65,7 @@ class Followers:
         self._window: list[Event] = []  # holds up to twice ``window`` (trimmed by halves)
         self._first = 0  # the absolute number of the window's first event
         self._number: dict[str, int] = {}  # event id → absolute number, for the window's events
+        self._texts: dict[str, str] = {}  # event id → its rendering, for the window's events
         self._start: str | None = None  # the id just before the window (None: not known)
         self._head: str | None = None  # the id of the last event read (None: not known)
         self._last: dict[str, str] = {}  # each tenant's last event id in the log, when ready
@@ -102,6 +107,18 @@ class Followers:
         found = [e for e in self._window[begin:] if e.tenant == tenant]
         assert self._head is not None  # ready: the reader knows the end of the log
         return found, self._head
+
+    def text(self, event: Event, render: Callable[[Event], str]) -> str:
+        """``render(event)``, computed once while the event is in the window.
+
+        Every stream of the event's tenant in this process sends it: they share one rendering.
+        """
+        text = self._texts.get(event.id)
+        if text is None:
+            text = render(event)
+            if event.id in self._number:
+                self._texts[event.id] = text
+        return text
 
     def tail(self, tenant: str) -> tuple[str | None, str | None] | None:
         """(the tenant's last event id, the log's last) for a stream that starts at the end.
@@ -178,6 +195,7 @@ class Followers:
             cut = len(self._window) - self._size
             for dropped in self._window[:cut]:
                 del self._number[dropped.id]
+                self._texts.pop(dropped.id, None)
             self._start = self._window[cut - 1].id
             del self._window[:cut]
             self._first += cut
@@ -195,6 +213,7 @@ class Followers:
         """Start an empty window at ``head`` (the end of the log)."""
         self._window.clear()
         self._number.clear()
+        self._texts.clear()
         self._last = last
         self._start = self._head = head
         self._ready = True

@@ -16,9 +16,12 @@ the connection gets 408 and is closed. Idle kept-alive connections close after
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import h11
@@ -144,8 +147,26 @@ def check_exposure(settings: ServiceSettings) -> None:
 
 
 def _worker_app() -> FastAPI:
-    """A worker's app, from the settings ``run`` checked (and warned about) before it started."""
-    return create_app(get_settings())
+    """A worker's app, from the settings ``run`` checked (and warned about) before it started.
+
+    Once the app has started, the objects the worker made until then (the modules, the app,
+    the store's clients: about 100,000 per worker) are moved out of the cyclic garbage
+    collector's sight (``gc.freeze``): they live as long as the process, and each full
+    collection traversed all of them (70-100 ms of CPU per worker here, a pause every
+    request on that worker waited through). What is made later is collected as before.
+    """
+    app = create_app(get_settings())
+    started = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with started(app) as state:
+            gc.collect()  # what startup left as garbage is collected, not frozen
+            gc.freeze()
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def run(

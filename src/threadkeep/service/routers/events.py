@@ -63,7 +63,9 @@ async def _follow(
     reads ``EVENT_BATCH`` per query), so a stream holds one batch, never the tenant's log.
     Following, the stream waits on the process's reader of the log (``Followers``): it reads
     the store only when its position is not in the reader's window, and an idle stream makes
-    no read at all.
+    no read at all. What it takes from the window at one wake goes out as one chunk (one write
+    to the connection, not one per event), each event's text rendered once per process
+    (``Followers.text``) however many streams of its tenant send it.
     """
     yield "retry: 2000\n\n"
     try:
@@ -85,17 +87,19 @@ async def _follow(
             got = False
             if mark != looked:  # else nothing of the tenant's came since the last look
                 found = followers.since(tenant, after)
-                # not in the reader's window: read the store, a batch at a time, as before
-                source = (
-                    store.events(tenant=tenant, after=after, timeout=0) if found is None else None
-                )
-                async for event in source or _each(found[0] if found else []):
-                    after, got = event.id, True
-                    if keep(event):
-                        yield sse(event)
+                if found is None:  # not in the reader's window: read the store, as before
+                    async for event in store.events(tenant=tenant, after=after, timeout=0):
+                        after, got = event.id, True
+                        if keep(event):
+                            yield sse(event)
+                            quiet_since = time.monotonic()
+                else:  # what the window holds: one write, each event rendered once a process
+                    new, after = found
+                    got = bool(new)
+                    chunk = "".join(followers.text(e, sse) for e in new if keep(e))
+                    if chunk:
+                        yield chunk
                         quiet_since = time.monotonic()
-                if found is not None:
-                    after = found[1]
                 looked = None if got else mark
             if not got:
                 await followers.wait(tenant, mark, quiet_since + heartbeat - time.monotonic())
