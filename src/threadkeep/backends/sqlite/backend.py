@@ -654,19 +654,26 @@ class SQLiteBackend:
                 return verdict
             self._rewrite(db, verdict, op.events_kept)
             # the kept messages, whoever asks (no time is below _LOWEST, any tenant)
-            everyone = (verdict.row.last_seq, op.conversation_id, _LOWEST, None)
-            kept = db.execute(schema.READ_LAST, everyone).fetchall()
+            everyone = (verdict.row.last_seq, op.conversation_id, _LOWEST)
+            kept = db.execute(schema.READ_LAST[True], everyone).fetchall()
             messages = _messages(op.conversation_id, kept)
         return Result(_OK, (messages, verdict.row.last_seq))
 
-    def _select(self, op: ops.ReadOp | ops.KeyOp, sql: str, on: object, *limit: int) -> Any:
+    def _select(
+        self, op: ops.ReadOp | ops.KeyOp, sql: tuple[str, str], on: object, *limit: int
+    ) -> Any:
         """Read in one statement, so from one consistent snapshot; None when not visible.
 
-        ``on``: the message condition's parameter; ``limit``: the LIMIT's, if any.
+        ``sql``: a ``schema._read`` pair; ``on``: the message condition's parameter;
+        ``limit``: the LIMIT's, if any.
         """
-        params = (on, op.conversation_id, op.now_us, op.tenant, *limit)
+        tenant = op.tenant
+        if tenant is None:  # no NULL bound (schema._VISIBLE)
+            params: tuple[Any, ...] = (on, op.conversation_id, op.now_us, *limit)
+        else:
+            params = (on, op.conversation_id, op.now_us, tenant, *limit)
         with self._errors() as db:
-            found = db.execute(sql, params).fetchall()
+            found = db.execute(sql[tenant is None], params).fetchall()
         return None if not found else _messages(op.conversation_id, found)
 
     @handles(ops.ReadOp)
@@ -706,9 +713,13 @@ class SQLiteBackend:
 
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
-        params = (op.extra, op.conversation_id, op.now_us, op.tenant)
+        tenant = op.tenant
+        if tenant is None:  # no NULL bound (schema._VISIBLE)
+            params: tuple[Any, ...] = (op.extra, op.conversation_id, op.now_us)
+        else:
+            params = (op.extra, op.conversation_id, op.now_us, tenant)
         with self._errors() as db:
-            found = db.execute(schema.WINDOW, params).fetchall()
+            found = db.execute(schema.WINDOW[tenant is None], params).fetchall()
         if not found:  # not visible
             return Result(Outcome.NOT_FOUND, ([], 0))
         new = _NEW_TUPLE  # as in _messages: no window row when the first is NULLs
@@ -743,9 +754,17 @@ class SQLiteBackend:
 
     @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
-        params = (op.version, op.conversation_id, op.now_us, op.tenant)
+        # no NULL bound (schema.LOAD_STATE, _VISIBLE): the statement of what is asked for
+        version, tenant = op.version, op.tenant
+        params: tuple[Any, ...] = (op.conversation_id, op.now_us)
+        if version is not None:
+            params = (version, *params)
+        if tenant is not None:
+            params = (*params, tenant)
         with self._errors() as db:
-            found = db.execute(schema.LOAD_STATE, params).fetchone()
+            found = db.execute(
+                schema.LOAD_STATE[version is None][tenant is None], params
+            ).fetchone()
         if found is None:  # not visible
             return Result(Outcome.NOT_FOUND, None)
         if found[0] is None:
