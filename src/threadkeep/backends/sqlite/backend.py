@@ -103,6 +103,21 @@ class SQLiteBackend:
         """
         return _Call(self, None)
 
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """``with self._errors() as db: return db.execute(sql, params).fetchall()``, inlined.
+
+        The same counting for close() and the same error mapping, without the ``_Call`` and
+        its two methods' frames: the reads of one statement (messages, context, state) run
+        through here.
+        """
+        self._enter()
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._mapped(exc) from exc
+        finally:
+            self._leave()
+
     def _mapped(self, exc: sqlite3.DatabaseError) -> BackendError:
         if isinstance(exc, sqlite3.OperationalError):
             return BackendUnavailable("sqlite", self._path, str(exc))
@@ -672,8 +687,7 @@ class SQLiteBackend:
             params: tuple[Any, ...] = (on, op.conversation_id, op.now_us, *limit)
         else:
             params = (on, op.conversation_id, op.now_us, tenant, *limit)
-        with self._errors() as db:
-            found = db.execute(sql[tenant is None], params).fetchall()
+        found = self._fetch(sql[tenant is None], params)
         return None if not found else _messages(op.conversation_id, found)
 
     @handles(ops.ReadOp)
@@ -718,8 +732,7 @@ class SQLiteBackend:
             params: tuple[Any, ...] = (op.extra, op.conversation_id, op.now_us)
         else:
             params = (op.extra, op.conversation_id, op.now_us, tenant)
-        with self._errors() as db:
-            found = db.execute(schema.WINDOW[tenant is None], params).fetchall()
+        found = self._fetch(schema.WINDOW[tenant is None], params)
         if not found:  # not visible
             return Result(Outcome.NOT_FOUND, ([], 0))
         new = _NEW_TUPLE  # as in _messages: no window row when the first is NULLs
@@ -761,12 +774,10 @@ class SQLiteBackend:
             params = (version, *params)
         if tenant is not None:
             params = (*params, tenant)
-        with self._errors() as db:
-            found = db.execute(
-                schema.LOAD_STATE[version is None][tenant is None], params
-            ).fetchone()
-        if found is None:  # not visible
+        rows = self._fetch(schema.LOAD_STATE[version is None][tenant is None], params)
+        if not rows:  # not visible (the id is the key: one row at most)
             return Result(Outcome.NOT_FOUND, None)
+        found = rows[0]
         if found[0] is None:
             return Result(_OK if op.version is None else Outcome.NO_VERSION, None)
         return Result(_OK, _common.decode_state(found))
