@@ -1,8 +1,9 @@
 """The window read (the harness's W2): ``messages(last=20)`` of a 200-message conversation.
 
 Run: ``python -m bench.window_read sqlite|postgres [--mode time|calls|callgrind] [-n N]
-[--read messages|context]``; ``--read context``: ``context(cid)`` instead (the window of 20,
-plain format, what a bot reads every turn).
+[--read messages|context|state]``; ``--read context``: ``context(cid)`` instead (the window of
+20, plain format, what a bot reads every turn); ``--read state``: ``load_state(cid)`` of a ~1 KB
+state (the harness's W5 load).
 A fresh store (SQLite: a file under ``--dir``; PostgreSQL: schema ``tk_window_bench`` of
 ``--url``'s database, made and dropped, ``pool_size=1``) gets 200 messages of 50-110
 characters (a third with metadata), then 200 warm-up reads. ``time``: the p50 µs of ``n``
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import json
 import math
 import os
 import pstats
@@ -39,7 +41,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--dir", default=tempfile.gettempdir())
-    parser.add_argument("--read", choices=["messages", "context"], default="messages")
+    parser.add_argument("--read", choices=["messages", "context", "state"], default="messages")
     args = parser.parse_args()
     if args.backend == "sqlite":
         path = os.path.join(args.dir, f"tk_window_bench_{os.getpid()}.db")
@@ -57,8 +59,11 @@ def main() -> None:
                 store.append(cid, role, f"message {i} " + "x" * (40 + i % 60), metadata=metadata)
             if args.read == "messages":
                 read = functools.partial(store.messages, cid, last=20)
-            else:
+            elif args.read == "context":
                 read = functools.partial(store.context, cid)
+            else:
+                store.save_state(cid, _state())
+                read = functools.partial(store.load_state, cid)
             for _ in range(200):
                 read()
             if args.mode == "time":
@@ -88,6 +93,19 @@ def main() -> None:
         else:
             with psycopg.connect(args.url, autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+
+
+def _state() -> dict[str, object]:
+    """A ~1 KB qualification state, shaped as the peer harness's W5 document."""
+    doc: dict[str, object] = {
+        "contact_id": "contact-00042", "stage": "Q2", "intent": "buy", "budget_min": 350000,
+        "budget_max": 1250000, "preapproved": True, "bedrooms": 3,
+        "areas": ["downtown", "lakeside", "hills"], "timeline_days": 90, "temperature": "warm",
+        "answers": {f"q{i}": f"answer {i} " + "y" * 22 for i in range(1, 6)},
+        "updated_at": "2026-11-22T00:00:00+00:00", "notes": "",
+    }  # fmt: skip
+    doc["notes"] = "z" * (1000 - len(json.dumps(doc)))
+    return doc
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ def check_id(value: object, field: str = "conversation_id") -> str:
     Raises:
         InvalidInput: when the id is not 1-64 characters of letters, digits, ``_`` or ``-``.
     """
+    # an id made here is 26 ASCII letters and digits: checked without the regex (a match
+    # costs about five times these three tests); anything else gets the regex's answer
+    if type(value) is str and len(value) <= 64 and value.isascii() and value.isalnum():
+        return value
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise InvalidInput(
             f"{field} {value!r} is malformed: an id is 1-64 characters of letters, digits, "

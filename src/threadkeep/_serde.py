@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from functools import lru_cache
 from typing import Any, TypeVar, cast
@@ -11,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from threadkeep._config import Limits
 from threadkeep._exceptions import InvalidInput
+from threadkeep._rules.rows import parse_json
 
 __all__ = ["dump_state", "load_state"]
 
@@ -70,7 +70,7 @@ def load_state(text: str, model: type[T] | None) -> T | Any:
         InvalidInput: when the stored state does not fit ``model``.
     """
     if model is None:
-        return json.loads(text)
+        return parse_json(text)  # json.loads's value or error, without its Python checks
     try:
         return _adapter(cast(Any, model)).validate_json(text)
     except ValidationError as exc:

@@ -21,9 +21,10 @@ import pytest
 
 from tests.core.test_decide import row
 from threadkeep import EventKind, Status
-from threadkeep._models import Conversation, Event, Message
+from threadkeep._models import Conversation, Event, Message, StateSnapshot
 from threadkeep._rules import outcomes
 from threadkeep._rules.builders import fast_builder, slots_twin
+from threadkeep._rules.ops import LoadStateOp, Op, ReadOp
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow, MessageRow
 from threadkeep._rules.times import to_us
@@ -41,6 +42,11 @@ MADE: list[Any] = [
     Event("12-0", EventKind.MESSAGE_APPENDED, "t", "c1", {"seq": 3}, AT),
     row(),
     RetentionUs(None, 3600, 20, 500),
+    # generic bases (no slots of their own): the twin takes them too
+    ReadOp("c1", None, 10, 21, 0, 1000, None),
+    LoadStateOp("c1", "t", 10, None),
+    StateSnapshot({"a": [1]}, 3, AT),
+    StateSnapshot(None, 0, None),
 ]
 
 
@@ -109,6 +115,13 @@ def test_slots_twin_is_a_plain_class_with_the_very_slots() -> None:
     assert Message not in twin.__mro__ and twin.__mro__[1:] == (object,)
 
 
+def test_a_twin_has_the_bases_of_its_class() -> None:
+    # ReadOp's base is Op[...] (a Generic): a twin without it would have another layout
+    twin = slots_twin(ReadOp)
+    assert twin.__bases__ == ReadOp.__bases__ == (Op,) and issubclass(twin, Op)
+    assert slots_twin(StateSnapshot).__bases__ == StateSnapshot.__bases__
+
+
 def test_a_builder_takes_every_field_positionally() -> None:
     build = fast_builder(RetentionUs)
     with pytest.raises(TypeError):
@@ -165,6 +178,30 @@ class _Derived(_Base):
     b: int
 
 
+class _InitBase:
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class _BaseWithInit(_InitBase):
+    a: int
+
+
+class _SetattrBase:
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class _BaseWithSetattr(_SetattrBase):
+    a: int
+
+
 @dataclass(frozen=True, slots=True)
 class _OwnName:
     _self: int
@@ -196,7 +233,7 @@ class _OwnInitChecks:
     "cls",
     [
         _NoSlots, _PostInit, _NotInInit, _WithInitVar, _Derived, _OwnName, _Plain, int,
-        _OwnInitChanges, _OwnInitChecks,
+        _OwnInitChanges, _OwnInitChecks, _BaseWithInit, _BaseWithSetattr,
     ],
 )  # fmt: skip
 def test_a_class_whose_init_does_more_than_store_its_fields_is_refused(cls: type) -> None:

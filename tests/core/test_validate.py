@@ -150,6 +150,20 @@ def test_ids() -> None:
             check_id(bad)
 
 
+def test_an_id_of_letters_and_digits_is_checked_as_the_pattern_checks_it() -> None:
+    # plain ASCII letters and digits skip the regex: what else is alphanumeric is refused
+    assert check_id("x" * 64) == "x" * 64 and check_id("A1") == "A1"
+    for bad in ("é", "x" * 64 + "é", "１２", "٣", "x" * 65, "ß" * 3):
+        assert bad.isalnum()
+        with pytest.raises(InvalidInput):
+            check_id(bad)
+
+    class Name(str):
+        pass
+
+    assert check_id(Name("ab1")) == "ab1"  # a str subclass: the regex, as before
+
+
 def _base32_digit_by_digit(value: int) -> str:
     """The ULID spelling of a 130-bit value, one Crockford digit at a time (the reference)."""
     alphabet = "0123456789abcdefghjkmnpqrstvwxyz"

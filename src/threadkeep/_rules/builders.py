@@ -24,7 +24,7 @@ _OWN = frozenset({"_plain", "_cls", "_self"})
 
 
 def slots_twin(cls: type) -> type:
-    """Return a plain class with the very slots of ``cls``, a dataclass.
+    """Return a plain class with the very slots and bases of ``cls``, a dataclass.
 
     An instance whose every slot is set to a field's value, then given ``__class__ = cls``,
     is the object ``cls(...)`` makes. ``fast_builder`` builds one object a call with it; a
@@ -32,8 +32,9 @@ def slots_twin(cls: type) -> type:
 
     Raises:
         TypeError: ``cls`` is not a dataclass whose ``__slots__`` are its fields, in order
-            (``slots=True``, no base with slots of its own), or its ``__init__`` does more
-            than store them: a ``__post_init__``, an ``InitVar``, an ``init=False`` field (a
+            (``slots=True``, no base with slots of its own), a base has a ``__new__``,
+            ``__init__`` or ``__setattr__`` of its own, or its ``__init__`` does more than
+            store them: a ``__post_init__``, an ``InitVar``, an ``init=False`` field (a
             default would be computed there; the builder takes every field, so none is ever
             left to a default), or an ``__init__`` of its own that checks or changes a value.
     """
@@ -52,7 +53,18 @@ def slots_twin(cls: type) -> type:
         raise TypeError(f"{cls.__name__}'s __init__ does more than store its fields") from exc
     if any(getattr(made, name) is not marker for name, marker in zip(names, markers, strict=True)):
         raise TypeError(f"{cls.__name__}'s __init__ does more than store its fields")
-    plain = type(f"_{cls.__name__}Slots", (), {"__slots__": names})
+    # the same bases (a generic base such as ops.Op adds no slots: the layouts stay the
+    # same); a generic class's own parameters come along, as typing wants for a subclass
+    namespace: dict[str, Any] = {"__slots__": names}
+    if "__orig_bases__" in cls.__dict__:
+        namespace["__orig_bases__"] = cls.__dict__["__orig_bases__"]
+    plain = type(f"_{cls.__name__}Slots", cls.__bases__, namespace)
+    made_plainly = all(  # the twin is made and filled without a base's own code
+        getattr(plain, name) is getattr(object, name)
+        for name in ("__new__", "__init__", "__setattr__")
+    )
+    if not made_plainly:
+        raise TypeError(f"{cls.__name__}'s bases make or set its instances their own way")
     probe: Any = plain()
     probe.__class__ = cls  # the layouts are identical (bases without slots), or TypeError here
     return plain

@@ -140,6 +140,9 @@ if _MESSAGE_SLOTS.__slots__ != (
     "replayed", "payload",
 ):  # fmt: skip
     raise TypeError("Message's fields changed: fill them in outcomes.to_messages")
+_snapshot: Final[
+    Callable[[Any, int, datetime | None], StateSnapshot[Any]]
+] = fast_builder(StateSnapshot)  # fmt: skip
 _event: Final[
     Callable[[str, EventKind, str, str, dict[str, Any], datetime], Event]
 ] = fast_builder(Event)  # fmt: skip
@@ -536,8 +539,8 @@ def finish_load_state(
     if outcome is Outcome.NO_VERSION:
         _not_kept(op.conversation_id, op.version, "version")
     if row is None:
-        return StateSnapshot(value=None, version=0, saved_at=None)
-    return StateSnapshot(load_state(row.value_json, model), row.version, from_us(row.saved_us))
+        return _snapshot(None, 0, None)
+    return _snapshot(load_state(row.value_json, model), row.version, from_us(row.saved_us))
 
 
 def finish_list(result: Result[list[ConversationRow]], op: ListOp) -> Page[Conversation]:

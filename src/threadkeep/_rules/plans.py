@@ -7,14 +7,15 @@ nothing and gets the same ``InvalidInput`` on every backend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from threadkeep._config import Limits, Retention
 from threadkeep._exceptions import InvalidInput
 from threadkeep._ids import check_id, new_id
 from threadkeep._rules import cursors, delivery as dl, history, lifecycle, parts, validate
+from threadkeep._rules.builders import fast_builder
 from threadkeep._rules.ops import (
     AppendManyOp,
     AppendOp,
@@ -84,6 +85,16 @@ SWEEP_BATCH = 500
 
 _OPEN = tuple(sorted(s.value for s in lifecycle.OPEN))
 _IDLE_FROM = tuple(s.value for s in lifecycle.IDLE_FROM)
+
+
+# The reads' ops, built as their dataclass __init__ would (every field, in order), without
+# its object.__setattr__ call per field: a read makes one per call (builders.fast_builder).
+_read_op: Final[
+    Callable[[str, str | None, int, int | None, int, int, int | None], ReadOp]
+] = fast_builder(ReadOp)  # fmt: skip
+_load_state_op: Final[Callable[[str, str | None, int, int | None], LoadStateOp]] = fast_builder(
+    LoadStateOp
+)
 
 
 def _tenant(tenant: object) -> str | None:
@@ -320,14 +331,14 @@ def messages(
         )
     if after is not None and before is not None:
         raise InvalidInput("pass after= or before=, not both", field="before")
-    return ReadOp(
-        conversation_id=check_id(conversation_id),
-        tenant=_tenant(tenant),
-        now_us=now_us,
-        last=None if last is None else _at_least(last, "last", 1) + 1,
-        after=0 if after is None else validate.check_non_negative(after, "after"),
-        limit=validate.check_limit(limits.max_page if limit is None else limit, "limit", limits),
-        before=None if before is None else _at_least(before, "before", 0),
+    return _read_op(
+        check_id(conversation_id),
+        _tenant(tenant),
+        now_us,
+        None if last is None else _at_least(last, "last", 1) + 1,
+        0 if after is None else validate.check_non_negative(after, "after"),
+        validate.check_limit(limits.max_page if limit is None else limit, "limit", limits),
+        None if before is None else _at_least(before, "before", 0),
     )
 
 
@@ -405,11 +416,8 @@ def load_state(
     now_us: int, conversation_id: str, version: int | None, tenant: str | None
 ) -> LoadStateOp:
     """The op of ``Store.load_state``."""
-    return LoadStateOp(
-        conversation_id=check_id(conversation_id),
-        tenant=_tenant(tenant),
-        now_us=now_us,
-        version=_version(version, "version"),
+    return _load_state_op(
+        check_id(conversation_id), _tenant(tenant), now_us, _version(version, "version")
     )
 
 

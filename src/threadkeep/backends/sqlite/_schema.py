@@ -378,40 +378,64 @@ DELETE_FROM: Final = "DELETE FROM messages WHERE conversation_id = ? AND seq >= 
 #: their conversation id (the one asked for); no row when it is not visible (expired at the
 #: given time, or not of the given tenant when one is given: ``decide.is_visible``), one row
 #: of NULLs when no message matches. seq is gap-free and trimming removes the oldest first,
-#: so the last N messages are those with seq > last_seq - N: an index range. Parameters: the
-#: message condition's, the id, ``_VISIBLE``'s, then the limit's.
+#: so the last N messages are those with seq > last_seq - N: an index range. Each read is a
+#: pair, indexed by ``tenant is None``: ``[False]`` binds the message condition's parameter,
+#: the id, the time, the tenant, then the limit's; ``[True]`` (any tenant) the same without
+#: the tenant.
 _M: Final = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(",")[1:])
-#: ``decide.is_visible`` in SQL; parameters: the time, the tenant or NULL (any: the column is
-#: NOT NULL). The tenant is bound once: sqlite3 binds a None through its adapter lookup, ~3.7k
-#: instructions, an int or str directly.
-_VISIBLE: Final = "(c.expires_us IS NULL OR c.expires_us > ?) AND c.tenant = coalesce(?, c.tenant)"
-_READ: Final = (
-    f"SELECT {_M} FROM conversations c LEFT JOIN messages m "
-    f"ON m.conversation_id = c.id AND {{}} WHERE c.id = ? AND {_VISIBLE} ORDER BY m.seq{{}}"
+#: ``decide.is_visible`` in SQL: ``[False]`` binds the time and the tenant, ``[True]`` (any
+#: tenant) the time only. Nothing binds a None: sqlite3 binds a None through its adapter
+#: lookup (a failed ``__adapt__`` lookup that formats an AttributeError), ~3.3k instructions,
+#: an int or str directly; so a read without a tenant (or of the current state version) has
+#: a statement of its own rather than a NULL parameter.
+_VISIBLE: Final = (
+    "(c.expires_us IS NULL OR c.expires_us > ?) AND c.tenant = ?",
+    "(c.expires_us IS NULL OR c.expires_us > ?)",
 )
-READ_LAST: Final = _READ.format("m.seq > c.last_seq - ?", "")
-READ_AFTER: Final = _READ.format("m.seq > ?", " LIMIT ?")
+
+
+def _read(condition: str, tail: str) -> tuple[str, str]:
+    return (
+        f"SELECT {_M} FROM conversations c LEFT JOIN messages m "
+        f"ON m.conversation_id = c.id AND {condition} WHERE c.id = ? AND {_VISIBLE[0]} "
+        f"ORDER BY m.seq{tail}",
+        f"SELECT {_M} FROM conversations c LEFT JOIN messages m "
+        f"ON m.conversation_id = c.id AND {condition} WHERE c.id = ? AND {_VISIBLE[1]} "
+        f"ORDER BY m.seq{tail}",
+    )
+
+
+READ_LAST: Final = _read("m.seq > c.last_seq - ?", "")
+READ_AFTER: Final = _read("m.seq > ?", " LIMIT ?")
 #: The newest ``limit`` below a seq, newest first (the backend turns them around).
-READ_BEFORE: Final = _READ.format("m.seq < ?", " DESC LIMIT ?")
-READ_KEY: Final = _READ.format("m.idempotency_key = ?", "")
+READ_BEFORE: Final = _read("m.seq < ?", " DESC LIMIT ?")
+READ_KEY: Final = _read("m.idempotency_key = ?", "")
 #: The window and ``extra`` messages before it (as ``WindowRow``), then the window size, in
-#: one statement as ``_READ``: no row when the conversation is not visible, one row of NULLs
-#: but the size when it has no message. Parameters: ``extra``, the id, ``_VISIBLE``'s.
-WINDOW: Final = (
+#: one statement as ``_read``'s: no row when the conversation is not visible, one row of NULLs
+#: but the size when it has no message. Parameters: ``extra``, the id, ``_VISIBLE``'s; a pair
+#: as ``_read``'s.
+WINDOW: Final = tuple(
     "SELECT m.role, m.content, m.payload, m.link, c.window_size FROM conversations c "
     "LEFT JOIN messages m ON m.conversation_id = c.id "
-    f"AND m.seq > c.last_seq - c.window_size - ? WHERE c.id = ? AND {_VISIBLE} ORDER BY m.seq"
+    f"AND m.seq > c.last_seq - c.window_size - ? WHERE c.id = ? AND {visible} ORDER BY m.seq"
+    for visible in _VISIBLE
 )
 
 # ---- state ------------------------------------------------------------------------------
 
-#: The state version asked for (NULL: the current one) of a visible conversation (the id, then
-#: ``_VISIBLE``'s), in one statement: a single SELECT reads one snapshot, so it needs no
-#: transaction. No row when it is not visible, one of NULLs when there is no such version.
-LOAD_STATE: Final = (
-    "SELECT s.version, s.value, s.saved_us FROM conversations c "
-    "LEFT JOIN states s ON s.conversation_id = c.id AND s.version = coalesce(?, c.state_version) "
-    f"WHERE c.id = ? AND {_VISIBLE}"
+#: A state version of a visible conversation, in one statement: a single SELECT reads one
+#: snapshot, so it needs no transaction. No row when it is not visible, one of NULLs when
+#: there is no such version. Indexed by ``version is None`` (the current one: no version
+#: bound), then by ``tenant is None`` as ``_read``'s; parameters: the version (when one is
+#: asked for), the id, then ``_VISIBLE``'s.
+LOAD_STATE: Final = tuple(
+    tuple(
+        "SELECT s.version, s.value, s.saved_us FROM conversations c "
+        f"LEFT JOIN states s ON s.conversation_id = c.id AND s.version = {version} "
+        f"WHERE c.id = ? AND {visible}"
+        for visible in _VISIBLE
+    )
+    for version in ("?", "c.state_version")
 )
 SELECT_STATE: Final = (
     "SELECT version, value, saved_us FROM states WHERE conversation_id = ? AND version = ?"

@@ -103,6 +103,21 @@ class SQLiteBackend:
         """
         return _Call(self, None)
 
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """``with self._errors() as db: return db.execute(sql, params).fetchall()``, inlined.
+
+        The same counting for close() and the same error mapping, without the ``_Call`` and
+        its two methods' frames: the reads of one statement (messages, context, state) run
+        through here.
+        """
+        self._enter()
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._mapped(exc) from exc
+        finally:
+            self._leave()
+
     def _mapped(self, exc: sqlite3.DatabaseError) -> BackendError:
         if isinstance(exc, sqlite3.OperationalError):
             return BackendUnavailable("sqlite", self._path, str(exc))
@@ -654,19 +669,25 @@ class SQLiteBackend:
                 return verdict
             self._rewrite(db, verdict, op.events_kept)
             # the kept messages, whoever asks (no time is below _LOWEST, any tenant)
-            everyone = (verdict.row.last_seq, op.conversation_id, _LOWEST, None)
-            kept = db.execute(schema.READ_LAST, everyone).fetchall()
+            everyone = (verdict.row.last_seq, op.conversation_id, _LOWEST)
+            kept = db.execute(schema.READ_LAST[True], everyone).fetchall()
             messages = _messages(op.conversation_id, kept)
         return Result(_OK, (messages, verdict.row.last_seq))
 
-    def _select(self, op: ops.ReadOp | ops.KeyOp, sql: str, on: object, *limit: int) -> Any:
+    def _select(
+        self, op: ops.ReadOp | ops.KeyOp, sql: tuple[str, str], on: object, *limit: int
+    ) -> Any:
         """Read in one statement, so from one consistent snapshot; None when not visible.
 
-        ``on``: the message condition's parameter; ``limit``: the LIMIT's, if any.
+        ``sql``: a ``schema._read`` pair; ``on``: the message condition's parameter;
+        ``limit``: the LIMIT's, if any.
         """
-        params = (on, op.conversation_id, op.now_us, op.tenant, *limit)
-        with self._errors() as db:
-            found = db.execute(sql, params).fetchall()
+        tenant = op.tenant
+        if tenant is None:  # no NULL bound (schema._VISIBLE)
+            params: tuple[Any, ...] = (on, op.conversation_id, op.now_us, *limit)
+        else:
+            params = (on, op.conversation_id, op.now_us, tenant, *limit)
+        found = self._fetch(sql[tenant is None], params)
         return None if not found else _messages(op.conversation_id, found)
 
     @handles(ops.ReadOp)
@@ -706,9 +727,12 @@ class SQLiteBackend:
 
     @handles(ops.WindowOp)
     def _window(self, op: ops.WindowOp) -> Result[tuple[Sequence[WindowLike], int]]:
-        params = (op.extra, op.conversation_id, op.now_us, op.tenant)
-        with self._errors() as db:
-            found = db.execute(schema.WINDOW, params).fetchall()
+        tenant = op.tenant
+        if tenant is None:  # no NULL bound (schema._VISIBLE)
+            params: tuple[Any, ...] = (op.extra, op.conversation_id, op.now_us)
+        else:
+            params = (op.extra, op.conversation_id, op.now_us, tenant)
+        found = self._fetch(schema.WINDOW[tenant is None], params)
         if not found:  # not visible
             return Result(Outcome.NOT_FOUND, ([], 0))
         new = _NEW_TUPLE  # as in _messages: no window row when the first is NULLs
@@ -743,11 +767,17 @@ class SQLiteBackend:
 
     @handles(ops.LoadStateOp)
     def _load_state(self, op: ops.LoadStateOp) -> Result[StateRow | None]:
-        params = (op.version, op.conversation_id, op.now_us, op.tenant)
-        with self._errors() as db:
-            found = db.execute(schema.LOAD_STATE, params).fetchone()
-        if found is None:  # not visible
+        # no NULL bound (schema.LOAD_STATE, _VISIBLE): the statement of what is asked for
+        version, tenant = op.version, op.tenant
+        params: tuple[Any, ...] = (op.conversation_id, op.now_us)
+        if version is not None:
+            params = (version, *params)
+        if tenant is not None:
+            params = (*params, tenant)
+        rows = self._fetch(schema.LOAD_STATE[version is None][tenant is None], params)
+        if not rows:  # not visible (the id is the key: one row at most)
             return Result(Outcome.NOT_FOUND, None)
+        found = rows[0]
         if found[0] is None:
             return Result(_OK if op.version is None else Outcome.NO_VERSION, None)
         return Result(_OK, _common.decode_state(found))
