@@ -214,3 +214,24 @@ def test_a_rollback_keeps_the_prepared_statements(
         assert store.messages(conv.id, last=1)[0].content == "after"
     finally:
         store.close()
+
+
+def test_past_its_cap_a_session_runs_statements_unnamed(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session prepares at most ``_MAX_PREPARED`` statements; the others run unnamed."""
+    monkeypatch.setattr(_wire, "_MAX_PREPARED", 2)
+    store = threadkeep.open(url_of(schema) + "&pool_size=1")
+    try:
+        conv = store.resume("contact-cap", tenant="t")
+        for i in range(3):
+            store.append(conv.id, "user", f"m{i}")
+            store.save_state(conv.id, {"i": i})
+        assert [m.content for m in store.messages(conv.id, last=5)] == ["m0", "m1", "m2"]
+        pool = store._backend._pool  # type: ignore[attr-defined]
+        with pool.connection() as conn:
+            assert len(conn.wire.prepared) == 2
+            count = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+        assert count == (2,)
+    finally:
+        store.close()

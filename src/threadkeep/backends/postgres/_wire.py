@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import re
 import select
 from typing import Any, Final
@@ -53,6 +54,10 @@ _SQLSTATE: Final = pq.DiagnosticField.SQLSTATE
 
 #: The names of the prepared statements, by statement text and parameter types (one process)
 _NAMES: Final[dict[tuple[bytes, tuple[int, ...]], bytes]] = {}
+_NUMBERS: Final = itertools.count()
+#: At most this many statements prepared on a session (psycopg's own cap is 100; the
+#: drivers' statements and their parameter types' variants are fewer): the rest run unnamed.
+_MAX_PREPARED: Final = 256
 
 #: ``%(name)s``, ``%%``, or a lone ``%`` (any other placeholder: refused)
 _PLACEHOLDER: Final = re.compile(r"%(?:\((\w+)\)s|(%)|)")
@@ -171,16 +176,21 @@ class Wire:
             values = None
             key = (sql, ())
         name = _NAMES.get(key)
-        if name is None:
-            name = _NAMES.setdefault(key, b"_tk_%d" % len(_NAMES))
-        if name not in self.prepared:  # noted now: a second run in this pipeline reuses it
+        if name is None:  # next() and setdefault() are atomic: one name a key, in any thread
+            name = _NAMES.setdefault(key, b"_tk_%d" % next(_NUMBERS))
+        result_format = _BINARY if binary else _TEXT
+        if name not in self.prepared:
+            if len(self.prepared) >= _MAX_PREPARED:  # a session's share of server memory
+                pgconn.send_query_params(
+                    sql, values, key[1] or None, tx.formats if values else None, result_format
+                )
+                self.queued += 1
+                return self.queued - 1
             pgconn.send_prepare(name, sql, key[1] or None)
-            self.prepared.add(name)
+            self.prepared.add(name)  # noted now: a second run in this pipeline reuses it
             self.parsing.append((self.queued, name))
             self.queued += 1
-        pgconn.send_query_prepared(
-            name, values, tx.formats if values else None, _BINARY if binary else _TEXT
-        )
+        pgconn.send_query_prepared(name, values, tx.formats if values else None, result_format)
         self.queued += 1
         return self.queued - 1
 
