@@ -114,7 +114,7 @@ def test_a_window_read_fetches_only_the_message_columns(
     assert steps(store, monkeypatch, lambda: store.context(cid)) == [schema.WINDOW.pick(None)]
     store.messages(cid, last=3)
     with store._backend._pool.connection() as conn:
-        assert conn.cursors[0].pgresult.nfields == 8
+        assert conn.wire.tx.pgresult.nfields == 8
     assert [m.seq for m in store.messages(cid, last=3)] == [m.seq for m in store.messages(cid)[-3:]]
 
 
@@ -258,21 +258,22 @@ def _count_cursors(monkeypatch: pytest.MonkeyPatch, cls: Any) -> list[int]:
     return made
 
 
-def test_a_session_makes_its_cursors_once(
-    schema: str, store: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pool's session keeps its cursors: no call makes one (each of a write's statements
-    did, and a new cursor costs more client time than a short statement); async alike."""
-    _calls(store, 2)  # the session's first calls make them
+def test_no_call_makes_a_cursor(schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's sessions run their statements through psycopg's libpq wrapper (``_wire``):
+    no call makes a psycopg cursor, the first ones included (each session made two, and
+    every write's statements ran through them and psycopg's pipeline); async alike."""
     made = _count_cursors(monkeypatch, psycopg.Connection)
-    _calls(store, 10)
+    store = threadkeep.open(url_of(schema) + "&pool_size=1")
+    try:
+        _calls(store, 10)
+    finally:
+        store.close()
     assert made == [0]
 
     async def main() -> list[int]:
+        made = _count_cursors(monkeypatch, psycopg.AsyncConnection)
         astore = await threadkeep.open_async(url_of(schema) + "&pool_size=1")
         try:
-            await _acalls(astore, 2)
-            made = _count_cursors(monkeypatch, psycopg.AsyncConnection)
             await _acalls(astore, 10)
             return made
         finally:
@@ -284,27 +285,30 @@ def test_a_session_makes_its_cursors_once(
 def test_a_long_answer_is_not_kept_by_the_session(
     store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read of more than a short page lets go of its rows when the call ends (the kept
-    cursor held the last result until the session's next call: every message of the page, an
-    erased one too): the next call makes its cursors again; a short answer keeps them."""
+    """A read of more than a short page lets go of its rows when the call ends (the session's
+    transformer would hold the last result until the session's next call: every message of
+    the page, an erased one too); a short answer is kept; the session keeps its wire."""
     for i in range(60):
         store.append(conversation.id, "user", f"more {i}")
-    made = _count_cursors(monkeypatch, psycopg.Connection)
     store.messages(conversation.id, last=5)
-    assert made == [0]
+    with store._backend._pool.connection() as conn:
+        wire = conn.wire
+        result = wire.tx.pgresult
+        assert result is not None and 0 < result.ntuples < 10
     assert len(store.messages(conversation.id, after=0, limit=80)) == 80
-    assert made == [0]  # read on the kept cursors, dropped after it
+    with store._backend._pool.connection() as conn:
+        assert conn.wire is wire
+        assert wire.tx.pgresult is None
     store.messages(conversation.id, last=5)
-    assert made == [2]  # made anew
-    store.messages(conversation.id, last=5)
-    assert made == [2]
+    kept: Any = wire.tx.pgresult
+    assert kept is not None and 0 < kept.ntuples < 10
 
 
-def test_a_lost_session_lets_go_of_its_cursors(
+def test_a_lost_session_lets_go_of_its_wire(
     schema: str, store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A session the server ended is discarded by the pool without its cursors, which would
-    keep it (and its libpq connection) alive in a cycle until the garbage collector runs."""
+    """A session the server ended is discarded by the pool without its wire, which would keep
+    it (and its libpq connection) alive in a cycle until the garbage collector runs."""
     settled: list[Any] = []
     real = _conn.settle
 
@@ -315,12 +319,12 @@ def test_a_lost_session_lets_go_of_its_cursors(
     monkeypatch.setattr(sync, "settle", recording)
     store.messages(conversation.id, last=5)
     lost = settled[-1]
-    assert "cursors" in lost.__dict__
+    assert "wire" in lost.__dict__
     with connect(schema, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (lost.info.backend_pid,))
     assert len(store.messages(conversation.id, last=5)) == 5  # retried on a new session
     assert lost.closed
-    assert "cursors" not in lost.__dict__
+    assert "wire" not in lost.__dict__
 
 
 async def _acalls(store: Any, n: int) -> None:

@@ -23,6 +23,7 @@ from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInpu
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
 from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
+from threadkeep.backends.postgres._wire import Wire
 
 __all__ = [
     "AsyncSession",
@@ -41,7 +42,6 @@ T = TypeVar("T")
 
 _BASE = 0.05
 _CAP = 1.0
-_TUPLES_OK: Final = psycopg.pq.ExecStatus.TUPLES_OK
 _INERROR: Final = psycopg.pq.TransactionStatus.INERROR
 
 
@@ -84,7 +84,14 @@ class ConnectionOptions:
         return {
             "min_size": 1,
             "max_size": self.pool_size,
-            "kwargs": {**self.kwargs, "autocommit": True},  # a write's flow opens its transaction
+            "kwargs": {
+                **self.kwargs,
+                "autocommit": True,  # a write's flow opens its transaction
+                # psycopg prepares nothing on these sessions (their statements go through
+                # ``_wire``, which prepares its own): so its rollback() never sends
+                # DEALLOCATE ALL, which would drop ours
+                "prepare_threshold": None,
+            },
             "timeout": self.timeout,
             "reconnect_timeout": self.reconnect_timeout,
             "open": False,
@@ -93,49 +100,50 @@ class ConnectionOptions:
 
 
 class Session(psycopg.Connection[Any]):
-    """A connection with the cursors ``pump`` runs its statements on, made once.
+    """A connection with the ``Wire`` ``pump`` runs its statements on, made once.
 
-    A new cursor per call cost more client time than a short statement's execute (each builds
-    its own adapters map and transformer, and finds its loaders again); one kept per session
-    starts from a clean state at every ``execute``. Two, so that in a pipeline the answer a
-    flow reads (``rows``) is not replaced by the ones nobody reads (``side``: BEGIN, COMMIT,
-    the NOTIFY, ``Unread`` statements). The cursors refer to the session and it to them;
-    ``settle`` breaks that cycle when the session is closed, and drops a long result.
+    No cursor: the statements go through psycopg's libpq wrapper and one transformer
+    (``_wire``). The wire refers to the session (its transformer to its adapters) and it to
+    the wire; ``settle`` breaks that cycle when the session is closed, and drops a long result.
     """
 
     @functools.cached_property
-    def cursors(self) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]:
-        """``(rows, side)``."""
-        return self.cursor(), self.cursor()
+    def wire(self) -> Wire:
+        """The session's ``Wire``."""
+        return Wire(self)
 
 
 class AsyncSession(psycopg.AsyncConnection[Any]):
     """``Session`` for the async driver."""
 
     @functools.cached_property
-    def cursors(self) -> tuple[psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any]]:
-        """``(rows, side)``."""
-        return self.cursor(), self.cursor()
+    def wire(self) -> Wire:
+        """The session's ``Wire``."""
+        return Wire(self)
 
 
-#: A ``rows`` result longer than this is not kept between calls (``settle``).
+#: A result longer than this is not kept between calls (``settle``).
 _KEPT_ROWS: Final = 64
 
 
 def settle(conn: Session | AsyncSession) -> None:
-    """Drop the session's cursors, before it goes back to the pool, if they keep too much.
+    """Let go of what the session keeps, before it goes back to the pool, if it is too much.
 
-    That is a closed session's (the pool discards it, and the cursors' cycle with it would
-    keep it and its libpq connection until the garbage collector runs) and a long result's (a
-    page of large messages would stay in memory, erased ones included, until the session's
-    next call). The next call makes new ones.
+    A closed session's ``Wire`` (the pool discards the session, and the wire's cycle with it
+    would keep it and its libpq connection until the garbage collector runs), and a long
+    result (a page of large messages would stay in memory, erased ones included, until the
+    session's next call). A live session keeps its wire: it knows the statements prepared on
+    the session.
     """
-    cursors = conn.__dict__.get("cursors")
-    if cursors is None:
+    wire = conn.__dict__.get("wire")
+    if wire is None:
         return
-    result = cursors[0].pgresult
-    if conn.closed or (result is not None and result.ntuples > _KEPT_ROWS):
-        del conn.__dict__["cursors"]
+    if conn.closed:
+        del conn.__dict__["wire"]
+        return
+    result = wire.tx.pgresult
+    if result is not None and result.ntuples > _KEPT_ROWS:
+        wire.tx.set_pgresult(None)
 
 
 def _channel(schema: str) -> str:
@@ -197,16 +205,6 @@ def _readable(fd: int) -> bool:
 
 
 _poll: Final = getattr(select, "poll", None)
-
-
-def returns_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
-    """Return whether the statement just run answered rows.
-
-    As ``cur.description is not None``, without building a ``Column`` per column (a third of
-    a ``find_open``'s client instructions, the 19 columns of a conversation row).
-    """
-    result = cur.pgresult
-    return result is not None and (result.nfields > 0 or result.status == _TUPLES_OK)
 
 
 class Attempts:
@@ -303,8 +301,25 @@ def pump(
     to resend (``Ending.together``) travels with COMMIT and the NOTIFY and is answered when
     the pipeline is left (one sync, so one round trip); a flow that goes on after it goes on
     in a new transaction.
+
+    The statements go through the session's ``Wire`` (libpq's calls, psycopg's dumpers and
+    loaders): the protocol messages psycopg's cursors in ``conn.pipeline()`` sent. A failure
+    leaves no pipeline behind: a server error is raised once every answer of its round trip
+    is read (the session is then usable, in its failed transaction, ``Ending.failed``); any
+    other (a lost connection, an interrupt, an exception of the flow with statements queued)
+    closes the session.
     """
-    cur, side = conn.cursors
+    wire = conn.wire
+    try:
+        return _pump(wire, flow, transaction, ending)
+    except BaseException:
+        if wire.busy:
+            wire.drain()
+        raise
+
+
+def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -> T:
+    """``pump``'s passes (``wire`` left as it is on a failure)."""
     rows: Any = None
     if not transaction:
         while True:
@@ -312,8 +327,11 @@ def pump(
                 query, params = flow.send(rows)
             except StopIteration as done:
                 return cast(T, done.value)
-            cur.execute(query, params or None, binary=bool(params))
-            rows = cur.fetchall() if returns_rows(cur) else []
+            if wire.opens():  # not autocommit (migrate): a transaction, as psycopg opens it
+                wire.send_alone(BEGIN, None)
+                wire.exchange()
+            position = wire.send_alone(query, params)
+            rows = wire.rows((wire.exchange())[position])
     try:
         query, params = flow.send(rows)
     except StopIteration as done:
@@ -322,51 +340,56 @@ def pump(
         closing = False
         if ending is not None:  # the pass before committed (its COMMIT was answered)
             ending.committing = False
-        with conn.pipeline() as pipeline:
-            side.execute(BEGIN)
-            emitted = False
-            while True:
-                if query == COMMIT[0]:
-                    conn.commit()
-                    if emitted and ending is not None:
-                        side.execute(NOTIFY, {"chan": ending.channel})
-                        emitted = False
-                    pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
-                    side.execute(BEGIN)
-                    rows = []
-                elif isinstance(query, Unread):
-                    emitted = emitted or query is EMIT
-                    side.execute(query, params or None, binary=bool(params))
-                    rows = []
-                elif isinstance(query, Closing) and ending is not None and ending.together:
-                    cur.execute(query, params, binary=True)
-                    ending.committing = True
-                    side.execute(END)
-                    side.execute(NOTIFY, {"chan": ending.channel})
-                    closing = True
-                    break
-                else:
-                    cur.execute(query, params or None, binary=bool(params))
-                    pipeline.sync()
-                    emitted = emitted or isinstance(query, Closing)  # not together
-                    rows = cur.fetchall() if returns_rows(cur) else []
-                try:
-                    query, params = flow.send(rows)
-                except StopIteration as done:
-                    result = cast(T, done.value)
-                    break
-            if not closing and ending is not None:
-                if not ending.together:
-                    pipeline.sync()
+        wire.begin()
+        wire.send(BEGIN, None, False)
+        emitted = False
+        while True:
+            if query == COMMIT[0]:
+                wire.send(END, None, False)
+                if emitted and ending is not None:
+                    wire.send(NOTIFY, {"chan": ending.channel}, False)
+                    emitted = False
+                wire.sync()  # BEGIN would take the NOTIFY into its transaction
+                wire.exchange()
+                wire.send(BEGIN, None, False)
+                rows = []
+            elif isinstance(query, Unread):
+                emitted = emitted or query is EMIT
+                wire.send(query, params, bool(params))
+                rows = []
+            elif isinstance(query, Closing) and ending is not None and ending.together:
+                position = wire.send(query, params, True)
                 ending.committing = True
-                side.execute(END)
-                if emitted:
-                    side.execute(NOTIFY, {"chan": ending.channel})
-        # the pipeline is left: everything queued is answered
+                wire.send(END, None, False)
+                wire.send(NOTIFY, {"chan": ending.channel}, False)
+                closing = True
+                break
+            else:
+                position = wire.send(query, params, bool(params))
+                wire.sync()
+                answers = wire.exchange()
+                emitted = emitted or isinstance(query, Closing)  # not together
+                rows = wire.rows(answers[position])
+            try:
+                query, params = flow.send(rows)
+            except StopIteration as done:
+                result = cast(T, done.value)
+                break
+        if not closing and ending is not None:
+            if not ending.together:
+                wire.sync()
+                wire.exchange()
+            ending.committing = True
+            wire.send(END, None, False)
+            if emitted:
+                wire.send(NOTIFY, {"chan": ending.channel}, False)
+        wire.sync()
+        answers = wire.exchange()
+        wire.end()  # every answer is in
         if not closing:
             return result
-        try:
-            query, params = flow.send(cur.fetchall())
+        try:  # the Closing statement's answer
+            query, params = flow.send(wire.rows(answers[position]))
         except StopIteration as done:
             return cast(T, done.value)
 

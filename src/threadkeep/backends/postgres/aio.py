@@ -30,7 +30,6 @@ from threadkeep.backends.postgres._conn import (
     check_alive,
     lost_connection,
     migrate,
-    returns_rows,
     settle,
 )
 from threadkeep.backends.postgres._flows import (
@@ -43,6 +42,7 @@ from threadkeep.backends.postgres._flows import (
 )
 from threadkeep.backends.postgres._listen import Listener
 from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
+from threadkeep.backends.postgres._wire import Wire
 
 __all__ = ["AsyncPostgresBackend"]
 
@@ -57,8 +57,22 @@ async def _pump(
     transaction: bool = False,
     ending: Ending | None = None,
 ) -> T:
-    """Run ``flow`` on ``conn``, as the sync backend's ``pump`` does."""
-    cur, side = conn.cursors
+    """Run ``flow`` on ``conn``, as the sync backend's ``pump`` does.
+
+    A cancellation while answers are outstanding closes the session (``Wire.exchange_async``):
+    the pool drops it rather than hand out a half-read pipeline.
+    """
+    wire = conn.wire
+    try:
+        return await _passes(wire, flow, transaction, ending)
+    except BaseException:
+        if wire.busy:
+            wire.drain()
+        raise
+
+
+async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -> T:
+    """``_pump``'s passes (``wire`` left as it is on a failure)."""
     rows: Any = None
     if not transaction:
         while True:
@@ -66,8 +80,11 @@ async def _pump(
                 query, params = flow.send(rows)
             except StopIteration as done:
                 return cast(T, done.value)
-            await cur.execute(query, params or None, binary=bool(params))
-            rows = await cur.fetchall() if returns_rows(cur) else []
+            if wire.opens():  # not autocommit (migrate): a transaction, as psycopg opens it
+                wire.send_alone(BEGIN, None)
+                await wire.exchange_async()
+            position = wire.send_alone(query, params)
+            rows = wire.rows((await wire.exchange_async())[position])
     try:
         query, params = flow.send(rows)
     except StopIteration as done:
@@ -76,51 +93,56 @@ async def _pump(
         closing = False
         if ending is not None:  # the pass before committed (its COMMIT was answered)
             ending.committing = False
-        async with conn.pipeline() as pipeline:
-            await side.execute(BEGIN)
-            emitted = False
-            while True:
-                if query == COMMIT[0]:
-                    await conn.commit()
-                    if emitted and ending is not None:
-                        await side.execute(NOTIFY, {"chan": ending.channel})
-                        emitted = False
-                    await pipeline.sync()  # BEGIN would take the NOTIFY into its transaction
-                    await side.execute(BEGIN)
-                    rows = []
-                elif isinstance(query, Unread):
-                    emitted = emitted or query is EMIT
-                    await side.execute(query, params or None, binary=bool(params))
-                    rows = []
-                elif isinstance(query, Closing) and ending is not None and ending.together:
-                    await cur.execute(query, params, binary=True)
-                    ending.committing = True
-                    await side.execute(END)
-                    await side.execute(NOTIFY, {"chan": ending.channel})
-                    closing = True
-                    break
-                else:
-                    await cur.execute(query, params or None, binary=bool(params))
-                    await pipeline.sync()
-                    emitted = emitted or isinstance(query, Closing)  # not together
-                    rows = await cur.fetchall() if returns_rows(cur) else []
-                try:
-                    query, params = flow.send(rows)
-                except StopIteration as done:
-                    result = cast(T, done.value)
-                    break
-            if not closing and ending is not None:
-                if not ending.together:
-                    await pipeline.sync()
+        wire.begin()
+        wire.send(BEGIN, None, False)
+        emitted = False
+        while True:
+            if query == COMMIT[0]:
+                wire.send(END, None, False)
+                if emitted and ending is not None:
+                    wire.send(NOTIFY, {"chan": ending.channel}, False)
+                    emitted = False
+                wire.sync()  # BEGIN would take the NOTIFY into its transaction
+                await wire.exchange_async()
+                wire.send(BEGIN, None, False)
+                rows = []
+            elif isinstance(query, Unread):
+                emitted = emitted or query is EMIT
+                wire.send(query, params, bool(params))
+                rows = []
+            elif isinstance(query, Closing) and ending is not None and ending.together:
+                position = wire.send(query, params, True)
                 ending.committing = True
-                await side.execute(END)
-                if emitted:
-                    await side.execute(NOTIFY, {"chan": ending.channel})
-        # the pipeline is left: everything queued is answered
+                wire.send(END, None, False)
+                wire.send(NOTIFY, {"chan": ending.channel}, False)
+                closing = True
+                break
+            else:
+                position = wire.send(query, params, bool(params))
+                wire.sync()
+                answers = await wire.exchange_async()
+                emitted = emitted or isinstance(query, Closing)  # not together
+                rows = wire.rows(answers[position])
+            try:
+                query, params = flow.send(rows)
+            except StopIteration as done:
+                result = cast(T, done.value)
+                break
+        if not closing and ending is not None:
+            if not ending.together:
+                wire.sync()
+                await wire.exchange_async()
+            ending.committing = True
+            wire.send(END, None, False)
+            if emitted:
+                wire.send(NOTIFY, {"chan": ending.channel}, False)
+        wire.sync()
+        answers = await wire.exchange_async()
+        wire.end()  # every answer is in
         if not closing:
             return result
-        try:
-            query, params = flow.send(await cur.fetchall())
+        try:  # the Closing statement's answer
+            query, params = flow.send(wire.rows(answers[position]))
         except StopIteration as done:
             return cast(T, done.value)
 
