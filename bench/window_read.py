@@ -27,11 +27,16 @@ import statistics
 import tempfile
 import time
 
-import psycopg
-
 import threadkeep
 
 SCHEMA = "tk_window_bench"
+
+
+def _drop_schema(url: str) -> None:
+    import psycopg  # the PostgreSQL side only: the SQLite bench runs without the extra
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
 def main() -> None:
@@ -47,8 +52,7 @@ def main() -> None:
         path = os.path.join(args.dir, f"tk_window_bench_{os.getpid()}.db")
         url = f"sqlite:///{os.path.abspath(path)}"
     else:
-        with psycopg.connect(args.url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        _drop_schema(args.url)
         url = f"{args.url}{'&' if '?' in args.url else '?'}schema={SCHEMA}&pool_size=1"
     try:
         with threadkeep.open(url) as store:
@@ -91,8 +95,7 @@ def main() -> None:
                 if os.path.exists(path + suffix):
                     os.remove(path + suffix)
         else:
-            with psycopg.connect(args.url, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+            _drop_schema(args.url)
 
 
 def _state() -> dict[str, object]:
