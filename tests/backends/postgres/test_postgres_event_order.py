@@ -181,6 +181,27 @@ def test_schemas_whose_names_hash_alike_get_their_own_event_tags(schema: str) ->
             drop_schema(name)
 
 
+@pytest.mark.parametrize("error", ["invalid_schema_name", "insufficient_privilege"])
+def test_a_schema_whose_tag_cannot_be_read_does_not_stop_a_migration(
+    schema: str, error: str
+) -> None:
+    """Migration 7 reads the tag of every other schema of the database that has one; a schema
+    dropped between its scan and its read (the read fails as "schema does not exist") or one
+    the migrating role may not read is skipped, not a failed open of a new store."""
+    other = f"{schema}_x"
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{other}"')
+        conn.execute(
+            f'CREATE FUNCTION "{other}".events_tag() RETURNS bigint LANGUAGE plpgsql AS '
+            f"$$ BEGIN RAISE EXCEPTION 'unreadable' USING ERRCODE = '{error}'; END $$"
+        )
+    try:
+        with threadkeep.open(url_of(schema)) as store:
+            assert store.append(store.start(contact_id="c").id, "user", "hi").seq == 1
+    finally:
+        drop_schema(other)
+
+
 def test_a_long_schema_name_still_notifies(schema: str) -> None:
     """The NOTIFY channel stays within PostgreSQL's 63 bytes whatever the schema's name
     (a longer one failed every NOTIFY, which now runs after the commit)."""

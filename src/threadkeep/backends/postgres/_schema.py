@@ -349,8 +349,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PERFORM pg_advisory_xact_lock(hashtextextended('threadkeep:events_tag', 0));
         FOR other IN SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
             WHERE p.proname = 'events_tag' AND n.nspname <> current_schema() LOOP
-            EXECUTE format('SELECT %I.events_tag() >> 48', other.nspname) INTO tag;
-            taken := taken || tag;
+            BEGIN
+                EXECUTE format('SELECT %I.events_tag() >> 48', other.nspname) INTO tag;
+                taken := taken || tag;
+            EXCEPTION WHEN invalid_schema_name OR undefined_function OR insufficient_privilege
+            THEN
+                NULL;  -- dropped since the scan above, or not ours to read: no tag to avoid
+            END;
         END LOOP;
         tag := hashtext(current_schema()) & 32767;
         WHILE tag = ANY(taken) LOOP
