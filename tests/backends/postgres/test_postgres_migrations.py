@@ -220,6 +220,37 @@ _V12_APPEND = (
 )
 
 
+def test_upgrade_from_version_12_gives_the_new_append_only_the_old_grants(schema: str) -> None:
+    """Default privileges an operator set after the schema was built (here: every new function
+    of the schema runs for another role too) do not reach the new append function: it ends with
+    exactly the old one's EXECUTE grants, PUBLIC's default included."""
+    from threadkeep.backends.postgres._schema import MIGRATIONS
+
+    role = f"tk_extra_{uuid.uuid4().hex[:8]}"
+    old = f'"{schema}".append_message'
+    with psycopg.connect(SHARED, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}"')
+    try:
+        with psycopg.connect(SHARED) as conn:
+            schema_at_version(conn, schema, 12)
+            conn.execute(
+                f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" '
+                f'GRANT EXECUTE ON FUNCTIONS TO "{role}"'
+            )
+            before = _grants(conn, old)
+        assert ("PUBLIC", False) in before
+        assert not any(grantee == role for grantee, _ in before)
+        with contextlib.closing(open_backend(schema)) as backend:
+            assert backend.migrated == len(MIGRATIONS) - 12
+        with psycopg.connect(SHARED) as conn:
+            assert _grants(conn, _append_function(schema)) == before
+    finally:
+        drop_schema(schema)
+        with psycopg.connect(SHARED, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
 def test_upgrade_from_version_12_keeps_grants_and_the_old_append(
     schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

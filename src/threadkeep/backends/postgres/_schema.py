@@ -96,11 +96,13 @@ _BIND_DRAWN: Final = (
 )
 
 #: emit_event's work (migration 13), in emit_event and inlined in append_message_v2 for the
-#: first event of an append (a call of a PL/pgSQL function with SET clauses costs ~45k
+#: first event of an append (a call of a PL/pgSQL function with SET clauses costs ~30k
 #: instructions more than its statements): the shared lock keyed below the id it draws (a
 #: write's first event), the session's flags for the NOTIFY, the event, and the trim of the
-#: event ``keep`` ids older with its floor. A migration that changes one changes both.
-_EMIT: Final = """
+#: event ``keep`` ids older with its floor. It is part of migration 13's text, which never
+#: changes: a later migration that changes either function writes both from a template of its
+#: own.
+_EMIT_13: Final = """
         IF {first} THEN
             done := pg_advisory_xact_lock_shared(events_tag() | events_drawn())::text;
             done := set_config('threadkeep.emitted', 'on', false);
@@ -749,7 +751,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # workers still running during a rolling upgrade. Its calls of other functions, and
     # emit_event's, are PL/pgSQL assignments instead of PERFORM (an expression evaluated in
     # place, not a statement planned and run by the executor); the append's first event is
-    # emit_event's steps inlined (_EMIT: a call costs ~30k instructions besides them); and its
+    # emit_event's steps inlined (_EMIT_13: a call costs ~30k instructions besides them); and its
     # UPDATE names the status only when the status changes: an UPDATE naming it has the
     # counters' trigger (migration 6, AFTER UPDATE OF status, stage) parse and test its WHEN
     # clause, which is false when the status stays. emit_event keeps its signature (CREATE OR
@@ -772,7 +774,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         done text;  -- what a call made for its effect answers (void answers '')
     BEGIN
     """
-    + _EMIT.format(
+    + _EMIT_13.format(
         first="p_rank = 0",
         kind="p_kind",
         tenant="p_tenant",
@@ -852,7 +854,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
                     done := trim_messages(c.tenant, c.id, next_seq - c.max_messages + 1)::text;
                 END IF;
     """
-    + _EMIT.format(
+    + _EMIT_13.format(
         first="true",
         kind="p_appended",
         tenant="c.tenant",
@@ -875,26 +877,35 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             c.idle_after_us, c.window_n, c.max_messages, c.lease_token, c.lease_until_us,
             k_cid, k_seq, k_role, k_content, k_at, k_meta, k_key, k_payload, k_link);
     END $f$;
-    -- the old function's EXECUTE grants, when its ACL is not the default (PUBLIC may run it)
+    -- the new function's grants are the old one's: everything the new one was given (PUBLIC's
+    -- default, or an operator's ALTER DEFAULT PRIVILEGES) is taken back, then each EXECUTE of
+    -- the old one's ACL (its default when NULL: PUBLIC and its owner) is given, grant option kept
     DO $d$ DECLARE
         old constant regprocedure := 'append_message(text, text, bigint, text, boolean, '
             'bigint, text[], text[], text[], text[], text, text, bytea, text, text, smallint, '
             'bigint)'::regprocedure;
-        new constant text := 'append_message_v2(text, text, bigint, text, boolean, bigint, '
-            'text[], text[], text[], text[], text, text, bytea, text, text, smallint, bigint)';
+        new constant regprocedure := 'append_message_v2(text, text, bigint, text, boolean, '
+            'bigint, text[], text[], text[], text[], text, text, bytea, text, text, smallint, '
+            'bigint)'::regprocedure;
         g record;
     BEGIN
-        IF (SELECT proacl FROM pg_proc WHERE oid = old) IS NOT NULL THEN
-            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', new);
-            FOR g IN SELECT a.grantee, bool_or(a.is_grantable) AS grantable
-                FROM pg_proc p, aclexplode(p.proacl) a
-                WHERE p.oid = old AND a.privilege_type = 'EXECUTE' GROUP BY a.grantee
-            LOOP
-                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', new,
-                    CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
-                    CASE WHEN g.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-            END LOOP;
-        END IF;
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', new);
+        FOR g IN SELECT DISTINCT a.grantee FROM pg_proc p,
+                aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+            WHERE p.oid = new AND a.grantee NOT IN (0, p.proowner)
+        LOOP
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', new, g.grantee::regrole::text);
+        END LOOP;
+        FOR g IN SELECT a.grantee, bool_or(a.is_grantable) AS grantable
+            FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+            WHERE p.oid = old AND a.privilege_type = 'EXECUTE'
+                AND a.grantee <> (SELECT proowner FROM pg_proc WHERE oid = new)
+            GROUP BY a.grantee
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', new,
+                CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+                CASE WHEN g.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
     END $d$;
     """,
 )
