@@ -356,6 +356,38 @@ def test_a_wake_sends_what_the_window_got_in_one_chunk() -> None:
     asyncio.run(main())
 
 
+def test_a_stream_behind_a_busy_tenant_sends_the_window_in_bounded_chunks() -> None:
+    """A stream that waited while its tenant wrote a window's worth gets it in writes of about
+    ``CHUNK`` characters (the connection's back-pressure holds between them), not one write of
+    the whole window; together, every event once, in log order.
+    """
+
+    async def main() -> None:
+        followers = _caught_up()
+        chunks = _stream(followers)
+        assert await anext(chunks) == "retry: 2000\n\n"
+        waiting = asyncio.ensure_future(anext(chunks))
+        await asyncio.sleep(0.05)
+        at = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+        taken = [
+            Event(f"{n}-0", EventKind.MESSAGE_APPENDED, "t", "c1", {"seq": n, "text": "x" * 40}, at)
+            for n in range(1, 2001)
+        ]
+        for event in taken:
+            followers._take(event)
+        sent = [await asyncio.wait_for(waiting, 5)]
+        expected = "".join(sse(event) for event in taken)
+        while sum(map(len, sent)) < len(expected):
+            sent.append(await asyncio.wait_for(anext(chunks), 5))
+        assert "".join(sent) == expected
+        assert len(sent) > 1
+        assert max(map(len, sent)) < events_route.CHUNK + max(len(sse(e)) for e in taken)
+        await followers.aclose()
+        await chunks.aclose()
+
+    asyncio.run(main())
+
+
 def test_streams_of_a_tenant_share_one_rendering_of_each_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

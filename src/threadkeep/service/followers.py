@@ -111,7 +111,9 @@ class Followers:
     def text(self, event: Event, render: Callable[[Event], str]) -> str:
         """``render(event)``, computed once while the event is in the window.
 
-        Every stream of the event's tenant in this process sends it: they share one rendering.
+        Every stream of the event's tenant in this process sends it: they share one rendering,
+        kept by event id, so ``render`` must be the same for every call (the service's one SSE
+        rendering, ``routers.events.sse``); a stream that sends something else renders it itself.
         """
         text = self._texts.get(event.id)
         if text is None:

@@ -27,6 +27,10 @@ __all__ = ["router", "sse"]
 log = logging.getLogger("threadkeep.service")
 router = APIRouter(prefix="/v1", tags=["events"])
 
+#: The most a stream sends in one write from the window (then the next, once the connection
+#: took it): a stream that fell behind a busy tenant does not buffer the whole window at once.
+CHUNK = 64 * 1024
+
 _EXAMPLE = (
     "id: 42\nevent: message.appended\n"
     'data: {"id": "42", "kind": "message.appended", "tenant": "default", '
@@ -63,9 +67,9 @@ async def _follow(
     reads ``EVENT_BATCH`` per query), so a stream holds one batch, never the tenant's log.
     Following, the stream waits on the process's reader of the log (``Followers``): it reads
     the store only when its position is not in the reader's window, and an idle stream makes
-    no read at all. What it takes from the window at one wake goes out as one chunk (one write
-    to the connection, not one per event), each event's text rendered once per process
-    (``Followers.text``) however many streams of its tenant send it.
+    no read at all. What it takes from the window at one wake goes out in chunks of up to about
+    ``CHUNK`` characters (one write each, not one per event), each event's text rendered once
+    per process (``Followers.text``) however many streams of its tenant send it.
     """
     yield "retry: 2000\n\n"
     try:
@@ -96,9 +100,19 @@ async def _follow(
                 else:  # what the window holds: one write, each event rendered once a process
                     new, after = found
                     got = bool(new)
-                    chunk = "".join(followers.text(e, sse) for e in new if keep(e))
-                    if chunk:
-                        yield chunk
+                    parts: list[str] = []
+                    size = 0
+                    for event in new:
+                        if keep(event):
+                            text = followers.text(event, sse)
+                            parts.append(text)
+                            size += len(text)
+                            if size >= CHUNK:
+                                yield "".join(parts)
+                                parts, size = [], 0
+                                quiet_since = time.monotonic()
+                    if parts:
+                        yield "".join(parts)
                         quiet_since = time.monotonic()
                 looked = None if got else mark
             if not got:
