@@ -145,7 +145,7 @@ def test_ids() -> None:
     assert new_id(1000) < new_id(2000) and len(new_id(0)) == 26
     made = new_id(5)
     assert check_id(made) == made and check_id("a-B_9") == "a-B_9"
-    for bad in ("", "a b", "x" * 65, "../x", None, 3):
+    for bad in ("", "a b", "x" * 65, "../x", None, 3, "abc\n", "a-b\n", "x" * 64 + "\n"):
         with pytest.raises(InvalidInput):
             check_id(bad)
 

@@ -29,6 +29,9 @@ def slots_twin(cls: type) -> type:
     An instance whose every slot is set to a field's value, then given ``__class__ = cls``,
     is the object ``cls(...)`` makes. ``fast_builder`` builds one object a call with it; a
     read that builds many (``outcomes.to_messages``) fills the slots in its own loop.
+    Being a subclass of the same bases, the twin runs their class-creation hooks
+    (``__init_subclass__``, a metaclass) once and is listed in their ``__subclasses__()``;
+    no base of this package's models and ops has such a hook.
 
     Raises:
         TypeError: ``cls`` is not a dataclass whose ``__slots__`` are its fields, in order
