@@ -7,10 +7,15 @@ pipeline back to the pool; large messages must not block both ends of the socket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import select
+import socket
+import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -235,3 +240,119 @@ def test_past_its_cap_a_session_runs_statements_unnamed(
         assert count == (2,)
     finally:
         store.close()
+
+
+def test_statements_dropped_behind_the_session_cost_one_call(schema: str) -> None:
+    """Someone's ``DEALLOCATE ALL`` on a pooled session (a pooler's server switch does the
+    same): a statement the session prepared before it fails once (26000, "does not exist"),
+    that session is closed, and every later call works on a new one; a statement prepared
+    after the drop does not later fail as "already exists" (42P05) on every call."""
+    store = threadkeep.open(url_of(schema) + "&pool_size=1")
+    try:
+        conv = store.resume("contact-drop", tenant="t")
+        store.append(conv.id, "user", "m1")
+        pool = store._backend._pool  # type: ignore[attr-defined]
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            conn.execute("DEALLOCATE ALL")
+        assert store.list(tenant="t").items  # its statement is new: prepared after the drop
+        with pytest.raises(threadkeep.BackendError, match="does not exist"):
+            store.append(conv.id, "user", "dropped")
+        for i in range(2):
+            store.append(conv.id, "user", f"after {i}")
+            assert store.list(tenant="t").items
+        with pool.connection() as conn:
+            assert conn.info.backend_pid != pid
+        contents = [m.content for m in store.messages(conv.id)]
+        assert contents == ["m1", "after 0", "after 1"]
+    finally:
+        store.close()
+
+
+class _Freezer:
+    """A TCP relay to the test server that can stop forwarding (a server or network that no
+    longer answers, as the client sees it)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.frozen = threading.Event()
+        self.held: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.frozen.is_set():
+                self.held.append(client)
+                continue
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+
+    def _relay(self, a: socket.socket, b: socket.socket) -> None:
+        while not self.frozen.is_set():
+            ready, _, _ = select.select([a, b], [], [], 0.05)
+            for side in ready:
+                data = side.recv(65536)
+                if not data:
+                    a.close()
+                    b.close()
+                    return
+                (b if side is a else a).sendall(data)
+        self.held += [a, b]
+
+    def close(self) -> None:
+        self.listener.close()
+        for held in self.held:
+            held.close()
+
+
+def test_a_cancellation_against_a_silent_server_blocks_nothing(schema: str) -> None:
+    """An async append cancelled while the server (here a relay that stopped forwarding)
+    answers nothing ends at once, and asking the server to cancel it never stops the event
+    loop (psycopg's ``cancel_safe``, bounded by ``CANCEL_TIMEOUT``; libpq's blocking cancel
+    held the interpreter until the server answered, which a silent one never does)."""
+    parts = urlsplit(url_of(schema))
+    freezer = _Freezer((parts.hostname or "127.0.0.1", parts.port or 5432))
+    relayed = parts._replace(netloc=f"{parts.username}@127.0.0.1:{freezer.port}").geturl()
+
+    async def main() -> tuple[float, float]:
+        astore = await threadkeep.open_async(relayed + "&pool_size=1&timeout=3")
+        try:
+            conv = await astore.resume("contact-silent", tenant="t")
+            await astore.append(conv.id, "user", "first")
+            stalls = [0.0]
+
+            async def beat() -> None:
+                last = time.monotonic()
+                while True:
+                    await asyncio.sleep(0.01)
+                    now = time.monotonic()
+                    stalls.append(now - last)
+                    last = now
+
+            beating = asyncio.create_task(beat())
+            freezer.frozen.set()
+            task = asyncio.create_task(astore.append(conv.id, "user", "unanswered"))
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), 30)
+            took = time.monotonic() - started
+            beating.cancel()
+            return took, max(stalls)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(astore.aclose(), 10)
+
+    try:
+        took, stall = asyncio.run(main())
+    finally:
+        freezer.close()
+    assert took < _wire.CANCEL_TIMEOUT + 5
+    assert stall < 1.0  # the loop went on while the cancel request waited

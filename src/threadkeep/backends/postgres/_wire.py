@@ -15,14 +15,17 @@ chooses them (``PyFormat.AUTO``), and bound. Statements are prepared by name onc
 (``Wire.send``: Parse travels in the pipeline before the first run, no round trip more), as
 psycopg prepared them after five runs; the pool's sessions have psycopg's own preparing off
 (``prepare_threshold=None``), so psycopg's ``rollback()``, which sends ``DEALLOCATE ALL``
-once psycopg prepared anything, never drops ours. Should they be dropped all the same (an
-error ``26000``), the session prepares them again from its next call.
+once psycopg prepared anything, never drops ours. Should they be dropped all the same
+(someone's ``DEALLOCATE ALL`` or ``DISCARD ALL``, a transaction-mode pooler without prepared
+statement support: an error ``26000`` or ``42P05``), that call fails and its session is
+closed, so the pool's next one starts clean.
 
 The I/O (``Wire.exchange`` and ``Wire.exchange_async``) waits on the socket as psycopg's
 generators do (``psycopg.generators``: flush while consuming input, then read until the
 answers are complete). Any failure while answers are outstanding (a lost connection, a
 ``KeyboardInterrupt``, an asyncio cancellation) closes the libpq connection (``finish``), so
-a half-read pipeline never goes back to the pool (the pool drops a closed connection).
+a half-read pipeline never goes back to the pool (the pool drops a closed connection); an
+interrupt first asks the server to cancel the statements (``Wire._interrupted``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import functools
 import itertools
 import re
 import select
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import psycopg
 from psycopg import pq
@@ -51,6 +54,12 @@ _PIPELINE_SYNC: Final = pq.ExecStatus.PIPELINE_SYNC
 _PIPELINE_OFF: Final = pq.PipelineStatus.OFF
 _IDLE: Final = pq.TransactionStatus.IDLE
 _SQLSTATE: Final = pq.DiagnosticField.SQLSTATE
+#: The server's prepared statements are not the ones the session noted (dropped by someone's
+#: ``DEALLOCATE ALL``/``DISCARD ALL``, or a pooler's server switch): 26000 "does not exist",
+#: 42P05 "already exists"
+_DROPPED: Final = frozenset((b"26000", b"42P05"))
+#: The longest an interrupted exchange waits for the server to take its cancel request
+CANCEL_TIMEOUT: Final = 2.0
 
 #: The names of the prepared statements, by statement text and parameter types (one process)
 _NAMES: Final[dict[tuple[bytes, tuple[int, ...]], bytes]] = {}
@@ -276,7 +285,11 @@ class Wire:
                 _wait(fd, False)
                 pgconn.consume_input()
         except BaseException as exc:
-            self.abandon(cancel=not isinstance(exc, psycopg.Error))
+            if self._interrupted(exc):
+                with contextlib.suppress(Exception):
+                    conn = cast(psycopg.Connection[Any], self.conn)
+                    conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+            self.abandon()
             raise
         self._answered(results)
         return results
@@ -294,10 +307,26 @@ class Wire:
                 await _wait_async(fd, False)
                 pgconn.consume_input()
         except BaseException as exc:
-            self.abandon(cancel=not isinstance(exc, psycopg.Error))
+            if self._interrupted(exc):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    aconn = cast(psycopg.AsyncConnection[Any], self.conn)
+                    await aconn.cancel_safe(timeout=CANCEL_TIMEOUT)
+            self.abandon()
             raise
         self._answered(results)
         return results
+
+    def _interrupted(self, exc: BaseException) -> bool:
+        """Whether ``exc`` interrupted the exchange while the server may be running statements.
+
+        An interrupt (``KeyboardInterrupt``, an asyncio cancellation …): the statements are
+        cancelled before the connection closes, so a statement waiting for a lock does not
+        commit later.
+        Not after a lost connection (a psycopg error): the request would go to a server that
+        is not there. The request is psycopg's ``cancel_safe``: a cancel connection of its own,
+        waited on without blocking the process, for at most ``CANCEL_TIMEOUT`` seconds.
+        """
+        return not isinstance(exc, psycopg.Error) and bool(self.syncs or self.alone)
 
     def _answered(self, results: list[pq.abc.PGresult]) -> None:
         """Note what ``results`` tell (statements prepared, or dropped), then raise any error."""
@@ -312,22 +341,13 @@ class Wire:
                 self.pgconn.exit_pipeline_mode()
             self.busy = False
         for result in results:
-            if result.status == _FATAL_ERROR and result.error_field(_SQLSTATE) == b"26000":
-                self.prepared.clear()  # the session's statements were dropped: prepare anew
+            if result.status == _FATAL_ERROR and result.error_field(_SQLSTATE) in _DROPPED:
+                self.abandon()  # what the server holds is not known: the pool makes a new one
+                break
         _check(results)
 
-    def abandon(self, *, cancel: bool = False) -> None:
-        """Close the connection: what is queued or unanswered on it cannot be told apart.
-
-        ``cancel``: an interrupt (``KeyboardInterrupt``, an asyncio cancellation) came while
-        the server may be running the statements: ask it to cancel them first (psycopg's
-        ``Connection.cancel()``, a short exchange on a connection of its own, as psycopg
-        does on an interrupt), so a statement waiting for a lock does not commit later. Not
-        for a lost connection: the request would wait for the unreachable server.
-        """
-        if cancel and (self.syncs or self.alone):
-            with contextlib.suppress(Exception):
-                self.conn.cancel()
+    def abandon(self) -> None:
+        """Close the connection: what is queued or unanswered on it cannot be told apart."""
         self.busy = False
         self.syncs = 0
         self.alone = False
