@@ -68,7 +68,7 @@ class _State(enum.Enum):
 
 
 #: As a name: on Python 3.11 ``_State.CLOSED`` goes through ``EnumType.__getattr__``'s slow
-#: attribute path (~850 instructions), and every call tests it (``_now_us``).
+#: attribute path (~850 instructions), and every call tests it (``_now_us``, ``_check_open``).
 _CLOSED: Final = _State.CLOSED
 
 
@@ -95,7 +95,7 @@ class _StoreBase:
         return f"<{type(self).__name__} {self.url} {self._state.value}>"
 
     def _check_open(self) -> None:
-        if self._state is _State.CLOSED:
+        if self._state is _CLOSED:
             raise StoreClosed()
 
     def _now_us(self) -> int:
