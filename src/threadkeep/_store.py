@@ -23,7 +23,7 @@ from collections.abc import (
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Final, TypeVar, overload
 
 from threadkeep import formats
 from threadkeep._clock import Clock, SystemClock
@@ -67,6 +67,11 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+#: As a name: on Python 3.11 ``_State.CLOSED`` goes through ``EnumType.__getattr__``'s slow
+#: attribute path (~850 instructions), and every call tests it (``_now_us``, ``_check_open``).
+_CLOSED: Final = _State.CLOSED
+
+
 class _StoreBase:
     """What Store and AsyncStore share: configuration, the clock, the open/closed state."""
 
@@ -90,12 +95,12 @@ class _StoreBase:
         return f"<{type(self).__name__} {self.url} {self._state.value}>"
 
     def _check_open(self) -> None:
-        if self._state is _State.CLOSED:
+        if self._state is _CLOSED:
             raise StoreClosed()
 
     def _now_us(self) -> int:
         """The store's clock, in µs; raises StoreClosed once the store was closed."""
-        if self._state is _State.CLOSED:
+        if self._state is _CLOSED:
             raise StoreClosed()
         if type(self.clock) is SystemClock:  # the same floored µs, without a datetime
             return time.time_ns() // 1000

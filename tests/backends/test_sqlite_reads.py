@@ -78,3 +78,63 @@ def test_a_read_of_another_tenant_or_a_missing_version_is_refused(tmp_path: Path
         assert store.load_state(empty).version == 0
         assert store.load_state(empty, tenant="t").value is None
         assert store.messages(empty, last=5) == []
+
+
+_HOSTILE = [
+    " ",
+    "\x00 nul, \x01\x1f control, \x7f del",
+    "quotes \" ' ` and backslashes \\ \\\\ \\u0000 \\n",
+    "unicode: é ١٢ 🤖 \u200d\u202e rtl \ufeff bom \U0010ffff",
+    '{"looks": ["like", "json"]}',
+    "[1, 2, null]",
+    "é" * 30_000,  # 60,000 bytes: near the content limit
+]
+_BIG = 2**63 - 1  # beyond 2**53: not exact through a double
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_hostile_values_come_back_exactly_through_every_read(tmp_path: Path, sealed: bool) -> None:
+    """Every read returns each stored text, metadata, key and payload exactly: control
+    characters and NUL, quotes, backslashes, any Unicode, JSON-looking text, very long
+    content, integers beyond 2**53, NULLs; plain and encrypted."""
+    from tests.backends._sealed import KEYS
+
+    options: dict[str, Any] = {"encryption": KEYS} if sealed else {}
+    with threadkeep.open(f"sqlite:///{tmp_path}/h.db", **options) as store:
+        cid = store.resume("p", tenant="t").id
+        sent = []
+        for i, text in enumerate(_HOSTILE):
+            short = text[:1000]  # metadata and payload have smaller limits
+            metadata = {"text": short, "big": _BIG, "neg": -_BIG, "nested": [None, short]}
+            payload = None if i % 2 else {"calls": [{"arguments": short, "n": _BIG}]}
+            sent.append(
+                store.append(
+                    cid,
+                    "user",
+                    text,
+                    metadata=metadata,
+                    idempotency_key=f"k{i}",
+                    payload=payload,
+                )  # fmt: skip
+            )
+        state = {"text": [text[:1000] for text in _HOSTILE], "big": _BIG, "none": None}
+        store.save_state(cid, state)
+
+        def fields(messages: list[Any]) -> list[tuple[Any, ...]]:
+            return [
+                (m.seq, m.role, m.content, m.created_at, m.metadata, m.idempotency_key, m.payload)
+                for m in messages
+            ]
+
+        expected = fields(sent)
+        n = len(_HOSTILE)
+        for tenant in (None, "t"):
+            assert fields(store.messages(cid, last=n, tenant=tenant)) == expected
+            assert fields(store.messages(cid, after=0, limit=n, tenant=tenant)) == expected
+            assert fields(store.messages(cid, before=n + 1, limit=n, tenant=tenant)) == expected
+            for i, want in enumerate(expected):
+                found = store.message_by_key(cid, f"k{i}", tenant=tenant)
+                assert found is not None and fields([found]) == [want]
+            window = store.context(cid, tenant=tenant)
+            assert [m["content"] for m in window] == _HOSTILE
+            assert store.load_state(cid, tenant=tenant).value == state

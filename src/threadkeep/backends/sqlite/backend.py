@@ -780,7 +780,9 @@ class SQLiteBackend:
         found = rows[0]
         if found[0] is None:
             return Result(_OK if op.version is None else Outcome.NO_VERSION, None)
-        return Result(_OK, _common.decode_state(found))
+        # the row is (version, value, saved_us): the StateRow's fields; both tuples made by
+        # tuple.__new__, as _messages does, without the NamedTuple __new__ frames
+        return _NEW_TUPLE(Result, (_OK, _NEW_TUPLE(StateRow, found)))
 
     # ---- events, leases, facts ----------------------------------------------------------
 
