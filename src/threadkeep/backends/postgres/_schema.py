@@ -1269,8 +1269,10 @@ INSERT_MESSAGES: Final = Unread(
 #: nothing trimmed). One statement (migration 8's ``trim_messages``, which APPEND calls too).
 TRIM_MESSAGES: Final = "SELECT trim_messages(%(tenant)s, %(id)s, %(from)s)"
 #: An append in one statement (migration 13's ``append_message_v2``, 8's ``append_message``
-#: with a named result type): locks the conversation (by
+#: with a named result type; its body migration 14's): locks the conversation (by
 #: id alone when %(tenant)s is NULL) and, when it is live, looks up %(key)s if %(look_up)s.
+#: Without a look-up it reads the row unlocked and writes only over that very version (its
+#: UPDATE's lock; the locked path again when the version changed or no append was made).
 #: Only if no message has that key, its status is one of %(sources)s and the fence (if any)
 #: is the live lease, it writes what ``decide.append`` would: the message (seq last_seq + 1,
 #: key %(key)s), the row (status the matching %(targets)s, activity, expiry and idle time
