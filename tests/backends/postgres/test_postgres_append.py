@@ -11,6 +11,7 @@ stored and archived keys, resends, fences, trimming and tool-call links.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 from typing import Any
@@ -379,3 +380,132 @@ def test_an_append_names_the_status_in_its_update_only_when_it_changes(schema: s
             assert named() == 1
             assert store.get(conv.id, tenant="t").status == "active"
             assert store.counts(tenant="t").by_status == {"active": 1}
+
+
+def _keyless(cid: str, tenant: str | None, content: str) -> dict[str, Any]:
+    """``schema.APPEND``'s parameters for a keyless first try (an internal key, no look-up)."""
+    return {
+        "tenant": tenant,
+        "id": cid,
+        "now": time.time_ns() // 1000,
+        "key": f"{schema.INTERNAL_KEY}{uuid.uuid4().hex}",
+        "look_up": False,
+        "fence": None,
+        **flows_module._ON_MESSAGE,
+        "appended": flows_module._APPENDED,
+        "role": "user",
+        "content": content.encode(),
+        "metadata_json": "{}",
+        "payload": None,
+        "link": 0,
+        "keep": 10_000,
+    }
+
+
+def _seqs(conn: psycopg.Connection[Any], cid: str) -> tuple[Any, ...] | None:
+    """The conversation's last seq and count, and its messages' seqs."""
+    return conn.execute(
+        "SELECT c.last_seq, c.message_count, (SELECT array_agg(seq ORDER BY seq) FROM messages m "
+        "WHERE m.conversation_id = c.id) FROM conversations c WHERE c.id = %s",
+        (cid,),
+    ).fetchone()
+
+
+@pytest.mark.parametrize("tenant", ["t", None])
+def test_an_append_finds_its_conversation_by_one_index_scan(
+    migrated: str, tenant: str | None
+) -> None:
+    """A keyless append reads the conversation by a key, then its UPDATE finds that version
+    by its ctid, a TID scan that opens no index (migration 14): one index scan of
+    ``conversations`` per append, by bare id or naming the tenant (version 13 made two)."""
+    with threadkeep.open(url_of(migrated)) as store:
+        cid = store.resume("c", tenant="t").id
+        store.append(cid, "user", "one", tenant="t")
+    with connect(migrated) as conn:  # one transaction: its own counts
+        answer = conn.execute(str(schema.APPEND), _keyless(cid, tenant, "two")).fetchone()
+        scans = conn.execute(
+            "SELECT idx_scan, n_tup_upd FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'conversations' AND schemaname = %s",
+            (migrated,),
+        ).fetchone()
+        seqs = _seqs(conn, cid)
+    assert answer is not None and answer[0] is True  # written
+    assert scans == (1, 1)
+    assert seqs == (2, 2, [1, 2])
+
+
+def test_a_keyless_append_takes_no_row_lock_before_its_update(migrated: str) -> None:
+    """A keyless first try reads the row without locking it and updates that version
+    (migration 14): another session's FOR KEY SHARE lock on the row, which a FOR UPDATE
+    waits for (version 13's first statement), does not hold it (its UPDATE changes no key
+    column). An append with a key to look up still locks the row first."""
+    with threadkeep.open(url_of(migrated)) as store:
+        cid = store.resume("c", tenant="t").id
+        store.append(cid, "user", "one", tenant="t")
+    with connect(migrated) as holder, connect(migrated) as conn:
+        holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR KEY SHARE", (cid,))
+        conn.execute("SET lock_timeout = '2s'")  # a hang guard: a wait fails, not a timing
+        answer = conn.execute(str(schema.APPEND), _keyless(cid, "t", "two")).fetchone()
+        assert answer is not None and answer[0] is True
+        conn.commit()
+        keyed = {**_keyless(cid, "t", "three"), "key": "k", "look_up": True}
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute(str(schema.APPEND), keyed)
+        conn.rollback()
+        holder.rollback()
+        assert _seqs(conn, cid) == (2, 2, [1, 2])
+
+
+def test_an_append_whose_row_changed_after_its_read_locks_and_judges_it_again(
+    migrated: str,
+) -> None:
+    """A keyless append whose UPDATE waits on another writer of the row (here one that
+    appends by hand) finds, once that one commits, a newer version than the one it read: its
+    xmin differs, the UPDATE writes nothing, and the function locks the newer row and
+    appends after it (seq gap-free, counts right, the other writer's change kept)."""
+    with threadkeep.open(url_of(migrated)) as store:
+        cid = store.resume("c", tenant="t").id
+        store.append(cid, "user", "one", tenant="t")
+    with (
+        connect(migrated) as other,
+        connect(migrated, autocommit=True) as conn,
+        connect(migrated, autocommit=True) as watch,
+    ):
+        other.execute(
+            "UPDATE conversations SET last_seq = 2, message_count = 2, metadata_json = "
+            '\'{"by": "other"}\' WHERE id = %s',
+            (cid,),
+        )
+        other.execute(
+            "INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us, "
+            "metadata_json) VALUES ('t', %s, 2, 'user', 'two', 0, '{}')",
+            (cid,),
+        )
+        pid = conn.info.backend_pid
+        done: list[Any] = []
+        appender = threading.Thread(
+            target=lambda: done.append(
+                conn.execute(str(schema.APPEND), _keyless(cid, None, "three")).fetchone()
+            )
+        )
+        appender.start()
+        try:
+            wait_until(
+                "the append to wait on the other writer's row lock",
+                lambda: (
+                    watch.execute(
+                        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                        (pid,),
+                    ).fetchone()
+                    == (True,)
+                ),
+            )
+        finally:
+            other.commit()
+            appender.join()
+        assert done and done[0] is not None
+        answer = done[0]
+        assert answer[0] is True  # written
+        # the row it locked and wrote over: the other writer's metadata and last seq
+        assert (answer[8], answer[14]) == ('{"by": "other"}', 2)
+        assert _seqs(conn, cid) == (3, 3, [1, 2, 3])

@@ -308,3 +308,76 @@ def test_upgrade_from_version_12_keeps_grants_and_the_old_append(
         drop_schema(schema)
         with psycopg.connect(SHARED, autocommit=True) as conn:
             conn.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.mark.parametrize("partitions", [0, 4])
+def test_upgrade_from_version_13_keys_conversations_by_id_first(
+    schema: str, partitions: int
+) -> None:
+    """Migration 14 makes the conversations' primary key (id, tenant) and drops
+    ``conversations_id (id)``, one index entry less per append, on a plain or a partitioned
+    schema that holds a conversation; after it, appends by bare id and naming the tenant go
+    on gap-free, a keyed append replays, and an insert of a taken id still meets its
+    ``ON CONFLICT (tenant, id)`` (version-13 workers send the same statements)."""
+    from threadkeep.backends.postgres._schema import (
+        INSERT_CONVERSATION,
+        PARTITION,
+        SET_PARTITIONS,
+        encode_conversation,
+    )
+
+    row = make_row(1, random.Random(14), now_us())
+    with psycopg.connect(SHARED) as conn:
+        schema_at_version(conn, schema, 13)
+        if partitions:
+            conn.execute(SET_PARTITIONS, {"n": str(partitions)})
+            conn.execute(PARTITION)
+        conn.execute(INSERT_CONVERSATION, encode_conversation(row))
+        conn.execute(
+            "UPDATE conversations SET ttl_us = NULL, expires_us = NULL WHERE id = %s", (row.id,)
+        )
+        conn.execute(
+            "INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us, "
+            "metadata_json, idem_key) VALUES (%s, %s, 1, 'user', 'zero', %s, '{}', 'k0')",
+            (row.tenant, row.id, now_us()),
+        )
+        conn.execute(
+            "UPDATE conversations SET last_seq = 1, message_count = 1 WHERE id = %s", (row.id,)
+        )
+    url = url_of(schema) + (f"&partitions={partitions}" if partitions else "")
+    store = threadkeep.open(url)
+    try:
+        with psycopg.connect(SHARED) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            version = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            key = conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'conversations'::regclass AND contype = 'p'"
+            ).fetchone()
+            indexes = conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s "
+                "AND tablename = 'conversations' ORDER BY 1",
+                (schema,),
+            ).fetchall()
+            again = conn.execute(INSERT_CONVERSATION, encode_conversation(row)).fetchall()
+        assert version == (14,)
+        assert key == ("PRIMARY KEY (id, tenant)",)
+        assert [name for (name,) in indexes] == [
+            "conversations_agent_page",
+            "conversations_contact_page",
+            "conversations_expiry",
+            "conversations_idle",
+            "conversations_page",
+            "conversations_pkey",
+            "conversations_stage_page",
+            "conversations_status_page",
+        ]
+        assert again == []
+        assert store.append(row.id, "user", "one", tenant=row.tenant).seq == 2
+        assert store.append(row.id, "user", "two").seq == 3
+        replay = store.append(row.id, "user", "zero", idempotency_key="k0")
+        assert (replay.seq, replay.replayed) == (1, True)
+        assert [m.content for m in store.messages(row.id)] == ["zero", "one", "two"]
+        assert store.get(row.id).message_count == 3
+    finally:
+        store.close()

@@ -100,8 +100,8 @@ _BIND_DRAWN: Final = (
 #: instructions more than its statements): the shared lock keyed below the id it draws (a
 #: write's first event), the session's flags for the NOTIFY, the event, and the trim of the
 #: event ``keep`` ids older with its floor. It is part of migration 13's text, which never
-#: changes: a later migration that changes either function writes both from a template of its
-#: own.
+#: changes (14's append_message_v2 inlines it too): a later migration that changes these steps
+#: writes both functions from a template of its own.
 _EMIT_13: Final = """
         IF {first} THEN
             done := pg_advisory_xact_lock_shared(events_tag() | events_drawn())::text;
@@ -908,6 +908,141 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END LOOP;
     END $d$;
     """,
+    # 14: less server work per append (docs/performance.md, "The PostgreSQL append's server
+    # instructions, eighth round"), every rule as before. The conversations' primary key
+    # becomes (id, tenant): a call by bare id finds the row by the key's first column, so
+    # conversations_id (id) goes, an index entry every append wrote (its update moves indexed
+    # columns, so it is never HOT); the key still holds the tenant (partitions, Citus), and ON
+    # CONFLICT (tenant, id) infers it (the columns in any order). The key is rebuilt under an
+    # ACCESS EXCLUSIVE lock taken first (no lock upgrade, so no deadlock with a worker between
+    # its FOR UPDATE and its UPDATE): every statement on conversations waits for the build,
+    # 3.5 s at 1,000,000 conversations here. append_message_v2 (CREATE OR REPLACE: its grants
+    # stay; version-13 workers call it too) no longer locks the row first for an append
+    # without a key to look up (a keyless first try: no row lock's executor node and WAL
+    # record): it reads the row, judges it, and its UPDATE finds exactly that version, by its
+    # ctid and its xmin (a TID scan; a version replaced since, even by one that committed
+    # while the UPDATE waited, fails the xmin test: the recheck of the newer version applies
+    # the filter), so the row it answers is the row it wrote over, as a lock would give it.
+    # When that UPDATE finds nothing, or the row read would take no append, the function does
+    # what version 13 did: it locks the row and judges it again. The message and events are
+    # written after the UPDATE (its row lock held to the end, so seq stays gap-free).
+    """
+    LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE;
+    ALTER TABLE conversations DROP CONSTRAINT conversations_pkey,
+        ADD CONSTRAINT conversations_pkey PRIMARY KEY (id, tenant);
+    DROP INDEX conversations_id;
+    CREATE OR REPLACE FUNCTION append_message_v2(p_tenant text, p_id text, p_now bigint,
+        p_key text, p_look_up boolean, p_fence bigint, p_sources text[], p_targets text[],
+        p_changes text[], p_change_data text[], p_appended text, p_role text,
+        p_content bytea, p_metadata text, p_payload text, p_link smallint, p_keep bigint)
+    RETURNS SETOF append_result
+    LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT SET enable_seqscan = off AS $f$
+    DECLARE
+        c record;
+        locked boolean := p_look_up;  -- a key look-up runs on the locked row only
+        i integer;
+        next_seq bigint;
+        target text;
+        written boolean := false;
+        drawn bigint;
+        gone bigint;
+        concerns text;
+        done text;  -- what a call made for its effect answers
+        k_cid text;  -- the stored message of the key, when one was looked up and found
+        k_seq bigint;
+        k_role text;
+        k_content bytea;
+        k_at bigint;
+        k_meta text;
+        k_key text;
+        k_payload text;
+        k_link smallint;
+    BEGIN
+        LOOP
+            IF NOT locked THEN
+                IF p_tenant IS NULL THEN
+                    SELECT ctid AS row_tid, xmin AS row_xmin, * INTO c FROM conversations
+                        WHERE id = p_id;
+                ELSE
+                    SELECT ctid AS row_tid, xmin AS row_xmin, * INTO c FROM conversations
+                        WHERE tenant = p_tenant AND id = p_id;
+                END IF;
+            ELSIF p_tenant IS NULL THEN
+                SELECT ctid AS row_tid, xmin AS row_xmin, * INTO c FROM conversations
+                    WHERE id = p_id FOR UPDATE;
+            ELSE
+                SELECT ctid AS row_tid, xmin AS row_xmin, * INTO c FROM conversations
+                    WHERE tenant = p_tenant AND id = p_id FOR UPDATE;
+            END IF;
+            IF NOT FOUND THEN
+                RETURN;
+            END IF;
+            IF c.expires_us IS NULL OR c.expires_us > p_now THEN
+                IF p_look_up THEN
+                    SELECT * INTO k_cid, k_seq, k_role, k_content, k_at, k_meta, k_key,
+                        k_payload, k_link FROM (SELECT conversation_id, seq, role, content,
+                        created_us, metadata_json, idem_key, payload, link FROM messages
+                        WHERE tenant = c.tenant AND conversation_id = c.id
+                        AND idem_key = p_key
+                        UNION ALL SELECT conversation_id, seq, role, content, created_us,
+                        metadata_json, idem_key, payload, link FROM idem_archive
+                        WHERE tenant = c.tenant AND conversation_id = c.id
+                        AND idem_key = p_key LIMIT 1) k;
+                END IF;
+                i := array_position(p_sources, c.status);
+                IF k_seq IS NULL AND i IS NOT NULL AND (p_fence IS NULL
+                        OR (c.lease_token = p_fence AND c.lease_until_us > p_now)) THEN
+                    next_seq := c.last_seq + 1;
+                    target := p_targets[i];
+                    IF target = c.status THEN
+                        UPDATE conversations SET activity_us = p_now,
+                            expires_us = p_now + c.ttl_us, idle_us = p_now + c.idle_after_us,
+                            message_count = c.message_count + 1, last_seq = next_seq
+                            WHERE ctid = c.row_tid AND xmin = c.row_xmin
+                            AND tenant = c.tenant AND id = c.id;
+                    ELSE
+                        UPDATE conversations SET status = target, activity_us = p_now,
+                            expires_us = p_now + c.ttl_us, idle_us = p_now + c.idle_after_us,
+                            message_count = c.message_count + 1, last_seq = next_seq
+                            WHERE ctid = c.row_tid AND xmin = c.row_xmin
+                            AND tenant = c.tenant AND id = c.id;
+                    END IF;
+                    written := FOUND;
+                END IF;
+            END IF;
+            EXIT WHEN written OR locked;
+            locked := true;
+        END LOOP;
+        IF written THEN
+            INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us,
+                metadata_json, idem_key, payload, link) VALUES (c.tenant, c.id, next_seq,
+                p_role, p_content, p_now, p_metadata, p_key, p_payload, p_link);
+            IF c.max_messages IS NOT NULL AND c.message_count + 1 > c.max_messages THEN
+                done := trim_messages(c.tenant, c.id, next_seq - c.max_messages + 1)::text;
+            END IF;
+    """
+    + _EMIT_13.format(
+        first="true",
+        kind="p_appended",
+        tenant="c.tenant",
+        cid="c.id",
+        data="""format('{"seq":%s,"role":%s}', next_seq, to_json(p_role))""",
+        at="p_now",
+        keep="p_keep",
+    )
+    + """
+            IF target <> c.status THEN
+                done := emit_event(p_changes[i], c.tenant, c.id, p_change_data[i], p_now,
+                    p_keep, 1)::text;
+            END IF;
+        END IF;
+        RETURN NEXT ROW(written, c.id, c.tenant, c.contact_id, c.agent_id, c.channel,
+            c.status, c.stage, c.metadata_json, c.created_us, c.activity_us, c.expires_us,
+            c.idle_us, c.message_count, c.last_seq, c.state_version, c.ttl_us,
+            c.idle_after_us, c.window_n, c.max_messages, c.lease_token, c.lease_until_us,
+            k_cid, k_seq, k_role, k_content, k_at, k_meta, k_key, k_payload, k_link);
+    END $f$;
+    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
@@ -1134,8 +1269,10 @@ INSERT_MESSAGES: Final = Unread(
 #: nothing trimmed). One statement (migration 8's ``trim_messages``, which APPEND calls too).
 TRIM_MESSAGES: Final = "SELECT trim_messages(%(tenant)s, %(id)s, %(from)s)"
 #: An append in one statement (migration 13's ``append_message_v2``, 8's ``append_message``
-#: with a named result type): locks the conversation (by
+#: with a named result type; its body migration 14's): locks the conversation (by
 #: id alone when %(tenant)s is NULL) and, when it is live, looks up %(key)s if %(look_up)s.
+#: Without a look-up it reads the row unlocked and writes only over that very version (its
+#: UPDATE's lock; the locked path again when the version changed or no append was made).
 #: Only if no message has that key, its status is one of %(sources)s and the fence (if any)
 #: is the live lease, it writes what ``decide.append`` would: the message (seq last_seq + 1,
 #: key %(key)s), the row (status the matching %(targets)s, activity, expiry and idle time
