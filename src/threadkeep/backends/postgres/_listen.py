@@ -9,7 +9,10 @@ generation to move (``wait`` in a thread, ``await_change`` in an event loop). A 
 committed after the read notifies after the ``LISTEN`` is active, so it is never missed; one
 committed before is seen by the read. When the session is lost the generation moves too (the
 followers read again, through the pool) and the thread reconnects with capped backoff; it is
-opened on the first wait and closed with the store.
+opened on the first wait and closed with the store. The thread sleeps in one ``select`` on the
+session's socket and a socket pair ``close`` writes to: an idle store makes no wake-up at all
+(a poll of the session every 0.1 s, as before, cost each worker process of the service about
+4 ms of CPU a second with nothing happening).
 
 The generation is counted per tenant too: a ``NOTIFY``'s payload names whom the write concerns
 (``concerns``: migration 11's ``emit_event``), so a follower of one tenant waits for that
@@ -17,29 +20,43 @@ tenant's count (or a wake of everyone) and sleeps through the other tenants' wri
 follower of every tenant (``tenant=None``) wakes for any. A payload naming no tenant (an
 older writer's empty one, several tenants' ``*``, anything unknown), a lost session and
 ``close`` wake everyone, so nothing is missed.
+
+A read that left nothing unread is remembered too (``seen``): a follower of the same tenant at
+the position where that read ended, whose mark has not moved since, waits instead of reading
+(``quiet``). A follower that got events comes back at once for more; when its read took all
+there was (fewer than its limit, none held back) that next read would find nothing new, since
+everything committed since the read notifies after its commit and so moves the mark: the
+service's reader of the log made two reads per wake, the second empty unless more came. The
+memory lasts ``UNNOTIFIED_WAIT`` from the read's start, so a follower still reads at least
+that often (a wake lost between a writer's COMMIT and its NOTIFY).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import selectors
+import socket
 import threading
 import time
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
 
+from threadkeep._rules.ops import EventsOp, Outcome, Result
+from threadkeep._rules.rows import EventRow
 from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions
 
-__all__ = ["Listener", "Mark", "concerns"]
+__all__ = ["Listener", "Mark", "Read", "concerns"]
 
-_TICK = 0.1  # longest the thread waits for a notification before checking for close()
 _BACKOFF_CAP = 2.0  # longest pause between reconnect attempts
 _TENANTS_KEPT = 4096  # tenants counted at most; past it the counts restart (everyone wakes)
 
 #: What a follower compares to see whether to read again (``Listener.mark``).
 Mark = tuple[int, int]
+#: A follower's read: its result and whether committed events after it are held back.
+Read = tuple[Result[list[EventRow]], bool]
 
 
 def concerns(payload: str) -> str | None:
@@ -60,6 +77,10 @@ class Listener:
         self._error: Exception | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._bell: socket.socket | None = None  # close() writes here to end the thread's wait
+        # by the tenant followed (None: every tenant): where the last read that left nothing
+        # unread ended, the mark it was made at, and until when it stands
+        self._seen: dict[str | None, tuple[int | None, Mark, float]] = {}
         # the parked coroutines, by the tenant they follow (None: every tenant)
         self._futures: dict[
             str | None, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
@@ -70,6 +91,37 @@ class Listener:
         if tenant is None:
             return (self._generation, 0)
         return (self._everyone, self._tenants.get(tenant, 0))
+
+    def seen(self, op: EventsOp, mark: Mark, read: Read, until: float) -> None:
+        """Note ``read`` of ``op``, made at ``mark`` (``op.tenant``'s, taken before it).
+
+        Remembered when it left nothing unread (OK, fewer events than ``op.limit``, none held
+        back): a follower at its end holding ``mark`` need not read before ``until`` (the
+        read's start plus ``UNNOTIFIED_WAIT``). Otherwise a note at ``op.after`` is dropped.
+        """
+        result, held = read
+        tenant = op.tenant
+        with self._cond:
+            if result.outcome is Outcome.OK and not held and len(result.value) < op.limit:
+                if len(self._seen) >= _TENANTS_KEPT and tenant not in self._seen:
+                    self._seen.clear()  # bounded: followers of the tenants forgotten read again
+                ended = int(result.value[-1].id) if result.value else op.after
+                self._seen[tenant] = (ended, mark, until)
+            else:
+                note = self._seen.get(tenant)
+                if note is not None and note[0] == op.after:
+                    del self._seen[tenant]
+
+    def quiet(self, tenant: str | None, after: int | None, mark: Mark, now: float) -> float:
+        """Seconds a follower of ``tenant`` at ``after`` holding ``mark`` may wait unread.
+
+        More than 0 when a read of this store at that mark left nothing unread after
+        ``after`` (``seen``): what is left of that note. 0: read.
+        """
+        note = self._seen.get(tenant)
+        if note is None or note[0] != after or note[1] != mark:
+            return 0.0
+        return max(0.0, note[2] - now)
 
     def start(self, tenant: str | None) -> Mark:
         """Make sure the session listens, and return ``tenant``'s current mark.
@@ -122,13 +174,16 @@ class Listener:
                     del self._futures[tenant]
 
     def close(self) -> None:
-        """Stop the thread (it closes the session within one tick)."""
+        """Stop the thread (it wakes at once and closes the session)."""
         with self._cond:
             self._closed = True
             thread = self._thread
             self._advance(None)
+            if self._bell is not None:
+                with contextlib.suppress(OSError):  # full: a byte is there already
+                    self._bell.send(b"x")
         if thread is not None and thread is not threading.current_thread():
-            thread.join(_TICK + self._options.timeout)
+            thread.join(self._options.timeout + 1.0)
 
     # ---- the thread ---------------------------------------------------------------------
 
@@ -155,14 +210,21 @@ class Listener:
                     loop.call_soon_threadsafe(_settle, future)
 
     def _run(self) -> None:
-        try:
-            self._listen()
-        finally:  # also when the thread dies of something unforeseen: followers read again
+        bell, ear = socket.socketpair()
+        bell.setblocking(False)
+        with bell, ear, selectors.DefaultSelector() as selector:
             with self._cond:
-                self._listening = False
-                self._advance(None)
+                self._bell = bell
+            try:
+                selector.register(ear, selectors.EVENT_READ)
+                self._listen(selector)
+            finally:  # also when the thread dies of something unforeseen: followers read again
+                with self._cond:
+                    self._bell = None
+                    self._listening = False
+                    self._advance(None)
 
-    def _listen(self) -> None:
+    def _listen(self, selector: selectors.BaseSelector) -> None:
         options = self._options
         failures = 0
         while not self._closed:
@@ -173,14 +235,11 @@ class Listener:
                     with self._cond:
                         self._listening, self._error, failures = True, None, 0
                         self._advance(None)  # anything sent while no session listened
-                    while not self._closed:
-                        # the notifications that came together, every one of them (a loop
-                        # left early would drop the rest of their packet)
-                        notes = list(conn.notifies(timeout=_TICK, stop_after=1))
-                        if notes:
-                            named = {concerns(note.payload) for note in notes}
-                            with self._cond:
-                                self._advance(None if None in named else cast(set[str], named))
+                    selector.register(conn.fileno(), selectors.EVENT_READ)
+                    try:
+                        self._hear(conn, selector)
+                    finally:
+                        selector.unregister(conn.fileno())
             except psycopg.Error as exc:
                 failures += 1
                 with self._cond:
@@ -188,6 +247,34 @@ class Listener:
                     self._advance(None)
                 if not self._closed:
                     time.sleep(min(_BACKOFF_CAP, 0.05 * 2**failures))
+
+    def _hear(self, conn: psycopg.Connection[Any], selector: selectors.BaseSelector) -> None:
+        """Take the notifications as they come; sleep in between (until ``close``).
+
+        libpq's calls directly, once ``select`` said the socket has something: psycopg's
+        ``notifies()`` (its lock, generator, poll and timeout) took 33-36 µs of this thread's
+        CPU per notification against 22-28 µs (``docs/performance.md``, session 11), paid for
+        each write in each process that follows.
+        """
+        self._heard(
+            {note.payload for note in conn.notifies(timeout=0)}
+        )  # came with LISTEN's answer
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        while not self._closed:
+            selector.select()  # the session has something (a notification, its end) or close()
+            pgconn.consume_input()  # all the socket holds; raises when the session is lost
+            payloads = set()
+            while (note := pgconn.notifies()) is not None:
+                payloads.add(note.extra.decode(encoding))
+            self._heard(payloads)
+
+    def _heard(self, payloads: set[str]) -> None:
+        """Wake the followers the notifications that came together concern (none: no one)."""
+        if payloads:
+            named = {concerns(payload) for payload in payloads}
+            with self._cond:
+                self._advance(None if None in named else cast(set[str], named))
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -227,7 +227,15 @@ class AsyncPostgresBackend:
             mark = listener.ready(op.tenant)
             if mark is None:  # opening the session blocks: not on the loop
                 mark = await asyncio.to_thread(listener.start, op.tenant)
-            result, held = await self._run(follow)
+            began = time.monotonic()
+            quiet = listener.quiet(op.tenant, op.after, mark, began)
+            if quiet > 0:  # see the sync backend's _wait_events
+                if deadline <= began:
+                    return Result(Outcome.OK, [])
+                await listener.await_change(op.tenant, mark, min(deadline - began, quiet))
+                continue
+            read = result, held = await self._run(follow)
+            listener.seen(op, mark, read, began + UNNOTIFIED_WAIT)
             remaining = deadline - time.monotonic()
             if result.value or result.outcome is not Outcome.OK or remaining <= 0:
                 return result

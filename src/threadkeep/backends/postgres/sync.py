@@ -123,13 +123,25 @@ class PostgresBackend:
         While committed events are held back by the horizon (``schema.READ_EVENTS``), read
         again after a short pause even without a notification: what holds them back may be a
         transaction that logs no event and so notifies nobody when it ends.
+
+        A follower that got events comes back for more at once: when the read before took all
+        there was and the mark has not moved since (``Listener.quiet``), it waits instead of
+        reading (at most ``UNNOTIFIED_WAIT`` after that read).
         """
         deadline = time.monotonic() + op.wait
         held_pause = HELD_PAUSE[0]
         follow = Run(lambda n: self._flows.follow_events(op), read=True, once=False)
         while True:
             mark = self._listener.start(op.tenant)
-            result, held = self._run(follow)
+            began = time.monotonic()
+            quiet = self._listener.quiet(op.tenant, op.after, mark, began)
+            if quiet > 0:  # a read of this store at this mark found nothing after op.after
+                if deadline <= began:
+                    return Result(Outcome.OK, [])
+                self._listener.wait(op.tenant, mark, min(deadline - began, quiet))
+                continue
+            read = result, held = self._run(follow)
+            self._listener.seen(op, mark, read, began + UNNOTIFIED_WAIT)
             remaining = deadline - time.monotonic()
             if result.value or result.outcome is not Outcome.OK or remaining <= 0:
                 return result
