@@ -23,8 +23,10 @@ import psycopg
 import pytest
 
 import threadkeep
-from tests.backends.postgres._helpers import connect, recorded, url_of
-from threadkeep.backends.postgres import _conn, _schema as schema, sync
+from tests._servers import wait_until
+from tests.backends.postgres._helpers import call_in_thread, connect, recorded, url_of
+from threadkeep._rules import ops
+from threadkeep.backends.postgres import _conn, _schema as schema, _wire, sync
 
 #: psycopg prepares a statement on its 6th run (one round trip more, once): warm up past it.
 WARM = 8
@@ -180,6 +182,112 @@ def test_state_save_writes_in_one_statement(
             conflicts += 1
 
     assert round_trips(store, stale) == 1.0 and conflicts == WARM + CALLS
+
+
+def _sent(monkeypatch: pytest.MonkeyPatch, call: Callable[[], object]) -> list[str]:
+    """The statements the pool's sessions send during ``call()``, in order."""
+    sent: list[str] = []
+    real = _wire.Wire.send
+
+    def noting(self: Any, query: str, params: Any, binary: bool) -> int:
+        sent.append(query)
+        return real(self, query, params, binary)
+
+    monkeypatch.setattr(_wire.Wire, "send", noting)
+    try:
+        call()
+    finally:
+        monkeypatch.undo()
+    return sent
+
+
+def test_a_turn_lease_is_one_round_trip_and_its_release_one(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease request is one statement that travels with BEGIN and COMMIT (was a peek in
+    autocommit, then the lock, the take, an empty Sync and COMMIT: five round trips); giving
+    it back is one (was two); neither is followed by a NOTIFY (they log no event)."""
+    cid = conversation.id
+
+    def lease(i: int) -> None:
+        with store.turn(cid, timeout=0, tenant="t" if i % 2 else None):
+            pass
+
+    assert steps(store, monkeypatch, partial(lease, 0)) == [
+        schema.TAKE_LEASE.every, schema.RELEASE_LEASE
+    ]  # fmt: skip
+    assert round_trips(store, lease) == 2.0  # take + release
+    with store.turn(cid, lease=60, timeout=0):  # held: a request finds it busy
+        busy = 0
+
+        def poll(i: int) -> None:
+            nonlocal busy
+            with pytest.raises(threadkeep.TurnInProgress), store.turn(cid, timeout=0):
+                pass
+            busy += 1
+
+        assert round_trips(store, poll) == 1.0 and busy == WARM + CALLS
+    sent = _sent(monkeypatch, partial(lease, 0))
+    assert sent == [
+        "BEGIN", schema.TAKE_LEASE.every, "COMMIT", "BEGIN", schema.RELEASE_LEASE, "COMMIT"
+    ]  # fmt: skip
+
+
+def test_a_fact_is_two_round_trips_without_a_notify(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """remember(): the contact's lock and the fact's read, then its write with COMMIT (was a
+    third round trip for COMMIT alone); no NOTIFY follows (no event)."""
+    assert round_trips(store, lambda i: store.remember("c", "k", i, tenant="t")) == 2.0
+    sent = _sent(monkeypatch, lambda: store.remember("c", "k", "v", tenant="t"))
+    assert sent == [
+        "BEGIN", schema.LOCK_CONTACT, schema.FACT_FOR_UPDATE, schema.REMEMBER, "COMMIT"
+    ]  # fmt: skip
+    assert [f.value for f in store.recall("c", "k", tenant="t")] == ["v"]
+
+
+def _lease_op(store: Any, cid: str) -> ops.LeaseOp:
+    now = store._now_us()
+    return ops.LeaseOp(cid, None, now, now + 30_000_000)
+
+
+@pytest.mark.parametrize("other", ["takes it", "takes and gives it back"])
+def test_a_lease_taken_while_the_request_waited_for_the_row(
+    store: Any, schema: str, other: str
+) -> None:
+    """The lease looks free to the request's snapshot, but another session holds the row and
+    takes the lease: the request, checking the newest row once it has the lock, is BUSY;
+    when the other gave it back too, the request takes it with the newest token + 1."""
+    cid = store.resume("contact-race", tenant="t").id
+    backend = store._backend
+    with connect(schema) as other_session:
+        token = other_session.execute(
+            "SELECT lease_token FROM conversations WHERE id = %s FOR UPDATE", (cid,)
+        ).fetchone()[0]
+        thread, out = call_in_thread(lambda: backend.execute(_lease_op(store, cid)))
+        wait_until("the request to wait for the row", lambda: _waits_for_lock(schema))
+        until = 0 if other == "takes and gives it back" else 2**62
+        other_session.execute(
+            "UPDATE conversations SET lease_token = %s, lease_until_us = %s WHERE id = %s",
+            (token + 1, until, cid),
+        )
+        other_session.commit()
+        thread.join(30)
+    [result] = out
+    if other == "takes it":
+        assert (result.outcome, result.value) == (ops.Outcome.BUSY, 0)
+    else:
+        assert (result.outcome, result.value) == (ops.Outcome.OK, token + 2)
+
+
+def _waits_for_lock(schema: str) -> bool:
+    with connect(schema, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND wait_event_type = 'Lock'",
+            (f"threadkeep:{schema}"[:63],),
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def test_resume_inserts_only_when_none_is_open(store: Any, schema: str) -> None:
