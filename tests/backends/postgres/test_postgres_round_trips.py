@@ -5,7 +5,9 @@ connection; statements are the steps a call's flow yields. A read is one stateme
 round trip, and so is an append (its commit travels with it); resume() finds the open
 conversation or inserts the new one and its event in one statement that travels with the
 contact's lock and its commit; a state save sends its row lock, one statement (version, trim,
-row and event) and its commit together: one round trip each.
+row and event) and its commit together: one round trip each, as is a lease's release;
+taking a lease is one statement answered before its COMMIT (two round trips), and a fact's
+write two (its read under the contact's lock).
 """
 
 from __future__ import annotations
@@ -201,12 +203,14 @@ def _sent(monkeypatch: pytest.MonkeyPatch, call: Callable[[], object]) -> list[s
     return sent
 
 
-def test_a_turn_lease_is_one_round_trip_and_its_release_one(
+def test_a_turn_lease_is_two_round_trips_and_its_release_one(
     store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A lease request is one statement that travels with BEGIN and COMMIT (was a peek in
-    autocommit, then the lock, the take, an empty Sync and COMMIT: five round trips); giving
-    it back is one (was two); neither is followed by a NOTIFY (they log no event)."""
+    """A lease request is one statement, answered before its COMMIT (it is not resent after a
+    commit of unknown outcome): two round trips (was a peek in autocommit, then the lock, the
+    take, an empty Sync and COMMIT: five); giving it back is one (was two); neither is
+    followed by a NOTIFY (they log no event). A request that finds the lease busy is two
+    round trips too (was one: the peek)."""
     cid = conversation.id
 
     def lease(i: int) -> None:
@@ -216,7 +220,7 @@ def test_a_turn_lease_is_one_round_trip_and_its_release_one(
     assert steps(store, monkeypatch, partial(lease, 0)) == [
         schema.TAKE_LEASE.every, schema.RELEASE_LEASE
     ]  # fmt: skip
-    assert round_trips(store, lease) == 2.0  # take + release
+    assert round_trips(store, lease) == 3.0  # take (2) + release (1)
     with store.turn(cid, lease=60, timeout=0):  # held: a request finds it busy
         busy = 0
 
@@ -226,7 +230,7 @@ def test_a_turn_lease_is_one_round_trip_and_its_release_one(
                 pass
             busy += 1
 
-        assert round_trips(store, poll) == 1.0 and busy == WARM + CALLS
+        assert round_trips(store, poll) == 2.0 and busy == WARM + CALLS
     sent = _sent(monkeypatch, partial(lease, 0))
     assert sent == [
         "BEGIN", schema.TAKE_LEASE.every, "COMMIT", "BEGIN", schema.RELEASE_LEASE, "COMMIT"
@@ -493,3 +497,34 @@ def test_a_failed_call_leaves_its_session_idle(
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(main()) == ["kept", "kept too"]
     assert [r for r in caplog.records if r.name == "psycopg.pool"] == []
+
+
+def test_a_keyed_chat_turn_is_ten_round_trips(schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An echo bot's chat turn of a contact with an idempotency key (the load's turn), async:
+    recall the key's note, resume, take the lease (two), the message, note the key (two),
+    recall the opt-out, the reply, give the lease back: 10 round trips (was 15); the answer,
+    and a retry's, as before."""
+    from threadkeep.bot import EchoBot, answer
+
+    exchanges = [0]
+    real = _wire.Wire.exchange_async
+
+    async def counting(self: Any) -> Any:
+        exchanges[0] += 1
+        return await real(self)
+
+    async def main() -> list[tuple[int, str | None]]:
+        store = await threadkeep.open_async(url_of(schema) + "&pool_size=1")
+        try:
+            await answer(store, EchoBot(), "warm", contact_id="c", idempotency_key="k0")
+            monkeypatch.setattr(_wire.Wire, "exchange_async", counting)
+            said = await answer(store, EchoBot(), "hi", contact_id="c", idempotency_key="k1")
+            monkeypatch.undo()
+            again = await answer(store, EchoBot(), "hi", contact_id="c", idempotency_key="k1")
+            assert again.replayed and again.reply == said.reply
+            return [(said.message.seq, said.reply.content if said.reply else None)]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(main()) == [(3, "echo: hi")]
+    assert exchanges == [10]

@@ -378,7 +378,7 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
                 result = cast(T, done.value)
                 break
         if not closing and ending is not None:
-            if not ending.together:
+            if not ending.together and wire.queued:  # (none: every statement is answered)
                 wire.sync()
                 wire.exchange()
             ending.committing = True

@@ -72,7 +72,7 @@ _ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp, ops.PopOp,
 #: Of those, the ones whose COMMIT travels with their ``Closing`` statement all the same (one
 #: round trip): COMMIT is queued only behind that statement, so a connection lost before it
 #: is still retried, and one lost after it is not (the outcome is unknown).
-_ONCE_TOGETHER: Final = frozenset({ops.SaveStateOp, ops.LeaseOp})
+_ONCE_TOGETHER: Final = frozenset({ops.SaveStateOp})
 
 
 #: A follower finding events held back by the horizon reads again after this pause, doubled
@@ -758,7 +758,11 @@ class Flows:
 
     @_common.handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
-        """One ``Quiet`` statement (``schema.TAKE_LEASE``), judged here: one round trip.
+        """One ``Quiet`` statement (``schema.TAKE_LEASE``), judged here; then COMMIT.
+
+        Two round trips: a lease is not resent after a commit of unknown outcome, so its
+        statement, which may wait for the row lock, is answered before COMMIT is queued (a
+        connection lost in that wait is retried, as any failure before COMMIT).
 
         The statement takes the lease only where ``decide.lease`` grants it, on the row
         locked; a row whose lease looks busy is not locked (waiters polling a busy turn never

@@ -131,7 +131,7 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
                 result = cast(T, done.value)
                 break
         if not closing and ending is not None:
-            if not ending.together:
+            if not ending.together and wire.queued:  # (none: every statement is answered)
                 wire.sync()
                 await wire.exchange_async()
             ending.committing = True
