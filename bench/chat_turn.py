@@ -13,9 +13,11 @@ warm-up turns it counts the
 store operations by name (through the service's ``TimedBackend``) and the function calls that
 cProfile sees in the event loop's thread (deterministic; a SQLite store's statements run in a
 worker thread and are not among them), and times the turns' CPU (``process_time``; noisy on a
-shared machine). On PostgreSQL it also counts the statements run per turn
-(``pg_statements_per_turn``: each ``execute`` of psycopg's async cursors, BEGIN, COMMIT and
-NOTIFY included). Use a store of its own: the ``keyed`` turns leave facts behind.
+shared machine). On PostgreSQL it also counts what the backend's ``_wire.Wire`` sends per
+turn: statements (``pg_statements_per_turn``, BEGIN, COMMIT and NOTIFY included), round trips
+(``pg_round_trips_per_turn``) and the transactions the server commits
+(``pg_commits_per_turn``, as ``pg_stat_database.xact_commit`` counts them). Use a store of
+its own: the ``keyed`` turns leave facts behind.
 
 ``--layers`` splits the profile's calls and own time by where the code lives (ours: the
 service, the bot, the store core, the backend; theirs: the driver, asyncio, Starlette/FastAPI,

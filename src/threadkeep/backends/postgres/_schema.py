@@ -75,8 +75,8 @@ class Closing(str):
 
     For a call safe to resend (``_conn.Ending.together``) the drivers queue COMMIT and the
     NOTIFY behind it and wait for the three answers at once: the whole write is one round
-    trip (the NOTIFY is always sent: it wakes listeners only if the write logged events,
-    see ``NOTIFY``). Otherwise it is
+    trip (the NOTIFY is always sent, a ``Quiet`` statement's excepted: it wakes listeners
+    only if the write logged events, see ``NOTIFY``). Otherwise it is
     answered like any statement, in the open transaction. A flow that yields more after it
     runs those in a transaction of their own.
     """
@@ -1379,12 +1379,13 @@ SAVE: Final = Routed(
     Closing(_SAVE.format(row="id = %(id)s", tenant="(SELECT c.tenant FROM c)")),
 )
 #: A lease request in one statement: the conversation as the statement's snapshot has it
-#: (``PEEK_CONVERSATION``'s columns; no row: not found) and the token it took (NULL: none).
+#: (``LOCK_CONVERSATION``'s columns; no row: not found) and the token it took (NULL: none).
 #: It takes the lease (token + 1, until %(u)s) only where ``decide.lease`` would grant it:
 #: the row is live and its lease ran out. A row whose lease looks busy in the snapshot is
 #: not locked, so waiters polling a busy turn never queue on the row lock of the holder's
-#: writes (as the separate peek did); one that looks free is locked and checked again on
-#: its newest version (READ COMMITTED's re-check), so of two requests only one takes it.
+#: writes (as the separate peek did, before session 11); one that looks free is locked and
+#: checked again on its newest version (READ COMMITTED's re-check of the UPDATE's
+#: condition), so of two requests only one takes it.
 _TAKE: Final = (
     f"WITH c AS ({_PEEK} LIMIT 1), t AS (UPDATE conversations x SET "
     "lease_token = x.lease_token + 1, lease_until_us = %(u)s FROM c "
