@@ -13,9 +13,11 @@ warm-up turns it counts the
 store operations by name (through the service's ``TimedBackend``) and the function calls that
 cProfile sees in the event loop's thread (deterministic; a SQLite store's statements run in a
 worker thread and are not among them), and times the turns' CPU (``process_time``; noisy on a
-shared machine). On PostgreSQL it also counts the statements run per turn
-(``pg_statements_per_turn``: each ``execute`` of psycopg's async cursors, BEGIN, COMMIT and
-NOTIFY included). Use a store of its own: the ``keyed`` turns leave facts behind.
+shared machine). On PostgreSQL it also counts what the backend's ``_wire.Wire`` sends per
+turn: statements (``pg_statements_per_turn``, BEGIN, COMMIT and NOTIFY included), round trips
+(``pg_round_trips_per_turn``) and the transactions the server commits
+(``pg_commits_per_turn``, as ``pg_stat_database.xact_commit`` counts them). Use a store of
+its own: the ``keyed`` turns leave facts behind.
 
 ``--layers`` splits the profile's calls and own time by where the code lives (ours: the
 service, the bot, the store core, the backend; theirs: the driver, asyncio, Starlette/FastAPI,
@@ -176,28 +178,55 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _count_statements() -> collections.Counter[str]:
-    """Count the statements psycopg's async cursors run (BEGIN, COMMIT, NOTIFY included)."""
-    import psycopg
+    """Count what the PostgreSQL backend's ``Wire`` sends: statements, round trips, commits.
+
+    Statements by their first word (BEGIN, COMMIT and the NOTIFY's SELECT included), each
+    ``exchange`` as a round trip (``~round trips``), and the transactions the server commits
+    (``~commits``: each BEGIN, each statement run alone in autocommit, each NOTIFY sent after
+    a COMMIT in its own implicit transaction), as ``pg_stat_database.xact_commit`` counts them.
+    """
+    from threadkeep.backends.postgres import _schema
+    from threadkeep.backends.postgres._wire import Wire
 
     statements: collections.Counter[str] = collections.Counter()
-    execute = psycopg.AsyncCursor.execute
+    send, send_alone, exchange = Wire.send, Wire.send_alone, Wire.exchange_async
 
-    async def counting(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        text = query if isinstance(query, str | bytes) else getattr(query, "_obj", query)
-        words = str(text).split(None, 1)
-        statements[words[0].strip("('\"").upper() if words else "?"] += 1
-        return await execute(self, query, *args, **kwargs)
+    def first_word(query: str) -> str:
+        words = query.split(None, 1)
+        return words[0].strip("('\"").upper() if words else "?"
 
-    psycopg.AsyncCursor.execute = counting  # type: ignore[method-assign]
+    def counting(self: Wire, query: str, params: Any, binary: bool) -> int:
+        statements[first_word(query)] += 1
+        if query == "BEGIN" or query is _schema.NOTIFY:
+            statements["~commits"] += 1
+        return send(self, query, params, binary)
+
+    def counting_alone(self: Wire, query: str, params: Any) -> int:
+        statements[first_word(query)] += 1
+        statements["~commits"] += 1
+        return send_alone(self, query, params)
+
+    async def counting_exchange(self: Wire) -> Any:
+        statements["~round trips"] += 1
+        return await exchange(self)
+
+    Wire.send = counting  # type: ignore[method-assign]
+    Wire.send_alone = counting_alone  # type: ignore[method-assign]
+    Wire.exchange_async = counting_exchange  # type: ignore[method-assign]
     return statements
 
 
 def _statements_per_turn(statements: collections.Counter[str] | None, n: int) -> dict[str, Any]:
     if statements is None:
         return {}
+    sent = sum(v for k, v in statements.items() if not k.startswith("~"))
     return {
-        "pg_statements_per_turn": round(sum(statements.values()) / n, 2),
-        "pg_statements": {k: round(v / n, 2) for k, v in sorted(statements.items())},
+        "pg_statements_per_turn": round(sent / n, 2),
+        "pg_round_trips_per_turn": round(statements["~round trips"] / n, 2),
+        "pg_commits_per_turn": round(statements["~commits"] / n, 2),
+        "pg_statements": {
+            k: round(v / n, 2) for k, v in sorted(statements.items()) if not k.startswith("~")
+        },
     }
 
 

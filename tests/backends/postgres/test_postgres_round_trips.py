@@ -5,7 +5,9 @@ connection; statements are the steps a call's flow yields. A read is one stateme
 round trip, and so is an append (its commit travels with it); resume() finds the open
 conversation or inserts the new one and its event in one statement that travels with the
 contact's lock and its commit; a state save sends its row lock, one statement (version, trim,
-row and event) and its commit together: one round trip each.
+row and event) and its commit together: one round trip each, as is a lease's release;
+taking a lease is one statement answered before its COMMIT (two round trips), and a fact's
+write two (its read under the contact's lock).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import psycopg
 import pytest
 
 import threadkeep
-from tests.backends.postgres._helpers import connect, recorded, url_of
-from threadkeep.backends.postgres import _conn, _schema as schema, sync
+from tests._servers import wait_until
+from tests.backends.postgres._helpers import call_in_thread, connect, recorded, url_of
+from threadkeep._rules import ops
+from threadkeep.backends.postgres import _conn, _schema as schema, _wire, sync
 
 #: psycopg prepares a statement on its 6th run (one round trip more, once): warm up past it.
 WARM = 8
@@ -180,6 +184,114 @@ def test_state_save_writes_in_one_statement(
             conflicts += 1
 
     assert round_trips(store, stale) == 1.0 and conflicts == WARM + CALLS
+
+
+def _sent(monkeypatch: pytest.MonkeyPatch, call: Callable[[], object]) -> list[str]:
+    """The statements the pool's sessions send during ``call()``, in order."""
+    sent: list[str] = []
+    real = _wire.Wire.send
+
+    def noting(self: Any, query: str, params: Any, binary: bool) -> int:
+        sent.append(query)
+        return real(self, query, params, binary)
+
+    monkeypatch.setattr(_wire.Wire, "send", noting)
+    try:
+        call()
+    finally:
+        monkeypatch.undo()
+    return sent
+
+
+def test_a_turn_lease_is_two_round_trips_and_its_release_one(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease request is one statement, answered before its COMMIT (it is not resent after a
+    commit of unknown outcome): two round trips (was a peek in autocommit, then the lock, the
+    take, an empty Sync and COMMIT: five); giving it back is one (was two); neither is
+    followed by a NOTIFY (they log no event). A request that finds the lease busy is two
+    round trips too (was one: the peek)."""
+    cid = conversation.id
+
+    def lease(i: int) -> None:
+        with store.turn(cid, timeout=0, tenant="t" if i % 2 else None):
+            pass
+
+    assert steps(store, monkeypatch, partial(lease, 0)) == [
+        schema.TAKE_LEASE.every, schema.RELEASE_LEASE
+    ]  # fmt: skip
+    assert round_trips(store, lease) == 3.0  # take (2) + release (1)
+    with store.turn(cid, lease=60, timeout=0):  # held: a request finds it busy
+        busy = 0
+
+        def poll(i: int) -> None:
+            nonlocal busy
+            with pytest.raises(threadkeep.TurnInProgress), store.turn(cid, timeout=0):
+                pass
+            busy += 1
+
+        assert round_trips(store, poll) == 2.0 and busy == WARM + CALLS
+    sent = _sent(monkeypatch, partial(lease, 0))
+    assert sent == [
+        "BEGIN", schema.TAKE_LEASE.every, "COMMIT", "BEGIN", schema.RELEASE_LEASE, "COMMIT"
+    ]  # fmt: skip
+
+
+def test_a_fact_is_two_round_trips_without_a_notify(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """remember(): the contact's lock and the fact's read, then its write with COMMIT (was a
+    third round trip for COMMIT alone); no NOTIFY follows (no event)."""
+    assert round_trips(store, lambda i: store.remember("c", "k", i, tenant="t")) == 2.0
+    sent = _sent(monkeypatch, lambda: store.remember("c", "k", "v", tenant="t"))
+    assert sent == [
+        "BEGIN", schema.LOCK_CONTACT, schema.FACT_FOR_UPDATE, schema.REMEMBER, "COMMIT"
+    ]  # fmt: skip
+    assert [f.value for f in store.recall("c", "k", tenant="t")] == ["v"]
+
+
+def _lease_op(store: Any, cid: str) -> ops.LeaseOp:
+    now = store._now_us()
+    return ops.LeaseOp(cid, None, now, now + 30_000_000)
+
+
+@pytest.mark.parametrize("other", ["takes it", "takes and gives it back"])
+def test_a_lease_taken_while_the_request_waited_for_the_row(
+    store: Any, schema: str, other: str
+) -> None:
+    """The lease looks free to the request's snapshot, but another session holds the row and
+    takes the lease: the request, checking the newest row once it has the lock, is BUSY;
+    when the other gave it back too, the request takes it with the newest token + 1."""
+    cid = store.resume("contact-race", tenant="t").id
+    backend = store._backend
+    with connect(schema) as other_session:
+        token = other_session.execute(
+            "SELECT lease_token FROM conversations WHERE id = %s FOR UPDATE", (cid,)
+        ).fetchone()[0]
+        thread, out = call_in_thread(lambda: backend.execute(_lease_op(store, cid)))
+        wait_until("the request to wait for the row", lambda: _waits_for_lock(schema))
+        until = 0 if other == "takes and gives it back" else 2**62
+        other_session.execute(
+            "UPDATE conversations SET lease_token = %s, lease_until_us = %s WHERE id = %s",
+            (token + 1, until, cid),
+        )
+        other_session.commit()
+        thread.join(30)
+    [result] = out
+    if other == "takes it":
+        assert (result.outcome, result.value) == (ops.Outcome.BUSY, 0)
+    else:
+        assert (result.outcome, result.value) == (ops.Outcome.OK, token + 2)
+
+
+def _waits_for_lock(schema: str) -> bool:
+    with connect(schema, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND wait_event_type = 'Lock'",
+            (f"threadkeep:{schema}"[:63],),
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def test_resume_inserts_only_when_none_is_open(store: Any, schema: str) -> None:
@@ -385,3 +497,34 @@ def test_a_failed_call_leaves_its_session_idle(
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(main()) == ["kept", "kept too"]
     assert [r for r in caplog.records if r.name == "psycopg.pool"] == []
+
+
+def test_a_keyed_chat_turn_is_ten_round_trips(schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An echo bot's chat turn of a contact with an idempotency key (the load's turn), async:
+    recall the key's note, resume, take the lease (two), the message, note the key (two),
+    recall the opt-out, the reply, give the lease back: 10 round trips (was 15); the answer,
+    and a retry's, as before."""
+    from threadkeep.bot import EchoBot, answer
+
+    exchanges = [0]
+    real = _wire.Wire.exchange_async
+
+    async def counting(self: Any) -> Any:
+        exchanges[0] += 1
+        return await real(self)
+
+    async def main() -> list[tuple[int, str | None]]:
+        store = await threadkeep.open_async(url_of(schema) + "&pool_size=1")
+        try:
+            await answer(store, EchoBot(), "warm", contact_id="c", idempotency_key="k0")
+            monkeypatch.setattr(_wire.Wire, "exchange_async", counting)
+            said = await answer(store, EchoBot(), "hi", contact_id="c", idempotency_key="k1")
+            monkeypatch.undo()
+            again = await answer(store, EchoBot(), "hi", contact_id="c", idempotency_key="k1")
+            assert again.replayed and again.reply == said.reply
+            return [(said.message.seq, said.reply.content if said.reply else None)]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(main()) == [(3, "echo: hi")]
+    assert exchanges == [10]

@@ -22,7 +22,7 @@ import psycopg_pool
 from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
-from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Quiet, Unread
 from threadkeep.backends.postgres._wire import Wire
 
 __all__ = [
@@ -361,14 +361,16 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
                 position = wire.send(query, params, True)
                 ending.committing = True
                 wire.send(END, None, False)
-                wire.send(NOTIFY, {"chan": ending.channel}, False)
+                if emitted or not isinstance(query, Quiet):
+                    wire.send(NOTIFY, {"chan": ending.channel}, False)
                 closing = True
                 break
             else:
                 position = wire.send(query, params, bool(params))
                 wire.sync()
                 answers = wire.exchange()
-                emitted = emitted or isinstance(query, Closing)  # not together
+                # not together
+                emitted = emitted or (isinstance(query, Closing) and not isinstance(query, Quiet))
                 rows = wire.rows(answers[position])
             try:
                 query, params = flow.send(rows)
@@ -376,7 +378,7 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
                 result = cast(T, done.value)
                 break
         if not closing and ending is not None:
-            if not ending.together:
+            if not ending.together and wire.queued:  # (none: every statement is answered)
                 wire.sync()
                 wire.exchange()
             ending.committing = True

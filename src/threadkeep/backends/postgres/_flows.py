@@ -758,35 +758,35 @@ class Flows:
 
     @_common.handles(ops.LeaseOp)
     def _lease(self, op: ops.LeaseOp) -> Flow[Result[int]]:
-        row, held = yield from self._lock(op.conversation_id, op.tenant)
-        verdict = decide.lease(row, op, held)
-        if verdict.outcome is _OK:
-            assert row is not None
-            yield (
-                schema.TAKE_LEASE,
-                {"t": verdict.value, "u": op.until_us, "tenant": row.tenant, "id": row.id},
-            )
-        return verdict
+        """One ``Quiet`` statement (``schema.TAKE_LEASE``), judged here; then COMMIT.
 
-    def peek_lease(self, op: ops.LeaseOp) -> Run[Result[int]]:
-        """A lease request's first step: judge it on the row read without a lock (autocommit).
+        Two round trips: a lease is not resent after a commit of unknown outcome, so its
+        statement, which may wait for the row lock, is answered before COMMIT is queued (a
+        connection lost in that wait is retried, as any failure before COMMIT).
 
-        Only a lease that looks free is then requested (``call(op)``: locked, judged again),
-        so waiters polling a busy turn never wait on the row lock the holder's writes take,
-        holding a pool connection the holder needs next, and cost one round trip per poll.
+        The statement takes the lease only where ``decide.lease`` grants it, on the row
+        locked; a row whose lease looks busy is not locked (waiters polling a busy turn never
+        wait on the row lock the holder's writes take, holding a pool connection the holder
+        needs next). Its answer, the row as its snapshot has it, is judged by
+        ``decide.lease`` all the same: a lease granted on that row that the statement did not
+        take was taken (or the row changed) while it waited for the lock: BUSY, as the next
+        poll would find it.
         """
-
-        def flow() -> Flow[Result[int]]:
-            rows = yield (
-                schema.PEEK_CONVERSATION.pick(op.tenant),
-                {"tenant": op.tenant, "id": op.conversation_id},
-            )
-            if not rows:
-                return Result(Outcome.NOT_FOUND, 0)
-            row = _common.decode_conversation(rows[0])
-            return decide.lease(row, op, (rows[0][19], rows[0][20]))
-
-        return Run(lambda n: flow(), read=True, once=False)
+        rows = yield (
+            schema.TAKE_LEASE.pick(op.tenant),
+            {"tenant": op.tenant, "id": op.conversation_id, "now": op.now_us, "u": op.until_us},
+        )
+        if not rows:
+            return Result(Outcome.NOT_FOUND, 0)
+        answer = rows[0]
+        verdict = decide.lease(_common.decode_conversation(answer), op, (answer[19], answer[20]))
+        if verdict.outcome is not _OK:
+            return verdict
+        if answer[21] is None:
+            return Result(Outcome.BUSY, 0)
+        # the newest token + 1: the snapshot's + 1 (verdict.value), or more where another
+        # request took and gave back the lease while this one waited for the lock
+        return Result(_OK, answer[21])
 
     @_common.handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:

@@ -75,10 +75,21 @@ class Closing(str):
 
     For a call safe to resend (``_conn.Ending.together``) the drivers queue COMMIT and the
     NOTIFY behind it and wait for the three answers at once: the whole write is one round
-    trip (the NOTIFY is always sent: it wakes listeners only if the write logged events,
-    see ``NOTIFY``). Otherwise it is
+    trip (the NOTIFY is always sent, a ``Quiet`` statement's excepted: it wakes listeners
+    only if the write logged events, see ``NOTIFY``). Otherwise it is
     answered like any statement, in the open transaction. A flow that yields more after it
     runs those in a transaction of their own.
+    """
+
+    __slots__ = ()
+
+
+class Quiet(Closing):
+    """A ``Closing`` statement that logs no event: no NOTIFY follows its COMMIT.
+
+    The NOTIFY after a ``Closing`` statement is a transaction of its own on the server; a
+    write that cannot have logged an event (a lease, a fact) leaves it out, unless an
+    earlier statement of its transaction did log one (``EMIT``).
     """
 
     __slots__ = ()
@@ -1197,9 +1208,6 @@ _PEEK: Final = (
     f"SELECT {CONVERSATION_COLUMNS}, lease_token, lease_until_us FROM conversations WHERE {{row}}"
 )
 LOCK_CONVERSATION: Final = _routed(_PEEK + " FOR UPDATE")
-#: LOCK_CONVERSATION without the lock: a lease request reads this first and locks the row
-#: only when the lease looks free, so waiters never queue on the row lock of a busy turn.
-PEEK_CONVERSATION: Final = _routed(_PEEK)
 SELECT_CONVERSATION: Final = _routed(
     f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {{row}} AND {LIVE}"
 )
@@ -1507,15 +1515,30 @@ SAVE: Final = Routed(
     Closing(_SAVE.format(row="tenant = %(tenant)s AND id = %(id)s", tenant="%(tenant)s::text")),
     Closing(_SAVE.format(row="id = %(id)s", tenant="(SELECT c.tenant FROM c)")),
 )
-TAKE_LEASE: Final = (
-    "UPDATE conversations SET lease_token = %(t)s, lease_until_us = %(u)s "
-    "WHERE tenant = %(tenant)s AND id = %(id)s"
+#: A lease request in one statement: the conversation as the statement's snapshot has it
+#: (``LOCK_CONVERSATION``'s columns; no row: not found) and the token it took (NULL: none).
+#: It takes the lease (token + 1, until %(u)s) only where ``decide.lease`` would grant it:
+#: the row is live and its lease ran out. A row whose lease looks busy in the snapshot is
+#: not locked, so waiters polling a busy turn never queue on the row lock of the holder's
+#: writes (as the separate peek did, before session 11); one that looks free is locked and
+#: checked again on its newest version (READ COMMITTED's re-check of the UPDATE's
+#: condition), so of two requests only one takes it.
+_TAKE: Final = (
+    f"WITH c AS ({_PEEK} LIMIT 1), t AS (UPDATE conversations x SET "
+    "lease_token = x.lease_token + 1, lease_until_us = %(u)s FROM c "
+    "WHERE x.tenant = c.tenant AND x.id = c.id AND x.lease_until_us <= %(now)s "
+    "AND (x.expires_us IS NULL OR x.expires_us > %(now)s) RETURNING x.lease_token) "
+    "SELECT c.*, (SELECT lease_token FROM t) FROM c"
+)
+TAKE_LEASE: Final = Routed(
+    Quiet(_TAKE.format(row="tenant = %(tenant)s AND id = %(id)s")),
+    Quiet(_TAKE.format(row="id = %(id)s")),
 )
 #: A release names no tenant (ReleaseOp carries none): found by id alone.
-RELEASE_LEASE: Final = (
+RELEASE_LEASE: Final = Quiet(
     "UPDATE conversations SET lease_until_us = 0 WHERE id = %(id)s AND lease_token = %(t)s"
 )
-REMEMBER: Final = (
+REMEMBER: Final = Quiet(
     f"INSERT INTO facts (tenant, contact_id, {FACT_COLUMNS}) VALUES (%(tenant)s, %(contact)s, "
     "%(key)s, %(value)s, %(tier)s, %(now)s, %(exp)s, %(source)s, %(history)s) "
     "ON CONFLICT (tenant, contact_id, key) DO UPDATE SET "

@@ -16,7 +16,7 @@ import psycopg
 import psycopg_pool
 from psycopg_pool import AsyncConnectionPool
 
-from threadkeep._rules.ops import EventsOp, LeaseOp, Op, Outcome, Result
+from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
 from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
 from threadkeep.backends._loops import PerLoop
@@ -41,7 +41,7 @@ from threadkeep.backends.postgres._flows import (
     Run,
 )
 from threadkeep.backends.postgres._listen import Listener
-from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Quiet, Unread
 from threadkeep.backends.postgres._wire import Wire
 
 __all__ = ["AsyncPostgresBackend"]
@@ -114,14 +114,16 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
                 position = wire.send(query, params, True)
                 ending.committing = True
                 wire.send(END, None, False)
-                wire.send(NOTIFY, {"chan": ending.channel}, False)
+                if emitted or not isinstance(query, Quiet):
+                    wire.send(NOTIFY, {"chan": ending.channel}, False)
                 closing = True
                 break
             else:
                 position = wire.send(query, params, bool(params))
                 wire.sync()
                 answers = await wire.exchange_async()
-                emitted = emitted or isinstance(query, Closing)  # not together
+                # not together
+                emitted = emitted or (isinstance(query, Closing) and not isinstance(query, Quiet))
                 rows = wire.rows(answers[position])
             try:
                 query, params = flow.send(rows)
@@ -129,7 +131,7 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
                 result = cast(T, done.value)
                 break
         if not closing and ending is not None:
-            if not ending.together:
+            if not ending.together and wire.queued:  # (none: every statement is answered)
                 wire.sync()
                 await wire.exchange_async()
             ending.committing = True
@@ -211,10 +213,6 @@ class AsyncPostgresBackend:
         """See PostgresBackend.execute."""
         if isinstance(op, EventsOp) and op.wait > 0:
             return cast("Result[R]", await self._wait_events(op))
-        if isinstance(op, LeaseOp):  # a busy lease answers from a read without a lock
-            peeked = await self._run(self._flows.peek_lease(op))
-            if peeked.outcome is not Outcome.OK:
-                return cast("Result[R]", peeked)
         return await self._run(self._flows.call(op))
 
     async def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:

@@ -14,7 +14,7 @@ from typing import TypeVar, cast
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from threadkeep._rules.ops import EventsOp, LeaseOp, Op, Outcome, Result
+from threadkeep._rules.ops import EventsOp, Op, Outcome, Result
 from threadkeep._rules.rows import EventRow
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._conn import (
@@ -109,10 +109,6 @@ class PostgresBackend:
         """Carry out ``op``; a wait for events listens on a connection of its own."""
         if isinstance(op, EventsOp) and op.wait > 0:
             return cast("Result[R]", self._wait_events(op))
-        if isinstance(op, LeaseOp):  # a busy lease answers from a read without a lock
-            peeked = self._run(self._flows.peek_lease(op))
-            if peeked.outcome is not Outcome.OK:
-                return cast("Result[R]", peeked)
         return self._run(self._flows.call(op))
 
     def _wait_events(self, op: EventsOp) -> Result[list[EventRow]]:
