@@ -15,14 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
-import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 import threadkeep
 from tests.service._service_helpers import LiveServer
 from threadkeep import CursorExpired, Event, EventKind
-from threadkeep.service import server
 from threadkeep.service.followers import Followers
 from threadkeep.service.routers.events import _follow
 
@@ -173,16 +168,11 @@ def test_slow_requests_are_cut_at_the_read_deadline(
 def test_an_event_stream_outlives_the_read_deadline(
     live_server: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
-    """The deadline is for a request to arrive; an answer may last (an event stream does).
-
-    Bytes of a next request sent while the stream lasts do not start a deadline that would
-    cut the stream.
-    """
+    """The deadline is for a request to arrive; an answer may last (an event stream does)."""
     server = live_server(f"sqlite:///{tmp_path}/long.db", THREADKEEP_REQUEST_TIMEOUT="1")
     sock = connect(server)
     sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: t\r\n\r\n")
     read_until(sock, b"retry: 2000")
-    sock.sendall(b"GET /healthz HTTP/1.1\r\n")
     time.sleep(2.0)
     with threadkeep.open(f"sqlite:///{tmp_path}/long.db") as store:
         store.start("late")
@@ -223,37 +213,6 @@ def test_huge_headers_are_refused_before_they_are_held(
     whole.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
     assert read_until(whole, b"\r\n").startswith(b"HTTP/1.1 431")
     whole.close()
-
-
-def test_every_request_of_a_kept_alive_connection_is_bounded(
-    live_server: Callable[..., LiveServer], tmp_path: Path
-) -> None:
-    """Pipelined requests are answered in order; a later request's head is bounded too."""
-    server = live_server(f"sqlite:///{tmp_path}/kept.db", THREADKEEP_MAX_HEADER_BYTES="4096")
-    sock = connect(server)
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" * 2)  # one write, two requests
-    answers = read_until(sock, b"}HTTP/1.1 200 OK")
-    while not answers.endswith(b"}"):
-        answers += read_until(sock, b"}")
-    assert answers.startswith(b"HTTP/1.1 200 OK")
-    assert answers.count(b"HTTP/1.1 200 OK") == 2
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
-    assert read_until(sock, b"\r\n").startswith(b"HTTP/1.1 431")
-    sock.close()
-
-
-def test_the_server_parses_with_the_bounded_httptools_protocol(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """httptools, not h11: a third less worker CPU per request (docs/performance.md)."""
-    given: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: given.update(kwargs))
-    for name in ("STORE", "HOST", "PORT", "WORKERS"):  # run() sets these: restored after
-        monkeypatch.setenv(f"THREADKEEP_{name}", "")
-    monkeypatch.setenv("THREADKEEP_BOT", "echo")
-    server.run(store_url="memory://")
-    assert given["http"] is server.BoundedHttpToolsProtocol
-    assert issubclass(server.BoundedHttpToolsProtocol, HttpToolsProtocol)
 
 
 def test_a_nul_in_a_static_name_is_a_404(

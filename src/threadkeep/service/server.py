@@ -5,12 +5,12 @@ from its arguments and checks (and warns about) once, before any worker starts. 
 uvicorn stops accepting, lets in-flight requests finish (event streams get ``GRACE`` seconds),
 then each worker closes its store.
 
-A client cannot make the server hold memory or connections for free: the HTTP parser is
-httptools (``BoundedHttpToolsProtocol``), whose request head is bounded by
-``THREADKEEP_MAX_HEADER_BYTES`` (larger: 431 and closed), and each request must arrive whole,
-head and body, within ``THREADKEEP_REQUEST_TIMEOUT`` seconds of its first byte (or of the
-connection opening), else the connection gets 408 and is closed. Idle kept-alive connections
-close after ``THREADKEEP_KEEP_ALIVE`` seconds. All of this happens before authentication.
+A client cannot make the server hold memory or connections for free: the HTTP parser is h11
+(``BoundedH11Protocol``), whose request head is bounded by ``THREADKEEP_MAX_HEADER_BYTES``
+(larger: 400 and closed), and each request must arrive whole, head and body, within
+``THREADKEEP_REQUEST_TIMEOUT`` seconds of its first byte (or of the connection opening), else
+the connection gets 408 and is closed. Idle kept-alive connections close after
+``THREADKEEP_KEEP_ALIVE`` seconds. All of this happens before authentication.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import h11
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from threadkeep import InvalidInput, redact_url
 from threadkeep.bot import make_bot
@@ -39,7 +40,7 @@ from threadkeep.service.settings import (
     unknown_variables,
 )
 
-__all__ = ["GRACE", "BoundedHttpToolsProtocol", "check_exposure", "run"]
+__all__ = ["GRACE", "BoundedH11Protocol", "check_exposure", "run"]
 
 #: Seconds in-flight requests (and open event streams) get at shutdown.
 GRACE = 5
@@ -58,16 +59,15 @@ _TIMED_OUT = _plain("408 Request Timeout", "the request did not arrive in time; 
 _TOO_LARGE = _plain("431 Request Header Fields Too Large", "the request head is too large")
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bounded request head and a deadline for each request.
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a bounded request head and a deadline for each request.
 
     The deadline starts when the connection opens, or with the first byte of a next request on
-    a kept-alive one, and ends once the parser has the whole request (then the app has it: a
-    long response, such as an event stream, is not limited; nor is what follows an upgrade).
-    Past it the client gets 408 and the connection is closed, so a client trickling a request
-    holds nothing for long. A head over ``max_header_bytes`` gets 431 and the connection is
-    closed, whether it is still arriving or came whole: its bytes are counted as they arrive,
-    before the parser (which has no limit of its own) holds them.
+    a kept-alive one, and ends once h11 has the whole request (then the app has it: a long
+    response, such as an event stream, is not limited). Past it the client gets 408 and the
+    connection is closed, so a client trickling a request holds nothing for long. A head over
+    ``max_header_bytes`` gets 431 and the connection is closed (h11 bounds only a head that
+    is still incomplete; this bounds one that arrives whole, too).
     """
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
@@ -78,14 +78,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.request_timeout = settings.request_timeout
         self.max_head = settings.max_header_bytes
         self._deadline: asyncio.TimerHandle | None = None
-        self._in_head = True  # a request head (this one or the next) is arriving
         self._head = 0  # bytes of the current request's head so far
         self._tail = b""  # its last bytes (the blank line ending a head may come split)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Accept a connection: its first request must arrive within the timeout."""
         super().connection_made(transport)
-        self._deadline = self.loop.call_later(self.request_timeout, self._timed_out)
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection's deadline."""
@@ -94,26 +93,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; the deadline holds while the request is still arriving."""
-        cycle = self.cycle
-        if self._deadline is None and (cycle is None or cycle.response_complete):
-            self._deadline = self.loop.call_later(self.request_timeout, self._timed_out)
-        if self._in_head and self._head_too_large(data):
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # a next request begins on a kept-alive connection
+        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
             self._refuse(_TOO_LARGE)
             return
         super().data_received(data)
-
-    def on_headers_complete(self) -> None:
-        """The head is in; after an upgrade's head the bytes are another protocol's."""
-        self._in_head = False
-        if self.parser.should_upgrade():
-            self._disarm()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        """The whole request is in."""
-        super().on_message_complete()
-        self._disarm()
-        self._in_head, self._head, self._tail = True, 0, b""
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()  # the whole request is in
 
     def _head_too_large(self, data: bytes) -> bool:
         seen = self._tail + data
@@ -121,6 +108,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head += len(data) if end < 0 else end + 4 - len(self._tail)
         self._tail = seen[-3:]
         return self._head > self.max_head
+
+    def _arm(self) -> None:
+        self._head, self._tail = 0, b""
+        self._deadline = self.loop.call_later(self.request_timeout, self._timed_out)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -133,10 +124,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(_TIMED_OUT)
 
     def _refuse(self, answer: bytes) -> None:
-        """Answer (unless a response is under way) and close the connection."""
+        """Answer (unless a response already began) and close the connection."""
         self._disarm()
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        if self.cycle is None or not self.cycle.response_started:
             self.transport.write(answer)
         self.transport.close()
 
@@ -230,6 +220,7 @@ def run(
         timeout_graceful_shutdown=GRACE,
         timeout_worker_healthcheck=settings.worker_healthcheck,
         proxy_headers=False,
-        http=BoundedHttpToolsProtocol,
+        http=BoundedH11Protocol,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=settings.keep_alive,
     )
