@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import psycopg
 import pytest
 
 import threadkeep
 from tests._servers import wait_until
-from tests.backends.postgres._helpers import listening, url_of
+from tests.backends.postgres._helpers import SHARED, listening, sessions, url_of
+from threadkeep._rules.ops import EventsOp, Outcome, Result
+from threadkeep._rules.rows import EventRow
 from threadkeep.backends.postgres import aio, sync
 
 pytestmark = pytest.mark.postgres
@@ -55,7 +59,7 @@ def _write_one_at_a_time(
         wait_until(f"the follower to get write {n}", lambda: len(got) == n + 1)  # noqa: B023
     # one read per write: the read that got its event took all there was, so the follower
     # waits for the next notification instead of reading again at once (it read twice per
-    # write before: 41 reads here)
+    # write before: 40 reads here)
     assert reads[0] == 1 + WRITES
 
 
@@ -154,3 +158,59 @@ def test_an_idle_listener_does_not_wake(schema: str) -> None:
         writer.append(conv.id, "user", "hi")
         follower.join(30)
     assert got and got[0] in {"message.appended", "status.changed"}
+
+
+def test_a_follower_reads_on_after_the_listen_session_was_lost_twice(schema: str) -> None:
+    """A lost LISTEN session is reconnected each time (the next one may get the same socket
+    number: the thread once died of registering it twice), and the follower still gets a
+    write made after the losses."""
+    with threadkeep.open(url_of(schema)) as store, threadkeep.open(url_of(schema)) as writer:
+        conv = writer.start(contact_id="c", tenant="a")
+        last = [e.id for e in store.events(timeout=0)][-1]
+        assert list(store.events(after=last, timeout=0.2)) == []  # the listener listens
+        listener = cast(Any, store._backend)._listener
+        for _ in range(2):
+            pids = [pid for pid, name in sessions(schema) if name.startswith("threadkeep-events")]
+            assert len(pids) == 1
+            with psycopg.connect(SHARED, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+
+            def relistening(gone: int = pids[0]) -> bool:
+                now = [p for p, n in sessions(schema) if n.startswith("threadkeep-events")]
+                return now not in ([], [gone])
+
+            wait_until("the listener to reconnect", relistening)
+        writer.append(conv.id, "user", "after the losses")
+        kinds = [e.kind for e in store.events(after=last, timeout=10)]
+        assert "message.appended" in kinds
+        assert listener._thread is not None and listener._thread.is_alive()
+
+
+def _read(n: int, *, after: int = 5, limit: int = 3, held: bool = False) -> Any:
+    rows = [EventRow(str(after + i + 1), "k", "a", "c", "{}", 0) for i in range(n)]
+    return (Result(Outcome.OK, rows), held)
+
+
+def test_only_a_read_that_left_nothing_unread_lets_a_follower_wait(schema: str) -> None:
+    """``Listener.seen``/``quiet``: a follower of every tenant at the end of a read that took
+    fewer events than its limit, none held back, at the same mark, may wait; after a full
+    batch or a held-back read it reads at once, and so does one tenant's follower always."""
+    with threadkeep.open(url_of(schema)) as store:
+        listener = cast(Any, store._backend)._listener
+        every = EventsOp(tenant=None, after=5, limit=3, wait=1.0)
+        mark = (1, 0)
+        now = time.monotonic()
+        listener.seen(every, mark, _read(2), now + 1.0)
+        assert listener.quiet(None, 7, mark, now) > 0  # took all there was: wait
+        assert listener.quiet(None, 6, mark, now) == 0  # another position
+        assert listener.quiet(None, 7, (2, 0), now) == 0  # the mark moved
+        assert listener.quiet("a", 7, mark, now) == 0  # one tenant's follower
+        assert listener.quiet(None, 7, mark, now + 2.0) == 0  # the note's time is up
+        listener.seen(
+            EventsOp(tenant=None, after=7, limit=3, wait=1.0), mark, _read(3, after=7), now + 1.0
+        )
+        assert listener.quiet(None, 10, mark, now) == 0  # a full batch: more may be there
+        listener.seen(every, mark, _read(1, held=True), now + 1.0)
+        assert listener.quiet(None, 6, mark, now) == 0  # held back: read again
+        listener.seen(EventsOp(tenant="a", after=5, limit=3, wait=1.0), mark, _read(1), now + 1.0)
+        assert listener.quiet("a", 6, mark, now) == 0

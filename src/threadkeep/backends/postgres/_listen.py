@@ -21,20 +21,26 @@ follower of every tenant (``tenant=None``) wakes for any. A payload naming no te
 older writer's empty one, several tenants' ``*``, anything unknown), a lost session and
 ``close`` wake everyone, so nothing is missed.
 
-A read that left nothing unread is remembered too (``seen``): a follower of the same tenant at
-the position where that read ended, whose mark has not moved since, waits instead of reading
-(``quiet``). A follower that got events comes back at once for more; when its read took all
+A read of every tenant's events that left nothing unread is remembered too (``seen``): a
+follower of every tenant at the position where that read ended, whose mark has not moved
+since, waits instead of reading (``quiet``). (Not one tenant's follower: another tenant's
+writes trim the log without moving its mark, and its ``CursorExpired`` must come at once.)
+A follower that got events comes back at once for more; when its read took all
 there was (fewer than its limit, none held back) that next read would find nothing new, since
 everything committed since the read notifies after its commit and so moves the mark: the
 service's reader of the log made two reads per wake, the second empty unless more came. The
 memory lasts ``UNNOTIFIED_WAIT`` from the read's start, so a follower still reads at least
-that often (a wake lost between a writer's COMMIT and its NOTIFY).
+that often (a wake lost between a writer's COMMIT and its NOTIFY). A call with a timeout that
+starts at such a position waits for the next notification before it reads, so a write
+committed just before the call whose NOTIFY has not reached this thread yet is read when it
+does (milliseconds); a call shorter than that can end empty. ``timeout=0`` always reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import selectors
 import socket
 import threading
@@ -50,6 +56,7 @@ from threadkeep.backends.postgres._conn import Attempts, ConnectionOptions
 
 __all__ = ["Listener", "Mark", "Read", "concerns"]
 
+_BELL = object()  # the selector's tag of the bell's socket
 _BACKOFF_CAP = 2.0  # longest pause between reconnect attempts
 _TENANTS_KEPT = 4096  # tenants counted at most; past it the counts restart (everyone wakes)
 
@@ -78,9 +85,10 @@ class Listener:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._bell: socket.socket | None = None  # close() writes here to end the thread's wait
-        # by the tenant followed (None: every tenant): where the last read that left nothing
-        # unread ended, the mark it was made at, and until when it stands
-        self._seen: dict[str | None, tuple[int | None, Mark, float]] = {}
+        self._bell_pid = 0  # the process whose thread listens for the bell
+        # a follower of every tenant's last read that left nothing unread: where it ended, the
+        # mark it was made at, and until when it stands
+        self._seen: tuple[int | None, Mark, float] | None = None
         # the parked coroutines, by the tenant they follow (None: every tenant)
         self._futures: dict[
             str | None, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
@@ -93,33 +101,32 @@ class Listener:
         return (self._everyone, self._tenants.get(tenant, 0))
 
     def seen(self, op: EventsOp, mark: Mark, read: Read, until: float) -> None:
-        """Note ``read`` of ``op``, made at ``mark`` (``op.tenant``'s, taken before it).
+        """Note ``read`` of ``op``, made at ``mark`` (taken before it): every tenant's follower.
 
         Remembered when it left nothing unread (OK, fewer events than ``op.limit``, none held
         back): a follower at its end holding ``mark`` need not read before ``until`` (the
         read's start plus ``UNNOTIFIED_WAIT``). Otherwise a note at ``op.after`` is dropped.
+        Not for one tenant's follower: another tenant's writes trim the log it reads
+        (``CursorExpired`` must come at once) without moving that tenant's mark.
         """
+        if op.tenant is not None:
+            return
         result, held = read
-        tenant = op.tenant
         with self._cond:
             if result.outcome is Outcome.OK and not held and len(result.value) < op.limit:
-                if len(self._seen) >= _TENANTS_KEPT and tenant not in self._seen:
-                    self._seen.clear()  # bounded: followers of the tenants forgotten read again
                 ended = int(result.value[-1].id) if result.value else op.after
-                self._seen[tenant] = (ended, mark, until)
-            else:
-                note = self._seen.get(tenant)
-                if note is not None and note[0] == op.after:
-                    del self._seen[tenant]
+                self._seen = (ended, mark, until)
+            elif self._seen is not None and self._seen[0] == op.after:
+                self._seen = None
 
     def quiet(self, tenant: str | None, after: int | None, mark: Mark, now: float) -> float:
         """Seconds a follower of ``tenant`` at ``after`` holding ``mark`` may wait unread.
 
         More than 0 when a read of this store at that mark left nothing unread after
-        ``after`` (``seen``): what is left of that note. 0: read.
+        ``after`` (``seen``, followers of every tenant only): what is left of that note. 0: read.
         """
-        note = self._seen.get(tenant)
-        if note is None or note[0] != after or note[1] != mark:
+        note = self._seen
+        if tenant is not None or note is None or note[0] != after or note[1] != mark:
             return 0.0
         return max(0.0, note[2] - now)
 
@@ -179,7 +186,8 @@ class Listener:
             self._closed = True
             thread = self._thread
             self._advance(None)
-            if self._bell is not None:
+            # a forked child's copy of the store rings no bell: the thread is its parent's
+            if self._bell is not None and self._bell_pid == os.getpid():
                 with contextlib.suppress(OSError):  # full: a byte is there already
                     self._bell.send(b"x")
         if thread is not None and thread is not threading.current_thread():
@@ -212,11 +220,12 @@ class Listener:
     def _run(self) -> None:
         bell, ear = socket.socketpair()
         bell.setblocking(False)
+        ear.setblocking(False)
         with bell, ear, selectors.DefaultSelector() as selector:
             with self._cond:
-                self._bell = bell
+                self._bell, self._bell_pid = bell, os.getpid()
             try:
-                selector.register(ear, selectors.EVENT_READ)
+                selector.register(ear, selectors.EVENT_READ, _BELL)
                 self._listen(selector)
             finally:  # also when the thread dies of something unforeseen: followers read again
                 with self._cond:
@@ -235,11 +244,14 @@ class Listener:
                     with self._cond:
                         self._listening, self._error, failures = True, None, 0
                         self._advance(None)  # anything sent while no session listened
-                    selector.register(conn.fileno(), selectors.EVENT_READ)
+                    # the number kept: once the session is lost, libpq has closed its socket
+                    # and ``fileno()`` raises; the next session may get the same number
+                    fd = conn.fileno()
+                    selector.register(fd, selectors.EVENT_READ)
                     try:
                         self._hear(conn, selector)
                     finally:
-                        selector.unregister(conn.fileno())
+                        selector.unregister(fd)
             except psycopg.Error as exc:
                 failures += 1
                 with self._cond:
@@ -262,7 +274,11 @@ class Listener:
         pgconn = conn.pgconn
         encoding = conn.info.encoding
         while not self._closed:
-            selector.select()  # the session has something (a notification, its end) or close()
+            # the session has something (a notification, its end), or the bell rang
+            for key, _ in selector.select():
+                if key.data is _BELL:  # drained, so a stray ring cannot make this spin
+                    with contextlib.suppress(OSError):
+                        cast(socket.socket, key.fileobj).recv(64)
             pgconn.consume_input()  # all the socket holds; raises when the session is lost
             payloads = set()
             while (note := pgconn.notifies()) is not None:
