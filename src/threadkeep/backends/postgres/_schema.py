@@ -932,8 +932,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # without a key to look up (a keyless first try: no row lock's executor node and WAL
     # record): it reads the row, judges it, and its UPDATE finds exactly that version, by its
     # ctid and its xmin (a TID scan; a version replaced since, even by one that committed
-    # while the UPDATE waited, fails the xmin test: the recheck of the newer version applies
-    # the filter), so the row it answers is the row it wrote over, as a lock would give it.
+    # while the UPDATE waited, is refused: by the TID recheck on PostgreSQL 15, by the xmin
+    # test where a server's TID recheck does not test the ctid), so the row it answers is
+    # the row it wrote over, as a lock would give it.
     # When that UPDATE finds nothing, or the row read would take no append, the function does
     # what version 13 did: it locks the row and judges it again. The message and events are
     # written after the UPDATE (its row lock held to the end, so seq stays gap-free).
