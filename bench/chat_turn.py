@@ -202,7 +202,8 @@ def _count_statements() -> collections.Counter[str]:
         return send(self, query, params, binary)
 
     def counting_alone(self: Wire, query: str, params: Any) -> int:
-        statements[first_word(query)] += 1
+        if not params:  # with parameters it goes through ``send``, which counts it
+            statements[first_word(query)] += 1
         statements["~commits"] += 1
         return send_alone(self, query, params)
 

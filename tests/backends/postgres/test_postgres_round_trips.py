@@ -255,13 +255,17 @@ def _lease_op(store: Any, cid: str) -> ops.LeaseOp:
     return ops.LeaseOp(cid, None, now, now + 30_000_000)
 
 
-@pytest.mark.parametrize("other", ["takes it", "takes and gives it back"])
+@pytest.mark.parametrize(
+    "other", ["takes it", "takes and gives it back", "deletes it", "expires it"]
+)
 def test_a_lease_taken_while_the_request_waited_for_the_row(
     store: Any, schema: str, other: str
 ) -> None:
     """The lease looks free to the request's snapshot, but another session holds the row and
     takes the lease: the request, checking the newest row once it has the lock, is BUSY;
-    when the other gave it back too, the request takes it with the newest token + 1."""
+    when the other gave it back too, the request takes it with the newest token + 1; when the
+    other deleted the conversation or it expired, NOT_FOUND (as a lock would have found it:
+    the request reads the row once more)."""
     cid = store.resume("contact-race", tenant="t").id
     backend = store._backend
     with connect(schema) as other_session:
@@ -270,18 +274,25 @@ def test_a_lease_taken_while_the_request_waited_for_the_row(
         ).fetchone()[0]
         thread, out = call_in_thread(lambda: backend.execute(_lease_op(store, cid)))
         wait_until("the request to wait for the row", lambda: _waits_for_lock(schema))
-        until = 0 if other == "takes and gives it back" else 2**62
-        other_session.execute(
-            "UPDATE conversations SET lease_token = %s, lease_until_us = %s WHERE id = %s",
-            (token + 1, until, cid),
-        )
+        if other == "deletes it":
+            other_session.execute("DELETE FROM conversations WHERE id = %s", (cid,))
+        elif other == "expires it":
+            other_session.execute("UPDATE conversations SET expires_us = 1 WHERE id = %s", (cid,))
+        else:
+            until = 0 if other == "takes and gives it back" else 2**62
+            other_session.execute(
+                "UPDATE conversations SET lease_token = %s, lease_until_us = %s WHERE id = %s",
+                (token + 1, until, cid),
+            )
         other_session.commit()
         thread.join(30)
     [result] = out
     if other == "takes it":
         assert (result.outcome, result.value) == (ops.Outcome.BUSY, 0)
-    else:
+    elif other == "takes and gives it back":
         assert (result.outcome, result.value) == (ops.Outcome.OK, token + 2)
+    else:
+        assert (result.outcome, result.value) == (ops.Outcome.NOT_FOUND, 0)
 
 
 def _waits_for_lock(schema: str) -> bool:

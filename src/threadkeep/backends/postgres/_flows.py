@@ -769,8 +769,10 @@ class Flows:
         wait on the row lock the holder's writes take, holding a pool connection the holder
         needs next). Its answer, the row as its snapshot has it, is judged by
         ``decide.lease`` all the same: a lease granted on that row that the statement did not
-        take was taken (or the row changed) while it waited for the lock: BUSY, as the next
-        poll would find it.
+        take was taken, or the row changed, while it waited for the lock. Then the row is read
+        once more (``PEEK_CONVERSATION``, one more round trip in that race only) and judged
+        again: a conversation deleted or expired meanwhile is NOT_FOUND, as a lock would have
+        found it; otherwise BUSY, as the next poll would find it.
         """
         rows = yield (
             schema.TAKE_LEASE.pick(op.tenant),
@@ -783,7 +785,15 @@ class Flows:
         if verdict.outcome is not _OK:
             return verdict
         if answer[21] is None:
-            return Result(Outcome.BUSY, 0)
+            rows = yield (
+                schema.PEEK_CONVERSATION.pick(op.tenant),
+                {"tenant": op.tenant, "id": op.conversation_id},
+            )
+            if not rows:
+                return Result(Outcome.NOT_FOUND, 0)
+            row = rows[0]
+            verdict = decide.lease(_common.decode_conversation(row), op, (row[19], row[20]))
+            return verdict if verdict.outcome is Outcome.NOT_FOUND else Result(Outcome.BUSY, 0)
         # the newest token + 1: the snapshot's + 1 (verdict.value), or more where another
         # request took and gave back the lease while this one waited for the lock
         return Result(_OK, answer[21])

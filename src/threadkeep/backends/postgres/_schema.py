@@ -1527,14 +1527,19 @@ SAVE: Final = Routed(
 _TAKE: Final = (
     f"WITH c AS ({_PEEK} LIMIT 1), t AS (UPDATE conversations x SET "
     "lease_token = x.lease_token + 1, lease_until_us = %(u)s FROM c "
-    "WHERE x.tenant = c.tenant AND x.id = c.id AND x.lease_until_us <= %(now)s "
+    "WHERE x.tenant = {tenant} AND x.id = c.id AND x.lease_until_us <= %(now)s "
     "AND (x.expires_us IS NULL OR x.expires_us > %(now)s) RETURNING x.lease_token) "
     "SELECT c.*, (SELECT lease_token FROM t) FROM c"
 )
+#: The tenant given names the updated row's partition in the plan (as ``SAVE``'s).
 TAKE_LEASE: Final = Routed(
-    Quiet(_TAKE.format(row="tenant = %(tenant)s AND id = %(id)s")),
-    Quiet(_TAKE.format(row="id = %(id)s")),
+    Quiet(_TAKE.format(row="tenant = %(tenant)s AND id = %(id)s", tenant="%(tenant)s")),
+    Quiet(_TAKE.format(row="id = %(id)s", tenant="c.tenant")),
 )
+#: The conversation as a new statement sees it (READ COMMITTED: the newest committed
+#: version), without a lock: a lease request that the rules granted on its snapshot but whose
+#: statement took nothing reads it once more (``_lease``).
+PEEK_CONVERSATION: Final = _routed(_PEEK)
 #: A release names no tenant (ReleaseOp carries none): found by id alone.
 RELEASE_LEASE: Final = Quiet(
     "UPDATE conversations SET lease_until_us = 0 WHERE id = %(id)s AND lease_token = %(t)s"
