@@ -22,7 +22,7 @@ import psycopg_pool
 from threadkeep._exceptions import BackendError, BackendUnavailable, InvalidInput
 from threadkeep._url import StoreURL
 from threadkeep.backends.postgres._flows import COMMIT, Flow, Flows
-from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Quiet, Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread, may_log
 from threadkeep.backends.postgres._wire import Wire
 
 __all__ = [
@@ -361,7 +361,7 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
                 position = wire.send(query, params, True)
                 ending.committing = True
                 wire.send(END, None, False)
-                if emitted or not isinstance(query, Quiet):
+                if emitted or may_log(query):
                     wire.send(NOTIFY, {"chan": ending.channel}, False)
                 closing = True
                 break
@@ -369,8 +369,7 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
                 position = wire.send(query, params, bool(params))
                 wire.sync()
                 answers = wire.exchange()
-                # not together
-                emitted = emitted or (isinstance(query, Closing) and not isinstance(query, Quiet))
+                emitted = emitted or may_log(query)  # not together
                 rows = wire.rows(answers[position])
             try:
                 query, params = flow.send(rows)

@@ -778,25 +778,20 @@ class Flows:
             schema.TAKE_LEASE.pick(op.tenant),
             {"tenant": op.tenant, "id": op.conversation_id, "now": op.now_us, "u": op.until_us},
         )
-        if not rows:
-            return Result(Outcome.NOT_FOUND, 0)
-        answer = rows[0]
-        verdict = decide.lease(_common.decode_conversation(answer), op, (answer[19], answer[20]))
+        verdict = _judge_lease(rows, op)
         if verdict.outcome is not _OK:
             return verdict
-        if answer[21] is None:
+        taken = rows[0][21]
+        if taken is None:
             rows = yield (
                 schema.PEEK_CONVERSATION.pick(op.tenant),
                 {"tenant": op.tenant, "id": op.conversation_id},
             )
-            if not rows:
-                return Result(Outcome.NOT_FOUND, 0)
-            row = rows[0]
-            verdict = decide.lease(_common.decode_conversation(row), op, (row[19], row[20]))
-            return verdict if verdict.outcome is Outcome.NOT_FOUND else Result(Outcome.BUSY, 0)
+            again = _judge_lease(rows, op)
+            return again if again.outcome is Outcome.NOT_FOUND else Result(Outcome.BUSY, 0)
         # the newest token + 1: the snapshot's + 1 (verdict.value), or more where another
         # request took and gave back the lease while this one waited for the lock
-        return Result(_OK, answer[21])
+        return Result(_OK, taken)
 
     @_common.handles(ops.ReleaseOp)
     def _release(self, op: ops.ReleaseOp) -> Flow[Result[None]]:
@@ -953,3 +948,14 @@ def _message_pair(old: MessageRow, new: MessageRow) -> dict[str, Any]:
         "old_content": schema.encode_content(old.content),
         "old_payload": old.payload_json,
     }
+
+
+def _judge_lease(rows: list[tuple[Any, ...]], op: ops.LeaseOp) -> Result[int]:
+    """``decide.lease`` on a conversation row (its columns, then the lease's two).
+
+    No row: NOT_FOUND.
+    """
+    if not rows:
+        return Result(Outcome.NOT_FOUND, 0)
+    row = rows[0]
+    return decide.lease(_common.decode_conversation(row), op, (row[19], row[20]))

@@ -95,6 +95,14 @@ class Quiet(Closing):
     __slots__ = ()
 
 
+def may_log(query: str) -> bool:
+    """Whether ``query`` is a ``Closing`` statement that may have logged an event.
+
+    A NOTIFY follows its transaction's COMMIT; not a ``Quiet`` statement's.
+    """
+    return isinstance(query, Closing) and not isinstance(query, Quiet)
+
+
 #: PL/pgSQL: (re)defines ``events_drawn()`` with the identity sequence of ``events`` bound at
 #: creation (migration 10; ``PARTITION`` binds it again to the new table's sequence). Its
 #: SQL-standard body stores the sequence's OID: 7's looked the sequence up by name with

@@ -41,7 +41,7 @@ from threadkeep.backends.postgres._flows import (
     Run,
 )
 from threadkeep.backends.postgres._listen import Listener
-from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Quiet, Unread
+from threadkeep.backends.postgres._schema import EMIT, NOTIFY, Closing, Unread, may_log
 from threadkeep.backends.postgres._wire import Wire
 
 __all__ = ["AsyncPostgresBackend"]
@@ -114,7 +114,7 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
                 position = wire.send(query, params, True)
                 ending.committing = True
                 wire.send(END, None, False)
-                if emitted or not isinstance(query, Quiet):
+                if emitted or may_log(query):
                     wire.send(NOTIFY, {"chan": ending.channel}, False)
                 closing = True
                 break
@@ -122,8 +122,7 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
                 position = wire.send(query, params, bool(params))
                 wire.sync()
                 answers = await wire.exchange_async()
-                # not together
-                emitted = emitted or (isinstance(query, Closing) and not isinstance(query, Quiet))
+                emitted = emitted or may_log(query)  # not together
                 rows = wire.rows(answers[position])
             try:
                 query, params = flow.send(rows)
