@@ -7,9 +7,11 @@ then each worker closes its store.
 
 A client cannot make the server hold memory or connections for free: the HTTP parser is h11
 (``BoundedH11Protocol``), whose request head is bounded by ``THREADKEEP_MAX_HEADER_BYTES``
-(larger: 400 and closed), and each request must arrive whole, head and body, within
-``THREADKEEP_REQUEST_TIMEOUT`` seconds of its first byte (or of the connection opening), else
-the connection gets 408 and is closed. Idle kept-alive connections close after
+(larger: 431 and closed), and each request must arrive whole, head and body, within
+``THREADKEEP_REQUEST_TIMEOUT`` seconds of its first byte (or of the connection opening, or of
+uvicorn starting it when it was pipelined behind another), else the connection gets 408 and is
+closed. Both bounds hold for every request of a connection: the first, a kept-alive one, and
+one pipelined behind another. Idle kept-alive connections close after
 ``THREADKEEP_KEEP_ALIVE`` seconds. All of this happens before authentication.
 """
 
@@ -20,8 +22,9 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import h11
@@ -59,16 +62,104 @@ _TIMED_OUT = _plain("408 Request Timeout", "the request did not arrive in time; 
 _TOO_LARGE = _plain("431 Request Header Fields Too Large", "the request head is too large")
 
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # ends a head: h11's own pattern (a bare LF is a line end)
+
+
+class _HeadCount:
+    """The bytes of one request head so far, fed as they arrive (its end may come split).
+
+    A head is any CR/LF before its request line (h11 refuses them; other parsers skip them),
+    the request line and headers, and the blank line that ends it. Bytes after that end are
+    the body's, or the next request's, and are not counted here.
+    """
+
+    __slots__ = ("ended", "leading", "size", "tail")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.leading = True  # no byte of a request line yet
+        self.ended = False
+        self.tail = b""  # the head's last bytes (at most 2), for an end split across reads
+
+    def add(self, data: bytes) -> int:
+        """Count what of ``data`` belongs to the head; return the head's size so far."""
+        if self.ended:  # (a parser that has the whole head no longer asks)
+            return self.size
+        begin = 0
+        if self.leading:
+            if data[:1] in b"\r\n":
+                begin = len(data) - len(data.lstrip(b"\r\n"))
+                if begin == len(data):
+                    self.size += begin
+                    return self.size
+            self.leading = False
+        found = -1
+        if self.tail:
+            edge = _BLANK_LINE.search(self.tail + data[begin : begin + 2])
+            if edge:
+                found = edge.end() - len(self.tail) + begin
+        if found < 0:
+            whole = _BLANK_LINE.search(data, begin)
+            if whole:
+                found = whole.end()
+        if found < 0:
+            self.size += len(data)
+            self.tail = (self.tail + data[max(begin, len(data) - 2) :])[-2:]
+        else:
+            self.size += found
+            self.ended = True
+        return self.size
+
+
+class _BoundedConnection(h11.Connection):
+    """h11's server side, telling its protocol when a next request cycle starts.
+
+    uvicorn starts one after a response (when a pipelined request is waiting) and when a
+    request's body ends after its response went out. Whatever h11 holds then is the start of
+    the next request, which reached h11 while an earlier one was current: it is counted then,
+    and the deadline starts then. Once the protocol refuses the connection, h11 parses nothing
+    more (``PAUSED``: uvicorn stops reading), so no request after a refusal reaches the app.
+    """
+
+    def __init__(self, max_head: int, begins: Callable[[bytes], None]) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self.begins: Callable[[bytes], None] | None = begins
+
+    def start_next_cycle(self) -> None:
+        """Start the next cycle and tell the protocol what of its request is in already."""
+        super().start_next_cycle()
+        if self.begins is not None:
+            self.begins(self.trailing_data[0])
+
+    def refuse(self) -> None:
+        """Parse nothing more: every next event is ``PAUSED``."""
+        self.begins = None
+        self.next_event = _paused  # type: ignore[method-assign]
+
+
+def _paused() -> type[h11.PAUSED]:
+    return h11.PAUSED
+
+
 class BoundedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a bounded request head and a deadline for each request.
 
-    The deadline starts when the connection opens, or with the first byte of a next request on
-    a kept-alive one, and ends once h11 has the whole request (then the app has it: a long
-    response, such as an event stream, is not limited). Past it the client gets 408 and the
-    connection is closed, so a client trickling a request holds nothing for long. A head over
-    ``max_header_bytes`` gets 431 and the connection is closed (h11 bounds only a head that
-    is still incomplete; this bounds one that arrives whole, too).
+    Every request of a connection is bounded: the first, a next one on a kept-alive
+    connection, and one pipelined behind another (whose bytes h11 buffered while the earlier
+    request was current; they are counted, and its deadline starts, when uvicorn starts it).
+
+    The deadline starts when the connection opens, with the first byte of a next request on
+    a kept-alive one, or when a pipelined request that had begun arriving is started; it ends
+    once h11 has the whole request (then the app has it: a long response, such as an event
+    stream, is not limited, nor are bytes of a next request sent meanwhile). Past it the
+    client gets 408 and the connection is closed, so a client trickling a request holds
+    nothing for long. A head over ``max_header_bytes`` (CR/LF before its request line
+    included) gets 431 and the connection is closed, whether it is still arriving or came
+    whole (h11's own limit bounds only a head that is still incomplete). After either answer
+    no further request of the connection is parsed.
     """
+
+    conn: _BoundedConnection
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -77,9 +168,9 @@ class BoundedH11Protocol(H11Protocol):
         settings = get_settings()
         self.request_timeout = settings.request_timeout
         self.max_head = settings.max_header_bytes
+        self.conn = _BoundedConnection(self.max_head, self._next_request)
         self._deadline: asyncio.TimerHandle | None = None
-        self._head = 0  # bytes of the current request's head so far
-        self._tail = b""  # its last bytes (the blank line ending a head may come split)
+        self._head = _HeadCount()  # the current request's head
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Accept a connection: its first request must arrive within the timeout."""
@@ -89,28 +180,45 @@ class BoundedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection's deadline."""
         self._disarm()
+        self.conn.begins = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; the deadline holds while the request is still arriving."""
-        if self._deadline is None and self.conn.their_state is h11.IDLE:
-            self._arm()  # a next request begins on a kept-alive connection
-        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
-            self._refuse(_TOO_LARGE)
-            return
+        if self.conn.their_state is h11.IDLE:
+            if self._deadline is None:
+                self._arm()  # a next request begins on a kept-alive connection
+            if self._head.add(data) > self.max_head:
+                self._refuse(_TOO_LARGE)
+                return
         super().data_received(data)
         if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
             self._disarm()  # the whole request is in
 
-    def _head_too_large(self, data: bytes) -> bool:
-        seen = self._tail + data
-        end = seen.find(b"\r\n\r\n")
-        self._head += len(data) if end < 0 else end + 4 - len(self._tail)
-        self._tail = seen[-3:]
-        return self._head > self.max_head
+    def on_response_complete(self) -> None:
+        """Start a pipelined request, if one waits; it may be whole already."""
+        super().on_response_complete()
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """Hand the connection over: what follows is the websocket protocol's."""
+        self._disarm()
+        self.conn.begins = None
+        super().handle_websocket_upgrade(event)
+
+    def _next_request(self, buffered: bytes) -> None:
+        """A next request cycle starts, with ``buffered`` of its bytes in already."""
+        self._head = _HeadCount()
+        if not buffered:
+            self._disarm()  # its deadline starts with its first byte
+            return
+        self._arm()  # it began arriving while an earlier request was current
+        if self._head.add(buffered) > self.max_head:
+            self._refuse(_TOO_LARGE)
 
     def _arm(self) -> None:
-        self._head, self._tail = 0, b""
+        self._disarm()
         self._deadline = self.loop.call_later(self.request_timeout, self._timed_out)
 
     def _disarm(self) -> None:
@@ -124,9 +232,11 @@ class BoundedH11Protocol(H11Protocol):
             self._refuse(_TIMED_OUT)
 
     def _refuse(self, answer: bytes) -> None:
-        """Answer (unless a response already began) and close the connection."""
+        """Answer (unless a response is under way), close, and parse nothing more."""
         self._disarm()
-        if self.cycle is None or not self.cycle.response_started:
+        self.conn.refuse()
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(answer)
         self.transport.close()
 

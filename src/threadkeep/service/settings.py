@@ -82,7 +82,7 @@ class ServiceSettings(BaseSettings):
         rate_window: the rate limits' window in seconds.
         max_body_bytes: largest request body; larger ones get 413.
         max_header_bytes: largest request head (request line and headers); larger ones get
-            400 and the connection is closed (``threadkeep serve``).
+            431 and the connection is closed (``threadkeep serve``).
         request_timeout: seconds a request (head and body) may take to arrive, from its first
             byte or from the connection opening; slower ones get 408 and the connection is
             closed (``threadkeep serve``).
