@@ -296,6 +296,49 @@ def pg_counters(url: str) -> dict[str, int]:
     return dict(zip(PG_COUNTERS, (int(n) for n in row), strict=True))
 
 
+async def event_reads(port: int, workers: list[int]) -> int | None:
+    """The workers' reads of the event log so far (``threadkeep_store_operations_total``,
+    ``op="read_events"``: each worker's reader of the log and any stream that read the store).
+
+    Each worker answers ``/metrics`` for itself, so this asks on new connections until every
+    worker answered (None: one never did, e.g. a lost worker).
+    """
+    wanted = {str(pid) for pid in workers}
+    seen: dict[str, int] = {}
+    for _ in range(50 * len(wanted)):
+        conn = Conn(port, LOAD_KEY)
+        try:
+            status, body = await conn.request("GET", "/metrics")
+        finally:
+            conn.close()
+        counts: dict[str, int] = {}
+        for line in body.decode().splitlines():
+            if line.startswith("threadkeep_store_operations_total{") and 'op="read_events"' in line:
+                worker = line.split('worker="', 1)[1].split('"', 1)[0]
+                counts[worker] = counts.get(worker, 0) + int(float(line.rsplit(" ", 1)[1]))
+        seen.update(counts)
+        if status == 200 and wanted <= set(seen):
+            return sum(seen[w] for w in wanted)
+    return None
+
+
+async def last_event_number(port: int) -> int | None:
+    """The number of the load tenant's last event (``GET /v1/events?follow=false``; ids are
+    ``n`` on PostgreSQL and SQLite, ``n-0`` on Redis), None when it has none.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            "GET /v1/events?follow=false HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {LOAD_KEY}\r\nConnection: close\r\n\r\n".encode()
+        )
+        raw = await asyncio.wait_for(reader.read(), 30)  # chunked, to the end: read to EOF
+    finally:
+        writer.close()
+    ids = [line[4:] for line in raw.decode().splitlines() if line.startswith("id: ")]
+    return int(ids[-1].split("-")[0]) if raw.startswith(b"HTTP/1.1 200") and ids else None
+
+
 # ---- the phases -------------------------------------------------------------------------------
 
 
@@ -372,6 +415,8 @@ class Phase:
     cpu: dict[str, float | None] = field(default_factory=dict)
     #: PostgreSQL: pg_stat_database's counters over the phase (see ``pg_counters``)
     store_counts: dict[str, int] = field(default_factory=dict)
+    #: the workers' reads of the event log and the events written over the phase
+    event_reads: dict[str, int] = field(default_factory=dict)
 
     examples: dict[str, str] = field(default_factory=dict)
 
@@ -464,6 +509,8 @@ async def load(
     phase = Phase()
     postgres = isinstance(servers.backend, PostgresBackend)
     counted = pg_counters(servers.backend.url) if postgres else {}
+    reads_before = await event_reads(port, servers.workers)
+    number_before = await last_event_number(port)
     before = servers.cpu()
     lost_before = len(servers.lost)
     began = time.monotonic()
@@ -481,6 +528,14 @@ async def load(
     if len(servers.lost) > lost_before:  # its CPU left the sum, its replacement's never joined
         phase.cpu["workers"] = None
     took = time.monotonic() - began
+    await asyncio.sleep(0.5)  # the readers take the last events
+    reads_after = await event_reads(port, servers.workers)
+    number_after = await last_event_number(port)
+    if None not in (reads_before, reads_after, number_before, number_after):
+        phase.event_reads = {
+            "reads": reads_after - reads_before,  # type: ignore[operator]
+            "events_written": number_after - number_before,  # type: ignore[operator]
+        }
     if postgres:
         await asyncio.sleep(PG_REPORT_DELAY)
         now = pg_counters(servers.backend.url)
@@ -516,6 +571,13 @@ def summary(phase: Phase, took: float, url: str) -> dict[str, Any]:
         "error_examples": phase.examples,
         **{k: checked[k] for k in ("acknowledged", "lost", "duplicated", "out_of_order")},
         "not_gap_free": checked["not_gap_free"],
+        **({"event_reads": {
+            **phase.event_reads,
+            "per_request": round(phase.event_reads["reads"] / max(1, len(every)), 3),
+            "per_event_written": round(
+                phase.event_reads["reads"] / max(1, phase.event_reads["events_written"]), 3
+            ),
+        }} if phase.event_reads else {}),
         **({"pg_transactions": {
             **phase.store_counts,
             "commits_per_request": round(phase.store_counts["xact_commit"] / max(1, len(every)), 2),

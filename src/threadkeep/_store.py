@@ -12,6 +12,7 @@ import builtins
 import enum
 import time
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -1510,6 +1511,23 @@ class AsyncStore(_StoreBase):
         while (op := walk.next_op()) is not None:
             for event in walk.take(await self._execute(op)):
                 yield event
+
+    async def _event_reads(
+        self,
+        *,
+        tenant: str | None = None,
+        after: str | None = None,
+        timeout: float | None = 0.0,  # noqa: ASYNC109
+    ) -> AsyncGenerator[builtins.list[Event], None]:
+        """``events()``, one list per read of the log (empty at the end of a wait).
+
+        The service's reader of the log (``service.followers``) paces its reads by them: the
+        next read starts only when the consumer asks for the next list.
+        """
+        self._check_open()
+        walk = flows.EventsCursor(tenant, after, timeout, time.monotonic)
+        while (op := walk.next_op()) is not None:
+            yield walk.take(await self._execute(op))
 
     async def remember(
         self,

@@ -8,6 +8,7 @@ order, and none of another tenant's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 import uuid
@@ -28,7 +29,7 @@ from threadkeep import Event, EventKind
 from threadkeep._models import jsonable
 from threadkeep._rules.ops import Op, Result
 from threadkeep.backends import AsyncBackend
-from threadkeep.service.followers import Followers
+from threadkeep.service.followers import PACE, Followers
 from threadkeep.service.routers import events as events_route
 from threadkeep.service.routers.events import _everything, _follow, sse
 
@@ -427,3 +428,134 @@ def test_streams_of_a_tenant_share_one_rendering_of_each_event(
         small._take(_event(number))
         small.text(_event(number), sse)
     assert set(small._texts) == set(small._number) == {"3-0", "4-0", "5-0"}  # the window's
+
+
+# ---- a busy log: the reader paces its reads, every stream still gets every event once ----------
+
+
+def test_a_busy_reader_folds_the_writes_between_its_reads(own_store_url: str) -> None:
+    """Another thread appends 40 messages 2 ms apart while the process's reader follows the
+    log: after a read that got events the next one starts no sooner than ``PACE`` after it
+    began, so the reads are at most one per ``PACE`` of the writes' time (plus the first and
+    the last), where before the reader read about once per write (one notification each);
+    it still takes every event of the log once, in log order. Idle, it reads as before.
+    """
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    writes = 40
+
+    async def main() -> None:
+        counting: list[CountingBackend] = []
+
+        def wrap(backend: AsyncBackend) -> AsyncBackend:
+            counting.append(CountingBackend(backend))
+            return counting[0]
+
+        store = await threadkeep.open_async(own_store_url, instrument=wrap)
+        writer = threadkeep.open(own_store_url)
+        followers = Followers()
+        try:
+            conv = writer.start(contact_id="c1", tenant=tenant)
+            writer.append(conv.id, "user", "first", tenant=tenant)  # then one event per append
+            cursor = [e async for e in store.events(timeout=0)][-1].id
+            followers.start(store)
+            await _until("the reader", lambda: followers.since(tenant, cursor) is not None)
+            await asyncio.sleep(0.3)  # the reader waits
+
+            def append() -> None:
+                for i in range(writes):
+                    writer.append(conv.id, "user", f"m{i}", tenant=tenant)
+                    time.sleep(0.002)
+
+            before = counting[0].event_reads
+            began = time.monotonic()
+            await asyncio.to_thread(append)
+            took = time.monotonic() - began
+            expected = [e.id for e in writer.events(after=cursor, timeout=0)]
+            assert len(expected) == writes
+            await _until("the reader to take them", lambda: followers._head == expected[-1])
+            reads = counting[0].event_reads - before
+            assert reads <= took / PACE + 3, (reads, took)  # main: about one per write
+            found = followers.since(tenant, cursor)
+            assert found is not None and [e.id for e in found[0]] == expected
+        finally:
+            await followers.aclose()
+            writer.close()
+            await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_streams_under_a_paced_reader_get_each_event_once_in_order(own_store_url: str) -> None:
+    """Three tenants written by three threads at once, quickly; per tenant a stream from the
+    tail, one from the start of the test, and one that ends after a few events and resumes
+    from the last id it got (Last-Event-ID); a small window, so some looks read the store.
+    Every stream gets exactly its tenant's events after its cursor, once, in log order.
+    """
+    tenants = [f"t{n}-{uuid.uuid4().hex[:8]}" for n in range(3)]
+    per_tenant = 30
+
+    async def main() -> None:
+        store = await threadkeep.open_async(own_store_url)
+        writer = threadkeep.open(own_store_url)
+        followers = Followers(window=8)
+        try:
+            convs = {t: writer.start(contact_id="c1", tenant=t) for t in tenants}
+            for t, conv in convs.items():
+                writer.append(conv.id, "user", "first", tenant=t)  # then one event per append
+            cursor = [e async for e in store.events(timeout=0)][-1].id
+            followers.start(store)
+            await _until("the reader", lambda: followers.tail(tenants[0]) is not None)
+
+            async def stream(tenant: str, after: str | None, want: int = per_tenant) -> list[str]:
+                if after is None:  # as the route does without a cursor: from the tail
+                    tail = followers.tail(tenant)
+                    assert tail is not None
+                    after = tail[1]
+                chunks = cast(
+                    AsyncGenerator[str, None],
+                    _follow(
+                        store, tenant, _nothing(), after, True, 60.0, True, followers, _everything
+                    ),
+                )
+                got: list[str] = []
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        got += [x[4:] for x in chunk.split("\n") if x.startswith("id: ")]
+                        if len(got) >= want:
+                            break
+                return got
+
+            async def resumed(tenant: str) -> list[str]:
+                first = await stream(tenant, cursor, 5)
+                return first + await stream(tenant, first[-1], per_tenant - len(first))
+
+            tasks = {
+                t: [
+                    asyncio.create_task(stream(t, None)),
+                    asyncio.create_task(stream(t, cursor)),
+                    asyncio.create_task(resumed(t)),
+                ]
+                for t in tenants
+            }
+            await asyncio.sleep(0.2)  # the tail streams look before the writes
+
+            def append(tenant: str) -> None:
+                for i in range(per_tenant):
+                    writer.append(convs[tenant].id, "user", f"m{i}", tenant=tenant)
+                    if i % 3 == 0:
+                        time.sleep(0.003)
+
+            await asyncio.gather(*(asyncio.to_thread(append, t) for t in tenants))
+            for tenant in tenants:
+                expected = [
+                    e.id async for e in store.events(tenant=tenant, after=cursor, timeout=0)
+                ]
+                assert len(expected) == per_tenant
+                got = await asyncio.wait_for(asyncio.gather(*tasks[tenant]), 20)
+                assert got == [expected] * 3, tenant
+        finally:
+            await followers.aclose()
+            writer.close()
+            await store.aclose()
+
+    asyncio.run(main())

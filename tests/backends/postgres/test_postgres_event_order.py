@@ -273,3 +273,43 @@ def test_sessions_read_committed_whatever_the_database_default() -> None:
     finally:
         with psycopg.connect(SHARED, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_a_read_of_every_tenant_looks_at_the_locks_only_past_a_gap(schema: str) -> None:
+    """Migration 15: when every id after the cursor up to the highest drawn is a committed
+    row's, a read of every tenant returns them without looking at the writers' locks (none
+    can be an open transaction's). Here another session holds a lock with the schema's tag
+    and key 0, as a writer that drew every id would: before, every read was held back.
+    Past a gap (an id drawn by a transaction rolled back) the read looks at the locks as
+    before, and is held back while that lock is held; one tenant's read always looks.
+    """
+    from threadkeep.backends.postgres._conn import pump
+
+    store = threadkeep.open(url_of(schema))
+    flows = flows_of(schema)
+    try:
+        a = store.start(contact_id="a")
+        cursor = [e.id for e in store.events(timeout=0)][-1]
+        with psycopg.connect(SHARED, autocommit=True) as other:
+            other.execute(f'SELECT pg_advisory_lock_shared("{schema}".events_tag())')
+            for text in ("one", "two"):
+                store.append(a.id, "user", text)
+            got = list(store.events(after=cursor, timeout=0))
+            texts = [e.data.get("text") for e in got if e.kind == "message.appended"]
+            assert len(texts) == 2  # before: none, held back below key 0
+            assert list(store.events(tenant="default", after=cursor, timeout=0)) == []
+            with connect(schema) as lost:  # an id drawn, then rolled back: a gap
+                op = ops.AppendOp(
+                    a.id, None, now_us(), "user", "lost", "{}", None, ON_MESSAGE, None, 10_000
+                )
+                pump(lost, flows.call(op).attempt(1))
+                lost.rollback()
+            store.append(a.id, "user", "three")
+            assert list(store.events(after=got[-1].id, timeout=0)) == []  # the lock holds
+            other.execute("SELECT pg_advisory_unlock_all()")  # not left to the session's end
+        after = list(store.events(after=got[-1].id, timeout=0))  # released: past the gap
+        assert [e.kind for e in after] == ["message.appended"]
+        everything = [e.id for e in store.events(tenant="default", after=cursor, timeout=0)]
+        assert everything == [e.id for e in got + after]
+    finally:
+        store.close()
