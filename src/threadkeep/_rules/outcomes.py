@@ -120,6 +120,7 @@ T = TypeVar("T")
 #: through ``EnumType.__getattr__``'s slow attribute path (~850 instructions each).
 _NOT_FOUND: Final = Outcome.NOT_FOUND
 _NO_VERSION: Final = Outcome.NO_VERSION
+_DUPLICATE: Final = Outcome.DUPLICATE
 _STATUSES = {s.value: s for s in Status}
 _KINDS = {k.value: k for k in EventKind}
 
@@ -292,7 +293,7 @@ def finish_append(result: Result[MessageRow | None], op: AppendOp) -> Message:
     """
     outcome, message = result
     if message is not None:
-        return to_message(message, outcome is Outcome.DUPLICATE)
+        return to_messages((message,), outcome is _DUPLICATE)[0]
     if outcome is Outcome.CLOSED:
         raise ConversationClosed(op.conversation_id)
     if outcome is Outcome.FENCED:

@@ -95,6 +95,8 @@ _read_op: Final[
 _load_state_op: Final[Callable[[str, str | None, int, int | None], LoadStateOp]] = fast_builder(
     LoadStateOp
 )
+# and the append's (twelve fields: as many object.__setattr__ calls through its __init__)
+_append_op: Final[Callable[..., AppendOp]] = fast_builder(AppendOp)
 
 
 def _tenant(tenant: object) -> str | None:
@@ -173,20 +175,13 @@ def append(
         role, content, payload=payload, metadata=metadata, idempotency_key=idempotency_key,
         limits=limits,
     )  # fmt: skip
-    return AppendOp(
-        conversation_id=conversation_id,
-        tenant=_tenant(tenant),
-        now_us=now_us,
-        role=message.role,
-        content=message.content,
-        metadata_json=message.metadata_json,
-        idempotency_key=message.idempotency_key,
-        on_message=lifecycle.ON_MESSAGE_VALUES,
-        fence=fence,
-        events_kept=limits.events_kept,
-        payload_json=message.payload_json,
-        link=message.link,
-    )
+    # AppendOp's fields, in order
+    return _append_op(
+        conversation_id, None if tenant is None else _tenant(tenant), now_us, message.role,
+        message.content, message.metadata_json, message.idempotency_key,
+        lifecycle.ON_MESSAGE_VALUES, fence, limits.events_kept, message.payload_json,
+        message.link,
+    )  # fmt: skip
 
 
 def append_many(

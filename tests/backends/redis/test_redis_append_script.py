@@ -14,6 +14,9 @@ import pytest
 import threadkeep
 from tests._servers import RedisServer
 from threadkeep import ConversationClosed, ManualClock, Retention
+from threadkeep._rules import plans
+from threadkeep.backends.redis import _codec as codec
+from threadkeep.backends.redis._flows import Flows
 from threadkeep.backends.redis._keys import Keys
 
 pytestmark = pytest.mark.redis
@@ -161,8 +164,9 @@ def test_a_replayed_retry_key_leaves_no_caller_key(own_server: RedisServer) -> N
         backend._evalsha = evalsha
         script, request = sent[-1]
         args = list(request.args)
-        assert args[4] == "" and args[5].startswith("+")  # ARGV[5] caller key, ARGV[6] retry key
-        args[4] = "+k-new"
+        # ARGV[11] retry key, then no tail (ARGV[12] tenant, ARGV[13] caller key: left out)
+        assert len(args) == 11 and args[10].startswith("+")
+        args += ["", "+k-new"]
         client = own_server.client()
         reply = client.evalsha(script.sha, 1, request.route, *args)
         assert reply[0] == "ok" and reply[1].startswith(f"{message.seq} ")
@@ -183,3 +187,74 @@ def test_appends_work_when_the_log_keeps_no_events(own_server: RedisServer) -> N
         assert [m.content for m in store.messages(conv.id)] == ["one", "two", "three"]
         assert list(store.events(timeout=0)) == []
         assert own_server.client().llen(Keys("nolog").event_ids(conv.id)) <= 1
+
+
+def _captured(store: Any) -> tuple[list[Any], Any]:
+    """Capture the (script, Eval) of each EVALSHA the store's driver sends; and the original."""
+    backend: Any = store._backend
+    sent: list[Any] = []
+    evalsha = backend._evalsha
+
+    def capture(script: Any, request: Any) -> Any:
+        sent.append((script, request))
+        return evalsha(script, request)
+
+    backend._evalsha = capture
+    return sent, evalsha
+
+
+def test_an_append_sends_only_the_arguments_it_needs_and_gets_its_seq_back(
+    own_server: RedisServer,
+) -> None:
+    """The optional tail of append.lua's arguments (tenant, caller key, fence, append_read's
+    flag) is left out from its last non-empty one on, and a message stored by the call comes
+    back as its seq alone (session 12: 14 arguments always, the whole entry sent back). The
+    Message the store returns is the one read back, whatever the arguments were."""
+    with threadkeep.open(own_server.url + "?prefix=tail") as store:
+        conv = store.start("c-1", tenant="t")
+        sent, _ = _captured(store)
+        payload = {"type": "message", "content": [{"type": "text", "text": "a\nb"}]}
+        made = [
+            store.append(conv.id, "user", "plain"),
+            store.append(conv.id, "assistant", "two\nlines\n", tenant="t"),
+            store.append(conv.id, "user", "keyed", idempotency_key="k-1", metadata={"a": [1]}),
+            store.append(conv.id, "tool", "", payload=payload, tenant="t", idempotency_key="k-2"),
+        ]
+        # base … retry keys kept, the retry key (ARGV[11]); then the tail as far as it is used
+        assert [len(request.args) for _, request in sent] == [11, 12, 13, 13]
+        assert [request.args[10] != "" for _, request in sent] == [True, True, False, False]
+        assert made == store.messages(conv.id)
+        # the script answers a message it stored with its seq, a number
+        script, request = sent[0]
+        args = [*request.args[:10], "+another-call"]
+        client = own_server.client()
+        assert client.evalsha(script.sha, 1, request.route, *args) == ["ok", 5]
+        # a resent call (the same retry key) is answered with the entry stored the first time
+        replay = client.evalsha(script.sha, 1, request.route, *request.args)
+        assert replay[0] == "ok" and replay[1].startswith("1 user\n")
+        client.close()
+        assert len(store.messages(conv.id)) == 5
+
+
+@pytest.mark.parametrize(
+    ("role", "content", "options"),
+    [
+        ("user", "plain", {}),
+        ("assistant", "two\nlines\n", {"metadata": {"m": "\n"}, "idempotency_key": "k-1"}),
+        ("tool", "", {"payload": [1, "\n", {"a": None}]}),
+        ("user", "both", {"payload": {"x": 1}, "idempotency_key": "k-2", "tenant": "t"}),
+    ],
+)
+def test_the_append_body_is_the_codecs(role: str, content: str, options: dict[str, Any]) -> None:
+    """The flow writes the message body inline: it is codec.encode_message's, byte for byte."""
+    op = plans.append(
+        1_764_621_234_567_890, threadkeep.Limits(), "c-1", role, content,
+        metadata=options.get("metadata"), idempotency_key=options.get("idempotency_key"),
+        tenant=options.get("tenant"), payload=options.get("payload"),
+    )  # fmt: skip
+    flows = Flows(Keys("body"), 100)
+    request = flows._append_eval(flows.keys, op)
+    assert request.args[5] == codec.encode_message(
+        op.role, op.content, op.now_us, op.metadata_json, op.idempotency_key, op.payload_json,
+        op.link,
+    )  # fmt: skip

@@ -221,3 +221,32 @@ def test_a_new_conversation_is_not_sent_back_by_the_create_script(
         found = store.resume("c-1", tenant="t")
         assert not found.created and len(decoded) == 1
         assert made == found == store.get(made.id)  # ``created`` is not compared
+
+
+def test_an_append_makes_few_python_calls_of_threadkeeps_own(own_server: RedisServer) -> None:
+    """The client's share of an append, counted: the calls of threadkeep's own functions per
+    keyless append on the sync driver (cProfile). Session 12 took it from 47 to 33: the flow
+    binds the outcome and event kind to names (an enum's lookup by name or value runs Python
+    code of ``enum``'s), makes its Result, Eval and AppendOp without their constructors'
+    frames, writes the script's arguments inline (no ``codec.opt``/``encode_message`` calls),
+    reads a one-slot store's keys without ``_route``'s generator, and builds the Message of a
+    stored append from what it sent (the script answers its seq, no entry to decode)."""
+    import cProfile
+    import pstats
+
+    with threadkeep.open(own_server.url + "?prefix=calls") as store:
+        conv = store.resume("c-1", tenant="bench")
+        for _ in range(20):
+            store.append(conv.id, "user", "warm")
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(50):
+            store.append(conv.id, "user", "x" * 200)
+        profile.disable()
+    stats: Any = pstats.Stats(profile)
+    own = sum(
+        calls
+        for (path, _, _), (_, calls, _, _, _) in stats.stats.items()
+        if "/threadkeep/" in path.replace("\\", "/")
+    )
+    assert own / 50 <= 33, own / 50

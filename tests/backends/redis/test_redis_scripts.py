@@ -345,3 +345,33 @@ def test_a_creating_resume_reads_no_ttl_it_knows(own_server: RedisServer) -> Non
     assert calls["pexpiretime"] == 8 * 3, calls  # the tenant's, by status and by expiry
     assert calls["pexpireat"] == 8 * 3  # the record, its events list, the contact's index
     assert sum(calls.values()) == 8 * 19, calls
+
+
+def test_an_append_reads_the_servers_clock_from_its_records_ttl(own_server: RedisServer) -> None:
+    """An append runs no TIME: its record's PEXPIRETIME, which it reads anyway, less the
+    record's PTTL (integers both) is the server's clock (session 12; was a TIME per append, an
+    array of two decimals to parse). A record left without a native TTL (persisted by hand)
+    still gets one, from TIME."""
+    with threadkeep.open(own_server.url + "?prefix=clock") as store:
+        conv = store.start("c-1")
+        store.append(conv.id, "user", "warm")
+        client = own_server.client()
+        record = Keys("clock").conversation(conv.id)
+        set_by_create = client.pexpiretime(record)
+        client.config_resetstat()
+        for i in range(8):
+            store.append(conv.id, "user", f"m{i}")
+        stats = client.info("commandstats")
+        calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+        assert "time" not in calls
+        assert calls["pttl"] == calls["pexpiretime"] == 8
+        assert client.pexpiretime(record) == set_by_create  # far enough off: not renewed
+        client.persist(record)
+        client.config_resetstat()
+        store.append(conv.id, "user", "after persist")
+        stats = client.info("commandstats")
+        assert stats["cmdstat_time"]["calls"] == 1 and "cmdstat_pttl" not in stats
+        renewed = client.pexpiretime(record)
+        assert renewed >= set_by_create - 60_000  # its native expiry, set again from TIME
+        assert client.pexpiretime(Keys("clock").messages(conv.id)) == renewed
+        client.close()

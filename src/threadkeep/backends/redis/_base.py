@@ -86,6 +86,8 @@ def packed(conn: Any, commands: tuple[tuple[str | int, ...], ...]) -> list[bytes
     if _pack is None:  # redis-py without hiredis: its own (Python) packer
         return cast(list[bytes], conn.pack_commands(commands))
     try:
+        if len(commands) == 1:  # (a script's EVALSHA: no list to join)
+            return [_pack(commands[0])]
         return [b"".join([_pack(command) for command in commands])]
     except TypeError as exc:  # as redis-py's packer answers it: a RedisError (BackendError)
         raise rex.DataError(str(exc)) from exc

@@ -13,10 +13,12 @@ import os
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar, cast
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
 
 from threadkeep._exceptions import InvalidInput
 from threadkeep._rules import decide, events as ev, lifecycle, ops
+from threadkeep._rules.builders import fast_builder
 from threadkeep._rules.lifecycle import Status
 from threadkeep._rules.ops import Outcome, Result
 from threadkeep._rules.rows import (
@@ -129,6 +131,7 @@ class Flows:
         self.keys = keys
         self.idempotency_kept = idempotency_kept
         self.retry_kept = retry_kept
+        self._kept = (str(idempotency_kept), str(retry_kept))  # an append's, as text (once)
         self.sharded = False
         self.cluster = False  # on a Redis Cluster (``layout`` says): reads go through scripts
         self._registered: set[str] = set()  # tags known to be in the store's set of tags
@@ -248,7 +251,7 @@ class Flows:
 
     def flow(self, op: ops.Op[R]) -> Flow[Result[R]]:
         """Return the flow that carries out ``op``."""
-        make = cast("Callable[[ops.Op[R]], Flow[Result[R]]]", self._routes[type(op)])
+        make: Callable[[ops.Op[R]], Flow[Result[R]]] = self._routes[type(op)]  # (no cast call)
         return make(op)
 
     def _eval(
@@ -469,10 +472,27 @@ class Flows:
 
     @handles(ops.AppendOp)
     def _append(self, op: ops.AppendOp) -> Flow[Result[MessageRow | None]]:
-        keys = yield from self._route(op.conversation_id, op.tenant)
+        """One script; its outcome read by name (``_OUTCOMES``), the Result made as a tuple.
+
+        A message stored by this call comes back as its seq alone (append.lua): the row is
+        the one ``decode_message`` would read from the entry the script stored.
+        """
+        if self.sharded:
+            keys = yield from self._route(op.conversation_id, op.tenant)
+        else:  # no generator of _route's for the store's own keys
+            keys = self.keys
         reply = yield self._append_eval(keys, op)
-        message = codec.decode_message(op.conversation_id, reply[1]) if len(reply) > 1 else None
-        return Result(Outcome(reply[0]), message)
+        if len(reply) < 2:
+            return Result(_OUTCOMES[reply[0]], None)
+        stored = reply[1]
+        if type(stored) is int:  # stored now: its seq; the rest is what was sent (no decoding)
+            message = _NEW_TUPLE(MessageRow, (
+                op.conversation_id, stored, op.role, op.content, op.now_us, op.metadata_json,
+                op.idempotency_key, op.payload_json, op.link,
+            ))  # fmt: skip
+            return _NEW_TUPLE(Result, (_OK, message))
+        message = codec.decode_message(op.conversation_id, stored)  # a replay: as it was stored
+        return _NEW_TUPLE(Result, (_OUTCOMES[reply[0]], message))
 
     @handles(ops.AppendReadOp)
     def _append_read(
@@ -483,41 +503,49 @@ class Flows:
         keys = yield from self._route(append.conversation_id, append.tenant)
         reply = yield self._append_eval(keys, append, "1")
         if len(reply) < 3:
-            return Result(Outcome(reply[0]), None)
+            return Result(_OUTCOMES[reply[0]], None)
         message = codec.decode_message(append.conversation_id, reply[1])
-        return Result(Outcome(reply[0]), (message, codec.decode_conversation(reply[2])))
+        return Result(_OUTCOMES[reply[0]], (message, codec.decode_conversation(reply[2])))
 
     def _append_eval(self, keys: Keys, op: ops.AppendOp, *read: str) -> Eval:
         """The run of ``append.lua`` (``read``: "1" to end the reply with the record).
 
-        A call without a caller key gets an internal retry key.
+        A call without a caller key gets an internal retry key. Every append makes one: its
+        arguments are written out here (``codec.opt`` and ``codec.encode_message`` inlined,
+        the event kind a module constant), the Eval built by its ``fast_builder``.
         """
-        return self._eval(
-            keys,
-            "append",
+        key, tenant, fence = op.idempotency_key, op.tenant, op.fence
+        if keys is self.keys:  # the store's own (every op of a one-slot store): names made once
+            events, base = self._home
+        else:
+            events, base = keys.events, keys.base
+        # the body as codec.encode_message makes it (test_the_append_body_is_the_codecs)
+        body = (
+            f"{op.role}\n{op.now_us}:{op.link}\n{'' if key is None else '+' + key}\n"
+            f"{op.metadata_json}\n{'' if op.payload_json is None else '+' + op.payload_json}\n"
+            f"{op.content}"
+        )
+        args: tuple[str | int, ...] = (
+            base,
             op.conversation_id,
-            codec.opt(op.tenant),
             op.now_us,
-            codec.opt(op.idempotency_key),
-            codec.opt(None if op.idempotency_key is not None else _token()),
-            codec.opt(op.fence),
             op.events_kept,
             _ON_MESSAGE if op.on_message is _LIFECYCLE else _on_message(op.on_message),
-            codec.encode_message(
-                op.role,
-                op.content,
-                op.now_us,
-                op.metadata_json,
-                op.idempotency_key,
-                op.payload_json,
-                op.link,
-            ),  # fmt: skip
-            ev.EventKind.MESSAGE_APPENDED.value,
+            body,
+            _APPENDED,
             op.role,
-            self.idempotency_kept,
-            self.retry_kept,
-            *read,
+            *self._kept,
+            "+" + _token() if key is None else "",
         )
+        # the optional tail: left out from its last non-empty argument on (append.lua)
+        if read or fence is not None:
+            args += ("" if tenant is None else f"+{tenant}", "" if key is None else f"+{key}",
+                     "" if fence is None else f"+{fence}", *read)  # fmt: skip
+        elif key is not None:
+            args += ("" if tenant is None else f"+{tenant}", f"+{key}")
+        elif tenant is not None:
+            args += (f"+{tenant}",)
+        return _new_eval("append", events, args, None)
 
     @handles(ops.AppendManyOp)
     def _append_many(self, op: ops.AppendManyOp) -> Flow[Result[list[tuple[MessageRow, bool]]]]:
@@ -1004,3 +1032,13 @@ def _on_message(table: Mapping[str, str]) -> str:
 
 _LIFECYCLE = lifecycle.ON_MESSAGE_VALUES
 _ON_MESSAGE = _on_message(_LIFECYCLE)
+#: An append's names, bound once: on Python 3.11 an enum member's class-attribute lookup
+#: (``Outcome.OK``) and its ``.value`` each go through a slow path, and ``Outcome(text)`` runs
+#: ``EnumType.__call__``; a Result and an Eval are made without their ``__new__``/``__init__``
+#: frames (a NamedTuple by ``tuple.__new__``, a frozen dataclass by its ``fast_builder``).
+_OUTCOMES: Final = MappingProxyType({outcome.value: outcome for outcome in Outcome})
+_APPENDED: Final = ev.EventKind.MESSAGE_APPENDED.value
+_NEW_TUPLE: Final = tuple.__new__
+_new_eval: Final[
+    Callable[[str, str, tuple[str | int, ...], tuple[str | int, ...] | None], Eval]
+] = fast_builder(Eval)

@@ -200,7 +200,7 @@ class AsyncRedisBackend(RedisBase):
     async def _request(self, request: Request) -> Any:
         clients = await self._clients()
         if isinstance(request, Eval):
-            if self._replicates(request):
+            if self._options.replicas and self._replicates(request):
                 return await self._replicated(clients, request)
             script = clients.scripts[request.name]
             if clients.cluster:

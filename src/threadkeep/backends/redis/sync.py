@@ -154,7 +154,7 @@ class RedisBackend(RedisBase):
         if not self._checked:
             self._check_cluster()
         if isinstance(request, Eval):
-            if self._replicates(request):
+            if self._options.replicas and self._replicates(request):
                 return self._replicated(request)
             script = self._scripts[request.name]
             if self._on_cluster:

@@ -90,11 +90,14 @@ local function exp_member(row) return row.id .. '\n' .. row.tn .. '\n' .. row.ct
 
 -- When Redis may reclaim a conversation's keys (ms since the epoch; nil: never). It is for memory
 -- only: never before the logical expiry nor before "real now + ttl", plus a grace period, as
--- logical expiry is enforced on every read with the store's clock.
-local function native_at(row)
+-- logical expiry is enforced on every read with the store's clock. `real_ms`: the server's
+-- clock when the caller knows it (see save), else it is read (TIME).
+local function native_at(row, real_ms)
   if row.ttl == nil then return nil end
-  local t = redis.call('TIME')
-  local real_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if real_ms == nil then
+    local t = redis.call('TIME')
+    real_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
   return math.max(math.floor(tonumber(row.exp) / 1000), real_ms + math.floor(tonumber(row.ttl) / 1000)) + GRACE_MS
 end
 
@@ -117,8 +120,9 @@ end
 -- Else every key is renewed (as after any other change, or when something shortened the
 -- record's TTL).
 local RENEW_MS = GRACE_MS / 2
-local function native_expiry_of(row, at, written, fresh)
-  local current = fresh and -3 or redis.call('PEXPIRETIME', kc(row.id))  -- -1: no TTL
+local function native_expiry_of(row, at, written, fresh, current)
+  -- `current`: the record's PEXPIRETIME when the caller read it (-1: no TTL)
+  current = fresh and -3 or current or redis.call('PEXPIRETIME', kc(row.id))
   if fresh then  -- a new conversation: `written` are all the keys it has
     if at ~= nil then
       at = fmt(at)
@@ -188,7 +192,15 @@ end
 -- them, when the caller has them (none nil: nothing is deleted). Returns the keys' native
 -- expiry (native_at).
 local function save(row, fields, old_status, written, fresh, args)
-  local at = native_at(row)
+  local at, current
+  if written ~= nil and not fresh and row.ttl ~= nil then
+    -- an append or a state save reads its record's native expiry anyway (native_expiry_of);
+    -- with what is left of it (PTTL, an integer) that tells the server's clock, so the common
+    -- path needs no TIME (an array of two decimals to parse)
+    current = redis.call('PEXPIRETIME', kc(row.id))
+    if current > 0 then at = native_at(row, current - redis.call('PTTL', kc(row.id))) end
+  end
+  if at == nil then at = native_at(row) end
   local known = written ~= nil and old_status == row.st and indexes_known(row, at)
   local add = known and function(key, score, member)
     if score == nil then redis.call('SADD', key, member) else redis.call('ZADD', key, score, member) end
@@ -231,7 +243,11 @@ local function save(row, fields, old_status, written, fresh, args)
   end
   if row.exp ~= nil then redis.call('ZADD', K_EXP, row.exp, exp_member(row)) end
   redis.call('ZADD', K_IDLE, row.idl, row.id)
-  if written == nil then native_expiry(row, at) else native_expiry_of(row, at, written, fresh) end
+  if written == nil then
+    native_expiry(row, at)
+  else
+    native_expiry_of(row, at, written, fresh, current)
+  end
   return at
 end
 

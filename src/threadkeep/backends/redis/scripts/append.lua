@@ -1,21 +1,25 @@
 -- Append one message: next seq, status per on-message table, sliding expiry, events.
 -- KEYS[1] event stream (routing)
--- ARGV[1] key base; ARGV[2] conversation id; ARGV[3] tenant (opt); ARGV[4] now;
--- ARGV[5] caller idempotency key (opt); ARGV[6] internal retry key (opt); ARGV[7] fence (opt);
--- ARGV[8] events kept; ARGV[9] on-message table "from=to=event kind;..."; ARGV[10] message
--- body; ARGV[11] message.appended kind; ARGV[12] role; ARGV[13] caller keys kept;
--- ARGV[14] retry keys kept; ARGV[15] (append_read only) present: the reply ends with the
--- record as this call left it (its HGETALL)
--- returns {"ok" | "duplicate", "seq body"[, record]} or {"not_found" | "closed" | "fenced"}
+-- ARGV[1] key base; ARGV[2] conversation id; ARGV[3] now; ARGV[4] events kept; ARGV[5]
+-- on-message table "from=to=event kind;..."; ARGV[6] message body; ARGV[7] message.appended
+-- kind; ARGV[8] role; ARGV[9] caller keys kept; ARGV[10] retry keys kept; ARGV[11] internal
+-- retry key (opt); then the optional tail, each argument left out (with those after it) when
+-- it and they are empty, as they are for most appends (each argument costs the client and
+-- the server its packing, parsing and a Lua string): ARGV[12] tenant (opt); ARGV[13] caller
+-- idempotency key (opt); ARGV[14] fence (opt); ARGV[15] (append_read only) present: the reply
+-- ends with the record as this call left it (its HGETALL)
+-- returns {"ok" | "duplicate", "seq body"[, record]} or {"not_found" | "closed" | "fenced"}; a
+-- message stored by this call without ARGV[15] is answered {"ok", seq} (a number): the caller
+-- sent its body, so it is not sent back
 -- Every call runs this whole text on the server's one thread, so it is written for the common
 -- path: no table of field names, no loop over the record, one command per key where one does.
 -- internal retry keys are forgotten this many at a time (see remember_key)
 local RETRY_BATCH = 16
-local id, now, tenant = ARGV[2], tonumber(ARGV[4]), opt(ARGV[3])
+local id, now, tenant = ARGV[2], tonumber(ARGV[3]), opt(ARGV[12])
 -- the fields the verdict and save() read (the others: agent, metadata, the count it rewrites ...
 -- are left alone) in one HMGET, the lease's two only with a fence: a field the record lacks is
 -- its listpack's longest search. The row is made by one constructor.
-local fence = opt(ARGV[7])
+local fence = opt(ARGV[14])
 local v
 if fence == nil then
   v = redis.call('HMGET', kc(id), 'tn', 'ct', 'st', 'sg', 'exp', 'seq', 'ttl', 'ia', 'max', 'ix')
@@ -29,19 +33,20 @@ local row = {id = id, tn = v[1], ct = v[2] or nil, st = v[3] or nil, sg = v[4] o
   ix = v[10] or nil, lt = v[11] or nil, lu = v[12] or nil}
 -- the verdict, taken before anything is written: the on-message table's entry of the status
 local to, to_kind
-local pos = string.find(';' .. ARGV[9], ';' .. row.st .. '=', 1, true)
-if pos ~= nil then to, to_kind = string.match(ARGV[9], '^([^=;]+)=([^=;]+)', pos + #row.st + 1) end
+local pos = string.find(';' .. ARGV[5], ';' .. row.st .. '=', 1, true)
+if pos ~= nil then to, to_kind = string.match(ARGV[5], '^([^=;]+)=([^=;]+)', pos + #row.st + 1) end
 local refused
 if to == nil then
   refused = 'closed'
 elseif fence ~= nil and (row.lt ~= fence or tonumber(row.lu or '0') <= now) then
   refused = 'fenced'
 end
-local seq = fmt(tonumber(row.seq) + 1)
-local entry = seq .. ' ' .. ARGV[10]
+local seq_n = tonumber(row.seq) + 1
+local seq = fmt(seq_n)
+local entry = seq .. ' ' .. ARGV[6]
 -- an idempotency key is checked and noted in one HSETNX (0: it was there, a replay, answered as
 -- it was before the verdict), and taken back if the append is refused
-local ikey, rkey = opt(ARGV[5]), opt(ARGV[6])
+local ikey, rkey = opt(ARGV[13]), opt(ARGV[11])
 if ikey ~= nil and redis.call('HSETNX', ki(id), ikey, entry) == 0 then
   if ARGV[15] then return {'duplicate', redis.call('HGET', ki(id), ikey), redis.call('HGETALL', kc(id))} end
   return {'duplicate', redis.call('HGET', ki(id), ikey)}
@@ -70,22 +75,22 @@ local written = {}
 if count == 1 then written[#written + 1] = km(id) end
 if ikey ~= nil then
   written[#written + 1] = ki(id)
-  if remember_key(id, ikey, nil, kiq(id), ARGV[13]) then written[#written + 1] = kiq(id) end
+  if remember_key(id, ikey, nil, kiq(id), ARGV[9]) then written[#written + 1] = kiq(id) end
 end
-if rfield ~= nil and remember_key(id, rfield, nil, krq(id), ARGV[14], RETRY_BATCH) then
+if rfield ~= nil and remember_key(id, rfield, nil, krq(id), ARGV[10], RETRY_BATCH) then
   if ikey == nil then written[#written + 1] = ki(id) end
   written[#written + 1] = krq(id)
 end
 local old = row.st
 row.st, row.seq, row.cnt = to, seq, fmt(count)
-touch(row, now, ARGV[4])
+touch(row, now, ARGV[3])
 -- written back: what changed (the stage and the state version do not; nor does a missing ttl's
 -- expiry, which touch() leaves as it was), as HSET's pairs made by one constructor
 local args = {'act', row.act, 'idl', row.idl, 'cnt', row.cnt, 'seq', row.seq}
 if row.ttl ~= nil then args[9], args[10] = 'exp', row.exp end
 if to ~= old then args[#args + 1], args[#args + 2] = 'st', to end
 save(row, nil, old, written, nil, args)
-emit(ARGV[11], row.tn, id, '{"seq":' .. row.seq .. ',"role":' .. json_str(ARGV[12]) .. '}', row.act, ARGV[8])
-if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[8]) end
+emit(ARGV[7], row.tn, id, '{"seq":' .. row.seq .. ',"role":' .. json_str(ARGV[8]) .. '}', row.act, ARGV[4])
+if to ~= old then emit(to_kind, row.tn, id, status_data(old, to), row.act, ARGV[4]) end
 if ARGV[15] then return {'ok', entry, redis.call('HGETALL', kc(id))} end
-return {'ok', entry}
+return {'ok', seq_n}
