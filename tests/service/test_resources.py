@@ -352,6 +352,47 @@ def test_a_pipelined_request_has_the_request_deadline(
     assert statuses(results["after"][1]) == [TIMED_OUT]
 
 
+def test_a_pipelined_head_stalled_behind_a_response_gets_its_408(
+    live_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """Review: uvicorn's keep-alive timer, armed after the first response, closed a stalled
+    pipelined head silently at the keep-alive (1 s here) instead of its deadline's 408."""
+    server = live_server(
+        f"sqlite:///{tmp_path}/stall.db",
+        THREADKEEP_REQUEST_TIMEOUT="2.5",
+        THREADKEEP_KEEP_ALIVE="1",
+    )
+    sock = connect(server)
+    began = time.monotonic()
+    sock.sendall(HEALTHZ + b"GET /healthz HTTP/1.1\r\n")
+    closed, answer = closed_within(sock, 6.0)
+    took = time.monotonic() - began
+    sock.close()
+    assert (closed, statuses(answer)) == (True, [OK, TIMED_OUT])
+    assert took > 2.0
+
+
+def test_a_request_framed_by_both_length_headers_is_refused(
+    live_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """Review: Content-Length with Transfer-Encoding (a smuggling path behind a proxy that
+    frames by Content-Length) was answered and the connection kept: now 400 and closed, and
+    nothing behind it is parsed (RFC 9112, 6.1)."""
+    server = live_server(f"sqlite:///{tmp_path}/framed.db")
+    body = b'{"contact_id": "c-framed"}'
+    both = (
+        b"POST /v1/conversations HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+        % (len(body), len(body), body)
+    )
+    assert answers(server, both + create("c-behind") + LAST) == (
+        True,
+        [b"HTTP/1.1 400 Bad Request"],
+    )
+    listed = contacts(server)
+    assert b"c-framed" not in listed and b"c-behind" not in listed
+
+
 def test_empty_lines_before_a_request_line_count_toward_its_head(
     live_server: Callable[..., LiveServer], tmp_path: Path
 ) -> None:

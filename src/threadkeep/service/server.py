@@ -11,7 +11,8 @@ A client cannot make the server hold memory or connections for free: the HTTP pa
 ``THREADKEEP_REQUEST_TIMEOUT`` seconds of its first byte (or of the connection opening, or of
 uvicorn starting it when it was pipelined behind another), else the connection gets 408 and is
 closed. Both bounds hold for every request of a connection: the first, a kept-alive one, and
-one pipelined behind another. Idle kept-alive connections close after
+one pipelined behind another. A request framed by both ``Content-Length`` and
+``Transfer-Encoding`` gets 400 and is closed. Idle kept-alive connections close after
 ``THREADKEEP_KEEP_ALIVE`` seconds. All of this happens before authentication.
 """
 
@@ -131,6 +132,22 @@ class _BoundedConnection(h11.Connection):
         if self.begins is not None:
             self.begins(self.trailing_data[0])
 
+    def next_event(self) -> Any:
+        """h11's next event; a request framed twice is a protocol error (400 and closed).
+
+        A request with both ``Content-Length`` and ``Transfer-Encoding`` is how requests are
+        smuggled past a proxy that frames by the other header (RFC 9112, 6.1: reject it, or
+        answer it and close). h11 accepts it and frames it by the latter.
+        """
+        event = super().next_event()
+        if type(event) is h11.Request:
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                raise h11.RemoteProtocolError(
+                    "both Content-Length and Transfer-Encoding", error_status_hint=400
+                )
+        return event
+
     def refuse(self) -> None:
         """Parse nothing more: every next event is ``PAUSED``."""
         self.begins = None
@@ -213,7 +230,10 @@ class BoundedH11Protocol(H11Protocol):
         if not buffered:
             self._disarm()  # its deadline starts with its first byte
             return
-        self._arm()  # it began arriving while an earlier request was current
+        # it began arriving while an earlier request was current: its deadline, not uvicorn's
+        # keep-alive timer (armed after that response), bounds it now
+        self._unset_keepalive_if_required()
+        self._arm()
         if self._head.add(buffered) > self.max_head:
             self._refuse(_TOO_LARGE)
 
