@@ -33,7 +33,11 @@ nothing missed or repeated across a resume, tenant isolation):
   each, per worker, whatever its streams). The cost is at most ``PACE`` more delivery latency
   while the log is busy. An idle reader is as before: its read waits on the store's own wake-up
   (LISTEN, XREAD BLOCK, …), and a write after a quiet spell is read at once; a full batch is
-  followed by the next read at once (there is more, and nothing left to fold).
+  followed by the next read at once (there is more, and nothing left to fold). While it
+  pauses the reader falls up to ``PACE`` of writes further behind the log's end, so a store
+  whose log keeps fewer than ``PACED_LOG`` events (``events_kept``) is read unpaced: with the
+  writes of a pause more than the log keeps, the reader (then every stream) would fall out of
+  the bounded log (``CursorExpired``) where it had kept up.
 - When the store is away the reader tries again (capped backoff) from where it was, so nothing
   is missed and idle streams just wait; when it fell out of the bounded log it starts again at
   the log's end and moves every mark, so every stream looks in the store once.
@@ -49,13 +53,14 @@ from collections.abc import Callable
 from threadkeep import AsyncStore, CursorExpired, Event, ThreadkeepError
 from threadkeep._rules.plans import EVENT_BATCH
 
-__all__ = ["PACE", "READY_WAIT", "WINDOW", "Followers", "Mark"]
+__all__ = ["PACE", "PACED_LOG", "READY_WAIT", "WINDOW", "Followers", "Mark"]
 
 log = logging.getLogger("threadkeep.service")
 
 WINDOW = 2048  # newest events kept in memory for the streams of this process
 READY_WAIT = 5.0  # longest a new stream waits for the reader to know the end of the log
 PACE = 0.015  # after a read that got events, the next starts no sooner than this after it began
+PACED_LOG = 1_000  # a log keeping fewer events is read unpaced (a pause could fall out of it)
 _SLICE = 1.0  # the reader's longest wait for events in one events() call
 _BACKOFF = (0.1, 5.0)  # first and longest pause of the reader after a failure
 
@@ -236,6 +241,7 @@ class Followers:
     async def _follow(self, store: AsyncStore) -> None:
         """Read the log from ``_head`` for one slice (``_SLICE`` without events), paced."""
         loop = asyncio.get_running_loop()
+        pace = self._pace if store.limits.events_kept >= PACED_LOG else 0.0
         async with contextlib.aclosing(
             store._event_reads(after=self._head, timeout=_SLICE)
         ) as reads:
@@ -243,8 +249,8 @@ class Followers:
             async for events in reads:
                 for event in events:
                     self._take(event)
-                if events and len(events) < EVENT_BATCH:  # fold the next writes into one read
-                    rest = began + self._pace - loop.time()
+                if pace and events and len(events) < EVENT_BATCH:  # fold the next writes
+                    rest = began + pace - loop.time()
                     if rest > 0:
                         await asyncio.sleep(rest)
                 began = loop.time()
