@@ -79,6 +79,28 @@ def test_a_message_without_payload_has_none(store: Any) -> None:
     assert msg.to_dict()["payload"] is None
 
 
+class _Text(str):
+    """A str subclass, as an app's own text type or a ``(str, Enum)`` member would be."""
+
+    def __str__(self) -> str:
+        return "not the text"
+
+    def __format__(self, spec: str) -> str:
+        return "not the text either"
+
+
+def test_text_of_a_str_subclass_is_kept_as_its_plain_string(store: Any) -> None:
+    """Review (session 12): Redis built the returned message from the caller's objects while
+    it stored their formatted text, so the two differed; every backend now keeps the plain
+    string of a str subclass, returned and read back alike."""
+    conv = store.start(contact())
+    msg = store.append(conv.id, "user", _Text("hello"), idempotency_key=_Text("k-1"))
+    (read,) = store.messages(conv.id)
+    for got in (msg, read, store.message_by_key(conv.id, "k-1")):
+        assert (got.content, got.idempotency_key) == ("hello", "k-1")
+        assert type(got.content) is str and type(got.idempotency_key) is str
+
+
 @pytest.mark.parametrize("content", ["", "  \n"])
 def test_content_may_be_empty_only_with_a_payload(store: Any, content: str) -> None:
     conv = store.start(contact())

@@ -62,7 +62,7 @@ def check_role(role: object) -> str:
 
 
 def check_content(content: object, limits: Limits) -> str:
-    """Return ``content`` if it is non-blank text within ``limits.max_content_bytes``.
+    """Return ``content`` (a plain str) if it is non-blank text within the content limit.
 
     Raises:
         InvalidInput: when it is not a string, is empty or blank, is not Unicode (a lone
@@ -83,11 +83,11 @@ def check_content(content: object, limits: Limits) -> str:
         content.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput("content is not valid Unicode text", field="content") from None
-    return content
+    return content if type(content) is str else str.__str__(content)  # a plain str, stored as is
 
 
 def check_name(value: object, field: str, *, optional: bool = False, max_len: int = 256) -> Any:
-    """Return a tenant, contact, agent, channel, stage or key name if it is acceptable.
+    """Return a tenant, contact, agent, channel, stage or key name (a plain str) if acceptable.
 
     Raises:
         InvalidInput: when it is not a non-empty string of at most ``max_len`` printable
@@ -105,7 +105,7 @@ def check_name(value: object, field: str, *, optional: bool = False, max_len: in
             f"{field} {value!r} is not acceptable: it must be 1-{max_len} printable characters",
             field=field,
         )
-    return value
+    return value if type(value) is str else str.__str__(value)  # a plain str, stored as is
 
 
 def check_depth(value: object, field: str) -> None:
