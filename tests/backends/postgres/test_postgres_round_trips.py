@@ -28,7 +28,7 @@ import threadkeep
 from tests._servers import wait_until
 from tests.backends.postgres._helpers import call_in_thread, connect, recorded, url_of
 from threadkeep._rules import ops
-from threadkeep.backends.postgres import _conn, _schema as schema, _wire, sync
+from threadkeep.backends.postgres import _conn, _schema as schema, _schema as sql, _wire, sync
 
 #: psycopg prepares a statement on its 6th run (one round trip more, once): warm up past it.
 WARM = 8
@@ -59,8 +59,22 @@ def round_trips(store: Any, call: Callable[[int], object], calls: int = CALLS) -
     finally:
         os.close(fd)
         os.unlink(path)
-    answered = sum(1 for line in lines if "\tB\t" in line and "\tReadyForQuery" in line)
-    return answered / calls
+    return _flushes(lines) / calls
+
+
+def _flushes(lines: list[str]) -> int:
+    """Round trips in a libpq trace: each run of the client's messages (``F``) that the server
+    then answers (``B``). Not its ReadyForQuery messages: an implicit transaction and the
+    NOTIFY after it end at a Sync each, two in one flush (``_conn.Ending``)."""
+    runs = 0
+    sending = False
+    for line in lines:
+        if "\tF\t" in line:
+            sending = True
+        elif "\tB\t" in line and sending:
+            sending = False
+            runs += 1
+    return runs
 
 
 def steps(store: Any, monkeypatch: pytest.MonkeyPatch, call: Callable[[], object]) -> list[str]:
@@ -232,9 +246,8 @@ def test_a_turn_lease_is_two_round_trips_and_its_release_one(
 
         assert round_trips(store, poll) == 2.0 and busy == WARM + CALLS
     sent = _sent(monkeypatch, partial(lease, 0))
-    assert sent == [
-        "BEGIN", schema.TAKE_LEASE.every, "COMMIT", "BEGIN", schema.RELEASE_LEASE, "COMMIT"
-    ]  # fmt: skip
+    # the release is an implicit transaction (was BEGIN, the release, COMMIT)
+    assert sent == ["BEGIN", schema.TAKE_LEASE.every, "COMMIT", schema.RELEASE_LEASE]
 
 
 def test_a_fact_is_two_round_trips_without_a_notify(
@@ -248,6 +261,85 @@ def test_a_fact_is_two_round_trips_without_a_notify(
         "BEGIN", schema.LOCK_CONTACT, schema.FACT_FOR_UPDATE, schema.REMEMBER, "COMMIT"
     ]  # fmt: skip
     assert [f.value for f in store.recall("c", "k", tenant="t")] == ["v"]
+
+
+def test_a_write_of_one_exchange_sends_no_begin_or_commit(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose first statement to be answered is its ``Closing`` one (after ``Unread``
+    ones only) is one implicit transaction of the extended protocol: no BEGIN, no COMMIT, its
+    Sync commits (was BEGIN first and COMMIT before the NOTIFY: two statements more each);
+    the NOTIFY goes after that Sync, outside the transaction. Still one round trip each."""
+    cid = conversation.id
+    notify = schema.NOTIFY
+    calls: dict[str, tuple[Callable[[], object], list[str]]] = {
+        "append()": (lambda: store.append(cid, "user", "x"), [schema.APPEND, notify]),
+        "start()": (lambda: store.start("contact-s", tenant="t"), [schema.START, notify]),
+        "resume(), new": (
+            lambda: store.resume("contact-new", tenant="t"),
+            [schema.LOCK_CONTACT, schema.RESUME, notify],
+        ),
+        "save_state()": (
+            lambda: store.save_state(cid, {"stage": "Q2"}),
+            [schema.LOCK_FOR_SAVE.every, schema.SAVE.every, notify],
+        ),
+    }
+    for name, (call, expected) in calls.items():
+        assert _sent(monkeypatch, call) == expected, name
+
+    def turn() -> None:
+        with store.turn(cid, lease=60) as held:
+            held.append("assistant", "a")
+
+    assert _sent(monkeypatch, turn) == [
+        "BEGIN", schema.TAKE_LEASE.every, "COMMIT", schema.APPEND, notify, schema.RELEASE_LEASE
+    ]  # fmt: skip
+    # a write that needs an answer before its commit still opens its transaction
+    fact = _sent(monkeypatch, lambda: store.remember("c", "k", "v", tenant="t"))
+    assert fact[0] == "BEGIN" and fact[-1] == "COMMIT"
+    gone = store.start("gone").id
+    assert _sent(monkeypatch, lambda: store.delete(gone))[-2:] == ["COMMIT", notify]
+
+
+def _one_exchange(statements: list[tuple[str, dict[str, Any]]]) -> Any:
+    """A flow of ``statements``, the last a ``Closing`` one, answered with its rows."""
+
+    def flow() -> Any:
+        for statement in statements[:-1]:
+            _ = yield statement  # an Unread one: answered with []
+        return (yield statements[-1])
+
+    return flow()
+
+
+def test_an_implicit_transaction_that_fails_writes_nothing(store: Any, conversation: Any) -> None:
+    """A failed statement of an implicit transaction rolls back the statements before it
+    (the server skips the rest up to the Sync and rolls back there; the NOTIFY after that
+    Sync runs and wakes nobody): the session is idle after it, and the commit counts as
+    certainly not made (``Ending.failed``: the failed answer is the transaction's own). A
+    failed NOTIFY, after the Sync that committed, leaves the outcome as it was."""
+    cid = conversation.id
+    rename = sql.Unread("UPDATE conversations SET stage = 'renamed' WHERE id = %(id)s")
+    failing = sql.Closing("SELECT 1 / (SELECT count(*) - count(*) FROM messages)")
+    logged = sql.Closing("SELECT set_config('threadkeep.emitted', 'on', false)")
+    with store._backend._pool.connection() as conn:
+        ending = _conn.Ending(store._backend._options.channel, together=True)
+        flow = _one_exchange([(rename, {"id": cid}), (failing, {})])
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            _conn.pump(conn, flow, transaction=True, ending=ending)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert (ending.committing, ending.implicit) == (True, 4)  # Parse and run of each
+        ending.failed(conn)
+        assert not ending.committing
+    assert store.get(cid).stage != "renamed"
+    with store._backend._pool.connection() as conn:
+        unknown = _conn.Ending("c" * 100, together=True)  # a channel name the NOTIFY refuses
+        flow = _one_exchange([(rename, {"id": cid}), (logged, {})])
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            _conn.pump(conn, flow, transaction=True, ending=unknown)
+        unknown.failed(conn)
+        assert unknown.committing  # the failed answer is the NOTIFY's, after the commit
+    assert store.get(cid).stage == "renamed"
 
 
 def _lease_op(store: Any, cid: str) -> ops.LeaseOp:
