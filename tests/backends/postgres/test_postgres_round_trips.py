@@ -1,13 +1,15 @@
 """Round trips and statements per call on PostgreSQL, counted, never timed.
 
-Round trips are the server's ReadyForQuery messages in a libpq trace of the store's only pool
-connection; statements are the steps a call's flow yields. A read is one statement and one
-round trip, and so is an append (its commit travels with it); resume() finds the open
-conversation or inserts the new one and its event in one statement that travels with the
-contact's lock and its commit; a state save sends its row lock, one statement (version, trim,
-row and event) and its commit together: one round trip each, as is a lease's release;
-taking a lease is one statement answered before its COMMIT (two round trips), and a fact's
-write two (its read under the contact's lock).
+Round trips are the runs of the client's messages that the server answers, in a libpq trace
+of the store's only pool connection; statements are the steps a call's flow yields. A read is
+one statement and one round trip, and so is an append (its commit travels with it); resume()
+finds the open conversation or inserts the new one and its event in one statement that
+travels with the contact's lock and its commit (and a NOTIFY, a round trip of its own, only
+when it created one); a state save sends its row lock, one statement (version, trim, row and
+event) and its commit together: one round trip each, as is a lease's release; taking a lease
+is one statement answered before its COMMIT (two round trips), and a fact's write two (its
+read under the contact's lock). A write of one round trip is an implicit transaction: no
+BEGIN, no COMMIT statement (``_conn.Ending``).
 """
 
 from __future__ import annotations

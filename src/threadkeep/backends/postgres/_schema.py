@@ -71,14 +71,16 @@ class Unread(str):
 
 
 class Closing(str):
-    """A write's last statement: COMMIT, and after it the NOTIFY, travel in its flush.
+    """A write's last statement: its commit, and after it the NOTIFY, travel in its flush.
 
-    For a call safe to resend (``_conn.Ending.together``) the drivers queue COMMIT and the
-    NOTIFY behind it and wait for the three answers at once: the whole write is one round
-    trip (the NOTIFY is always sent, a ``Quiet`` statement's excepted: it wakes listeners
-    only if the write logged events, see ``NOTIFY``). Otherwise it is
-    answered like any statement, in the open transaction. A flow that yields more after it
-    runs those in a transaction of their own.
+    For a call safe to resend (``_conn.Ending.together``) the drivers queue the commit and
+    the NOTIFY behind it and wait for the answers at once: the whole write is one round trip
+    (the NOTIFY is always sent, a ``Quiet`` statement's excepted: it wakes listeners only if
+    the write logged events, see ``NOTIFY``). The commit is COMMIT, or, when the statement is
+    the first of its transaction to be answered, the Sync of an implicit transaction (no
+    BEGIN, no COMMIT; ``_conn.Ending``). Otherwise it is answered like any statement, in the
+    open transaction. A flow that yields more after it runs those in a transaction of their
+    own.
     """
 
     __slots__ = ()
