@@ -182,14 +182,18 @@ def _count_statements() -> collections.Counter[str]:
 
     Statements by their first word (BEGIN, COMMIT and the NOTIFY's SELECT included), each
     ``exchange`` as a round trip (``~round trips``), and the transactions the server commits
-    (``~commits``: each BEGIN, each statement run alone in autocommit, each NOTIFY sent after
-    a COMMIT in its own implicit transaction), as ``pg_stat_database.xact_commit`` counts them.
+    (``~commits``), as ``pg_stat_database.xact_commit`` counts them: each BEGIN, and each
+    Sync that ends statements sent outside BEGIN … COMMIT (an implicit transaction: a write
+    of one exchange, a statement sent alone in autocommit, the NOTIFY after a commit); a
+    statement sent alone by the simple protocol is one too.
     """
-    from threadkeep.backends.postgres import _schema
     from threadkeep.backends.postgres._wire import Wire
 
     statements: collections.Counter[str] = collections.Counter()
-    send, send_alone, exchange = Wire.send, Wire.send_alone, Wire.exchange_async
+    send, send_alone, sync = Wire.send, Wire.send_alone, Wire.sync
+    exchange = Wire.exchange_async
+    #: per wire: [inside BEGIN … COMMIT, statements outside it since the last Sync]
+    state: dict[int, list[bool]] = collections.defaultdict(lambda: [False, False])
 
     def first_word(query: str) -> str:
         words = query.split(None, 1)
@@ -197,14 +201,27 @@ def _count_statements() -> collections.Counter[str]:
 
     def counting(self: Wire, query: str, params: Any, binary: bool) -> int:
         statements[first_word(query)] += 1
-        if query == "BEGIN" or query is _schema.NOTIFY:
+        framing = state[id(self)]
+        if query == "BEGIN":
             statements["~commits"] += 1
+            framing[0] = True
+        elif query == "COMMIT":
+            framing[0] = False
+        elif not framing[0]:
+            framing[1] = True
         return send(self, query, params, binary)
 
+    def counting_sync(self: Wire) -> None:
+        framing = state[id(self)]
+        if framing[1]:
+            statements["~commits"] += 1
+            framing[1] = False
+        sync(self)
+
     def counting_alone(self: Wire, query: str, params: Any) -> int:
-        if not params:  # with parameters it goes through ``send``, which counts it
+        if not params:  # with parameters it goes through ``send`` and ``sync``: counted there
             statements[first_word(query)] += 1
-        statements["~commits"] += 1
+            statements["~commits"] += 1
         return send_alone(self, query, params)
 
     async def counting_exchange(self: Wire) -> Any:
@@ -212,6 +229,7 @@ def _count_statements() -> collections.Counter[str]:
         return await exchange(self)
 
     Wire.send = counting  # type: ignore[method-assign]
+    Wire.sync = counting_sync  # type: ignore[method-assign]
     Wire.send_alone = counting_alone  # type: ignore[method-assign]
     Wire.exchange_async = counting_exchange  # type: ignore[method-assign]
     return statements

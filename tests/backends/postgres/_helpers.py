@@ -166,18 +166,24 @@ def stall_commits(schema: str, table: str) -> None:
         )
 
 
-def kill_in_commit(schema: str) -> None:
-    """Wait for a session stalled inside COMMIT, open the gate, and terminate that session:
-    its connection is lost while committing (the transaction does not commit)."""
-    found: list[int] = []
+def kill_in_commit(schema: str) -> str:
+    """Wait for a store's session stalled in its commit, open the gate, and terminate that
+    session: its connection is lost while committing (the transaction does not commit).
+
+    The commit is COMMIT, or the Sync that ends an implicit transaction (``_conn.Ending``):
+    then the session's query is the transaction's last statement. The session is the
+    store's (its application name), in the database of ``SHARED``. Returns its query.
+    """
+    found: list[tuple[int, str]] = []
 
     def stalled() -> bool:
         with psycopg.connect(SHARED, autocommit=True) as conn:
             found[:] = [
-                r[0]
+                (r[0], r[1])
                 for r in conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' "
-                    "AND wait_event = 'PgSleep' AND datname = 'test'"
+                    "SELECT pid, query FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                    "AND datname = current_database() AND application_name = %s",
+                    (f"threadkeep:{schema}"[:63],),
                 ).fetchall()
             ]
         return bool(found)
@@ -185,7 +191,8 @@ def kill_in_commit(schema: str) -> None:
     wait_until("a commit to stall", stalled)
     with connect(schema, autocommit=True) as conn:
         conn.execute("DELETE FROM gate")
-        conn.execute("SELECT pg_terminate_backend(%s)", (found[0],))
+        conn.execute("SELECT pg_terminate_backend(%s)", (found[0][0],))
+    return found[0][1]
 
 
 def call_in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:

@@ -195,6 +195,31 @@ def test_the_payload_names_the_writes_tenant(schema: str, notes: Any) -> None:
         assert notes() == []
 
 
+def test_resume_notifies_only_when_it_created_the_conversation(schema: str, notes: Any) -> None:
+    """resume() that creates the conversation wakes its tenant's followers (after its commit,
+    a round trip of its own); one that finds the open conversation logged nothing and sends
+    no NOTIFY at all, sync and async."""
+    with threadkeep.open(url_of(schema)) as store:
+        created = store.resume("c", tenant=ODD)
+        assert notes() == [f"t:{ODD}"]
+        assert store.resume("c", tenant=ODD).id == created.id
+        assert notes() == []
+    sent: list[str] = []
+
+    async def main() -> None:
+        astore = await threadkeep.open_async(url_of(schema))
+        try:
+            await astore.resume("d", tenant="a")
+            sent.extend(notes())
+            await astore.resume("d", tenant="a")
+            sent.extend(notes())
+        finally:
+            await astore.aclose()
+
+    asyncio.run(main())
+    assert sent == ["t:a"]
+
+
 def test_a_version_10_writer_still_wakes_everyone_on_a_schema_at_11(
     schema: str, notes: Any
 ) -> None:

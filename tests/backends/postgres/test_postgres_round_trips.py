@@ -1,13 +1,15 @@
 """Round trips and statements per call on PostgreSQL, counted, never timed.
 
-Round trips are the server's ReadyForQuery messages in a libpq trace of the store's only pool
-connection; statements are the steps a call's flow yields. A read is one statement and one
-round trip, and so is an append (its commit travels with it); resume() finds the open
-conversation or inserts the new one and its event in one statement that travels with the
-contact's lock and its commit; a state save sends its row lock, one statement (version, trim,
-row and event) and its commit together: one round trip each, as is a lease's release;
-taking a lease is one statement answered before its COMMIT (two round trips), and a fact's
-write two (its read under the contact's lock).
+Round trips are the runs of the client's messages that the server answers, in a libpq trace
+of the store's only pool connection; statements are the steps a call's flow yields. A read is
+one statement and one round trip, and so is an append (its commit travels with it); resume()
+finds the open conversation or inserts the new one and its event in one statement that
+travels with the contact's lock and its commit (and a NOTIFY, a round trip of its own, only
+when it created one); a state save sends its row lock, one statement (version, trim, row and
+event) and its commit together: one round trip each, as is a lease's release; taking a lease
+is one statement answered before its COMMIT (two round trips), and a fact's write two (its
+read under the contact's lock). A write of one round trip is an implicit transaction: no
+BEGIN, no COMMIT statement (``_conn.Ending``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threadkeep
 from tests._servers import wait_until
 from tests.backends.postgres._helpers import call_in_thread, connect, recorded, url_of
 from threadkeep._rules import ops
-from threadkeep.backends.postgres import _conn, _schema as schema, _wire, sync
+from threadkeep.backends.postgres import _conn, _schema as schema, _schema as sql, _wire, sync
 
 #: psycopg prepares a statement on its 6th run (one round trip more, once): warm up past it.
 WARM = 8
@@ -59,8 +61,22 @@ def round_trips(store: Any, call: Callable[[int], object], calls: int = CALLS) -
     finally:
         os.close(fd)
         os.unlink(path)
-    answered = sum(1 for line in lines if "\tB\t" in line and "\tReadyForQuery" in line)
-    return answered / calls
+    return _flushes(lines) / calls
+
+
+def _flushes(lines: list[str]) -> int:
+    """Round trips in a libpq trace: each run of the client's messages (``F``) that the server
+    then answers (``B``). Not its ReadyForQuery messages: an implicit transaction and the
+    NOTIFY after it end at a Sync each, two in one flush (``_conn.Ending``)."""
+    runs = 0
+    sending = False
+    for line in lines:
+        if "\tF\t" in line:
+            sending = True
+        elif "\tB\t" in line and sending:
+            sending = False
+            runs += 1
+    return runs
 
 
 def steps(store: Any, monkeypatch: pytest.MonkeyPatch, call: Callable[[], object]) -> list[str]:
@@ -148,13 +164,18 @@ def test_resume_finds_or_creates_in_one_statement_with_its_lock(
     store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     new = steps(store, monkeypatch, lambda: store.resume("contact-new", tenant="t"))
-    assert new == [schema.LOCK_CONTACT, schema.RESUME]  # the event is RESUME's
+    assert new == [schema.LOCK_CONTACT, schema.RESUME, schema.WAKE]  # the event is RESUME's
     found = steps(store, monkeypatch, lambda: store.resume("contact-rt", tenant="t"))
     assert found == [schema.LOCK_CONTACT, schema.RESUME]
     assert steps(store, monkeypatch, lambda: store.start("contact-s")) == [schema.START]
-    # BEGIN + lock + RESUME, COMMIT and NOTIFY in one flush (was 3: the event, then COMMIT)
-    assert round_trips(store, lambda i: store.resume(f"fresh-{i}", tenant="t")) == 1.0
+    # the lock and RESUME in one flush, an implicit transaction; the NOTIFY only when it
+    # created the conversation, a round trip of its own (was in the same flush, always)
+    assert round_trips(store, lambda i: store.resume(f"fresh-{i}", tenant="t")) == 2.0
     assert round_trips(store, lambda i: store.resume("contact-rt", tenant="t")) == 1.0
+    created = _sent(monkeypatch, lambda: store.resume("contact-newer", tenant="t"))
+    assert created == [schema.LOCK_CONTACT, schema.RESUME, schema.WAKE]
+    found = _sent(monkeypatch, lambda: store.resume("contact-newer", tenant="t"))
+    assert found == [schema.LOCK_CONTACT, schema.RESUME]  # it logged nothing: no NOTIFY
     assert round_trips(store, lambda i: store.start(f"s-{i}", tenant="t")) == 1.0
 
 
@@ -232,9 +253,8 @@ def test_a_turn_lease_is_two_round_trips_and_its_release_one(
 
         assert round_trips(store, poll) == 2.0 and busy == WARM + CALLS
     sent = _sent(monkeypatch, partial(lease, 0))
-    assert sent == [
-        "BEGIN", schema.TAKE_LEASE.every, "COMMIT", "BEGIN", schema.RELEASE_LEASE, "COMMIT"
-    ]  # fmt: skip
+    # the release is an implicit transaction (was BEGIN, the release, COMMIT)
+    assert sent == ["BEGIN", schema.TAKE_LEASE.every, "COMMIT", schema.RELEASE_LEASE]
 
 
 def test_a_fact_is_two_round_trips_without_a_notify(
@@ -248,6 +268,85 @@ def test_a_fact_is_two_round_trips_without_a_notify(
         "BEGIN", schema.LOCK_CONTACT, schema.FACT_FOR_UPDATE, schema.REMEMBER, "COMMIT"
     ]  # fmt: skip
     assert [f.value for f in store.recall("c", "k", tenant="t")] == ["v"]
+
+
+def test_a_write_of_one_exchange_sends_no_begin_or_commit(
+    store: Any, conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose first statement to be answered is its ``Closing`` one (after ``Unread``
+    ones only) is one implicit transaction of the extended protocol: no BEGIN, no COMMIT, its
+    Sync commits (was BEGIN first and COMMIT before the NOTIFY: two statements more each);
+    the NOTIFY goes after that Sync, outside the transaction. Still one round trip each."""
+    cid = conversation.id
+    notify = schema.NOTIFY
+    calls: dict[str, tuple[Callable[[], object], list[str]]] = {
+        "append()": (lambda: store.append(cid, "user", "x"), [schema.APPEND, notify]),
+        "start()": (lambda: store.start("contact-s", tenant="t"), [schema.START, notify]),
+        "resume(), new": (
+            lambda: store.resume("contact-new", tenant="t"),
+            [schema.LOCK_CONTACT, schema.RESUME, schema.WAKE],
+        ),
+        "save_state()": (
+            lambda: store.save_state(cid, {"stage": "Q2"}),
+            [schema.LOCK_FOR_SAVE.every, schema.SAVE.every, notify],
+        ),
+    }
+    for name, (call, expected) in calls.items():
+        assert _sent(monkeypatch, call) == expected, name
+
+    def turn() -> None:
+        with store.turn(cid, lease=60) as held:
+            held.append("assistant", "a")
+
+    assert _sent(monkeypatch, turn) == [
+        "BEGIN", schema.TAKE_LEASE.every, "COMMIT", schema.APPEND, notify, schema.RELEASE_LEASE
+    ]  # fmt: skip
+    # a write that needs an answer before its commit still opens its transaction
+    fact = _sent(monkeypatch, lambda: store.remember("c", "k", "v", tenant="t"))
+    assert fact[0] == "BEGIN" and fact[-1] == "COMMIT"
+    gone = store.start("gone").id
+    assert _sent(monkeypatch, lambda: store.delete(gone))[-2:] == ["COMMIT", notify]
+
+
+def _one_exchange(statements: list[tuple[str, dict[str, Any]]]) -> Any:
+    """A flow of ``statements``, the last a ``Closing`` one, answered with its rows."""
+
+    def flow() -> Any:
+        for statement in statements[:-1]:
+            _ = yield statement  # an Unread one: answered with []
+        return (yield statements[-1])
+
+    return flow()
+
+
+def test_an_implicit_transaction_that_fails_writes_nothing(store: Any, conversation: Any) -> None:
+    """A failed statement of an implicit transaction rolls back the statements before it
+    (the server skips the rest up to the Sync and rolls back there; the NOTIFY after that
+    Sync runs and wakes nobody): the session is idle after it, and the commit counts as
+    certainly not made (``Ending.failed``: the failed answer is the transaction's own). A
+    failed NOTIFY, after the Sync that committed, leaves the outcome as it was."""
+    cid = conversation.id
+    rename = sql.Unread("UPDATE conversations SET stage = 'renamed' WHERE id = %(id)s")
+    failing = sql.Closing("SELECT 1 / (SELECT count(*) - count(*) FROM messages)")
+    logged = sql.Closing("SELECT set_config('threadkeep.emitted', 'on', false)")
+    with store._backend._pool.connection() as conn:
+        ending = _conn.Ending(store._backend._options.channel, together=True)
+        flow = _one_exchange([(rename, {"id": cid}), (failing, {})])
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            _conn.pump(conn, flow, transaction=True, ending=ending)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert (ending.committing, ending.implicit) == (True, 4)  # Parse and run of each
+        ending.failed(conn)
+        assert not ending.committing
+    assert store.get(cid).stage != "renamed"
+    with store._backend._pool.connection() as conn:
+        unknown = _conn.Ending("c" * 100, together=True)  # a channel name the NOTIFY refuses
+        flow = _one_exchange([(rename, {"id": cid}), (logged, {})])
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            _conn.pump(conn, flow, transaction=True, ending=unknown)
+        unknown.failed(conn)
+        assert unknown.committing  # the failed answer is the NOTIFY's, after the commit
+    assert store.get(cid).stage == "renamed"
 
 
 def _lease_op(store: Any, cid: str) -> ops.LeaseOp:
@@ -514,21 +613,30 @@ def test_a_keyed_chat_turn_is_ten_round_trips(schema: str, monkeypatch: pytest.M
     """An echo bot's chat turn of a contact with an idempotency key (the load's turn), async:
     recall the key's note, resume, take the lease (two), the message, note the key (two),
     recall the opt-out, the reply, give the lease back: 10 round trips (was 15); the answer,
-    and a retry's, as before."""
+    and a retry's, as before. 17 statements (26 in session 11, 28 before): only the lease
+    and the key's note open a transaction with BEGIN (the others that write are implicit
+    ones), and resume sends no NOTIFY when it found the open conversation."""
     from threadkeep.bot import EchoBot, answer
 
     exchanges = [0]
+    sent: list[str] = []
     real = _wire.Wire.exchange_async
+    send = _wire.Wire.send
 
     async def counting(self: Any) -> Any:
         exchanges[0] += 1
         return await real(self)
+
+    def noting(self: Any, query: str, params: Any, binary: bool) -> int:
+        sent.append(query)
+        return send(self, query, params, binary)
 
     async def main() -> list[tuple[int, str | None]]:
         store = await threadkeep.open_async(url_of(schema) + "&pool_size=1")
         try:
             await answer(store, EchoBot(), "warm", contact_id="c", idempotency_key="k0")
             monkeypatch.setattr(_wire.Wire, "exchange_async", counting)
+            monkeypatch.setattr(_wire.Wire, "send", noting)
             said = await answer(store, EchoBot(), "hi", contact_id="c", idempotency_key="k1")
             monkeypatch.undo()
             again = await answer(store, EchoBot(), "hi", contact_id="c", idempotency_key="k1")
@@ -539,3 +647,5 @@ def test_a_keyed_chat_turn_is_ten_round_trips(schema: str, monkeypatch: pytest.M
 
     assert asyncio.run(main()) == [(3, "echo: hi")]
     assert exchanges == [10]
+    assert len(sent) == 17 and sent.count("BEGIN") == sent.count("COMMIT") == 2
+    assert sent.count(sql.NOTIFY) == 2  # the two appends' (equal text: WAKE's too)

@@ -28,6 +28,8 @@ from tests.backends.postgres._helpers import (
 )
 from threadkeep import BackendUnavailable
 from threadkeep._rules import ops
+from threadkeep.backends.postgres._schema import APPEND, SAVE
+from threadkeep.backends.postgres._wire import convert
 
 pytestmark = pytest.mark.postgres
 
@@ -170,7 +172,8 @@ def test_connection_lost_while_committing_append_is_resent_once(schema: str) -> 
         conv = store.start(contact_id="a")
         stall_commits(schema, "messages")
         thread, out = call_in_thread(lambda: store.append(conv.id, "user", "hi"))
-        kill_in_commit(schema)
+        # lost at the Sync that commits its implicit transaction (no COMMIT statement: was)
+        assert _is(kill_in_commit(schema), APPEND)
         thread.join(60)
         assert [m.seq for m in out] == [1]  # resent (safe: it carries its internal key)
         assert [m.content for m in store.messages(conv.id)] == ["hi"]
@@ -178,9 +181,17 @@ def test_connection_lost_while_committing_append_is_resent_once(schema: str) -> 
         store.close()
 
 
+def _is(query: str, statement: str) -> bool:
+    """Whether ``query`` (pg_stat_activity's, cut at track_activity_query_size) is
+    ``statement`` as the wire sends it."""
+    return bool(query) and convert(statement)[0].decode().startswith(query)
+
+
 def test_connection_lost_while_committing_state_is_not_resent(schema: str) -> None:
     """A save_state whose commit may or may not have happened is not sent again (a resend
-    could conflict with itself or save twice): the caller gets BackendUnavailable."""
+    could conflict with itself or save twice): the caller gets BackendUnavailable. Its
+    commit is the Sync of its implicit transaction (no COMMIT statement): a connection lost
+    once that Sync is sent is a commit of unknown outcome, as a lost COMMIT is."""
     store = threadkeep.open(url_of(schema))
     try:
         conv = store.start(contact_id="a")
@@ -188,7 +199,7 @@ def test_connection_lost_while_committing_state_is_not_resent(schema: str) -> No
         thread, out = call_in_thread(
             lambda: store.save_state(conv.id, {"n": 1}, expected_version=0)
         )
-        kill_in_commit(schema)
+        assert _is(kill_in_commit(schema), SAVE.every)
         thread.join(60)
         assert len(out) == 1 and isinstance(out[0], BackendUnavailable)
         with connect(schema) as conn:  # a resend would have committed: the gate is open now

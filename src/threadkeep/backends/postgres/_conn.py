@@ -250,37 +250,53 @@ END: Final = "COMMIT"
 
 
 class Ending:
-    """How ``pump`` ends a write's transaction, and whether COMMIT may have been sent.
+    """How ``pump`` ends a write's transaction, and whether its commit may have been asked for.
 
-    ``together``: COMMIT is queued behind the flow's last statements and travels in the same
-    flush (an append is one round trip: BEGIN, ``schema.APPEND``, COMMIT, NOTIFY). Only for
-    calls safe to resend: a connection lost in that flush leaves the outcome unknown, as a
-    loss at COMMIT does. Otherwise the flow's statements are answered first (their errors
-    included) and COMMIT is a round trip of its own. ``committing`` is set once COMMIT is
-    queued. A transaction that logged events (``EMIT``) is followed, in the same flush, by a
-    ``NOTIFY`` on ``channel`` in autocommit: it wakes the listeners without taking the notify
-    lock inside the writer's commit (see ``schema.EMIT``).
+    ``together``: the commit is asked for in the flush of the flow's last statements (an
+    append is one round trip). Only for calls safe to resend: a connection lost in that flush
+    leaves the outcome unknown, as a loss at COMMIT does. Otherwise the flow's statements are
+    answered first (their errors included) and COMMIT is a round trip of its own.
+    ``committing`` is set once the commit is queued: COMMIT, or the Sync that ends an implicit
+    transaction. A pass whose first statement to be answered is the ``Closing`` one of a
+    ``together`` call (an append, a release, ``start``, resume, save_state; ``Unread``
+    statements may go before it) sends no BEGIN and no COMMIT: the statements before a Sync
+    of the extended protocol are one implicit transaction, committed at that Sync if none
+    failed, rolled back if one did (``implicit``: how many answers that transaction has). A
+    transaction that logged events (``EMIT``) is followed, in the same flush, by a ``NOTIFY``
+    on ``channel`` in autocommit (after the COMMIT, or after the Sync in a transaction of its
+    own): it wakes the listeners without taking the notify lock inside the writer's commit
+    (see ``schema.EMIT``).
     """
 
-    __slots__ = ("channel", "committing", "together")
+    __slots__ = ("channel", "committing", "implicit", "together")
 
     def __init__(self, channel: str, *, together: bool) -> None:
         self.channel = channel
         self.together = together
         self.committing = False
+        self.implicit = 0
 
     def failed(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
-        """Note a pass of ``pump`` that raised: did its COMMIT certainly not run?
+        """Note a pass of ``pump`` that raised: did its commit certainly not happen?
 
-        A server error before COMMIT ran (a deadlock, a serialization failure, a lock or
+        A server error before the commit (a deadlock, a serialization failure, a lock or
         statement time-out in the flush that carries COMMIT) leaves the session in the failed
         transaction (``INERROR``): the server skipped COMMIT with the rest of that flush, so
         nothing of this pass committed and the call is retried as a failure before COMMIT.
-        Anything else (a lost connection, an error of COMMIT itself or of the NOTIFY after
-        it) leaves ``committing`` as it was. A flow that goes on past a ``Closing`` statement
-        (save_state's ``_save_locked``) has written nothing in the pass before.
+        In an implicit transaction the server rolls back at the Sync and the session is idle
+        after it: there, a failed answer among the transaction's own (``Wire.failed``) says
+        the same. Anything else (a lost connection, an error of the commit itself or of the
+        NOTIFY after it) leaves ``committing`` as it was. A flow that goes on past a
+        ``Closing`` statement (save_state's ``_save_locked``) has written nothing in the
+        pass before.
         """
-        if self.committing and conn.info.transaction_status == _INERROR:
+        if not self.committing:
+            return
+        if self.implicit:
+            wire = conn.__dict__.get("wire")
+            if wire is not None and 0 <= wire.failed < self.implicit:
+                self.committing = False
+        elif conn.info.transaction_status == _INERROR:
             self.committing = False
 
 
@@ -295,19 +311,21 @@ def pump(
 
     ``transaction``: run it in one transaction (``conn`` in autocommit mode), in pipeline
     mode; it is committed here when ``ending`` is given (else the caller commits). Each
-    statement waits only for the answers it needs: BEGIN and every ``Unread`` statement
-    travel with the next statement, and whatever is still unanswered when the flow ends is
-    answered, errors included, before this returns. A ``Closing`` statement of a call safe
-    to resend (``Ending.together``) travels with COMMIT and the NOTIFY and is answered when
-    the pipeline is left (one sync, so one round trip); a flow that goes on after it goes on
-    in a new transaction.
+    statement waits only for the answers it needs: every ``Unread`` statement travels with
+    the next statement, and whatever is still unanswered when the flow ends is answered,
+    errors included, before this returns. A ``Closing`` statement of a call safe to resend
+    (``Ending.together``) travels with the commit and the NOTIFY and is answered when the
+    pipeline is left (one round trip); a flow that goes on after it goes on in a new
+    transaction. A pass that starts with it (after ``Unread`` statements only) is an
+    implicit transaction (``Ending``): no BEGIN, no COMMIT, its Sync commits. BEGIN is
+    queued when the pass's first statement that is not ``Unread`` is known to need it.
 
     The statements go through the session's ``Wire`` (libpq's calls, psycopg's dumpers and
     loaders): the protocol messages psycopg's cursors in ``conn.pipeline()`` sent. A failure
     leaves no pipeline behind: a server error is raised once every answer of its round trip
-    is read (the session is then usable, in its failed transaction, ``Ending.failed``); any
-    other (a lost connection, an interrupt, an exception of the flow with statements queued)
-    closes the session.
+    is read (the session is then usable, in its failed transaction or rolled back at the
+    Sync, ``Ending.failed``); any other (a lost connection, an interrupt, an exception of the
+    flow with statements queued) closes the session.
     """
     wire = conn.wire
     try:
@@ -338,12 +356,50 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
         return cast(T, done.value)
     while True:  # a transaction a pass
         closing = False
-        if ending is not None:  # the pass before committed (its COMMIT was answered)
-            ending.committing = False
-        wire.begin()
-        wire.send(BEGIN, None, False)
+        ended = False
         emitted = False
-        while True:
+        held: list[tuple[str, dict[str, Any]]] = []
+        if ending is not None:  # the pass before committed (its commit was answered)
+            ending.committing = False
+            ending.implicit = 0
+        wire.begin()
+        while isinstance(query, Unread):  # whether BEGIN goes first: the next statement says
+            emitted = emitted or query is EMIT
+            held.append((query, params))
+            try:
+                query, params = flow.send([])
+            except StopIteration as done:
+                result = cast(T, done.value)
+                ended = True
+                break
+        if ending is not None and ending.together and (ended or isinstance(query, Closing)):
+            for step in held:  # an implicit transaction: the Sync commits it
+                wire.send(step[0], step[1], bool(step[1]))
+            if not ended:
+                position = wire.send(query, params, True)
+                emitted = emitted or may_log(query)
+            if not wire.queued:  # nothing to write
+                wire.end()
+                return result
+            ending.committing = True
+            wire.sync()
+            ending.implicit = wire.queued
+            if emitted:  # after the Sync: outside the transaction
+                wire.send(NOTIFY, {"chan": ending.channel}, False)
+                wire.sync()
+            answers = wire.exchange()
+            wire.end()  # every answer is in
+            if ended:
+                return result
+            try:  # the Closing statement's answer
+                query, params = flow.send(wire.rows(answers[position]))
+            except StopIteration as done:
+                return cast(T, done.value)
+            continue
+        wire.send(BEGIN, None, False)
+        for step in held:
+            wire.send(step[0], step[1], bool(step[1]))
+        while not ended:
             if query == COMMIT[0]:
                 wire.send(END, None, False)
                 if emitted and ending is not None:

@@ -239,7 +239,9 @@ class Flows:
 
         The statement inserts the row and logs its event only where ``decide.create`` would
         (resume: when the contact has no open conversation), and its answer is judged by
-        ``decide.create`` as before.
+        ``decide.create`` as before. Resume's statement is ``Quiet``: the NOTIFY follows, a
+        round trip of its own (``schema.WAKE``), only when it logged the event; ``start``'s
+        travels with its commit.
         """
         row = op.row
         new = decide.create(op, None)  # what is written when none is open
@@ -258,6 +260,8 @@ class Flows:
         yield schema.LOCK_CONTACT, {"k": key}  # travels with RESUME
         params.update(statuses=list(op.open_statuses), now=row.created_us)
         found = (yield schema.RESUME, params)[0]
+        if found[-1]:  # it inserted the row and logged its event (committed): wake listeners
+            yield schema.WAKE, {"chan": self.channel}
         open_one = _common.decode_conversation(found) if found[0] is not None else None
         verdict = decide.create(op, open_one)
         if isinstance(verdict, Result):

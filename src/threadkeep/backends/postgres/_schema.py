@@ -71,14 +71,16 @@ class Unread(str):
 
 
 class Closing(str):
-    """A write's last statement: COMMIT, and after it the NOTIFY, travel in its flush.
+    """A write's last statement: its commit, and after it the NOTIFY, travel in its flush.
 
-    For a call safe to resend (``_conn.Ending.together``) the drivers queue COMMIT and the
-    NOTIFY behind it and wait for the three answers at once: the whole write is one round
-    trip (the NOTIFY is always sent, a ``Quiet`` statement's excepted: it wakes listeners
-    only if the write logged events, see ``NOTIFY``). Otherwise it is
-    answered like any statement, in the open transaction. A flow that yields more after it
-    runs those in a transaction of their own.
+    For a call safe to resend (``_conn.Ending.together``) the drivers queue the commit and
+    the NOTIFY behind it and wait for the answers at once: the whole write is one round trip
+    (the NOTIFY is always sent, a ``Quiet`` statement's excepted: it wakes listeners only if
+    the write logged events, see ``NOTIFY``). The commit is COMMIT, or, when the statement is
+    the first of its transaction to be answered, the Sync of an implicit transaction (no
+    BEGIN, no COMMIT; ``_conn.Ending``). Otherwise it is answered like any statement, in the
+    open transaction. A flow that yields more after it runs those in a transaction of their
+    own.
     """
 
     __slots__ = ()
@@ -1291,9 +1293,11 @@ _STARTED: Final = (
 #: conversation (FIND_OPEN at the new row's creation time) or, when it has none, the new row
 #: inserted (INSERT_CONVERSATION's parameters) and its event (``_STARTED``). One row: the
 #: open one's columns (NULLs when none was open), then how many rows were inserted (0 also
-#: for a resend that had committed: no second event). A ``Closing`` statement: BEGIN, the
-#: lock, this, COMMIT and the NOTIFY are one round trip.
-RESUME: Final = Closing(
+#: for a resend that had committed: no second event). A ``Quiet`` statement: the lock and
+#: this are one round trip, an implicit transaction (``_conn.Ending``), and no NOTIFY follows
+#: unless its answer says it logged the event (``WAKE``, a round trip more: only when it
+#: created the conversation; one that found the open conversation wakes nobody).
+RESUME: Final = Quiet(
     f"WITH o AS ({FIND_OPEN}), i AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) SELECT "
     + ", ".join(f"%({c.strip()})s" for c in CONVERSATION_COLUMNS.split(","))
     + " WHERE NOT EXISTS (SELECT FROM o) ON CONFLICT (tenant, id) DO NOTHING "
@@ -1430,6 +1434,10 @@ NOTIFY: Final = (
     "concerns, set_config('threadkeep.emitted', '', false), set_config('threadkeep.notify', "
     "'', false)) s WHERE s.emitted"
 )
+#: ``NOTIFY`` as a flow's own step, after a ``Quiet`` statement whose answer says it logged an
+#: event (resume's): the first statement of a pass of its own, so it runs outside the write's
+#: transaction, in an implicit one of its own.
+WAKE: Final = Quiet(NOTIFY)
 #: The conversations (tenant, id) of the arrays %(tenants)s and %(ids)s, pairwise; the
 #: tenants are named again as a list, so a single tenant's call stays on one shard.
 _PAIRS: Final = (

@@ -106,16 +106,23 @@ def _error(result: pq.abc.PGresult) -> psycopg.Error:
     return psycopg.errors.error_from_result(result, encoding="utf-8")
 
 
-def _check(results: list[pq.abc.PGresult]) -> None:
-    """Raise the first failure among ``results`` (psycopg raises the first one too)."""
-    for result in results:
+def _first_failure(results: list[pq.abc.PGresult]) -> int:
+    """The position of the first failed result among ``results``; -1 when none failed."""
+    for position, result in enumerate(results):
         status = result.status
         if status != _TUPLES_OK and status != _COMMAND_OK and status != _EMPTY_QUERY:
-            if status == _FATAL_ERROR:
-                raise _error(result)
-            if status == pq.ExecStatus.PIPELINE_ABORTED:
-                raise psycopg.errors.PipelineAborted("pipeline aborted")
-            raise psycopg.InternalError(f"unexpected result status: {pq.ExecStatus(status).name}")
+            return position
+    return -1
+
+
+def _failure(result: pq.abc.PGresult) -> psycopg.Error:
+    """The exception for a failed result (psycopg raises the first failure too)."""
+    status = result.status
+    if status == _FATAL_ERROR:
+        return _error(result)
+    if status == pq.ExecStatus.PIPELINE_ABORTED:
+        return psycopg.errors.PipelineAborted("pipeline aborted")
+    return psycopg.InternalError(f"unexpected result status: {pq.ExecStatus(status).name}")
 
 
 def _wait(fd: int, write: bool) -> bool:
@@ -145,7 +152,9 @@ class Wire:
     ``exchange_async`` then flushes and reads the answers, one result per statement.
     """
 
-    __slots__ = ("alone", "busy", "conn", "parsing", "pgconn", "prepared", "queued", "syncs", "tx")
+    __slots__ = (
+        "alone", "busy", "conn", "failed", "parsing", "pgconn", "prepared", "queued", "syncs", "tx"
+    )  # fmt: skip
 
     def __init__(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
@@ -157,13 +166,17 @@ class Wire:
         self.prepared: set[bytes] = set()  # statements prepared on the session
         self.parsing: list[tuple[int, bytes]] = []  # Parse queued: (answer's position, name)
         self.queued = 0  # answers to come at the next exchange
+        #: the position of the first failed answer of the pass's exchange that read all its
+        #: answers; -1: none failed, or no such exchange (``_conn.Ending.failed``)
+        self.failed = -1
 
     # --- queueing (no I/O beyond what libpq flushes on its own) ---
 
     def begin(self) -> None:
-        """Enter pipeline mode."""
+        """Enter pipeline mode (a pass of ``pump``: no answer of it failed yet)."""
         self.pgconn.enter_pipeline_mode()
         self.busy = True
+        self.failed = -1
 
     def send(self, query: str, params: dict[str, Any] | None, binary: bool) -> int:
         """Queue ``query`` with ``params`` bound; ``binary``: its answer in binary format.
@@ -340,15 +353,20 @@ class Wire:
             if self.pgconn.pipeline_status != _PIPELINE_OFF:
                 self.pgconn.exit_pipeline_mode()
             self.busy = False
+        failed = _first_failure(results)
+        if failed < 0:
+            return
         for result in results:
             if result.status == _FATAL_ERROR and result.error_field(_SQLSTATE) in _DROPPED:
                 self.abandon()  # what the server holds is not known: the pool makes a new one
                 break
-        _check(results)
+        self.failed = failed
+        raise _failure(results[failed])
 
     def abandon(self) -> None:
         """Close the connection: what is queued or unanswered on it cannot be told apart."""
         self.busy = False
+        self.failed = -1
         self.syncs = 0
         self.alone = False
         self.parsing.clear()

@@ -91,12 +91,50 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
         return cast(T, done.value)
     while True:  # a transaction a pass
         closing = False
-        if ending is not None:  # the pass before committed (its COMMIT was answered)
-            ending.committing = False
-        wire.begin()
-        wire.send(BEGIN, None, False)
+        ended = False
         emitted = False
-        while True:
+        held: list[tuple[str, dict[str, Any]]] = []
+        if ending is not None:  # the pass before committed (its commit was answered)
+            ending.committing = False
+            ending.implicit = 0
+        wire.begin()
+        while isinstance(query, Unread):  # whether BEGIN goes first: the next statement says
+            emitted = emitted or query is EMIT
+            held.append((query, params))
+            try:
+                query, params = flow.send([])
+            except StopIteration as done:
+                result = cast(T, done.value)
+                ended = True
+                break
+        if ending is not None and ending.together and (ended or isinstance(query, Closing)):
+            for step in held:  # an implicit transaction: the Sync commits it
+                wire.send(step[0], step[1], bool(step[1]))
+            if not ended:
+                position = wire.send(query, params, True)
+                emitted = emitted or may_log(query)
+            if not wire.queued:  # nothing to write
+                wire.end()
+                return result
+            ending.committing = True
+            wire.sync()
+            ending.implicit = wire.queued
+            if emitted:  # after the Sync: outside the transaction
+                wire.send(NOTIFY, {"chan": ending.channel}, False)
+                wire.sync()
+            answers = await wire.exchange_async()
+            wire.end()  # every answer is in
+            if ended:
+                return result
+            try:  # the Closing statement's answer
+                query, params = flow.send(wire.rows(answers[position]))
+            except StopIteration as done:
+                return cast(T, done.value)
+            continue
+        wire.send(BEGIN, None, False)
+        for step in held:
+            wire.send(step[0], step[1], bool(step[1]))
+        while not ended:
             if query == COMMIT[0]:
                 wire.send(END, None, False)
                 if emitted and ending is not None:
