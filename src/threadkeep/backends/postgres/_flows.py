@@ -337,6 +337,9 @@ class Flows:
             )
             if rows:  # appended: the row as written, the message as decide.append makes it
                 row = _common.decode_conversation(rows[0])
+                gone = rows[0][20]
+                if gone is not None and gone > 0:  # its trim of the log found nothing
+                    yield schema.TRIM_LOG_AGAIN, {"gone": gone}
                 limit = row.retention.max_messages
                 if seen is not None and (limit is None or row.message_count <= limit):
                     seen.append(row)  # (when it trimmed, the count written is the trim's)

@@ -1344,12 +1344,22 @@ _APPEND_ONE: Final = (
     "SELECT %(appended)s::text, tenant, conversation_id, "
     """format('{{"seq":%%s,"role":%%s}}', seq, to_json(%(role)s::text)), %(now)s::bigint """
     "FROM m RETURNING id - %(keep)s::bigint AS gone), "
-    "d AS (DELETE FROM events WHERE id = (SELECT gone FROM e)), "
+    "d AS (DELETE FROM events WHERE id = (SELECT gone FROM e) RETURNING id), "
     "f AS (INSERT INTO events_floors AS f (shard, floor) SELECT gone %% 64, gone FROM e "
-    "WHERE EXISTS (SELECT FROM events x WHERE x.id = e.gone) "
+    "WHERE EXISTS (SELECT FROM d) "
     "ON CONFLICT (shard) DO UPDATE SET floor = excluded.floor WHERE f.floor < excluded.floor) "
     "SELECT *, CASE WHEN message_count > max_messages AND EXISTS (SELECT FROM m) "
-    "THEN trim_messages(tenant, id, last_seq - max_messages + 1) END FROM u"
+    "THEN trim_messages(tenant, id, last_seq - max_messages + 1) END, "
+    "(SELECT gone FROM e WHERE NOT EXISTS (SELECT FROM d)) FROM u"
+)
+#: ``APPEND_ONE``'s trim of the log found no event %(gone)s ids older: look again, as
+#: ``append_message_v2``'s second DELETE does, in a statement of its own (a new snapshot: an
+#: erasure that replaced that event while the first waited on it committed a placeholder the
+#: first could not see); the floor raised when it deletes one.
+TRIM_LOG_AGAIN: Final = Quiet(
+    "WITH x AS (DELETE FROM events WHERE id = %(gone)s RETURNING id) "
+    "UPDATE events_floors SET floor = %(gone)s WHERE shard = %(gone)s %% 64 "
+    "AND floor < %(gone)s AND EXISTS (SELECT FROM x)"
 )
 #: Sent before ``APPEND_ONE`` in its transaction: its statements find rows by key, and on a
 #: small analyzed table the planner costs a sequential scan of ``conversations`` below the
