@@ -84,8 +84,8 @@ def test_a_common_append_is_one_statement_and_calls_no_function(schema: str) -> 
         ).fetchall()
         conn.commit()
     assert second.value is not None and second.value.seq == 2
-    assert seen == [pg.INDEX_SCANS, pg.APPEND_ONE.every]
     assert calls == {}  # no append_message_v2, no emit_event, no trim_messages
+    assert seen == [pg.INDEX_SCANS, pg.APPEND_ONE.every]
     assert stored == [(1, first_key), (2, second_key)]  # the retry key kept, as by the function
 
 
