@@ -115,6 +115,7 @@ def test_a_bad_partition_count_is_refused(bad: str) -> None:
 _PARTITION = re.compile(
     r"\b(?:conversation_counts|conversations|events|facts|idem_archive|messages|states)_p(\d+)\b"
 )
+_CONVERSATION_PARTITION = re.compile(r"\bconversations_p(\d+)\b")
 
 
 #: auto_explain, on the spy's connection: the plan of every statement as it ran, the ones a
@@ -140,6 +141,7 @@ class _Explaining:
         self.backend = backend
         self.schema = schema
         self.plans: list[tuple[str, set[int]]] = []
+        self.texts: dict[str, str] = {}  # each statement the flow sent: its plan
 
     def execute(self, op: Op[Any]) -> Result[Any]:
         run = self.backend._flows.call(op)
@@ -159,9 +161,10 @@ class _Explaining:
         try:
             while True:
                 sql, params = flow.send(rows)
-                if sql and not sql.startswith("SELECT pg_advisory"):
+                if sql and not sql.startswith(("SELECT pg_advisory", "SET ")):
                     plan = conn.execute("EXPLAIN (COSTS OFF) " + sql, params or None).fetchall()
                     text = "\n".join(r[0] for r in plan)
+                    self.texts[sql] = text
                     self.plans.append((sql, {int(n) for n in _PARTITION.findall(text)}))
                 ran.clear()
                 rows = yield sql, params
@@ -199,6 +202,7 @@ def test_a_call_naming_its_tenant_touches_one_partition(
     conv = store.start("c-1", tenant=t)
     store.append(conv.id, "user", "hi", tenant=t, idempotency_key="k-1")
     store.append(conv.id, "user", "hi", tenant=t, idempotency_key="k-1")  # replay
+    store.append(conv.id, "user", "again", tenant=t)  # the common append (APPEND_ONE)
     store.append_many(conv.id, [("assistant", "yo")], tenant=t)
     store.messages(conv.id, tenant=t, last=5)
     store.messages(conv.id, tenant=t, after=0)
@@ -229,8 +233,11 @@ def test_a_call_naming_its_tenant_touches_one_partition(
     checked = [
         (sql, parts)
         for sql, parts in spy.plans
-        if sql not in (pg.EMIT, pg.COUNTS, _EVENT_TRIM, pg.RELEASE_LEASE)
+        if sql not in (pg.EMIT, pg.COUNTS, _EVENT_TRIM, pg.RELEASE_LEASE, pg.APPEND_ONE.one)
     ]
+    # the common append's statement: its conversation's partition, and _EVENT_TRIM's delete
+    # of the event `events_kept` ids older by id (every partition of events)
+    assert set(_CONVERSATION_PARTITION.findall(spy.texts[pg.APPEND_ONE.one])) == {str(own)}
     assert (
         "SELECT ctid AS row_tid, xmin AS row_xmin, * FROM conversations "
         "WHERE tenant = p_tenant AND id = p_id FOR UPDATE" in [sql for sql, _ in checked]
@@ -263,7 +270,12 @@ def test_a_call_by_bare_id_finds_the_row_in_every_partition(
     conv = store.start("c-1", tenant="t-3")
     spy.plans.clear()
     store.append(conv.id, "user", "hi")
-    first, *rest = [(sql, p) for sql, p in spy.plans if sql not in (pg.APPEND, _EVENT_TRIM)]
+    # the common statement first (it declines: new -> active), every conversations partition
+    assert set(_CONVERSATION_PARTITION.findall(spy.texts[pg.APPEND_ONE.every])) == {
+        "0", "1", "2", "3"
+    }  # fmt: skip
+    skipped = (pg.APPEND, _EVENT_TRIM, pg.APPEND_ONE.every, "")  # "": events_drawn()
+    first, *rest = [(sql, p) for sql, p in spy.plans if sql not in skipped]
     # a keyless append reads the row unlocked, then updates that version (migration 14)
     assert (
         first[0] == "SELECT ctid AS row_tid, xmin AS row_xmin, * FROM conversations WHERE id = p_id"

@@ -312,8 +312,55 @@ class Flows:
         the statement wrote nothing, the append is made as the rules say in a transaction
         of its own (``_append_locked``). ``seen`` (append_read's) gets the row as the append
         left it, when the answer tells it.
+
+        A keyless first try goes first as ``schema.APPEND_ONE`` (no function), which appends
+        only where the rules append without a status change or a trim; where it wrote
+        nothing, ``APPEND`` follows in a transaction of its own and judges as above.
         """
         caller_key = op.idempotency_key
+        stay = _STAY if op.on_message is _LIFECYCLE else _stay(op.on_message)
+        if caller_key is None and not resent and op.events_kept > 0 and stay != "{}":
+            yield schema.INDEX_SCANS, {}
+            rows = yield (
+                schema.APPEND_ONE.pick(op.tenant),
+                {
+                    "tenant": op.tenant,
+                    "id": op.conversation_id,
+                    "now": op.now_us,
+                    "stay": stay,
+                    "fence": op.fence,
+                    "role": op.role,
+                    "content": schema.encode_content(op.content),
+                    "metadata_json": op.metadata_json,
+                    "key": retry_key,
+                    "payload": op.payload_json,
+                    "link": op.link,
+                    "appended": _APPENDED,
+                    "keep": op.events_kept,
+                },
+            )
+            if rows:  # appended: the row as written, the message as decide.append makes it
+                row = _common.decode_conversation(rows[0])
+                gone = rows[0][20]
+                if gone is not None and gone > 0:  # its trim of the log found nothing
+                    yield schema.TRIM_LOG_AGAIN, {"gone": gone}
+                limit = row.retention.max_messages
+                if seen is not None and (limit is None or row.message_count <= limit):
+                    seen.append(row)  # (when it trimmed, the count written is the trim's)
+                return Result(
+                    _OK,
+                    MessageRow(
+                        row.id,
+                        row.last_seq,
+                        op.role,
+                        op.content,
+                        op.now_us,
+                        op.metadata_json,
+                        None,
+                        op.payload_json,
+                        op.link,
+                    ),  # fmt: skip
+                )
         rows = yield (
             schema.APPEND,
             {
@@ -932,6 +979,11 @@ def _on_message(table: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def _stay(table: Mapping[str, str]) -> str:
+    """The statuses an append keeps (``table`` maps them to themselves): ``APPEND_ONE``'s."""
+    return _text_array(source for source, target in table.items() if source == target)
+
+
 def _text_array(items: Iterable[str]) -> str:
     """PostgreSQL's array literal of ``items``: each element quoted, backslash and quote escaped."""
     quoted = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
@@ -940,6 +992,7 @@ def _text_array(items: Iterable[str]) -> str:
 
 _LIFECYCLE: Final = lifecycle.ON_MESSAGE_VALUES
 _ON_MESSAGE: Final = _on_message(_LIFECYCLE)
+_STAY: Final = _stay(_LIFECYCLE)
 _APPENDED: Final = ev.EventKind.MESSAGE_APPENDED.value
 _STATE_SAVED: Final = ev.EventKind.STATE_SAVED.value
 

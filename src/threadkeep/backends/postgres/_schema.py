@@ -1366,6 +1366,70 @@ APPEND: Final = Closing(
     "%(role)s::text, %(content)s::bytea, %(metadata_json)s::text, %(payload)s::text, "
     "%(link)s::smallint, %(keep)s::bigint)"
 )
+#: The common append in one statement of the client's, no function (one plan, one executor
+#: start; docs/performance.md, "The PostgreSQL append as one statement"): for a keyless first
+#: try (no key to look up) with %(keep)s >= 1. Its UPDATE locks the conversation (by id
+#: alone, or with %(tenant)s) and takes the next seq only if the row it locked (READ
+#: COMMITTED re-checks the condition on the newest version) is live, its status is one of
+#: %(stay)s (those ``on_message`` keeps: no status change, no second event), the append
+#: trims nothing (``max_messages``) and the fence, if any, is the live lease. Then, in this
+#: order (each part reads the one before): the message (key %(key)s), the session's NOTIFY
+#: flags and the log's shared lock keyed below the id drawn (``EMIT``), the event
+#: (%(appended)s, ``append_message_v2``'s data), the delete of the event %(keep)s ids older,
+#: and its floor raised when that event was in the statement's snapshot (deleted by it, or by
+#: an erasure that replaced it while the delete waited: one snapshot cannot see the
+#: placeholder, which stays below the floor for sweep's ``PURGE_BELOW_FLOOR``; the function
+#: looks again in a second statement). The floor by ``ON CONFLICT`` on its key: an index
+#: probe, where the planner scans the 64 rows. Answers the row as written
+#: (``CONVERSATION_COLUMNS``), or no row and nothing written: the flow then calls ``APPEND``.
+_APPEND_ONE: Final = (
+    "WITH u AS (UPDATE conversations SET activity_us = %(now)s::bigint, "
+    "expires_us = %(now)s::bigint + ttl_us, idle_us = %(now)s::bigint + idle_after_us, "
+    "message_count = message_count + 1, last_seq = last_seq + 1 WHERE {row} "
+    "AND (expires_us IS NULL OR expires_us > %(now)s::bigint) "
+    "AND status = ANY(%(stay)s::text[]) "
+    "AND (%(fence)s::bigint IS NULL OR (lease_token = %(fence)s::bigint "
+    "AND lease_until_us > %(now)s::bigint)) "
+    f"RETURNING {CONVERSATION_COLUMNS}), "
+    "m AS (INSERT INTO messages (tenant, conversation_id, seq, role, content, created_us, "
+    "metadata_json, idem_key, payload, link) SELECT tenant, id, last_seq, %(role)s::text, "
+    "%(content)s::bytea, %(now)s::bigint, %(metadata_json)s::text, %(key)s::text, "
+    "%(payload)s::text, %(link)s::smallint FROM u RETURNING tenant, conversation_id, seq, "
+    "set_config('threadkeep.emitted', 'on', false), set_config('threadkeep.notify', "
+    "CASE coalesce(current_setting('threadkeep.notify', true), '') "
+    "WHEN '' THEN CASE WHEN octet_length(tenant) < 7000 THEN 't:' || tenant ELSE '*' END "
+    "WHEN 't:' || tenant THEN 't:' || tenant ELSE '*' END, false), "
+    "pg_advisory_xact_lock_shared(events_tag() | events_drawn())), "
+    "e AS (INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
+    "SELECT %(appended)s::text, tenant, conversation_id, "
+    """format('{{"seq":%%s,"role":%%s}}', seq, to_json(%(role)s::text)), %(now)s::bigint """
+    "FROM m RETURNING id - %(keep)s::bigint AS gone), "
+    "d AS (DELETE FROM events WHERE id = (SELECT gone FROM e) RETURNING id), "
+    "f AS (INSERT INTO events_floors AS f (shard, floor) SELECT gone %% 64, gone FROM e "
+    "WHERE EXISTS (SELECT FROM d) "
+    "ON CONFLICT (shard) DO UPDATE SET floor = excluded.floor WHERE f.floor < excluded.floor) "
+    "SELECT *, CASE WHEN message_count > max_messages AND EXISTS (SELECT FROM m) "
+    "THEN trim_messages(tenant, id, last_seq - max_messages + 1) END, "
+    "(SELECT gone FROM e WHERE NOT EXISTS (SELECT FROM d)) FROM u"
+)
+#: ``APPEND_ONE``'s trim of the log found no event %(gone)s ids older: look again, as
+#: ``append_message_v2``'s second DELETE does, in a statement of its own (a new snapshot: an
+#: erasure that replaced that event while the first waited on it committed a placeholder the
+#: first could not see); the floor raised when it deletes one.
+TRIM_LOG_AGAIN: Final = Quiet(
+    "WITH x AS (DELETE FROM events WHERE id = %(gone)s RETURNING id) "
+    "UPDATE events_floors SET floor = %(gone)s WHERE shard = %(gone)s %% 64 "
+    "AND floor < %(gone)s AND EXISTS (SELECT FROM x)"
+)
+#: Sent before ``APPEND_ONE`` in its transaction: its statements find rows by key, and on a
+#: small analyzed table the planner costs a sequential scan of ``conversations`` below the
+#: key's probe (~150k instructions at 100 conversations; the functions carry the same
+#: setting as a ``SET`` clause).
+INDEX_SCANS: Final = Unread("SET LOCAL enable_seqscan = off")
+APPEND_ONE: Final = Routed(
+    Closing(_APPEND_ONE.format(row="tenant = %(tenant)s AND id = %(id)s")),
+    Closing(_APPEND_ONE.format(row="id = %(id)s")),
+)
 NEWEST: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} ORDER BY seq DESC LIMIT 1"
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
 DELETE_FROM: Final = f"DELETE FROM messages WHERE {_CONV} AND seq >= %(from)s"
