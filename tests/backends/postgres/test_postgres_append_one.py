@@ -89,6 +89,32 @@ def test_a_common_append_is_one_statement_and_calls_no_function(schema: str) -> 
     assert stored == [(1, first_key), (2, second_key)]  # the retry key kept, as by the function
 
 
+def test_the_common_append_raises_no_warning_in_its_implicit_transaction(schema: str) -> None:
+    """The append's transaction is an implicit one (no BEGIN): the planner setting before its
+    statement must not be ``SET LOCAL``, which works there but sends a WARNING ("can only be
+    used in transaction blocks"), logged by the server at every append."""
+    with threadkeep.open(url_of(schema)) as store:
+        cid = store.resume("c", tenant="t").id
+        store.append(cid, "user", "first")  # new -> active: the next one is the common append
+    flows = flows_of(schema)
+    notices: list[str] = []
+    with connect(schema, autocommit=True) as conn:
+        conn.add_notice_handler(lambda notice: notices.append(str(notice.message_primary)))
+        seen: list[str] = []
+        key = pg.INTERNAL_KEY + uuid.uuid4().hex
+        done = pump(
+            conn,
+            _recorded(flows._append(_append(cid, 2, now_us=now_us()), key, False), seen),
+            transaction=True,
+            ending=Ending(flows.channel, together=True),
+        )
+        setting = conn.execute("SELECT current_setting('enable_seqscan')").fetchone()
+    assert done.value is not None and done.value.seq == 2
+    assert seen == [pg.INDEX_SCANS, pg.APPEND_ONE.every]
+    assert notices == []
+    assert setting == ("on",)  # the setting ended with the append's transaction
+
+
 def _recorded(flow: Any, seen: list[str]) -> Any:
     rows = None
     try:

@@ -283,7 +283,10 @@ def test_a_write_of_one_exchange_sends_no_begin_or_commit(
     cid = conversation.id
     notify = schema.NOTIFY
     calls: dict[str, tuple[Callable[[], object], list[str]]] = {
-        "append()": (lambda: store.append(cid, "user", "x"), [schema.APPEND, notify]),
+        "append()": (
+            lambda: store.append(cid, "user", "x"),
+            [schema.INDEX_SCANS, schema.APPEND_ONE.every, notify],
+        ),
         "start()": (lambda: store.start("contact-s", tenant="t"), [schema.START, notify]),
         "resume(), new": (
             lambda: store.resume("contact-new", tenant="t"),
@@ -302,7 +305,8 @@ def test_a_write_of_one_exchange_sends_no_begin_or_commit(
             held.append("assistant", "a")
 
     assert _sent(monkeypatch, turn) == [
-        "BEGIN", schema.TAKE_LEASE.every, "COMMIT", schema.APPEND, notify, schema.RELEASE_LEASE
+        "BEGIN", schema.TAKE_LEASE.every, "COMMIT",
+        schema.INDEX_SCANS, schema.APPEND_ONE.every, notify, schema.RELEASE_LEASE,
     ]  # fmt: skip
     # a write that needs an answer before its commit still opens its transaction
     fact = _sent(monkeypatch, lambda: store.remember("c", "k", "v", tenant="t"))
@@ -616,9 +620,10 @@ def test_a_keyed_chat_turn_is_ten_round_trips(schema: str, monkeypatch: pytest.M
     """An echo bot's chat turn of a contact with an idempotency key (the load's turn), async:
     recall the key's note, resume, take the lease (two), the message, note the key (two),
     recall the opt-out, the reply, give the lease back: 10 round trips (was 15); the answer,
-    and a retry's, as before. 17 statements (26 in session 11, 28 before): only the lease
+    and a retry's, as before. 18 statements (26 in session 11, 28 before): only the lease
     and the key's note open a transaction with BEGIN (the others that write are implicit
-    ones), and resume sends no NOTIFY when it found the open conversation."""
+    ones), resume sends no NOTIFY when it found the open conversation, and the reply is the
+    common append (``INDEX_SCANS`` then ``APPEND_ONE``, no function)."""
     from threadkeep.bot import EchoBot, answer
 
     exchanges = [0]
@@ -650,5 +655,6 @@ def test_a_keyed_chat_turn_is_ten_round_trips(schema: str, monkeypatch: pytest.M
 
     assert asyncio.run(main()) == [(3, "echo: hi")]
     assert exchanges == [10]
-    assert len(sent) == 17 and sent.count("BEGIN") == sent.count("COMMIT") == 2
+    assert len(sent) == 18 and sent.count("BEGIN") == sent.count("COMMIT") == 2
+    assert sent.count(sql.APPEND_ONE.one) == 1 and sent.count(sql.APPEND) == 1
     assert sent.count(sql.NOTIFY) == 2  # the two appends' (equal text: WAKE's too)

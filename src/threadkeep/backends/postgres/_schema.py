@@ -1424,8 +1424,10 @@ TRIM_LOG_AGAIN: Final = Quiet(
 #: Sent before ``APPEND_ONE`` in its transaction: its statements find rows by key, and on a
 #: small analyzed table the planner costs a sequential scan of ``conversations`` below the
 #: key's probe (~150k instructions at 100 conversations; the functions carry the same
-#: setting as a ``SET`` clause).
-INDEX_SCANS: Final = Unread("SET LOCAL enable_seqscan = off")
+#: setting as a ``SET`` clause). ``set_config(…, true)``, not ``SET LOCAL``: the append's
+#: transaction is an implicit one (no BEGIN), where ``SET LOCAL`` works but raises a WARNING
+#: ("can only be used in transaction blocks") into the server's log at every append.
+INDEX_SCANS: Final = Unread("SELECT set_config('enable_seqscan', 'off', true)")
 APPEND_ONE: Final = Routed(
     Closing(_APPEND_ONE.format(row="tenant = %(tenant)s AND id = %(id)s")),
     Closing(_APPEND_ONE.format(row="id = %(id)s")),
