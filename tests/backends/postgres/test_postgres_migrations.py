@@ -321,7 +321,6 @@ def test_upgrade_from_version_13_keys_conversations_by_id_first(
     ``ON CONFLICT (tenant, id)`` (version-13 workers send the same statements)."""
     from threadkeep.backends.postgres._schema import (
         INSERT_CONVERSATION,
-        MIGRATIONS,
         PARTITION,
         SET_PARTITIONS,
         encode_conversation,
@@ -361,7 +360,7 @@ def test_upgrade_from_version_13_keys_conversations_by_id_first(
                 (schema,),
             ).fetchall()
             again = conn.execute(INSERT_CONVERSATION, encode_conversation(row)).fetchall()
-        assert version == (len(MIGRATIONS),)
+        assert version == (14,)
         assert key == ("PRIMARY KEY (id, tenant)",)
         assert [name for (name,) in indexes] == [
             "conversations_agent_page",

@@ -1065,62 +1065,6 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             k_cid, k_seq, k_role, k_content, k_at, k_meta, k_key, k_payload, k_link);
     END $f$;
     """,
-    # 15: a read of every tenant's events looks at pg_locks only when its stretch of the log
-    # has a gap (docs/postgres.md, "Events"; docs/performance.md, session 12). It counts the
-    # ids after its cursor up to the highest drawn (the first n, placeholders included): when
-    # they are all there (the count is the stretch's length), each of them is a committed
-    # row's, so no open transaction holds one of them (an id is drawn once, and only an
-    # erasure re-uses one, for a placeholder no read returns, in the transaction that deletes
-    # that event) and the read returns the stretch, bound by its last id, without the lock
-    # scan; when nothing is there it returns nothing (held back if something committed
-    # since). Otherwise (an id of an open transaction, of one rolled back, or trimmed) it
-    # takes the lowest key held, after that count, as before. One tenant's read is as before.
-    """
-    CREATE OR REPLACE FUNCTION read_events(after bigint, for_tenant text, n integer)
-    RETURNS TABLE (
-        floor bigint, id bigint, kind text, tenant text, conversation_id text,
-        data_json text, at_us bigint, held boolean
-    ) LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $f$
-    #variable_conflict use_column
-    DECLARE
-        top bigint := events_drawn();
-        lowest bigint;
-        start bigint;
-        seen bigint;
-        reach bigint;
-    BEGIN
-        IF for_tenant IS NULL THEN
-            start := coalesce(after, (SELECT max(s.floor) FROM events_floors s));
-            SELECT count(*), coalesce(max(r.id), start) INTO seen, reach FROM (SELECT e.id
-                FROM events e WHERE e.id > start AND e.id <= top ORDER BY e.id LIMIT n) r;
-        END IF;
-        IF for_tenant IS NULL AND reach - start = seen THEN
-            top := reach;  -- every id after the cursor up to reach is a committed row's
-        ELSE
-            SELECT min((((l.classid::bigint & 65535) << 32) | l.objid::bigint)) INTO lowest
-                FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
-                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                AND (l.classid::bigint >> 16) << 48 = events_tag();
-            top := least(top, lowest);
-        END IF;
-        IF for_tenant IS NULL THEN
-            RETURN QUERY SELECT f.low, e.id, e.kind, e.tenant, e.conversation_id, e.data_json,
-                e.at_us, EXISTS (SELECT 1 FROM events x WHERE x.id > top AND x.tenant <> '')
-                FROM (SELECT max(s.floor) AS low FROM events_floors s) f
-                LEFT JOIN LATERAL (SELECT * FROM events WHERE events.id > coalesce(after, f.low)
-                AND events.id <= top AND events.tenant <> '' ORDER BY events.id LIMIT n) e
-                ON true ORDER BY e.id;
-        ELSE
-            RETURN QUERY SELECT f.low, e.id, e.kind, e.tenant, e.conversation_id, e.data_json,
-                e.at_us, EXISTS (SELECT 1 FROM events x WHERE x.tenant = for_tenant
-                AND x.id > top)
-                FROM (SELECT max(s.floor) AS low FROM events_floors s) f
-                LEFT JOIN LATERAL (SELECT * FROM events WHERE events.tenant = for_tenant
-                AND events.id > coalesce(after, f.low) AND events.id <= top
-                ORDER BY events.id LIMIT n) e ON true ORDER BY e.id;
-        END IF;
-    END $f$;
-    """,
 )
 
 #: Turns a fresh schema's tables that have a tenant column into tables hash-partitioned by
