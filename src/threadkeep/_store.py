@@ -1518,16 +1518,18 @@ class AsyncStore(_StoreBase):
         tenant: str | None = None,
         after: str | None = None,
         timeout: float | None = 0.0,  # noqa: ASYNC109
-    ) -> AsyncGenerator[builtins.list[Event], None]:
-        """``events()``, one list per read of the log (empty at the end of a wait).
+    ) -> AsyncGenerator[tuple[builtins.list[Event], bool], None]:
+        """``events()``, one list per read of the log, and whether that read was a full batch.
 
+        A list is empty at the end of a wait; after a full batch more may follow at once.
         The service's reader of the log (``service.followers``) paces its reads by them: the
         next read starts only when the consumer asks for the next list.
         """
         self._check_open()
         walk = flows.EventsCursor(tenant, after, timeout, time.monotonic)
         while (op := walk.next_op()) is not None:
-            yield walk.take(await self._execute(op))
+            events = walk.take(await self._execute(op))
+            yield events, len(events) >= plans.EVENT_BATCH
 
     async def remember(
         self,

@@ -51,7 +51,6 @@ import logging
 from collections.abc import Callable
 
 from threadkeep import AsyncStore, CursorExpired, Event, ThreadkeepError
-from threadkeep._rules.plans import EVENT_BATCH
 
 __all__ = ["PACE", "PACED_LOG", "READY_WAIT", "WINDOW", "Followers", "Mark"]
 
@@ -246,10 +245,10 @@ class Followers:
             store._event_reads(after=self._head, timeout=_SLICE)
         ) as reads:
             began = loop.time()  # the read starts when the next list is asked for
-            async for events in reads:
+            async for events, full in reads:
                 for event in events:
                     self._take(event)
-                if pace and events and len(events) < EVENT_BATCH:  # fold the next writes
+                if pace and events and not full:  # fold the next writes
                     rest = began + pace - loop.time()
                     if rest > 0:
                         await asyncio.sleep(rest)
