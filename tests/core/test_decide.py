@@ -6,6 +6,7 @@ stored key, the status, the lease), checked against the precedence written out h
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import replace
 from typing import Any
@@ -304,6 +305,15 @@ def test_create(resume: bool, open_one: ConversationRow | None) -> None:
             "contact_id": "p", "status": "new", "stage": "Q1"
         }))  # fmt: skip
         assert verdict.result() == Result(Outcome.CREATED, new)
+
+
+def test_a_resent_resume_that_finds_its_own_conversation_answers_created() -> None:
+    """Review (session 12): a resume resent after a commit of unknown outcome found the
+    conversation its first try had created and answered EXISTING (``created=False``)."""
+    new = row(id="c2", status="new", message_count=0, last_seq=0, state_version=0)
+    stored = dataclasses.replace(new, activity_us=new.activity_us + 1)
+    verdict = decide.create(StartOp(new, True, lifecycle.STAGE_FROM, 100), stored)
+    assert verdict == Result(Outcome.CREATED, stored)
 
 
 @pytest.mark.parametrize("lease", sorted(LEASES))

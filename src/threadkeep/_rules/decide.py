@@ -142,8 +142,14 @@ class Created(NamedTuple):
 
 
 def create(op: StartOp, open_one: ConversationRow | None) -> Result[ConversationRow] | Created:
-    """Judge a start/resume; ``open_one`` is the contact's open conversation (resume only)."""
+    """Judge a start/resume; ``open_one`` is the contact's open conversation (resume only).
+
+    An open conversation with this call's own new id is the one it created: a resend after
+    a commit of unknown outcome finds it, and answers CREATED as the first try would have.
+    """
     if op.resume and open_one is not None:
+        if open_one.id == op.row.id:
+            return Result(Outcome.CREATED, open_one)
         return Result(Outcome.EXISTING, open_one)
     row = op.row
     return Created(row, ev.started(row.contact_id, row.status, row.stage))

@@ -428,9 +428,9 @@ ONE_KEPT = threadkeep.Limits(state_versions_kept=1)
 
 
 def test_a_save_that_loses_a_deadlock_is_retried(migrated: str) -> None:
-    """The lock, the save and COMMIT go in one flush. A server error before COMMIT ran (here
-    the save is chosen to end a deadlock) leaves the transaction open and failed, so it did
-    not commit: the save is retried as every flow retries a deadlock, and applied once (not
+    """The lock, the save and its commit go in one flush. A server error before the commit
+    (here the save is chosen to end a deadlock) rolls the implicit transaction back, so it
+    did not commit: the save is retried as every flow retries a deadlock, and applied once (not
     refused as a commit of unknown outcome)."""
     _second_save(migrated, _lose_a_deadlock, ONE_KEPT)
     _saved_once(migrated)

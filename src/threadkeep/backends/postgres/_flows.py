@@ -70,7 +70,8 @@ _READS: Final = frozenset(
 #: and a resend could conflict with itself, report "not found", or find its own lease busy).
 _ONCE: Final = frozenset({ops.SaveStateOp, ops.DeleteOp, ops.LeaseOp, ops.PopOp, ops.ReplaceOp})
 #: Of those, the ones whose COMMIT travels with their ``Closing`` statement all the same (one
-#: round trip): COMMIT is queued only behind that statement, so a connection lost before it
+#: round trip): the commit (COMMIT, or the Sync of an implicit transaction) is queued only
+#: behind that statement, so a connection lost before it
 #: is still retried, and one lost after it is not (the outcome is unknown).
 _ONCE_TOGETHER: Final = frozenset({ops.SaveStateOp})
 

@@ -73,8 +73,8 @@ class PostgresBackend:
         only they wait for their statements' answers before sending COMMIT (``Ending``),
         save_state excepted (``Run.together``: its COMMIT travels with its statements, and a
         connection the server ended while it sat in the pool is found first, ``check_alive``;
-        a server error that left its transaction failed, a deadlock lost, came before COMMIT
-        ran, ``Ending.failed``, and is retried as in every other flow).
+        a server error inside its transaction, a deadlock lost, came before its commit,
+        ``Ending.failed``, and is retried as in every other flow).
         """
         attempts = Attempts(self._options)
         pool = self._pool
