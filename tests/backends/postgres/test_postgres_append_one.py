@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -20,7 +22,14 @@ import psycopg
 import pytest
 
 import threadkeep
-from tests.backends.postgres._helpers import SHARED, connect, flows_of, now_us, url_of
+from tests.backends.postgres._helpers import (
+    SHARED,
+    blocked_by,
+    connect,
+    flows_of,
+    now_us,
+    url_of,
+)
 from threadkeep._rules import lifecycle, ops
 from threadkeep._rules.retention import RetentionUs
 from threadkeep._rules.rows import ConversationRow
@@ -113,6 +122,63 @@ def test_the_common_append_raises_no_warning_in_its_implicit_transaction(schema:
     assert seen == [pg.INDEX_SCANS, pg.APPEND_ONE.every]
     assert notices == []
     assert setting == ("on",)  # the setting ended with the append's transaction
+
+
+def test_a_trim_that_waits_holds_no_follower_back(schema: str) -> None:
+    """Review: the statement took the log's shared lock before ``trim_messages`` (the
+    function takes it after), so while a trim past ``max_messages`` waited on a row lock no
+    follower could read past it: another conversation's committed append was held back. Now
+    the lock is taken with the event, after the trim, as the function does."""
+    with threadkeep.open(url_of(schema)) as store:
+        capped = store.start("a", tenant="t", retention=threadkeep.Retention(max_messages=2))
+        other = store.start("b", tenant="t")
+        for i in range(3):
+            store.append(capped.id, "user", f"m{i}")
+        store.append(other.id, "user", "o1")
+        cursor = [e.id for e in store.events(tenant="t", timeout=0)][-1]
+        with connect(schema) as blocker:  # holds the message the next trim deletes
+            blocker.execute(
+                "SELECT 1 FROM messages WHERE conversation_id = %s AND seq = 2 FOR UPDATE",
+                (capped.id,),
+            )
+            trimming = threading.Thread(target=store.append, args=(capped.id, "user", "trims"))
+            trimming.start()
+            deadline = time.monotonic() + 10
+            while not blocked_by(blocker.info.backend_pid):
+                assert time.monotonic() < deadline, "the trimming append never waited"
+                time.sleep(0.02)
+            later = store.append(other.id, "user", "o2")
+            seen = [e.data for e in store.events(tenant="t", after=cursor, timeout=0)]
+            blocker.rollback()
+        trimming.join(30)
+    assert {"seq": later.seq, "role": "user"} in seen
+
+
+def test_an_append_by_bare_id_to_an_id_two_tenants_hold_appends_once(schema: str) -> None:
+    """Review: where a transfer's race left two rows of one id, the statement by bare id
+    updated both and failed ("more than one row returned by a subquery"), every time; now it
+    declines there and the function appends to one, as before."""
+    with threadkeep.open(url_of(schema)) as store:
+        conv = store.resume("c", tenant="t1")
+        store.append(conv.id, "user", "first")
+        with connect(schema) as conn:
+            columns = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                    "current_schema() AND table_name = 'conversations' AND column_name <> "
+                    "'tenant' ORDER BY ordinal_position"
+                ).fetchall()
+            ]
+            names = ", ".join(columns)
+            conn.execute(
+                f"INSERT INTO conversations (tenant, {names}) "
+                f"SELECT 't2', {names} FROM conversations WHERE id = %s",
+                (conv.id,),
+            )
+            conn.commit()
+        message = store.append(conv.id, "user", "second")
+    assert message.seq == 2
 
 
 def _recorded(flow: Any, seen: list[str]) -> Any:

@@ -315,7 +315,7 @@ class Flows:
         left it, when the answer tells it.
 
         A keyless first try goes first as ``schema.APPEND_ONE`` (no function), which appends
-        only where the rules append without a status change or a trim; where it wrote
+        only where the rules append without a status change; where it wrote
         nothing, ``APPEND`` follows in a transaction of its own and judges as above.
         """
         caller_key = op.idempotency_key

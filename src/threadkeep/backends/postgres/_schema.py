@@ -122,7 +122,8 @@ _BIND_DRAWN: Final = (
 #: write's first event), the session's flags for the NOTIFY, the event, and the trim of the
 #: event ``keep`` ids older with its floor. It is part of migration 13's text, which never
 #: changes (14's append_message_v2 inlines it too): a later migration that changes these steps
-#: writes both functions from a template of its own.
+#: writes both functions from a template of its own, and must keep ``APPEND_ONE`` (the same
+#: steps as the client's SQL, sent by running workers of the previous version) right too.
 _EMIT_13: Final = """
         IF {first} THEN
             done := pg_advisory_xact_lock_shared(events_tag() | events_drawn())::text;
@@ -1313,19 +1314,24 @@ APPEND: Final = Closing(
 #: The common append in one statement of the client's, no function (one plan, one executor
 #: start; docs/performance.md, "The PostgreSQL append as one statement"): for a keyless first
 #: try (no key to look up) with %(keep)s >= 1. Its UPDATE locks the conversation (by id
-#: alone, or with %(tenant)s) and takes the next seq only if the row it locked (READ
-#: COMMITTED re-checks the condition on the newest version) is live, its status is one of
-#: %(stay)s (those ``on_message`` keeps: no status change, no second event), the append
-#: trims nothing (``max_messages``) and the fence, if any, is the live lease. Then, in this
-#: order (each part reads the one before): the message (key %(key)s), the session's NOTIFY
-#: flags and the log's shared lock keyed below the id drawn (``EMIT``), the event
-#: (%(appended)s, ``append_message_v2``'s data), the delete of the event %(keep)s ids older,
-#: and its floor raised when that event was in the statement's snapshot (deleted by it, or by
-#: an erasure that replaced it while the delete waited: one snapshot cannot see the
-#: placeholder, which stays below the floor for sweep's ``PURGE_BELOW_FLOOR``; the function
-#: looks again in a second statement). The floor by ``ON CONFLICT`` on its key: an index
-#: probe, where the planner scans the 64 rows. Answers the row as written
-#: (``CONVERSATION_COLUMNS``), or no row and nothing written: the flow then calls ``APPEND``.
+#: alone, where no other tenant holds the id, or with %(tenant)s) and takes the next seq only
+#: if the row it locked (READ COMMITTED re-checks the condition on the newest version) is
+#: live, its status is one of %(stay)s (those ``on_message`` keeps: no status change, no
+#: second event) and the fence, if any, is the live lease. Then, in the function's order
+#: (each part reads the one before; the answer's columns are computed left to right): the
+#: message (key %(key)s) and the session's NOTIFY flags; the trim past ``max_messages``
+#: (``trim_messages``, in the answer, when the count passed it); the log's shared lock keyed
+#: below the id drawn (``EMIT``) and the event (%(appended)s, ``append_message_v2``'s data);
+#: the delete of the event %(keep)s ids older, and its floor raised when that delete found
+#: the event. When it found none (an erasure replaced it with a placeholder this snapshot
+#: cannot see) the answer's last column is that id, and the flow looks again in a statement
+#: of its own (``TRIM_LOG_AGAIN``), as the function's second DELETE does. The floor by ``ON
+#: CONFLICT`` on its key: an index probe, where the planner scans the 64 rows. Answers the
+#: row as written (``CONVERSATION_COLUMNS``), or no row and nothing written: the flow then
+#: calls ``APPEND``.
+#: Upgrades: this is a third copy of the append's writes (after ``append_message_v2`` and
+#: ``_EMIT_13``), sent by the client: a migration that changes what an append writes must
+#: also keep what running workers of the previous version send here working.
 _APPEND_ONE: Final = (
     "WITH u AS (UPDATE conversations SET activity_us = %(now)s::bigint, "
     "expires_us = %(now)s::bigint + ttl_us, idle_us = %(now)s::bigint + idle_after_us, "
@@ -1342,12 +1348,13 @@ _APPEND_ONE: Final = (
     "set_config('threadkeep.emitted', 'on', false), set_config('threadkeep.notify', "
     "CASE coalesce(current_setting('threadkeep.notify', true), '') "
     "WHEN '' THEN CASE WHEN octet_length(tenant) < 7000 THEN 't:' || tenant ELSE '*' END "
-    "WHEN 't:' || tenant THEN 't:' || tenant ELSE '*' END, false), "
-    "pg_advisory_xact_lock_shared(events_tag() | events_drawn())), "
+    "WHEN 't:' || tenant THEN 't:' || tenant ELSE '*' END, false)), "
     "e AS (INSERT INTO events (kind, tenant, conversation_id, data_json, at_us) "
     "SELECT %(appended)s::text, tenant, conversation_id, "
     """format('{{"seq":%%s,"role":%%s}}', seq, to_json(%(role)s::text)), %(now)s::bigint """
-    "FROM m RETURNING id - %(keep)s::bigint AS gone), "
+    "FROM m CROSS JOIN LATERAL "
+    "(SELECT pg_advisory_xact_lock_shared(events_tag() | events_drawn())) AS l "
+    "RETURNING id - %(keep)s::bigint AS gone), "
     "d AS (DELETE FROM events WHERE id = (SELECT gone FROM e) RETURNING id), "
     "f AS (INSERT INTO events_floors AS f (shard, floor) SELECT gone %% 64, gone FROM e "
     "WHERE EXISTS (SELECT FROM d) "
@@ -1374,7 +1381,14 @@ TRIM_LOG_AGAIN: Final = Quiet(
 INDEX_SCANS: Final = Unread("SELECT set_config('enable_seqscan', 'off', true)")
 APPEND_ONE: Final = Routed(
     Closing(_APPEND_ONE.format(row="tenant = %(tenant)s AND id = %(id)s")),
-    Closing(_APPEND_ONE.format(row="id = %(id)s")),
+    # by bare id, only where no other tenant holds the id (a transfer's race can leave two
+    # rows of one id: the function appends to one; this statement would update both)
+    Closing(
+        _APPEND_ONE.format(
+            row="id = %(id)s AND NOT EXISTS (SELECT FROM conversations o "
+            "WHERE o.id = %(id)s AND o.tenant <> conversations.tenant)"
+        )
+    ),
 )
 NEWEST: Final = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {_CONV} ORDER BY seq DESC LIMIT 1"
 #: pop_last, clear_messages and replace_messages delete the kept messages from a seq on.
