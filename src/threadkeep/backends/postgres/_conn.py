@@ -378,9 +378,6 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
             if not ended:
                 position = wire.send(query, params, True)
                 emitted = emitted or may_log(query)
-            if not wire.queued:  # nothing to write
-                wire.end()
-                return result
             ending.committing = True
             wire.sync()
             ending.implicit = wire.queued

@@ -113,9 +113,6 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
             if not ended:
                 position = wire.send(query, params, True)
                 emitted = emitted or may_log(query)
-            if not wire.queued:  # nothing to write
-                wire.end()
-                return result
             ending.committing = True
             wire.sync()
             ending.implicit = wire.queued
