@@ -35,6 +35,7 @@ __all__ = [
     "lost_connection",
     "migrate",
     "pump",
+    "send_implicit",
     "settle",
 ]
 
@@ -373,17 +374,9 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
                 ended = True
                 break
         if ending is not None and ending.together and (ended or isinstance(query, Closing)):
-            for step in held:  # an implicit transaction: the Sync commits it
-                wire.send(step[0], step[1], bool(step[1]))
-            if not ended:
-                position = wire.send(query, params, True)
-                emitted = emitted or may_log(query)
-            ending.committing = True
-            wire.sync()
-            ending.implicit = wire.queued
-            if emitted:  # after the Sync: outside the transaction
-                wire.send(NOTIFY, {"chan": ending.channel}, False)
-                wire.sync()
+            position = send_implicit(
+                wire, ending, held, None if ended else (query, params), emitted
+            )
             answers = wire.exchange()
             wire.end()  # every answer is in
             if ended:
@@ -446,6 +439,35 @@ def _pump(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending | None) -
             query, params = flow.send(wire.rows(answers[position]))
         except StopIteration as done:
             return cast(T, done.value)
+
+
+def send_implicit(
+    wire: Wire,
+    ending: Ending,
+    held: list[tuple[str, dict[str, Any]]],
+    closing: tuple[str, dict[str, Any]] | None,
+    emitted: bool,
+) -> int:
+    """Queue a pass as an implicit transaction (no BEGIN, no COMMIT: its Sync commits it).
+
+    ``held``: its ``Unread`` statements; ``closing``: its ``Closing`` statement (None when
+    the flow ended after ``held``); ``emitted``: whether ``held`` logged events. The NOTIFY,
+    when the pass may have logged events, follows with a Sync of its own, outside the
+    transaction. Returns the position of ``closing``'s answer (-1: none).
+    """
+    for query, params in held:
+        wire.send(query, params, bool(params))
+    position = -1
+    if closing is not None:
+        position = wire.send(closing[0], closing[1], True)
+        emitted = emitted or may_log(closing[0])
+    ending.committing = True
+    wire.sync()
+    ending.implicit = wire.queued
+    if emitted:  # after the Sync: outside the transaction
+        wire.send(NOTIFY, {"chan": ending.channel}, False)
+        wire.sync()
+    return position
 
 
 def migrate(options: ConnectionOptions) -> int:

@@ -30,6 +30,7 @@ from threadkeep.backends.postgres._conn import (
     check_alive,
     lost_connection,
     migrate,
+    send_implicit,
     settle,
 )
 from threadkeep.backends.postgres._flows import (
@@ -108,17 +109,9 @@ async def _passes(wire: Wire, flow: Flow[T], transaction: bool, ending: Ending |
                 ended = True
                 break
         if ending is not None and ending.together and (ended or isinstance(query, Closing)):
-            for step in held:  # an implicit transaction: the Sync commits it
-                wire.send(step[0], step[1], bool(step[1]))
-            if not ended:
-                position = wire.send(query, params, True)
-                emitted = emitted or may_log(query)
-            ending.committing = True
-            wire.sync()
-            ending.implicit = wire.queued
-            if emitted:  # after the Sync: outside the transaction
-                wire.send(NOTIFY, {"chan": ending.channel}, False)
-                wire.sync()
+            position = send_implicit(
+                wire, ending, held, None if ended else (query, params), emitted
+            )
             answers = await wire.exchange_async()
             wire.end()  # every answer is in
             if ended:
